@@ -1,0 +1,57 @@
+"""Strict base64url without padding (RFC 7515 §2, RFC 4648 §5).
+
+Written by hand because the standard library's decoder silently accepts padding, characters of
+the other alphabet and non-zero trailing bits; a PASSporT verifier must reject all three so that
+one token has exactly one encoding.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+
+from .errors import PassportEncodingError
+
+_ALPHABET = re.compile(rb"[A-Za-z0-9_-]*")
+_ALPHABET_STR = re.compile(r"[A-Za-z0-9_-]*")
+
+
+def b64url_encode(data: bytes) -> str:
+    """Encode ``data`` as base64url with the trailing ``=`` removed."""
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def b64url_decode(text: str | bytes, *, what: str = "segment", error: type[Exception] = PassportEncodingError) -> bytes:
+    """Decode canonical unpadded base64url or raise ``error``.
+
+    Rejects padding, ``+``/``/``, whitespace, a length of 1 mod 4 and non-zero unused bits
+    (the last two make several strings decode to the same bytes).
+    """
+    raw = text.encode("ascii", "replace") if isinstance(text, str) else text
+    if _ALPHABET.fullmatch(raw) is None:
+        raise error(f"{what} is not base64url: characters outside [A-Za-z0-9_-]")
+    rem = len(raw) % 4
+    if rem == 1:
+        raise error(f"{what} has an impossible base64url length")
+    try:
+        data = base64.urlsafe_b64decode(raw + b"=" * (-len(raw) % 4))
+    except (binascii.Error, ValueError) as exc:  # pragma: no cover - alphabet already checked
+        raise error(f"{what} is not base64url: {exc}") from None
+    if rem and _b64_tail_bits(raw[-1], rem):
+        raise error(f"{what} is not canonical base64url (non-zero trailing bits)")
+    return data
+
+
+_INDEX = {c: i for i, c in enumerate(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")}
+
+
+def _b64_tail_bits(last: int, rem: int) -> bool:
+    """True when the unused low bits of the final character are not zero."""
+    value = _INDEX[last]
+    return bool(value & (0x0F if rem == 2 else 0x03))
+
+
+def is_b64url(text: str) -> bool:
+    """True when ``text`` only uses the base64url alphabet."""
+    return _ALPHABET_STR.fullmatch(text) is not None

@@ -1,0 +1,82 @@
+"""Telephone-number canonicalization (RFC 8224 §8.3) and extraction from SIP URIs.
+
+The canonical form drops a leading ``+``, visual separators and URI parameters, leaving only the
+characters ``0-9``, ``#`` and ``*``.  When a dial plan is configured (``national_prefix`` and
+``country_code``), a national number is turned into its E.164 digits (the §8.3 SHOULD); without
+one the digits are used as given, which is what SHAKEN peers do.
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import unquote
+
+_VISUAL = re.compile(r"[\s\-.()\[\]/]")
+_CANON = re.compile(r"[0-9#*]+")
+_URI_USER = re.compile(r"^(?:sips?|tel):([^@;?>]+)", re.IGNORECASE)
+
+
+class TNError(ValueError):
+    """The value does not canonicalize to a telephone number."""
+
+
+def canonicalize_tn(value: str, *, country_code: str | None = None, national_length: int | None = None) -> str:
+    """Canonicalize a telephone number per RFC 8224 §8.3.
+
+    ``"+1 (215) 555-1212"`` → ``"12155551212"``; ``*67`` and ``#31#`` keep their ``*``/``#``.
+    With ``country_code="1", national_length=10`` a ten-digit NANP number gets its ``1`` prefixed.
+
+    Raises :class:`TNError` when anything but digits, ``#``, ``*`` and visual separators remain.
+    """
+    if not isinstance(value, str):
+        raise TNError("telephone number must be a string")
+    text = value.strip()
+    if text.lower().startswith(("tel:", "sip:", "sips:")):
+        user = uri_user(text)
+        if user is None:
+            raise TNError(f"no user part in {value!r}")
+        text = user
+    text = text.split(";", 1)[0]
+    had_plus = text.startswith("+")
+    if had_plus:
+        text = text[1:]
+    text = _VISUAL.sub("", text)
+    if not text or _CANON.fullmatch(text) is None:
+        raise TNError(f"{value!r} is not a telephone number")
+    if (
+        not had_plus
+        and country_code
+        and national_length
+        and len(text) == national_length
+        and text.isdigit()
+    ):
+        text = country_code + text
+    return text
+
+
+def uri_user(uri: str) -> str | None:
+    """The user part of a ``sip:``/``sips:`` URI or the number of a ``tel:`` URI, unescaped.
+
+    Accepts a bare URI or one in angle brackets (a name-addr is handled by the SIP layer).
+    """
+    text = uri.strip()
+    if "<" in text:
+        start = text.find("<")
+        end = text.find(">", start)
+        text = text[start + 1 : end if end > start else None]
+    m = _URI_USER.match(text)
+    if m is None:
+        return None
+    user = unquote(m.group(1))
+    return user or None
+
+
+def tn_from_uri(uri: str, **dialplan: object) -> str | None:
+    """The canonical TN in a From/To/P-Asserted-Identity URI, or None when it holds no TN."""
+    user = uri_user(uri)
+    if user is None:
+        return None
+    try:
+        return canonicalize_tn(user, **dialplan)  # type: ignore[arg-type]
+    except TNError:
+        return None
