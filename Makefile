@@ -1,0 +1,46 @@
+# stirshaken: the two commands of the README are `make demo` and `make test`.
+PY ?= python3
+VENV ?= .venv
+BIN = $(VENV)/bin
+PYTEST_ARGS ?=
+
+.PHONY: setup deps services demo testbed test test-fast bench bench-core bench-verify bench-serve clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+deps:
+	bash scripts/install-deps.sh
+
+services:
+	bash scripts/services.sh
+
+## The main job on an embedded default: a local PKI, a signed call, verdicts.
+demo: setup
+	$(BIN)/stirshaken demo
+
+## Everything the tests need (peers, services, venv), then the whole suite.
+test: setup deps services
+	$(BIN)/pytest -q $(PYTEST_ARGS)
+
+test-fast: setup
+	$(BIN)/pytest -q -m "not interop" $(PYTEST_ARGS)
+
+bench: bench-core bench-verify bench-serve
+
+bench-core: setup
+	$(BIN)/python bench/bench_core.py
+
+bench-verify: setup
+	$(BIN)/python bench/bench_verify.py
+
+bench-serve: setup deps
+	bash bench/bench_serve.sh
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis build dist src/*.egg-info
