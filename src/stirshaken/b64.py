@@ -28,7 +28,12 @@ def b64url_decode(text: str | bytes, *, what: str = "segment", error: type[Excep
     Rejects padding, ``+``/``/``, whitespace, a length of 1 mod 4 and non-zero unused bits
     (the last two make several strings decode to the same bytes).
     """
-    raw = text.encode("ascii", "replace") if isinstance(text, str) else text
+    if isinstance(text, str):
+        raw = text.encode("ascii", "replace")
+    elif isinstance(text, (bytes, bytearray, memoryview)):
+        raw = bytes(text)
+    else:
+        raise error(f"{what} must be text, not {type(text).__name__}")
     if _ALPHABET.fullmatch(raw) is None:
         raise error(f"{what} is not base64url: characters outside [A-Za-z0-9_-]")
     rem = len(raw) % 4

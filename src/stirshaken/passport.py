@@ -396,7 +396,7 @@ def check_claims(p: PASSporT) -> None:
     if ppt == "shaken":
         if "tn" not in c["orig"]:
             raise InvalidClaimError("'orig' claim of a SHAKEN PASSporT must hold 'tn'")
-        if c["attest"] not in ATTEST_VALUES:
+        if not isinstance(c["attest"], str) or c["attest"] not in ATTEST_VALUES:
             raise InvalidClaimError("'attest' claim in PASSporT is not valid")
         if not isinstance(c["origid"], str) or not c["origid"]:
             raise InvalidClaimError("'origid' claim must be a non-empty string")

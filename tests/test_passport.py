@@ -1,0 +1,493 @@
+"""PASSporT (RFC 8225, RFC 8588, RFC 8946 div, RFC 9795 rcd): encoding, public vectors, strict decoding."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import orjson
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+from stirshaken import passport as pp
+from stirshaken.b64 import b64url_decode, b64url_encode
+from stirshaken.errors import (
+    VERSTAT_FAILED,
+    CompactFormError,
+    InvalidClaimError,
+    MissingClaimError,
+    MissingHeaderParameterError,
+    PassportEncodingError,
+    PassportFormatError,
+    PassportJSONError,
+    SignatureError,
+    StirShakenError,
+    UnsupportedAlgorithmError,
+    UnsupportedPPTError,
+    UnsupportedTypeError,
+)
+
+try:
+    from tests import _core_support as V
+except ImportError:  # tests/ on sys.path (rootdir-relative import mode)
+    import _core_support as V  # type: ignore[no-redef]
+
+X5U = "https://cr.example.net/sp.pem"
+_B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+SHAKEN_HEADER = {"alg": "ES256", "ppt": "shaken", "typ": "passport", "x5u": X5U}
+
+
+@pytest.fixture(scope="module")
+def key() -> ec.EllipticCurvePrivateKey:
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def good_claims(**over):
+    c = {
+        "attest": "A",
+        "dest": {"tn": ["12155551213"]},
+        "iat": 1700000000,
+        "orig": {"tn": "12155551212"},
+        "origid": "123e4567-e89b-12d3-a456-426655440000",
+    }
+    c.update(over)
+    return c
+
+
+def signed(key, header=None, claims=None) -> str:
+    return pp.encode_token(key, SHAKEN_HEADER if header is None else header, good_claims() if claims is None else claims)
+
+
+def segments(token: str) -> tuple[bytes, bytes, bytes]:
+    h, p, s = token.split(".")
+    return b64url_decode(h), b64url_decode(p), b64url_decode(s)
+
+
+# --- public vectors (STANDARDS.md §12) ----------------------------------------------------------
+
+
+def test_tv2_rfc8225_71_verifies_over_its_own_bytes_with_a2_key():
+    p = pp.parse_jws(V.RFC8225_71_FULL)
+    assert p.header == {"alg": "ES256", "typ": "passport", "x5u": "https://cert.example.org/passport.cer"}
+    assert p.claims["iat"] == "1443208345"  # Erratum 5985: a string
+    p.verify(V.a2_pub())  # signature over the received segments, not a re-serialization
+    assert p.compact == V.RFC8225_71_COMPACT
+    assert p.canonical
+
+
+def test_tv2_string_iat_is_rejected_by_strict_decode():
+    with pytest.raises(InvalidClaimError) as ei:
+        pp.decode(V.RFC8225_71_FULL, ppt=None)
+    assert ei.value.sip_code == 438 and "iat" in ei.value.description
+
+
+def test_tv2_tampered_fails_and_a1_key_is_not_its_pair():
+    p = pp.parse_jws(V.RFC8225_71_FULL)
+    with pytest.raises(SignatureError):
+        p.verify(V.a1_key().public_key())
+    h, pl, s = V.RFC8225_71_FULL.split(".")
+    forged = pp.parse_jws(h + "." + b64url_encode(b64url_decode(pl).replace(b"alice", b"mallo")) + "." + s)
+    with pytest.raises(SignatureError) as ei:
+        forged.verify(V.a2_pub())
+    assert ei.value.sip_code == 438 and ei.value.verstat == VERSTAT_FAILED
+
+
+def test_tv2_compact_form_is_a_typed_error():
+    with pytest.raises(CompactFormError) as ei:
+        pp.parse_jws(V.RFC8225_71_COMPACT)
+    assert ei.value.sip_code == 438
+
+
+def test_tv3_appendix_a_serialization_and_derived_rfc6979_signature():
+    header = {"typ": "passport", "alg": "ES256", "x5u": "https://cert.example.org/passport.cer"}  # §4.4 order
+    claims = {"orig": {"tn": "12155551212"}, "iat": 1471375418, "dest": {"uri": ["sip:alice@example.com"]}}
+    assert b64url_encode(pp.canonical_json(header)) == V.RFC8225_APPA_HEADER_B64
+    assert b64url_encode(pp.canonical_json(claims)) == V.RFC8225_APPA_PAYLOAD_B64
+    token = pp.encode_token(V.a1_key(), header, claims)
+    assert token == f"{V.RFC8225_APPA_HEADER_B64}.{V.RFC8225_APPA_PAYLOAD_B64}.{V.RFC8225_APPA_DERIVED_SIG}"
+    pp.parse_jws(token).verify(V.a1_key().public_key())
+
+
+def test_tv3_shaken_example_reproduces_byte_for_byte_with_deterministic_signer():
+    signer = pp.Signer(V.a1_key(), "https://cert.example.org/passport.cer")
+    token = signer.sign(
+        orig="12155550121", dest=["12155550131"], attest="A", iat=1443208345,
+        origid="123e4567-e89b-12d3-a456-426655440000",
+    )
+    assert token == V.SHAKEN_EXAMPLE_TOKEN
+    assert signer.sign(orig="12155550121", dest="12155550131", attest="A", iat=1443208345,
+                       origid="123e4567-e89b-12d3-a456-426655440000") == token
+    p = pp.decode(token)
+    assert p.problems == ()
+    assert signer.identity_for_token(token) == token + ";info=<https://cert.example.org/passport.cer>;alg=ES256;ppt=shaken"
+
+
+def test_random_k_signer_differs_but_verifies():
+    signer = pp.Signer(V.a1_key(), "https://cert.example.org/passport.cer", deterministic=False)
+    kw = dict(orig="12155550121", dest=["12155550131"], attest="A", iat=1443208345, origid="123e4567-e89b-12d3-a456-426655440000")
+    t1, t2 = signer.sign(**kw), signer.sign(**kw)
+    assert t1 != t2 and t1.rsplit(".", 1)[0] == V.SHAKEN_EXAMPLE_TOKEN.rsplit(".", 1)[0]
+    for t in (t1, t2):
+        pp.decode(t).verify(V.a1_key().public_key())
+
+
+def test_tv4_rfc7515_a3_verifies():
+    def num(s):
+        return int.from_bytes(b64url_decode(s), "big")
+    pub = ec.EllipticCurvePublicNumbers(num(V.RFC7515_A3_JWK["x"]), num(V.RFC7515_A3_JWK["y"]), ec.SECP256R1()).public_key()
+    pp.verify_signature(V.RFC7515_A3_SIGNING_INPUT.encode(), b64url_decode(V.RFC7515_A3_SIG), pub)
+    with pytest.raises(SignatureError):
+        pp.verify_signature(V.RFC7515_A3_SIGNING_INPUT.encode() + b"x", b64url_decode(V.RFC7515_A3_SIG), pub)
+    priv = ec.derive_private_key(num(V.RFC7515_A3_JWK["d"]), ec.SECP256R1())
+    assert priv.public_key().public_numbers() == pub.public_numbers()
+    sig = pp.es256_sign(priv, V.RFC7515_A3_SIGNING_INPUT.encode())
+    pp.verify_signature(V.RFC7515_A3_SIGNING_INPUT.encode(), sig, pub)
+
+
+def test_tv1_examples_are_canonical():
+    ex2 = '{"dest":{"tn":["12125551212"],"uri":["sip:alice@example.com","sip:bob@example.net"]},"iat":1443208345,"orig":{"tn":"12155551212"}}'
+    obj = json.loads(ex2)
+    assert pp.canonical_json(obj).decode() == ex2
+    header = json.loads('{"typ":"passport","alg":"ES256","x5u":"https://cert.example.org/passport.cer"}')
+    assert pp.canonical_json(header) == b'{"alg":"ES256","typ":"passport","x5u":"https://cert.example.org/passport.cer"}'
+    mky = ('{"dest":{"uri":["sip:alice@example.com"]},"iat":1443208345,"mky":[{"alg":"sha-256","dig":"021ACC5427ABEB9C533F3E4B652E7D463F5442CD54F17A03A27DF9B07F4619B2"},'
+           '{"alg":"sha-256","dig":"4AADB9B13F82183B540212DF3E5D496B19E57CAB3E4B652E7D463F5442CD54F1"}],"orig":{"tn":"12155551212"}}')
+    assert pp.canonical_json(json.loads(mky)).decode() == mky
+
+
+def test_tv1_83_missing_comma_payload_is_json_error(key):
+    bad = b'{ "bar":"beyond all recognition" "dest":{"uri":["sip:alice@example.com"]}, "iat":1443208345, "orig":{"tn":"12155551212"} }'
+    with pytest.raises(PassportJSONError) as ei:
+        pp.parse_jws(V.jws(b'{"alg":"ES256","ppt":"foo","typ":"passport","x5u":"https://tel.example.org/passport.cer"}', bad))
+    assert ei.value.sip_code == 438
+
+
+def test_tv6_public_tokens_decode():
+    p = pp.decode(V.LIBSTIRSHAKEN_TOKEN)
+    assert (p.attest, p.orig_tn, p.dest_tns, p.x5u) == ("B", "01256500600", ("01256700800",), "https://shaken.signalwire.cloud/sp.pem")
+    assert p.problems == () and p.canonical and len(p.signature) == 64
+    token = V.PASTEBIN_IDENTITY.split(";", 1)[0]
+    p = pp.decode(token)
+    assert p.attest == "A" and p.iat == 1629357305 and p.origid == "c1375035-add9-48d3-8052-c48c2977bc60"
+
+
+def test_vector_orig_as_string_is_invalid_claim():
+    with pytest.raises(InvalidClaimError) as ei:
+        pp.decode(V.SIGNALWIRE_BAD_PASSPORT)
+    assert ei.value.sip_code == 438 and "'orig'" in ei.value.description
+    assert ei.value.reason == "Invalid Identity Header"
+    # still shown to an operator: parse_jws alone succeeds
+    p = pp.parse_jws(V.SIGNALWIRE_BAD_PASSPORT)
+    assert isinstance(p.claims["orig"], str) and p.orig_tn is None and p.dest_tns == ()
+
+
+def test_vector_spc_token_is_not_a_passport():
+    with pytest.raises(UnsupportedTypeError) as ei:
+        pp.decode(V.SIGNALWIRE_SPC_TOKEN, ppt=None)
+    assert ei.value.sip_code == 437
+
+
+# --- encoding ----------------------------------------------------------------------------------
+
+
+def test_deterministic_json_and_raw_signature(key):
+    token = signed(key)
+    h, p, s = token.split(".")
+    assert "=" not in token and "+" not in token and "/" not in token
+    hb, pb, sb = segments(token)
+    assert hb == b'{"alg":"ES256","ppt":"shaken","typ":"passport","x5u":"https://cr.example.net/sp.pem"}'
+    assert pb == orjson.dumps(good_claims(), option=orjson.OPT_SORT_KEYS)
+    assert b" " not in pb and list(json.loads(pb)) == sorted(json.loads(pb))
+    assert len(sb) == 64
+    r, sv = int.from_bytes(sb[:32], "big"), int.from_bytes(sb[32:], "big")
+    assert 0 < r and 0 < sv
+    der = key.sign(f"{h}.{p}".encode(), pp._ECDSA_SHA256_DET)
+    assert decode_dss_signature(der) == (r, sv)  # deterministic: the same r, s as in the token
+    pp.decode(token).verify(key.public_key())
+
+
+def test_canonical_json_is_recursive_and_python_equivalent():
+    obj = {"b": [{"z": 1, "a": True, "m": None}], "a": {"y": "é", "x": False}}
+    assert pp.canonical_json(obj) == json.dumps(obj, separators=(",", ":"), sort_keys=True, ensure_ascii=False).encode()
+
+
+def test_shaken_claims_builder_several_destinations_and_uris(key):
+    c = pp.shaken_claims(orig="12155551212", dest=["19995550000", "12155551213"], attest="B", iat=5,
+                         dest_uris=["sip:z@example.com", "sip:a@example.com"])
+    assert c["dest"] == {"tn": ["12155551213", "19995550000"], "uri": ["sip:a@example.com", "sip:z@example.com"]}
+    assert list(pp.canonical_json(c["dest"]).decode().split(":")[0]) == list('{"tn"')
+    token = pp.Signer(key, X5U).sign_claims(c)
+    p = pp.decode(token)
+    assert p.dest_tns == ("12155551213", "19995550000") and p.dest_uris == ("sip:a@example.com", "sip:z@example.com")
+    assert p.problems == ()
+
+
+def test_shaken_claims_defaults_and_orig_uri():
+    c = pp.shaken_claims(orig="sip:alice@example.com", orig_is_uri=True, dest="12155551213", attest="C")
+    assert c["orig"] == {"uri": "sip:alice@example.com"}
+    assert isinstance(c["iat"], int) and pp._UUID_RE.fullmatch(c["origid"])
+    with pytest.raises(InvalidClaimError):
+        pp.shaken_claims(orig="1", dest="2", attest="D")
+    with pytest.raises(MissingClaimError):
+        pp.shaken_claims(orig="1", dest=[], attest="A")
+
+
+def test_orig_uri_decodes_for_base_passport_but_not_shaken(key):
+    c = {"dest": {"uri": ["sip:alice@example.com"]}, "iat": 1, "orig": {"uri": "sip:bob@example.com"}}
+    p = pp.decode(pp.encode_token(key, {"alg": "ES256", "typ": "passport", "x5u": X5U}, c), ppt=None)
+    assert p.orig_tn is None and p.dest_uris == ("sip:alice@example.com",)
+    with pytest.raises(InvalidClaimError):
+        pp.decode(signed(key, claims=good_claims(orig={"uri": "sip:bob@example.com"})))
+
+
+def test_mky_claim(key):
+    mky = [{"alg": "sha-256", "dig": "021ACC54"}, {"alg": "sha-256", "dig": "4AADB9B1"}]
+    p = pp.decode(signed(key, claims=good_claims(mky=mky)))
+    assert p.claims["mky"] == mky
+    with pytest.raises(InvalidClaimError):
+        pp.decode(signed(key, claims=good_claims(mky=[{"alg": "sha-256"}])))
+    with pytest.raises(InvalidClaimError):
+        pp.decode(signed(key, claims=good_claims(mky={"alg": "sha-256", "dig": "00"})))
+
+
+def test_div_passport(key):
+    claims = pp.div_claims(orig="12155551212", dest=["12155559999"], div="12155551213", iat=10)
+    token = pp.Signer(key, X5U, ppt="div").sign_claims(claims)
+    assert segments(token)[0] == b'{"alg":"ES256","ppt":"div","typ":"passport","x5u":"https://cr.example.net/sp.pem"}'
+    p = pp.decode(token, ppt="div")
+    assert p.div_tn == "12155551213" and p.dest_tns == ("12155559999",)
+    with pytest.raises(UnsupportedPPTError):
+        pp.decode(token)  # a div PASSporT where shaken is expected
+    no_div = {k: v for k, v in claims.items() if k != "div"}
+    with pytest.raises(MissingClaimError) as ei:
+        pp.decode(pp.Signer(key, X5U, ppt="div").sign_claims(no_div), ppt="div")
+    assert "'div'" in ei.value.description
+    with pytest.raises(InvalidClaimError):
+        pp.decode(pp.Signer(key, X5U, ppt="div").sign_claims(dict(claims, div="12155551213")), ppt="div")
+
+
+def test_rcd_claims_in_shaken_and_rcd_ppt(key):
+    rcd = {"nam": "Alice Corp", "jcl": "https://example.com/jcard.json", "icn": "https://example.com/logo.png"}
+    extra = {"rcd": rcd, "rcdi": {"/jcl": "sha256-abc", "/icn": "sha256-def"}, "crn": "Your appointment"}
+    claims = pp.shaken_claims(orig="12155551212", dest="12155551213", attest="A", iat=1, extra=extra)
+    p = pp.decode(pp.Signer(key, X5U).sign_claims(claims))
+    assert p.claims["rcd"]["nam"] == "Alice Corp" and p.claims["crn"] == "Your appointment"
+    rcd_token = pp.Signer(key, X5U, ppt="rcd").sign_claims({"dest": {"tn": ["1"]}, "iat": 1, "orig": {"tn": "2"}, "rcd": rcd})
+    assert pp.decode(rcd_token, ppt="rcd").claims["rcd"] == rcd
+    with pytest.raises(MissingClaimError):
+        pp.decode(pp.Signer(key, X5U, ppt="rcd").sign_claims({"dest": {"tn": ["1"]}, "iat": 1, "orig": {"tn": "2"}}), ppt="rcd")
+    for bad in ({"rcd": "Alice"}, {"rcdi": ["x"]}, {"crn": 5}):
+        with pytest.raises(InvalidClaimError):
+            pp.decode(signed(key, claims=good_claims(**bad)))
+
+
+def test_signer_rejects_non_p256_key():
+    with pytest.raises(ValueError):
+        pp.Signer(ec.generate_private_key(ec.SECP384R1()), X5U)
+
+
+def test_problems_reported_not_raised(key):
+    claims = good_claims(origid="not-a-uuid", dest={"tn": ["3", "2"]}, orig={"tn": "+12155551212"})
+    p = pp.decode(signed(key, claims=claims))
+    text = " ".join(p.problems)
+    assert "UUID" in text and "canonical" in text and "lexicographic" in text
+    h = b64url_encode(b'{"alg": "ES256", "ppt": "shaken", "typ": "passport", "x5u": "https://x"}')
+    body = b64url_encode(pp.canonical_json(good_claims()))
+    p = pp.decode(f"{h}.{body}.{b64url_encode(b'0' * 64)}")
+    assert not p.canonical and any("deterministic" in x for x in p.problems)
+
+
+# --- strict decoding: each defect its typed error with a SIP code and a reason ----------------
+
+
+def _expect(exc_type, code, token, **kw):
+    with pytest.raises(exc_type) as ei:
+        pp.decode(token, **kw)
+    err = ei.value
+    assert isinstance(err, StirShakenError)
+    assert err.sip_code == code
+    assert err.reason and err.description
+    assert str(err).startswith(f"{code} {err.reason}")
+    return err
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda h, p, s: (h + "=", p, s),  # padding
+        lambda h, p, s: (h, p + "==", s),
+        lambda h, p, s: (h.replace("-", "+").replace("_", "/") if ("-" in h or "_" in h) else "+" + h[1:], p, s),
+        lambda h, p, s: (h, p, s[:-1] + _B64[_B64.index(s[-1]) | 1]),  # 64 bytes -> 86 chars: non-zero unused bits
+        lambda h, p, s: (h, p, s + "x"),  # 87 chars: length 1 mod 4 is impossible
+        lambda h, p, s: (" " + h, p, s),
+    ],
+)
+def test_non_canonical_base64url_is_encoding_error(key, mutate):
+    h, p, s = signed(key).split(".")
+    h2, p2, s2 = mutate(h, p, s)
+    token = f"{h2}.{p2}.{s2}"
+    try:
+        pp.decode(token)
+    except PassportEncodingError as err:
+        assert err.sip_code == 438
+    else:  # pragma: no cover
+        pytest.fail(f"accepted non-canonical base64url {token!r}")
+
+
+def test_non_zero_trailing_bits_are_rejected():
+    # "QQ" = b"A"; "QR" has non-zero unused bits and decodes to the same byte with a lax decoder
+    assert base64.urlsafe_b64decode("QR==") == b"A"
+    assert b64url_decode("QQ") == b"A"
+    with pytest.raises(PassportEncodingError):
+        b64url_decode("QR")
+    assert b64url_decode("QUI") == b"AB"
+    with pytest.raises(PassportEncodingError):
+        b64url_decode("QUJ")
+    for bad in ("QQ==", "Q", "a+b/", "ab\n", "é", 5, None):
+        with pytest.raises(PassportEncodingError):
+            b64url_decode(bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("alg", ["none", "HS256", "RS256", "ES384", "es256"])
+def test_alg_other_than_es256(key, alg):
+    err = _expect(UnsupportedAlgorithmError, 437, signed(key, header=dict(SHAKEN_HEADER, alg=alg)))
+    assert err.reason == "Unsupported Credential"
+
+
+def test_alg_none_with_empty_signature_is_format_error():
+    token = V.jws(pp.canonical_json(dict(SHAKEN_HEADER, alg="none")), pp.canonical_json(good_claims()), b"")
+    with pytest.raises(PassportFormatError):
+        pp.decode(token)
+
+
+@pytest.mark.parametrize("typ", ["JWT", "PASSPORT", "passport "])
+def test_typ_other_than_passport(key, typ):
+    _expect(UnsupportedTypeError, 437, signed(key, header=dict(SHAKEN_HEADER, typ=typ)))
+
+
+@pytest.mark.parametrize("ppt", ["foo", "rph", "SHAKEN"])
+def test_unknown_or_unexpected_ppt(key, ppt):
+    _expect(UnsupportedPPTError, 438, signed(key, header=dict(SHAKEN_HEADER, ppt=ppt)))
+    base = {"alg": "ES256", "typ": "passport", "x5u": X5U, "ppt": ppt}
+    with pytest.raises(UnsupportedPPTError):
+        pp.decode(pp.encode_token(key, base, good_claims()), ppt=None)
+
+
+@pytest.mark.parametrize("name", ["alg", "typ", "x5u", "ppt"])
+def test_missing_header_parameter(key, name):
+    header = {k: v for k, v in SHAKEN_HEADER.items() if k != name}
+    err = _expect(MissingHeaderParameterError, 436, signed(key, header=header))
+    assert name in err.description and err.reason == "Bad Identity Info"
+
+
+@pytest.mark.parametrize("name", ["attest", "dest", "iat", "orig", "origid"])
+def test_missing_mandatory_claim(key, name):
+    claims = {k: v for k, v in good_claims().items() if k != name}
+    err = _expect(MissingClaimError, 438, signed(key, claims=claims))
+    assert f"'{name}'" in err.description
+
+
+@pytest.mark.parametrize(
+    "over",
+    [
+        {"orig": "12155551212"},
+        {"orig": '{"tn":"12155551212"}'},
+        {"orig": {"tn": 12155551212}},
+        {"orig": {"tn": ["12155551212"]}},
+        {"orig": {"tn": "1", "uri": "sip:a@b"}},
+        {"orig": {}},
+        {"dest": "12155551213"},
+        {"dest": {"tn": "12155551213"}},
+        {"dest": {"tn": []}},
+        {"dest": {"tn": [12155551213]}},
+        {"dest": {"uri": "sip:a@b"}},
+        {"iat": "1700000000"},
+        {"iat": 1700000000.5},
+        {"iat": True},
+        {"iat": -1},
+        {"iat": None},
+        {"attest": "D"},
+        {"attest": ["A"]},
+        {"attest": 1},
+        {"origid": 5},
+        {"origid": ""},
+    ],
+)
+def test_wrong_claim_types(key, over):
+    _expect(InvalidClaimError, 438, signed(key, claims=good_claims(**over)))
+
+
+def test_bad_signature(key):
+    token = signed(key)
+    p = pp.decode(token)
+    other = ec.generate_private_key(ec.SECP256R1())
+    with pytest.raises(SignatureError) as ei:
+        p.verify(other.public_key())
+    assert ei.value.sip_code == 438 and ei.value.verstat == VERSTAT_FAILED
+    h, pl, s = token.split(".")
+    for bad_sig in (b64url_encode(b64url_decode(s)[:63]), b64url_encode(b"\0" * 64), b64url_encode(b64url_decode(s)[::-1])):
+        with pytest.raises(SignatureError):
+            pp.decode(f"{h}.{pl}.{bad_sig}").verify(key.public_key())
+    with pytest.raises(SignatureError):
+        p.verify(ec.generate_private_key(ec.SECP384R1()).public_key())  # type: ignore[arg-type]
+
+
+def test_der_signature_is_rejected(key):
+    h, pl, _ = signed(key).split(".")
+    der = key.sign(f"{h}.{pl}".encode(), pp._ECDSA_SHA256)
+    with pytest.raises(SignatureError):
+        pp.decode(f"{h}.{pl}.{b64url_encode(der)}").verify(key.public_key())
+
+
+@pytest.mark.parametrize(
+    "token,exc",
+    [
+        ("", PassportFormatError),
+        ("abc", PassportFormatError),
+        ("a.b", PassportFormatError),
+        ("a.b.c.d", PassportFormatError),
+        ("..", CompactFormError),
+        ("..abc", CompactFormError),
+        ("a..c", PassportFormatError),
+        ("eyJ9.eyJ9.", PassportFormatError),
+        ("x" * 20000, PassportFormatError),
+    ],
+)
+def test_malformed_jws(token, exc):
+    with pytest.raises(exc):
+        pp.decode(token)
+
+
+@pytest.mark.parametrize(
+    "header,payload",
+    [
+        (b"[]", b"{}"),
+        (b'"x"', b"{}"),
+        (b"{", b"{}"),
+        (b'{"alg":"ES256","alg":"none","ppt":"shaken","typ":"passport","x5u":"https://x"}', b"{}"),
+        (pp.canonical_json(SHAKEN_HEADER), b'{"iat":1,"iat":2}'),
+        (pp.canonical_json(SHAKEN_HEADER), b"\xff\xfe"),
+        (pp.canonical_json(SHAKEN_HEADER), b"[" * 3000 + b"]" * 3000),
+        (b'{"alg":5,"ppt":"shaken","typ":"passport","x5u":"https://x"}', pp.canonical_json(good_claims())),
+    ],
+)
+def test_json_errors(header, payload):
+    with pytest.raises(PassportJSONError) as ei:
+        pp.decode(V.jws(header, payload))
+    assert ei.value.sip_code == 438
+
+
+def test_non_string_token():
+    for bad in (None, 5, b"a.b.c"):
+        with pytest.raises(PassportFormatError):
+            pp.decode(bad)  # type: ignore[arg-type]
+
+
+def test_require_x5u_false_and_to_json(key):
+    token = pp.encode_token(key, {"alg": "ES256", "ppt": "shaken", "typ": "passport"}, good_claims())
+    with pytest.raises(MissingHeaderParameterError):
+        pp.decode(token)
+    p = pp.decode(token, require_x5u=False)
+    j = p.to_json()
+    assert j["claims"] == good_claims() and len(b64url_decode(j["signature"])) == 64
