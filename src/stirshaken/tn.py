@@ -31,7 +31,7 @@ def canonicalize_tn(value: str, *, country_code: str | None = None, national_len
     if not isinstance(value, str):
         raise TNError("telephone number must be a string")
     text = value.strip()
-    if text.lower().startswith(("tel:", "sip:", "sips:")):
+    if "<" in text or text.lower().startswith(("tel:", "sip:", "sips:")):  # URI or name-addr
         user = uri_user(text)
         if user is None:
             raise TNError(f"no user part in {value!r}")
