@@ -1,0 +1,407 @@
+"""P-256 keys (PKCS#8, 0600, passphrase), CSRs with TNAuthList, ATIS-1000080 issuance and profile
+check with deliberately deviant certificates, TrustStore path validation and CRL revocation."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import stat
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, NameOID
+
+from stirshaken import certificates as C
+from stirshaken import keys as K
+from stirshaken.errors import CertificateError, TNAuthListError, UntrustedCertificateError, VERSTAT_FAILED
+from stirshaken.tnauthlist import TN, TNAUTHLIST_OID, TNAuthList, TNRange, from_certificate
+
+try:
+    from tests import _core_support as V
+except ImportError:
+    import _core_support as V  # type: ignore[no-redef]
+
+NOW = dt.datetime.now(dt.timezone.utc)
+
+
+@pytest.fixture(scope="module")
+def chain() -> V.Chain:
+    return V.make_chain()
+
+
+# --- keys ---------------------------------------------------------------------------------------
+
+
+def test_private_key_written_0600_pkcs8(tmp_path):
+    key = K.generate_private_key()
+    path = tmp_path / "sp.key"
+    old = os.umask(0)  # even with a permissive umask the file must be 0600
+    try:
+        pub = K.write_private_key(path, key)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    data = path.read_bytes()
+    assert data.startswith(b"-----BEGIN PRIVATE KEY-----")  # PKCS#8, unencrypted
+    assert pub == tmp_path / "sp.pub" and pub.read_bytes().startswith(b"-----BEGIN PUBLIC KEY-----")
+    loaded = K.load_private_key(path)
+    assert loaded.private_numbers() == key.private_numbers()
+    assert K.load_private_key(data).private_numbers() == key.private_numbers()
+    # overwriting keeps 0600 and leaves no temporary file behind
+    path.chmod(0o644)
+    K.write_private_key(path, key, public=False)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sp.key", "sp.pub"]
+
+
+def test_encrypted_private_key(tmp_path):
+    key = K.generate_private_key()
+    path = tmp_path / "enc.key"
+    K.write_private_key(path, key, "s3cret", public=False)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert path.read_bytes().startswith(b"-----BEGIN ENCRYPTED PRIVATE KEY-----")
+    assert K.load_private_key(path, "s3cret").private_numbers() == key.private_numbers()
+    assert K.load_private_key(path, b"s3cret").private_numbers() == key.private_numbers()
+    with pytest.raises(K.KeyError_, match="passphrase"):
+        K.load_private_key(path)
+    with pytest.raises(K.KeyError_):
+        K.load_private_key(path, "wrong")
+
+
+def test_key_load_errors(tmp_path):
+    with pytest.raises(K.KeyError_):
+        K.load_private_key(tmp_path / "missing.key")
+    (tmp_path / "junk.key").write_bytes(b"not a key")
+    with pytest.raises(K.KeyError_):
+        K.load_private_key(tmp_path / "junk.key")
+    p384 = ec.generate_private_key(ec.SECP384R1())
+    with pytest.raises(K.KeyError_, match="P-256"):
+        K.load_private_key(K.private_key_pem(p384))  # type: ignore[arg-type]
+    sec1 = K.generate_private_key()
+    pem = sec1.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption())
+    assert K.load_private_key(pem).private_numbers() == sec1.private_numbers()
+    assert isinstance(K.KeyError_("x"), CertificateError)
+
+
+def test_public_key_pem():
+    key = K.generate_private_key()
+    assert K.public_key_pem(key) == K.public_key_pem(key.public_key())
+
+
+# --- CSRs ---------------------------------------------------------------------------------------
+
+
+def test_csr_carries_tnauthlist():
+    key = K.generate_private_key()
+    csr = C.build_csr(key, spc="1234")
+    assert csr.is_signature_valid
+    assert C.csr_tnauthlist(csr) == TNAuthList.for_spc("1234")
+    assert csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "SHAKEN 1234"
+    loaded = C.load_csr(csr.public_bytes(serialization.Encoding.PEM))
+    assert C.csr_tnauthlist(loaded).spc == "1234"
+    assert C.csr_tnauthlist(C.load_csr(csr.public_bytes(serialization.Encoding.DER))).spc == "1234"
+    tnal = TNAuthList((TN("12155551212"), TNRange("12155550000", 100)))
+    assert C.csr_tnauthlist(C.build_csr(key, tnauthlist=tnal)) == tnal
+    with pytest.raises(ValueError):
+        C.build_csr(key)
+
+
+def test_csr_errors():
+    key = K.generate_private_key()
+    plain = x509.CertificateSigningRequestBuilder().subject_name(C.make_name("x", "y")).sign(key, hashes.SHA256())
+    with pytest.raises(TNAuthListError):
+        C.csr_tnauthlist(plain)
+    with pytest.raises(CertificateError):
+        C.load_csr(b"-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n")
+    with pytest.raises(CertificateError):
+        C.load_csr(b"\x30\x03\x02\x01\x00")
+
+
+def test_sp_from_csr_and_p384_csr_rejected(chain):
+    key = K.generate_private_key()
+    sp = C.create_sp_certificate(C.build_csr(key, spc="709J"), chain.inter, chain.inter_key, crl_url="http://127.0.0.1:23999/x.crl")
+    assert from_certificate(sp) == (TNAuthList.for_spc("709J"), False)
+    assert C.check_profile(sp) == []
+    p384 = ec.generate_private_key(ec.SECP384R1())
+    with pytest.raises(CertificateError):
+        C.create_sp_certificate(C.build_csr(p384, spc="1234"), chain.inter, chain.inter_key)  # type: ignore[arg-type]
+
+
+# --- issuance with the ATIS-1000080 profile ------------------------------------------------------
+
+
+def test_issued_chain_conforms(chain):
+    assert C.check_profile(chain.root) == []
+    assert C.check_profile(chain.inter) == []
+    assert C.check_profile(chain.sp) == []
+    assert C.check_profile(chain.root, "root") == [] and C.check_profile(chain.sp, "sp") == []
+
+
+def test_issued_sp_details(chain):
+    sp = chain.sp
+    assert sp.version == x509.Version.v3
+    assert sp.serial_number > 0 and sp.serial_number.bit_length() >= 64
+    assert sp.signature_algorithm_oid == x509.SignatureAlgorithmOID.ECDSA_WITH_SHA256
+    assert sp.issuer == chain.inter.subject
+    assert sp.subject.rfc4514_string() == "CN=SHAKEN 1234,O=STI Participant,C=US"
+    exts = {e.oid: e for e in sp.extensions}
+    assert exts[ExtensionOID.BASIC_CONSTRAINTS].critical and not exts[ExtensionOID.BASIC_CONSTRAINTS].value.ca
+    ku = exts[ExtensionOID.KEY_USAGE]
+    assert ku.critical and ku.value.digital_signature and not ku.value.key_cert_sign
+    assert exts[ExtensionOID.AUTHORITY_KEY_IDENTIFIER].value.key_identifier == chain.inter.extensions.get_extension_for_class(
+        x509.SubjectKeyIdentifier).value.digest
+    assert [p.policy_identifier for p in exts[ExtensionOID.CERTIFICATE_POLICIES].value] == [C.SHAKEN_CP_OID]
+    assert C.crl_urls(sp) == ["http://127.0.0.1:23999/inter.crl"]
+    assert not exts[TNAUTHLIST_OID].critical
+    assert exts[TNAUTHLIST_OID].value.value == bytes.fromhex(V.TNAUTH_1234_HEX)
+    assert C.crl_urls(chain.root) == []
+    assert chain.inter.extensions.get_extension_for_class(x509.BasicConstraints).value.path_length == 0
+    assert sp.not_valid_after_utc <= chain.inter.not_valid_after_utc
+
+
+def test_random_serials_differ():
+    serials = {C.random_serial() for _ in range(50)}
+    assert len(serials) == 50 and all(64 <= s.bit_length() <= 159 for s in serials)
+
+
+def test_load_certificates_and_pem(chain):
+    data = C.pem(chain.x5u_chain)
+    assert C.load_certificates(data) == chain.x5u_chain
+    assert C.load_certificates(chain.sp.public_bytes(serialization.Encoding.DER)) == [chain.sp]
+    for bad in (b"", b"junk", b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n", "text"):
+        with pytest.raises(CertificateError):
+            C.load_certificates(bad)  # type: ignore[arg-type]
+
+
+# --- deviant certificates: the profile check must report every deviation ---------------------------
+
+
+def _build(role: str, chain: V.Chain, *, bc_critical=True, ku=None, ku_critical=True, eku=False, tn_critical=False,
+           tnal: TNAuthList | None = TNAuthList.for_spc("1234"), cp=True, cp_oids=None, crl=True, serial=None, cn=None,
+           ski=True, aki=True, key=None, name=None, version_ca=None):
+    key = key or ec.generate_private_key(ec.SECP256R1())
+    pub = key.public_key()
+    if role == "root":
+        issuer_name, issuer_key, issuer_pub = None, key, pub
+    else:
+        issuer_name, issuer_key, issuer_pub = chain.inter.subject, chain.inter_key, chain.inter_key.public_key()
+    default_cn = {"root": "SHAKEN ROOT CA", "intermediate": "SHAKEN Intermediate CA", "sp": "SHAKEN 1234"}[role]
+    subject = name or C.make_name(cn or default_cn, "Org")
+    ca = role != "sp" if version_ca is None else version_ca
+    b = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer_name or subject)
+        .public_key(pub)
+        .serial_number(serial if serial is not None else C.random_serial())
+        .not_valid_before(NOW - dt.timedelta(days=1))
+        .not_valid_after(NOW + dt.timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=bc_critical)
+        .add_extension(ku or C._key_usage(ca=ca), critical=ku_critical)
+    )
+    if ski:
+        b = b.add_extension(x509.SubjectKeyIdentifier.from_public_key(pub), critical=False)
+    if aki:
+        b = b.add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_pub), critical=False)
+    if cp:
+        oids = cp_oids or [C.SHAKEN_CP_OID]
+        b = b.add_extension(x509.CertificatePolicies([x509.PolicyInformation(o, None) for o in oids]), critical=False)
+    if crl:
+        b = b.add_extension(C._crl_dp("http://127.0.0.1:23999/x.crl", None), critical=False)
+    if eku:
+        b = b.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+    if tnal is not None and role == "sp":
+        b = b.add_extension(x509.UnrecognizedExtension(TNAUTHLIST_OID, tnal.to_der()), critical=tn_critical)
+    return b.sign(issuer_key, hashes.SHA256())
+
+
+def _findings(cert, role=None):
+    return C.check_profile(cert, role)
+
+
+def _has(findings, rule, text=""):
+    return any(f.startswith(rule) and text.lower() in f.lower() for f in findings)
+
+
+def test_baseline_deviant_builder_is_conformant(chain):
+    assert _findings(_build("sp", chain)) == []
+    assert _findings(_build("intermediate", chain)) == []
+    assert _findings(_build("root", chain, cp=False, crl=False)) == []
+
+
+@pytest.mark.parametrize(
+    "role,kw,rule,text",
+    [
+        ("sp", dict(bc_critical=False), "CM-07", "not critical"),
+        ("intermediate", dict(bc_critical=False), "CM-07", "not critical"),
+        ("sp", dict(version_ca=True), "CM-07", "CA=True"),
+        ("sp", dict(ku_critical=False), "CM-08", "not critical"),
+        ("sp", dict(ku=x509.KeyUsage(True, False, True, False, False, False, False, False, False)), "CM-08", "keyEncipherment"),
+        ("intermediate", dict(ku=x509.KeyUsage(True, False, False, False, False, True, True, False, False)), "CM-08", "expected only ['keyCertSign']"),
+        ("sp", dict(eku=True), "CM-14", "2.5.29.37"),
+        ("sp", dict(tn_critical=True), "CM-13", "critical"),
+        ("sp", dict(tnal=None), "CM-13", "missing"),
+        ("sp", dict(tnal=TNAuthList.for_spc("12ab"), cn="SHAKEN 12ab"), "CM-13", "upper-case"),
+        ("sp", dict(tnal=TNAuthList.for_spc("1234").__class__((TNAuthList.for_spc("1234").entries[0], TN("12155551212")))), "CM-13", "exactly one SPC"),
+        ("sp", dict(tnal=TNAuthList((TN("12155551212"),))), "CM-13", "exactly one SPC"),
+        ("sp", dict(cp=False), "CM-11", "missing"),
+        ("intermediate", dict(cp=False), "CM-11", "missing"),
+        ("sp", dict(cp_oids=[C.SHAKEN_CP_OID, x509.ObjectIdentifier("2.16.840.1.114569.1.1.4")]), "CM-11", "exactly one"),
+        ("sp", dict(cp_oids=[C.ANY_POLICY_OID]), "CM-11", "exactly one"),
+        ("sp", dict(cp_oids=[x509.ObjectIdentifier("1.2.3.4")]), "CM-11", "exactly one"),
+        ("root", dict(cp=False, crl=True), "CM-12", "root carries"),
+        ("root", dict(cp=True, crl=False), "CM-11", "root carries"),
+        ("sp", dict(crl=False), "CM-12", "missing"),
+        ("sp", dict(serial=12345), "CM-02", "fewer than 64"),
+        ("sp", dict(cn="SHAKEN 9999"), "CM-06", "expected 'SHAKEN 1234'"),
+        ("sp", dict(cn="Acme Telecom"), "CM-06", "expected 'SHAKEN 1234'"),
+        ("sp", dict(name=x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "SHAKEN 1234")])), "CM-06", "lacks O"),
+        ("sp", dict(name=x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "SHAKEN 1234")])), "CM-06", "lacks C"),
+        ("intermediate", dict(cn="Intermediate CA"), "CM-06", "SHAKEN"),
+        ("root", dict(cp=False, crl=False, cn="SHAKEN CA"), "CM-06", "ROOT"),
+        ("sp", dict(ski=False), "CM-09", "missing"),
+        ("sp", dict(aki=False), "CM-10", "missing"),
+    ],
+)
+def test_each_deviation_is_reported(chain, role, kw, rule, text):
+    cert = _build(role, chain, **kw)
+    found = _findings(cert, role)
+    assert _has(found, rule, text), found
+
+
+def test_several_deviations_all_reported(chain):
+    cert = _build("sp", chain, bc_critical=False, eku=True, tn_critical=True, cp=False, serial=7, cn="wrong")
+    found = _findings(cert, "sp")
+    for rule in ("CM-02", "CM-07", "CM-11", "CM-13", "CM-14"):
+        assert _has(found, rule), (rule, found)
+    assert len(found) >= 5
+
+
+def test_ca_with_tnauthlist_and_extra_critical_extension(chain):
+    key = ec.generate_private_key(ec.SECP256R1())
+    inter = C.create_intermediate(key, chain.root, chain.root_key, crl_url="http://127.0.0.1:23999/x.crl")
+    assert C.check_profile(inter) == []
+    b = (x509.CertificateBuilder().subject_name(inter.subject).issuer_name(chain.root.subject).public_key(key.public_key())
+         .serial_number(C.random_serial()).not_valid_before(NOW).not_valid_after(NOW + dt.timedelta(days=1)))
+    for ext in inter.extensions:
+        b = b.add_extension(ext.value, critical=ext.critical if ext.oid != ExtensionOID.CERTIFICATE_POLICIES else True)
+    b = b.add_extension(x509.UnrecognizedExtension(TNAUTHLIST_OID, TNAuthList.for_spc("1234").to_der()), critical=False)
+    found = C.check_profile(b.sign(chain.root_key, hashes.SHA256()))
+    assert _has(found, "CM-13", "CA certificate carries TNAuthList")
+    assert _has(found, "CM-11", "critical") or _has(found, "CM-08", "may be critical")
+
+
+def test_wrong_key_and_signature_algorithm(chain):
+    rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    cert = (x509.CertificateBuilder().subject_name(C.make_name("SHAKEN 1234", "O")).issuer_name(chain.inter.subject)
+            .public_key(rsa_key.public_key()).serial_number(C.random_serial()).not_valid_before(NOW)
+            .not_valid_after(NOW + dt.timedelta(days=1)).sign(chain.inter_key, hashes.SHA384()))
+    found = C.check_profile(cert, "sp")
+    assert _has(found, "CM-03") and _has(found, "CM-04") and _has(found, "CM-07", "missing") and _has(found, "CM-08", "missing")
+
+
+def test_mkpki_style_sp_profile_findings(chain):
+    # the peers' openssl PKI uses CP OID ...1.1.1 and keyUsage cRLSign on CAs; only the latter is a deviation
+    cert = _build("intermediate", chain, ku=x509.KeyUsage(False, False, False, False, False, True, True, False, False))
+    assert [f for f in C.check_profile(cert) if f.startswith("CM-08")]
+
+
+# --- TrustStore path validation ------------------------------------------------------------------
+
+
+def test_validate_good_chain(chain):
+    cred = chain.trust().validate(chain.x5u_chain)
+    assert cred.leaf == chain.sp and cred.spc == "1234" and cred.chain[-1] == chain.root
+    assert cred.public_key.public_numbers() == chain.sp_key.public_key().public_numbers()
+    assert cred.not_after == min(c.not_valid_after_utc for c in (chain.sp, chain.inter, chain.root))
+
+
+def test_validate_failures(chain):
+    other = V.make_chain()
+    with pytest.raises(UntrustedCertificateError) as ei:
+        other.trust().validate(chain.x5u_chain)
+    assert ei.value.sip_code == 437 and ei.value.verstat == VERSTAT_FAILED
+    with pytest.raises(UntrustedCertificateError):
+        chain.trust().validate([chain.sp])  # intermediate missing
+    with pytest.raises(CertificateError):
+        chain.trust().validate([])
+    with pytest.raises(UntrustedCertificateError, match="expired"):
+        chain.trust().validate(chain.x5u_chain, at=NOW + dt.timedelta(days=400))
+    with pytest.raises(UntrustedCertificateError, match="not valid before"):
+        chain.trust().validate(chain.x5u_chain, at=NOW - dt.timedelta(days=1))
+    with pytest.raises(UntrustedCertificateError):
+        C.TrustStore([])
+
+
+def test_validate_expired_and_future_leaf(chain):
+    expired = C.create_sp_certificate(chain.sp_key, chain.inter, chain.inter_key, spc="1234",
+                                      not_before=NOW - dt.timedelta(days=10), not_after=NOW - dt.timedelta(days=1))
+    with pytest.raises(UntrustedCertificateError, match="expired"):
+        chain.trust().validate([expired, chain.inter])
+    future = C.create_sp_certificate(chain.sp_key, chain.inter, chain.inter_key, spc="1234", not_before=NOW + dt.timedelta(days=1))
+    with pytest.raises(UntrustedCertificateError, match="not valid before"):
+        chain.trust().validate([future, chain.inter])
+
+
+def test_validate_requires_tnauthlist(chain):
+    no_tn = _build("sp", chain, tnal=None)
+    with pytest.raises(TNAuthListError) as ei:
+        chain.trust().validate([no_tn, chain.inter])
+    assert ei.value.sip_code == 437
+    tn_only = _build("sp", chain, tnal=TNAuthList((TN("12155551212"),)))
+    assert chain.trust().validate([tn_only, chain.inter]).tnauthlist.covers("12155551212")
+
+
+def test_validate_critical_tnauthlist_rejected(chain):
+    # like openssl verify and Go x509 (secsipidx): an unaccounted-for critical extension fails the path
+    crit = _build("sp", chain, tn_critical=True)
+    with pytest.raises(UntrustedCertificateError, match="critical"):
+        chain.trust().validate([crit, chain.inter])
+    assert _has(C.check_profile(crit), "CM-13", "critical")
+
+
+def test_revocation_by_crl(chain):
+    revoked = C.create_sp_certificate(chain.sp_key, chain.inter, chain.inter_key, spc="1234")
+    crl = C.create_crl(chain.inter, chain.inter_key, [(revoked.serial_number, NOW)])
+    store = chain.trust(crls=[crl])
+    with pytest.raises(UntrustedCertificateError, match="revoked") as ei:
+        store.validate([revoked, chain.inter])
+    assert ei.value.sip_code == 437 and ei.value.verstat == VERSTAT_FAILED
+    assert store.validate(chain.x5u_chain).spc == "1234"  # not listed
+    assert chain.trust().with_crls([crl]).crls == (crl,)
+    # an intermediate revoked by the root's CRL
+    root_crl = C.create_crl(chain.root, chain.root_key, [(chain.inter.serial_number, NOW)])
+    with pytest.raises(UntrustedCertificateError, match="revoked"):
+        chain.trust(crls=[root_crl]).validate(chain.x5u_chain)
+
+
+def test_crl_from_a_stranger_is_ignored(chain):
+    other = V.make_chain()
+    forged = C.create_crl(other.inter, other.inter_key, [(chain.sp.serial_number, NOW)])
+    assert chain.trust(crls=[forged]).validate(chain.x5u_chain).spc == "1234"
+    # same issuer name, wrong key: the signature does not verify, so it does not count
+    fake_builder = (x509.CertificateRevocationListBuilder().issuer_name(chain.inter.subject)
+                    .last_update(NOW - dt.timedelta(minutes=1)).next_update(NOW + dt.timedelta(days=1))
+                    .add_revoked_certificate(x509.RevokedCertificateBuilder().serial_number(chain.sp.serial_number)
+                                             .revocation_date(NOW).build()))
+    fake = fake_builder.sign(other.inter_key, hashes.SHA256())
+    assert chain.trust(crls=[fake]).validate(chain.x5u_chain).spc == "1234"
+
+
+def test_indirect_crl_signer(chain):
+    pa_key = ec.generate_private_key(ec.SECP256R1())
+    pa = C.create_root(pa_key, cn="STI-PA CRL ROOT")
+    crl = C.create_crl(pa, pa_key, [(chain.sp.serial_number, NOW)])
+    assert chain.trust(crls=[crl]).validate(chain.x5u_chain).spc == "1234"  # signer not configured
+    with pytest.raises(UntrustedCertificateError, match="revoked"):
+        chain.trust(crls=[crl], crl_signers=[pa]).validate(chain.x5u_chain)
+
+
+def test_load_crl(chain):
+    crl = C.create_crl(chain.inter, chain.inter_key)
+    assert C.load_crl(crl.public_bytes(serialization.Encoding.PEM)).issuer == chain.inter.subject
+    assert C.load_crl(crl.public_bytes(serialization.Encoding.DER)).issuer == chain.inter.subject
+    with pytest.raises(CertificateError):
+        C.load_crl(b"nope")
