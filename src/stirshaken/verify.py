@@ -13,12 +13,35 @@ that the caller owns the I/O between them (the h11 pattern):
 
 :func:`decide` folds the results of every Identity header of a request into one
 :class:`VerificationResult` (verstat, SIP code and reason, the RFC 9410 Reason header value).
+
+Several Identity headers (RFC 8224 §4, RFC 8946 §4): every header is evaluated.  With
+``targets`` (the request's called TNs: To and Request-URI), :func:`decide` resolves the
+destination binding of the whole set (see :func:`bind_destinations`):
+
+* a SHAKEN PASSporT passes when its ``dest`` names a request target directly, or when a chain of
+  valid ``div`` PASSporTs leads from one of its ``dest`` values to a request target;
+* a ``div`` PASSporT (RFC 8946 §3/§4) must carry the same ``orig`` as the SHAKEN one, its ``div``
+  claim must be a ``dest`` of the SHAKEN PASSporT (or of an earlier ``div`` in the chain), and the
+  last ``div`` of a chain must have a ``dest`` that is a request target.  Rationale: on
+  retargeting, the retargeting entity signs "the call for <div> now goes to <dest>"; the
+  original SHAKEN PASSporT still names the original called number, so its ``dest`` can only be
+  matched through the ``div`` claim, while the request (R-URI, and To when it was changed)
+  carries the new target, which the ``div`` PASSporT's ``dest`` must match.  Because To usually
+  stays unchanged on retargeting (RFC 3261 §8.1.1.2) while the R-URI changes, both are targets;
+* an ``rcd`` PASSporT (RFC 9795) must match the request's ``orig`` and a request target or the
+  destination of the SHAKEN PASSporT it accompanies.
+
+The per-header outcome is in :attr:`VerificationResult.passports`; failing headers also produce
+RFC 9410 Reason values with ``ppi`` naming the PASSporT.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, NamedTuple, Sequence
+
+import orjson
 
 from .certificates import ValidatedCredential
 from .errors import (
@@ -36,8 +59,9 @@ from .errors import (
     UnsupportedPPTError,
     X5UMismatchError,
 )
-from .identity import IdentityHeader, parse_identity
-from .passport import SUPPORTED_PPT, PASSporT, check_claims, check_header, parse_jws, problems
+from .b64 import b64url_decode
+from .identity import DIGEST, IdentityHeader, parse_identity
+from .passport import MAX_TOKEN_LENGTH, SUPPORTED_PPT, PASSporT, _loads_object, check_claims, check_header, parse_jws, problems
 from .tn import TNError, canonicalize_tn
 
 
@@ -64,9 +88,8 @@ class VerificationPolicy:
 DEFAULT_POLICY = VerificationPolicy()
 
 
-@dataclass(frozen=True)
-class Check:
-    """One check made, its outcome and a short detail."""
+class Check(NamedTuple):
+    """One check made, its outcome and a short detail (an immutable tuple: cheap on the hot path)."""
 
     name: str
     ok: bool
@@ -74,6 +97,18 @@ class Check:
 
     def to_json(self) -> dict[str, Any]:
         return {"check": self.name, "ok": self.ok, "detail": self.detail}
+
+
+# Shared instances of the passing checks without detail (the hot path builds none of them).
+_OK_SYNTAX = Check("identity-syntax", True)
+_OK_X5U = Check("x5u-equals-info", True)
+_OK_CLAIMS = Check("claims", True)
+_OK_DATE = Check("date-fresh", True)
+_OK_IAT = Check("iat-fresh", True)
+_OK_DEST = Check("dest-matches", True)
+_OK_SIG = Check("signature", True)
+_OK_DIV = Check("div-chain", True)
+_OK_DEST_DIV = Check("dest-matches", True, "through the div PASSporT chain (RFC 8946)")
 
 
 @dataclass(frozen=True)
@@ -151,6 +186,8 @@ class VerificationResult:
 def _canon(value: str | None) -> str | None:
     if value is None:
         return None
+    if value.isdigit():  # already canonical: the common case on the hot path
+        return value
     try:
         return canonicalize_tn(value)
     except TNError:
@@ -176,6 +213,90 @@ def reason_header(err: StirShakenError, *, protocol: str = "STIR", ppi: str | No
     return value
 
 
+# --- hot-path caches --------------------------------------------------------------------------
+# Identity headers from one signer share their parameter tail (";info=<x5u>;alg=ES256;ppt=shaken")
+# and their PASSporT header segment; both are parsed and checked once and reused.  The caches are
+# bounded (cleared when full) and hold only values that passed their checks.
+
+_CACHE_MAX = 4096
+_DIGEST_FULL = re.compile(DIGEST)
+_tail_cache: dict[str, tuple[tuple[tuple[str, str | None], ...], tuple[str, ...]]] = {}
+_jose_cache: dict[tuple[str, Any], tuple[dict[str, Any], bool]] = {}
+
+
+def parse_identity_cached(value: str) -> IdentityHeader:
+    """:func:`~stirshaken.identity.parse_identity` with the parameter tail memoized."""
+    if isinstance(value, str) and len(value) <= 16384:
+        i = value.find(";")
+        if i > 0:
+            token = value[:i]
+            tail = value[i:]
+            hit = _tail_cache.get(tail)
+            if hit is not None and _DIGEST_FULL.fullmatch(token) is not None:
+                return IdentityHeader(token=token, params=hit[0], problems=hit[1])
+    header = parse_identity(value)
+    if isinstance(value, str):
+        i = value.find(";")
+        if i > 0 and value[:i] == header.token:
+            if len(_tail_cache) >= _CACHE_MAX:
+                _tail_cache.clear()
+            _tail_cache[value[i:]] = (header.params, header.problems)
+    return header
+
+
+def _decode_cached(token: str, ppt: Any) -> PASSporT:
+    """parse_jws + check_header, with the decoded and checked JOSE header memoized per segment."""
+    if len(token) > MAX_TOKEN_LENGTH:
+        return _decode_slow(token, ppt)
+    parts = token.split(".")
+    if len(parts) != 3 or not parts[0] or not parts[1] or not parts[2]:
+        return _decode_slow(token, ppt)
+    h64, p64, s64 = parts
+    hit = _jose_cache.get((h64, ppt))
+    if hit is None:
+        return _decode_slow(token, ppt)
+    header, hcanon = hit
+    claims, pcanon = _loads_object(b64url_decode(p64, what="PASSporT payload"), "payload")
+    signature = b64url_decode(s64, what="PASSporT signature")
+    return PASSporT(
+        header=header, claims=claims, signature=signature, signing_input=(h64 + "." + p64).encode("ascii"),
+        token=token, canonical=hcanon and pcanon,
+    )
+
+
+def _decode_slow(token: str, ppt: Any) -> PASSporT:
+    p = parse_jws(token)
+    check_header(p, ppt=ppt)
+    h64 = token.split(".", 1)[0]
+    if len(_jose_cache) >= _CACHE_MAX:
+        _jose_cache.clear()
+    hcanon = orjson.dumps(p.header, option=orjson.OPT_SORT_KEYS) == b64url_decode(h64)
+    _jose_cache[(h64, ppt)] = (p.header, hcanon)
+    return p
+
+
+_TN_OK = re.compile(r"[0-9#*]+")
+
+
+def _problems_fast(p: PASSporT) -> list[str] | None:
+    """:func:`~stirshaken.passport.problems` with a quick exit for the usual clean token."""
+    if not p.canonical:
+        return problems(p)
+    orig = p.orig_tn
+    dests = p.dest_tns
+    if orig is not None and not orig.isdigit():
+        return problems(p)
+    for tn in dests:
+        if not tn.isdigit():
+            return problems(p)
+    if len(dests) > 1 and list(dests) != sorted(dests):
+        return problems(p)
+    origid = p.claims.get("origid")
+    if isinstance(origid, str) and (len(origid) != 36 or origid.count("-") != 4):
+        return problems(p)
+    return None
+
+
 # --- step 1 -----------------------------------------------------------------------------------
 
 
@@ -193,12 +314,12 @@ def prepare(
 
     ``orig`` holds the calling identities the PASSporT may name (From and P-Asserted-Identity),
     ``dest`` the called ones (To and Request-URI user part); ``None`` entries are ignored and an
-    empty/None argument skips the comparison (for offline checks of a token alone).
+    empty/None argument skips the comparison (for offline checks of a token alone, or when the
+    caller binds destinations for the whole request with ``decide(..., targets=...)``).
     ``expected_ppt`` is the extension to require (``None``: any supported one).
     """
-    checks: list[Check] = []
-    header = identity if isinstance(identity, IdentityHeader) else parse_identity(identity)
-    checks.append(Check("identity-syntax", True))
+    header = identity if isinstance(identity, IdentityHeader) else parse_identity_cached(identity)
+    checks: list[Check] = [_OK_SYNTAX]
     if header.is_compact:
         raise CompactFormError("Identity header in compact form instead of required by SHAKEN spec full form")
     param_ppt = header.ppt
@@ -206,26 +327,26 @@ def prepare(
         raise UnsupportedPPTError(f"Identity header is received with 'ppt' parameter value that is not '{expected_ppt}'")
     if header.alg is not None and header.alg != "ES256":
         raise UnsupportedCredentialError("Identity header 'alg' parameter is not 'ES256'")
-    p = parse_jws(header.token)
-    check_header(p, ppt=expected_ppt if expected_ppt is not None else policy.accepted_ppt)
+    p = _decode_cached(header.token, expected_ppt if expected_ppt is not None else policy.accepted_ppt)
     if param_ppt is not None and p.ppt != param_ppt:
         raise UnsupportedPPTError("'ppt' parameter of the Identity header differs from the PASSporT's")
-    checks.append(Check("passport-header", True, f"ppt={p.ppt}"))
-    if p.x5u != header.info:
+    checks.append(Check("passport-header", True, "ppt=" + str(p.ppt)))
+    info = header.info
+    if p.x5u != info:
         raise X5UMismatchError("'x5u' from PASSporT header doesn't match the 'info' parameter of identity header value")
-    checks.append(Check("x5u-equals-info", True))
+    checks.append(_OK_X5U)
     check_claims(p)
-    found = problems(p)
+    found = _problems_fast(p)
     if found:
         object.__setattr__(p, "problems", tuple(found))
-    checks.append(Check("claims", True))
+    checks.append(_OK_CLAIMS)
     if date is not None:
         check_freshness(int(date), now, policy, what="Date")
-        checks.append(Check("date-fresh", True))
+        checks.append(_OK_DATE)
     elif policy.require_date:
         raise StaleDateError("the request has no Date header and policy requires one")
     check_freshness(p.iat, now, policy)  # type: ignore[arg-type]
-    checks.append(Check("iat-fresh", True, f"age {int(now - p.iat)} s"))  # type: ignore[operator]
+    checks.append(_OK_IAT)
     origs = [orig] if isinstance(orig, str) else [o for o in (orig or []) if o]
     if origs:
         want = {_canon(o) for o in origs} - {None}
@@ -233,7 +354,7 @@ def prepare(
         if got is None or got not in want:
             raise IdentityMismatchError(
                 f"'orig' claim from PASSporT payload ({p.orig_tn}) doesn't match the request's calling number"
-                f" ({', '.join(sorted(w for w in want if w))})"
+                f" ({', '.join(sorted(w for w in want if w)) or 'no TN'})"
             )
         checks.append(Check("orig-matches", True, got))
     dests = [dest] if isinstance(dest, str) else [d for d in (dest or []) if d]
@@ -243,10 +364,10 @@ def prepare(
         if not (want & got_set):
             raise IdentityMismatchError(
                 f"'dest' claim from PASSporT payload ({', '.join(p.dest_tns)}) doesn't match the request's called number"
-                f" ({', '.join(sorted(w for w in want if w))})"
+                f" ({', '.join(sorted(w for w in want if w)) or 'no TN'})"
             )
-        checks.append(Check("dest-matches", True))
-    return Prepared(header=header, passport=p, x5u=header.info or "", checks=tuple(checks))
+        checks.append(_OK_DEST)
+    return Prepared(header=header, passport=p, x5u=info or "", checks=tuple(checks))
 
 
 # --- step 2 -----------------------------------------------------------------------------------
@@ -276,7 +397,7 @@ def complete(prepared: Prepared, credential: ValidatedCredential | StirShakenErr
         if policy.check_authority:
             checks.append(check_authority(p, credential, policy))
         p.verify(credential.public_key)
-        checks.append(Check("signature", True))
+        checks.append(_OK_SIG)
     except StirShakenError as err:
         checks.append(Check(_check_name(err), False, err.description))
         return PassportResult(raw=str(prepared.header), ppt=p.ppt, ok=False, checks=tuple(checks), passport=p, error=err)
@@ -314,35 +435,149 @@ def verify_prepared_or_error(
 # --- the call-level decision ------------------------------------------------------------------
 
 
+def _replace(r: PassportResult, *, ok: bool, check: Check, error: StirShakenError | None = None) -> PassportResult:
+    return PassportResult(
+        raw=r.raw, ppt=r.ppt, ok=ok, checks=r.checks + (check,), passport=r.passport,
+        credential=r.credential if ok else None, error=error if not ok else None,
+    )
+
+
+def _tns(values: Iterable[str]) -> set[str]:
+    return {t for t in (_canon(v) for v in values) if t}
+
+
 def chain_div(shaken: PassportResult, divs: Sequence[PassportResult]) -> list[PassportResult]:
     """RFC 8946 §4: each ``div`` PASSporT must continue the chain: its ``div`` claim names a
-    destination of the SHAKEN (or an earlier div) PASSporT and its ``orig`` is the same."""
+    destination of the SHAKEN (or an earlier div) PASSporT and its ``orig`` is the same.
+    (Chaining only; :func:`bind_destinations` adds the binding to the request's targets.)"""
     out: list[PassportResult] = []
     if shaken.passport is None:
         return list(divs)
-    known_dests = set(shaken.passport.dest_tns)
-    orig = _canon(shaken.passport.orig_tn)
+    chained = _div_chain(shaken.passport, divs)
     for d in divs:
         if not d.ok or d.passport is None:
             out.append(d)
-            continue
-        p = d.passport
-        if p.div_tn not in known_dests or _canon(p.orig_tn) != orig:
+        elif any(d is c for c in chained):
+            out.append(_replace(d, ok=True, check=_OK_DIV))
+        else:
             err = InvalidIdentityError("'div' PASSporT does not chain to the call's SHAKEN PASSporT (RFC 8946 §4)")
-            out.append(PassportResult(raw=d.raw, ppt=d.ppt, ok=False, checks=d.checks + (Check("div-chain", False, err.description),), passport=p, error=err))
-            continue
-        known_dests |= set(p.dest_tns)
-        out.append(PassportResult(raw=d.raw, ppt=d.ppt, ok=True, checks=d.checks + (Check("div-chain", True),), passport=p, credential=d.credential))
+            out.append(_replace(d, ok=False, check=Check("div-chain", False, err.description), error=err))
     return out
 
 
-def decide(results: Sequence[PassportResult], policy: VerificationPolicy = DEFAULT_POLICY) -> VerificationResult:
+def _div_chain(shaken: PASSporT, divs: Sequence[PassportResult]) -> list[PassportResult]:
+    """The valid ``div`` results reachable from ``shaken`` (same orig, div claim in known dests)."""
+    known = _tns(shaken.dest_tns)
+    orig = _canon(shaken.orig_tn)
+    chained: list[PassportResult] = []
+    grew = True
+    while grew:
+        grew = False
+        for d in divs:
+            if any(d is c for c in chained) or not d.ok or d.passport is None:
+                continue
+            p = d.passport
+            if _canon(p.orig_tn) == orig and _canon(p.div_tn) in known:
+                chained.append(d)
+                known |= _tns(p.dest_tns)
+                grew = True
+    return chained
+
+
+def bind_destinations(results: Sequence[PassportResult], targets: Iterable[str]) -> list[PassportResult]:
+    """Bind the request's called identities (To, R-URI) to the set of PASSporTs (module docstring).
+
+    ``targets`` are canonical (or canonicalizable) TNs; when empty, only ``div`` chaining is
+    checked.  Returns the results in the same order with ``dest``/``div-chain`` checks added and
+    failures (438, ATIS-1000082 E16) where the binding does not hold.
+    """
+    targets = [t for t in targets if t]
+    check = bool(targets)  # targets given but none a TN: nothing can match
+    want = _tns(targets)
+    results = list(results)
+    divs = [r for r in results if r.ppt == "div"]
+    shaken_ok = [r for r in results if r.ppt == "shaken" and r.ok and r.passport is not None]
+    # choose the SHAKEN PASSporT whose chain reaches the request (normally there is one)
+    chosen: PassportResult | None = None
+    chain: list[PassportResult] = []
+    for s in shaken_ok:
+        c = _div_chain(s.passport, divs)  # type: ignore[arg-type]
+        reach = _tns(s.passport.dest_tns) | {t for d in c for t in _tns(d.passport.dest_tns)}  # type: ignore[union-attr]
+        if chosen is None or not check or (want & reach):
+            chosen, chain = s, c
+            if not check or want & reach:
+                break
+    out: list[PassportResult] = []
+    for r in results:
+        p = r.passport
+        if not r.ok or p is None:
+            out.append(r)
+            continue
+        if r.ppt == "shaken":
+            if not check:
+                out.append(r)
+                continue
+            direct = _tns(p.dest_tns) & want
+            via = r is chosen and any(_tns(d.passport.dest_tns) & want for d in chain)  # type: ignore[union-attr]
+            if direct:
+                out.append(_replace(r, ok=True, check=_OK_DEST))
+            elif via:
+                out.append(_replace(r, ok=True, check=_OK_DEST_DIV))
+            else:
+                err = IdentityMismatchError(
+                    f"'dest' claim from PASSporT payload ({', '.join(p.dest_tns)}) doesn't match the request's called"
+                    f" number ({', '.join(sorted(want)) or 'no TN'}), directly or through a 'div' PASSporT"
+                )
+                out.append(_replace(r, ok=False, check=Check("dest-matches", False, err.description), error=err))
+        elif r.ppt == "div":
+            if chosen is None:
+                err = InvalidIdentityError("'div' PASSporT without a valid SHAKEN PASSporT to chain to (RFC 8946 §4)")
+                out.append(_replace(r, ok=False, check=Check("div-chain", False, err.description), error=err))
+            elif not any(r is d for d in chain):
+                err = InvalidIdentityError(
+                    "'div' PASSporT does not chain to the call's SHAKEN PASSporT: its 'div' claim is not a 'dest' of"
+                    " it (or of an earlier div) or its 'orig' differs (RFC 8946 §4)"
+                )
+                out.append(_replace(r, ok=False, check=Check("div-chain", False, err.description), error=err))
+            else:
+                dests = _tns(p.dest_tns)
+                continued = any(_canon(d.passport.div_tn) in dests for d in chain if d is not r)  # type: ignore[union-attr]
+                if check and not (dests & want) and not continued:
+                    err = IdentityMismatchError(
+                        f"'dest' claim of the 'div' PASSporT ({', '.join(p.dest_tns)}) doesn't match the request's"
+                        f" called number ({', '.join(sorted(want)) or 'no TN'})"
+                    )
+                    out.append(_replace(r, ok=False, check=Check("dest-matches", False, err.description), error=err))
+                else:
+                    out.append(_replace(r, ok=True, check=_OK_DIV))
+        else:  # rcd and other supported extensions: request target or the SHAKEN destination
+            allowed = set(want)
+            if chosen is not None and chosen.passport is not None:
+                allowed |= _tns(chosen.passport.dest_tns)
+            if check and not (_tns(p.dest_tns) & allowed):
+                err = IdentityMismatchError(
+                    f"'dest' claim of the '{r.ppt}' PASSporT ({', '.join(p.dest_tns)}) doesn't match the request's called number"
+                )
+                out.append(_replace(r, ok=False, check=Check("dest-matches", False, err.description), error=err))
+            else:
+                out.append(r)
+    return out
+
+
+def decide(
+    results: Sequence[PassportResult],
+    policy: VerificationPolicy = DEFAULT_POLICY,
+    *,
+    targets: Iterable[str] | None = None,
+) -> VerificationResult:
     """Fold the per-header results of one request into the call's verdict.
 
-    No Identity header: 428.  A valid SHAKEN PASSporT makes the call ``TN-Validation-Passed`` with
-    its attestation; ``div`` PASSporTs are checked to chain to it.  Otherwise the first SHAKEN
-    failure (or the first failure at all) gives verstat, SIP code and reason.  Every failing header
-    also yields an RFC 9410 Reason value (with ``ppi`` naming it when there are several).
+    No Identity header: 428 (RFC 8224 §6.2.2).  With ``targets`` the destinations are bound first
+    (:func:`bind_destinations`).  A valid SHAKEN PASSporT makes the call ``TN-Validation-Passed``
+    with its attestation; without ``targets``, ``div`` PASSporTs are only checked to chain to it.
+    Otherwise the first SHAKEN failure (or, without any SHAKEN header, the first failure) gives
+    verstat, SIP code and reason.  Every failing header yields an RFC 9410 Reason value, with
+    ``ppi`` naming the PASSporT (compact form) when there are several headers (RFC 9410 §4).
     """
     if not results:
         err = MissingIdentityError("no Identity header in the request")
@@ -354,14 +589,20 @@ def decide(results: Sequence[PassportResult], policy: VerificationPolicy = DEFAU
             reason_header=reason_header(err, protocol=policy.reason_protocol),
             checks=(Check("identity-present", False, err.description),),
         )
+    if targets is not None:
+        results = bind_destinations(results, targets)
     shaken = [r for r in results if r.ppt == "shaken" or (r.ppt is None and r.passport is None)]
-    divs = [r for r in results if r.ppt == "div"]
-    others = [r for r in results if r not in shaken and r not in divs]
     passed = next((r for r in shaken if r.ok), None)
-    if passed is not None and divs:
-        divs = chain_div(passed, divs)
-    all_results = tuple(shaken + divs + others)
-    checks = tuple(c for r in all_results for c in r.checks)
+    if targets is None:
+        divs = [r for r in results if r.ppt == "div"]
+        if divs and passed is not None:
+            chained = iter(chain_div(passed, divs))
+            results = [next(chained) if r.ppt == "div" else r for r in results]
+    all_results = tuple(results)
+    if len(all_results) == 1:
+        checks = all_results[0].checks
+    else:
+        checks = tuple(c for r in all_results for c in r.checks)
     several = len(all_results) > 1
     reasons = [
         reason_header(r.error, protocol=policy.reason_protocol, ppi=r.compact if several else None)
@@ -379,19 +620,24 @@ def decide(results: Sequence[PassportResult], policy: VerificationPolicy = DEFAU
             origid=p.origid,
             reason_header=", ".join(reasons) or None,
         )
-    first = next((r for r in shaken if r.error is not None), None) or next(r for r in all_results if r.error is not None or not r.ok)
-    err = first.error or InvalidIdentityError("no valid SHAKEN PASSporT in the request")
-    if not shaken:
-        err = first.error or err
+    first = next((r for r in shaken if not r.ok), None) or next((r for r in all_results if not r.ok), None)
+    if first is not None and first.error is not None:
+        err = first.error
+    else:
+        err = InvalidIdentityError("no valid SHAKEN PASSporT in the request (ATIS-1000074 §5.3.1)")
+        if first is None and all_results:
+            first = all_results[0]
     verstat = err.verstat if err.verstat in (VERSTAT_FAILED, VERSTAT_NONE) else VERSTAT_NONE
-    p = first.passport
+    p = first.passport if first is not None else None
+    if not reasons:
+        reasons = [reason_header(err, protocol=policy.reason_protocol)]
     return VerificationResult(
         verstat=verstat,
         attest=p.attest if p is not None and isinstance(p.attest, str) else None,
         sip_code=err.sip_code,
         reason=err.reason,
         description=err.description,
-        reason_header=", ".join(reasons) or reason_header(err, protocol=policy.reason_protocol),
+        reason_header=", ".join(reasons),
         checks=checks,
         passports=all_results,
         origid=p.origid if p is not None and isinstance(p.origid, str) else None,
@@ -418,6 +664,9 @@ def verify_offline(
 __all__ = [
     "BadIdentityInfoError",
     "Check",
+    "bind_destinations",
+    "chain_div",
+    "parse_identity_cached",
     "PassportResult",
     "Prepared",
     "VerificationPolicy",
