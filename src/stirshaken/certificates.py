@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtensionOID, NameOID
@@ -325,11 +326,23 @@ def load_certificates(data: bytes) -> list[x509.Certificate]:
             certs = x509.load_pem_x509_certificates(bytes(data))
         else:
             certs = [x509.load_der_x509_certificate(bytes(data))]
-    except ValueError as exc:
+    except (ValueError, x509.InvalidVersion, UnsupportedAlgorithm) as exc:
         raise CertificateError(f"not a valid certificate: {str(exc)[:120]}") from None
     if not certs:
         raise CertificateError("no certificate found")
+    for cert in certs:
+        _check_parsable(cert)
     return certs
+
+
+def _check_parsable(cert: x509.Certificate) -> None:
+    """Parse the lazily decoded fields now, so that a malformed name, key or validity is a
+    :class:`CertificateError` here and not a ``ValueError`` deep inside a later check."""
+    try:
+        cert.version, cert.subject, cert.issuer, cert.not_valid_before_utc, cert.not_valid_after_utc
+        cert.public_key()
+    except (ValueError, x509.InvalidVersion, UnsupportedAlgorithm) as exc:
+        raise CertificateError(f"not a valid certificate: {str(exc)[:120]}") from None
 
 
 def pem(certs: Iterable[x509.Certificate]) -> bytes:
@@ -364,6 +377,10 @@ def check_profile(cert: x509.Certificate, role: str | None = None) -> list[str]:
     ``role`` is ``"root"``, ``"intermediate"`` or ``"sp"``; guessed from basicConstraints when
     None.  Each finding names the rule (CM-xx of STANDARDS.md §8a).  An empty list means conformant.
     """
+    try:
+        _check_parsable(cert)
+    except CertificateError as exc:
+        return [f"certificate cannot be parsed: {exc.description}"]
     role = role or _role(cert)
     out: list[str] = []
     if cert.version != x509.Version.v3:
@@ -550,6 +567,8 @@ class TrustStore:
         if not certs:
             raise CertificateError("the x5u resource holds no certificate")
         at = at or utcnow()
+        for cert in certs:
+            _check_parsable(cert)
         leaf, intermediates = certs[0], list(certs[1:])
         if leaf.not_valid_after_utc < at:
             raise UntrustedCertificateError(f"certificate expired on {leaf.not_valid_after_utc:%Y-%m-%d %H:%M:%S}Z")
