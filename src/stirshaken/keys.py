@@ -84,9 +84,16 @@ def load_private_key(path: str | Path | bytes, passphrase: bytes | str | None = 
         except OSError as exc:
             raise KeyError_(f"cannot read private key {where}: {exc.strerror}") from None
     try:
-        key = serialization.load_pem_private_key(data, password=passphrase or None)
+        try:
+            key = serialization.load_pem_private_key(data, password=passphrase or None)
+        except TypeError:
+            if not passphrase:
+                raise KeyError_(f"private key {where} is encrypted: a passphrase is needed") from None
+            # a passphrase was given for a key that is not encrypted (one passphrase option shared by
+            # several keys, e.g. an issuer key and a subject key): the key is usable as it is
+            key = serialization.load_pem_private_key(data, password=None)
     except TypeError:
-        raise KeyError_(f"private key {where} is encrypted: a passphrase is needed") from None
+        raise KeyError_(f"private key {where} cannot be decrypted") from None
     except ValueError:
         raise KeyError_(f"{where} is not a readable PEM private key (or the passphrase is wrong)") from None
     if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp256r1":

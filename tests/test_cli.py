@@ -1,0 +1,191 @@
+"""The ``stirshaken`` command line, run as a subprocess (.venv/bin/stirshaken)."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from stirshaken import certificates as C
+from stirshaken.b64 import b64url_decode, b64url_encode
+from stirshaken.keys import load_private_key
+from stirshaken.passport import decode
+
+BIN = Path(sys.executable).with_name("stirshaken")
+X5U = "http://127.0.0.1:23001/sp-chain.pem"
+CRL_URL = "http://127.0.0.1:23001/inter.crl"
+
+
+def run(*args, cwd=None, ok=True, env=None, input=None):
+    p = subprocess.run([str(BIN), *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=60,
+                       env={**os.environ, "COLUMNS": "200", **(env or {})}, input=input)
+    if ok is True:
+        assert p.returncode == 0, (args, p.stdout, p.stderr)
+    elif ok is False:
+        assert p.returncode != 0, (args, p.stdout, p.stderr)
+    return p
+
+
+@pytest.fixture(scope="module")
+def cli_chain(tmp_path_factory):
+    """root -> intermediate -> SP made by our own commands (the intermediate key is encrypted)."""
+    d = tmp_path_factory.mktemp("clichain")
+    run("keygen", "-o", d / "root.key", cwd=d)
+    run("keygen", "-o", d / "inter.key", "--passphrase", "pw", cwd=d)
+    run("keygen", "-o", d / "sp.key", cwd=d)
+    run("cert", "root", "--key", d / "root.key", "-o", d / "root.pem")
+    run("cert", "intermediate", "--key", d / "inter.key", "--passphrase", "pw", "--issuer-cert", d / "root.pem",
+        "--issuer-key", d / "root.key", "-o", d / "inter.pem", "--crl-url", CRL_URL)
+    run("csr", "--key", d / "sp.key", "--spc", "1234", "-o", d / "sp.csr")
+    run("cert", "sp", "--csr", d / "sp.csr", "--issuer-cert", d / "inter.pem", "--issuer-key", d / "inter.key",
+        "--passphrase", "pw", "-o", d / "sp-chain.pem", "--chain", "--crl-url", CRL_URL)
+    return d
+
+
+def test_help_lists_core_commands():
+    out = run("--help").stdout
+    for cmd in ("keygen", "csr", "cert", "sign", "decode", "verify"):
+        assert cmd in out
+    assert "root" in run("cert", "--help").stdout
+
+
+def test_keygen_mode_and_passphrase(cli_chain):
+    for name in ("root.key", "inter.key", "sp.key"):
+        assert stat.S_IMODE((cli_chain / name).stat().st_mode) == 0o600
+    assert (cli_chain / "inter.key").read_bytes().startswith(b"-----BEGIN ENCRYPTED PRIVATE KEY-----")
+    assert (cli_chain / "sp.key").read_bytes().startswith(b"-----BEGIN PRIVATE KEY-----")
+    load_private_key(cli_chain / "inter.key", "pw")
+    p = run("cert", "root", "--key", cli_chain / "inter.key", "-o", cli_chain / "x.pem", ok=False)
+    assert "passphrase" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_issued_chain_profile(cli_chain):
+    chain = C.load_certificates((cli_chain / "sp-chain.pem").read_bytes())
+    root = C.load_certificates((cli_chain / "root.pem").read_bytes())[0]
+    assert len(chain) == 2 and chain[1].subject == C.load_certificates((cli_chain / "inter.pem").read_bytes())[0].subject
+    for c in (root, *chain):
+        assert C.check_profile(c) == []
+    assert C.TrustStore([root]).validate(chain).spc == "1234"
+    csr = C.load_csr((cli_chain / "sp.csr").read_bytes())
+    assert C.csr_tnauthlist(csr).spc == "1234"
+    for f in ("root.pem", "inter.pem", "sp-chain.pem"):
+        assert "conforms" in run("profile", cli_chain / f).stdout
+
+
+def test_profile_reports_deviations(tmp_path, cli_chain):
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = load_private_key(cli_chain / "root.key")
+    root = C.load_certificates((cli_chain / "root.pem").read_bytes())[0]
+    # a "root" with a CRL DP and an EKU
+    b = (x509.CertificateBuilder().subject_name(root.subject).issuer_name(root.subject).public_key(key.public_key())
+         .serial_number(99).not_valid_before(root.not_valid_before_utc).not_valid_after(root.not_valid_after_utc)
+         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=False)
+         .add_extension(C._crl_dp(CRL_URL, None), critical=False)
+         .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False))
+    bad = b.sign(key, hashes.SHA256())
+    (tmp_path / "bad.pem").write_bytes(C.pem([bad]))
+    p = run("profile", tmp_path / "bad.pem", "--role", "root", "--json", ok=False)
+    devs = json.loads(p.stdout)["deviations"]
+    assert p.returncode == 1
+    for rule in ("CM-02", "CM-07", "CM-08", "CM-12", "CM-14"):
+        assert any(d.startswith(rule) for d in devs), (rule, devs)
+    del ec
+
+
+def test_sign_decode_verify(cli_chain):
+    d = cli_chain
+    p = run("sign", "--key", d / "sp.key", "--x5u", X5U, "--attest", "a", "--orig", "+1 (215) 555-1212",
+            "--dest", "12155551213", "--dest", "tel:+1-215-555-1214", "--origid", "123e4567-e89b-12d3-a456-426655440000")
+    identity = p.stdout.strip()
+    token, params = identity.split(";", 1)
+    assert params == f"info=<{X5U}>;alg=ES256;ppt=shaken"
+    pp = decode(token)
+    assert pp.orig_tn == "12155551212" and pp.dest_tns == ("12155551213", "12155551214") and pp.attest == "A"
+    assert pp.origid == "123e4567-e89b-12d3-a456-426655440000" and abs(pp.iat - time.time()) < 30
+    (d / "id.txt").write_text(identity + "\n")
+    out = run("verify", f"@{d / 'id.txt'}", "--cert", d / "sp-chain.pem", "--trust-anchor", d / "root.pem",
+              "--orig", "12155551212", "--dest", "12155551214").stdout
+    assert "TN-Validation-Passed" in out and "attest=A" in out
+    j = json.loads(run("verify", identity, "--cert", d / "sp-chain.pem", "--trust-anchor", d / "root.pem", "--json").stdout)
+    assert j["verstat"] == "TN-Validation-Passed"
+    # stdin
+    assert "TN-Validation-Passed" in run("verify", "-", "--cert", d / "sp-chain.pem", "--trust-anchor", d / "root.pem", input=identity).stdout
+    dj = json.loads(run("decode", identity, "--json").stdout)
+    assert dj["claims"]["orig"] == {"tn": "12155551212"} and dj["problems"] == [] and dj["params"]["ppt"] == "shaken"
+    token_only = run("sign", "--key", d / "sp.key", "--x5u", X5U, "--attest", "C", "--orig", "1", "--dest", "2", "--token").stdout.strip()
+    assert ";" not in token_only and decode(token_only).attest == "C"
+
+
+def test_sign_iat_is_deterministic(cli_chain):
+    d = cli_chain
+    args = ("sign", "--key", d / "sp.key", "--x5u", X5U, "--attest", "B", "--orig", "12155551212", "--dest", "12155551213",
+            "--origid", "123e4567-e89b-12d3-a456-426655440000", "--iat", "1700000000")
+    assert run(*args).stdout == run(*args).stdout
+
+
+def test_verify_failures(cli_chain, tmp_path):
+    d = cli_chain
+    identity = run("sign", "--key", d / "sp.key", "--x5u", X5U, "--attest", "A", "--orig", "12155551212",
+                   "--dest", "12155551213").stdout.strip()
+    token, params = identity.split(";", 1)
+    h, pl, s = token.split(".")
+    claims = json.loads(b64url_decode(pl))
+    claims["orig"]["tn"] = "12155550000"
+    tampered = f"{h}.{b64url_encode(json.dumps(claims, separators=(',', ':'), sort_keys=True).encode())}.{s};{params}"
+    base = ("--cert", d / "sp-chain.pem", "--trust-anchor", d / "root.pem")
+    p = run("verify", tampered, *base, ok=False)
+    assert p.returncode == 1 and "438" in p.stdout and "TN-Validation-Failed" in p.stdout
+    p = run("verify", identity, *base, "--orig", "12155550000", ok=False)
+    assert "438" in p.stdout
+    stale = run("sign", "--key", d / "sp.key", "--x5u", X5U, "--attest", "A", "--orig", "1", "--dest", "2",
+                "--iat", str(int(time.time()) - 600)).stdout.strip()
+    assert "403" in run("verify", stale, *base, ok=False).stdout
+    # untrusted anchor
+    run("keygen", "-o", tmp_path / "other.key")
+    run("cert", "root", "--key", tmp_path / "other.key", "-o", tmp_path / "other.pem")
+    p = run("verify", identity, "--cert", d / "sp-chain.pem", "--trust-anchor", tmp_path / "other.pem", ok=False)
+    assert "437" in p.stdout
+    # revoked by CRL
+    run("crl", "--issuer-cert", d / "inter.pem", "--issuer-key", d / "inter.key", "--passphrase", "pw",
+        "--revoke", d / "sp-chain.pem", "-o", tmp_path / "inter.crl")
+    p = run("verify", identity, *base, "--crl", tmp_path / "inter.crl", ok=False)
+    assert "437" in p.stdout and "revoked" in p.stdout
+    # garbage never gives a traceback
+    for junk in ("garbage", "a.b.c;info=<x>", ""):
+        p = run("verify", junk, *base, ok=False)
+        assert "Traceback" not in p.stderr + p.stdout
+
+
+
+def test_decode_vectors():
+    try:
+        from tests import _core_support as V
+    except ImportError:
+        import _core_support as V  # type: ignore[no-redef]
+    j = json.loads(run("decode", V.SIGNALWIRE_BAD_PASSPORT, "--json").stdout)
+    assert j["claims"]["orig"] == '{"tn":"9005551212"}'
+    assert any("'orig'" in pr for pr in j["problems"])
+    p = run("decode", "not-a-token", ok=False)
+    assert p.returncode == 1 and "Traceback" not in p.stderr
+
+
+def test_bad_inputs_exit_cleanly(cli_chain, tmp_path):
+    d = cli_chain
+    for args in (
+        ("sign", "--key", d / "sp.key", "--x5u", X5U, "--attest", "Z", "--orig", "1", "--dest", "2"),
+        ("sign", "--key", d / "sp.key", "--x5u", X5U, "--attest", "A", "--orig", "abc", "--dest", "2"),
+        ("sign", "--key", tmp_path / "nope.key", "--x5u", X5U, "--attest", "A", "--orig", "1", "--dest", "2"),
+        ("csr", "--key", d / "sp.key", "-o", tmp_path / "x.csr"),
+        ("cert", "sp", "--issuer-cert", d / "inter.pem", "--issuer-key", d / "root.key", "--key", d / "sp.key", "--spc", "1", "-o", tmp_path / "x"),
+    ):
+        p = run(*args, ok=False)
+        assert "Traceback" not in p.stderr, args
