@@ -37,6 +37,7 @@ RFC 9410 Reason values with ``ppi`` naming the PASSporT.
 
 from __future__ import annotations
 
+import binascii
 import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, NamedTuple, Sequence
@@ -119,6 +120,7 @@ class Prepared:
     passport: PASSporT
     x5u: str
     checks: tuple[Check, ...]
+    raw: str = ""  # the header value as received (saves re-serializing it)
 
 
 @dataclass(frozen=True)
@@ -213,6 +215,14 @@ def reason_header(err: StirShakenError, *, protocol: str = "STIR", ppi: str | No
     return value
 
 
+def _new(cls: type, fields: dict[str, Any]) -> Any:
+    """Build a frozen dataclass instance without its field-by-field ``object.__setattr__``
+    (hot path only; ``fields`` must name every field)."""
+    obj = object.__new__(cls)
+    obj.__dict__.update(fields)
+    return obj
+
+
 # --- hot-path caches --------------------------------------------------------------------------
 # Identity headers from one signer share their parameter tail (";info=<x5u>;alg=ES256;ppt=shaken")
 # and their PASSporT header segment; both are parsed and checked once and reused.  The caches are
@@ -244,6 +254,33 @@ def parse_identity_cached(value: str) -> IdentityHeader:
     return header
 
 
+_B64_STD = bytes.maketrans(b"-_", b"+/")
+_B64_TAIL_MASK = {2: 0x0F, 3: 0x03}
+
+
+def _b64d(seg: str, what: str) -> bytes:
+    """Strict unpadded base64url decode; the common case without a regex or a copy in Python."""
+    if "+" in seg or "/" in seg or "=" in seg:
+        return b64url_decode(seg, what=what)
+    raw = seg.encode("ascii", "replace")
+    rem = len(raw) & 3
+    try:
+        data = binascii.a2b_base64(raw.translate(_B64_STD) + (b"==" if rem == 2 else b"=" if rem == 3 else b""), strict_mode=True)
+    except (binascii.Error, ValueError):
+        return b64url_decode(seg, what=what)  # raises the precise typed error
+    if rem == 1 or (rem and _b64_tail_nonzero(raw[-1], rem)):
+        return b64url_decode(seg, what=what)
+    return data
+
+
+def _b64_tail_nonzero(last: int, rem: int) -> bool:
+    return bool(_B64_INDEX[last] & _B64_TAIL_MASK[rem])
+
+
+_B64_INDEX = {c: i for i, c in enumerate(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")}
+_PPT_CHECKS: dict[Any, Check] = {}
+
+
 def _decode_cached(token: str, ppt: Any) -> PASSporT:
     """parse_jws + check_header, with the decoded and checked JOSE header memoized per segment."""
     if len(token) > MAX_TOKEN_LENGTH:
@@ -256,12 +293,12 @@ def _decode_cached(token: str, ppt: Any) -> PASSporT:
     if hit is None:
         return _decode_slow(token, ppt)
     header, hcanon = hit
-    claims, pcanon = _loads_object(b64url_decode(p64, what="PASSporT payload"), "payload")
-    signature = b64url_decode(s64, what="PASSporT signature")
-    return PASSporT(
-        header=header, claims=claims, signature=signature, signing_input=(h64 + "." + p64).encode("ascii"),
-        token=token, canonical=hcanon and pcanon,
-    )
+    claims, pcanon = _loads_object(_b64d(p64, "PASSporT payload"), "payload")
+    signature = _b64d(s64, "PASSporT signature")
+    return _new(PASSporT, {
+        "header": header, "claims": claims, "signature": signature, "signing_input": (h64 + "." + p64).encode("ascii"),
+        "token": token, "canonical": hcanon and pcanon, "problems": (),
+    })
 
 
 def _decode_slow(token: str, ppt: Any) -> PASSporT:
@@ -330,7 +367,10 @@ def prepare(
     p = _decode_cached(header.token, expected_ppt if expected_ppt is not None else policy.accepted_ppt)
     if param_ppt is not None and p.ppt != param_ppt:
         raise UnsupportedPPTError("'ppt' parameter of the Identity header differs from the PASSporT's")
-    checks.append(Check("passport-header", True, "ppt=" + str(p.ppt)))
+    pc = _PPT_CHECKS.get(p.ppt)
+    if pc is None:
+        pc = _PPT_CHECKS.setdefault(p.ppt, Check("passport-header", True, "ppt=" + str(p.ppt)))
+    checks.append(pc)
     info = header.info
     if p.x5u != info:
         raise X5UMismatchError("'x5u' from PASSporT header doesn't match the 'info' parameter of identity header value")
@@ -349,14 +389,16 @@ def prepare(
     checks.append(_OK_IAT)
     origs = [orig] if isinstance(orig, str) else [o for o in (orig or []) if o]
     if origs:
-        want = {_canon(o) for o in origs} - {None}
-        got = _canon(p.orig_tn) if p.orig_tn else None
+        want = {_canon(o) for o in origs}
+        want.discard(None)
+        o_claim = p.claims["orig"].get("tn")
+        got = _canon(o_claim) if isinstance(o_claim, str) and o_claim else None
         if got is None or got not in want:
             raise IdentityMismatchError(
                 f"'orig' claim from PASSporT payload ({p.orig_tn}) doesn't match the request's calling number"
                 f" ({', '.join(sorted(w for w in want if w)) or 'no TN'})"
             )
-        checks.append(Check("orig-matches", True, got))
+        checks.append(_orig_check(got))
     dests = [dest] if isinstance(dest, str) else [d for d in (dest or []) if d]
     if dests:
         want = {_canon(d) for d in dests} - {None}
@@ -367,7 +409,20 @@ def prepare(
                 f" ({', '.join(sorted(w for w in want if w)) or 'no TN'})"
             )
         checks.append(_OK_DEST)
-    return Prepared(header=header, passport=p, x5u=info or "", checks=tuple(checks))
+    return _new(Prepared, {"header": header, "passport": p, "x5u": info or "", "checks": tuple(checks),
+                           "raw": identity if isinstance(identity, str) else ""})
+
+
+_ORIG_CHECKS: dict[str, Check] = {}
+
+
+def _orig_check(tn: str) -> Check:
+    c = _ORIG_CHECKS.get(tn)
+    if c is None:
+        if len(_ORIG_CHECKS) >= _CACHE_MAX:
+            _ORIG_CHECKS.clear()
+        c = _ORIG_CHECKS[tn] = Check("orig-matches", True, tn)
+    return c
 
 
 # --- step 2 -----------------------------------------------------------------------------------
@@ -390,18 +445,34 @@ def complete(prepared: Prepared, credential: ValidatedCredential | StirShakenErr
     """Finish one header with its credential (or the error that prevented getting one)."""
     checks = list(prepared.checks)
     p = prepared.passport
+    raw = prepared.raw or str(prepared.header)
     try:
         if isinstance(credential, StirShakenError):
             raise credential
-        checks.append(Check("certificate", True, f"SPC {credential.spc}"))
+        checks.append(_cert_check(credential))
         if policy.check_authority:
             checks.append(check_authority(p, credential, policy))
         p.verify(credential.public_key)
         checks.append(_OK_SIG)
     except StirShakenError as err:
         checks.append(Check(_check_name(err), False, err.description))
-        return PassportResult(raw=str(prepared.header), ppt=p.ppt, ok=False, checks=tuple(checks), passport=p, error=err)
-    return PassportResult(raw=str(prepared.header), ppt=p.ppt, ok=True, checks=tuple(checks), passport=p, credential=credential)
+        return PassportResult(raw=raw, ppt=p.ppt, ok=False, checks=tuple(checks), passport=p, error=err)
+    return _new(PassportResult, {"raw": raw, "ppt": p.header.get("ppt"), "ok": True, "checks": tuple(checks), "passport": p,
+                                 "credential": credential, "error": None})
+
+
+_CERT_CHECKS: dict[int, tuple[ValidatedCredential, Check]] = {}
+
+
+def _cert_check(credential: ValidatedCredential) -> Check:
+    hit = _CERT_CHECKS.get(id(credential))
+    if hit is not None and hit[0] is credential:
+        return hit[1]
+    if len(_CERT_CHECKS) >= _CACHE_MAX:
+        _CERT_CHECKS.clear()
+    check = Check("certificate", True, f"SPC {credential.spc}")
+    _CERT_CHECKS[id(credential)] = (credential, check)
+    return check
 
 
 def _check_name(err: StirShakenError) -> str:
@@ -589,6 +660,26 @@ def decide(
             reason_header=reason_header(err, protocol=policy.reason_protocol),
             checks=(Check("identity-present", False, err.description),),
         )
+    if len(results) == 1 and targets is not None:
+        only = results[0]
+        p0 = only.passport
+        if only.ok and only.ppt == "shaken" and p0 is not None:
+            # hot path: one valid SHAKEN PASSporT, destination bound directly
+            tl = targets if isinstance(targets, list) else list(targets)
+            hit = not tl
+            if not hit:
+                dest_tn = p0.claims["dest"].get("tn") or ()
+                hit = any(t in tl for t in dest_tn) or bool(_tns(dest_tn) & _tns(tl))
+            if hit:
+                if tl:
+                    checks = only.checks + (_OK_DEST,)
+                    only = _new(PassportResult, {**only.__dict__, "checks": checks})
+                claims = p0.claims
+                return _new(VerificationResult, {
+                    "verstat": VERSTAT_PASSED, "attest": claims.get("attest"), "sip_code": None, "reason": None,
+                    "description": None, "reason_header": None, "checks": only.checks, "passports": (only,),
+                    "origid": claims.get("origid"),
+                })
     if targets is not None:
         results = bind_destinations(results, targets)
     shaken = [r for r in results if r.ppt == "shaken" or (r.ppt is None and r.passport is None)]

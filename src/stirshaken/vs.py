@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -122,12 +123,21 @@ class CallInfo:
     date: float | None = None
 
 
+_SIMPLE_TN_URI = re.compile(r'(?:"[^"]*"|[^<"]*)?<?(?:sips?|tel):\+?([0-9]+)(?:[@;>]|$)', re.IGNORECASE)
+
+
+_DISPLAY_NAME = re.compile(r'^"(?:[^"\\]|\\.)*"\s*')
+
+
 def call_tn(value: str | None) -> str | None:
     """The canonical TN of a From/PAI/To/R-URI value (name-addr, URI or bare number), else the
     value itself (which then matches no PASSporT TN), or None for an empty value."""
     if value is None:
         return None
-    v = value.strip()
+    m = _SIMPLE_TN_URI.match(value)
+    if m is not None:
+        return m.group(1)
+    v = _DISPLAY_NAME.sub("", value.strip(), count=1)
     if not v:
         return None
     if v.isdigit():
