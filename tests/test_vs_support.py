@@ -114,6 +114,17 @@ class Repo:
         self.runner: web.AppRunner | None = None
         self.port = 0
         self.scheme = "http"
+        self.files: dict[str, tuple[bytes, str]] = {}  # served at /files/<name>, may change after start
+
+        async def files(request: web.Request) -> web.Response:
+            name = request.match_info["name"]
+            self.hits["/files/" + name] = self.hits.get("/files/" + name, 0) + 1
+            if name not in self.files:
+                raise web.HTTPNotFound()
+            body, ctype = self.files[name]
+            return web.Response(body=body, content_type=ctype)
+
+        self.app.router.add_get("/files/{name}", files)
 
     def route(self, path: str, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> None:
         async def counted(request: web.Request) -> web.StreamResponse:

@@ -184,7 +184,13 @@ class _IOThread:
 
 
 class Verifier:
-    """The STI-VS.  Thread-safe; one instance serves many concurrent calls (sync or async)."""
+    """The STI-VS.  Thread-safe; one instance serves many concurrent calls (sync or async).
+
+    ``redis_prefix`` (class default ``"stirshaken:"``) namespaces the Redis keys; set it on the
+    instance before the first verification to separate deployments or tests.
+    """
+
+    redis_prefix: str = "stirshaken:"
 
     def __init__(self, config: VerifierConfig, *, static_chains: dict[str, list[x509.Certificate]] | None = None):
         self.config = config
@@ -517,7 +523,7 @@ class Verifier:
 
     def _get_redis(self) -> RedisBackend | None:
         if self.config.redis and self._redis is None:
-            self._redis = RedisBackend(self.config.redis)
+            self._redis = RedisBackend(self.config.redis, prefix=self.redis_prefix)
         return self._redis
 
     def _get_redis_replay(self) -> RedisReplayStore:
