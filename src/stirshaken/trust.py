@@ -104,7 +104,10 @@ def validate_signer(signer_chain: Sequence[x509.Certificate], roots: Sequence[x5
         xv.PolicyBuilder()
         .store(xv.Store(list(roots)))
         .time(at)
-        .extension_policies(ca_policy=xv.ExtensionPolicy.permit_all(), ee_policy=xv.ExtensionPolicy.permit_all())
+        .extension_policies(
+            ca_policy=xv.ExtensionPolicy.permit_all().require_present(x509.BasicConstraints, xv.Criticality.AGNOSTIC, None),
+            ee_policy=xv.ExtensionPolicy.permit_all(),
+        )
         .build_client_verifier()
     )
     try:

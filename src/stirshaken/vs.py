@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import math
 import re
 import threading
 import time
@@ -45,7 +46,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from .cache import CacheEntry, LRUCache, RedisBackend, SingleFlight, ttl_from_headers
 from .certificates import ValidatedCredential, load_certificates
 from .crl import CRLStore, is_url
-from .errors import FetchError, InvalidIdentityError, StirShakenError, UntrustedCertificateError
+from .errors import FetchError, InvalidIdentityError, StaleDateError, StirShakenError, UntrustedCertificateError
 from .identity import split_header_values
 from .replay import MemoryReplayStore, RedisReplayStore, replay_error, replay_key
 from .tn import TNError, canonicalize_tn, uri_user
@@ -324,9 +325,15 @@ class Verifier:
 
     def _flow(self, call: CallInfo, now: float | None) -> Generator[tuple[Any, ...], Any, VerificationResult]:
         now = time.time() if now is None else float(now)
+        if not math.isfinite(now):
+            now = time.time()
         self.stats["verifications"] += 1
         policy = self.policy
         values = self._identity_values(call)
+        date = call.date
+        if date is not None and (not isinstance(date, (int, float)) or not math.isfinite(date)):
+            err = StaleDateError("Received 'Date' value is not a valid time")
+            return decide([failed(v if isinstance(v, str) else repr(v), err) for v in values] or [failed("", err)], policy)
         if self._needs_setup(now):
             yield _SETUP
         elif self.crls.next_due <= now:
@@ -336,9 +343,9 @@ class Verifier:
         items: list[Prepared | PassportResult] = []
         for value in values:
             try:
-                items.append(prepare(value, orig=origs, dest=None, now=now, date=call.date, policy=policy, expected_ppt=None))
+                items.append(prepare(value, orig=origs, dest=None, now=now, date=date, policy=policy, expected_ppt=None))
             except StirShakenError:
-                items.append(verify_prepared_or_error(value, orig=origs, dest=None, now=now, date=call.date, policy=policy, expected_ppt=None))
+                items.append(verify_prepared_or_error(value, orig=origs, dest=None, now=now, date=date, policy=policy, expected_ppt=None))
             except Exception as exc:  # a malformed anything is a typed 438, never an exception
                 items.append(failed(value[:200] if isinstance(value, str) else repr(value)[:200],
                                     InvalidIdentityError(f"malformed Identity header ({type(exc).__name__})")))
