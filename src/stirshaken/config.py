@@ -44,7 +44,7 @@ __all__ = [
 
 _TN_PREFIX = re.compile(r"[0-9#*]{1,15}")
 _HEADER_NAME = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
-_URI = re.compile(r"https?://[^\s<>\"]+", re.IGNORECASE)
+_URI = re.compile(r"https?://[^\s<>\"\\;,]+", re.IGNORECASE)
 _STIR_CODES = (403, 428, 436, 437, 438)
 
 

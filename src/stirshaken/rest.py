@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 import uuid
 from typing import Any, Awaitable, Callable, Mapping
@@ -81,8 +82,17 @@ def error_body(message_id: str, variables: list[str] | tuple[str, ...] = ()) -> 
     return status, orjson.dumps({"requestError": {kind: exc}})
 
 
+def _rid() -> str:
+    """A new random (v4) UUID string for X-RequestID."""
+    h = bytearray(os.urandom(16))
+    h[6] = (h[6] & 0x0F) | 0x40
+    h[8] = (h[8] & 0x3F) | 0x80
+    x = h.hex()
+    return f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
+
+
 def _accept_ok(accept: str | None) -> bool:
-    if not accept:
+    if not accept or accept == "application/json" or accept == "*/*":
         return True
     for part in accept.split(","):
         media, _, params = part.strip().partition(";")
@@ -93,6 +103,8 @@ def _accept_ok(accept: str | None) -> bool:
 
 
 def _ctype_ok(ctype: str | None) -> bool:
+    if ctype == "application/json":
+        return True
     return bool(ctype) and ctype.partition(";")[0].strip().lower() == "application/json"  # type: ignore[union-attr]
 
 
@@ -134,7 +146,7 @@ class RestAPI:
 
     def handle(self, method: str, path: str, headers: Mapping[str, str], body: bytes, has_length: bool) -> Reply | Awaitable[Reply]:
         """Dispatch one request.  ``headers`` is looked up with lower-case names."""
-        rid = headers.get("x-requestid") or str(uuid.uuid4())
+        rid = headers.get("x-requestid") or _rid()
         t0 = time.perf_counter()
         try:
             if path == SIGNING_PATH or path == VERIFICATION_PATH:
@@ -255,6 +267,8 @@ class RestAPI:
 
     @staticmethod
     def _tn(value: Any, name: str) -> str:
+        if type(value) is str and value.isascii() and value.isdigit():
+            return value  # already canonical (RFC 8224 §8.3)
         if not isinstance(value, str) or not value or not _TN_CHARS.issuperset(value):
             raise RequestError("SVC4005", name, str(value)[:64])
         try:

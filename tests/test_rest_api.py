@@ -1,0 +1,285 @@
+"""ATIS-1000082 REST API of ``stirshaken serve``, black box over loopback with real HTTP clients.
+
+Both HTTP engines (aiohttp and the lean protocol) run as real ``stirshaken serve`` processes
+(2 workers each) and must answer identically: every request error of the §8.2.4.6 table, the
+signing and verification bodies, X-RequestID, /healthz, /metrics and /openapi.json.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Iterator
+
+import aiohttp
+import orjson
+import pytest
+
+from stirshaken.metrics import Metrics
+from stirshaken.rest import EXCEPTIONS, RestAPI
+
+try:
+    from test_serve_support import DEST, ORIG, FileServer, ServeProcess, make_pki, serve_port, serve_toml
+except ImportError:  # pragma: no cover
+    from tests.test_serve_support import DEST, ORIG, FileServer, ServeProcess, make_pki, serve_port, serve_toml
+
+UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    d = tmp_path_factory.mktemp("rest")
+    pki = make_pki(d / "pki")
+    x5u = FileServer(d / "pki")
+    servers = {}
+    try:
+        for engine in ("aiohttp", "fast"):
+            port = serve_port()
+            servers[engine] = (ServeProcess(d, serve_toml(pki, x5u, http=port, workers=2, engine=engine), port, name=engine), port)
+        yield {"pki": pki, "x5u": x5u, "servers": servers, "dir": d}
+    finally:
+        codes = {e: s.stop() for e, (s, _) in servers.items()}
+        x5u.close()
+    assert all(c == 0 for c in codes.values()), codes  # graceful SIGTERM exit
+
+
+@pytest.fixture(params=["aiohttp", "fast"])
+def base(request: pytest.FixtureRequest, env: dict[str, Any]) -> str:
+    return f"http://127.0.0.1:{env['servers'][request.param][1]}"
+
+
+def sreq(**over: Any) -> dict[str, Any]:
+    r: dict[str, Any] = {"attest": "A", "dest": {"tn": [DEST]}, "iat": int(time.time()), "orig": {"tn": ORIG},
+                         "origid": "123e4567-e89b-12d3-a456-426614174000"}
+    for k, v in over.items():
+        if v is None:
+            r.pop(k, None)
+        else:
+            r[k] = v
+    return {"signingRequest": r}
+
+
+async def post(base: str, path: str, body: Any, headers: dict[str, str] | None = None) -> tuple[int, Any, Any]:
+    h = {"Content-Type": "application/json", "Accept": "application/json"}
+    h.update(headers or {})
+    data = body if isinstance(body, (bytes, str)) else orjson.dumps(body)
+    async with aiohttp.ClientSession() as s:
+        async with s.post(base + path, data=data, headers=h) as r:
+            raw = await r.read()
+            return r.status, (orjson.loads(raw) if raw else None), r.headers
+
+
+async def sign(base: str, **over: Any) -> str:
+    status, body, _ = await post(base, "/stir/v1/signing", sreq(**over))
+    assert status == 200, body
+    return body["signingResponse"]["identity"]
+
+
+def exc_of(body: dict[str, Any]) -> dict[str, Any]:
+    err = body["requestError"]
+    (kind, exc), = err.items()
+    assert kind == EXCEPTIONS[exc["messageId"]][2]
+    assert exc["text"] == EXCEPTIONS[exc["messageId"]][1]
+    return exc
+
+
+# --- signing -----------------------------------------------------------------------------------
+
+
+async def test_signing_ok_and_request_id(base: str, env: dict[str, Any]) -> None:
+    rid = str(uuid.uuid4())
+    status, body, headers = await post(base, "/stir/v1/signing", sreq(), {"X-RequestID": rid})
+    assert status == 200 and headers["Content-Type"].startswith("application/json")
+    assert headers["X-RequestID"] == rid
+    identity = body["signingResponse"]["identity"]
+    assert identity.endswith(f";info=<{env['x5u'].url('sp-chain.pem')}>;alg=ES256;ppt=shaken")
+    status, _, headers = await post(base, "/stir/v1/signing", sreq(origid=None))
+    assert status == 200 and UUID_RE.fullmatch(headers["X-RequestID"])
+
+
+async def test_signing_generates_origid_and_verifies(base: str) -> None:
+    identity = await sign(base, origid=None)
+    payload = orjson.loads(__import__("base64").urlsafe_b64decode(identity.split(".")[1] + "=="))
+    assert UUID_RE.fullmatch(payload["origid"]) and payload["orig"] == {"tn": ORIG} and payload["attest"] == "A"
+    status, body, _ = await post(base, "/stir/v1/verification", vreq(identity))
+    assert status == 200 and body == {"verificationResponse": {"verstat": "TN-Validation-Passed"}}
+
+
+async def test_signing_tenant_by_prefix_and_header(base: str, env: dict[str, Any]) -> None:
+    identity = await sign(base, orig={"tn": "19995550100"})
+    assert env["x5u"].url("sp2-chain.pem") in identity  # FCC 24-120: that provider's own certificate
+    status, body, _ = await post(base, "/stir/v1/signing", sreq(), {"X-Tenant": "5678"})
+    assert status == 200 and "sp2-chain.pem" in body["signingResponse"]["identity"]
+    status, body, _ = await post(base, "/stir/v1/signing", sreq(), {"X-Tenant": "nobody"})
+    assert status == 400 and exc_of(body)["variables"] == ["X-Tenant", "nobody"]
+
+
+@pytest.mark.parametrize("missing", ["attest", "dest", "iat", "orig"])
+async def test_svc4001_missing(base: str, missing: str) -> None:
+    status, body, _ = await post(base, "/stir/v1/signing", sreq(**{missing: None}))
+    assert status == 400
+    exc = exc_of(body)
+    assert exc["messageId"] == "SVC4001" and exc["variables"] == [missing]
+
+
+@pytest.mark.parametrize("field,value", [
+    ("attest", "X"), ("attest", 1), ("iat", "now"), ("iat", -5), ("iat", 1000), ("origid", "not-a-uuid"),
+    ("orig", {"tn": "12x"}), ("orig", "12155551212"), ("dest", {"tn": []}), ("dest", {"tn": "1215"}), ("ppt", "div"),
+])
+async def test_svc4005_invalid(base: str, field: str, value: Any) -> None:
+    status, body, _ = await post(base, "/stir/v1/signing", sreq(**{field: value}))
+    assert status == 400
+    exc = exc_of(body)
+    assert exc["messageId"] == "SVC4005" and exc["variables"][0].split(".")[0] == field and len(exc["variables"]) == 2
+
+
+async def test_stale_iat_is_rejected_not_restamped(base: str) -> None:
+    status, body, _ = await post(base, "/stir/v1/signing", sreq(iat=int(time.time()) - 3600))
+    assert status == 400 and exc_of(body)["messageId"] == "SVC4005" and "server clock" in exc_of(body)["variables"][1]
+
+
+async def test_request_errors(base: str) -> None:
+    cases = [
+        ("/stir/v1/signing", b"", {}, 400, "SVC4000"),
+        ("/stir/v1/signing", b"{}", {"Accept": "text/html"}, 406, "SVC4002"),
+        ("/stir/v1/nothing", b"{}", {}, 404, "SVC4003"),
+        ("/stir/v1/signing", b"x", {"Content-Type": "text/plain"}, 415, "SVC4004"),
+        ("/stir/v1/signing", b'{"signingRequest": ', {}, 400, "SVC4006"),
+        ("/stir/v1/signing", b"[1]", {}, 400, "SVC4006"),
+        ("/stir/v1/signing", b'{"x":1}', {}, 400, "SVC4001"),
+        ("/stir/v1/verification", b'{"verificationRequest":{}}', {}, 400, "SVC4001"),
+    ]
+    for path, body, headers, status, mid in cases:
+        got, payload, h = await post(base, path, body, headers)
+        assert (got, exc_of(payload)["messageId"]) == (status, mid), (path, body, headers)
+        assert UUID_RE.fullmatch(h["X-RequestID"])
+    got, payload, _ = await post(base, "/stir/v1/signing", b"{}", {"Accept": "text/html"})
+    assert exc_of(payload)["variables"] == ["text/html"]
+    got, payload, _ = await post(base, "/stir/v1/signing", b"x", {"Content-Type": "text/plain"})
+    assert exc_of(payload)["variables"] == ["application/json"]
+
+
+async def test_pol4050_method_not_allowed(base: str) -> None:
+    async with aiohttp.ClientSession() as s:
+        for method in ("GET", "PUT", "DELETE"):
+            async with s.request(method, base + "/stir/v1/signing") as r:
+                body = orjson.loads(await r.read())
+                assert r.status == 405 and exc_of(body)["messageId"] == "POL4050" and r.headers["Allow"] == "POST"
+
+
+def raw_http(port: int, data: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(data)
+        out = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            out += chunk
+            if b"\r\n\r\n" in out:
+                head, _, rest = out.partition(b"\r\n\r\n")
+                m = re.search(rb"(?i)content-length: *(\d+)", head)
+                if m and len(rest) >= int(m.group(1)):
+                    break
+        return out
+
+
+def test_svc4007_missing_content_length(env: dict[str, Any]) -> None:
+    for engine, (_, port) in env["servers"].items():
+        body = orjson.dumps(sreq())
+        req = (b"POST /stir/v1/signing HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n"
+               b"Connection: close\r\n\r\n" + hex(len(body))[2:].encode() + b"\r\n" + body + b"\r\n0\r\n\r\n")
+        out = raw_http(port, req)
+        assert out.startswith(b"HTTP/1.1 411"), (engine, out[:200])
+        assert b"SVC4007" in out
+
+
+# --- verification ------------------------------------------------------------------------------
+
+
+def vreq(identity: str, *, frm: str = ORIG, to: Any = None, when: int | None = None) -> dict[str, Any]:
+    return {"verificationRequest": {"from": {"tn": frm}, "to": {"tn": to if to is not None else [DEST]},
+                                    "time": when if when is not None else int(time.time()), "identity": identity}}
+
+
+async def test_verification_failures_answer_200(base: str, env: dict[str, Any]) -> None:
+    identity = await sign(base)
+    v = "/stir/v1/verification"
+    # E16 spoofed from
+    status, body, _ = await post(base, v, vreq(identity, frm="12155550000"))
+    r = body["verificationResponse"]
+    assert status == 200 and r["reasoncode"] == 438 and r["reasontext"] == "Invalid Identity Header" and r["verstat"] == "No-TN-Validation"
+    # E3 stale time
+    status, body, _ = await post(base, v, vreq(identity, when=int(time.time()) - 300))
+    r = body["verificationResponse"]
+    assert (r["reasoncode"], r["reasontext"], r["verstat"]) == (403, "Stale Date", "No-TN-Validation")
+    assert r["reasondesc"] == "Received 'time' value is not fresh."
+    # E18 signature
+    h, p, s = identity.split(";")[0].split(".")
+    bad = identity.replace(s, s[:-4] + ("AAAA" if not s.endswith("AAAA") else "BBBB"))
+    status, body, _ = await post(base, v, vreq(bad))
+    r = body["verificationResponse"]
+    assert r["reasoncode"] == 438 and r["verstat"] == "TN-Validation-Failed"
+    # E4 compact form
+    status, body, _ = await post(base, v, vreq(".." + s + identity[identity.index(";"):]))
+    assert body["verificationResponse"]["reasoncode"] == 438
+    # E6 missing info
+    status, body, _ = await post(base, v, vreq(identity.split(";")[0]))
+    assert body["verificationResponse"]["reasoncode"] == 436
+    # E8 x5u not reachable
+    other = identity.replace(env["x5u"].url("sp-chain.pem"), "http://127.0.0.1:9/none.pem")
+    status, body, _ = await post(base, v, vreq(other))
+    assert body["verificationResponse"]["reasoncode"] in (436, 438)
+
+
+@pytest.mark.parametrize("field,value", [("from", "1215"), ("to", {"tn": []}), ("time", "now"), ("identity", 5), ("from", {"tn": "abc"})])
+async def test_verification_invalid_values(base: str, field: str, value: Any) -> None:
+    body = vreq("x.y.z;info=<http://a/b>")
+    body["verificationRequest"][field] = value
+    status, payload, _ = await post(base, "/stir/v1/verification", body)
+    assert status == 400 and exc_of(payload)["messageId"] == "SVC4005"
+
+
+# --- operations --------------------------------------------------------------------------------
+
+
+async def test_health_metrics_openapi(base: str) -> None:
+    await sign(base)
+    async with aiohttp.ClientSession() as s:
+        async with s.get(base + "/healthz") as r:
+            assert r.status == 200 and (await r.json())["status"] == "ok"
+        async with s.get(base + "/metrics") as r:
+            text = await r.text()
+            assert r.status == 200 and r.headers["Content-Type"].startswith("text/plain")
+            assert re.search(r'stirshaken_signed_total\{interface="rest",tenant="default",attest="A"\} \d+', text)
+            assert 'stirshaken_latency_seconds_bucket{op="rest_sign",le="+Inf"}' in text
+            assert "stirshaken_request_errors_total" in text
+        async with s.get(base + "/openapi.json") as r:
+            doc = orjson.loads(await r.read())
+            assert doc["openapi"].startswith("3.") and "/stir/v1/signing" in doc["paths"] and "/stir/v1/verification" in doc["paths"]
+            assert set(doc["components"]["schemas"]["Exception"]["properties"]["messageId"]["enum"]) == set(EXCEPTIONS)
+
+
+async def test_pol5000_internal_error() -> None:
+    class Boom:
+        async def averify(self, call: Any) -> Any:
+            raise RuntimeError("boom")
+
+    api = RestAPI(signing=None, verifier=Boom(), metrics=Metrics(), call_info=lambda **kw: kw)
+    body = orjson.dumps(vreq("a.b.c;info=<http://x/y>"))
+    r = api.handle("POST", "/stir/v1/verification", {"content-type": "application/json", "content-length": str(len(body))}, body, True)
+    status, payload, headers = await r  # type: ignore[misc]
+    assert status == 500 and orjson.loads(payload)["requestError"]["policyException"]["messageId"] == "POL5000"
+
+
+def test_logs_are_json_and_never_hold_keys(env: dict[str, Any]) -> None:
+    key_text = env["pki"].sp_key.read_text()
+    key_body = "".join(key_text.strip().splitlines()[1:-1])
+    for engine, (proc, _) in env["servers"].items():
+        text = proc.log.read_text()
+        assert key_body[:40] not in text
+        lines = [l for l in text.splitlines() if l.strip()]
+        assert lines and all(orjson.loads(l)["level"] for l in lines)
