@@ -1,0 +1,219 @@
+"""Configuration validation of ``stirshaken serve``, signing policy, and process behaviour
+(one-line errors with exit 2, SIGTERM shutdown of a multi-worker server)."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from stirshaken.config import ConfigError, load_config, parse_address, parse_config
+from stirshaken.metrics import Metrics
+from stirshaken.signing import SigningError, SigningService
+
+try:
+    from test_serve_support import FileServer, ServeProcess, make_pki, serve_command, serve_port, serve_toml
+except ImportError:  # pragma: no cover
+    from tests.test_serve_support import FileServer, ServeProcess, make_pki, serve_command, serve_port, serve_toml
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    return make_pki(tmp_path_factory.mktemp("cfgpki"))
+
+
+def cfg(pki: Any, text: str) -> Any:
+    return parse_config(__import__("tomllib").loads(text), pki.dir)
+
+
+BASE = '[server]\nhttp = "127.0.0.1:8080"\n[signing]\nkey = "sp.key"\nx5u = "https://cr.example.net/sp.pem"\n'
+
+
+@pytest.mark.parametrize("text,message", [
+    ('[server]\nhttp = "127.0.0.1:8080"\nbogus = 1\n', "[server]: unknown option 'bogus'"),
+    ('[servr]\n', "unknown section [servr]"),
+    ('[server]\nhttp = "localhost"\n', "[server].http"),
+    ('[server]\nhttp = "10.0.0.300:80"\n', "is not an IP address"),
+    ('[server]\nhttp = "127.0.0.1:70000"\n', "out of range"),
+    ('[server]\nhttp = "127.0.0.1:80"\nworkers = 0\n', "[server].workers"),
+    ('[server]\nhttp = "127.0.0.1:80"\nworkers = "2"\n', "expected int"),
+    ('[server]\n', "nothing to serve"),
+    ('[server]\nhttp = "127.0.0.1:80"\n[signing]\nkey = "missing.key"\nx5u = "https://a/b"\n', "does not exist"),
+    ('[server]\nhttp = "127.0.0.1:80"\n[signing]\nkey = "root.pem"\nx5u = "https://a/b"\n', "[signing].key"),
+    ('[server]\nhttp = "127.0.0.1:80"\n[signing]\nkey = "sp.key"\nx5u = "ftp://a/b"\n', "[signing].x5u"),
+    ('[server]\nsip_signing = "127.0.0.1:5060"\n', "[server].sip_signing is set but [signing] has no key"),
+    ('[server]\nsip_verification = "127.0.0.1:5062"\n', "trust_anchors is empty"),
+    (BASE + '[verification]\ntrust_anchors = ["nope.pem"]\n', "[verification].trust_anchors"),
+    (BASE + '[verification]\nreject_codes = [404]\n', "reject_codes"),
+    (BASE + '[[signing.tenant]]\nname = "x"\nkey = "sp.key"\nx5u = "https://a/b"\ntns = ["12a"]\n', "[signing.tenant.1].tns"),
+    (BASE + '[[signing.tenant]]\nkey = "sp.key"\nx5u = "https://a/b"\n', "every tenant needs a name"),
+    (BASE + '[[signing.tenant]]\nname = "x"\nkey = "sp.key"\nx5u = "https://a/b"\n[[signing.tenant.customer]]\nsources = ["nonsense"]\n', "sources"),
+])
+def test_config_errors(pki: Any, text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as ei:
+        cfg(pki, text)
+    assert message in str(ei.value) and "\n" not in str(ei.value)
+
+
+def test_config_full_example(pki: Any) -> None:
+    c = cfg(pki, BASE.replace("8080", "8080\"\nsip_signing = \"127.0.0.1:5060\"\nsip_verification = \"[::1]:5062") + f"""
+[[signing.tenant]]
+name = "acme"
+ocn = "1234"
+key = "sp2.key"
+x5u = "https://cr.example.net/acme.pem"
+tns = ["+1 215", "1267*"]
+[[signing.tenant.customer]]
+name = "pbx1"
+sources = ["10.0.0.0/24"]
+tns = ["1215555"]
+[verification]
+trust_anchors = ["root.pem", "."]
+crls = ["https://crl.example.net/x.crl"]
+reject_codes = [428, 438]
+authority_blocks = {{ "1234" = ["1215"] }}
+""")
+    assert c.server.sip_verification is not None and c.server.sip_verification.host == "::1"
+    t = c.signing.tenants[0]
+    assert t.spc == "1234" and t.tns == ("1215", "1267") and t.customers[0].tns == ("1215555",)
+    assert c.verification.rejects(438) and not c.verification.rejects(436)
+    assert "key=" not in repr(t)  # the private key never appears in reprs/logs
+
+
+def test_parse_address() -> None:
+    assert str(parse_address("[::1]:5060", "x")) == "[::1]:5060"
+    assert parse_address("localhost:1", "x").host == "127.0.0.1"
+
+
+def test_signing_policy(pki: Any) -> None:
+    c = cfg(pki, BASE + """
+[[signing.customer]]
+name = "trunk"
+sources = ["192.0.2.0/24"]
+tns = ["1215555"]
+[[signing.tenant]]
+name = "acme"
+spc = "5678"
+key = "sp2.key"
+x5u = "https://cr.example.net/acme.pem"
+tns = ["1999"]
+[[signing.tenant.customer]]
+name = "edge"
+tns = ["19995"]
+""")
+    svc = SigningService(c.signing)
+    d = svc.default
+    assert d is not None
+    assert svc.attest_for(d, "12155551212", source_ip="192.0.2.7") == "A"  # known customer, own number
+    assert svc.attest_for(d, "13105550000", source_ip="192.0.2.7") == "B"  # known customer, foreign number
+    assert svc.attest_for(d, "12155551212", source_ip="198.51.100.1") == "C"  # unknown source
+    assert svc.attest_for(d, "12155551212", customer="trunk") == "A"
+    acme = svc.tenant_for("19995550000")
+    assert acme.name == "acme" and svc.attest_for(acme, "19995550000") == "A" and svc.attest_for(acme, "19990000000") == "B"
+    assert svc.tenant_for("12155551212").name == "default"
+    assert svc.tenant_for("12155551212", "5678").name == "acme" and svc.tenant_for("1", "ACME").name == "acme"
+    with pytest.raises(SigningError):
+        svc.tenant_for("1", "unknown")
+    ident = svc.sign(acme, orig="19995550000", dest=["2", "1"], attest="A")
+    assert ident.endswith(";info=<https://cr.example.net/acme.pem>;alg=ES256;ppt=shaken")
+
+
+def run_cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(serve_command() + args, cwd=cwd, capture_output=True, text=True, timeout=60)
+
+
+def test_cli_bad_config_exits_2_with_one_line(tmp_path: Path, pki: Any) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[server]\nhttp = "127.0.0.1:8080"\n[signing]\nkey = "/nonexistent/sp.key"\nx5u = "https://a/b"\n')
+    r = run_cli(["--config", str(bad)], tmp_path)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.strip().count("\n") == 0 and r.stderr.startswith("error: [signing].key")
+    r = run_cli(["--config", str(tmp_path / "absent.toml")], tmp_path)
+    assert r.returncode == 2 and "cannot read configuration" in r.stderr and "Traceback" not in r.stderr
+    bad.write_text("[server\n")
+    r = run_cli(["--config", str(bad)], tmp_path)
+    assert r.returncode == 2 and "invalid TOML" in r.stderr
+
+
+def test_port_in_use_exits_2(tmp_path: Path, pki: Any) -> None:
+    import socket
+
+    port = serve_port()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", port))
+        s.listen()
+        conf = tmp_path / "c.toml"
+        conf.write_text(f'[server]\nhttp = "127.0.0.1:{port}"\nworkers = 2\n[signing]\nkey = "{pki.sp_key}"\nx5u = "https://a/b"\n')
+        r = run_cli(["--config", str(conf)], tmp_path)
+    assert r.returncode == 2 and "address already in use" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_check_flag(tmp_path: Path, pki: Any) -> None:
+    conf = tmp_path / "c.toml"
+    conf.write_text(f'[server]\nhttp = "127.0.0.1:1"\n[signing]\nkey = "{pki.sp_key}"\nx5u = "https://a/b"\n')
+    r = run_cli(["--config", str(conf), "--check"], tmp_path)
+    assert r.returncode == 0 and "OK" in r.stdout
+
+
+def test_workers_supervised_and_stopped_by_sigterm(tmp_path: Path, pki: Any) -> None:
+    import os
+    import signal
+    import time
+
+    x5u = FileServer(pki.dir)
+    port = serve_port()
+    p = ServeProcess(tmp_path, serve_toml(pki, x5u, http=port, workers=3), port)
+    try:
+        children = _children(p.proc.pid)
+        assert len(children) == 3
+        os.kill(children[0], signal.SIGKILL)  # a dying worker is replaced
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            now = _children(p.proc.pid)
+            if len(now) == 3 and children[0] not in now:
+                break
+            time.sleep(0.1)
+        else:
+            pytest.fail("worker not restarted")
+    finally:
+        code = p.stop()
+        x5u.close()
+    assert code == 0
+    assert not _children(p.proc.pid)
+    assert '"worker stopped"' in p.log.read_text()
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid and fields[0] != "Z":
+                out.append(int(d.name))
+    return out
+
+
+def test_metrics_render_merges_snapshots(tmp_path: Path) -> None:
+    a, b = Metrics(str(tmp_path), 0), Metrics(str(tmp_path), 1)
+    a.inc("stirshaken_signed_total", (("attest", "A"),))
+    b.inc("stirshaken_signed_total", (("attest", "A"),), 2)
+    b.observe("rest_sign", 0.0002)
+    b.write_snapshot()
+    text = a.render().decode()
+    assert 'stirshaken_signed_total{attest="A"} 3' in text
+    assert 'stirshaken_latency_seconds_count{op="rest_sign"} 1' in text
+    assert "# TYPE stirshaken_latency_seconds histogram" in text
+
+
+def test_load_config_relative_paths(tmp_path: Path, pki: Any) -> None:
+    import shutil
+
+    shutil.copy(pki.sp_key, tmp_path / "sp.key")
+    (tmp_path / "s.toml").write_text(BASE)
+    c = load_config(tmp_path / "s.toml")
+    assert c.signing.default is not None and c.signing.default.key_path == str(tmp_path / "sp.key")
