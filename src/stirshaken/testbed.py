@@ -157,6 +157,8 @@ class Verdict:
 class Testbed:
     """All services of the testbed and what they provisioned."""
 
+    __test__ = False  # not a pytest class
+
     state_dir: Path
     db_url: str | None = None
     host: str = "127.0.0.1"
