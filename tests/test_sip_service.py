@@ -1,0 +1,378 @@
+"""SIP interface (sipservice.py): the 302 redirect model of the STI-AS and STI-VS.
+
+In-process tests drive :class:`SipService` with bytes (RFC 3261 response construction, the
+transaction cache, methods, policy); a hypothesis fuzz test throws garbage and mutated INVITEs
+at it; a UDP/TCP test runs the real server and sends garbage over the wire before checking it
+still answers.  The sipp tests (``interop``) use the Debian sip-tester against a running
+``stirshaken serve``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from stirshaken import sip
+from stirshaken.config import parse_config
+from stirshaken.metrics import Metrics
+from stirshaken.signing import SigningService
+from stirshaken.sipservice import SipService, TransactionCache
+from stirshaken.vs import CallInfo, Verifier, VerifierConfig
+
+try:
+    from test_serve_support import DEST, ORIG, FileServer, ServeProcess, make_pki, serve_port, serve_toml
+except ImportError:  # pragma: no cover
+    from tests.test_serve_support import DEST, ORIG, FileServer, ServeProcess, make_pki, serve_port, serve_toml
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+X5U = "https://cr.example.net/sp-chain.pem"
+
+
+def invite(*, orig: str = ORIG, dest: str = DEST, branch: str = "z9hG4bK-1", extra: str = "", method: str = "INVITE",
+           ruri: str | None = None, cseq: int = 1) -> bytes:
+    ruri = ruri or f"sip:{dest}@127.0.0.1:5060"
+    return (f"{method} {ruri} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP 127.0.0.1:5090;branch={branch}\r\n"
+            f"From: <sip:{orig}@127.0.0.1:5090>;tag=abc\r\n"
+            f"To: <sip:{dest}@127.0.0.1:5060>\r\n"
+            f"Call-ID: call-{branch}\r\n"
+            f"CSeq: {cseq} {method}\r\n"
+            f"Max-Forwards: 70\r\n{extra}"
+            f"Content-Length: 0\r\n\r\n").encode()
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    return make_pki(tmp_path_factory.mktemp("sippki"))
+
+
+def services(pki: Any, verification: str = "") -> tuple[SipService, SipService, Verifier]:
+    import tomllib
+
+    from stirshaken.certificates import load_certificates
+
+    c = parse_config(tomllib.loads(f"""
+[server]
+sip_signing = "127.0.0.1:5060"
+sip_verification = "127.0.0.1:5062"
+[signing]
+key = "sp.key"
+x5u = "{X5U}"
+[[signing.customer]]
+name = "pbx"
+sources = ["127.0.0.0/8"]
+tns = ["1215"]
+[verification]
+trust_anchors = ["root.pem"]
+{verification}
+"""), pki.dir)
+    m = Metrics()
+    signer = SipService("signing", metrics=m, signing=SigningService(c.signing))
+    verifier = Verifier(VerifierConfig(trust_anchors=[str(pki.root)]), static_chains={X5U: load_certificates(pki.sp_chain.read_bytes())})
+    vs = SipService("verification", metrics=m, verifier=verifier, vcfg=c.verification, call_info=CallInfo)
+    return signer, vs, verifier
+
+
+def resp(data: bytes | None) -> sip.SipResponse:
+    assert data
+    r = sip.parse_message(data)
+    assert isinstance(r, sip.SipResponse)
+    return r
+
+
+async def answer(svc: SipService, data: bytes, peer: tuple[str, int] = ("127.0.0.1", 5090)) -> bytes | None:
+    r = svc.handle(data, peer, "UDP")
+    if r is None or isinstance(r, bytes):
+        return r
+    return await r
+
+
+def claims(identity: str) -> dict[str, Any]:
+    p = identity.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(p + "=" * (-len(p) % 4)))
+
+
+async def test_signing_302(pki: Any) -> None:
+    signer, _, v = services(pki)
+    req = invite()
+    first = await answer(signer, req)
+    r = resp(first)
+    q = sip.parse_message(req)
+    assert (r.status, r.reason) == (302, "Moved Temporarily")
+    assert r.headers["Contact"] == f"<{q.request_uri}>"
+    assert r.headers.get_all("Via") == q.headers.get_all("Via") and r.call_id == q.call_id and r.cseq == (1, "INVITE")
+    assert r.to_addr.tag and r.from_addr.tag == "abc"
+    ident = r.headers["Identity"]
+    assert ident.endswith(f";info=<{X5U}>;alg=ES256;ppt=shaken")
+    c = claims(ident)
+    assert c["orig"] == {"tn": ORIG} and c["dest"] == {"tn": [DEST]} and c["attest"] == "A"  # customer source + own TN
+    # retransmission: the very same bytes from the transaction cache
+    assert await answer(signer, req) == first
+    assert signer.cache.hits == 1
+    # policy: foreign number from the customer -> B; unknown source -> C; header overrides
+    assert claims(resp(await answer(signer, invite(orig="13105550000", branch="z9hG4bK-2"))).headers["Identity"])["attest"] == "B"
+    assert claims(resp(await answer(signer, invite(branch="z9hG4bK-3"), ("192.0.2.1", 5090))).headers["Identity"])["attest"] == "C"
+    r = resp(await answer(signer, invite(branch="z9hG4bK-4", extra="X-Attest: B\r\nP-Asserted-Identity: <tel:+1-215-555-0000>\r\n")))
+    c = claims(r.headers["Identity"])
+    assert c["attest"] == "B" and c["orig"] == {"tn": "12155550000"}  # PAI preferred (RFC 8224 §4.1, use_pai)
+    await v.aclose()
+
+
+async def test_verification_302_and_reject(pki: Any) -> None:
+    signer, vs, v = services(pki)
+    ident = resp(await answer(signer, invite(branch="z9hG4bK-s1"))).headers["Identity"]
+    r = resp(await answer(vs, invite(branch="z9hG4bK-v1", extra=f"Identity: {ident}\r\n")))
+    assert r.status == 302
+    assert "verstat=TN-Validation-Passed" in r.headers["P-Asserted-Identity"] and ";tag=" not in r.headers["P-Asserted-Identity"]
+    assert "verstat=TN-Validation-Passed" in r.headers["From"] and r.from_addr.tag == "abc"
+    assert r.headers["X-Attestation"] == "A" and "Reason" not in r.headers
+    # spoofed caller: 302 with verstat failure and an RFC 9410 Reason
+    r = resp(await answer(vs, invite(orig="12155550000", branch="z9hG4bK-v2", extra=f"Identity: {ident}\r\n")))
+    assert r.status == 302 and "verstat=No-TN-Validation" in r.headers["P-Asserted-Identity"]
+    assert r.headers["Reason"].startswith("STIR ;cause=438")
+    # no Identity: 302 No-TN-Validation
+    r = resp(await answer(vs, invite(branch="z9hG4bK-v3")))
+    assert r.status == 302 and "verstat=No-TN-Validation" in r.headers["P-Asserted-Identity"]
+    await v.aclose()
+    _, vs, v = services(pki, "reject_codes = [438]\nrequire_identity = true\n")
+    r = resp(await answer(vs, invite(orig="12155550000", branch="z9hG4bK-v4", extra=f"Identity: {ident}\r\n")))
+    assert (r.status, r.reason) == (438, "Invalid Identity Header") and "cause=438" in r.headers["Reason"]
+    r = resp(await answer(vs, invite(branch="z9hG4bK-v5")))
+    assert (r.status, r.reason) == (428, "Use Identity Header")
+    await v.aclose()
+
+
+async def test_methods(pki: Any) -> None:
+    signer, _, v = services(pki)
+    assert resp(await answer(signer, invite(method="OPTIONS", branch="z9hG4bK-o"))).status == 200
+    assert await answer(signer, invite(method="ACK", branch="z9hG4bK-1")) is None
+    r = resp(await answer(signer, invite(method="REGISTER", branch="z9hG4bK-r")))
+    assert r.status == 405 and r.headers["Allow"] == "INVITE, ACK, CANCEL, OPTIONS"
+    assert resp(await answer(signer, invite(method="FOO", branch="z9hG4bK-f"))).status == 501
+    assert resp(await answer(signer, invite(method="BYE", branch="z9hG4bK-b"))).status == 481
+    assert resp(await answer(signer, invite(method="CANCEL", branch="z9hG4bK-none"))).status == 481
+    await answer(signer, invite(branch="z9hG4bK-c"))
+    assert resp(await answer(signer, invite(method="CANCEL", branch="z9hG4bK-c"))).status == 200
+    assert resp(await answer(signer, invite(branch="z9hG4bK-u", ruri="mailto:a@b"))).status == 416
+    assert resp(await answer(signer, invite(branch="z9hG4bK-mf").replace(b"Max-Forwards: 70", b"Max-Forwards: 0"))).status == 483
+    assert resp(await answer(signer, invite(branch="z9hG4bK-rq", extra="Require: 100rel\r\n"))).status == 420
+    # not a TN: forwarded unsigned
+    r = resp(await answer(signer, invite(orig="alice", branch="z9hG4bK-n", ruri="sip:bob@example.com")))
+    assert r.status == 302 and "Identity" not in r.headers
+    # received/rport (RFC 3261 §18.2.1, RFC 3581)
+    r = resp(await answer(signer, invite(branch="z9hG4bK-rp").replace(b";branch", b";rport;branch"), ("10.1.2.3", 40000)))
+    via = r.headers.get_all("Via")[0]
+    assert "rport=40000" in via and "received=10.1.2.3" in via
+    await v.aclose()
+
+
+def test_transaction_cache_bounds() -> None:
+    c = TransactionCache(ttl=1.0, size=3)
+    for i in range(5):
+        c.put(i, b"x", 0.0)
+    assert len(c) == 3 and c.get(0, 0.0) is None and c.get(4, 0.5) == b"x"
+    assert c.get(4, 2.0) is None  # expired
+
+
+_invite_template = invite()
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.one_of(
+    st.binary(max_size=600),
+    st.builds(lambda i, b: _invite_template[:i] + b + _invite_template[i + len(b):],
+              st.integers(0, len(_invite_template)), st.binary(min_size=1, max_size=12)),
+    st.builds(lambda i: _invite_template[:i], st.integers(0, len(_invite_template))),
+))
+def test_fuzz_never_raises(pki: Any, data: bytes) -> None:
+    signer = _FUZZ.get("signer")
+    if signer is None:
+        signer = _FUZZ["signer"] = services(pki)[0]
+    for transport in ("UDP", "TCP"):
+        r = signer.handle(data, ("127.0.0.1", 5090), transport)
+        assert r is None or isinstance(r, bytes)
+
+
+_FUZZ: dict[str, Any] = {}
+
+
+# --- the real server ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, pki: Any) -> Iterator[dict[str, Any]]:
+    d = tmp_path_factory.mktemp("sipserve")
+    x5u = FileServer(pki.dir)
+    http, s1, s2 = serve_port(), serve_port(), serve_port()
+    p = ServeProcess(d, serve_toml(pki, x5u, http=http, sip_signing=s1, sip_verification=s2, workers=2), http)
+    try:
+        yield {"http": http, "sign": s1, "verify": s2, "dir": d, "pki": pki, "x5u": x5u}
+    finally:
+        code = p.stop()
+        x5u.close()
+    assert code == 0
+
+
+def udp_exchange(port: int, data: bytes, timeout: float = 3.0) -> bytes | None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(timeout)
+        s.sendto(data, ("127.0.0.1", port))
+        try:
+            return s.recvfrom(65536)[0]
+        except socket.timeout:
+            return None
+
+
+def test_wire_garbage_then_still_answers(server: dict[str, Any]) -> None:
+    import random
+
+    rnd = random.Random(7)
+    for port in (server["sign"], server["verify"]):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            for _ in range(200):
+                s.sendto(bytes(rnd.getrandbits(8) for _ in range(rnd.randint(0, 300))), ("127.0.0.1", port))
+            s.sendto(_invite_template[:80], ("127.0.0.1", port))
+            s.sendto(b"\r\n\r\n", ("127.0.0.1", port))
+        for _ in range(5):  # TCP: garbage, then a connection that sends a bad Content-Length
+            with socket.create_connection(("127.0.0.1", port)) as c:
+                c.sendall(bytes(rnd.getrandbits(8) for _ in range(500)) + b"\r\n\r\n")
+        with socket.create_connection(("127.0.0.1", port)) as c:
+            c.sendall(invite(branch="z9hG4bK-tcpx").replace(b"Content-Length: 0", b"Content-Length: zz"))
+        r = udp_exchange(port, invite(method="OPTIONS", branch=f"z9hG4bK-alive{port}"))
+        assert r is not None and r.startswith(b"SIP/2.0 200 OK")
+
+
+def test_tcp_signing(server: dict[str, Any]) -> None:
+    with socket.create_connection(("127.0.0.1", server["sign"]), timeout=5) as c:
+        framer = sip.StreamFramer()
+        c.sendall(b"\r\n\r\n" + invite(branch="z9hG4bK-tcp1").replace(b"SIP/2.0/UDP", b"SIP/2.0/TCP"))
+        msgs: list[bytes] = []
+        while not msgs:
+            msgs = framer.feed(c.recv(65536).lstrip(b"\r\n"))
+        r = resp(msgs[0])
+        assert r.status == 302 and "Identity" in r.headers
+
+
+def sipp(*args: str, cwd: Path, timeout: int = 40) -> subprocess.CompletedProcess[str]:
+    exe = shutil.which("sipp")
+    assert exe, "sipp (sip-tester) is not installed: run ../shared/peers/install.sh"
+    return subprocess.run([exe, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
+UAC_VERIFY = """<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="VS redirect">
+  <send retrans="500"><![CDATA[
+
+      INVITE sip:[dest_tn]@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=z9hG4bK-vs-[pid]-[call_number]
+      From: <sip:[orig_tn]@[local_ip]:[local_port]>;tag=[pid]T[call_number]
+      To: <sip:[dest_tn]@[remote_ip]:[remote_port]>
+      Call-ID: [call_id]
+      CSeq: 1 INVITE
+      Contact: <sip:[orig_tn]@[local_ip]:[local_port]>
+      Max-Forwards: 70
+      [identity_hdr]
+      Content-Length: 0
+
+    ]]></send>
+  <recv response="100" optional="true"/>
+  <recv response="302" optional="true" next="ack"><action>
+    <ereg regexp="^SIP/2.0 ([0-9]+)" search_in="msg" assign_to="d1,code"/>
+    <ereg regexp="verstat=([A-Za-z-]+)" search_in="msg" check_it="false" assign_to="d2,verstat"/>
+  </action></recv>
+  <recv response="438" optional="true" next="ack"><action>
+    <ereg regexp="^SIP/2.0 ([0-9]+)" search_in="msg" assign_to="d1,code"/>
+    <ereg regexp="verstat=([A-Za-z-]+)" search_in="msg" check_it="false" assign_to="d2,verstat"/>
+  </action></recv>
+  <recv response="428" next="ack"><action>
+    <ereg regexp="^SIP/2.0 ([0-9]+)" search_in="msg" assign_to="d1,code"/>
+    <ereg regexp="verstat=([A-Za-z-]+)" search_in="msg" check_it="false" assign_to="d2,verstat"/>
+  </action></recv>
+  <label id="ack"/>
+  <send><![CDATA[
+
+      ACK sip:[dest_tn]@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=z9hG4bK-vs-[pid]-[call_number]
+      From: <sip:[orig_tn]@[local_ip]:[local_port]>;tag=[pid]T[call_number]
+      To: <sip:[dest_tn]@[remote_ip]:[remote_port]>[peer_tag_param]
+      Call-ID: [call_id]
+      CSeq: 1 ACK
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]></send>
+  <nop><action><log message="RESULT code=[$code] verstat=[$verstat] [$d1] [$d2]"/></action></nop>
+</scenario>
+"""
+
+
+def sipp_sign(server: dict[str, Any], transport: str) -> str:
+    d = server["dir"]
+    args = [f"127.0.0.1:{server['sign']}", "-sf", str(SHARED / "checks/lib/sipp_as_redirect.xml"), "-i", "127.0.0.1",
+            "-p", str(serve_port()), "-m", "1", "-nostdin", "-timeout", "15", "-timeout_error", "-recv_timeout", "5000",
+            "-trace_logs", "-log_file", str(d / f"as-{transport}.log"), "-key", "orig_tn", ORIG, "-key", "dest_tn", DEST]
+    if transport == "tcp":
+        args += ["-t", "t1"]
+    r = sipp(*args, cwd=d)
+    line = [l for l in (d / f"as-{transport}.log").read_text().splitlines() if "RESULT code=" in l][-1]
+    assert "code=302" in line, (r.stdout[-500:], line)
+    return line.split("identity=", 1)[1].split(" ")[0]
+
+
+@pytest.mark.interop
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+def test_sipp_signing_secsipidx_accepts(server: dict[str, Any], transport: str) -> None:
+    identity = sipp_sign(server, transport)
+    exe = shutil.which("secsipidx")
+    assert exe, "secsipidx missing: run ../shared/peers/install.sh"
+    r = subprocess.run([exe, "-check", "-expire", "60", "-identity", identity, "-fpubkey", str(server["pki"].sp_cert)],
+                       capture_output=True, text=True, timeout=20)
+    assert r.stdout.strip() == "ok", r.stdout + r.stderr
+    assert claims(identity)["orig"] == {"tn": ORIG}
+
+
+@pytest.mark.interop
+@pytest.mark.parametrize("case,hdr,orig,want", [
+    ("good", "sign", ORIG, "code=302 verstat=TN-Validation-Passed"),
+    ("spoofed", "sign", "12155550000", "code=302 verstat=No-TN-Validation"),
+    ("garbage", "Identity: not-a-passport;info=<http://127.0.0.1:9/x.pem>", ORIG, "code=302 verstat=No-TN-Validation"),
+    ("none", "X-Nothing: 1", ORIG, "code=302 verstat=No-TN-Validation"),
+])
+def test_sipp_verification(server: dict[str, Any], case: str, hdr: str, orig: str, want: str) -> None:
+    d = server["dir"]
+    if hdr == "sign":
+        hdr = "Identity: " + sipp_sign(server, "udp")
+    scen = d / "uac_verify.xml"
+    scen.write_text(UAC_VERIFY)
+    log = d / f"vs-{case}.log"
+    sipp(f"127.0.0.1:{server['verify']}", "-sf", str(scen), "-i", "127.0.0.1", "-p", str(serve_port()), "-m", "1", "-nostdin",
+         "-timeout", "15", "-timeout_error", "-recv_timeout", "5000", "-trace_logs", "-log_file", str(log),
+         "-key", "orig_tn", orig, "-key", "dest_tn", DEST, "-key", "identity_hdr", hdr, cwd=d)
+    line = [l for l in log.read_text().splitlines() if "RESULT code=" in l][-1]
+    assert want in line, line
+
+
+@pytest.mark.interop
+def test_sipp_load_no_failures(server: dict[str, Any]) -> None:
+    """A short bounded load (500 calls at 250 calls/s) of INVITE/302/ACK: no failed call, no retransmission."""
+    d = server["dir"] / "load"
+    d.mkdir(exist_ok=True)
+    r = sipp(f"127.0.0.1:{server['sign']}", "-sf", str(SHARED / "peers/sipp/uac_redirect_load.xml"), "-i", "127.0.0.1",
+             "-p", str(serve_port()), "-nostdin", "-r", "250", "-m", "500", "-timeout", "30s", "-timeout_error", "-max_retrans", "3",
+             "-buff_size", "4194304", "-key", "orig_tn", ORIG, "-key", "dest_tn", DEST, "-trace_stat", "-stf", "stat.csv", cwd=d)
+    assert r.returncode == 0, r.stdout[-1000:]
+    rows = [l.split(";") for l in (d / "stat.csv").read_text().splitlines()]
+    h, last = rows[0], rows[-1]
+    assert last[h.index("SuccessfulCall(C)")] == "500" and last[h.index("FailedCall(C)")] == "0"
+    assert last[h.index("Retransmissions(C)")] == "0"
