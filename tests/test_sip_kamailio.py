@@ -1,0 +1,208 @@
+"""Interop with Kamailio 5.6 + secsipid (peers/kamailio/kamailio.cfg, rewritten to our ports).
+
+One Kamailio listens on three UDP ports:
+
+* PX: a proxy that routes every INVITE through OUR SIP signing service (302 redirect model),
+  copies the Identity header of the 302 into the INVITE (failure_route) and relays it to
+* VS: Kamailio's own verification (secsipid_check_identity with chain check to our test root,
+  plus orig/dest against From/R-URI): 200 "OK Identity Verified" means secsipid accepted our header;
+* AS: Kamailio signs with secsipid_add_identity and relays to OUR SIP verification service, whose
+  302 (P-Asserted-Identity with verstat) comes back to the caller.
+
+These are ``interop`` tests: they fail when kamailio, its secsipid module or sipp is missing.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+try:
+    from test_serve_support import DEST, ORIG, FileServer, ServeProcess, make_pki, serve_port, serve_toml
+    from test_sip_service import UAC_VERIFY
+except ImportError:  # pragma: no cover
+    from tests.test_serve_support import DEST, ORIG, FileServer, ServeProcess, make_pki, serve_port, serve_toml
+    from tests.test_sip_service import UAC_VERIFY
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+pytestmark = pytest.mark.interop
+
+KAMAILIO_CFG = r"""#!KAMAILIO
+debug=2
+children=2
+auto_aliases=no
+disable_tcp=yes
+listen=udp:127.0.0.1:@PX@
+listen=udp:127.0.0.1:@VS@
+listen=udp:127.0.0.1:@AS@
+
+mpath="/usr/lib/x86_64-linux-gnu/kamailio/modules/"
+loadmodule "tm.so"
+loadmodule "tmx.so"
+loadmodule "sl.so"
+loadmodule "pv.so"
+loadmodule "maxfwd.so"
+loadmodule "textops.so"
+loadmodule "siputils.so"
+loadmodule "xlog.so"
+loadmodule "secsipid.so"
+
+modparam("secsipid", "expire", 60)
+modparam("secsipid", "timeout", 3)
+modparam("secsipid", "cache_dir", "@CACHE@")
+modparam("secsipid", "cache_expire", 600)
+modparam("secsipid", "libopt", "CertVerify=5")
+modparam("secsipid", "libopt", "CertCAFile=@CA@")
+
+request_route {
+	if (!mf_process_maxfwd_header("10")) { sl_send_reply("483", "Too Many Hops"); exit; }
+	if (is_method("ACK")) {
+		if ($Rp == @PX@ || $Rp == @AS@) t_check_trans();
+		exit;
+	}
+	if (!is_method("INVITE")) { sl_send_reply("405", "Method Not Allowed"); exit; }
+	if ($Rp == @PX@) route(PX);
+	if ($Rp == @AS@) route(AS);
+	route(VS);
+}
+
+# --- ask the stirshaken STI-AS (302 model), then continue with its Identity header ---
+route[PX] {
+	remove_hf("Identity");
+	$du = "sip:127.0.0.1:@SIGN@";
+	t_on_failure("FOLLOW_302");
+	if (!t_relay()) sl_reply_error();
+	exit;
+}
+failure_route[FOLLOW_302] {
+	if (t_is_canceled()) exit;
+	if (t_check_status("302") && $T_rpl($hdr(Identity)) != $null) {
+		append_hf("Identity: $T_rpl($hdr(Identity))\r\n");
+		$du = "sip:127.0.0.1:@VS@";
+		t_relay();
+	}
+}
+
+# --- Kamailio signs, stirshaken STI-VS verifies ---
+route[AS] {
+	$var(otn) = $(fU{s.rm,+});
+	$var(dtn) = $(rU{s.rm,+});
+	if (!secsipid_add_identity("$var(otn)", "$var(dtn)", "A", "", "@X5U@", "@KEY@")) {
+		sl_send_reply("500", "Identity Signing Failed");
+		exit;
+	}
+	$du = "sip:127.0.0.1:@OURVS@";
+	if (!t_relay()) sl_reply_error();
+	exit;
+}
+
+# --- Kamailio verifies (as peers/kamailio/kamailio.cfg) ---
+route[VS] {
+	if (!is_present_hf("Identity")) {
+		append_to_reply("X-Identity-Result: missing\r\n");
+		sl_send_reply("428", "Use Identity Header");
+		exit;
+	}
+	secsipid_check_identity("");
+	$var(rc) = $rc;
+	if ($var(rc) < 0) {
+		append_to_reply("X-Identity-Result: secsipid rc=$var(rc)\r\n");
+		sl_send_reply("438", "Invalid Identity Header");
+		exit;
+	}
+	$var(jws) = $(hdr(Identity){s.select,0,;});
+	$var(payload) = $(var(jws){s.select,1,.}{s.decode.base64urlt});
+	$var(otn) = $(var(payload){re.subst,/.*"orig":."tn":"([^"]*)".*/\1/});
+	$var(dtn) = $(var(payload){re.subst,/.*"dest":."tn":."([^"]*)".*/\1/});
+	if ($var(otn) != $(fU{s.rm,+}) || $var(dtn) != $(rU{s.rm,+})) {
+		append_to_reply("X-Identity-Result: tn-mismatch orig=$var(otn) dest=$var(dtn)\r\n");
+		sl_send_reply("438", "Invalid Identity Header");
+		exit;
+	}
+	append_to_reply("X-Identity-Result: ok\r\n");
+	append_to_reply("X-Identity-Echo: $hdr(Identity)\r\n");
+	sl_send_reply("200", "OK Identity Verified");
+	exit;
+}
+"""
+
+
+def need(tool: str) -> str:
+    exe = shutil.which(tool) or (f"/usr/sbin/{tool}" if os.path.exists(f"/usr/sbin/{tool}") else None)
+    assert exe, f"{tool} is not installed: run ../shared/peers/install.sh"
+    return exe
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    kam = need("kamailio")
+    need("sipp")
+    assert os.path.exists("/usr/lib/x86_64-linux-gnu/kamailio/modules/secsipid.so"), "kamailio-secsipid-modules missing"
+    d = tmp_path_factory.mktemp("kamailio")
+    pki = make_pki(d / "pki")
+    x5u = FileServer(d / "pki")
+    http, sign, verify = serve_port(), serve_port(), serve_port()
+    serve = ServeProcess(d, serve_toml(pki, x5u, http=http, sip_signing=sign, sip_verification=verify, workers=1), http)
+    ports = {"PX": serve_port(), "VS": serve_port(), "AS": serve_port()}
+    (d / "cache").mkdir()
+    cfg = KAMAILIO_CFG
+    for k, v in {**{k: str(p) for k, p in ports.items()}, "SIGN": str(sign), "OURVS": str(verify), "CACHE": str(d / "cache"),
+                 "CA": str(pki.root), "X5U": x5u.url("sp-chain.pem"), "KEY": str(pki.sp_key)}.items():
+        cfg = cfg.replace(f"@{k}@", v)
+    (d / "kamailio.cfg").write_text(cfg)
+    log = open(d / "kamailio.log", "wb")
+    proc = subprocess.Popen([kam, "-f", str(d / "kamailio.cfg"), "-DD", "-E", "-n", "2", "-m", "64", "-M", "8", "-P", str(d / "k.pid")],
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError("kamailio exited: " + (d / "kamailio.log").read_text()[-2000:])
+            if f"127.0.0.1:{ports['AS']}" in subprocess.run(["ss", "-lun"], capture_output=True, text=True).stdout:
+                break
+            time.sleep(0.1)
+        time.sleep(0.5)
+        yield {"dir": d, "ports": ports}
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
+        assert serve.stop() == 0
+        x5u.close()
+
+
+def run_sipp(d: Path, port: int, scenario: Path, name: str, hdr: str, orig: str = ORIG) -> str:
+    log = d / f"{name}.log"
+    r = subprocess.run([need("sipp"), f"127.0.0.1:{port}", "-sf", str(scenario), "-i", "127.0.0.1", "-p", str(serve_port()), "-m", "1",
+                        "-nostdin", "-timeout", "20", "-timeout_error", "-recv_timeout", "10000", "-trace_logs", "-log_file", str(log),
+                        "-key", "orig_tn", orig, "-key", "dest_tn", DEST, "-key", "identity_hdr", hdr],
+                       cwd=d, capture_output=True, text=True, timeout=40)
+    lines = [l for l in log.read_text().splitlines() if "RESULT" in l] if log.exists() else []
+    assert lines, r.stdout[-1500:]
+    return lines[-1]
+
+
+def test_kamailio_routes_through_our_signing_and_secsipid_accepts(setup: dict[str, Any]) -> None:
+    line = run_sipp(setup["dir"], setup["ports"]["PX"], SHARED / "peers/sipp/uac_identity.xml", "px", "X-Test: no-identity")
+    assert "code=200" in line and re.search(r"result= *ok", line), line + (setup["dir"] / "kamailio.log").read_text()[-1500:]
+
+
+def test_our_verification_accepts_kamailio_signed(setup: dict[str, Any]) -> None:
+    scen = setup["dir"] / "uac_verify.xml"
+    scen.write_text(UAC_VERIFY)
+    line = run_sipp(setup["dir"], setup["ports"]["AS"], scen, "as", "X-Test: none")
+    assert "code=302 verstat=TN-Validation-Passed" in line, line
+    line = run_sipp(setup["dir"], setup["ports"]["AS"], scen, "as-plus", "X-Test: none", orig="+12155551212")
+    assert "code=302 verstat=TN-Validation-Passed" in line, line
