@@ -491,3 +491,32 @@ def test_require_x5u_false_and_to_json(key):
     p = pp.decode(token, require_x5u=False)
     j = p.to_json()
     assert j["claims"] == good_claims() and len(b64url_decode(j["signature"])) == 64
+
+
+def test_new_origid_is_a_v4_uuid():
+    import uuid
+
+    ids = {pp.new_origid() for _ in range(200)}
+    assert len(ids) == 200
+    for i in ids:
+        u = uuid.UUID(i)
+        assert str(u) == i and u.version == 4 and u.variant == uuid.RFC_4122
+
+
+def test_der_to_raw_matches_the_general_decoder(key):
+    for i in range(300):  # ~1/256 of r or s are shorter than 32 bytes, ~1/2 need a 0x00 pad in DER
+        der = key.sign(i.to_bytes(4, "big"), pp._ECDSA_SHA256)
+        r, s = decode_dss_signature(der)
+        assert pp._der_to_raw(der) == r.to_bytes(32, "big") + s.to_bytes(32, "big")
+    from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+    for r, s in ((1, 2), (2**255, 2**256 - 1), (0x80, 0x7F)):
+        assert pp._der_to_raw(encode_dss_signature(r, s)) == r.to_bytes(32, "big") + s.to_bytes(32, "big")
+
+
+def test_plain_shaken_fast_path_agrees_with_full_check(key):
+    ok = good_claims()
+    assert pp._plain_shaken(ok)
+    for bad in ({"iat": True}, {"attest": ["A"]}, {"orig": {"tn": ""}}, {"dest": {"tn": ["1", 2]}}, {"origid": ""},
+                {"orig": {"tn": "1", "uri": "x"}}, {"dest": {"tn": ["1"], "uri": ["x"]}}):
+        assert not pp._plain_shaken(good_claims(**bad))

@@ -17,9 +17,17 @@ _ALPHABET = re.compile(rb"[A-Za-z0-9_-]*")
 _ALPHABET_STR = re.compile(r"[A-Za-z0-9_-]*")
 
 
+_TO_URL = bytes.maketrans(b"+/", b"-_")
+
+
+def b64url_encode_bytes(data: bytes) -> bytes:
+    """base64url without padding, as ASCII bytes (the hot path of signing)."""
+    return binascii.b2a_base64(data, newline=False).translate(_TO_URL).rstrip(b"=")
+
+
 def b64url_encode(data: bytes) -> str:
     """Encode ``data`` as base64url with the trailing ``=`` removed."""
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+    return binascii.b2a_base64(data, newline=False).translate(_TO_URL).rstrip(b"=").decode("ascii")
 
 
 def b64url_decode(text: str | bytes, *, what: str = "segment", error: type[Exception] = PassportEncodingError) -> bytes:

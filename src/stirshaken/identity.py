@@ -55,7 +55,9 @@ class IdentityHeader:
     problems: tuple[str, ...] = field(default=(), compare=False)
 
     def param(self, name: str) -> str | None:
-        name = name.lower()
+        return self._get(name.lower())
+
+    def _get(self, name: str) -> str | None:
         for k, v in self.params:
             if k == name:
                 return v
@@ -63,15 +65,15 @@ class IdentityHeader:
 
     @property
     def info(self) -> str | None:
-        return self.param("info")
+        return self._get("info")
 
     @property
     def alg(self) -> str | None:
-        return self.param("alg")
+        return self._get("alg")
 
     @property
     def ppt(self) -> str | None:
-        return self.param("ppt")
+        return self._get("ppt")
 
     @property
     def is_compact(self) -> bool:

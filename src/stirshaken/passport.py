@@ -14,9 +14,9 @@ typed error (see :mod:`stirshaken.errors`) carrying the SIP code a verifier answ
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
 
-from .b64 import b64url_decode, b64url_encode
+from .b64 import b64url_decode, b64url_encode, b64url_encode_bytes
 from .errors import (
     CompactFormError,
     InvalidClaimError,
@@ -50,6 +50,8 @@ try:  # RFC 8225 §4.2 SHOULD: deterministic ECDSA (RFC 6979), cryptography >= 4
     _ECDSA_SHA256_DET: ec.ECDSA = ec.ECDSA(hashes.SHA256(), deterministic_signing=True)
 except TypeError:  # pragma: no cover - older cryptography
     _ECDSA_SHA256_DET = _ECDSA_SHA256
+# the concrete (Rust) class of EC public keys: an identity check is ~10x cheaper than isinstance on the ABC
+_EC_PUBLIC_TYPE = type(ec.derive_private_key(1, ec.SECP256R1()).public_key())
 _UUID_RE = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
 
@@ -147,16 +149,41 @@ class PASSporT:
 
 def es256_sign(key: ec.EllipticCurvePrivateKey, signing_input: bytes, *, deterministic: bool = True) -> bytes:
     """ES256 over ``signing_input``: the raw 64-byte ``r || s`` of RFC 7518 §3.4."""
-    der = key.sign(signing_input, _ECDSA_SHA256_DET if deterministic else _ECDSA_SHA256)
-    r, s = decode_dss_signature(der)
-    return r.to_bytes(32, "big") + s.to_bytes(32, "big")
+    return _der_to_raw(key.sign(signing_input, _ECDSA_SHA256_DET if deterministic else _ECDSA_SHA256))
+
+
+def _der_to_raw(der: bytes) -> bytes:
+    """DER ``SEQUENCE { INTEGER r, INTEGER s }`` of a P-256 signature to the 64-byte ``r || s``.
+
+    OpenSSL's encoding of a P-256 signature always uses short-form lengths (at most 72 bytes);
+    anything else goes through the general decoder.
+    """
+    if len(der) < 8 or der[0] != 0x30 or der[1] != len(der) - 2 or der[2] != 0x02:
+        r, s = decode_dss_signature(der)
+        return r.to_bytes(32, "big") + s.to_bytes(32, "big")
+    rl = der[3]
+    r = der[4 : 4 + rl]
+    sl = der[5 + rl]
+    s = der[6 + rl : 6 + rl + sl]
+    return r[-32:].rjust(32, b"\0") + s[-32:].rjust(32, b"\0")
+
+
+def new_origid() -> str:
+    """A random (version 4) UUID string, as ``str(uuid.uuid4())`` but about 3x faster."""
+    b = bytearray(os.urandom(16))
+    b[6] = (b[6] & 0x0F) | 0x40
+    b[8] = (b[8] & 0x3F) | 0x80
+    h = b.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def verify_signature(signing_input: bytes, signature: bytes, public_key: ec.EllipticCurvePublicKey) -> None:
     """Verify a raw ES256 signature; raises :class:`SignatureError` (438, TN-Validation-Failed)."""
     if len(signature) != 64:
         raise SignatureError("signature validation failed: ES256 signature must be 64 bytes r||s")
-    if not isinstance(public_key, ec.EllipticCurvePublicKey) or public_key.curve.name != "secp256r1":
+    if (type(public_key) is not _EC_PUBLIC_TYPE and not isinstance(public_key, ec.EllipticCurvePublicKey)) or (
+        public_key.curve.name != "secp256r1"
+    ):
         raise SignatureError("signature validation failed: the credential is not a P-256 key")
     der = encode_dss_signature(int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big"))
     try:
@@ -196,12 +223,13 @@ def shaken_claims(
     ``origid`` defaults to a new UUID and ``iat`` to now.  ``extra`` may add ``rcd``/``crn``/
     ``rcdi`` (RFC 9795) or ``mky`` (RFC 8225 §5.2.2).
     """
-    if attest not in ATTEST_VALUES:
+    if not isinstance(attest, str) or attest not in ATTEST_VALUES:
         raise InvalidClaimError(f"'attest' claim must be A, B or C, not {attest!r}")
-    dests = [dest] if isinstance(dest, str) else list(dest)
-    dest_obj: dict[str, list[str]] = {}
-    if dests:
-        dest_obj["tn"] = sorted(dests)
+    if isinstance(dest, str):
+        dest_obj: dict[str, list[str]] = {"tn": [dest]}
+    else:
+        dests = sorted(dest)
+        dest_obj = {"tn": dests} if dests else {}
     if dest_uris:
         dest_obj["uri"] = sorted(dest_uris)
     if not dest_obj:
@@ -211,7 +239,7 @@ def shaken_claims(
         "dest": dest_obj,
         "iat": int(time.time()) if iat is None else int(iat),
         "orig": {"uri": orig} if orig_is_uri else {"tn": orig},
-        "origid": origid or str(uuid.uuid4()),
+        "origid": origid or new_origid(),
     }
     if extra:
         claims.update(extra)
@@ -245,10 +273,15 @@ class Signer:
         self.deterministic = deterministic
         self._header_b64 = b64url_encode(canonical_json(passport_header(x5u, ppt))).encode() + b"."
         self._params = f";info=<{x5u}>;alg=ES256;ppt={ppt}"
+        self._params_b = self._params.encode()
+        self._algorithm = _ECDSA_SHA256_DET if deterministic else _ECDSA_SHA256
+
+    def _sign_bytes(self, claims: Mapping[str, Any]) -> bytes:
+        signing_input = self._header_b64 + b64url_encode_bytes(orjson.dumps(claims, option=orjson.OPT_SORT_KEYS))
+        return signing_input + b"." + b64url_encode_bytes(_der_to_raw(self.key.sign(signing_input, self._algorithm)))
 
     def sign_claims(self, claims: Mapping[str, Any]) -> str:
-        signing_input = self._header_b64 + b64url_encode(canonical_json(claims)).encode()
-        return signing_input.decode("ascii") + "." + b64url_encode(es256_sign(self.key, signing_input, deterministic=self.deterministic))
+        return self._sign_bytes(claims).decode("ascii")
 
     def sign(self, **kwargs: Any) -> str:
         """Sign SHAKEN claims built by :func:`shaken_claims` from ``kwargs``; returns the JWS."""
@@ -259,7 +292,7 @@ class Signer:
 
     def identity(self, **kwargs: Any) -> str:
         """The SIP Identity header value ``token;info=<x5u>;alg=ES256;ppt=...`` (RFC 8224 §4)."""
-        return self.sign(**kwargs) + self._params
+        return (self._sign_bytes(shaken_claims(**kwargs)) + self._params_b).decode("ascii")
 
 
 # --- decoding -------------------------------------------------------------------------------
@@ -372,6 +405,30 @@ def _identity_object(value: Any, name: str, *, arrays: bool) -> None:
             raise InvalidClaimError(f"'{name}.{k}' must be a string")
 
 
+def _plain_shaken(c: dict[str, Any]) -> bool:
+    """True for exactly {attest, dest: {tn: [..]}, iat, orig: {tn}, origid}, all well typed (the
+    hot path of :func:`check_claims`; anything else takes the full check and its precise error)."""
+    orig = c.get("orig")
+    dest = c.get("dest")
+    iat = c.get("iat")
+    attest = c.get("attest")
+    origid = c.get("origid")
+    if type(iat) is not int or iat < 0 or type(attest) is not str or attest not in ATTEST_VALUES:
+        return False
+    if type(origid) is not str or not origid or type(orig) is not dict or type(dest) is not dict:
+        return False
+    if len(orig) != 1 or len(dest) != 1:
+        return False
+    tn = orig.get("tn")
+    tns = dest.get("tn")
+    if type(tn) is not str or not tn or type(tns) is not list or not tns:
+        return False
+    for x in tns:
+        if type(x) is not str or not x:
+            return False
+    return True
+
+
 def check_claims(p: PASSporT) -> None:
     """Baseline claims (RFC 8225 §5) and those of the extension named by ``ppt``.
 
@@ -379,7 +436,9 @@ def check_claims(p: PASSporT) -> None:
     iat, orig.  rcd (RFC 9795): rcd is an object.
     """
     c = p.claims
-    ppt = p.ppt
+    ppt = p.header.get("ppt")
+    if ppt == "shaken" and len(c) == 5 and _plain_shaken(c):
+        return  # the usual SHAKEN payload, nothing else in it: all checks below would pass
     required = ["dest", "iat", "orig"]
     if ppt == "shaken":
         required = ["attest", "dest", "iat", "orig", "origid"]
