@@ -405,3 +405,14 @@ def test_load_crl(chain):
     assert C.load_crl(crl.public_bytes(serialization.Encoding.DER)).issuer == chain.inter.subject
     with pytest.raises(CertificateError):
         C.load_crl(b"nope")
+
+
+def test_issuer_checks(chain):
+    assert C.check_profile(chain.sp, issuer=chain.inter) == []
+    assert C.check_profile(chain.inter, issuer=chain.root) == []
+    other = V.make_chain()
+    found = C.check_profile(chain.sp, issuer=other.inter)
+    assert _has(found, "CM-10", "issuer's subjectKeyIdentifier")
+    wrong_name = _build("intermediate", chain, name=C.make_name("SHAKEN Other CA", "Org"))
+    sp = C.create_sp_certificate(chain.sp_key, wrong_name, chain.inter_key, spc="1234", crl_url="http://x/c.crl")
+    assert _has(C.check_profile(sp, issuer=chain.inter), "CM-05")

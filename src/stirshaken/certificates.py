@@ -371,11 +371,13 @@ def _role(cert: x509.Certificate) -> str:
     return "root" if cert.issuer == cert.subject else "intermediate"
 
 
-def check_profile(cert: x509.Certificate, role: str | None = None) -> list[str]:
+def check_profile(cert: x509.Certificate, role: str | None = None, *, issuer: x509.Certificate | None = None) -> list[str]:
     """Every deviation of ``cert`` from the ATIS-1000080 profile for its role.
 
     ``role`` is ``"root"``, ``"intermediate"`` or ``"sp"``; guessed from basicConstraints when
     None.  Each finding names the rule (CM-xx of STANDARDS.md §8a).  An empty list means conformant.
+    With ``issuer`` (the issuing certificate) the issuer name (CM-05) and the authority key
+    identifier (CM-10) are compared with it as well.
     """
     try:
         _check_parsable(cert)
@@ -504,6 +506,17 @@ def check_profile(cert: x509.Certificate, role: str | None = None) -> list[str]:
             out.append(f"CM-14 extension {oid.dotted_string} is not allowed")
         elif ext.critical and oid not in (ExtensionOID.BASIC_CONSTRAINTS, ExtensionOID.KEY_USAGE) and oid != TNAUTHLIST_OID:
             out.append(f"CM-08 only basicConstraints and keyUsage may be critical ({oid.dotted_string} is)")
+    if role == "root" and cert.issuer != cert.subject:
+        out.append("CM-05 root issuer differs from its subject")
+    if issuer is not None:
+        if cert.issuer != issuer.subject:
+            out.append("CM-05 issuer is not the subject of the issuing certificate")
+        try:
+            issuer_ski = issuer.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
+        except (x509.ExtensionNotFound, ValueError):
+            issuer_ski = None
+        if aki is not None and issuer_ski is not None and aki.value.key_identifier != issuer_ski:
+            out.append("CM-10 authorityKeyIdentifier is not the issuer's subjectKeyIdentifier")
     return out
 
 
