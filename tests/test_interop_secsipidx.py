@@ -187,6 +187,9 @@ def test_cli_signed_identity_passes_secsipidx_and_libsecsipid(peer_chain, x5u_ho
     assert p.returncode == (-251) % 256 and "ok" not in p.stdout.split()
     cert_pem = (peer_chain / "pub" / "sp.pem").read_text()
     assert libsecsipid([identity, bad], mode="pubkey", pem=cert_pem) == [0, -251]
+    # and the tampered header fails our own verifier too
+    p = stirshaken("verify", bad, "--cert", peer_chain / "pub" / "sp-chain.pem", "--trust-anchor", peer_chain / "ca-root.pem", ok=False)
+    assert "438" in p.stdout
 
 
 def test_random_k_signature_also_passes(peer_chain, tmp_path):
@@ -213,6 +216,9 @@ def test_secsipidx_signed_identity_passes_stirshaken_verify(peer_chain, x5u_host
     assert "TN-Validation-Passed" in out and "attest=A" in out
     p = stirshaken("verify", tamper(identity), *base, ok=False)
     assert "438" in p.stdout and "TN-Validation-Failed" in p.stdout
+    # the tampered copy fails the peer itself as well
+    p = secsipidx("-check", "-expire", "60", "-identity", tamper(identity), "-fpubkey", peer_chain / "pub" / "sp.pem")
+    assert p.returncode == (-251) % 256
     # the peer PKI's negative certificates
     p = stirshaken("verify", identity, "--cert", peer_chain / "pub" / "sp-revoked-chain.pem", "--trust-anchor",
                    peer_chain / "ca-root.pem", "--crl", peer_chain / "pub" / "inter.crl", ok=False)
