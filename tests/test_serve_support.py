@@ -52,6 +52,7 @@ def serve_port() -> int:
 
 @dataclass
 class TestPKI:
+    __test__ = False
     dir: Path
     root: Path
     sp_key: Path
