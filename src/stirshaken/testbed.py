@@ -4,8 +4,9 @@ It starts an STI-PA (:mod:`stirshaken.pa`), an STI-CA (:mod:`stirshaken.ca`, ACM
 (:mod:`stirshaken.cr`) over HTTPS with certificates from a locally generated TLS root, provisions
 SP certificates through ACME with SPC tokens (RFC 9448, ATIS-1000080 §6.3.5), revokes one of them
 through ACME ``revokeCert`` (forwarded to the STI-PA, which re-issues the SHAKEN CRL), then signs
-sample calls and verifies them with :class:`stirshaken.vs.Verifier`, which fetches the x5u from the
-STI-CR over HTTPS, the trusted-CA list from the STI-PA and the SHAKEN CRL:
+sample calls and verifies them through an STI-VS on loopback (the ATIS-1000082 REST API of
+:mod:`stirshaken.rest` over :class:`stirshaken.vs.Verifier`), which fetches the x5u from the STI-CR
+over HTTPS, the trusted-CA list from the STI-PA and the SHAKEN CRL:
 
 =====================  =============================================
 good call              TN-Validation-Passed
@@ -27,6 +28,7 @@ import datetime as dt
 import ipaddress
 import json
 import secrets
+import signal
 import socket
 import ssl
 import tempfile
@@ -173,6 +175,7 @@ class Testbed:
     admin_password: str = ""
     sp_password: str = ""
     cr_token: str = ""
+    vs_sock: socket.socket | None = None
 
     async def start(self) -> None:
         sd = self.state_dir
@@ -181,14 +184,15 @@ class Testbed:
         saved = sd / "testbed.json"
         prev = orjson.loads(saved.read_bytes()) if saved.exists() else {}
         ports = {**prev.get("ports", {}), **self.ports}
-        socks = {n: bind(self.host, int(ports.get(n, 0))) for n in ("pa", "ca", "cr")}
+        socks = {n: bind(self.host, int(ports.get(n, 0))) for n in ("pa", "ca", "cr", "vs")}
+        self.vs_sock = socks.pop("vs")
         self.urls = {n: url_of(s) for n, s in socks.items()}
         self.admin_password = prev.get("admin_password") or secrets.token_urlsafe(12)
         self.sp_password = prev.get("sp_password") or secrets.token_urlsafe(12)
         self.cr_token = prev.get("cr_token") or secrets.token_urlsafe(16)
         saved.write_bytes(
             orjson.dumps(
-                {"ports": {n: s.getsockname()[1] for n, s in socks.items()}, "admin_password": self.admin_password,
+                {"ports": {**{n: s.getsockname()[1] for n, s in socks.items()}, "vs": self.vs_sock.getsockname()[1]}, "admin_password": self.admin_password,
                  "sp_password": self.sp_password, "cr_token": self.cr_token},
                 option=orjson.OPT_INDENT_2,
             )
@@ -217,6 +221,9 @@ class Testbed:
             await pa.revoke(serial=cert.serial_number, reason=str(reason) if reason is not None else None)
 
     async def stop(self) -> None:
+        if self.vs_sock is not None:
+            self.vs_sock.close()
+            self.vs_sock = None
         for r in reversed(self.runners):
             await r.cleanup()
         self.runners.clear()
@@ -263,36 +270,56 @@ def _tamper(identity: str) -> str:
     return f"{h}.{p2}.{s};{params}"
 
 
-async def run_cases(tb: Testbed, good: Any, revoked: Any) -> list[Verdict]:
-    """Sign sample calls with the provisioned certificates and verify them through the STI-VS."""
+async def start_vs(tb: Testbed, port: int = 0) -> str:
+    """Start the STI-VS: the ATIS-1000082 REST API (:mod:`stirshaken.rest`) over
+    :class:`stirshaken.vs.Verifier`, on loopback HTTPS; returns its verification URL."""
+    from .metrics import Metrics
+    from .rest import VERIFICATION_PATH, RestAPI, make_app
     from .vs import CallInfo, Verifier
 
+    assert tb.tls is not None
+    verifier = Verifier(tb.verifier_config())
+    api = RestAPI(signing=None, verifier=verifier, metrics=Metrics(), call_info=CallInfo)
+    app = make_app(api)
+
+    async def _close(_app: web.Application) -> None:
+        await verifier.aclose()
+
+    app.on_cleanup.append(_close)
+    sock = tb.vs_sock or bind(tb.host, port)
+    tb.vs_sock = None
+    tb.runners.append(await serve_on(app, sock, tb.tls.server_context()))
+    tb.urls["vs"] = url_of(sock)
+    return tb.urls["vs"] + VERIFICATION_PATH
+
+
+async def run_cases(tb: Testbed, good: Any, revoked: Any) -> list[Verdict]:
+    """Sign sample calls with the provisioned certificates and verify them through the STI-VS
+    REST service (which fetches each x5u from the STI-CR over HTTPS, the CA list and the CRL
+    from the STI-PA)."""
+    url = await start_vs(tb)
     good_signer = Signer(load_private_key(good.key_path), good.x5u)
     bad_signer = Signer(load_private_key(revoked.key_path), revoked.x5u)
     ident = good_signer.identity(orig=ORIG, dest=[DEST], attest="A")
     cases = [
-        ("good call", "TN-Validation-Passed", None, CallInfo(identities=[ident], from_=ORIG, to=DEST)),
-        ("spoofed caller ID", "438", 438, CallInfo(identities=[ident], from_=SPOOFED, to=DEST)),
-        ("tampered PASSporT", "438 TN-Validation-Failed", 438, CallInfo(identities=[_tamper(ident)], from_=ORIG, to=DEST)),
-        (
-            "revoked certificate",
-            "437 TN-Validation-Failed",
-            437,
-            CallInfo(identities=[bad_signer.identity(orig=ORIG, dest=[DEST], attest="A")], from_=ORIG, to=DEST),
-        ),
+        ("good call", "TN-Validation-Passed", None, ident, ORIG),
+        ("spoofed caller ID", "438", 438, ident, SPOOFED),
+        ("tampered PASSporT", "438 TN-Validation-Failed", 438, _tamper(ident), ORIG),
+        ("revoked certificate", "437 TN-Validation-Failed", 437, bad_signer.identity(orig=ORIG, dest=[DEST], attest="A"), ORIG),
     ]
-    verifier = Verifier(tb.verifier_config())
     out: list[Verdict] = []
-    try:
-        for name, expected, code, call in cases:
-            res = await verifier.averify(call)
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=client_ssl_context(tb.tls.root if tb.tls else None))) as s:
+        for name, expected, code, identity, orig in cases:
+            req = {"verificationRequest": {"from": {"tn": orig}, "to": {"tn": [DEST]}, "time": int(time.time()), "identity": identity}}
+            async with s.post(url, json=req, headers={"Accept": "application/json"}) as r:
+                body = await r.json()
+            res = body.get("verificationResponse", {}) if isinstance(body, dict) else {}
+            verstat, sip = str(res.get("verstat", f"HTTP {r.status}")), res.get("reasoncode")
             if code is None:
-                ok = res.verstat == "TN-Validation-Passed"
+                ok = verstat == "TN-Validation-Passed"
             else:
-                ok = res.sip_code == code and ("TN-Validation-Failed" not in expected or res.verstat == "TN-Validation-Failed")
-            out.append(Verdict(name, expected, res.verstat, res.sip_code, res.reason, res.description, ok))
-    finally:
-        await verifier.aclose()
+                ok = sip == code and ("TN-Validation-Failed" not in expected or verstat == "TN-Validation-Failed")
+            out.append(Verdict(name, expected, verstat, sip, res.get("reasontext"), res.get("reasondesc"), ok))
     return out
 
 
@@ -352,9 +379,16 @@ async def run_testbed(
             console.print(f"  STI-PA  {tb.urls['pa']}  (ca-list {tb.urls['pa']}/ca-list, crl {tb.urls['pa']}/crl)", highlight=False)
             console.print(f"  STI-CA  {tb.urls['ca']}/acme/directory", highlight=False)
             console.print(f"  STI-CR  {tb.urls['cr']}/  (x5u {good.x5u})", highlight=False)
+            console.print(f"  STI-VS  {tb.urls['vs']}/stir/v1/verification  (ATIS-1000082 REST)", highlight=False)
             console.print(f"  TLS root {tb.tls.root if tb.tls else ''}", highlight=False)
-            while True:
-                await asyncio.sleep(3600)
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                try:
+                    loop.add_signal_handler(sig, stop.set)
+                except (NotImplementedError, RuntimeError):  # pragma: no cover - not the main thread
+                    pass
+            await stop.wait()
         return verdicts
     finally:
         await tb.stop()

@@ -102,12 +102,13 @@ def register(app: typer.Typer) -> None:
         pa_port: int = typer.Option(0, "--pa-port", help="STI-PA port (0: ephemeral)."),
         ca_port: int = typer.Option(0, "--ca-port", help="STI-CA port (0: ephemeral)."),
         cr_port: int = typer.Option(0, "--cr-port", help="STI-CR port (0: ephemeral)."),
+        vs_port: int = typer.Option(0, "--vs-port", help="STI-VS REST port (0: ephemeral)."),
     ) -> None:
         """Start STI-PA, STI-CA, STI-CR and an STI-VS on loopback, provision an SP certificate via
         ACME with an SPC token, and print the verdicts of sample calls."""
         from ..testbed import run_testbed
 
-        ports = {k: v for k, v in (("pa", pa_port), ("ca", ca_port), ("cr", cr_port)) if v}
+        ports = {k: v for k, v in (("pa", pa_port), ("ca", ca_port), ("cr", cr_port), ("vs", vs_port)) if v}
         try:
             verdicts = asyncio.run(run_testbed(state_dir, keep_running=keep_running, ports=ports, db_url=db_url, console=out))
         except KeyboardInterrupt:
