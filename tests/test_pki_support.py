@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from stirshaken import certificates as certs
-from stirshaken.acme import AcmeClient, PAClient, client_ssl_context, jwk_of, sign_jws
+from stirshaken.acme import PAClient, client_ssl_context, jwk_of, sign_jws
 from stirshaken.b64 import b64url_encode
 from stirshaken.pa import account_key_fingerprint
 from stirshaken.passport import encode_token
@@ -174,4 +174,4 @@ def postgres_database() -> Any:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
 
 
-__all__ = ["AcmeClient", "ERR", "RawAcme", "csr_der", "forge_token", "postgres_database", "running_testbed", "session_for"]
+__all__ = ["ERR", "RawAcme", "csr_der", "forge_token", "postgres_database", "running_testbed", "session_for"]

@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import datetime as dt
 import hashlib
 import logging
@@ -580,11 +579,6 @@ async def renew_forever(
         await asyncio.sleep(check_interval)
 
 
-def identifier_from_b64(value: str) -> bytes:
-    """DER of a TNAuthList identifier value given as base64 or base64url (AC-02)."""
-    return TNAuthList.from_identifier(value).to_der()
-
-
 __all__ = [
     "AcmeClient",
     "AcmeConfig",
@@ -593,7 +587,6 @@ __all__ = [
     "PAClient",
     "PAClientError",
     "account_key_fingerprint",
-    "base64",
     "client_ssl_context",
     "current_certificate",
     "ensure_certificate",

@@ -32,7 +32,7 @@ import aiohttp
 import orjson
 from aiohttp import web
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509 import verification as xv
 
@@ -831,7 +831,3 @@ class CertificateAuthority:
 
     async def h_root(self, _request: web.Request) -> web.Response:
         return web.Response(body=certs.pem([self.keys.root]), content_type=PEM_CHAIN)
-
-
-def pem_bytes(cert: x509.Certificate) -> bytes:
-    return cert.public_bytes(serialization.Encoding.PEM)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
 metadata = sa.MetaData()
@@ -515,4 +515,4 @@ class Database:
         return [r.name for r in self._all(sa.select(cr_chains.c.name).order_by(cr_chains.c.name))]
 
 
-__all__ = ["Database", "Row", "metadata", "new_id", "sqlite_url", "utcnow", "Connection"]
+__all__ = ["Database", "Row", "metadata", "new_id", "sqlite_url", "utcnow"]
