@@ -28,6 +28,9 @@ def canonicalize_tn(value: str, *, country_code: str | None = None, national_len
 
     Raises :class:`TNError` when anything but digits, ``#``, ``*`` and visual separators remain.
     """
+    if type(value) is str and value.isdigit() and value.isascii():  # already canonical (the hot path)
+        if not (country_code and national_length and len(value) == national_length):
+            return value
     if not isinstance(value, str):
         raise TNError("telephone number must be a string")
     text = value.strip()
