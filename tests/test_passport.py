@@ -520,3 +520,17 @@ def test_plain_shaken_fast_path_agrees_with_full_check(key):
     for bad in ({"iat": True}, {"attest": ["A"]}, {"orig": {"tn": ""}}, {"dest": {"tn": ["1", 2]}}, {"origid": ""},
                 {"orig": {"tn": "1", "uri": "x"}}, {"dest": {"tn": ["1"], "uri": ["x"]}}):
         assert not pp._plain_shaken(good_claims(**bad))
+
+
+def test_identity_fast_path_equals_general_path(key):
+    s = pp.Signer(key, X5U)
+    kw = dict(orig="12155551212", dest=["12155551214", "12155551213"], attest="B", iat=7, origid="123e4567-e89b-12d3-a456-426655440000")
+    general = pp.Signer(key, X5U).sign_claims(pp.shaken_claims(**kw)) + f";info=<{X5U}>;alg=ES256;ppt=shaken"
+    assert s.identity(**kw) == general == s.identity_for("12155551212", ["12155551214", "12155551213"], "B", 7, kw["origid"])
+    assert s.identity(**kw, extra={"crn": "x"}) != general
+    with pytest.raises(InvalidClaimError):
+        s.identity_for("1", "2", "Z")
+    with pytest.raises(MissingClaimError):
+        s.identity(orig="1", dest=[], attest="A")
+    p = pp.decode(s.identity(orig="1", dest="2", attest="C").split(";")[0])
+    assert p.dest_tns == ("2",) and abs(p.iat - __import__("time").time()) < 5 and pp._UUID_RE.fullmatch(p.origid)

@@ -290,9 +290,35 @@ class Signer:
     def identity_for_token(self, token: str) -> str:
         return token + self._params
 
-    def identity(self, **kwargs: Any) -> str:
-        """The SIP Identity header value ``token;info=<x5u>;alg=ES256;ppt=...`` (RFC 8224 §4)."""
-        return (self._sign_bytes(shaken_claims(**kwargs)) + self._params_b).decode("ascii")
+    def identity(
+        self, *, orig: str, dest: str | Sequence[str], attest: str, iat: int | None = None, origid: str | None = None, **more: Any
+    ) -> str:
+        """The SIP Identity header value ``token;info=<x5u>;alg=ES256;ppt=...`` (RFC 8224 §4).
+
+        Takes the arguments of :func:`shaken_claims`."""
+        if not more:
+            return self.identity_for(orig, dest, attest, iat, origid)
+        claims = shaken_claims(orig=orig, dest=dest, attest=attest, iat=iat, origid=origid, **more)
+        return (self._sign_bytes(claims) + self._params_b).decode("ascii")
+
+    def identity_for(self, orig: str, dest: str | Sequence[str], attest: str, iat: int | None = None, origid: str | None = None) -> str:
+        """:meth:`identity` for the plain SHAKEN case with positional arguments (the signing hot path)."""
+        if type(attest) is not str or attest not in ATTEST_VALUES:
+            raise InvalidClaimError(f"'attest' claim must be A, B or C, not {attest!r}")
+        if type(dest) is str:
+            tns = [dest]
+        else:
+            tns = sorted(dest)
+            if not tns:
+                raise MissingClaimError("'dest' must name at least one identity")
+        claims = {
+            "attest": attest,
+            "dest": {"tn": tns},
+            "iat": int(time.time()) if iat is None else int(iat),
+            "orig": {"tn": orig},
+            "origid": origid or new_origid(),
+        }
+        return (self._sign_bytes(claims) + self._params_b).decode("ascii")
 
 
 # --- decoding -------------------------------------------------------------------------------
