@@ -24,8 +24,8 @@ async def test_full_flow_profile_and_cr(tmp_path: Path) -> None:
         assert st.renewed and st.x5u and st.x5u.startswith(tb.urls["cr"])
         chain = certs.load_certificates(st.chain_path.read_bytes())
         leaf, inter = chain
-        assert certs.check_profile(leaf, "sp") == []
-        assert certs.check_profile(inter, "intermediate") == []
+        assert certs.check_profile(leaf, "sp", issuer=inter) == []
+        assert certs.check_profile(inter, "intermediate", issuer=tb.ca.keys.root) == []  # type: ignore[union-attr]
         assert certs.check_profile(tb.ca.keys.root, "root") == []  # type: ignore[union-attr]
         tn = from_certificate(leaf)
         assert tn is not None and tn[0] == TNAuthList.for_spc("1234") and tn[1] is False
