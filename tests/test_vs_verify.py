@@ -364,7 +364,7 @@ async def test_bad_types_do_not_escape(verifier, pki) -> None:
     for bad in (CallInfo(identities=[None, 3]), CallInfo(identities=None), CallInfo(identities=[ident(pki)], to=[None, 5], from_=7)):  # type: ignore[list-item, arg-type]
         r = await verifier.averify(bad, now=NOW)
         assert r.sip_code in (428, 438)
-    r = await verifier.averify(call(ident(pki)), now=float("nan"))  # a NaN clock falls back to time.time()
+    r = await verifier.averify(call(ident(pki, iat=int(time.time()))), now=float("nan"))  # a NaN clock falls back to time.time()
     assert r.ok
     r = await verifier.averify(call(ident(pki), date=float("inf")), now=NOW)
     assert r.sip_code == 403
