@@ -18,7 +18,7 @@
 # Not a test: numbers depend on the machine (2 vCPU here, shared by the load generator).
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-PEERS=${PEERS:-$ROOT/../shared/peers}
+PEERS=${PEERS:-$ROOT/tests/peers}
 PY=$ROOT/.venv/bin/python
 DUR=${DUR:-10}
 WORKERS=${WORKERS:-2}

@@ -26,9 +26,7 @@ from stirshaken.b64 import b64url_decode, b64url_encode
 pytestmark = pytest.mark.interop
 
 BIN = Path(sys.executable).with_name("stirshaken")
-MKPKI = Path(__file__).resolve().parents[2] / "shared" / "peers" / "mkpki.sh"
-if not MKPKI.exists():  # the usual layout: /work/main and /work/shared
-    MKPKI = Path("/work/shared/peers/mkpki.sh")
+MKPKI = Path(__file__).resolve().parent / "peers" / "mkpki.sh"
 
 # libsecsipid through ctypes, run in a child interpreter so that the library's process-global
 # options (CertVerify, CertCAFile) and the Go runtime never leak into the test process.

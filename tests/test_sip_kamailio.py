@@ -32,7 +32,7 @@ except ImportError:  # pragma: no cover
     from tests.test_serve_support import DEST, ORIG, FileServer, ServeProcess, make_pki, serve_port, serve_toml
     from tests.test_sip_service import UAC_VERIFY
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+PEERS = Path(__file__).resolve().parent / "peers"  # test PKI script, sipp scenarios, Kamailio configs
 pytestmark = pytest.mark.interop
 
 KAMAILIO_CFG = r"""#!KAMAILIO
@@ -137,7 +137,7 @@ route[VS] {
 
 def need(tool: str) -> str:
     exe = shutil.which(tool) or (f"/usr/sbin/{tool}" if os.path.exists(f"/usr/sbin/{tool}") else None)
-    assert exe, f"{tool} is not installed: run ../shared/peers/install.sh"
+    assert exe, f"{tool} is not installed: run scripts/install-deps.sh"
     return exe
 
 
@@ -195,7 +195,7 @@ def run_sipp(d: Path, port: int, scenario: Path, name: str, hdr: str, orig: str 
 
 
 def test_kamailio_routes_through_our_signing_and_secsipid_accepts(setup: dict[str, Any]) -> None:
-    line = run_sipp(setup["dir"], setup["ports"]["PX"], SHARED / "peers/sipp/uac_identity.xml", "px", "X-Test: no-identity")
+    line = run_sipp(setup["dir"], setup["ports"]["PX"], PEERS / "sipp/uac_identity.xml", "px", "X-Test: no-identity")
     assert "code=200" in line and re.search(r"result= *ok", line), line + (setup["dir"] / "kamailio.log").read_text()[-1500:]
 
 

@@ -35,7 +35,7 @@ try:
 except ImportError:  # pragma: no cover
     from tests.test_serve_support import DEST, ORIG, FileServer, ServeProcess, make_pki, serve_port, serve_toml
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+PEERS = Path(__file__).resolve().parent / "peers"  # test PKI script, sipp scenarios, Kamailio configs
 X5U = "https://cr.example.net/sp-chain.pem"
 
 
@@ -266,7 +266,7 @@ def test_tcp_signing(server: dict[str, Any]) -> None:
 
 def sipp(*args: str, cwd: Path, timeout: int = 40) -> subprocess.CompletedProcess[str]:
     exe = shutil.which("sipp")
-    assert exe, "sipp (sip-tester) is not installed: run ../shared/peers/install.sh"
+    assert exe, "sipp (sip-tester) is not installed: run scripts/install-deps.sh"
     return subprocess.run([exe, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout)
 
 
@@ -319,7 +319,7 @@ UAC_VERIFY = """<?xml version="1.0" encoding="ISO-8859-1" ?>
 
 def sipp_sign(server: dict[str, Any], transport: str) -> str:
     d = server["dir"]
-    args = [f"127.0.0.1:{server['sign']}", "-sf", str(SHARED / "checks/lib/sipp_as_redirect.xml"), "-i", "127.0.0.1",
+    args = [f"127.0.0.1:{server['sign']}", "-sf", str(PEERS / "sipp/sipp_as_redirect.xml"), "-i", "127.0.0.1",
             "-p", str(serve_port()), "-m", "1", "-nostdin", "-timeout", "15", "-timeout_error", "-recv_timeout", "5000",
             "-trace_logs", "-log_file", str(d / f"as-{transport}.log"), "-key", "orig_tn", ORIG, "-key", "dest_tn", DEST]
     if transport == "tcp":
@@ -335,7 +335,7 @@ def sipp_sign(server: dict[str, Any], transport: str) -> str:
 def test_sipp_signing_secsipidx_accepts(server: dict[str, Any], transport: str) -> None:
     identity = sipp_sign(server, transport)
     exe = shutil.which("secsipidx")
-    assert exe, "secsipidx missing: run ../shared/peers/install.sh"
+    assert exe, "secsipidx missing: run scripts/install-deps.sh"
     r = subprocess.run([exe, "-check", "-expire", "60", "-identity", identity, "-fpubkey", str(server["pki"].sp_cert)],
                        capture_output=True, text=True, timeout=20)
     assert r.stdout.strip() == "ok", r.stdout + r.stderr
@@ -368,7 +368,7 @@ def test_sipp_load_no_failures(server: dict[str, Any]) -> None:
     """A short bounded load (500 calls at 250 calls/s) of INVITE/302/ACK: no failed call, no retransmission."""
     d = server["dir"] / "load"
     d.mkdir(exist_ok=True)
-    r = sipp(f"127.0.0.1:{server['sign']}", "-sf", str(SHARED / "peers/sipp/uac_redirect_load.xml"), "-i", "127.0.0.1",
+    r = sipp(f"127.0.0.1:{server['sign']}", "-sf", str(PEERS / "sipp/uac_redirect_load.xml"), "-i", "127.0.0.1",
              "-p", str(serve_port()), "-nostdin", "-r", "250", "-m", "500", "-timeout", "30s", "-timeout_error", "-max_retrans", "3",
              "-buff_size", "4194304", "-key", "orig_tn", ORIG, "-key", "dest_tn", DEST, "-trace_stat", "-stf", "stat.csv", cwd=d)
     assert r.returncode == 0, r.stdout[-1000:]

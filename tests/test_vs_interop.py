@@ -1,6 +1,6 @@
 """Interop: PASSporTs signed by secsipidx, verified by our STI-VS and by Kamailio + secsipid.
 
-PKI from /work/shared/peers/mkpki.sh (openssl: root -> intermediate -> SP certs, plus expired,
+PKI from tests/peers/mkpki.sh (openssl: root -> intermediate -> SP certs, plus expired,
 revoked and critical-TNAuthList variants and the intermediate's CRL), served over HTTP on a port
 in the VS range.  Each token goes (a) through ``Verifier.verify`` and (b) through Kamailio's VS
 (kamailio.cfg copied with its listen ports rewritten, driven by sipp with uac_identity.xml); the
@@ -38,7 +38,7 @@ from stirshaken.vs import CallInfo, Verifier, VerifierConfig  # noqa: E402
 
 pytestmark = pytest.mark.interop
 
-PEERS = Path("/work/shared/peers")
+PEERS = Path(__file__).resolve().parent / "peers"  # test PKI script, sipp scenarios, Kamailio configs
 ORIG, DEST = "12155551212", "12155551213"
 
 
@@ -57,7 +57,7 @@ def _free_port_in_range(lo: int, hi: int, kind: int = socket.SOCK_STREAM, avoid:
 
 def _need(*tools: str) -> None:
     missing = [t for t in tools if shutil.which(t) is None]
-    assert not missing, f"interop peers missing: {missing} (install with /work/shared/peers/install.sh)"
+    assert not missing, f"interop peers missing: {missing} (install with scripts/install-deps.sh)"
 
 
 @pytest.fixture(scope="module")
