@@ -22,7 +22,8 @@ services:
 
 ## The main job on an embedded default: a local PKI, a signed call, verdicts.
 demo: setup
-	$(BIN)/stirshaken demo
+	$(BIN)/stirshaken demo --dir demo-pki
+	$(BIN)/stirshaken testbed
 
 ## Everything the tests need (peers, services, venv), then the whole suite.
 test: setup deps services
