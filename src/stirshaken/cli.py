@@ -341,6 +341,9 @@ def decode(
             except StirShakenError as exc:
                 result["problems"].append(str(exc))
         result["problems"].extend(problems(p))
+        x5u = p.header.get("x5u")
+        if isinstance(x5u, str) and not x5u.lower().startswith("https://"):
+            result["problems"].append("'x5u' is not an https URL (ATIS-1000074 §5.3.1: verifiers refuse it)")
         info = result.get("params", {}).get("info")
         if info is not None and p.x5u != info:
             result["problems"].append("436 Bad Identity Info: 'x5u' does not match the 'info' parameter")
