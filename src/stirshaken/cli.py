@@ -389,94 +389,44 @@ def verify(
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
     """Verify a call: exit 0 only when verification passes, else print the SIP code and reason."""
-    from .verify import VerificationPolicy, decide, verify_offline  # noqa: F401
+    from .identity import split_header_values
+    from .vs import CallInfo, Verifier, VerifierConfig
 
     value = _identity_arg(identity)
-    if cert is not None:
-        result = _verify_with_cert(value, cert, trust_anchor, crl_files or [], orig, dest or [], max_age, date)
-    else:
-        try:
-            from .vs import CallInfo, Verifier, VerifierConfig
-        except ImportError as exc:  # pragma: no cover - during development only
-            _fail(f"x5u fetching is not available: {exc}", 2)
-        cfg = VerifierConfig(
-            trust_anchors=[str(p) for p in trust_anchor],
-            crls=list(crl_files or []),
-            max_age=max_age,
-            allow_http_x5u=allow_http_x5u,
-            allow_private_x5u=allow_private_x5u,
-            x5u_ca_bundle=str(x5u_ca_bundle) if x5u_ca_bundle else None,
-        )
-        try:
-            verifier = Verifier(cfg)
-        except StirShakenError as exc:
-            _fail(exc.description, 2)
-        except (OSError, ValueError) as exc:
-            _fail(str(exc), 2)
-        try:
-            result = verifier.verify(CallInfo(identities=[value], from_=orig, to=list(dest or []) or None, date=date))
-        finally:
-            verifier.close()
-    _print_result(result, json_out)
-    raise typer.Exit(0 if result.ok else 1)
-
-
-def load_anchor_paths(paths: List[Path]) -> list[x509.Certificate]:
-    """Certificates from PEM files and directories of PEM files."""
-    found: list[x509.Certificate] = []
-    for p in paths:
-        files = sorted(q for q in p.iterdir() if q.is_file()) if p.is_dir() else [p]
-        for f in files:
-            try:
-                found.extend(certs.load_certificates(f.read_bytes()))
-            except (StirShakenError, OSError):
-                if not p.is_dir():
-                    raise
-    return found
-
-
-def _verify_with_cert(
-    value: str, cert: Path, anchors: List[Path], crl_files: List[str], orig: Optional[str], dest: List[str], max_age: int, date: Optional[int]
-) -> Any:
-    from .verify import VerificationPolicy, decide, prepare, complete, failed
-    from .identity import parse_identity_headers
-
+    cfg = VerifierConfig(
+        trust_anchors=[str(p) for p in trust_anchor],
+        crls=list(crl_files or []),
+        max_age=max_age,
+        allow_http_x5u=allow_http_x5u,
+        allow_private_x5u=allow_private_x5u,
+        x5u_ca_bundle=str(x5u_ca_bundle) if x5u_ca_bundle else None,
+        fetch_crl_distribution_points=cert is None,
+    )
+    if cert is not None and any(c.startswith(("http://", "https://")) for c in cfg.crls):
+        _fail("--crl URLs are fetched; with --cert (nothing fetched) give CRL files", 2)
     try:
-        anchor_certs = load_anchor_paths(anchors)
-    except (StirShakenError, OSError) as exc:
-        _fail(f"cannot load trust anchors: {exc}", 2)
-    crls = []
-    for c in crl_files:
-        if c.startswith(("http://", "https://")):
-            _fail("--crl URLs need x5u fetching; with --cert give CRL files", 2)
-        try:
-            crls.append(certs.load_crl(_read(Path(c), "CRL")))
-        except StirShakenError as exc:
-            _fail(f"{c}: {exc.description}", 2)
-    chain = _load_certs(cert, "certificate chain")
-    policy = VerificationPolicy(max_age=max_age)
-    now = time.time()
-    try:
-        store = certs.TrustStore(anchor_certs, crls=crls)
+        verifier = Verifier(cfg)
     except StirShakenError as exc:
         _fail(exc.description, 2)
+    except (OSError, ValueError) as exc:
+        _fail(str(exc), 2)
     try:
-        credential: Any = store.validate(chain)
-    except StirShakenError as exc:
-        credential = exc
-    try:
-        headers = parse_identity_headers(value)
-    except StirShakenError as exc:
-        return decide([failed(value, exc)], policy)
-    results = []
-    for h in headers:
-        try:
-            prep = prepare(h, orig=orig, dest=dest, now=now, date=date, policy=policy, expected_ppt=None)
-        except StirShakenError as exc:
-            results.append(failed(str(h), exc))
-            continue
-        results.append(complete(prep, credential, policy))
-    return decide(results, policy)
+        if cert is not None:
+            # The chain file stands for the x5u of every header: nothing is fetched, and the
+            # PASSporT's x5u must still equal the header's info parameter (checked by verify).
+            chain = _load_certs(cert, "certificate chain")
+            for part in split_header_values(value):
+                try:
+                    info = parse_identity(part).info
+                except StirShakenError:
+                    continue
+                if info:
+                    verifier.add_static_chain(info, chain)
+        result = verifier.verify(CallInfo(identities=[value], from_=orig, to=list(dest or []) or None, date=date))
+    finally:
+        verifier.close()
+    _print_result(result, json_out)
+    raise typer.Exit(0 if result.ok else 1)
 
 
 # --- the embedded demo (README quick start) ---------------------------------------------------
