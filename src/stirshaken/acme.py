@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from . import certificates as certs
 from .b64 import b64url_decode, b64url_encode
-from .keys import generate_private_key, load_private_key, write_private_key
+from .keys import generate_private_key, load_private_key, public_key_pem, public_path_for, write_private_key
 from .pa import account_key_fingerprint
 from .passport import es256_sign, verify_signature
 from .tnauthlist import TNAuthList
@@ -516,16 +516,19 @@ async def obtain_certificate(cfg: AcmeConfig, *, session: aiohttp.ClientSession 
         x5u = res.headers.get("X-Shaken-Certificate-Location")
         if cfg.cr_url and not x5u:
             x5u = await _publish(session, cfg, f"{cfg.ocn}-{leaf.serial_number:x}.pem", chain_pem)
-        # 6. store: key first (0600), then certificate files, then the metadata that points at them
-        write_private_key(cfg.state_dir / "sp.key", sp_key)
-        (cfg.state_dir / "sp.pem").write_bytes(certs.pem([leaf]))
-        (cfg.state_dir / "sp-chain.pem").write_bytes(chain_pem)
-        (cfg.state_dir / "cert.json").write_bytes(
-            orjson.dumps(
-                {"x5u": x5u, "serial": format(leaf.serial_number, "x"), "not_after": leaf.not_valid_after_utc.isoformat(),
-                 "order": order_url, "certificate": order["certificate"], "crl": tok.get("crl")}
-            )
-        )
+        # 6. store: key first (0600), then certificate files, then the metadata that points at them;
+        #    each file is written aside and renamed into place, so a reader (a signer reloading)
+        #    sees whole files, and at worst a key that does not match sp.pem yet (it checks)
+        sd = cfg.state_dir
+        tmp = sd / ".sp.key.new"
+        write_private_key(tmp, sp_key, public=False)
+        tmp.replace(sd / "sp.key")
+        public_path_for(sd / "sp.key").write_bytes(public_key_pem(sp_key))
+        meta = {"x5u": x5u, "serial": format(leaf.serial_number, "x"), "not_after": leaf.not_valid_after_utc.isoformat(),
+                "order": order_url, "certificate": order["certificate"], "crl": tok.get("crl")}
+        for name, data in (("sp.pem", certs.pem([leaf])), ("sp-chain.pem", chain_pem), ("cert.json", orjson.dumps(meta))):
+            (sd / f".{name}.new").write_bytes(data)
+            (sd / f".{name}.new").replace(sd / name)
         return CertificateStatus(
             key_path=cfg.state_dir / "sp.key", cert_path=cfg.state_dir / "sp.pem", chain_path=cfg.state_dir / "sp-chain.pem",
             x5u=x5u, serial=leaf.serial_number, not_after=leaf.not_valid_after_utc, renewed=True,

@@ -30,6 +30,7 @@ from .errors import StirShakenError
 from .keys import load_private_key
 
 __all__ = [
+    "AcmeSettings",
     "Address",
     "Config",
     "ConfigError",
@@ -137,17 +138,54 @@ class CustomerConfig:
 
 
 @dataclass(frozen=True)
+class AcmeSettings:
+    """``[signing.acme]`` / ``[signing.tenant.acme]``: obtain and renew the signer's certificate
+    through the STI-PA and the STI-CA's ACME server (ATIS-1000080 §6.3.5, RFC 9448)."""
+
+    where: str  # "[signing.acme]" or "[signing.tenant.2.acme]", for messages
+    directory_url: str
+    pa_url: str
+    ocn: str
+    username: str
+    password: str = field(repr=False)
+    state_dir: str
+    ca_bundle: str = ""
+    cr_url: str = ""
+    cr_token: str = field(default="", repr=False)
+    renew_before_days: float = 30.0
+    check_interval: float = 3600.0
+    identifier_encoding: str = "base64url"
+    days: int = 0
+
+    def acme_config(self) -> Any:
+        """The :class:`stirshaken.acme.AcmeConfig` for :func:`stirshaken.acme.ensure_certificate`."""
+        from .acme import AcmeConfig
+
+        return AcmeConfig(
+            directory_url=self.directory_url, pa_url=self.pa_url, ocn=self.ocn, username=self.username,
+            password=self.password, state_dir=Path(self.state_dir), ca_bundle=self.ca_bundle or None,
+            cr_url=self.cr_url or None, cr_token=self.cr_token or None, identifier_encoding=self.identifier_encoding,
+            days=self.days or None,
+        )
+
+
+@dataclass(frozen=True)
 class TenantConfig:
-    """One signing identity: an obligated provider's key, x5u, numbers and customers."""
+    """One signing identity: an obligated provider's key, x5u, numbers and customers.
+
+    With ``acme`` set, ``key``/``key_path``/``x5u`` are empty in the loaded configuration and are
+    filled from the ACME state directory when the service starts (:func:`stirshaken.signing.load_signers`).
+    """
 
     name: str
-    key: ec.EllipticCurvePrivateKey = field(repr=False)
+    key: ec.EllipticCurvePrivateKey | None = field(repr=False)
     key_path: str
     x5u: str
     spc: str | None = None
     tns: tuple[str, ...] = ()
     customers: tuple[CustomerConfig, ...] = ()
     default_attest: str = "C"
+    acme: AcmeSettings | None = None
 
 
 @dataclass(frozen=True)
@@ -169,6 +207,16 @@ class SigningConfig:
     @property
     def enabled(self) -> bool:
         return self.default is not None or bool(self.tenants)
+
+    @property
+    def signers(self) -> tuple[TenantConfig, ...]:
+        """The default signer (if any) followed by the tenants."""
+        return ((self.default,) if self.default is not None else ()) + self.tenants
+
+    @property
+    def acme(self) -> tuple[AcmeSettings, ...]:
+        """The ACME settings of every signer that has them."""
+        return tuple(t.acme for t in self.signers if t.acme is not None)
 
 
 @dataclass(frozen=True)
@@ -331,21 +379,115 @@ def _customers(base: Path, data: Any, where: str) -> tuple[CustomerConfig, ...]:
     return tuple(out)
 
 
-_TENANT_KEYS = {"name", "spc", "ocn", "key", "x5u", "tns", "customer", "default_attest"}
+_TENANT_KEYS = {"name", "spc", "ocn", "key", "x5u", "tns", "customer", "default_attest", "acme"}
+
+_ACME_KEYS = {
+    "directory_url", "pa_url", "ocn", "username", "password", "password_file", "password_env", "state_dir", "ca_bundle",
+    "cr_url", "cr_token", "cr_token_file", "cr_token_env", "renew_before_days", "check_interval", "identifier_encoding", "days",
+}
 
 
-def _tenant(base: Path, sec: _Section, name: str) -> TenantConfig:
-    key, key_path = _load_key(base, sec, "key")
+def _url(sec: _Section, key: str, *, required: bool) -> str:
+    v = sec.get(key, str, "")
+    if not v:
+        if required:
+            raise ConfigError(f"{sec._name(key)}: an http(s) URL is required")
+        return ""
+    if _URI.fullmatch(v) is None:
+        raise ConfigError(f"{sec._name(key)}: {v!r} is not an http(s) URL")
+    return v
+
+
+def _secret(base: Path, sec: _Section, key: str, *, required: bool) -> str:
+    """A secret given inline (``key``), in a file (``key_file``) or in an environment variable (``key_env``)."""
+    given = [k for k in (key, f"{key}_file", f"{key}_env") if sec.data.get(k)]
+    if len(given) > 1:
+        raise ConfigError(f"{sec._name(given[1])}: give only one of {key}, {key}_file, {key}_env")
+    if not given:
+        if required:
+            raise ConfigError(f"{sec._name(key)}: required (or {key}_file / {key}_env)")
+        return ""
+    k = given[0]
+    v = sec.get(k, str, "")
+    if k == key:
+        return v
+    if k.endswith("_env"):
+        value = os.environ.get(v, "")
+        if not value:
+            raise ConfigError(f"{sec._name(k)}: environment variable {v!r} is not set")
+        return value
+    path = _resolve(base, v)
+    try:
+        value = path.read_text().strip("\r\n")
+    except OSError as exc:
+        raise ConfigError(f"{sec._name(k)}: cannot read {str(path)!r}: {exc.strerror}") from None
+    if not value:
+        raise ConfigError(f"{sec._name(k)}: {str(path)!r} is empty")
+    return value
+
+
+def _acme(base: Path, data: Any, where: str, ocn: str | None) -> AcmeSettings:
+    sec = _Section(data, where, _ACME_KEYS)
+    code = sec.get("ocn", str, "") or ocn or ""
+    if not code:
+        raise ConfigError(f"{sec._name('ocn')}: the SPC/OCN to obtain a certificate for is required (here or as the signer's spc/ocn)")
+    if re.fullmatch(r"[0-9A-Z]{1,16}", code) is None:
+        raise ConfigError(f"{sec._name('ocn')}: {code!r} is not an SPC/OCN (1-16 digits or upper-case letters)")
+    user = sec.get("username", str, "")
+    if not user:
+        raise ConfigError(f"{sec._name('username')}: the STI-PA user name is required")
+    state = sec.get("state_dir", str, "")
+    if not state:
+        raise ConfigError(f"{sec._name('state_dir')}: a directory for the ACME account, key and certificate is required")
+    bundle = sec.get("ca_bundle", str, "")
+    if bundle:
+        bundle = _paths(base, _Section({"ca_bundle": bundle}, where, {"ca_bundle"}), "ca_bundle", urls=False)[0]
+    renew = float(sec.get("renew_before_days", float, 30.0))
+    if not 0 < renew <= 3650:
+        raise ConfigError(f"{sec._name('renew_before_days')}: {renew} is not between 0 and 3650")
+    interval = float(sec.get("check_interval", float, 3600.0))
+    if not 0.5 <= interval <= 30 * 86400:
+        raise ConfigError(f"{sec._name('check_interval')}: {interval} is not between 0.5 and 2592000 seconds")
+    return AcmeSettings(
+        where=where,
+        directory_url=_url(sec, "directory_url", required=True),
+        pa_url=_url(sec, "pa_url", required=True),
+        ocn=code,
+        username=user,
+        password=_secret(base, sec, "password", required=True),
+        state_dir=str(_resolve(base, state)),
+        ca_bundle=bundle,
+        cr_url=_url(sec, "cr_url", required=False),
+        cr_token=_secret(base, sec, "cr_token", required=False),
+        renew_before_days=renew,
+        check_interval=interval,
+        identifier_encoding=sec.choice("identifier_encoding", "base64url", ("base64url", "base64")),
+        days=sec.int_range("days", 0, 0, 3650),
+    )
+
+
+def _tenant(base: Path, sec: _Section, name: str, acme_where: str) -> TenantConfig:
     spc = sec.get("spc", str, "") or sec.get("ocn", str, "") or None
+    acme = None
+    if "acme" in sec.data:
+        acme = _acme(base, sec.data["acme"], acme_where, spc)
+        for k in ("key", "x5u"):
+            if k in sec.data:
+                raise ConfigError(f"{sec._name(k)}: not allowed with {acme_where} (the key and x5u come from ACME)")
+        key, key_path, x5u = None, "", ""
+    else:
+        key, key_path = _load_key(base, sec, "key")
+        x5u = _x5u(sec)
     return TenantConfig(
         name=sec.get("name", str, name) or name,
         key=key,
         key_path=key_path,
-        x5u=_x5u(sec),
+        x5u=x5u,
         spc=spc,
         tns=_tn_prefixes(sec, "tns"),
         customers=_customers(base, sec.data.get("customer"), sec._name("customer")),
         default_attest=sec.choice("default_attest", "C", ("A", "B", "C")),
+        acme=acme,
     )
 
 
@@ -384,15 +526,15 @@ def _server(data: Any) -> ServerConfig:
 
 _SIGNING_KEYS = {
     "key", "x5u", "spc", "ocn", "tns", "customer", "default_attest", "tenant", "attest_header", "tenant_header",
-    "customer_header", "origid_header", "use_pai", "max_iat_skew", "country_code", "national_length", "deterministic",
+    "customer_header", "origid_header", "use_pai", "max_iat_skew", "country_code", "national_length", "deterministic", "acme",
 }
 
 
 def _signing(base: Path, data: Any) -> SigningConfig:
     sec = _Section(data if data is not None else {}, "[signing]", _SIGNING_KEYS)
     default = None
-    if "key" in sec.data or "x5u" in sec.data:
-        default = _tenant(base, sec, "default")
+    if "key" in sec.data or "x5u" in sec.data or "acme" in sec.data:
+        default = _tenant(base, sec, "default", "[signing.acme]")
     tenants = []
     raw = sec.data.get("tenant", [])
     if not isinstance(raw, list):
@@ -402,11 +544,17 @@ def _signing(base: Path, data: Any) -> SigningConfig:
         tsec = _Section(item, f"[signing.tenant.{i}]", _TENANT_KEYS)
         if not tsec.get("name", str, ""):
             raise ConfigError(f"[signing.tenant.{i}].name: every tenant needs a name")
-        t = _tenant(base, tsec, f"tenant-{i}")
+        t = _tenant(base, tsec, f"tenant-{i}", f"[signing.tenant.{i}.acme]")
         if t.name in names:
             raise ConfigError(f"[signing.tenant.{i}].name: tenant {t.name!r} defined twice")
         names.add(t.name)
         tenants.append(t)
+    dirs: dict[str, str] = {}
+    for t in ([default] if default is not None else []) + tenants:
+        if t.acme is not None:
+            other = dirs.setdefault(t.acme.state_dir, t.acme.where)
+            if other != t.acme.where:
+                raise ConfigError(f"{t.acme.where}.state_dir: {t.acme.state_dir!r} is already used by {other}")
     cc = sec.get("country_code", str, "") or None
     if cc is not None and not cc.isdigit():
         raise ConfigError(f"[signing].country_code: {cc!r} is not digits")

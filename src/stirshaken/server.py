@@ -11,6 +11,17 @@
 * The parent supervises: a worker that dies is restarted (unless it failed at start, which stops
   the service with status 2), and SIGTERM/SIGINT is forwarded to the workers, which stop
   accepting, finish what is in flight (up to ``shutdown_timeout``) and exit.
+* SIGHUP reloads the signing keys: every worker reads its key files (and, for ``[...acme]``
+  signers, the key and x5u of the current certificate) again and switches between two requests;
+  with several workers the parent forwards SIGHUP to each worker.  A reload that fails keeps the
+  current keys.
+* ACME (``[signing.acme]``, ``[signing.tenant.acme]``): before serving, :func:`run` makes sure
+  each such signer has a valid certificate (:func:`stirshaken.acme.ensure_certificate`), or exits
+  with status 2 and one line on stderr.  Then renewal runs beside the workers: with one worker as
+  a task of its event loop; with several, in a renewer process the supervisor forks and restarts
+  (the supervisor itself stays single-threaded and loop-free, so forking workers stays safe).  A
+  renewal ends with a SIGHUP to the supervisor, which reloads its own copy of the keys (for
+  workers it starts later) and forwards SIGHUP to every worker.
 
 Logs are JSON lines (one object per record) on stderr; nothing logs key material.
 """
@@ -32,7 +43,7 @@ from typing import Any
 
 import orjson
 
-from .config import Address, Config, ConfigError
+from .config import AcmeSettings, Address, Config, ConfigError
 
 log = logging.getLogger("stirshaken.server")
 
@@ -166,6 +177,26 @@ class Worker:
         self.conn_sets: list[set[Any]] = []
         self.runner: Any = None
         self.verifier: Any = None
+        self.signing: Any = None
+        self.reload_pending = False
+
+    def reload(self, why: str = "SIGHUP") -> bool:
+        """Re-read the signing keys / ACME certificates (SIGHUP or renewal); False if that failed."""
+        from .signing import KeyMaterialError
+
+        if self.signing is None:
+            self.reload_pending = self.cfg.signing.enabled  # still starting: reload once the signers exist
+            return False
+        try:
+            changed = self.signing.reload()
+        except KeyMaterialError as exc:
+            self.metrics.inc("stirshaken_signer_reloads_total", (("result", "failed"),))
+            log.warning("signing key reload failed; keeping the current keys", extra={"why": why, "error": str(exc)})
+            return False
+        self.metrics.inc("stirshaken_signer_reloads_total", (("result", "ok"),))
+        x5u = {t.name: t.config.x5u for t in ([self.signing.default] if self.signing.default else []) + self.signing.tenants}
+        log.info("signing keys reloaded", extra={"why": why, "changed": changed, "x5u": x5u})
+        return True
 
     async def start(self) -> None:
         from .metrics import Metrics
@@ -176,7 +207,10 @@ class Worker:
         cfg = self.cfg
         s = cfg.server
         self.metrics = Metrics(self.metrics_dir, self.index)
-        signing = SigningService(cfg.signing) if cfg.signing.enabled else None
+        signing = self.signing = SigningService(cfg.signing) if cfg.signing.enabled else None
+        if self.reload_pending:
+            self.reload_pending = False
+            self.reload()
         call_info = None
         if cfg.verification.enabled:
             from .vs import CallInfo, Verifier
@@ -249,12 +283,13 @@ class Worker:
             self.metrics.write_snapshot()
 
 
-async def _worker_main(cfg: Config, index: int, udp: dict[str, socket.socket], metrics_dir: str | None) -> int:
+async def _worker_main(cfg: Config, index: int, udp: dict[str, socket.socket], metrics_dir: str | None, renew: bool = False) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     w = Worker(cfg, index, udp, metrics_dir)
+    loop.add_signal_handler(signal.SIGHUP, w.reload)
     try:
         await w.start()
     except ConfigError as exc:
@@ -262,6 +297,7 @@ async def _worker_main(cfg: Config, index: int, udp: dict[str, socket.socket], m
         await w.stop()
         return 2
     log.info("worker ready", extra={"index": index})
+    renewals = [asyncio.ensure_future(_renew(a, lambda _st: w.reload("certificate renewed"))) for a in cfg.signing.acme] if renew else []
     while not stop.is_set():
         try:
             await asyncio.wait_for(stop.wait(), 1.0)
@@ -270,21 +306,126 @@ async def _worker_main(cfg: Config, index: int, udp: dict[str, socket.socket], m
         if metrics_dir:
             w.metrics.write_snapshot()
     log.info("worker stopping", extra={"index": index})
+    for t in renewals:
+        t.cancel()
+    await asyncio.gather(*renewals, return_exceptions=True)
     await w.stop()
     log.info("worker stopped", extra={"index": index})
     return 0
 
 
-def _run_worker(cfg: Config, index: int, udp: dict[str, socket.socket], metrics_dir: str | None) -> int:
-    setup_logging(cfg.server.log_level, cfg.server.log_format, index)
+def _loop_factory() -> Any:
     try:
         import uvloop
 
-        factory = uvloop.new_event_loop
+        return uvloop.new_event_loop
     except ImportError:  # pragma: no cover
-        factory = None
-    with asyncio.Runner(loop_factory=factory) as runner:
-        return runner.run(_worker_main(cfg, index, udp, metrics_dir))
+        return None
+
+
+def _run_worker(cfg: Config, index: int, udp: dict[str, socket.socket], metrics_dir: str | None, renew: bool = False) -> int:
+    setup_logging(cfg.server.log_level, cfg.server.log_format, index)
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        return runner.run(_worker_main(cfg, index, udp, metrics_dir, renew))
+
+
+# --- ACME certificates ------------------------------------------------------------------------
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+async def _renew(acme: AcmeSettings, on_renewed: Any) -> None:
+    """Keep one signer's certificate current (:func:`stirshaken.acme.renew_forever`)."""
+    from .acme import renew_forever
+
+    def renewed(st: Any) -> None:
+        log.info("certificate renewed", extra={"acme": acme.where, "serial": format(st.serial, "x"), "x5u": st.x5u,
+                                                 "not_after": st.not_after.isoformat()})
+        on_renewed(st)
+
+    await renew_forever(acme.acme_config(), renew_before_days=acme.renew_before_days, check_interval=acme.check_interval,
+                        on_renewed=renewed)
+
+
+async def _ensure_certificates(cfg: Config) -> None:
+    """Before serving: a valid certificate for every ACME signer, or :class:`ConfigError`."""
+    from .acme import current_certificate, ensure_certificate
+    from .signing import KeyMaterialError, acme_material
+
+    for a in cfg.signing.acme:
+        acfg = a.acme_config()
+        try:
+            st = await ensure_certificate(acfg, renew_before_days=a.renew_before_days)
+        except Exception as exc:  # noqa: BLE001 - network, STI-PA, ACME: all end the start the same way
+            cur = current_certificate(acfg.state_dir)
+            if cur is None or cur.not_after <= dt.datetime.now(dt.timezone.utc):
+                raise ConfigError(f"{a.where}: cannot obtain a certificate from {a.directory_url}: {_one_line(exc)}") from None
+            log.warning("certificate renewal failed; serving with the current one", extra={
+                "acme": a.where, "serial": format(cur.serial, "x"), "not_after": cur.not_after.isoformat(), "error": _one_line(exc)})
+            continue
+        try:
+            acme_material(a)
+        except KeyMaterialError as exc:  # e.g. an interrupted renewal left key and certificate apart
+            log.warning("certificate state unusable; obtaining a new certificate", extra={"acme": a.where, "error": str(exc)})
+            try:
+                st = await ensure_certificate(acfg, force=True)
+                acme_material(a)
+            except KeyMaterialError as exc2:
+                raise ConfigError(str(exc2)) from None
+            except Exception as exc2:  # noqa: BLE001
+                raise ConfigError(f"{a.where}: cannot obtain a certificate from {a.directory_url}: {_one_line(exc2)}") from None
+        log.info("certificate ready", extra={"acme": a.where, "serial": format(st.serial, "x"), "x5u": st.x5u,
+                                             "not_after": st.not_after.isoformat(), "renewed": st.renewed})
+
+
+def _prepare_signers(cfg: Config) -> Config:
+    """Obtain missing ACME certificates, then load every signer's key (and ACME x5u)."""
+    import dataclasses
+
+    from .signing import KeyMaterialError, load_signers
+
+    if not cfg.signing.enabled:
+        return cfg
+    if cfg.signing.acme:
+        asyncio.run(_ensure_certificates(cfg))
+    try:
+        return dataclasses.replace(cfg, signing=load_signers(cfg.signing))
+    except KeyMaterialError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _run_renewer(cfg: Config, parent: int) -> int:
+    """The renewer process (several workers): renew every ACME certificate when due and tell
+    the supervisor with SIGHUP; exits when the supervisor is gone."""
+    setup_logging(cfg.server.log_level, cfg.server.log_format, "acme")
+
+    def renewed(_st: Any) -> None:
+        if os.getppid() == parent:
+            os.kill(parent, signal.SIGHUP)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        me = asyncio.current_task()
+        assert me is not None
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, me.cancel)
+        tasks = [asyncio.ensure_future(_renew(a, renewed)) for a in cfg.signing.acme]
+        try:
+            while os.getppid() == parent:
+                await asyncio.sleep(1.0)
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    try:
+        asyncio.run(main())
+    except asyncio.CancelledError:
+        pass
+    return 0
 
 
 # --- parent / supervisor ----------------------------------------------------------------------
@@ -294,23 +435,28 @@ def run(cfg: Config) -> int:
     """Serve ``cfg`` until SIGTERM/SIGINT; returns the exit status (2: could not start)."""
     s = cfg.server
     setup_logging(s.log_level, s.log_format, "main")
+    udp: dict[str, socket.socket] = {}
     try:
         udp = _udp_sockets(cfg)
         if s.workers > 1:  # refuse early when an address is taken (reuseport would hide nothing else)
             for a in _tcp_addrs(cfg):
                 _bind(a, socket.SOCK_STREAM, reuseport=True, listen=False).close()
+        cfg = _prepare_signers(cfg)
     except ConfigError as exc:
+        for sock in udp.values():
+            sock.close()
         print(f"error: {exc}", file=sys.stderr)
         return 2
     log.info("starting", extra={"config": cfg.path, "workers": s.workers})
     if s.workers == 1:
-        return _run_worker(cfg, 0, udp, None)
+        return _run_worker(cfg, 0, udp, None, renew=True)
     metrics_dir = s.metrics_dir or tempfile.mkdtemp(prefix="stirshaken-metrics-")
     os.makedirs(metrics_dir, exist_ok=True)
     return _supervise(cfg, udp, metrics_dir)
 
 
 def _spawn(cfg: Config, index: int, udp: dict[str, socket.socket], metrics_dir: str) -> int:
+    parent = os.getpid()
     pid = os.fork()
     if pid == 0:  # child
         code = 1
@@ -318,7 +464,13 @@ def _spawn(cfg: Config, index: int, udp: dict[str, socket.socket], metrics_dir: 
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-            code = _run_worker(cfg, index, udp, metrics_dir)
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the worker's loop handles it
+            if index < 0:
+                for sock in udp.values():
+                    sock.close()
+                code = _run_renewer(cfg, parent)
+            else:
+                code = _run_worker(cfg, index, udp, metrics_dir)
         except BaseException:  # noqa: BLE001
             logging.getLogger("stirshaken.server").exception("worker crashed")
         finally:
@@ -327,21 +479,61 @@ def _spawn(cfg: Config, index: int, udp: dict[str, socket.socket], metrics_dir: 
     return pid
 
 
+RENEWER = -1  # child index of the ACME renewer process
+
+
+def _reload_parent(cfg: Config) -> Config:
+    """The supervisor's copy of the keys, for workers it starts later (SIGHUP)."""
+    import dataclasses
+
+    from .signing import KeyMaterialError, load_signers
+
+    if not cfg.signing.enabled:
+        return cfg
+    try:
+        return dataclasses.replace(cfg, signing=load_signers(cfg.signing))
+    except KeyMaterialError as exc:
+        log.warning("signing key reload failed in the supervisor; keeping the current keys", extra={"error": str(exc)})
+        return cfg
+
+
 def _supervise(cfg: Config, udp: dict[str, socket.socket], metrics_dir: str) -> int:
     stopping = False
+    hup = False
 
     def on_signal(signum: int, frame: Any) -> None:
         nonlocal stopping
         stopping = True
 
+    def on_hup(signum: int, frame: Any) -> None:
+        nonlocal hup
+        hup = True
+
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    children: dict[int, tuple[int, float]] = {}  # pid -> (index, started)
+    signal.signal(signal.SIGHUP, on_hup)
+    children: dict[int, tuple[int, float]] = {}  # pid -> (index, started); index RENEWER: the ACME renewer
     for i in range(cfg.server.workers):
         children[_spawn(cfg, i, udp, metrics_dir)] = (i, time.monotonic())
+    if cfg.signing.acme:
+        children[_spawn(cfg, RENEWER, udp, metrics_dir)] = (RENEWER, time.monotonic())
+    renewer_due = 0.0  # restart time of a renewer that died
     restarts: list[float] = []
     status = 0
     while children and not stopping:
+        if hup:
+            hup = False
+            cfg = _reload_parent(cfg)
+            for pid, (index, _) in children.items():
+                if index != RENEWER:
+                    try:
+                        os.kill(pid, signal.SIGHUP)
+                    except ProcessLookupError:
+                        pass
+            log.info("reload forwarded to the workers")
+        if renewer_due and time.monotonic() >= renewer_due:
+            renewer_due = 0.0
+            children[_spawn(cfg, RENEWER, udp, metrics_dir)] = (RENEWER, time.monotonic())
         try:
             pid, st = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
@@ -355,6 +547,10 @@ def _supervise(cfg: Config, udp: dict[str, socket.socket], metrics_dir: str) -> 
         code = os.waitstatus_to_exitcode(st)
         if stopping:
             break
+        if index == RENEWER:
+            log.warning("certificate renewer exited; restarting in 10 s", extra={"exit": code})
+            renewer_due = time.monotonic() + 10
+            continue
         if code == 2 and time.monotonic() - started < 10:
             log.error("worker failed to start; stopping", extra={"index": index})
             status = 2

@@ -15,19 +15,29 @@
   request or the clock.
 
 Signing itself uses :class:`stirshaken.passport.Signer`, which caches the encoded JOSE header.
+
+Key material comes from the configured key files, or, for a signer with ``[...acme]``, from its
+ACME state directory (``sp.key``, ``sp.pem``, ``cert.json``, written by
+:func:`stirshaken.acme.ensure_certificate`).  :func:`load_signers` reads it; :meth:`SigningService.reload`
+swaps it in between two requests (SIGHUP, or after a certificate renewal).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
-from .config import CustomerConfig, SigningConfig, TenantConfig
+from .config import AcmeSettings, CustomerConfig, SigningConfig, TenantConfig
+from .errors import StirShakenError
+from .keys import load_private_key
 from .passport import Signer
 from .tn import TNError, canonicalize_tn
 
-__all__ = ["SigningError", "SigningService", "Tenant"]
+__all__ = ["KeyMaterialError", "SigningError", "SigningService", "Tenant", "acme_material", "load_signers"]
 
 ATTEST = frozenset({"A", "B", "C"})
 
@@ -40,6 +50,57 @@ class SigningError(ValueError):
         self.param = param
         self.value = value
         self.message = message
+
+
+class KeyMaterialError(ValueError):
+    """A signer's key or certificate state cannot be (re)loaded; the message names the signer."""
+
+
+def acme_material(acme: AcmeSettings) -> tuple[Any, str, str, int]:
+    """``(private key, key path, x5u, serial)`` of the certificate in an ACME state directory.
+
+    Checks that the key belongs to the stored certificate and that ``cert.json`` describes that
+    certificate, so a half-written renewal is never used.
+    """
+    import orjson
+
+    from .certificates import load_certificates
+
+    state = Path(acme.state_dir)
+    if not (state / "cert.json").exists():
+        raise KeyMaterialError(f"{acme.where}: no certificate in {str(state)!r} yet")
+    try:
+        meta = orjson.loads((state / "cert.json").read_bytes())
+        key = load_private_key(state / "sp.key")
+        leaf = load_certificates((state / "sp.pem").read_bytes())[0]
+    except (OSError, StirShakenError, ValueError) as exc:
+        raise KeyMaterialError(f"{acme.where}: cannot load the certificate state in {str(state)!r}: {exc}") from None
+    x5u = meta.get("x5u") if isinstance(meta, dict) else None
+    if not isinstance(x5u, str) or not x5u:
+        raise KeyMaterialError(f"{acme.where}: the certificate in {str(state)!r} has no x5u URL (set cr_url, or use an STI-CA that publishes)")
+    if leaf.public_key().public_numbers() != key.public_key().public_numbers():
+        raise KeyMaterialError(f"{acme.where}: sp.key does not belong to sp.pem in {str(state)!r} (renewal in progress?)")
+    if meta.get("serial") != format(leaf.serial_number, "x"):
+        raise KeyMaterialError(f"{acme.where}: cert.json does not describe sp.pem in {str(state)!r} (renewal in progress?)")
+    return key, str(state / "sp.key"), x5u, leaf.serial_number
+
+
+def load_signers(cfg: SigningConfig) -> SigningConfig:
+    """``cfg`` with every signer's key read again: from its key file, or from its ACME state
+    directory (key and x5u).  Raises :class:`KeyMaterialError`."""
+
+    def load(t: TenantConfig) -> TenantConfig:
+        if t.acme is not None:
+            key, key_path, x5u, _ = acme_material(t.acme)
+            return dataclasses.replace(t, key=key, key_path=key_path, x5u=x5u)
+        try:
+            return dataclasses.replace(t, key=load_private_key(t.key_path))
+        except (OSError, StirShakenError) as exc:
+            raise KeyMaterialError(f"signer {t.name!r}: cannot read private key {t.key_path!r}: {exc}") from None
+
+    return dataclasses.replace(
+        cfg, default=load(cfg.default) if cfg.default is not None else None, tenants=tuple(load(t) for t in cfg.tenants)
+    )
 
 
 @dataclass(frozen=True)
@@ -58,27 +119,50 @@ class SigningService:
     """Chooses tenant and attestation, then signs; one instance per worker process."""
 
     def __init__(self, cfg: SigningConfig):
-        self.cfg = cfg
-        self.tenants: list[Tenant] = []
-        self.default: Tenant | None = None
-        if cfg.default is not None:
-            self.default = Tenant(cfg.default, Signer(cfg.default.key, cfg.default.x5u, deterministic=cfg.deterministic))
-        self.by_name: dict[str, Tenant] = {}
-        for t in cfg.tenants:
-            tenant = Tenant(t, Signer(t.key, t.x5u, deterministic=cfg.deterministic))
-            self.tenants.append(tenant)
-            self.by_name[t.name.lower()] = tenant
-            if t.spc:
-                self.by_name.setdefault(t.spc.lower(), tenant)
-        if self.default is not None:
-            self.by_name.setdefault("default", self.default)
-            if self.default.config.spc:
-                self.by_name.setdefault(self.default.config.spc.lower(), self.default)
+        self._build(cfg)
+
+    def _build(self, cfg: SigningConfig) -> None:
+        def make(t: TenantConfig) -> Tenant:
+            if t.key is None:
+                raise KeyMaterialError(f"signer {t.name!r}: no key loaded (ACME certificate not obtained yet)")
+            return Tenant(t, Signer(t.key, t.x5u, deterministic=cfg.deterministic))
+
+        default = make(cfg.default) if cfg.default is not None else None
+        tenants = [make(t) for t in cfg.tenants]
+        by_name: dict[str, Tenant] = {}
+        for tenant in tenants:
+            by_name[tenant.name.lower()] = tenant
+            if tenant.config.spc:
+                by_name.setdefault(tenant.config.spc.lower(), tenant)
+        if default is not None:
+            by_name.setdefault("default", default)
+            if default.config.spc:
+                by_name.setdefault(default.config.spc.lower(), default)
         # (prefix, tenant) longest first, for calling-number routing
-        self._prefixes = sorted(((p, t) for t in self.tenants for p in t.config.tns), key=lambda x: -len(x[0]))
-        if self.default is not None:
-            self._prefixes += sorted(((p, self.default) for p in self.default.config.tns), key=lambda x: -len(x[0]))
+        prefixes = sorted(((p, t) for t in tenants for p in t.config.tns), key=lambda x: -len(x[0]))
+        if default is not None:
+            prefixes += sorted(((p, default) for p in default.config.tns), key=lambda x: -len(x[0]))
+        # everything is built: switch (no await in between, so no request sees a mix)
+        self.cfg = cfg
+        self.default = default
+        self.tenants = tenants
+        self.by_name = by_name
+        self._prefixes = prefixes
         self._dialplan = {"country_code": cfg.country_code, "national_length": cfg.national_length}
+
+    def reload(self) -> list[str]:
+        """Read every signer's key (and ACME x5u) again and switch to them; returns the names of
+        the signers whose key or x5u changed.  Raises :class:`KeyMaterialError` and then keeps the
+        current signers."""
+        new = load_signers(self.cfg)
+        old = {t.name: (t.signer, t.config.x5u) for t in ([self.default] if self.default else []) + self.tenants}
+        self._build(new)
+        changed = []
+        for t in ([self.default] if self.default else []) + self.tenants:
+            prev = old.get(t.name)
+            if prev is None or prev[1] != t.config.x5u or prev[0].key.private_numbers() != t.config.key.private_numbers():  # type: ignore[union-attr]
+                changed.append(t.name)
+        return changed
 
     # --- inputs ---------------------------------------------------------------------------------
 
