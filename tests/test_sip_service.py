@@ -177,6 +177,53 @@ async def test_methods(pki: Any) -> None:
     await v.aclose()
 
 
+@pytest.mark.parametrize("mutate, problem", [
+    (lambda m: m.replace(b"CSeq: 1 INVITE", b"CSeq: 1 BYE"), "CSeq method 'BYE' does not match request method 'INVITE'"),
+    (lambda m: m.replace(b"Content-Length: 0", b"Content-Length: zz"), "Malformed Content-Length 'zz'"),
+    (lambda m: m.replace(b"Max-Forwards: 70", b"Max Forwards: 70"), "Invalid header name 'Max Forwards'"),
+    (lambda m: m.replace(b"Max-Forwards: 70", b"Max-Forwards 70"), "Header line without ':'"),
+    (lambda m: m.replace(b"To: <sip:12155551213@127.0.0.1:5060>", b"To: <sip:12155551213@127.0.0.1:5060"), "Malformed"),
+    (lambda m: m.replace(b"Content-Length: 0", b"Content-Length: 10"), "Body shorter than Content-Length"),
+    (lambda m: m.replace(b"Max-Forwards: 70\r\n", b"Max-Forwards: 70\r\nContent-Length: 0\r\n"), "Multiple Content-Length"),
+])
+async def test_unparsable_request_gets_400_naming_the_problem(pki: Any, mutate: Any, problem: str) -> None:
+    """RFC 3261 §8.2 / §21.4.1: a request with Via, From, To, Call-ID and CSeq is answered 400 whose
+    reason phrase says what is wrong; the fields are copied as received, To gets a tag."""
+    signer, _, v = services(pki)
+    bad = mutate(invite(branch="z9hG4bK-bad").replace(b";branch", b";rport;branch"))
+    with pytest.raises(sip.SipParseError):
+        sip.parse_message(bad)
+    raw = await answer(signer, bad, ("10.9.8.7", 4444))
+    assert raw is not None and raw.startswith(b"SIP/2.0 400 Bad Request (") and raw.endswith(b"\r\n\r\n"), raw
+    status_line, _, rest = raw.partition(b"\r\n")
+    assert problem.encode() in status_line, status_line
+    fields = dict(line.split(": ", 1) for line in rest.decode().split("\r\n") if line)
+    assert fields["Via"] == "SIP/2.0/UDP 127.0.0.1:5090;rport=4444;branch=z9hG4bK-bad;received=10.9.8.7"
+    assert fields["From"] == "<sip:12155551212@127.0.0.1:5090>;tag=abc" and fields["Call-ID"] == "call-z9hG4bK-bad"
+    assert ";tag=" in fields["To"] and fields["Content-Length"] == "0"
+    assert fields["CSeq"] == bad.split(b"CSeq: ")[1].split(b"\r\n")[0].decode()
+    assert signer.metrics.counters["stirshaken_sip_parse_errors_total"][(("service", "signing"),)] == 1
+    assert signer.metrics.counters["stirshaken_sip_responses_total"][(("service", "signing"), ("status", "400"))] == 1
+    await v.aclose()
+
+
+@pytest.mark.parametrize("data", [
+    invite(branch="z9hG4bK-x").replace(b"Call-ID: call-z9hG4bK-x\r\n", b"").replace(b"Max-Forwards: 70", b"Max Forwards: 70"),
+    invite(branch="z9hG4bK-x").replace(b"Via: SIP/2.0/UDP 127.0.0.1:5090;branch=z9hG4bK-x\r\n", b""),
+    invite(branch="z9hG4bK-x").replace(b"CSeq: 1 INVITE\r\n", b""),
+    invite(method="ACK", branch="z9hG4bK-x").replace(b"Content-Length: 0", b"Content-Length: zz"),  # never answer an ACK
+    b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK-1\r\nFrom: <sip:a@h>\r\nTo: <sip:b@h>\r\nCall-ID: 1\r\nCSeq: 1 FOO BAR\r\n\r\n",
+    b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03garbage",
+    b"hello world\r\n\r\n",
+    invite(branch="z9hG4bK-x").replace(b"INVITE sip:", b"INVITE\x01sip:", 1),
+])
+async def test_unanswerable_garbage_is_dropped_and_counted(pki: Any, data: bytes) -> None:
+    signer, _, v = services(pki)
+    assert await answer(signer, data) is None
+    assert signer.metrics.counters["stirshaken_sip_parse_errors_total"][(("service", "signing"),)] == 1
+    await v.aclose()
+
+
 def test_transaction_cache_bounds() -> None:
     c = TransactionCache(ttl=1.0, size=3)
     for i in range(5):
@@ -202,6 +249,8 @@ def test_fuzz_never_raises(pki: Any, data: bytes) -> None:
     for transport in ("UDP", "TCP"):
         r = signer.handle(data, ("127.0.0.1", 5090), transport)
         assert r is None or isinstance(r, bytes)
+        if r is not None and r.startswith(b"SIP/2.0 400 "):  # an answered parse failure: one well-framed message
+            assert r.endswith(b"\r\n\r\n") and r.count(b"\r\n\r\n") == 1 and b"\nCall-ID: " in r and b"\nCSeq: " in r
 
 
 _FUZZ: dict[str, Any] = {}
@@ -251,6 +300,51 @@ def test_wire_garbage_then_still_answers(server: dict[str, Any]) -> None:
             c.sendall(invite(branch="z9hG4bK-tcpx").replace(b"Content-Length: 0", b"Content-Length: zz"))
         r = udp_exchange(port, invite(method="OPTIONS", branch=f"z9hG4bK-alive{port}"))
         assert r is not None and r.startswith(b"SIP/2.0 200 OK")
+
+
+def test_wire_unparsable_requests_get_400(server: dict[str, Any]) -> None:
+    """Over UDP and TCP: 400 with the problem in the reason phrase; over TCP a parse error inside a
+    well-framed message keeps the connection, a framing error (no Content-Length) closes it after
+    the 400; garbage gets no answer and the service still works."""
+    for port in (server["sign"], server["verify"]):
+        bad = invite(branch=f"z9hG4bK-u400{port}").replace(b"CSeq: 1 INVITE", b"CSeq: 1 BYE")
+        r = udp_exchange(port, bad)
+        assert r is not None and r.startswith(b"SIP/2.0 400 Bad Request (CSeq method 'BYE' does not match"), r
+        assert udp_exchange(port, b"\x00\x01garbage that is not SIP\r\n\r\n", timeout=0.5) is None
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as c:
+            framer = sip.StreamFramer()
+            tcp = lambda m: m.replace(b"SIP/2.0/UDP", b"SIP/2.0/TCP")  # noqa: E731
+            c.sendall(tcp(invite(branch=f"z9hG4bK-t400{port}").replace(b"Max-Forwards: 70", b"Max Forwards: 70")))
+            c.sendall(tcp(invite(method="OPTIONS", branch=f"z9hG4bK-t200{port}")))
+            msgs: list[bytes] = []
+            while len(msgs) < 2:
+                data = c.recv(65536)
+                assert data, "connection closed"
+                msgs += framer.feed(data)
+            assert msgs[0].startswith(b"SIP/2.0 400 Bad Request (Invalid header name 'Max Forwards')"), msgs[0]
+            assert b"SIP/2.0/TCP" in msgs[0]
+            assert resp(msgs[1]).status == 200
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as c:
+            c.sendall(invite(branch=f"z9hG4bK-ncl{port}").replace(b"Content-Length: 0\r\n", b""))
+            data = b""
+            while True:
+                chunk = c.recv(65536)
+                if not chunk:
+                    break  # closed after the answer
+                data += chunk
+            assert data.startswith(b"SIP/2.0 400 Bad Request (Missing Content-Length"), data
+    want = ('stirshaken_sip_responses_total{service="signing",status="400"}', 'stirshaken_sip_parse_errors_total{service="verification"}')
+    deadline = time.monotonic() + 5  # other workers' numbers arrive with their next snapshot (1 s)
+    while not all(w in (text := metrics_text(server["http"])) for w in want) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert all(w in text for w in want), text
+
+
+def metrics_text(port: int) -> str:
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        return r.read().decode()
 
 
 def test_tcp_signing(server: dict[str, Any]) -> None:

@@ -1220,6 +1220,11 @@ class StreamFramer:
         """Number of bytes held for an incomplete message."""
         return len(self._buf)
 
+    @property
+    def pending(self) -> bytes:
+        """The bytes held for the incomplete message (after an error: the offending one)."""
+        return bytes(self._buf)
+
     def pop_pings(self) -> int:
         """Number of double-CRLF pings seen since the last call (RFC 5626 §4.4.1)."""
         n, self._pings = self._pings, 0

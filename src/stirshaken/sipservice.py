@@ -13,6 +13,13 @@
   (RFC 3261 §9.2); ``BYE`` → 481; other known methods → 405 with ``Allow``; unknown → 501
   (RFC 3261 §8.2.1); Request-URI schemes other than sip/sips/tel → 416; ``Require`` → 420.
 
+A request that does not parse but still has Via, From, To, Call-ID and CSeq fields is answered
+``400 Bad Request (<what is wrong>)`` (RFC 3261 §8.2, §21.4.1: the reason phrase names the
+problem), built from those fields as they were received; anything else that does not parse (pure
+garbage, responses, ACKs) is dropped.  Both are counted in ``stirshaken_sip_parse_errors_total``.
+Over TCP a framing error (no or a bad Content-Length, a message too large) is answered the same
+way when possible, then the connection is closed since the stream cannot be resynchronised.
+
 Responses are built with :func:`stirshaken.sip.build_response` (RFC 3261 §8.2.6: Via list, From,
 To with a tag, Call-ID, CSeq).  UDP responses go back to the source address, with ``received``
 and ``rport`` set on the top Via (RFC 3261 §18.2.1, RFC 3581).  Retransmitted requests are
@@ -26,6 +33,7 @@ import asyncio
 import email.utils
 import logging
 import re
+import secrets
 import time
 from typing import Any, Awaitable, Callable
 
@@ -38,12 +46,91 @@ from .tn import TNError, canonicalize_tn
 
 log = logging.getLogger("stirshaken.sip")
 
-__all__ = ["SipService", "TransactionCache", "start_sip"]
+__all__ = ["SipService", "TransactionCache", "bad_request", "start_sip"]
 
 ALLOW = "INVITE, ACK, CANCEL, OPTIONS"
 _KNOWN_METHODS = frozenset({"BYE", "REGISTER", "SUBSCRIBE", "NOTIFY", "INFO", "UPDATE", "PRACK", "MESSAGE", "REFER", "PUBLISH"})
 _PENDING = b""  # the (singleton) empty bytes marks a transaction still being answered
 _RPORT = re.compile(r";[ \t]*rport(?:[ \t]*=[ \t]*[0-9]*)?", re.IGNORECASE)
+# what is read from a request that does not parse, to answer it (RFC 3261 §8.2.6.2)
+_LOOSE_REQUEST_LINE = re.compile(r"([A-Za-z0-9\-.!%*_+`'~]+)[ \t]+.*[ \t]SIP/2\.0[ \t]*", re.IGNORECASE)
+_LOOSE_FIELD = re.compile(r"([A-Za-z0-9\-.!%*_+`'~]+)[ \t]*:[ \t]*(.*?)[ \t]*")
+_ECHOED = {"via": "Via", "v": "Via", "from": "From", "f": "From", "to": "To", "t": "To", "call-id": "Call-ID", "i": "Call-ID",
+           "cseq": "CSeq"}
+_UNSAFE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_TAG = re.compile(r";[ \t]*tag[ \t]*=", re.IGNORECASE)
+
+
+def _stamp_via(first: str, peer: tuple[str, int], *, received: bool, rport: bool) -> str:
+    """The top Via value with ``received`` (RFC 3261 §18.2.1) and ``rport`` (RFC 3581) filled in."""
+    if rport:
+        first = _RPORT.sub(f";rport={peer[1]}", first, count=1)
+    if received and "received=" not in first:
+        first += f";received={peer[0]}"
+    return first
+
+
+def bad_request(data: bytes, problem: str, peer: tuple[str, int] | None, transport: str) -> bytes | None:
+    """``400 Bad Request (<problem>)`` for a request that failed to parse, built from its Via,
+    From, To, Call-ID and CSeq as received; None when it lacks one of them, is not a request, is
+    an ACK (never answered, RFC 3261 §17.1.1.3), or a field cannot be echoed safely."""
+    head = data.lstrip(b"\r\n")
+    for sep in (b"\r\n\r\n", b"\n\n"):
+        end = head.find(sep)
+        if end >= 0:
+            head = head[:end]
+    if len(head) > 65536:
+        return None
+    lines = re.split(rb"\r?\n", head)
+    try:
+        start = lines[0].decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    m = _LOOSE_REQUEST_LINE.fullmatch(start)
+    if m is None or m.group(1).upper() == "ACK" or start[:4].upper() == "SIP/":
+        return None
+    fields: dict[str, list[str]] = {}
+    last: list[str] | None = None
+    for raw in lines[1:]:
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            last = None
+            continue
+        if line[:1] in (" ", "\t") and last is not None:  # folded continuation (§7.3.1)
+            last[-1] += " " + line.strip(" \t")
+            continue
+        f = _LOOSE_FIELD.fullmatch(line)
+        name = _ECHOED.get(f.group(1).lower()) if f else None
+        if name is None:
+            last = None
+            continue
+        last = fields.setdefault(name, [])
+        last.append(f.group(2))  # type: ignore[union-attr]
+    needed = ("Via", "From", "To", "Call-ID", "CSeq")
+    if any(not fields.get(n) or not all(fields[n]) for n in needed):
+        return None
+    if any(_UNSAFE.search(v) for n in needed for v in fields[n]):
+        return None
+    vias = fields["Via"]
+    if peer is not None and transport == "UDP":
+        first = sip.split_comma_list(vias[0])[0] if "," in vias[0] else vias[0]
+        try:
+            via = sip.parse_via(first)
+            stamped = _stamp_via(first, peer, received=via.host.strip("[]") != peer[0], rport="rport" in via.params)
+            vias = [vias[0].replace(first, stamped, 1)] + vias[1:]
+        except (sip.SipParseError, ValueError):
+            pass
+    to = fields["To"][0]
+    if _TAG.search(to) is None:
+        to += f";tag={secrets.token_hex(8)}"
+    detail = " ".join(_UNSAFE.sub(" ", problem).split())
+    detail = detail[:1].upper() + detail[1:120]
+    out = [f"SIP/2.0 400 Bad Request ({detail})" if detail else "SIP/2.0 400 Bad Request"]
+    out += [f"Via: {v}" for v in vias]
+    out += [f"From: {fields['From'][0]}", f"To: {to}", f"Call-ID: {fields['Call-ID'][0]}", f"CSeq: {fields['CSeq'][0]}",
+            "Content-Length: 0", "", ""]
+    return "\r\n".join(out).encode()
 
 
 class TransactionCache:
@@ -142,15 +229,23 @@ class SipService:
             try:
                 msg = sip.parse_message(data)
             except (sip.SipParseError, ValueError, TypeError) as exc:
-                self.metrics.inc("stirshaken_sip_parse_errors_total", self._svc)
-                log.debug("unparsable SIP message", extra={"peer": str(peer), "error": str(exc)[:200]})
-                return None
+                return self.unparsable(data, str(exc), peer, transport)
             if isinstance(msg, sip.SipResponse):
                 return None  # a stray response: no client transactions here
             return self._request(msg, peer, transport)
         except Exception:  # noqa: BLE001 - a peer must never crash the service
             log.exception("error handling SIP message", extra={"peer": str(peer)})
             return None
+
+    def unparsable(self, data: bytes, problem: str, peer: tuple[str, int] | None, transport: str) -> bytes | None:
+        """Count a message that failed to parse; answer it with 400 when it is a request with the
+        fields to answer (:func:`bad_request`), else drop it."""
+        self.metrics.inc("stirshaken_sip_parse_errors_total", self._svc)
+        r = bad_request(data, problem, peer, transport) if isinstance(data, (bytes, bytearray)) else None
+        log.debug("unparsable SIP message", extra={"peer": str(peer), "error": problem[:200], "answered": r is not None})
+        if r is not None:
+            self.metrics.inc("stirshaken_sip_responses_total", (("service", self.role), ("status", "400")))
+        return r
 
     def _request(self, req: sip.SipRequest, peer: tuple[str, int] | None, transport: str) -> bytes | None | Awaitable[bytes | None]:
         method = req.method
@@ -213,10 +308,7 @@ class SipService:
         if "," in first:
             parts = sip.split_comma_list(first)
             first, rest = parts[0], ", ".join(parts[1:])
-        if has_rport:
-            first = _RPORT.sub(f";rport={peer[1]}", first, count=1)
-        if needs_received and "received=" not in first:
-            first += f";received={peer[0]}"
+        first = _stamp_via(first, peer, received=needs_received, rport=has_rport)
         new_first = first + (", " + rest if rest else "")
         items = []
         done = False
@@ -429,9 +521,12 @@ class _TCP(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         try:
             msgs = self.framer.feed(data)
-        except sip.SipParseError:
-            self.service.metrics.inc("stirshaken_sip_parse_errors_total", self.service._svc)
+        except sip.SipParseError as exc:
+            # the stream cannot be resynchronised: answer 400 if possible, then close
+            r = self.service.unparsable(self.framer.pending, str(exc), self.peer, "TCP")
             if self.transport is not None:
+                if r is not None:
+                    self.transport.write(r)
                 self.transport.close()
             return
         if self.framer.pop_pings() and self.transport is not None:
