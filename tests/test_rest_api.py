@@ -261,6 +261,10 @@ async def test_health_metrics_openapi(base: str) -> None:
             doc = orjson.loads(await r.read())
             assert doc["openapi"].startswith("3.") and "/stir/v1/signing" in doc["paths"] and "/stir/v1/verification" in doc["paths"]
             assert set(doc["components"]["schemas"]["Exception"]["properties"]["messageId"]["enum"]) == set(EXCEPTIONS)
+            # origid: mandatory in ATIS-1000082, optional here (generated), documented as an extension
+            sreq_schema = doc["components"]["schemas"]["SigningRequestBody"]["properties"]["signingRequest"]
+            assert "origid" not in sreq_schema["required"] and "x-stirshaken-extension" in sreq_schema["properties"]["origid"]
+            assert "origid" in doc["info"]["description"]
 
 
 async def test_pol5000_internal_error() -> None:

@@ -5,6 +5,7 @@ Server"; shapes as in STANDARDS.md §9):
 
 * ``POST /stir/v1/signing``: ``{"signingRequest": {attest, dest:{tn:[..]}, iat, orig:{tn}, origid}}``
   → 200 ``{"signingResponse": {"identity": "<jws>;info=<x5u>;alg=ES256;ppt=shaken"}}``.
+  Extension: ``origid`` is mandatory in ATIS-1000082 but optional here (a new UUID is used).
 * ``POST /stir/v1/verification``: ``{"verificationRequest": {from:{tn}, to:{tn:[..]}, time, identity}}``
   → always 200 ``{"verificationResponse": {"verstat": ..., [reasoncode, reasontext, reasondesc]}}``.
 * ``GET /healthz``, ``GET /metrics`` (Prometheus text), ``GET /openapi.json`` (OpenAPI 3.0).
@@ -210,17 +211,24 @@ class RestAPI:
 
     # --- signing (ATIS-1000082 §8.2.3) ------------------------------------------------------------
 
-    def _sign(self, doc: Any, headers: Mapping[str, str], rid: str) -> Reply:
+    @staticmethod
+    def _envelope(doc: Any, name: str, mandatory: tuple[str, ...]) -> dict[str, Any]:
+        """``doc[name]``, checked to be an object holding every ``mandatory`` member (§8.2.4.6:
+        SVC4006 not an object, SVC4001 missing, SVC4005 wrong type)."""
         if not isinstance(doc, dict):
             raise RequestError("SVC4006", "the body is not a JSON object")
-        req = doc.get("signingRequest")
+        req = doc.get(name)
         if req is None:
-            raise RequestError("SVC4001", "signingRequest")
+            raise RequestError("SVC4001", name)
         if not isinstance(req, dict):
-            raise RequestError("SVC4005", "signingRequest", "not a JSON object")
-        for name in ("attest", "dest", "iat", "orig"):
-            if name not in req:
-                raise RequestError("SVC4001", name)
+            raise RequestError("SVC4005", name, "not a JSON object")
+        for member in mandatory:
+            if member not in req:
+                raise RequestError("SVC4001", member)
+        return req
+
+    def _sign(self, doc: Any, headers: Mapping[str, str], rid: str) -> Reply:
+        req = self._envelope(doc, "signingRequest", ("attest", "dest", "iat", "orig"))
         svc = self.signing
         if svc is None:
             raise RequestError("SVC4003")
@@ -279,16 +287,7 @@ class RestAPI:
     # --- verification (ATIS-1000082 §8.2.4) -------------------------------------------------------
 
     def _verify(self, doc: Any, rid: str, t0: float) -> Reply | Awaitable[Reply]:
-        if not isinstance(doc, dict):
-            raise RequestError("SVC4006", "the body is not a JSON object")
-        req = doc.get("verificationRequest")
-        if req is None:
-            raise RequestError("SVC4001", "verificationRequest")
-        if not isinstance(req, dict):
-            raise RequestError("SVC4005", "verificationRequest", "not a JSON object")
-        for name in ("from", "to", "time", "identity"):  # E1
-            if name not in req:
-                raise RequestError("SVC4001", name)
+        req = self._envelope(doc, "verificationRequest", ("from", "to", "time", "identity"))  # E1
         frm, to, when, identity = req["from"], req["to"], req["time"], req["identity"]
         # E2: invalid values
         if not isinstance(frm, dict) or "tn" not in frm:
@@ -544,7 +543,8 @@ def openapi_document() -> dict[str, Any]:
         "openapi": "3.0.3",
         "info": {"title": "stirshaken STI-AS / STI-VS (ATIS-1000082)", "version": "1.0.0",
                  "description": "SHAKEN signing and verification API after ATIS-1000082 §8.2. Request errors use the "
-                                "exception table of §8.2.4.6."},
+                                "exception table of §8.2.4.6. Extension: signingRequest.origid may be omitted (a UUID is "
+                                "generated), although ATIS-1000082 makes it mandatory."},
         "paths": {
             SIGNING_PATH: {"post": {
                 "operationId": "signing", "summary": "Sign a call (STI-AS)", "parameters": [req_id],
@@ -567,7 +567,11 @@ def openapi_document() -> dict[str, Any]:
                     "dest": {"type": "object", "required": ["tn"], "properties": {"tn": {"type": "array", "minItems": 1, "items": tn}}},
                     "iat": {"type": "integer", "minimum": 1, "description": "must be within [signing].max_iat_skew of the server clock"},
                     "orig": {"type": "object", "required": ["tn"], "properties": {"tn": tn}},
-                    "origid": {"type": "string", "format": "uuid", "description": "generated when absent"},
+                    "origid": {"type": "string", "format": "uuid",
+                               "description": "Extension: ATIS-1000082 lists origid as mandatory in signingRequest; this server also accepts a "
+                                              "request without it and then puts a new random UUID in the PASSporT (RFC 8588 §5). "
+                                              "A client that needs strict conformance always sends it.",
+                               "x-stirshaken-extension": "optional here, mandatory in ATIS-1000082"},
                     "ppt": {"type": "string", "enum": ["shaken"]}}}}},
             "SigningResponseBody": {"type": "object", "properties": {"signingResponse": {"type": "object", "properties": {
                 "identity": {"type": "string", "example": "eyJ...;info=<https://cr.example.net/sp.pem>;alg=ES256;ppt=shaken"}}}}},
