@@ -13,7 +13,7 @@ import asyncio
 import signal
 import tomllib
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Annotated, Any, List, Optional
 
 import typer
 from rich.console import Console
@@ -83,6 +83,16 @@ def _base_url(cfg: dict[str, Any], port: int) -> str:
     scheme = "http" if cfg.get("no_tls") else "https"
     host = str(cfg.get("host", "127.0.0.1"))
     return f"{scheme}://{host}:{port}"
+
+
+# Options every ``pa|ca|cr serve`` command takes (consumed by _config, _tls and _base_url).
+HostOpt = Annotated[Optional[str], typer.Option("--host", help="Address to listen on (default 127.0.0.1).")]
+PortOpt = Annotated[Optional[int], typer.Option("--port", help="Port to listen on.")]
+BaseUrlOpt = Annotated[Optional[str], typer.Option("--base-url", help="External URL (default https://HOST:PORT).")]
+DbUrlOpt = Annotated[Optional[str], typer.Option("--db-url", help="SQLAlchemy URL, e.g. postgresql+psycopg://... (default SQLite in the state directory).")]
+TlsCertOpt = Annotated[Optional[Path], typer.Option("--tls-cert", help="Server certificate (PEM); default: generated under the state directory.")]
+TlsKeyOpt = Annotated[Optional[Path], typer.Option("--tls-key", help="Server private key (PEM).")]
+NoTlsOpt = Annotated[bool, typer.Option("--no-tls", help="Plain HTTP (behind a TLS proxy).")]
 
 
 def register(app: typer.Typer) -> None:
@@ -175,13 +185,13 @@ def register(app: typer.Typer) -> None:
     def pa_serve(
         config: Optional[Path] = typer.Option(None, "--config", help="TOML file ([pa] section)."),
         state_dir: Optional[Path] = typer.Option(None, "--state-dir", help="Keys, CRL and SQLite database (default ./pa-state)."),
-        host: Optional[str] = typer.Option(None, "--host"),
-        port: Optional[int] = typer.Option(None, "--port"),
-        base_url: Optional[str] = typer.Option(None, "--base-url", help="External URL (default https://HOST:PORT)."),
-        db_url: Optional[str] = typer.Option(None, "--db-url", help="SQLAlchemy URL, e.g. postgresql+psycopg://..."),
-        tls_cert: Optional[Path] = typer.Option(None, "--tls-cert"),
-        tls_key: Optional[Path] = typer.Option(None, "--tls-key"),
-        no_tls: bool = typer.Option(False, "--no-tls", help="Plain HTTP (behind a TLS proxy)."),
+        host: HostOpt = None,
+        port: PortOpt = None,
+        base_url: BaseUrlOpt = None,
+        db_url: DbUrlOpt = None,
+        tls_cert: TlsCertOpt = None,
+        tls_key: TlsKeyOpt = None,
+        no_tls: NoTlsOpt = False,
         trusted_ca: List[Path] = typer.Option([], "--trusted-ca", help="STI-CA root(s) for the trusted-CA list."),
         admin_password: Optional[str] = typer.Option(None, "--admin-password", envvar="STIRSHAKEN_PA_ADMIN_PASSWORD", help="Create/refresh user 'admin'."),
     ) -> None:
@@ -229,13 +239,13 @@ def register(app: typer.Typer) -> None:
     def ca_serve(
         config: Optional[Path] = typer.Option(None, "--config", help="TOML file ([ca] section)."),
         state_dir: Optional[Path] = typer.Option(None, "--state-dir", help="CA keys and SQLite database (default ./ca-state)."),
-        host: Optional[str] = typer.Option(None, "--host"),
-        port: Optional[int] = typer.Option(None, "--port"),
-        base_url: Optional[str] = typer.Option(None, "--base-url"),
-        db_url: Optional[str] = typer.Option(None, "--db-url"),
-        tls_cert: Optional[Path] = typer.Option(None, "--tls-cert"),
-        tls_key: Optional[Path] = typer.Option(None, "--tls-key"),
-        no_tls: bool = typer.Option(False, "--no-tls"),
+        host: HostOpt = None,
+        port: PortOpt = None,
+        base_url: BaseUrlOpt = None,
+        db_url: DbUrlOpt = None,
+        tls_cert: TlsCertOpt = None,
+        tls_key: TlsKeyOpt = None,
+        no_tls: NoTlsOpt = False,
         pa_url: Optional[str] = typer.Option(None, "--pa-url", help="STI-PA base URL (token authority)."),
         pa_root: List[Path] = typer.Option([], "--pa-root", help="STI-PA root certificate(s) SPC tokens must chain to."),
         pa_crl_cert: Optional[Path] = typer.Option(None, "--pa-crl-cert", help="STI-PA CRL signer certificate (its DN becomes cRLIssuer)."),
@@ -293,13 +303,13 @@ def register(app: typer.Typer) -> None:
     def cr_serve(
         config: Optional[Path] = typer.Option(None, "--config", help="TOML file ([cr] section)."),
         state_dir: Optional[Path] = typer.Option(None, "--state-dir", help="SQLite database (default ./cr-state)."),
-        host: Optional[str] = typer.Option(None, "--host"),
-        port: Optional[int] = typer.Option(None, "--port"),
-        base_url: Optional[str] = typer.Option(None, "--base-url"),
-        db_url: Optional[str] = typer.Option(None, "--db-url"),
-        tls_cert: Optional[Path] = typer.Option(None, "--tls-cert"),
-        tls_key: Optional[Path] = typer.Option(None, "--tls-key"),
-        no_tls: bool = typer.Option(False, "--no-tls"),
+        host: HostOpt = None,
+        port: PortOpt = None,
+        base_url: BaseUrlOpt = None,
+        db_url: DbUrlOpt = None,
+        tls_cert: TlsCertOpt = None,
+        tls_key: TlsKeyOpt = None,
+        no_tls: NoTlsOpt = False,
         upload_token: List[str] = typer.Option([], "--upload-token", help="TOKEN=OWNER allowed to PUT chains (repeatable)."),
         trust_anchor: List[Path] = typer.Option([], "--trust-anchor", help="Uploaded chains must validate to one of these roots."),
     ) -> None:
