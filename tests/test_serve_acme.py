@@ -41,7 +41,8 @@ PASSWORD_ENV = "STIRSHAKEN_TEST_PA_PASSWORD"
 
 
 def acme_toml(tb: Any, http: int, *, workers: int, renew_before_days: float, check_interval: float = 1.0,
-              directory_url: str | None = None) -> str:
+              directory_url: str | None = None, tenant: bool = False) -> str:
+    tenant_toml = TENANT.format(ca=tb.urls["ca"], pa=tb.urls["pa"], ocn=tb.ocn, env=PASSWORD_ENV, root=tb.tls.root) if tenant else ""
     return f"""
 [server]
 http = "127.0.0.1:{http}"
@@ -60,6 +61,21 @@ state_dir = "acme-state"
 ca_bundle = "{tb.tls.root}"
 renew_before_days = {renew_before_days}
 check_interval = {check_interval}
+{tenant_toml}"""
+
+
+TENANT = """
+[[signing.tenant]]
+name = "t2"
+tns = ["1999"]
+[signing.tenant.acme]
+directory_url = "{ca}/acme/directory"
+pa_url = "{pa}"
+ocn = "{ocn}"
+username = "sp-{ocn}"
+password_env = "{env}"
+state_dir = "acme-t2"
+ca_bundle = "{root}"
 """
 
 
@@ -85,9 +101,10 @@ async def wait_ready(p: ServeProcess, port: int, timeout: float = 30.0) -> None:
     raise AssertionError(f"serve not ready: {p.log.read_text()[-3000:]}")
 
 
-async def sign(s: aiohttp.ClientSession, port: int) -> tuple[int, str]:
+async def sign(s: aiohttp.ClientSession, port: int, tenant: str | None = None) -> tuple[int, str]:
     body = {"signingRequest": {"attest": "A", "dest": {"tn": [DEST]}, "iat": int(time.time()), "orig": {"tn": ORIG}}}
-    async with s.post(f"http://127.0.0.1:{port}/stir/v1/signing", json=body) as r:
+    headers = {"X-Tenant": tenant} if tenant else {}
+    async with s.post(f"http://127.0.0.1:{port}/stir/v1/signing", json=body, headers=headers) as r:
         doc = await r.json()
         return r.status, doc.get("signingResponse", {}).get("identity", "") if r.status == 200 else str(doc)
 
@@ -113,7 +130,8 @@ async def test_serve_obtains_and_renews_its_certificate(tmp_path: Path, workers:
         http = serve_port()
         d = tmp_path / "serve"
         d.mkdir()
-        p = start_serve(d, tb, acme_toml(tb, http, workers=workers, renew_before_days=3650))
+        # the default signer renews at every check; tenant t2 (its own state) keeps its certificate
+        p = start_serve(d, tb, acme_toml(tb, http, workers=workers, renew_before_days=3650, tenant=True))
         try:
             await wait_ready(p, http)
             state = d / "acme-state"
@@ -123,6 +141,8 @@ async def test_serve_obtains_and_renews_its_certificate(tmp_path: Path, workers:
                 assert status == 200, first
                 first_x5u = x5u_of(first)
                 assert first_x5u.startswith(tb.urls["cr"] + "/"), first_x5u  # the STI-CR URL
+                status, t2_first = await sign(s, http, "t2")
+                assert status == 200 and x5u_of(t2_first).startswith(tb.urls["cr"] + "/") and x5u_of(t2_first) != first_x5u
                 # every check renews (renew_before_days > validity): keep signing until the x5u
                 # changes, and a while after; not one request may fail meanwhile
                 seen: dict[str, str] = {first_x5u: first}
@@ -137,7 +157,9 @@ async def test_serve_obtains_and_renews_its_certificate(tmp_path: Path, workers:
                         after.append(ident)
                     await asyncio.sleep(0.05)
                 assert len(seen) >= 2, f"the x5u never changed: {p.log.read_text()[-3000:]}"
-            await verify_all(tb, [first] + after[:1] + after[-1:] + list(seen.values())[:4])
+                status, t2_after = await sign(s, http, "t2")
+                assert status == 200 and x5u_of(t2_after) == x5u_of(t2_first)
+            await verify_all(tb, [first] + after[:1] + after[-1:] + list(seen.values())[:4] + [t2_first, t2_after])
             log = p.log.read_text()
             assert "certificate renewed" in log and "signing keys reloaded" in log
         finally:
