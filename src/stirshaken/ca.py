@@ -34,13 +34,13 @@ from aiohttp import web
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509 import verification as xv
 
 from . import certificates as certs
 from .acme import ERR, JOSE_JSON, PEM_CHAIN, TKAUTH01, TNAUTHLIST, JWKError, client_ssl_context, jwk_public_key, thumbprint
 from .b64 import b64url_decode
 from .db import Database, Row, sqlite_url, utcnow
 from .errors import CertificateError, PassportEncodingError, SignatureError, TNAuthListError
+from .jws import verify_x5u_jws
 from .keys import generate_private_key, load_private_key, write_private_key
 from .pa import account_key_fingerprint
 from .passport import verify_signature
@@ -227,30 +227,6 @@ class TokenValidator:
         self._x5u_cache[x5u] = (now + 300, chain)
         return chain
 
-    def check_signer(self, chain: Sequence[x509.Certificate]) -> x509.Certificate:
-        leaf = chain[0]
-        pub = leaf.public_key()
-        for pinned in self.config.pa_certs:
-            if pinned.public_key() == pub:
-                return leaf
-        if not self.config.pa_trust_anchors:
-            raise _unauth("SPC token signer is not a trusted STI-PA (no STI-PA trust anchor configured)")
-        verifier = (
-            xv.PolicyBuilder()
-            .store(xv.Store(list(self.config.pa_trust_anchors)))
-            .time(utcnow())
-            .extension_policies(
-                ca_policy=xv.ExtensionPolicy.permit_all().require_present(x509.BasicConstraints, xv.Criticality.AGNOSTIC, None),
-                ee_policy=xv.ExtensionPolicy.permit_all(),
-            )
-            .build_client_verifier()
-        )
-        try:
-            verifier.verify(leaf, list(chain[1:]))
-        except xv.VerificationError as exc:
-            raise _unauth(f"SPC token signer does not chain to a trusted STI-PA: {str(exc)[:160]}") from None
-        return leaf
-
     async def revoked(self, jti: str) -> bool:
         url = self.config.token_authority.rstrip("/") + "/revoked-tokens"
         try:
@@ -279,14 +255,9 @@ class TokenValidator:
             raise _unauth("SPC token header has no usable x5u")
         if not any(x5u.startswith(p) for p in self.prefixes):
             raise _unauth(f"SPC token x5u {x5u} is not under a trusted token authority")
-        signer = self.check_signer(await self.signer_chain(x5u))
-        pub = signer.public_key()
-        if not isinstance(pub, ec.EllipticCurvePublicKey):
-            raise _unauth("SPC token signer key is not EC")
-        try:
-            verify_signature(f"{parts[0]}.{parts[1]}".encode("ascii"), signature, pub)
-        except SignatureError:
-            raise _unauth("SPC token signature does not verify") from None
+        verify_x5u_jws(f"{parts[0]}.{parts[1]}".encode("ascii"), signature, await self.signer_chain(x5u),
+                       list(self.config.pa_trust_anchors), at=utcnow(), error=_unauth, what="SPC token",
+                       pinned=list(self.config.pa_certs), root_name="a trusted STI-PA")
         exp, jti, atc = claims.get("exp"), claims.get("jti"), claims.get("atc")
         if not isinstance(exp, (int, float)) or isinstance(exp, bool):
             raise _unauth("SPC token has no exp")

@@ -10,6 +10,9 @@ Whether a CRL applies to a certificate (issuer name and signature, or an indirec
 configured signer) is decided in :meth:`stirshaken.certificates.TrustStore._check_revocation`.
 Fetch failures are soft: a CRL that cannot be fetched is reported as a warning and the previous
 copy (if any) stays in use; this is the common VS policy, as a CRL outage must not block calls.
+CRL files are re-read on the same schedule (a deployment may replace them).  A CRL used past its
+``nextUpdate`` is reported by :meth:`CRLStore.stale` (the verifier adds a warning check to the
+results that depend on it, :mod:`stirshaken.trust`).
 """
 
 from __future__ import annotations
@@ -64,12 +67,18 @@ class CRLStore:
         self.warnings: list[str] = []
         self.fetches = 0
         self.fetch_failures = 0
+        #: URL sources never tried yet (the verifier fetches them before its first verification)
+        self.unfetched: set[str] = set()
+        #: earliest refresh time of any source (kept up to date: the verifier reads it per call)
+        self.next_due = float("inf")
         now = time.time()
         for src in sources:
             if is_url(src):
                 self._records[src] = CRLRecord(src, None, 0.0)
+                self.unfetched.add(src)
             else:
-                self._records[src] = CRLRecord(src, self._load_file(src), now + MAX_REFRESH)
+                crl = self._load_file(src)
+                self._records[src] = CRLRecord(src, crl, _next_refresh(crl, now))
         self._rebuild()
 
     @staticmethod
@@ -83,6 +92,10 @@ class CRLStore:
     def _rebuild(self) -> None:
         self._crls = tuple(r.crl for r in self._records.values() if r.crl is not None)
         self.generation += 1
+        self._update_due()
+
+    def _update_due(self) -> None:
+        self.next_due = min((r.next_refresh for r in self._records.values()), default=float("inf"))
 
     @property
     def crls(self) -> tuple[x509.CertificateRevocationList, ...]:
@@ -92,6 +105,7 @@ class CRLStore:
         """Install a CRL (used by tests and by callers that fetch CRLs themselves)."""
         now = time.time() if now is None else now
         self._records[source] = CRLRecord(source, crl, _next_refresh(crl, now))
+        self.unfetched.discard(source)
         self._rebuild()
 
     def missing_for(self, certs: Sequence[x509.Certificate]) -> list[str]:
@@ -106,24 +120,39 @@ class CRLStore:
         return out
 
     def due(self, now: float) -> list[str]:
-        """URL sources whose refresh time has come (nextUpdate passed, or never fetched)."""
-        return [s for s, r in self._records.items() if is_url(s) and r.next_refresh <= now]
+        """Sources (URLs and files) whose refresh time has come (nextUpdate passed, or never fetched)."""
+        return [s for s, r in self._records.items() if r.next_refresh <= now]
 
-    @property
-    def next_due(self) -> float:
-        times = [r.next_refresh for s, r in self._records.items() if is_url(s)]
-        return min(times) if times else float("inf")
+    def stale(self, at: float) -> list[CRLRecord]:
+        """Records whose CRL is past its ``nextUpdate`` at ``at`` (still used: better than none)."""
+        out = []
+        for r in self._records.values():
+            nu = r.crl.next_update_utc if r.crl is not None else None
+            if nu is not None and nu.timestamp() < at:
+                out.append(r)
+        return out
+
+    def fresh_until(self, at: float) -> float:
+        """The earliest ``nextUpdate`` after ``at`` among the CRLs (inf when none): a credential
+        validated now must be looked at again then (its CRL may turn stale)."""
+        times = [r.crl.next_update_utc.timestamp() for r in self._records.values() if r.crl is not None and r.crl.next_update_utc is not None]
+        return min((t for t in times if t >= at), default=float("inf"))
 
     async def refresh(self, fetcher: Fetcher, urls: Sequence[str], now: float | None = None) -> bool:
-        """Fetch ``urls``; returns True when any CRL changed.  Failures become warnings."""
+        """Fetch ``urls`` (files are re-read); returns True when any CRL changed.  Failures become
+        warnings and the previous copy stays in use."""
         changed = False
         for url in urls:
             now = time.time() if now is None else now
             old = self._records.get(url)
+            self.unfetched.discard(url)
             self.fetches += 1
             try:
-                res = await fetcher.get(url, what="CRL")
-                crl = load_crl(res.body)
+                if is_url(url):
+                    res = await fetcher.get(url, what="CRL")
+                    crl = load_crl(res.body)
+                else:
+                    crl = self._load_file(url)
             except (FetchError, CertificateError, StirShakenError) as exc:
                 self.fetch_failures += 1
                 msg = f"CRL {url} unavailable: {exc.description}"
@@ -135,6 +164,8 @@ class CRLStore:
             self._records[url] = CRLRecord(url, crl, _next_refresh(crl, now))
         if changed:
             self._rebuild()
+        else:
+            self._update_due()
         return changed
 
     def status(self) -> list[dict[str, object]]:

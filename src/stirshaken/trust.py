@@ -17,6 +17,7 @@ with an SPC (CM-13).  Anchors come from
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import time
 from dataclasses import dataclass
@@ -25,14 +26,12 @@ from typing import Awaitable, Callable, Sequence
 
 import orjson
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509 import verification as xv
 
 from .b64 import b64url_decode
 from .certificates import TrustStore, ValidatedCredential, load_certificates
 from .crl import CRLStore
-from .errors import CertificateError, PassportFormatError, SignatureError, StirShakenError, TNAuthListError, UntrustedCertificateError
-from .passport import verify_signature
+from .errors import CertificateError, PassportFormatError, StirShakenError, TNAuthListError, UntrustedCertificateError
+from .jws import check_signer_chain, verify_x5u_jws
 from .tnauthlist import from_certificate
 
 PEM_SUFFIXES = (".pem", ".crt", ".cer")
@@ -98,23 +97,7 @@ def validate_signer(signer_chain: Sequence[x509.Certificate], roots: Sequence[x5
     """Path-validate the STI-PA signing certificate against the STI-PA root(s)."""
     if not roots:
         raise CAListError("no STI-PA root configured to verify the CA list (ca_list_trust)")
-    if not signer_chain:
-        raise CAListError("CA list signer certificate missing")
-    verifier = (
-        xv.PolicyBuilder()
-        .store(xv.Store(list(roots)))
-        .time(at)
-        .extension_policies(
-            ca_policy=xv.ExtensionPolicy.permit_all().require_present(x509.BasicConstraints, xv.Criticality.AGNOSTIC, None),
-            ee_policy=xv.ExtensionPolicy.permit_all(),
-        )
-        .build_client_verifier()
-    )
-    try:
-        verifier.verify(signer_chain[0], list(signer_chain[1:]))
-    except xv.VerificationError as exc:
-        raise CAListError(f"CA list signer does not chain to the STI-PA root: {str(exc)[:160]}") from None
-    return signer_chain[0]
+    return check_signer_chain(signer_chain, roots, at=at, error=CAListError, what="CA list")
 
 
 def verify_ca_list(
@@ -125,14 +108,10 @@ def verify_ca_list(
     header, payload, signing_input, sig = split_ca_list(text)
     if header.get("alg") != "ES256":
         raise CAListError(f"CA list 'alg' is not ES256 ({str(header.get('alg'))[:20]!r})")
-    signer = validate_signer(signer_chain, roots, dt.datetime.fromtimestamp(now, dt.timezone.utc))
-    pub = signer.public_key()
-    if not isinstance(pub, ec.EllipticCurvePublicKey):
-        raise CAListError("CA list signer key is not an EC key")
-    try:
-        verify_signature(signing_input, sig, pub)
-    except SignatureError:
-        raise CAListError("CA list signature does not verify with the STI-PA certificate") from None
+    if not roots:
+        raise CAListError("no STI-PA root configured to verify the CA list (ca_list_trust)")
+    signer = verify_x5u_jws(signing_input, sig, signer_chain, roots, at=dt.datetime.fromtimestamp(now, dt.timezone.utc),
+                            error=CAListError, what="CA list")
     exp = payload.get("exp")
     if exp is not None and (not isinstance(exp, (int, float)) or exp < now):
         raise CAListError("CA list has expired ('exp' passed)")
@@ -174,9 +153,13 @@ class TrustManager:
         crls: CRLStore | None = None,
         ca_list_roots: Sequence[str] = (),
         anchors: Sequence[x509.Certificate] = (),
+        crl_signers: Sequence[str] = (),
     ):
         self.file_anchors: tuple[x509.Certificate, ...] = tuple(load_pem_sources(anchor_sources)) + tuple(anchors)
         self.ca_list_roots: tuple[x509.Certificate, ...] = tuple(load_pem_sources(ca_list_roots))
+        # certificates whose CRLs count for the chain (the STI-PA's indirect SHAKEN CRL, CM-12);
+        # never path anchors: a CRL signer must not be able to vouch for certificates
+        self.crl_signers: tuple[x509.Certificate, ...] = tuple(load_pem_sources(crl_signers))
         self.ca_list: CAList | None = None
         self.ca_list_error: StirShakenError | None = None
         self.crls = crls or CRLStore()
@@ -231,7 +214,7 @@ class TrustManager:
             if not anchors:
                 detail = f" ({self.ca_list_error.description})" if self.ca_list_error else ""
                 raise UntrustedCertificateError("Failed to authenticate CA: no trust anchors configured" + detail)
-            self._store = TrustStore(anchors, crls=self.crls.crls)
+            self._store = TrustStore(anchors, crls=self.crls.crls, crl_signers=self.crl_signers)
             self._store_gen = gen
         return self._store
 
@@ -250,4 +233,22 @@ class TrustManager:
             raise TNAuthListError("certificate TNAuthList is marked critical (ATIS-1000080 §6.4.1 CM-13)")
         if tn[0].spc is None:
             raise TNAuthListError("certificate TNAuthList holds no SPC (ATIS-1000080 §6.4.1 CM-13)")
-        return self.store().validate(list(certs), at=when)
+        cred = self.store().validate(list(certs), at=when)
+        stale = self.stale_crl_warnings(cred.chain, when.timestamp())
+        if stale:
+            cred = dataclasses.replace(cred, warnings=cred.warnings + stale)
+        return cred
+
+    def stale_crl_warnings(self, chain: Sequence[x509.Certificate], at: float) -> tuple[str, ...]:
+        """A warning for each CRL past its ``nextUpdate`` that covers ``chain`` (issued by a chain
+        certificate's issuer or by a CRL signer): it is still used, as it could not be refreshed,
+        but revocations since then are unknown (:mod:`stirshaken.crl`)."""
+        names = {c.issuer for c in chain} | {s.subject for s in self.crl_signers}
+        out = []
+        for rec in self.crls.stale(at):
+            crl = rec.crl
+            assert crl is not None and crl.next_update_utc is not None
+            if crl.issuer in names:
+                out.append(f"CRL {rec.source} is past its nextUpdate ({crl.next_update_utc:%Y-%m-%d %H:%M:%S}Z)"
+                           " and could not be refreshed; revocations since then are unknown")
+        return tuple(out)

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import binascii
 import re
+import types
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, NamedTuple, Sequence
 
@@ -143,7 +144,7 @@ class PassportResult:
         out: dict[str, Any] = {"ppt": self.ppt, "ok": self.ok, "checks": [c.to_json() for c in self.checks]}
         if self.passport is not None:
             out["claims"] = self.passport.claims
-            out["header"] = self.passport.header
+            out["header"] = dict(self.passport.header)  # may be a shared read-only view (_decode_cached)
         if self.credential is not None:
             out["spc"] = self.credential.spc
         if self.error is not None:
@@ -188,7 +189,7 @@ class VerificationResult:
 def _canon(value: str | None) -> str | None:
     if value is None:
         return None
-    if value.isdigit():  # already canonical: the common case on the hot path
+    if value.isdigit() and value.isascii():  # already canonical: the common case on the hot path
         return value
     try:
         return canonicalize_tn(value)
@@ -231,7 +232,9 @@ def _new(cls: type, fields: dict[str, Any]) -> Any:
 _CACHE_MAX = 4096
 _DIGEST_FULL = re.compile(DIGEST)
 _tail_cache: dict[str, tuple[tuple[tuple[str, str | None], ...], tuple[str, ...]]] = {}
-_jose_cache: dict[tuple[str, Any], tuple[dict[str, Any], bool]] = {}
+# the cached JOSE header is a read-only view (types.MappingProxyType): it is shared by every
+# PASSporT with that header segment, so a caller writing to ``p.header`` must not change the others
+_jose_cache: dict[tuple[str, Any], tuple[Mapping[str, Any], bool]] = {}
 
 
 def parse_identity_cached(value: str) -> IdentityHeader:
@@ -308,7 +311,7 @@ def _decode_slow(token: str, ppt: Any) -> PASSporT:
     if len(_jose_cache) >= _CACHE_MAX:
         _jose_cache.clear()
     hcanon = orjson.dumps(p.header, option=orjson.OPT_SORT_KEYS) == b64url_decode(h64)
-    _jose_cache[(h64, ppt)] = (p.header, hcanon)
+    _jose_cache[(h64, ppt)] = (types.MappingProxyType(dict(p.header)), hcanon)
     return p
 
 
@@ -321,10 +324,11 @@ def _problems_fast(p: PASSporT) -> list[str] | None:
         return problems(p)
     orig = p.orig_tn
     dests = p.dest_tns
-    if orig is not None and not orig.isdigit():
+    # ASCII digits only: str.isdigit alone also accepts other scripts' digits ('١٢٣')
+    if orig is not None and not (orig.isdigit() and orig.isascii()):
         return problems(p)
     for tn in dests:
-        if not tn.isdigit():
+        if not (tn.isdigit() and tn.isascii()):
             return problems(p)
     if len(dests) > 1 and list(dests) != sorted(dests):
         return problems(p)
@@ -719,12 +723,13 @@ def decide(
         if first is None and all_results:
             first = all_results[0]
     verstat = err.verstat if err.verstat in (VERSTAT_FAILED, VERSTAT_NONE) else VERSTAT_NONE
-    p = first.passport if first is not None else None
+    # No attestation on failure (ATIS-1000082 verificationResponse): the claims of a failed token
+    # are not trustworthy.  origid only from a token whose signature verified (for correlation).
+    p = first.passport if first is not None and _OK_SIG in first.checks else None
     if not reasons:
         reasons = [reason_header(err, protocol=policy.reason_protocol)]
     return VerificationResult(
         verstat=verstat,
-        attest=p.attest if p is not None and isinstance(p.attest, str) else None,
         sip_code=err.sip_code,
         reason=err.reason,
         description=err.description,

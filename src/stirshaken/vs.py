@@ -67,6 +67,7 @@ from .x5u import Fetcher, X5UPolicy
 
 #: Retry interval after the CA list could not be loaded (seconds).
 CA_LIST_RETRY = 60.0
+_INF = float("inf")
 
 
 @dataclass
@@ -74,8 +75,11 @@ class VerifierConfig:
     """Configuration of a :class:`Verifier`; safe defaults, every relaxation a named option.
 
     ``trust_anchors``: PEM files or directories.  ``crls``: CRL files or http(s) URLs.
+    ``crl_signers``: PEM files of certificates allowed to sign CRLs for the chains (the STI-PA CRL
+    signer of the indirect SHAKEN CRL, ATIS-1000080 CM-12); they are *not* trust anchors.
     ``ca_list`` / ``ca_list_trust``: the STI-PA signed trusted-CA list (STANDARDS.md PA-01) and the
-    STI-PA root(s) its signer must chain to.  ``max_age`` / ``future_skew`` / ``require_date``:
+    STI-PA root(s) its signer must chain to; ``ca_list_refresh``: reload interval in seconds (the
+    list is also reloaded at its ``exp``; a failed reload keeps the previous list).  ``max_age`` / ``future_skew`` / ``require_date``:
     freshness (RFC 8224 §6.2 step 4).  ``allow_http_x5u`` / ``allow_private_x5u`` /
     ``x5u_ca_bundle`` and the timeouts/size: x5u dereferencing (ATIS-1000074 §5.3.1).
     ``cache_*`` / ``negative_ttl``: certificate cache (VS-03).  ``redis``: shared cache and replay
@@ -85,8 +89,10 @@ class VerifierConfig:
 
     trust_anchors: list[str] = field(default_factory=list)
     crls: list[str] = field(default_factory=list)
+    crl_signers: list[str] = field(default_factory=list)
     ca_list: str | None = None
     ca_list_trust: list[str] = field(default_factory=list)
+    ca_list_refresh: float = 3600.0
     max_age: int = 60
     future_skew: int = 10
     require_date: bool = False
@@ -124,7 +130,9 @@ class CallInfo:
     date: float | None = None
 
 
-_SIMPLE_TN_URI = re.compile(r'(?:"[^"]*"|[^<"]*)?<?(?:sips?|tel):\+?([0-9]+)(?:[@;>]|$)', re.IGNORECASE)
+# display name (quoted, or a token run that must be followed by '<': possessive, so an addr-spec
+# without '<' costs no backtracking), then a sip/sips/tel URI whose user part is +digits
+_SIMPLE_TN_URI = re.compile(r'(?:"[^"]*"|[^<"]*+(?=<))?<?(?:sips?|tel):\+?([0-9]+)(?:[@;>]|$)', re.IGNORECASE)
 
 
 _DISPLAY_NAME = re.compile(r'^"(?:[^"\\]|\\.)*"\s*')
@@ -212,7 +220,8 @@ class Verifier:
             max_bytes=config.max_response_bytes,
         )
         self.crls = CRLStore(config.crls, fetch_distribution_points=config.fetch_crl_distribution_points)
-        self.trust = TrustManager(config.trust_anchors, crls=self.crls, ca_list_roots=config.ca_list_trust)
+        self.trust = TrustManager(config.trust_anchors, crls=self.crls, ca_list_roots=config.ca_list_trust,
+                                  crl_signers=config.crl_signers)
         self.cache: LRUCache[str, CacheEntry] = LRUCache(config.cache_entries)
         self._static: dict[str, list[x509.Certificate]] = {}
         self._static_entries: dict[str, CacheEntry] = {}
@@ -243,8 +252,12 @@ class Verifier:
         self._redis_replay: RedisReplayStore | None = None
         self._flight: SingleFlight[str, ValidatedCredential | StirShakenError] = SingleFlight()
         self._ca_list_next_try = 0.0
+        self._ca_list_refresh_at = _INF  # reload of a loaded CA list (exp or ca_list_refresh)
+        self._ca_list_refreshing = False
         self._crl_refreshing = False
         self._closed = False
+        # the direct path of verify/averify (see _fast); replay detection always takes the flow
+        self.fast_path = not config.replay_detection
 
     # --- public API ------------------------------------------------------------------------
 
@@ -258,6 +271,14 @@ class Verifier:
 
     def verify(self, call: CallInfo, *, now: float | None = None) -> VerificationResult:
         """Verify a call, blocking.  Works with or without a running event loop in this thread."""
+        if self.fast_path:
+            try:
+                result = self._fast(call, now)
+            except Exception as exc:  # as in the flow: never let anything escape
+                self.stats["verifications"] += 1
+                return self._internal_error(exc)
+            if result is not None:
+                return result
         flow = self._flow(call, now)
         try:
             request = next(flow)
@@ -274,6 +295,14 @@ class Verifier:
 
     async def averify(self, call: CallInfo, *, now: float | None = None) -> VerificationResult:
         """Verify a call from a coroutine (any event loop)."""
+        if self.fast_path:
+            try:
+                result = self._fast(call, now)
+            except Exception as exc:
+                self.stats["verifications"] += 1
+                return self._internal_error(exc)
+            if result is not None:
+                return result
         flow = self._flow(call, now)
         try:
             request = next(flow)
@@ -336,10 +365,66 @@ class Verifier:
             return decide([failed(v if isinstance(v, str) else repr(v), err) for v in values] or [failed("", err)], policy)
         if self._needs_setup(now):
             yield _SETUP
-        elif self.crls.next_due <= now:
-            self._schedule_crl_refresh()
-        origs = [t for t in (call_tn(call.from_), call_tn(call.pai)) if t]
+        else:
+            self._schedule_due_refreshes(now)
+        origs = self._origs(call)
         targets = self._targets(call)
+        items = self._prepare_all(values, origs, now, date)
+        creds: dict[str, ValidatedCredential | StirShakenError] = {}
+        missing: list[str] = []
+        for it in items:
+            if isinstance(it, Prepared) and it.x5u not in creds and it.x5u not in missing:
+                c = self._lookup(it.x5u, now, self.stats)
+                if c is None:
+                    missing.append(it.x5u)
+                else:
+                    creds[it.x5u] = c
+        if missing:
+            fetched = yield ("obtain", tuple(missing), now)
+            creds.update(fetched)
+        results = self._complete_all(items, creds)
+        if self.config.replay_detection:
+            results = yield from self._replay(results, now)
+        return decide(results, policy, targets=targets)
+
+    def _fast(self, call: CallInfo, now: float | None) -> VerificationResult | None:
+        """The warm path of :meth:`_flow`, run directly instead of through the generator.
+
+        Mirrors :meth:`_flow` step by step with the same helpers (_identity_values, _origs,
+        _targets, _prepare_all, _lookup, _complete_all, decide) and gives the same result and
+        stats; it returns None, having changed nothing but caches, whenever the flow would do
+        anything else: a non-finite clock or Date, setup or a background refresh due, or a
+        credential not in memory (I/O).  Replay detection never comes here (``fast_path``).
+        tests/test_vs_verify.py::test_fast_path_agrees_with_flow runs calls both ways.
+        """
+        now = time.time() if now is None else float(now)
+        if not -_INF < now < _INF:  # NaN or infinite: the flow replaces it
+            return None
+        date = call.date
+        if date is not None and (not isinstance(date, (int, float)) or not -_INF < date < _INF):
+            return None
+        if now >= self.crls.next_due or now >= self._ca_list_refresh_at or self._needs_setup(now):
+            return None
+        items = self._prepare_all(self._identity_values(call), self._origs(call), now, date)
+        counts: dict[str, int] = {}  # the flow's stats of the lookups, applied only if we finish
+        creds: dict[str, ValidatedCredential | StirShakenError] = {}
+        for it in items:
+            if type(it) is Prepared and it.x5u not in creds:
+                c = self._lookup(it.x5u, now, counts)
+                if c is None:
+                    return None
+                creds[it.x5u] = c
+        stats = self.stats
+        stats["verifications"] += 1
+        for k, n in counts.items():
+            stats[k] += n
+        if not items:  # no Identity header: the flow's decide([]) (428)
+            return decide([], self.policy)
+        return decide(self._complete_all(items, creds), self.policy, targets=self._targets(call))
+
+    def _prepare_all(self, values: list[str], origs: list[str], now: float, date: float | None) -> list[Prepared | PassportResult]:
+        """Step 1 for every Identity header value: a Prepared, or the failed result."""
+        policy = self.policy
         items: list[Prepared | PassportResult] = []
         for value in values:
             try:
@@ -349,27 +434,12 @@ class Verifier:
             except Exception as exc:  # a malformed anything is a typed 438, never an exception
                 items.append(failed(value[:200] if isinstance(value, str) else repr(value)[:200],
                                     InvalidIdentityError(f"malformed Identity header ({type(exc).__name__})")))
-        creds: dict[str, ValidatedCredential | StirShakenError] = {}
-        missing: list[str] = []
-        for it in items:
-            if isinstance(it, Prepared) and it.x5u not in creds and it.x5u not in missing:
-                c = self._lookup(it.x5u, now)
-                if c is None:
-                    missing.append(it.x5u)
-                else:
-                    creds[it.x5u] = c
-        if missing:
-            fetched = yield ("obtain", tuple(missing), now)
-            creds.update(fetched)
-        results: list[PassportResult] = []
-        for it in items:
-            if isinstance(it, Prepared):
-                results.append(complete(it, creds[it.x5u], policy))
-            else:
-                results.append(it)
-        if self.config.replay_detection:
-            results = yield from self._replay(results, now)
-        return decide(results, policy, targets=targets)
+        return items
+
+    def _complete_all(self, items: list[Prepared | PassportResult], creds: dict[str, ValidatedCredential | StirShakenError]) -> list[PassportResult]:
+        """Step 3: authority and signature of every prepared header with its credential."""
+        policy = self.policy
+        return [complete(it, creds[it.x5u], policy) if type(it) is Prepared else it for it in items]  # type: ignore[misc]
 
     def _identity_values(self, call: CallInfo) -> list[str]:
         ids = call.identities
@@ -391,11 +461,29 @@ class Verifier:
         return out
 
     @staticmethod
+    def _origs(call: CallInfo) -> list[str]:
+        """The calling TNs of the request (From, P-Asserted-Identity)."""
+        tn = call_tn(call.from_)
+        origs = [tn] if tn else []
+        if call.pai is not None:
+            tn = call_tn(call.pai)
+            if tn:
+                origs.append(tn)
+        return origs
+
+    @staticmethod
     def _targets(call: CallInfo) -> list[str]:
+        """The called TNs of the request (To, Request-URI)."""
         to = call.to
-        raw: list[str | None] = [to] if isinstance(to, str) or to is None else list(to)
-        raw.append(call.ruri)
-        return [t for t in (call_tn(x) for x in raw) if t]
+        if isinstance(to, str):
+            tn = call_tn(to)
+            targets = [tn] if tn else []
+        else:
+            targets = [t for t in (call_tn(x) for x in (to or ())) if t]
+        tn = call_tn(call.ruri)
+        if tn:
+            targets.append(tn)
+        return targets
 
     def _replay(self, results: list[PassportResult], now: float) -> Generator[tuple[Any, ...], Any, list[PassportResult]]:
         keys = {i: replay_key(r.passport.signature) for i, r in enumerate(results) if r.ok and r.passport is not None}
@@ -418,13 +506,16 @@ class Verifier:
 
     # --- credentials: the synchronous cache path --------------------------------------------
 
-    def _lookup(self, url: str, now: float, count: bool = True) -> ValidatedCredential | StirShakenError | None:
-        """A credential from static chains or the memory cache; None when I/O is needed."""
+    def _lookup(self, url: str, now: float, counts: dict[str, int] | None) -> ValidatedCredential | StirShakenError | None:
+        """A credential from static chains or the memory cache; None when I/O is needed.
+        Hits and misses are counted in ``counts`` (the stats, or None)."""
+        count = counts is not None
         certs = self._static.get(url)
         if certs is not None:
             entry = self._static_entries.get(url)
             if entry is not None and entry.generation == self.trust.generation and now < entry.validated_until:
-                self.stats["static_hits"] += 1
+                if count:
+                    counts["static_hits"] = counts.get("static_hits", 0) + 1  # type: ignore[index]
                 return entry.credential or entry.error
             if self.crls.missing_for(certs):
                 return None
@@ -432,18 +523,18 @@ class Verifier:
         entry = self.cache.get(url, now)
         if entry is None:
             if count:
-                self.stats["cache_misses"] += 1
+                counts["cache_misses"] = counts.get("cache_misses", 0) + 1  # type: ignore[index]
             return None
         if entry.error is not None and entry.credential is None and not entry.certs:
             if count:
-                self.stats["negative_hits"] += 1
+                counts["negative_hits"] = counts.get("negative_hits", 0) + 1  # type: ignore[index]
             return entry.error
         if entry.generation != self.trust.generation or now >= entry.validated_until:
             if self.crls.missing_for(entry.certs):
                 return None
             self._revalidate(entry, now)
         if count:
-            self.stats["cache_hits"] += 1
+            counts["cache_hits"] = counts.get("cache_hits", 0) + 1  # type: ignore[index]
         return entry.credential or entry.error  # type: ignore[return-value]
 
     def _validate(self, certs: Sequence[x509.Certificate], now: float) -> tuple[ValidatedCredential | StirShakenError, float]:
@@ -453,7 +544,8 @@ class Verifier:
             return err, now + self.config.negative_ttl
         except Exception as exc:  # defensive: a malformed certificate must not escape
             return UntrustedCertificateError(f"certificate cannot be validated: {type(exc).__name__}: {str(exc)[:120]}"), now + self.config.negative_ttl
-        return cred, cred.not_after.timestamp()
+        # validate again when a CRL turns stale (its warning must then show in the results)
+        return cred, min(cred.not_after.timestamp(), self.crls.fresh_until(now))
 
     def _validate_static(self, url: str, certs: list[x509.Certificate], now: float) -> ValidatedCredential | StirShakenError:
         gen = self.trust.generation
@@ -478,9 +570,19 @@ class Verifier:
         entry.validated_until = until
 
     def _needs_setup(self, now: float) -> bool:
-        if self.config.ca_list and self.trust.ca_list is None and now >= self._ca_list_next_try:
+        """Blocking I/O before this verification: first load of the CA list, configured CRL URLs
+        never fetched (O(1): called for every verification)."""
+        if self.crls.unfetched:
             return True
-        return any(is_url(s) and r.crl is None and r.next_refresh == 0.0 for s, r in self.crls._records.items())
+        return self.trust.ca_list is None and self.config.ca_list is not None and now >= self._ca_list_next_try
+
+    def _schedule_due_refreshes(self, now: float) -> None:
+        """Background refreshes (the call goes on with what is loaded): CRLs past their refresh
+        time, the CA list at its ``exp`` / ``ca_list_refresh``."""
+        if self.crls.next_due <= now:
+            self._schedule_crl_refresh()
+        if self._ca_list_refresh_at <= now:
+            self._schedule_ca_list_refresh()
 
     # --- I/O (runs on the private loop) ---------------------------------------------------
 
@@ -543,24 +645,47 @@ class Verifier:
     async def _setup(self, now: float) -> None:
         cfg = self.config
         if cfg.ca_list and self.trust.ca_list is None and now >= self._ca_list_next_try:
-            fetcher = self._get_fetcher()
-
-            async def get(url: str) -> bytes:
-                return (await fetcher.get(url, what="CA list")).body
-
-            async def get_chain(url: str) -> list[x509.Certificate]:
-                if not is_url(url):
-                    with open(url, "rb") as fh:
-                        return load_certificates(fh.read())
-                return (await fetcher.fetch_chain(url))[0]
-
-            try:
-                await self.trust.load_ca_list(cfg.ca_list, get, get_chain, now=now)
-            except StirShakenError:
-                self._ca_list_next_try = now + CA_LIST_RETRY
-        never = [s for s, r in self.crls._records.items() if is_url(s) and r.crl is None and r.next_refresh == 0.0]
+            await self._load_ca_list(now)
+        never = list(self.crls.unfetched)
         if never:
             await self._refresh_crls(never)
+
+    async def _load_ca_list(self, now: float) -> None:
+        """(Re)load the CA list; on failure keep the previous one and retry in CA_LIST_RETRY."""
+        cfg = self.config
+        assert cfg.ca_list is not None
+        fetcher = self._get_fetcher()
+
+        async def get(url: str) -> bytes:
+            return (await fetcher.get(url, what="CA list")).body
+
+        async def get_chain(url: str) -> list[x509.Certificate]:
+            if not is_url(url):
+                with open(url, "rb") as fh:
+                    return load_certificates(fh.read())
+            return (await fetcher.fetch_chain(url))[0]
+
+        try:
+            cal = await self.trust.load_ca_list(cfg.ca_list, get, get_chain, now=now)
+        except StirShakenError:
+            self._ca_list_next_try = now + CA_LIST_RETRY
+            if self.trust.ca_list is not None:
+                self._ca_list_refresh_at = now + CA_LIST_RETRY
+            return
+        self._ca_list_refresh_at = min(now + max(cfg.ca_list_refresh, 1.0), float(cal.exp) if cal.exp is not None else _INF)
+
+    def _schedule_ca_list_refresh(self) -> None:
+        if self._ca_list_refreshing:
+            return
+        self._ca_list_refreshing = True
+
+        async def run() -> None:
+            try:
+                await self._load_ca_list(time.time())
+            finally:
+                self._ca_list_refreshing = False
+
+        self._ensure_io().submit(run())
 
     async def _refresh_crls(self, urls: Sequence[str]) -> None:
         before_f, before_ff = self.crls.fetches, self.crls.fetch_failures
@@ -583,7 +708,7 @@ class Verifier:
 
     async def _obtain(self, url: str, now: float) -> ValidatedCredential | StirShakenError:
         """Cache miss: (static chain |) Redis | fetch, then CRL distribution points, then validation."""
-        cached = self._lookup(url, now, count=False)
+        cached = self._lookup(url, now, None)
         if cached is not None:
             return cached
         certs = self._static.get(url)
