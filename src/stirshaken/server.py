@@ -435,6 +435,10 @@ def run(cfg: Config) -> int:
     """Serve ``cfg`` until SIGTERM/SIGINT; returns the exit status (2: could not start)."""
     s = cfg.server
     setup_logging(s.log_level, s.log_format, "main")
+    try:  # a SIGHUP while starting (e.g. obtaining certificates) must not end the process
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    except ValueError:  # pragma: no cover - not the main thread
+        pass
     udp: dict[str, socket.socket] = {}
     try:
         udp = _udp_sockets(cfg)

@@ -231,7 +231,8 @@ def _new(cls: type, fields: dict[str, Any]) -> Any:
 
 _CACHE_MAX = 4096
 _DIGEST_FULL = re.compile(DIGEST)
-_tail_cache: dict[str, tuple[tuple[tuple[str, str | None], ...], tuple[str, ...]]] = {}
+# tail -> (params, problems, info, alg, ppt)
+_tail_cache: dict[str, tuple[tuple[tuple[str, str | None], ...], tuple[str, ...], str | None, str | None, str | None]] = {}
 # the cached JOSE header is a read-only view (types.MappingProxyType): it is shared by every
 # PASSporT with that header segment, so a caller writing to ``p.header`` must not change the others
 _jose_cache: dict[tuple[str, Any], tuple[Mapping[str, Any], bool]] = {}
@@ -239,22 +240,33 @@ _jose_cache: dict[tuple[str, Any], tuple[Mapping[str, Any], bool]] = {}
 
 def parse_identity_cached(value: str) -> IdentityHeader:
     """:func:`~stirshaken.identity.parse_identity` with the parameter tail memoized."""
-    if isinstance(value, str) and len(value) <= 16384:
+    header, _, _, _, checked = _parse_cached(value)
+    if not checked and _DIGEST_FULL.fullmatch(header.token) is None:
+        return parse_identity(value)  # raises its syntax error
+    return header
+
+
+def _parse_cached(value: str) -> tuple[IdentityHeader, str | None, str | None, str | None, bool]:
+    """:func:`parse_identity_cached` and the header's ``info``, ``alg`` and ``ppt`` parameters.
+
+    On a tail-cache hit the token's syntax (DIGEST) is *not* checked yet (last item False): the
+    caller must either decode the token strictly, which implies it, or check it.
+    """
+    if type(value) is str and len(value) <= 16384:
         i = value.find(";")
         if i > 0:
-            token = value[:i]
-            tail = value[i:]
-            hit = _tail_cache.get(tail)
-            if hit is not None and _DIGEST_FULL.fullmatch(token) is not None:
-                return IdentityHeader(token=token, params=hit[0], problems=hit[1])
+            hit = _tail_cache.get(value[i:])
+            if hit is not None:
+                # IdentityHeader(token=token, params=..., problems=...) without the frozen __init__
+                return _new(IdentityHeader, {"token": value[:i], "params": hit[0], "problems": hit[1]}), hit[2], hit[3], hit[4], False
     header = parse_identity(value)
     if isinstance(value, str):
         i = value.find(";")
         if i > 0 and value[:i] == header.token:
             if len(_tail_cache) >= _CACHE_MAX:
                 _tail_cache.clear()
-            _tail_cache[value[i:]] = (header.params, header.problems)
-    return header
+            _tail_cache[value[i:]] = (header.params, header.problems, header.info, header.alg, header.ppt)
+    return header, header.info, header.alg, header.ppt, True
 
 
 _B64_STD = bytes.maketrans(b"-_", b"+/")
@@ -359,23 +371,34 @@ def prepare(
     caller binds destinations for the whole request with ``decide(..., targets=...)``).
     ``expected_ppt`` is the extension to require (``None``: any supported one).
     """
-    header = identity if isinstance(identity, IdentityHeader) else parse_identity_cached(identity)
+    if isinstance(identity, IdentityHeader):
+        header, info, param_alg, param_ppt, checked = identity, identity.info, identity.alg, identity.ppt, True
+    else:
+        header, info, param_alg, param_ppt, checked = _parse_cached(identity)
     checks: list[Check] = [_OK_SYNTAX]
-    if header.is_compact:
-        raise CompactFormError("Identity header in compact form instead of required by SHAKEN spec full form")
-    param_ppt = header.ppt
-    if expected_ppt is not None and param_ppt is not None and param_ppt != expected_ppt:
-        raise UnsupportedPPTError(f"Identity header is received with 'ppt' parameter value that is not '{expected_ppt}'")
-    if header.alg is not None and header.alg != "ES256":
-        raise UnsupportedCredentialError("Identity header 'alg' parameter is not 'ES256'")
-    p = _decode_cached(header.token, expected_ppt if expected_ppt is not None else policy.accepted_ppt)
+    try:
+        if header.token.startswith(".."):  # header.is_compact
+            raise CompactFormError("Identity header in compact form instead of required by SHAKEN spec full form")
+        if expected_ppt is not None and param_ppt is not None and param_ppt != expected_ppt:
+            raise UnsupportedPPTError(f"Identity header is received with 'ppt' parameter value that is not '{expected_ppt}'")
+        if param_alg is not None and param_alg != "ES256":
+            raise UnsupportedCredentialError("Identity header 'alg' parameter is not 'ES256'")
+        p = _decode_cached(header.token, expected_ppt if expected_ppt is not None else policy.accepted_ppt)
+    except StirShakenError:
+        # The token's syntax was not checked (tail-cache hit, _parse_cached): its error comes
+        # first (ATIS-1000082 order), as with parse_identity.  A token that decodes is valid DIGEST.
+        if not checked and _DIGEST_FULL.fullmatch(header.token) is None:
+            # the full parser raises the syntax error, or finds the token (e.g. inside white space)
+            full = parse_identity(identity)  # type: ignore[arg-type]
+            prep = prepare(full, orig=orig, dest=dest, now=now, date=date, policy=policy, expected_ppt=expected_ppt)
+            return _new(Prepared, {**prep.__dict__, "raw": identity})
+        raise
     if param_ppt is not None and p.ppt != param_ppt:
         raise UnsupportedPPTError("'ppt' parameter of the Identity header differs from the PASSporT's")
     pc = _PPT_CHECKS.get(p.ppt)
     if pc is None:
         pc = _PPT_CHECKS.setdefault(p.ppt, Check("passport-header", True, "ppt=" + str(p.ppt)))
     checks.append(pc)
-    info = header.info
     if p.x5u != info:
         raise X5UMismatchError("'x5u' from PASSporT header doesn't match the 'info' parameter of identity header value")
     checks.append(_OK_X5U)
@@ -393,10 +416,10 @@ def prepare(
     checks.append(_OK_IAT)
     origs = [orig] if isinstance(orig, str) else [o for o in (orig or []) if o]
     if origs:
-        want = {_canon(o) for o in origs}
-        want.discard(None)
         o_claim = p.claims["orig"].get("tn")
         got = _canon(o_claim) if isinstance(o_claim, str) and o_claim else None
+        # usual case first: the request's TN is already canonical and equal (then got is in want)
+        want = origs if got is not None and got in origs else {_canon(o) for o in origs} - {None}
         if got is None or got not in want:
             raise IdentityMismatchError(
                 f"'orig' claim from PASSporT payload ({p.orig_tn}) doesn't match the request's calling number"
@@ -454,6 +477,8 @@ def complete(prepared: Prepared, credential: ValidatedCredential | StirShakenErr
         if isinstance(credential, StirShakenError):
             raise credential
         checks.append(_cert_check(credential))
+        if credential.warnings:  # e.g. a CRL past its nextUpdate still in use (stirshaken.trust)
+            checks.extend(Check("warning", True, w) for w in credential.warnings)
         if policy.check_authority:
             checks.append(check_authority(p, credential, policy))
         p.verify(credential.public_key)
@@ -673,7 +698,12 @@ def decide(
             hit = not tl
             if not hit:
                 dest_tn = p0.claims["dest"].get("tn") or ()
-                hit = any(t in tl for t in dest_tn) or bool(_tns(dest_tn) & _tns(tl))
+                for t in dest_tn:  # usual case: a canonical target equal to a dest TN
+                    if t in tl:
+                        hit = True
+                        break
+                else:
+                    hit = bool(_tns(dest_tn) & _tns(tl))
             if hit:
                 if tl:
                     checks = only.checks + (_OK_DEST,)
