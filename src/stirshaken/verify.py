@@ -269,14 +269,14 @@ def _parse_cached(value: str) -> tuple[IdentityHeader, str | None, str | None, s
     return header, header.info, header.alg, header.ppt, True
 
 
-_B64_STD = bytes.maketrans(b"-_", b"+/")
+# base64url -> standard alphabet; '+', '/' and '=' (not base64url) become '!', which the strict
+# standard decoder rejects, so one translate both converts and screens the input
+_B64_STD = bytes.maketrans(b"-_+/=", b"+/!!!")
 _B64_TAIL_MASK = {2: 0x0F, 3: 0x03}
 
 
 def _b64d(seg: str, what: str) -> bytes:
     """Strict unpadded base64url decode; the common case without a regex or a copy in Python."""
-    if "+" in seg or "/" in seg or "=" in seg:
-        return b64url_decode(seg, what=what)
     raw = seg.encode("ascii", "replace")
     rem = len(raw) & 3
     try:
@@ -334,17 +334,23 @@ def _problems_fast(p: PASSporT) -> list[str] | None:
     """:func:`~stirshaken.passport.problems` with a quick exit for the usual clean token."""
     if not p.canonical:
         return problems(p)
-    orig = p.orig_tn
-    dests = p.dest_tns
+    c = p.claims
+    o, d = c.get("orig"), c.get("dest")
+    if type(o) is not dict or type(d) is not dict:
+        return problems(p)
+    orig = o.get("tn")
+    dests = d.get("tn")
+    if orig is not None and type(orig) is not str or type(dests) is not list:
+        return problems(p)
     # ASCII digits only: str.isdigit alone also accepts other scripts' digits ('١٢٣')
     if orig is not None and not (orig.isdigit() and orig.isascii()):
         return problems(p)
     for tn in dests:
         if not (tn.isdigit() and tn.isascii()):
             return problems(p)
-    if len(dests) > 1 and list(dests) != sorted(dests):
+    if len(dests) > 1 and dests != sorted(dests):
         return problems(p)
-    origid = p.claims.get("origid")
+    origid = c.get("origid")
     if isinstance(origid, str) and (len(origid) != 36 or origid.count("-") != 4):
         return problems(p)
     return None
