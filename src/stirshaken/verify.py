@@ -476,9 +476,18 @@ def check_authority(passport: PASSporT, credential: ValidatedCredential, policy:
 
 def complete(prepared: Prepared, credential: ValidatedCredential | StirShakenError, policy: VerificationPolicy = DEFAULT_POLICY) -> PassportResult:
     """Finish one header with its credential (or the error that prevented getting one)."""
-    checks = list(prepared.checks)
     p = prepared.passport
     raw = prepared.raw or str(prepared.header)
+    if type(credential) is ValidatedCredential and not credential.warnings and not policy.check_authority:
+        # the usual case, as the general path below but without building a list of checks
+        try:
+            p.verify(credential.public_key)
+        except StirShakenError as err:
+            return PassportResult(raw=raw, ppt=p.ppt, ok=False, checks=prepared.checks + (_cert_check(credential), Check(_check_name(err), False, err.description)),
+                                  passport=p, error=err)
+        return _new(PassportResult, {"raw": raw, "ppt": p.header.get("ppt"), "ok": True, "checks": prepared.checks + (_cert_check(credential), _OK_SIG),
+                                     "passport": p, "credential": credential, "error": None})
+    checks = list(prepared.checks)
     try:
         if isinstance(credential, StirShakenError):
             raise credential
