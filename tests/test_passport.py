@@ -534,3 +534,17 @@ def test_identity_fast_path_equals_general_path(key):
         s.identity(orig="1", dest=[], attest="A")
     p = pp.decode(s.identity(orig="1", dest="2", attest="C").split(";")[0])
     assert p.dest_tns == ("2",) and abs(p.iat - __import__("time").time()) < 5 and pp._UUID_RE.fullmatch(p.origid)
+
+
+def test_raw_to_der_matches_encode_dss_signature() -> None:
+    """passport.raw_to_der (bytes only) gives exactly cryptography's DER encoding."""
+    import os as _os
+
+    from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+    from stirshaken.passport import raw_to_der
+
+    samples = [_os.urandom(64) for _ in range(3000)]
+    samples += [bytes(64), b"\x80" * 64, b"\x7f" * 64, b"\0" * 31 + b"\x80" + b"\0\0\x01" + bytes(29), b"\0\x81" + bytes(30) + b"\x01" * 32]
+    for raw in samples:
+        assert raw_to_der(raw) == encode_dss_signature(int.from_bytes(raw[:32], "big"), int.from_bytes(raw[32:], "big")), raw.hex()

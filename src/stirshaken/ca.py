@@ -255,9 +255,9 @@ class TokenValidator:
             raise _unauth("SPC token header has no usable x5u")
         if not any(x5u.startswith(p) for p in self.prefixes):
             raise _unauth(f"SPC token x5u {x5u} is not under a trusted token authority")
-        verify_x5u_jws(f"{parts[0]}.{parts[1]}".encode("ascii"), signature, await self.signer_chain(x5u),
-                       list(self.config.pa_trust_anchors), at=utcnow(), error=_unauth, what="SPC token",
-                       pinned=list(self.config.pa_certs), root_name="a trusted STI-PA")
+        signer = verify_x5u_jws(f"{parts[0]}.{parts[1]}".encode("ascii"), signature, await self.signer_chain(x5u),
+                                 list(self.config.pa_trust_anchors), at=utcnow(), error=_unauth, what="SPC token",
+                                 pinned=list(self.config.pa_certs), root_name="a trusted STI-PA")
         exp, jti, atc = claims.get("exp"), claims.get("jti"), claims.get("atc")
         if not isinstance(exp, (int, float)) or isinstance(exp, bool):
             raise _unauth("SPC token has no exp")

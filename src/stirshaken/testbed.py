@@ -251,7 +251,7 @@ class Testbed:
 
         assert self.pa is not None and self.tls is not None
         return VerifierConfig(
-            trust_anchors=[str(self.state_dir / "pa" / "pa-crl.pem")],
+            crl_signers=[str(self.state_dir / "pa" / "pa-crl.pem")],  # the STI-PA CRL signer: not a path anchor
             ca_list=self.urls["pa"] + "/ca-list",
             ca_list_trust=[str(self.state_dir / "pa" / "pa-root.pem")],
             crls=[self.pa.crl_url],
