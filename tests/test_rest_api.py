@@ -199,6 +199,48 @@ def test_svc4007_missing_content_length(env: dict[str, Any]) -> None:
         assert b"SVC4007" in out
 
 
+def raw_http_all(port: int, data: bytes) -> bytes:
+    """Everything the server sends until it closes the connection."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(data)
+        out = b""
+        while chunk := s.recv(65536):
+            out += chunk
+        return out
+
+
+def test_pipelined_requests_answered_in_order(env: dict[str, Any]) -> None:
+    """Keep-alive pipelining: one segment with three requests, three responses in request order
+    (the last request asks to close, so the server flushes and closes after it)."""
+    for engine, (_, port) in env["servers"].items():
+        reqs = b""
+        rids = [str(uuid.uuid4()) for _ in range(3)]
+        for i, rid in enumerate(rids):
+            body = orjson.dumps(sreq()) if i != 1 else b"{"
+            reqs += (b"POST /stir/v1/signing HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nX-RequestID: "
+                     + rid.encode() + b"\r\nContent-Length: " + str(len(body)).encode()
+                     + (b"\r\nConnection: close" if i == 2 else b"") + b"\r\n\r\n" + body)
+        out = raw_http_all(port, reqs)
+        statuses = re.findall(rb"HTTP/1\.1 (\d{3}) ", out)
+        echoed = re.findall(rb"(?i)x-requestid: *([0-9a-f-]+)", out)
+        assert statuses == [b"200", b"400", b"200"], (engine, out[:300])
+        assert [e.decode() for e in echoed] == rids, engine
+
+
+def test_malformed_heads_get_400_and_close(env: dict[str, Any]) -> None:
+    _, port = env["servers"]["fast"]
+    body = orjson.dumps(sreq())
+    for head in (b"POST /stir/v1/signing HTTP/1.1\r\nHost: x\r\nX-RequestID: a\nInjected: 1\r\n",  # bare LF
+                 b"POST /stir/v1/signing HTTP/1.1\r\nHost: x\r\nX-RequestID: a\rb\r\n",  # bare CR
+                 b"POST /stir/v1/signing HTTP/1.1\r\nHost : x\r\n",  # space before the colon
+                 b"POST /stir/v1/signing HTTP/1.1\r\nno colon\r\n",
+                 b"POST /stir/v1/signing\r\nHost: x\r\n",  # no version
+                 b"POST /stir/v1/signing HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n"):
+        req = head + b"Content-Type: application/json\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+        out = raw_http_all(port, req)
+        assert out.startswith(b"HTTP/1.1 400 ") and b"Connection: close" in out and b"Injected" not in out, (head, out)
+
+
 # --- verification ------------------------------------------------------------------------------
 
 

