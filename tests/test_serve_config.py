@@ -7,6 +7,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from stirshaken.config import ConfigError, load_config, parse_address, parse_config
@@ -182,7 +183,11 @@ def test_workers_supervised_and_stopped_by_sigterm(tmp_path: Path, pki: Any) -> 
         x5u.close()
     assert code == 0
     assert not _children(p.proc.pid)
-    assert '"worker stopped"' in p.log.read_text()
+    log = p.log.read_text()
+    assert '"worker stopped"' in log
+    # the default HTTP engine is the lean protocol, on uvloop in every worker
+    listening = [orjson.loads(l) for l in log.splitlines() if '"http listening"' in l]
+    assert len(listening) >= 3 and all(r["engine"] == "fast" and r["loop"] == "uvloop" for r in listening), listening
 
 
 def _children(pid: int) -> list[int]:

@@ -155,7 +155,7 @@ class ServeProcess:
 
 
 def serve_toml(pki: TestPKI, x5u: FileServer, *, http: int | None, sip_signing: int | None = None, sip_verification: int | None = None,
-               workers: int = 1, engine: str = "aiohttp", extra_verification: str = "", extra_signing: str = "") -> str:
+               workers: int = 1, engine: str | None = None, extra_verification: str = "", extra_signing: str = "") -> str:
     lines = ["[server]"]
     if http:
         lines.append(f'http = "127.0.0.1:{http}"')
@@ -163,7 +163,9 @@ def serve_toml(pki: TestPKI, x5u: FileServer, *, http: int | None, sip_signing: 
         lines.append(f'sip_signing = "127.0.0.1:{sip_signing}"')
     if sip_verification:
         lines.append(f'sip_verification = "127.0.0.1:{sip_verification}"')
-    lines += [f"workers = {workers}", f'http_engine = "{engine}"', "log_level = \"INFO\"", "",
+    if engine is not None:  # otherwise the default engine
+        lines.append(f'http_engine = "{engine}"')
+    lines += [f"workers = {workers}", "log_level = \"INFO\"", "",
               "[signing]", f'key = "{pki.sp_key}"', f'x5u = "{x5u.url("sp-chain.pem")}"', 'spc = "1234"', extra_signing, "",
               "[[signing.tenant]]", 'name = "other"', 'spc = "5678"', f'key = "{pki.sp2_key}"', f'x5u = "{x5u.url("sp2-chain.pem")}"',
               'tns = ["1999"]', "",

@@ -101,7 +101,7 @@ class ServerConfig:
     sip_signing: Address | None = None
     sip_verification: Address | None = None
     workers: int = 1
-    http_engine: str = "aiohttp"
+    http_engine: str = "fast"
     log_level: str = "INFO"
     log_format: str = "json"
     access_log: bool = False
@@ -509,7 +509,7 @@ def _server(data: Any) -> ServerConfig:
         raise ConfigError("[server].workers: port 0 (ephemeral) needs workers = 1")
     return ServerConfig(
         workers=workers,
-        http_engine=sec.choice("http_engine", "aiohttp", ("aiohttp", "fast")),
+        http_engine=sec.choice("http_engine", "fast", ("fast", "aiohttp")),
         log_level=sec.choice("log_level", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
         log_format=sec.choice("log_format", "json", ("json", "text")),
         access_log=sec.get("access_log", bool, False),

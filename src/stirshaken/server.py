@@ -237,7 +237,8 @@ class Worker:
                 await self.runner.setup()
                 site = web.SockSite(self.runner, sock, shutdown_timeout=s.shutdown_timeout)
                 await site.start()
-            log.info("http listening", extra={"address": str(s.http), "engine": s.http_engine})
+            loop_kind = type(asyncio.get_running_loop()).__module__.partition(".")[0]  # "uvloop" unless unavailable
+            log.info("http listening", extra={"address": str(s.http), "engine": s.http_engine, "loop": loop_kind})
         for role, addr in (("signing", s.sip_signing), ("verification", s.sip_verification)):
             if addr is None:
                 continue
