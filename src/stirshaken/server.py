@@ -89,6 +89,9 @@ def setup_logging(level: str = "INFO", fmt: str = "json", worker: int | str = 0)
 
 # --- sockets -----------------------------------------------------------------------------------
 
+#: listen(2) backlog; also passed to ``create_server`` / ``SockSite``, which listen again (default 100 / 128)
+LISTEN_BACKLOG = 4096
+
 
 def _bind(addr: Address, kind: int, *, reuseport: bool, listen: bool, rcvbuf: int = 0) -> socket.socket:
     s = socket.socket(addr.family, kind)
@@ -111,7 +114,7 @@ def _bind(addr: Address, kind: int, *, reuseport: bool, listen: bool, rcvbuf: in
                 pass
         s.bind((addr.host, addr.port))
         if listen:
-            s.listen(4096)
+            s.listen(LISTEN_BACKLOG)
         s.setblocking(False)
         return s
     except OSError as exc:
@@ -226,7 +229,8 @@ class Worker:
             sock = _bind(s.http, socket.SOCK_STREAM, reuseport=reuse, listen=True)
             if s.http_engine == "fast":
                 state: dict[str, Any] = {"conns": set()}
-                server = await asyncio.get_running_loop().create_server(lambda: FastHTTPProtocol(api, state), sock=sock)
+                server = await asyncio.get_running_loop().create_server(lambda: FastHTTPProtocol(api, state), sock=sock,
+                                                                        backlog=LISTEN_BACKLOG)
                 self.closers.append(server)
                 self.conn_sets.append(state["conns"])
             else:
@@ -235,7 +239,7 @@ class Worker:
                 self.runner = web.AppRunner(make_app(api), access_log=None, handle_signals=False,
                                             shutdown_timeout=s.shutdown_timeout)
                 await self.runner.setup()
-                site = web.SockSite(self.runner, sock, shutdown_timeout=s.shutdown_timeout)
+                site = web.SockSite(self.runner, sock, shutdown_timeout=s.shutdown_timeout, backlog=LISTEN_BACKLOG)
                 await site.start()
             loop_kind = type(asyncio.get_running_loop()).__module__.partition(".")[0]  # "uvloop" unless unavailable
             log.info("http listening", extra={"address": str(s.http), "engine": s.http_engine, "loop": loop_kind})
