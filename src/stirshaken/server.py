@@ -253,7 +253,8 @@ class Worker:
             udp = self.udp.get(role)
             if udp is None:
                 udp = _bind(addr, socket.SOCK_DGRAM, reuseport=True, listen=False, rcvbuf=s.sip_udp_buffer)
-            closers, conns = await start_sip(svc, udp_sock=udp, tcp_sock=tcp, max_message=s.sip_max_message)
+            closers, conns = await start_sip(svc, udp_sock=udp, tcp_sock=tcp, max_message=s.sip_max_message,
+                                             backlog=LISTEN_BACKLOG)
             self.closers.extend(closers)
             self.conn_sets.append(conns)
             log.info("sip listening", extra={"role": role, "address": str(addr), "transports": "udp,tcp"})

@@ -549,8 +549,12 @@ class _TCP(asyncio.Protocol):
             self.transport.write(r)
 
 
-async def start_sip(service: SipService, *, udp_sock: Any, tcp_sock: Any, max_message: int = 65536) -> tuple[list[Any], set[Any]]:
-    """Serve ``service`` on an already bound UDP socket and a listening TCP socket."""
+async def start_sip(
+    service: SipService, *, udp_sock: Any, tcp_sock: Any, max_message: int = 65536, backlog: int = 4096
+) -> tuple[list[Any], set[Any]]:
+    """Serve ``service`` on an already bound UDP socket and a listening TCP socket.
+
+    ``backlog`` is passed on because ``create_server`` calls listen(2) again (default 100)."""
     loop = asyncio.get_running_loop()
     closers: list[Any] = []
     conns: set[Any] = set()
@@ -558,7 +562,7 @@ async def start_sip(service: SipService, *, udp_sock: Any, tcp_sock: Any, max_me
         transport, _ = await loop.create_datagram_endpoint(lambda: _UDP(service), sock=udp_sock)
         closers.append(transport)
     if tcp_sock is not None:
-        server = await loop.create_server(lambda: _TCP(service, max_message, conns), sock=tcp_sock)
+        server = await loop.create_server(lambda: _TCP(service, max_message, conns), sock=tcp_sock, backlog=backlog)
         closers.append(server)
     return closers, conns
 
