@@ -470,21 +470,46 @@ def _with_header(req: sip.SipRequest, name: str, value: str) -> sip.SipRequest:
 # --- transports -------------------------------------------------------------------------------------
 
 
+#: UDP responses queued in one event-loop iteration before they are sent without waiting for its end
+_MAX_BATCH = 64
+
+
 class _UDP(asyncio.DatagramProtocol):
+    """SIP over UDP on one (possibly shared) socket.
+
+    Why responses are batched: on loopback each ``sendto`` delivers the datagram and wakes the
+    peer's thread inside the system call, on the other CPU, between two requests of ours.  The
+    event loop reads every datagram that is ready in one wake-up (libuv reads up to 32 per poll
+    event), so the responses computed for them are queued and sent together once the loop has
+    handled them all (``loop.call_soon`` runs after the I/O callbacks of the iteration): the peer
+    is woken once per batch instead of once per response.  A response waits at most for the
+    rest of its batch, bounded by :data:`_MAX_BATCH`.  Answers that complete later (verification
+    awaiting a certificate) go through the same queue.
+    """
+
+    __slots__ = ("service", "transport", "out", "scheduled", "loop")
+
     def __init__(self, service: SipService):
         self.service = service
         self.transport: asyncio.DatagramTransport | None = None
+        self.out: list[tuple[bytes, tuple[Any, ...]]] = []
+        self.scheduled = False
+        self.loop: asyncio.AbstractEventLoop | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        self.loop = asyncio.get_running_loop()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.out.clear()  # the socket is closed: nothing can be sent any more
+        self.transport = None
 
     def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
         r = self.service.handle(data, (addr[0], addr[1]), "UDP")
         if r is None:
             return
         if isinstance(r, bytes):
-            if self.transport is not None:
-                self.transport.sendto(r, addr)
+            self._queue(r, addr)
             return
         fut = asyncio.ensure_future(r)
         fut.add_done_callback(lambda f: self._send(f, addr))
@@ -493,8 +518,34 @@ class _UDP(asyncio.DatagramProtocol):
         if f.cancelled() or f.exception() is not None:
             return
         r = f.result()
-        if r and self.transport is not None:
-            self.transport.sendto(r, addr)
+        if r:
+            self._queue(r, addr)
+
+    def _queue(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        out = self.out
+        out.append((data, addr))
+        if len(out) >= _MAX_BATCH:
+            self.flush()
+        elif not self.scheduled and self.loop is not None:
+            self.scheduled = True
+            self.loop.call_soon(self._flush_soon)
+
+    def _flush_soon(self) -> None:
+        self.scheduled = False
+        self.flush()
+
+    def flush(self) -> None:
+        """Send every queued response (each to the address its request came from)."""
+        out = self.out
+        if not out:
+            return
+        self.out = []
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        sendto = transport.sendto
+        for data, addr in out:
+            sendto(data, addr)
 
     def error_received(self, exc: Exception) -> None:  # ICMP errors: nothing to do
         log.debug("udp error", extra={"error": str(exc)})
