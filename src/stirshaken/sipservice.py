@@ -329,7 +329,13 @@ class SipService:
             return None
         try:
             na = sip.parse_name_addr(value)
-            user = sip.uri_user(na.uri)
+        except (sip.SipParseError, ValueError):
+            return None
+        return self._tn_of_uri(na.uri)
+
+    def _tn_of_uri(self, uri: str) -> str | None:
+        try:
+            user = sip.uri_user(uri)
         except (sip.SipParseError, ValueError):
             return None
         if not user:
@@ -368,8 +374,9 @@ class SipService:
         assert svc is not None
         h = req.headers
         pai = _first(h.get("P-Asserted-Identity")) if self.use_pai else None
-        orig = (self._tn(pai) if pai else None) or self._tn(h.get("From"))
-        dest = self._tn(h.get("To")) or self._tn("<" + req.request_uri + ">")
+        # From and To were parsed (and validated) by parse_message: use them, not their text
+        orig = (self._tn(pai) if pai else None) or self._tn_of_uri(req.from_addr.uri)
+        dest = self._tn_of_uri(req.to_addr.uri) or self._tn_of_uri(req.request_uri)
         contact = [("Contact", f"<{req.request_uri}>")]
         if orig is None or dest is None:
             # §6.1 step 1: not a telephone number we can be authoritative for: forward unsigned
