@@ -232,6 +232,50 @@ def test_transaction_cache_bounds() -> None:
     assert c.get(4, 2.0) is None  # expired
 
 
+class _FakeDatagramTransport(asyncio.DatagramTransport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.sent: list[tuple[bytes, Any]] = []
+
+    def sendto(self, data: Any, addr: Any = None) -> None:
+        self.sent.append((bytes(data), addr))
+
+    def is_closing(self) -> bool:
+        return False
+
+
+async def test_udp_responses_sent_together_after_the_loop_iteration(pki: Any) -> None:
+    """UDP answers are queued and sent once the loop has handled the ready datagrams (one flush
+    per iteration, at most _MAX_BATCH queued), each to its own peer; a retransmission inside
+    the same batch gets the same bytes from the transaction cache."""
+    from stirshaken.sipservice import _MAX_BATCH, _UDP
+
+    signer, _, _ = services(pki)
+    proto = _UDP(signer)
+    tr = _FakeDatagramTransport()
+    proto.connection_made(tr)
+    peers = [("127.0.0.1", 6000 + i) for i in range(3)]
+    for i, peer in enumerate(peers):
+        proto.datagram_received(invite(branch=f"z9hG4bK-batch{i}"), peer)
+    proto.datagram_received(invite(branch="z9hG4bK-batch0"), peers[0])  # retransmission
+    proto.datagram_received(invite(method="ACK", branch="z9hG4bK-batch1"), peers[1])  # absorbed
+    assert tr.sent == []  # nothing before the end of the iteration
+    await asyncio.sleep(0)
+    assert [a for _, a in tr.sent] == peers + [peers[0]]
+    assert all(resp(d).status == 302 for d, _ in tr.sent)
+    assert tr.sent[3][0] == tr.sent[0][0]
+    tr.sent.clear()
+    for i in range(_MAX_BATCH + 1):  # a full batch is sent without waiting
+        proto.datagram_received(invite(method="OPTIONS", branch=f"z9hG4bK-full{i}"), peers[2])
+    assert len(tr.sent) == _MAX_BATCH
+    await asyncio.sleep(0)
+    assert len(tr.sent) == _MAX_BATCH + 1
+    proto.datagram_received(invite(method="OPTIONS", branch="z9hG4bK-lost"), peers[2])
+    proto.connection_lost(None)  # queued answers die with the socket, without raising
+    await asyncio.sleep(0)
+    assert len(tr.sent) == _MAX_BATCH + 1
+
+
 _invite_template = invite()
 
 
