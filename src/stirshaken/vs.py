@@ -269,16 +269,22 @@ class Verifier:
         self._static_entries.pop(x5u, None)
         self.cache.pop(x5u)
 
+    def _try_fast(self, call: CallInfo, now: float | None) -> VerificationResult | None:
+        """The direct warm path shared by :meth:`verify` and :meth:`averify`; None when the
+        generator flow must run (I/O or setup needed)."""
+        if not self.fast_path:
+            return None
+        try:
+            return self._fast(call, now)
+        except Exception as exc:  # as in the flow: never let anything escape
+            self.stats["verifications"] += 1
+            return self._internal_error(exc)
+
     def verify(self, call: CallInfo, *, now: float | None = None) -> VerificationResult:
         """Verify a call, blocking.  Works with or without a running event loop in this thread."""
-        if self.fast_path:
-            try:
-                result = self._fast(call, now)
-            except Exception as exc:  # as in the flow: never let anything escape
-                self.stats["verifications"] += 1
-                return self._internal_error(exc)
-            if result is not None:
-                return result
+        result = self._try_fast(call, now)
+        if result is not None:
+            return result
         flow = self._flow(call, now)
         try:
             request = next(flow)
@@ -295,14 +301,9 @@ class Verifier:
 
     async def averify(self, call: CallInfo, *, now: float | None = None) -> VerificationResult:
         """Verify a call from a coroutine (any event loop)."""
-        if self.fast_path:
-            try:
-                result = self._fast(call, now)
-            except Exception as exc:
-                self.stats["verifications"] += 1
-                return self._internal_error(exc)
-            if result is not None:
-                return result
+        result = self._try_fast(call, now)
+        if result is not None:
+            return result
         flow = self._flow(call, now)
         try:
             request = next(flow)
