@@ -473,7 +473,7 @@ def demo(
         r = verify_offline(value, credential, orig=orig, dest="12155551213", now=now)
         table.add_row(name, r.verstat, str(r.sip_code or 200), r.description or f"attest {r.attest}")
     out.print(f"Identity: {identity_value}", highlight=False, soft_wrap=True)
-    out.print(table)
+    Console(width=max(out.width, 120)).print(table)
 
 
 from .commands import register_all  # noqa: E402

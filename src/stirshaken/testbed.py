@@ -359,15 +359,13 @@ async def run_testbed(
         verdicts = await run_cases(tb, good, revoked)
         table = Table(title="STI-VS verdicts")
         table.add_column("call", no_wrap=True)
-        table.add_column("expected", no_wrap=True)
-        table.add_column("verstat", no_wrap=True, min_width=20)
+        table.add_column("verstat", no_wrap=True)
         table.add_column("SIP", no_wrap=True)
-        table.add_column("reason", overflow="fold")
-        table.add_column("ok", no_wrap=True)
+        table.add_column("as expected", no_wrap=True)
         for v in verdicts:
             table.add_row(
-                v.case, v.expected, v.verstat, str(v.sip_code or ""), v.reason or "",
-                "[green]yes[/green]" if v.ok else "[red]NO[/red]",
+                v.case, v.verstat, f"{v.sip_code} {v.reason}" if v.sip_code else "-",
+                "[green]yes[/green]" if v.ok else f"[red]NO[/red] (expected {v.expected})",
             )
         console.print(table)
         for v in verdicts:  # one plain line each, whatever the terminal width

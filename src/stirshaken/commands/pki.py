@@ -120,7 +120,7 @@ def register(app: typer.Typer) -> None:
 
         ports = {k: v for k, v in (("pa", pa_port), ("ca", ca_port), ("cr", cr_port), ("vs", vs_port)) if v}
         try:
-            verdicts = asyncio.run(run_testbed(state_dir, keep_running=keep_running, ports=ports, db_url=db_url, console=out))
+            verdicts = asyncio.run(run_testbed(state_dir, keep_running=keep_running, ports=ports, db_url=db_url, console=Console(width=max(out.width, 110))))
         except KeyboardInterrupt:
             raise typer.Exit(0)
         except OSError as exc:
