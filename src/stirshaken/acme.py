@@ -34,7 +34,7 @@ from . import certificates as certs
 from .b64 import b64url_decode, b64url_encode
 from .keys import generate_private_key, load_private_key, public_key_pem, public_path_for, write_private_key
 from .pa import account_key_fingerprint
-from .passport import es256_sign, verify_signature
+from .passport import es256_sign
 from .tnauthlist import TNAuthList
 
 log = logging.getLogger("stirshaken.acme")
@@ -95,11 +95,6 @@ def sign_jws(key: ec.EllipticCurvePrivateKey, protected: Mapping[str, Any], payl
     pay = "" if payload is None else b64url_encode(payload)
     sig = es256_sign(key, f"{prot}.{pay}".encode("ascii"), deterministic=False)
     return {"protected": prot, "payload": pay, "signature": b64url_encode(sig)}
-
-
-def verify_jws_signature(prot: str, payload: str, signature: bytes, pub: ec.EllipticCurvePublicKey) -> None:
-    """Raises :class:`stirshaken.errors.SignatureError` when the ES256 signature does not verify."""
-    verify_signature(f"{prot}.{payload}".encode("ascii"), signature, pub)
 
 
 # --- errors ------------------------------------------------------------------------------------
