@@ -248,7 +248,8 @@ async def test_udp_responses_sent_together_after_the_loop_iteration(pki: Any) ->
     """UDP answers are queued and sent once the loop has handled the ready datagrams (one flush
     per iteration, at most _MAX_BATCH queued), each to its own peer; a retransmission inside
     the same batch gets the same bytes from the transaction cache."""
-    from stirshaken.sipservice import _MAX_BATCH, _UDP
+    from stirshaken.batching import MAX_BATCH as _MAX_BATCH
+    from stirshaken.sipservice import _UDP
 
     signer, _, _ = services(pki)
     proto = _UDP(signer)

@@ -38,6 +38,7 @@ import time
 from typing import Any, Awaitable, Callable
 
 from . import sip
+from .batching import LoopBatch
 from .config import SigningConfig, VerificationConfig
 from .errors import SIP_REASONS, VERSTAT_NONE
 from .metrics import Metrics
@@ -477,38 +478,30 @@ def _with_header(req: sip.SipRequest, name: str, value: str) -> sip.SipRequest:
 # --- transports -------------------------------------------------------------------------------------
 
 
-#: UDP responses queued in one event-loop iteration before they are sent without waiting for its end
-_MAX_BATCH = 64
 
 
 class _UDP(asyncio.DatagramProtocol):
     """SIP over UDP on one (possibly shared) socket.
 
-    Why responses are batched: on loopback each ``sendto`` delivers the datagram and wakes the
-    peer's thread inside the system call, on the other CPU, between two requests of ours.  The
-    event loop reads every datagram that is ready in one wake-up (libuv reads up to 32 per poll
-    event), so the responses computed for them are queued and sent together once the loop has
-    handled them all (``loop.call_soon`` runs after the I/O callbacks of the iteration): the peer
-    is woken once per batch instead of once per response.  A response waits at most for the
-    rest of its batch, bounded by :data:`_MAX_BATCH`.  Answers that complete later (verification
-    awaiting a certificate) go through the same queue.
+    Responses are sent in batches, one per event-loop iteration (:mod:`stirshaken.batching` says
+    why); answers that complete later (verification awaiting a certificate) go through the same
+    batch.
     """
 
-    __slots__ = ("service", "transport", "out", "scheduled", "loop")
+    __slots__ = ("service", "transport", "batch")
 
     def __init__(self, service: SipService):
         self.service = service
         self.transport: asyncio.DatagramTransport | None = None
-        self.out: list[tuple[bytes, tuple[Any, ...]]] = []
-        self.scheduled = False
-        self.loop: asyncio.AbstractEventLoop | None = None
+        self.batch: LoopBatch[tuple[bytes, tuple[Any, ...]]] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        self.loop = asyncio.get_running_loop()
+        self.batch = LoopBatch(asyncio.get_running_loop(), self._send_all)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.out.clear()  # the socket is closed: nothing can be sent any more
+        if self.batch is not None:
+            self.batch.clear()  # the socket is closed: nothing can be sent any more
         self.transport = None
 
     def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
@@ -529,24 +522,16 @@ class _UDP(asyncio.DatagramProtocol):
             self._queue(r, addr)
 
     def _queue(self, data: bytes, addr: tuple[Any, ...]) -> None:
-        out = self.out
-        out.append((data, addr))
-        if len(out) >= _MAX_BATCH:
-            self.flush()
-        elif not self.scheduled and self.loop is not None:
-            self.scheduled = True
-            self.loop.call_soon(self._flush_soon)
-
-    def _flush_soon(self) -> None:
-        self.scheduled = False
-        self.flush()
+        if self.batch is not None:
+            self.batch.add((data, addr))
 
     def flush(self) -> None:
-        """Send every queued response (each to the address its request came from)."""
-        out = self.out
-        if not out:
-            return
-        self.out = []
+        """Send every queued response now."""
+        if self.batch is not None:
+            self.batch.flush()
+
+    def _send_all(self, out: list[tuple[bytes, tuple[Any, ...]]]) -> None:
+        """Send each response to the address its request came from."""
         transport = self.transport
         if transport is None or transport.is_closing():
             return
