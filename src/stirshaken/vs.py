@@ -61,7 +61,6 @@ from .verify import (
     decide,
     failed,
     prepare,
-    verify_prepared_or_error,
 )
 from .x5u import Fetcher, X5UPolicy
 
@@ -430,8 +429,8 @@ class Verifier:
         for value in values:
             try:
                 items.append(prepare(value, orig=origs, dest=None, now=now, date=date, policy=policy, expected_ppt=None))
-            except StirShakenError:
-                items.append(verify_prepared_or_error(value, orig=origs, dest=None, now=now, date=date, policy=policy, expected_ppt=None))
+            except StirShakenError as err:  # what verify_prepared_or_error returns, without a second prepare
+                items.append(failed(str(value), err))
             except Exception as exc:  # a malformed anything is a typed 438, never an exception
                 items.append(failed(value[:200] if isinstance(value, str) else repr(value)[:200],
                                     InvalidIdentityError(f"malformed Identity header ({type(exc).__name__})")))
