@@ -37,7 +37,6 @@ RFC 9410 Reason values with ``ppi`` naming the PASSporT.
 
 from __future__ import annotations
 
-import binascii
 import re
 import types
 from dataclasses import dataclass, field
@@ -271,28 +270,6 @@ def _parse_cached(value: str) -> tuple[IdentityHeader, str | None, str | None, s
 
 # base64url -> standard alphabet; '+', '/' and '=' (not base64url) become '!', which the strict
 # standard decoder rejects, so one translate both converts and screens the input
-_B64_STD = bytes.maketrans(b"-_+/=", b"+/!!!")
-_B64_TAIL_MASK = {2: 0x0F, 3: 0x03}
-
-
-def _b64d(seg: str, what: str) -> bytes:
-    """Strict unpadded base64url decode; the common case without a regex or a copy in Python."""
-    raw = seg.encode("ascii", "replace")
-    rem = len(raw) & 3
-    try:
-        data = binascii.a2b_base64(raw.translate(_B64_STD) + (b"==" if rem == 2 else b"=" if rem == 3 else b""), strict_mode=True)
-    except (binascii.Error, ValueError):
-        return b64url_decode(seg, what=what)  # raises the precise typed error
-    if rem == 1 or (rem and _b64_tail_nonzero(raw[-1], rem)):
-        return b64url_decode(seg, what=what)
-    return data
-
-
-def _b64_tail_nonzero(last: int, rem: int) -> bool:
-    return bool(_B64_INDEX[last] & _B64_TAIL_MASK[rem])
-
-
-_B64_INDEX = {c: i for i, c in enumerate(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")}
 _PPT_CHECKS: dict[Any, Check] = {}
 
 
@@ -308,8 +285,8 @@ def _decode_cached(token: str, ppt: Any) -> PASSporT:
     if hit is None:
         return _decode_slow(token, ppt)
     header, hcanon = hit
-    claims, pcanon = _loads_object(_b64d(p64, "PASSporT payload"), "payload")
-    signature = _b64d(s64, "PASSporT signature")
+    claims, pcanon = _loads_object(b64url_decode(p64, what="PASSporT payload"), "payload")
+    signature = b64url_decode(s64, what="PASSporT signature")
     return _new(PASSporT, {
         "header": header, "claims": claims, "signature": signature, "signing_input": (h64 + "." + p64).encode("ascii"),
         "token": token, "canonical": hcanon and pcanon, "problems": (),
