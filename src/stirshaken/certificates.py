@@ -603,15 +603,10 @@ class TrustStore:
             raise UntrustedCertificateError(f"Failed to authenticate CA: {str(exc)[:200]}") from None
         chain = tuple(verified.chain)
         self._check_revocation(chain, at)
-        try:
-            tn = from_certificate(leaf)
-        except TNAuthListError:
-            raise
+        tn = from_certificate(leaf)  # raises TNAuthListError when malformed
         if tn is None:
             raise TNAuthListError("certificate has no TNAuthList extension")
-        tnal, _critical = tn
-        if tnal.spc is None and not any(not hasattr(e, "code") for e in tnal.entries):
-            raise TNAuthListError("TNAuthList holds no SPC")
+        tnal, _critical = tn  # never empty: an SPC, or TN / range entries (RFC 9060 delegates)
         return ValidatedCredential(
             leaf=leaf,
             chain=chain,
