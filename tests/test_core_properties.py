@@ -99,6 +99,32 @@ def test_passport_claims_roundtrip(claims, deterministic):
     assert b64url_encode(b64url_decode(pl)) == pl and "=" not in token
 
 
+# TNs, and strings JSON must escape: quotes, backslashes, control characters, non-ASCII
+any_tn = st.one_of(tn_text, st.text(alphabet='12"\\\x01\x7f/é ~', max_size=6), st.text(max_size=12))
+
+
+@FAST
+@given(any_tn, st.lists(any_tn, min_size=1, max_size=4), st.sampled_from("ABC"),
+       st.one_of(st.none(), st.integers(min_value=-(2**64), max_value=2**64)), st.one_of(st.none(), uuid_text, st.text(min_size=1, max_size=12)))
+def test_signing_hot_path_writes_the_same_bytes_as_orjson(orig, dests, attest, iat, origid):
+    """Signer.identity_for writes plain claims straight into their RFC 8225 §9 form; for every input
+    the bytes equal orjson's canonical serialization of the same claims (deterministic signer), and
+    an input orjson rejects is rejected alike."""
+    signer = pp.Signer(KEY, "https://cr.example.net/sp.pem", deterministic=True)
+    origid = origid or pp.new_origid()
+    iat_used = 1_700_000_000 if iat is None else iat
+    claims = {"attest": attest, "dest": {"tn": sorted(dests)}, "iat": iat_used, "orig": {"tn": orig}, "origid": origid}
+    try:
+        expected = signer.sign_claims(claims) + signer._params
+    except TypeError:  # beyond orjson's 64-bit integers
+        with pytest.raises(TypeError):
+            signer.identity_for(orig, dests, attest, iat_used, origid)
+        return
+    assert signer.identity_for(orig, dests, attest, iat_used, origid) == expected
+    if len(dests) == 1:
+        assert signer.identity_for(orig, dests[0], attest, iat_used, origid) == expected
+
+
 @FAST
 @given(b64url_text, b64url_text, b64url_text, st.lists(st.tuples(param_name, param_value), max_size=5, unique_by=lambda t: t[0]),
        st.sampled_from(["https://cr.example.net/sp.pem", "http://127.0.0.1:23000/a,b;c=d", "sip:cr@example.net"]))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 
 import orjson
 import pytest
@@ -496,11 +497,30 @@ def test_require_x5u_false_and_to_json(key):
 def test_new_origid_is_a_v4_uuid():
     import uuid
 
-    ids = {pp.new_origid() for _ in range(200)}
-    assert len(ids) == 200
+    n = 3 * pp._UUID_BATCH + 7  # across several refills of the pool
+    ids = {pp.new_origid() for _ in range(n)}
+    assert len(ids) == n
     for i in ids:
         u = uuid.UUID(i)
         assert str(u) == i and u.version == 4 and u.variant == uuid.RFC_4122
+    # every variant digit (8, 9, a, b) occurs: the two random bits of that nibble are kept
+    assert {i[19] for i in ids} == set("89ab")
+
+
+def test_new_origid_differs_between_forked_workers():
+    """The pool is emptied in a forked child: two workers never hand out the same ids."""
+    pp.new_origid()  # the parent's pool now holds ids
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        os.write(w, ",".join(pp.new_origid() for _ in range(10)).encode())
+        os._exit(0)
+    os.close(w)
+    os.waitpid(pid, 0)
+    child = set(os.read(r, 4096).decode().split(","))
+    os.close(r)
+    parent = {pp.new_origid() for _ in range(pp._UUID_BATCH)}
+    assert len(child) == 10 and not child & parent
 
 
 def test_der_to_raw_matches_the_general_decoder(key):

@@ -17,6 +17,7 @@ import json
 import os
 import re
 import time
+from binascii import b2a_base64
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -26,7 +27,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
-from .b64 import b64url_decode, b64url_encode, b64url_encode_bytes
+from .b64 import _TO_URL, b64url_decode, b64url_encode, b64url_encode_bytes
 from .errors import (
     CompactFormError,
     InvalidClaimError,
@@ -52,6 +53,9 @@ except TypeError:  # pragma: no cover - older cryptography
     _ECDSA_SHA256_DET = _ECDSA_SHA256
 # the concrete (Rust) class of EC public keys: an identity check is ~10x cheaper than isinstance on the ABC
 _EC_PUBLIC_TYPE = type(ec.derive_private_key(1, ec.SECP256R1()).public_key())
+#: strings that JSON writes as they are: printable ASCII except '"' and '\\' (RFC 8259 §7)
+_JSON_PLAIN = re.compile(r'[ !#-\[\]-~]*').fullmatch
+_IAT_LIMIT = 1 << 63  # orjson's integer range; larger values take the general path, which rejects them
 _UUID_RE = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
 
@@ -196,13 +200,34 @@ def raw_to_der(raw: bytes) -> bytes:
     return b"\x30" + bytes((len(body),)) + body
 
 
+# Version-4 UUIDs (RFC 9562 §5.4) are made 256 at a time from one os.urandom call and handed out
+# one by one: formatting a batch in one comprehension costs about a quarter of uuid.uuid4() per id,
+# which matters on the signing hot path (one origid per call).  The pool is emptied in a forked
+# child so that two worker processes never hand out the same ids.
+_UUID_BATCH = 256
+_UUID_VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}  # 0b10xx in the top bits of byte 8
+_uuid_pool: list[str] = []
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_uuid_pool.clear)
+
+
+def _uuid4_batch(n: int) -> list[str]:
+    h = os.urandom(16 * n).hex()
+    v = _UUID_VARIANT
+    return [
+        f"{h[i:i + 8]}-{h[i + 8:i + 12]}-4{h[i + 13:i + 16]}-{v[h[i + 16]]}{h[i + 17:i + 20]}-{h[i + 20:i + 32]}"
+        for i in range(0, 32 * n, 32)
+    ]
+
+
 def new_origid() -> str:
-    """A random (version 4) UUID string, as ``str(uuid.uuid4())`` but about 3x faster."""
-    b = bytearray(os.urandom(16))
-    b[6] = (b[6] & 0x0F) | 0x40
-    b[8] = (b[8] & 0x3F) | 0x80
-    h = b.hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    """A new random (version 4) UUID string, as ``str(uuid.uuid4())`` gives; also used for the
+    REST X-RequestID.  About 5x cheaper than ``str(uuid.uuid4())`` (batched, see above)."""
+    try:
+        return _uuid_pool.pop()
+    except IndexError:
+        _uuid_pool.extend(_uuid4_batch(_UUID_BATCH))
+        return _uuid_pool.pop()
 
 
 def verify_signature(signing_input: bytes, signature: bytes, public_key: ec.EllipticCurvePublicKey) -> None:
@@ -330,7 +355,13 @@ class Signer:
         return (self._sign_bytes(claims) + self._params_b).decode("ascii")
 
     def identity_for(self, orig: str, dest: str | Sequence[str], attest: str, iat: int | None = None, origid: str | None = None) -> str:
-        """:meth:`identity` for the plain SHAKEN case with positional arguments (the signing hot path)."""
+        """:meth:`identity` for the plain SHAKEN case with positional arguments (the signing hot path).
+
+        The claims are written straight into their RFC 8225 §9 form (keys in code-point order, no
+        whitespace) when every string is printable ASCII without ``"`` or ``\\`` and so needs no
+        JSON escaping (canonical TNs and UUIDs always are); otherwise they go through ``orjson``.
+        Both give the same bytes (tests/test_passport.py); the direct form saves the dict and the
+        serializer call, a few microseconds per signature on a ~30 µs operation."""
         if type(attest) is not str or attest not in ATTEST_VALUES:
             raise InvalidClaimError(f"'attest' claim must be A, B or C, not {attest!r}")
         if type(dest) is str:
@@ -339,13 +370,19 @@ class Signer:
             tns = sorted(dest)
             if not tns:
                 raise MissingClaimError("'dest' must name at least one identity")
-        claims = {
-            "attest": attest,
-            "dest": {"tn": tns},
-            "iat": int(time.time()) if iat is None else int(iat),
-            "orig": {"tn": orig},
-            "origid": origid or new_origid(),
-        }
+        iat = int(time.time()) if iat is None else int(iat)
+        origid = origid or new_origid()
+        try:
+            dests = '","'.join(tns)
+            plain = _JSON_PLAIN(orig + dests + origid) is not None and -_IAT_LIMIT < iat < _IAT_LIMIT
+        except TypeError:  # a value that is not a string: the general path serializes (or rejects) it
+            plain = False
+        if plain:
+            payload = f'{{"attest":"{attest}","dest":{{"tn":["{dests}"]}},"iat":{iat},"orig":{{"tn":"{orig}"}},"origid":"{origid}"}}'
+            signing_input = self._header_b64 + b2a_base64(payload.encode(), newline=False).translate(_TO_URL).rstrip(b"=")
+            sig = b2a_base64(_der_to_raw(self.key.sign(signing_input, self._algorithm)), newline=False).translate(_TO_URL)
+            return (signing_input + b"." + sig.rstrip(b"=") + self._params_b).decode("ascii")
+        claims = {"attest": attest, "dest": {"tn": tns}, "iat": iat, "orig": {"tn": orig}, "origid": origid}
         return (self._sign_bytes(claims) + self._params_b).decode("ascii")
 
 

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import socket
 import time
 from typing import Any, Awaitable, Callable, Mapping
@@ -42,6 +41,7 @@ import orjson
 from .batching import LoopBatch
 from .errors import SIP_REASONS, VERSTAT_NONE
 from .metrics import Metrics
+from .passport import new_origid
 from .signing import ATTEST, SigningError, SigningService
 from .tn import TNError, canonicalize_tn
 
@@ -97,19 +97,6 @@ def error_body(message_id: str, variables: list[str] | tuple[str, ...] = ()) -> 
     return status, orjson.dumps({"requestError": {kind: exc}})
 
 
-def _rids(n: int) -> list[str]:
-    """``n`` new random (v4) UUID strings for X-RequestID, from one ``os.urandom`` call."""
-    raw = os.urandom(16 * n)
-    out = []
-    for i in range(0, 16 * n, 16):
-        h = bytearray(raw[i:i + 16])
-        h[6] = (h[6] & 0x0F) | 0x40
-        h[8] = (h[8] & 0x3F) | 0x80
-        x = h.hex()
-        out.append(f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}")
-    return out
-
-
 def _accept_ok(accept: str | None) -> bool:
     if not accept or accept == "application/json" or accept == "*/*":
         return True
@@ -160,15 +147,12 @@ class RestAPI:
         self.max_iat_skew = signing.cfg.max_iat_skew if signing else 60
         self._openapi = orjson.dumps(openapi_document())
         self._static_errors = {mid: error_body(mid) for mid in ("SVC4000", "SVC4003", "SVC4007", "POL4050", "POL5000")}
-        self._rid_pool: list[str] = []  # filled on first use, so in the worker process (after fork)
         self._signed_labels: dict[tuple[str, str], tuple[tuple[str, str], ...]] = {}
 
-    def new_request_id(self) -> str:
-        """A random v4 UUID for a request without X-RequestID (batches of 256 per ``os.urandom``)."""
-        pool = self._rid_pool
-        if not pool:
-            pool.extend(_rids(256))
-        return pool.pop()
+    @staticmethod
+    def new_request_id() -> str:
+        """A random v4 UUID for a request without X-RequestID."""
+        return new_origid()
 
     # --- entry point ----------------------------------------------------------------------------
 

@@ -25,8 +25,6 @@ swaps it in between two requests (SIGHUP, or after a certificate renewal).
 from __future__ import annotations
 
 import dataclasses
-import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -215,18 +213,7 @@ class SigningService:
 
     # --- signing --------------------------------------------------------------------------------
 
-    @staticmethod
-    def new_origid() -> str:
-        return str(uuid.uuid4())
-
     def sign(self, tenant: Tenant, *, orig: str, dest: list[str], attest: str, iat: int | None = None, origid: str | None = None) -> str:
-        """Identity header value for canonical ``orig``/``dest`` (RFC 8224 §4, RFC 8588 §4)."""
-        claims = {
-            "attest": attest,
-            "dest": {"tn": dest if len(dest) < 2 else sorted(dest)},
-            "iat": int(time.time()) if iat is None else iat,
-            "orig": {"tn": orig},
-            "origid": origid or str(uuid.uuid4()),
-        }
-        signer = tenant.signer
-        return signer.sign_claims(claims) + signer._params
+        """Identity header value for canonical ``orig``/``dest`` (RFC 8224 §4, RFC 8588 §4); ``origid``
+        defaults to a new UUID and ``iat`` to now."""
+        return tenant.signer.identity_for(orig, dest, attest, iat, origid)
