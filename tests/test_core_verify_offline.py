@@ -150,3 +150,21 @@ def test_several_destinations(chain, cred):
 
 def test_sp_certificate_for_other_spc_still_verifies_signature(cred):
     assert cred.tnauthlist == TNAuthList.for_spc("1234")
+
+
+def test_decide_single_valid_shaken_shortcut_equals_general_result(chain, cred):
+    """decide() answers one valid SHAKEN PASSporT without the general fold; the result is the
+    one the general path builds (VerificationResult(verstat, attest, checks, passports, origid))."""
+    from stirshaken import verify as VF
+
+    now = time.time()
+    prep = VF.prepare(sign(chain, attest="B", origid="123e4567-e89b-12d3-a456-426655440000"),
+                      orig="12155551212", dest="12155551213", now=now)
+    r = VF.complete(prep, cred)
+    got = VF.decide([r])
+    assert got == VF.VerificationResult(verstat=VERSTAT_PASSED, attest="B", checks=r.checks, passports=(r,),
+                                        origid="123e4567-e89b-12d3-a456-426655440000", reason_header=None)
+    # with targets: the destination check is added; a target elsewhere goes the general way (fails)
+    bound = VF.decide([r], targets=["12155551213"])
+    assert bound.ok and [c.name for c in bound.checks][-1] == "dest-matches"
+    assert not VF.decide([r], targets=["19995550000"]).ok

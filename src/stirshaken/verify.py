@@ -411,6 +411,12 @@ def prepare(
         checks.append(_orig_check(got))
     dests = [dest] if isinstance(dest, str) else [d for d in (dest or []) if d]
     if dests:
+        d_claim = p.claims["dest"].get("tn")
+        # usual case first: a request TN, already canonical (ASCII digits), named in dest.tn
+        if type(d_claim) is list and any(d in d_claim and d.isdigit() and d.isascii() for d in dests):
+            checks.append(_OK_DEST)
+            return _new(Prepared, {"header": header, "passport": p, "x5u": info or "", "checks": tuple(checks),
+                                   "raw": identity if isinstance(identity, str) else ""})
         want = {_canon(d) for d in dests} - {None}
         got_set = {_canon(t) for t in p.dest_tns} - {None}
         if not (want & got_set):
@@ -681,25 +687,28 @@ def decide(
             reason_header=reason_header(err, protocol=policy.reason_protocol),
             checks=(Check("identity-present", False, err.description),),
         )
-    if len(results) == 1 and targets is not None:
+    if len(results) == 1:
         only = results[0]
         p0 = only.passport
         if only.ok and only.ppt == "shaken" and p0 is not None:
-            # hot path: one valid SHAKEN PASSporT, destination bound directly
-            tl = targets if isinstance(targets, list) else list(targets)
-            hit = not tl
-            if not hit:
-                dest_tn = p0.claims["dest"].get("tn") or ()
-                for t in dest_tn:  # usual case: a canonical target equal to a dest TN
-                    if t in tl:
-                        hit = True
-                        break
-                else:
-                    hit = bool(_tns(dest_tn) & _tns(tl))
-            if hit:
-                if tl:
+            # hot path: one valid SHAKEN PASSporT (the general path below gives the same result),
+            # its destination bound directly when targets are given
+            hit = True
+            if targets is not None:
+                tl = targets if isinstance(targets, list) else list(targets)
+                hit = not tl
+                if not hit:
+                    dest_tn = p0.claims["dest"].get("tn") or ()
+                    for t in dest_tn:  # usual case: a canonical target equal to a dest TN
+                        if t in tl:
+                            hit = True
+                            break
+                    else:
+                        hit = bool(_tns(dest_tn) & _tns(tl))
+                if hit and tl:
                     checks = only.checks + (_OK_DEST,)
                     only = _new(PassportResult, {**only.__dict__, "checks": checks})
+            if hit:
                 claims = p0.claims
                 return _new(VerificationResult, {
                     "verstat": VERSTAT_PASSED, "attest": claims.get("attest"), "sip_code": None, "reason": None,
