@@ -126,11 +126,15 @@ def test_sign_decode_verify(cli_chain):
     assert ";" not in token_only and decode(token_only).attest == "C"
 
 
-def test_sign_iat_is_deterministic(cli_chain):
+def test_sign_fixed_inputs_and_deterministic_flag(cli_chain):
     d = cli_chain
     args = ("sign", "--key", d / "sp.key", "--x5u", X5U, "--attest", "B", "--orig", "12155551212", "--dest", "12155551213",
             "--origid", "123e4567-e89b-12d3-a456-426655440000", "--iat", "1700000000")
-    assert run(*args).stdout == run(*args).stdout
+    # default nonce (hedged): same header and claims, a new signature each time
+    a, b = (run(*args).stdout.split(";", 1)[0] for _ in range(2))
+    assert a.rsplit(".", 1)[0] == b.rsplit(".", 1)[0] and a != b
+    # --deterministic (RFC 6979): byte for byte the same
+    assert run(*args, "--deterministic").stdout == run(*args, "--deterministic").stdout
 
 
 def test_verify_failures(cli_chain, tmp_path):

@@ -105,13 +105,13 @@ def test_tv3_appendix_a_serialization_and_derived_rfc6979_signature():
     claims = {"orig": {"tn": "12155551212"}, "iat": 1471375418, "dest": {"uri": ["sip:alice@example.com"]}}
     assert b64url_encode(pp.canonical_json(header)) == V.RFC8225_APPA_HEADER_B64
     assert b64url_encode(pp.canonical_json(claims)) == V.RFC8225_APPA_PAYLOAD_B64
-    token = pp.encode_token(V.a1_key(), header, claims)
+    token = pp.encode_token(V.a1_key(), header, claims, deterministic=True)
     assert token == f"{V.RFC8225_APPA_HEADER_B64}.{V.RFC8225_APPA_PAYLOAD_B64}.{V.RFC8225_APPA_DERIVED_SIG}"
     pp.parse_jws(token).verify(V.a1_key().public_key())
 
 
 def test_tv3_shaken_example_reproduces_byte_for_byte_with_deterministic_signer():
-    signer = pp.Signer(V.a1_key(), "https://cert.example.org/passport.cer")
+    signer = pp.Signer(V.a1_key(), "https://cert.example.org/passport.cer", deterministic=True)
     token = signer.sign(
         orig="12155550121", dest=["12155550131"], attest="A", iat=1443208345,
         origid="123e4567-e89b-12d3-a456-426655440000",
@@ -193,7 +193,7 @@ def test_vector_spc_token_is_not_a_passport():
 
 
 def test_deterministic_json_and_raw_signature(key):
-    token = signed(key)
+    token = pp.encode_token(key, SHAKEN_HEADER, good_claims(), deterministic=True)
     h, p, s = token.split(".")
     assert "=" not in token and "+" not in token and "/" not in token
     hb, pb, sb = segments(token)
@@ -206,6 +206,12 @@ def test_deterministic_json_and_raw_signature(key):
     der = key.sign(f"{h}.{p}".encode(), pp._ECDSA_SHA256_DET)
     assert decode_dss_signature(der) == (r, sv)  # deterministic: the same r, s as in the token
     pp.decode(token).verify(key.public_key())
+    # the default nonce (hedged, see passport._ECDSA_SHA256): same bytes signed, a new signature each time
+    t1, t2 = signed(key), signed(key)
+    assert t1.rsplit(".", 1)[0] == t2.rsplit(".", 1)[0] == token.rsplit(".", 1)[0] and t1 != t2
+    for t in (t1, t2):
+        pp.decode(t).verify(key.public_key())
+    assert not pp.Signer(key, X5U).deterministic and pp.Signer(key, X5U, deterministic=True).deterministic
 
 
 def test_canonical_json_is_recursive_and_python_equivalent():
@@ -543,9 +549,9 @@ def test_plain_shaken_fast_path_agrees_with_full_check(key):
 
 
 def test_identity_fast_path_equals_general_path(key):
-    s = pp.Signer(key, X5U)
+    s = pp.Signer(key, X5U, deterministic=True)
     kw = dict(orig="12155551212", dest=["12155551214", "12155551213"], attest="B", iat=7, origid="123e4567-e89b-12d3-a456-426655440000")
-    general = pp.Signer(key, X5U).sign_claims(pp.shaken_claims(**kw)) + f";info=<{X5U}>;alg=ES256;ppt=shaken"
+    general = pp.Signer(key, X5U, deterministic=True).sign_claims(pp.shaken_claims(**kw)) + f";info=<{X5U}>;alg=ES256;ppt=shaken"
     assert s.identity(**kw) == general == s.identity_for("12155551212", ["12155551214", "12155551213"], "B", 7, kw["origid"])
     assert s.identity(**kw, extra={"crn": "x"}) != general
     with pytest.raises(InvalidClaimError):

@@ -284,13 +284,16 @@ def sign(
     iat: Optional[int] = typer.Option(None, "--iat", help="Issued-at (default: now)."),
     passphrase: Optional[str] = typer.Option(None, "--passphrase", envvar="STIRSHAKEN_KEY_PASSPHRASE"),
     token_only: bool = typer.Option(False, "--token", help="Print the bare PASSporT, not the Identity header value."),
+    deterministic: bool = typer.Option(
+        False, "--deterministic", help="RFC 6979 deterministic ECDSA: the same input gives the same signature "
+        "(default: OpenSSL's hedged nonce from key, digest and randomness)."),
 ) -> None:
     """Sign a call: print the SIP Identity header value (RFC 8224, ATIS-1000074)."""
     k = _load_key(key, passphrase)
     try:
         orig_tn = canonicalize_tn(orig)
         dest_tns = [canonicalize_tn(d) for d in dest]
-        signer = Signer(k, x5u)
+        signer = Signer(k, x5u, deterministic=deterministic)
         token = signer.sign(orig=orig_tn, dest=dest_tns, attest=attest.upper(), iat=iat, origid=origid)
     except (StirShakenError, TNError, ValueError) as exc:
         _fail(str(exc), 2)

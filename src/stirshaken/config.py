@@ -202,7 +202,7 @@ class SigningConfig:
     max_iat_skew: int = 60
     country_code: str | None = None
     national_length: int | None = None
-    deterministic: bool = True
+    deterministic: bool = False
 
     @property
     def enabled(self) -> bool:
@@ -570,7 +570,7 @@ def _signing(base: Path, data: Any) -> SigningConfig:
         max_iat_skew=sec.int_range("max_iat_skew", 60, 1, 86400),
         country_code=cc,
         national_length=nl,
-        deterministic=sec.get("deterministic", bool, True),
+        deterministic=sec.get("deterministic", bool, False),
     )
 
 
