@@ -10,12 +10,12 @@ import orjson
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from stirshaken import certificates as C
 from stirshaken import passport as pp
-from stirshaken.b64 import b64url_decode, b64url_encode
+from stirshaken.b64 import b64url_decode, b64url_decode_valid, b64url_encode
 from stirshaken.errors import StirShakenError
 from stirshaken.identity import TOKEN, IdentityHeader, parse_identity, parse_identity_headers
 from stirshaken.tn import TNError, canonicalize_tn
@@ -125,6 +125,68 @@ def test_signing_hot_path_writes_the_same_bytes_as_orjson(orig, dests, attest, i
         assert signer.identity_for(orig, dests[0], attest, iat_used, origid) == expected
 
 
+near_tn = st.one_of(tn_text, st.sampled_from(["+12155551212", "١٢٣", "", "12-34", " 1", "1#"]), st.integers(0, 99))
+# a valid SHAKEN payload with up to two fields replaced by near misses (or dropped, or one added)
+near_field = st.one_of(
+    st.tuples(st.just("attest"), st.one_of(st.sampled_from("ABCD"), st.just(["A"]))),
+    st.tuples(st.just("dest"), st.one_of(st.fixed_dictionaries({"tn": st.lists(near_tn, max_size=3)}),
+                                         st.fixed_dictionaries({"tn": st.lists(digits, min_size=2, max_size=3)}),  # order as drawn
+                                         st.fixed_dictionaries({"tn": st.lists(tn_text, max_size=2), "uri": st.just(["sip:a@b"])}))),
+    st.tuples(st.just("iat"), st.one_of(st.integers(min_value=-5, max_value=2**40), st.booleans(), st.just("1"))),
+    st.tuples(st.just("orig"), st.one_of(st.fixed_dictionaries({"tn": near_tn}), st.just({"uri": "sip:a@b"}))),
+    st.tuples(st.just("origid"), st.one_of(uuid_text.map(str.upper), st.sampled_from(
+        ["", "zzzzzzzz-zzzz-zzzz-zzzz-zzzzzzzzzzzz", "123e4567e89b12d3a456426655440000----", 7]))),
+    st.tuples(st.sampled_from(["attest", "dest", "iat", "orig", "origid"]), st.just(None)),  # None: drop the claim
+    st.tuples(st.just("crn"), st.just("x")),
+)
+
+
+def _near(base: dict, changes: list) -> dict:
+    c = dict(base)
+    for k, v in changes:
+        if v is None:
+            c.pop(k, None)
+        else:
+            c[k] = v
+    return c
+
+
+near_claims = st.builds(
+    _near,
+    st.builds(lambda o, d, a, i, u: {"attest": a, "dest": {"tn": sorted(d)}, "iat": i, "orig": {"tn": o}, "origid": u},
+              digits, st.lists(digits, min_size=1, max_size=3), st.sampled_from("ABC"), st.integers(0, 2**40), uuid_text),
+    st.lists(near_field, max_size=2),
+)
+
+
+_CLEAN = {"attest": "A", "dest": {"tn": ["12155551213"]}, "iat": 5, "orig": {"tn": "12155551212"},
+          "origid": "123e4567-e89b-12d3-a456-426655440000"}
+
+
+@FUZZ
+@given(near_claims)
+@example({**_CLEAN, "dest": {"tn": ["2", "1"]}})
+@example({**_CLEAN, "origid": "zzzzzzzz-zzzz-zzzz-zzzz-zzzzzzzzzzzz"})
+@example({**_CLEAN, "orig": {"tn": "١٢٣"}})
+@example({**_CLEAN, "dest": {"tn": ["١٢٣"]}})
+def test_verify_clean_shaken_shortcut_agrees_with_the_full_checks(claims):
+    """verify._clean_shaken (prepare's shortcut) holds only for claims that check_claims accepts
+    and in which passport.problems finds nothing; _problems_fast agrees with problems."""
+    from stirshaken import verify as VF
+
+    token = pp.encode_token(KEY, pp.passport_header("https://cr.example.net/sp.pem"), claims)
+    p = pp.parse_jws(token)
+    try:
+        pp.check_claims(p)
+        valid = True
+    except StirShakenError:
+        valid = False
+    if VF._clean_shaken(p.claims):
+        assert valid and pp.problems(p) == []
+    if valid:
+        assert (VF._problems_fast(p) or []) == pp.problems(p)
+
+
 @FAST
 @given(b64url_text, b64url_text, b64url_text, st.lists(st.tuples(param_name, param_value), max_size=5, unique_by=lambda t: t[0]),
        st.sampled_from(["https://cr.example.net/sp.pem", "http://127.0.0.1:23000/a,b;c=d", "sip:cr@example.net"]))
@@ -162,10 +224,13 @@ def typed(fn, *args, errors=(StirShakenError,)):
 @FUZZ
 @given(st.one_of(st.text(max_size=80), st.binary(max_size=80), b64url_text))
 def test_fuzz_b64url_decode(value):
+    fast = b64url_decode_valid(value)  # the hot path: bytes, or None to let b64url_decode name the defect
     try:
         raw = b64url_decode(value)
     except StirShakenError:
+        assert fast is None
         return
+    assert fast == raw
     # whatever is accepted is canonical: re-encoding gives the same text back
     text = value.decode() if isinstance(value, bytes) else value
     assert b64url_encode(raw) == text

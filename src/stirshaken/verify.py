@@ -60,9 +60,20 @@ from .errors import (
     UnsupportedPPTError,
     X5UMismatchError,
 )
-from .b64 import b64url_decode
+from .b64 import b64url_decode, b64url_decode_valid
 from .identity import DIGEST, IdentityHeader, parse_identity
-from .passport import MAX_TOKEN_LENGTH, SUPPORTED_PPT, PASSporT, _loads_object, check_claims, check_header, parse_jws, problems
+from .passport import (
+    ATTEST_VALUES,
+    MAX_TOKEN_LENGTH,
+    SUPPORTED_PPT,
+    PASSporT,
+    _UUID_RE,
+    _loads_object,
+    check_claims,
+    check_header,
+    parse_jws,
+    problems,
+)
 from .tn import TNError, canonicalize_tn
 
 
@@ -285,8 +296,19 @@ def _decode_cached(token: str, ppt: Any) -> PASSporT:
     if hit is None:
         return _decode_slow(token, ppt)
     header, hcanon = hit
-    claims, pcanon = _loads_object(b64url_decode(p64, what="PASSporT payload"), "payload")
-    signature = b64url_decode(s64, what="PASSporT signature")
+    payload = b64url_decode_valid(p64)
+    if payload is None:
+        payload = b64url_decode(p64, what="PASSporT payload")  # raises, naming the defect
+    try:  # usual case: a JSON object already in its RFC 8225 §9 form
+        claims = orjson.loads(payload)
+        pcanon = type(claims) is dict and orjson.dumps(claims, option=orjson.OPT_SORT_KEYS) == payload
+    except (orjson.JSONDecodeError, TypeError):
+        pcanon = False
+    if not pcanon:
+        claims, pcanon = _loads_object(payload, "payload")  # its typed error, or the duplicate-name check
+    signature = b64url_decode_valid(s64)
+    if signature is None:
+        signature = b64url_decode(s64, what="PASSporT signature")
     return _new(PASSporT, {
         "header": header, "claims": claims, "signature": signature, "signing_input": (h64 + "." + p64).encode("ascii"),
         "token": token, "canonical": hcanon and pcanon, "problems": (),
@@ -305,6 +327,7 @@ def _decode_slow(token: str, ppt: Any) -> PASSporT:
 
 
 _TN_OK = re.compile(r"[0-9#*]+")
+_UUID_FULL = _UUID_RE.fullmatch
 
 
 def _problems_fast(p: PASSporT) -> list[str] | None:
@@ -328,9 +351,35 @@ def _problems_fast(p: PASSporT) -> list[str] | None:
     if len(dests) > 1 and dests != sorted(dests):
         return problems(p)
     origid = c.get("origid")
-    if isinstance(origid, str) and (len(origid) != 36 or origid.count("-") != 4):
+    if isinstance(origid, str) and _UUID_FULL(origid) is None:
         return problems(p)
     return None
+
+
+def _clean_shaken(c: dict[str, Any]) -> bool:
+    """True for the usual SHAKEN payload of a canonical token: exactly attest, dest.tn, iat,
+    orig.tn and origid, well typed, TNs of ASCII digits, dest.tn sorted, origid UUID-shaped.  Then
+    :func:`~stirshaken.passport.check_claims` passes and :func:`_problems_fast` finds nothing, so
+    :func:`prepare` skips both (anything else goes through them and their precise messages)."""
+    iat = c.get("iat")
+    attest = c.get("attest")
+    origid = c.get("origid")
+    orig = c.get("orig")
+    dest = c.get("dest")
+    if type(iat) is not int or iat < 0 or type(attest) is not str or attest not in ATTEST_VALUES:
+        return False
+    if type(origid) is not str or _UUID_FULL(origid) is None:
+        return False
+    if type(orig) is not dict or type(dest) is not dict or len(orig) != 1 or len(dest) != 1:
+        return False
+    tn = orig.get("tn")
+    tns = dest.get("tn")
+    if type(tn) is not str or not (tn.isdigit() and tn.isascii()) or type(tns) is not list or not tns:
+        return False
+    for x in tns:
+        if type(x) is not str or not (x.isdigit() and x.isascii()):
+            return False
+    return len(tns) == 1 or tns == sorted(tns)
 
 
 # --- step 1 -----------------------------------------------------------------------------------
@@ -376,31 +425,40 @@ def prepare(
             prep = prepare(full, orig=orig, dest=dest, now=now, date=date, policy=policy, expected_ppt=expected_ppt)
             return _new(Prepared, {**prep.__dict__, "raw": identity})
         raise
-    if param_ppt is not None and p.ppt != param_ppt:
+    jose = p.header
+    ppt = jose.get("ppt")  # p.ppt
+    if param_ppt is not None and ppt != param_ppt:
         raise UnsupportedPPTError("'ppt' parameter of the Identity header differs from the PASSporT's")
-    pc = _PPT_CHECKS.get(p.ppt)
+    pc = _PPT_CHECKS.get(ppt)
     if pc is None:
-        pc = _PPT_CHECKS.setdefault(p.ppt, Check("passport-header", True, "ppt=" + str(p.ppt)))
+        pc = _PPT_CHECKS.setdefault(ppt, Check("passport-header", True, "ppt=" + str(ppt)))
     checks.append(pc)
-    if p.x5u != info:
+    if jose.get("x5u") != info:  # p.x5u
         raise X5UMismatchError("'x5u' from PASSporT header doesn't match the 'info' parameter of identity header value")
     checks.append(_OK_X5U)
-    check_claims(p)
-    found = _problems_fast(p)
-    if found:
-        object.__setattr__(p, "problems", tuple(found))
+    c = p.claims
+    if not (ppt == "shaken" and p.canonical and len(c) == 5 and _clean_shaken(c)):
+        check_claims(p)
+        found = _problems_fast(p)
+        if found:
+            object.__setattr__(p, "problems", tuple(found))
     checks.append(_OK_CLAIMS)
     if date is not None:
         check_freshness(int(date), now, policy, what="Date")
         checks.append(_OK_DATE)
     elif policy.require_date:
         raise StaleDateError("the request has no Date header and policy requires one")
-    check_freshness(p.iat, now, policy)  # type: ignore[arg-type]
+    age = now - c["iat"]
+    if age > policy.max_age or -age > policy.future_skew:
+        check_freshness(c["iat"], now, policy)  # raises with the message
     checks.append(_OK_IAT)
     origs = [orig] if isinstance(orig, str) else [o for o in (orig or []) if o]
     if origs:
-        o_claim = p.claims["orig"].get("tn")
-        got = _canon(o_claim) if isinstance(o_claim, str) and o_claim else None
+        o_claim = c["orig"].get("tn")
+        if type(o_claim) is str and o_claim.isdigit() and o_claim.isascii():
+            got: str | None = o_claim  # already canonical (_canon would return it)
+        else:
+            got = _canon(o_claim) if isinstance(o_claim, str) and o_claim else None
         # usual case first: the request's TN is already canonical and equal (then got is in want)
         want = origs if got is not None and got in origs else {_canon(o) for o in origs} - {None}
         if got is None or got not in want:
@@ -411,12 +469,14 @@ def prepare(
         checks.append(_orig_check(got))
     dests = [dest] if isinstance(dest, str) else [d for d in (dest or []) if d]
     if dests:
-        d_claim = p.claims["dest"].get("tn")
+        d_claim = c["dest"].get("tn")
         # usual case first: a request TN, already canonical (ASCII digits), named in dest.tn
-        if type(d_claim) is list and any(d in d_claim and d.isdigit() and d.isascii() for d in dests):
-            checks.append(_OK_DEST)
-            return _new(Prepared, {"header": header, "passport": p, "x5u": info or "", "checks": tuple(checks),
-                                   "raw": identity if isinstance(identity, str) else ""})
+        if type(d_claim) is list:
+            for d in dests:
+                if d in d_claim and d.isdigit() and d.isascii():
+                    checks.append(_OK_DEST)
+                    return _new(Prepared, {"header": header, "passport": p, "x5u": info or "", "checks": tuple(checks),
+                                           "raw": identity if isinstance(identity, str) else ""})
         want = {_canon(d) for d in dests} - {None}
         got_set = {_canon(t) for t in p.dest_tns} - {None}
         if not (want & got_set):
@@ -521,13 +581,17 @@ def verify_prepared_or_error(
     try:
         return prepare(identity, **kwargs)
     except StirShakenError as err:
-        passport = None
-        if isinstance(identity, IdentityHeader):
-            try:
-                passport = parse_jws(identity.token)
-            except StirShakenError:
-                passport = None
-        return failed(str(identity), err, passport=passport)
+        return _failed_header(identity, err)
+
+
+def _failed_header(identity: str | IdentityHeader, err: StirShakenError) -> PassportResult:
+    passport = None
+    if isinstance(identity, IdentityHeader):
+        try:
+            passport = parse_jws(identity.token)
+        except StirShakenError:
+            passport = None
+    return failed(str(identity), err, passport=passport)
 
 
 # --- the call-level decision ------------------------------------------------------------------
@@ -782,9 +846,10 @@ def verify_offline(
     policy: VerificationPolicy = DEFAULT_POLICY,
 ) -> VerificationResult:
     """Verify one Identity header against an already-validated credential (or its error)."""
-    prep = verify_prepared_or_error(identity, orig=orig, dest=dest, now=now, date=date, policy=policy)
-    if isinstance(prep, PassportResult):
-        return decide([prep], policy)
+    try:
+        prep = prepare(identity, orig=orig, dest=dest, now=now, date=date, policy=policy)
+    except StirShakenError as err:
+        return decide([_failed_header(identity, err)], policy)
     return decide([complete(prep, credential, policy)], policy)
 
 
