@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN = $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: setup deps services demo testbed test test-fast bench bench-core bench-verify bench-serve clean
+.PHONY: setup deps services demo testbed test test-fast bench bench-core bench-verify bench-serve bench-instructions clean
 
 setup: $(VENV)/.installed
 
@@ -42,6 +42,9 @@ bench-verify: setup
 
 bench-serve: setup deps
 	bash bench/bench_serve.sh
+
+bench-instructions: setup
+	$(BIN)/python bench/count_instructions.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis build dist src/*.egg-info
