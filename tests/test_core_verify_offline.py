@@ -168,3 +168,4 @@ def test_decide_single_valid_shaken_shortcut_equals_general_result(chain, cred):
     bound = VF.decide([r], targets=["12155551213"])
     assert bound.ok and [c.name for c in bound.checks][-1] == "dest-matches"
     assert not VF.decide([r], targets=["19995550000"]).ok
+

@@ -17,7 +17,6 @@ import json
 import os
 import re
 import time
-from binascii import b2a_base64
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -27,7 +26,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
-from .b64 import _TO_URL, b64url_decode, b64url_encode, b64url_encode_bytes
+from .b64 import b64url_decode, b64url_encode, b64url_encode_bytes
 from .errors import (
     CompactFormError,
     InvalidClaimError,
@@ -340,9 +339,13 @@ class Signer:
         self._params_b = self._params.encode()
         self._algorithm = _ECDSA_SHA256_DET if deterministic else _ECDSA_SHA256
 
-    def _sign_bytes(self, claims: Mapping[str, Any]) -> bytes:
-        signing_input = self._header_b64 + b64url_encode_bytes(orjson.dumps(claims, option=orjson.OPT_SORT_KEYS))
+    def _sign_payload(self, payload: bytes) -> bytes:
+        """The JWS for a payload already in RFC 8225 §9 form: header.payload.signature."""
+        signing_input = self._header_b64 + b64url_encode_bytes(payload)
         return signing_input + b"." + b64url_encode_bytes(_der_to_raw(self.key.sign(signing_input, self._algorithm)))
+
+    def _sign_bytes(self, claims: Mapping[str, Any]) -> bytes:
+        return self._sign_payload(orjson.dumps(claims, option=orjson.OPT_SORT_KEYS))
 
     def sign_claims(self, claims: Mapping[str, Any]) -> str:
         return self._sign_bytes(claims).decode("ascii")
@@ -390,9 +393,7 @@ class Signer:
             plain = False
         if plain:
             payload = f'{{"attest":"{attest}","dest":{{"tn":["{dests}"]}},"iat":{iat},"orig":{{"tn":"{orig}"}},"origid":"{origid}"}}'
-            signing_input = self._header_b64 + b2a_base64(payload.encode(), newline=False).translate(_TO_URL).rstrip(b"=")
-            sig = b2a_base64(_der_to_raw(self.key.sign(signing_input, self._algorithm)), newline=False).translate(_TO_URL)
-            return (signing_input + b"." + sig.rstrip(b"=") + self._params_b).decode("ascii")
+            return (self._sign_payload(payload.encode()) + self._params_b).decode("ascii")
         claims = {"attest": attest, "dest": {"tn": tns}, "iat": iat, "orig": {"tn": orig}, "origid": origid}
         return (self._sign_bytes(claims) + self._params_b).decode("ascii")
 
