@@ -169,3 +169,16 @@ def test_decide_single_valid_shaken_shortcut_equals_general_result(chain, cred):
     assert bound.ok and [c.name for c in bound.checks][-1] == "dest-matches"
     assert not VF.decide([r], targets=["19995550000"]).ok
 
+
+def test_decide_single_shaken_destination_shortcut_equals_bind_destinations(chain, cred):
+    """decide()'s shortcut for one SHAKEN PASSporT binds the destination exactly as the general
+    bind_destinations does: canonical TNs only (a non-TN string equal to the claim binds nothing)."""
+    from stirshaken import verify as VF
+
+    now = time.time()
+    for claim, targets in ((["12155551213"], ["12155551213"]), (["12155551213"], ["+1 215 555 1213"]),
+                           (["sip:bob@example.net"], ["sip:bob@example.net"]), (["12155551213"], ["19995550000"])):
+        r = VF.complete(VF.prepare(sign(chain, dest=claim), orig=None, dest=None, now=now), cred)
+        assert r.ok
+        general = VF.bind_destinations([r], targets)[0].ok
+        assert VF.decide([r], targets=targets).ok == general, (claim, targets)

@@ -716,15 +716,7 @@ def decide(
             hit = True
             if targets is not None:
                 tl = targets if isinstance(targets, list) else list(targets)
-                hit = not tl
-                if not hit:
-                    dest_tn = p0.claims["dest"].get("tn") or ()
-                    for t in dest_tn:  # usual case: a canonical target equal to a dest TN
-                        if t in tl:
-                            hit = True
-                            break
-                    else:
-                        hit = bool(_tns(dest_tn) & _tns(tl))
+                hit = not tl or _same_tn(tl, p0.dest_tns)
                 if hit and tl:
                     checks = only.checks + (_OK_DEST,)
                     only = _new(PassportResult, {**only.__dict__, "checks": checks})
