@@ -210,6 +210,38 @@ def test_div_not_chained_is_reported(mverifier, pki, div_pki) -> None:
     assert r.reason_header and r.reason_header.count("cause=438") == 2 and ";ppi=" in r.reason_header
 
 
+def test_div_chaining_without_request_targets(mverifier, pki, div_pki) -> None:
+    """decide(targets=None) and chain_div only chain the div PASSporTs (RFC 8946 §4); a div that
+    does not continue the chain fails with its own 438 while the call passes on its SHAKEN one."""
+    from dataclasses import replace
+
+    from stirshaken.verify import bind_destinations, chain_div, decide
+
+    shaken = ident(pki)
+    good = div_identity(div_pki[0], DIV_X5U, orig=ORIG, div=DEST, dest=NEW, iat=NOW)
+    bad_div = div_identity(div_pki[0], DIV_X5U, orig=ORIG, div="12155550000", dest=NEW, iat=NOW)
+    r = mverifier.verify(CallInfo(identities=[shaken, good, bad_div], from_=ORIG, to=DEST, ruri=f"sip:{NEW}@y"), now=NOW)
+    s_res, g_res, b_res = r.passports
+    assert [p.ok for p in r.passports] == [True, True, False]
+    # undo the binding's verdict on the bad div, as a caller holding per-header results would have it
+    b_raw = replace(b_res, ok=True, error=None, checks=b_res.checks[:-1])
+    chained = chain_div(s_res, [g_res, b_raw])
+    assert [d.ok for d in chained] == [True, False]
+    assert chained[1].checks[-1].name == "div-chain" and chained[1].error is not None
+    assert chained[1].error.sip_code == 438
+    def view(rs):  # exceptions compare by identity: compare what they say
+        return [(d.ok, d.checks, d.error and (d.error.sip_code, d.error.description)) for d in rs]
+
+    assert view(chained) == view(bind_destinations([s_res, g_res, b_raw], ())[1:])
+    v = decide([s_res, g_res, b_raw])
+    assert v.ok and [p.ok for p in v.passports] == [True, True, False]
+    assert v.reason_header and v.reason_header.count("cause=438") == 1
+    # a SHAKEN result that failed leaves nothing to chain to; one that did not decode changes nothing
+    failed_shaken = replace(s_res, ok=False)
+    assert [d.ok for d in chain_div(failed_shaken, [g_res])] == [False]
+    assert chain_div(replace(s_res, passport=None), [g_res, b_raw]) == [g_res, b_raw]
+
+
 def test_div_alone_or_broken_shaken(mverifier, pki, div_pki) -> None:
     div = div_identity(div_pki[0], DIV_X5U, orig=ORIG, div=DEST, dest=NEW, iat=NOW)
     r = mverifier.verify(CallInfo(identities=[div], from_=ORIG, to=NEW), now=NOW)

@@ -567,20 +567,13 @@ def _same_tn(requested: Sequence[str], claimed: Sequence[str]) -> bool:
 def chain_div(shaken: PassportResult, divs: Sequence[PassportResult]) -> list[PassportResult]:
     """RFC 8946 §4: each ``div`` PASSporT must continue the chain: its ``div`` claim names a
     destination of the SHAKEN (or an earlier div) PASSporT and its ``orig`` is the same.
-    (Chaining only; :func:`bind_destinations` adds the binding to the request's targets.)"""
-    out: list[PassportResult] = []
+
+    Chaining only, without request targets: this is :func:`bind_destinations` with none.  A
+    ``shaken`` result that did not decode leaves ``divs`` as they are; one that failed leaves
+    nothing to chain to, so every valid ``div`` fails."""
     if shaken.passport is None:
         return list(divs)
-    chained = _div_chain(shaken.passport, divs)
-    for d in divs:
-        if not d.ok or d.passport is None:
-            out.append(d)
-        elif any(d is c for c in chained):
-            out.append(_replace(d, ok=True, check=_OK_DIV))
-        else:
-            err = InvalidIdentityError("'div' PASSporT does not chain to the call's SHAKEN PASSporT (RFC 8946 §4)")
-            out.append(_replace(d, ok=False, check=Check("div-chain", False, err.description), error=err))
-    return out
+    return bind_destinations([shaken, *divs], ())[1:]
 
 
 def _div_chain(shaken: PASSporT, divs: Sequence[PassportResult]) -> list[PassportResult]:
