@@ -182,3 +182,5 @@ def test_decide_single_shaken_destination_shortcut_equals_bind_destinations(chai
         assert r.ok
         general = VF.bind_destinations([r], targets)[0].ok
         assert VF.decide([r], targets=targets).ok == general, (claim, targets)
+        # targets as a one-shot iterable: read once, the same verdict (not "no targets")
+        assert VF.decide([r], targets=iter(targets)).ok == general, (claim, targets)

@@ -700,6 +700,8 @@ def decide(
             reason_header=reason_header(err, protocol=policy.reason_protocol),
             checks=(Check("identity-present", False, err.description),),
         )
+    if targets is not None and not isinstance(targets, list):
+        targets = list(targets)  # read once: both the shortcut and bind_destinations use it
     if len(results) == 1:
         only = results[0]
         p0 = only.passport
@@ -708,9 +710,8 @@ def decide(
             # its destination bound directly when targets are given
             hit = True
             if targets is not None:
-                tl = targets if isinstance(targets, list) else list(targets)
-                hit = not tl or _same_tn(tl, p0.dest_tns)
-                if hit and tl:
+                hit = not targets or _same_tn(targets, p0.dest_tns)
+                if hit and targets:
                     checks = only.checks + (_OK_DEST,)
                     only = _new(PassportResult, {**only.__dict__, "checks": checks})
             if hit:
