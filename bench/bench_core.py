@@ -111,10 +111,10 @@ def main() -> int:
     now = time.time()
     assert verify_offline(identity, credential, orig=orig, dest=dest, now=now).ok
     signing_input = identity.split(";", 1)[0].rsplit(".", 1)[0].encode()
-    der_sig = key.sign(signing_input, ec.ECDSA(hashes.SHA256()))
-    public_key = key.public_key()
     alg_det = ec.ECDSA(hashes.SHA256(), deterministic_signing=True)
     alg_rnd = ec.ECDSA(hashes.SHA256())
+    der_sig = key.sign(signing_input, alg_rnd)
+    public_key = key.public_key()
 
     def sign_det():
         det.identity(orig=orig, dest=dest, attest="A")
@@ -156,7 +156,6 @@ def main() -> int:
     for rnd_no in range(args.rounds):
         round_rates = {name: rate(fn, args.seconds) for name, (fn, _) in ops.items()}
         ossl = None if args.no_openssl else openssl_speed(oss_seconds)
-        line = []
         for name, (_, which) in ops.items():
             rates[name].append(round_rates[name])
             if ossl is not None:

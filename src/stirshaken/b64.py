@@ -35,8 +35,15 @@ _URL_TO_STD = bytes.maketrans(b"-_+/=", b"+/!!!")
 _PAD = (b"", b"", b"==", b"=")
 
 
-# last characters whose unused low bits are zero, for an input length of 2 or 3 mod 4
-_TAIL_OK = (frozenset(), frozenset(), frozenset(b"AQgw"), frozenset(b"AEIMQUYcgkosw048"))
+_INDEX = {c: i for i, c in enumerate(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")}
+#: by input length mod 4 (2 or 3): the final characters whose unused low bits (4 or 2) are zero;
+#: any other final character makes a second spelling of the same bytes
+_TAIL_OK = (
+    frozenset(),
+    frozenset(),
+    frozenset(c for c, i in _INDEX.items() if not i & 0x0F),
+    frozenset(c for c, i in _INDEX.items() if not i & 0x03),
+)
 
 
 def b64url_decode_valid(text: str | bytes) -> bytes | None:
@@ -78,21 +85,12 @@ def b64url_decode(text: str | bytes, *, what: str = "segment", error: type[Excep
         raise error(f"{what} is not base64url: characters outside [A-Za-z0-9_-]")
     if rem == 1:
         raise error(f"{what} has an impossible base64url length")
-    if rem and _b64_tail_bits(raw[-1], rem):
+    if rem and raw[-1] not in _TAIL_OK[rem]:
         raise error(f"{what} is not canonical base64url (non-zero trailing bits)")
     try:  # pragma: no cover - every defect is named above
         return base64.urlsafe_b64decode(raw + b"=" * (-len(raw) % 4))
     except (binascii.Error, ValueError) as exc:  # pragma: no cover
         raise error(f"{what} is not base64url: {exc}") from None
-
-
-_INDEX = {c: i for i, c in enumerate(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")}
-
-
-def _b64_tail_bits(last: int, rem: int) -> bool:
-    """True when the unused low bits of the final character are not zero."""
-    value = _INDEX[last]
-    return bool(value & (0x0F if rem == 2 else 0x03))
 
 
 def is_b64url(text: str) -> bool:

@@ -426,10 +426,9 @@ def prepare(
     dests = [dest] if isinstance(dest, str) else [d for d in (dest or []) if d]
     if dests:
         if not _same_tn(dests, p.dest_tns):
-            want = _tns(dests)
             raise IdentityMismatchError(
                 f"'dest' claim from PASSporT payload ({', '.join(p.dest_tns)}) doesn't match the request's called number"
-                f" ({', '.join(sorted(w for w in want if w)) or 'no TN'})"
+                f" ({', '.join(sorted(_tns(dests))) or 'no TN'})"
             )
         checks.append(_OK_DEST)
     return _new(Prepared, {"header": header, "passport": p, "x5u": info or "", "checks": tuple(checks),
