@@ -44,10 +44,10 @@ import cryptography  # noqa: E402
 from cryptography.hazmat.primitives import hashes  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
 
-from stirshaken import certificates as C  # noqa: E402
-from stirshaken.passport import Signer  # noqa: E402
-from stirshaken.tnauthlist import TNAuthList  # noqa: E402
-from stirshaken.verify import verify_offline  # noqa: E402
+from stirshaken.core import certificates as C  # noqa: E402
+from stirshaken.core.passport import Signer  # noqa: E402
+from stirshaken.core.tnauthlist import TNAuthList  # noqa: E402
+from stirshaken.core.verification import verify_offline  # noqa: E402
 
 X5U = "https://cr.example.net/sp-chain.pem"
 

@@ -70,7 +70,7 @@ trust_anchors = ["$W/pki/ca-root.pem"]
 allow_http_x5u = true
 allow_private_x5u = true
 TOML
-  "$PY" -m stirshaken.server --config "$W/serve-$1.toml" > "$W/serve-$1.log" 2>&1 &
+  "$PY" -m stirshaken.serve --config "$W/serve-$1.toml" > "$W/serve-$1.log" 2>&1 &
   local pid=$!
   wait_tcp $API || { echo "serve did not start: $(tail -n 3 "$W/serve-$1.log")" >&2; }
   sleep 0.5

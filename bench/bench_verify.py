@@ -45,7 +45,7 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 
 from test_vs_support import DEST, ORIG, Repo, ThreadedRepo, make_pki, tls_server_cert  # noqa: E402
 
-from stirshaken.vs import CallInfo, Verifier, VerifierConfig  # noqa: E402
+from stirshaken.vs.verifier import CallInfo, Verifier, VerifierConfig  # noqa: E402
 
 
 def openssl_verify_rate(seconds: int) -> float:

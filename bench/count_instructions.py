@@ -31,15 +31,15 @@ def _loop(mode: str, n: int) -> None:
     sys.path.insert(0, str(ROOT / "bench"))
     from bench_core import X5U, setup  # noqa: E402
 
-    from stirshaken import passport as P  # noqa: E402
-    from stirshaken import verify as V  # noqa: E402
+    from stirshaken.core import passport as P  # noqa: E402
+    from stirshaken.core import verification as V  # noqa: E402
 
     key, credential = setup()
     orig, dest = "12155551212", ["12155551213"]
     signer = P.Signer(key, X5U)
     identities = [signer.identity(orig=orig, dest=dest, attest="A") for _ in range(200)]
     now = time.time()
-    der = key.sign(b"x", P._ECDSA_SHA256)
+    der = key.sign(b"x", P.ECDSA_SHA256)
 
     class _StubKey:  # the signing operation replaced by a constant DER signature
         def sign(self, data: bytes, algorithm: object) -> bytes:

@@ -12,9 +12,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from stirshaken import certificates as certs
-from stirshaken.b64 import b64url_encode
-from stirshaken.tnauthlist import TNAuthList
+from stirshaken.core import certificates as certs
+from stirshaken.core.b64 import b64url_encode
+from stirshaken.core.tnauthlist import TNAuthList
 
 # --- TV-2 / TV-3 (RFC 8225 §7.1 and Appendix A) ------------------------------------------------
 RFC8225_A1_KEY = b"""-----BEGIN PRIVATE KEY-----

@@ -14,8 +14,8 @@ from acme import challenges, client, messages
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from stirshaken import certificates as certs
-from stirshaken.tnauthlist import TNAuthList, from_certificate
+from stirshaken.core import certificates as certs
+from stirshaken.core.tnauthlist import TNAuthList, from_certificate
 
 from test_pki_support import running_testbed, session_for
 
@@ -77,8 +77,8 @@ def certbot_flow(directory_url: str, ca_bundle: str, account_key: ec.EllipticCur
 
 async def test_certbot_acme_obtains_certificate(tmp_path: Path) -> None:
     async with running_testbed(tmp_path) as tb:
-        from stirshaken.acme import PAClient
-        from stirshaken.pa import account_key_fingerprint
+        from stirshaken.pki.acme_client import PAClient
+        from stirshaken.pki.pa import account_key_fingerprint
 
         for value in (TNAuthList.for_spc("1234").to_base64url(), TNAuthList.for_spc("1234").to_base64()):
             account_key = ec.generate_private_key(ec.SECP256R1())

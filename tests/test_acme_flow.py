@@ -11,9 +11,9 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtensionOID
 
-from stirshaken import certificates as certs
-from stirshaken.acme import AcmeConfig, current_certificate, ensure_certificate, obtain_certificate
-from stirshaken.tnauthlist import TNAuthList, from_certificate
+from stirshaken.core import certificates as certs
+from stirshaken.pki.acme_client import AcmeConfig, current_certificate, ensure_certificate, obtain_certificate
+from stirshaken.core.tnauthlist import TNAuthList, from_certificate
 
 from test_pki_support import ERR, RawAcme, running_testbed, session_for
 

@@ -15,12 +15,12 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from stirshaken import certificates as certs
-from stirshaken.acme import PAClient, jwk_of, sign_jws
-from stirshaken.b64 import b64url_encode
-from stirshaken.pa import PAConfig, PolicyAdministrator, account_key_fingerprint
-from stirshaken.testbed import Testbed, bind, serve_on, url_of
-from stirshaken.tnauthlist import SPC, TN, TNAuthList
+from stirshaken.core import certificates as certs
+from stirshaken.pki.acme_client import PAClient, jwk_of, sign_jws
+from stirshaken.core.b64 import b64url_encode
+from stirshaken.pki.pa import PAConfig, PolicyAdministrator, account_key_fingerprint
+from stirshaken.lab.testbed import Testbed, bind, serve_on, url_of
+from stirshaken.core.tnauthlist import SPC, TN, TNAuthList
 
 from test_pki_support import ERR, RawAcme, csr_der, forge_token, running_testbed, session_for
 

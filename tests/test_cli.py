@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from stirshaken import certificates as C
-from stirshaken.b64 import b64url_decode, b64url_encode
-from stirshaken.keys import load_private_key
-from stirshaken.passport import decode
+from stirshaken.core import certificates as C
+from stirshaken.core.b64 import b64url_decode, b64url_encode
+from stirshaken.core.keys import load_private_key
+from stirshaken.core.passport import decode
 
 BIN = Path(sys.executable).with_name("stirshaken")
 X5U = "http://127.0.0.1:23001/sp-chain.pem"

@@ -13,13 +13,13 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
-from stirshaken import certificates as C
-from stirshaken import passport as pp
-from stirshaken.b64 import b64url_decode, b64url_decode_valid, b64url_encode
-from stirshaken.errors import StirShakenError
-from stirshaken.identity import TOKEN, IdentityHeader, parse_identity, parse_identity_headers
-from stirshaken.tn import TNError, canonicalize_tn
-from stirshaken.tnauthlist import SPC, TN, TNAuthList, TNRange
+from stirshaken.core import certificates as C
+from stirshaken.core import passport as pp
+from stirshaken.core.b64 import b64url_decode, b64url_decode_valid, b64url_encode
+from stirshaken.core.errors import StirShakenError
+from stirshaken.core.identity import TOKEN, IdentityHeader, parse_identity, parse_identity_headers
+from stirshaken.core.tn import TNError, canonicalize_tn
+from stirshaken.core.tnauthlist import SPC, TN, TNAuthList, TNRange
 
 try:
     from tests import _core_support as V
@@ -172,7 +172,7 @@ _CLEAN = {"attest": "A", "dest": {"tn": ["12155551213"]}, "iat": 5, "orig": {"tn
 def test_verify_problems_fast_agrees_with_problems(claims):
     """verify._problems_fast (prepare's quick exit) reports exactly what passport.problems finds,
     for every payload that check_claims accepts."""
-    from stirshaken import verify as VF
+    from stirshaken.core import verification as VF
 
     token = pp.encode_token(KEY, pp.passport_header("https://cr.example.net/sp.pem"), claims)
     p = pp.parse_jws(token)

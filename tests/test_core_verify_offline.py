@@ -8,12 +8,12 @@ import time
 
 import pytest
 
-from stirshaken import certificates as C
-from stirshaken.b64 import b64url_decode, b64url_encode
-from stirshaken.errors import VERSTAT_FAILED, VERSTAT_NONE, VERSTAT_PASSED, StirShakenError
-from stirshaken.passport import Signer, canonical_json
-from stirshaken.tnauthlist import TNAuthList
-from stirshaken.verify import VerificationPolicy, verify_offline
+from stirshaken.core import certificates as C
+from stirshaken.core.b64 import b64url_decode, b64url_encode
+from stirshaken.core.errors import VERSTAT_FAILED, VERSTAT_NONE, VERSTAT_PASSED, StirShakenError
+from stirshaken.core.passport import Signer, canonical_json
+from stirshaken.core.tnauthlist import TNAuthList
+from stirshaken.core.verification import VerificationPolicy, verify_offline
 
 try:
     from tests import _core_support as V
@@ -155,7 +155,7 @@ def test_sp_certificate_for_other_spc_still_verifies_signature(cred):
 def test_decide_single_valid_shaken_shortcut_equals_general_result(chain, cred):
     """decide() answers one valid SHAKEN PASSporT without the general fold; the result is the
     one the general path builds (VerificationResult(verstat, attest, checks, passports, origid))."""
-    from stirshaken import verify as VF
+    from stirshaken.core import verification as VF
 
     now = time.time()
     prep = VF.prepare(sign(chain, attest="B", origid="123e4567-e89b-12d3-a456-426655440000"),
@@ -173,7 +173,7 @@ def test_decide_single_valid_shaken_shortcut_equals_general_result(chain, cred):
 def test_decide_single_shaken_destination_shortcut_equals_bind_destinations(chain, cred):
     """decide()'s shortcut for one SHAKEN PASSporT binds the destination exactly as the general
     bind_destinations does: canonical TNs only (a non-TN string equal to the claim binds nothing)."""
-    from stirshaken import verify as VF
+    from stirshaken.core import verification as VF
 
     now = time.time()
     for claim, targets in ((["12155551213"], ["12155551213"]), (["12155551213"], ["+1 215 555 1213"]),

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from stirshaken.errors import BadIdentityInfoError, IdentityHeaderSyntaxError, StirShakenError
-from stirshaken.identity import IdentityHeader, build_identity, parse_identity, parse_identity_headers, split_header_values
-from stirshaken.tn import TNError, canonicalize_tn, tn_from_uri, uri_user
+from stirshaken.core.errors import BadIdentityInfoError, IdentityHeaderSyntaxError, StirShakenError
+from stirshaken.core.identity import IdentityHeader, build_identity, parse_identity, parse_identity_headers, split_header_values
+from stirshaken.core.tn import TNError, canonicalize_tn, tn_from_uri, uri_user
 
 try:
     from tests import _core_support as V

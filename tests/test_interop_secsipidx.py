@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from stirshaken.b64 import b64url_decode, b64url_encode
+from stirshaken.core.b64 import b64url_decode, b64url_encode
 
 pytestmark = pytest.mark.interop
 
@@ -191,8 +191,8 @@ def test_cli_signed_identity_passes_secsipidx_and_libsecsipid(peer_chain, x5u_ho
 
 
 def test_random_k_signature_also_passes(peer_chain, tmp_path):
-    from stirshaken.keys import load_private_key
-    from stirshaken.passport import Signer
+    from stirshaken.core.keys import load_private_key
+    from stirshaken.core.passport import Signer
 
     signer = Signer(load_private_key(peer_chain / "sp.key"), "https://cr.example.net/sp.pem", deterministic=False)
     identities = [signer.identity(orig="12155551212", dest=["12155551213", "12155551214"], attest=a) for a in "ABC"]
@@ -224,8 +224,8 @@ def test_secsipidx_signed_identity_passes_stirshaken_verify(peer_chain, x5u_host
 
 
 def test_secsipidx_signed_with_their_key_and_several_params(peer_chain, x5u_host):
-    from stirshaken.identity import parse_identity
-    from stirshaken.passport import decode
+    from stirshaken.core.identity import parse_identity
+    from stirshaken.core.passport import decode
 
     x5u = f"{x5u_host[1]}/sp-chain.pem"
     p = secsipidx("-sign-full", "-orig-tn", "12155551212", "-dest-tn", "12155551213", "-attest", "C",

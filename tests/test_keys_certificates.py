@@ -13,10 +13,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, NameOID
 
-from stirshaken import certificates as C
-from stirshaken import keys as K
-from stirshaken.errors import CertificateError, TNAuthListError, UntrustedCertificateError, VERSTAT_FAILED
-from stirshaken.tnauthlist import TN, TNAUTHLIST_OID, TNAuthList, TNRange, from_certificate
+from stirshaken.core import certificates as C
+from stirshaken.core import keys as K
+from stirshaken.core.errors import CertificateError, TNAuthListError, UntrustedCertificateError, VERSTAT_FAILED
+from stirshaken.core.tnauthlist import TN, TNAUTHLIST_OID, TNAuthList, TNRange, from_certificate
 
 try:
     from tests import _core_support as V

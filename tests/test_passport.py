@@ -11,9 +11,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
-from stirshaken import passport as pp
-from stirshaken.b64 import b64url_decode, b64url_encode
-from stirshaken.errors import (
+from stirshaken.core import passport as pp
+from stirshaken.core.b64 import b64url_decode, b64url_encode
+from stirshaken.core.errors import (
     VERSTAT_FAILED,
     CompactFormError,
     InvalidClaimError,
@@ -203,7 +203,7 @@ def test_deterministic_json_and_raw_signature(key):
     assert len(sb) == 64
     r, sv = int.from_bytes(sb[:32], "big"), int.from_bytes(sb[32:], "big")
     assert 0 < r and 0 < sv
-    der = key.sign(f"{h}.{p}".encode(), pp._ECDSA_SHA256_DET)
+    der = key.sign(f"{h}.{p}".encode(), pp.ECDSA_SHA256_DETERMINISTIC)
     assert decode_dss_signature(der) == (r, sv)  # deterministic: the same r, s as in the token
     pp.decode(token).verify(key.public_key())
     # the default nonce (hedged, see passport._ECDSA_SHA256): same bytes signed, a new signature each time
@@ -442,7 +442,7 @@ def test_bad_signature(key):
 
 def test_der_signature_is_rejected(key):
     h, pl, _ = signed(key).split(".")
-    der = key.sign(f"{h}.{pl}".encode(), pp._ECDSA_SHA256)
+    der = key.sign(f"{h}.{pl}".encode(), pp.ECDSA_SHA256)
     with pytest.raises(SignatureError):
         pp.decode(f"{h}.{pl}.{b64url_encode(der)}").verify(key.public_key())
 
@@ -531,13 +531,13 @@ def test_new_origid_differs_between_forked_workers():
 
 def test_der_to_raw_matches_the_general_decoder(key):
     for i in range(300):  # ~1/256 of r or s are shorter than 32 bytes, ~1/2 need a 0x00 pad in DER
-        der = key.sign(i.to_bytes(4, "big"), pp._ECDSA_SHA256)
+        der = key.sign(i.to_bytes(4, "big"), pp.ECDSA_SHA256)
         r, s = decode_dss_signature(der)
-        assert pp._der_to_raw(der) == r.to_bytes(32, "big") + s.to_bytes(32, "big")
+        assert pp.der_to_raw(der) == r.to_bytes(32, "big") + s.to_bytes(32, "big")
     from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
     for r, s in ((1, 2), (2**255, 2**256 - 1), (0x80, 0x7F)):
-        assert pp._der_to_raw(encode_dss_signature(r, s)) == r.to_bytes(32, "big") + s.to_bytes(32, "big")
+        assert pp.der_to_raw(encode_dss_signature(r, s)) == r.to_bytes(32, "big") + s.to_bytes(32, "big")
 
 
 def test_plain_shaken_fast_path_agrees_with_full_check(key):
@@ -568,7 +568,7 @@ def test_raw_to_der_matches_encode_dss_signature() -> None:
 
     from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-    from stirshaken.passport import raw_to_der
+    from stirshaken.core.passport import raw_to_der
 
     samples = [_os.urandom(64) for _ in range(3000)]
     samples += [bytes(64), b"\x80" * 64, b"\x7f" * 64, b"\0" * 31 + b"\x80" + b"\0\0\x01" + bytes(29), b"\0\x81" + bytes(30) + b"\x01" * 32]

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from stirshaken import certificates as certs
+from stirshaken.core import certificates as certs
 
 STIR = [sys.executable, "-m", "stirshaken.cli"] if not Path(sys.executable).with_name("stirshaken").exists() else [str(Path(sys.executable).with_name("stirshaken"))]
 

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from stirshaken import certificates as certs
-from stirshaken.acme import PAClient, obtain_certificate
-from stirshaken.db import Database, sqlite_url
-from stirshaken.keys import load_private_key
-from stirshaken.testbed import provision, run_cases
-from stirshaken.tnauthlist import TNAuthList
+from stirshaken.core import certificates as certs
+from stirshaken.pki.acme_client import PAClient, obtain_certificate
+from stirshaken.pki.store import Database, sqlite_url
+from stirshaken.core.keys import load_private_key
+from stirshaken.lab.testbed import provision, run_cases
+from stirshaken.core.tnauthlist import TNAuthList
 
 from test_pki_support import ERR, RawAcme, csr_der, postgres_database, running_testbed, session_for
 

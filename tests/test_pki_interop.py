@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from stirshaken import certificates as certs
-from stirshaken.acme import obtain_certificate
-from stirshaken.keys import load_private_key
-from stirshaken.passport import Signer
+from stirshaken.core import certificates as certs
+from stirshaken.pki.acme_client import obtain_certificate
+from stirshaken.core.keys import load_private_key
+from stirshaken.core.passport import Signer
 
 from test_pki_support import running_testbed
 

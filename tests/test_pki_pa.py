@@ -12,12 +12,12 @@ import aiohttp
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from stirshaken import certificates as certs
-from stirshaken.acme import PAClient
-from stirshaken.pa import account_key_fingerprint, check_password, hash_password
-from stirshaken.passport import verify_signature
-from stirshaken.trust import verify_ca_list
-from stirshaken.tnauthlist import TNAuthList
+from stirshaken.core import certificates as certs
+from stirshaken.pki.acme_client import PAClient
+from stirshaken.pki.pa import account_key_fingerprint, check_password, hash_password
+from stirshaken.core.passport import verify_signature
+from stirshaken.vs.trust import verify_ca_list
+from stirshaken.core.tnauthlist import TNAuthList
 
 from test_pki_support import running_testbed, session_for
 

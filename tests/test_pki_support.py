@@ -18,13 +18,15 @@ import psycopg
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from stirshaken import certificates as certs
-from stirshaken.acme import PAClient, client_ssl_context, jwk_of, sign_jws
-from stirshaken.b64 import b64url_encode
-from stirshaken.pa import account_key_fingerprint
-from stirshaken.passport import encode_token
-from stirshaken.testbed import Testbed
-from stirshaken.tnauthlist import TNAuthList
+from stirshaken.core import certificates as certs
+from stirshaken.core.jose import jwk_of, sign_jws
+from stirshaken.net.http import client_ssl_context
+from stirshaken.pki.acme_client import PAClient
+from stirshaken.core.b64 import b64url_encode
+from stirshaken.pki.pa import account_key_fingerprint
+from stirshaken.core.passport import encode_token
+from stirshaken.lab.testbed import Testbed
+from stirshaken.core.tnauthlist import TNAuthList
 
 ERR = "urn:ietf:params:acme:error:"
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"

@@ -20,8 +20,8 @@ import aiohttp
 import orjson
 import pytest
 
-from stirshaken.metrics import Metrics
-from stirshaken.rest import EXCEPTIONS, RestAPI
+from stirshaken.serve.metrics import Metrics
+from stirshaken.serve.rest import EXCEPTIONS, RestAPI
 
 try:
     from test_serve_support import DEST, ORIG, FileServer, ServeProcess, make_pki, serve_port, serve_toml

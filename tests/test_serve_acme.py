@@ -24,11 +24,11 @@ import aiohttp
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from stirshaken.acme import ensure_certificate
-from stirshaken.config import ConfigError, parse_config
-from stirshaken.keys import write_private_key
-from stirshaken.passport import verify_signature
-from stirshaken.vs import CallInfo, Verifier
+from stirshaken.pki.acme_client import ensure_certificate
+from stirshaken.serve.config import ConfigError, parse_config
+from stirshaken.core.keys import write_private_key
+from stirshaken.core.passport import verify_signature
+from stirshaken.vs.verifier import CallInfo, Verifier
 
 try:
     from test_pki_support import running_testbed
@@ -300,7 +300,7 @@ check_interval = 60
 
 
 def _signed_by(identity: str, key: ec.EllipticCurvePrivateKey) -> bool:
-    from stirshaken.b64 import b64url_decode
+    from stirshaken.core.b64 import b64url_decode
 
     token = identity.split(";")[0]
     h, p_, sig = token.split(".")

@@ -10,9 +10,9 @@ from typing import Any
 import orjson
 import pytest
 
-from stirshaken.config import ConfigError, load_config, parse_address, parse_config
-from stirshaken.metrics import Metrics
-from stirshaken.signing import SigningError, SigningService
+from stirshaken.serve.config import ConfigError, load_config, parse_address, parse_config
+from stirshaken.serve.metrics import Metrics
+from stirshaken.serve.signing import SigningError, SigningService
 
 try:
     from test_serve_support import FileServer, ServeProcess, make_pki, serve_command, serve_port, serve_toml

@@ -20,8 +20,8 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from stirshaken.certificates import create_intermediate, create_root, create_sp_certificate, pem
-from stirshaken.keys import write_private_key
+from stirshaken.core.certificates import create_intermediate, create_root, create_sp_certificate, pem
+from stirshaken.core.keys import write_private_key
 
 ROOT = Path(__file__).resolve().parent.parent
 STIRSHAKEN = ROOT / ".venv" / "bin" / "stirshaken"
@@ -121,7 +121,7 @@ def wait_tcp(port: int, timeout: float = 15.0, proc: subprocess.Popen[Any] | Non
 def serve_command() -> list[str]:
     if STIRSHAKEN.exists():
         return [str(STIRSHAKEN), "serve"]
-    return [sys.executable, "-m", "stirshaken.server"]
+    return [sys.executable, "-m", "stirshaken.serve"]
 
 
 class ServeProcess:

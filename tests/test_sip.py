@@ -1,4 +1,4 @@
-"""Tests for stirshaken.sip (RFC 3261 message parsing, framing, responses)."""
+"""Tests for stirshaken.core.sip (RFC 3261 message parsing, framing, responses)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from stirshaken import sip
-from stirshaken.sip import (
+from stirshaken.core import sip
+from stirshaken.core.sip import (
     COMPACT_FORMS,
     Headers,
     NameAddr,

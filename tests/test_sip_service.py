@@ -23,12 +23,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stirshaken import sip
-from stirshaken.config import parse_config
-from stirshaken.metrics import Metrics
-from stirshaken.signing import SigningService
-from stirshaken.sipservice import SipService, TransactionCache
-from stirshaken.vs import CallInfo, Verifier, VerifierConfig
+from stirshaken.core import sip
+from stirshaken.serve.config import parse_config
+from stirshaken.serve.metrics import Metrics
+from stirshaken.serve.signing import SigningService
+from stirshaken.serve.sip import SipService, TransactionCache
+from stirshaken.vs.verifier import CallInfo, Verifier, VerifierConfig
 
 try:
     from test_serve_support import DEST, ORIG, FileServer, ServeProcess, make_pki, serve_port, serve_toml
@@ -60,7 +60,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Any:
 def services(pki: Any, verification: str = "") -> tuple[SipService, SipService, Verifier]:
     import tomllib
 
-    from stirshaken.certificates import load_certificates
+    from stirshaken.core.certificates import load_certificates
 
     c = parse_config(tomllib.loads(f"""
 [server]
@@ -248,8 +248,8 @@ async def test_udp_responses_sent_together_after_the_loop_iteration(pki: Any) ->
     """UDP answers are queued and sent once the loop has handled the ready datagrams (one flush
     per iteration, at most _MAX_BATCH queued), each to its own peer; a retransmission inside
     the same batch gets the same bytes from the transaction cache."""
-    from stirshaken.batching import MAX_BATCH as _MAX_BATCH
-    from stirshaken.sipservice import _UDP
+    from stirshaken.serve.batching import MAX_BATCH as _MAX_BATCH
+    from stirshaken.serve.sip import _UDP
 
     signer, _, _ = services(pki)
     proto = _UDP(signer)

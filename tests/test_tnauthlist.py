@@ -6,8 +6,8 @@ import base64
 
 import pytest
 
-from stirshaken.errors import CertificateError, TNAuthListError
-from stirshaken.tnauthlist import SPC, TN, TNAUTHLIST_OID, TNAuthList, TNRange, to_extension
+from stirshaken.core.errors import CertificateError, TNAuthListError
+from stirshaken.core.tnauthlist import SPC, TN, TNAUTHLIST_OID, TNAuthList, TNRange, to_extension
 
 try:
     from tests import _core_support as V

@@ -17,11 +17,11 @@ from cryptography.hazmat.primitives.serialization import Encoding
 sys.path.insert(0, os.path.dirname(__file__))
 from test_vs_support import DEST, ORIG, Repo, ThreadedRepo, crl_der, make_pki, revoke_crl, tls_server_cert  # noqa: E402
 
-from stirshaken.cache import ttl_from_headers  # noqa: E402
-from stirshaken.certificates import pem  # noqa: E402
-from stirshaken.errors import FetchError  # noqa: E402
-from stirshaken.vs import CallInfo, Verifier, VerifierConfig  # noqa: E402
-from stirshaken.x5u import BlockedAddressError, GuardedResolver, X5UPolicy, check_url  # noqa: E402
+from stirshaken.vs.cache import ttl_from_headers  # noqa: E402
+from stirshaken.core.certificates import pem  # noqa: E402
+from stirshaken.core.errors import FetchError  # noqa: E402
+from stirshaken.vs.verifier import CallInfo, Verifier, VerifierConfig  # noqa: E402
+from stirshaken.vs.x5u import BlockedAddressError, GuardedResolver, X5UPolicy, check_url  # noqa: E402
 
 
 def call_for(identity: str, orig: str = ORIG) -> CallInfo:

@@ -34,7 +34,7 @@ from aiohttp import web
 sys.path.insert(0, os.path.dirname(__file__))
 from test_vs_support import Repo, ThreadedRepo  # noqa: E402
 
-from stirshaken.vs import CallInfo, Verifier, VerifierConfig  # noqa: E402
+from stirshaken.vs.verifier import CallInfo, Verifier, VerifierConfig  # noqa: E402
 
 pytestmark = pytest.mark.interop
 

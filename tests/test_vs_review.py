@@ -21,12 +21,12 @@ sys.path.insert(0, os.path.dirname(__file__))
 from test_vs_support import DEST, ORIG, crl_der, div_identity, make_pki  # noqa: E402
 from test_vs_verify import X5U, DIV_X5U, _ca_list, _pa, call, ident  # noqa: E402
 
-from stirshaken import verify as V  # noqa: E402
-from stirshaken.certificates import create_crl, create_root, pem  # noqa: E402
-from stirshaken.errors import UntrustedCertificateError  # noqa: E402
-from stirshaken.jws import verify_x5u_jws  # noqa: E402
-from stirshaken.passport import encode_token, passport_header, shaken_claims  # noqa: E402
-from stirshaken.vs import CallInfo, Verifier, VerifierConfig  # noqa: E402
+from stirshaken.core import verification as V  # noqa: E402
+from stirshaken.core.certificates import create_crl, create_root, pem  # noqa: E402
+from stirshaken.core.errors import UntrustedCertificateError  # noqa: E402
+from stirshaken.core.jose import verify_x5u_jws  # noqa: E402
+from stirshaken.core.passport import encode_token, passport_header, shaken_claims  # noqa: E402
+from stirshaken.vs.verifier import CallInfo, Verifier, VerifierConfig  # noqa: E402
 
 NOW = int(time.time())
 
@@ -221,7 +221,7 @@ async def test_ca_list_is_reloaded(pki, tmp_path) -> None:
 def test_x5u_jws_shared_check(pki) -> None:
     at = dt.datetime.now(dt.timezone.utc)
     si = b"header.payload"
-    from stirshaken.passport import es256_sign
+    from stirshaken.core.passport import es256_sign
     sig = es256_sign(pki.sp_key, si)
     chain = [pki.sp, pki.inter]
     assert verify_x5u_jws(si, sig, chain, [pki.root], at=at, error=UntrustedCertificateError, what="T") == pki.sp

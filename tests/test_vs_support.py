@@ -22,9 +22,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from stirshaken.certificates import create_crl, create_intermediate, create_root, create_sp_certificate, pem
-from stirshaken.passport import Signer, div_claims, encode_token, passport_header
-from stirshaken.tnauthlist import SPC, TNAuthList
+from stirshaken.core.certificates import create_crl, create_intermediate, create_root, create_sp_certificate, pem
+from stirshaken.core.passport import Signer, div_claims, encode_token, passport_header
+from stirshaken.core.tnauthlist import SPC, TNAuthList
 
 ORIG = "12155551212"
 DEST = "12155551213"

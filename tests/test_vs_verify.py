@@ -19,11 +19,11 @@ from hypothesis import strategies as st
 sys.path.insert(0, os.path.dirname(__file__))
 from test_vs_support import DEST, ORIG, Repo, div_identity, make_pki  # noqa: E402
 
-from stirshaken.b64 import b64url_encode  # noqa: E402
-from stirshaken.certificates import SHAKEN_CP_OID, create_root, make_name, pem  # noqa: E402
-from stirshaken.passport import encode_token, passport_header, shaken_claims  # noqa: E402
-from stirshaken.tnauthlist import TN, TNAuthList, TNRange, SPC, to_extension  # noqa: E402
-from stirshaken.vs import CallInfo, Verifier, VerifierConfig, call_tn  # noqa: E402
+from stirshaken.core.b64 import b64url_encode  # noqa: E402
+from stirshaken.core.certificates import SHAKEN_CP_OID, create_root, make_name, pem  # noqa: E402
+from stirshaken.core.passport import encode_token, passport_header, shaken_claims  # noqa: E402
+from stirshaken.core.tnauthlist import TN, TNAuthList, TNRange, SPC, to_extension  # noqa: E402
+from stirshaken.vs.verifier import CallInfo, Verifier, VerifierConfig, call_tn  # noqa: E402
 
 X5U = "https://cr.example.net/sp.pem"
 DIV_X5U = "https://cr.retarget.example/div.pem"
@@ -215,7 +215,7 @@ def test_div_chaining_without_request_targets(mverifier, pki, div_pki) -> None:
     does not continue the chain fails with its own 438 while the call passes on its SHAKEN one."""
     from dataclasses import replace
 
-    from stirshaken.verify import bind_destinations, chain_div, decide
+    from stirshaken.core.verification import bind_destinations, chain_div, decide
 
     shaken = ident(pki)
     good = div_identity(div_pki[0], DIV_X5U, orig=ORIG, div=DEST, dest=NEW, iat=NOW)
@@ -334,7 +334,7 @@ def test_authority_check(pki) -> None:
 
 
 def _pa(tmp_path):
-    from stirshaken.certificates import create_intermediate
+    from stirshaken.core.certificates import create_intermediate
 
     pa_root_key = ec.generate_private_key(ec.SECP256R1())
     pa_root = create_root(pa_root_key, cn="STI-PA ROOT", org="STI-PA")

@@ -1,0 +1,5 @@
+"""``python -m stirshaken.cli`` runs the command line."""
+
+from stirshaken.cli.main import main
+
+main()

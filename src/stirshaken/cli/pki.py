@@ -1,0 +1,311 @@
+"""CLI of the PKI services: ``stirshaken acme`` and
+``stirshaken pa|ca|cr serve`` (plus ``stirshaken pa add-account``).
+
+Every serve command reads an optional TOML file (``--config``; keys are the long option names
+with ``_`` for ``-``, either at top level or under ``[pa]``/``[ca]``/``[cr]``); options given on
+the command line win.  Without ``--tls-cert``/``--tls-key`` a local TLS root and server
+certificate are generated under the state directory (``tls/tls-root.pem`` is what clients trust).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, List, Optional
+
+import typer
+from rich.console import Console
+
+out = Console()
+err = Console(stderr=True)
+
+
+def _fail(message: str, code: int = 1) -> None:
+    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _config(path: Optional[Path], section: str, given: dict[str, Any]) -> dict[str, Any]:
+    """Merge a TOML config (top level + ``[section]``) with the options that were given."""
+    merged: dict[str, Any] = {}
+    if path is not None:
+        try:
+            data = tomllib.loads(path.read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            _fail(f"cannot read config {path}: {exc}", 2)
+        merged.update({k.replace("-", "_"): v for k, v in data.items() if not isinstance(v, dict)})
+        merged.update({k.replace("-", "_"): v for k, v in data.get(section, {}).items()})
+    merged.update({k: v for k, v in given.items() if v is not None and v != [] and v is not False})
+    return merged
+
+
+async def _serve_forever(app: Any, host: str, port: int, ssl_ctx: Any, banner: str) -> None:
+    from stirshaken.pki import tls
+
+    sock = tls.bind(host, port)
+    runner = await tls.serve_on(app, sock, ssl_ctx)
+    out.print(f"{banner} listening on {tls.url_of(sock, 'https' if ssl_ctx else 'http')}", highlight=False)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except NotImplementedError:  # pragma: no cover
+            pass
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+def _tls(cfg: dict[str, Any], state_dir: Path) -> Any:
+    """The server TLS context: configured files, a generated local root, or None with no_tls."""
+    import ssl
+
+    from stirshaken.pki import tls
+
+    if cfg.get("no_tls"):
+        return None
+    if cfg.get("tls_cert") and cfg.get("tls_key"):
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(str(cfg["tls_cert"]), str(cfg["tls_key"]))
+        return ctx
+    files = tls.make_tls(state_dir / "tls", hosts=(str(cfg.get("host", "127.0.0.1")), "localhost"))
+    out.print(f"TLS: generated local root {files.root} (clients must trust it)", highlight=False)
+    return files.server_context()
+
+
+def _base_url(cfg: dict[str, Any], port: int) -> str:
+    if cfg.get("base_url"):
+        return str(cfg["base_url"]).rstrip("/")
+    scheme = "http" if cfg.get("no_tls") else "https"
+    host = str(cfg.get("host", "127.0.0.1"))
+    return f"{scheme}://{host}:{port}"
+
+
+# Options every ``pa|ca|cr serve`` command takes (consumed by _config, _tls and _base_url).
+HostOpt = Annotated[Optional[str], typer.Option("--host", help="Address to listen on (default 127.0.0.1).")]
+PortOpt = Annotated[Optional[int], typer.Option("--port", help="Port to listen on.")]
+BaseUrlOpt = Annotated[Optional[str], typer.Option("--base-url", help="External URL (default https://HOST:PORT).")]
+DbUrlOpt = Annotated[Optional[str], typer.Option("--db-url", help="SQLAlchemy URL, e.g. postgresql+psycopg://... (default SQLite in the state directory).")]
+TlsCertOpt = Annotated[Optional[Path], typer.Option("--tls-cert", help="Server certificate (PEM); default: generated under the state directory.")]
+TlsKeyOpt = Annotated[Optional[Path], typer.Option("--tls-key", help="Server private key (PEM).")]
+NoTlsOpt = Annotated[bool, typer.Option("--no-tls", help="Plain HTTP (behind a TLS proxy).")]
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``acme`` and the ``pa``/``ca``/``cr`` service groups to the CLI."""
+    pa_app = typer.Typer(help="STI-PA: SP accounts, SPC tokens, trusted-CA list and SHAKEN CRL.", no_args_is_help=True)
+    ca_app = typer.Typer(help="STI-CA: ACME server for TNAuthList identifiers (RFC 8555/9447/9448).", no_args_is_help=True)
+    cr_app = typer.Typer(help="STI-CR: HTTPS certificate repository for x5u.", no_args_is_help=True)
+    app.add_typer(pa_app, name="pa")
+    app.add_typer(ca_app, name="ca")
+    app.add_typer(cr_app, name="cr")
+
+    @app.command("acme")
+    def acme_cmd(
+        directory: str = typer.Option(..., "--directory", help="ACME directory URL of the STI-CA."),
+        pa_url: str = typer.Option(..., "--pa-url", help="STI-PA API base URL."),
+        ocn: str = typer.Option(..., "--ocn", help="The SP's OCN/SPC."),
+        user: str = typer.Option(..., "--user", help="STI-PA user id."),
+        password: Optional[str] = typer.Option(None, "--password", envvar="STIRSHAKEN_PA_PASSWORD", help="STI-PA password (or env STIRSHAKEN_PA_PASSWORD)."),
+        state_dir: Path = typer.Option(Path("sp-cert"), "--state-dir", help="Where account key, SP key and certificate are kept."),
+        ca_bundle: Optional[str] = typer.Option(None, "--ca-bundle", help="PEM roots for the HTTPS services."),
+        cr_url: Optional[str] = typer.Option(None, "--cr-url", help="STI-CR base URL to PUT the chain to."),
+        cr_token: Optional[str] = typer.Option(None, "--cr-token", envvar="STIRSHAKEN_CR_TOKEN", help="STI-CR upload token."),
+        renew_before_days: float = typer.Option(30.0, "--renew-before-days", help="Renew when fewer days are left."),
+        force: bool = typer.Option(False, "--force", help="Obtain a new certificate even if the current one is fine."),
+        encoding: str = typer.Option("base64url", "--identifier-encoding", help="base64url (RFC 9448) or base64."),
+        watch: bool = typer.Option(False, "--watch", help="Keep running and renew when due."),
+        interval: float = typer.Option(3600.0, "--interval", help="Seconds between checks with --watch."),
+    ) -> None:
+        """Obtain (or renew) the SP's SHAKEN certificate: STI-PA login, SPC token, ACME
+        TNAuthList order, tkauth-01, finalize, download, publish to the STI-CR."""
+        from stirshaken.pki.acme_client import AcmeConfig, ensure_certificate, renew_forever
+
+        if not password:
+            _fail("an STI-PA password is needed (--password or STIRSHAKEN_PA_PASSWORD)", 2)
+        if encoding not in ("base64url", "base64"):
+            _fail("--identifier-encoding must be base64url or base64", 2)
+        cfg = AcmeConfig(
+            directory_url=directory, pa_url=pa_url, ocn=ocn, username=user, password=password or "", state_dir=state_dir,
+            ca_bundle=ca_bundle, cr_url=cr_url, cr_token=cr_token, identifier_encoding=encoding,
+        )
+
+        def show(st: Any) -> None:
+            verb = "obtained" if st.renewed else "current"
+            out.print(
+                f"{verb} certificate {st.serial:x}, valid until {st.not_after:%Y-%m-%d %H:%M}Z\n"
+                f"  key   {st.key_path}\n  chain {st.chain_path}\n  x5u   {st.x5u or '(not published)'}",
+                highlight=False,
+            )
+
+        try:
+            st = asyncio.run(ensure_certificate(cfg, renew_before_days=renew_before_days, force=force))
+            show(st)
+            if watch:
+                asyncio.run(renew_forever(cfg, renew_before_days=renew_before_days, check_interval=interval, on_renewed=show))
+        except KeyboardInterrupt:
+            raise typer.Exit(0)
+        except Exception as exc:
+            _fail(f"{type(exc).__name__}: {exc}")
+
+    # --- STI-PA ------------------------------------------------------------------------------
+    @pa_app.command("serve")
+    def pa_serve(
+        config: Optional[Path] = typer.Option(None, "--config", help="TOML file ([pa] section)."),
+        state_dir: Optional[Path] = typer.Option(None, "--state-dir", help="Keys, CRL and SQLite database (default ./pa-state)."),
+        host: HostOpt = None,
+        port: PortOpt = None,
+        base_url: BaseUrlOpt = None,
+        db_url: DbUrlOpt = None,
+        tls_cert: TlsCertOpt = None,
+        tls_key: TlsKeyOpt = None,
+        no_tls: NoTlsOpt = False,
+        trusted_ca: List[Path] = typer.Option([], "--trusted-ca", help="STI-CA root(s) for the trusted-CA list."),
+        admin_password: Optional[str] = typer.Option(None, "--admin-password", envvar="STIRSHAKEN_PA_ADMIN_PASSWORD", help="Create/refresh user 'admin'."),
+    ) -> None:
+        """Run the STI-PA API (login, SPC tokens, /ca-list, /crl, /revoke)."""
+        from stirshaken.pki.pa import PAConfig, PolicyAdministrator
+
+        cfg = _config(config, "pa", dict(state_dir=state_dir, host=host, port=port, base_url=base_url, db_url=db_url,
+                                         tls_cert=tls_cert, tls_key=tls_key, no_tls=no_tls, trusted_ca=trusted_ca,
+                                         admin_password=admin_password))
+        sd = Path(cfg.get("state_dir", "pa-state"))
+        p = int(cfg.get("port", 8443))
+        ssl_ctx = _tls(cfg, sd)
+        pa = PolicyAdministrator.create(
+            PAConfig(base_url=_base_url(cfg, p), state_dir=sd, db_url=cfg.get("db_url"),
+                     trusted_ca_files=[Path(x) for x in cfg.get("trusted_ca", [])])
+        )
+        if cfg.get("admin_password"):
+            pa.add_account("admin", str(cfg["admin_password"]), ocn=None, admin=True)
+        asyncio.run(_serve_forever(pa.app, str(cfg.get("host", "127.0.0.1")), p, ssl_ctx, "STI-PA"))
+
+    @pa_app.command("add-account")
+    def pa_add_account(
+        username: str = typer.Argument(..., help="Login name."),
+        ocn: Optional[str] = typer.Option(None, "--ocn", help="OCN/SPC the account may request SPC tokens for."),
+        password: Optional[str] = typer.Option(None, "--password", envvar="STIRSHAKEN_PA_PASSWORD"),
+        admin: bool = typer.Option(False, "--admin"),
+        state_dir: Path = typer.Option(Path("pa-state"), "--state-dir"),
+        db_url: Optional[str] = typer.Option(None, "--db-url"),
+    ) -> None:
+        """Create or replace an STI-PA account (written to the PA database)."""
+        from stirshaken.pki.store import Database, sqlite_url
+        from stirshaken.pki.pa import OCN_RE, hash_password
+
+        if not password:
+            _fail("--password (or STIRSHAKEN_PA_PASSWORD) is required", 2)
+        if ocn is not None and OCN_RE.fullmatch(ocn) is None:
+            _fail("OCN/SPC must be 1-16 digits or upper-case letters", 2)
+        state_dir.mkdir(parents=True, exist_ok=True)
+        db = Database(db_url or sqlite_url(str(state_dir / "pa.db")))
+        db.pa_put_account(username, hash_password(password or ""), ocn=ocn, admin=admin)
+        out.print(f"account {username} saved", highlight=False)
+
+    # --- STI-CA ------------------------------------------------------------------------------
+    @ca_app.command("serve")
+    def ca_serve(
+        config: Optional[Path] = typer.Option(None, "--config", help="TOML file ([ca] section)."),
+        state_dir: Optional[Path] = typer.Option(None, "--state-dir", help="CA keys and SQLite database (default ./ca-state)."),
+        host: HostOpt = None,
+        port: PortOpt = None,
+        base_url: BaseUrlOpt = None,
+        db_url: DbUrlOpt = None,
+        tls_cert: TlsCertOpt = None,
+        tls_key: TlsKeyOpt = None,
+        no_tls: NoTlsOpt = False,
+        pa_url: Optional[str] = typer.Option(None, "--pa-url", help="STI-PA base URL (token authority)."),
+        pa_root: List[Path] = typer.Option([], "--pa-root", help="STI-PA root certificate(s) SPC tokens must chain to."),
+        pa_crl_cert: Optional[Path] = typer.Option(None, "--pa-crl-cert", help="STI-PA CRL signer certificate (its DN becomes cRLIssuer)."),
+        crl_url: Optional[str] = typer.Option(None, "--crl-url", help="SHAKEN CRL URL (default PA_URL/crl)."),
+        ca_bundle: Optional[str] = typer.Option(None, "--ca-bundle", help="PEM roots to reach the STI-PA/STI-CR over HTTPS."),
+        cr_url: Optional[str] = typer.Option(None, "--cr-url", help="Publish issued chains to this STI-CR."),
+        cr_token: Optional[str] = typer.Option(None, "--cr-token", envvar="STIRSHAKEN_CR_TOKEN"),
+        pa_admin_user: Optional[str] = typer.Option(None, "--pa-admin-user", help="Forward revocations to the STI-PA as this admin."),
+        pa_admin_password: Optional[str] = typer.Option(None, "--pa-admin-password", envvar="STIRSHAKEN_PA_ADMIN_PASSWORD"),
+    ) -> None:
+        """Run the STI-CA ACME server."""
+        from stirshaken.core import certificates as certs
+        from stirshaken.net.http import client_ssl_context
+        from stirshaken.pki.acme_client import PAClient
+        from stirshaken.pki.ca import CAConfig, CertificateAuthority
+        from stirshaken.pki.cr import HTTPPublisher
+
+        cfg = _config(config, "ca", dict(state_dir=state_dir, host=host, port=port, base_url=base_url, db_url=db_url,
+                                         tls_cert=tls_cert, tls_key=tls_key, no_tls=no_tls, pa_url=pa_url, pa_root=pa_root,
+                                         pa_crl_cert=pa_crl_cert, crl_url=crl_url, ca_bundle=ca_bundle, cr_url=cr_url,
+                                         cr_token=cr_token, pa_admin_user=pa_admin_user, pa_admin_password=pa_admin_password))
+        if not cfg.get("pa_url") or not cfg.get("pa_root"):
+            _fail("--pa-url and --pa-root are required", 2)
+        sd = Path(cfg.get("state_dir", "ca-state"))
+        p = int(cfg.get("port", 9443))
+        ssl_ctx = _tls(cfg, sd)
+        try:
+            roots = [c for f in cfg["pa_root"] for c in certs.load_certificates(Path(f).read_bytes())]
+            crl_issuer = certs.load_certificates(Path(cfg["pa_crl_cert"]).read_bytes())[0].subject if cfg.get("pa_crl_cert") else None
+        except (OSError, certs.CertificateError) as exc:
+            _fail(f"cannot load STI-PA certificates: {exc}", 2)
+            return
+        pa_base = str(cfg["pa_url"]).rstrip("/")
+        publisher = HTTPPublisher(cfg["cr_url"], str(cfg.get("cr_token", "")), ca_bundle=cfg.get("ca_bundle")) if cfg.get("cr_url") else None
+        hook = None
+        if cfg.get("pa_admin_user") and cfg.get("pa_admin_password"):
+            import aiohttp
+
+            async def hook(cert: Any, reason: Any) -> None:
+                async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=client_ssl_context(cfg.get("ca_bundle")))) as s:
+                    pac = PAClient(pa_base, s)
+                    await pac.login(str(cfg["pa_admin_user"]), str(cfg["pa_admin_password"]))
+                    await pac.revoke(serial=cert.serial_number, reason=str(reason) if reason is not None else None)
+
+        ca = CertificateAuthority.create(
+            CAConfig(base_url=_base_url(cfg, p), state_dir=sd, token_authority=pa_base,
+                     crl_url=str(cfg.get("crl_url") or pa_base + "/crl"), crl_issuer=crl_issuer, pa_trust_anchors=roots,
+                     ca_bundle=cfg.get("ca_bundle"), db_url=cfg.get("db_url")),
+            publisher=publisher, revocation_hook=hook,
+        )
+        out.print(f"STI-CA root: {sd / 'ca-root.pem'} (register it with the STI-PA trusted-CA list)", highlight=False)
+        asyncio.run(_serve_forever(ca.app, str(cfg.get("host", "127.0.0.1")), p, ssl_ctx, "STI-CA (ACME directory at /acme/directory)"))
+
+    # --- STI-CR ------------------------------------------------------------------------------
+    @cr_app.command("serve")
+    def cr_serve(
+        config: Optional[Path] = typer.Option(None, "--config", help="TOML file ([cr] section)."),
+        state_dir: Optional[Path] = typer.Option(None, "--state-dir", help="SQLite database (default ./cr-state)."),
+        host: HostOpt = None,
+        port: PortOpt = None,
+        base_url: BaseUrlOpt = None,
+        db_url: DbUrlOpt = None,
+        tls_cert: TlsCertOpt = None,
+        tls_key: TlsKeyOpt = None,
+        no_tls: NoTlsOpt = False,
+        upload_token: List[str] = typer.Option([], "--upload-token", help="TOKEN=OWNER allowed to PUT chains (repeatable)."),
+        trust_anchor: List[Path] = typer.Option([], "--trust-anchor", help="Uploaded chains must validate to one of these roots."),
+    ) -> None:
+        """Run the STI-CR (GET/PUT /NAME.pem, application/pem-certificate-chain)."""
+        from stirshaken.core import certificates as certs
+        from stirshaken.pki.cr import CertificateRepository
+        from stirshaken.pki.store import Database, sqlite_url
+
+        cfg = _config(config, "cr", dict(state_dir=state_dir, host=host, port=port, base_url=base_url, db_url=db_url,
+                                         tls_cert=tls_cert, tls_key=tls_key, no_tls=no_tls, upload_token=upload_token,
+                                         trust_anchor=trust_anchor))
+        sd = Path(cfg.get("state_dir", "cr-state"))
+        sd.mkdir(parents=True, exist_ok=True)
+        p = int(cfg.get("port", 7443))
+        ssl_ctx = _tls(cfg, sd)
+        tokens: dict[str, str] = {}
+        for item in cfg.get("upload_token", []):
+            token, _, owner = str(item).partition("=")
+            tokens[token] = owner or "uploader"
+        anchors = [c for f in cfg.get("trust_anchor", []) for c in certs.load_certificates(Path(f).read_bytes())]
+        db = Database(cfg.get("db_url") or sqlite_url(str(sd / "cr.db")))
+        repo = CertificateRepository(db, _base_url(cfg, p), upload_tokens=tokens, trust_anchors=anchors)
+        asyncio.run(_serve_forever(repo.app, str(cfg.get("host", "127.0.0.1")), p, ssl_ctx, "STI-CR"))
+
+
+__all__ = ["register"]

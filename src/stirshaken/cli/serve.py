@@ -1,0 +1,30 @@
+"""``stirshaken serve``: the ATIS-1000082 REST API and the SIP redirect services (see docs/configuration.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``serve`` command to the CLI."""
+
+    @app.command("serve")
+    def serve(
+        config: Path = typer.Option(Path("stirshaken.toml"), "--config", "-c", help="TOML configuration file (docs/configuration.md)."),
+        check: bool = typer.Option(False, "--check", help="Only validate the configuration, then exit."),
+    ) -> None:
+        """Run the STI-AS/STI-VS: REST API (ATIS-1000082), SIP signing and verification (302 redirect model)."""
+        from stirshaken.serve.config import ConfigError, load_config
+        from stirshaken.serve.server import run
+
+        try:
+            cfg = load_config(config)
+        except ConfigError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2)
+        if check:
+            typer.echo(f"{config}: OK")
+            raise typer.Exit(0)
+        raise typer.Exit(run(cfg))

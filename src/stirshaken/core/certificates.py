@@ -1,0 +1,681 @@
+"""STI certificates: CSRs, the ATIS-1000080 §6.4.1 profile, issuance, profile check and path
+validation.
+
+Issuance follows ATIS-1000080 v005 §6.4.1 (STANDARDS.md CM-01..CM-14): v3, random serial of at
+least 64 bits, ecdsa-with-SHA256 over P-256, critical basicConstraints and keyUsage, SKI and AKI,
+exactly one SHAKEN certificate-policy OID on intermediates and end entities, one CRL distribution
+point, CN ``SHAKEN <SPC>`` and a non-critical TNAuthList on SP certificates.
+
+Path validation uses ``cryptography.x509.verification`` with a client verifier whose end-entity
+policy does not demand a SAN (SHAKEN leaves have none, DEPENDENCIES.md §4.3); revocation is
+checked against CRLs whose signature verifies with a certificate of the chain or a configured CRL
+signer (the STI-PA's).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
+
+from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtensionOID, NameOID
+from cryptography.x509 import verification as xv
+
+from stirshaken.core.errors import CertificateError, TNAuthListError, UntrustedCertificateError
+from stirshaken.core.tnauthlist import TNAUTHLIST_OID, TNAuthList, from_certificate, to_extension
+
+#: US SHAKEN Certificate Policy OIDs (CP v1.1-v1.4, STANDARDS.md CM-11).
+SHAKEN_CP_ARC = "2.16.840.1.114569.1.1."
+SHAKEN_CP_OID = x509.ObjectIdentifier("2.16.840.1.114569.1.1.3")
+ANY_POLICY_OID = x509.ObjectIdentifier("2.5.29.32.0")
+
+_ALLOWED_EXTENSIONS = {
+    ExtensionOID.KEY_USAGE,
+    ExtensionOID.BASIC_CONSTRAINTS,
+    ExtensionOID.CERTIFICATE_POLICIES,
+    ExtensionOID.SUBJECT_KEY_IDENTIFIER,
+    ExtensionOID.AUTHORITY_KEY_IDENTIFIER,
+    ExtensionOID.CRL_DISTRIBUTION_POINTS,
+    TNAUTHLIST_OID,
+}
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def random_serial() -> int:
+    """A positive serial with 64+ bits of CSPRNG output (CM-02): 127 random bits, top bit clear."""
+    return secrets.randbits(127) | (1 << 120)
+
+
+def make_name(cn: str, org: str, country: str = "US") -> x509.Name:
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.COUNTRY_NAME, country),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, org),
+            x509.NameAttribute(NameOID.COMMON_NAME, cn),
+        ]
+    )
+
+
+def _public_key(key: ec.EllipticCurvePrivateKey | ec.EllipticCurvePublicKey) -> ec.EllipticCurvePublicKey:
+    return key.public_key() if isinstance(key, ec.EllipticCurvePrivateKey) else key
+
+
+def _crl_dp(crl_url: str, crl_issuer: x509.Name | None) -> x509.CRLDistributionPoints:
+    return x509.CRLDistributionPoints(
+        [
+            x509.DistributionPoint(
+                full_name=[x509.UniformResourceIdentifier(crl_url)],
+                relative_name=None,
+                reasons=None,
+                crl_issuer=[x509.DirectoryName(crl_issuer)] if crl_issuer is not None else None,
+            )
+        ]
+    )
+
+
+def _validity(days: int, not_before: dt.datetime | None, not_after: dt.datetime | None) -> tuple[dt.datetime, dt.datetime]:
+    start = not_before or (utcnow() - dt.timedelta(minutes=5))
+    end = not_after or (start + dt.timedelta(days=days))
+    return start, end
+
+
+# --- CSR --------------------------------------------------------------------------------------
+
+
+def build_csr(
+    key: ec.EllipticCurvePrivateKey,
+    *,
+    spc: str | None = None,
+    tnauthlist: TNAuthList | None = None,
+    org: str = "STI Participant",
+    country: str = "US",
+    cn: str | None = None,
+) -> x509.CertificateSigningRequest:
+    """A CSR carrying the TNAuthList extension (ATIS-1000080 §6.3.x, RFC 9448 finalize)."""
+    if tnauthlist is None:
+        if spc is None:
+            raise ValueError("a CSR needs an SPC or a TNAuthList")
+        tnauthlist = TNAuthList.for_spc(spc)
+    spc = tnauthlist.spc
+    name = make_name(cn or (f"SHAKEN {spc}" if spc else "SHAKEN"), org, country)
+    return (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(name)
+        .add_extension(to_extension(tnauthlist), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+
+
+def csr_tnauthlist(csr: x509.CertificateSigningRequest) -> TNAuthList:
+    """The TNAuthList requested in a CSR; raises :class:`TNAuthListError` when absent or bad."""
+    try:
+        ext = csr.extensions.get_extension_for_oid(TNAUTHLIST_OID)
+    except x509.ExtensionNotFound:
+        raise TNAuthListError("CSR does not carry a TNAuthList extension") from None
+    except ValueError as exc:
+        raise TNAuthListError(f"CSR extensions are malformed: {exc}") from None
+    value = ext.value
+    raw = value.value if isinstance(value, x509.UnrecognizedExtension) else value.public_bytes()
+    return TNAuthList.from_der(raw)
+
+
+def load_csr(data: bytes) -> x509.CertificateSigningRequest:
+    """Load a PEM or DER CSR and check its self-signature; raises :class:`CertificateError`."""
+    try:
+        csr = (
+            x509.load_pem_x509_csr(data) if data.lstrip().startswith(b"-----") else x509.load_der_x509_csr(data)
+        )
+    except ValueError as exc:
+        raise CertificateError(f"not a valid CSR: {exc}") from None
+    if not csr.is_signature_valid:
+        raise CertificateError("CSR signature does not verify")
+    return csr
+
+
+# --- issuance ---------------------------------------------------------------------------------
+
+
+def create_root(
+    key: ec.EllipticCurvePrivateKey,
+    *,
+    cn: str = "SHAKEN ROOT CA",
+    org: str = "Test STI-CA",
+    country: str = "US",
+    days: int = 3650,
+    not_before: dt.datetime | None = None,
+) -> x509.Certificate:
+    """A self-signed STI root: no CertificatePolicies, no CRL DP (CM-11, CM-12)."""
+    name = make_name(cn, org, country)
+    start, end = _validity(days, not_before, None)
+    pub = key.public_key()
+    ski = x509.SubjectKeyIdentifier.from_public_key(pub)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(pub)
+        .serial_number(random_serial())
+        .not_valid_before(start)
+        .not_valid_after(end)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(_key_usage(ca=True), critical=True)
+        .add_extension(ski, critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier(ski.digest, None, None), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+
+
+def _key_usage(*, ca: bool) -> x509.KeyUsage:
+    return x509.KeyUsage(
+        digital_signature=not ca,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=ca,
+        crl_sign=False,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
+def _issued(
+    subject: x509.Name,
+    public_key: ec.EllipticCurvePublicKey,
+    issuer_cert: x509.Certificate,
+    issuer_key: ec.EllipticCurvePrivateKey,
+    *,
+    ca: bool,
+    days: int,
+    crl_url: str | None,
+    crl_issuer: x509.Name | None,
+    policy_oid: x509.ObjectIdentifier,
+    tnauthlist: TNAuthList | None,
+    not_before: dt.datetime | None,
+    not_after: dt.datetime | None,
+    path_length: int | None = None,
+) -> x509.Certificate:
+    start, end = _validity(days, not_before, not_after)
+    if end > issuer_cert.not_valid_after_utc:
+        end = issuer_cert.not_valid_after_utc
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer_cert.subject)
+        .public_key(public_key)
+        .serial_number(random_serial())
+        .not_valid_before(start)
+        .not_valid_after(end)
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=path_length if ca else None), critical=True)
+        .add_extension(_key_usage(ca=ca), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_cert.public_key()),  # type: ignore[arg-type]
+            critical=False,
+        )
+        .add_extension(x509.CertificatePolicies([x509.PolicyInformation(policy_oid, None)]), critical=False)
+    )
+    if crl_url:
+        builder = builder.add_extension(_crl_dp(crl_url, crl_issuer), critical=False)
+    if tnauthlist is not None:
+        builder = builder.add_extension(to_extension(tnauthlist), critical=False)
+    return builder.sign(issuer_key, hashes.SHA256())
+
+
+def create_intermediate(
+    key: ec.EllipticCurvePrivateKey | ec.EllipticCurvePublicKey,
+    issuer_cert: x509.Certificate,
+    issuer_key: ec.EllipticCurvePrivateKey,
+    *,
+    cn: str = "SHAKEN Intermediate CA",
+    org: str = "Test STI-CA",
+    country: str = "US",
+    days: int = 1825,
+    crl_url: str | None = None,
+    crl_issuer: x509.Name | None = None,
+    policy_oid: x509.ObjectIdentifier = SHAKEN_CP_OID,
+    not_before: dt.datetime | None = None,
+) -> x509.Certificate:
+    """An STI-CA intermediate (CA:TRUE, pathlen 0, keyCertSign only: CM-07, CM-08)."""
+    return _issued(
+        make_name(cn, org, country),
+        _public_key(key),
+        issuer_cert,
+        issuer_key,
+        ca=True,
+        days=days,
+        crl_url=crl_url,
+        crl_issuer=crl_issuer,
+        policy_oid=policy_oid,
+        tnauthlist=None,
+        not_before=not_before,
+        not_after=None,
+        path_length=0,
+    )
+
+
+def create_sp_certificate(
+    subject_key: ec.EllipticCurvePrivateKey | ec.EllipticCurvePublicKey | x509.CertificateSigningRequest,
+    issuer_cert: x509.Certificate,
+    issuer_key: ec.EllipticCurvePrivateKey,
+    *,
+    tnauthlist: TNAuthList | None = None,
+    spc: str | None = None,
+    org: str = "STI Participant",
+    country: str = "US",
+    days: int = 365,
+    crl_url: str | None = None,
+    crl_issuer: x509.Name | None = None,
+    policy_oid: x509.ObjectIdentifier = SHAKEN_CP_OID,
+    not_before: dt.datetime | None = None,
+    not_after: dt.datetime | None = None,
+) -> x509.Certificate:
+    """An SP (end-entity) certificate with the ATIS-1000080 §6.4.1 profile.
+
+    ``subject_key`` may be a key or a CSR; with a CSR the TNAuthList defaults to the CSR's.
+    """
+    if isinstance(subject_key, x509.CertificateSigningRequest):
+        csr = subject_key
+        if not csr.is_signature_valid:
+            raise CertificateError("CSR signature does not verify")
+        if tnauthlist is None and spc is None:
+            tnauthlist = csr_tnauthlist(csr)
+        pub = csr.public_key()
+        if not isinstance(pub, ec.EllipticCurvePublicKey) or pub.curve.name != "secp256r1":
+            raise CertificateError("CSR key is not P-256 (ATIS-1000080 §6.4.1)")
+    else:
+        pub = _public_key(subject_key)
+    if tnauthlist is None:
+        if spc is None:
+            raise ValueError("an SP certificate needs an SPC or a TNAuthList")
+        tnauthlist = TNAuthList.for_spc(spc)
+    code = tnauthlist.spc or "TN"
+    return _issued(
+        make_name(f"SHAKEN {code}", org, country),
+        pub,
+        issuer_cert,
+        issuer_key,
+        ca=False,
+        days=days,
+        crl_url=crl_url,
+        crl_issuer=crl_issuer,
+        policy_oid=policy_oid,
+        tnauthlist=tnauthlist,
+        not_before=not_before,
+        not_after=not_after,
+    )
+
+
+# --- loading ----------------------------------------------------------------------------------
+
+
+def load_certificates(data: bytes) -> list[x509.Certificate]:
+    """Every certificate of a PEM bundle (or one DER certificate); raises :class:`CertificateError`."""
+    if not isinstance(data, (bytes, bytearray)):
+        raise CertificateError("certificate data must be bytes")
+    try:
+        if b"-----BEGIN" in data:
+            certs = x509.load_pem_x509_certificates(bytes(data))
+        else:
+            certs = [x509.load_der_x509_certificate(bytes(data))]
+    except (ValueError, x509.InvalidVersion, UnsupportedAlgorithm) as exc:
+        raise CertificateError(f"not a valid certificate: {str(exc)[:120]}") from None
+    if not certs:
+        raise CertificateError("no certificate found")
+    for cert in certs:
+        _check_parsable(cert)
+    return certs
+
+
+def _check_parsable(cert: x509.Certificate) -> None:
+    """Parse the lazily decoded fields now, so that a malformed name, key or validity is a
+    :class:`CertificateError` here and not a ``ValueError`` deep inside a later check."""
+    try:
+        cert.version, cert.subject, cert.issuer, cert.not_valid_before_utc, cert.not_valid_after_utc
+        cert.public_key()
+    except (ValueError, x509.InvalidVersion, UnsupportedAlgorithm) as exc:
+        raise CertificateError(f"not a valid certificate: {str(exc)[:120]}") from None
+
+
+def pem(certs: Iterable[x509.Certificate]) -> bytes:
+    return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs)
+
+
+def load_crl(data: bytes) -> x509.CertificateRevocationList:
+    try:
+        if data.lstrip().startswith(b"-----"):
+            return x509.load_pem_x509_crl(data)
+        return x509.load_der_x509_crl(data)
+    except ValueError as exc:
+        raise CertificateError(f"not a valid CRL: {str(exc)[:120]}") from None
+
+
+# --- the profile check (ATIS-1000080 v005 §6.4.1 / §6.4.1.1) ---------------------------------
+
+
+def _role(cert: x509.Certificate) -> str:
+    try:
+        bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+    except (x509.ExtensionNotFound, ValueError):
+        return "sp"
+    if not bc.ca:
+        return "sp"
+    return "root" if cert.issuer == cert.subject else "intermediate"
+
+
+def check_profile(cert: x509.Certificate, role: str | None = None, *, issuer: x509.Certificate | None = None) -> list[str]:
+    """Every deviation of ``cert`` from the ATIS-1000080 profile for its role.
+
+    ``role`` is ``"root"``, ``"intermediate"`` or ``"sp"``; guessed from basicConstraints when
+    None.  Each finding names the rule (CM-xx of STANDARDS.md §8a).  An empty list means conformant.
+    With ``issuer`` (the issuing certificate) the issuer name (CM-05) and the authority key
+    identifier (CM-10) are compared with it as well.
+    """
+    try:
+        _check_parsable(cert)
+    except CertificateError as exc:
+        return [f"certificate cannot be parsed: {exc.description}"]
+    role = role or _role(cert)
+    out: list[str] = []
+    if cert.version != x509.Version.v3:
+        out.append("CM-01 version is not v3")
+    if cert.serial_number <= 0:
+        out.append("CM-02 serial number is not positive")
+    elif cert.serial_number.bit_length() < 64:
+        out.append("CM-02 serial number has fewer than 64 bits")
+    if cert.signature_algorithm_oid != x509.SignatureAlgorithmOID.ECDSA_WITH_SHA256:
+        out.append("CM-03 signature algorithm is not ecdsa-with-SHA256")
+    pub = cert.public_key()
+    if not isinstance(pub, ec.EllipticCurvePublicKey) or pub.curve.name != "secp256r1":
+        out.append("CM-04 public key is not P-256")
+    subject = cert.subject
+    cns = [a.value for a in subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+    for oid, label in ((NameOID.COMMON_NAME, "CN"), (NameOID.ORGANIZATION_NAME, "O"), (NameOID.COUNTRY_NAME, "C")):
+        if not subject.get_attributes_for_oid(oid):
+            out.append(f"CM-06 subject lacks {label}")
+    try:
+        exts = cert.extensions
+    except ValueError as exc:
+        return out + [f"extensions cannot be parsed: {exc}"]
+    present = {e.oid: e for e in exts}
+
+    bc = present.get(ExtensionOID.BASIC_CONSTRAINTS)
+    if bc is None:
+        out.append("CM-07 basicConstraints missing")
+    else:
+        if not bc.critical:
+            out.append("CM-07 basicConstraints not critical")
+        if bc.value.ca != (role != "sp"):
+            out.append(f"CM-07 basicConstraints CA={bc.value.ca} for a {role} certificate")
+    ku = present.get(ExtensionOID.KEY_USAGE)
+    if ku is None:
+        out.append("CM-08 keyUsage missing")
+    else:
+        if not ku.critical:
+            out.append("CM-08 keyUsage not critical")
+        v = ku.value
+        flags = {
+            "digitalSignature": v.digital_signature,
+            "keyCertSign": v.key_cert_sign,
+            "cRLSign": v.crl_sign,
+            "keyEncipherment": v.key_encipherment,
+            "contentCommitment": v.content_commitment,
+            "dataEncipherment": v.data_encipherment,
+            "keyAgreement": v.key_agreement,
+        }
+        on = {k for k, f in flags.items() if f}
+        want = {"digitalSignature"} if role == "sp" else {"keyCertSign"}
+        if on != want:
+            out.append(f"CM-08 keyUsage is {sorted(on)}, expected only {sorted(want)}")
+    ski = present.get(ExtensionOID.SUBJECT_KEY_IDENTIFIER)
+    if ski is None:
+        out.append("CM-09 subjectKeyIdentifier missing")
+    elif ski.value.digest != x509.SubjectKeyIdentifier.from_public_key(pub).digest:  # type: ignore[arg-type]
+        out.append("CM-09 subjectKeyIdentifier is not the SHA-1 of the public key")
+    aki = present.get(ExtensionOID.AUTHORITY_KEY_IDENTIFIER)
+    if aki is None and role != "root":
+        out.append("CM-10 authorityKeyIdentifier missing")
+    elif aki is not None and role == "root" and ski is not None and aki.value.key_identifier != ski.value.digest:
+        out.append("CM-10 root authorityKeyIdentifier differs from its subjectKeyIdentifier")
+    cp = present.get(ExtensionOID.CERTIFICATE_POLICIES)
+    if role == "root":
+        if cp is not None:
+            out.append("CM-11 root carries certificatePolicies")
+    elif cp is None:
+        out.append("CM-11 certificatePolicies missing")
+    else:
+        oids = [p.policy_identifier.dotted_string for p in cp.value]
+        ok = len(oids) == 1 and (
+            oids[0].startswith(SHAKEN_CP_ARC) or (role == "intermediate" and oids[0] == ANY_POLICY_OID.dotted_string)
+        )
+        if not ok:
+            out.append(f"CM-11 certificatePolicies must hold exactly one SHAKEN policy OID, found {oids}")
+        if cp.critical:
+            out.append("CM-11 certificatePolicies is critical")
+    dp = present.get(ExtensionOID.CRL_DISTRIBUTION_POINTS)
+    if role == "root":
+        if dp is not None:
+            out.append("CM-12 root carries cRLDistributionPoints")
+    elif dp is None:
+        out.append("CM-12 cRLDistributionPoints missing")
+    else:
+        points = list(dp.value)
+        if len(points) != 1:
+            out.append("CM-12 cRLDistributionPoints must hold exactly one DistributionPoint")
+        elif not points[0].full_name or not any(
+            isinstance(n, x509.UniformResourceIdentifier) and n.value.lower().startswith(("http://", "https://"))
+            for n in points[0].full_name
+        ):
+            out.append("CM-12 DistributionPoint has no HTTP(S) URL")
+    tn_ext = present.get(TNAUTHLIST_OID)
+    if role == "sp":
+        if tn_ext is None:
+            out.append("CM-13 TNAuthList missing")
+        else:
+            if tn_ext.critical:
+                out.append("CM-13 TNAuthList is critical")
+            try:
+                tnal = from_certificate(cert)
+                assert tnal is not None
+                entries = tnal[0].entries
+                if len(entries) != 1 or tnal[0].spc is None:
+                    out.append("CM-13 TNAuthList must hold exactly one SPC entry")
+                elif not tnal[0].spc.isalnum() or tnal[0].spc != tnal[0].spc.upper():
+                    out.append("CM-13 SPC must be digits and upper-case letters")
+                elif cns and cns[0] != f"SHAKEN {tnal[0].spc}":
+                    out.append(f"CM-06 CN is {cns[0]!r}, expected 'SHAKEN {tnal[0].spc}'")
+            except TNAuthListError as exc:
+                out.append(f"CM-13 TNAuthList is malformed: {exc.description}")
+    else:
+        if tn_ext is not None:
+            out.append("CM-13 CA certificate carries TNAuthList")
+        if cns and "SHAKEN" not in cns[0].upper():
+            out.append("CM-06 CA CN does not contain 'SHAKEN'")
+        if role == "root" and cns and "ROOT" not in cns[0].upper():
+            out.append("CM-06 root CN does not contain 'ROOT'")
+    for oid, ext in present.items():
+        if oid not in _ALLOWED_EXTENSIONS:
+            out.append(f"CM-14 extension {oid.dotted_string} is not allowed")
+        elif ext.critical and oid not in (ExtensionOID.BASIC_CONSTRAINTS, ExtensionOID.KEY_USAGE) and oid != TNAUTHLIST_OID:
+            out.append(f"CM-08 only basicConstraints and keyUsage may be critical ({oid.dotted_string} is)")
+    if role == "root" and cert.issuer != cert.subject:
+        out.append("CM-05 root issuer differs from its subject")
+    if issuer is not None:
+        if cert.issuer != issuer.subject:
+            out.append("CM-05 issuer is not the subject of the issuing certificate")
+        try:
+            issuer_ski = issuer.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
+        except (x509.ExtensionNotFound, ValueError):
+            issuer_ski = None
+        if aki is not None and issuer_ski is not None and aki.value.key_identifier != issuer_ski:
+            out.append("CM-10 authorityKeyIdentifier is not the issuer's subjectKeyIdentifier")
+    return out
+
+
+# --- path validation --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ValidatedCredential:
+    """What a verifier needs from a validated x5u chain (cacheable as a whole)."""
+
+    leaf: x509.Certificate
+    chain: tuple[x509.Certificate, ...]
+    public_key: ec.EllipticCurvePublicKey
+    tnauthlist: TNAuthList
+    not_after: dt.datetime
+    warnings: tuple[str, ...] = field(default=())
+
+    @property
+    def spc(self) -> str | None:
+        return self.tnauthlist.spc
+
+
+def _ee_policy() -> xv.ExtensionPolicy:
+    return xv.ExtensionPolicy.permit_all()
+
+
+def _ca_policy() -> xv.ExtensionPolicy:
+    # Lenient on CA profile details that real STI-CAs get wrong (DEPENDENCIES.md §4.3), strict on
+    # what matters for trust: basicConstraints must be present and say CA.
+    return xv.ExtensionPolicy.permit_all().require_present(x509.BasicConstraints, xv.Criticality.AGNOSTIC, None)
+
+
+class TrustStore:
+    """Trust anchors, CRLs and CRL signers: the offline inputs of path validation."""
+
+    def __init__(
+        self,
+        anchors: Sequence[x509.Certificate],
+        *,
+        crls: Sequence[x509.CertificateRevocationList] = (),
+        crl_signers: Sequence[x509.Certificate] = (),
+    ):
+        if not anchors:
+            raise UntrustedCertificateError("no trust anchors configured")
+        self.anchors = tuple(anchors)
+        self.crls = tuple(crls)
+        self.crl_signers = tuple(crl_signers)
+        self._store = xv.Store(list(self.anchors))
+
+    def with_crls(self, crls: Sequence[x509.CertificateRevocationList]) -> "TrustStore":
+        return TrustStore(self.anchors, crls=crls, crl_signers=self.crl_signers)
+
+    def validate(self, certs: Sequence[x509.Certificate], *, at: dt.datetime | None = None) -> ValidatedCredential:
+        """Validate leaf ``certs[0]`` with intermediates ``certs[1:]``; check revocation.
+
+        Raises :class:`UntrustedCertificateError` (437, TN-Validation-Failed) for a chain that does
+        not reach an anchor, an expired or not-yet-valid certificate, a revoked one or a critical
+        extension we cannot process; :class:`TNAuthListError` (437) when the leaf has no usable
+        TNAuthList with an SPC or TN entries (ATIS-1000074 §5.3.1 via ATIS-1000080).
+        """
+        if not certs:
+            raise CertificateError("the x5u resource holds no certificate")
+        at = at or utcnow()
+        for cert in certs:
+            _check_parsable(cert)
+        leaf, intermediates = certs[0], list(certs[1:])
+        if leaf.not_valid_after_utc < at:
+            raise UntrustedCertificateError(f"certificate expired on {leaf.not_valid_after_utc:%Y-%m-%d %H:%M:%S}Z")
+        if leaf.not_valid_before_utc > at:
+            raise UntrustedCertificateError(f"certificate not valid before {leaf.not_valid_before_utc:%Y-%m-%d %H:%M:%S}Z")
+        pub = leaf.public_key()
+        if not isinstance(pub, ec.EllipticCurvePublicKey) or pub.curve.name != "secp256r1":
+            raise CertificateError("certificate key is not P-256 as ES256 requires")
+        verifier = (
+            xv.PolicyBuilder()
+            .store(self._store)
+            .time(at)
+            .extension_policies(ca_policy=_ca_policy(), ee_policy=_ee_policy())
+            .build_client_verifier()
+        )
+        try:
+            verified = verifier.verify(leaf, intermediates)
+        except xv.VerificationError as exc:
+            raise UntrustedCertificateError(f"Failed to authenticate CA: {str(exc)[:200]}") from None
+        chain = tuple(verified.chain)
+        self._check_revocation(chain, at)
+        tn = from_certificate(leaf)  # raises TNAuthListError when malformed
+        if tn is None:
+            raise TNAuthListError("certificate has no TNAuthList extension")
+        tnal, _critical = tn  # never empty: an SPC, or TN / range entries (RFC 9060 delegates)
+        return ValidatedCredential(
+            leaf=leaf,
+            chain=chain,
+            public_key=pub,
+            tnauthlist=tnal,
+            not_after=min(c.not_valid_after_utc for c in chain),
+        )
+
+    def _check_revocation(self, chain: Sequence[x509.Certificate], at: dt.datetime) -> None:
+        if not self.crls:
+            return
+        for i, cert in enumerate(chain[:-1]):
+            issuer = chain[i + 1]
+            for crl in self.crls:
+                if not self._crl_applies(crl, cert, issuer):
+                    continue
+                if crl.get_revoked_certificate_by_serial_number(cert.serial_number) is not None:
+                    raise UntrustedCertificateError(
+                        f"certificate serial {cert.serial_number:x} is revoked by CRL of {crl.issuer.rfc4514_string()}"
+                    )
+
+    def _crl_applies(self, crl: x509.CertificateRevocationList, cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+        """A CRL counts for ``cert`` when its issuer is the cert's issuer (signature checked) or a
+        configured CRL signer named as cRLIssuer (the STI-PA's indirect SHAKEN CRL, CM-12)."""
+        if crl.issuer == cert.issuer and crl.is_signature_valid(issuer.public_key()):  # type: ignore[arg-type]
+            return True
+        for signer in self.crl_signers + self.anchors:
+            if crl.issuer == signer.subject:
+                try:
+                    if crl.is_signature_valid(signer.public_key()):  # type: ignore[arg-type]
+                        return True
+                except TypeError:
+                    continue
+        return False
+
+
+def crl_urls(cert: x509.Certificate) -> list[str]:
+    """HTTP(S) URLs of the certificate's CRL distribution points."""
+    try:
+        dp = cert.extensions.get_extension_for_oid(ExtensionOID.CRL_DISTRIBUTION_POINTS).value
+    except (x509.ExtensionNotFound, ValueError):
+        return []
+    urls = []
+    for point in dp:
+        for name in point.full_name or []:
+            if isinstance(name, x509.UniformResourceIdentifier) and name.value.lower().startswith(("http://", "https://")):
+                urls.append(name.value)
+    return urls
+
+
+def create_crl(
+    issuer_cert: x509.Certificate,
+    issuer_key: ec.EllipticCurvePrivateKey,
+    revoked: Iterable[tuple[int, dt.datetime]] = (),
+    *,
+    next_update: dt.timedelta = dt.timedelta(days=7),
+    number: int = 1,
+) -> x509.CertificateRevocationList:
+    """A CRL signed by ``issuer_key`` listing (serial, revocation time) pairs."""
+    now = utcnow()
+    b = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(issuer_cert.subject)
+        .last_update(now - dt.timedelta(minutes=1))
+        .next_update(now + next_update)
+        .add_extension(x509.CRLNumber(number), critical=False)
+    )
+    for serial, when in revoked:
+        b = b.add_revoked_certificate(
+            x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(when).build()
+        )
+    return b.sign(issuer_key, hashes.SHA256())

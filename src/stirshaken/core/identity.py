@@ -1,0 +1,199 @@
+"""The SIP Identity header field (RFC 8224 §4).
+
+ABNF (RFC 8224 §4, with Erratum 6499: the digest is base64url)::
+
+    Identity           = "Identity" HCOLON signed-identity-digest SEMI ident-info
+                         *( SEMI ident-info-params )
+    signed-identity-digest = 1*(base64-char / ".")
+    ident-info         = "info" EQUAL ident-info-uri
+    ident-info-uri     = LAQUOT absoluteURI RAQUOT
+    ident-info-params  = ident-info-alg / ident-type / ident-info-extension
+    ident-info-alg     = "alg" EQUAL token
+    ident-type         = "ppt" EQUAL token
+    ident-info-extension = generic-param
+
+The parser accepts parameters in any order, linear white space around ``;`` and ``=``, quoted
+parameter values, and keeps unknown parameters.  ``info`` without angle brackets is accepted (as
+secsipidx and Kamailio do) and reported in :attr:`IdentityHeader.problems`.  Several Identity
+header fields may be repeated or joined by commas (RFC 3261 §7.3.1).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Iterable
+
+from stirshaken.core.errors import BadIdentityInfoError, IdentityHeaderSyntaxError
+
+# RFC 3261 §25.1 building blocks, transcribed once.
+LWS = r"(?:[ \t]*\r?\n)?[ \t]+"
+SWS = rf"(?:{LWS})?"
+TOKEN = r"[A-Za-z0-9\-.!%*_+`'~]+"
+QUOTED_STRING = r'"(?:[^"\\\r\n]|\\[\x00-\x7f])*"'
+DIGEST = r"[A-Za-z0-9\-_+/=]*\.[A-Za-z0-9\-_+/=.]*"
+
+_HEADER_NAME = re.compile(rf"^\s*(?:Identity|y)\s*:\s*", re.IGNORECASE)
+_DIGEST_RE = re.compile(rf"\s*({DIGEST})\s*")
+_PARAM_RE = re.compile(
+    rf"\s*;\s*({TOKEN})(?:\s*=\s*(<[^<>\s]*>|{QUOTED_STRING}|[^;,\s<>\"]+))?\s*"
+)
+_ABSOLUTE_URI = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*:[^\s<>\"]+")
+MAX_HEADER_LENGTH = 16384
+
+
+@dataclass(frozen=True)
+class IdentityHeader:
+    """One Identity header field value.
+
+    ``params`` keeps every parameter in received order (names lower-cased, values unquoted and,
+    for ``info``, without angle brackets).
+    """
+
+    token: str
+    params: tuple[tuple[str, str | None], ...] = ()
+    problems: tuple[str, ...] = field(default=(), compare=False)
+
+    def param(self, name: str) -> str | None:
+        return self._get(name.lower())
+
+    def _get(self, name: str) -> str | None:
+        for k, v in self.params:
+            if k == name:
+                return v
+        return None
+
+    @property
+    def info(self) -> str | None:
+        return self._get("info")
+
+    @property
+    def alg(self) -> str | None:
+        return self._get("alg")
+
+    @property
+    def ppt(self) -> str | None:
+        return self._get("ppt")
+
+    @property
+    def is_compact(self) -> bool:
+        return self.token.startswith("..")
+
+    def __str__(self) -> str:
+        out = [self.token]
+        for k, v in self.params:
+            if v is None:
+                out.append(f";{k}")
+            elif k == "info":
+                out.append(f";info=<{v}>")
+            elif re.fullmatch(TOKEN, v):
+                out.append(f";{k}={v}")
+            else:
+                out.append(';{}="{}"'.format(k, v.replace("\\", "\\\\").replace('"', '\\"')))
+        return "".join(out)
+
+
+def build_identity(token: str, x5u: str, *, alg: str = "ES256", ppt: str | None = "shaken") -> str:
+    """``token;info=<x5u>;alg=ES256;ppt=shaken`` as SHAKEN peers emit it (ATIS-1000074 §5.2)."""
+    if _ABSOLUTE_URI.fullmatch(x5u) is None:
+        raise BadIdentityInfoError(f"info URI {x5u!r} is not an absolute URI")
+    value = f"{token};info=<{x5u}>;alg={alg}"
+    return value + (f";ppt={ppt}" if ppt else "")
+
+
+def _unquote(v: str) -> str:
+    return re.sub(r"\\(.)", r"\1", v[1:-1])
+
+
+def parse_identity(value: str) -> IdentityHeader:
+    """Parse one Identity header value (a leading ``Identity:`` or ``y:`` is allowed).
+
+    Raises :class:`IdentityHeaderSyntaxError` (438) for a malformed value and
+    :class:`BadIdentityInfoError` (436) when ``info`` is missing or not an absolute URI
+    (ATIS-1000082 E6/E7).
+    """
+    if not isinstance(value, str):
+        raise IdentityHeaderSyntaxError("Identity header must be text")
+    if len(value) > MAX_HEADER_LENGTH:
+        raise IdentityHeaderSyntaxError(f"Identity header longer than {MAX_HEADER_LENGTH} characters")
+    text = re.sub(r"\r?\n[ \t]+", " ", value)  # unfold (RFC 3261 §7.3.1)
+    m = _HEADER_NAME.match(text)
+    pos = m.end() if m else 0
+    dm = _DIGEST_RE.match(text, pos)
+    if dm is None or not dm.group(1):
+        raise IdentityHeaderSyntaxError("Identity header does not start with a signed-identity-digest")
+    token = dm.group(1)
+    pos = dm.end()
+    params: list[tuple[str, str | None]] = []
+    problems: list[str] = []
+    seen: set[str] = set()
+    while pos < len(text):
+        pm = _PARAM_RE.match(text, pos)
+        if pm is None:
+            raise IdentityHeaderSyntaxError(f"malformed Identity header parameter near {text[pos:pos + 30]!r}")
+        name = pm.group(1).lower()
+        raw = pm.group(2)
+        if name in seen:
+            raise IdentityHeaderSyntaxError(f"Identity header parameter '{name}' repeated")
+        seen.add(name)
+        val: str | None
+        if raw is None:
+            val = None
+        elif raw.startswith("<"):
+            val = raw[1:-1]
+        elif raw.startswith('"'):
+            val = _unquote(raw)
+        else:
+            val = raw
+            if name == "info":
+                problems.append("'info' URI is not enclosed in angle brackets (RFC 8224 §4)")
+        if name == "info" and raw is not None and raw.startswith('"'):
+            problems.append("'info' URI is quoted instead of enclosed in angle brackets")
+        params.append((name, val))
+        pos = pm.end()
+    info = dict(params).get("info")
+    if "info" not in seen or info is None:
+        raise BadIdentityInfoError("Missing 'info' parameter in the 'identity'")
+    if _ABSOLUTE_URI.fullmatch(info) is None:
+        raise BadIdentityInfoError("Invalid 'info' URI")
+    return IdentityHeader(token=token, params=tuple(params), problems=tuple(problems))
+
+
+def split_header_values(value: str) -> list[str]:
+    """Split a comma-joined header field into its values, respecting quotes and ``<...>``."""
+    out: list[str] = []
+    depth = 0
+    quoted = False
+    start = 0
+    i = 0
+    n = len(value)
+    while i < n:
+        ch = value[i]
+        if quoted:
+            if ch == "\\":
+                i += 1
+            elif ch == '"':
+                quoted = False
+        elif ch == '"':
+            quoted = True
+        elif ch == "<":
+            depth += 1
+        elif ch == ">" and depth:
+            depth -= 1
+        elif ch == "," and not depth:
+            out.append(value[start:i])
+            start = i + 1
+        i += 1
+    out.append(value[start:])
+    return [v.strip() for v in out if v.strip()]
+
+
+def parse_identity_headers(values: Iterable[str] | str) -> list[IdentityHeader]:
+    """Parse every Identity header of a request: repeated fields and comma-joined values."""
+    if isinstance(values, str):
+        values = [values]
+    result: list[IdentityHeader] = []
+    for v in values:
+        for part in split_header_values(v):
+            result.append(parse_identity(part))
+    return result

@@ -1,0 +1,532 @@
+"""PASSporT: the signed token of RFC 8225, with the SHAKEN (RFC 8588), ``div`` (RFC 8946) and
+``rcd`` (RFC 9795) extensions.
+
+ES256 is written directly on ``cryptography`` with ``orjson``: header and claims are serialized
+deterministically (RFC 8225 §9: sorted keys, no whitespace), the signature is the raw 64-byte
+``r || s`` of RFC 7518 §3.4, and every segment is base64url without padding (RFC 7515 §2).
+Measured on the project's machine this is about 1.5x faster than PyJWT and gives exact control of
+the header (see ../shared/DEPENDENCIES.md §4).
+
+Decoding is strict and ordered like the ATIS-1000082 error table, so each defect raises its own
+typed error (see :mod:`stirshaken.errors`) carrying the SIP code a verifier answers with.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping, Sequence
+
+import orjson
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from stirshaken.core.b64 import b64url_decode, b64url_encode, b64url_encode_bytes
+from stirshaken.core.jose import ECDSA_SHA256, ECDSA_SHA256_DETERMINISTIC, der_to_raw, es256_sign, raw_to_der, verify_signature  # noqa: F401 (raw_to_der, verify_signature: re-exported)
+from stirshaken.core.errors import (
+    CompactFormError,
+    InvalidClaimError,
+    MissingClaimError,
+    MissingHeaderParameterError,
+    PassportFormatError,
+    PassportJSONError,
+    SignatureError,
+    UnsupportedAlgorithmError,
+    UnsupportedPPTError,
+    UnsupportedTypeError,
+)
+
+#: PASSporT extensions this implementation understands (IANA PASSporT Extensions registry).
+SUPPORTED_PPT = frozenset({"shaken", "div", "rcd"})
+ATTEST_VALUES = frozenset({"A", "B", "C"})
+MAX_TOKEN_LENGTH = 16384
+
+#: strings that JSON writes as they are: printable ASCII except '"' and '\\' (RFC 8259 §7)
+_JSON_PLAIN = re.compile(r'[ !#-\[\]-~]*').fullmatch
+_IAT_LIMIT = 1 << 63  # orjson's integer range; larger values take the general path, which rejects them
+_UUID_RE = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+
+
+def canonical_json(obj: Mapping[str, Any]) -> bytes:
+    """RFC 8225 §9 deterministic JSON: keys sorted by code point, no whitespace."""
+    return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
+
+
+# --- the token ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PASSporT:
+    """A decoded PASSporT in full form.
+
+    ``signing_input`` is the received ``BASE64URL(header) "." BASE64URL(payload)``: signatures are
+    checked over the bytes as received, never over a re-serialization (RFC 8225 §6).
+    """
+
+    header: Mapping[str, Any]  # a dict, or a read-only mapping shared by tokens with the same header
+    claims: dict[str, Any]
+    signature: bytes
+    signing_input: bytes
+    token: str
+    canonical: bool = True
+    problems: tuple[str, ...] = field(default=())
+
+    # header parameters
+    @property
+    def alg(self) -> str | None:
+        return self.header.get("alg")
+
+    @property
+    def typ(self) -> str | None:
+        return self.header.get("typ")
+
+    @property
+    def ppt(self) -> str | None:
+        return self.header.get("ppt")
+
+    @property
+    def x5u(self) -> str | None:
+        return self.header.get("x5u")
+
+    # claims
+    @property
+    def iat(self) -> int | None:
+        return self.claims.get("iat")
+
+    @property
+    def orig_tn(self) -> str | None:
+        orig = self.claims.get("orig")
+        return orig.get("tn") if isinstance(orig, dict) else None
+
+    @property
+    def dest_tns(self) -> tuple[str, ...]:
+        dest = self.claims.get("dest")
+        tns = dest.get("tn") if isinstance(dest, dict) else None
+        return tuple(tns) if isinstance(tns, list) else ()
+
+    @property
+    def dest_uris(self) -> tuple[str, ...]:
+        dest = self.claims.get("dest")
+        uris = dest.get("uri") if isinstance(dest, dict) else None
+        return tuple(uris) if isinstance(uris, list) else ()
+
+    @property
+    def attest(self) -> str | None:
+        return self.claims.get("attest")
+
+    @property
+    def origid(self) -> str | None:
+        return self.claims.get("origid")
+
+    @property
+    def div_tn(self) -> str | None:
+        div = self.claims.get("div")
+        return div.get("tn") if isinstance(div, dict) else None
+
+    @property
+    def compact(self) -> str:
+        """The compact form ``..signature`` (RFC 8225 §7)."""
+        return ".." + b64url_encode(self.signature)
+
+    def verify(self, public_key: ec.EllipticCurvePublicKey) -> None:
+        """Check the ES256 signature; raises :class:`SignatureError`."""
+        verify_signature(self.signing_input, self.signature, public_key)
+
+    def to_json(self) -> dict[str, Any]:
+        # ``header`` may be a read-only view shared between tokens (verify's JOSE header cache):
+        # serializers (orjson) want a plain dict
+        return {"header": dict(self.header), "claims": self.claims, "signature": b64url_encode(self.signature)}
+
+
+# --- signing --------------------------------------------------------------------------------
+
+
+# Version-4 UUIDs (RFC 9562 §5.4) are made 256 at a time from one os.urandom call and handed out
+# one by one: formatting a batch in one comprehension costs about a quarter of uuid.uuid4() per id,
+# which matters on the signing hot path (one origid per call).  The pool is emptied in a forked
+# child so that two worker processes never hand out the same ids.
+_UUID_BATCH = 256
+_UUID_VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}  # 0b10xx in the top bits of byte 8
+_uuid_pool: list[str] = []
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_uuid_pool.clear)
+
+
+def _uuid4_batch(n: int) -> list[str]:
+    h = os.urandom(16 * n).hex()
+    v = _UUID_VARIANT
+    return [
+        f"{h[i:i + 8]}-{h[i + 8:i + 12]}-4{h[i + 13:i + 16]}-{v[h[i + 16]]}{h[i + 17:i + 20]}-{h[i + 20:i + 32]}"
+        for i in range(0, 32 * n, 32)
+    ]
+
+
+def new_origid() -> str:
+    """A new random (version 4) UUID string, as ``str(uuid.uuid4())`` gives; also used for the
+    REST X-RequestID.  About 5x cheaper than ``str(uuid.uuid4())`` (batched, see above)."""
+    try:
+        return _uuid_pool.pop()
+    except IndexError:
+        _uuid_pool.extend(_uuid4_batch(_UUID_BATCH))
+        return _uuid_pool.pop()
+
+
+def encode_token(
+    key: ec.EllipticCurvePrivateKey, header: Mapping[str, Any], claims: Mapping[str, Any], *, deterministic: bool = False
+) -> str:
+    """Sign arbitrary header and claims into a full-form JWS with deterministic JSON (RFC 8225 §9);
+    ``deterministic`` selects RFC 6979 signatures (see ``ECDSA_SHA256`` above)."""
+    signing_input = b64url_encode(canonical_json(header)).encode() + b"." + b64url_encode(canonical_json(claims)).encode()
+    return signing_input.decode("ascii") + "." + b64url_encode(es256_sign(key, signing_input, deterministic=deterministic))
+
+
+def passport_header(x5u: str, ppt: str | None = "shaken") -> dict[str, str]:
+    """The JOSE header of a PASSporT (RFC 8225 §4, RFC 8588 §3)."""
+    header = {"alg": "ES256", "typ": "passport", "x5u": x5u}
+    if ppt is not None:
+        header["ppt"] = ppt
+    return header
+
+
+def shaken_claims(
+    *,
+    orig: str,
+    dest: str | Sequence[str],
+    attest: str,
+    iat: int | None = None,
+    origid: str | None = None,
+    dest_uris: Sequence[str] = (),
+    orig_is_uri: bool = False,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The claims of a SHAKEN PASSporT (RFC 8588 §4-§5, ATIS-1000074 §5.2).
+
+    ``dest`` holds one or several canonical TNs; they are sorted (RFC 8225 §5.2.1 "should").
+    ``origid`` defaults to a new UUID and ``iat`` to now.  ``extra`` may add ``rcd``/``crn``/
+    ``rcdi`` (RFC 9795) or ``mky`` (RFC 8225 §5.2.2).
+    """
+    if not isinstance(attest, str) or attest not in ATTEST_VALUES:
+        raise InvalidClaimError(f"'attest' claim must be A, B or C, not {attest!r}")
+    if isinstance(dest, str):
+        dest_obj: dict[str, list[str]] = {"tn": [dest]}
+    else:
+        dests = sorted(dest)
+        dest_obj = {"tn": dests} if dests else {}
+    if dest_uris:
+        dest_obj["uri"] = sorted(dest_uris)
+    if not dest_obj:
+        raise MissingClaimError("'dest' must name at least one identity")
+    claims: dict[str, Any] = {
+        "attest": attest,
+        "dest": dest_obj,
+        "iat": int(time.time()) if iat is None else int(iat),
+        "orig": {"uri": orig} if orig_is_uri else {"tn": orig},
+        "origid": origid or new_origid(),
+    }
+    if extra:
+        claims.update(extra)
+    return claims
+
+
+def div_claims(*, orig: str, dest: str | Sequence[str], div: str, iat: int | None = None) -> dict[str, Any]:
+    """The claims of a ``div`` PASSporT (RFC 8946 §3): ``div`` is the previous destination."""
+    dests = [dest] if isinstance(dest, str) else list(dest)
+    return {
+        "dest": {"tn": sorted(dests)},
+        "div": {"tn": div},
+        "iat": int(time.time()) if iat is None else int(iat),
+        "orig": {"tn": orig},
+    }
+
+
+class Signer:
+    """Signs PASSporTs with one key and x5u; the encoded header is computed once.
+
+    >>> signer = Signer(key, "https://cr.example.net/sp.pem")           # doctest: +SKIP
+    >>> signer.identity(orig="12155551212", dest=["12155551213"], attest="A")  # doctest: +SKIP
+    """
+
+    def __init__(self, key: ec.EllipticCurvePrivateKey, x5u: str, *, ppt: str = "shaken", deterministic: bool = False):
+        if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp256r1":
+            raise ValueError("PASSporT signing needs a P-256 private key (ES256)")
+        self.key = key
+        self.x5u = x5u
+        self.ppt = ppt
+        self.deterministic = deterministic
+        self._header_b64 = b64url_encode(canonical_json(passport_header(x5u, ppt))).encode() + b"."
+        self._params = f";info=<{x5u}>;alg=ES256;ppt={ppt}"
+        self._params_b = self._params.encode()
+        self._algorithm = ECDSA_SHA256_DETERMINISTIC if deterministic else ECDSA_SHA256
+
+    def _sign_payload(self, payload: bytes) -> bytes:
+        """The JWS for a payload already in RFC 8225 §9 form: header.payload.signature."""
+        signing_input = self._header_b64 + b64url_encode_bytes(payload)
+        return signing_input + b"." + b64url_encode_bytes(der_to_raw(self.key.sign(signing_input, self._algorithm)))
+
+    def _sign_bytes(self, claims: Mapping[str, Any]) -> bytes:
+        return self._sign_payload(orjson.dumps(claims, option=orjson.OPT_SORT_KEYS))
+
+    def sign_claims(self, claims: Mapping[str, Any]) -> str:
+        return self._sign_bytes(claims).decode("ascii")
+
+    def sign(self, **kwargs: Any) -> str:
+        """Sign SHAKEN claims built by :func:`shaken_claims` from ``kwargs``; returns the JWS."""
+        return self.sign_claims(shaken_claims(**kwargs))
+
+    def identity_for_token(self, token: str) -> str:
+        return token + self._params
+
+    def identity(
+        self, *, orig: str, dest: str | Sequence[str], attest: str, iat: int | None = None, origid: str | None = None, **more: Any
+    ) -> str:
+        """The SIP Identity header value ``token;info=<x5u>;alg=ES256;ppt=...`` (RFC 8224 §4).
+
+        Takes the arguments of :func:`shaken_claims`."""
+        if not more:
+            return self.identity_for(orig, dest, attest, iat, origid)
+        claims = shaken_claims(orig=orig, dest=dest, attest=attest, iat=iat, origid=origid, **more)
+        return (self._sign_bytes(claims) + self._params_b).decode("ascii")
+
+    def identity_for(self, orig: str, dest: str | Sequence[str], attest: str, iat: int | None = None, origid: str | None = None) -> str:
+        """:meth:`identity` for the plain SHAKEN case with positional arguments (the signing hot path).
+
+        The claims are written straight into their RFC 8225 §9 form (keys in code-point order, no
+        whitespace) when every string is printable ASCII without ``"`` or ``\\`` and so needs no
+        JSON escaping (canonical TNs and UUIDs always are); otherwise they go through ``orjson``.
+        Both give the same bytes (tests/test_passport.py); the direct form saves the dict and the
+        serializer call, a few microseconds per signature on a ~30 µs operation."""
+        if type(attest) is not str or attest not in ATTEST_VALUES:
+            raise InvalidClaimError(f"'attest' claim must be A, B or C, not {attest!r}")
+        if type(dest) is str:
+            tns = [dest]
+        else:
+            tns = sorted(dest)
+            if not tns:
+                raise MissingClaimError("'dest' must name at least one identity")
+        iat = int(time.time()) if iat is None else int(iat)
+        origid = origid or new_origid()
+        try:
+            dests = '","'.join(tns)
+            plain = _JSON_PLAIN(orig + dests + origid) is not None and -_IAT_LIMIT < iat < _IAT_LIMIT
+        except TypeError:  # a value that is not a string: the general path serializes (or rejects) it
+            plain = False
+        if plain:
+            payload = f'{{"attest":"{attest}","dest":{{"tn":["{dests}"]}},"iat":{iat},"orig":{{"tn":"{orig}"}},"origid":"{origid}"}}'
+            return (self._sign_payload(payload.encode()) + self._params_b).decode("ascii")
+        claims = {"attest": attest, "dest": {"tn": tns}, "iat": iat, "orig": {"tn": orig}, "origid": origid}
+        return (self._sign_bytes(claims) + self._params_b).decode("ascii")
+
+
+# --- decoding -------------------------------------------------------------------------------
+
+
+def _loads_object(raw: bytes, what: str) -> tuple[dict[str, Any], bool]:
+    """Parse a JSON object; returns it and whether the bytes were RFC 8225 §9 canonical."""
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise PassportJSONError(f"PASSporT {what} is not valid JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise PassportJSONError(f"PASSporT {what} is not a JSON object")
+    try:
+        canonical = canonical_json(obj) == raw
+    except TypeError:  # integers beyond 64 bits
+        canonical = False
+    if not canonical:
+        # Not canonical: look for duplicate member names, which RFC 8225 §9 forbids and which a
+        # plain dict would hide.
+        def no_dupes(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+            d = dict(pairs)
+            if len(d) != len(pairs):
+                raise PassportJSONError(f"PASSporT {what} has duplicate member names")
+            return d
+
+        try:
+            json.loads(raw, object_pairs_hook=no_dupes)
+        except PassportJSONError:
+            raise
+        except (ValueError, RecursionError):
+            raise PassportJSONError(f"PASSporT {what} is not valid JSON") from None
+    return obj, canonical
+
+
+def parse_jws(token: str) -> PASSporT:
+    """Split and decode a full-form PASSporT without judging its claims.
+
+    Raises :class:`CompactFormError` for ``..sig``, :class:`PassportFormatError` for anything that
+    is not three base64url segments of JSON objects, and the 437 errors for ``alg``/``typ``.
+    """
+    if not isinstance(token, str):
+        raise PassportFormatError("PASSporT must be a string")
+    if len(token) > MAX_TOKEN_LENGTH:
+        raise PassportFormatError(f"PASSporT longer than {MAX_TOKEN_LENGTH} characters")
+    parts = token.split(".")
+    if len(parts) != 3:
+        raise PassportFormatError(f"PASSporT must have 3 dot-separated parts, not {len(parts)}")
+    h64, p64, s64 = parts
+    if not h64 and not p64:
+        raise CompactFormError("Identity header in compact form instead of required by SHAKEN spec full form")
+    if not h64 or not p64 or not s64:
+        raise PassportFormatError("PASSporT has an empty segment")
+    header_raw = b64url_decode(h64, what="PASSporT header")
+    payload_raw = b64url_decode(p64, what="PASSporT payload")
+    signature = b64url_decode(s64, what="PASSporT signature")
+    header, hcanon = _loads_object(header_raw, "header")
+    claims, pcanon = _loads_object(payload_raw, "payload")
+    return PASSporT(
+        header=header,
+        claims=claims,
+        signature=signature,
+        signing_input=(h64 + "." + p64).encode("ascii"),
+        token=token,
+        canonical=hcanon and pcanon,
+    )
+
+
+def check_header(p: PASSporT, *, ppt: str | None | Iterable[str] = "shaken", require_x5u: bool = True) -> None:
+    """JOSE header rules (RFC 8225 §4, §8.1; ATIS-1000082 E9, E11-E13).
+
+    ``ppt`` names the expected extension(s); ``None`` accepts a base PASSporT without ``ppt``.
+    """
+    h = p.header
+    for name in ("alg", "typ") + (("x5u",) if require_x5u else ()) + (("ppt",) if ppt is not None else ()):
+        if name not in h:
+            raise MissingHeaderParameterError(f"Missing '{name}' claim in the PASSporT header")
+    for name in ("alg", "typ", "x5u", "ppt"):
+        if name in h and not isinstance(h[name], str):
+            raise PassportJSONError(f"PASSporT header '{name}' must be a string")
+    if h["typ"] != "passport":
+        raise UnsupportedTypeError("'typ' from PASSporT header is not 'passport'")
+    if h["alg"] != "ES256":
+        raise UnsupportedAlgorithmError(f"'alg' from PASSporT header is not 'ES256' ({h['alg'][:20]!r})")
+    if ppt is None:
+        if "ppt" in h and h["ppt"] not in SUPPORTED_PPT:
+            raise UnsupportedPPTError(f"unsupported PASSporT extension 'ppt': {h['ppt'][:20]!r}")
+        return
+    allowed = {ppt} if isinstance(ppt, str) else set(ppt)
+    if h["ppt"] not in allowed:
+        if h["ppt"] not in SUPPORTED_PPT:
+            raise UnsupportedPPTError(f"'ppt' from PASSporT header is not supported ({h['ppt'][:20]!r})")
+        raise UnsupportedPPTError(f"'ppt' from PASSporT header is not {'/'.join(sorted(allowed))!r}")
+
+
+def _identity_object(value: Any, name: str, *, arrays: bool) -> None:
+    if not isinstance(value, dict):
+        raise InvalidClaimError(f"'{name}' claim must be a JSON object")
+    keys = set(value) & {"tn", "uri"}
+    if not keys:
+        raise InvalidClaimError(f"'{name}' claim must hold 'tn' or 'uri'")
+    if not arrays and len(keys) != 1:
+        raise InvalidClaimError(f"'{name}' claim must hold exactly one identity")
+    for k in keys:
+        v = value[k]
+        if arrays:
+            if not isinstance(v, list) or not v or not all(isinstance(x, str) and x for x in v):
+                raise InvalidClaimError(f"'{name}.{k}' must be a non-empty array of strings")
+        elif not isinstance(v, str) or not v:
+            raise InvalidClaimError(f"'{name}.{k}' must be a string")
+
+
+def _plain_shaken(c: dict[str, Any]) -> bool:
+    """True for exactly {attest, dest: {tn: [..]}, iat, orig: {tn}, origid}, all well typed (the
+    hot path of :func:`check_claims`; anything else takes the full check and its precise error)."""
+    orig = c.get("orig")
+    dest = c.get("dest")
+    iat = c.get("iat")
+    attest = c.get("attest")
+    origid = c.get("origid")
+    if type(iat) is not int or iat < 0 or type(attest) is not str or attest not in ATTEST_VALUES:
+        return False
+    if type(origid) is not str or not origid or type(orig) is not dict or type(dest) is not dict:
+        return False
+    if len(orig) != 1 or len(dest) != 1:
+        return False
+    tn = orig.get("tn")
+    tns = dest.get("tn")
+    if type(tn) is not str or not tn or type(tns) is not list or not tns:
+        return False
+    for x in tns:
+        if type(x) is not str or not x:
+            return False
+    return True
+
+
+def check_claims(p: PASSporT) -> None:
+    """Baseline claims (RFC 8225 §5) and those of the extension named by ``ppt``.
+
+    SHAKEN (RFC 8588): attest, dest.tn, iat, orig.tn, origid.  div (RFC 8946 §3): dest, div,
+    iat, orig.  rcd (RFC 9795): rcd is an object.
+    """
+    c = p.claims
+    ppt = p.header.get("ppt")
+    if ppt == "shaken" and len(c) == 5 and _plain_shaken(c):
+        return  # the usual SHAKEN payload, nothing else in it: all checks below would pass
+    required = ["dest", "iat", "orig"]
+    if ppt == "shaken":
+        required = ["attest", "dest", "iat", "orig", "origid"]
+    elif ppt == "div":
+        required = ["dest", "div", "iat", "orig"]
+    for name in required:
+        if name not in c:
+            raise MissingClaimError(f"Missing '{name}' mandatory claim in PASSporT payload")
+    iat = c["iat"]
+    if not isinstance(iat, int) or isinstance(iat, bool) or iat < 0:
+        raise InvalidClaimError("'iat' claim must be a non-negative integer NumericDate")
+    _identity_object(c["orig"], "orig", arrays=False)
+    _identity_object(c["dest"], "dest", arrays=True)
+    if ppt == "shaken":
+        if "tn" not in c["orig"]:
+            raise InvalidClaimError("'orig' claim of a SHAKEN PASSporT must hold 'tn'")
+        if not isinstance(c["attest"], str) or c["attest"] not in ATTEST_VALUES:
+            raise InvalidClaimError("'attest' claim in PASSporT is not valid")
+        if not isinstance(c["origid"], str) or not c["origid"]:
+            raise InvalidClaimError("'origid' claim must be a non-empty string")
+    if ppt == "div" or "div" in c:
+        _identity_object(c["div"], "div", arrays=False)
+    if "mky" in c:
+        mky = c["mky"]
+        if not isinstance(mky, list) or not all(
+            isinstance(m, dict) and isinstance(m.get("alg"), str) and isinstance(m.get("dig"), str) for m in mky
+        ):
+            raise InvalidClaimError("'mky' claim must be an array of {alg, dig} objects")
+    if "rcd" in c and not isinstance(c["rcd"], dict):
+        raise InvalidClaimError("'rcd' claim must be a JSON object")
+    if ppt == "rcd" and "rcd" not in c:
+        raise MissingClaimError("Missing 'rcd' mandatory claim in PASSporT payload")
+    if "rcdi" in c and not isinstance(c["rcdi"], dict):
+        raise InvalidClaimError("'rcdi' claim must be a JSON object")
+    if "crn" in c and not isinstance(c["crn"], str):
+        raise InvalidClaimError("'crn' claim must be a string")
+
+
+def problems(p: PASSporT) -> list[str]:
+    """Deviations that do not make the token invalid but that a reviewer wants to see."""
+    out: list[str] = []
+    if not p.canonical:
+        out.append("JSON is not in the deterministic form of RFC 8225 §9 (sorted keys, no whitespace)")
+    origid = p.claims.get("origid")
+    if isinstance(origid, str) and _UUID_RE.fullmatch(origid) is None:
+        out.append("'origid' is not a UUID (RFC 8588 §5)")
+    for tn in ([p.orig_tn] if p.orig_tn else []) + list(p.dest_tns):
+        if tn.startswith("+") or re.fullmatch(r"[0-9#*]+", tn) is None:
+            out.append(f"TN {tn!r} is not canonical (RFC 8224 §8.3)")
+    if list(p.dest_tns) != sorted(p.dest_tns):
+        out.append("'dest.tn' is not in lexicographic order (RFC 8225 §5.2.1)")
+    return out
+
+
+def decode(token: str, *, ppt: str | None | Iterable[str] = "shaken", require_x5u: bool = True) -> PASSporT:
+    """Decode and validate a full-form PASSporT: JWS structure, header, claims.
+
+    The signature is *not* checked here (that needs the credential): call :meth:`PASSporT.verify`.
+    """
+    p = parse_jws(token)
+    check_header(p, ppt=ppt, require_x5u=require_x5u)
+    check_claims(p)
+    found = problems(p)
+    if found:
+        object.__setattr__(p, "problems", tuple(found))
+    return p

@@ -1,0 +1,1 @@
+"""Outbound network adapters shared by the STI-VS and the PKI clients (see :mod:`stirshaken.net.http`)."""

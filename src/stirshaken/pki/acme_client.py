@@ -1,0 +1,522 @@
+"""ACME for SHAKEN: JOSE primitives shared with the STI-CA and the SP-side client.
+
+* JOSE (RFC 7515 flattened JSON, RFC 7518 §3.4 ES256, RFC 7638 thumbprints) as RFC 8555 §6.2
+  uses it: :func:`jwk_of`, :func:`jwk_public_key`, :func:`thumbprint`, :func:`sign_jws`.
+* :class:`PAClient`: the STI-PA API of STANDARDS.md PA-03/PA-04 (login, SPC token, CA list, CRL).
+* :class:`AcmeClient`: RFC 8555 client for TNAuthList identifiers (RFC 9448 §3) and the
+  ``tkauth-01`` challenge (RFC 9447 §3, RFC 9448 §5): directory, nonces with ``badNonce`` retry
+  (§6.5), newAccount (§7.3), newOrder (§7.4), the challenge answer ``{"atc": <SPC token>}``,
+  finalize, POST-as-GET download (§7.4.2) and revokeCert (§7.6).
+* :func:`obtain_certificate` / :func:`ensure_certificate` / :func:`renew_forever`: the whole
+  ATIS-1000080 §6.3.5 flow (STANDARDS.md AC-01): PA login, SPC token bound to the account key
+  fingerprint, ACME order, answer, finalize with a CSR for a fresh P-256 key (written 0600),
+  download, publish to the STI-CR, and renewal ``renew_before_days`` before expiry (AC-05).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+import logging
+import ssl
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Awaitable, Callable, Mapping
+
+import aiohttp
+import orjson
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from stirshaken.core import certificates as certs
+from stirshaken.core.b64 import b64url_decode, b64url_encode
+from stirshaken.core.keys import generate_private_key, load_private_key, public_key_pem, public_path_for, write_private_key
+from stirshaken.core.jose import JWKError, account_key_fingerprint, jwk_of, jwk_public_key, sign_jws, thumbprint  # noqa: F401
+from stirshaken.core.tnauthlist import TNAuthList
+from stirshaken.net.http import client_ssl_context
+from stirshaken.pki.acme import ERR, JOSE_JSON, PEM_CHAIN, TKAUTH01, TNAUTHLIST, AcmeProblem  # noqa: F401
+
+log = logging.getLogger("stirshaken.pki.acme_client")
+
+
+
+# --- errors ------------------------------------------------------------------------------------
+
+
+class PAClientError(Exception):
+    """The STI-PA refused a request."""
+
+
+# --- STI-PA client -----------------------------------------------------------------------------
+
+
+class PAClient:
+    """Client of the STI-PA API (PA-03 login, PA-04 SPC token, PA-01 CA list, PA-02 CRL)."""
+
+    def __init__(self, base_url: str, session: aiohttp.ClientSession):
+        self.base = base_url.rstrip("/")
+        self.session = session
+        self.access_token: str | None = None
+
+    async def _call(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
+        headers = {"Accept": "application/json"}
+        if self.access_token:
+            headers["Authorization"] = f"Bearer {self.access_token}"
+        data = None if body is None else orjson.dumps(body)
+        if data is not None:
+            headers["Content-Type"] = "application/json"
+        async with self.session.request(method, self.base + path, data=data, headers=headers) as resp:
+            raw = await resp.read()
+        try:
+            out = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise PAClientError(f"STI-PA {path}: HTTP {resp.status}, not JSON") from None
+        if resp.status >= 400 or not isinstance(out, dict) or out.get("status") != "success":
+            msg = out.get("message") if isinstance(out, dict) else None
+            raise PAClientError(f"STI-PA {path}: HTTP {resp.status}: {msg or out}")
+        return out
+
+    async def login(self, user: str, password: str) -> str:
+        out = await self._call("POST", "/auth/login", {"userId": user, "password": password})
+        self.access_token = str(out["accessToken"])
+        return self.access_token
+
+    async def spc_token(self, ocn: str, tkvalue: str, fingerprint: str, *, ca: bool = False) -> dict[str, Any]:
+        """``{"token", "crl", "iss"}`` for an SPC token bound to ``fingerprint`` (PA-04)."""
+        return await self._call(
+            "POST", f"/account/{ocn}/token", {"atc": {"tktype": TNAUTHLIST, "tkvalue": tkvalue, "ca": ca, "fingerprint": fingerprint}}
+        )
+
+    async def ca_list(self) -> str:
+        return str((await self._call("GET", "/ca-list"))["caList"])
+
+    async def revoke(self, *, serial: int | None = None, jti: str | None = None, reason: str | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"jti": jti} if jti else {"serial": format(serial or 0, "x")}
+        if reason:
+            body["reason"] = reason
+        return await self._call("POST", "/revoke", body)
+
+    async def add_trusted_ca(self, pem_text: str) -> None:
+        await self._call("POST", "/admin/ca", {"certificate": pem_text})
+
+    async def crl(self) -> x509.CertificateRevocationList:
+        async with self.session.get(self.base + "/crl") as resp:
+            data = await resp.read()
+            if resp.status != 200:
+                raise PAClientError(f"STI-PA /crl: HTTP {resp.status}")
+        return certs.load_crl(data)
+
+
+# --- ACME client -------------------------------------------------------------------------------
+
+
+@dataclass
+class Response:
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+    links: list[tuple[str, str]]
+
+    def json(self) -> dict[str, Any]:
+        out = orjson.loads(self.body)
+        return out if isinstance(out, dict) else {}
+
+    @property
+    def location(self) -> str | None:
+        return self.headers.get("Location")
+
+    def link(self, rel: str) -> str | None:
+        for url, r in self.links:
+            if r == rel:
+                return url
+        return None
+
+
+def _links(resp: aiohttp.ClientResponse) -> list[tuple[str, str]]:
+    out = []
+    for value in resp.headers.getall("Link", []):
+        for part in value.split(","):
+            part = part.strip()
+            if not part.startswith("<") or ">" not in part:
+                continue
+            url, params = part[1:].split(">", 1)
+            rel = ""
+            for p in params.split(";"):
+                p = p.strip()
+                if p.startswith("rel="):
+                    rel = p[4:].strip('"')
+            out.append((url, rel))
+    return out
+
+
+class AcmeClient:
+    """RFC 8555 client with ES256 account keys and TNAuthList orders (RFC 9448)."""
+
+    def __init__(
+        self,
+        directory_url: str,
+        account_key: ec.EllipticCurvePrivateKey,
+        session: aiohttp.ClientSession,
+        *,
+        identifier_encoding: str = "base64url",
+        poll_interval: float = 0.2,
+        poll_timeout: float = 30.0,
+    ):
+        self.directory_url = directory_url
+        self.key = account_key
+        self.session = session
+        self.identifier_encoding = identifier_encoding
+        self.poll_interval = poll_interval
+        self.poll_timeout = poll_timeout
+        self.account_url: str | None = None
+        self._dir: dict[str, Any] | None = None
+        self._nonce: str | None = None
+
+    async def directory(self) -> dict[str, Any]:
+        if self._dir is None:
+            async with self.session.get(self.directory_url) as resp:
+                self._remember_nonce(resp)
+                if resp.status != 200:
+                    raise AcmeProblem("serverInternal", "directory unavailable", resp.status)
+                self._dir = orjson.loads(await resp.read())
+        return self._dir
+
+    def _remember_nonce(self, resp: aiohttp.ClientResponse) -> None:
+        nonce = resp.headers.get("Replay-Nonce")
+        if nonce:
+            self._nonce = nonce
+
+    async def nonce(self) -> str:
+        if self._nonce is not None:
+            n, self._nonce = self._nonce, None
+            return n
+        url = (await self.directory())["newNonce"]
+        async with self.session.head(url) as resp:
+            n = resp.headers.get("Replay-Nonce")
+        if not n:
+            raise AcmeProblem("badNonce", "server gave no Replay-Nonce", 0)
+        return n
+
+    async def post(self, url: str, payload: Mapping[str, Any] | None, *, use_jwk: bool = False, _retry: bool = True) -> Response:
+        """Signed POST (or POST-as-GET when ``payload`` is None); retries once on badNonce (§6.5)."""
+        protected: dict[str, Any] = {"alg": "ES256", "nonce": await self.nonce(), "url": url}
+        if use_jwk or self.account_url is None:
+            protected["jwk"] = jwk_of(self.key)
+        else:
+            protected["kid"] = self.account_url
+        body = sign_jws(self.key, protected, None if payload is None else orjson.dumps(dict(payload)))
+        async with self.session.post(url, data=orjson.dumps(body), headers={"Content-Type": JOSE_JSON}) as resp:
+            self._remember_nonce(resp)
+            raw = await resp.read()
+            res = Response(resp.status, dict(resp.headers), raw, _links(resp))
+        if res.status >= 400:
+            try:
+                problem = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                problem = {"detail": raw[:200].decode("utf-8", "replace")}
+            err = AcmeProblem.from_document(problem if isinstance(problem, dict) else {}, res.status)
+            if err.type == ERR + "badNonce" and _retry:
+                return await self.post(url, payload, use_jwk=use_jwk, _retry=False)
+            raise err
+        return res
+
+    async def register(self, contact: list[str] | None = None, *, only_existing: bool = False) -> str:
+        d = await self.directory()
+        payload: dict[str, Any] = {"termsOfServiceAgreed": True}
+        if contact:
+            payload["contact"] = contact
+        if only_existing:
+            payload = {"onlyReturnExisting": True}
+        res = await self.post(d["newAccount"], payload, use_jwk=True)
+        if not res.location:
+            raise AcmeProblem("malformed", "newAccount without Location", res.status)
+        self.account_url = res.location
+        return res.location
+
+    def identifier_value(self, tnal: TNAuthList) -> str:
+        return tnal.to_base64() if self.identifier_encoding == "base64" else tnal.to_base64url()
+
+    async def new_order(
+        self, tnal: TNAuthList, *, not_before: dt.datetime | None = None, not_after: dt.datetime | None = None
+    ) -> tuple[str, dict[str, Any]]:
+        d = await self.directory()
+        payload: dict[str, Any] = {"identifiers": [{"type": TNAUTHLIST, "value": self.identifier_value(tnal)}]}
+        if not_before:
+            payload["notBefore"] = not_before.strftime("%Y-%m-%dT%H:%M:%SZ")
+        if not_after:
+            payload["notAfter"] = not_after.strftime("%Y-%m-%dT%H:%M:%SZ")
+        res = await self.post(d["newOrder"], payload)
+        if not res.location:
+            raise AcmeProblem("malformed", "newOrder without Location", res.status)
+        return res.location, res.json()
+
+    async def get(self, url: str) -> Response:
+        return await self.post(url, None)
+
+    async def answer_tkauth(self, challenge_url: str, spc_token: str) -> dict[str, Any]:
+        """Answer tkauth-01 with ``{"atc": <token>}`` (RFC 9448 §5)."""
+        return (await self.post(challenge_url, {"atc": spc_token})).json()
+
+    async def poll(self, url: str, done: tuple[str, ...]) -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.poll_timeout
+        while True:
+            res = await self.get(url)
+            obj = res.json()
+            if obj.get("status") in done:
+                return obj
+            if loop.time() > deadline:
+                raise AcmeProblem("serverInternal", f"{url} stayed {obj.get('status')}", 0)
+            try:
+                wait = float(res.headers.get("Retry-After", self.poll_interval))
+            except ValueError:
+                wait = self.poll_interval
+            await asyncio.sleep(min(max(wait, 0.05), 5.0))
+
+    async def finalize(self, order_url: str, order: Mapping[str, Any], csr: x509.CertificateSigningRequest) -> dict[str, Any]:
+        der = csr.public_bytes(serialization.Encoding.DER)
+        res = await self.post(order["finalize"], {"csr": b64url_encode(der)})
+        obj = res.json()
+        if obj.get("status") != "valid":
+            obj = await self.poll(order_url, ("valid", "invalid"))
+        if obj.get("status") != "valid":
+            raise (AcmeProblem.from_document(obj.get("error")) if obj.get("error") else AcmeProblem("serverInternal", "order became invalid", 0))
+        return obj
+
+    async def download(self, cert_url: str) -> tuple[bytes, Response]:
+        res = await self.get(cert_url)
+        ctype = res.headers.get("Content-Type", "")
+        if not ctype.startswith(PEM_CHAIN):
+            raise AcmeProblem("malformed", f"certificate served as {ctype!r}", res.status)
+        return res.body, res
+
+    async def revoke(self, cert: x509.Certificate, reason: int | None = None) -> None:
+        d = await self.directory()
+        payload: dict[str, Any] = {"certificate": b64url_encode(cert.public_bytes(serialization.Encoding.DER))}
+        if reason is not None:
+            payload["reason"] = reason
+        await self.post(d["revokeCert"], payload)
+
+
+# --- the SP flow -------------------------------------------------------------------------------
+
+
+@dataclass
+class AcmeConfig:
+    """Where and as whom an SP obtains its SHAKEN certificate.
+
+    ``state_dir`` holds ``account.key`` (0600), ``account.json``, ``sp.key`` (0600), ``sp.pem``
+    (leaf), ``sp-chain.pem`` (leaf + intermediates) and ``cert.json`` (x5u URL, serial, expiry).
+    When the STI-CA publishes the chain itself (``X-Shaken-Certificate-Location``) that URL becomes
+    the x5u; otherwise ``cr_url``/``cr_token`` publish it with an authenticated PUT to the STI-CR.
+    """
+
+    directory_url: str
+    pa_url: str
+    ocn: str
+    username: str
+    password: str
+    state_dir: Path
+    ca_bundle: str | None = None
+    cr_url: str | None = None
+    cr_token: str | None = None
+    identifier_encoding: str = "base64url"
+    contact: list[str] = field(default_factory=list)
+    org: str = "STI Participant"
+    days: int | None = None
+
+
+@dataclass
+class CertificateStatus:
+    """The SP's current certificate (what :func:`ensure_certificate` returns)."""
+
+    key_path: Path
+    cert_path: Path
+    chain_path: Path
+    x5u: str | None
+    serial: int
+    not_after: dt.datetime
+    renewed: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.update(key_path=str(self.key_path), cert_path=str(self.cert_path), chain_path=str(self.chain_path))
+        d.update(serial=format(self.serial, "x"), not_after=self.not_after.isoformat())
+        return d
+
+
+def _account_key(state_dir: Path) -> ec.EllipticCurvePrivateKey:
+    path = state_dir / "account.key"
+    if path.exists():
+        return load_private_key(path)
+    key = generate_private_key()
+    write_private_key(path, key, public=False)
+    return key
+
+
+def current_certificate(state_dir: Path) -> CertificateStatus | None:
+    """The certificate recorded in ``state_dir``, or None."""
+    meta = state_dir / "cert.json"
+    if not meta.exists():
+        return None
+    try:
+        info = orjson.loads(meta.read_bytes())
+        leaf = certs.load_certificates((state_dir / "sp.pem").read_bytes())[0]
+    except (OSError, orjson.JSONDecodeError, Exception):
+        return None
+    return CertificateStatus(
+        key_path=state_dir / "sp.key", cert_path=state_dir / "sp.pem", chain_path=state_dir / "sp-chain.pem",
+        x5u=info.get("x5u"), serial=leaf.serial_number, not_after=leaf.not_valid_after_utc,
+    )
+
+
+async def _publish(session: aiohttp.ClientSession, cfg: AcmeConfig, name: str, chain_pem: bytes) -> str:
+    assert cfg.cr_url is not None
+    url = f"{cfg.cr_url.rstrip('/')}/{name}"
+    headers = {"Content-Type": PEM_CHAIN}
+    if cfg.cr_token:
+        headers["Authorization"] = f"Bearer {cfg.cr_token}"
+    async with session.put(url, data=chain_pem, headers=headers) as resp:
+        if resp.status not in (200, 201, 204):
+            raise PAClientError(f"STI-CR refused the upload: HTTP {resp.status}: {(await resp.text())[:200]}")
+    return url
+
+
+async def obtain_certificate(cfg: AcmeConfig, *, session: aiohttp.ClientSession | None = None) -> CertificateStatus:
+    """Run the whole ATIS-1000080 §6.3.5 / RFC 9448 flow once and store the result in ``state_dir``."""
+    cfg.state_dir.mkdir(parents=True, exist_ok=True)
+    own = session is None
+    if session is None:
+        session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(ssl=client_ssl_context(cfg.ca_bundle)), timeout=aiohttp.ClientTimeout(total=30)
+        )
+    try:
+        account_key = _account_key(cfg.state_dir)
+        tnal = TNAuthList.for_spc(cfg.ocn)
+        client = AcmeClient(cfg.directory_url, account_key, session, identifier_encoding=cfg.identifier_encoding)
+        # 1. SPC token from the STI-PA, bound to the ACME account key (RFC 9448 §4, PA-04/PA-05)
+        pa = PAClient(cfg.pa_url, session)
+        await pa.login(cfg.username, cfg.password)
+        tok = await pa.spc_token(cfg.ocn, client.identifier_value(tnal), account_key_fingerprint(account_key))
+        # 2. account and order (RFC 8555 §7.3, §7.4; RFC 9448 §3)
+        await client.register(cfg.contact)
+        (cfg.state_dir / "account.json").write_bytes(orjson.dumps({"url": client.account_url, "directory": cfg.directory_url}))
+        not_after = None
+        if cfg.days:
+            not_after = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=cfg.days)
+        order_url, order = await client.new_order(tnal, not_after=not_after)
+        # 3. tkauth-01 (RFC 9448 §5)
+        for authz_url in order["authorizations"]:
+            authz = (await client.get(authz_url)).json()
+            if authz.get("status") == "valid":
+                continue
+            chall = next((c for c in authz.get("challenges", []) if c.get("type") == TKAUTH01), None)
+            if chall is None or chall.get("tkauth-type") != "atc":
+                raise AcmeProblem("unsupportedIdentifier", "no tkauth-01/atc challenge offered", 0)
+            await client.answer_tkauth(chall["url"], tok["token"])
+            authz = await client.poll(authz_url, ("valid", "invalid"))
+            if authz["status"] != "valid":
+                err = next((c.get("error") for c in authz.get("challenges", []) if c.get("error")), None)
+                raise (AcmeProblem.from_document(err) if err else AcmeProblem("unauthorized", "authorization failed", 0))
+        order = await client.poll(order_url, ("ready", "valid", "invalid"))
+        if order["status"] == "invalid":
+            raise (AcmeProblem.from_document(order.get("error")) if order.get("error") else AcmeProblem("unauthorized", "order invalid", 0))
+        # 4. finalize with a CSR for a new P-256 key (ATIS-1000080 §6.4.1)
+        sp_key = generate_private_key()
+        csr = certs.build_csr(sp_key, tnauthlist=tnal, org=cfg.org)
+        order = await client.finalize(order_url, order, csr)
+        chain_pem, res = await client.download(order["certificate"])
+        chain = certs.load_certificates(chain_pem)
+        leaf = chain[0]
+        if leaf.public_key().public_numbers() != sp_key.public_key().public_numbers():
+            raise AcmeProblem("serverInternal", "issued certificate is not for our key", 0)
+        # 5. publish at the STI-CR (CR-01..CR-03)
+        x5u = res.headers.get("X-Shaken-Certificate-Location")
+        if cfg.cr_url and not x5u:
+            x5u = await _publish(session, cfg, f"{cfg.ocn}-{leaf.serial_number:x}.pem", chain_pem)
+        # 6. store: key first (0600), then certificate files, then the metadata that points at them;
+        #    each file is written aside and renamed into place, so a reader (a signer reloading)
+        #    sees whole files, and at worst a key that does not match sp.pem yet (it checks)
+        sd = cfg.state_dir
+        tmp = sd / ".sp.key.new"
+        write_private_key(tmp, sp_key, public=False)
+        tmp.replace(sd / "sp.key")
+        public_path_for(sd / "sp.key").write_bytes(public_key_pem(sp_key))
+        meta = {"x5u": x5u, "serial": format(leaf.serial_number, "x"), "not_after": leaf.not_valid_after_utc.isoformat(),
+                "order": order_url, "certificate": order["certificate"], "crl": tok.get("crl")}
+        for name, data in (("sp.pem", certs.pem([leaf])), ("sp-chain.pem", chain_pem), ("cert.json", orjson.dumps(meta))):
+            (sd / f".{name}.new").write_bytes(data)
+            (sd / f".{name}.new").replace(sd / name)
+        return CertificateStatus(
+            key_path=cfg.state_dir / "sp.key", cert_path=cfg.state_dir / "sp.pem", chain_path=cfg.state_dir / "sp-chain.pem",
+            x5u=x5u, serial=leaf.serial_number, not_after=leaf.not_valid_after_utc, renewed=True,
+        )
+    finally:
+        if own:
+            await session.close()
+
+
+async def ensure_certificate(
+    cfg: AcmeConfig, *, renew_before_days: float = 30, force: bool = False, session: aiohttp.ClientSession | None = None
+) -> CertificateStatus:
+    """Return the SP certificate in ``cfg.state_dir``, obtaining a new one when there is none, when
+    it expires within ``renew_before_days`` (AC-05) or when ``force`` is set.
+
+    This is the entry point for ``stirshaken serve`` to keep its signing certificate current:
+    ``status.key_path`` and ``status.x5u`` are what the signer needs; ``status.renewed`` says
+    whether they changed.
+    """
+    cur = None if force else current_certificate(cfg.state_dir)
+    if cur is not None:
+        left = cur.not_after - dt.datetime.now(dt.timezone.utc)
+        if left > dt.timedelta(days=renew_before_days):
+            return cur
+        log.info("certificate %x expires in %s: renewing", cur.serial, left)
+    return await obtain_certificate(cfg, session=session)
+
+
+async def renew_forever(
+    cfg: AcmeConfig,
+    *,
+    renew_before_days: float = 30,
+    check_interval: float = 3600,
+    on_renewed: Callable[[CertificateStatus], Awaitable[None] | None] | None = None,
+) -> None:
+    """Check every ``check_interval`` seconds and renew when due; calls ``on_renewed`` after a renewal.
+
+    Failures are logged and retried at the next check (run it as a background task and cancel it).
+    """
+    while True:
+        try:
+            status = await ensure_certificate(cfg, renew_before_days=renew_before_days)
+            if status.renewed and on_renewed is not None:
+                result = on_renewed(status)
+                if asyncio.iscoroutine(result):
+                    await result
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("certificate renewal failed: %s", exc)
+        await asyncio.sleep(check_interval)
+
+
+__all__ = [
+    "AcmeClient",
+    "AcmeConfig",
+    "AcmeProblem",
+    "CertificateStatus",
+    "PAClient",
+    "PAClientError",
+    "account_key_fingerprint",
+    "client_ssl_context",
+    "current_certificate",
+    "ensure_certificate",
+    "jwk_of",
+    "jwk_public_key",
+    "obtain_certificate",
+    "renew_forever",
+    "sign_jws",
+    "thumbprint",
+]

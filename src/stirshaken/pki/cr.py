@@ -1,0 +1,139 @@
+"""STI-CR: the certificate repository the x5u of a PASSporT points at (ATIS-1000080 §5.3,
+ATIS-1000074 §5.3.1; STANDARDS.md CR-01..CR-03).
+
+* ``GET /{name}.pem`` answers the PEM chain (leaf first, then intermediates) with
+  ``Content-Type: application/pem-certificate-chain`` and ``Cache-Control: public,
+  max-age=86400`` (CR-02, CR-03), no redirects, over HTTPS (CR-01; TLS is the server's).
+* ``PUT /{name}.pem`` with ``Authorization: Bearer <upload token>`` stores a chain (SP upload);
+  the chain must parse, and when trust anchors are configured it must validate to one of them.
+* The STI-CA publishes directly through :class:`DBPublisher` (shared database) or
+  :class:`HTTPPublisher` (authenticated PUT).
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import re
+from typing import Awaitable, Callable, Mapping, Sequence
+
+import aiohttp
+from aiohttp import web
+from cryptography import x509
+
+from stirshaken.core import certificates as certs
+from stirshaken.net.http import client_ssl_context
+from stirshaken.pki.acme import PEM_CHAIN
+from stirshaken.pki.store import Database
+from stirshaken.core.errors import CertificateError, StirShakenError
+
+log = logging.getLogger("stirshaken.pki.cr")
+
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}\.pem")
+CACHE_CONTROL = "public, max-age=86400"
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return web.Response(status=exc.status, text=f"{exc.status} {exc.reason}\n")
+    except Exception:  # never a stack trace on the wire
+        log.exception("STI-CR internal error on %s %s", request.method, request.path)
+        return web.Response(status=500, text="500 internal error\n")
+
+
+class CertificateRepository:
+    """The STI-CR HTTP service over a :class:`Database`."""
+
+    def __init__(
+        self,
+        db: Database,
+        base_url: str,
+        *,
+        upload_tokens: Mapping[str, str] | None = None,
+        trust_anchors: Sequence[x509.Certificate] = (),
+    ):
+        self.db = db
+        self.base = base_url.rstrip("/")
+        self.upload_tokens = dict(upload_tokens or {})  # token -> owner
+        self.trust = certs.TrustStore(trust_anchors) if trust_anchors else None
+        self.app = web.Application(middlewares=[_errors], client_max_size=128 * 1024)
+        self.app.router.add_get("/{name}", self.h_get)
+        self.app.router.add_put("/{name}", self.h_put)
+        self.app.router.add_get("/", self.h_index)
+
+    def url_for(self, name: str) -> str:
+        return f"{self.base}/{name}"
+
+    def publish(self, name: str, chain_pem: bytes, owner: str | None = None) -> str:
+        """Store ``chain_pem`` under ``name``; returns its URL."""
+        if NAME_RE.fullmatch(name) is None:
+            raise ValueError(f"bad repository name {name!r}")
+        chain = certs.load_certificates(chain_pem)
+        if self.trust is not None:
+            self.trust.validate(chain)
+        self.db.cr_put(name, certs.pem(chain).decode(), owner)
+        return self.url_for(name)
+
+    async def h_index(self, _request: web.Request) -> web.Response:
+        return web.json_response({"certificates": [self.url_for(n) for n in self.db.cr_names()]})
+
+    async def h_get(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        row = self.db.cr_get(name) if NAME_RE.fullmatch(name) else None
+        if row is None:
+            raise web.HTTPNotFound()
+        return web.Response(
+            body=row.chain_pem.encode(),
+            content_type=PEM_CHAIN,
+            headers={"Cache-Control": CACHE_CONTROL, "Last-Modified": row.updated.strftime("%a, %d %b %Y %H:%M:%S GMT")},
+        )
+
+    async def h_put(self, request: web.Request) -> web.Response:
+        auth = request.headers.get("Authorization", "")
+        token = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
+        owner = next((o for t, o in self.upload_tokens.items() if token and hmac.compare_digest(t, token)), None)
+        if owner is None:
+            return web.Response(status=401, text="401 upload token required\n", headers={"WWW-Authenticate": "Bearer"})
+        name = request.match_info["name"]
+        if NAME_RE.fullmatch(name) is None:
+            return web.Response(status=400, text="400 name must be [A-Za-z0-9._-]+.pem\n")
+        existing = self.db.cr_get(name)
+        if existing is not None and existing.owner not in (owner, None):
+            return web.Response(status=403, text="403 that name belongs to another uploader\n")
+        try:
+            url = self.publish(name, await request.read(), owner)
+        except (CertificateError, StirShakenError) as exc:
+            return web.Response(status=400, text=f"400 {exc.description}\n")
+        return web.Response(status=201 if existing is None else 200, text=url + "\n", headers={"Location": url})
+
+
+class DBPublisher:
+    """STI-CA -> STI-CR publication through a shared database."""
+
+    def __init__(self, repo: CertificateRepository):
+        self.repo = repo
+
+    async def __call__(self, name: str, chain_pem: bytes) -> str:
+        return self.repo.publish(name, chain_pem, owner="sti-ca")
+
+
+class HTTPPublisher:
+    """STI-CA -> STI-CR publication with an authenticated PUT."""
+
+    def __init__(self, base_url: str, token: str, *, ca_bundle: str | None = None):
+        self.base = base_url.rstrip("/")
+        self.token = token
+        self.ca_bundle = ca_bundle
+
+    async def __call__(self, name: str, chain_pem: bytes) -> str:
+        url = f"{self.base}/{name}"
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=client_ssl_context(self.ca_bundle))) as s:
+            async with s.put(url, data=chain_pem, headers={"Authorization": f"Bearer {self.token}", "Content-Type": PEM_CHAIN}) as r:
+                if r.status not in (200, 201):
+                    raise RuntimeError(f"STI-CR refused the upload: HTTP {r.status}")
+        return url

@@ -1,0 +1,495 @@
+"""STI-PA: the SHAKEN Policy Administrator service (ATIS-1000080 §5-§6, ATIS-1000084).
+
+What it does (STANDARDS.md §8b, PA-01..PA-05):
+
+* keeps service-provider accounts keyed by OCN/SPC with credentials; ``POST /auth/login`` with
+  ``{"userId"|"username", "password"}`` answers ``{"status":"success","accessToken":...}`` (PA-03);
+* issues SPC tokens, the TNAuthList Authority Tokens of RFC 9448 §4 / RFC 9447 §3 (PA-04, PA-05):
+  ``POST /account/{OCN}/token`` with ``{"atc":{"tktype":"TNAuthList","tkvalue":<b64 DER>,
+  "ca":false,"fingerprint":"SHA256 AA:BB:..."}}`` answers ``{"status":"success","token":<JWT>,
+  "crl":<CRL URL>,"iss":<CRL issuer DN>}``; the JWT is ES256 with ``x5u`` naming the PA signing
+  certificate (served here) and carries ``exp``, ``jti`` and the ``atc`` claim;
+* publishes the signed trusted STI-CA list (PA-01): ``GET /ca-list`` ->
+  ``{"status":"success","caList":<JWS {"version","sequence","exp","trustList":[PEM...]}>}``;
+* publishes the single SHAKEN CRL (PA-02, ATIS-1000080 §6.3.3): ``GET /crl`` (DER,
+  ``application/pkix-crl``) and ``GET /crl.pem``, signed by the PA's CRL key whose DN every STI-CA
+  puts in ``cRLIssuer`` (CM-12); re-issued on every revocation and before ``nextUpdate``;
+* revokes certificates and tokens (admin): ``POST /revoke`` with ``{"serial": hex}``,
+  ``{"certificate": PEM}`` or ``{"jti": ...}``; revoked, unexpired token ids are listed at
+  ``GET /revoked-tokens`` for STI-CAs.
+
+Errors are ``{"status":"error","message":...}`` with a 4xx/5xx status; never a stack trace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+import hmac
+import logging
+import re
+import secrets
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+
+import orjson
+from aiohttp import web
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from stirshaken.core import certificates as certs
+from stirshaken.pki.store import Database, sqlite_url, utcnow
+from stirshaken.core.errors import CertificateError, TNAuthListError
+from stirshaken.core.keys import generate_private_key, load_private_key, write_private_key
+from stirshaken.core.jose import account_key_fingerprint  # noqa: F401 (re-export)
+from stirshaken.core.passport import encode_token
+from stirshaken.core.tnauthlist import SPC, TNAuthList
+
+log = logging.getLogger("stirshaken.pki.pa")
+
+FINGERPRINT_RE = re.compile(r"SHA256 ([0-9A-Fa-f]{2}:){31}[0-9A-Fa-f]{2}")
+OCN_RE = re.compile(r"[0-9A-Z]{1,16}")
+
+#: The DN the observed STI-PA CRL uses, adapted (STANDARDS.md CM-12).
+CRL_ISSUER_NAME = x509.Name(
+    [
+        x509.NameAttribute(NameOID.COUNTRY_NAME, "US"),
+        x509.NameAttribute(NameOID.ORGANIZATION_NAME, "STI-PA"),
+        x509.NameAttribute(NameOID.COMMON_NAME, "STI-PA CRL"),
+    ]
+)
+
+
+# --- passwords -----------------------------------------------------------------------------------
+
+
+def hash_password(password: str) -> str:
+    """scrypt (n=2^14, r=8, p=1) with a random salt: ``scrypt$<salt hex>$<hash hex>``."""
+    salt = secrets.token_bytes(16)
+    digest = hashlib.scrypt(password.encode(), salt=salt, n=2**14, r=8, p=1, dklen=32)
+    return f"scrypt${salt.hex()}${digest.hex()}"
+
+
+def check_password(password: str, stored: str) -> bool:
+    try:
+        scheme, salt, want = stored.split("$")
+    except ValueError:
+        return False
+    if scheme != "scrypt":
+        return False
+    got = hashlib.scrypt(password.encode(), salt=bytes.fromhex(salt), n=2**14, r=8, p=1, dklen=32)
+    return hmac.compare_digest(got.hex(), want)
+
+
+# --- the PA's own PKI ----------------------------------------------------------------------------
+
+
+def _pa_cert(
+    subject: x509.Name,
+    pub: ec.EllipticCurvePublicKey,
+    issuer: x509.Name,
+    issuer_key: ec.EllipticCurvePrivateKey,
+    *,
+    ca: bool,
+    digital_signature: bool = False,
+    crl_sign: bool = False,
+    days: int = 3650,
+) -> x509.Certificate:
+    now = utcnow()
+    ski = x509.SubjectKeyIdentifier.from_public_key(pub)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(pub)
+        .serial_number(certs.random_serial())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=0 if ca else None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=digital_signature, content_commitment=False, key_encipherment=False,
+                data_encipherment=False, key_agreement=False, key_cert_sign=ca, crl_sign=crl_sign or ca,
+                encipher_only=False, decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(ski, critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()), critical=False
+        )
+        .sign(issuer_key, hashes.SHA256())
+    )
+
+
+@dataclass
+class PAKeys:
+    """The STI-PA root, its token/CA-list signing certificate and its CRL signing certificate."""
+
+    root: x509.Certificate
+    root_key: ec.EllipticCurvePrivateKey
+    signer: x509.Certificate
+    signer_key: ec.EllipticCurvePrivateKey
+    crl_cert: x509.Certificate
+    crl_key: ec.EllipticCurvePrivateKey
+
+    @classmethod
+    def load_or_create(cls, state_dir: Path, *, org: str = "STI-PA") -> "PAKeys":
+        """Load ``pa-root``, ``pa-signing`` and ``pa-crl`` (``.pem``/``.key``) or create them (0600 keys)."""
+        state_dir.mkdir(parents=True, exist_ok=True)
+        names = ("pa-root", "pa-signing", "pa-crl")
+        if all((state_dir / f"{n}.pem").exists() and (state_dir / f"{n}.key").exists() for n in names):
+            loaded = [
+                (certs.load_certificates((state_dir / f"{n}.pem").read_bytes())[0], load_private_key(state_dir / f"{n}.key"))
+                for n in names
+            ]
+            return cls(loaded[0][0], loaded[0][1], loaded[1][0], loaded[1][1], loaded[2][0], loaded[2][1])
+        root_key, signer_key, crl_key = generate_private_key(), generate_private_key(), generate_private_key()
+        root_name = certs.make_name("STI-PA ROOT", org)
+        root = _pa_cert(root_name, root_key.public_key(), root_name, root_key, ca=True)
+        signer = _pa_cert(
+            certs.make_name("STI-PA SPC Token Signer", org), signer_key.public_key(), root_name, root_key,
+            ca=False, digital_signature=True, days=1825,
+        )
+        crl_cert = _pa_cert(CRL_ISSUER_NAME, crl_key.public_key(), root_name, root_key, ca=False, crl_sign=True, days=1825)
+        for n, c, k in (("pa-root", root, root_key), ("pa-signing", signer, signer_key), ("pa-crl", crl_cert, crl_key)):
+            write_private_key(state_dir / f"{n}.key", k, public=False)
+            (state_dir / f"{n}.pem").write_bytes(certs.pem([c]))
+        return cls(root, root_key, signer, signer_key, crl_cert, crl_key)
+
+
+def cert_fingerprint(cert: x509.Certificate) -> str:
+    return cert.fingerprint(hashes.SHA256()).hex()
+
+
+# --- configuration and service -------------------------------------------------------------------
+
+
+@dataclass
+class PAConfig:
+    """STI-PA settings.  ``base_url`` is the externally visible URL (it goes into tokens and x5u)."""
+
+    base_url: str
+    state_dir: Path
+    db_url: str | None = None
+    token_lifetime: int = 86400
+    session_lifetime: int = 3600
+    ca_list_lifetime: int = 86400
+    crl_lifetime: int = 7 * 86400
+    trusted_ca_files: list[Path] = field(default_factory=list)
+
+    @property
+    def database_url(self) -> str:
+        return self.db_url or sqlite_url(str(self.state_dir / "pa.db"))
+
+
+class PAError(Exception):
+    """An STI-PA API error, answered as ``{"status":"error","message":...}``."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except PAError as exc:
+        return _json({"status": "error", "message": exc.message}, exc.status)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return _json({"status": "error", "message": exc.reason}, exc.status)
+    except Exception:  # never a stack trace on the wire
+        log.exception("STI-PA internal error on %s %s", request.method, request.path)
+        return _json({"status": "error", "message": "internal error"}, 500)
+
+
+class PolicyAdministrator:
+    """The STI-PA state and HTTP API (aiohttp).  Build with :meth:`create`, serve :attr:`app`."""
+
+    def __init__(self, config: PAConfig, db: Database, keys: PAKeys):
+        self.config = config
+        self.db = db
+        self.keys = keys
+        self.base = config.base_url.rstrip("/")
+        self._crl: x509.CertificateRevocationList | None = None
+        self._ca_list: tuple[str, float] | None = None  # (jws, exp)
+        self._ca_list_key: str | None = None
+        self._refresher: asyncio.Task[None] | None = None
+        self.app = self._make_app()
+
+    @classmethod
+    def create(cls, config: PAConfig, db: Database | None = None) -> "PolicyAdministrator":
+        keys = PAKeys.load_or_create(config.state_dir)
+        pa = cls(config, db or Database(config.database_url), keys)
+        for path in config.trusted_ca_files:
+            for cert in certs.load_certificates(Path(path).read_bytes()):
+                pa.add_trusted_ca(cert)
+        return pa
+
+    # URLs
+    @property
+    def signer_url(self) -> str:
+        return f"{self.base}/certs/pa-signing.pem"
+
+    @property
+    def crl_url(self) -> str:
+        return f"{self.base}/crl"
+
+    @property
+    def crl_issuer(self) -> x509.Name:
+        return self.keys.crl_cert.subject
+
+    # --- administration ---------------------------------------------------------------------
+    def add_account(self, username: str, password: str, *, ocn: str | None, admin: bool = False, may_request_ca: bool = False) -> None:
+        if ocn is not None and OCN_RE.fullmatch(ocn) is None:
+            raise ValueError("OCN/SPC must be 1-16 digits or upper-case letters (CM-13)")
+        self.db.pa_put_account(username, hash_password(password), ocn=ocn, admin=admin, may_request_ca=may_request_ca)
+
+    def add_trusted_ca(self, cert: x509.Certificate) -> None:
+        """Add an STI-CA root to the trusted-CA list (the list is re-signed with a new sequence)."""
+        self.db.pa_add_trusted_ca(cert_fingerprint(cert), certs.pem([cert]).decode())
+
+    def revoke_certificate(self, serial: int, *, issuer: str | None = None, reason: str | None = None) -> bool:
+        changed = self.db.pa_revoke_cert(serial, issuer=issuer, reason=reason)
+        if changed:
+            self.current_crl(force=True)
+        return changed
+
+    # --- products ---------------------------------------------------------------------------
+    def current_crl(self, *, force: bool = False) -> x509.CertificateRevocationList:
+        """The SHAKEN CRL; re-issued when forced or when half of its lifetime has passed."""
+        crl = self._crl
+        now = utcnow()
+        half = dt.timedelta(seconds=self.config.crl_lifetime / 2)
+        if force or crl is None or crl.next_update_utc is None or crl.next_update_utc - now < half:
+            revoked = [(serial, when) for serial, when, _ in self.db.pa_revoked_certs()]
+            crl = certs.create_crl(
+                self.keys.crl_cert, self.keys.crl_key, revoked,
+                next_update=dt.timedelta(seconds=self.config.crl_lifetime), number=self.db.next_counter("crl_number"),
+            )
+            self._crl = crl
+            try:
+                (self.config.state_dir / "shaken.crl").write_bytes(crl.public_bytes(serialization.Encoding.DER))
+            except OSError:  # publishing the file is a convenience
+                pass
+        return crl
+
+    def current_ca_list(self) -> str:
+        """The signed trusted-CA list (PA-01); a new ``sequence`` whenever the list changes."""
+        pems = self.db.pa_trusted_cas()
+        content = hashlib.sha256("".join(pems).encode()).hexdigest()
+        now = time.time()
+        if self._ca_list is not None and self._ca_list_key == content and self._ca_list[1] - now > self.config.ca_list_lifetime / 2:
+            return self._ca_list[0]
+        exp = int(now) + self.config.ca_list_lifetime
+        payload = {"version": 1, "sequence": self.db.next_counter("ca_list_sequence"), "exp": exp, "trustList": pems}
+        jws = encode_token(self.keys.signer_key, {"alg": "ES256", "typ": "JWT", "x5u": self.signer_url}, payload)
+        self._ca_list, self._ca_list_key = (jws, float(exp)), content
+        return jws
+
+    def issue_token(self, ocn: str, atc: dict[str, Any]) -> tuple[str, str, int]:
+        """Sign an SPC token (RFC 9448 §4); returns (JWT, jti, exp)."""
+        jti = str(uuid.uuid4())
+        exp = int(time.time()) + self.config.token_lifetime
+        claims = {"iat": int(time.time()), "exp": exp, "jti": jti, "atc": atc}
+        token = encode_token(self.keys.signer_key, {"alg": "ES256", "typ": "JWT", "x5u": self.signer_url}, claims)
+        self.db.pa_add_token(jti, ocn, atc["fingerprint"], atc["tkvalue"], dt.datetime.fromtimestamp(exp, dt.timezone.utc))
+        return token, jti, exp
+
+    # --- HTTP -------------------------------------------------------------------------------
+    def _make_app(self) -> web.Application:
+        app = web.Application(middlewares=[_errors], client_max_size=256 * 1024)
+        app.router.add_post("/auth/login", self.h_login)
+        app.router.add_post("/account/{ocn}/token", self.h_token)
+        app.router.add_get("/ca-list", self.h_ca_list)
+        app.router.add_get("/crl", self.h_crl)
+        app.router.add_get("/crl.pem", self.h_crl_pem)
+        app.router.add_get("/certs/{name}", self.h_cert)
+        app.router.add_post("/revoke", self.h_revoke)
+        app.router.add_get("/revoked-tokens", self.h_revoked_tokens)
+        app.router.add_post("/admin/ca", self.h_add_ca)
+        app.router.add_post("/admin/accounts", self.h_add_account)
+        app.on_startup.append(self._start)
+        app.on_cleanup.append(self._stop)
+        return app
+
+    async def _start(self, _app: web.Application) -> None:
+        self.current_crl()
+        self._refresher = asyncio.create_task(self._refresh_loop())
+
+    async def _stop(self, _app: web.Application) -> None:
+        if self._refresher is not None:
+            self._refresher.cancel()
+
+    async def _refresh_loop(self) -> None:
+        """Keep the CRL and the CA list current (re-issued at half their lifetime)."""
+        interval = max(1.0, min(self.config.crl_lifetime, self.config.ca_list_lifetime) / 4)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                self.current_crl()
+                self.current_ca_list()
+            except Exception:  # pragma: no cover - keep refreshing
+                log.exception("STI-PA refresh failed")
+
+    async def _body(self, request: web.Request) -> dict[str, Any]:
+        try:
+            body = orjson.loads(await request.read())
+        except orjson.JSONDecodeError:
+            raise PAError(400, "request body is not JSON") from None
+        if not isinstance(body, dict):
+            raise PAError(400, "request body must be a JSON object")
+        return body
+
+    def _session_user(self, request: web.Request) -> Any:
+        auth = request.headers.get("Authorization", "").strip()
+        token = auth[7:].strip() if auth.lower().startswith("bearer ") else auth
+        if not token:
+            raise PAError(401, "missing access token")
+        sess = self.db.pa_session(hashlib.sha256(token.encode()).hexdigest())
+        if sess is None or sess.expires < utcnow():
+            raise PAError(401, "invalid or expired access token")
+        account = self.db.pa_account(sess.username)
+        if account is None:
+            raise PAError(401, "account no longer exists")
+        return account
+
+    def _admin(self, request: web.Request) -> Any:
+        account = self._session_user(request)
+        if not account.admin:
+            raise PAError(403, "administrator rights needed")
+        return account
+
+    async def h_login(self, request: web.Request) -> web.Response:
+        body = await self._body(request)
+        user = body.get("userId", body.get("username"))
+        password = body.get("password")
+        if not isinstance(user, str) or not isinstance(password, str):
+            raise PAError(400, "userId and password are required")
+        account = self.db.pa_account(user)
+        if account is None or not check_password(password, account.password_hash):
+            raise PAError(401, "invalid credentials")
+        token = secrets.token_urlsafe(32)
+        expires = utcnow() + dt.timedelta(seconds=self.config.session_lifetime)
+        self.db.pa_add_session(hashlib.sha256(token.encode()).hexdigest(), account.username, expires)
+        return _json({"status": "success", "accessToken": token, "expiresIn": self.config.session_lifetime})
+
+    async def h_token(self, request: web.Request) -> web.Response:
+        account = self._session_user(request)
+        ocn = request.match_info["ocn"]
+        if account.ocn != ocn and not account.admin:
+            raise PAError(403, f"account {account.username} may not request tokens for OCN {ocn}")
+        body = await self._body(request)
+        atc = body.get("atc")
+        if not isinstance(atc, dict):
+            raise PAError(400, "'atc' object is required")
+        if atc.get("tktype") != "TNAuthList":
+            raise PAError(400, "atc.tktype must be 'TNAuthList'")
+        tkvalue, fingerprint, ca = atc.get("tkvalue"), atc.get("fingerprint"), atc.get("ca", False)
+        if not isinstance(tkvalue, str):
+            raise PAError(400, "atc.tkvalue must be a base64 TNAuthList")
+        try:
+            tnal = TNAuthList.from_identifier(tkvalue)
+        except TNAuthListError as exc:
+            raise PAError(400, f"atc.tkvalue: {exc.description}") from None
+        if not all(isinstance(e, SPC) and e.code == ocn for e in tnal.entries):
+            raise PAError(403, f"the TNAuthList may only name SPC {ocn} for this account")
+        if not isinstance(fingerprint, str) or FINGERPRINT_RE.fullmatch(fingerprint) is None:
+            raise PAError(400, "atc.fingerprint must be 'SHA256 ' and 32 colon-separated hex bytes")
+        if not isinstance(ca, bool):
+            raise PAError(400, "atc.ca must be a boolean")
+        if ca and not account.may_request_ca:
+            raise PAError(403, "this account may not request tokens for CA certificates")
+        claim = {"tktype": "TNAuthList", "tkvalue": tkvalue, "ca": ca, "fingerprint": "SHA256 " + fingerprint[7:].upper()}
+        token, _jti, _exp = self.issue_token(ocn, claim)
+        return _json({"status": "success", "token": token, "crl": self.crl_url, "iss": self.crl_issuer.rfc4514_string()})
+
+    async def h_ca_list(self, _request: web.Request) -> web.Response:
+        return _json({"status": "success", "caList": self.current_ca_list()})
+
+    async def h_crl(self, _request: web.Request) -> web.Response:
+        crl = self.current_crl()
+        return web.Response(
+            body=crl.public_bytes(serialization.Encoding.DER), content_type="application/pkix-crl",
+            headers={"Cache-Control": "max-age=3600"},
+        )
+
+    async def h_crl_pem(self, _request: web.Request) -> web.Response:
+        crl = self.current_crl()
+        return web.Response(body=crl.public_bytes(serialization.Encoding.PEM), content_type="application/x-pem-file")
+
+    async def h_cert(self, request: web.Request) -> web.Response:
+        cert = {"pa-signing.pem": self.keys.signer, "pa-root.pem": self.keys.root, "pa-crl.pem": self.keys.crl_cert}.get(
+            request.match_info["name"]
+        )
+        if cert is None:
+            raise PAError(404, "no such certificate")
+        return web.Response(
+            body=certs.pem([cert]), content_type="application/pem-certificate-chain",
+            headers={"Cache-Control": "public, max-age=86400"},
+        )
+
+    async def h_revoke(self, request: web.Request) -> web.Response:
+        self._admin(request)
+        body = await self._body(request)
+        reason = body.get("reason") if isinstance(body.get("reason"), str) else None
+        if isinstance(body.get("jti"), str):
+            if not self.db.pa_revoke_token(body["jti"]):
+                raise PAError(404, "no such token")
+            return _json({"status": "success", "revoked": "token"})
+        issuer: str | None = None
+        if isinstance(body.get("certificate"), str):
+            try:
+                cert = certs.load_certificates(body["certificate"].encode())[0]
+            except CertificateError as exc:
+                raise PAError(400, exc.description) from None
+            serial, issuer = cert.serial_number, cert.issuer.rfc4514_string()
+        elif isinstance(body.get("serial"), str):
+            try:
+                serial = int(body["serial"].replace(":", ""), 16)
+            except ValueError:
+                raise PAError(400, "serial must be hexadecimal") from None
+        else:
+            raise PAError(400, "give 'serial' (hex), 'certificate' (PEM) or 'jti'")
+        changed = self.revoke_certificate(serial, issuer=issuer, reason=reason)
+        return _json({"status": "success", "revoked": "certificate", "serial": format(serial, "x"), "new": changed})
+
+    async def h_revoked_tokens(self, _request: web.Request) -> web.Response:
+        return _json({"status": "success", "jtis": self.db.pa_revoked_tokens()})
+
+    async def h_add_ca(self, request: web.Request) -> web.Response:
+        self._admin(request)
+        body = await self._body(request)
+        try:
+            cert_list = certs.load_certificates(str(body.get("certificate", "")).encode())
+        except CertificateError as exc:
+            raise PAError(400, exc.description) from None
+        for cert in cert_list:
+            self.add_trusted_ca(cert)
+        return _json({"status": "success", "count": len(cert_list)})
+
+    async def h_add_account(self, request: web.Request) -> web.Response:
+        self._admin(request)
+        body = await self._body(request)
+        user, password, ocn = body.get("username"), body.get("password"), body.get("ocn")
+        if not isinstance(user, str) or not isinstance(password, str) or not isinstance(ocn, str):
+            raise PAError(400, "username, password and ocn are required")
+        try:
+            self.add_account(user, password, ocn=ocn, may_request_ca=bool(body.get("may_request_ca", False)))
+        except ValueError as exc:
+            raise PAError(400, str(exc)) from None
+        return _json({"status": "success"})

@@ -1,0 +1,638 @@
+"""Process model of ``stirshaken serve``: workers, sockets, logging, graceful shutdown.
+
+* ``workers = 1``: everything runs in the calling process.
+* ``workers = N > 1``: the parent validates the configuration, checks that every address can be
+  bound, creates the UDP sockets and forks N workers.  Each worker binds its own TCP listening
+  sockets (HTTP and SIP) with ``SO_REUSEPORT`` so the kernel spreads connections over workers.
+  UDP sockets are created once (also ``SO_REUSEPORT``) and inherited: with a per-worker reuseport
+  UDP socket the kernel hashes each peer's 4-tuple to one worker, so a single SBC/proxy (one
+  address and port, the usual deployment) would load only one worker; sharing the socket lets
+  every idle worker read the next datagram, as Kamailio's UDP children do.
+* The parent supervises: a worker that dies is restarted (unless it failed at start, which stops
+  the service with status 2), and SIGTERM/SIGINT is forwarded to the workers, which stop
+  accepting, finish what is in flight (up to ``shutdown_timeout``) and exit.
+* SIGHUP reloads the signing keys: every worker reads its key files (and, for ``[...acme]``
+  signers, the key and x5u of the current certificate) again and switches between two requests;
+  with several workers the parent forwards SIGHUP to each worker.  A reload that fails keeps the
+  current keys.
+* ACME (``[signing.acme]``, ``[signing.tenant.acme]``): before serving, :func:`run` makes sure
+  each such signer has a valid certificate (:func:`stirshaken.acme.ensure_certificate`), or exits
+  with status 2 and one line on stderr.  Then renewal runs beside the workers: with one worker as
+  a task of its event loop; with several, in a renewer process the supervisor forks and restarts
+  (the supervisor itself stays single-threaded and loop-free, so forking workers stays safe).  A
+  renewal ends with a SIGHUP to the supervisor, which reloads its own copy of the keys (for
+  workers it starts later) and forwards SIGHUP to every worker.
+
+Logs are JSON lines (one object per record) on stderr; nothing logs key material.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import errno
+import logging
+import os
+import signal
+import socket
+import sys
+import tempfile
+import time
+from dataclasses import fields
+from typing import Any
+
+import orjson
+
+from stirshaken.serve.config import AcmeSettings, Address, Config, ConfigError
+
+log = logging.getLogger("stirshaken.serve")
+
+__all__ = ["JSONFormatter", "run", "setup_logging"]
+
+_STD_ATTRS = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName"}
+
+
+class JSONFormatter(logging.Formatter):
+    """One JSON object per line: ts, level, logger, msg, worker, plus ``extra`` fields."""
+
+    def __init__(self, worker: int | str = 0):
+        super().__init__()
+        self.worker = worker
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "ts": dt.datetime.fromtimestamp(record.created, dt.timezone.utc).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "msg": record.getMessage(),
+            "worker": self.worker,
+            "pid": record.process,
+        }
+        for k, v in record.__dict__.items():
+            if k not in _STD_ATTRS and not k.startswith("_"):
+                out[k] = v
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return orjson.dumps(out, default=str).decode()
+
+
+def setup_logging(level: str = "INFO", fmt: str = "json", worker: int | str = 0) -> None:
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        root.removeHandler(h)
+    h = logging.StreamHandler(sys.stderr)
+    h.setFormatter(JSONFormatter(worker) if fmt == "json" else logging.Formatter(f"%(asctime)s %(levelname)s [{worker}] %(name)s: %(message)s"))
+    root.addHandler(h)
+    root.setLevel(level)
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+# --- sockets -----------------------------------------------------------------------------------
+
+#: listen(2) backlog; also passed to ``create_server`` / ``SockSite``, which listen again (default 100 / 128)
+LISTEN_BACKLOG = 4096
+
+
+def _bind(addr: Address, kind: int, *, reuseport: bool, listen: bool, rcvbuf: int = 0) -> socket.socket:
+    s = socket.socket(addr.family, kind)
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuseport and hasattr(socket, "SO_REUSEPORT"):
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if rcvbuf:
+            for opt in (getattr(socket, "SO_RCVBUFFORCE", None), socket.SO_RCVBUF):
+                if opt is None:
+                    continue
+                try:
+                    s.setsockopt(socket.SOL_SOCKET, opt, rcvbuf)
+                    break
+                except OSError:
+                    continue
+            try:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, min(rcvbuf, 4 << 20))
+            except OSError:
+                pass
+        s.bind((addr.host, addr.port))
+        if listen:
+            s.listen(LISTEN_BACKLOG)
+        s.setblocking(False)
+        return s
+    except OSError as exc:
+        s.close()
+        what = "TCP" if kind == socket.SOCK_STREAM else "UDP"
+        reason = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror or str(exc)
+        raise ConfigError(f"cannot listen on {addr} ({what}): {reason}") from None
+
+
+def _tcp_addrs(cfg: Config) -> list[Address]:
+    s = cfg.server
+    return [a for a in (s.http, s.sip_signing, s.sip_verification) if a is not None]
+
+
+def _udp_sockets(cfg: Config) -> dict[str, socket.socket]:
+    out = {}
+    for role, addr in (("signing", cfg.server.sip_signing), ("verification", cfg.server.sip_verification)):
+        if addr is not None:
+            out[role] = _bind(addr, socket.SOCK_DGRAM, reuseport=True, listen=False, rcvbuf=cfg.server.sip_udp_buffer)
+    return out
+
+
+# --- worker --------------------------------------------------------------------------------------
+
+
+def _verifier_config(cfg: Config) -> Any:
+    from stirshaken.vs.verifier import VerifierConfig
+
+    v = cfg.verification
+    names = {f.name for f in fields(VerifierConfig)}
+    kwargs: dict[str, Any] = dict(
+        trust_anchors=list(v.trust_anchors),
+        crls=list(v.crls),
+        max_age=v.max_age,
+        future_skew=v.future_skew,
+        require_date=v.require_date,
+        allow_http_x5u=v.allow_http_x5u,
+        allow_private_x5u=v.allow_private_x5u,
+        x5u_ca_bundle=v.x5u_ca_bundle or None,
+        redis=v.redis or None,
+        replay_detection=v.replay_detection,
+        check_authority=v.check_authority,
+        authority_blocks={k: list(p) for k, p in v.authority_blocks.items()},
+        reason_protocol=v.reason_protocol,
+    )
+    if v.ca_list:
+        kwargs["ca_list"] = v.ca_list
+    if "fetch_timeout" in names:
+        kwargs["fetch_timeout"] = v.x5u_timeout
+    return VerifierConfig(**{k: val for k, val in kwargs.items() if k in names})
+
+
+class Worker:
+    """Everything one worker process serves."""
+
+    def __init__(self, cfg: Config, index: int, udp: dict[str, socket.socket], metrics_dir: str | None):
+        self.cfg = cfg
+        self.index = index
+        self.udp = udp
+        self.metrics_dir = metrics_dir
+        self.ready = False
+        self.closers: list[Any] = []
+        self.conn_sets: list[set[Any]] = []
+        self.runner: Any = None
+        self.verifier: Any = None
+        self.signing: Any = None
+        self.reload_pending = False
+
+    def reload(self, why: str = "SIGHUP") -> bool:
+        """Re-read the signing keys / ACME certificates (SIGHUP or renewal); False if that failed."""
+        from stirshaken.serve.signing import KeyMaterialError
+
+        if self.signing is None:
+            self.reload_pending = self.cfg.signing.enabled  # still starting: reload once the signers exist
+            return False
+        try:
+            changed = self.signing.reload()
+        except KeyMaterialError as exc:
+            self.metrics.inc("stirshaken_signer_reloads_total", (("result", "failed"),))
+            log.warning("signing key reload failed; keeping the current keys", extra={"why": why, "error": str(exc)})
+            return False
+        self.metrics.inc("stirshaken_signer_reloads_total", (("result", "ok"),))
+        x5u = {t.name: t.config.x5u for t in ([self.signing.default] if self.signing.default else []) + self.signing.tenants}
+        log.info("signing keys reloaded", extra={"why": why, "changed": changed, "x5u": x5u})
+        return True
+
+    async def start(self) -> None:
+        from stirshaken.serve.metrics import Metrics
+        from stirshaken.serve.rest import FastHTTPProtocol, RestAPI, make_app
+        from stirshaken.serve.signing import SigningService
+        from stirshaken.serve.sip import SipService, start_sip
+
+        cfg = self.cfg
+        s = cfg.server
+        self.metrics = Metrics(self.metrics_dir, self.index)
+        signing = self.signing = SigningService(cfg.signing) if cfg.signing.enabled else None
+        if self.reload_pending:
+            self.reload_pending = False
+            self.reload()
+        call_info = None
+        if cfg.verification.enabled:
+            from stirshaken.vs.verifier import CallInfo, Verifier
+
+            self.verifier = Verifier(_verifier_config(cfg))
+            self.metrics.stats_sources.append(self.verifier)
+            call_info = CallInfo
+        reuse = s.workers > 1
+        if s.http is not None:
+            api = RestAPI(signing=signing, verifier=self.verifier, metrics=self.metrics, max_age=cfg.verification.max_age,
+                          future_skew=cfg.verification.future_skew, max_body=s.max_body, call_info=call_info,
+                          ready=lambda: self.ready, access_log=s.access_log)
+            sock = _bind(s.http, socket.SOCK_STREAM, reuseport=reuse, listen=True)
+            if s.http_engine == "fast":
+                state: dict[str, Any] = {"conns": set()}
+                server = await asyncio.get_running_loop().create_server(lambda: FastHTTPProtocol(api, state), sock=sock,
+                                                                        backlog=LISTEN_BACKLOG)
+                self.closers.append(server)
+                self.conn_sets.append(state["conns"])
+            else:
+                from aiohttp import web
+
+                self.runner = web.AppRunner(make_app(api), access_log=None, handle_signals=False,
+                                            shutdown_timeout=s.shutdown_timeout)
+                await self.runner.setup()
+                site = web.SockSite(self.runner, sock, shutdown_timeout=s.shutdown_timeout, backlog=LISTEN_BACKLOG)
+                await site.start()
+            loop_kind = type(asyncio.get_running_loop()).__module__.partition(".")[0]  # "uvloop" unless unavailable
+            log.info("http listening", extra={"address": str(s.http), "engine": s.http_engine, "loop": loop_kind})
+        for role, addr in (("signing", s.sip_signing), ("verification", s.sip_verification)):
+            if addr is None:
+                continue
+            svc = SipService(role, metrics=self.metrics, signing=signing if role == "signing" else None,
+                             verifier=self.verifier if role == "verification" else None, vcfg=cfg.verification,
+                             call_info=call_info, ttl=s.sip_transaction_ttl, cache_size=s.sip_transaction_cache)
+            tcp = _bind(addr, socket.SOCK_STREAM, reuseport=reuse, listen=True)
+            udp = self.udp.get(role)
+            if udp is None:
+                udp = _bind(addr, socket.SOCK_DGRAM, reuseport=True, listen=False, rcvbuf=s.sip_udp_buffer)
+            closers, conns = await start_sip(svc, udp_sock=udp, tcp_sock=tcp, max_message=s.sip_max_message,
+                                             backlog=LISTEN_BACKLOG)
+            self.closers.extend(closers)
+            self.conn_sets.append(conns)
+            log.info("sip listening", extra={"role": role, "address": str(addr), "transports": "udp,tcp"})
+        self.ready = True
+
+    async def stop(self) -> None:
+        """Stop accepting, let in-flight work finish (bounded), release everything."""
+        self.ready = False
+        timeout = self.cfg.server.shutdown_timeout
+        for c in self.closers:
+            c.close()
+        for conns in self.conn_sets:
+            for p in list(conns):
+                if hasattr(p, "shutdown"):
+                    p.shutdown()
+                elif getattr(p, "transport", None) is not None:
+                    p.transport.close()
+        if self.runner is not None:
+            try:
+                await asyncio.wait_for(self.runner.cleanup(), timeout + 1)
+            except asyncio.TimeoutError:
+                pass
+        deadline = time.monotonic() + timeout
+        while any(conns for conns in self.conn_sets) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        if self.verifier is not None:
+            try:
+                await asyncio.wait_for(self.verifier.aclose(), 2)
+            except Exception:  # noqa: BLE001
+                pass
+        if self.metrics_dir:
+            self.metrics.write_snapshot()
+
+
+async def _worker_main(cfg: Config, index: int, udp: dict[str, socket.socket], metrics_dir: str | None, renew: bool = False) -> int:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    w = Worker(cfg, index, udp, metrics_dir)
+    loop.add_signal_handler(signal.SIGHUP, w.reload)
+    try:
+        await w.start()
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        await w.stop()
+        return 2
+    log.info("worker ready", extra={"index": index})
+    renewals = [asyncio.ensure_future(_renew(a, lambda _st: w.reload("certificate renewed"))) for a in cfg.signing.acme] if renew else []
+    while not stop.is_set():
+        try:
+            await asyncio.wait_for(stop.wait(), 1.0)
+        except asyncio.TimeoutError:
+            pass
+        if metrics_dir:
+            w.metrics.write_snapshot()
+    log.info("worker stopping", extra={"index": index})
+    for t in renewals:
+        t.cancel()
+    await asyncio.gather(*renewals, return_exceptions=True)
+    await w.stop()
+    log.info("worker stopped", extra={"index": index})
+    return 0
+
+
+def _loop_factory() -> Any:
+    try:
+        import uvloop
+
+        return uvloop.new_event_loop
+    except ImportError:  # pragma: no cover
+        return None
+
+
+def _run_worker(cfg: Config, index: int, udp: dict[str, socket.socket], metrics_dir: str | None, renew: bool = False) -> int:
+    setup_logging(cfg.server.log_level, cfg.server.log_format, index)
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        return runner.run(_worker_main(cfg, index, udp, metrics_dir, renew))
+
+
+# --- ACME certificates ------------------------------------------------------------------------
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+async def _renew(acme: AcmeSettings, on_renewed: Any) -> None:
+    """Keep one signer's certificate current (:func:`stirshaken.acme.renew_forever`)."""
+    from stirshaken.pki.acme_client import renew_forever
+
+    def renewed(st: Any) -> None:
+        log.info("certificate renewed", extra={"acme": acme.where, "serial": format(st.serial, "x"), "x5u": st.x5u,
+                                                 "not_after": st.not_after.isoformat()})
+        on_renewed(st)
+
+    await renew_forever(acme.acme_config(), renew_before_days=acme.renew_before_days, check_interval=acme.check_interval,
+                        on_renewed=renewed)
+
+
+async def _ensure_certificates(cfg: Config) -> None:
+    """Before serving: a valid certificate for every ACME signer, or :class:`ConfigError`."""
+    from stirshaken.pki.acme_client import current_certificate, ensure_certificate
+    from stirshaken.serve.signing import KeyMaterialError, acme_material
+
+    for a in cfg.signing.acme:
+        acfg = a.acme_config()
+        try:
+            st = await ensure_certificate(acfg, renew_before_days=a.renew_before_days)
+        except Exception as exc:  # noqa: BLE001 - network, STI-PA, ACME: all end the start the same way
+            cur = current_certificate(acfg.state_dir)
+            if cur is None or cur.not_after <= dt.datetime.now(dt.timezone.utc):
+                raise ConfigError(f"{a.where}: cannot obtain a certificate from {a.directory_url}: {_one_line(exc)}") from None
+            log.warning("certificate renewal failed; serving with the current one", extra={
+                "acme": a.where, "serial": format(cur.serial, "x"), "not_after": cur.not_after.isoformat(), "error": _one_line(exc)})
+            continue
+        try:
+            acme_material(a)
+        except KeyMaterialError as exc:  # e.g. an interrupted renewal left key and certificate apart
+            log.warning("certificate state unusable; obtaining a new certificate", extra={"acme": a.where, "error": str(exc)})
+            try:
+                st = await ensure_certificate(acfg, force=True)
+                acme_material(a)
+            except KeyMaterialError as exc2:
+                raise ConfigError(str(exc2)) from None
+            except Exception as exc2:  # noqa: BLE001
+                raise ConfigError(f"{a.where}: cannot obtain a certificate from {a.directory_url}: {_one_line(exc2)}") from None
+        log.info("certificate ready", extra={"acme": a.where, "serial": format(st.serial, "x"), "x5u": st.x5u,
+                                             "not_after": st.not_after.isoformat(), "renewed": st.renewed})
+
+
+def _prepare_signers(cfg: Config) -> Config:
+    """Obtain missing ACME certificates, then load every signer's key (and ACME x5u)."""
+    import dataclasses
+
+    from stirshaken.serve.signing import KeyMaterialError, load_signers
+
+    if not cfg.signing.enabled:
+        return cfg
+    if cfg.signing.acme:
+        asyncio.run(_ensure_certificates(cfg))
+    try:
+        return dataclasses.replace(cfg, signing=load_signers(cfg.signing))
+    except KeyMaterialError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _run_renewer(cfg: Config, parent: int) -> int:
+    """The renewer process (several workers): renew every ACME certificate when due and tell
+    the supervisor with SIGHUP; exits when the supervisor is gone."""
+    setup_logging(cfg.server.log_level, cfg.server.log_format, "acme")
+
+    def renewed(_st: Any) -> None:
+        if os.getppid() == parent:
+            os.kill(parent, signal.SIGHUP)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        me = asyncio.current_task()
+        assert me is not None
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, me.cancel)
+        tasks = [asyncio.ensure_future(_renew(a, renewed)) for a in cfg.signing.acme]
+        try:
+            while os.getppid() == parent:
+                await asyncio.sleep(1.0)
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    try:
+        asyncio.run(main())
+    except asyncio.CancelledError:
+        pass
+    return 0
+
+
+# --- parent / supervisor ----------------------------------------------------------------------
+
+
+def run(cfg: Config) -> int:
+    """Serve ``cfg`` until SIGTERM/SIGINT; returns the exit status (2: could not start)."""
+    s = cfg.server
+    setup_logging(s.log_level, s.log_format, "main")
+    try:  # a SIGHUP while starting (e.g. obtaining certificates) must not end the process
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    except ValueError:  # pragma: no cover - not the main thread
+        pass
+    udp: dict[str, socket.socket] = {}
+    try:
+        udp = _udp_sockets(cfg)
+        if s.workers > 1:  # refuse early when an address is taken (reuseport would hide nothing else)
+            for a in _tcp_addrs(cfg):
+                _bind(a, socket.SOCK_STREAM, reuseport=True, listen=False).close()
+        cfg = _prepare_signers(cfg)
+    except ConfigError as exc:
+        for sock in udp.values():
+            sock.close()
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    log.info("starting", extra={"config": cfg.path, "workers": s.workers})
+    if s.workers == 1:
+        return _run_worker(cfg, 0, udp, None, renew=True)
+    metrics_dir = s.metrics_dir or tempfile.mkdtemp(prefix="stirshaken-metrics-")
+    os.makedirs(metrics_dir, exist_ok=True)
+    return _supervise(cfg, udp, metrics_dir)
+
+
+def _spawn(cfg: Config, index: int, udp: dict[str, socket.socket], metrics_dir: str) -> int:
+    parent = os.getpid()
+    pid = os.fork()
+    if pid == 0:  # child
+        code = 1
+        try:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the worker's loop handles it
+            if index < 0:
+                for sock in udp.values():
+                    sock.close()
+                code = _run_renewer(cfg, parent)
+            else:
+                code = _run_worker(cfg, index, udp, metrics_dir)
+        except BaseException:  # noqa: BLE001
+            logging.getLogger("stirshaken.serve").exception("worker crashed")
+        finally:
+            sys.stderr.flush()
+            os._exit(code)
+    return pid
+
+
+RENEWER = -1  # child index of the ACME renewer process
+
+
+def _reload_parent(cfg: Config) -> Config:
+    """The supervisor's copy of the keys, for workers it starts later (SIGHUP)."""
+    import dataclasses
+
+    from stirshaken.serve.signing import KeyMaterialError, load_signers
+
+    if not cfg.signing.enabled:
+        return cfg
+    try:
+        return dataclasses.replace(cfg, signing=load_signers(cfg.signing))
+    except KeyMaterialError as exc:
+        log.warning("signing key reload failed in the supervisor; keeping the current keys", extra={"error": str(exc)})
+        return cfg
+
+
+def _supervise(cfg: Config, udp: dict[str, socket.socket], metrics_dir: str) -> int:
+    stopping = False
+    hup = False
+
+    def on_signal(signum: int, frame: Any) -> None:
+        nonlocal stopping
+        stopping = True
+
+    def on_hup(signum: int, frame: Any) -> None:
+        nonlocal hup
+        hup = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGHUP, on_hup)
+    children: dict[int, tuple[int, float]] = {}  # pid -> (index, started); index RENEWER: the ACME renewer
+    for i in range(cfg.server.workers):
+        children[_spawn(cfg, i, udp, metrics_dir)] = (i, time.monotonic())
+    if cfg.signing.acme:
+        children[_spawn(cfg, RENEWER, udp, metrics_dir)] = (RENEWER, time.monotonic())
+    renewer_due = 0.0  # restart time of a renewer that died
+    restarts: list[float] = []
+    status = 0
+    while children and not stopping:
+        if hup:
+            hup = False
+            cfg = _reload_parent(cfg)
+            for pid, (index, _) in children.items():
+                if index != RENEWER:
+                    try:
+                        os.kill(pid, signal.SIGHUP)
+                    except ProcessLookupError:
+                        pass
+            log.info("reload forwarded to the workers")
+        if renewer_due and time.monotonic() >= renewer_due:
+            renewer_due = 0.0
+            children[_spawn(cfg, RENEWER, udp, metrics_dir)] = (RENEWER, time.monotonic())
+        try:
+            pid, st = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            break
+        if pid == 0:
+            time.sleep(0.1)
+            continue
+        index, started = children.pop(pid, (None, 0.0))
+        if index is None:
+            continue
+        code = os.waitstatus_to_exitcode(st)
+        if stopping:
+            break
+        if index == RENEWER:
+            log.warning("certificate renewer exited; restarting in 10 s", extra={"exit": code})
+            renewer_due = time.monotonic() + 10
+            continue
+        if code == 2 and time.monotonic() - started < 10:
+            log.error("worker failed to start; stopping", extra={"index": index})
+            status = 2
+            stopping = True
+            break
+        now = time.monotonic()
+        restarts = [t for t in restarts if now - t < 60] + [now]
+        if len(restarts) > 10:
+            log.error("workers keep dying; giving up")
+            status = 1
+            stopping = True
+            break
+        log.warning("worker exited; restarting", extra={"index": index, "exit": code})
+        children[_spawn(cfg, index, udp, metrics_dir)] = (index, now)
+    # graceful stop of every worker, then SIGKILL after the grace period
+    for pid in children:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + cfg.server.shutdown_timeout + 2
+    while children and time.monotonic() < deadline:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            break
+        if pid == 0:
+            time.sleep(0.05)
+        else:
+            children.pop(pid, None)
+    for pid in children:
+        try:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
+    for sock in udp.values():
+        sock.close()
+    if not cfg.server.metrics_dir:
+        for f in os.listdir(metrics_dir):
+            try:
+                os.unlink(os.path.join(metrics_dir, f))
+            except OSError:
+                pass
+        try:
+            os.rmdir(metrics_dir)
+        except OSError:
+            pass
+    log.info("stopped", extra={"status": status})
+    return status
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m stirshaken.serve --config FILE`` (same as ``stirshaken serve``)."""
+    import argparse
+
+    from stirshaken.serve.config import load_config
+
+    p = argparse.ArgumentParser(prog="stirshaken-serve")
+    p.add_argument("--config", "-c", default="stirshaken.toml")
+    p.add_argument("--check", action="store_true", help="validate the configuration and exit")
+    a = p.parse_args(argv)
+    try:
+        cfg = load_config(a.config)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if a.check:
+        print(f"{a.config}: OK")
+        return 0
+    return run(cfg)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

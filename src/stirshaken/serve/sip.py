@@ -1,0 +1,613 @@
+"""SIP interface of the STI-AS and STI-VS: the redirect model, over UDP and TCP on one address.
+
+* Signing address (STI-AS): an INVITE is answered ``302 Moved Temporarily`` whose ``Contact`` is
+  the Request-URI and which carries the ``Identity`` header (RFC 8224 §4) the proxy/SBC adds when
+  it follows the redirect.  The calling number comes from P-Asserted-Identity (when ``use_pai``)
+  or From, the called numbers from To (else the Request-URI), RFC 8224 §4.1 / §8.3.
+* Verification address (STI-VS): an INVITE is verified (RFC 8224 §6.2, ATIS-1000074 §5.3) and
+  answered 302 with ``P-Asserted-Identity`` (and the From URI) carrying ``verstat`` as 3GPP TS
+  24.229 §5.7.1.27 places it, plus an RFC 9410 ``Reason`` header for a failure; or, when policy
+  rejects the failure (``reject_on_failure`` / ``reject_codes`` / ``require_identity``), with the
+  failure code itself (403/428/436/437/438, RFC 8224 §6.2.2) and the Reason header.
+* ``OPTIONS`` → 200; ``ACK`` absorbed; ``CANCEL`` → 200 when its INVITE was answered, else 481
+  (RFC 3261 §9.2); ``BYE`` → 481; other known methods → 405 with ``Allow``; unknown → 501
+  (RFC 3261 §8.2.1); Request-URI schemes other than sip/sips/tel → 416; ``Require`` → 420.
+
+A request that does not parse but still has Via, From, To, Call-ID and CSeq fields is answered
+``400 Bad Request (<what is wrong>)`` (RFC 3261 §8.2, §21.4.1: the reason phrase names the
+problem), built from those fields as they were received; anything else that does not parse (pure
+garbage, responses, ACKs) is dropped.  Both are counted in ``stirshaken_sip_parse_errors_total``.
+Over TCP a framing error (no or a bad Content-Length, a message too large) is answered the same
+way when possible, then the connection is closed since the stream cannot be resynchronised.
+
+Responses are built with :func:`stirshaken.sip.build_response` (RFC 3261 §8.2.6: Via list, From,
+To with a tag, Call-ID, CSeq).  UDP responses go back to the source address, with ``received``
+and ``rport`` set on the top Via (RFC 3261 §18.2.1, RFC 3581).  Retransmitted requests are
+answered from a bounded, time-expiring server transaction cache (RFC 3261 §17.2.1/§17.2.2), keyed
+by branch, sent-by and method.  Nothing a peer sends can raise out of the protocol callbacks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import re
+import secrets
+import time
+from typing import Any, Awaitable, Callable
+
+from stirshaken.core import sip
+from stirshaken.serve.batching import LoopBatch
+from stirshaken.serve.config import SigningConfig, VerificationConfig
+from stirshaken.core.errors import SIP_REASONS, VERSTAT_NONE
+from stirshaken.serve.metrics import Metrics
+from stirshaken.serve.signing import ATTEST, SigningError, SigningService
+from stirshaken.core.tn import TNError, canonicalize_tn
+
+log = logging.getLogger("stirshaken.core.sip")
+
+__all__ = ["SipService", "TransactionCache", "bad_request", "start_sip"]
+
+ALLOW = "INVITE, ACK, CANCEL, OPTIONS"
+_KNOWN_METHODS = frozenset({"BYE", "REGISTER", "SUBSCRIBE", "NOTIFY", "INFO", "UPDATE", "PRACK", "MESSAGE", "REFER", "PUBLISH"})
+_PENDING = b""  # the (singleton) empty bytes marks a transaction still being answered
+_RPORT = re.compile(r";[ \t]*rport(?:[ \t]*=[ \t]*[0-9]*)?", re.IGNORECASE)
+# what is read from a request that does not parse, to answer it (RFC 3261 §8.2.6.2)
+_LOOSE_REQUEST_LINE = re.compile(r"([A-Za-z0-9\-.!%*_+`'~]+)[ \t]+.*[ \t]SIP/2\.0[ \t]*", re.IGNORECASE)
+_LOOSE_FIELD = re.compile(r"([A-Za-z0-9\-.!%*_+`'~]+)[ \t]*:[ \t]*(.*?)[ \t]*")
+_ECHOED = {"via": "Via", "v": "Via", "from": "From", "f": "From", "to": "To", "t": "To", "call-id": "Call-ID", "i": "Call-ID",
+           "cseq": "CSeq"}
+_UNSAFE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_TAG = re.compile(r";[ \t]*tag[ \t]*=", re.IGNORECASE)
+
+
+def _stamp_via(first: str, peer: tuple[str, int], *, received: bool, rport: bool) -> str:
+    """The top Via value with ``received`` (RFC 3261 §18.2.1) and ``rport`` (RFC 3581) filled in."""
+    if rport:
+        first = _RPORT.sub(f";rport={peer[1]}", first, count=1)
+    if received and "received=" not in first:
+        first += f";received={peer[0]}"
+    return first
+
+
+def bad_request(data: bytes, problem: str, peer: tuple[str, int] | None, transport: str) -> bytes | None:
+    """``400 Bad Request (<problem>)`` for a request that failed to parse, built from its Via,
+    From, To, Call-ID and CSeq as received; None when it lacks one of them, is not a request, is
+    an ACK (never answered, RFC 3261 §17.1.1.3), or a field cannot be echoed safely."""
+    head = data.lstrip(b"\r\n")
+    for sep in (b"\r\n\r\n", b"\n\n"):
+        end = head.find(sep)
+        if end >= 0:
+            head = head[:end]
+    if len(head) > 65536:
+        return None
+    lines = re.split(rb"\r?\n", head)
+    try:
+        start = lines[0].decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    m = _LOOSE_REQUEST_LINE.fullmatch(start)
+    if m is None or m.group(1).upper() == "ACK" or start[:4].upper() == "SIP/":
+        return None
+    fields: dict[str, list[str]] = {}
+    last: list[str] | None = None
+    for raw in lines[1:]:
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            last = None
+            continue
+        if line[:1] in (" ", "\t") and last is not None:  # folded continuation (§7.3.1)
+            last[-1] += " " + line.strip(" \t")
+            continue
+        f = _LOOSE_FIELD.fullmatch(line)
+        name = _ECHOED.get(f.group(1).lower()) if f else None
+        if name is None:
+            last = None
+            continue
+        last = fields.setdefault(name, [])
+        last.append(f.group(2))  # type: ignore[union-attr]
+    needed = ("Via", "From", "To", "Call-ID", "CSeq")
+    if any(not fields.get(n) or not all(fields[n]) for n in needed):
+        return None
+    if any(_UNSAFE.search(v) for n in needed for v in fields[n]):
+        return None
+    vias = fields["Via"]
+    if peer is not None and transport == "UDP":
+        first = sip.split_comma_list(vias[0])[0] if "," in vias[0] else vias[0]
+        try:
+            via = sip.parse_via(first)
+            stamped = _stamp_via(first, peer, received=via.host.strip("[]") != peer[0], rport="rport" in via.params)
+            vias = [vias[0].replace(first, stamped, 1)] + vias[1:]
+        except (sip.SipParseError, ValueError):
+            pass
+    to = fields["To"][0]
+    if _TAG.search(to) is None:
+        to += f";tag={secrets.token_hex(8)}"
+    detail = " ".join(_UNSAFE.sub(" ", problem).split())
+    detail = detail[:1].upper() + detail[1:120]
+    out = [f"SIP/2.0 400 Bad Request ({detail})" if detail else "SIP/2.0 400 Bad Request"]
+    out += [f"Via: {v}" for v in vias]
+    out += [f"From: {fields['From'][0]}", f"To: {to}", f"Call-ID: {fields['Call-ID'][0]}", f"CSeq: {fields['CSeq'][0]}",
+            "Content-Length: 0", "", ""]
+    return "\r\n".join(out).encode()
+
+
+class TransactionCache:
+    """Server transactions: key → final response bytes, bounded in size and time (RFC 3261 §17.2).
+
+    Entries live ``ttl`` seconds (64·T1 = 32 s for INVITE) or until ``size`` newer ones push them
+    out; insertion order equals expiry order, so eviction pops from the front.
+    """
+
+    __slots__ = ("ttl", "size", "_d", "hits", "misses")
+
+    def __init__(self, ttl: float = 32.0, size: int = 65536):
+        self.ttl = ttl
+        self.size = size
+        self._d: dict[Any, tuple[float, bytes]] = {}
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, key: Any, now: float) -> bytes | None:
+        e = self._d.get(key)
+        if e is None or e[0] < now:
+            self.misses += 1
+            return None
+        self.hits += 1
+        return e[1]
+
+    def put(self, key: Any, value: bytes, now: float) -> None:
+        d = self._d
+        if key in d:
+            del d[key]
+        d[key] = (now + self.ttl, value)
+        if len(d) > self.size:
+            del d[next(iter(d))]
+        # expire a few old entries per insertion (amortised)
+        for _ in range(2):
+            first = next(iter(d))
+            if d[first][0] < now:
+                del d[first]
+            else:
+                break
+
+    def __len__(self) -> int:
+        return len(self._d)
+
+
+def _first(value: str | None) -> str | None:
+    if not value:
+        return None
+    if "," in value:
+        parts = sip.split_comma_list(value)
+        return parts[0] if parts else None
+    return value
+
+
+class SipService:
+    """The request logic shared by the UDP and TCP transports of one address.
+
+    ``role`` is ``"signing"`` or ``"verification"``.  :meth:`handle` returns the response bytes,
+    ``None`` (nothing to send) or an awaitable of either (verification may fetch certificates).
+    """
+
+    def __init__(
+        self,
+        role: str,
+        *,
+        metrics: Metrics,
+        signing: SigningService | None = None,
+        verifier: Any | None = None,
+        vcfg: VerificationConfig | None = None,
+        call_info: Callable[..., Any] | None = None,
+        ttl: float = 32.0,
+        cache_size: int = 65536,
+    ):
+        self.role = role
+        self.metrics = metrics
+        self.signing = signing
+        self.verifier = verifier
+        self.vcfg = vcfg or VerificationConfig()
+        self.call_info = call_info
+        self.cache = TransactionCache(ttl, cache_size)
+        scfg: SigningConfig | None = signing.cfg if signing else None
+        self.attest_header = scfg.attest_header if scfg else ""
+        self.tenant_header = scfg.tenant_header if scfg else ""
+        self.customer_header = scfg.customer_header if scfg else ""
+        self.origid_header = scfg.origid_header if scfg else ""
+        self.use_pai = scfg.use_pai if scfg else True
+        self.max_iat_skew = scfg.max_iat_skew if scfg else 60
+        self._dialplan = {"country_code": scfg.country_code, "national_length": scfg.national_length} if scfg else {}
+        self._svc = (("service", role),)
+
+    # --- entry ------------------------------------------------------------------------------------
+
+    def handle(self, data: bytes, peer: tuple[str, int] | None, transport: str) -> bytes | None | Awaitable[bytes | None]:
+        """Process one message; never raises."""
+        try:
+            try:
+                msg = sip.parse_message(data)
+            except (sip.SipParseError, ValueError, TypeError) as exc:
+                return self.unparsable(data, str(exc), peer, transport)
+            if isinstance(msg, sip.SipResponse):
+                return None  # a stray response: no client transactions here
+            return self._request(msg, peer, transport)
+        except Exception:  # noqa: BLE001 - a peer must never crash the service
+            log.exception("error handling SIP message", extra={"peer": str(peer)})
+            return None
+
+    def unparsable(self, data: bytes, problem: str, peer: tuple[str, int] | None, transport: str) -> bytes | None:
+        """Count a message that failed to parse; answer it with 400 when it is a request with the
+        fields to answer (:func:`bad_request`), else drop it."""
+        self.metrics.inc("stirshaken_sip_parse_errors_total", self._svc)
+        r = bad_request(data, problem, peer, transport) if isinstance(data, (bytes, bytearray)) else None
+        log.debug("unparsable SIP message", extra={"peer": str(peer), "error": problem[:200], "answered": r is not None})
+        if r is not None:
+            self.metrics.inc("stirshaken_sip_responses_total", (("service", self.role), ("status", "400")))
+        return r
+
+    def _request(self, req: sip.SipRequest, peer: tuple[str, int] | None, transport: str) -> bytes | None | Awaitable[bytes | None]:
+        method = req.method
+        self.metrics.inc("stirshaken_sip_requests_total", (("service", self.role), ("method", method if method in _KNOWN_METHODS or method in ALLOW else "other")))
+        if method == "ACK":
+            return None  # RFC 3261 §17.2.1: ACK for our non-2xx final response ends the transaction
+        now = time.monotonic()
+        key = req.transaction_key()
+        cached = self.cache.get(key, now)
+        if cached is not None:
+            if cached is _PENDING:
+                return None  # still being answered (verification in flight)
+            self.metrics.inc("stirshaken_sip_retransmissions_total", self._svc)
+            return cached
+        if peer is not None and transport == "UDP":
+            req = self._fix_via(req, peer)
+        if method == "INVITE":
+            r = self._invite(req, peer)
+        elif method == "OPTIONS":
+            r = self._reply(req, 200, "OK", [("Allow", ALLOW), ("Accept", "application/sdp")])
+        elif method == "CANCEL":
+            inv = (key[0], key[1], "INVITE")
+            r = self._reply(req, 200, "OK") if self.cache.get(inv, now) is not None else self._reply(req, 481, "Call/Transaction Does Not Exist")
+        elif method == "BYE":
+            r = self._reply(req, 481, "Call/Transaction Does Not Exist")
+        elif method in _KNOWN_METHODS:
+            r = self._reply(req, 405, "Method Not Allowed", [("Allow", ALLOW)])
+        else:
+            r = self._reply(req, 501, "Not Implemented", [("Allow", ALLOW)])
+        if isinstance(r, bytes):
+            self.cache.put(key, r, now)
+            return r
+        self.cache.put(key, _PENDING, now)
+        return self._finish(key, r)
+
+    async def _finish(self, key: Any, aw: Awaitable[bytes]) -> bytes | None:
+        try:
+            r = await aw
+        except Exception:  # noqa: BLE001
+            log.exception("verification failed internally")
+            self.cache._d.pop(key, None)
+            return None
+        self.cache.put(key, r, time.monotonic())
+        return r
+
+    # --- helpers ----------------------------------------------------------------------------------
+
+    @staticmethod
+    def _fix_via(req: sip.SipRequest, peer: tuple[str, int]) -> sip.SipRequest:
+        """RFC 3261 §18.2.1 ``received`` and RFC 3581 ``rport`` on the top Via, when needed."""
+        via = req.top_via
+        host = via.host.strip("[]")
+        needs_received = host != peer[0]
+        has_rport = "rport" in via.params
+        if not needs_received and not has_rport:
+            return req
+        fields = req.headers.get_fields("Via")
+        first = fields[0]
+        rest = ""
+        if "," in first:
+            parts = sip.split_comma_list(first)
+            first, rest = parts[0], ", ".join(parts[1:])
+        first = _stamp_via(first, peer, received=needs_received, rport=has_rport)
+        new_first = first + (", " + rest if rest else "")
+        items = []
+        done = False
+        for k, v in req.headers.items():
+            if not done and k.lower() == "via":
+                items.append((k, new_first))
+                done = True
+            else:
+                items.append((k, v))
+        return sip.SipRequest(req.method, req.request_uri, req.version, sip.Headers(items), req.body)
+
+    def _reply(self, req: sip.SipRequest, status: int, reason: str, extra: list[tuple[str, str]] | None = None) -> bytes:
+        self.metrics.inc("stirshaken_sip_responses_total", (("service", self.role), ("status", str(status))))
+        return sip.build_response(req, status, reason, extra_headers=extra or ())
+
+    def _tn(self, value: str | None) -> str | None:
+        if not value:
+            return None
+        try:
+            na = sip.parse_name_addr(value)
+        except (sip.SipParseError, ValueError):
+            return None
+        return self._tn_of_uri(na.uri)
+
+    def _tn_of_uri(self, uri: str) -> str | None:
+        try:
+            user = sip.uri_user(uri)
+        except (sip.SipParseError, ValueError):
+            return None
+        if not user:
+            return None
+        try:
+            return canonicalize_tn(user, **self._dialplan)  # type: ignore[arg-type]
+        except TNError:
+            return None
+
+    def _precheck(self, req: sip.SipRequest) -> bytes | None:
+        scheme = req.request_uri.partition(":")[0].lower()
+        if scheme not in ("sip", "sips", "tel"):
+            return self._reply(req, 416, "Unsupported URI Scheme")
+        mf = req.headers.get("Max-Forwards")
+        if mf is not None and mf.strip() == "0":
+            return self._reply(req, 483, "Too Many Hops")
+        require = req.headers.get("Require")
+        if require:
+            return self._reply(req, 420, "Bad Extension", [("Unsupported", require)])
+        return None
+
+    # --- INVITE -----------------------------------------------------------------------------------
+
+    def _invite(self, req: sip.SipRequest, peer: tuple[str, int] | None) -> bytes | Awaitable[bytes]:
+        bad = self._precheck(req)
+        if bad is not None:
+            return bad
+        if self.role == "signing":
+            return self._sign(req, peer)
+        return self._verify(req)
+
+    def _sign(self, req: sip.SipRequest, peer: tuple[str, int] | None) -> bytes:
+        """STI-AS (RFC 8224 §6.1, ATIS-1000074 §5.2) in the redirect model."""
+        t0 = time.perf_counter()
+        svc = self.signing
+        assert svc is not None
+        h = req.headers
+        pai = _first(h.get("P-Asserted-Identity")) if self.use_pai else None
+        # From and To were parsed (and validated) by parse_message: use them, not their text
+        orig = (self._tn(pai) if pai else None) or self._tn_of_uri(req.from_addr.uri)
+        dest = self._tn_of_uri(req.to_addr.uri) or self._tn_of_uri(req.request_uri)
+        contact = [("Contact", f"<{req.request_uri}>")]
+        if orig is None or dest is None:
+            # §6.1 step 1: not a telephone number we can be authoritative for: forward unsigned
+            self.metrics.inc("stirshaken_signed_total", (("interface", "sip"), ("tenant", "-"), ("attest", "none")))
+            return self._reply(req, 302, "Moved Temporarily", contact + [("X-Identity-Result", "not-signed: calling or called party is not a telephone number")])
+        try:
+            tenant = svc.tenant_for(orig, h.get(self.tenant_header) if self.tenant_header else None)
+        except SigningError as exc:
+            return self._reply(req, 403, "Forbidden", [("Warning", f'399 stirshaken "{exc.message[:100]}"')])
+        attest = (h.get(self.attest_header) or "").strip().upper() if self.attest_header else ""
+        if attest not in ATTEST:
+            src = peer[0] if peer else None
+            attest = svc.attest_for(tenant, orig, source_ip=src, customer=h.get(self.customer_header) if self.customer_header else None)
+        iat = None
+        date = h.get("Date")
+        if date:
+            try:
+                d = email.utils.parsedate_to_datetime(date).timestamp()
+                if abs(d - time.time()) <= self.max_iat_skew:
+                    iat = int(d)  # RFC 8224 §4.1: iat corresponds to the Date header
+            except (TypeError, ValueError, IndexError, OverflowError):
+                iat = None
+        origid = h.get(self.origid_header) if self.origid_header else None
+        if origid is not None and len(origid) != 36:
+            origid = None
+        identity = svc.sign(tenant, orig=orig, dest=[dest], attest=attest, iat=iat, origid=origid)
+        self.metrics.inc("stirshaken_signed_total", (("interface", "sip"), ("tenant", tenant.name), ("attest", attest)))
+        r = self._reply(req, 302, "Moved Temporarily", contact + [("Identity", identity)])
+        self.metrics.observe("sip_sign", time.perf_counter() - t0)
+        return r
+
+    def _verify(self, req: sip.SipRequest) -> bytes | Awaitable[bytes]:
+        """STI-VS (RFC 8224 §6.2, ATIS-1000074 §5.3) in the redirect model."""
+        h = req.headers
+        try:
+            identities = h.get_all("Identity")
+        except sip.SipParseError:
+            identities = h.get_fields("Identity")
+        date = None
+        dv = h.get("Date")
+        if dv:
+            try:
+                date = email.utils.parsedate_to_datetime(dv).timestamp()
+            except (TypeError, ValueError, IndexError, OverflowError):
+                return self._reply(req, 400, "Bad Date Header")
+        pai = _first(h.get("P-Asserted-Identity")) if self.vcfg.use_pai else None
+        assert self.call_info is not None and self.verifier is not None
+        call = self.call_info(identities=identities, from_=h.get("From"), pai=pai, to=h.get("To"), ruri=req.request_uri, date=date)
+        return self._verified(req, call, pai, bool(identities))
+
+    async def _verified(self, req: sip.SipRequest, call: Any, pai: str | None, had_identity: bool) -> bytes:
+        t0 = time.perf_counter()
+        try:
+            result = await self.verifier.averify(call)
+        except Exception:  # noqa: BLE001
+            log.exception("verifier error")
+            return self._reply(req, 500, "Server Internal Error")
+        code = result.sip_code
+        self.metrics.inc("stirshaken_verified_total", (("interface", "sip"), ("verstat", result.verstat), ("reason", str(code or 0))))
+        self.metrics.observe("sip_verify", time.perf_counter() - t0)
+        reason_hdr = [("Reason", result.reason_header)] if result.reason_header else []
+        reject = code is not None and (self.vcfg.rejects(code) or (code == 428 and self.vcfg.require_identity))
+        if reject:
+            assert code is not None
+            return self._reply(req, code, SIP_REASONS.get(code, result.reason or "Forbidden"), reason_hdr)
+        verstat = result.verstat if had_identity else VERSTAT_NONE
+        extra: list[tuple[str, str]] = [("Contact", f"<{req.request_uri}>")]
+        asserted = pai or req.headers.get("From") or ""
+        try:
+            extra.append(("P-Asserted-Identity", _strip_tag(sip.header_value_with_param(asserted, "verstat", verstat))))
+        except (sip.SipParseError, ValueError):
+            pass
+        if self.vcfg.verstat_in_from:
+            try:
+                req = _with_header(req, "From", sip.header_value_with_param(req.headers["From"], "verstat", verstat))
+            except (sip.SipParseError, ValueError, KeyError):
+                pass
+        if result.attest:
+            extra.append(("X-Attestation", result.attest))
+        return self._reply(req, 302, "Moved Temporarily", extra + reason_hdr)
+
+
+def _strip_tag(value: str) -> str:
+    """A PAI value taken from From must not carry From's tag (RFC 3325 §9.1 has no tag)."""
+    try:
+        na = sip.parse_name_addr(value)
+    except sip.SipParseError:
+        return value
+    if na.tag is None:
+        return value
+    return value.replace(f";tag={na.tag}", "")
+
+
+def _with_header(req: sip.SipRequest, name: str, value: str) -> sip.SipRequest:
+    return sip.SipRequest(req.method, req.request_uri, req.version, req.headers.replace(name, value), req.body)
+
+
+# --- transports -------------------------------------------------------------------------------------
+
+
+
+
+class _UDP(asyncio.DatagramProtocol):
+    """SIP over UDP on one (possibly shared) socket.
+
+    Responses are sent in batches, one per event-loop iteration (:mod:`stirshaken.batching` says
+    why); answers that complete later (verification awaiting a certificate) go through the same
+    batch.
+    """
+
+    __slots__ = ("service", "transport", "batch")
+
+    def __init__(self, service: SipService):
+        self.service = service
+        self.transport: asyncio.DatagramTransport | None = None
+        self.batch: LoopBatch[tuple[bytes, tuple[Any, ...]]] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.batch = LoopBatch(asyncio.get_running_loop(), self._send_all)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.batch is not None:
+            self.batch.clear()  # the socket is closed: nothing can be sent any more
+        self.transport = None
+
+    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        r = self.service.handle(data, (addr[0], addr[1]), "UDP")
+        if r is None:
+            return
+        if isinstance(r, bytes):
+            self._queue(r, addr)
+            return
+        fut = asyncio.ensure_future(r)
+        fut.add_done_callback(lambda f: self._send(f, addr))
+
+    def _send(self, f: asyncio.Future[Any], addr: Any) -> None:
+        if f.cancelled() or f.exception() is not None:
+            return
+        r = f.result()
+        if r:
+            self._queue(r, addr)
+
+    def _queue(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        if self.batch is not None:
+            self.batch.add((data, addr))
+
+    def flush(self) -> None:
+        """Send every queued response now."""
+        if self.batch is not None:
+            self.batch.flush()
+
+    def _send_all(self, out: list[tuple[bytes, tuple[Any, ...]]]) -> None:
+        """Send each response to the address its request came from."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        sendto = transport.sendto
+        for data, addr in out:
+            sendto(data, addr)
+
+    def error_received(self, exc: Exception) -> None:  # ICMP errors: nothing to do
+        log.debug("udp error", extra={"error": str(exc)})
+
+
+class _TCP(asyncio.Protocol):
+    def __init__(self, service: SipService, max_message: int, conns: set[Any]):
+        self.service = service
+        self.framer = sip.StreamFramer(max_message)
+        self.transport: asyncio.Transport | None = None
+        self.peer: tuple[str, int] | None = None
+        self.conns = conns
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        p = transport.get_extra_info("peername")
+        self.peer = (p[0], p[1]) if p else None
+        self.conns.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.conns.discard(self)
+        self.transport = None
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            msgs = self.framer.feed(data)
+        except sip.SipParseError as exc:
+            # the stream cannot be resynchronised: answer 400 if possible, then close
+            r = self.service.unparsable(self.framer.pending, str(exc), self.peer, "TCP")
+            if self.transport is not None:
+                if r is not None:
+                    self.transport.write(r)
+                self.transport.close()
+            return
+        if self.framer.pop_pings() and self.transport is not None:
+            self.transport.write(b"\r\n")  # RFC 5626 §4.4.1 pong
+        for m in msgs:
+            r = self.service.handle(m, self.peer, "TCP")
+            if r is None:
+                continue
+            if isinstance(r, bytes):
+                if self.transport is not None:
+                    self.transport.write(r)
+            else:
+                asyncio.ensure_future(r).add_done_callback(self._send)
+
+    def _send(self, f: asyncio.Future[Any]) -> None:
+        if f.cancelled() or f.exception() is not None:
+            return
+        r = f.result()
+        if r and self.transport is not None:
+            self.transport.write(r)
+
+
+async def start_sip(
+    service: SipService, *, udp_sock: Any, tcp_sock: Any, max_message: int = 65536, backlog: int = 4096
+) -> tuple[list[Any], set[Any]]:
+    """Serve ``service`` on an already bound UDP socket and a listening TCP socket.
+
+    ``backlog`` is passed on because ``create_server`` calls listen(2) again (default 100)."""
+    loop = asyncio.get_running_loop()
+    closers: list[Any] = []
+    conns: set[Any] = set()
+    if udp_sock is not None:
+        transport, _ = await loop.create_datagram_endpoint(lambda: _UDP(service), sock=udp_sock)
+        closers.append(transport)
+    if tcp_sock is not None:
+        server = await loop.create_server(lambda: _TCP(service, max_message, conns), sock=tcp_sock, backlog=backlog)
+        closers.append(server)
+    return closers, conns
+
+
+__all__ += ["SIP_REASONS"]

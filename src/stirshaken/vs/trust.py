@@ -1,0 +1,254 @@
+"""Trust sources of the STI-VS: anchors, the STI-PA trusted-CA list and CRLs.
+
+ATIS-1000074 §5.3.1 / ATIS-1000080 (STANDARDS.md VS-06, PA-01): the leaf certificate must chain
+to an STI-CA that the STI-PA lists as trusted, must not be revoked and must carry a TNAuthList
+with an SPC (CM-13).  Anchors come from
+
+* PEM files or directories of PEM files (``*.pem``, ``*.crt``, ``*.cer``), and
+* the STI-PA's signed CA list: a JWS (ES256) whose ``x5u`` header names the PA signing
+  certificate; that certificate must chain to one of the configured STI-PA roots.  Payload
+  ``{"version", "sequence", "exp", "trustList": [PEM, ...]}``.  The response of the STI-PA API,
+  ``{"status":"success","caList":"<JWS>"}``, is accepted as well as the bare JWS.
+
+:class:`TrustManager` combines them with a :class:`~stirshaken.crl.CRLStore` into a
+:class:`~stirshaken.certificates.TrustStore`, rebuilt when anything changes; its
+:attr:`~TrustManager.generation` tells caches when to re-validate.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Awaitable, Callable, Sequence
+
+import orjson
+from cryptography import x509
+
+from stirshaken.core.b64 import b64url_decode
+from stirshaken.core.certificates import TrustStore, ValidatedCredential, load_certificates
+from stirshaken.vs.crl import CRLStore
+from stirshaken.core.errors import CertificateError, PassportFormatError, StirShakenError, TNAuthListError, UntrustedCertificateError
+from stirshaken.core.jose import check_signer_chain, verify_x5u_jws
+from stirshaken.core.tnauthlist import from_certificate
+
+PEM_SUFFIXES = (".pem", ".crt", ".cer")
+
+
+class CAListError(UntrustedCertificateError):
+    """The STI-PA trusted-CA list is malformed, expired or not signed by the STI-PA."""
+
+
+def load_pem_sources(sources: Sequence[str]) -> list[x509.Certificate]:
+    """Certificates from PEM files and directories of PEM files (sorted, non-recursive)."""
+    out: list[x509.Certificate] = []
+    for src in sources:
+        path = Path(src)
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in PEM_SUFFIXES and p.is_file()) if path.is_dir() else [path]
+        for f in files:
+            try:
+                data = f.read_bytes()
+            except OSError as exc:
+                raise CertificateError(f"cannot read trust anchor file {f}: {exc.strerror}") from None
+            out.extend(load_certificates(data))
+    return out
+
+
+@dataclass(frozen=True)
+class CAList:
+    """A verified STI-PA trusted-CA list."""
+
+    version: object
+    sequence: int | None
+    exp: int | None
+    anchors: tuple[x509.Certificate, ...]
+    signer: x509.Certificate
+
+
+def split_ca_list(text: str | bytes) -> tuple[dict[str, object], dict[str, object], bytes, bytes]:
+    """Parse a CA-list JWS (or the ``{"caList": JWS}`` envelope): header, payload, signing input, signature."""
+    raw = text.decode("utf-8", "replace") if isinstance(text, bytes) else text
+    raw = raw.strip()
+    if raw.startswith("{"):
+        try:
+            env = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise CAListError("CA list envelope is not valid JSON") from None
+        if not isinstance(env, dict) or not isinstance(env.get("caList"), str):
+            raise CAListError("CA list envelope has no 'caList' string")
+        raw = env["caList"].strip()
+    parts = raw.split(".")
+    if len(parts) != 3 or not all(parts):
+        raise CAListError("CA list is not a compact JWS")
+    try:
+        header = orjson.loads(b64url_decode(parts[0], what="CA list header"))
+        payload = orjson.loads(b64url_decode(parts[1], what="CA list payload"))
+        sig = b64url_decode(parts[2], what="CA list signature")
+    except (PassportFormatError, orjson.JSONDecodeError) as exc:
+        raise CAListError(f"CA list JWS is malformed: {exc}") from None
+    if not isinstance(header, dict) or not isinstance(payload, dict):
+        raise CAListError("CA list JWS header/payload is not a JSON object")
+    return header, payload, (parts[0] + "." + parts[1]).encode("ascii"), sig
+
+
+def validate_signer(signer_chain: Sequence[x509.Certificate], roots: Sequence[x509.Certificate], at: dt.datetime) -> x509.Certificate:
+    """Path-validate the STI-PA signing certificate against the STI-PA root(s)."""
+    if not roots:
+        raise CAListError("no STI-PA root configured to verify the CA list (ca_list_trust)")
+    return check_signer_chain(signer_chain, roots, at=at, error=CAListError, what="CA list")
+
+
+def verify_ca_list(
+    text: str | bytes, signer_chain: Sequence[x509.Certificate], roots: Sequence[x509.Certificate], *, now: float | None = None
+) -> CAList:
+    """Verify a CA list JWS with the (already fetched) signer chain; sans-I/O."""
+    now = time.time() if now is None else now
+    header, payload, signing_input, sig = split_ca_list(text)
+    if header.get("alg") != "ES256":
+        raise CAListError(f"CA list 'alg' is not ES256 ({str(header.get('alg'))[:20]!r})")
+    if not roots:
+        raise CAListError("no STI-PA root configured to verify the CA list (ca_list_trust)")
+    signer = verify_x5u_jws(signing_input, sig, signer_chain, roots, at=dt.datetime.fromtimestamp(now, dt.timezone.utc),
+                            error=CAListError, what="CA list")
+    exp = payload.get("exp")
+    if exp is not None and (not isinstance(exp, (int, float)) or exp < now):
+        raise CAListError("CA list has expired ('exp' passed)")
+    tl = payload.get("trustList")
+    if not isinstance(tl, list) or not tl or not all(isinstance(p, str) for p in tl):
+        raise CAListError("CA list 'trustList' must be a non-empty array of PEM strings")
+    anchors: list[x509.Certificate] = []
+    for item in tl:
+        try:
+            anchors.extend(load_certificates(item.encode()))
+        except CertificateError as exc:
+            raise CAListError(f"CA list entry is not a certificate: {exc.description}") from None
+    seq = payload.get("sequence")
+    return CAList(
+        version=payload.get("version"),
+        sequence=seq if isinstance(seq, int) else None,
+        exp=int(exp) if isinstance(exp, (int, float)) else None,
+        anchors=tuple(anchors),
+        signer=signer,
+    )
+
+
+def ca_list_x5u(text: str | bytes) -> str:
+    """The ``x5u`` header of a CA list JWS (the STI-PA signing certificate's URL)."""
+    header, _, _, _ = split_ca_list(text)
+    x5u = header.get("x5u")
+    if not isinstance(x5u, str) or not x5u:
+        raise CAListError("CA list JWS header has no 'x5u'")
+    return x5u
+
+
+class TrustManager:
+    """Anchors (files + CA list) and CRLs, exposed as one :class:`TrustStore` per generation."""
+
+    def __init__(
+        self,
+        anchor_sources: Sequence[str] = (),
+        *,
+        crls: CRLStore | None = None,
+        ca_list_roots: Sequence[str] = (),
+        anchors: Sequence[x509.Certificate] = (),
+        crl_signers: Sequence[str] = (),
+    ):
+        self.file_anchors: tuple[x509.Certificate, ...] = tuple(load_pem_sources(anchor_sources)) + tuple(anchors)
+        self.ca_list_roots: tuple[x509.Certificate, ...] = tuple(load_pem_sources(ca_list_roots))
+        # certificates whose CRLs count for the chain (the STI-PA's indirect SHAKEN CRL, CM-12);
+        # never path anchors: a CRL signer must not be able to vouch for certificates
+        self.crl_signers: tuple[x509.Certificate, ...] = tuple(load_pem_sources(crl_signers))
+        self.ca_list: CAList | None = None
+        self.ca_list_error: StirShakenError | None = None
+        self.crls = crls or CRLStore()
+        self._anchor_gen = 0
+        self._store: TrustStore | None = None
+        self._store_gen = -1
+
+    @property
+    def generation(self) -> int:
+        return self._anchor_gen + self.crls.generation
+
+    @property
+    def anchors(self) -> tuple[x509.Certificate, ...]:
+        return self.file_anchors + (self.ca_list.anchors if self.ca_list else ())
+
+    def set_ca_list(self, ca_list: CAList) -> None:
+        self.ca_list = ca_list
+        self.ca_list_error = None
+        self._anchor_gen += 1
+
+    async def load_ca_list(
+        self,
+        source: str,
+        get: Callable[[str], Awaitable[bytes]],
+        get_chain: Callable[[str], Awaitable[list[x509.Certificate]]],
+        *,
+        now: float | None = None,
+    ) -> CAList:
+        """Load and verify the CA list from a file or URL (``get``/``get_chain`` do the I/O)."""
+        try:
+            if source.lower().startswith(("http://", "https://")):
+                text = await get(source)
+            else:
+                text = Path(source).read_bytes()
+            signer_chain = await get_chain(ca_list_x5u(text))
+            cal = verify_ca_list(text, signer_chain, self.ca_list_roots, now=now)
+        except OSError as exc:
+            err = CAListError(f"cannot read CA list {source}: {exc.strerror}")
+            self.ca_list_error = err
+            raise err from None
+        except StirShakenError as exc:
+            err = exc if isinstance(exc, CAListError) else CAListError(f"CA list unusable: {exc.description}")
+            self.ca_list_error = err
+            raise err from None
+        self.set_ca_list(cal)
+        return cal
+
+    def store(self) -> TrustStore:
+        gen = self.generation
+        if self._store is None or self._store_gen != gen:
+            anchors = self.anchors
+            if not anchors:
+                detail = f" ({self.ca_list_error.description})" if self.ca_list_error else ""
+                raise UntrustedCertificateError("Failed to authenticate CA: no trust anchors configured" + detail)
+            self._store = TrustStore(anchors, crls=self.crls.crls, crl_signers=self.crl_signers)
+            self._store_gen = gen
+        return self._store
+
+    def validate(self, certs: Sequence[x509.Certificate], *, at: float | None = None) -> ValidatedCredential:
+        """Path validation plus the SHAKEN leaf rules (ATIS-1000080 CM-13): a non-critical
+        TNAuthList holding an SPC.  Raises 437 errors (:class:`UntrustedCertificateError`,
+        :class:`TNAuthListError`)."""
+        if not certs:
+            raise CertificateError("the x5u resource holds no certificate")
+        when = dt.datetime.fromtimestamp(time.time() if at is None else at, dt.timezone.utc)
+        leaf = certs[0]
+        tn = from_certificate(leaf)
+        if tn is None:
+            raise TNAuthListError("certificate has no TNAuthList extension (ATIS-1000080 §6.4.1)")
+        if tn[1]:
+            raise TNAuthListError("certificate TNAuthList is marked critical (ATIS-1000080 §6.4.1 CM-13)")
+        if tn[0].spc is None:
+            raise TNAuthListError("certificate TNAuthList holds no SPC (ATIS-1000080 §6.4.1 CM-13)")
+        cred = self.store().validate(list(certs), at=when)
+        stale = self.stale_crl_warnings(cred.chain, when.timestamp())
+        if stale:
+            cred = dataclasses.replace(cred, warnings=cred.warnings + stale)
+        return cred
+
+    def stale_crl_warnings(self, chain: Sequence[x509.Certificate], at: float) -> tuple[str, ...]:
+        """A warning for each CRL past its ``nextUpdate`` that covers ``chain`` (issued by a chain
+        certificate's issuer or by a CRL signer): it is still used, as it could not be refreshed,
+        but revocations since then are unknown (:mod:`stirshaken.crl`)."""
+        names = {c.issuer for c in chain} | {s.subject for s in self.crl_signers}
+        out = []
+        for rec in self.crls.stale(at):
+            crl = rec.crl
+            assert crl is not None and crl.next_update_utc is not None
+            if crl.issuer in names:
+                out.append(f"CRL {rec.source} is past its nextUpdate ({crl.next_update_utc:%Y-%m-%d %H:%M:%S}Z)"
+                           " and could not be refreshed; revocations since then are unknown")
+        return tuple(out)

@@ -1,0 +1,275 @@
+"""Dereferencing the ``x5u`` / ``info`` URL of a PASSporT (RFC 8224 §6.2 step 3) safely.
+
+Rules (ATIS-1000074 v003 §5.3.1 and ATIS-1000080 §5.x, STANDARDS.md VS-02 / CR-01):
+
+* scheme ``https`` only (``http`` only with :attr:`X5UPolicy.allow_http`), port 443 or 8443;
+* no userinfo, no query, no fragment, no path parameters (``;``);
+* no HTTP redirects are followed;
+* the name is resolved by us and every address is checked before connecting: private,
+  loopback, link-local, multicast, reserved and unspecified addresses are refused unless
+  :attr:`X5UPolicy.allow_private` (which also lifts the port rule).  The check lives in an
+  aiohttp resolver, so the address that was checked is the address that is connected to (no
+  DNS-rebinding window between check and use); IP literals, which aiohttp does not resolve, are
+  checked in :func:`check_url`.
+* response size cap, connect timeout and total timeout;
+* the body is a PEM chain (leaf first, then intermediates; ATIS-1000080 CR-02) or one DER
+  certificate (``application/pkix-cert``).
+
+:func:`check_url` and :func:`parse_certificates` are pure; :class:`Fetcher` is the only part that
+does I/O.  Every failure raises :class:`~stirshaken.errors.FetchError` (436 Bad Identity Info,
+ATIS-1000082 E7/E8) with a specific description.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+import ssl
+from dataclasses import dataclass
+from typing import Any, Mapping
+from urllib.parse import SplitResult, urlsplit
+
+import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
+from cryptography import x509
+
+from stirshaken.core.certificates import load_certificates
+from stirshaken.core.errors import CertificateError, FetchError
+
+#: Content types of a certificate chain (RFC 8555 §9.1, RFC 2585 §4.1, common ``x-pem-file``).
+PEM_TYPES = frozenset({"application/pem-certificate-chain", "application/x-pem-file"})
+DER_TYPES = frozenset({"application/pkix-cert", "application/x-x509-ca-cert", "application/x-x509-user-cert"})
+#: Generic types whose body is sniffed (accepted only when it parses as certificates).
+SNIFF_TYPES = frozenset({"", "application/octet-stream", "text/plain"})
+#: CRL content types (RFC 2585 §4.2); CRLs are also sniffed from generic types.
+CRL_TYPES = frozenset({"application/pkix-crl", "application/x-pkcs7-crl"})
+
+DEFAULT_PORTS = frozenset({443, 8443})
+
+
+@dataclass(frozen=True)
+class X5UPolicy:
+    """What a fetch may do.  Safe by default; every relaxation is a named option."""
+
+    allow_http: bool = False
+    allow_private: bool = False
+    ca_bundle: str | None = None
+    connect_timeout: float = 2.0
+    fetch_timeout: float = 4.0
+    max_bytes: int = 64 * 1024
+
+
+@dataclass(frozen=True)
+class FetchResult:
+    """A successful response: body, media type (lower-case, no parameters) and headers."""
+
+    url: str
+    body: bytes
+    content_type: str
+    headers: Mapping[str, str]
+
+
+class BlockedAddressError(OSError):
+    """Raised by :class:`GuardedResolver` when no resolved address may be connected to."""
+
+
+def _address_allowed(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """True for a globally routable unicast address (RFC 6890 special-purpose ranges refused)."""
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return not (
+        ip.is_private
+        or ip.is_loopback
+        or ip.is_link_local
+        or ip.is_multicast
+        or ip.is_reserved
+        or ip.is_unspecified
+        or not ip.is_global
+    )
+
+
+def check_url(url: str, policy: X5UPolicy = X5UPolicy()) -> SplitResult:
+    """Check an x5u URL against the dereferencing rules; returns the split URL.
+
+    Raises :class:`FetchError` (436) naming the broken rule.
+    """
+    if not isinstance(url, str) or not url or len(url) > 2048:
+        raise FetchError("Invalid 'info' URI: empty or longer than 2048 characters")
+    if any(ord(c) <= 0x20 or ord(c) >= 0x7F for c in url):
+        raise FetchError("Invalid 'info' URI: contains whitespace, control or non-ASCII characters")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise FetchError(f"Invalid 'info' URI: {exc}") from None
+    scheme = parts.scheme.lower()
+    if scheme == "http":
+        if not policy.allow_http:
+            raise FetchError("x5u URL must use https (ATIS-1000074 §5.3.1); http refused")
+    elif scheme != "https":
+        raise FetchError(f"x5u URL scheme {scheme!r} is not https")
+    if "@" in parts.netloc:
+        raise FetchError("x5u URL must not contain userinfo")
+    if parts.query or url.endswith("?"):
+        raise FetchError("x5u URL must not contain a query component")
+    if parts.fragment or "#" in url:
+        raise FetchError("x5u URL must not contain a fragment")
+    if ";" in parts.path:
+        raise FetchError("x5u URL must not contain path parameters")
+    host = parts.hostname
+    if not host:
+        raise FetchError("x5u URL has no host")
+    if port is None:
+        port = 443 if scheme == "https" else 80
+    if not policy.allow_private:
+        allowed_ports = DEFAULT_PORTS | ({80} if scheme == "http" else set())
+        if port not in allowed_ports:
+            raise FetchError(f"x5u URL port {port} is not 443 or 8443")
+        try:
+            ip = ipaddress.ip_address(host)
+        except ValueError:
+            ip = None
+        if ip is not None and not _address_allowed(ip):
+            raise FetchError(f"x5u URL host {host} is a private, loopback or reserved address")
+        if ip is None and (host.lower() == "localhost" or host.lower().endswith(".localhost")):
+            raise FetchError("x5u URL host is localhost")
+    return parts
+
+
+class GuardedResolver(AbstractResolver):
+    """Resolves with the system resolver and drops every address that may not be connected to.
+
+    aiohttp connects to exactly the addresses returned here, so the check and the connection use
+    the same address (no DNS-rebinding time-of-check/time-of-use gap).
+    """
+
+    def __init__(self, allow_private: bool = False):
+        self.allow_private = allow_private
+
+    async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
+        loop = asyncio.get_running_loop()
+        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM, family=family)
+        out: list[ResolveResult] = []
+        refused: list[str] = []
+        for fam, _type, proto, _canon, sockaddr in infos:
+            addr = str(sockaddr[0])
+            try:
+                ip = ipaddress.ip_address(addr.split("%", 1)[0])
+            except ValueError:
+                refused.append(addr)
+                continue
+            if not self.allow_private and not _address_allowed(ip):
+                refused.append(addr)
+                continue
+            out.append(
+                {"hostname": host, "host": addr, "port": int(sockaddr[1]), "family": fam, "proto": proto,
+                 "flags": socket.AI_NUMERICHOST | socket.AI_NUMERICSERV}
+            )
+        if not out:
+            if refused:
+                raise BlockedAddressError(f"{host} resolves only to refused addresses ({', '.join(sorted(set(refused))[:3])})")
+            raise OSError(f"{host} does not resolve")
+        return out
+
+    async def close(self) -> None:
+        return None
+
+
+def parse_certificates(body: bytes, content_type: str) -> list[x509.Certificate]:
+    """The certificates of an x5u response: a PEM chain (leaf first) or one DER certificate."""
+    ct = content_type.lower()
+    if ct not in PEM_TYPES and ct not in DER_TYPES and ct not in SNIFF_TYPES:
+        raise FetchError(f"x5u response has unexpected Content-Type {content_type[:60]!r}")
+    if ct in PEM_TYPES and b"-----BEGIN CERTIFICATE-----" not in body:
+        raise FetchError("x5u response declared a PEM chain but holds no PEM certificate")
+    try:
+        return load_certificates(body)
+    except CertificateError as exc:
+        raise FetchError(f"x5u response is not a certificate chain: {exc.description}") from None
+
+
+class Fetcher:
+    """An aiohttp client bound to one event loop that follows the :class:`X5UPolicy` rules."""
+
+    def __init__(self, policy: X5UPolicy = X5UPolicy()):
+        self.policy = policy
+        self._session: aiohttp.ClientSession | None = None
+        self._ssl: ssl.SSLContext | None = None
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        if self._ssl is None:
+            ctx = ssl.create_default_context(cafile=self.policy.ca_bundle) if self.policy.ca_bundle else ssl.create_default_context()
+            ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+            self._ssl = ctx
+        return self._ssl
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(
+                resolver=GuardedResolver(self.policy.allow_private),
+                ssl=self._ssl_context(),
+                use_dns_cache=False,
+                limit=64,
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                timeout=aiohttp.ClientTimeout(total=self.policy.fetch_timeout, sock_connect=self.policy.connect_timeout),
+                headers={"User-Agent": "stirshaken-vs/0.1", "Accept": "application/pem-certificate-chain, application/pkix-cert;q=0.9, */*;q=0.1"},
+                auto_decompress=False,
+            )
+        return self._session
+
+    async def get(self, url: str, *, what: str = "x5u") -> FetchResult:
+        """GET ``url`` under the policy; raises :class:`FetchError` (436) on any failure."""
+        check_url(url, self.policy)
+        cap = self.policy.max_bytes
+        try:
+            async with self._get_session().get(url, allow_redirects=False) as resp:
+                if 300 <= resp.status < 400:
+                    raise FetchError(f"Failed to dereference {what} URI: HTTP {resp.status} redirect not followed")
+                if resp.status != 200:
+                    raise FetchError(f"Failed to dereference {what} URI: HTTP {resp.status}")
+                if resp.content_length is not None and resp.content_length > cap:
+                    raise FetchError(f"{what} response larger than {cap} bytes ({resp.content_length})")
+                chunks: list[bytes] = []
+                size = 0
+                while True:
+                    chunk = await resp.content.read(16384)
+                    if not chunk:
+                        break
+                    size += len(chunk)
+                    if size > cap:
+                        raise FetchError(f"{what} response larger than {cap} bytes")
+                    chunks.append(chunk)
+                headers = {k.lower(): v for k, v in resp.headers.items()}
+                ctype = resp.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
+                return FetchResult(url=url, body=b"".join(chunks), content_type=ctype, headers=headers)
+        except FetchError:
+            raise
+        except asyncio.TimeoutError:
+            raise FetchError(f"Failed to dereference {what} URI: timed out") from None
+        except aiohttp.ClientConnectorCertificateError as exc:
+            raise FetchError(f"Failed to dereference {what} URI: TLS certificate not trusted ({str(exc.certificate_error)[:100]})") from None
+        except aiohttp.ClientConnectorError as exc:
+            if isinstance(exc.os_error, BlockedAddressError):
+                raise FetchError(f"Failed to dereference {what} URI: {exc.os_error}") from None
+            raise FetchError(f"Failed to dereference {what} URI: cannot connect ({str(exc.os_error)[:100]})") from None
+        except aiohttp.ClientSSLError as exc:
+            raise FetchError(f"Failed to dereference {what} URI: TLS error ({str(exc)[:100]})") from None
+        except (aiohttp.ClientError, OSError, ValueError) as exc:
+            raise FetchError(f"Failed to dereference {what} URI: {type(exc).__name__}: {str(exc)[:100]}") from None
+
+    async def fetch_chain(self, url: str) -> tuple[list[x509.Certificate], FetchResult]:
+        """Fetch and parse an x5u certificate chain."""
+        res = await self.get(url)
+        return parse_certificates(res.body, res.content_type), res
+
+    async def close(self) -> None:
+        if self._session is not None and not self._session.closed:
+            await self._session.close()
+        self._session = None
+
+
+def response_headers(res: FetchResult | None) -> dict[str, Any]:
+    return dict(res.headers) if res is not None else {}
