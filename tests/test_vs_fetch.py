@@ -141,6 +141,13 @@ async def test_tls_certificate_not_trusted_without_bundle(pki, https_repo) -> No
     ("application/pem-certificate-chain", False),
     ("application/x-pem-file", False),
     ("application/pkix-cert", True),
+    # types certificate repositories in the field serve a PEM chain with (issue 11 item 5)
+    ("application/x-x509-cert", False),
+    ("application/x-x509-ca-cert", False),
+    ("binary/octet-stream", False),
+    ("text/plain", False),
+    ("application/x-x509-cert", True),
+    ("binary/octet-stream", True),
 ])
 async def test_content_types(pki, tmp_path, ctype: str, der: bool) -> None:
     repo = Repo()
@@ -198,6 +205,8 @@ async def test_failing_repositories(pki) -> None:
     repo.route("/redirect", _redirect)
     repo.static("/html", b"<html>hello</html>", content_type="text/html")
     repo.static("/garbage", b"not a certificate", content_type="application/pem-certificate-chain")
+    repo.static("/empty", b"", content_type="application/x-pem-file")
+    repo.static("/html-as-text", b"<html><body>Not found</body></html>", content_type="text/plain")
     await repo.start()
     v = Verifier(cfg(pki, allow_http_x5u=True, fetch_timeout=0.8, connect_timeout=0.5))
     expected = {
@@ -208,6 +217,8 @@ async def test_failing_repositories(pki) -> None:
         "/redirect": "redirect not followed",
         "/html": "Content-Type",
         "/garbage": "no PEM certificate",
+        "/empty": "x5u response is empty",
+        "/html-as-text": "no PEM certificate",
         "/missing": "HTTP 404",
     }
     try:

@@ -37,11 +37,13 @@ from cryptography import x509
 from stirshaken.core.certificates import load_certificates
 from stirshaken.core.errors import CertificateError, FetchError
 
-#: Content types of a certificate chain (RFC 8555 §9.1, RFC 2585 §4.1, common ``x-pem-file``).
+#: Content types of a certificate chain: RFC 8555 §9.1, RFC 2585 §4.1, and the types certificate
+#: repositories in the field serve (``x-pem-file``, ``x-x509-cert``, ``x-x509-ca-cert``).  The body
+#: decides the encoding: PEM or DER is accepted under any of them.
 PEM_TYPES = frozenset({"application/pem-certificate-chain", "application/x-pem-file"})
-DER_TYPES = frozenset({"application/pkix-cert", "application/x-x509-ca-cert", "application/x-x509-user-cert"})
+DER_TYPES = frozenset({"application/pkix-cert", "application/x-x509-ca-cert", "application/x-x509-user-cert", "application/x-x509-cert"})
 #: Generic types whose body is sniffed (accepted only when it parses as certificates).
-SNIFF_TYPES = frozenset({"", "application/octet-stream", "text/plain"})
+SNIFF_TYPES = frozenset({"", "application/octet-stream", "binary/octet-stream", "text/plain"})
 #: CRL content types (RFC 2585 §4.2); CRLs are also sniffed from generic types.
 CRL_TYPES = frozenset({"application/pkix-crl", "application/x-pkcs7-crl"})
 
@@ -177,12 +179,21 @@ class GuardedResolver(AbstractResolver):
 
 
 def parse_certificates(body: bytes, content_type: str) -> list[x509.Certificate]:
-    """The certificates of an x5u response: a PEM chain (leaf first) or one DER certificate."""
+    """The certificates of an x5u response: a PEM chain (leaf first) or one DER certificate.
+
+    ``content_type`` is the media type without parameters.  Any certificate type or generic type
+    (:data:`PEM_TYPES`, :data:`DER_TYPES`, :data:`SNIFF_TYPES`) is accepted when the body parses as
+    certificates, PEM or DER, whatever the type claims (repositories in the field mislabel them);
+    other types (``text/html``), an empty body or a body that is no certificate raise
+    :class:`FetchError` (436 Bad Identity Info, RFC 8224 §6.2.2) naming what was wrong.
+    """
     ct = content_type.lower()
     if ct not in PEM_TYPES and ct not in DER_TYPES and ct not in SNIFF_TYPES:
-        raise FetchError(f"x5u response has unexpected Content-Type {content_type[:60]!r}")
-    if ct in PEM_TYPES and b"-----BEGIN CERTIFICATE-----" not in body:
-        raise FetchError("x5u response declared a PEM chain but holds no PEM certificate")
+        raise FetchError(f"x5u response has Content-Type {content_type[:60]!r}, not a certificate chain")
+    if not body.strip():
+        raise FetchError("x5u response is empty")
+    if b"-----BEGIN" not in body and body[:1] != b"\x30":
+        raise FetchError("x5u response holds no PEM certificate (nor a DER one)")
     try:
         return load_certificates(body)
     except CertificateError as exc:
