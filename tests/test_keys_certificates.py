@@ -416,3 +416,52 @@ def test_issuer_checks(chain):
     wrong_name = _build("intermediate", chain, name=C.make_name("SHAKEN Other CA", "Org"))
     sp = C.create_sp_certificate(chain.sp_key, wrong_name, chain.inter_key, spc="1234", crl_url="http://x/c.crl")
     assert _has(C.check_profile(sp, issuer=chain.inter), "CM-05")
+
+
+# --- path errors in the words of the field (issue 11 item 7) ---------------------------------------
+
+
+def _raises_path(chain_store, certs, at=None) -> str:
+    with pytest.raises(UntrustedCertificateError) as ei:
+        chain_store.validate(certs, at=at)
+    assert ei.value.sip_code == 437 and ei.value.verstat == VERSTAT_FAILED
+    text = str(ei.value.description)
+    for internal in ("VerificationError", "candidates exhausted", "validation error", "Other("):
+        assert internal not in text, text
+    return text
+
+
+def test_path_error_issuer_not_found(chain):
+    text = _raises_path(chain.trust(), [chain.sp])  # the intermediate is not in the chain
+    assert text == (
+        "Failed to authenticate CA: issuer not found: the chain has no certificate "
+        f"CN={chain.inter.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value} "
+        f"(the issuer of CN={chain.sp.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value}) and it is not a trust anchor"
+    )
+
+
+def test_path_error_untrusted_root_is_named():
+    ours, theirs = V.make_chain(), V.make_chain()
+    evil_key = ec.generate_private_key(ec.SECP256R1())
+    evil_root = C.create_root(evil_key, cn="Evil Root CA")
+    evil_inter = C.create_intermediate(theirs.inter_key, evil_root, evil_key)
+    evil_sp = C.create_sp_certificate(theirs.sp_key, evil_inter, theirs.inter_key, spc="1234")
+    text = _raises_path(ours.trust(), [evil_sp, evil_inter, evil_root])
+    assert text == "Failed to authenticate CA: not trusted: chains to CN=Evil Root CA which is not a trust anchor"
+
+
+def test_path_error_expired_intermediate_is_named(chain):
+    """The leaf is valid (30 days); the intermediate that issued it expired: it is named."""
+    old = C.create_intermediate(chain.inter_key, chain.root, chain.root_key, days=1)
+    leaf = _build("sp", V.Chain(chain.root_key, chain.root, chain.inter_key, old, chain.sp_key, chain.sp))
+    text = _raises_path(chain.trust(), [leaf, old], at=NOW + dt.timedelta(days=3))
+    assert text.startswith("Failed to authenticate CA: certificate CN=SHAKEN Intermediate CA expired on ")
+
+
+def test_path_error_expired_leaf_wins_over_untrusted_root(chain):
+    """Two faults: the leaf's validity is checked first (it is the first check of the path)."""
+    other = V.make_chain()
+    expired = C.create_sp_certificate(chain.sp_key, chain.inter, chain.inter_key, spc="1234",
+                                      not_before=NOW - dt.timedelta(days=10), not_after=NOW - dt.timedelta(days=1))
+    text = _raises_path(other.trust(), [expired, chain.inter])
+    assert "expired on" in text and "CN=" in text and "not trusted" not in text

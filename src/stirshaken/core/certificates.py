@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
 from cryptography import x509
-from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtensionOID, NameOID
@@ -549,6 +549,51 @@ def _ca_policy() -> xv.ExtensionPolicy:
     return xv.ExtensionPolicy.permit_all().require_present(x509.BasicConstraints, xv.Criticality.AGNOSTIC, None)
 
 
+def _dn_name(name: x509.Name) -> str:
+    """``CN=...`` of a name (its full RFC 4514 form when it has no CN)."""
+    cns = name.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return f"CN={cns[0].value}" if cns else (name.rfc4514_string() or "an empty name")
+
+
+def _dn(cert: x509.Certificate) -> str:
+    return _dn_name(cert.subject)
+
+
+def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    try:
+        cert.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
+        return False
+    return True
+
+
+def _validity_fault(certs: Sequence[x509.Certificate], at: dt.datetime, *, what: str = "certificate") -> str | None:
+    """The first certificate outside its validity period at ``at`` (RFC 5280 §6.1.3 (a)(2))."""
+    for c in certs:
+        if c.not_valid_after_utc < at:
+            return f"{what} {_dn(c)} expired on {c.not_valid_after_utc:%Y-%m-%d %H:%M:%S}Z"
+        if c.not_valid_before_utc > at:
+            return f"{what} {_dn(c)} is not valid before {c.not_valid_before_utc:%Y-%m-%d %H:%M:%S}Z"
+    return None
+
+
+#: Critical extensions that path validation processes (RFC 5280 §4.2: any other critical one fails it).
+_PROCESSED_CRITICAL = frozenset({
+    ExtensionOID.BASIC_CONSTRAINTS, ExtensionOID.KEY_USAGE, ExtensionOID.EXTENDED_KEY_USAGE,
+    ExtensionOID.SUBJECT_ALTERNATIVE_NAME, ExtensionOID.NAME_CONSTRAINTS, ExtensionOID.POLICY_CONSTRAINTS,
+    ExtensionOID.INHIBIT_ANY_POLICY, ExtensionOID.CERTIFICATE_POLICIES,
+})
+
+
+def _critical_fault(certs: Sequence[x509.Certificate]) -> str | None:
+    for c in certs:
+        for ext in c.extensions:
+            if ext.critical and ext.oid not in _PROCESSED_CRITICAL:
+                name = "TNAuthList" if ext.oid == TNAUTHLIST_OID else getattr(ext.oid, "_name", "unknown")
+                return f"certificate {_dn(c)} marks the extension {name} ({ext.oid.dotted_string}) critical, which path validation cannot process (RFC 5280 §4.2)"
+    return None
+
+
 class TrustStore:
     """Trust anchors, CRLs and CRL signers: the offline inputs of path validation."""
 
@@ -583,10 +628,9 @@ class TrustStore:
         for cert in certs:
             _check_parsable(cert)
         leaf, intermediates = certs[0], list(certs[1:])
-        if leaf.not_valid_after_utc < at:
-            raise UntrustedCertificateError(f"certificate expired on {leaf.not_valid_after_utc:%Y-%m-%d %H:%M:%S}Z")
-        if leaf.not_valid_before_utc > at:
-            raise UntrustedCertificateError(f"certificate not valid before {leaf.not_valid_before_utc:%Y-%m-%d %H:%M:%S}Z")
+        fault = _validity_fault([leaf], at)
+        if fault:
+            raise UntrustedCertificateError(fault)
         pub = leaf.public_key()
         if not isinstance(pub, ec.EllipticCurvePublicKey) or pub.curve.name != "secp256r1":
             raise CertificateError("certificate key is not P-256 as ES256 requires")
@@ -599,8 +643,8 @@ class TrustStore:
         )
         try:
             verified = verifier.verify(leaf, intermediates)
-        except xv.VerificationError as exc:
-            raise UntrustedCertificateError(f"Failed to authenticate CA: {str(exc)[:200]}") from None
+        except xv.VerificationError:
+            raise UntrustedCertificateError(f"Failed to authenticate CA: {self._path_fault(leaf, intermediates, at)}") from None
         chain = tuple(verified.chain)
         self._check_revocation(chain, at)
         tn = from_certificate(leaf)  # raises TNAuthListError when malformed
@@ -614,6 +658,42 @@ class TrustStore:
             tnauthlist=tnal,
             not_after=min(c.not_valid_after_utc for c in chain),
         )
+
+    def _path_fault(self, leaf: x509.Certificate, intermediates: Sequence[x509.Certificate], at: dt.datetime) -> str:
+        """Why no path leads from ``leaf`` to a trust anchor, in the words of the field, naming the
+        certificate at fault (the library's own message is never shown).
+
+        Faults are looked for in a fixed order: a presented certificate outside its validity
+        period (leaf first), then the walk up the chain by issuer name and signature: an issuer
+        that is neither presented nor an anchor, a self-signed certificate that is not an anchor,
+        an anchor that is itself expired, and last a path whose CA certificates do not allow
+        issuing (basicConstraints, path length).  All of them are 437 (ATIS-1000082, "Failed to
+        authenticate CA").
+        """
+        pool = [leaf, *intermediates]
+        fault = _validity_fault(pool[1:], at)
+        if fault:
+            return fault
+        current = leaf
+        for _ in range(len(pool) + 1):
+            anchor = next((a for a in self.anchors if a.subject == current.issuer and _issued_by(current, a)), None)
+            if anchor is not None:
+                return _validity_fault([anchor], at, what="trust anchor") or _critical_fault(pool) or (
+                    f"the path from {_dn(leaf)} to the trust anchor {_dn(anchor)} is not valid: a CA certificate on it "
+                    "is not allowed to issue (basicConstraints or path length)"
+                )
+            if current.issuer == current.subject:
+                return f"not trusted: chains to {_dn(current)} which is not a trust anchor"
+            parent = next((c for c in pool if c is not current and c.subject == current.issuer and _issued_by(current, c)), None)
+            if parent is None:
+                if any(a.subject == current.issuer for a in self.anchors) or any(c.subject == current.issuer for c in pool):
+                    return f"the signature of {_dn(current)} does not verify with the key of its issuer {_dn_name(current.issuer)}"
+                return (
+                    f"issuer not found: the chain has no certificate {_dn_name(current.issuer)} (the issuer of {_dn(current)}) "
+                    "and it is not a trust anchor"
+                )
+            current = parent
+        return f"no path from {_dn(leaf)} to a trust anchor (the chain loops)"
 
     def _check_revocation(self, chain: Sequence[x509.Certificate], at: dt.datetime) -> None:
         if not self.crls:
