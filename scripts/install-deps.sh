@@ -13,6 +13,7 @@ command -v wrk >/dev/null || need+=(wrk)
 command -v openssl >/dev/null || need+=(openssl)
 command -v curl >/dev/null || need+=(curl)
 command -v ss >/dev/null || need+=(iproute2)
+command -v systemd-analyze >/dev/null || need+=(systemd)  # verifies packaging/stirshaken.service
 if [ ${#need[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
   export DEBIAN_FRONTEND=noninteractive
