@@ -127,3 +127,30 @@ def test_check_loads_trust_files(pki: Any, tmp_path: Path, body: str, line: str)
     conf.write_text(good)
     r = subprocess.run(serve_command() + ["--config", str(conf), "--check"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and "OK" in r.stdout, r.stderr
+
+
+def _doc_default(value: Any) -> str:
+    """How docs/configuration.md writes a model default."""
+    if value is None:
+        return "unset"
+    if isinstance(value, bool):
+        return f"`{str(value).lower()}`"
+    if value == () or value == {}:
+        return "`[]`" if value == () else "`{}`"
+    if isinstance(value, str):
+        return f'`"{value}"`'
+    return f"`{value!r}`"
+
+
+def test_docs_table_shows_the_model() -> None:
+    """Every [verification] option is documented once, with the model's own default."""
+    import re
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "configuration.md").read_text()
+    table = text.split("## `[verification]`", 1)[1].split("\n## ", 1)[0]
+    rows = dict(re.findall(r"^\| `([a-z_0-9]+)` \| ([^|]+?) \|", table, re.MULTILINE))
+    fields = VerificationConfig.model_fields
+    assert set(rows) == set(fields)
+    for name, info in fields.items():
+        default = info.get_default(call_default_factory=True)
+        assert rows[name].endswith(", " + _doc_default(default)), (name, rows[name], default)
