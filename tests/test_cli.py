@@ -194,3 +194,29 @@ def test_bad_inputs_exit_cleanly(cli_chain, tmp_path):
     ):
         p = run(*args, ok=False)
         assert "Traceback" not in p.stderr, args
+
+
+def test_verify_trust_options(cli_chain, tmp_path):
+    """--crl-signer: a CRL from that signer (not the chain's issuer) revokes; --ca-list needs --ca-list-trust;
+    a bad trust file is one line naming the option."""
+    d = cli_chain
+    identity = run("sign", "--key", d / "sp.key", "--x5u", X5U, "--attest", "A", "--orig", "12155551212",
+                   "--dest", "12155551213").stdout.strip()
+    base = ("--cert", d / "sp-chain.pem", "--trust-anchor", d / "root.pem")
+    run("keygen", "-o", tmp_path / "pa-crl.key")
+    run("cert", "root", "--key", tmp_path / "pa-crl.key", "-o", tmp_path / "pa-crl.pem")
+    run("crl", "--issuer-cert", tmp_path / "pa-crl.pem", "--issuer-key", tmp_path / "pa-crl.key",
+        "--revoke", d / "sp-chain.pem", "-o", tmp_path / "pa.crl")
+    # without the signer the CRL does not count for the chain; with it, the SP certificate is revoked
+    assert "TN-Validation-Passed" in run("verify", identity, *base, "--crl", tmp_path / "pa.crl").stdout
+    p = run("verify", identity, *base, "--crl", tmp_path / "pa.crl", "--crl-signer", tmp_path / "pa-crl.pem", ok=False)
+    assert p.returncode == 1 and "437" in p.stdout and "revoked" in p.stdout
+    p = run("verify", identity, *base, "--ca-list", tmp_path / "ca-list.jws", ok=False)
+    assert p.returncode == 2 and "--ca-list-trust: required with ca_list" in p.stderr and "Traceback" not in p.stderr
+    (tmp_path / "bad.pem").write_text("not a certificate\n")
+    p = run("verify", identity, *base, "--ca-list", tmp_path / "ca-list.jws", "--ca-list-trust", tmp_path / "bad.pem", ok=False)
+    assert p.returncode == 2 and "--ca-list-trust:" in p.stderr and p.stderr.strip().count("\n") == 0, p.stderr
+    p = run("verify", identity, *base, "--crl-signer", tmp_path / "absent.pem", ok=False)
+    assert p.returncode == 2 and "--crl-signer:" in p.stderr and "Traceback" not in p.stderr
+    p = run("verify", identity, "--cert", d / "sp-chain.pem", ok=False)
+    assert p.returncode == 2 and "--trust-anchor or --ca-list" in p.stderr

@@ -33,7 +33,7 @@ BASE = '[server]\nhttp = "127.0.0.1:8080"\n[signing]\nkey = "sp.key"\nx5u = "htt
 
 
 @pytest.mark.parametrize("text,message", [
-    ('[server]\nhttp = "127.0.0.1:8080"\nbogus = 1\n', "[server]: unknown option 'bogus'"),
+    ('[server]\nhttp = "127.0.0.1:8080"\nbogus = 1\n', "[server].bogus: unknown option"),
     ('[servr]\n', "unknown section [servr]"),
     ('[server]\nhttp = "localhost"\n', "[server].http"),
     ('[server]\nhttp = "10.0.0.300:80"\n', "is not an IP address"),

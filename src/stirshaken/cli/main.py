@@ -391,14 +391,30 @@ def _print_result(result: Any, json_out: bool) -> None:
         out.print(f"verstat: {result.verstat}", highlight=False)
 
 
+#: VerifierConfig field -> the ``verify`` option that sets it (for error messages).
+_VERIFY_FLAGS = {
+    "trust_anchors": "--trust-anchor", "crls": "--crl", "crl_signers": "--crl-signer", "ca_list": "--ca-list",
+    "ca_list_trust": "--ca-list-trust", "max_age": "--max-age", "x5u_ca_bundle": "--x5u-ca-bundle",
+}
+
+
+def _flag_names(line: str) -> str:
+    """``ca_list_trust: required ...`` -> ``--ca-list-trust: required ...``."""
+    option, sep, rest = line.partition(": ")
+    return f"{_VERIFY_FLAGS.get(option.split('[')[0], option)}{sep}{rest}"
+
+
 @app.command()
 def verify(
     identity: str = typer.Argument(..., help="Identity header value (@FILE to read a file, - for stdin); several may be comma-joined."),
     orig: Optional[str] = typer.Option(None, "--orig", help="Calling TN of the request (From / P-Asserted-Identity)."),
     dest: Optional[List[str]] = typer.Option(None, "--dest", help="Called TN of the request (To / Request-URI)."),
-    trust_anchor: List[Path] = typer.Option(..., "--trust-anchor", help="Trusted root (PEM file or directory; repeatable)."),
+    trust_anchor: Optional[List[Path]] = typer.Option(None, "--trust-anchor", help="Trusted root (PEM file or directory; repeatable; this or --ca-list is required)."),
     cert: Optional[Path] = typer.Option(None, "--cert", help="Certificate chain file for the x5u; nothing is fetched."),
     crl_files: Optional[List[str]] = typer.Option(None, "--crl", help="CRL file or URL (repeatable)."),
+    crl_signer: Optional[List[Path]] = typer.Option(None, "--crl-signer", help="Certificate allowed to sign CRLs for the chains, e.g. the STI-PA CRL signer (PEM; repeatable; not a trust anchor)."),
+    ca_list: Optional[str] = typer.Option(None, "--ca-list", help="STI-PA trusted-CA list (URL or file); its CAs become trust anchors."),
+    ca_list_trust: Optional[List[Path]] = typer.Option(None, "--ca-list-trust", help="STI-PA root the CA list's signer must chain to (PEM; repeatable; required with --ca-list)."),
     max_age: int = typer.Option(60, "--max-age", help="Freshness window for iat/Date in seconds."),
     date: Optional[int] = typer.Option(None, "--date", help="Date header of the request as epoch seconds."),
     allow_http_x5u: bool = typer.Option(False, "--allow-http-x5u", help="Allow fetching x5u over plain http."),
@@ -410,16 +426,31 @@ def verify(
     from stirshaken.core.identity import split_header_values
     from stirshaken.vs.verifier import CallInfo, Verifier, VerifierConfig
 
+    from pydantic import ValidationError
+
+    from stirshaken.vs.config import OptionError, check_files, describe_error
+
     value = _identity_arg(identity)
-    cfg = VerifierConfig(
-        trust_anchors=[str(p) for p in trust_anchor],
-        crls=list(crl_files or []),
-        max_age=max_age,
-        allow_http_x5u=allow_http_x5u,
-        allow_private_x5u=allow_private_x5u,
-        x5u_ca_bundle=str(x5u_ca_bundle) if x5u_ca_bundle else None,
-        fetch_crl_distribution_points=cert is None,
-    )
+    if not trust_anchor and not ca_list:
+        _fail("give --trust-anchor or --ca-list (with --ca-list-trust)", 2)
+    try:
+        cfg = VerifierConfig(
+            trust_anchors=[str(p) for p in trust_anchor or ()],
+            crls=list(crl_files or []),
+            crl_signers=[str(p) for p in crl_signer or ()],
+            ca_list=ca_list,
+            ca_list_trust=[str(p) for p in ca_list_trust or ()],
+            max_age=max_age,
+            allow_http_x5u=allow_http_x5u,
+            allow_private_x5u=allow_private_x5u,
+            x5u_ca_bundle=str(x5u_ca_bundle) if x5u_ca_bundle else None,
+            fetch_crl_distribution_points=cert is None,
+        )
+        check_files(cfg)
+    except ValidationError as exc:
+        _fail(_flag_names(describe_error(exc)), 2)
+    except OptionError as exc:
+        _fail(f"{_VERIFY_FLAGS.get(exc.option, exc.option)}: {exc.message}", 2)
     if cert is not None and any(c.startswith(("http://", "https://")) for c in cfg.crls):
         _fail("--crl URLs are fetched; with --cert (nothing fetched) give CRL files", 2)
     try:

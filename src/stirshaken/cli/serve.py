@@ -13,14 +13,15 @@ def register(app: typer.Typer) -> None:
     @app.command("serve")
     def serve(
         config: Path = typer.Option(Path("stirshaken.toml"), "--config", "-c", help="TOML configuration file (docs/configuration.md)."),
-        check: bool = typer.Option(False, "--check", help="Only validate the configuration, then exit."),
+        check: bool = typer.Option(False, "--check", help="Only validate the configuration and load every file it names (keys, trust anchors, CRLs, ...), then exit."),
     ) -> None:
         """Run the STI-AS/STI-VS: REST API (ATIS-1000082), SIP signing and verification (302 redirect model)."""
-        from stirshaken.serve.config import ConfigError, load_config
+        from stirshaken.serve.config import ConfigError, check_config, load_config
         from stirshaken.serve.server import run
 
         try:
             cfg = load_config(config)
+            check_config(cfg)
         except ConfigError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2)

@@ -19,15 +19,18 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import ssl
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Annotated, Any, Literal, Mapping
 
 from cryptography.hazmat.primitives.asymmetric import ec
+from pydantic import BeforeValidator, ValidationError
 
 from stirshaken.core.errors import StirShakenError
 from stirshaken.core.keys import load_private_key
+from stirshaken.vs.config import OptionError, VerifierConfig, check_files, describe_error, tn_prefix
 
 __all__ = [
     "AcmeSettings",
@@ -39,14 +42,13 @@ __all__ = [
     "SigningConfig",
     "TenantConfig",
     "VerificationConfig",
+    "check_config",
     "load_config",
     "parse_address",
 ]
 
-_TN_PREFIX = re.compile(r"[0-9#*]{1,15}")
 _HEADER_NAME = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
 _URI = re.compile(r"https?://[^\s<>\"\\;,]+", re.IGNORECASE)
-_STIR_CODES = (403, 428, 436, 437, 438)
 
 
 class ConfigError(ValueError):
@@ -219,40 +221,31 @@ class SigningConfig:
         return tuple(t.acme for t in self.signers if t.acme is not None)
 
 
-@dataclass(frozen=True)
-class VerificationConfig:
-    """``[verification]``: options handed to :class:`stirshaken.vs.VerifierConfig` plus SIP policy."""
+class VerificationConfig(VerifierConfig):
+    """``[verification]``: every option of :class:`stirshaken.vs.verifier.VerifierConfig` (the same
+    model, so the same names, types and defaults) plus the SIP answer policy of the verification
+    service.  Unknown options are refused."""
 
-    trust_anchors: tuple[str, ...] = ()
-    crls: tuple[str, ...] = ()
-    ca_list: str = ""
-    max_age: int = 60
-    future_skew: int = 10
-    require_date: bool = False
-    allow_http_x5u: bool = False
-    allow_private_x5u: bool = False
-    x5u_ca_bundle: str = ""
-    redis: str = ""
-    replay_detection: bool = False
-    check_authority: bool = False
-    authority_blocks: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
-    reason_protocol: str = "STIR"
     reject_on_failure: bool = False
-    reject_codes: tuple[int, ...] = ()
+    reject_codes: Annotated[tuple[Literal[403, 428, 436, 437, 438], ...], BeforeValidator(lambda v: tuple(v) if isinstance(v, list) else v)] = ()
     require_identity: bool = False
     use_pai: bool = True
     verstat_in_from: bool = True
-    x5u_timeout: float = 3.0
 
     @property
     def enabled(self) -> bool:
-        return bool(self.trust_anchors)
+        """Whether calls can be verified: trust anchors configured, or a CA list to take them from."""
+        return bool(self.trust_anchors) or self.ca_list is not None
 
     def rejects(self, code: int | None) -> bool:
         """Whether a failure with SIP ``code`` is answered with that code instead of a 302."""
         if code is None:
             return False
         return self.reject_on_failure or code in self.reject_codes
+
+    def verifier_config(self) -> VerifierConfig:
+        """The library configuration these options contain (validated already: not checked again)."""
+        return VerifierConfig.model_construct(**{k: getattr(self, k) for k in VerifierConfig.model_fields})
 
 
 @dataclass(frozen=True)
@@ -276,7 +269,7 @@ class _Section:
             raise ConfigError(f"{where}: expected a table")
         unknown = sorted(set(data) - allowed)
         if unknown:
-            raise ConfigError(f"{where}: unknown option {unknown[0]!r} (known: {', '.join(sorted(allowed))})")
+            raise ConfigError(f"{where}.{unknown[0]}: unknown option (known: {', '.join(sorted(allowed))})")
         self.data = data
         self.where = where
 
@@ -327,15 +320,10 @@ def _resolve(base: Path, value: str) -> Path:
 
 
 def _tn_prefixes(sec: _Section, key: str) -> tuple[str, ...]:
-    out = []
-    for v in sec.str_list(key):
-        t = v.strip().lstrip("+").replace("-", "").replace(" ", "")
-        if t.endswith("*") and len(t) > 1 and _TN_PREFIX.fullmatch(t[:-1]):
-            t = t[:-1]  # "1215*" is a prefix written with a wildcard
-        if _TN_PREFIX.fullmatch(t) is None:
-            raise ConfigError(f"{sec._name(key)}: {v!r} is not a telephone number or prefix")
-        out.append(t)
-    return tuple(out)
+    try:
+        return tuple(tn_prefix(v) for v in sec.str_list(key))
+    except ValueError as exc:
+        raise ConfigError(f"{sec._name(key)}: {exc}") from None
 
 
 def _load_key(base: Path, sec: _Section, key: str) -> tuple[ec.EllipticCurvePrivateKey, str]:
@@ -590,46 +578,15 @@ def _paths(base: Path, sec: _Section, key: str, *, urls: bool) -> tuple[str, ...
 
 
 def _verification(base: Path, data: Any) -> VerificationConfig:
-    sec = _Section(data if data is not None else {}, "[verification]",
-                   {f.name for f in VerificationConfig.__dataclass_fields__.values()})
-    blocks_raw = sec.get("authority_blocks", dict, {})
-    blocks: dict[str, tuple[str, ...]] = {}
-    for spc, prefixes in blocks_raw.items():
-        bsec = _Section({"tns": prefixes}, f"[verification.authority_blocks].{spc}", {"tns"})
-        blocks[str(spc)] = _tn_prefixes(bsec, "tns")
-    codes = sec.get("reject_codes", list, [])
-    for c in codes:
-        if c not in _STIR_CODES:
-            raise ConfigError(f"[verification].reject_codes: {c!r} is not one of {', '.join(map(str, _STIR_CODES))}")
-    bundle = sec.get("x5u_ca_bundle", str, "")
-    if bundle:
-        bundle = str(_paths(base, _Section({"b": bundle}, "[verification]", {"b"}), "b", urls=False)[0])
-    redis = sec.get("redis", str, "")
-    if redis and not re.match(r"(rediss?|unix)://", redis):
-        raise ConfigError(f"[verification].redis: {redis!r} is not a redis:// URL")
-    replay = sec.get("replay_detection", bool, False)
-    return VerificationConfig(
-        trust_anchors=_paths(base, sec, "trust_anchors", urls=False),
-        crls=_paths(base, sec, "crls", urls=True),
-        ca_list=sec.get("ca_list", str, ""),
-        max_age=sec.int_range("max_age", 60, 1, 86400),
-        future_skew=sec.int_range("future_skew", 10, 0, 3600),
-        require_date=sec.get("require_date", bool, False),
-        allow_http_x5u=sec.get("allow_http_x5u", bool, False),
-        allow_private_x5u=sec.get("allow_private_x5u", bool, False),
-        x5u_ca_bundle=bundle,
-        redis=redis,
-        replay_detection=replay,
-        check_authority=sec.get("check_authority", bool, False),
-        authority_blocks=blocks,
-        reason_protocol=sec.choice("reason_protocol", "STIR", ("STIR", "SIP")),
-        reject_on_failure=sec.get("reject_on_failure", bool, False),
-        reject_codes=tuple(codes),
-        require_identity=sec.get("require_identity", bool, False),
-        use_pai=sec.get("use_pai", bool, True),
-        verstat_in_from=sec.get("verstat_in_from", bool, True),
-        x5u_timeout=float(sec.get("x5u_timeout", float, 3.0)),
-    )
+    """``[verification]``, validated by the library's own schema (relative paths against ``base``)."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError("[verification]: expected a table")
+    try:
+        return VerificationConfig.model_validate(data, context={"base": base})
+    except ValidationError as exc:
+        raise ConfigError(describe_error(exc, "[verification]", model=VerificationConfig)) from None
 
 
 def parse_config(data: Mapping[str, Any], base: Path, path: str = "") -> Config:
@@ -643,8 +600,26 @@ def parse_config(data: Mapping[str, Any], base: Path, path: str = "") -> Config:
     if server.sip_signing is not None and not signing.enabled:
         raise ConfigError("[server].sip_signing is set but [signing] has no key (nor any [[signing.tenant]])")
     if server.sip_verification is not None and not verification.enabled:
-        raise ConfigError("[server].sip_verification is set but [verification].trust_anchors is empty")
+        raise ConfigError("[server].sip_verification is set but [verification].trust_anchors is empty (and no ca_list)")
     return Config(server=server, signing=signing, verification=verification, path=path)
+
+
+def check_config(cfg: Config) -> None:
+    """Load every file the server would load at start beyond what :func:`load_config` already
+    loaded (the signing keys): the verifier's trust anchors, CA-list roots, CRL signers, CRL files
+    and x5u CA bundle (with the verifier's own loaders, :func:`stirshaken.vs.config.check_files`)
+    and the ACME CA bundles.  Raises :class:`ConfigError` naming the option, so a bad file stops
+    ``stirshaken serve`` (and ``--check``) with one line instead of failing in the workers."""
+    try:
+        check_files(cfg.verification)
+    except OptionError as exc:
+        raise ConfigError(f"[verification].{exc.option}: {exc.message}") from None
+    for acme in cfg.signing.acme:
+        if acme.ca_bundle:
+            try:
+                ssl.create_default_context(cafile=acme.ca_bundle)
+            except (ssl.SSLError, OSError) as exc:
+                raise ConfigError(f"{acme.where}.ca_bundle: {acme.ca_bundle}: not a usable CA bundle ({exc.strerror or exc})") from None
 
 
 def load_config(path: str | Path) -> Config:

@@ -38,7 +38,6 @@ import socket
 import sys
 import tempfile
 import time
-from dataclasses import fields
 from typing import Any
 
 import orjson
@@ -140,33 +139,6 @@ def _udp_sockets(cfg: Config) -> dict[str, socket.socket]:
 # --- worker --------------------------------------------------------------------------------------
 
 
-def _verifier_config(cfg: Config) -> Any:
-    from stirshaken.vs.verifier import VerifierConfig
-
-    v = cfg.verification
-    names = {f.name for f in fields(VerifierConfig)}
-    kwargs: dict[str, Any] = dict(
-        trust_anchors=list(v.trust_anchors),
-        crls=list(v.crls),
-        max_age=v.max_age,
-        future_skew=v.future_skew,
-        require_date=v.require_date,
-        allow_http_x5u=v.allow_http_x5u,
-        allow_private_x5u=v.allow_private_x5u,
-        x5u_ca_bundle=v.x5u_ca_bundle or None,
-        redis=v.redis or None,
-        replay_detection=v.replay_detection,
-        check_authority=v.check_authority,
-        authority_blocks={k: list(p) for k, p in v.authority_blocks.items()},
-        reason_protocol=v.reason_protocol,
-    )
-    if v.ca_list:
-        kwargs["ca_list"] = v.ca_list
-    if "fetch_timeout" in names:
-        kwargs["fetch_timeout"] = v.x5u_timeout
-    return VerifierConfig(**{k: val for k, val in kwargs.items() if k in names})
-
-
 class Worker:
     """Everything one worker process serves."""
 
@@ -218,7 +190,7 @@ class Worker:
         if cfg.verification.enabled:
             from stirshaken.vs.verifier import CallInfo, Verifier
 
-            self.verifier = Verifier(_verifier_config(cfg))
+            self.verifier = Verifier(cfg.verification.verifier_config())
             self.metrics.stats_sources.append(self.verifier)
             call_info = CallInfo
         reuse = s.workers > 1
@@ -617,7 +589,7 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m stirshaken.serve --config FILE`` (same as ``stirshaken serve``)."""
     import argparse
 
-    from stirshaken.serve.config import load_config
+    from stirshaken.serve.config import check_config, load_config
 
     p = argparse.ArgumentParser(prog="stirshaken-serve")
     p.add_argument("--config", "-c", default="stirshaken.toml")
@@ -625,6 +597,7 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     try:
         cfg = load_config(a.config)
+        check_config(cfg)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -37,7 +37,7 @@ import math
 import re
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Generator, Sequence
 
 from cryptography import x509
@@ -55,62 +55,18 @@ from stirshaken.core.verification import (
     Check,
     PassportResult,
     Prepared,
-    VerificationPolicy,
     VerificationResult,
     complete,
     decide,
     failed,
     prepare,
 )
-from stirshaken.vs.x5u import Fetcher, X5UPolicy
+from stirshaken.vs.config import VerifierConfig
+from stirshaken.vs.x5u import Fetcher
 
 #: Retry interval after the CA list could not be loaded (seconds).
 CA_LIST_RETRY = 60.0
 _INF = float("inf")
-
-
-@dataclass
-class VerifierConfig:
-    """Configuration of a :class:`Verifier`; safe defaults, every relaxation a named option.
-
-    ``trust_anchors``: PEM files or directories.  ``crls``: CRL files or http(s) URLs.
-    ``crl_signers``: PEM files of certificates allowed to sign CRLs for the chains (the STI-PA CRL
-    signer of the indirect SHAKEN CRL, ATIS-1000080 CM-12); they are *not* trust anchors.
-    ``ca_list`` / ``ca_list_trust``: the STI-PA signed trusted-CA list (STANDARDS.md PA-01) and the
-    STI-PA root(s) its signer must chain to; ``ca_list_refresh``: reload interval in seconds (the
-    list is also reloaded at its ``exp``; a failed reload keeps the previous list).  ``max_age`` / ``future_skew`` / ``require_date``:
-    freshness (RFC 8224 §6.2 step 4).  ``allow_http_x5u`` / ``allow_private_x5u`` /
-    ``x5u_ca_bundle`` and the timeouts/size: x5u dereferencing (ATIS-1000074 §5.3.1).
-    ``cache_*`` / ``negative_ttl``: certificate cache (VS-03).  ``redis``: shared cache and replay
-    store.  ``check_authority`` / ``authority_blocks``: orig TN authority (SPC -> TN prefixes).
-    ``reason_protocol``: ``STIR`` (RFC 9410) or ``SIP``.
-    """
-
-    trust_anchors: list[str] = field(default_factory=list)
-    crls: list[str] = field(default_factory=list)
-    crl_signers: list[str] = field(default_factory=list)
-    ca_list: str | None = None
-    ca_list_trust: list[str] = field(default_factory=list)
-    ca_list_refresh: float = 3600.0
-    max_age: int = 60
-    future_skew: int = 10
-    require_date: bool = False
-    allow_http_x5u: bool = False
-    allow_private_x5u: bool = False
-    x5u_ca_bundle: str | None = None
-    connect_timeout: float = 2.0
-    fetch_timeout: float = 4.0
-    max_response_bytes: int = 64 * 1024
-    cache_entries: int = 10000
-    cache_min_ttl: int = 300
-    cache_max_ttl: int = 86400
-    negative_ttl: int = 30
-    fetch_crl_distribution_points: bool = True
-    redis: str | None = None
-    replay_detection: bool = False
-    check_authority: bool = False
-    authority_blocks: dict[str, list[str]] = field(default_factory=dict)
-    reason_protocol: str = "STIR"
 
 
 @dataclass
@@ -202,22 +158,8 @@ class Verifier:
 
     def __init__(self, config: VerifierConfig, *, static_chains: dict[str, list[x509.Certificate]] | None = None):
         self.config = config
-        self.policy = VerificationPolicy(
-            max_age=config.max_age,
-            future_skew=config.future_skew,
-            require_date=config.require_date,
-            check_authority=config.check_authority,
-            authority_blocks={k: tuple(v) for k, v in config.authority_blocks.items()},
-            reason_protocol=config.reason_protocol,
-        )
-        self.x5u_policy = X5UPolicy(
-            allow_http=config.allow_http_x5u,
-            allow_private=config.allow_private_x5u,
-            ca_bundle=config.x5u_ca_bundle,
-            connect_timeout=config.connect_timeout,
-            fetch_timeout=config.fetch_timeout,
-            max_bytes=config.max_response_bytes,
-        )
+        self.policy = config.policy()
+        self.x5u_policy = config.x5u_policy()
         self.crls = CRLStore(config.crls, fetch_distribution_points=config.fetch_crl_distribution_points)
         self.trust = TrustManager(config.trust_anchors, crls=self.crls, ca_list_roots=config.ca_list_trust,
                                   crl_signers=config.crl_signers)

@@ -36,6 +36,9 @@ from cryptography import x509
 
 from stirshaken.core.certificates import load_certificates
 from stirshaken.core.errors import CertificateError, FetchError
+from stirshaken.vs.config import VerifierConfig
+
+_DEFAULTS = VerifierConfig.model_fields
 
 #: Content types of a certificate chain: RFC 8555 §9.1, RFC 2585 §4.1, and the types certificate
 #: repositories in the field serve (``x-pem-file``, ``x-x509-cert``, ``x-x509-ca-cert``).  The body
@@ -54,12 +57,13 @@ DEFAULT_PORTS = frozenset({443, 8443})
 class X5UPolicy:
     """What a fetch may do.  Safe by default; every relaxation is a named option."""
 
-    allow_http: bool = False
-    allow_private: bool = False
-    ca_bundle: str | None = None
-    connect_timeout: float = 2.0
-    fetch_timeout: float = 4.0
-    max_bytes: int = 64 * 1024
+    # the defaults are VerifierConfig's (vs/config.py), the one place they are written
+    allow_http: bool = _DEFAULTS["allow_http_x5u"].default
+    allow_private: bool = _DEFAULTS["allow_private_x5u"].default
+    ca_bundle: str | None = _DEFAULTS["x5u_ca_bundle"].default
+    connect_timeout: float = _DEFAULTS["connect_timeout"].default
+    fetch_timeout: float = _DEFAULTS["fetch_timeout"].default
+    max_bytes: int = _DEFAULTS["max_response_bytes"].default
 
 
 @dataclass(frozen=True)

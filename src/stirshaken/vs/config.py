@@ -1,0 +1,301 @@
+"""The one configuration schema of the STI-VS: :class:`VerifierConfig`.
+
+The same pydantic model is what a library caller passes to :class:`stirshaken.vs.verifier.Verifier`
+and what validates the ``[verification]`` table of ``stirshaken serve`` (``serve/config.py``
+extends it with the SIP answer policy only).  Each default is written once, here; the internal
+policy objects of the verifier (:class:`~stirshaken.core.verification.VerificationPolicy`,
+:class:`~stirshaken.vs.x5u.X5UPolicy`) are derived from a config by :meth:`VerifierConfig.policy`
+and :meth:`VerifierConfig.x5u_policy`.  ``X5UPolicy()`` takes its defaults from this model;
+the pure core cannot import it, so the freshness / authority defaults are the core's
+``DEFAULT_POLICY`` ones, read from there (no number is written twice).
+
+Paths: with the validation context ``{"base": Path}`` (the configuration file's directory)
+relative paths are resolved against it and every local file or directory must exist and be
+readable; without it (library use) paths are taken as given.  :func:`check_files` loads every
+local file with the loaders the verifier uses, so a bad file is reported before a server starts.
+
+Errors: pydantic's :class:`~pydantic.ValidationError`; :func:`describe_error` turns it into one
+line naming the option (``[verification].max_age: must be an integer, got '60'``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import ssl
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Mapping
+
+from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, ValidationInfo, model_validator
+from pydantic.functional_validators import AfterValidator
+
+from stirshaken.core.errors import StirShakenError
+from stirshaken.core.verification import DEFAULT_POLICY, VerificationPolicy
+
+if TYPE_CHECKING:
+    from stirshaken.vs.x5u import X5UPolicy
+
+__all__ = ["OptionError", "VerifierConfig", "check_files", "describe_error", "is_url", "tn_prefix"]
+
+_TN_PREFIX = re.compile(r"[0-9#*]{1,15}")
+_URL = re.compile(r"https?://", re.IGNORECASE)
+
+
+class OptionError(ValueError):
+    """A file named by an option cannot be used: ``option`` (a field name) and a one-line ``message``."""
+
+    def __init__(self, option: str, message: str):
+        super().__init__(f"{option}: {message}")
+        self.option = option
+        self.message = message
+
+
+def is_url(value: str) -> bool:
+    """Whether ``value`` is an http(s) URL (else it names a local file)."""
+    return _URL.match(value) is not None
+
+
+def tn_prefix(value: str) -> str:
+    """A telephone number or number prefix as digits (``"+1 215-555"`` → ``"1215555"``, ``"1215*"``
+    → ``"1215"``); raises :class:`ValueError` for anything else (1-15 of ``0-9#*``, E.164 §6.1)."""
+    t = value.strip().lstrip("+").replace("-", "").replace(" ", "")
+    if t.endswith("*") and len(t) > 1 and _TN_PREFIX.fullmatch(t[:-1]):
+        t = t[:-1]  # "1215*" is a prefix written with a wildcard
+    if _TN_PREFIX.fullmatch(t) is None:
+        raise ValueError(f"{value!r} is not a telephone number or prefix")
+    return t
+
+
+# --- field types ---------------------------------------------------------------------------------
+
+
+def _seq(value: Any) -> Any:
+    """Lists (TOML arrays, library lists) become tuples; one string is a list of one ("" of none)."""
+    if isinstance(value, str):
+        return (value,) if value else ()
+    if isinstance(value, list):
+        return tuple(value)
+    return value
+
+
+def _none_if_empty(value: Any) -> Any:
+    return None if value == "" else value
+
+
+def _local(value: str, info: ValidationInfo, *, urls: bool, must_exist: bool = True) -> str:
+    """Resolve a local path against the context's ``base`` and check it (no-op without a base)."""
+    base = (info.context or {}).get("base") if info.context else None
+    if base is None or (urls and is_url(value)):
+        return value
+    p = Path(os.path.expanduser(value))
+    p = p if p.is_absolute() else Path(base) / p
+    if must_exist:
+        if not p.exists():
+            raise ValueError(f"{str(p)!r} does not exist")
+        if not os.access(p, os.R_OK):
+            raise ValueError(f"{str(p)!r} is not readable")
+    return str(p)
+
+
+def _paths(value: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+    return tuple(_local(v, info, urls=False) for v in value)
+
+
+def _sources(value: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+    return tuple(_local(v, info, urls=True) for v in value)
+
+
+def _path(value: str | None, info: ValidationInfo) -> str | None:
+    return None if value is None else _local(value, info, urls=False)
+
+
+def _ca_list(value: str | None, info: ValidationInfo) -> str | None:
+    # the list may be (re)written by another process: resolved, not required to exist yet
+    return None if value is None else _local(value, info, urls=True, must_exist=False)
+
+
+def _redis(value: str | None) -> str | None:
+    if value is not None and re.match(r"(rediss?|unix)://", value) is None:
+        raise ValueError(f"{value!r} is not a redis:// URL")
+    return value
+
+
+def _blocks(value: Mapping[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+    out = {}
+    for spc, prefixes in value.items():
+        try:
+            out[spc] = tuple(tn_prefix(p) for p in prefixes)
+        except ValueError as exc:
+            raise ValueError(f"{spc}: {exc}") from None
+    return out
+
+
+#: PEM files or directories of PEM files.
+Files = Annotated[tuple[str, ...], BeforeValidator(_seq), AfterValidator(_paths)]
+#: files or http(s) URLs.
+Sources = Annotated[tuple[str, ...], BeforeValidator(_seq), AfterValidator(_sources)]
+Prefixes = Annotated[tuple[str, ...], BeforeValidator(_seq)]
+Seconds = Annotated[float, Field(gt=0, le=86400)]
+
+
+class VerifierConfig(BaseModel):
+    """Configuration of a :class:`~stirshaken.vs.verifier.Verifier` and the ``[verification]``
+    table of ``stirshaken serve``; safe defaults, every relaxation a named option.
+
+    Immutable (``frozen``); unknown options are refused (``extra="forbid"``); values are not
+    coerced (``strict``: ``"60"`` is not an integer), except that lists become tuples and one
+    string stands for a list of one.  Raises :class:`pydantic.ValidationError`.
+
+    Trust (ATIS-1000080 §6.3.8, STANDARDS.md PA-01, CM-12): ``trust_anchors`` PEM files or
+    directories of STI-CA roots; ``crls`` CRL files or http(s) URLs; ``crl_signers`` PEM files of
+    certificates allowed to sign CRLs for the chains (the STI-PA's indirect SHAKEN CRL), *not*
+    trust anchors; ``ca_list`` the STI-PA signed trusted-CA list (file or URL) whose signer must
+    chain to ``ca_list_trust``; ``ca_list_refresh`` reload interval in seconds (also reloaded at
+    the list's ``exp``; a failed reload keeps the previous list).
+    Freshness (RFC 8224 §6.2 step 4): ``max_age``, ``future_skew`` (s), ``require_date``.
+    x5u dereferencing (ATIS-1000074 §5.3.1): ``allow_http_x5u``, ``allow_private_x5u``,
+    ``x5u_ca_bundle``, ``connect_timeout`` / ``fetch_timeout`` (s; ``x5u_timeout`` is accepted
+    as the older name of ``fetch_timeout``), ``max_response_bytes``.
+    Certificate cache (VS-03): ``cache_entries``, ``cache_min_ttl`` / ``cache_max_ttl`` /
+    ``negative_ttl`` (s); ``fetch_crl_distribution_points``.  ``redis``: shared cache and replay
+    store; ``replay_detection``.  ``check_authority`` / ``authority_blocks``: orig TN authority
+    (SPC → TN prefixes).  ``reason_protocol``: ``STIR`` (RFC 9410) or ``SIP``.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    trust_anchors: Files = ()
+    crls: Sources = ()
+    crl_signers: Files = ()
+    ca_list: Annotated[str | None, BeforeValidator(_none_if_empty), AfterValidator(_ca_list)] = None
+    ca_list_trust: Files = ()
+    ca_list_refresh: Seconds = 3600.0
+    max_age: Annotated[int, Field(ge=1, le=86400)] = DEFAULT_POLICY.max_age
+    future_skew: Annotated[int, Field(ge=0, le=3600)] = DEFAULT_POLICY.future_skew
+    require_date: bool = DEFAULT_POLICY.require_date
+    allow_http_x5u: bool = False
+    allow_private_x5u: bool = False
+    x5u_ca_bundle: Annotated[str | None, BeforeValidator(_none_if_empty), AfterValidator(_path)] = None
+    connect_timeout: Seconds = 2.0
+    fetch_timeout: Annotated[float, Field(gt=0, le=86400, validation_alias=AliasChoices("fetch_timeout", "x5u_timeout"))] = 4.0
+    max_response_bytes: Annotated[int, Field(ge=1024, le=16 * 1024 * 1024)] = 64 * 1024
+    cache_entries: Annotated[int, Field(ge=1, le=10_000_000)] = 10000
+    cache_min_ttl: Annotated[int, Field(ge=0, le=30 * 86400)] = 300
+    cache_max_ttl: Annotated[int, Field(ge=0, le=365 * 86400)] = 86400
+    negative_ttl: Annotated[int, Field(ge=0, le=86400)] = 30
+    fetch_crl_distribution_points: bool = True
+    redis: Annotated[str | None, BeforeValidator(_none_if_empty), AfterValidator(_redis)] = None
+    replay_detection: bool = False
+    check_authority: bool = DEFAULT_POLICY.check_authority
+    authority_blocks: Annotated[dict[str, Prefixes], AfterValidator(_blocks)] = Field(default_factory=dict)
+    reason_protocol: Literal["STIR", "SIP"] = DEFAULT_POLICY.reason_protocol  # type: ignore[assignment]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> VerifierConfig:
+        if self.ca_list is not None and not self.ca_list_trust:
+            raise ValueError("ca_list_trust: required with ca_list (the STI-PA root(s) the CA list's signer must chain to)")
+        if self.cache_min_ttl > self.cache_max_ttl:
+            raise ValueError(f"cache_min_ttl: {self.cache_min_ttl} is more than cache_max_ttl ({self.cache_max_ttl})")
+        return self
+
+    def policy(self) -> VerificationPolicy:
+        """The sans-I/O verification policy these options stand for."""
+        return VerificationPolicy(
+            max_age=self.max_age,
+            future_skew=self.future_skew,
+            require_date=self.require_date,
+            check_authority=self.check_authority,
+            authority_blocks=dict(self.authority_blocks),
+            reason_protocol=self.reason_protocol,
+        )
+
+    def x5u_policy(self) -> X5UPolicy:
+        """What an x5u (or CRL / CA-list) fetch may do under these options."""
+        from stirshaken.vs.x5u import X5UPolicy  # aiohttp: not loaded by configuration alone
+
+        return X5UPolicy(
+            allow_http=self.allow_http_x5u,
+            allow_private=self.allow_private_x5u,
+            ca_bundle=self.x5u_ca_bundle,
+            connect_timeout=self.connect_timeout,
+            fetch_timeout=self.fetch_timeout,
+            max_bytes=self.max_response_bytes,
+        )
+
+
+# --- files -----------------------------------------------------------------------------------------
+
+
+def check_files(cfg: VerifierConfig) -> None:
+    """Load every local file ``cfg`` names with the loaders the verifier uses: trust anchors,
+    CRL signers and CA-list roots (PEM certificates), CRL files (PEM/DER CRLs) and the x5u CA
+    bundle (a TLS trust store).  URLs and the CA list itself are not fetched (the verifier does,
+    and retries).  Raises :class:`OptionError` naming the option and the file."""
+    from stirshaken.vs.crl import CRLStore
+    from stirshaken.vs.trust import load_pem_sources
+
+    for option in ("trust_anchors", "crl_signers", "ca_list_trust"):
+        for src in getattr(cfg, option):
+            try:
+                load_pem_sources([src])
+            except StirShakenError as exc:
+                raise OptionError(option, f"{src}: {exc.description}") from None
+            except OSError as exc:
+                raise OptionError(option, f"cannot read {src}: {exc.strerror}") from None
+    for src in cfg.crls:
+        if is_url(src):
+            continue
+        try:
+            CRLStore([src], fetch_distribution_points=False)
+        except StirShakenError as exc:
+            raise OptionError("crls", f"{src}: {exc.description}") from None
+    if cfg.x5u_ca_bundle:
+        try:
+            ssl.create_default_context(cafile=cfg.x5u_ca_bundle)
+        except (ssl.SSLError, OSError) as exc:
+            raise OptionError("x5u_ca_bundle", f"{cfg.x5u_ca_bundle}: not a usable CA bundle ({exc.strerror or exc})") from None
+
+
+# --- one-line errors -------------------------------------------------------------------------------
+
+_TYPES = {
+    "int_type": "must be an integer",
+    "float_type": "must be a number",
+    "bool_type": "must be true or false",
+    "string_type": "must be a string",
+    "tuple_type": "must be a list",
+    "list_type": "must be a list",
+    "dict_type": "must be a table",
+    "model_type": "must be a table",
+    "int_from_float": "must be an integer",
+}
+
+
+def describe_error(exc: ValidationError, where: str = "", *, model: type[BaseModel] | None = None) -> str:
+    """One line for the first error of ``exc``: ``{where}.{option}[.sub]: problem``.
+
+    ``where`` prefixes the option (``"[verification]"``; empty: the bare option name).  Unknown
+    options list the known ones of ``model`` when it is given."""
+    err = exc.errors(include_url=False)[0]
+    loc: list[str | int] = list(err["loc"])
+    kind = err["type"]
+    ctx = err.get("ctx") or {}
+    value = err.get("input")
+    if kind == "value_error":
+        msg = str(ctx.get("error", err["msg"]))
+        if not loc:  # a model validator names its option as "option: message"
+            option, _, msg = msg.partition(": ")
+            loc = [option]
+    elif kind == "extra_forbidden":
+        msg = "unknown option"
+        if model is not None:
+            msg += f" (known: {', '.join(sorted(model.model_fields))})"
+    elif kind in _TYPES:
+        msg = f"{_TYPES[kind]}, got {value!r}"
+    elif kind == "literal_error" or kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+        msg = f"must be {err['msg'].removeprefix('Input should be ')}, got {value!r}"
+    else:
+        msg = err["msg"]
+    name = "".join(f"[{x}]" if isinstance(x, int) else f".{x}" for x in loc).lstrip(".")
+    prefix = f"{where}.{name}" if where and name else where or name
+    return f"{prefix}: {msg}"
