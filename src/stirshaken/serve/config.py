@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from stirshaken.core.errors import StirShakenError
 from stirshaken.core.keys import load_private_key
+from stirshaken.core.sip.abnf import TOKEN_RE
 
 __all__ = [
     "AcmeSettings",
@@ -44,7 +45,6 @@ __all__ = [
 ]
 
 _TN_PREFIX = re.compile(r"[0-9#*]{1,15}")
-_HEADER_NAME = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
 _URI = re.compile(r"https?://[^\s<>\"\\;,]+", re.IGNORECASE)
 _STIR_CODES = (403, 428, 436, 437, 438)
 
@@ -316,7 +316,7 @@ class _Section:
 
     def header_name(self, key: str, default: str) -> str:
         v = self.get(key, str, default)
-        if v and _HEADER_NAME.fullmatch(v) is None:
+        if v and TOKEN_RE.fullmatch(v) is None:  # header-name = token (RFC 3261 §25.1)
             raise ConfigError(f"{self._name(key)}: {v!r} is not a valid header name")
         return v
 

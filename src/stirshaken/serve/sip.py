@@ -38,6 +38,7 @@ import time
 from typing import Any, Awaitable, Callable
 
 from stirshaken.core import sip
+from stirshaken.core.sip.abnf import TOKEN
 from stirshaken.serve.batching import LoopBatch
 from stirshaken.serve.config import SigningConfig, VerificationConfig
 from stirshaken.core.errors import SIP_REASONS, VERSTAT_NONE
@@ -54,8 +55,8 @@ _KNOWN_METHODS = frozenset({"BYE", "REGISTER", "SUBSCRIBE", "NOTIFY", "INFO", "U
 _PENDING = b""  # the (singleton) empty bytes marks a transaction still being answered
 _RPORT = re.compile(r";[ \t]*rport(?:[ \t]*=[ \t]*[0-9]*)?", re.IGNORECASE)
 # what is read from a request that does not parse, to answer it (RFC 3261 §8.2.6.2)
-_LOOSE_REQUEST_LINE = re.compile(r"([A-Za-z0-9\-.!%*_+`'~]+)[ \t]+.*[ \t]SIP/2\.0[ \t]*", re.IGNORECASE)
-_LOOSE_FIELD = re.compile(r"([A-Za-z0-9\-.!%*_+`'~]+)[ \t]*:[ \t]*(.*?)[ \t]*")
+_LOOSE_REQUEST_LINE = re.compile(rf"({TOKEN})[ \t]+.*[ \t]SIP/2\.0[ \t]*", re.IGNORECASE)
+_LOOSE_FIELD = re.compile(rf"({TOKEN})[ \t]*:[ \t]*(.*?)[ \t]*")
 _ECHOED = {"via": "Via", "v": "Via", "from": "From", "f": "From", "to": "To", "t": "To", "call-id": "Call-ID", "i": "Call-ID",
            "cseq": "CSeq"}
 _UNSAFE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
