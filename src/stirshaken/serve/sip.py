@@ -20,7 +20,7 @@ garbage, responses, ACKs) is dropped.  Both are counted in ``stirshaken_sip_pars
 Over TCP a framing error (no or a bad Content-Length, a message too large) is answered the same
 way when possible, then the connection is closed since the stream cannot be resynchronised.
 
-Responses are built with :func:`stirshaken.sip.build_response` (RFC 3261 §8.2.6: Via list, From,
+Responses are built with :func:`stirshaken.core.sip.build_response` (RFC 3261 §8.2.6: Via list, From,
 To with a tag, Call-ID, CSeq).  UDP responses go back to the source address, with ``received``
 and ``rport`` set on the top Via (RFC 3261 §18.2.1, RFC 3581).  Retransmitted requests are
 answered from a bounded, time-expiring server transaction cache (RFC 3261 §17.2.1/§17.2.2), keyed
@@ -484,7 +484,7 @@ def _with_header(req: sip.SipRequest, name: str, value: str) -> sip.SipRequest:
 class _UDP(asyncio.DatagramProtocol):
     """SIP over UDP on one (possibly shared) socket.
 
-    Responses are sent in batches, one per event-loop iteration (:mod:`stirshaken.batching` says
+    Responses are sent in batches, one per event-loop iteration (:mod:`stirshaken.serve.batching` says
     why); answers that complete later (verification awaiting a certificate) go through the same
     batch.
     """
