@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from stirshaken.core import sip
+from stirshaken.core.sip import abnf
 from stirshaken.core.sip import (
     COMPACT_FORMS,
     Headers,
@@ -526,10 +527,42 @@ def test_parse_params_and_via() -> None:
         ("mailto:a@b", None),
         ("nonsense", None),
         ("", None),
+        # RFC 3261 §19.1.2: escaped characters in the user part are decoded ("%2B" is "+")
+        ("sip:%2B12155551212@a.example", "+12155551212"),
+        ("sips:%2b12155551212;verstat=x@a.example;user=phone", "+12155551212"),
+        ("tel:%2B12155551212", "+12155551212"),
+        ("sip:alice%40home@a.example", "alice@home"),
+        ("sip:%@a.example", "%"),  # not an escape: kept as is
+        # whole name-addr values: the URI in <...>
+        ('"Alice" <sip:%2B12155551212@a.example;user=phone>;tag=1', "+12155551212"),
+        ("Bob <tel:+1-215-555-1212>", "+1-215-555-1212"),
     ],
 )
 def test_uri_user(uri: str, user: str | None) -> None:
     assert uri_user(uri) == user
+
+
+@pytest.mark.parametrize(
+    ("uri", "tn"),
+    [
+        ("sip:%2B12155551212@a.example", "12155551212"),
+        ("<sip:%2B1-215-555-1212@a.example;user=phone>", "12155551212"),
+        ("tel:+1-215-555-1212", "12155551212"),
+        ("tel:+1.215.555.1212;phone-context=example.com", "12155551212"),
+        ("sip:+1(215)555-1212@a.example", "12155551212"),
+    ],
+)
+def test_canonical_tn_of_uri_on_every_path(uri: str, tn: str) -> None:
+    """One uri_user: the core helper, the SIP signing service and the verifier agree (RFC 8224 §8.3)."""
+    from stirshaken.core.tn import canonicalize_tn, tn_from_uri
+    from stirshaken.serve.metrics import Metrics
+    from stirshaken.serve.sip import SipService
+    from stirshaken.vs.verifier import call_tn
+
+    assert tn_from_uri(uri) == tn
+    assert canonicalize_tn(uri) == tn
+    assert call_tn(uri) == tn
+    assert SipService("signing", metrics=Metrics())._tn_of_uri(uri.strip("<>")) == tn
 
 
 @pytest.mark.parametrize(
@@ -963,7 +996,7 @@ def test_fast_header_regex_matches_grammar(name: str, value: str, crlf: bool) ->
     """The parser's fast header-line regex agrees with the transcribed grammar."""
     line = f"{name}:{value}"
     grammar = re.compile(sip.HEADER_FIELD, re.M).fullmatch(line + "\n")
-    fast = sip._HEADER_LINE_RE.fullmatch(line + ("\r\n" if crlf else "\n"))
+    fast = abnf._HEADER_LINE_RE.fullmatch(line + ("\r\n" if crlf else "\n"))
     assert (grammar is None) == (fast is None)
     if grammar is not None and fast is not None:
         assert grammar.groups() == fast.groups()
@@ -982,6 +1015,61 @@ def test_header_value_with_param_property(name: str, val: str | None) -> None:
         assert uri_user(na.uri) == uri_user(parse_name_addr(value).uri)
         expected = name if val is None else f"{name}={val}"
         assert expected in na.uri
+
+
+_USER_TEXT = st.lists(
+    st.sampled_from("0123456789+-.()abcXYZ_!~*'&=$,/?") | st.sampled_from(["%2B", "%2b", "%40", "%3B", "%25", "%C3%A9"]),
+    max_size=12,
+).map("".join)
+
+
+@given(
+    st.sampled_from(["sip", "SIP", "sips", "Sips"]),
+    _USER_TEXT,
+    st.sampled_from(["", ";verstat=TN-Validation-Passed", ";isub=1;npdi"]),
+    st.sampled_from(["", ":secret", ":p%40ss"]),
+    st.sampled_from(["a.example", "[2001:db8::1]", "192.0.2.1:5061"]),
+    st.sampled_from(["", ";user=phone", ";transport=tcp;lr"]),
+    st.sampled_from(["", "?subject=x", "?h=a%40b"]),
+    st.sampled_from(["{}", "<{}>", '"A, B" <{}>;tag=1', "Alice <{}>"]),
+)
+def test_uri_user_of_sip_uri_is_the_decoded_user(
+    scheme: str, user: str, tparams: str, password: str, host: str, uparams: str, headers: str, wrap: str
+) -> None:
+    """RFC 3261 §19.1.1: whatever surrounds it, the user part comes back percent-decoded."""
+    from urllib.parse import unquote as decode
+
+    uri = f"{scheme}:{user}{tparams}{password}@{host}{uparams}{headers}"
+    assert uri_user(wrap.format(uri)) == (decode(user) or None)
+
+
+@given(_USER_TEXT, st.sampled_from(["", ";phone-context=example.com", ";ext=1"]),
+       st.sampled_from(["{}", "<{}>", '"A" <{}>;tag=1']))
+def test_uri_user_of_tel_uri_is_the_decoded_number(number: str, params: str, wrap: str) -> None:
+    """RFC 3966: the telephone-subscriber up to its parameters, percent-decoded."""
+    from urllib.parse import unquote as decode
+
+    assert uri_user(wrap.format(f"tel:{number}{params}")) == (decode(number) or None)
+
+
+@given(
+    st.sampled_from(["sip:{}@a.example", "sip:{};verstat=x@a.example;user=phone", "tel:{}", "tel:{};ext=2",
+                     "<sip:{}@a.example>", '"Alice" <sip:{}@a.example>;tag=1', "Bob <tel:{}>", "sips:{}:pw@h"]),
+    st.sampled_from(["", "+", "%2B", "%2b"]),
+    st.text(st.sampled_from("0123456789"), min_size=1, max_size=15),
+    st.sampled_from(["", "-", "."]),
+)
+def test_verifier_fast_tn_path_equals_uri_user(template: str, plus: str, digits: str, sep: str) -> None:
+    """The Verifier's call_tn has a fast regex for plain ``+digits`` users; whatever it takes,
+    the answer equals canonicalize_tn(uri_user(value)), the general path."""
+    from stirshaken.core.tn import tn_from_uri
+    from stirshaken.vs.verifier import call_tn
+
+    number = plus + (digits[:3] + sep + digits[3:] if len(digits) > 3 else digits)
+    value = template.format(number)
+    general = tn_from_uri(value)
+    assert general == digits
+    assert call_tn(value) == general
 
 
 # ---------------------------------------------------------------------------

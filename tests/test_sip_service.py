@@ -403,6 +403,21 @@ def test_tcp_signing(server: dict[str, Any]) -> None:
         assert r.status == 302 and "Identity" in r.headers
 
 
+def test_wire_percent_encoded_caller_is_signed_and_verified(server: dict[str, Any]) -> None:
+    """RFC 3261 §19.1.2: ``sip:%2B12155551212@...`` is the user ``+12155551212``.  The signing
+    address signs it with orig tn 12155551212 (it used to forward it unsigned), and the
+    verification address accepts the result for the same percent-encoded From."""
+    r = resp(udp_exchange(server["sign"], invite(orig="%2B" + ORIG, dest="%2B" + DEST, branch="z9hG4bK-pct1")))
+    assert r.status == 302 and "X-Identity-Result" not in r.headers
+    ident = r.headers["Identity"]
+    c = claims(ident)
+    assert c["orig"] == {"tn": ORIG} and c["dest"] == {"tn": [DEST]}
+    v = resp(udp_exchange(server["verify"], invite(orig="%2B" + ORIG, dest="%2B" + DEST, branch="z9hG4bK-pct2",
+                                                   extra=f"Identity: {ident}\r\n")))
+    assert v.status == 302
+    assert "verstat=TN-Validation-Passed" in v.headers["P-Asserted-Identity"], v.headers["P-Asserted-Identity"]
+
+
 def sipp(*args: str, cwd: Path, timeout: int = 40) -> subprocess.CompletedProcess[str]:
     exe = shutil.which("sipp")
     assert exe, "sipp (sip-tester) is not installed: run scripts/install-deps.sh"

@@ -25,11 +25,10 @@ from dataclasses import dataclass, field
 from typing import Iterable
 
 from stirshaken.core.errors import BadIdentityInfoError, IdentityHeaderSyntaxError
+from stirshaken.core.sip.abnf import TOKEN, TOKEN_RE
 
-# RFC 3261 §25.1 building blocks, transcribed once.
-LWS = r"(?:[ \t]*\r?\n)?[ \t]+"
-SWS = rf"(?:{LWS})?"
-TOKEN = r"[A-Za-z0-9\-.!%*_+`'~]+"
+# RFC 3261 §25.1 building blocks: TOKEN comes from the one transcription (core/sip/abnf.py);
+# this quoted-string is the Identity parser's own, which tolerates any escaped ASCII character.
 QUOTED_STRING = r'"(?:[^"\\\r\n]|\\[\x00-\x7f])*"'
 DIGEST = r"[A-Za-z0-9\-_+/=]*\.[A-Za-z0-9\-_+/=.]*"
 
@@ -86,7 +85,7 @@ class IdentityHeader:
                 out.append(f";{k}")
             elif k == "info":
                 out.append(f";info=<{v}>")
-            elif re.fullmatch(TOKEN, v):
+            elif TOKEN_RE.fullmatch(v):
                 out.append(f";{k}={v}")
             else:
                 out.append(';{}="{}"'.format(k, v.replace("\\", "\\\\").replace('"', '\\"')))

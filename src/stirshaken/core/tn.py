@@ -4,16 +4,23 @@ The canonical form drops a leading ``+``, visual separators and URI parameters, 
 characters ``0-9``, ``#`` and ``*``.  When a dial plan is configured (``national_prefix`` and
 ``country_code``), a national number is turned into its E.164 digits (the §8.3 SHOULD); without
 one the digits are used as given, which is what SHAKEN peers do.
+
+The user part of a URI is taken by :func:`stirshaken.core.sip.uri_user` (re-exported here), the
+one implementation every signing and verification path uses: it percent-decodes (RFC 3261
+§19.1.2, ``sip:%2B1215...@h`` is ``+1215...``) and leaves visual separators to
+:func:`canonicalize_tn`.
 """
 
 from __future__ import annotations
 
 import re
-from urllib.parse import unquote
+
+from stirshaken.core.sip.values import uri_user
+
+__all__ = ["TNError", "canonicalize_tn", "tn_from_uri", "uri_user"]
 
 _VISUAL = re.compile(r"[\s\-.()\[\]/]")
 _CANON = re.compile(r"[0-9#*]+")
-_URI_USER = re.compile(r"^(?:sips?|tel):([^@;?>]+)", re.IGNORECASE)
 
 
 class TNError(ValueError):
@@ -55,23 +62,6 @@ def canonicalize_tn(value: str, *, country_code: str | None = None, national_len
     ):
         text = country_code + text
     return text
-
-
-def uri_user(uri: str) -> str | None:
-    """The user part of a ``sip:``/``sips:`` URI or the number of a ``tel:`` URI, unescaped.
-
-    Accepts a bare URI or one in angle brackets (a name-addr is handled by the SIP layer).
-    """
-    text = uri.strip()
-    if "<" in text:
-        start = text.find("<")
-        end = text.find(">", start)
-        text = text[start + 1 : end if end > start else None]
-    m = _URI_USER.match(text)
-    if m is None:
-        return None
-    user = unquote(m.group(1))
-    return user or None
 
 
 def tn_from_uri(uri: str, **dialplan: object) -> str | None:

@@ -30,6 +30,7 @@ from pydantic import BeforeValidator, ValidationError
 
 from stirshaken.core.errors import StirShakenError
 from stirshaken.core.keys import load_private_key
+from stirshaken.core.sip.abnf import TOKEN_RE
 from stirshaken.vs.config import OptionError, VerifierConfig, check_files, describe_error, tn_prefix
 
 __all__ = [
@@ -47,7 +48,6 @@ __all__ = [
     "parse_address",
 ]
 
-_HEADER_NAME = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
 _URI = re.compile(r"https?://[^\s<>\"\\;,]+", re.IGNORECASE)
 
 
@@ -309,7 +309,7 @@ class _Section:
 
     def header_name(self, key: str, default: str) -> str:
         v = self.get(key, str, default)
-        if v and _HEADER_NAME.fullmatch(v) is None:
+        if v and TOKEN_RE.fullmatch(v) is None:  # header-name = token (RFC 3261 §25.1)
             raise ConfigError(f"{self._name(key)}: {v!r} is not a valid header name")
         return v
 

@@ -20,7 +20,7 @@ garbage, responses, ACKs) is dropped.  Both are counted in ``stirshaken_sip_pars
 Over TCP a framing error (no or a bad Content-Length, a message too large) is answered the same
 way when possible, then the connection is closed since the stream cannot be resynchronised.
 
-Responses are built with :func:`stirshaken.sip.build_response` (RFC 3261 §8.2.6: Via list, From,
+Responses are built with :func:`stirshaken.core.sip.build_response` (RFC 3261 §8.2.6: Via list, From,
 To with a tag, Call-ID, CSeq).  UDP responses go back to the source address, with ``received``
 and ``rport`` set on the top Via (RFC 3261 §18.2.1, RFC 3581).  Retransmitted requests are
 answered from a bounded, time-expiring server transaction cache (RFC 3261 §17.2.1/§17.2.2), keyed
@@ -38,6 +38,7 @@ import time
 from typing import Any, Awaitable, Callable
 
 from stirshaken.core import sip
+from stirshaken.core.sip.abnf import TOKEN
 from stirshaken.serve.batching import LoopBatch
 from stirshaken.serve.config import SigningConfig, VerificationConfig
 from stirshaken.core.errors import SIP_REASONS, VERSTAT_NONE
@@ -54,8 +55,8 @@ _KNOWN_METHODS = frozenset({"BYE", "REGISTER", "SUBSCRIBE", "NOTIFY", "INFO", "U
 _PENDING = b""  # the (singleton) empty bytes marks a transaction still being answered
 _RPORT = re.compile(r";[ \t]*rport(?:[ \t]*=[ \t]*[0-9]*)?", re.IGNORECASE)
 # what is read from a request that does not parse, to answer it (RFC 3261 §8.2.6.2)
-_LOOSE_REQUEST_LINE = re.compile(r"([A-Za-z0-9\-.!%*_+`'~]+)[ \t]+.*[ \t]SIP/2\.0[ \t]*", re.IGNORECASE)
-_LOOSE_FIELD = re.compile(r"([A-Za-z0-9\-.!%*_+`'~]+)[ \t]*:[ \t]*(.*?)[ \t]*")
+_LOOSE_REQUEST_LINE = re.compile(rf"({TOKEN})[ \t]+.*[ \t]SIP/2\.0[ \t]*", re.IGNORECASE)
+_LOOSE_FIELD = re.compile(rf"({TOKEN})[ \t]*:[ \t]*(.*?)[ \t]*")
 _ECHOED = {"via": "Via", "v": "Via", "from": "From", "f": "From", "to": "To", "t": "To", "call-id": "Call-ID", "i": "Call-ID",
            "cseq": "CSeq"}
 _UNSAFE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
@@ -483,7 +484,7 @@ def _with_header(req: sip.SipRequest, name: str, value: str) -> sip.SipRequest:
 class _UDP(asyncio.DatagramProtocol):
     """SIP over UDP on one (possibly shared) socket.
 
-    Responses are sent in batches, one per event-loop iteration (:mod:`stirshaken.batching` says
+    Responses are sent in batches, one per event-loop iteration (:mod:`stirshaken.serve.batching` says
     why); answers that complete later (verification awaiting a certificate) go through the same
     batch.
     """
