@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import hashlib
 import logging
-import ssl
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Mapping
@@ -31,14 +29,17 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from stirshaken.core import certificates as certs
-from stirshaken.core.b64 import b64url_decode, b64url_encode
+from stirshaken.core.b64 import b64url_encode
 from stirshaken.core.keys import generate_private_key, load_private_key, public_key_pem, public_path_for, write_private_key
 from stirshaken.core.jose import JWKError, account_key_fingerprint, jwk_of, jwk_public_key, sign_jws, thumbprint  # noqa: F401
 from stirshaken.core.tnauthlist import TNAuthList
-from stirshaken.net.http import client_ssl_context
+from stirshaken.net.http import client_session, client_ssl_context  # noqa: F401 (re-exported)
 from stirshaken.pki.acme import ERR, JOSE_JSON, PEM_CHAIN, TKAUTH01, TNAUTHLIST, AcmeProblem  # noqa: F401
 
 log = logging.getLogger("stirshaken.pki.acme_client")
+
+#: total seconds for one request of the SP flow (STI-PA, STI-CA, STI-CR)
+FLOW_TIMEOUT = 30.0
 
 
 
@@ -389,9 +390,7 @@ async def obtain_certificate(cfg: AcmeConfig, *, session: aiohttp.ClientSession 
     cfg.state_dir.mkdir(parents=True, exist_ok=True)
     own = session is None
     if session is None:
-        session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(ssl=client_ssl_context(cfg.ca_bundle)), timeout=aiohttp.ClientTimeout(total=30)
-        )
+        session = client_session(ca_bundle=cfg.ca_bundle, timeout=FLOW_TIMEOUT, connect_timeout=None)
     try:
         account_key = _account_key(cfg.state_dir)
         tnal = TNAuthList.for_spc(cfg.ocn)
