@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import socket
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -13,6 +14,8 @@ import pytest
 from aiohttp import web
 
 from stirshaken.net.http import ResponseTooLargeError, client_session, read_capped
+from stirshaken.pki.ca import CAConfig
+from stirshaken.pki.spc_token import TokenValidator
 from stirshaken.pki.acme import (
     Account,
     AccountUpdate,
@@ -155,7 +158,11 @@ async def body_server() -> Any:
         await resp.write_eof()
         return resp
 
+    async def big(_r: web.Request) -> web.Response:
+        return web.Response(body=b"z" * (256 * 1024 + 1))
+
     app = web.Application()
+    app.router.add_get("/big", big)
     app.router.add_get("/fixed", fixed)
     app.router.add_get("/streamed", streamed)
     runner = web.AppRunner(app)
@@ -195,3 +202,19 @@ async def test_client_session_timeouts() -> None:
         assert (s.timeout.total, s.timeout.sock_connect) == (300, 30)
     finally:
         await s.close()
+
+
+async def test_spc_token_fetch_is_capped_not_truncated(body_server: str, tmp_path: Path) -> None:
+    # the STI-CA's token x5u / revocation-list fetch refuses a body over 256 KiB (it used to read
+    # one truncated chunk and go on parsing it)
+    cfg = CAConfig(base_url="https://ca.example", state_dir=tmp_path, token_authority=body_server, crl_url="https://pa/crl")
+    tv = TokenValidator(cfg, None)  # type: ignore[arg-type]  # the database is not used to fetch
+    try:
+        assert len(await tv._fetch(body_server + "/fixed")) == 1000
+        with pytest.raises(AcmeProblem) as info:
+            await tv._fetch(body_server + "/big")
+        assert (info.value.kind, info.value.status) == ("unauthorized", 403)
+        assert info.value.detail == f"{body_server}/big: response larger than 262144 bytes (262145)"
+        assert (tv.session().timeout.total, tv.session().timeout.sock_connect) == (5, None)
+    finally:
+        await tv.close()

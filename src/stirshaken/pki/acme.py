@@ -291,7 +291,7 @@ class NewAccount:
 @dataclass(frozen=True)
 class AccountUpdate:
     """RFC 8555 §7.3.2 / §7.3.6 payload POSTed to an account URL: new contacts or
-    ``status: deactivated``."""
+    ``status: deactivated``; the same shape deactivates an authorization (§7.5.2)."""
 
     status: str | None = None
     contact: tuple[str, ...] | None = None
