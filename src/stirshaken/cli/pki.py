@@ -230,7 +230,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Run the STI-CA ACME server."""
         from stirshaken.core import certificates as certs
-        from stirshaken.net.http import client_ssl_context
+        from stirshaken.net.http import client_session
         from stirshaken.pki.acme_client import PAClient
         from stirshaken.pki.ca import CAConfig, CertificateAuthority
         from stirshaken.pki.cr import HTTPPublisher
@@ -254,10 +254,8 @@ def register(app: typer.Typer) -> None:
         publisher = HTTPPublisher(cfg["cr_url"], str(cfg.get("cr_token", "")), ca_bundle=cfg.get("ca_bundle")) if cfg.get("cr_url") else None
         hook = None
         if cfg.get("pa_admin_user") and cfg.get("pa_admin_password"):
-            import aiohttp
-
             async def hook(cert: Any, reason: Any) -> None:
-                async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=client_ssl_context(cfg.get("ca_bundle")))) as s:
+                async with client_session(ca_bundle=cfg.get("ca_bundle")) as s:
                     pac = PAClient(pa_base, s)
                     await pac.login(str(cfg["pa_admin_user"]), str(cfg["pa_admin_password"]))
                     await pac.revoke(serial=cert.serial_number, reason=str(reason) if reason is not None else None)

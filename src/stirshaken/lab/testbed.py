@@ -23,33 +23,27 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import datetime as dt
-import ipaddress
 import json
 import secrets
 import signal
 import socket
-import ssl
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import orjson
 from aiohttp import web
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from stirshaken.core import certificates as certs
 from stirshaken.pki.acme_client import AcmeClient, AcmeConfig, PAClient, obtain_certificate
-from stirshaken.net.http import client_ssl_context
+from stirshaken.net.http import client_session
 from stirshaken.pki.ca import CAConfig, CertificateAuthority
 from stirshaken.pki.cr import CertificateRepository, DBPublisher
 from stirshaken.pki.store import Database, sqlite_url
-from stirshaken.core.keys import generate_private_key, load_private_key, write_private_key
+from stirshaken.core.keys import load_private_key
 from stirshaken.pki.pa import PAConfig, PolicyAdministrator
 from stirshaken.core.passport import Signer
 
@@ -133,7 +127,7 @@ class Testbed:
 
     async def _forward_revocation(self, cert: x509.Certificate, reason: int | None) -> None:
         """STI-CA -> STI-PA: the PA keeps the single SHAKEN CRL (ATIS-1000080 §6.3.3)."""
-        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=client_ssl_context(self.tls.root if self.tls else None))) as s:
+        async with client_session(ca_bundle=self.tls.root if self.tls else None) as s:
             pa = PAClient(self.urls["pa"], s)
             await pa.login("admin", self.admin_password)
             await pa.revoke(serial=cert.serial_number, reason=str(reason) if reason is not None else None)
@@ -159,7 +153,7 @@ class Testbed:
     async def revoke_via_acme(self, name: str) -> None:
         cfg = self.acme_config(name)
         leaf = certs.load_certificates((cfg.state_dir / "sp.pem").read_bytes())[0]
-        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=client_ssl_context(cfg.ca_bundle))) as s:
+        async with client_session(ca_bundle=cfg.ca_bundle) as s:
             client = AcmeClient(cfg.directory_url, load_private_key(cfg.state_dir / "account.key"), s)
             await client.register(only_existing=True)
             await client.revoke(leaf, reason=1)
@@ -226,7 +220,7 @@ async def run_cases(tb: Testbed, good: Any, revoked: Any) -> list[Verdict]:
         ("revoked certificate", "437 TN-Validation-Failed", 437, bad_signer.identity(orig=ORIG, dest=[DEST], attest="A"), ORIG),
     ]
     out: list[Verdict] = []
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=client_ssl_context(tb.tls.root if tb.tls else None))) as s:
+    async with client_session(ca_bundle=tb.tls.root if tb.tls else None) as s:
         for name, expected, code, identity, orig in cases:
             req = {"verificationRequest": {"from": {"tn": orig}, "to": {"tn": [DEST]}, "time": int(time.time()), "identity": identity}}
             async with s.post(url, json=req, headers={"Accept": "application/json"}) as r:

@@ -17,12 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import hashlib
 import logging
-import ssl
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Mapping
+from typing import Any, Awaitable, Callable, Mapping, TypeVar
 
 import aiohttp
 import orjson
@@ -31,14 +29,20 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from stirshaken.core import certificates as certs
-from stirshaken.core.b64 import b64url_decode, b64url_encode
+from stirshaken.core.b64 import b64url_encode
 from stirshaken.core.keys import generate_private_key, load_private_key, public_key_pem, public_path_for, write_private_key
 from stirshaken.core.jose import JWKError, account_key_fingerprint, jwk_of, jwk_public_key, sign_jws, thumbprint  # noqa: F401
 from stirshaken.core.tnauthlist import TNAuthList
-from stirshaken.net.http import client_ssl_context
-from stirshaken.pki.acme import ERR, JOSE_JSON, PEM_CHAIN, TKAUTH01, TNAUTHLIST, AcmeProblem  # noqa: F401
+from stirshaken.net.http import client_session, client_ssl_context  # noqa: F401 (re-exported)
+from stirshaken.pki.acme import (  # noqa: F401 (ERR, TKAUTH01 re-exported)
+    ERR, JOSE_JSON, PEM_CHAIN, TKAUTH01, TNAUTHLIST, AcmeProblem, Authorization, Challenge, Directory, Finalize,
+    Identifier, NewAccount, NewOrder, Order, Revocation, TkauthAnswer,
+)
 
 log = logging.getLogger("stirshaken.pki.acme_client")
+
+#: total seconds for one request of the SP flow (STI-PA, STI-CA, STI-CR)
+FLOW_TIMEOUT = 30.0
 
 
 
@@ -123,6 +127,11 @@ class Response:
         out = orjson.loads(self.body)
         return out if isinstance(out, dict) else {}
 
+    def parse(self, kind: type[_M], url: str) -> _M:
+        """The body as an ``kind`` message; a body that is not one raises :class:`AcmeProblem`
+        ``malformed`` (status 0: found by the client) naming ``url`` and the member."""
+        return _parse(kind, self.body, url)
+
     @property
     def location(self) -> str | None:
         return self.headers.get("Location")
@@ -132,6 +141,18 @@ class Response:
             if r == rel:
                 return url
         return None
+
+
+_M = TypeVar("_M", Directory, Order, Authorization, Challenge)
+
+
+def _parse(kind: type[_M], body: bytes, url: str) -> _M:
+    try:
+        return kind.from_json(orjson.loads(body))
+    except orjson.JSONDecodeError:
+        raise AcmeProblem("malformed", f"{url}: the server's {kind.__name__.lower()} is not JSON", 0) from None
+    except AcmeProblem as p:
+        raise AcmeProblem("malformed", f"{url}: the server's {kind.__name__.lower()} is malformed: {p.detail}", 0) from None
 
 
 def _links(resp: aiohttp.ClientResponse) -> list[tuple[str, str]]:
@@ -171,16 +192,18 @@ class AcmeClient:
         self.poll_interval = poll_interval
         self.poll_timeout = poll_timeout
         self.account_url: str | None = None
-        self._dir: dict[str, Any] | None = None
+        self._dir: Directory | None = None
         self._nonce: str | None = None
 
-    async def directory(self) -> dict[str, Any]:
+    async def directory(self) -> Directory:
+        """The server's directory (RFC 8555 §7.1.1), fetched once."""
         if self._dir is None:
             async with self.session.get(self.directory_url) as resp:
                 self._remember_nonce(resp)
                 if resp.status != 200:
                     raise AcmeProblem("serverInternal", "directory unavailable", resp.status)
-                self._dir = orjson.loads(await resp.read())
+                body = await resp.read()
+            self._dir = _parse(Directory, body, self.directory_url)
         return self._dir
 
     def _remember_nonce(self, resp: aiohttp.ClientResponse) -> None:
@@ -192,7 +215,7 @@ class AcmeClient:
         if self._nonce is not None:
             n, self._nonce = self._nonce, None
             return n
-        url = (await self.directory())["newNonce"]
+        url = (await self.directory()).new_nonce
         async with self.session.head(url) as resp:
             n = resp.headers.get("Replay-Nonce")
         if not n:
@@ -224,12 +247,11 @@ class AcmeClient:
 
     async def register(self, contact: list[str] | None = None, *, only_existing: bool = False) -> str:
         d = await self.directory()
-        payload: dict[str, Any] = {"termsOfServiceAgreed": True}
-        if contact:
-            payload["contact"] = contact
         if only_existing:
-            payload = {"onlyReturnExisting": True}
-        res = await self.post(d["newAccount"], payload, use_jwk=True)
+            req = NewAccount(only_return_existing=True)
+        else:
+            req = NewAccount(terms_of_service_agreed=True, contact=tuple(contact) if contact else None)
+        res = await self.post(d.new_account, req.to_json(), use_jwk=True)
         if not res.location:
             raise AcmeProblem("malformed", "newAccount without Location", res.status)
         self.account_url = res.location
@@ -240,49 +262,49 @@ class AcmeClient:
 
     async def new_order(
         self, tnal: TNAuthList, *, not_before: dt.datetime | None = None, not_after: dt.datetime | None = None
-    ) -> tuple[str, dict[str, Any]]:
+    ) -> tuple[str, Order]:
+        """A new order for ``tnal`` (RFC 8555 §7.4): its URL and the order."""
         d = await self.directory()
-        payload: dict[str, Any] = {"identifiers": [{"type": TNAUTHLIST, "value": self.identifier_value(tnal)}]}
-        if not_before:
-            payload["notBefore"] = not_before.strftime("%Y-%m-%dT%H:%M:%SZ")
-        if not_after:
-            payload["notAfter"] = not_after.strftime("%Y-%m-%dT%H:%M:%SZ")
-        res = await self.post(d["newOrder"], payload)
+        req = NewOrder((Identifier(self.identifier_value(tnal)),), not_before=not_before, not_after=not_after)
+        res = await self.post(d.new_order, req.to_json())
         if not res.location:
             raise AcmeProblem("malformed", "newOrder without Location", res.status)
-        return res.location, res.json()
+        return res.location, res.parse(Order, res.location)
 
     async def get(self, url: str) -> Response:
         return await self.post(url, None)
 
-    async def answer_tkauth(self, challenge_url: str, spc_token: str) -> dict[str, Any]:
+    async def answer_tkauth(self, challenge_url: str, spc_token: str) -> Challenge:
         """Answer tkauth-01 with ``{"atc": <token>}`` (RFC 9448 §5)."""
-        return (await self.post(challenge_url, {"atc": spc_token})).json()
+        return (await self.post(challenge_url, TkauthAnswer(spc_token).to_json())).parse(Challenge, challenge_url)
 
-    async def poll(self, url: str, done: tuple[str, ...]) -> dict[str, Any]:
+    async def poll(self, url: str, done: tuple[str, ...], kind: type[_M]) -> _M:
+        """POST-as-GET ``url`` until the ``kind`` object's status is one of ``done`` (honouring
+        ``Retry-After``, RFC 8555 §7.5.1); ``serverInternal`` after :attr:`poll_timeout` seconds."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.poll_timeout
         while True:
             res = await self.get(url)
-            obj = res.json()
-            if obj.get("status") in done:
+            obj = res.parse(kind, url)
+            if obj.status in done:
                 return obj
             if loop.time() > deadline:
-                raise AcmeProblem("serverInternal", f"{url} stayed {obj.get('status')}", 0)
+                raise AcmeProblem("serverInternal", f"{url} stayed {obj.status}", 0)
             try:
                 wait = float(res.headers.get("Retry-After", self.poll_interval))
             except ValueError:
                 wait = self.poll_interval
             await asyncio.sleep(min(max(wait, 0.05), 5.0))
 
-    async def finalize(self, order_url: str, order: Mapping[str, Any], csr: x509.CertificateSigningRequest) -> dict[str, Any]:
+    async def finalize(self, order_url: str, order: Order, csr: x509.CertificateSigningRequest) -> Order:
+        """Finalize ``order`` with ``csr`` (RFC 8555 §7.4) and wait until it is valid."""
         der = csr.public_bytes(serialization.Encoding.DER)
-        res = await self.post(order["finalize"], {"csr": b64url_encode(der)})
-        obj = res.json()
-        if obj.get("status") != "valid":
-            obj = await self.poll(order_url, ("valid", "invalid"))
-        if obj.get("status") != "valid":
-            raise (AcmeProblem.from_document(obj.get("error")) if obj.get("error") else AcmeProblem("serverInternal", "order became invalid", 0))
+        res = await self.post(order.finalize, Finalize(b64url_encode(der)).to_json())
+        obj = res.parse(Order, order.finalize)
+        if obj.status != "valid":
+            obj = await self.poll(order_url, ("valid", "invalid"), Order)
+        if obj.status != "valid":
+            raise obj.problem or AcmeProblem("serverInternal", "order became invalid", 0)
         return obj
 
     async def download(self, cert_url: str) -> tuple[bytes, Response]:
@@ -294,10 +316,9 @@ class AcmeClient:
 
     async def revoke(self, cert: x509.Certificate, reason: int | None = None) -> None:
         d = await self.directory()
-        payload: dict[str, Any] = {"certificate": b64url_encode(cert.public_bytes(serialization.Encoding.DER))}
-        if reason is not None:
-            payload["reason"] = reason
-        await self.post(d["revokeCert"], payload)
+        if d.revoke_cert is None:
+            raise AcmeProblem("malformed", "the directory has no revokeCert", 0)
+        await self.post(d.revoke_cert, Revocation(b64url_encode(cert.public_bytes(serialization.Encoding.DER)), reason).to_json())
 
 
 # --- the SP flow -------------------------------------------------------------------------------
@@ -389,9 +410,7 @@ async def obtain_certificate(cfg: AcmeConfig, *, session: aiohttp.ClientSession 
     cfg.state_dir.mkdir(parents=True, exist_ok=True)
     own = session is None
     if session is None:
-        session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(ssl=client_ssl_context(cfg.ca_bundle)), timeout=aiohttp.ClientTimeout(total=30)
-        )
+        session = client_session(ca_bundle=cfg.ca_bundle, timeout=FLOW_TIMEOUT, connect_timeout=None)
     try:
         account_key = _account_key(cfg.state_dir)
         tnal = TNAuthList.for_spc(cfg.ocn)
@@ -408,26 +427,28 @@ async def obtain_certificate(cfg: AcmeConfig, *, session: aiohttp.ClientSession 
             not_after = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=cfg.days)
         order_url, order = await client.new_order(tnal, not_after=not_after)
         # 3. tkauth-01 (RFC 9448 §5)
-        for authz_url in order["authorizations"]:
-            authz = (await client.get(authz_url)).json()
-            if authz.get("status") == "valid":
+        for authz_url in order.authorizations:
+            authz = (await client.get(authz_url)).parse(Authorization, authz_url)
+            if authz.status == "valid":
                 continue
-            chall = next((c for c in authz.get("challenges", []) if c.get("type") == TKAUTH01), None)
-            if chall is None or chall.get("tkauth-type") != "atc":
+            chall = authz.challenge(TKAUTH01)
+            if chall is None or chall.tkauth_type != "atc":
                 raise AcmeProblem("unsupportedIdentifier", "no tkauth-01/atc challenge offered", 0)
-            await client.answer_tkauth(chall["url"], tok["token"])
-            authz = await client.poll(authz_url, ("valid", "invalid"))
-            if authz["status"] != "valid":
-                err = next((c.get("error") for c in authz.get("challenges", []) if c.get("error")), None)
-                raise (AcmeProblem.from_document(err) if err else AcmeProblem("unauthorized", "authorization failed", 0))
-        order = await client.poll(order_url, ("ready", "valid", "invalid"))
-        if order["status"] == "invalid":
-            raise (AcmeProblem.from_document(order.get("error")) if order.get("error") else AcmeProblem("unauthorized", "order invalid", 0))
+            await client.answer_tkauth(chall.url, tok["token"])
+            authz = await client.poll(authz_url, ("valid", "invalid"), Authorization)
+            if authz.status != "valid":
+                err = next((c.problem for c in authz.challenges if c.error), None)
+                raise err or AcmeProblem("unauthorized", "authorization failed", 0)
+        order = await client.poll(order_url, ("ready", "valid", "invalid"), Order)
+        if order.status == "invalid":
+            raise order.problem or AcmeProblem("unauthorized", "order invalid", 0)
         # 4. finalize with a CSR for a new P-256 key (ATIS-1000080 §6.4.1)
         sp_key = generate_private_key()
         csr = certs.build_csr(sp_key, tnauthlist=tnal, org=cfg.org)
         order = await client.finalize(order_url, order, csr)
-        chain_pem, res = await client.download(order["certificate"])
+        if order.certificate is None:
+            raise AcmeProblem("malformed", f"{order_url}: the valid order has no certificate URL", 0)
+        chain_pem, res = await client.download(order.certificate)
         chain = certs.load_certificates(chain_pem)
         leaf = chain[0]
         if leaf.public_key().public_numbers() != sp_key.public_key().public_numbers():
@@ -445,7 +466,7 @@ async def obtain_certificate(cfg: AcmeConfig, *, session: aiohttp.ClientSession 
         tmp.replace(sd / "sp.key")
         public_path_for(sd / "sp.key").write_bytes(public_key_pem(sp_key))
         meta = {"x5u": x5u, "serial": format(leaf.serial_number, "x"), "not_after": leaf.not_valid_after_utc.isoformat(),
-                "order": order_url, "certificate": order["certificate"], "crl": tok.get("crl")}
+                "order": order_url, "certificate": order.certificate, "crl": tok.get("crl")}
         for name, data in (("sp.pem", certs.pem([leaf])), ("sp-chain.pem", chain_pem), ("cert.json", orjson.dumps(meta))):
             (sd / f".{name}.new").write_bytes(data)
             (sd / f".{name}.new").replace(sd / name)

@@ -10,7 +10,7 @@
   documents (``application/problem+json``) for every error, never a stack trace.
 * RFC 9448 §3 TNAuthList identifiers (base64url per RFC 9448; base64 accepted too, AC-02) and
   the ``tkauth-01`` challenge (RFC 9447 §3, RFC 9448 §5) answered with ``{"atc": <SPC token>}``;
-  the token is validated as STANDARDS.md AC-03 lists (see :class:`TokenValidator`).
+  the token is validated as STANDARDS.md AC-03 lists (:class:`stirshaken.pki.spc_token.TokenValidator`).
 * Issued certificates follow ATIS-1000080 §6.4.1 (:func:`certificates.create_sp_certificate`) with
   the STI-PA's CRL distribution point and ``cRLIssuer`` (CM-12) and the authorized TNAuthList
   (AC-04).  State lives in :class:`~stirshaken.db.Database`; an order is finalized at most once
@@ -19,32 +19,32 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import logging
 import secrets
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Mapping, Sequence
+from typing import Any, Awaitable, Callable, Mapping
 
-import aiohttp
 import orjson
 from aiohttp import web
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from stirshaken.core import certificates as certs
 from stirshaken.core.b64 import b64url_decode
 from stirshaken.pki.store import Database, Row, sqlite_url, utcnow
 from stirshaken.core.errors import CertificateError, PassportEncodingError, SignatureError, TNAuthListError
-from stirshaken.core.jose import JWKError, account_key_fingerprint, jwk_public_key, thumbprint, verify_x5u_jws
+from stirshaken.core.jose import JWKError, jwk_public_key, thumbprint
 from stirshaken.core.keys import generate_private_key, load_private_key, write_private_key
-from stirshaken.net.http import client_ssl_context
-from stirshaken.pki.acme import ERR, JOSE_JSON, PEM_CHAIN, PROBLEM_JSON, TKAUTH01, TNAUTHLIST, AcmeProblem
+from stirshaken.pki.acme import (
+    ERR, JOSE_JSON, PEM_CHAIN, PROBLEM_JSON, TKAUTH01, TNAUTHLIST, Account, AccountUpdate, AcmeProblem, Authorization, Challenge,
+    Directory, DirectoryMeta, Finalize, Identifier, NewAccount, NewOrder, Order, OrderList, Revocation, TkauthAnswer,
+)
 from stirshaken.core.jose import verify_signature
 from stirshaken.core.tnauthlist import SPC, TNAuthList
+from stirshaken.pki.spc_token import TokenValidator
 
 log = logging.getLogger("stirshaken.pki.ca")
 
@@ -148,128 +148,17 @@ class CAKeys:
         return cls(root, root_key, inter, inter_key)
 
 
-# --- SPC token validation (RFC 9447 §3, RFC 9448 §4-§5, STANDARDS.md AC-03) ---------------------
+def _check_contact(contact: tuple[str, ...] | list[str]) -> list[str]:
+    """The account contacts if every one is a ``mailto:`` or ``tel:`` URL (RFC 8555 §7.3);
+    ``invalidContact`` otherwise."""
+    for c in contact:
+        if not c.startswith(("mailto:", "tel:")):
+            raise AcmeProblem("invalidContact", f"contact {c[:60]!r} is not a mailto: or tel: URL")
+    return list(contact)
 
 
-def _unauth(detail: str) -> AcmeProblem:
-    return AcmeProblem("unauthorized", detail, 403)
-
-
-def _normalize_fp(fp: str) -> str:
-    return fp.strip().upper().replace("SHA256", "").strip()
-
-
-class TokenValidator:
-    """Validates a TNAuthList Authority Token (SPC token) presented in a tkauth-01 answer.
-
-    1. compact JWS, ``alg`` ES256, ``x5u`` under an allowed prefix;
-    2. the x5u certificate chains to a configured STI-PA root (or is a pinned STI-PA certificate)
-       and its key verifies the signature;
-    3. ``exp`` in the future, ``jti`` present and never seen before (stored in the database),
-       not revoked at the token authority;
-    4. ``atc.tktype`` is ``TNAuthList``, ``atc.tkvalue`` is DER-equal to the order identifier,
-       ``atc.fingerprint`` equals the requesting account key's, ``atc.ca`` is false (EE).
-    Every failure is an ``unauthorized`` problem.
-    """
-
-    def __init__(self, config: CAConfig, db: Database):
-        self.config = config
-        self.db = db
-        self.prefixes = config.x5u_prefixes or [config.token_authority.rstrip("/") + "/"]
-        self._session: aiohttp.ClientSession | None = None
-        self._x5u_cache: dict[str, tuple[float, list[x509.Certificate]]] = {}
-
-    def session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(ssl=client_ssl_context(self.config.ca_bundle)),
-                timeout=aiohttp.ClientTimeout(total=5),
-            )
-        return self._session
-
-    async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-
-    async def _fetch(self, url: str) -> bytes:
-        try:
-            async with self.session().get(url, allow_redirects=False) as resp:
-                if resp.status != 200:
-                    raise _unauth(f"token x5u {url} answered HTTP {resp.status}")
-                return await resp.content.read(256 * 1024)
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-            raise _unauth(f"cannot fetch {url}: {type(exc).__name__}") from None
-
-    async def signer_chain(self, x5u: str) -> list[x509.Certificate]:
-        now = time.monotonic()
-        hit = self._x5u_cache.get(x5u)
-        if hit and hit[0] > now:
-            return hit[1]
-        try:
-            chain = certs.load_certificates(await self._fetch(x5u))
-        except CertificateError as exc:
-            raise _unauth(f"token x5u does not hold a certificate: {exc.description}") from None
-        self._x5u_cache[x5u] = (now + 300, chain)
-        return chain
-
-    async def revoked(self, jti: str) -> bool:
-        url = self.config.token_authority.rstrip("/") + "/revoked-tokens"
-        try:
-            data = orjson.loads(await self._fetch(url))
-        except orjson.JSONDecodeError:
-            raise _unauth("token authority revocation list is not JSON") from None
-        jtis = data.get("jtis") if isinstance(data, dict) else None
-        return isinstance(jtis, list) and jti in jtis
-
-    async def validate(self, token: str, *, identifier_der: bytes, account_key: ec.EllipticCurvePublicKey, account_id: str) -> None:
-        parts = token.split(".") if isinstance(token, str) else []
-        if len(parts) != 3:
-            raise _unauth("SPC token is not a compact JWS")
-        try:
-            header = orjson.loads(b64url_decode(parts[0], what="token header"))
-            claims = orjson.loads(b64url_decode(parts[1], what="token payload"))
-            signature = b64url_decode(parts[2], what="token signature")
-        except (PassportEncodingError, orjson.JSONDecodeError) as exc:
-            raise _unauth(f"SPC token is malformed: {exc}") from None
-        if not isinstance(header, dict) or not isinstance(claims, dict):
-            raise _unauth("SPC token header/payload must be JSON objects")
-        if header.get("alg") != "ES256":
-            raise _unauth("SPC token must be signed with ES256")
-        x5u = header.get("x5u")
-        if not isinstance(x5u, str) or not x5u.startswith(("https://", "http://")):
-            raise _unauth("SPC token header has no usable x5u")
-        if not any(x5u.startswith(p) for p in self.prefixes):
-            raise _unauth(f"SPC token x5u {x5u} is not under a trusted token authority")
-        signer = verify_x5u_jws(f"{parts[0]}.{parts[1]}".encode("ascii"), signature, await self.signer_chain(x5u),
-                                 list(self.config.pa_trust_anchors), at=utcnow(), error=_unauth, what="SPC token",
-                                 pinned=list(self.config.pa_certs), root_name="a trusted STI-PA")
-        exp, jti, atc = claims.get("exp"), claims.get("jti"), claims.get("atc")
-        if not isinstance(exp, (int, float)) or isinstance(exp, bool):
-            raise _unauth("SPC token has no exp")
-        if exp <= time.time():
-            raise _unauth("SPC token has expired")
-        if not isinstance(jti, str) or not jti:
-            raise _unauth("SPC token has no jti")
-        if not isinstance(atc, dict):
-            raise _unauth("SPC token has no atc claim")
-        if atc.get("tktype") != TNAUTHLIST:
-            raise _unauth("atc.tktype must be TNAuthList")
-        try:
-            tk_der = TNAuthList.from_identifier(atc.get("tkvalue")).to_der()  # type: ignore[arg-type]
-        except TNAuthListError as exc:
-            raise _unauth(f"atc.tkvalue is not a TNAuthList: {exc.description}") from None
-        if tk_der != identifier_der:
-            raise _unauth("atc.tkvalue does not match the authorization's TNAuthList identifier")
-        fp = atc.get("fingerprint")
-        if not isinstance(fp, str) or _normalize_fp(fp) != _normalize_fp(account_key_fingerprint(account_key)):
-            raise _unauth("atc.fingerprint does not match the ACME account key")
-        if atc.get("ca", False) is not False:
-            raise _unauth("atc.ca is true but an end-entity certificate is requested")
-        if self.config.check_token_revocation and await self.revoked(jti):
-            raise _unauth("SPC token has been revoked by the token authority")
-        issuer = signer.fingerprint(hashes.SHA256()).hex()
-        if not self.db.ca_use_jti(issuer, jti, dt.datetime.fromtimestamp(exp, dt.timezone.utc), account_id):
-            raise _unauth("SPC token jti was already used (replay)")
+#: RFC 5280 §5.3.1 CRLReason codes accepted by revokeCert (RFC 8555 §7.6)
+REVOCATION_REASONS = frozenset({0, 1, 3, 4, 5, 9, 10})
 
 
 # --- the ACME server ---------------------------------------------------------------------------
@@ -283,24 +172,6 @@ class Signed:
     payload: dict[str, Any] | None  # None: POST-as-GET
     jwk: dict[str, Any] | None
     account: Row | None
-
-
-def _rfc3339(t: dt.datetime | None) -> str | None:
-    return None if t is None else t.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _parse_time(value: Any, name: str) -> dt.datetime | None:
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise AcmeProblem("malformed", f"{name} must be an RFC 3339 date-time")
-    try:
-        t = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise AcmeProblem("malformed", f"{name} is not an RFC 3339 date-time") from None
-    if t.tzinfo is None:
-        raise AcmeProblem("malformed", f"{name} needs a time zone")
-    return t.astimezone(dt.timezone.utc)
 
 
 class CertificateAuthority:
@@ -393,8 +264,9 @@ class CertificateAuthority:
         return web.Response(body=orjson.dumps(p.to_json()), status=p.status, content_type=PROBLEM_JSON)
 
     @staticmethod
-    def _json(obj: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
-        return web.Response(body=orjson.dumps(obj), status=status, content_type="application/json", headers=headers)
+    def _json(msg: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
+        """``msg`` (an :mod:`stirshaken.pki.acme` message) as an ``application/json`` response."""
+        return web.Response(body=orjson.dumps(msg.to_json()), status=status, content_type="application/json", headers=headers)
 
     # --- JWS authentication (RFC 8555 §6.2-§6.5) -----------------------------------------------
     async def _verify(self, request: web.Request, *, jwk_mode: str = "kid") -> Signed:
@@ -474,49 +346,38 @@ class CertificateAuthority:
         return signed, signed.account
 
     # --- representations ---------------------------------------------------------------------
-    def _account_json(self, acct: Row) -> dict[str, Any]:
-        return {"status": acct.status, "contact": acct.contact, "orders": self.account_url(acct.id) + "/orders"}
+    def _account(self, acct: Row) -> Account:
+        return Account(status=acct.status, contact=tuple(acct.contact), orders=self.account_url(acct.id) + "/orders")
 
-    def _order_json(self, order: Row) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "status": order.status,
-            "expires": _rfc3339(order.expires),
-            "identifiers": [{"type": TNAUTHLIST, "value": order.identifier}],
-            "authorizations": [self.url(f"authz/{a.id}") for a in self.db.ca_authzs_of(order.id)],
-            "finalize": self.url(f"order/{order.id}/finalize"),
-        }
-        if order.not_before:
-            out["notBefore"] = _rfc3339(order.not_before)
-        if order.not_after:
-            out["notAfter"] = _rfc3339(order.not_after)
-        if order.cert_id:
-            out["certificate"] = self.url(f"cert/{order.cert_id}")
-        if order.error:
-            out["error"] = order.error
-        return out
+    def _order(self, order: Row) -> Order:
+        return Order(
+            status=order.status,
+            expires=order.expires,
+            identifiers=(Identifier(order.identifier),),
+            authorizations=tuple(self.url(f"authz/{a.id}") for a in self.db.ca_authzs_of(order.id)),
+            finalize=self.url(f"order/{order.id}/finalize"),
+            not_before=order.not_before or None,
+            not_after=order.not_after or None,
+            certificate=self.url(f"cert/{order.cert_id}") if order.cert_id else None,
+            error=order.error or None,
+        )
 
-    def _challenge_json(self, authz: Row) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "type": TKAUTH01,
-            "tkauth-type": "atc",
-            "token-authority": self.config.token_authority,
-            "url": self.url(f"chall/{authz.id}"),
-            "token": authz.challenge_token,
-            "status": authz.challenge_status,
-        }
-        if authz.validated and authz.challenge_status == "valid":
-            out["validated"] = _rfc3339(authz.validated)
-        if authz.error:
-            out["error"] = authz.error
-        return out
+    def _challenge(self, authz: Row) -> Challenge:
+        return Challenge(
+            type=TKAUTH01,
+            tkauth_type="atc",
+            token_authority=self.config.token_authority,
+            url=self.url(f"chall/{authz.id}"),
+            token=authz.challenge_token,
+            status=authz.challenge_status,
+            validated=authz.validated if authz.validated and authz.challenge_status == "valid" else None,
+            error=authz.error or None,
+        )
 
-    def _authz_json(self, authz: Row, order: Row) -> dict[str, Any]:
-        return {
-            "status": authz.status,
-            "expires": _rfc3339(authz.expires),
-            "identifier": {"type": TNAUTHLIST, "value": order.identifier},
-            "challenges": [self._challenge_json(authz)],
-        }
+    def _authz(self, authz: Row, order: Row) -> Authorization:
+        return Authorization(
+            status=authz.status, expires=authz.expires, identifier=Identifier(order.identifier), challenges=(self._challenge(authz),)
+        )
 
     def _owned(self, row: Row | None, account: Row, what: str) -> Row:
         if row is None:
@@ -528,13 +389,13 @@ class CertificateAuthority:
     # --- handlers ----------------------------------------------------------------------------
     async def h_directory(self, _request: web.Request) -> web.Response:
         return self._json(
-            {
-                "newNonce": self.url("new-nonce"),
-                "newAccount": self.url("new-account"),
-                "newOrder": self.url("new-order"),
-                "revokeCert": self.url("revoke-cert"),
-                "meta": {"externalAccountRequired": False, "website": self.base},
-            }
+            Directory(
+                new_nonce=self.url("new-nonce"),
+                new_account=self.url("new-account"),
+                new_order=self.url("new-order"),
+                revoke_cert=self.url("revoke-cert"),
+                meta=DirectoryMeta(external_account_required=False, website=self.base),
+            )
         )
 
     async def h_nonce(self, request: web.Request) -> web.Response:
@@ -543,74 +404,60 @@ class CertificateAuthority:
     async def h_new_account(self, request: web.Request) -> web.Response:
         signed = await self._verify(request, jwk_mode="jwk")
         assert signed.jwk is not None
-        payload = signed.payload or {}
+        req = NewAccount.from_json(signed.payload or {})
         tp = thumbprint(signed.jwk)
         existing = self.db.ca_account_by_thumbprint(tp)
-        if payload.get("onlyReturnExisting") is True:
-            if existing is None:
-                raise AcmeProblem("accountDoesNotExist", "no account exists for this key")
-            return self._json(self._account_json(existing), 200, {"Location": self.account_url(existing.id)})
+        if req.only_return_existing and existing is None:
+            raise AcmeProblem("accountDoesNotExist", "no account exists for this key")
         if existing is not None:
-            return self._json(self._account_json(existing), 200, {"Location": self.account_url(existing.id)})
-        contact = payload.get("contact", [])
-        if not isinstance(contact, list) or not all(isinstance(c, str) and c.startswith(("mailto:", "tel:")) for c in contact):
-            raise AcmeProblem("invalidContact", "contact must be a list of mailto: or tel: URLs")
+            return self._json(self._account(existing), 200, {"Location": self.account_url(existing.id)})
+        contact = _check_contact(req.contact or ())
         acct, created = self.db.ca_create_account(tp, signed.jwk, contact)
-        return self._json(self._account_json(acct), 201 if created else 200, {"Location": self.account_url(acct.id)})
+        return self._json(self._account(acct), 201 if created else 200, {"Location": self.account_url(acct.id)})
 
     async def h_account(self, request: web.Request) -> web.Response:
         signed, acct = await self._account_request(request)
         if acct.id != request.match_info["id"]:
             raise AcmeProblem("unauthorized", "kid does not match the account URL", 403)
-        p = signed.payload
-        if p:
+        if signed.payload:
+            update = AccountUpdate.from_json(signed.payload)
             values: dict[str, Any] = {}
-            if p.get("status") == "deactivated":
+            if update.status == "deactivated":
                 values["status"] = "deactivated"
-            elif "status" in p:
-                raise AcmeProblem("malformed", "only status 'deactivated' can be requested")
-            if "contact" in p:
-                c = p["contact"]
-                if not isinstance(c, list) or not all(isinstance(x, str) and x.startswith(("mailto:", "tel:")) for x in c):
-                    raise AcmeProblem("invalidContact", "contact must be a list of mailto: or tel: URLs")
-                values["contact"] = c
+            elif update.status is not None:
+                raise AcmeProblem("malformed", "status: only 'deactivated' can be requested (RFC 8555 §7.3.6)")
+            if update.contact is not None:
+                values["contact"] = _check_contact(update.contact)
             if values:
                 self.db.ca_update_account(acct.id, **values)
                 acct = self.db.ca_account(acct.id) or acct
-        return self._json(self._account_json(acct), 200, {"Location": self.account_url(acct.id)})
+        return self._json(self._account(acct), 200, {"Location": self.account_url(acct.id)})
 
     async def h_account_orders(self, request: web.Request) -> web.Response:
         _signed, acct = await self._account_request(request)
         if acct.id != request.match_info["id"]:
             raise AcmeProblem("unauthorized", "kid does not match the account URL", 403)
-        return self._json({"orders": [self.url(f"order/{o.id}") for o in self.db.ca_orders_of(acct.id)]})
+        return self._json(OrderList(tuple(self.url(f"order/{o.id}") for o in self.db.ca_orders_of(acct.id))))
 
     async def h_new_order(self, request: web.Request) -> web.Response:
         signed, acct = await self._account_request(request)
-        p = signed.payload
-        if p is None:
-            raise AcmeProblem("malformed", "newOrder needs a payload")
-        ids = p.get("identifiers")
-        if not isinstance(ids, list) or not ids:
-            raise AcmeProblem("malformed", "identifiers must be a non-empty list")
-        if len(ids) != 1:
+        req = NewOrder.from_json(signed.payload)
+        if len(req.identifiers) != 1:
             raise AcmeProblem("rejectedIdentifier", "an order holds exactly one TNAuthList identifier (RFC 9448 §3)")
-        ident = ids[0]
-        if not isinstance(ident, dict) or not isinstance(ident.get("value"), str):
-            raise AcmeProblem("malformed", "identifier must be an object with type and value")
-        if ident.get("type") != TNAUTHLIST:
-            raise AcmeProblem("unsupportedIdentifier", f"identifier type {str(ident.get('type'))[:30]!r} is not supported; use TNAuthList")
+        ident = req.identifiers[0]
+        if ident.type != TNAUTHLIST:
+            raise AcmeProblem("unsupportedIdentifier", f"identifier type {ident.type[:30]!r} is not supported; use TNAuthList")
         try:
-            tnal = TNAuthList.from_identifier(ident["value"])
+            tnal = TNAuthList.from_identifier(ident.value)
         except TNAuthListError as exc:
-            raise AcmeProblem("malformed", f"TNAuthList identifier value: {exc.description}") from None
+            raise AcmeProblem("malformed", f"identifiers[0].value: {exc.description}") from None
         if len(tnal.entries) != 1 or not isinstance(tnal.entries[0], SPC):
             raise AcmeProblem("rejectedIdentifier", "SHAKEN certificates carry exactly one SPC (ATIS-1000080 §6.4.1)")
         code = tnal.entries[0].code
         if not code.isalnum() or code != code.upper():
             raise AcmeProblem("rejectedIdentifier", "SPC must be digits and upper-case letters (ATIS-1000080 §6.4.1)")
         now = utcnow()
-        nb, na = _parse_time(p.get("notBefore"), "notBefore"), _parse_time(p.get("notAfter"), "notAfter")
+        nb, na = req.not_before, req.not_after
         start = nb or now
         if na is not None and na <= start:
             raise AcmeProblem("malformed", "notAfter must be after notBefore")
@@ -619,11 +466,11 @@ class CertificateAuthority:
         if nb is not None and nb > now + dt.timedelta(days=30):
             raise AcmeProblem("malformed", "notBefore too far in the future")
         order, _authz = self.db.ca_create_order(
-            acct.id, ident["value"], tnal.to_der(),
+            acct.id, ident.value, tnal.to_der(),
             expires=now + dt.timedelta(seconds=self.config.order_lifetime), not_before=nb, not_after=na,
             challenge_token=secrets.token_urlsafe(16),
         )
-        return self._json(self._order_json(order), 201, {"Location": self.url(f"order/{order.id}")})
+        return self._json(self._order(order), 201, {"Location": self.url(f"order/{order.id}")})
 
     async def h_order(self, request: web.Request) -> web.Response:
         _signed, acct = await self._account_request(request)
@@ -631,28 +478,26 @@ class CertificateAuthority:
         headers = {"Location": self.url(f"order/{order.id}")}
         if order.status == "processing":
             headers["Retry-After"] = "1"
-        return self._json(self._order_json(order), 200, headers)
+        return self._json(self._order(order), 200, headers)
 
     async def h_authz(self, request: web.Request) -> web.Response:
         signed, acct = await self._account_request(request)
         authz = self._owned(self.db.ca_authz(request.match_info["id"]), acct, "authorization")
-        if signed.payload and signed.payload.get("status") == "deactivated":
+        if signed.payload and AccountUpdate.from_json(signed.payload).status == "deactivated":
             self.db.ca_authz_result(authz.id, valid=False, error={"type": ERR + "unauthorized", "detail": "deactivated by the client"})
             authz = self.db.ca_authz(authz.id) or authz
         order = self.db.ca_order(authz.order_id)
         assert order is not None
         headers = {"Retry-After": "1"} if authz.status == "pending" else {}
-        return self._json(self._authz_json(authz, order), 200, headers)
+        return self._json(self._authz(authz, order), 200, headers)
 
     async def h_challenge(self, request: web.Request) -> web.Response:
         signed, acct = await self._account_request(request)
         authz = self._owned(self.db.ca_authz(request.match_info["id"]), acct, "challenge")
         headers = {"Link": f'<{self.url("authz/" + authz.id)}>;rel="up"'}
         if signed.payload is None or authz.status != "pending":
-            return self._json(self._challenge_json(authz), 200, headers)
-        atc = signed.payload.get("atc")
-        if not isinstance(atc, str) or not atc:
-            raise AcmeProblem("malformed", 'tkauth-01 response must be {"atc": "<SPC token>"} (RFC 9448 §5)')
+            return self._json(self._challenge(authz), 200, headers)
+        atc = TkauthAnswer.from_json(signed.payload).atc
         order = self.db.ca_order(authz.order_id)
         assert order is not None
         if authz.expires < utcnow():
@@ -667,12 +512,10 @@ class CertificateAuthority:
             else:
                 self.db.ca_authz_result(authz.id, valid=True, error=None)
         authz = self.db.ca_authz(authz.id) or authz
-        return self._json(self._challenge_json(authz), 200, headers)
+        return self._json(self._challenge(authz), 200, headers)
 
     def _check_csr(self, payload: Mapping[str, Any] | None, order: Row) -> x509.CertificateSigningRequest:
-        csr_b64 = (payload or {}).get("csr")
-        if not isinstance(csr_b64, str):
-            raise AcmeProblem("malformed", "finalize payload needs csr")
+        csr_b64 = Finalize.from_json(payload).csr
         try:
             der = b64url_decode(csr_b64, what="csr")
         except PassportEncodingError as exc:
@@ -734,7 +577,7 @@ class CertificateAuthority:
         headers = {"Location": self.url(f"order/{order.id}")}
         if cr_url:
             headers["X-Shaken-Certificate-Location"] = cr_url
-        return self._json(self._order_json(order), 200, headers)
+        return self._json(self._order(order), 200, headers)
 
     @staticmethod
     def _csr_org(csr: x509.CertificateSigningRequest) -> str:
@@ -752,16 +595,14 @@ class CertificateAuthority:
 
     async def h_revoke(self, request: web.Request) -> web.Response:
         signed = await self._verify(request, jwk_mode="either")
-        p = signed.payload or {}
-        if not isinstance(p.get("certificate"), str):
-            raise AcmeProblem("malformed", "revokeCert needs certificate")
+        req = Revocation.from_json(signed.payload)
         try:
-            cert = x509.load_der_x509_certificate(b64url_decode(p["certificate"], what="certificate"))
+            cert = x509.load_der_x509_certificate(b64url_decode(req.certificate, what="certificate"))
         except (PassportEncodingError, ValueError):
-            raise AcmeProblem("malformed", "certificate is not base64url DER") from None
-        reason = p.get("reason")
-        if reason is not None and (not isinstance(reason, int) or isinstance(reason, bool) or reason not in (0, 1, 3, 4, 5, 9, 10)):
-            raise AcmeProblem("badRevocationReason", "unsupported revocation reason")
+            raise AcmeProblem("malformed", "certificate: not the base64url DER of a certificate") from None
+        reason = req.reason
+        if reason is not None and reason not in REVOCATION_REASONS:
+            raise AcmeProblem("badRevocationReason", f"reason {reason} is not supported; use one of {sorted(REVOCATION_REASONS)}")
         row = self.db.ca_certificate_by_serial(cert.serial_number)
         if row is None or certs.load_certificates(row.chain_pem.encode())[0] != cert:
             raise AcmeProblem("malformed", "this CA did not issue that certificate", 404)

@@ -17,12 +17,11 @@ import logging
 import re
 from typing import Awaitable, Callable, Mapping, Sequence
 
-import aiohttp
 from aiohttp import web
 from cryptography import x509
 
 from stirshaken.core import certificates as certs
-from stirshaken.net.http import client_ssl_context
+from stirshaken.net.http import client_session
 from stirshaken.pki.acme import PEM_CHAIN
 from stirshaken.pki.store import Database
 from stirshaken.core.errors import CertificateError, StirShakenError
@@ -132,7 +131,7 @@ class HTTPPublisher:
 
     async def __call__(self, name: str, chain_pem: bytes) -> str:
         url = f"{self.base}/{name}"
-        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=client_ssl_context(self.ca_bundle))) as s:
+        async with client_session(ca_bundle=self.ca_bundle) as s:
             async with s.put(url, data=chain_pem, headers={"Authorization": f"Bearer {self.token}", "Content-Type": PEM_CHAIN}) as r:
                 if r.status not in (200, 201):
                     raise RuntimeError(f"STI-CR refused the upload: HTTP {r.status}")

@@ -36,6 +36,7 @@ from cryptography import x509
 
 from stirshaken.core.certificates import load_certificates
 from stirshaken.core.errors import CertificateError, FetchError
+from stirshaken.net.http import ResponseTooLargeError, client_session, client_ssl_context, read_capped
 from stirshaken.vs.config import VerifierConfig
 
 _DEFAULTS = VerifierConfig.model_fields
@@ -214,22 +215,19 @@ class Fetcher:
 
     def _ssl_context(self) -> ssl.SSLContext:
         if self._ssl is None:
-            ctx = ssl.create_default_context(cafile=self.policy.ca_bundle) if self.policy.ca_bundle else ssl.create_default_context()
-            ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-            self._ssl = ctx
+            self._ssl = client_ssl_context(self.policy.ca_bundle, minimum_version=ssl.TLSVersion.TLSv1_2)
         return self._ssl
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(
+            # no DNS cache: every connection goes through the guard
+            self._session = client_session(
+                ssl_context=self._ssl_context(),
                 resolver=GuardedResolver(self.policy.allow_private),
-                ssl=self._ssl_context(),
                 use_dns_cache=False,
                 limit=64,
-            )
-            self._session = aiohttp.ClientSession(
-                connector=connector,
-                timeout=aiohttp.ClientTimeout(total=self.policy.fetch_timeout, sock_connect=self.policy.connect_timeout),
+                timeout=self.policy.fetch_timeout,
+                connect_timeout=self.policy.connect_timeout,
                 headers={"User-Agent": "stirshaken-vs/0.1", "Accept": "application/pem-certificate-chain, application/pkix-cert;q=0.9, */*;q=0.1"},
                 auto_decompress=False,
             )
@@ -245,21 +243,13 @@ class Fetcher:
                     raise FetchError(f"Failed to dereference {what} URI: HTTP {resp.status} redirect not followed")
                 if resp.status != 200:
                     raise FetchError(f"Failed to dereference {what} URI: HTTP {resp.status}")
-                if resp.content_length is not None and resp.content_length > cap:
-                    raise FetchError(f"{what} response larger than {cap} bytes ({resp.content_length})")
-                chunks: list[bytes] = []
-                size = 0
-                while True:
-                    chunk = await resp.content.read(16384)
-                    if not chunk:
-                        break
-                    size += len(chunk)
-                    if size > cap:
-                        raise FetchError(f"{what} response larger than {cap} bytes")
-                    chunks.append(chunk)
+                try:
+                    body = await read_capped(resp, cap)
+                except ResponseTooLargeError as exc:
+                    raise FetchError(f"{what} {exc}") from None
                 headers = {k.lower(): v for k, v in resp.headers.items()}
                 ctype = resp.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
-                return FetchResult(url=url, body=b"".join(chunks), content_type=ctype, headers=headers)
+                return FetchResult(url=url, body=body, content_type=ctype, headers=headers)
         except FetchError:
             raise
         except asyncio.TimeoutError:
