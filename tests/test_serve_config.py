@@ -39,7 +39,7 @@ BASE = '[server]\nhttp = "127.0.0.1:8080"\n[signing]\nkey = "sp.key"\nx5u = "htt
     ('[server]\nhttp = "10.0.0.300:80"\n', "is not an IP address"),
     ('[server]\nhttp = "127.0.0.1:70000"\n', "out of range"),
     ('[server]\nhttp = "127.0.0.1:80"\nworkers = 0\n', "[server].workers"),
-    ('[server]\nhttp = "127.0.0.1:80"\nworkers = "2"\n', "expected int"),
+    ('[server]\nhttp = "127.0.0.1:80"\nworkers = "2"\n', "[server].workers: must be an integer, got '2'"),
     ('[server]\n', "nothing to serve"),
     ('[server]\nhttp = "127.0.0.1:80"\n[signing]\nkey = "missing.key"\nx5u = "https://a/b"\n', "does not exist"),
     ('[server]\nhttp = "127.0.0.1:80"\n[signing]\nkey = "root.pem"\nx5u = "https://a/b"\n', "[signing].key"),
