@@ -645,6 +645,8 @@ def _describe(exc: ValidationError) -> str:
     i = 0
     while i < len(loc) and isinstance(loc[i], str) and (model, loc[i]) in _TABLES:
         sub, array, name = _TABLES[(model, str(loc[i]))]
+        if not name and i + 1 == len(loc):  # the default signer's own options are [signing]'s
+            break
         if array:
             if i + 1 >= len(loc) or not isinstance(loc[i + 1], int):
                 break
