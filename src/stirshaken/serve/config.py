@@ -627,7 +627,7 @@ _TABLES: dict[tuple[type[BaseModel], str], tuple[type[BaseModel], bool, str]] = 
 
 def _toml_keys(model: type[BaseModel]) -> set[str]:
     """The option names of a table as written in the file."""
-    keys = {str(f.validation_alias or name) for name, f in model.model_fields.items()} - getattr(model, "_RUNTIME", frozenset())
+    keys = {f.validation_alias if isinstance(f.validation_alias, str) else name for name, f in model.model_fields.items()} - getattr(model, "_RUNTIME", frozenset())
     if model is TenantConfig:
         keys.add("ocn")
     if model is SigningConfig:
