@@ -6,7 +6,15 @@ unreadable key / trust-anchor files all raise :class:`ConfigError` with a one-li
 the option (``[signing.tenant.2].key: cannot read private key ...``).  The command turns it into
 ``error: ...`` on stderr and exit status 2.
 
-Relative paths are resolved against the directory of the configuration file.
+The schema is one pydantic model per table, in the style of :class:`stirshaken.vs.config.VerifierConfig`
+(which ``[verification]`` extends): :class:`ServerConfig`, :class:`SigningConfig` (whose own signer
+options form the default :class:`TenantConfig`), :class:`TenantConfig` (``[[signing.tenant]]``),
+:class:`CustomerConfig` (``[[...customer]]``), :class:`AcmeSettings` (``[...acme]``), held by
+:class:`Config`.  Each is frozen, refuses unknown options and coerces nothing beyond TOML's needs
+(an integer is a float, a list a tuple, one string a list of one); each default is written once,
+in its model (``deterministic`` is :class:`~stirshaken.core.passport.Signer`'s).  Relative paths
+are resolved against the directory of the configuration file, given as the validation context
+``{"base": dir}``; without it (a library caller building the models) paths are taken as given.
 
 Multi-tenant signing follows FCC 24-120 (Eighth Report and Order, 47 CFR §64.6301 as amended):
 a provider that signs on behalf of several obligated providers signs each call with *that*
@@ -213,15 +221,20 @@ def _file(value: str, info: ValidationInfo) -> str:
     return str(p)
 
 
-Addr = Annotated[Address | None, PlainValidator(lambda v: v if v is None or isinstance(v, Address) else None if v == "" else _address(v) if isinstance(v, str) else _not_str(v))]
+def _optional_address(value: Any) -> Address | None:
+    """An :class:`Address`, from ``"host:port"``; ``""`` (or None) is unset."""
+    if value is None or isinstance(value, Address):
+        return value
+    if not isinstance(value, str):
+        raise ValueError(f"must be a string, got {value!r}")
+    return _address(value) if value else None
+
+
+Addr = Annotated[Address | None, PlainValidator(_optional_address)]
 Header = Annotated[str, AfterValidator(_header_name)]
 Url = Annotated[str, AfterValidator(_url)]
 TnPrefixes = Annotated[tuple[str, ...], BeforeValidator(_seq), AfterValidator(_tn_prefixes)]
 Networks = Annotated[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...], PlainValidator(_networks)]
-
-
-def _not_str(value: Any) -> Any:
-    raise ValueError(f"must be a string, got {value!r}")
 
 
 def _unknown(model: type[BaseModel], key: str | int) -> OptionError:
