@@ -39,7 +39,7 @@ BASE = '[server]\nhttp = "127.0.0.1:8080"\n[signing]\nkey = "sp.key"\nx5u = "htt
     ('[server]\nhttp = "10.0.0.300:80"\n', "is not an IP address"),
     ('[server]\nhttp = "127.0.0.1:70000"\n', "out of range"),
     ('[server]\nhttp = "127.0.0.1:80"\nworkers = 0\n', "[server].workers"),
-    ('[server]\nhttp = "127.0.0.1:80"\nworkers = "2"\n', "expected int"),
+    ('[server]\nhttp = "127.0.0.1:80"\nworkers = "2"\n', "[server].workers: must be an integer, got '2'"),
     ('[server]\n', "nothing to serve"),
     ('[server]\nhttp = "127.0.0.1:80"\n[signing]\nkey = "missing.key"\nx5u = "https://a/b"\n', "does not exist"),
     ('[server]\nhttp = "127.0.0.1:80"\n[signing]\nkey = "root.pem"\nx5u = "https://a/b"\n', "[signing].key"),
@@ -222,3 +222,114 @@ def test_load_config_relative_paths(tmp_path: Path, pki: Any) -> None:
     (tmp_path / "s.toml").write_text(BASE)
     c = load_config(tmp_path / "s.toml")
     assert c.signing.default is not None and c.signing.default.key_path == str(tmp_path / "sp.key")
+
+
+# --- one schema: every table a pydantic model ----------------------------------------------------
+
+ACME = ('[signing.acme]\ndirectory_url = "https://ca.example/dir"\npa_url = "https://pa.example"\nusername = "u"\n'
+        'password = "p"\nstate_dir = "st"\n')
+
+
+@pytest.mark.parametrize("text,line", [
+    ("[server]\nhttp = \"127.0.0.1:80\"\ncolour = 1\n", "[server].colour: unknown option (known: access_log, http, "),
+    (BASE + "colour = 1\n", "[signing].colour: unknown option (known: acme, attest_header, "),
+    (BASE + "name = \"x\"\n", "[signing].name: unknown option (known: "),  # the default signer is "default"
+    (BASE + "key_path = \"sp.key\"\n", "[signing].key_path: unknown option (known: "),  # set by the loader only
+    (BASE + "[[signing.tenant]]\nname = \"t\"\nkey = \"sp.key\"\nx5u = \"https://a/b\"\ncolour = 1\n",
+     "[signing.tenant.1].colour: unknown option (known: acme, customer, default_attest, key, name, ocn, spc, tns, x5u)"),
+    (BASE + "[[signing.customer]]\ncolour = 1\n", "[signing.customer.1].colour: unknown option (known: name, sources, tns)"),
+    (BASE + "[[signing.tenant]]\nname = \"t\"\nkey = \"sp.key\"\nx5u = \"https://a/b\"\n[[signing.tenant.customer]]\n"
+     "[[signing.tenant.customer]]\ncolour = 1\n", "[signing.tenant.1.customer.2].colour: unknown option (known: name, sources, tns)"),
+    ('[server]\nhttp = "127.0.0.1:80"\n[signing]\nspc = "1234"\n' + ACME + "colour = 1\n", "[signing.acme].colour: unknown option (known: ca_bundle, "),
+    ('[server]\nhttp = "127.0.0.1:80"\n[signing]\nspc = "1234"\n' + ACME + "where = \"x\"\n", "[signing.acme].where: unknown option"),
+    (BASE + "[verification]\ncolour = 1\n", "[verification].colour: unknown option (known: allow_http_x5u, "),
+    (BASE + "[colour]\n", "unknown section [colour] (known: [server], [signing], [verification])"),
+    (BASE + "path = \"x\"\n", "[signing].path: unknown option"),
+])
+def test_every_table_refuses_unknown_keys(pki: Any, text: str, line: str) -> None:
+    with pytest.raises(ConfigError) as ei:
+        cfg(pki, text)
+    msg = str(ei.value)
+    assert msg.startswith(line) and "\n" not in msg and "pydantic" not in msg, msg
+
+
+@pytest.mark.parametrize("text,line", [
+    (BASE.replace("8080", "8080\"\nsip_signing = \"127.0.0.1:8080"), "[server]: address 127.0.0.1:8080 is used twice"),
+    ('[server]\nhttp = "127.0.0.1:0"\nworkers = 2\n', "[server].workers: port 0 (ephemeral) needs workers = 1"),
+    ('[server]\nhttp = "127.0.0.1:80"\nlog_level = "X"\n', "[server].log_level: must be 'DEBUG', 'INFO', 'WARNING' or 'ERROR', got 'X'"),
+    ('[server]\nhttp = 80\n', "[server].http: must be a string, got 80"),
+    ('server = 1\n', "[server]: must be a table, got 1"),
+    (BASE + 'attest_header = "X Attest"\n', "[signing].attest_header: 'X Attest' is not a valid header name"),
+    (BASE + 'country_code = "+1"\n', "[signing].country_code: '+1' is not digits"),
+    (BASE + 'deterministic = 1\n', "[signing].deterministic: must be true or false, got 1"),
+    (BASE + 'max_iat_skew = 0\n', "[signing].max_iat_skew: 0 is not between 1 and 86400"),
+    (BASE + '[[signing.tenant]]\nname = "t"\nkey = "sp.key"\n', "[signing.tenant.1].x5u: the certificate URL (x5u) is required"),
+    (BASE + '[[signing.tenant]]\nname = "t"\nkey = "sp.key"\nx5u = "https://a/b"\n[[signing.tenant]]\nname = "t"\nkey = "sp2.key"\n'
+     'x5u = "https://a/c"\n', "[signing.tenant.2].name: tenant 't' defined twice"),
+    (BASE + '[[signing.tenant]]\nname = "t"\nkey = "sp.key"\nx5u = "https://a/b"\n[[signing.tenant]]\nname = "u"\nkey = "acme.key"\n'
+     'x5u = "https://a/c"\n', "[signing.tenant.2].key: key file '"),
+    (BASE + '[[signing.customer]]\nsources = ["10.0.0.0/33"]\n', "[signing.customer.1].sources: '10.0.0.0/33' is not an IP address or network"),
+])
+def test_one_line_errors_name_the_option(pki: Any, text: str, line: str) -> None:
+    with pytest.raises(ConfigError) as ei:
+        cfg(pki, text)
+    msg = str(ei.value)
+    assert msg.startswith(line) and "\n" not in msg, msg
+
+
+def test_minimal_config_is_the_models_defaults(pki: Any) -> None:
+    """Each default is written once, in the models: a minimal file gives the models' defaults, and
+    the [signing] defaults are the library's (Signer, SigningService fallbacks)."""
+    import inspect
+
+    from stirshaken.core.passport import Signer
+    from stirshaken.serve.config import Address, Config, CustomerConfig, ServerConfig, SigningConfig, VerificationConfig
+
+    c = cfg(pki, '[server]\nhttp = "127.0.0.1:8080"\n')
+    assert c.server == ServerConfig(http=Address("127.0.0.1", 8080))
+    assert c.signing == SigningConfig() and not c.signing.enabled
+    assert c.verification == VerificationConfig()
+    assert c == Config(server=ServerConfig(http=Address("127.0.0.1", 8080)))
+    assert SigningConfig().deterministic is inspect.signature(Signer).parameters["deterministic"].default
+    # a minimal signer: everything but key and x5u from the model
+    t = cfg(pki, BASE).signing.default
+    assert t is not None and t.name == "default" and t.key_path == str(pki.dir / "sp.key")
+    fields = type(t).model_fields
+    for name in ("spc", "tns", "customers", "default_attest", "acme"):
+        assert getattr(t, name) == fields[name].get_default(call_default_factory=True), name
+    cust = cfg(pki, BASE + "[[signing.customer]]\n[[signing.customer]]\nname = \"x\"\n").signing.default.customers  # type: ignore[union-attr]
+    assert [c.name for c in cust] == ["customer-1", "x"] and cust[0] == CustomerConfig(name="customer-1")
+
+
+def test_models_are_frozen_and_library_constructible(pki: Any) -> None:
+    from pydantic import ValidationError
+
+    from stirshaken.core.keys import load_private_key
+    from stirshaken.serve.config import ServerConfig, SigningConfig, TenantConfig
+
+    with pytest.raises(ValidationError):
+        ServerConfig(workers=0)
+    with pytest.raises(ValidationError):
+        ServerConfig(bogus=1)  # type: ignore[call-arg]
+    s = ServerConfig(http="127.0.0.1:1")  # type: ignore[arg-type]
+    with pytest.raises(ValidationError):
+        s.workers = 2  # type: ignore[misc]
+    key = load_private_key(pki.dir / "sp.key")
+    t = TenantConfig(name="t", key=key, x5u="https://a/b")
+    svc = SigningService(SigningConfig(default=t, deterministic=True))
+    d = svc.default
+    assert d is not None and d.signer.deterministic
+    one = svc.sign(d, orig="12155551212", dest=["1"], attest="A", iat=1, origid="00000000-0000-4000-8000-000000000000")
+    assert one == svc.sign(d, orig="12155551212", dest=["1"], attest="A", iat=1, origid="00000000-0000-4000-8000-000000000000")
+    assert "key=" not in repr(t) and "password=" not in repr(cfg(pki, '[server]\nhttp = "127.0.0.1:80"\n[signing]\nspc = "1234"\n' + ACME).signing.acme[0])
+
+
+def test_reload_keeps_the_models(pki: Any) -> None:
+    """SIGHUP: load_signers returns the same models with the keys read again."""
+    from stirshaken.serve.signing import load_signers
+
+    c = cfg(pki, BASE + '[[signing.tenant]]\nname = "t"\nkey = "sp2.key"\nx5u = "https://a/b"\n')
+    again = load_signers(c.signing)
+    assert type(again) is type(c.signing) and again.tenants[0].key_path == c.signing.tenants[0].key_path
+    assert again.tenants[0].key is not c.signing.tenants[0].key
+    assert again.default.key.private_numbers() == c.signing.default.key.private_numbers()  # type: ignore[union-attr]

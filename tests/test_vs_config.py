@@ -142,15 +142,57 @@ def _doc_default(value: Any) -> str:
     return f"`{value!r}`"
 
 
-def test_docs_table_shows_the_model() -> None:
-    """Every [verification] option is documented once, with the model's own default."""
+def _doc_rows(heading: str) -> dict[str, str]:
+    """``option -> "type, default"`` of the table under ``heading`` in docs/configuration.md (each
+    option once)."""
     import re
 
     text = (Path(__file__).resolve().parents[1] / "docs" / "configuration.md").read_text()
-    table = text.split("## `[verification]`", 1)[1].split("\n## ", 1)[0]
-    rows = dict(re.findall(r"^\| `([a-z_0-9]+)` \| ([^|]+?) \|", table, re.MULTILINE))
+    assert text.count("\n" + heading) == 1, heading
+    section = text.split("\n" + heading, 1)[1].split("\n#", 1)[0]
+    found = re.findall(r"^\| `([a-z_0-9]+)` \| ([^|]+?) \|", section, re.MULTILINE)
+    rows = dict(found)
+    assert len(rows) == len(found), f"an option is listed twice under {heading}"
+    return rows
+
+
+def _check_rows(heading: str, model: Any, options: set[str]) -> None:
+    """The table under ``heading`` lists exactly ``options`` (as written in the file), each with
+    ``model``'s default: a literal default must be the model's; "required" only where the model
+    has none (no default, a validated empty one, or ""/None)."""
+    rows = _doc_rows(heading)
+    assert set(rows) == options, (heading, sorted(set(rows) ^ options))
+    by_key = {f.validation_alias if isinstance(f.validation_alias, str) else name: f for name, f in model.model_fields.items()}
+    for key, cell in rows.items():
+        info = by_key.get(key)
+        if info is None:  # a synonym (ocn) or an option the loader turns into another field
+            continue
+        if info.is_required():
+            continue
+        default = info.get_default(call_default_factory=True)
+        if cell.endswith("required") or "required (default:" in cell:
+            assert info.validate_default or default in ("", None), (heading, key, cell, default)
+            continue
+        assert cell.endswith(", " + _doc_default(default)), (heading, key, cell, default)
+
+
+def test_docs_table_shows_the_model() -> None:
+    """Every [verification] option is documented once, with the model's own default."""
+    rows = _doc_rows("## `[verification]`")
     fields = VerificationConfig.model_fields
     assert set(rows) == set(fields)
     for name, info in fields.items():
         default = info.get_default(call_default_factory=True)
         assert rows[name].endswith(", " + _doc_default(default)), (name, rows[name], default)
+
+
+def test_docs_tables_show_every_serve_model() -> None:
+    """[server], the signer options, [[...customer]], the [signing]-only options and
+    [signing.acme]: each table lists every option of its model once, with the model's default."""
+    from stirshaken.serve.config import _SIGNER_KEYS, AcmeSettings, CustomerConfig, ServerConfig, SigningConfig, TenantConfig, _toml_keys
+
+    _check_rows("## `[server]`", ServerConfig, _toml_keys(ServerConfig))
+    _check_rows("## `[signing]` and `[[signing.tenant]]`", TenantConfig, _toml_keys(TenantConfig))
+    _check_rows("### `[[...customer]]`", CustomerConfig, _toml_keys(CustomerConfig))
+    _check_rows("### Only in `[signing]`", SigningConfig, _toml_keys(SigningConfig) - _SIGNER_KEYS - {"tenant"})
+    _check_rows("## `[signing.acme]`", AcmeSettings, _toml_keys(AcmeSettings))

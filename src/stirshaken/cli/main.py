@@ -299,16 +299,17 @@ def sign(
     iat: Optional[int] = typer.Option(None, "--iat", help="Issued-at (default: now)."),
     passphrase: Optional[str] = typer.Option(None, "--passphrase", envvar="STIRSHAKEN_KEY_PASSPHRASE"),
     token_only: bool = typer.Option(False, "--token", help="Print the bare PASSporT, not the Identity header value."),
-    deterministic: bool = typer.Option(
-        False, "--deterministic", help="RFC 6979 deterministic ECDSA: the same input gives the same signature "
-        "(default: OpenSSL's hedged nonce from key, digest and randomness)."),
+    deterministic: Optional[bool] = typer.Option(
+        None, "--deterministic/--no-deterministic", help="RFC 6979 deterministic ECDSA: the same input gives the same signature "
+        "(default: as [signing].deterministic, OpenSSL's hedged nonce from key, digest and randomness)."),
 ) -> None:
     """Sign a call: print the SIP Identity header value (RFC 8224, ATIS-1000074)."""
     k = _load_key(key, passphrase)
     try:
         orig_tn = canonicalize_tn(orig)
         dest_tns = [canonicalize_tn(d) for d in dest]
-        signer = Signer(k, x5u, deterministic=deterministic)
+        # an option not given keeps the library's default (the one [signing].deterministic takes)
+        signer = Signer(k, x5u, **({} if deterministic is None else {"deterministic": deterministic}))
         token = signer.sign(orig=orig_tn, dest=dest_tns, attest=attest.upper(), iat=iat, origid=origid)
     except (StirShakenError, TNError, ValueError) as exc:
         _fail(str(exc), 2)
@@ -415,10 +416,11 @@ def verify(
     crl_signer: Optional[List[Path]] = typer.Option(None, "--crl-signer", help="Certificate allowed to sign CRLs for the chains, e.g. the STI-PA CRL signer (PEM; repeatable; not a trust anchor)."),
     ca_list: Optional[str] = typer.Option(None, "--ca-list", help="STI-PA trusted-CA list (URL or file); its CAs become trust anchors."),
     ca_list_trust: Optional[List[Path]] = typer.Option(None, "--ca-list-trust", help="STI-PA root the CA list's signer must chain to (PEM; repeatable; required with --ca-list)."),
-    max_age: int = typer.Option(60, "--max-age", help="Freshness window for iat/Date in seconds."),
+    max_age: Optional[int] = typer.Option(None, "--max-age", help="Freshness window for iat/Date in seconds (default: as [verification].max_age)."),
     date: Optional[int] = typer.Option(None, "--date", help="Date header of the request as epoch seconds."),
-    allow_http_x5u: bool = typer.Option(False, "--allow-http-x5u", help="Allow fetching x5u over plain http."),
-    allow_private_x5u: bool = typer.Option(False, "--allow-private-x5u", help="Allow x5u on private/loopback addresses and any port (lab only)."),
+    allow_http_x5u: Optional[bool] = typer.Option(None, "--allow-http-x5u/--no-allow-http-x5u", help="Allow fetching x5u over plain http (default: as [verification])."),
+    allow_private_x5u: Optional[bool] = typer.Option(
+        None, "--allow-private-x5u/--no-allow-private-x5u", help="Allow x5u on private/loopback addresses and any port (lab only; default: as [verification])."),
     x5u_ca_bundle: Optional[Path] = typer.Option(None, "--x5u-ca-bundle", help="Extra CA bundle for https x5u."),
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
@@ -440,11 +442,10 @@ def verify(
             crl_signers=[str(p) for p in crl_signer or ()],
             ca_list=ca_list,
             ca_list_trust=[str(p) for p in ca_list_trust or ()],
-            max_age=max_age,
-            allow_http_x5u=allow_http_x5u,
-            allow_private_x5u=allow_private_x5u,
             x5u_ca_bundle=str(x5u_ca_bundle) if x5u_ca_bundle else None,
             fetch_crl_distribution_points=cert is None,
+            # options not given keep the model's defaults (those of [verification])
+            **{k: v for k, v in (("max_age", max_age), ("allow_http_x5u", allow_http_x5u), ("allow_private_x5u", allow_private_x5u)) if v is not None},
         )
         check_files(cfg)
     except ValidationError as exc:

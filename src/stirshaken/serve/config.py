@@ -6,7 +6,15 @@ unreadable key / trust-anchor files all raise :class:`ConfigError` with a one-li
 the option (``[signing.tenant.2].key: cannot read private key ...``).  The command turns it into
 ``error: ...`` on stderr and exit status 2.
 
-Relative paths are resolved against the directory of the configuration file.
+The schema is one pydantic model per table, in the style of :class:`stirshaken.vs.config.VerifierConfig`
+(which ``[verification]`` extends): :class:`ServerConfig`, :class:`SigningConfig` (whose own signer
+options form the default :class:`TenantConfig`), :class:`TenantConfig` (``[[signing.tenant]]``),
+:class:`CustomerConfig` (``[[...customer]]``), :class:`AcmeSettings` (``[...acme]``), held by
+:class:`Config`.  Each is frozen, refuses unknown options and coerces nothing beyond TOML's needs
+(an integer is a float, a list a tuple, one string a list of one); each default is written once,
+in its model (``deterministic`` is :class:`~stirshaken.core.passport.Signer`'s).  Relative paths
+are resolved against the directory of the configuration file, given as the validation context
+``{"base": dir}``; without it (a library caller building the models) paths are taken as given.
 
 Multi-tenant signing follows FCC 24-120 (Eighth Report and Order, 47 CFR §64.6301 as amended):
 a provider that signs on behalf of several obligated providers signs each call with *that*
@@ -16,22 +24,24 @@ provider's own certificate and applies *that* provider's attestation decision, h
 
 from __future__ import annotations
 
+import inspect
 import ipaddress
 import os
 import re
 import ssl
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, Mapping
+from typing import Annotated, Any, ClassVar, Literal, Mapping
 
 from cryptography.hazmat.primitives.asymmetric import ec
-from pydantic import BeforeValidator, ValidationError
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, ValidationError, ValidationInfo, model_validator
 
 from stirshaken.core.errors import StirShakenError
 from stirshaken.core.keys import load_private_key
+from stirshaken.core.passport import Signer
 from stirshaken.core.sip.abnf import TOKEN_RE
-from stirshaken.vs.config import OptionError, VerifierConfig, check_files, describe_error, tn_prefix
+from stirshaken.vs.config import OptionError, VerifierConfig, check_files, error_parts, option_name, tn_prefix
 
 __all__ = [
     "AcmeSettings",
@@ -46,9 +56,15 @@ __all__ = [
     "check_config",
     "load_config",
     "parse_address",
+    "parse_config",
 ]
 
 _URI = re.compile(r"https?://[^\s<>\"\\;,]+", re.IGNORECASE)
+_OCN = re.compile(r"[0-9A-Z]{1,16}")
+
+#: The library's own defaults of :class:`~stirshaken.core.passport.Signer` (``deterministic``):
+#: the ``[signing]`` model takes them from there, so they are written once.
+_SIGNER = {k: p.default for k, p in inspect.signature(Signer.__init__).parameters.items() if p.default is not p.empty}
 
 
 class ConfigError(ValueError):
@@ -72,13 +88,14 @@ class Address:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
 
-def parse_address(value: Any, where: str) -> Address:
-    """Parse ``host:port`` where host is an IPv4/IPv6 literal or ``localhost``."""
+def _address(value: Any) -> Address:
+    """``host:port`` (host an IPv4/IPv6 literal or ``localhost``) as an :class:`Address`; raises
+    :class:`ValueError` with the problem."""
     if not isinstance(value, str) or not value:
-        raise ConfigError(f"{where}: expected \"host:port\", got {value!r}")
+        raise ValueError(f"expected \"host:port\", got {value!r}")
     m = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d{1,5})|([^:\[\]]+):(\d{1,5})", value.strip())
     if m is None:
-        raise ConfigError(f"{where}: {value!r} is not \"host:port\" (IPv6 as \"[::1]:5060\")")
+        raise ValueError(f"{value!r} is not \"host:port\" (IPv6 as \"[::1]:5060\")")
     host = m.group(1) or m.group(3)
     port = int(m.group(2) or m.group(4))
     if host == "localhost":
@@ -86,48 +103,203 @@ def parse_address(value: Any, where: str) -> Address:
     try:
         ipaddress.ip_address(host)
     except ValueError:
-        raise ConfigError(f"{where}: {host!r} is not an IP address (use a literal such as 127.0.0.1 or ::1)") from None
+        raise ValueError(f"{host!r} is not an IP address (use a literal such as 127.0.0.1 or ::1)") from None
     if not 0 <= port <= 65535:
-        raise ConfigError(f"{where}: port {port} is out of range")
+        raise ValueError(f"port {port} is out of range")
     return Address(host, port)
 
 
-# --- sections -------------------------------------------------------------------------------
+def parse_address(value: Any, where: str) -> Address:
+    """Parse ``host:port`` where host is an IPv4/IPv6 literal or ``localhost``; raises
+    :class:`ConfigError` prefixed with ``where``."""
+    try:
+        return _address(value)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
 
 
-@dataclass(frozen=True)
-class ServerConfig:
-    """``[server]``: listening addresses, processes, logging, SIP transaction cache."""
+# --- field types ---------------------------------------------------------------------------------
+#
+# The TOML coercions of the earlier parser, and no more: an integer is a valid float, a list
+# (TOML array) a tuple, one string a list of one ("" of none), "" an unset optional string.
 
-    http: Address | None = None
-    sip_signing: Address | None = None
-    sip_verification: Address | None = None
-    workers: int = 1
-    http_engine: str = "fast"
-    log_level: str = "INFO"
-    log_format: str = "json"
+
+def _tuple(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _seq(value: Any) -> Any:
+    if isinstance(value, str):
+        return (value,) if value else ()
+    return _tuple(value)
+
+
+def _none_if_empty(value: Any) -> Any:
+    return None if value == "" else value
+
+
+def _between(lo: float, hi: float, unit: str = "", *, open_low: bool = False) -> AfterValidator:
+    """``lo <= value <= hi`` (``lo < value`` with ``open_low``), else ``"{value} is not between lo and hi"``."""
+
+    def check(value: Any) -> Any:
+        if not (lo < value if open_low else lo <= value) or value > hi:
+            raise ValueError(f"{value} is not between {lo:g} and {hi:g}{unit}")
+        return value
+
+    return AfterValidator(check)
+
+
+def _header_name(value: str) -> str:
+    if value and TOKEN_RE.fullmatch(value) is None:  # header-name = token (RFC 3261 §25.1)
+        raise ValueError(f"{value!r} is not a valid header name")
+    return value
+
+
+def _url(value: str) -> str:
+    if value and _URI.fullmatch(value) is None:
+        raise ValueError(f"{value!r} is not an http(s) URL")
+    return value
+
+
+def _required(message: str) -> AfterValidator:
+    def check(value: Any) -> Any:
+        if not value:
+            raise ValueError(message)
+        return value
+
+    return AfterValidator(check)
+
+
+def _tn_prefixes(value: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(tn_prefix(v) for v in value)  # ValueError: "'12a' is not a telephone number or prefix"
+
+
+def _networks(value: Any) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    items = _seq(value)
+    if not isinstance(items, tuple):
+        raise ValueError(f"must be a list, got {value!r}")
+    out = []
+    for s in items:
+        if isinstance(s, (ipaddress.IPv4Network, ipaddress.IPv6Network)):
+            out.append(s)
+            continue
+        if not isinstance(s, str):
+            raise ValueError(f"must be a list of strings, got {s!r}")
+        try:
+            out.append(ipaddress.ip_network(s, strict=False))
+        except ValueError:
+            raise ValueError(f"{s!r} is not an IP address or network") from None
+    return tuple(out)
+
+
+def _base(info: ValidationInfo) -> Path | None:
+    """The configuration file's directory (validation context ``{"base": dir}``), if any."""
+    base = (info.context or {}).get("base") if info.context else None
+    return None if base is None else Path(base)
+
+
+def _resolve(base: Path | None, value: str) -> Path:
+    p = Path(os.path.expanduser(value))
+    return p if p.is_absolute() or base is None else base / p
+
+
+def _dir(value: str, info: ValidationInfo) -> str:
+    """A directory path, resolved against the file's directory (need not exist yet)."""
+    return str(_resolve(_base(info), value)) if value and _base(info) is not None else value
+
+
+def _file(value: str, info: ValidationInfo) -> str:
+    """A file that must exist and be readable, resolved against the file's directory."""
+    base = _base(info)
+    if not value or base is None:
+        return value
+    p = _resolve(base, value)
+    if not p.exists():
+        raise ValueError(f"{str(p)!r} does not exist")
+    if not os.access(p, os.R_OK):
+        raise ValueError(f"{str(p)!r} is not readable")
+    return str(p)
+
+
+def _optional_address(value: Any) -> Address | None:
+    """An :class:`Address`, from ``"host:port"``; ``""`` (or None) is unset."""
+    if value is None or isinstance(value, Address):
+        return value
+    if not isinstance(value, str):
+        raise ValueError(f"must be a string, got {value!r}")
+    return _address(value) if value else None
+
+
+Addr = Annotated[Address | None, PlainValidator(_optional_address)]
+Header = Annotated[str, AfterValidator(_header_name)]
+Url = Annotated[str, AfterValidator(_url)]
+TnPrefixes = Annotated[tuple[str, ...], BeforeValidator(_seq), AfterValidator(_tn_prefixes)]
+Networks = Annotated[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...], PlainValidator(_networks)]
+
+
+def _unknown(model: type[BaseModel], key: str | int) -> OptionError:
+    return OptionError((key,), f"unknown option (known: {', '.join(sorted(_toml_keys(model)))})")
+
+
+class _Model(BaseModel):
+    """Immutable, unknown options refused, no coercion beyond the TOML ones above."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    #: fields filled in while loading, never read from the file
+    _RUNTIME: ClassVar[frozenset[str]] = frozenset()
+
+
+# --- sections ------------------------------------------------------------------------------------
+
+
+class ServerConfig(_Model):
+    """``[server]``: listening addresses (``host:port``, :class:`Address`), worker processes,
+    logging, REST body limit (bytes), shutdown grace (s) and the SIP transaction cache (RFC 3261
+    §17.2.1: ``sip_transaction_ttl`` s = 64·T1).  An address used twice, or port 0 with several
+    workers, is refused."""
+
+    http: Addr = None
+    sip_signing: Addr = None
+    sip_verification: Addr = None
+    workers: Annotated[int, _between(1, 256)] = 1
+    http_engine: Literal["fast", "aiohttp"] = "fast"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["json", "text"] = "json"
     access_log: bool = False
-    max_body: int = 65536
+    max_body: Annotated[int, _between(256, 16 * 1024 * 1024)] = 65536
     shutdown_timeout: float = 5.0
     sip_transaction_ttl: float = 32.0
-    sip_transaction_cache: int = 65536
-    sip_max_message: int = 65536
-    sip_udp_buffer: int = 4194304
+    sip_transaction_cache: Annotated[int, _between(16, 10_000_000)] = 65536
+    sip_max_message: Annotated[int, _between(1024, 1024 * 1024)] = 65536
+    sip_udp_buffer: Annotated[int, _between(0, 1 << 30)] = 4194304
     metrics_dir: str = ""
 
+    @property
+    def addresses(self) -> tuple[Address, ...]:
+        return tuple(a for a in (self.http, self.sip_signing, self.sip_verification) if a is not None)
 
-@dataclass(frozen=True)
-class CustomerConfig:
-    """A customer of a tenant: who it is (source addresses / a header value) and its numbers."""
+    @model_validator(mode="after")
+    def _consistent(self) -> ServerConfig:
+        used = self.addresses
+        for i, a in enumerate(used):
+            if a.port != 0 and a in used[i + 1:]:
+                raise OptionError((), f"address {a} is used twice")
+        if self.workers > 1 and any(a.port == 0 for a in used):
+            raise OptionError("workers", "port 0 (ephemeral) needs workers = 1")
+        return self
+
+
+class CustomerConfig(_Model):
+    """A customer of a signer (ATIS-1000074 §5.2.3): who it is (``sources``: IP addresses or
+    networks; or its ``name`` in the customer header) and its numbers (``tns``: TN prefixes)."""
 
     name: str
-    sources: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
-    tns: tuple[str, ...] = ()
+    sources: Networks = ()
+    tns: TnPrefixes = ()
 
     def matches_source(self, ip: str | None) -> bool:
-        if not self.sources:
-            return False
-        if ip is None:
+        if not self.sources or ip is None:
             return False
         try:
             addr = ipaddress.ip_address(ip)
@@ -139,28 +311,87 @@ class CustomerConfig:
         return any(tn.startswith(p) for p in self.tns)
 
 
-@dataclass(frozen=True)
-class AcmeSettings:
-    """``[signing.acme]`` / ``[signing.tenant.acme]``: obtain and renew the signer's certificate
-    through the STI-PA and the STI-CA's ACME server (ATIS-1000080 §6.3.5, RFC 9448)."""
+def _secret(data: dict[str, Any], key: str, base: Path | None, *, required: bool) -> str:
+    """A secret given inline (``key``), in a file (``key_file``, trailing newline ignored) or in an
+    environment variable (``key_env``); raises :class:`OptionError` naming the option."""
+    given = [k for k in (key, f"{key}_file", f"{key}_env") if data.get(k)]
+    if len(given) > 1:
+        raise OptionError(given[1], f"give only one of {key}, {key}_file, {key}_env")
+    if not given:
+        if required:
+            raise OptionError(key, f"required (or {key}_file / {key}_env)")
+        return ""
+    k = given[0]
+    v = data[k]
+    if not isinstance(v, str):
+        raise OptionError(k, f"must be a string, got {v!r}")
+    if k == key:
+        return v
+    if k.endswith("_env"):
+        value = os.environ.get(v, "")
+        if not value:
+            raise OptionError(k, f"environment variable {v!r} is not set")
+        return value
+    path = _resolve(base, v)
+    try:
+        value = path.read_text().strip("\r\n")
+    except OSError as exc:
+        raise OptionError(k, f"cannot read {str(path)!r}: {exc.strerror}") from None
+    if not value:
+        raise OptionError(k, f"{str(path)!r} is empty")
+    return value
 
-    where: str  # "[signing.acme]" or "[signing.tenant.2.acme]", for messages
-    directory_url: str
-    pa_url: str
-    ocn: str
-    username: str
-    password: str = field(repr=False)
-    state_dir: str
-    ca_bundle: str = ""
-    cr_url: str = ""
-    cr_token: str = field(default="", repr=False)
-    renew_before_days: float = 30.0
-    check_interval: float = 3600.0
-    identifier_encoding: str = "base64url"
-    days: int = 0
+
+class AcmeSettings(_Model):
+    """``[signing.acme]`` / ``[signing.tenant.acme]``: obtain and renew the signer's certificate
+    through the STI-PA and the STI-CA's ACME server (ATIS-1000080 §6.3.5, RFC 9448).
+
+    ``password`` / ``cr_token`` hold the secrets whichever way they were given (inline, ``*_file``
+    or ``*_env``); ``ocn`` defaults to the signer's ``spc``/``ocn``; ``renew_before_days`` (days),
+    ``check_interval`` (s); ``days`` 0 leaves the validity to the STI-CA.  ``where`` names the
+    table in messages (``"[signing.tenant.2.acme]"``), set while loading."""
+
+    _RUNTIME = frozenset({"where"})
+
+    where: str = ""
+    directory_url: Annotated[Url, _required("an http(s) URL is required")] = Field("", validate_default=True)
+    pa_url: Annotated[Url, _required("an http(s) URL is required")] = Field("", validate_default=True)
+    ocn: str = Field("", validate_default=True)
+    username: Annotated[str, _required("the STI-PA user name is required")] = Field("", validate_default=True)
+    password: str = Field("", repr=False)
+    password_file: str = ""
+    password_env: str = ""
+    state_dir: Annotated[str, _required("a directory for the ACME account, key and certificate is required"), AfterValidator(_dir)] = Field(
+        "", validate_default=True
+    )
+    ca_bundle: Annotated[str, AfterValidator(_file)] = ""
+    cr_url: Url = ""
+    cr_token: str = Field("", repr=False)
+    cr_token_file: str = ""
+    cr_token_env: str = ""
+    renew_before_days: Annotated[float, _between(0, 3650, open_low=True)] = 30.0
+    check_interval: Annotated[float, _between(0.5, 30 * 86400, " seconds")] = 3600.0
+    identifier_encoding: Literal["base64url", "base64"] = "base64url"
+    days: Annotated[int, _between(0, 3650)] = 0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _secrets(cls, data: Any, info: ValidationInfo) -> Any:
+        if isinstance(data, dict):
+            base = _base(info)
+            data = dict(data, password=_secret(data, "password", base, required=True), cr_token=_secret(data, "cr_token", base, required=False))
+        return data
+
+    @model_validator(mode="after")
+    def _ocn(self) -> AcmeSettings:
+        if not self.ocn:
+            raise OptionError("ocn", "the SPC/OCN to obtain a certificate for is required (here or as the signer's spc/ocn)")
+        if _OCN.fullmatch(self.ocn) is None:
+            raise OptionError("ocn", f"{self.ocn!r} is not an SPC/OCN (1-16 digits or upper-case letters)")
+        return self
 
     def acme_config(self) -> Any:
-        """The :class:`stirshaken.acme.AcmeConfig` for :func:`stirshaken.acme.ensure_certificate`."""
+        """The :class:`stirshaken.pki.acme_client.AcmeConfig` for :func:`~stirshaken.pki.acme_client.ensure_certificate`."""
         from stirshaken.pki.acme_client import AcmeConfig
 
         return AcmeConfig(
@@ -171,40 +402,138 @@ class AcmeSettings:
         )
 
 
-@dataclass(frozen=True)
-class TenantConfig:
-    """One signing identity: an obligated provider's key, x5u, numbers and customers.
+class TenantConfig(_Model):
+    """One signing identity: an obligated provider's key, x5u, numbers and customers (FCC 24-120).
 
+    From the file ``key`` is a path: it is resolved, loaded (PEM P-256, :func:`load_private_key`)
+    and kept as the key object, its path as ``key_path``.  ``ocn`` is another name of ``spc``.
     With ``acme`` set, ``key``/``key_path``/``x5u`` are empty in the loaded configuration and are
-    filled from the ACME state directory when the service starts (:func:`stirshaken.signing.load_signers`).
+    filled from the ACME state directory when the service starts (:func:`stirshaken.serve.signing.load_signers`).
     """
 
-    name: str
-    key: ec.EllipticCurvePrivateKey | None = field(repr=False)
-    key_path: str
-    x5u: str
-    spc: str | None = None
-    tns: tuple[str, ...] = ()
-    customers: tuple[CustomerConfig, ...] = ()
-    default_attest: str = "C"
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+    _RUNTIME = frozenset({"key_path"})
+
+    name: Annotated[str, _required("every tenant needs a name")] = Field("", validate_default=True)
+    key: ec.EllipticCurvePrivateKey | None = Field(None, repr=False)
+    key_path: str = ""
+    x5u: Url = ""
+    spc: Annotated[str | None, BeforeValidator(_none_if_empty)] = None
+    tns: TnPrefixes = ()
+    customers: Annotated[tuple[CustomerConfig, ...], BeforeValidator(_tuple)] = Field((), validation_alias="customer")
+    default_attest: Literal["A", "B", "C"] = "C"
     acme: AcmeSettings | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _from_file(cls, data: Any, info: ValidationInfo) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        spc, ocn = data.get("spc"), data.pop("ocn", None)
+        if ocn is not None and not isinstance(ocn, str):
+            raise OptionError("ocn", f"must be a string, got {ocn!r}")
+        if not spc and ocn:
+            data["spc"] = spc = ocn
+        customers = data.get("customer")
+        if isinstance(customers, list):  # unnamed customers are customer-1, customer-2, ...
+            data["customer"] = [
+                dict(c, name=f"customer-{i}") if isinstance(c, dict) and "name" not in c else c for i, c in enumerate(customers, 1)
+            ]
+        acme = data.get("acme")
+        if acme is not None:
+            where = acme.get("where") if isinstance(acme, dict) else getattr(acme, "where", "")
+            for k in ("key", "x5u"):
+                if data.get(k):
+                    raise OptionError(k, f"not allowed with {where or 'acme'} (the key and x5u come from ACME)")
+            if isinstance(acme, dict) and not acme.get("ocn") and isinstance(spc, str) and spc:
+                data["acme"] = dict(acme, ocn=spc)
+            return data
+        key = data.get("key")
+        if isinstance(key, ec.EllipticCurvePrivateKey):
+            return data
+        if not key:
+            raise OptionError("key", "a private key file is required")
+        if not isinstance(key, str):
+            raise OptionError("key", f"must be a string, got {key!r}")
+        path = _resolve(_base(info), key)
+        if not path.is_file():
+            raise OptionError("key", f"key file {str(path)!r} does not exist")
+        try:
+            data["key"] = load_private_key(path)
+        except StirShakenError as exc:
+            raise OptionError("key", exc.description) from None
+        data["key_path"] = str(path)
+        return data
 
-@dataclass(frozen=True)
-class SigningConfig:
-    """``[signing]``: the default signer, per-tenant signers and the attestation policy."""
+    @model_validator(mode="after")
+    def _x5u(self) -> TenantConfig:
+        if self.acme is None and not self.x5u:
+            raise OptionError("x5u", "the certificate URL (x5u) is required")
+        return self
+
+
+#: options of a signer that ``[signing]`` itself takes for its default signer
+_SIGNER_KEYS = frozenset({"key", "x5u", "spc", "ocn", "tns", "customer", "default_attest", "acme"})
+
+
+class SigningConfig(_Model):
+    """``[signing]``: the default signer (the signer options of the table itself, named
+    ``default``), per-tenant signers (``[[signing.tenant]]``, names unique) and the policy shared
+    by all: SIP header names (RFC 3261 tokens; ``""`` disables), ``use_pai``, ``max_iat_skew`` (s),
+    the RFC 8224 §8.3 dial plan (``country_code`` digits, ``national_length``) and
+    ``deterministic`` (RFC 6979; its default is :class:`~stirshaken.core.passport.Signer`'s)."""
+
+    _RUNTIME = frozenset({"default"})
 
     default: TenantConfig | None = None
-    tenants: tuple[TenantConfig, ...] = ()
-    attest_header: str = "X-Attest"
-    tenant_header: str = "X-Tenant"
-    customer_header: str = ""
-    origid_header: str = "X-Origid"
+    tenants: Annotated[tuple[TenantConfig, ...], BeforeValidator(_tuple)] = Field((), validation_alias="tenant")
+    attest_header: Header = "X-Attest"
+    tenant_header: Header = "X-Tenant"
+    customer_header: Header = ""
+    origid_header: Header = "X-Origid"
     use_pai: bool = True
-    max_iat_skew: int = 60
-    country_code: str | None = None
-    national_length: int | None = None
-    deterministic: bool = False
+    max_iat_skew: Annotated[int, _between(1, 86400)] = 60
+    country_code: Annotated[str | None, BeforeValidator(_none_if_empty)] = None
+    national_length: Annotated[int | None, BeforeValidator(lambda v: None if v == 0 else v)] = None
+    deterministic: bool = _SIGNER["deterministic"]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_file(cls, data: Any, info: ValidationInfo) -> Any:
+        """The table as written: signer options of ``[signing]`` become ``default``; every ACME
+        table learns its name for messages."""
+        if not isinstance(data, dict) or info.context is None or "base" not in info.context:
+            return data
+        data = dict(data)
+        if "default" in data:
+            raise _unknown(cls, "default")
+        signer = {k: data.pop(k) for k in _SIGNER_KEYS & set(data)}
+        if "key" in signer or "x5u" in signer or "acme" in signer:  # else a policy-only [signing]
+            data["default"] = _signer_table(signer, (), "[signing.acme]", name="default")
+        tenants = data.get("tenant")
+        if isinstance(tenants, list):
+            data["tenant"] = [
+                _signer_table(t, ("tenant", i), f"[signing.tenant.{i + 1}.acme]") if isinstance(t, dict) else t for i, t in enumerate(tenants)
+            ]
+        return data
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SigningConfig:
+        if self.country_code is not None and not self.country_code.isdigit():
+            raise OptionError("country_code", f"{self.country_code!r} is not digits")
+        names: set[str] = set()
+        for i, t in enumerate(self.tenants):
+            if t.name in names:
+                raise OptionError(("tenant", i, "name"), f"tenant {t.name!r} defined twice")
+            names.add(t.name)
+        dirs: dict[str, str] = {}
+        for loc, t in ([(("default",), self.default)] if self.default is not None else []) + [(("tenant", i), t) for i, t in enumerate(self.tenants)]:
+            if t.acme is not None:
+                other = dirs.setdefault(t.acme.state_dir, t.acme.where)
+                if other != t.acme.where:
+                    raise OptionError((*loc, "acme", "state_dir"), f"{t.acme.state_dir!r} is already used by {other}")
+        return self
 
     @property
     def enabled(self) -> bool:
@@ -219,6 +548,19 @@ class SigningConfig:
     def acme(self) -> tuple[AcmeSettings, ...]:
         """The ACME settings of every signer that has them."""
         return tuple(t.acme for t in self.signers if t.acme is not None)
+
+
+def _signer_table(data: dict[str, Any], loc: tuple[str | int, ...], acme_where: str, **more: Any) -> dict[str, Any]:
+    """A signer's table from the file (at ``loc`` below ``[signing]``), with the names only the
+    loader sets: written in the file, they are unknown options."""
+    if "key_path" in data:
+        raise OptionError((*loc, "key_path"), _unknown(TenantConfig, "key_path").message)
+    acme = data.get("acme")
+    if isinstance(acme, dict):
+        if "where" in acme:
+            raise OptionError((*(loc or ("default",)), "acme", "where"), _unknown(AcmeSettings, "where").message)
+        data = dict(data, acme=dict(acme, where=acme_where))
+    return dict(data, **more)
 
 
 class VerificationConfig(VerifierConfig):
@@ -248,360 +590,102 @@ class VerificationConfig(VerifierConfig):
         return VerifierConfig.model_construct(**{k: getattr(self, k) for k in VerifierConfig.model_fields})
 
 
-@dataclass(frozen=True)
-class Config:
-    """The whole file."""
+class Config(_Model):
+    """The whole file: ``[server]``, ``[signing]``, ``[verification]``; ``path`` is the file it was
+    read from (set by :func:`load_config`).  Something must be served, and a SIP service needs its
+    section (a signer; trust anchors or a CA list)."""
 
-    server: ServerConfig
-    signing: SigningConfig
-    verification: VerificationConfig
+    _RUNTIME = frozenset({"path"})
+
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    signing: SigningConfig = Field(default_factory=SigningConfig)
+    verification: VerificationConfig = Field(default_factory=VerificationConfig)
     path: str = ""
 
+    @model_validator(mode="before")
+    @classmethod
+    def _sections(cls, data: Any, info: ValidationInfo) -> Any:
+        if isinstance(data, dict) and info.context is not None and "base" in info.context:
+            unknown = sorted(set(data) - {"server", "signing", "verification"})
+            if unknown:
+                raise OptionError((), f"unknown section [{unknown[0]}] (known: [server], [signing], [verification])")
+        return data
 
-# --- validation helpers -----------------------------------------------------------------------
-
-
-class _Section:
-    """Typed access to one TOML table that remembers which keys were read."""
-
-    def __init__(self, data: Any, where: str, allowed: set[str]):
-        if not isinstance(data, dict):
-            raise ConfigError(f"{where}: expected a table")
-        unknown = sorted(set(data) - allowed)
-        if unknown:
-            raise ConfigError(f"{where}.{unknown[0]}: unknown option (known: {', '.join(sorted(allowed))})")
-        self.data = data
-        self.where = where
-
-    def _name(self, key: str) -> str:
-        return f"{self.where}.{key}"
-
-    def get(self, key: str, typ: type | tuple[type, ...], default: Any) -> Any:
-        if key not in self.data:
-            return default
-        v = self.data[key]
-        if typ is float and isinstance(v, int) and not isinstance(v, bool):
-            return float(v)
-        if not isinstance(v, typ) or (typ is int and isinstance(v, bool)):
-            tname = typ.__name__ if isinstance(typ, type) else "/".join(t.__name__ for t in typ)
-            raise ConfigError(f"{self._name(key)}: expected {tname}, got {v!r}")
-        return v
-
-    def int_range(self, key: str, default: int, lo: int, hi: int) -> int:
-        v = self.get(key, int, default)
-        if not lo <= v <= hi:
-            raise ConfigError(f"{self._name(key)}: {v} is not between {lo} and {hi}")
-        return v
-
-    def choice(self, key: str, default: str, choices: tuple[str, ...]) -> str:
-        v = self.get(key, str, default)
-        if v not in choices:
-            raise ConfigError(f"{self._name(key)}: {v!r} is not one of {', '.join(choices)}")
-        return v
-
-    def str_list(self, key: str) -> tuple[str, ...]:
-        v = self.get(key, (list, str), [])
-        if isinstance(v, str):
-            v = [v] if v else []
-        if not all(isinstance(x, str) for x in v):
-            raise ConfigError(f"{self._name(key)}: expected a list of strings")
-        return tuple(v)
-
-    def header_name(self, key: str, default: str) -> str:
-        v = self.get(key, str, default)
-        if v and TOKEN_RE.fullmatch(v) is None:  # header-name = token (RFC 3261 §25.1)
-            raise ConfigError(f"{self._name(key)}: {v!r} is not a valid header name")
-        return v
+    @model_validator(mode="after")
+    def _consistent(self) -> Config:
+        server = self.server
+        if not server.addresses:
+            raise OptionError(("server",), "nothing to serve: set http, sip_signing and/or sip_verification")
+        if server.sip_signing is not None and not self.signing.enabled:
+            raise OptionError((), "[server].sip_signing is set but [signing] has no key (nor any [[signing.tenant]])")
+        if server.sip_verification is not None and not self.verification.enabled:
+            raise OptionError((), "[server].sip_verification is set but [verification].trust_anchors is empty (and no ca_list)")
+        return self
 
 
-def _resolve(base: Path, value: str) -> Path:
-    p = Path(os.path.expanduser(value))
-    return p if p.is_absolute() else base / p
+# --- one-line errors -------------------------------------------------------------------------------
 
-
-def _tn_prefixes(sec: _Section, key: str) -> tuple[str, ...]:
-    try:
-        return tuple(tn_prefix(v) for v in sec.str_list(key))
-    except ValueError as exc:
-        raise ConfigError(f"{sec._name(key)}: {exc}") from None
-
-
-def _load_key(base: Path, sec: _Section, key: str) -> tuple[ec.EllipticCurvePrivateKey, str]:
-    value = sec.get(key, str, "")
-    if not value:
-        raise ConfigError(f"{sec._name(key)}: a private key file is required")
-    path = _resolve(base, value)
-    if not path.is_file():
-        raise ConfigError(f"{sec._name(key)}: key file {str(path)!r} does not exist")
-    try:
-        return load_private_key(path), str(path)
-    except StirShakenError as exc:
-        raise ConfigError(f"{sec._name(key)}: {exc.description}") from None
-
-
-def _x5u(sec: _Section) -> str:
-    v = sec.get("x5u", str, "")
-    if not v:
-        raise ConfigError(f"{sec._name('x5u')}: the certificate URL (x5u) is required")
-    if _URI.fullmatch(v) is None:
-        raise ConfigError(f"{sec._name('x5u')}: {v!r} is not an http(s) URL")
-    return v
-
-
-def _customers(base: Path, data: Any, where: str) -> tuple[CustomerConfig, ...]:
-    if data is None:
-        return ()
-    if not isinstance(data, list):
-        raise ConfigError(f"{where}: expected an array of tables ([[...customer]])")
-    out = []
-    for i, item in enumerate(data, 1):
-        sec = _Section(item, f"{where}.{i}", {"name", "sources", "tns"})
-        name = sec.get("name", str, f"customer-{i}")
-        nets = []
-        for s in sec.str_list("sources"):
-            try:
-                nets.append(ipaddress.ip_network(s, strict=False))
-            except ValueError:
-                raise ConfigError(f"{sec._name('sources')}: {s!r} is not an IP address or network") from None
-        out.append(CustomerConfig(name=name, sources=tuple(nets), tns=_tn_prefixes(sec, "tns")))
-    return tuple(out)
-
-
-_TENANT_KEYS = {"name", "spc", "ocn", "key", "x5u", "tns", "customer", "default_attest", "acme"}
-
-_ACME_KEYS = {
-    "directory_url", "pa_url", "ocn", "username", "password", "password_file", "password_env", "state_dir", "ca_bundle",
-    "cr_url", "cr_token", "cr_token_file", "cr_token_env", "renew_before_days", "check_interval", "identifier_encoding", "days",
+#: (model, location name) -> (the table's model, whether an array of tables, its name in the file;
+#: "" for the default signer, whose options are [signing]'s own)
+_TABLES: dict[tuple[type[BaseModel], str], tuple[type[BaseModel], bool, str]] = {
+    (Config, "server"): (ServerConfig, False, "server"),
+    (Config, "signing"): (SigningConfig, False, "signing"),
+    (Config, "verification"): (VerificationConfig, False, "verification"),
+    (SigningConfig, "default"): (TenantConfig, False, ""),
+    (SigningConfig, "tenant"): (TenantConfig, True, "tenant"),
+    (TenantConfig, "customer"): (CustomerConfig, True, "customer"),
+    (TenantConfig, "acme"): (AcmeSettings, False, "acme"),
 }
 
 
-def _url(sec: _Section, key: str, *, required: bool) -> str:
-    v = sec.get(key, str, "")
-    if not v:
-        if required:
-            raise ConfigError(f"{sec._name(key)}: an http(s) URL is required")
-        return ""
-    if _URI.fullmatch(v) is None:
-        raise ConfigError(f"{sec._name(key)}: {v!r} is not an http(s) URL")
-    return v
+def _toml_keys(model: type[BaseModel]) -> set[str]:
+    """The option names of a table as written in the file."""
+    keys = {f.validation_alias if isinstance(f.validation_alias, str) else name for name, f in model.model_fields.items()} - getattr(model, "_RUNTIME", frozenset())
+    if model is TenantConfig:
+        keys.add("ocn")
+    if model is SigningConfig:
+        keys |= _SIGNER_KEYS
+    return keys
 
 
-def _secret(base: Path, sec: _Section, key: str, *, required: bool) -> str:
-    """A secret given inline (``key``), in a file (``key_file``) or in an environment variable (``key_env``)."""
-    given = [k for k in (key, f"{key}_file", f"{key}_env") if sec.data.get(k)]
-    if len(given) > 1:
-        raise ConfigError(f"{sec._name(given[1])}: give only one of {key}, {key}_file, {key}_env")
-    if not given:
-        if required:
-            raise ConfigError(f"{sec._name(key)}: required (or {key}_file / {key}_env)")
-        return ""
-    k = given[0]
-    v = sec.get(k, str, "")
-    if k == key:
-        return v
-    if k.endswith("_env"):
-        value = os.environ.get(v, "")
-        if not value:
-            raise ConfigError(f"{sec._name(k)}: environment variable {v!r} is not set")
-        return value
-    path = _resolve(base, v)
-    try:
-        value = path.read_text().strip("\r\n")
-    except OSError as exc:
-        raise ConfigError(f"{sec._name(k)}: cannot read {str(path)!r}: {exc.strerror}") from None
-    if not value:
-        raise ConfigError(f"{sec._name(k)}: {str(path)!r} is empty")
-    return value
-
-
-def _acme(base: Path, data: Any, where: str, ocn: str | None) -> AcmeSettings:
-    sec = _Section(data, where, _ACME_KEYS)
-    code = sec.get("ocn", str, "") or ocn or ""
-    if not code:
-        raise ConfigError(f"{sec._name('ocn')}: the SPC/OCN to obtain a certificate for is required (here or as the signer's spc/ocn)")
-    if re.fullmatch(r"[0-9A-Z]{1,16}", code) is None:
-        raise ConfigError(f"{sec._name('ocn')}: {code!r} is not an SPC/OCN (1-16 digits or upper-case letters)")
-    user = sec.get("username", str, "")
-    if not user:
-        raise ConfigError(f"{sec._name('username')}: the STI-PA user name is required")
-    state = sec.get("state_dir", str, "")
-    if not state:
-        raise ConfigError(f"{sec._name('state_dir')}: a directory for the ACME account, key and certificate is required")
-    bundle = sec.get("ca_bundle", str, "")
-    if bundle:
-        bundle = _paths(base, _Section({"ca_bundle": bundle}, where, {"ca_bundle"}), "ca_bundle", urls=False)[0]
-    renew = float(sec.get("renew_before_days", float, 30.0))
-    if not 0 < renew <= 3650:
-        raise ConfigError(f"{sec._name('renew_before_days')}: {renew} is not between 0 and 3650")
-    interval = float(sec.get("check_interval", float, 3600.0))
-    if not 0.5 <= interval <= 30 * 86400:
-        raise ConfigError(f"{sec._name('check_interval')}: {interval} is not between 0.5 and 2592000 seconds")
-    return AcmeSettings(
-        where=where,
-        directory_url=_url(sec, "directory_url", required=True),
-        pa_url=_url(sec, "pa_url", required=True),
-        ocn=code,
-        username=user,
-        password=_secret(base, sec, "password", required=True),
-        state_dir=str(_resolve(base, state)),
-        ca_bundle=bundle,
-        cr_url=_url(sec, "cr_url", required=False),
-        cr_token=_secret(base, sec, "cr_token", required=False),
-        renew_before_days=renew,
-        check_interval=interval,
-        identifier_encoding=sec.choice("identifier_encoding", "base64url", ("base64url", "base64")),
-        days=sec.int_range("days", 0, 0, 3650),
-    )
-
-
-def _tenant(base: Path, sec: _Section, name: str, acme_where: str) -> TenantConfig:
-    spc = sec.get("spc", str, "") or sec.get("ocn", str, "") or None
-    acme = None
-    if "acme" in sec.data:
-        acme = _acme(base, sec.data["acme"], acme_where, spc)
-        for k in ("key", "x5u"):
-            if k in sec.data:
-                raise ConfigError(f"{sec._name(k)}: not allowed with {acme_where} (the key and x5u come from ACME)")
-        key, key_path, x5u = None, "", ""
-    else:
-        key, key_path = _load_key(base, sec, "key")
-        x5u = _x5u(sec)
-    return TenantConfig(
-        name=sec.get("name", str, name) or name,
-        key=key,
-        key_path=key_path,
-        x5u=x5u,
-        spc=spc,
-        tns=_tn_prefixes(sec, "tns"),
-        customers=_customers(base, sec.data.get("customer"), sec._name("customer")),
-        default_attest=sec.choice("default_attest", "C", ("A", "B", "C")),
-        acme=acme,
-    )
-
-
-def _server(data: Any) -> ServerConfig:
-    sec = _Section(data, "[server]", {f.name for f in ServerConfig.__dataclass_fields__.values()})
-    addrs = {}
-    for k in ("http", "sip_signing", "sip_verification"):
-        v = sec.get(k, str, "")
-        addrs[k] = parse_address(v, sec._name(k)) if v else None
-    if not any(addrs.values()):
-        raise ConfigError("[server]: nothing to serve: set http, sip_signing and/or sip_verification")
-    used = [a for a in addrs.values() if a is not None]
-    for i, a in enumerate(used):
-        for b in used[i + 1:]:
-            if a == b and a.port != 0:
-                raise ConfigError(f"[server]: address {a} is used twice")
-    workers = sec.int_range("workers", 1, 1, 256)
-    if workers > 1 and any(a.port == 0 for a in used):
-        raise ConfigError("[server].workers: port 0 (ephemeral) needs workers = 1")
-    return ServerConfig(
-        workers=workers,
-        http_engine=sec.choice("http_engine", "fast", ("fast", "aiohttp")),
-        log_level=sec.choice("log_level", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
-        log_format=sec.choice("log_format", "json", ("json", "text")),
-        access_log=sec.get("access_log", bool, False),
-        max_body=sec.int_range("max_body", 65536, 256, 16 * 1024 * 1024),
-        shutdown_timeout=float(sec.get("shutdown_timeout", float, 5.0)),
-        sip_transaction_ttl=float(sec.get("sip_transaction_ttl", float, 32.0)),
-        sip_transaction_cache=sec.int_range("sip_transaction_cache", 65536, 16, 10_000_000),
-        sip_max_message=sec.int_range("sip_max_message", 65536, 1024, 1024 * 1024),
-        sip_udp_buffer=sec.int_range("sip_udp_buffer", 4194304, 0, 1 << 30),
-        metrics_dir=sec.get("metrics_dir", str, ""),
-        **addrs,
-    )
-
-
-_SIGNING_KEYS = {
-    "key", "x5u", "spc", "ocn", "tns", "customer", "default_attest", "tenant", "attest_header", "tenant_header",
-    "customer_header", "origid_header", "use_pai", "max_iat_skew", "country_code", "national_length", "deterministic", "acme",
-}
-
-
-def _signing(base: Path, data: Any) -> SigningConfig:
-    sec = _Section(data if data is not None else {}, "[signing]", _SIGNING_KEYS)
-    default = None
-    if "key" in sec.data or "x5u" in sec.data or "acme" in sec.data:
-        default = _tenant(base, sec, "default", "[signing.acme]")
-    tenants = []
-    raw = sec.data.get("tenant", [])
-    if not isinstance(raw, list):
-        raise ConfigError("[signing.tenant]: expected an array of tables ([[signing.tenant]])")
-    names = set()
-    for i, item in enumerate(raw, 1):
-        tsec = _Section(item, f"[signing.tenant.{i}]", _TENANT_KEYS)
-        if not tsec.get("name", str, ""):
-            raise ConfigError(f"[signing.tenant.{i}].name: every tenant needs a name")
-        t = _tenant(base, tsec, f"tenant-{i}", f"[signing.tenant.{i}.acme]")
-        if t.name in names:
-            raise ConfigError(f"[signing.tenant.{i}].name: tenant {t.name!r} defined twice")
-        names.add(t.name)
-        tenants.append(t)
-    dirs: dict[str, str] = {}
-    for t in ([default] if default is not None else []) + tenants:
-        if t.acme is not None:
-            other = dirs.setdefault(t.acme.state_dir, t.acme.where)
-            if other != t.acme.where:
-                raise ConfigError(f"{t.acme.where}.state_dir: {t.acme.state_dir!r} is already used by {other}")
-    cc = sec.get("country_code", str, "") or None
-    if cc is not None and not cc.isdigit():
-        raise ConfigError(f"[signing].country_code: {cc!r} is not digits")
-    nl = sec.get("national_length", int, 0) or None
-    return SigningConfig(
-        default=default,
-        tenants=tuple(tenants),
-        attest_header=sec.header_name("attest_header", "X-Attest"),
-        tenant_header=sec.header_name("tenant_header", "X-Tenant"),
-        customer_header=sec.header_name("customer_header", ""),
-        origid_header=sec.header_name("origid_header", "X-Origid"),
-        use_pai=sec.get("use_pai", bool, True),
-        max_iat_skew=sec.int_range("max_iat_skew", 60, 1, 86400),
-        country_code=cc,
-        national_length=nl,
-        deterministic=sec.get("deterministic", bool, False),
-    )
-
-
-def _paths(base: Path, sec: _Section, key: str, *, urls: bool) -> tuple[str, ...]:
-    out = []
-    for v in sec.str_list(key):
-        if urls and re.match(r"https?://", v, re.IGNORECASE):
-            out.append(v)
-            continue
-        p = _resolve(base, v)
-        if not p.exists():
-            raise ConfigError(f"{sec._name(key)}: {str(p)!r} does not exist")
-        if not os.access(p, os.R_OK):
-            raise ConfigError(f"{sec._name(key)}: {str(p)!r} is not readable")
-        out.append(str(p))
-    return tuple(out)
-
-
-def _verification(base: Path, data: Any) -> VerificationConfig:
-    """``[verification]``, validated by the library's own schema (relative paths against ``base``)."""
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError("[verification]: expected a table")
-    try:
-        return VerificationConfig.model_validate(data, context={"base": base})
-    except ValidationError as exc:
-        raise ConfigError(describe_error(exc, "[verification]", model=VerificationConfig)) from None
+def _describe(exc: ValidationError) -> str:
+    """One line for the first error: ``[table].option: problem`` (tables of arrays numbered from 1:
+    ``[signing.tenant.2].key``, ``[signing.tenant.1.acme].ocn``)."""
+    err = exc.errors(include_url=False)[0]
+    loc, msg = error_parts(err)
+    model: type[BaseModel] = Config
+    table: list[str] = []
+    i = 0
+    while i < len(loc) and isinstance(loc[i], str) and (model, loc[i]) in _TABLES:
+        sub, array, name = _TABLES[(model, str(loc[i]))]
+        if not name and i + 1 == len(loc):  # the default signer's own options are [signing]'s
+            break
+        if array:
+            if i + 1 >= len(loc) or not isinstance(loc[i + 1], int):
+                break
+            table.append(f"{name}.{int(loc[i + 1]) + 1}")
+            i += 2
+        else:
+            if name:
+                table.append(name)
+            i += 1
+        model = sub
+    if err["type"] == "extra_forbidden":
+        if model is Config:
+            return f"unknown section [{loc[-1]}] (known: [server], [signing], [verification])"
+        msg += f" (known: {', '.join(sorted(_toml_keys(model)))})"
+    prefix = option_name(f"[{'.'.join(table)}]" if table else "", loc[i:])
+    return f"{prefix}: {msg}" if prefix else msg
 
 
 def parse_config(data: Mapping[str, Any], base: Path, path: str = "") -> Config:
-    """Validate an already-parsed TOML document."""
-    unknown = sorted(set(data) - {"server", "signing", "verification"})
-    if unknown:
-        raise ConfigError(f"unknown section [{unknown[0]}] (known: [server], [signing], [verification])")
-    server = _server(data.get("server", {}))
-    signing = _signing(base, data.get("signing"))
-    verification = _verification(base, data.get("verification"))
-    if server.sip_signing is not None and not signing.enabled:
-        raise ConfigError("[server].sip_signing is set but [signing] has no key (nor any [[signing.tenant]])")
-    if server.sip_verification is not None and not verification.enabled:
-        raise ConfigError("[server].sip_verification is set but [verification].trust_anchors is empty (and no ca_list)")
-    return Config(server=server, signing=signing, verification=verification, path=path)
+    """Validate an already-parsed TOML document; relative paths are resolved against ``base``.
+    Raises :class:`ConfigError` (one line naming the option)."""
+    try:
+        cfg = Config.model_validate(dict(data), context={"base": base})
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
+    return cfg.model_copy(update={"path": path}) if path else cfg
 
 
 def check_config(cfg: Config) -> None:

@@ -39,6 +39,7 @@ from typing import Any, Awaitable, Callable, Mapping
 import orjson
 
 from stirshaken.serve.batching import LoopBatch
+from stirshaken.serve.config import SigningConfig
 from stirshaken.core.errors import SIP_REASONS, VERSTAT_NONE
 from stirshaken.serve.metrics import Metrics
 from stirshaken.core.passport import new_origid
@@ -144,7 +145,7 @@ class RestAPI:
         self.ready = ready
         self.access_log = access_log
         self.tenant_header = (signing.cfg.tenant_header.lower() if signing and signing.cfg.tenant_header else "")
-        self.max_iat_skew = signing.cfg.max_iat_skew if signing else 60
+        self.max_iat_skew = (signing.cfg if signing else SigningConfig()).max_iat_skew
         self._openapi = orjson.dumps(openapi_document())
         self._static_errors = {mid: error_body(mid) for mid in ("SVC4000", "SVC4003", "SVC4007", "POL4050", "POL5000")}
         self._signed_labels: dict[tuple[str, str], tuple[tuple[str, str], ...]] = {}

@@ -361,8 +361,6 @@ async def _ensure_certificates(cfg: Config) -> None:
 
 def _prepare_signers(cfg: Config) -> Config:
     """Obtain missing ACME certificates, then load every signer's key (and ACME x5u)."""
-    import dataclasses
-
     from stirshaken.serve.signing import KeyMaterialError, load_signers
 
     if not cfg.signing.enabled:
@@ -370,7 +368,7 @@ def _prepare_signers(cfg: Config) -> Config:
     if cfg.signing.acme:
         asyncio.run(_ensure_certificates(cfg))
     try:
-        return dataclasses.replace(cfg, signing=load_signers(cfg.signing))
+        return cfg.model_copy(update={"signing": load_signers(cfg.signing)})
     except KeyMaterialError as exc:
         raise ConfigError(str(exc)) from None
 
@@ -466,14 +464,12 @@ RENEWER = -1  # child index of the ACME renewer process
 
 def _reload_parent(cfg: Config) -> Config:
     """The supervisor's copy of the keys, for workers it starts later (SIGHUP)."""
-    import dataclasses
-
     from stirshaken.serve.signing import KeyMaterialError, load_signers
 
     if not cfg.signing.enabled:
         return cfg
     try:
-        return dataclasses.replace(cfg, signing=load_signers(cfg.signing))
+        return cfg.model_copy(update={"signing": load_signers(cfg.signing)})
     except KeyMaterialError as exc:
         log.warning("signing key reload failed in the supervisor; keeping the current keys", extra={"error": str(exc)})
         return cfg

@@ -24,7 +24,6 @@ swaps it in between two requests (SIGHUP, or after a certificate renewal).
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -90,14 +89,14 @@ def load_signers(cfg: SigningConfig) -> SigningConfig:
     def load(t: TenantConfig) -> TenantConfig:
         if t.acme is not None:
             key, key_path, x5u, _ = acme_material(t.acme)
-            return dataclasses.replace(t, key=key, key_path=key_path, x5u=x5u)
+            return t.model_copy(update={"key": key, "key_path": key_path, "x5u": x5u})
         try:
-            return dataclasses.replace(t, key=load_private_key(t.key_path))
+            return t.model_copy(update={"key": load_private_key(t.key_path)})
         except (OSError, StirShakenError) as exc:
             raise KeyMaterialError(f"signer {t.name!r}: cannot read private key {t.key_path!r}: {exc}") from None
 
-    return dataclasses.replace(
-        cfg, default=load(cfg.default) if cfg.default is not None else None, tenants=tuple(load(t) for t in cfg.tenants)
+    return cfg.model_copy(
+        update={"default": load(cfg.default) if cfg.default is not None else None, "tenants": tuple(load(t) for t in cfg.tenants)}
     )
 
 

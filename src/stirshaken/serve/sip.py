@@ -213,14 +213,14 @@ class SipService:
         self.vcfg = vcfg or VerificationConfig()
         self.call_info = call_info
         self.cache = TransactionCache(ttl, cache_size)
-        scfg: SigningConfig | None = signing.cfg if signing else None
-        self.attest_header = scfg.attest_header if scfg else ""
-        self.tenant_header = scfg.tenant_header if scfg else ""
-        self.customer_header = scfg.customer_header if scfg else ""
-        self.origid_header = scfg.origid_header if scfg else ""
-        self.use_pai = scfg.use_pai if scfg else True
-        self.max_iat_skew = scfg.max_iat_skew if scfg else 60
-        self._dialplan = {"country_code": scfg.country_code, "national_length": scfg.national_length} if scfg else {}
+        scfg = signing.cfg if signing else SigningConfig()  # no signer: the [signing] defaults (unused)
+        self.attest_header = scfg.attest_header
+        self.tenant_header = scfg.tenant_header
+        self.customer_header = scfg.customer_header
+        self.origid_header = scfg.origid_header
+        self.use_pai = scfg.use_pai
+        self.max_iat_skew = scfg.max_iat_skew
+        self._dialplan = {"country_code": scfg.country_code, "national_length": scfg.national_length}
         self._svc = (("service", role),)
 
     # --- entry ------------------------------------------------------------------------------------

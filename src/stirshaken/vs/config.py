@@ -35,19 +35,23 @@ from stirshaken.core.verification import DEFAULT_POLICY, VerificationPolicy
 if TYPE_CHECKING:
     from stirshaken.vs.x5u import X5UPolicy
 
-__all__ = ["OptionError", "VerifierConfig", "check_files", "describe_error", "is_url", "tn_prefix"]
+__all__ = ["OptionError", "VerifierConfig", "check_files", "describe_error", "error_parts", "is_url", "option_name", "tn_prefix"]
 
 _TN_PREFIX = re.compile(r"[0-9#*]{1,15}")
 _URL = re.compile(r"https?://", re.IGNORECASE)
 
 
 class OptionError(ValueError):
-    """A file named by an option cannot be used: ``option`` (a field name) and a one-line ``message``."""
+    """An option's value cannot be used: ``loc`` (the option's location below the model being
+    validated: a field name, or a path such as ``("tenant", 1, "name")`` with 0-based indexes; ``()``
+    for the table itself) and a one-line ``message``.  Raised by :func:`check_files` and by model
+    validators, whose errors :func:`describe_error` then places at ``loc``."""
 
-    def __init__(self, option: str, message: str):
-        super().__init__(f"{option}: {message}")
-        self.option = option
+    def __init__(self, option: str | tuple[str | int, ...], message: str):
+        self.loc: tuple[str | int, ...] = (option,) if isinstance(option, str) else tuple(option)
+        self.option = ".".join(str(x) for x in self.loc)
         self.message = message
+        super().__init__(f"{self.option}: {message}" if self.option else message)
 
 
 def is_url(value: str) -> bool:
@@ -268,7 +272,46 @@ _TYPES = {
     "dict_type": "must be a table",
     "model_type": "must be a table",
     "int_from_float": "must be an integer",
+    "is_instance_of": "has the wrong type",
 }
+
+
+_OPTION = re.compile(r"[a-z_][a-z0-9_]*")
+
+
+def error_parts(err: Mapping[str, Any]) -> tuple[list[str | int], str]:
+    """``(location, problem)`` of one pydantic error (an item of ``ValidationError.errors()``).
+
+    A model validator places its error with :class:`OptionError` (or, in the older form, by
+    starting the message with ``option: ``); anything else stays at the validated table."""
+    loc: list[str | int] = list(err["loc"])
+    kind = err["type"]
+    ctx = err.get("ctx") or {}
+    value = err.get("input")
+    if kind == "value_error":
+        error = ctx.get("error", err["msg"])
+        if isinstance(error, OptionError):
+            return loc + list(error.loc), error.message
+        msg = str(error)
+        option, sep, rest = msg.partition(": ")
+        if sep and _OPTION.fullmatch(option):
+            loc, msg = loc + [option], rest
+        return loc, msg
+    if kind == "extra_forbidden":
+        return loc, "unknown option"
+    if kind == "missing":
+        return loc, "required"
+    if kind in _TYPES:
+        return loc, f"{_TYPES[kind]}, got {value!r}"
+    if kind == "literal_error" or kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+        return loc, f"must be {err['msg'].removeprefix('Input should be ')}, got {value!r}"
+    return loc, str(err["msg"])
+
+
+def option_name(where: str, loc: list[str | int]) -> str:
+    """``where`` (``"[verification]"``) followed by the option path ``loc`` (``.crls[0]``)."""
+    name = "".join(f"[{x}]" if isinstance(x, int) else f".{x}" for x in loc).lstrip(".")
+    return f"{where}.{name}" if where and name else where or name
 
 
 def describe_error(exc: ValidationError, where: str = "", *, model: type[BaseModel] | None = None) -> str:
@@ -277,25 +320,8 @@ def describe_error(exc: ValidationError, where: str = "", *, model: type[BaseMod
     ``where`` prefixes the option (``"[verification]"``; empty: the bare option name).  Unknown
     options list the known ones of ``model`` when it is given."""
     err = exc.errors(include_url=False)[0]
-    loc: list[str | int] = list(err["loc"])
-    kind = err["type"]
-    ctx = err.get("ctx") or {}
-    value = err.get("input")
-    if kind == "value_error":
-        msg = str(ctx.get("error", err["msg"]))
-        if not loc:  # a model validator names its option as "option: message"
-            option, _, msg = msg.partition(": ")
-            loc = [option]
-    elif kind == "extra_forbidden":
-        msg = "unknown option"
-        if model is not None:
-            msg += f" (known: {', '.join(sorted(model.model_fields))})"
-    elif kind in _TYPES:
-        msg = f"{_TYPES[kind]}, got {value!r}"
-    elif kind == "literal_error" or kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
-        msg = f"must be {err['msg'].removeprefix('Input should be ')}, got {value!r}"
-    else:
-        msg = err["msg"]
-    name = "".join(f"[{x}]" if isinstance(x, int) else f".{x}" for x in loc).lstrip(".")
-    prefix = f"{where}.{name}" if where and name else where or name
-    return f"{prefix}: {msg}"
+    loc, msg = error_parts(err)
+    if err["type"] == "extra_forbidden" and model is not None:
+        msg += f" (known: {', '.join(sorted(model.model_fields))})"
+    prefix = option_name(where, loc)
+    return f"{prefix}: {msg}" if prefix else msg
