@@ -221,7 +221,7 @@ def register(app: typer.Typer) -> None:
         pa_url: Optional[str] = typer.Option(None, "--pa-url", help="STI-PA base URL (token authority)."),
         pa_root: List[Path] = typer.Option([], "--pa-root", help="STI-PA root certificate(s) SPC tokens must chain to."),
         pa_crl_cert: Optional[Path] = typer.Option(None, "--pa-crl-cert", help="STI-PA CRL signer certificate (its DN becomes cRLIssuer)."),
-        crl_url: Optional[str] = typer.Option(None, "--crl-url", help="SHAKEN CRL URL (default PA_URL/crl)."),
+        crl_url: Optional[str] = typer.Option(None, "--crl-url", help="SHAKEN CRL URL (default PA_URL/download/v1/crl)."),
         ca_bundle: Optional[str] = typer.Option(None, "--ca-bundle", help="PEM roots to reach the STI-PA/STI-CR over HTTPS."),
         cr_url: Optional[str] = typer.Option(None, "--cr-url", help="Publish issued chains to this STI-CR."),
         cr_token: Optional[str] = typer.Option(None, "--cr-token", envvar="STIRSHAKEN_CR_TOKEN"),
@@ -262,7 +262,7 @@ def register(app: typer.Typer) -> None:
 
         ca = CertificateAuthority.create(
             CAConfig(base_url=_base_url(cfg, p), state_dir=sd, token_authority=pa_base,
-                     crl_url=str(cfg.get("crl_url") or pa_base + "/crl"), crl_issuer=crl_issuer, pa_trust_anchors=roots,
+                     crl_url=str(cfg.get("crl_url") or pa_base + "/download/v1/crl"), crl_issuer=crl_issuer, pa_trust_anchors=roots,
                      ca_bundle=cfg.get("ca_bundle"), db_url=cfg.get("db_url")),
             publisher=publisher, revocation_hook=hook,
         )

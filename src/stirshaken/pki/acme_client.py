@@ -57,7 +57,11 @@ class PAClientError(Exception):
 
 
 class PAClient:
-    """Client of the STI-PA API (PA-03 login, PA-04 SPC token, PA-01 CA list, PA-02 CRL)."""
+    """Client of the STI-PA API (PA-03 login, PA-04 SPC token, PA-01 CA list, PA-02 CRL) in its
+    published shape: ``{base}/api/v1/auth/login``, ``{base}/api/v1/account/{SPC}/token``,
+    ``{base}/api/v1/ca-list`` and ``{base}/download/v1/crl``, with the raw access token in
+    ``Authorization`` (docs/pki.md "STI-PA API").  Admin calls (``/revoke``, ``/admin/ca``) are
+    this STI-PA's own and live at the root."""
 
     def __init__(self, base_url: str, session: aiohttp.ClientSession):
         self.base = base_url.rstrip("/")
@@ -66,8 +70,8 @@ class PAClient:
 
     async def _call(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
         headers = {"Accept": "application/json"}
-        if self.access_token:
-            headers["Authorization"] = f"Bearer {self.access_token}"
+        if self.access_token:  # the raw token, as the published STI-PA API has it (Bearer also accepted)
+            headers["Authorization"] = self.access_token
         data = None if body is None else orjson.dumps(body)
         if data is not None:
             headers["Content-Type"] = "application/json"
@@ -83,18 +87,18 @@ class PAClient:
         return out
 
     async def login(self, user: str, password: str) -> str:
-        out = await self._call("POST", "/auth/login", {"userId": user, "password": password})
+        out = await self._call("POST", "/api/v1/auth/login", {"userId": user, "password": password})
         self.access_token = str(out["accessToken"])
         return self.access_token
 
     async def spc_token(self, ocn: str, tkvalue: str, fingerprint: str, *, ca: bool = False) -> dict[str, Any]:
         """``{"token", "crl", "iss"}`` for an SPC token bound to ``fingerprint`` (PA-04)."""
         return await self._call(
-            "POST", f"/account/{ocn}/token", {"atc": {"tktype": TNAUTHLIST, "tkvalue": tkvalue, "ca": ca, "fingerprint": fingerprint}}
+            "POST", f"/api/v1/account/{ocn}/token", {"atc": {"tktype": TNAUTHLIST, "tkvalue": tkvalue, "ca": ca, "fingerprint": fingerprint}}
         )
 
     async def ca_list(self) -> str:
-        return str((await self._call("GET", "/ca-list"))["caList"])
+        return str((await self._call("GET", "/api/v1/ca-list"))["caList"])
 
     async def revoke(self, *, serial: int | None = None, jti: str | None = None, reason: str | None = None) -> dict[str, Any]:
         body: dict[str, Any] = {"jti": jti} if jti else {"serial": format(serial or 0, "x")}
@@ -106,10 +110,10 @@ class PAClient:
         await self._call("POST", "/admin/ca", {"certificate": pem_text})
 
     async def crl(self) -> x509.CertificateRevocationList:
-        async with self.session.get(self.base + "/crl") as resp:
+        async with self.session.get(self.base + "/download/v1/crl") as resp:
             data = await resp.read()
             if resp.status != 200:
-                raise PAClientError(f"STI-PA /crl: HTTP {resp.status}")
+                raise PAClientError(f"STI-PA /download/v1/crl: HTTP {resp.status}")
         return certs.load_crl(data)
 
 

@@ -268,6 +268,11 @@ class Database:
             c.execute(sa.delete(pa_sessions).where(pa_sessions.c.expires < utcnow()))
             c.execute(sa.insert(pa_sessions).values(token_hash=token_hash, username=username, expires=expires))
 
+    def pa_end_session(self, token_hash: str) -> None:
+        """Forget one STI-PA session (logout)."""
+        with self.engine.begin() as c:
+            c.execute(sa.delete(pa_sessions).where(pa_sessions.c.token_hash == token_hash))
+
     def pa_session(self, token_hash: str) -> Row | None:
         return self._one(sa.select(pa_sessions).where(pa_sessions.c.token_hash == token_hash))
 
