@@ -227,6 +227,9 @@ def register(app: typer.Typer) -> None:
         cr_token: Optional[str] = typer.Option(None, "--cr-token", envvar="STIRSHAKEN_CR_TOKEN"),
         pa_admin_user: Optional[str] = typer.Option(None, "--pa-admin-user", help="Forward revocations to the STI-PA as this admin."),
         pa_admin_password: Optional[str] = typer.Option(None, "--pa-admin-password", envvar="STIRSHAKEN_PA_ADMIN_PASSWORD"),
+        eab_required: bool = typer.Option(False, "--eab-required", help="newAccount needs an external account binding (RFC 8555 §7.3.4; keys from 'ca eab-create')."),
+        allow_account_key_reuse: bool = typer.Option(False, "--allow-account-key-reuse", help="Relaxation: issue for a CSR with the account's key (RFC 8555 §11.1 says refuse); logged per issuance."),
+        allow_header_only_signature: bool = typer.Option(False, "--allow-header-only-signature", help="Relaxation: accept POST-as-GET signed over the protected header alone (not RFC 7515); logged per request."),
     ) -> None:
         """Run the STI-CA ACME server."""
         from stirshaken.core import certificates as certs
@@ -238,7 +241,9 @@ def register(app: typer.Typer) -> None:
         cfg = _config(config, "ca", dict(state_dir=state_dir, host=host, port=port, base_url=base_url, db_url=db_url,
                                          tls_cert=tls_cert, tls_key=tls_key, no_tls=no_tls, pa_url=pa_url, pa_root=pa_root,
                                          pa_crl_cert=pa_crl_cert, crl_url=crl_url, ca_bundle=ca_bundle, cr_url=cr_url,
-                                         cr_token=cr_token, pa_admin_user=pa_admin_user, pa_admin_password=pa_admin_password))
+                                         cr_token=cr_token, pa_admin_user=pa_admin_user, pa_admin_password=pa_admin_password,
+                                         eab_required=eab_required, allow_account_key_reuse=allow_account_key_reuse,
+                                         allow_header_only_signature=allow_header_only_signature))
         if not cfg.get("pa_url") or not cfg.get("pa_root"):
             _fail("--pa-url and --pa-root are required", 2)
         sd = Path(cfg.get("state_dir", "ca-state"))
@@ -263,11 +268,38 @@ def register(app: typer.Typer) -> None:
         ca = CertificateAuthority.create(
             CAConfig(base_url=_base_url(cfg, p), state_dir=sd, token_authority=pa_base,
                      crl_url=str(cfg.get("crl_url") or pa_base + "/download/v1/crl"), crl_issuer=crl_issuer, pa_trust_anchors=roots,
-                     ca_bundle=cfg.get("ca_bundle"), db_url=cfg.get("db_url")),
+                     ca_bundle=cfg.get("ca_bundle"), db_url=cfg.get("db_url"), eab_required=bool(cfg.get("eab_required")),
+                     allow_account_key_reuse=bool(cfg.get("allow_account_key_reuse")),
+                     allow_header_only_signature=bool(cfg.get("allow_header_only_signature"))),
             publisher=publisher, revocation_hook=hook,
         )
         out.print(f"STI-CA root: {sd / 'ca-root.pem'} (register it with the STI-PA trusted-CA list)", highlight=False)
         asyncio.run(_serve_forever(ca.app, str(cfg.get("host", "127.0.0.1")), p, ssl_ctx, "STI-CA (ACME directory at /acme/directory)"))
+
+    @ca_app.command("eab-create")
+    def ca_eab_create(
+        spc: Optional[str] = typer.Option(None, "--spc", help="SPC the bound ACME account may order certificates for."),
+        account: Optional[str] = typer.Option(None, "--account", help="STI-PA account the key belongs to."),
+        state_dir: Path = typer.Option(Path("ca-state"), "--state-dir", help="The STI-CA state directory (its ca.db)."),
+        db_url: Optional[str] = typer.Option(None, "--db-url", help="SQLAlchemy URL of the STI-CA database."),
+    ) -> None:
+        """Mint an external account binding key (RFC 8555 §7.3.4): a key identifier and an HMAC key
+        (shown once) for one SP's ``stirshaken acme --eab-kid/--eab-hmac-key``."""
+        from stirshaken.pki.ca import mint_eab_key
+        from stirshaken.pki.pa import OCN_RE
+        from stirshaken.pki.store import Database, sqlite_url
+
+        if not spc and not account:
+            _fail("give --spc and/or --account: the key is bound to an SP", 2)
+        if spc is not None and OCN_RE.fullmatch(spc) is None:
+            _fail("--spc: an SPC is 1-16 digits or upper-case letters", 2)
+        state_dir.mkdir(parents=True, exist_ok=True)
+        db = Database(db_url or sqlite_url(str(state_dir / "ca.db")))
+        try:
+            kid, key = mint_eab_key(db, spc=spc, pa_account=account)
+        finally:
+            db.close()
+        out.print(f"eab_kid      {kid}\neab_hmac_key {key}\n(the HMAC key is shown only now)", highlight=False)
 
     # --- STI-CR ------------------------------------------------------------------------------
     @cr_app.command("serve")

@@ -64,6 +64,40 @@ def make_name(cn: str, org: str, country: str = "US") -> x509.Name:
     )
 
 
+#: the subject attributes an SP certificate may carry (ATIS-1000080 §6.4.1): C, O and CN required,
+#: ST, L and OU optional
+_SUBJECT_REQUIRED = ((NameOID.COUNTRY_NAME, "C"), (NameOID.ORGANIZATION_NAME, "O"), (NameOID.COMMON_NAME, "CN"))
+_SUBJECT_OPTIONAL = {NameOID.STATE_OR_PROVINCE_NAME: "ST", NameOID.LOCALITY_NAME: "L", NameOID.ORGANIZATIONAL_UNIT_NAME: "OU"}
+
+
+def check_sp_subject(subject: x509.Name, spc: str | None) -> list[str]:
+    """Every way ``subject`` falls short of the SP certificate subject rule of ATIS-1000080 §6.4.1
+    (CM-06): exactly one C, O and CN; the CN contains ``SHAKEN`` and, for an SP certificate, the
+    SPC (``spc``; None for a delegate certificate, RFC 9060, whose CN need only be present);
+    ST, L and OU are allowed, nothing else.  Each finding is one line naming the attribute; an
+    empty list means the subject conforms.  The STI-CA's finalize (``badCSR``) and
+    :func:`check_profile` both use this one rule."""
+    out: list[str] = []
+    for oid, label in _SUBJECT_REQUIRED:
+        n = len(subject.get_attributes_for_oid(oid))
+        if n == 0:
+            out.append(f"CM-06 subject lacks {label}")
+        elif n > 1:
+            out.append(f"CM-06 subject has {n} {label} attributes, expected one")
+    for attr in subject:
+        if attr.oid not in _SUBJECT_OPTIONAL and all(attr.oid != oid for oid, _ in _SUBJECT_REQUIRED):
+            name = getattr(attr.oid, "_name", None) or attr.oid.dotted_string
+            out.append(f"CM-06 subject attribute {name} is not allowed (only C, O, CN, ST, L, OU)")
+    cns = [a.value for a in subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+    if cns and spc is not None:
+        cn = str(cns[0])
+        if "SHAKEN" not in cn:
+            out.append(f"CM-06 CN {cn[:60]!r} does not contain 'SHAKEN'")
+        elif spc not in cn.replace("SHAKEN", " ", 1):
+            out.append(f"CM-06 CN {cn[:60]!r} does not contain the SPC {spc!r}")
+    return out
+
+
 def _public_key(key: ec.EllipticCurvePrivateKey | ec.EllipticCurvePublicKey) -> ec.EllipticCurvePublicKey:
     return key.public_key() if isinstance(key, ec.EllipticCurvePrivateKey) else key
 
@@ -277,10 +311,13 @@ def create_sp_certificate(
     policy_oid: x509.ObjectIdentifier = SHAKEN_CP_OID,
     not_before: dt.datetime | None = None,
     not_after: dt.datetime | None = None,
+    subject: x509.Name | None = None,
 ) -> x509.Certificate:
     """An SP (end-entity) certificate with the ATIS-1000080 §6.4.1 profile.
 
     ``subject_key`` may be a key or a CSR; with a CSR the TNAuthList defaults to the CSR's.
+    ``subject``: the subject to issue with (the STI-CA passes a CSR subject that passed
+    :func:`check_sp_subject`); default ``C=<country>, O=<org>, CN=SHAKEN <SPC>``.
     """
     if isinstance(subject_key, x509.CertificateSigningRequest):
         csr = subject_key
@@ -299,7 +336,7 @@ def create_sp_certificate(
         tnauthlist = TNAuthList.for_spc(spc)
     code = tnauthlist.spc or "TN"
     return _issued(
-        make_name(f"SHAKEN {code}", org, country),
+        subject if subject is not None else make_name(f"SHAKEN {code}", org, country),
         pub,
         issuer_cert,
         issuer_key,
@@ -398,9 +435,10 @@ def check_profile(cert: x509.Certificate, role: str | None = None, *, issuer: x5
         out.append("CM-04 public key is not P-256")
     subject = cert.subject
     cns = [a.value for a in subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
-    for oid, label in ((NameOID.COMMON_NAME, "CN"), (NameOID.ORGANIZATION_NAME, "O"), (NameOID.COUNTRY_NAME, "C")):
-        if not subject.get_attributes_for_oid(oid):
-            out.append(f"CM-06 subject lacks {label}")
+    if role != "sp":
+        for oid, label in ((NameOID.COMMON_NAME, "CN"), (NameOID.ORGANIZATION_NAME, "O"), (NameOID.COUNTRY_NAME, "C")):
+            if not subject.get_attributes_for_oid(oid):
+                out.append(f"CM-06 subject lacks {label}")
     try:
         exts = cert.extensions
     except ValueError as exc:
@@ -486,12 +524,14 @@ def check_profile(cert: x509.Certificate, role: str | None = None, *, issuer: x5
                 tnal = from_certificate(cert)
                 assert tnal is not None
                 entries = tnal[0].entries
-                if len(entries) != 1 or tnal[0].spc is None:
+                if tnal[0].spc is None:  # a delegate certificate (RFC 9060): TN and range entries only
+                    out.extend(check_sp_subject(subject, None))
+                elif len(entries) != 1:
                     out.append("CM-13 TNAuthList must hold exactly one SPC entry")
                 elif not tnal[0].spc.isalnum() or tnal[0].spc != tnal[0].spc.upper():
                     out.append("CM-13 SPC must be digits and upper-case letters")
-                elif cns and cns[0] != f"SHAKEN {tnal[0].spc}":
-                    out.append(f"CM-06 CN is {cns[0]!r}, expected 'SHAKEN {tnal[0].spc}'")
+                else:
+                    out.extend(check_sp_subject(subject, tnal[0].spc))
             except TNAuthListError as exc:
                 out.append(f"CM-13 TNAuthList is malformed: {exc.description}")
     else:

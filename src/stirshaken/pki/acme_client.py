@@ -36,7 +36,7 @@ from stirshaken.core.tnauthlist import TNAuthList
 from stirshaken.net.http import client_session, client_ssl_context  # noqa: F401 (re-exported)
 from stirshaken.pki.acme import (  # noqa: F401 (ERR, TKAUTH01 re-exported)
     ERR, JOSE_JSON, PEM_CHAIN, TKAUTH01, TNAUTHLIST, AcmeProblem, Authorization, Challenge, Directory, Finalize,
-    Identifier, NewAccount, NewOrder, Order, Revocation, TkauthAnswer,
+    Identifier, NewAccount, NewOrder, Order, Revocation, TkauthAnswer, eab_hmac_key, make_eab,
 )
 
 log = logging.getLogger("stirshaken.pki.acme_client")
@@ -249,12 +249,24 @@ class AcmeClient:
             raise err
         return res
 
-    async def register(self, contact: list[str] | None = None, *, only_existing: bool = False) -> str:
+    async def register(
+        self, contact: list[str] | None = None, *, only_existing: bool = False, eab: tuple[str, str] | None = None
+    ) -> str:
+        """newAccount (RFC 8555 §7.3); ``eab``: ``(kid, base64url HMAC key)`` for an external
+        account binding (§7.3.4).  A directory with ``externalAccountRequired`` and no ``eab``
+        raises :class:`AcmeProblem` ``externalAccountRequired`` before anything is sent."""
         d = await self.directory()
         if only_existing:
             req = NewAccount(only_return_existing=True)
         else:
-            req = NewAccount(terms_of_service_agreed=True, contact=tuple(contact) if contact else None)
+            binding = None
+            if eab is not None:
+                binding = make_eab(eab[0], eab_hmac_key(eab[1]), jwk_of(self.key), d.new_account)
+            elif d.meta is not None and d.meta.external_account_required:
+                raise AcmeProblem(
+                    "externalAccountRequired", "the STI-CA requires an external account binding: give --eab-kid and --eab-hmac-key", 0
+                )
+            req = NewAccount(terms_of_service_agreed=True, contact=tuple(contact) if contact else None, external_account_binding=binding)
         res = await self.post(d.new_account, req.to_json(), use_jwk=True)
         if not res.location:
             raise AcmeProblem("malformed", "newAccount without Location", res.status)
@@ -332,6 +344,7 @@ class AcmeClient:
 class AcmeConfig:
     """Where and as whom an SP obtains its SHAKEN certificate.
 
+    ``eab_kid`` / ``eab_hmac_key``: the external account binding the STI-CA issued (RFC 8555 §7.3.4).
     ``state_dir`` holds ``account.key`` (0600), ``account.json``, ``sp.key`` (0600), ``sp.pem``
     (leaf), ``sp-chain.pem`` (leaf + intermediates) and ``cert.json`` (x5u URL, serial, expiry).
     When the STI-CA publishes the chain itself (``X-Shaken-Certificate-Location``) that URL becomes
@@ -351,6 +364,8 @@ class AcmeConfig:
     contact: list[str] = field(default_factory=list)
     org: str = "STI Participant"
     days: int | None = None
+    eab_kid: str | None = None
+    eab_hmac_key: str | None = None
 
 
 @dataclass
@@ -424,7 +439,7 @@ async def obtain_certificate(cfg: AcmeConfig, *, session: aiohttp.ClientSession 
         await pa.login(cfg.username, cfg.password)
         tok = await pa.spc_token(cfg.ocn, client.identifier_value(tnal), account_key_fingerprint(account_key))
         # 2. account and order (RFC 8555 §7.3, §7.4; RFC 9448 §3)
-        await client.register(cfg.contact)
+        await client.register(cfg.contact, eab=(cfg.eab_kid, cfg.eab_hmac_key) if cfg.eab_kid and cfg.eab_hmac_key else None)
         (cfg.state_dir / "account.json").write_bytes(orjson.dumps({"url": client.account_url, "directory": cfg.directory_url}))
         not_after = None
         if cfg.days:

@@ -158,6 +158,8 @@ class AcmeSettings:
     check_interval: float = 3600.0
     identifier_encoding: str = "base64url"
     days: int = 0
+    eab_kid: str = ""  # RFC 8555 §7.3.4 external account binding (stirshaken ca eab-create)
+    eab_hmac_key: str = field(default="", repr=False)
 
     def acme_config(self) -> Any:
         """The :class:`stirshaken.acme.AcmeConfig` for :func:`stirshaken.acme.ensure_certificate`."""
@@ -167,7 +169,7 @@ class AcmeSettings:
             directory_url=self.directory_url, pa_url=self.pa_url, ocn=self.ocn, username=self.username,
             password=self.password, state_dir=Path(self.state_dir), ca_bundle=self.ca_bundle or None,
             cr_url=self.cr_url or None, cr_token=self.cr_token or None, identifier_encoding=self.identifier_encoding,
-            days=self.days or None,
+            days=self.days or None, eab_kid=self.eab_kid or None, eab_hmac_key=self.eab_hmac_key or None,
         )
 
 
@@ -372,6 +374,7 @@ _TENANT_KEYS = {"name", "spc", "ocn", "key", "x5u", "tns", "customer", "default_
 _ACME_KEYS = {
     "directory_url", "pa_url", "ocn", "username", "password", "password_file", "password_env", "state_dir", "ca_bundle",
     "cr_url", "cr_token", "cr_token_file", "cr_token_env", "renew_before_days", "check_interval", "identifier_encoding", "days",
+    "eab_kid", "eab_hmac_key", "eab_hmac_key_file", "eab_hmac_key_env",
 }
 
 
@@ -451,6 +454,8 @@ def _acme(base: Path, data: Any, where: str, ocn: str | None) -> AcmeSettings:
         check_interval=interval,
         identifier_encoding=sec.choice("identifier_encoding", "base64url", ("base64url", "base64")),
         days=sec.int_range("days", 0, 0, 3650),
+        eab_kid=sec.get("eab_kid", str, ""),
+        eab_hmac_key=_secret(base, sec, "eab_hmac_key", required=False),
     )
 
 
