@@ -10,6 +10,7 @@ certificate are generated under the state directory (``tls/tls-root.pem`` is wha
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import signal
 import tomllib
 from pathlib import Path
@@ -104,17 +105,49 @@ def register(app: typer.Typer) -> None:
     app.add_typer(ca_app, name="ca")
     app.add_typer(cr_app, name="cr")
 
-    @app.command("acme")
+    acme_app = typer.Typer(
+        help="Obtain, list and renew the SP's SHAKEN certificates (STI-PA SPC token + STI-CA ACME).",
+        invoke_without_command=True, no_args_is_help=False,
+    )
+    app.add_typer(acme_app, name="acme")
+
+    def _show(st: Any, state_dir: Path) -> None:
+        verb = "obtained" if st.renewed else "current"
+        cur = state_dir / "current"
+        out.print(
+            f"{verb} certificate {st.serial:x}, valid until {st.not_after:%Y-%m-%d %H:%M}Z\n"
+            f"  key   {cur / 'key.pem' if cur.exists() else st.key_path}\n  chain {cur / 'chain.pem' if cur.exists() else st.chain_path}\n"
+            f"  x5u   {st.x5u or '(not published)'}",
+            highlight=False, soft_wrap=True,
+        )
+
+    async def _ensure(cfg: Any, renew_before_days: float, force: bool, hook: Optional[str]) -> Any:
+        from stirshaken.pki.acme_client import ensure_certificate, run_deploy_hook
+
+        st = await ensure_certificate(cfg, renew_before_days=renew_before_days, force=force)
+        _show(st, cfg.state_dir)
+        if st.renewed and hook:
+            await asyncio.to_thread(run_deploy_hook, hook, st, cfg.state_dir)
+            out.print(f"deploy hook ran: {hook}", highlight=False)
+        return st
+
+    @acme_app.callback()
     def acme_cmd(
-        directory: str = typer.Option(..., "--directory", help="ACME directory URL of the STI-CA."),
-        pa_url: str = typer.Option(..., "--pa-url", help="STI-PA API base URL."),
-        ocn: str = typer.Option(..., "--ocn", help="The SP's OCN/SPC."),
-        user: str = typer.Option(..., "--user", help="STI-PA user id."),
+        ctx: typer.Context,
+        directory: Optional[str] = typer.Option(None, "--directory", help="ACME directory URL of the STI-CA."),
+        pa_url: Optional[str] = typer.Option(None, "--pa-url", help="STI-PA API base URL."),
+        ocn: Optional[str] = typer.Option(None, "--ocn", help="The SP's OCN/SPC."),
+        user: Optional[str] = typer.Option(None, "--user", help="STI-PA user id."),
         password: Optional[str] = typer.Option(None, "--password", envvar="STIRSHAKEN_PA_PASSWORD", help="STI-PA password (or env STIRSHAKEN_PA_PASSWORD)."),
         state_dir: Path = typer.Option(Path("sp-cert"), "--state-dir", help="Where account key, SP key and certificate are kept."),
         ca_bundle: Optional[str] = typer.Option(None, "--ca-bundle", help="PEM roots for the HTTPS services."),
         cr_url: Optional[str] = typer.Option(None, "--cr-url", help="STI-CR base URL to PUT the chain to."),
         cr_token: Optional[str] = typer.Option(None, "--cr-token", envvar="STIRSHAKEN_CR_TOKEN", help="STI-CR upload token."),
+        email: List[str] = typer.Option([], "--email", help="Contact e-mail for the ACME account (repeatable; mailto: URL)."),
+        eab_kid: Optional[str] = typer.Option(None, "--eab-kid", help="External account binding key identifier (RFC 8555 §7.3.4)."),
+        eab_hmac_key: Optional[str] = typer.Option(None, "--eab-hmac-key", envvar="STIRSHAKEN_EAB_HMAC_KEY", help="External account binding HMAC key (base64url)."),
+        deploy_hook: Optional[str] = typer.Option(None, "--deploy-hook", help="Shell command run after an issuance or renewal (STIRSHAKEN_CERT, _KEY, _CHAIN, _X5U in its environment)."),
+        dry_run: bool = typer.Option(False, "--dry-run", help="Run the whole flow against --directory but change no file, upload nothing and run no hook."),
         renew_before_days: float = typer.Option(30.0, "--renew-before-days", help="Renew when fewer days are left."),
         force: bool = typer.Option(False, "--force", help="Obtain a new certificate even if the current one is fine."),
         encoding: str = typer.Option("base64url", "--identifier-encoding", help="base64url (RFC 9448) or base64."),
@@ -122,35 +155,120 @@ def register(app: typer.Typer) -> None:
         interval: float = typer.Option(3600.0, "--interval", help="Seconds between checks with --watch."),
     ) -> None:
         """Obtain (or renew) the SP's SHAKEN certificate: STI-PA login, SPC token, ACME
-        TNAuthList order, tkauth-01, finalize, download, publish to the STI-CR."""
-        from stirshaken.pki.acme_client import AcmeConfig, ensure_certificate, renew_forever
+        TNAuthList order, tkauth-01, finalize, download, publish to the STI-CR.  The active key and
+        chain are always at STATE_DIR/current/key.pem and STATE_DIR/current/chain.pem.
+        Subcommands: ``acme list``, ``acme renew``."""
+        import dataclasses
+        import shutil
+        import tempfile
 
+        from stirshaken.pki.acme_client import AcmeConfig, obtain_certificate, renew_forever, save_settings
+
+        if ctx.invoked_subcommand is not None:
+            return
+        missing = [n for n, v in (("--directory", directory), ("--pa-url", pa_url), ("--ocn", ocn), ("--user", user)) if not v]
+        if missing:
+            _fail(f"missing option(s) {', '.join(missing)} (or use 'stirshaken acme list|renew')", 2)
         if not password:
             _fail("an STI-PA password is needed (--password or STIRSHAKEN_PA_PASSWORD)", 2)
         if encoding not in ("base64url", "base64"):
             _fail("--identifier-encoding must be base64url or base64", 2)
+        if bool(eab_kid) != bool(eab_hmac_key):
+            _fail("give both --eab-kid and --eab-hmac-key", 2)
+        bad = [e for e in email if "@" not in e or e.startswith("mailto:")]
+        if bad:
+            _fail(f"--email {bad[0]!r}: give a plain address such as noc@example.net", 2)
         cfg = AcmeConfig(
-            directory_url=directory, pa_url=pa_url, ocn=ocn, username=user, password=password or "", state_dir=state_dir,
+            directory_url=str(directory), pa_url=str(pa_url), ocn=str(ocn), username=str(user), password=password or "", state_dir=state_dir,
             ca_bundle=ca_bundle, cr_url=cr_url, cr_token=cr_token, identifier_encoding=encoding,
+            contact=[f"mailto:{e}" for e in email], eab_kid=eab_kid, eab_hmac_key=eab_hmac_key,
         )
-
-        def show(st: Any) -> None:
-            verb = "obtained" if st.renewed else "current"
-            out.print(
-                f"{verb} certificate {st.serial:x}, valid until {st.not_after:%Y-%m-%d %H:%M}Z\n"
-                f"  key   {st.key_path}\n  chain {st.chain_path}\n  x5u   {st.x5u or '(not published)'}",
-                highlight=False,
-            )
-
         try:
-            st = asyncio.run(ensure_certificate(cfg, renew_before_days=renew_before_days, force=force))
-            show(st)
+            if dry_run:
+                with tempfile.TemporaryDirectory(prefix="stirshaken-acme-dry-run-") as tmp:
+                    if (state_dir / "account.key").exists():
+                        shutil.copy2(state_dir / "account.key", Path(tmp) / "account.key")
+                    st = asyncio.run(obtain_certificate(dataclasses.replace(cfg, state_dir=Path(tmp), cr_url=None, cr_token=None)))
+                out.print(f"dry run: the STI-CA issued certificate {st.serial:x} (valid until {st.not_after:%Y-%m-%d}Z); "
+                          f"nothing in {state_dir} changed, nothing uploaded, no hook run", highlight=False)
+                return
+            save_settings(state_dir, {
+                "directory": directory, "pa_url": pa_url, "ocn": ocn, "user": user, "ca_bundle": ca_bundle, "cr_url": cr_url,
+                "contact": cfg.contact, "eab_kid": eab_kid, "identifier_encoding": encoding,
+                "renew_before_days": renew_before_days, "deploy_hook": deploy_hook,
+            })
+            asyncio.run(_ensure(cfg, renew_before_days, force, deploy_hook))
             if watch:
-                asyncio.run(renew_forever(cfg, renew_before_days=renew_before_days, check_interval=interval, on_renewed=show))
+                async def _watch() -> None:
+                    from stirshaken.pki.acme_client import run_deploy_hook
+
+                    async def renewed(st: Any) -> None:
+                        _show(st, state_dir)
+                        if deploy_hook:
+                            await asyncio.to_thread(run_deploy_hook, deploy_hook, st, state_dir)
+
+                    await renew_forever(cfg, renew_before_days=renew_before_days, check_interval=interval, on_renewed=renewed)
+
+                asyncio.run(_watch())
         except KeyboardInterrupt:
             raise typer.Exit(0)
         except Exception as exc:
             _fail(f"{type(exc).__name__}: {exc}")
+
+    @acme_app.command("list")
+    def acme_list(
+        paths: List[Path] = typer.Argument(None, help="State directories, or directories holding them (default ./sp-cert)."),
+    ) -> None:
+        """Show the managed certificates: state directory, serial, expiry, days left, x5u."""
+        from stirshaken.pki.acme_client import current_certificate, managed_state_dirs
+
+        dirs = managed_state_dirs(list(paths or [Path("sp-cert")]))
+        if not dirs:
+            out.print("no managed certificates", highlight=False)
+            return
+        now = dt.datetime.now(dt.timezone.utc)
+        for d in dirs:
+            st = current_certificate(d)
+            if st is None:
+                out.print(f"{d}: no certificate yet", highlight=False, soft_wrap=True)
+                continue
+            left = (st.not_after - now).total_seconds() / 86400
+            out.print(f"{d}: serial {st.serial:x}  expires {st.not_after:%Y-%m-%d %H:%M}Z ({left:.0f} days)  "
+                      f"x5u {st.x5u or '(not published)'}", highlight=False, soft_wrap=True)
+
+    @acme_app.command("renew")
+    def acme_renew(
+        paths: List[Path] = typer.Argument(None, help="State directories, or directories holding them (default ./sp-cert)."),
+        password: Optional[str] = typer.Option(None, "--password", envvar="STIRSHAKEN_PA_PASSWORD", help="STI-PA password."),
+        cr_token: Optional[str] = typer.Option(None, "--cr-token", envvar="STIRSHAKEN_CR_TOKEN"),
+        eab_hmac_key: Optional[str] = typer.Option(None, "--eab-hmac-key", envvar="STIRSHAKEN_EAB_HMAC_KEY"),
+        force: bool = typer.Option(False, "--force", help="Renew even when not due."),
+    ) -> None:
+        """Renew every managed certificate that is due (``renew_before_days`` as saved by ``acme``),
+        with the options saved at the first run; runs each saved deploy hook after a renewal."""
+        from stirshaken.pki.acme_client import AcmeConfig, load_settings, managed_state_dirs
+
+        dirs = [d for d in managed_state_dirs(list(paths or [Path("sp-cert")])) if load_settings(d) is not None]
+        if not dirs:
+            _fail("no managed certificates (run 'stirshaken acme --directory ...' first)", 2)
+        if not password:
+            _fail("an STI-PA password is needed (--password or STIRSHAKEN_PA_PASSWORD)", 2)
+        failed = 0
+        for d in dirs:
+            st = load_settings(d) or {}
+            cfg = AcmeConfig(
+                directory_url=str(st.get("directory")), pa_url=str(st.get("pa_url")), ocn=str(st.get("ocn")),
+                username=str(st.get("user")), password=password or "", state_dir=d, ca_bundle=st.get("ca_bundle"),
+                cr_url=st.get("cr_url"), cr_token=cr_token, identifier_encoding=str(st.get("identifier_encoding") or "base64url"),
+                contact=list(st.get("contact") or []), eab_kid=st.get("eab_kid"), eab_hmac_key=eab_hmac_key,
+            )
+            try:
+                asyncio.run(_ensure(cfg, float(st.get("renew_before_days") or 30.0), force, st.get("deploy_hook")))
+            except Exception as exc:
+                failed += 1
+                err.print(f"[red]error:[/red] {d}: {type(exc).__name__}: {exc}", highlight=False, soft_wrap=True)
+        if failed:
+            raise typer.Exit(1)
 
     # --- STI-PA ------------------------------------------------------------------------------
     @pa_app.command("serve")

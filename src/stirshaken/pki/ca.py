@@ -49,6 +49,9 @@ from stirshaken.pki.spc_token import TokenValidator
 
 log = logging.getLogger("stirshaken.pki.ca")
 
+#: on a certificate download: why the STI-CA's own upload of the chain to the STI-CR failed
+PUBLISH_ERROR_HEADER = "X-Shaken-Publish-Error"
+
 NONCE_LIFETIME = 600.0
 MAX_NONCES = 100_000
 
@@ -222,6 +225,7 @@ class CertificateAuthority:
         self.tokens = TokenValidator(config, db)
         self.publisher = publisher
         self.revocation_hook = revocation_hook
+        self._publish_errors: dict[str, str] = {}  # order id -> why publishing its chain failed (since start)
         self.app = self._make_app()
 
     @classmethod
@@ -653,6 +657,7 @@ class CertificateAuthority:
                     cr_url = await self.publisher(f"{spc}-{cert.serial_number:x}.pem", chain_pem)
                 except Exception as exc:  # the certificate is still issued; the SP can publish it
                     log.warning("publishing to the STI-CR failed: %s", exc)
+                    self._publish_errors[order.id] = f"the STI-CA could not publish it to the STI-CR: {str(exc)[:200]}"
             self.db.ca_store_certificate(order.id, acct.id, cert.serial_number, chain_pem.decode(), cert.not_valid_after_utc, cr_url)
         except Exception:
             log.exception("issuance failed for order %s", order.id)
@@ -670,6 +675,8 @@ class CertificateAuthority:
         headers = {"Link": f'<{self.url("issuer.pem")}>;rel="up"'}
         if row.cr_url:
             headers["X-Shaken-Certificate-Location"] = row.cr_url
+        elif row.order_id in self._publish_errors:  # tell the SP's client, not only this log
+            headers[PUBLISH_ERROR_HEADER] = self._publish_errors[row.order_id]
         return web.Response(body=row.chain_pem.encode(), content_type=PEM_CHAIN, headers=headers)
 
     async def h_revoke(self, request: web.Request) -> web.Response:
