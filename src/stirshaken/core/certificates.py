@@ -27,7 +27,7 @@ from cryptography.x509.oid import ExtensionOID, NameOID
 from cryptography.x509 import verification as xv
 
 from stirshaken.core.errors import CertificateError, TNAuthListError, UntrustedCertificateError
-from stirshaken.core.tnauthlist import TNAUTHLIST_OID, TNAuthList, from_certificate, to_extension
+from stirshaken.core.tnauthlist import SPC, TN, TNAUTHLIST_OID, TNAuthList, TNRange, from_certificate, to_extension
 
 #: US SHAKEN Certificate Policy OIDs (CP v1.1-v1.4, STANDARDS.md CM-11).
 SHAKEN_CP_ARC = "2.16.840.1.114569.1.1."
@@ -277,8 +277,11 @@ def create_intermediate(
     crl_issuer: x509.Name | None = None,
     policy_oid: x509.ObjectIdentifier = SHAKEN_CP_OID,
     not_before: dt.datetime | None = None,
+    path_length: int = 0,
 ) -> x509.Certificate:
-    """An STI-CA intermediate (CA:TRUE, pathlen 0, keyCertSign only: CM-07, CM-08)."""
+    """An STI-CA intermediate (CA:TRUE, keyCertSign only: CM-07, CM-08).  ``path_length`` is 0
+    (it issues SP certificates only); 1 lets it issue SP delegate-issuing CA certificates
+    (:func:`create_sp_certificate` with ``ca=True``, RFC 9060 §4)."""
     return _issued(
         make_name(cn, org, country),
         _public_key(key),
@@ -292,7 +295,7 @@ def create_intermediate(
         tnauthlist=None,
         not_before=not_before,
         not_after=None,
-        path_length=0,
+        path_length=path_length,
     )
 
 
@@ -312,8 +315,12 @@ def create_sp_certificate(
     not_before: dt.datetime | None = None,
     not_after: dt.datetime | None = None,
     subject: x509.Name | None = None,
+    ca: bool = False,
 ) -> x509.Certificate:
     """An SP (end-entity) certificate with the ATIS-1000080 §6.4.1 profile.
+
+    ``ca=True``: the SP's CA certificate for issuing delegate certificates (RFC 9060 §4,
+    ATIS-1000092): CA:TRUE with path length 0, keyCertSign, the SP's TNAuthList.
 
     ``subject_key`` may be a key or a CSR; with a CSR the TNAuthList defaults to the CSR's.
     ``subject``: the subject to issue with (the STI-CA passes a CSR subject that passed
@@ -336,11 +343,12 @@ def create_sp_certificate(
         tnauthlist = TNAuthList.for_spc(spc)
     code = tnauthlist.spc or "TN"
     return _issued(
-        subject if subject is not None else make_name(f"SHAKEN {code}", org, country),
+        subject if subject is not None else make_name(f"SHAKEN {code}" + (" Delegate CA" if ca else ""), org, country),
         pub,
         issuer_cert,
         issuer_key,
-        ca=False,
+        ca=ca,
+        path_length=0 if ca else None,
         days=days,
         crl_url=crl_url,
         crl_issuer=crl_issuer,
@@ -348,6 +356,82 @@ def create_sp_certificate(
         tnauthlist=tnauthlist,
         not_before=not_before,
         not_after=not_after,
+    )
+
+
+def _block(prefix: str, length: int) -> tuple[int, int] | None:
+    """The numbers of ``length`` digits starting with ``prefix``, as ``[lo, hi)``."""
+    if not prefix.isdigit() or len(prefix) > length:
+        return None
+    scale = 10 ** (length - len(prefix))
+    return int(prefix) * scale, (int(prefix) + 1) * scale
+
+
+def within_authority(entry: TN | TNRange, authority: TNAuthList, prefixes: Sequence[str] = ()) -> bool:
+    """Whether a delegate TNAuthList entry lies inside an issuer's authority (RFC 9060 §4: a
+    delegate certificate's scope must be a subset of its issuer's): the issuer's TN and range
+    entries, and ``prefixes``, the TN blocks of the issuer's SPC (which the SPC alone does not
+    name; the operator gives them)."""
+    if isinstance(entry, TN):
+        return authority.covers(entry.number) or any(entry.number.startswith(p) for p in prefixes)
+    if not entry.start.isdigit():
+        return False
+    lo, hi = int(entry.start), int(entry.start) + entry.count
+    length = len(entry.start)
+    for e in authority.entries:
+        if isinstance(e, TNRange) and len(e.start) == length and e.start.isdigit() and int(e.start) <= lo and hi <= int(e.start) + e.count:
+            return True
+    return any((b := _block(p, length)) is not None and b[0] <= lo and hi <= b[1] for p in prefixes)
+
+
+def create_delegate_certificate(
+    subject_key: ec.EllipticCurvePrivateKey | ec.EllipticCurvePublicKey,
+    issuer_cert: x509.Certificate,
+    issuer_key: ec.EllipticCurvePrivateKey,
+    tnauthlist: TNAuthList,
+    *,
+    authority: Sequence[str] = (),
+    cn: str = "SHAKEN Delegate",
+    org: str = "STI Delegate",
+    country: str = "US",
+    days: int = 90,
+    crl_url: str | None = None,
+    crl_issuer: x509.Name | None = None,
+    policy_oid: x509.ObjectIdentifier = SHAKEN_CP_OID,
+) -> x509.Certificate:
+    """A delegate end-entity certificate (RFC 9060, ATIS-1000092) an SP issues to an enterprise:
+    a TNAuthList of TN and range entries only (no SPC), each inside the issuer's authority
+    (:func:`within_authority` with the issuer's TNAuthList and ``authority`` prefixes).
+
+    The issuer must be a CA certificate carrying a TNAuthList (the SP's delegate-issuing CA,
+    :func:`create_sp_certificate` ``ca=True``).  Raises :class:`CertificateError` naming the entry
+    or the issuer fault; nothing is issued then.
+    """
+    if any(isinstance(e, SPC) for e in tnauthlist.entries):
+        raise CertificateError("a delegate certificate names TNs and ranges, not an SPC (RFC 9060 §4)")
+    try:
+        bc = issuer_cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+    except x509.ExtensionNotFound:
+        bc = None
+    if bc is None or not bc.ca:
+        raise CertificateError(
+            "the issuer certificate is not a CA certificate: delegate certificates are issued by the SP's "
+            "delegate-issuing CA certificate (CA:TRUE with the SP's TNAuthList; 'stirshaken cert sp --ca')"
+        )
+    found = from_certificate(issuer_cert)
+    if found is None:
+        raise CertificateError("the issuer certificate has no TNAuthList: its authority is unknown (RFC 9060 §4)")
+    issuer_tnal = found[0]
+    for e in tnauthlist.entries:
+        assert isinstance(e, (TN, TNRange))
+        if not within_authority(e, issuer_tnal, authority):
+            what = f"TN {e.number}" if isinstance(e, TN) else f"range {e.start}+{e.count}"
+            spcs = ", ".join(issuer_tnal.spcs)
+            hint = f"; for SPC {spcs} give its TN blocks with --authority PREFIX" if spcs and not authority else ""
+            raise CertificateError(f"{what} is outside the issuer's authority{hint}")
+    return _issued(
+        make_name(cn, org, country), _public_key(subject_key), issuer_cert, issuer_key, ca=False, days=days,
+        crl_url=crl_url, crl_issuer=crl_issuer, policy_oid=policy_oid, tnauthlist=tnauthlist, not_before=None, not_after=None,
     )
 
 
@@ -573,6 +657,9 @@ class ValidatedCredential:
     tnauthlist: TNAuthList
     not_after: dt.datetime
     warnings: tuple[str, ...] = field(default=())
+    #: a delegate certificate (RFC 9060): TN / range entries and no SPC; the verifier checks the
+    #: orig TN against them on every call (core.verification.check_authority)
+    delegate: bool = False
 
     @property
     def spc(self) -> str | None:
@@ -697,6 +784,7 @@ class TrustStore:
             public_key=pub,
             tnauthlist=tnal,
             not_after=min(c.not_valid_after_utc for c in chain),
+            delegate=tnal.spc is None,
         )
 
     def _path_fault(self, leaf: x509.Certificate, intermediates: Sequence[x509.Certificate], at: dt.datetime) -> str:
