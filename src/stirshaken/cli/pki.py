@@ -69,6 +69,8 @@ def _tls(cfg: dict[str, Any], state_dir: Path) -> Any:
 
     if cfg.get("no_tls"):
         return None
+    if cfg.get("tls_dir"):  # made by 'stirshaken pki tls --out DIR'
+        cfg = {**cfg, "tls_cert": Path(cfg["tls_dir"]) / "tls-server.pem", "tls_key": Path(cfg["tls_dir"]) / "tls-server.key"}
     if cfg.get("tls_cert") and cfg.get("tls_key"):
         ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ctx.load_cert_chain(str(cfg["tls_cert"]), str(cfg["tls_key"]))
@@ -94,6 +96,7 @@ DbUrlOpt = Annotated[Optional[str], typer.Option("--db-url", help="SQLAlchemy UR
 TlsCertOpt = Annotated[Optional[Path], typer.Option("--tls-cert", help="Server certificate (PEM); default: generated under the state directory.")]
 TlsKeyOpt = Annotated[Optional[Path], typer.Option("--tls-key", help="Server private key (PEM).")]
 NoTlsOpt = Annotated[bool, typer.Option("--no-tls", help="Plain HTTP (behind a TLS proxy).")]
+TlsDirOpt = Annotated[Optional[Path], typer.Option("--tls-dir", help="TLS files made by 'stirshaken pki tls --out DIR' (tls-server.pem/.key).")]
 
 
 def register(app: typer.Typer) -> None:
@@ -101,6 +104,23 @@ def register(app: typer.Typer) -> None:
     pa_app = typer.Typer(help="STI-PA: SP accounts, SPC tokens, trusted-CA list and SHAKEN CRL.", no_args_is_help=True)
     ca_app = typer.Typer(help="STI-CA: ACME server for TNAuthList identifiers (RFC 8555/9447/9448).", no_args_is_help=True)
     cr_app = typer.Typer(help="STI-CR: HTTPS certificate repository for x5u.", no_args_is_help=True)
+    pki_app = typer.Typer(help="Lab PKI helpers.", no_args_is_help=True)
+    app.add_typer(pki_app, name="pki")
+
+    @pki_app.command("tls")
+    def pki_tls(
+        out_dir: Path = typer.Option(Path("tls"), "--out", help="Directory for tls-root.pem, tls-server.pem and tls-server.key."),
+        host: List[str] = typer.Option(["127.0.0.1"], "--host", help="Name or address the services are reached at (repeatable)."),
+    ) -> None:
+        """One TLS root and one server certificate for every lab service: give each ``serve``
+        ``--tls-dir DIR`` (or ``--tls-cert``/``--tls-key``) and every client ``--ca-bundle DIR/tls-root.pem``."""
+        from stirshaken.pki import tls
+
+        hosts = tuple(dict.fromkeys([*host, "localhost"]))
+        files = tls.make_tls(out_dir, hosts=hosts)
+        out.print(f"TLS root (the --ca-bundle of clients): {files.root}\nserver certificate {files.cert}, key {files.key} "
+                  f"for {', '.join(hosts)}", highlight=False, soft_wrap=True)
+
     app.add_typer(pa_app, name="pa")
     app.add_typer(ca_app, name="ca")
     app.add_typer(cr_app, name="cr")
@@ -282,6 +302,7 @@ def register(app: typer.Typer) -> None:
         tls_cert: TlsCertOpt = None,
         tls_key: TlsKeyOpt = None,
         no_tls: NoTlsOpt = False,
+        tls_dir: TlsDirOpt = None,
         trusted_ca: List[Path] = typer.Option([], "--trusted-ca", help="STI-CA root(s) for the trusted-CA list."),
         admin_password: Optional[str] = typer.Option(None, "--admin-password", envvar="STIRSHAKEN_PA_ADMIN_PASSWORD", help="Create/refresh user 'admin'."),
     ) -> None:
@@ -289,7 +310,7 @@ def register(app: typer.Typer) -> None:
         from stirshaken.pki.pa import PAConfig, PolicyAdministrator
 
         cfg = _config(config, "pa", dict(state_dir=state_dir, host=host, port=port, base_url=base_url, db_url=db_url,
-                                         tls_cert=tls_cert, tls_key=tls_key, no_tls=no_tls, trusted_ca=trusted_ca,
+                                         tls_cert=tls_cert, tls_key=tls_key, no_tls=no_tls, tls_dir=tls_dir, trusted_ca=trusted_ca,
                                          admin_password=admin_password))
         sd = Path(cfg.get("state_dir", "pa-state"))
         p = int(cfg.get("port", 8443))
@@ -336,6 +357,7 @@ def register(app: typer.Typer) -> None:
         tls_cert: TlsCertOpt = None,
         tls_key: TlsKeyOpt = None,
         no_tls: NoTlsOpt = False,
+        tls_dir: TlsDirOpt = None,
         pa_url: Optional[str] = typer.Option(None, "--pa-url", help="STI-PA base URL (token authority)."),
         pa_root: List[Path] = typer.Option([], "--pa-root", help="STI-PA root certificate(s) SPC tokens must chain to."),
         pa_crl_cert: Optional[Path] = typer.Option(None, "--pa-crl-cert", help="STI-PA CRL signer certificate (its DN becomes cRLIssuer)."),
@@ -357,7 +379,7 @@ def register(app: typer.Typer) -> None:
         from stirshaken.pki.cr import HTTPPublisher
 
         cfg = _config(config, "ca", dict(state_dir=state_dir, host=host, port=port, base_url=base_url, db_url=db_url,
-                                         tls_cert=tls_cert, tls_key=tls_key, no_tls=no_tls, pa_url=pa_url, pa_root=pa_root,
+                                         tls_cert=tls_cert, tls_key=tls_key, no_tls=no_tls, tls_dir=tls_dir, pa_url=pa_url, pa_root=pa_root,
                                          pa_crl_cert=pa_crl_cert, crl_url=crl_url, ca_bundle=ca_bundle, cr_url=cr_url,
                                          cr_token=cr_token, pa_admin_user=pa_admin_user, pa_admin_password=pa_admin_password,
                                          eab_required=eab_required, allow_account_key_reuse=allow_account_key_reuse,
@@ -431,6 +453,7 @@ def register(app: typer.Typer) -> None:
         tls_cert: TlsCertOpt = None,
         tls_key: TlsKeyOpt = None,
         no_tls: NoTlsOpt = False,
+        tls_dir: TlsDirOpt = None,
         upload_token: List[str] = typer.Option([], "--upload-token", help="TOKEN=OWNER allowed to PUT chains (repeatable)."),
         trust_anchor: List[Path] = typer.Option([], "--trust-anchor", help="Uploaded chains must validate to one of these roots."),
     ) -> None:
@@ -440,7 +463,7 @@ def register(app: typer.Typer) -> None:
         from stirshaken.pki.store import Database, sqlite_url
 
         cfg = _config(config, "cr", dict(state_dir=state_dir, host=host, port=port, base_url=base_url, db_url=db_url,
-                                         tls_cert=tls_cert, tls_key=tls_key, no_tls=no_tls, upload_token=upload_token,
+                                         tls_cert=tls_cert, tls_key=tls_key, no_tls=no_tls, tls_dir=tls_dir, upload_token=upload_token,
                                          trust_anchor=trust_anchor))
         sd = Path(cfg.get("state_dir", "cr-state"))
         sd.mkdir(parents=True, exist_ok=True)
