@@ -1,5 +1,6 @@
-"""CLI of the PKI services: ``stirshaken acme`` and
-``stirshaken pa|ca|cr serve`` (plus ``stirshaken pa add-account``).
+"""CLI of the PKI services: ``stirshaken acme`` (with ``acme list`` / ``acme renew``),
+``stirshaken pa|ca|cr serve``, ``stirshaken pa add-account``, ``stirshaken ca eab-create`` and
+``stirshaken pki tls`` (one TLS root and server certificate for every lab service: ``--tls-dir``).
 
 Every serve command reads an optional TOML file (``--config``; keys are the long option names
 with ``_`` for ``-``, either at top level or under ``[pa]``/``[ca]``/``[cr]``); options given on
