@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import josepy as jose
+import pytest
 from acme import challenges, client, messages
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -55,11 +56,17 @@ class TNClient(client.ClientV2):
         return messages.OrderResource(body=body, uri=response.headers.get("Location"), authorizations=authzs, csr_pem=csr_pem)
 
 
-def certbot_flow(directory_url: str, ca_bundle: str, account_key: ec.EllipticCurvePrivateKey, token: str, value: str) -> tuple[bytes, Any]:
+def certbot_flow(directory_url: str, ca_bundle: str, account_key: ec.EllipticCurvePrivateKey, token: str, value: str,
+                 eab: tuple[str, str] | None = None) -> tuple[bytes, Any]:
     net = client.ClientNetwork(jose.JWKEC(key=account_key), alg=jose.ES256, verify_ssl=ca_bundle, user_agent="certbot-acme-test")  # type: ignore[arg-type]
     directory = messages.Directory.from_json(net.get(directory_url).json())
     acme = TNClient(directory, net)
-    regr = acme.new_account(messages.NewRegistration.from_data(terms_of_service_agreed=True))
+    binding = None
+    if eab is not None:  # RFC 8555 §7.3.4, as certbot's --eab-kid/--eab-hmac-key make it
+        binding = messages.ExternalAccountBinding.from_data(
+            account_public_key=jose.JWKEC(key=account_key.public_key()), kid=eab[0], hmac_key=eab[1], directory=directory
+        )
+    regr = acme.new_account(messages.NewRegistration.from_data(terms_of_service_agreed=True, external_account_binding=binding))
     assert regr.body.status == "valid"
     sp_key = ec.generate_private_key(ec.SECP256R1())
     csr_pem = certs.build_csr(sp_key, tnauthlist=TNAuthList.from_identifier(value)).public_bytes(serialization.Encoding.PEM)
@@ -95,3 +102,29 @@ async def test_certbot_acme_obtains_certificate(tmp_path: Path) -> None:
             assert certs.check_profile(chain[0], "sp") == []
             tn = from_certificate(chain[0])
             assert tn is not None and tn[0] == TNAuthList.for_spc("1234")
+
+
+async def test_certbot_acme_with_external_account_binding(tmp_path: Path) -> None:
+    """certbot's ``acme`` library with EAB (RFC 8555 §7.3.4) against an STI-CA that requires it."""
+    from stirshaken.pki.acme_client import PAClient
+    from stirshaken.pki.ca import mint_eab_key
+    from stirshaken.pki.pa import account_key_fingerprint
+
+    async with running_testbed(tmp_path) as tb:
+        tb.ca.config.eab_required = True  # type: ignore[union-attr]
+        kid, hmac_key = mint_eab_key(tb.ca.db, spc=tb.ocn)  # type: ignore[union-attr]
+        value = TNAuthList.for_spc(tb.ocn).to_base64url()
+        account_key = ec.generate_private_key(ec.SECP256R1())
+        async with session_for(tb) as s:
+            pa = PAClient(tb.urls["pa"], s)
+            await pa.login(f"sp-{tb.ocn}", tb.sp_password)
+            token = (await pa.spc_token(tb.ocn, value, account_key_fingerprint(account_key)))["token"]
+        directory = tb.urls["ca"] + "/acme/directory"
+        with pytest.raises(Exception, match="externalAccountRequired"):
+            await asyncio.to_thread(certbot_flow, directory, str(tb.tls.root), account_key, token, value)  # type: ignore[union-attr]
+        chain_pem, sp_key = await asyncio.to_thread(
+            certbot_flow, directory, str(tb.tls.root), account_key, token, value, (kid, hmac_key)  # type: ignore[union-attr]
+        )
+        chain = certs.load_certificates(chain_pem)
+        assert chain[0].public_key().public_numbers() == sp_key.public_key().public_numbers()
+        assert tb.ca.db.ca_eab_key(kid).account_id is not None  # type: ignore[union-attr]

@@ -245,7 +245,6 @@ def test_baseline_deviant_builder_is_conformant(chain):
         ("sp", dict(tnal=None), "CM-13", "missing"),
         ("sp", dict(tnal=TNAuthList.for_spc("12ab"), cn="SHAKEN 12ab"), "CM-13", "upper-case"),
         ("sp", dict(tnal=TNAuthList.for_spc("1234").__class__((TNAuthList.for_spc("1234").entries[0], TN("12155551212")))), "CM-13", "exactly one SPC"),
-        ("sp", dict(tnal=TNAuthList((TN("12155551212"),))), "CM-13", "exactly one SPC"),
         ("sp", dict(cp=False), "CM-11", "missing"),
         ("intermediate", dict(cp=False), "CM-11", "missing"),
         ("sp", dict(cp_oids=[C.SHAKEN_CP_OID, x509.ObjectIdentifier("2.16.840.1.114569.1.1.4")]), "CM-11", "exactly one"),
@@ -255,8 +254,11 @@ def test_baseline_deviant_builder_is_conformant(chain):
         ("root", dict(cp=True, crl=False), "CM-11", "root carries"),
         ("sp", dict(crl=False), "CM-12", "missing"),
         ("sp", dict(serial=12345), "CM-02", "fewer than 64"),
-        ("sp", dict(cn="SHAKEN 9999"), "CM-06", "expected 'SHAKEN 1234'"),
-        ("sp", dict(cn="Acme Telecom"), "CM-06", "expected 'SHAKEN 1234'"),
+        ("sp", dict(cn="SHAKEN 9999"), "CM-06", "does not contain the SPC '1234'"),
+        ("sp", dict(cn="Acme Telecom"), "CM-06", "does not contain 'SHAKEN'"),
+        ("sp", dict(name=x509.Name([x509.NameAttribute(NameOID.COUNTRY_NAME, "US"), x509.NameAttribute(NameOID.ORGANIZATION_NAME, "A"),
+                                    x509.NameAttribute(NameOID.COMMON_NAME, "SHAKEN 1234"), x509.NameAttribute(NameOID.EMAIL_ADDRESS, "a@b.c")])),
+         "CM-06", "emailAddress is not allowed"),
         ("sp", dict(name=x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "SHAKEN 1234")])), "CM-06", "lacks O"),
         ("sp", dict(name=x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "SHAKEN 1234")])), "CM-06", "lacks C"),
         ("intermediate", dict(cn="Intermediate CA"), "CM-06", "SHAKEN"),
@@ -269,6 +271,26 @@ def test_each_deviation_is_reported(chain, role, kw, rule, text):
     cert = _build(role, chain, **kw)
     found = _findings(cert, role)
     assert _has(found, rule, text), found
+
+
+def test_subject_rule_keeps_optional_attributes(chain):
+    """ATIS-1000080 §6.4.1: C, O and a CN containing SHAKEN and the SPC; ST, L, OU optional."""
+    name = x509.Name([
+        x509.NameAttribute(NameOID.COUNTRY_NAME, "US"), x509.NameAttribute(NameOID.STATE_OR_PROVINCE_NAME, "NJ"),
+        x509.NameAttribute(NameOID.LOCALITY_NAME, "Bridgewater"), x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Acme Telecom"),
+        x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, "Voice"), x509.NameAttribute(NameOID.COMMON_NAME, "Acme SHAKEN 1234"),
+    ])
+    assert C.check_sp_subject(name, "1234") == []
+    assert not [f for f in _findings(_build("sp", chain, name=name), "sp") if f.startswith("CM-06")]
+    assert C.check_sp_subject(name, "5678") == ["CM-06 CN 'Acme SHAKEN 1234' does not contain the SPC '5678'"]
+    two_o = x509.Name(list(name) + [x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Other")])
+    assert C.check_sp_subject(two_o, "1234") == ["CM-06 subject has 2 O attributes, expected one"]
+
+
+def test_delegate_certificate_profile(chain):
+    """A TN-only TNAuthList (RFC 9060 delegate): no CM-13 'SPC' finding; the CN need only exist."""
+    found = _findings(_build("sp", chain, tnal=TNAuthList((TN("12155551212"),)), cn="Enterprise delegate"), "sp")
+    assert not [f for f in found if f.startswith(("CM-13", "CM-06"))], found
 
 
 def test_several_deviations_all_reported(chain):

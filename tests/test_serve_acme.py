@@ -356,3 +356,16 @@ x5u = "https://cr.example.net/sp.pem"
     finally:
         code = p.stop()
     assert code == 0
+
+
+def test_acme_eab_from_toml_reaches_the_client(tmp_path: Path) -> None:
+    """RFC 8555 §7.3.4 binding given in [signing.acme] (key in a file) reaches the ACME client's config."""
+    (tmp_path / "eab.key").write_text("c2VjcmV0LW1hYy1rZXk\n")
+    text = BASE.replace('state_dir = "st"', 'state_dir = "st"\neab_kid = "kid-1"\neab_hmac_key_file = "eab.key"')
+    acme = parse_config(_toml(text), tmp_path).signing.default.acme
+    ac = acme.acme_config()
+    assert (ac.eab_kid, ac.eab_hmac_key) == ("kid-1", "c2VjcmV0LW1hYy1rZXk")
+    assert "c2VjcmV0" not in repr(acme)  # the MAC key is never shown
+    with pytest.raises(ConfigError) as e:
+        parse_config(_toml(text.replace('eab_hmac_key_file = "eab.key"', 'eab_hmac_key_file = "eab.key"\neab_hmac_key = "x"')), tmp_path)
+    assert "[signing.acme].eab_hmac_key_file: give only one of eab_hmac_key, eab_hmac_key_file, eab_hmac_key_env" in str(e.value)

@@ -105,7 +105,7 @@ def _tnauthlist(spc: Optional[str], tns: Optional[List[str]], ranges: Optional[L
         for t in tns or []:
             entries.append(TN(canonicalize_tn(t)))
         for r in ranges or []:
-            start, _, count = r.partition("+")
+            start, _, count = r.partition("+") if "+" in r else r.partition(":")
             entries.append(TNRange(canonicalize_tn(start), int(count)))
         return TNAuthList(tuple(entries))
     except (StirShakenError, TNError, ValueError) as exc:
@@ -189,11 +189,13 @@ def cert_intermediate(
     country: str = typer.Option("US", "--country"),
     days: int = typer.Option(1825, "--days"),
     crl_url: Optional[str] = typer.Option(None, "--crl-url", help="CRL distribution point (the STI-PA CRL)."),
+    path_length: int = typer.Option(0, "--path-length", help="0: issues SP certificates; 1: also SP delegate-issuing CAs (RFC 9060)."),
     passphrase: Optional[str] = typer.Option(None, "--passphrase", envvar="STIRSHAKEN_KEY_PASSPHRASE"),
 ) -> None:
     """STI-CA intermediate certificate."""
     icert, ikey = _issuer(issuer_cert, issuer_key, passphrase)
-    cert = certs.create_intermediate(_load_key(key, passphrase), icert, ikey, cn=cn, org=org, country=country, days=days, crl_url=crl_url)
+    cert = certs.create_intermediate(_load_key(key, passphrase), icert, ikey, cn=cn, org=org, country=country, days=days, crl_url=crl_url,
+                                     path_length=path_length)
     _write(out_path, certs.pem([cert]))
     out.print(f"intermediate: {out_path}", highlight=False)
 
@@ -213,6 +215,7 @@ def cert_sp(
     days: int = typer.Option(365, "--days"),
     crl_url: Optional[str] = typer.Option(None, "--crl-url"),
     chain: bool = typer.Option(False, "--chain", help="Append the issuer certificate (x5u chain file)."),
+    ca: bool = typer.Option(False, "--ca", help="The SP's delegate-issuing CA certificate (CA:TRUE, pathlen 0; RFC 9060 §4) instead of an end entity."),
     passphrase: Optional[str] = typer.Option(None, "--passphrase", envvar="STIRSHAKEN_KEY_PASSPHRASE"),
 ) -> None:
     """SP (end-entity) certificate with TNAuthList, CN "SHAKEN <SPC>" (ATIS-1000080 §6.4.1)."""
@@ -239,12 +242,72 @@ def cert_sp(
         _fail("give --spc, --tn or --range (or a CSR carrying TNAuthList)", 2)
     try:
         cert = certs.create_sp_certificate(
-            subject, icert, ikey, tnauthlist=tnal, org=org, country=country, days=days, crl_url=crl_url
+            subject, icert, ikey, tnauthlist=tnal, org=org, country=country, days=days, crl_url=crl_url, ca=ca
         )
     except (StirShakenError, ValueError) as exc:
         _fail(str(exc), 2)
     _write(out_path, certs.pem([cert] + ([icert] if chain else [])))
     out.print(f"SP certificate: {out_path}", highlight=False)
+
+
+@cert_app.command("delegate")
+def cert_delegate(
+    issuer_cert: Path = typer.Option(..., "--issuer-cert", help="The SP's delegate-issuing CA certificate (cert sp --ca)."),
+    issuer_key: Path = typer.Option(..., "--issuer-key"),
+    key: Path = typer.Option(..., "--key", help="The enterprise's private or public key (P-256)."),
+    out_path: Path = typer.Option(..., "--out", "-o", help="Delegate certificate followed by the issuer chain (the x5u file)."),
+    tn: Optional[List[str]] = typer.Option(None, "--tn", help="A telephone number the enterprise may sign for (repeatable)."),
+    tn_range: Optional[List[str]] = typer.Option(None, "--range", help="START+COUNT or START:COUNT numbers (repeatable)."),
+    authority: Optional[List[str]] = typer.Option(None, "--authority", help="A TN block (prefix) of the issuer's SPC: the authority the TNs must lie in (repeatable)."),
+    issuer_chain: Optional[Path] = typer.Option(None, "--issuer-chain", help="PEM of the issuer and its intermediates for the output (default: the issuer certificate)."),
+    cn: str = typer.Option("SHAKEN Delegate", "--cn"),
+    org: str = typer.Option("STI Delegate", "--org"),
+    country: str = typer.Option("US", "--country"),
+    days: int = typer.Option(90, "--days"),
+    crl_url: Optional[str] = typer.Option(None, "--crl-url"),
+    passphrase: Optional[str] = typer.Option(None, "--passphrase", envvar="STIRSHAKEN_KEY_PASSPHRASE"),
+) -> None:
+    """Delegate certificate (RFC 9060, ATIS-1000092) for an enterprise: TN and range entries only,
+    each inside the issuer's authority (refused otherwise)."""
+    if not tn and not tn_range:
+        _fail("give --tn and/or --range: the numbers the delegate may sign for", 2)
+    icert, ikey = _issuer(issuer_cert, issuer_key, passphrase)
+    tnal = _tnauthlist(None, tn, tn_range)
+    data = _read(key, "key")
+    subject: Any
+    if b"PUBLIC KEY" in data:
+        try:
+            subject = serialization.load_pem_public_key(data)
+        except ValueError:
+            _fail(f"{key} is not a PEM public key", 2)
+    else:
+        subject = _load_key(key, passphrase)
+    prefixes = []
+    for p in authority or []:
+        try:
+            prefixes.append(canonicalize_tn(p))
+        except TNError as exc:
+            _fail(f"--authority {p!r}: {exc}", 2)
+    try:
+        cert = certs.create_delegate_certificate(subject, icert, ikey, tnal, authority=prefixes, cn=cn, org=org, country=country,
+                                                 days=days, crl_url=crl_url)
+    except (StirShakenError, ValueError) as exc:
+        _fail(getattr(exc, "description", str(exc)), 2)
+    tail = _load_certs(issuer_chain) if issuer_chain is not None else [icert]
+    _write(out_path, certs.pem([cert, *tail]))
+    out.print(f"delegate certificate: {out_path} ({_describe_tnal(tnal)})", highlight=False, soft_wrap=True)
+
+
+def _describe_tnal(tnal: TNAuthList) -> str:
+    parts = []
+    for e in tnal.entries:
+        if isinstance(e, SPC):
+            parts.append(f"SPC {e.code}")
+        elif isinstance(e, TN):
+            parts.append(f"TN {e.number}")
+        else:
+            parts.append(f"range {e.start}+{e.count}")
+    return ", ".join(parts)
 
 
 @app.command()
@@ -274,10 +337,21 @@ def profile(
     """Report every deviation of a certificate from the ATIS-1000080 profile (exit 1 if any)."""
     chain = _load_certs(cert_path)
     found = certs.check_profile(chain[0], role)
+    from stirshaken.core.tnauthlist import from_certificate
+
+    try:
+        tn = from_certificate(chain[0])
+    except StirShakenError:
+        tn = None
+    tnal_text = _describe_tnal(tn[0]) if tn else ""
+    delegate = bool(tn) and tn[0].spc is None  # type: ignore[index]
     if json_out:
-        sys.stdout.write(orjson.dumps({"subject": chain[0].subject.rfc4514_string(), "deviations": found}, option=orjson.OPT_INDENT_2).decode() + "\n")
+        doc = {"subject": chain[0].subject.rfc4514_string(), "deviations": found, "tnauthlist": tnal_text, "delegate": delegate}
+        sys.stdout.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
         out.print(chain[0].subject.rfc4514_string(), highlight=False)
+        if tnal_text:
+            out.print(f"  {'delegate certificate (RFC 9060): ' if delegate else 'TNAuthList: '}{tnal_text}", highlight=False, soft_wrap=True)
         for f in found:
             out.print(f"  - {f}", highlight=False)
         if not found:

@@ -1,5 +1,6 @@
-"""CLI of the PKI services: ``stirshaken acme`` and
-``stirshaken pa|ca|cr serve`` (plus ``stirshaken pa add-account``).
+"""CLI of the PKI services: ``stirshaken acme`` (with ``acme list`` / ``acme renew``),
+``stirshaken pa|ca|cr serve``, ``stirshaken pa add-account``, ``stirshaken ca eab-create`` and
+``stirshaken pki tls`` (one TLS root and server certificate for every lab service: ``--tls-dir``).
 
 Every serve command reads an optional TOML file (``--config``; keys are the long option names
 with ``_`` for ``-``, either at top level or under ``[pa]``/``[ca]``/``[cr]``); options given on
@@ -10,6 +11,7 @@ certificate are generated under the state directory (``tls/tls-root.pem`` is wha
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import signal
 import tomllib
 from pathlib import Path
@@ -68,6 +70,8 @@ def _tls(cfg: dict[str, Any], state_dir: Path) -> Any:
 
     if cfg.get("no_tls"):
         return None
+    if cfg.get("tls_dir"):  # made by 'stirshaken pki tls --out DIR'
+        cfg = {**cfg, "tls_cert": Path(cfg["tls_dir"]) / "tls-server.pem", "tls_key": Path(cfg["tls_dir"]) / "tls-server.key"}
     if cfg.get("tls_cert") and cfg.get("tls_key"):
         ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ctx.load_cert_chain(str(cfg["tls_cert"]), str(cfg["tls_key"]))
@@ -93,6 +97,7 @@ DbUrlOpt = Annotated[Optional[str], typer.Option("--db-url", help="SQLAlchemy UR
 TlsCertOpt = Annotated[Optional[Path], typer.Option("--tls-cert", help="Server certificate (PEM); default: generated under the state directory.")]
 TlsKeyOpt = Annotated[Optional[Path], typer.Option("--tls-key", help="Server private key (PEM).")]
 NoTlsOpt = Annotated[bool, typer.Option("--no-tls", help="Plain HTTP (behind a TLS proxy).")]
+TlsDirOpt = Annotated[Optional[Path], typer.Option("--tls-dir", help="TLS files made by 'stirshaken pki tls --out DIR' (tls-server.pem/.key).")]
 
 
 def register(app: typer.Typer) -> None:
@@ -100,21 +105,70 @@ def register(app: typer.Typer) -> None:
     pa_app = typer.Typer(help="STI-PA: SP accounts, SPC tokens, trusted-CA list and SHAKEN CRL.", no_args_is_help=True)
     ca_app = typer.Typer(help="STI-CA: ACME server for TNAuthList identifiers (RFC 8555/9447/9448).", no_args_is_help=True)
     cr_app = typer.Typer(help="STI-CR: HTTPS certificate repository for x5u.", no_args_is_help=True)
+    pki_app = typer.Typer(help="Lab PKI helpers.", no_args_is_help=True)
+    app.add_typer(pki_app, name="pki")
+
+    @pki_app.command("tls")
+    def pki_tls(
+        out_dir: Path = typer.Option(Path("tls"), "--out", help="Directory for tls-root.pem, tls-server.pem and tls-server.key."),
+        host: List[str] = typer.Option(["127.0.0.1"], "--host", help="Name or address the services are reached at (repeatable)."),
+    ) -> None:
+        """One TLS root and one server certificate for every lab service: give each ``serve``
+        ``--tls-dir DIR`` (or ``--tls-cert``/``--tls-key``) and every client ``--ca-bundle DIR/tls-root.pem``."""
+        from stirshaken.pki import tls
+
+        hosts = tuple(dict.fromkeys([*host, "localhost"]))
+        files = tls.make_tls(out_dir, hosts=hosts)
+        out.print(f"TLS root (the --ca-bundle of clients): {files.root}\nserver certificate {files.cert}, key {files.key} "
+                  f"for {', '.join(hosts)}", highlight=False, soft_wrap=True)
+
     app.add_typer(pa_app, name="pa")
     app.add_typer(ca_app, name="ca")
     app.add_typer(cr_app, name="cr")
 
-    @app.command("acme")
+    acme_app = typer.Typer(
+        help="Obtain, list and renew the SP's SHAKEN certificates (STI-PA SPC token + STI-CA ACME).",
+        invoke_without_command=True, no_args_is_help=False,
+    )
+    app.add_typer(acme_app, name="acme")
+
+    def _show(st: Any, state_dir: Path) -> None:
+        verb = "obtained" if st.renewed else "current"
+        cur = state_dir / "current"
+        out.print(
+            f"{verb} certificate {st.serial:x}, valid until {st.not_after:%Y-%m-%d %H:%M}Z\n"
+            f"  key   {cur / 'key.pem' if cur.exists() else st.key_path}\n  chain {cur / 'chain.pem' if cur.exists() else st.chain_path}\n"
+            f"  x5u   {st.x5u or '(not published)'}",
+            highlight=False, soft_wrap=True,
+        )
+
+    async def _ensure(cfg: Any, renew_before_days: float, force: bool, hook: Optional[str]) -> Any:
+        from stirshaken.pki.acme_client import ensure_certificate, run_deploy_hook
+
+        st = await ensure_certificate(cfg, renew_before_days=renew_before_days, force=force)
+        _show(st, cfg.state_dir)
+        if st.renewed and hook:
+            await asyncio.to_thread(run_deploy_hook, hook, st, cfg.state_dir)
+            out.print(f"deploy hook ran: {hook}", highlight=False)
+        return st
+
+    @acme_app.callback()
     def acme_cmd(
-        directory: str = typer.Option(..., "--directory", help="ACME directory URL of the STI-CA."),
-        pa_url: str = typer.Option(..., "--pa-url", help="STI-PA API base URL."),
-        ocn: str = typer.Option(..., "--ocn", help="The SP's OCN/SPC."),
-        user: str = typer.Option(..., "--user", help="STI-PA user id."),
+        ctx: typer.Context,
+        directory: Optional[str] = typer.Option(None, "--directory", help="ACME directory URL of the STI-CA."),
+        pa_url: Optional[str] = typer.Option(None, "--pa-url", help="STI-PA API base URL."),
+        ocn: Optional[str] = typer.Option(None, "--ocn", help="The SP's OCN/SPC."),
+        user: Optional[str] = typer.Option(None, "--user", help="STI-PA user id."),
         password: Optional[str] = typer.Option(None, "--password", envvar="STIRSHAKEN_PA_PASSWORD", help="STI-PA password (or env STIRSHAKEN_PA_PASSWORD)."),
         state_dir: Path = typer.Option(Path("sp-cert"), "--state-dir", help="Where account key, SP key and certificate are kept."),
         ca_bundle: Optional[str] = typer.Option(None, "--ca-bundle", help="PEM roots for the HTTPS services."),
         cr_url: Optional[str] = typer.Option(None, "--cr-url", help="STI-CR base URL to PUT the chain to."),
         cr_token: Optional[str] = typer.Option(None, "--cr-token", envvar="STIRSHAKEN_CR_TOKEN", help="STI-CR upload token."),
+        email: List[str] = typer.Option([], "--email", help="Contact e-mail for the ACME account (repeatable; mailto: URL)."),
+        eab_kid: Optional[str] = typer.Option(None, "--eab-kid", help="External account binding key identifier (RFC 8555 §7.3.4)."),
+        eab_hmac_key: Optional[str] = typer.Option(None, "--eab-hmac-key", envvar="STIRSHAKEN_EAB_HMAC_KEY", help="External account binding HMAC key (base64url)."),
+        deploy_hook: Optional[str] = typer.Option(None, "--deploy-hook", help="Shell command run after an issuance or renewal (STIRSHAKEN_CERT, _KEY, _CHAIN, _X5U in its environment)."),
+        dry_run: bool = typer.Option(False, "--dry-run", help="Run the whole flow against --directory but change no file, upload nothing and run no hook."),
         renew_before_days: float = typer.Option(30.0, "--renew-before-days", help="Renew when fewer days are left."),
         force: bool = typer.Option(False, "--force", help="Obtain a new certificate even if the current one is fine."),
         encoding: str = typer.Option("base64url", "--identifier-encoding", help="base64url (RFC 9448) or base64."),
@@ -122,35 +176,120 @@ def register(app: typer.Typer) -> None:
         interval: float = typer.Option(3600.0, "--interval", help="Seconds between checks with --watch."),
     ) -> None:
         """Obtain (or renew) the SP's SHAKEN certificate: STI-PA login, SPC token, ACME
-        TNAuthList order, tkauth-01, finalize, download, publish to the STI-CR."""
-        from stirshaken.pki.acme_client import AcmeConfig, ensure_certificate, renew_forever
+        TNAuthList order, tkauth-01, finalize, download, publish to the STI-CR.  The active key and
+        chain are always at STATE_DIR/current/key.pem and STATE_DIR/current/chain.pem.
+        Subcommands: ``acme list``, ``acme renew``."""
+        import dataclasses
+        import shutil
+        import tempfile
 
+        from stirshaken.pki.acme_client import AcmeConfig, obtain_certificate, renew_forever, save_settings
+
+        if ctx.invoked_subcommand is not None:
+            return
+        missing = [n for n, v in (("--directory", directory), ("--pa-url", pa_url), ("--ocn", ocn), ("--user", user)) if not v]
+        if missing:
+            _fail(f"missing option(s) {', '.join(missing)} (or use 'stirshaken acme list|renew')", 2)
         if not password:
             _fail("an STI-PA password is needed (--password or STIRSHAKEN_PA_PASSWORD)", 2)
         if encoding not in ("base64url", "base64"):
             _fail("--identifier-encoding must be base64url or base64", 2)
+        if bool(eab_kid) != bool(eab_hmac_key):
+            _fail("give both --eab-kid and --eab-hmac-key", 2)
+        bad = [e for e in email if "@" not in e or e.startswith("mailto:")]
+        if bad:
+            _fail(f"--email {bad[0]!r}: give a plain address such as noc@example.net", 2)
         cfg = AcmeConfig(
-            directory_url=directory, pa_url=pa_url, ocn=ocn, username=user, password=password or "", state_dir=state_dir,
+            directory_url=str(directory), pa_url=str(pa_url), ocn=str(ocn), username=str(user), password=password or "", state_dir=state_dir,
             ca_bundle=ca_bundle, cr_url=cr_url, cr_token=cr_token, identifier_encoding=encoding,
+            contact=[f"mailto:{e}" for e in email], eab_kid=eab_kid, eab_hmac_key=eab_hmac_key,
         )
-
-        def show(st: Any) -> None:
-            verb = "obtained" if st.renewed else "current"
-            out.print(
-                f"{verb} certificate {st.serial:x}, valid until {st.not_after:%Y-%m-%d %H:%M}Z\n"
-                f"  key   {st.key_path}\n  chain {st.chain_path}\n  x5u   {st.x5u or '(not published)'}",
-                highlight=False,
-            )
-
         try:
-            st = asyncio.run(ensure_certificate(cfg, renew_before_days=renew_before_days, force=force))
-            show(st)
+            if dry_run:
+                with tempfile.TemporaryDirectory(prefix="stirshaken-acme-dry-run-") as tmp:
+                    if (state_dir / "account.key").exists():
+                        shutil.copy2(state_dir / "account.key", Path(tmp) / "account.key")
+                    st = asyncio.run(obtain_certificate(dataclasses.replace(cfg, state_dir=Path(tmp), cr_url=None, cr_token=None)))
+                out.print(f"dry run: the STI-CA issued certificate {st.serial:x} (valid until {st.not_after:%Y-%m-%d}Z); "
+                          f"nothing in {state_dir} changed, nothing uploaded, no hook run", highlight=False)
+                return
+            save_settings(state_dir, {
+                "directory": directory, "pa_url": pa_url, "ocn": ocn, "user": user, "ca_bundle": ca_bundle, "cr_url": cr_url,
+                "contact": cfg.contact, "eab_kid": eab_kid, "identifier_encoding": encoding,
+                "renew_before_days": renew_before_days, "deploy_hook": deploy_hook,
+            })
+            asyncio.run(_ensure(cfg, renew_before_days, force, deploy_hook))
             if watch:
-                asyncio.run(renew_forever(cfg, renew_before_days=renew_before_days, check_interval=interval, on_renewed=show))
+                async def _watch() -> None:
+                    from stirshaken.pki.acme_client import run_deploy_hook
+
+                    async def renewed(st: Any) -> None:
+                        _show(st, state_dir)
+                        if deploy_hook:
+                            await asyncio.to_thread(run_deploy_hook, deploy_hook, st, state_dir)
+
+                    await renew_forever(cfg, renew_before_days=renew_before_days, check_interval=interval, on_renewed=renewed)
+
+                asyncio.run(_watch())
         except KeyboardInterrupt:
             raise typer.Exit(0)
         except Exception as exc:
             _fail(f"{type(exc).__name__}: {exc}")
+
+    @acme_app.command("list")
+    def acme_list(
+        paths: List[Path] = typer.Argument(None, help="State directories, or directories holding them (default ./sp-cert)."),
+    ) -> None:
+        """Show the managed certificates: state directory, serial, expiry, days left, x5u."""
+        from stirshaken.pki.acme_client import current_certificate, managed_state_dirs
+
+        dirs = managed_state_dirs(list(paths or [Path("sp-cert")]))
+        if not dirs:
+            out.print("no managed certificates", highlight=False)
+            return
+        now = dt.datetime.now(dt.timezone.utc)
+        for d in dirs:
+            st = current_certificate(d)
+            if st is None:
+                out.print(f"{d}: no certificate yet", highlight=False, soft_wrap=True)
+                continue
+            left = (st.not_after - now).total_seconds() / 86400
+            out.print(f"{d}: serial {st.serial:x}  expires {st.not_after:%Y-%m-%d %H:%M}Z ({left:.0f} days)  "
+                      f"x5u {st.x5u or '(not published)'}", highlight=False, soft_wrap=True)
+
+    @acme_app.command("renew")
+    def acme_renew(
+        paths: List[Path] = typer.Argument(None, help="State directories, or directories holding them (default ./sp-cert)."),
+        password: Optional[str] = typer.Option(None, "--password", envvar="STIRSHAKEN_PA_PASSWORD", help="STI-PA password."),
+        cr_token: Optional[str] = typer.Option(None, "--cr-token", envvar="STIRSHAKEN_CR_TOKEN"),
+        eab_hmac_key: Optional[str] = typer.Option(None, "--eab-hmac-key", envvar="STIRSHAKEN_EAB_HMAC_KEY"),
+        force: bool = typer.Option(False, "--force", help="Renew even when not due."),
+    ) -> None:
+        """Renew every managed certificate that is due (``renew_before_days`` as saved by ``acme``),
+        with the options saved at the first run; runs each saved deploy hook after a renewal."""
+        from stirshaken.pki.acme_client import AcmeConfig, load_settings, managed_state_dirs
+
+        dirs = [d for d in managed_state_dirs(list(paths or [Path("sp-cert")])) if load_settings(d) is not None]
+        if not dirs:
+            _fail("no managed certificates (run 'stirshaken acme --directory ...' first)", 2)
+        if not password:
+            _fail("an STI-PA password is needed (--password or STIRSHAKEN_PA_PASSWORD)", 2)
+        failed = 0
+        for d in dirs:
+            st = load_settings(d) or {}
+            cfg = AcmeConfig(
+                directory_url=str(st.get("directory")), pa_url=str(st.get("pa_url")), ocn=str(st.get("ocn")),
+                username=str(st.get("user")), password=password or "", state_dir=d, ca_bundle=st.get("ca_bundle"),
+                cr_url=st.get("cr_url"), cr_token=cr_token, identifier_encoding=str(st.get("identifier_encoding") or "base64url"),
+                contact=list(st.get("contact") or []), eab_kid=st.get("eab_kid"), eab_hmac_key=eab_hmac_key,
+            )
+            try:
+                asyncio.run(_ensure(cfg, float(st.get("renew_before_days") or 30.0), force, st.get("deploy_hook")))
+            except Exception as exc:
+                failed += 1
+                err.print(f"[red]error:[/red] {d}: {type(exc).__name__}: {exc}", highlight=False, soft_wrap=True)
+        if failed:
+            raise typer.Exit(1)
 
     # --- STI-PA ------------------------------------------------------------------------------
     @pa_app.command("serve")
@@ -164,6 +303,7 @@ def register(app: typer.Typer) -> None:
         tls_cert: TlsCertOpt = None,
         tls_key: TlsKeyOpt = None,
         no_tls: NoTlsOpt = False,
+        tls_dir: TlsDirOpt = None,
         trusted_ca: List[Path] = typer.Option([], "--trusted-ca", help="STI-CA root(s) for the trusted-CA list."),
         admin_password: Optional[str] = typer.Option(None, "--admin-password", envvar="STIRSHAKEN_PA_ADMIN_PASSWORD", help="Create/refresh user 'admin'."),
     ) -> None:
@@ -171,7 +311,7 @@ def register(app: typer.Typer) -> None:
         from stirshaken.pki.pa import PAConfig, PolicyAdministrator
 
         cfg = _config(config, "pa", dict(state_dir=state_dir, host=host, port=port, base_url=base_url, db_url=db_url,
-                                         tls_cert=tls_cert, tls_key=tls_key, no_tls=no_tls, trusted_ca=trusted_ca,
+                                         tls_cert=tls_cert, tls_key=tls_key, no_tls=no_tls, tls_dir=tls_dir, trusted_ca=trusted_ca,
                                          admin_password=admin_password))
         sd = Path(cfg.get("state_dir", "pa-state"))
         p = int(cfg.get("port", 8443))
@@ -218,15 +358,19 @@ def register(app: typer.Typer) -> None:
         tls_cert: TlsCertOpt = None,
         tls_key: TlsKeyOpt = None,
         no_tls: NoTlsOpt = False,
+        tls_dir: TlsDirOpt = None,
         pa_url: Optional[str] = typer.Option(None, "--pa-url", help="STI-PA base URL (token authority)."),
         pa_root: List[Path] = typer.Option([], "--pa-root", help="STI-PA root certificate(s) SPC tokens must chain to."),
         pa_crl_cert: Optional[Path] = typer.Option(None, "--pa-crl-cert", help="STI-PA CRL signer certificate (its DN becomes cRLIssuer)."),
-        crl_url: Optional[str] = typer.Option(None, "--crl-url", help="SHAKEN CRL URL (default PA_URL/crl)."),
+        crl_url: Optional[str] = typer.Option(None, "--crl-url", help="SHAKEN CRL URL (default PA_URL/download/v1/crl)."),
         ca_bundle: Optional[str] = typer.Option(None, "--ca-bundle", help="PEM roots to reach the STI-PA/STI-CR over HTTPS."),
         cr_url: Optional[str] = typer.Option(None, "--cr-url", help="Publish issued chains to this STI-CR."),
         cr_token: Optional[str] = typer.Option(None, "--cr-token", envvar="STIRSHAKEN_CR_TOKEN"),
         pa_admin_user: Optional[str] = typer.Option(None, "--pa-admin-user", help="Forward revocations to the STI-PA as this admin."),
         pa_admin_password: Optional[str] = typer.Option(None, "--pa-admin-password", envvar="STIRSHAKEN_PA_ADMIN_PASSWORD"),
+        eab_required: bool = typer.Option(False, "--eab-required", help="newAccount needs an external account binding (RFC 8555 §7.3.4; keys from 'ca eab-create')."),
+        allow_account_key_reuse: bool = typer.Option(False, "--allow-account-key-reuse", help="Relaxation: issue for a CSR with the account's key (RFC 8555 §11.1 says refuse); logged per issuance."),
+        allow_header_only_signature: bool = typer.Option(False, "--allow-header-only-signature", help="Relaxation: accept POST-as-GET signed over the protected header alone (not RFC 7515); logged per request."),
     ) -> None:
         """Run the STI-CA ACME server."""
         from stirshaken.core import certificates as certs
@@ -236,9 +380,11 @@ def register(app: typer.Typer) -> None:
         from stirshaken.pki.cr import HTTPPublisher
 
         cfg = _config(config, "ca", dict(state_dir=state_dir, host=host, port=port, base_url=base_url, db_url=db_url,
-                                         tls_cert=tls_cert, tls_key=tls_key, no_tls=no_tls, pa_url=pa_url, pa_root=pa_root,
+                                         tls_cert=tls_cert, tls_key=tls_key, no_tls=no_tls, tls_dir=tls_dir, pa_url=pa_url, pa_root=pa_root,
                                          pa_crl_cert=pa_crl_cert, crl_url=crl_url, ca_bundle=ca_bundle, cr_url=cr_url,
-                                         cr_token=cr_token, pa_admin_user=pa_admin_user, pa_admin_password=pa_admin_password))
+                                         cr_token=cr_token, pa_admin_user=pa_admin_user, pa_admin_password=pa_admin_password,
+                                         eab_required=eab_required, allow_account_key_reuse=allow_account_key_reuse,
+                                         allow_header_only_signature=allow_header_only_signature))
         if not cfg.get("pa_url") or not cfg.get("pa_root"):
             _fail("--pa-url and --pa-root are required", 2)
         sd = Path(cfg.get("state_dir", "ca-state"))
@@ -262,12 +408,39 @@ def register(app: typer.Typer) -> None:
 
         ca = CertificateAuthority.create(
             CAConfig(base_url=_base_url(cfg, p), state_dir=sd, token_authority=pa_base,
-                     crl_url=str(cfg.get("crl_url") or pa_base + "/crl"), crl_issuer=crl_issuer, pa_trust_anchors=roots,
-                     ca_bundle=cfg.get("ca_bundle"), db_url=cfg.get("db_url")),
+                     crl_url=str(cfg.get("crl_url") or pa_base + "/download/v1/crl"), crl_issuer=crl_issuer, pa_trust_anchors=roots,
+                     ca_bundle=cfg.get("ca_bundle"), db_url=cfg.get("db_url"), eab_required=bool(cfg.get("eab_required")),
+                     allow_account_key_reuse=bool(cfg.get("allow_account_key_reuse")),
+                     allow_header_only_signature=bool(cfg.get("allow_header_only_signature"))),
             publisher=publisher, revocation_hook=hook,
         )
         out.print(f"STI-CA root: {sd / 'ca-root.pem'} (register it with the STI-PA trusted-CA list)", highlight=False)
         asyncio.run(_serve_forever(ca.app, str(cfg.get("host", "127.0.0.1")), p, ssl_ctx, "STI-CA (ACME directory at /acme/directory)"))
+
+    @ca_app.command("eab-create")
+    def ca_eab_create(
+        spc: Optional[str] = typer.Option(None, "--spc", help="SPC the bound ACME account may order certificates for."),
+        account: Optional[str] = typer.Option(None, "--account", help="STI-PA account the key belongs to."),
+        state_dir: Path = typer.Option(Path("ca-state"), "--state-dir", help="The STI-CA state directory (its ca.db)."),
+        db_url: Optional[str] = typer.Option(None, "--db-url", help="SQLAlchemy URL of the STI-CA database."),
+    ) -> None:
+        """Mint an external account binding key (RFC 8555 §7.3.4): a key identifier and an HMAC key
+        (shown once) for one SP's ``stirshaken acme --eab-kid/--eab-hmac-key``."""
+        from stirshaken.pki.ca import mint_eab_key
+        from stirshaken.pki.pa import OCN_RE
+        from stirshaken.pki.store import Database, sqlite_url
+
+        if not spc and not account:
+            _fail("give --spc and/or --account: the key is bound to an SP", 2)
+        if spc is not None and OCN_RE.fullmatch(spc) is None:
+            _fail("--spc: an SPC is 1-16 digits or upper-case letters", 2)
+        state_dir.mkdir(parents=True, exist_ok=True)
+        db = Database(db_url or sqlite_url(str(state_dir / "ca.db")))
+        try:
+            kid, key = mint_eab_key(db, spc=spc, pa_account=account)
+        finally:
+            db.close()
+        out.print(f"eab_kid      {kid}\neab_hmac_key {key}\n(the HMAC key is shown only now)", highlight=False)
 
     # --- STI-CR ------------------------------------------------------------------------------
     @cr_app.command("serve")
@@ -281,6 +454,7 @@ def register(app: typer.Typer) -> None:
         tls_cert: TlsCertOpt = None,
         tls_key: TlsKeyOpt = None,
         no_tls: NoTlsOpt = False,
+        tls_dir: TlsDirOpt = None,
         upload_token: List[str] = typer.Option([], "--upload-token", help="TOKEN=OWNER allowed to PUT chains (repeatable)."),
         trust_anchor: List[Path] = typer.Option([], "--trust-anchor", help="Uploaded chains must validate to one of these roots."),
     ) -> None:
@@ -290,7 +464,7 @@ def register(app: typer.Typer) -> None:
         from stirshaken.pki.store import Database, sqlite_url
 
         cfg = _config(config, "cr", dict(state_dir=state_dir, host=host, port=port, base_url=base_url, db_url=db_url,
-                                         tls_cert=tls_cert, tls_key=tls_key, no_tls=no_tls, upload_token=upload_token,
+                                         tls_cert=tls_cert, tls_key=tls_key, no_tls=no_tls, tls_dir=tls_dir, upload_token=upload_token,
                                          trust_anchor=trust_anchor))
         sd = Path(cfg.get("state_dir", "cr-state"))
         sd.mkdir(parents=True, exist_ok=True)

@@ -27,7 +27,7 @@ from cryptography.x509.oid import ExtensionOID, NameOID
 from cryptography.x509 import verification as xv
 
 from stirshaken.core.errors import CertificateError, TNAuthListError, UntrustedCertificateError
-from stirshaken.core.tnauthlist import TNAUTHLIST_OID, TNAuthList, from_certificate, to_extension
+from stirshaken.core.tnauthlist import SPC, TN, TNAUTHLIST_OID, TNAuthList, TNRange, from_certificate, to_extension
 
 #: US SHAKEN Certificate Policy OIDs (CP v1.1-v1.4, STANDARDS.md CM-11).
 SHAKEN_CP_ARC = "2.16.840.1.114569.1.1."
@@ -62,6 +62,40 @@ def make_name(cn: str, org: str, country: str = "US") -> x509.Name:
             x509.NameAttribute(NameOID.COMMON_NAME, cn),
         ]
     )
+
+
+#: the subject attributes an SP certificate may carry (ATIS-1000080 §6.4.1): C, O and CN required,
+#: ST, L and OU optional
+_SUBJECT_REQUIRED = ((NameOID.COUNTRY_NAME, "C"), (NameOID.ORGANIZATION_NAME, "O"), (NameOID.COMMON_NAME, "CN"))
+_SUBJECT_OPTIONAL = {NameOID.STATE_OR_PROVINCE_NAME: "ST", NameOID.LOCALITY_NAME: "L", NameOID.ORGANIZATIONAL_UNIT_NAME: "OU"}
+
+
+def check_sp_subject(subject: x509.Name, spc: str | None) -> list[str]:
+    """Every way ``subject`` falls short of the SP certificate subject rule of ATIS-1000080 §6.4.1
+    (CM-06): exactly one C, O and CN; the CN contains ``SHAKEN`` and, for an SP certificate, the
+    SPC (``spc``; None for a delegate certificate, RFC 9060, whose CN need only be present);
+    ST, L and OU are allowed, nothing else.  Each finding is one line naming the attribute; an
+    empty list means the subject conforms.  The STI-CA's finalize (``badCSR``) and
+    :func:`check_profile` both use this one rule."""
+    out: list[str] = []
+    for oid, label in _SUBJECT_REQUIRED:
+        n = len(subject.get_attributes_for_oid(oid))
+        if n == 0:
+            out.append(f"CM-06 subject lacks {label}")
+        elif n > 1:
+            out.append(f"CM-06 subject has {n} {label} attributes, expected one")
+    for attr in subject:
+        if attr.oid not in _SUBJECT_OPTIONAL and all(attr.oid != oid for oid, _ in _SUBJECT_REQUIRED):
+            name = getattr(attr.oid, "_name", None) or attr.oid.dotted_string
+            out.append(f"CM-06 subject attribute {name} is not allowed (only C, O, CN, ST, L, OU)")
+    cns = [a.value for a in subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+    if cns and spc is not None:
+        cn = str(cns[0])
+        if "SHAKEN" not in cn:
+            out.append(f"CM-06 CN {cn[:60]!r} does not contain 'SHAKEN'")
+        elif spc not in cn.replace("SHAKEN", " ", 1):
+            out.append(f"CM-06 CN {cn[:60]!r} does not contain the SPC {spc!r}")
+    return out
 
 
 def _public_key(key: ec.EllipticCurvePrivateKey | ec.EllipticCurvePublicKey) -> ec.EllipticCurvePublicKey:
@@ -243,8 +277,11 @@ def create_intermediate(
     crl_issuer: x509.Name | None = None,
     policy_oid: x509.ObjectIdentifier = SHAKEN_CP_OID,
     not_before: dt.datetime | None = None,
+    path_length: int = 0,
 ) -> x509.Certificate:
-    """An STI-CA intermediate (CA:TRUE, pathlen 0, keyCertSign only: CM-07, CM-08)."""
+    """An STI-CA intermediate (CA:TRUE, keyCertSign only: CM-07, CM-08).  ``path_length`` is 0
+    (it issues SP certificates only); 1 lets it issue SP delegate-issuing CA certificates
+    (:func:`create_sp_certificate` with ``ca=True``, RFC 9060 §4)."""
     return _issued(
         make_name(cn, org, country),
         _public_key(key),
@@ -258,7 +295,7 @@ def create_intermediate(
         tnauthlist=None,
         not_before=not_before,
         not_after=None,
-        path_length=0,
+        path_length=path_length,
     )
 
 
@@ -277,10 +314,17 @@ def create_sp_certificate(
     policy_oid: x509.ObjectIdentifier = SHAKEN_CP_OID,
     not_before: dt.datetime | None = None,
     not_after: dt.datetime | None = None,
+    subject: x509.Name | None = None,
+    ca: bool = False,
 ) -> x509.Certificate:
     """An SP (end-entity) certificate with the ATIS-1000080 §6.4.1 profile.
 
+    ``ca=True``: the SP's CA certificate for issuing delegate certificates (RFC 9060 §4,
+    ATIS-1000092): CA:TRUE with path length 0, keyCertSign, the SP's TNAuthList.
+
     ``subject_key`` may be a key or a CSR; with a CSR the TNAuthList defaults to the CSR's.
+    ``subject``: the subject to issue with (the STI-CA passes a CSR subject that passed
+    :func:`check_sp_subject`); default ``C=<country>, O=<org>, CN=SHAKEN <SPC>``.
     """
     if isinstance(subject_key, x509.CertificateSigningRequest):
         csr = subject_key
@@ -299,11 +343,12 @@ def create_sp_certificate(
         tnauthlist = TNAuthList.for_spc(spc)
     code = tnauthlist.spc or "TN"
     return _issued(
-        make_name(f"SHAKEN {code}", org, country),
+        subject if subject is not None else make_name(f"SHAKEN {code}" + (" Delegate CA" if ca else ""), org, country),
         pub,
         issuer_cert,
         issuer_key,
-        ca=False,
+        ca=ca,
+        path_length=0 if ca else None,
         days=days,
         crl_url=crl_url,
         crl_issuer=crl_issuer,
@@ -311,6 +356,82 @@ def create_sp_certificate(
         tnauthlist=tnauthlist,
         not_before=not_before,
         not_after=not_after,
+    )
+
+
+def _block(prefix: str, length: int) -> tuple[int, int] | None:
+    """The numbers of ``length`` digits starting with ``prefix``, as ``[lo, hi)``."""
+    if not prefix.isdigit() or len(prefix) > length:
+        return None
+    scale = 10 ** (length - len(prefix))
+    return int(prefix) * scale, (int(prefix) + 1) * scale
+
+
+def within_authority(entry: TN | TNRange, authority: TNAuthList, prefixes: Sequence[str] = ()) -> bool:
+    """Whether a delegate TNAuthList entry lies inside an issuer's authority (RFC 9060 §4: a
+    delegate certificate's scope must be a subset of its issuer's): the issuer's TN and range
+    entries, and ``prefixes``, the TN blocks of the issuer's SPC (which the SPC alone does not
+    name; the operator gives them)."""
+    if isinstance(entry, TN):
+        return authority.covers(entry.number) or any(entry.number.startswith(p) for p in prefixes)
+    if not entry.start.isdigit():
+        return False
+    lo, hi = int(entry.start), int(entry.start) + entry.count
+    length = len(entry.start)
+    for e in authority.entries:
+        if isinstance(e, TNRange) and len(e.start) == length and e.start.isdigit() and int(e.start) <= lo and hi <= int(e.start) + e.count:
+            return True
+    return any((b := _block(p, length)) is not None and b[0] <= lo and hi <= b[1] for p in prefixes)
+
+
+def create_delegate_certificate(
+    subject_key: ec.EllipticCurvePrivateKey | ec.EllipticCurvePublicKey,
+    issuer_cert: x509.Certificate,
+    issuer_key: ec.EllipticCurvePrivateKey,
+    tnauthlist: TNAuthList,
+    *,
+    authority: Sequence[str] = (),
+    cn: str = "SHAKEN Delegate",
+    org: str = "STI Delegate",
+    country: str = "US",
+    days: int = 90,
+    crl_url: str | None = None,
+    crl_issuer: x509.Name | None = None,
+    policy_oid: x509.ObjectIdentifier = SHAKEN_CP_OID,
+) -> x509.Certificate:
+    """A delegate end-entity certificate (RFC 9060, ATIS-1000092) an SP issues to an enterprise:
+    a TNAuthList of TN and range entries only (no SPC), each inside the issuer's authority
+    (:func:`within_authority` with the issuer's TNAuthList and ``authority`` prefixes).
+
+    The issuer must be a CA certificate carrying a TNAuthList (the SP's delegate-issuing CA,
+    :func:`create_sp_certificate` ``ca=True``).  Raises :class:`CertificateError` naming the entry
+    or the issuer fault; nothing is issued then.
+    """
+    if any(isinstance(e, SPC) for e in tnauthlist.entries):
+        raise CertificateError("a delegate certificate names TNs and ranges, not an SPC (RFC 9060 §4)")
+    try:
+        bc = issuer_cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+    except x509.ExtensionNotFound:
+        bc = None
+    if bc is None or not bc.ca:
+        raise CertificateError(
+            "the issuer certificate is not a CA certificate: delegate certificates are issued by the SP's "
+            "delegate-issuing CA certificate (CA:TRUE with the SP's TNAuthList; 'stirshaken cert sp --ca')"
+        )
+    found = from_certificate(issuer_cert)
+    if found is None:
+        raise CertificateError("the issuer certificate has no TNAuthList: its authority is unknown (RFC 9060 §4)")
+    issuer_tnal = found[0]
+    for e in tnauthlist.entries:
+        assert isinstance(e, (TN, TNRange))
+        if not within_authority(e, issuer_tnal, authority):
+            what = f"TN {e.number}" if isinstance(e, TN) else f"range {e.start}+{e.count}"
+            spcs = ", ".join(issuer_tnal.spcs)
+            hint = f"; for SPC {spcs} give its TN blocks with --authority PREFIX" if spcs and not authority else ""
+            raise CertificateError(f"{what} is outside the issuer's authority{hint}")
+    return _issued(
+        make_name(cn, org, country), _public_key(subject_key), issuer_cert, issuer_key, ca=False, days=days,
+        crl_url=crl_url, crl_issuer=crl_issuer, policy_oid=policy_oid, tnauthlist=tnauthlist, not_before=None, not_after=None,
     )
 
 
@@ -398,9 +519,10 @@ def check_profile(cert: x509.Certificate, role: str | None = None, *, issuer: x5
         out.append("CM-04 public key is not P-256")
     subject = cert.subject
     cns = [a.value for a in subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
-    for oid, label in ((NameOID.COMMON_NAME, "CN"), (NameOID.ORGANIZATION_NAME, "O"), (NameOID.COUNTRY_NAME, "C")):
-        if not subject.get_attributes_for_oid(oid):
-            out.append(f"CM-06 subject lacks {label}")
+    if role != "sp":
+        for oid, label in ((NameOID.COMMON_NAME, "CN"), (NameOID.ORGANIZATION_NAME, "O"), (NameOID.COUNTRY_NAME, "C")):
+            if not subject.get_attributes_for_oid(oid):
+                out.append(f"CM-06 subject lacks {label}")
     try:
         exts = cert.extensions
     except ValueError as exc:
@@ -486,12 +608,14 @@ def check_profile(cert: x509.Certificate, role: str | None = None, *, issuer: x5
                 tnal = from_certificate(cert)
                 assert tnal is not None
                 entries = tnal[0].entries
-                if len(entries) != 1 or tnal[0].spc is None:
+                if tnal[0].spc is None:  # a delegate certificate (RFC 9060): TN and range entries only
+                    out.extend(check_sp_subject(subject, None))
+                elif len(entries) != 1:
                     out.append("CM-13 TNAuthList must hold exactly one SPC entry")
                 elif not tnal[0].spc.isalnum() or tnal[0].spc != tnal[0].spc.upper():
                     out.append("CM-13 SPC must be digits and upper-case letters")
-                elif cns and cns[0] != f"SHAKEN {tnal[0].spc}":
-                    out.append(f"CM-06 CN is {cns[0]!r}, expected 'SHAKEN {tnal[0].spc}'")
+                else:
+                    out.extend(check_sp_subject(subject, tnal[0].spc))
             except TNAuthListError as exc:
                 out.append(f"CM-13 TNAuthList is malformed: {exc.description}")
     else:
@@ -533,6 +657,9 @@ class ValidatedCredential:
     tnauthlist: TNAuthList
     not_after: dt.datetime
     warnings: tuple[str, ...] = field(default=())
+    #: a delegate certificate (RFC 9060): TN / range entries and no SPC; the verifier checks the
+    #: orig TN against them on every call (core.verification.check_authority)
+    delegate: bool = False
 
     @property
     def spc(self) -> str | None:
@@ -657,6 +784,7 @@ class TrustStore:
             public_key=pub,
             tnauthlist=tnal,
             not_after=min(c.not_valid_after_utc for c in chain),
+            delegate=tnal.spc is None,
         )
 
     def _path_fault(self, leaf: x509.Certificate, intermediates: Sequence[x509.Certificate], at: dt.datetime) -> str:

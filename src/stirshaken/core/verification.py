@@ -451,8 +451,19 @@ def _orig_check(tn: str) -> Check:
 
 
 def check_authority(passport: PASSporT, credential: ValidatedCredential, policy: VerificationPolicy) -> Check:
-    """Step V6: the orig TN lies in the certificate's TN/range entries or in the SPC's TN blocks."""
+    """Step V6: the orig TN lies in the certificate's TN/range entries or in the SPC's TN blocks.
+
+    A delegate certificate (RFC 9060: TN/range entries, no SPC; ATIS-1000092) is checked on every
+    call, whatever ``policy.check_authority``: an orig TN it does not cover is 438 Invalid
+    Identity Header, TN-Validation-Failed (the signer is not authorized for the identity,
+    RFC 8224 §6.2)."""
     tn = _canon(passport.orig_tn) or ""
+    if credential.delegate:
+        if credential.tnauthlist.covers(tn):
+            return Check("authority", True, "orig TN in the delegate certificate's TNAuthList (RFC 9060)")
+        raise InvalidIdentityError(
+            f"the delegate certificate does not cover calling number {tn} (RFC 9060 TNAuthList)", verstat=VERSTAT_FAILED
+        )
     if credential.tnauthlist.covers(tn):
         return Check("authority", True, "orig TN in certificate TNAuthList")
     for spc in credential.tnauthlist.spcs:
@@ -467,7 +478,7 @@ def complete(prepared: Prepared, credential: ValidatedCredential | StirShakenErr
     """Finish one header with its credential (or the error that prevented getting one)."""
     p = prepared.passport
     raw = prepared.raw or str(prepared.header)
-    if type(credential) is ValidatedCredential and not credential.warnings and not policy.check_authority:
+    if type(credential) is ValidatedCredential and not credential.warnings and not policy.check_authority and not credential.delegate:
         # the usual case, as the general path below but without building a list of checks
         try:
             p.verify(credential.public_key)
@@ -483,7 +494,7 @@ def complete(prepared: Prepared, credential: ValidatedCredential | StirShakenErr
         checks.append(_cert_check(credential))
         if credential.warnings:  # e.g. a CRL past its nextUpdate still in use (stirshaken.trust)
             checks.extend(Check("warning", True, w) for w in credential.warnings)
-        if policy.check_authority:
+        if policy.check_authority or credential.delegate:
             checks.append(check_authority(p, credential, policy))
         p.verify(credential.public_key)
         checks.append(_OK_SIG)

@@ -164,7 +164,7 @@ class Testbed:
         assert self.pa is not None and self.tls is not None
         return VerifierConfig(
             crl_signers=[str(self.state_dir / "pa" / "pa-crl.pem")],  # the STI-PA CRL signer: not a path anchor
-            ca_list=self.urls["pa"] + "/ca-list",
+            ca_list=self.urls["pa"] + "/api/v1/ca-list",
             ca_list_trust=[str(self.state_dir / "pa" / "pa-root.pem")],
             crls=[self.pa.crl_url],
             allow_private_x5u=True,
@@ -286,7 +286,7 @@ async def run_testbed(
         console.print(f"testbed finished in {time.monotonic() - t0:.1f} s; state in {state_dir}", highlight=False)
         if keep_running:
             console.print("services keep running (Ctrl-C to stop):", highlight=False)
-            console.print(f"  STI-PA  {tb.urls['pa']}  (ca-list {tb.urls['pa']}/ca-list, crl {tb.urls['pa']}/crl)", highlight=False)
+            console.print(f"  STI-PA  {tb.urls['pa']}  (ca-list {tb.urls['pa']}/api/v1/ca-list, crl {tb.urls['pa']}/download/v1/crl)", highlight=False)
             console.print(f"  STI-CA  {tb.urls['ca']}/acme/directory", highlight=False)
             console.print(f"  STI-CR  {tb.urls['cr']}/  (x5u {good.x5u})", highlight=False)
             console.print(f"  STI-VS  {tb.urls['vs']}/stir/v1/verification  (ATIS-1000082 REST)", highlight=False)

@@ -258,7 +258,7 @@ class Identifier:
 @dataclass(frozen=True)
 class NewAccount:
     """RFC 8555 §7.3 newAccount request payload.  ``external_account_binding`` is carried as the
-    JWS object it is (§7.3.4); this CA does not require one."""
+    JWS object it is (§7.3.4; :class:`ExternalAccountBinding` parses it)."""
 
     contact: tuple[str, ...] | None = None
     terms_of_service_agreed: bool | None = None
@@ -553,8 +553,107 @@ class Revocation:
 
 
 
+# --- External Account Binding (RFC 8555 §7.3.4) ---------------------------------------------------
+
+#: the MAC algorithm of external account bindings made and accepted here
+EAB_ALG = "HS256"
+
+
+def eab_hmac_key(text: str) -> bytes:
+    """The MAC key of an EAB key identifier from its base64url text (as ``stirshaken ca eab-create``
+    shows it and certbot takes it); raises ``ValueError`` for text that is not base64url of at
+    least 16 bytes."""
+    import base64
+    import binascii
+
+    raw = text.strip()
+    try:
+        key = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4))
+    except (binascii.Error, ValueError):
+        raise ValueError("the EAB HMAC key is not base64url") from None
+    if len(key) < 16:
+        raise ValueError("the EAB HMAC key is shorter than 16 bytes")
+    return key
+
+
+def _b64u(data: bytes) -> str:
+    import base64
+
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def make_eab(kid: str, hmac_key: bytes, account_jwk: Mapping[str, Any], url: str) -> dict[str, str]:
+    """The ``externalAccountBinding`` member of a newAccount payload (RFC 8555 §7.3.4): a flattened
+    JWS, HS256 with ``hmac_key``, whose protected header holds ``alg``, ``kid`` and ``url`` (the
+    newAccount URL, no nonce) and whose payload is the account's public JWK."""
+    import hashlib
+    import hmac
+    import json
+
+    protected = _b64u(json.dumps({"alg": EAB_ALG, "kid": kid, "url": url}, separators=(",", ":")).encode())
+    payload = _b64u(json.dumps(dict(account_jwk), separators=(",", ":"), sort_keys=True).encode())
+    sig = hmac.new(hmac_key, f"{protected}.{payload}".encode("ascii"), hashlib.sha256).digest()
+    return {"protected": protected, "payload": payload, "signature": _b64u(sig)}
+
+
+@dataclass(frozen=True)
+class ExternalAccountBinding:
+    """A received ``externalAccountBinding`` (RFC 8555 §7.3.4), parsed but not yet verified:
+    ``kid`` and ``url`` of its protected header, the JWK of its payload, and what the MAC covers.
+    :meth:`from_json` raises :class:`AcmeProblem` ``malformed`` naming what is wrong."""
+
+    kid: str
+    url: str
+    jwk: Mapping[str, Any]
+    signing_input: bytes
+    signature: bytes
+
+    @classmethod
+    def from_json(cls, doc: Any) -> "ExternalAccountBinding":
+        import base64
+        import binascii
+        import json
+
+        where = "externalAccountBinding"
+        doc = _object(doc, where)
+        parts = [_str(doc, k, where) for k in ("protected", "payload", "signature")]
+
+        def dec(text: str, what: str) -> bytes:
+            try:
+                return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+            except (binascii.Error, ValueError):
+                raise _malformed(f"{where}.{what}", "is not base64url") from None
+
+        try:
+            protected = json.loads(dec(parts[0], "protected"))
+            jwk = json.loads(dec(parts[1], "payload"))
+        except ValueError:
+            raise _malformed(where, "protected header and payload must be JSON") from None
+        if not isinstance(protected, dict) or not isinstance(jwk, dict):
+            raise _malformed(where, "protected header and payload must be JSON objects")
+        if protected.get("alg") != EAB_ALG:
+            raise _malformed(f"{where}.protected.alg", f"must be {EAB_ALG} (a MAC algorithm, RFC 8555 §7.3.4)")
+        if "nonce" in protected:
+            raise _malformed(f"{where}.protected", "must not carry a nonce (RFC 8555 §7.3.4)")
+        kid, url = protected.get("kid"), protected.get("url")
+        if not isinstance(kid, str) or not kid:
+            raise _malformed(f"{where}.protected.kid", "is missing")
+        if not isinstance(url, str):
+            raise _malformed(f"{where}.protected.url", "is missing")
+        return cls(kid=kid, url=url, jwk=jwk, signing_input=f"{parts[0]}.{parts[1]}".encode("ascii"),
+                   signature=dec(parts[2], "signature"))
+
+    def mac_ok(self, hmac_key: bytes) -> bool:
+        """Whether the HS256 MAC verifies with ``hmac_key`` (constant-time comparison)."""
+        import hashlib
+        import hmac
+
+        return hmac.compare_digest(hmac.new(hmac_key, self.signing_input, hashlib.sha256).digest(), self.signature)
+
+
 __all__ = [
     "ERR", "JOSE_JSON", "PEM_CHAIN", "PROBLEM_JSON", "TKAUTH01", "TNAUTHLIST",
+    "EAB_ALG", "ExternalAccountBinding", "eab_hmac_key", "make_eab",
     "Account", "AccountUpdate", "AcmeProblem", "Authorization", "Challenge", "Directory", "DirectoryMeta",
     "Finalize", "Identifier", "NewAccount", "NewOrder", "Order", "OrderList", "Revocation", "TkauthAnswer",
     "rfc3339",

@@ -36,10 +36,17 @@ from stirshaken.core.tnauthlist import TNAuthList
 from stirshaken.net.http import client_session, client_ssl_context  # noqa: F401 (re-exported)
 from stirshaken.pki.acme import (  # noqa: F401 (ERR, TKAUTH01 re-exported)
     ERR, JOSE_JSON, PEM_CHAIN, TKAUTH01, TNAUTHLIST, AcmeProblem, Authorization, Challenge, Directory, Finalize,
-    Identifier, NewAccount, NewOrder, Order, Revocation, TkauthAnswer,
+    Identifier, NewAccount, NewOrder, Order, Revocation, TkauthAnswer, eab_hmac_key, make_eab,
 )
 
 log = logging.getLogger("stirshaken.pki.acme_client")
+
+#: the STI-CA's header on a certificate download when its own STI-CR upload failed (pki/ca.py)
+PUBLISH_ERROR_HEADER = "X-Shaken-Publish-Error"
+#: ``state_dir/current`` -> ``archive/<serial hex>``: the active ``key.pem``, ``cert.pem``, ``chain.pem``
+CURRENT = "current"
+#: the non-secret options of ``stirshaken acme`` kept for ``acme renew`` / ``acme list``
+SETTINGS = "acme.json"
 
 #: total seconds for one request of the SP flow (STI-PA, STI-CA, STI-CR)
 FLOW_TIMEOUT = 30.0
@@ -53,11 +60,24 @@ class PAClientError(Exception):
     """The STI-PA refused a request."""
 
 
+class PublishError(Exception):
+    """The certificate was issued and stored, but neither the STI-CA nor this client could put
+    the chain on the STI-CR, so no x5u points at it (the message says why)."""
+
+
+class DeployHookError(Exception):
+    """The ``--deploy-hook`` command failed (its exit status and the end of its stderr)."""
+
+
 # --- STI-PA client -----------------------------------------------------------------------------
 
 
 class PAClient:
-    """Client of the STI-PA API (PA-03 login, PA-04 SPC token, PA-01 CA list, PA-02 CRL)."""
+    """Client of the STI-PA API (PA-03 login, PA-04 SPC token, PA-01 CA list, PA-02 CRL) in its
+    published shape: ``{base}/api/v1/auth/login``, ``{base}/api/v1/account/{SPC}/token``,
+    ``{base}/api/v1/ca-list`` and ``{base}/download/v1/crl``, with the raw access token in
+    ``Authorization`` (docs/pki.md "STI-PA API").  Admin calls (``/revoke``, ``/admin/ca``) are
+    this STI-PA's own and live at the root."""
 
     def __init__(self, base_url: str, session: aiohttp.ClientSession):
         self.base = base_url.rstrip("/")
@@ -66,8 +86,8 @@ class PAClient:
 
     async def _call(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
         headers = {"Accept": "application/json"}
-        if self.access_token:
-            headers["Authorization"] = f"Bearer {self.access_token}"
+        if self.access_token:  # the raw token, as the published STI-PA API has it (Bearer also accepted)
+            headers["Authorization"] = self.access_token
         data = None if body is None else orjson.dumps(body)
         if data is not None:
             headers["Content-Type"] = "application/json"
@@ -83,18 +103,18 @@ class PAClient:
         return out
 
     async def login(self, user: str, password: str) -> str:
-        out = await self._call("POST", "/auth/login", {"userId": user, "password": password})
+        out = await self._call("POST", "/api/v1/auth/login", {"userId": user, "password": password})
         self.access_token = str(out["accessToken"])
         return self.access_token
 
     async def spc_token(self, ocn: str, tkvalue: str, fingerprint: str, *, ca: bool = False) -> dict[str, Any]:
         """``{"token", "crl", "iss"}`` for an SPC token bound to ``fingerprint`` (PA-04)."""
         return await self._call(
-            "POST", f"/account/{ocn}/token", {"atc": {"tktype": TNAUTHLIST, "tkvalue": tkvalue, "ca": ca, "fingerprint": fingerprint}}
+            "POST", f"/api/v1/account/{ocn}/token", {"atc": {"tktype": TNAUTHLIST, "tkvalue": tkvalue, "ca": ca, "fingerprint": fingerprint}}
         )
 
     async def ca_list(self) -> str:
-        return str((await self._call("GET", "/ca-list"))["caList"])
+        return str((await self._call("GET", "/api/v1/ca-list"))["caList"])
 
     async def revoke(self, *, serial: int | None = None, jti: str | None = None, reason: str | None = None) -> dict[str, Any]:
         body: dict[str, Any] = {"jti": jti} if jti else {"serial": format(serial or 0, "x")}
@@ -106,10 +126,10 @@ class PAClient:
         await self._call("POST", "/admin/ca", {"certificate": pem_text})
 
     async def crl(self) -> x509.CertificateRevocationList:
-        async with self.session.get(self.base + "/crl") as resp:
+        async with self.session.get(self.base + "/download/v1/crl") as resp:
             data = await resp.read()
             if resp.status != 200:
-                raise PAClientError(f"STI-PA /crl: HTTP {resp.status}")
+                raise PAClientError(f"STI-PA /download/v1/crl: HTTP {resp.status}")
         return certs.load_crl(data)
 
 
@@ -245,12 +265,24 @@ class AcmeClient:
             raise err
         return res
 
-    async def register(self, contact: list[str] | None = None, *, only_existing: bool = False) -> str:
+    async def register(
+        self, contact: list[str] | None = None, *, only_existing: bool = False, eab: tuple[str, str] | None = None
+    ) -> str:
+        """newAccount (RFC 8555 §7.3); ``eab``: ``(kid, base64url HMAC key)`` for an external
+        account binding (§7.3.4).  A directory with ``externalAccountRequired`` and no ``eab``
+        raises :class:`AcmeProblem` ``externalAccountRequired`` before anything is sent."""
         d = await self.directory()
         if only_existing:
             req = NewAccount(only_return_existing=True)
         else:
-            req = NewAccount(terms_of_service_agreed=True, contact=tuple(contact) if contact else None)
+            binding = None
+            if eab is not None:
+                binding = make_eab(eab[0], eab_hmac_key(eab[1]), jwk_of(self.key), d.new_account)
+            elif d.meta is not None and d.meta.external_account_required:
+                raise AcmeProblem(
+                    "externalAccountRequired", "the STI-CA requires an external account binding: give --eab-kid and --eab-hmac-key", 0
+                )
+            req = NewAccount(terms_of_service_agreed=True, contact=tuple(contact) if contact else None, external_account_binding=binding)
         res = await self.post(d.new_account, req.to_json(), use_jwk=True)
         if not res.location:
             raise AcmeProblem("malformed", "newAccount without Location", res.status)
@@ -328,6 +360,7 @@ class AcmeClient:
 class AcmeConfig:
     """Where and as whom an SP obtains its SHAKEN certificate.
 
+    ``eab_kid`` / ``eab_hmac_key``: the external account binding the STI-CA issued (RFC 8555 §7.3.4).
     ``state_dir`` holds ``account.key`` (0600), ``account.json``, ``sp.key`` (0600), ``sp.pem``
     (leaf), ``sp-chain.pem`` (leaf + intermediates) and ``cert.json`` (x5u URL, serial, expiry).
     When the STI-CA publishes the chain itself (``X-Shaken-Certificate-Location``) that URL becomes
@@ -347,6 +380,8 @@ class AcmeConfig:
     contact: list[str] = field(default_factory=list)
     org: str = "STI Participant"
     days: int | None = None
+    eab_kid: str | None = None
+    eab_hmac_key: str | None = None
 
 
 @dataclass
@@ -420,7 +455,7 @@ async def obtain_certificate(cfg: AcmeConfig, *, session: aiohttp.ClientSession 
         await pa.login(cfg.username, cfg.password)
         tok = await pa.spc_token(cfg.ocn, client.identifier_value(tnal), account_key_fingerprint(account_key))
         # 2. account and order (RFC 8555 §7.3, §7.4; RFC 9448 §3)
-        await client.register(cfg.contact)
+        await client.register(cfg.contact, eab=(cfg.eab_kid, cfg.eab_hmac_key) if cfg.eab_kid and cfg.eab_hmac_key else None)
         (cfg.state_dir / "account.json").write_bytes(orjson.dumps({"url": client.account_url, "directory": cfg.directory_url}))
         not_after = None
         if cfg.days:
@@ -453,10 +488,16 @@ async def obtain_certificate(cfg: AcmeConfig, *, session: aiohttp.ClientSession 
         leaf = chain[0]
         if leaf.public_key().public_numbers() != sp_key.public_key().public_numbers():
             raise AcmeProblem("serverInternal", "issued certificate is not for our key", 0)
-        # 5. publish at the STI-CR (CR-01..CR-03)
+        # 5. publish at the STI-CR (CR-01..CR-03); a failure is reported after the files are stored
         x5u = res.headers.get("X-Shaken-Certificate-Location")
+        publish_error: str | None = None
         if cfg.cr_url and not x5u:
-            x5u = await _publish(session, cfg, f"{cfg.ocn}-{leaf.serial_number:x}.pem", chain_pem)
+            try:
+                x5u = await _publish(session, cfg, f"{cfg.ocn}-{leaf.serial_number:x}.pem", chain_pem)
+            except (PAClientError, aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                publish_error = f"the upload to the STI-CR {cfg.cr_url} failed: {exc or type(exc).__name__}"
+        elif not x5u and res.headers.get(PUBLISH_ERROR_HEADER):
+            publish_error = res.headers[PUBLISH_ERROR_HEADER] + " (give --cr-url/--cr-token to upload it yourself)"
         # 6. store: key first (0600), then certificate files, then the metadata that points at them;
         #    each file is written aside and renamed into place, so a reader (a signer reloading)
         #    sees whole files, and at worst a key that does not match sp.pem yet (it checks)
@@ -470,6 +511,9 @@ async def obtain_certificate(cfg: AcmeConfig, *, session: aiohttp.ClientSession 
         for name, data in (("sp.pem", certs.pem([leaf])), ("sp-chain.pem", chain_pem), ("cert.json", orjson.dumps(meta))):
             (sd / f".{name}.new").write_bytes(data)
             (sd / f".{name}.new").replace(sd / name)
+        _install_current(sd, format(leaf.serial_number, "x"), sp_key, certs.pem([leaf]), chain_pem)
+        if publish_error is not None:
+            raise PublishError(f"certificate {leaf.serial_number:x} was issued and stored in {sd}, but not published: {publish_error}")
         return CertificateStatus(
             key_path=cfg.state_dir / "sp.key", cert_path=cfg.state_dir / "sp.pem", chain_path=cfg.state_dir / "sp-chain.pem",
             x5u=x5u, serial=leaf.serial_number, not_after=leaf.not_valid_after_utc, renewed=True,
@@ -477,6 +521,78 @@ async def obtain_certificate(cfg: AcmeConfig, *, session: aiohttp.ClientSession 
     finally:
         if own:
             await session.close()
+
+
+def _install_current(sd: Path, serial_hex: str, key: ec.EllipticCurvePrivateKey, cert_pem: bytes, chain_pem: bytes) -> Path:
+    """Write ``archive/<serial>/{key,cert,chain}.pem`` and point ``current`` at it with one
+    symlink rename, so ``current/key.pem`` and ``current/chain.pem`` always belong together."""
+    target = sd / "archive" / serial_hex
+    target.mkdir(parents=True, exist_ok=True)
+    write_private_key(target / "key.pem", key, public=False)
+    for name, data in (("cert.pem", cert_pem), ("chain.pem", chain_pem)):
+        (target / f".{name}.new").write_bytes(data)
+        (target / f".{name}.new").replace(target / name)
+    tmp = sd / f".{CURRENT}.new"
+    if tmp.is_symlink() or tmp.exists():
+        tmp.unlink()
+    tmp.symlink_to(Path("archive") / serial_hex, target_is_directory=True)
+    tmp.replace(sd / CURRENT)
+    return sd / CURRENT
+
+
+def save_settings(state_dir: Path, settings: Mapping[str, Any]) -> None:
+    """Keep the non-secret options of a managed certificate in ``state_dir/acme.json`` (0600)."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    path = state_dir / SETTINGS
+    tmp = state_dir / f".{SETTINGS}.new"
+    tmp.write_bytes(orjson.dumps(dict(settings), option=orjson.OPT_INDENT_2))
+    tmp.chmod(0o600)
+    tmp.replace(path)
+
+
+def load_settings(state_dir: Path) -> dict[str, Any] | None:
+    """The options saved by :func:`save_settings`, or None when ``state_dir`` is not managed."""
+    try:
+        out = orjson.loads((state_dir / SETTINGS).read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return None
+    return out if isinstance(out, dict) else None
+
+
+def managed_state_dirs(paths: list[Path]) -> list[Path]:
+    """Each of ``paths`` that is a managed state directory (has ``acme.json`` or ``cert.json``),
+    or, for a directory that is not, its immediate subdirectories that are."""
+    out: list[Path] = []
+    for p in paths:
+        if (p / SETTINGS).exists() or (p / "cert.json").exists():
+            out.append(p)
+        elif p.is_dir():
+            out.extend(sorted(c for c in p.iterdir() if c.is_dir() and ((c / SETTINGS).exists() or (c / "cert.json").exists())))
+    return out
+
+
+def run_deploy_hook(command: str, status: "CertificateStatus", state_dir: Path, *, timeout: float = 300.0) -> None:
+    """Run ``command`` through the shell after an issuance or renewal, as certbot's
+    ``--deploy-hook`` does, with ``STIRSHAKEN_CERT``, ``STIRSHAKEN_KEY``, ``STIRSHAKEN_CHAIN`` (the
+    stable ``current/`` paths), ``STIRSHAKEN_X5U``, ``STIRSHAKEN_SERIAL`` and
+    ``STIRSHAKEN_STATE_DIR`` in its environment.  Raises :class:`DeployHookError` when it exits
+    non-zero or runs longer than ``timeout`` seconds."""
+    import os
+    import subprocess
+
+    cur = state_dir / CURRENT
+    env = {
+        **os.environ,
+        "STIRSHAKEN_CERT": str(cur / "cert.pem"), "STIRSHAKEN_KEY": str(cur / "key.pem"), "STIRSHAKEN_CHAIN": str(cur / "chain.pem"),
+        "STIRSHAKEN_X5U": status.x5u or "", "STIRSHAKEN_SERIAL": format(status.serial, "x"), "STIRSHAKEN_STATE_DIR": str(state_dir),
+    }
+    try:
+        res = subprocess.run(command, shell=True, env=env, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise DeployHookError(f"deploy hook {command!r} ran longer than {timeout:.0f} s") from None
+    if res.returncode != 0:
+        tail = (res.stderr or res.stdout).strip().splitlines()[-1:] or [""]
+        raise DeployHookError(f"deploy hook {command!r} exited with status {res.returncode}: {tail[0][:200]}")
 
 
 async def ensure_certificate(
@@ -524,6 +640,13 @@ async def renew_forever(
 
 
 __all__ = [
+    "CURRENT",
+    "DeployHookError",
+    "PublishError",
+    "load_settings",
+    "managed_state_dirs",
+    "run_deploy_hook",
+    "save_settings",
     "AcmeClient",
     "AcmeConfig",
     "AcmeProblem",

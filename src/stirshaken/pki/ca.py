@@ -33,20 +33,24 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from stirshaken.core import certificates as certs
-from stirshaken.core.b64 import b64url_decode
+from stirshaken.core.b64 import b64url_decode, b64url_encode
 from stirshaken.pki.store import Database, Row, sqlite_url, utcnow
 from stirshaken.core.errors import CertificateError, PassportEncodingError, SignatureError, TNAuthListError
 from stirshaken.core.jose import JWKError, jwk_public_key, thumbprint
 from stirshaken.core.keys import generate_private_key, load_private_key, write_private_key
+from stirshaken.pki.acme import eab_hmac_key
 from stirshaken.pki.acme import (
     ERR, JOSE_JSON, PEM_CHAIN, PROBLEM_JSON, TKAUTH01, TNAUTHLIST, Account, AccountUpdate, AcmeProblem, Authorization, Challenge,
-    Directory, DirectoryMeta, Finalize, Identifier, NewAccount, NewOrder, Order, OrderList, Revocation, TkauthAnswer,
+    Directory, DirectoryMeta, ExternalAccountBinding, Finalize, Identifier, NewAccount, NewOrder, Order, OrderList, Revocation, TkauthAnswer,
 )
 from stirshaken.core.jose import verify_signature
 from stirshaken.core.tnauthlist import SPC, TNAuthList
 from stirshaken.pki.spc_token import TokenValidator
 
 log = logging.getLogger("stirshaken.pki.ca")
+
+#: on a certificate download: why the STI-CA's own upload of the chain to the STI-CR failed
+PUBLISH_ERROR_HEADER = "X-Shaken-Publish-Error"
 
 NONCE_LIFETIME = 600.0
 MAX_NONCES = 100_000
@@ -95,6 +99,17 @@ class CAConfig:
     ``x5u_prefixes``: URL prefixes the token ``x5u`` may point at (default: the token authority).
     ``crl_url`` / ``crl_issuer``: the SHAKEN CRL distribution point (CM-12).
     ``ca_bundle``: PEM roots for fetching x5u / revoked tokens over HTTPS.
+
+    Relaxations, each off by default and logged (WARNING) every time it is used:
+
+    ``allow_account_key_reuse``: issue for a CSR whose key is the ordering account's key, which
+    RFC 8555 §11.1 says a CA should refuse (``badCSR`` otherwise); some SP clients reuse the key.
+    ``allow_header_only_signature``: accept a POST-as-GET whose ES256 signature covers the
+    base64url protected header alone instead of ``protected || "." || ""`` (RFC 7515 §5.1), as
+    one commercial client signs it (``malformed`` otherwise).
+
+    ``eab_required``: newAccount needs an external account binding (RFC 8555 §7.3.4) made with a
+    key minted by ``stirshaken ca eab-create``; the directory says ``externalAccountRequired``.
     """
 
     base_url: str
@@ -112,6 +127,9 @@ class CAConfig:
     max_cert_days: int = 398
     order_lifetime: int = 86400
     org: str = "Test STI-CA"
+    allow_account_key_reuse: bool = False
+    allow_header_only_signature: bool = False
+    eab_required: bool = False
 
     @property
     def database_url(self) -> str:
@@ -157,6 +175,19 @@ def _check_contact(contact: tuple[str, ...] | list[str]) -> list[str]:
     return list(contact)
 
 
+def mint_eab_key(db: Database, *, spc: str | None = None, pa_account: str | None = None) -> tuple[str, str]:
+    """Mint an external account binding key (RFC 8555 §7.3.4) for an SP: a new key identifier and
+    a 256-bit HMAC key, stored in ``db`` bound to ``spc`` (the SPC the account may order for) and
+    / or the STI-PA account ``pa_account``.  Returns ``(kid, hmac_key)`` with the key as base64url,
+    the one time it is shown.  Raises ``ValueError`` when neither is given."""
+    if not spc and not pa_account:
+        raise ValueError("an EAB key is bound to an SPC (--spc) or an STI-PA account (--account)")
+    kid = "kid-" + secrets.token_urlsafe(12)
+    key = b64url_encode(secrets.token_bytes(32))
+    db.ca_eab_create(kid, key, spc=spc, pa_account=pa_account)
+    return kid, key
+
+
 #: RFC 5280 §5.3.1 CRLReason codes accepted by revokeCert (RFC 8555 §7.6)
 REVOCATION_REASONS = frozenset({0, 1, 3, 4, 5, 9, 10})
 
@@ -194,6 +225,7 @@ class CertificateAuthority:
         self.tokens = TokenValidator(config, db)
         self.publisher = publisher
         self.revocation_hook = revocation_hook
+        self._publish_errors: dict[str, str] = {}  # order id -> why publishing its chain failed (since start)
         self.app = self._make_app()
 
     @classmethod
@@ -327,7 +359,12 @@ class CertificateAuthority:
         try:
             verify_signature(f"{prot_b64}.{pay_b64}".encode("ascii"), signature, pub)
         except SignatureError:
-            raise AcmeProblem("malformed", "JWS signature does not verify") from None
+            if not (self.config.allow_header_only_signature and pay_b64 == "" and self._header_only(prot_b64, signature, pub)):
+                raise AcmeProblem("malformed", "JWS signature does not verify") from None
+            log.warning(
+                "allow_header_only_signature: accepted a POST-as-GET to %s signed over the protected header alone "
+                "(not RFC 7515 §5.1)", request.path,
+            )
         if account is not None and account.status != "valid":
             raise AcmeProblem("unauthorized", f"account is {account.status}", 403)
         payload: dict[str, Any] | None = None
@@ -339,6 +376,16 @@ class CertificateAuthority:
             if not isinstance(payload, dict):
                 raise AcmeProblem("malformed", "payload must be a JSON object")
         return Signed(protected, payload, jwk if isinstance(jwk, dict) else None, account)
+
+    @staticmethod
+    def _header_only(prot_b64: str, signature: bytes, pub: Any) -> bool:
+        """Whether ``signature`` covers the base64url protected header alone (the relaxation of
+        :attr:`CAConfig.allow_header_only_signature`)."""
+        try:
+            verify_signature(prot_b64.encode("ascii"), signature, pub)
+        except SignatureError:
+            return False
+        return True
 
     async def _account_request(self, request: web.Request) -> tuple[Signed, Row]:
         signed = await self._verify(request)
@@ -394,7 +441,7 @@ class CertificateAuthority:
                 new_account=self.url("new-account"),
                 new_order=self.url("new-order"),
                 revoke_cert=self.url("revoke-cert"),
-                meta=DirectoryMeta(external_account_required=False, website=self.base),
+                meta=DirectoryMeta(external_account_required=self.config.eab_required, website=self.base),
             )
         )
 
@@ -412,8 +459,39 @@ class CertificateAuthority:
         if existing is not None:
             return self._json(self._account(existing), 200, {"Location": self.account_url(existing.id)})
         contact = _check_contact(req.contact or ())
+        eab = self._check_eab(req.external_account_binding, signed.jwk)
         acct, created = self.db.ca_create_account(tp, signed.jwk, contact)
+        if eab is not None and created and not self.db.ca_eab_bind(eab.kid, acct.id):
+            self.db.ca_update_account(acct.id, status="deactivated")
+            raise AcmeProblem("unauthorized", f"externalAccountBinding: key identifier {eab.kid!r} was used by another account", 403)
         return self._json(self._account(acct), 201 if created else 200, {"Location": self.account_url(acct.id)})
+
+    def _check_eab(self, doc: Mapping[str, Any] | None, jwk: Mapping[str, Any]) -> ExternalAccountBinding | None:
+        """Verify an external account binding (RFC 8555 §7.3.4): an HS256 JWS whose protected
+        ``url`` is the newAccount URL, whose ``kid`` was minted here and is unused, whose MAC
+        verifies with that kid's key and whose payload is the account key (the outer ``jwk``).
+        Without one: ``externalAccountRequired`` when :attr:`CAConfig.eab_required`, else None."""
+        if doc is None:
+            if self.config.eab_required:
+                raise AcmeProblem("externalAccountRequired", "this STI-CA requires an external account binding (RFC 8555 §7.3.4)")
+            return None
+        eab = ExternalAccountBinding.from_json(doc)
+        if eab.url != self.url("new-account"):
+            raise AcmeProblem("unauthorized", f"externalAccountBinding: url {eab.url[:100]!r} is not the newAccount URL", 401)
+        row = self.db.ca_eab_key(eab.kid)
+        if row is None:
+            raise AcmeProblem("unauthorized", f"externalAccountBinding: unknown key identifier {eab.kid[:64]!r}", 401)
+        if row.account_id is not None:
+            raise AcmeProblem("unauthorized", f"externalAccountBinding: key identifier {eab.kid!r} was already used", 403)
+        if not eab.mac_ok(eab_hmac_key(row.hmac_key)):
+            raise AcmeProblem("unauthorized", "externalAccountBinding: the HS256 MAC does not verify with the key of this kid", 401)
+        try:
+            same = jwk_public_key(eab.jwk) == jwk_public_key(jwk)
+        except JWKError:
+            same = False
+        if not same:
+            raise AcmeProblem("unauthorized", "externalAccountBinding: the payload is not the account key (the outer jwk)", 401)
+        return eab
 
     async def h_account(self, request: web.Request) -> web.Response:
         signed, acct = await self._account_request(request)
@@ -456,6 +534,9 @@ class CertificateAuthority:
         code = tnal.entries[0].code
         if not code.isalnum() or code != code.upper():
             raise AcmeProblem("rejectedIdentifier", "SPC must be digits and upper-case letters (ATIS-1000080 §6.4.1)")
+        binding = self.db.ca_eab_of_account(acct.id)
+        if binding is not None and binding.spc and binding.spc != code:
+            raise AcmeProblem("rejectedIdentifier", f"this account's external account binding is for SPC {binding.spc}, not {code}", 403)
         now = utcnow()
         nb, na = req.not_before, req.not_after
         start = nb or now
@@ -514,7 +595,7 @@ class CertificateAuthority:
         authz = self.db.ca_authz(authz.id) or authz
         return self._json(self._challenge(authz), 200, headers)
 
-    def _check_csr(self, payload: Mapping[str, Any] | None, order: Row) -> x509.CertificateSigningRequest:
+    def _check_csr(self, payload: Mapping[str, Any] | None, order: Row, account: Row) -> x509.CertificateSigningRequest:
         csr_b64 = Finalize.from_json(payload).csr
         try:
             der = b64url_decode(csr_b64, what="csr")
@@ -531,12 +612,20 @@ class CertificateAuthority:
             raise AcmeProblem("badCSR", "CSR key must be P-256 (ATIS-1000080 §6.4.1)")
         if csr.signature_hash_algorithm is None or csr.signature_hash_algorithm.name != "sha256":
             raise AcmeProblem("badCSR", "CSR must be signed with ecdsa-with-SHA256")
+        if pub == jwk_public_key(account.jwk):
+            if not self.config.allow_account_key_reuse:
+                raise AcmeProblem("badCSR", "the CSR key is the account key; use a new key for the certificate (RFC 8555 §11.1)")
+            log.warning("allow_account_key_reuse: issuing for order %s with the key of account %s (RFC 8555 §11.1 says refuse)",
+                        order.id, account.id)
         try:
             tnal = certs.csr_tnauthlist(csr)
         except TNAuthListError as exc:
             raise AcmeProblem("badCSR", exc.description) from None
         if tnal.to_der() != order.tnauthlist:
             raise AcmeProblem("badCSR", "CSR TNAuthList differs from the authorized identifier (RFC 9448 §6)")
+        spc = tnal.spc
+        for finding in certs.check_sp_subject(csr.subject, spc):  # ATIS-1000080 §6.4.1: the subject is kept as asked
+            raise AcmeProblem("badCSR", f"CSR subject: {finding.removeprefix('CM-06 ')} (ATIS-1000080 §6.4.1)")
         try:
             bc = csr.extensions.get_extension_for_class(x509.BasicConstraints).value
             if bc.ca:
@@ -550,13 +639,13 @@ class CertificateAuthority:
         order = self._owned(self.db.ca_order(request.match_info["id"]), acct, "order")
         if order.status != "ready":
             raise AcmeProblem("orderNotReady", f"order is {order.status}, not ready", 403)
-        csr = self._check_csr(signed.payload, order)
+        csr = self._check_csr(signed.payload, order, acct)
         if not self.db.claim_order(order.id):
             raise AcmeProblem("orderNotReady", "order is no longer ready (finalized concurrently)", 403)
         try:
             cert = certs.create_sp_certificate(
                 csr, self.keys.intermediate, self.keys.intermediate_key,
-                tnauthlist=TNAuthList.from_der(order.tnauthlist), org=self._csr_org(csr), days=self.config.cert_days,
+                tnauthlist=TNAuthList.from_der(order.tnauthlist), subject=csr.subject, days=self.config.cert_days,
                 crl_url=self.config.crl_url, crl_issuer=self.config.crl_issuer,
                 not_before=order.not_before, not_after=order.not_after,
             )
@@ -568,6 +657,7 @@ class CertificateAuthority:
                     cr_url = await self.publisher(f"{spc}-{cert.serial_number:x}.pem", chain_pem)
                 except Exception as exc:  # the certificate is still issued; the SP can publish it
                     log.warning("publishing to the STI-CR failed: %s", exc)
+                    self._publish_errors[order.id] = f"the STI-CA could not publish it to the STI-CR: {str(exc)[:200]}"
             self.db.ca_store_certificate(order.id, acct.id, cert.serial_number, chain_pem.decode(), cert.not_valid_after_utc, cr_url)
         except Exception:
             log.exception("issuance failed for order %s", order.id)
@@ -579,18 +669,14 @@ class CertificateAuthority:
             headers["X-Shaken-Certificate-Location"] = cr_url
         return self._json(self._order(order), 200, headers)
 
-    @staticmethod
-    def _csr_org(csr: x509.CertificateSigningRequest) -> str:
-        orgs = csr.subject.get_attributes_for_oid(x509.NameOID.ORGANIZATION_NAME)
-        value = orgs[0].value if orgs else "STI Participant"
-        return value if isinstance(value, str) and value.strip() else "STI Participant"
-
     async def h_cert(self, request: web.Request) -> web.Response:
         _signed, acct = await self._account_request(request)
         row = self._owned(self.db.ca_certificate(request.match_info["id"]), acct, "certificate")
         headers = {"Link": f'<{self.url("issuer.pem")}>;rel="up"'}
         if row.cr_url:
             headers["X-Shaken-Certificate-Location"] = row.cr_url
+        elif row.order_id in self._publish_errors:  # tell the SP's client, not only this log
+            headers[PUBLISH_ERROR_HEADER] = self._publish_errors[row.order_id]
         return web.Response(body=row.chain_pem.encode(), content_type=PEM_CHAIN, headers=headers)
 
     async def h_revoke(self, request: web.Request) -> web.Response:

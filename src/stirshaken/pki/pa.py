@@ -1,19 +1,24 @@
 """STI-PA: the SHAKEN Policy Administrator service (ATIS-1000080 §5-§6, ATIS-1000084).
 
-What it does (STANDARDS.md §8b, PA-01..PA-05):
+What it does (STANDARDS.md §8b, PA-01..PA-05), in the published STI-PA API shape (the iconectiv
+STI-PA external API as clients written for it call it; docs/pki.md "STI-PA API" maps each route to
+its source).  Every ``/api/v1/...`` route also answers at the root (``/auth/login``, ...) as an alias:
 
-* keeps service-provider accounts keyed by OCN/SPC with credentials; ``POST /auth/login`` with
-  ``{"userId"|"username", "password"}`` answers ``{"status":"success","accessToken":...}`` (PA-03);
+* keeps service-provider accounts keyed by OCN/SPC with credentials; ``POST /api/v1/auth/login``
+  with ``{"userId"|"username", "password"}`` answers ``{"status":"success","accessToken":...}``
+  (PA-03); ``POST /api/v1/auth/logout`` ends the session.  The access token travels raw in
+  ``Authorization`` (``Bearer <token>`` is accepted too);
 * issues SPC tokens, the TNAuthList Authority Tokens of RFC 9448 §4 / RFC 9447 §3 (PA-04, PA-05):
-  ``POST /account/{OCN}/token`` with ``{"atc":{"tktype":"TNAuthList","tkvalue":<b64 DER>,
-  "ca":false,"fingerprint":"SHA256 AA:BB:..."}}`` answers ``{"status":"success","token":<JWT>,
-  "crl":<CRL URL>,"iss":<CRL issuer DN>}``; the JWT is ES256 with ``x5u`` naming the PA signing
-  certificate (served here) and carries ``exp``, ``jti`` and the ``atc`` claim;
-* publishes the signed trusted STI-CA list (PA-01): ``GET /ca-list`` ->
+  ``POST /api/v1/account/{SPC}/token`` (trailing ``/`` accepted) with ``{"atc":{"tktype":"TNAuthList",
+  "tkvalue":<b64 DER>,"ca":false,"fingerprint":"SHA256 AA:BB:..."}}`` answers ``{"status":"success",
+  "message":...,"token":<JWT>,"crl":<CRL URL>,"iss":<CRL issuer DN>}`` as ``application/jose+json``
+  when the request's ``Accept`` names it, ``application/json`` otherwise; the JWT is ES256 with
+  ``x5u`` naming the PA signing certificate (served here) and carries ``exp``, ``jti`` and ``atc``;
+* publishes the signed trusted STI-CA list (PA-01): ``GET /api/v1/ca-list`` ->
   ``{"status":"success","caList":<JWS {"version","sequence","exp","trustList":[PEM...]}>}``;
-* publishes the single SHAKEN CRL (PA-02, ATIS-1000080 §6.3.3): ``GET /crl`` (DER,
-  ``application/pkix-crl``) and ``GET /crl.pem``, signed by the PA's CRL key whose DN every STI-CA
-  puts in ``cRLIssuer`` (CM-12); re-issued on every revocation and before ``nextUpdate``;
+* publishes the single SHAKEN CRL (PA-02, ATIS-1000080 §6.3.3): ``GET /download/v1/crl`` (also
+  ``/crl``; DER, ``application/pkix-crl``) and ``GET /crl.pem``, signed by the PA's CRL key whose DN
+  every STI-CA puts in ``cRLIssuer`` (CM-12); re-issued on every revocation and before ``nextUpdate``;
 * revokes certificates and tokens (admin): ``POST /revoke`` with ``{"serial": hex}``,
   ``{"certificate": PEM}`` or ``{"jti": ...}``; revoked, unexpired token ids are listed at
   ``GET /revoked-tokens`` for STI-CAs.
@@ -55,6 +60,15 @@ log = logging.getLogger("stirshaken.pki.pa")
 
 FINGERPRINT_RE = re.compile(r"SHA256 ([0-9A-Fa-f]{2}:){31}[0-9A-Fa-f]{2}")
 OCN_RE = re.compile(r"[0-9A-Z]{1,16}")
+
+#: the versioned prefix of the published STI-PA API (``/api/v1/auth/login``, ``/api/v1/account/{SPC}/token``,
+#: ``/api/v1/ca-list``); the same routes answer at the root as aliases
+API_PREFIX = "/api/v1"
+#: where the published STI-PA serves the SHAKEN CRL (and the CRL distribution point it announces)
+CRL_DOWNLOAD_PATH = "/download/v1/crl"
+#: the SPC token response's media type when the client asks for it (``Accept: application/jose+json``,
+#: as clients written to the published API do); ``application/json`` otherwise
+JOSE_JSON = "application/jose+json"
 
 #: The DN the observed STI-PA CRL uses, adapted (STANDARDS.md CM-12).
 CRL_ISSUER_NAME = x509.Name(
@@ -247,7 +261,8 @@ class PolicyAdministrator:
 
     @property
     def crl_url(self) -> str:
-        return f"{self.base}/crl"
+        """The SHAKEN CRL distribution point: ``{base}/download/v1/crl`` (the published path)."""
+        return f"{self.base}{CRL_DOWNLOAD_PATH}"
 
     @property
     def crl_issuer(self) -> x509.Name:
@@ -313,11 +328,17 @@ class PolicyAdministrator:
     # --- HTTP -------------------------------------------------------------------------------
     def _make_app(self) -> web.Application:
         app = web.Application(middlewares=[_errors], client_max_size=256 * 1024)
-        app.router.add_post("/auth/login", self.h_login)
-        app.router.add_post("/account/{ocn}/token", self.h_token)
-        app.router.add_get("/ca-list", self.h_ca_list)
+        # the published STI-PA API shape (docs/pki.md "STI-PA API"), then the root aliases
+        for prefix in (API_PREFIX, ""):
+            app.router.add_post(f"{prefix}/auth/login", self.h_login)
+            app.router.add_post(f"{prefix}/auth/logout", self.h_logout)
+            app.router.add_post(f"{prefix}/account/{{ocn}}/token", self.h_token)
+            app.router.add_post(f"{prefix}/account/{{ocn}}/token/", self.h_token)
+            app.router.add_get(f"{prefix}/ca-list", self.h_ca_list)
+        app.router.add_get(CRL_DOWNLOAD_PATH, self.h_crl)
         app.router.add_get("/crl", self.h_crl)
         app.router.add_get("/crl.pem", self.h_crl_pem)
+        app.router.add_get("/download/v1/certificate/{name}", self.h_cert)
         app.router.add_get("/certs/{name}", self.h_cert)
         app.router.add_post("/revoke", self.h_revoke)
         app.router.add_get("/revoked-tokens", self.h_revoked_tokens)
@@ -355,9 +376,15 @@ class PolicyAdministrator:
             raise PAError(400, "request body must be a JSON object")
         return body
 
-    def _session_user(self, request: web.Request) -> Any:
+    @staticmethod
+    def _access_token(request: web.Request) -> str:
+        """The access token of ``Authorization``: the raw token (as the published API's clients
+        send it) or ``Bearer <token>``."""
         auth = request.headers.get("Authorization", "").strip()
-        token = auth[7:].strip() if auth.lower().startswith("bearer ") else auth
+        return auth[7:].strip() if auth.lower().startswith("bearer ") else auth
+
+    def _session_user(self, request: web.Request) -> Any:
+        token = self._access_token(request)
         if not token:
             raise PAError(401, "missing access token")
         sess = self.db.pa_session(hashlib.sha256(token.encode()).hexdigest())
@@ -386,7 +413,7 @@ class PolicyAdministrator:
         token = secrets.token_urlsafe(32)
         expires = utcnow() + dt.timedelta(seconds=self.config.session_lifetime)
         self.db.pa_add_session(hashlib.sha256(token.encode()).hexdigest(), account.username, expires)
-        return _json({"status": "success", "accessToken": token, "expiresIn": self.config.session_lifetime})
+        return _json({"status": "success", "message": "login successful", "accessToken": token, "expiresIn": self.config.session_lifetime})
 
     async def h_token(self, request: web.Request) -> web.Response:
         account = self._session_user(request)
@@ -416,7 +443,21 @@ class PolicyAdministrator:
             raise PAError(403, "this account may not request tokens for CA certificates")
         claim = {"tktype": "TNAuthList", "tkvalue": tkvalue, "ca": ca, "fingerprint": "SHA256 " + fingerprint[7:].upper()}
         token, _jti, _exp = self.issue_token(ocn, claim)
-        return _json({"status": "success", "token": token, "crl": self.crl_url, "iss": self.crl_issuer.rfc4514_string()})
+        answer = {
+            "status": "success", "message": f"SPC token for spc: {ocn} is created successfully",
+            "token": token, "crl": self.crl_url, "iss": self.crl_issuer.rfc4514_string(),
+        }
+        resp = _json(answer)
+        if JOSE_JSON in request.headers.get("Accept", ""):
+            resp.content_type = JOSE_JSON
+        return resp
+
+    async def h_logout(self, request: web.Request) -> web.Response:
+        """End the session of the access token in ``Authorization`` (raw token or ``Bearer``)."""
+        token = self._access_token(request)
+        self._session_user(request)
+        self.db.pa_end_session(hashlib.sha256(token.encode()).hexdigest())
+        return _json({"status": "success", "message": "logged out"})
 
     async def h_ca_list(self, _request: web.Request) -> web.Response:
         return _json({"status": "success", "caList": self.current_ca_list()})

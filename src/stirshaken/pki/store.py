@@ -160,6 +160,18 @@ ca_certs = sa.Table(
     sa.Column("created", TS, nullable=False),
 )
 
+ca_eab_keys = sa.Table(  # RFC 8555 §7.3.4 external account binding keys (stirshaken ca eab-create)
+    "ca_eab_keys",
+    metadata,
+    sa.Column("kid", sa.String(64), primary_key=True),
+    sa.Column("hmac_key", sa.String(128), nullable=False),  # base64url; a MAC key cannot be kept hashed
+    sa.Column("spc", sa.String(32), nullable=True),  # the SPC the bound account may order for
+    sa.Column("pa_account", sa.String(128), nullable=True),  # the STI-PA account it belongs to
+    sa.Column("created", TS, nullable=False),
+    sa.Column("account_id", sa.String(32), nullable=True, unique=True),  # set once, at newAccount
+    sa.Column("used_at", TS, nullable=True),
+)
+
 # --- STI-CR -----------------------------------------------------------------------------------
 cr_chains = sa.Table(
     "cr_chains",
@@ -268,6 +280,11 @@ class Database:
             c.execute(sa.delete(pa_sessions).where(pa_sessions.c.expires < utcnow()))
             c.execute(sa.insert(pa_sessions).values(token_hash=token_hash, username=username, expires=expires))
 
+    def pa_end_session(self, token_hash: str) -> None:
+        """Forget one STI-PA session (logout)."""
+        with self.engine.begin() as c:
+            c.execute(sa.delete(pa_sessions).where(pa_sessions.c.token_hash == token_hash))
+
     def pa_session(self, token_hash: str) -> Row | None:
         return self._one(sa.select(pa_sessions).where(pa_sessions.c.token_hash == token_hash))
 
@@ -348,6 +365,30 @@ class Database:
         row = self.ca_account_by_thumbprint(thumbprint)
         assert row is not None
         return row, created
+
+    # --- STI-CA: external account binding keys (RFC 8555 §7.3.4) -----------------------------
+    def ca_eab_create(self, kid: str, hmac_key: str, *, spc: str | None, pa_account: str | None) -> None:
+        with self.engine.begin() as c:
+            c.execute(sa.insert(ca_eab_keys).values(kid=kid, hmac_key=hmac_key, spc=spc, pa_account=pa_account, created=utcnow()))
+
+    def ca_eab_key(self, kid: str) -> Row | None:
+        return self._one(sa.select(ca_eab_keys).where(ca_eab_keys.c.kid == kid))
+
+    def ca_eab_of_account(self, account_id: str) -> Row | None:
+        return self._one(sa.select(ca_eab_keys).where(ca_eab_keys.c.account_id == account_id))
+
+    def ca_eab_keys(self) -> list[Row]:
+        return self._all(sa.select(ca_eab_keys).order_by(ca_eab_keys.c.created))
+
+    def ca_eab_bind(self, kid: str, account_id: str) -> bool:
+        """Bind an unused key identifier to ``account_id`` (conditional UPDATE: True for the one
+        caller that bound it)."""
+        with self.engine.begin() as c:
+            res = c.execute(
+                sa.update(ca_eab_keys).where(ca_eab_keys.c.kid == kid, ca_eab_keys.c.account_id.is_(None))
+                .values(account_id=account_id, used_at=utcnow())
+            )
+        return res.rowcount == 1
 
     def ca_update_account(self, account_id: str, **values: Any) -> None:
         with self.engine.begin() as c:

@@ -373,13 +373,23 @@ class AcmeSettings(_Model):
     check_interval: Annotated[float, _between(0.5, 30 * 86400, " seconds")] = 3600.0
     identifier_encoding: Literal["base64url", "base64"] = "base64url"
     days: Annotated[int, _between(0, 3650)] = 0
+    #: RFC 8555 §7.3.4 external account binding, as the STI-CA handed it out (``ca eab-create``)
+    eab_kid: str = ""
+    eab_hmac_key: str = Field("", repr=False)
+    eab_hmac_key_file: str = ""
+    eab_hmac_key_env: str = ""
 
     @model_validator(mode="before")
     @classmethod
     def _secrets(cls, data: Any, info: ValidationInfo) -> Any:
         if isinstance(data, dict):
             base = _base(info)
-            data = dict(data, password=_secret(data, "password", base, required=True), cr_token=_secret(data, "cr_token", base, required=False))
+            data = dict(
+                data,
+                password=_secret(data, "password", base, required=True),
+                cr_token=_secret(data, "cr_token", base, required=False),
+                eab_hmac_key=_secret(data, "eab_hmac_key", base, required=False),
+            )
         return data
 
     @model_validator(mode="after")
@@ -398,7 +408,7 @@ class AcmeSettings(_Model):
             directory_url=self.directory_url, pa_url=self.pa_url, ocn=self.ocn, username=self.username,
             password=self.password, state_dir=Path(self.state_dir), ca_bundle=self.ca_bundle or None,
             cr_url=self.cr_url or None, cr_token=self.cr_token or None, identifier_encoding=self.identifier_encoding,
-            days=self.days or None,
+            days=self.days or None, eab_kid=self.eab_kid or None, eab_hmac_key=self.eab_hmac_key or None,
         )
 
 

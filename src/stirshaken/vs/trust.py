@@ -220,7 +220,8 @@ class TrustManager:
 
     def validate(self, certs: Sequence[x509.Certificate], *, at: float | None = None) -> ValidatedCredential:
         """Path validation plus the SHAKEN leaf rules (ATIS-1000080 CM-13): a non-critical
-        TNAuthList holding an SPC.  Raises 437 errors (:class:`UntrustedCertificateError`,
+        TNAuthList holding an SPC, or, for a delegate certificate (RFC 9060), TN / range entries
+        with an SP certificate (a CA carrying a TNAuthList) on the validated chain.  Raises 437 errors (:class:`UntrustedCertificateError`,
         :class:`TNAuthListError`)."""
         if not certs:
             raise CertificateError("the x5u resource holds no certificate")
@@ -231,9 +232,14 @@ class TrustManager:
             raise TNAuthListError("certificate has no TNAuthList extension (ATIS-1000080 §6.4.1)")
         if tn[1]:
             raise TNAuthListError("certificate TNAuthList is marked critical (ATIS-1000080 §6.4.1 CM-13)")
-        if tn[0].spc is None:
-            raise TNAuthListError("certificate TNAuthList holds no SPC (ATIS-1000080 §6.4.1 CM-13)")
         cred = self.store().validate(list(certs), at=when)
+        if tn[0].spc is None and not any(from_certificate(c) is not None for c in cred.chain[1:]):
+            # an RFC 9060 delegate certificate (TN / range entries only) must chain through the SP's
+            # certificate, a CA carrying the SP's TNAuthList; the orig TN is checked per call
+            raise TNAuthListError(
+                "certificate TNAuthList holds no SPC (ATIS-1000080 §6.4.1 CM-13) and no issuer in its chain carries "
+                "a TNAuthList, so it is no delegate certificate either (RFC 9060 §4)"
+            )
         stale = self.stale_crl_warnings(cred.chain, when.timestamp())
         if stale:
             cred = dataclasses.replace(cred, warnings=cred.warnings + stale)

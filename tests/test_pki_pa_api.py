@@ -1,0 +1,67 @@
+"""The STI-PA in its published API shape (docs/pki.md "STI-PA API"): a client written to that
+shape, with raw aiohttp requests and the raw access token in ``Authorization`` (no "Bearer"),
+as clients written for the production STI-PA call it."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from stirshaken.core.tnauthlist import TNAuthList
+from stirshaken.pki.pa import account_key_fingerprint
+
+from test_pki_support import running_testbed, session_for
+
+
+def _claims(jwt: str) -> dict:
+    seg = jwt.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(seg + "=" * (-len(seg) % 4)))
+
+
+async def test_published_shape_with_raw_token(tmp_path: Path) -> None:
+    async with running_testbed(tmp_path) as tb:
+        base = tb.urls["pa"]
+        fp = account_key_fingerprint(ec.generate_private_key(ec.SECP256R1()))
+        tkvalue = TNAuthList.for_spc(tb.ocn).to_base64()
+        body = {"atc": {"tktype": "TNAuthList", "tkvalue": tkvalue, "ca": False, "fingerprint": fp}}
+        async with session_for(tb) as s:
+            async with s.post(f"{base}/api/v1/auth/login", json={"userId": f"sp-{tb.ocn}", "password": tb.sp_password}) as r:
+                assert r.status == 200 and r.content_type == "application/json"
+                login = await r.json()
+            assert login["status"] == "success" and isinstance(login["accessToken"], str)
+            raw = {"Authorization": login["accessToken"], "Accept": "application/jose+json"}
+            for path in (f"/api/v1/account/{tb.ocn}/token/", f"/api/v1/account/{tb.ocn}/token"):
+                async with s.post(base + path, json=body, headers=raw) as r:
+                    assert r.status == 200, await r.text()
+                    assert r.content_type == "application/jose+json"  # what the client asked for
+                    out = json.loads(await r.read())
+                assert out["status"] == "success" and tb.ocn in out["message"]
+                assert out["crl"] == f"{base}/download/v1/crl"
+                assert _claims(out["token"])["atc"]["tkvalue"] == tkvalue
+            # without Accept: jose+json the same answer is application/json
+            async with s.post(f"{base}/api/v1/account/{tb.ocn}/token", json=body, headers={"Authorization": login["accessToken"]}) as r:
+                assert r.status == 200 and r.content_type == "application/json"
+            async with s.get(f"{base}/api/v1/ca-list") as r:
+                assert r.status == 200 and r.content_type == "application/json"
+                ca_list = await r.json()
+            assert ca_list["status"] == "success" and "trustList" in _claims(ca_list["caList"])
+            async with s.get(f"{base}/download/v1/crl") as r:
+                assert r.status == 200 and r.content_type == "application/pkix-crl"
+                crl = x509.load_der_x509_crl(await r.read())
+            assert crl.issuer == tb.pa.crl_issuer  # type: ignore[union-attr]
+            # the root paths stay as aliases
+            async with s.get(f"{base}/ca-list") as r:
+                assert r.status == 200
+            async with s.get(f"{base}/crl") as r:
+                assert r.status == 200
+            # a wrong raw token: 401 with the error shape; logout ends the session
+            async with s.post(f"{base}/api/v1/account/{tb.ocn}/token", json=body, headers={"Authorization": "forged"}) as r:
+                assert r.status == 401 and (await r.json())["status"] == "error"
+            async with s.post(f"{base}/api/v1/auth/logout", headers={"Authorization": login["accessToken"]}) as r:
+                assert r.status == 200
+            async with s.post(f"{base}/api/v1/account/{tb.ocn}/token", json=body, headers=raw) as r:
+                assert r.status == 401
