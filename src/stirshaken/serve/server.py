@@ -150,6 +150,7 @@ class Worker:
         self.ready = False
         self.closers: list[Any] = []
         self.conn_sets: list[set[Any]] = []
+        self.guards: list[Any] = []  # ConnectionGuard per listener (their sweepers stop with the worker)
         self.runner: Any = None
         self.verifier: Any = None
         self.signing: Any = None
@@ -175,12 +176,14 @@ class Worker:
 
     async def start(self) -> None:
         from stirshaken.serve.metrics import Metrics
-        from stirshaken.serve.rest import FastHTTPProtocol, RestAPI, make_app
+        from stirshaken.serve.limits import ConnectionGuard, ConnectionLimits
+        from stirshaken.serve.rest import FastHTTPProtocol, RestAPI, serve_aiohttp
         from stirshaken.serve.signing import SigningService
         from stirshaken.serve.sip import SipService, start_sip
 
         cfg = self.cfg
         s = cfg.server
+        limits = self.limits = ConnectionLimits.from_config(cfg)
         self.metrics = Metrics(self.metrics_dir, self.index)
         signing = self.signing = SigningService(cfg.signing) if cfg.signing.enabled else None
         if self.reload_pending:
@@ -190,7 +193,10 @@ class Worker:
         if cfg.verification.enabled:
             from stirshaken.vs.verifier import CallInfo, Verifier
 
-            self.verifier = Verifier(cfg.verification.verifier_config())
+            vconf = cfg.verification.verifier_config()
+            if vconf.cache_entries != limits.cache_entries:
+                vconf = vconf.model_copy(update={"cache_entries": limits.cache_entries})
+            self.verifier = Verifier(vconf)
             self.metrics.stats_sources.append(self.verifier)
             call_info = CallInfo
         reuse = s.workers > 1
@@ -200,19 +206,17 @@ class Worker:
                           ready=lambda: self.ready, access_log=s.access_log)
             sock = _bind(s.http, socket.SOCK_STREAM, reuseport=reuse, listen=True)
             if s.http_engine == "fast":
-                state: dict[str, Any] = {"conns": set()}
+                state: dict[str, Any] = {"conns": set(), "guard": ConnectionGuard(limits, "http", self.metrics)}
                 server = await asyncio.get_running_loop().create_server(lambda: FastHTTPProtocol(api, state), sock=sock,
                                                                         backlog=LISTEN_BACKLOG)
                 self.closers.append(server)
                 self.conn_sets.append(state["conns"])
+                self.guards.append(state["guard"])
             else:
-                from aiohttp import web
-
-                self.runner = web.AppRunner(make_app(api), access_log=None, handle_signals=False,
-                                            shutdown_timeout=s.shutdown_timeout)
-                await self.runner.setup()
-                site = web.SockSite(self.runner, sock, shutdown_timeout=s.shutdown_timeout, backlog=LISTEN_BACKLOG)
-                await site.start()
+                self.runner, server, guard = await serve_aiohttp(api, sock, limits, shutdown_timeout=s.shutdown_timeout,
+                                                                 backlog=LISTEN_BACKLOG, metrics=self.metrics)
+                self.closers.append(server)
+                self.guards.append(guard)
             loop_kind = type(asyncio.get_running_loop()).__module__.partition(".")[0]  # "uvloop" unless unavailable
             log.info("http listening", extra={"address": str(s.http), "engine": s.http_engine, "loop": loop_kind})
         for role, addr in (("signing", s.sip_signing), ("verification", s.sip_verification)):
@@ -226,7 +230,7 @@ class Worker:
             if udp is None:
                 udp = _bind(addr, socket.SOCK_DGRAM, reuseport=True, listen=False, rcvbuf=s.sip_udp_buffer)
             closers, conns = await start_sip(svc, udp_sock=udp, tcp_sock=tcp, max_message=s.sip_max_message,
-                                             backlog=LISTEN_BACKLOG)
+                                             backlog=LISTEN_BACKLOG, limits=limits)
             self.closers.extend(closers)
             self.conn_sets.append(conns)
             log.info("sip listening", extra={"role": role, "address": str(addr), "transports": "udp,tcp"})
@@ -238,6 +242,8 @@ class Worker:
         timeout = self.cfg.server.shutdown_timeout
         for c in self.closers:
             c.close()
+        for g in self.guards:
+            g.stop()
         for conns in self.conn_sets:
             for p in list(conns):
                 if hasattr(p, "shutdown"):
