@@ -44,7 +44,7 @@ from stirshaken.core.errors import SIP_REASONS, VERSTAT_NONE
 from stirshaken.serve.metrics import Metrics
 from stirshaken.core.passport import new_origid
 from stirshaken.serve.signing import ATTEST, SigningError, SigningService
-from stirshaken.core.tn import TNError, canonicalize_tn
+from stirshaken.core.tn import MAX_TN_LENGTH, TNError, canonicalize_tn
 
 log = logging.getLogger("stirshaken.serve.rest")
 
@@ -290,7 +290,7 @@ class RestAPI:
 
     @staticmethod
     def _tn(value: Any, name: str) -> str:
-        if type(value) is str and value.isascii() and value.isdigit():
+        if type(value) is str and value.isascii() and value.isdigit() and len(value) <= MAX_TN_LENGTH:
             return value  # already canonical (RFC 8224 §8.3)
         if not isinstance(value, str) or not value or not _TN_CHARS.issuperset(value):
             raise RequestError("SVC4005", name, str(value)[:64])

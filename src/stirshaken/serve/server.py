@@ -9,7 +9,8 @@
   address and port, the usual deployment) would load only one worker; sharing the socket lets
   every idle worker read the next datagram, as Kamailio's UDP children do.
 * The parent supervises: a worker that dies is restarted (unless it failed at start, which stops
-  the service with status 2), and SIGTERM/SIGINT is forwarded to the workers, which stop
+  the service with status 2); when more than 10 die within 60 s, restarts back off (1 s doubling
+  up to 60 s) while the living workers keep serving, and SIGTERM/SIGINT is forwarded to the workers, which stop
   accepting, finish what is in flight (up to ``shutdown_timeout``) and exit.
 * SIGHUP reloads the signing keys: every worker reads its key files (and, for ``[...acme]``
   signers, the key and x5u of the current certificate) again and switches between two requests;
@@ -121,6 +122,26 @@ def _bind(addr: Address, kind: int, *, reuseport: bool, listen: bool, rcvbuf: in
         what = "TCP" if kind == socket.SOCK_STREAM else "UDP"
         reason = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror or str(exc)
         raise ConfigError(f"cannot listen on {addr} ({what}): {reason}") from None
+
+
+def _probe(addr: Address, kind: int) -> None:
+    """Refuse an address another process serves, before sockets that share it are made.
+
+    Our own sockets use ``SO_REUSEPORT`` (and UDP ``SO_REUSEADDR``), which would let a second
+    ``serve`` on the same ports silently share them; a probe without those options fails when
+    anything is bound there (TCP keeps ``SO_REUSEADDR`` so that connections in TIME_WAIT from a
+    previous run do not count).  Raises :class:`ConfigError` naming the address."""
+    s = socket.socket(addr.family, kind)
+    try:
+        if kind == socket.SOCK_STREAM:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((addr.host, addr.port))
+    except OSError as exc:
+        what = "TCP" if kind == socket.SOCK_STREAM else "UDP"
+        reason = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror or str(exc)
+        raise ConfigError(f"cannot listen on {addr} ({what}): {reason}") from None
+    finally:
+        s.close()
 
 
 def _tcp_addrs(cfg: Config) -> list[Address]:
@@ -425,10 +446,13 @@ def run(cfg: Config) -> int:
         pass
     udp: dict[str, socket.socket] = {}
     try:
+        # refuse early when an address is taken, also by another `serve` (SO_REUSEPORT would share it)
+        for a in _tcp_addrs(cfg):
+            _probe(a, socket.SOCK_STREAM)
+        for a in (s.sip_signing, s.sip_verification):
+            if a is not None:
+                _probe(a, socket.SOCK_DGRAM)
         udp = _udp_sockets(cfg)
-        if s.workers > 1:  # refuse early when an address is taken (reuseport would hide nothing else)
-            for a in _tcp_addrs(cfg):
-                _bind(a, socket.SOCK_STREAM, reuseport=True, listen=False).close()
         cfg = _prepare_signers(cfg)
     except ConfigError as exc:
         for sock in udp.values():
@@ -507,8 +531,15 @@ def _supervise(cfg: Config, udp: dict[str, socket.socket], metrics_dir: str) -> 
         children[_spawn(cfg, RENEWER, udp, metrics_dir)] = (RENEWER, time.monotonic())
     renewer_due = 0.0  # restart time of a renewer that died
     restarts: list[float] = []
+    due: dict[int, float] = {}  # worker index -> when to start it again (back-off)
+    backoff = 0.0
     status = 0
-    while children and not stopping:
+    while (children or due) and not stopping:
+        now = time.monotonic()
+        for index, when in list(due.items()):
+            if when <= now:
+                del due[index]
+                children[_spawn(cfg, index, udp, metrics_dir)] = (index, now)
         if hup:
             hup = False
             cfg = _reload_parent(cfg)
@@ -547,10 +578,15 @@ def _supervise(cfg: Config, udp: dict[str, socket.socket], metrics_dir: str) -> 
         now = time.monotonic()
         restarts = [t for t in restarts if now - t < 60] + [now]
         if len(restarts) > 10:
-            log.error("workers keep dying; giving up")
-            status = 1
-            stopping = True
-            break
+            # workers keep dying: restart them more and more slowly (1 s doubling to 60 s) and
+            # keep serving with those that live
+            backoff = min(60.0, backoff * 2 if backoff else 1.0)
+            due[index] = now + backoff
+            log.error("workers keep dying; restarting with back-off", extra={
+                "index": index, "exit": code, "deaths_60s": len(restarts), "restart_in_s": backoff,
+                "workers_alive": sum(1 for i, _ in children.values() if i != RENEWER)})
+            continue
+        backoff = 0.0
         log.warning("worker exited; restarting", extra={"index": index, "exit": code})
         children[_spawn(cfg, index, udp, metrics_dir)] = (index, now)
     # graceful stop of every worker, then SIGKILL after the grace period
