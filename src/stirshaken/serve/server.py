@@ -555,8 +555,8 @@ def _supervise(cfg: Config, udp: dict[str, socket.socket], metrics_dir: str) -> 
             children[_spawn(cfg, RENEWER, udp, metrics_dir)] = (RENEWER, time.monotonic())
         try:
             pid, st = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            break
+        except ChildProcessError:  # every worker dead, restarts due later (back-off)
+            pid = 0
         if pid == 0:
             time.sleep(0.1)
             continue
