@@ -204,6 +204,7 @@ class SlowHandler(http.server.SimpleHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802
         time.sleep(self.delay)
+        self.path = "/sp-chain.pem"  # every name is the chain: distinct URLs, no shared fetch
         super().do_GET()
 
     def log_message(self, *a: Any) -> None:
@@ -229,7 +230,7 @@ def sigterm(env: Env) -> str:
         lock = threading.Lock()
 
         def one(kind: str, i: int) -> None:
-            x5u = f"http://127.0.0.1:{slow.server_address[1]}/sp-chain.pem?{kind}{i}"  # distinct: no shared fetch
+            x5u = f"http://127.0.0.1:{slow.server_address[1]}/{kind}{i}.pem"  # distinct: no shared fetch
             ident = identity_for(env, x5u)
             ok = False
             try:
@@ -239,16 +240,17 @@ def sigterm(env: Env) -> str:
                     with socket.create_connection(("127.0.0.1", ports["http"]), timeout=10) as s:
                         s.sendall(b"POST /stir/v1/verification HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: "
                                   + str(len(body)).encode() + b"\r\n\r\n" + body)
-                        ok = s.recv(65536).startswith(b"HTTP/1.1 200")
+                        got = s.recv(65536)
+                        ok = got.startswith(b"HTTP/1.1 200") and b"TN-Validation-Passed" in got
                 elif kind == "udp":
                     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
                         s.settimeout(10)
                         s.sendto(invite(f"u{i}", extra=f"Identity: {ident}\r\n"), ("127.0.0.1", ports["sip_verification"]))
-                        ok = s.recvfrom(65536)[0].startswith(b"SIP/2.0 ")
+                        ok = b"verstat=TN-Validation-Passed" in s.recvfrom(65536)[0]
                 else:
                     with socket.create_connection(("127.0.0.1", ports["sip_verification"]), timeout=10) as s:
                         s.sendall(invite(f"t{i}", transport="TCP", extra=f"Identity: {ident}\r\n"))
-                        ok = s.recv(65536).startswith(b"SIP/2.0 ")
+                        ok = b"verstat=TN-Validation-Passed" in s.recv(65536)
             except OSError:
                 ok = False
             with lock:
