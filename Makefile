@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN = $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: setup deps services demo testbed test test-fast bench bench-core bench-verify bench-serve bench-instructions clean
+.PHONY: setup deps services demo testbed test test-fast stress bench bench-core bench-verify bench-serve bench-instructions clean
 
 setup: $(VENV)/.installed
 
@@ -31,6 +31,10 @@ test: setup deps services
 
 test-fast: setup
 	$(BIN)/pytest -q -m "not interop" $(PYTEST_ARGS)
+
+## Bounded stress run of `serve` (about a minute): pipelining, slowloris, SIP desync, SIGTERM, dying workers, Redis restart.
+stress: setup
+	$(BIN)/python bench/stress.py
 
 bench: bench-core bench-verify bench-serve
 

@@ -42,6 +42,9 @@ from stirshaken.core.errors import (
 #: PASSporT extensions this implementation understands (IANA PASSporT Extensions registry).
 SUPPORTED_PPT = frozenset({"shaken", "div", "rcd"})
 ATTEST_VALUES = frozenset({"A", "B", "C"})
+#: header parameters this implementation processes when a PASSporT lists them in ``crit``
+#: (RFC 7515 §4.1.11): none, so any ``crit`` entry makes the PASSporT invalid (438)
+UNDERSTOOD_CRIT: frozenset[str] = frozenset()
 MAX_TOKEN_LENGTH = 16384
 
 #: strings that JSON writes as they are: printable ASCII except '"' and '\\' (RFC 8259 §7)
@@ -402,6 +405,13 @@ def check_header(p: PASSporT, *, ppt: str | None | Iterable[str] = "shaken", req
         raise UnsupportedTypeError("'typ' from PASSporT header is not 'passport'")
     if h["alg"] != "ES256":
         raise UnsupportedAlgorithmError(f"'alg' from PASSporT header is not 'ES256' ({h['alg'][:20]!r})")
+    if "crit" in h:  # RFC 7515 §4.1.11: a critical extension not understood makes the JWS invalid
+        crit = h["crit"]
+        if type(crit) is not list or not crit or not all(type(c) is str for c in crit):
+            raise PassportJSONError("PASSporT header 'crit' must be a non-empty array of strings (RFC 7515 §4.1.11)")
+        unknown = [c for c in crit if c not in UNDERSTOOD_CRIT]
+        if unknown:
+            raise UnsupportedPPTError(f"PASSporT header 'crit' names an extension not understood: {unknown[0][:20]!r}")
     if ppt is None:
         if "ppt" in h and h["ppt"] not in SUPPORTED_PPT:
             raise UnsupportedPPTError(f"unsupported PASSporT extension 'ppt': {h['ppt'][:20]!r}")

@@ -17,7 +17,11 @@ import re
 
 from stirshaken.core.sip.values import uri_user
 
-__all__ = ["TNError", "canonicalize_tn", "tn_from_uri", "uri_user"]
+__all__ = ["MAX_TN_LENGTH", "TNError", "canonicalize_tn", "tn_from_uri", "uri_user"]
+
+#: the longest canonical TN: an E.164 number has at most 15 digits (ITU-T E.164 §6.1, the
+#: numbers RFC 8224 §8.3 canonicalizes to); service codes with ``*``/``#`` are shorter still
+MAX_TN_LENGTH = 15
 
 _VISUAL = re.compile(r"[\s\-.()\[\]/]")
 _CANON = re.compile(r"[0-9#*]+")
@@ -33,9 +37,12 @@ def canonicalize_tn(value: str, *, country_code: str | None = None, national_len
     ``"+1 (215) 555-1212"`` → ``"12155551212"``; ``*67`` and ``#31#`` keep their ``*``/``#``.
     With ``country_code="1", national_length=10`` a ten-digit NANP number gets its ``1`` prefixed.
 
-    Raises :class:`TNError` when anything but digits, ``#``, ``*`` and visual separators remain.
+    Raises :class:`TNError` when anything but digits, ``#``, ``*`` and visual separators remain,
+    or when the result is longer than :data:`MAX_TN_LENGTH` (15) characters.
     """
     if type(value) is str and value.isdigit() and value.isascii():  # already canonical (the hot path)
+        if len(value) > MAX_TN_LENGTH:
+            raise TNError(f"{value[:20]!r}... has {len(value)} digits; a telephone number has at most {MAX_TN_LENGTH}")
         if not (country_code and national_length and len(value) == national_length):
             return value
     if not isinstance(value, str):
@@ -61,6 +68,8 @@ def canonicalize_tn(value: str, *, country_code: str | None = None, national_len
         and text.isdigit()
     ):
         text = country_code + text
+    if len(text) > MAX_TN_LENGTH:
+        raise TNError(f"{value[:20]!r}... has {len(text)} characters; a telephone number has at most {MAX_TN_LENGTH}")
     return text
 
 

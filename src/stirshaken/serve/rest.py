@@ -40,15 +40,16 @@ import orjson
 
 from stirshaken.serve.batching import LoopBatch
 from stirshaken.serve.config import SigningConfig
+from stirshaken.serve.limits import ConnectionGuard, ConnectionLimits, peer_ip
 from stirshaken.core.errors import SIP_REASONS, VERSTAT_NONE
 from stirshaken.serve.metrics import Metrics
 from stirshaken.core.passport import new_origid
 from stirshaken.serve.signing import ATTEST, SigningError, SigningService
-from stirshaken.core.tn import TNError, canonicalize_tn
+from stirshaken.core.tn import MAX_TN_LENGTH, TNError, canonicalize_tn
 
 log = logging.getLogger("stirshaken.serve.rest")
 
-__all__ = ["EXCEPTIONS", "FastHTTPProtocol", "RestAPI", "make_app", "openapi_document"]
+__all__ = ["EXCEPTIONS", "FastHTTPProtocol", "RestAPI", "make_app", "openapi_document", "serve_aiohttp"]
 
 SIGNING_PATH = "/stir/v1/signing"
 VERIFICATION_PATH = "/stir/v1/verification"
@@ -245,7 +246,7 @@ class RestAPI:
         if svc is None:
             raise RequestError("SVC4003")
         attest = req["attest"]
-        if attest not in ATTEST:
+        if type(attest) is not str or attest not in ATTEST:  # 5, [..], {..}: SVC4005, not a 500
             raise RequestError("SVC4005", "attest", str(attest)[:64])
         orig = req["orig"]
         if not isinstance(orig, dict) or "tn" not in orig:
@@ -290,7 +291,7 @@ class RestAPI:
 
     @staticmethod
     def _tn(value: Any, name: str) -> str:
-        if type(value) is str and value.isascii() and value.isdigit():
+        if type(value) is str and value.isascii() and value.isdigit() and len(value) <= MAX_TN_LENGTH:
             return value  # already canonical (RFC 8224 §8.3)
         if not isinstance(value, str) or not value or not _TN_CHARS.issuperset(value):
             raise RequestError("SVC4005", name, str(value)[:64])
@@ -356,17 +357,27 @@ class RestAPI:
 # --- aiohttp front --------------------------------------------------------------------------------
 
 
-def make_app(api: RestAPI) -> Any:
+def make_app(api: RestAPI, limits: ConnectionLimits | None = None) -> Any:
     """An ``aiohttp.web.Application`` answering every path through :meth:`RestAPI.handle`.
 
     One catch-all route (no middleware) keeps aiohttp's router out of the way so that unknown
-    resources and methods get their ATIS-1000082 bodies (SVC4003 / POL4050).
+    resources and methods get their ATIS-1000082 bodies (SVC4003 / POL4050).  A body slower than
+    ``limits.body_timeout`` is answered 408 (the other limits are applied by :func:`serve_aiohttp`).
     """
     from aiohttp import web
 
+    body_timeout = (limits or ConnectionLimits()).body_timeout or None
+
     async def handler(request: web.Request) -> web.StreamResponse:
         has_length = "Content-Length" in request.headers
-        body = await request.read() if request.body_exists else b""
+        if request.body_exists:
+            try:
+                async with asyncio.timeout(body_timeout):
+                    body = await request.read()
+            except TimeoutError:
+                return web.Response(status=408, headers={"Connection": "close"})
+        else:
+            body = b""
         r = api.handle(request.method, request.path, request.headers, body, has_length)
         if not isinstance(r, tuple):
             r = await r
@@ -378,10 +389,84 @@ def make_app(api: RestAPI) -> Any:
     return app
 
 
+class _GuardedProtocol(asyncio.Protocol):
+    """aiohttp's request handler behind the per-source connection cap (checked at accept time).
+
+    It forwards every asyncio protocol callback to the aiohttp handler; the timeouts are
+    aiohttp's own (see :func:`serve_aiohttp`).
+    """
+
+    __slots__ = ("inner", "guard", "transport", "source")
+
+    def __init__(self, inner: Any, guard: ConnectionGuard):
+        self.inner = inner
+        self.guard = guard
+        self.transport: Any = None
+        self.source: str | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        source = peer_ip(transport)
+        if not self.guard.admit(source):
+            transport.abort()  # type: ignore[attr-defined]
+            return
+        self.transport, self.source = transport, source
+        self.guard.conns.add(self)
+        self.inner.connection_made(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.transport is None:
+            return
+        self.guard.conns.discard(self)
+        self.guard.release(self.source)
+        self.transport = None
+        self.inner.connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        self.inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self.inner.eof_received()
+
+    def pause_writing(self) -> None:
+        self.inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.inner.resume_writing()
+
+    def expired(self, now: float) -> str | None:
+        return None  # aiohttp's keepalive timer closes slow heads and idle connections
+
+
+async def serve_aiohttp(api: RestAPI, sock: socket.socket, limits: ConnectionLimits, *, shutdown_timeout: float, backlog: int,
+                        metrics: Any = None) -> tuple[Any, Any, ConnectionGuard]:
+    """Serve ``api`` with aiohttp on a listening socket: (runner, server, guard).
+
+    What aiohttp (3.x) offers is used: its ``keepalive_timeout`` timer runs from the connection's
+    start and from each answer until the next request head is complete, so it is both the idle
+    and the head timeout; it is set to the smaller of ``limits.keepalive_timeout`` and
+    ``limits.header_timeout`` (a separate head timeout would need a patched aiohttp).  The body
+    gets ``body_timeout`` (:func:`make_app`), the per-source cap is applied at accept time
+    (:class:`_GuardedProtocol`).  aiohttp already pauses reading while its queue of parsed
+    requests is full.  ``send_timeout`` and ``max_connection_buffer`` are not applied to it.
+    """
+    from aiohttp import web
+
+    runner = web.AppRunner(make_app(api, limits), access_log=None, handle_signals=False, shutdown_timeout=shutdown_timeout,
+                           keepalive_timeout=min([t for t in (limits.keepalive_timeout, limits.header_timeout) if t] or [3630.0]))
+    await runner.setup()
+    guard = ConnectionGuard(limits, "http", metrics)
+    loop = asyncio.get_running_loop()
+    factory = runner.server
+    assert factory is not None
+    server = await loop.create_server(lambda: _GuardedProtocol(factory(), guard), sock=sock, backlog=backlog)
+    guard.start(loop)
+    return runner, server, guard
+
+
 # --- lean HTTP/1.1 front ----------------------------------------------------------------------------
 
 _REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 406: "Not Acceptable",
-            411: "Length Required", 413: "Payload Too Large", 415: "Unsupported Media Type", 431: "Request Header Fields Too Large",
+            408: "Request Timeout", 411: "Length Required", 413: "Payload Too Large", 415: "Unsupported Media Type", 431: "Request Header Fields Too Large",
             500: "Internal Server Error", 503: "Service Unavailable"}
 _MAX_HEAD = 16384
 
@@ -422,11 +507,22 @@ class FastHTTPProtocol(asyncio.Protocol):
     time between two signatures (under ``wrk -c16`` on one pinned worker: ≈ +30 % requests/s,
     system time per request 19 → 7 µs).  A response waits at most for the rest of the batch
     (bounded by :data:`~stirshaken.batching.MAX_BATCH` responses).
+
+    Limits (:class:`~stirshaken.serve.limits.ConnectionLimits`, issue 17): reading pauses while
+    a verification is pending or the transport holds more than ``max_connection_buffer`` unsent
+    bytes (``pause_writing``), so a client that pipelines without reading holds at most about
+    that much; a head slower than ``header_timeout`` is answered 408 and closed, likewise a body
+    slower than ``body_timeout``; an idle connection is closed after ``keepalive_timeout``, one
+    whose answers are not read after ``send_timeout``; connections beyond
+    ``max_connections_per_source`` from one address are closed at accept.  The timeouts are
+    checked by one sweeper per worker (:class:`~stirshaken.serve.limits.ConnectionGuard`): a
+    request only stamps its phase with the sweeper's coarse clock.
     """
 
-    __slots__ = ("api", "transport", "buf", "closing", "pending", "server_state", "out", "batch")
+    __slots__ = ("api", "transport", "buf", "closing", "pending", "server_state", "out", "out_bytes", "batch", "guard", "source",
+                 "phase", "mark", "read_paused", "write_paused", "cap")
 
-    def __init__(self, api: RestAPI, server_state: dict[str, Any] | None = None):
+    def __init__(self, api: RestAPI, server_state: dict[str, Any] | None = None, limits: ConnectionLimits | None = None):
         self.api = api
         self.transport: asyncio.Transport | None = None
         self.buf = b""
@@ -434,34 +530,119 @@ class FastHTTPProtocol(asyncio.Protocol):
         self.pending: asyncio.Future[Any] | None = None
         self.server_state = server_state if server_state is not None else {}
         self.out: list[bytes] = []  # responses not written yet, in request order
+        self.out_bytes = 0
         self.batch: LoopBatch[FastHTTPProtocol] | None = None
+        guard = self.server_state.get("guard")
+        if guard is None:
+            guard = self.server_state["guard"] = ConnectionGuard(limits or ConnectionLimits(), "http")
+        self.guard: ConnectionGuard = guard
+        self.cap = guard.limits.max_connection_buffer
+        self.source: str | None = None
+        self.phase = _IDLE  # what the connection waits for, since ``mark`` (guard's coarse clock)
+        self.mark = 0.0
+        self.read_paused = False
+        self.write_paused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        guard = self.guard
+        source = peer_ip(transport)
+        if not guard.admit(source):
+            self.transport = None
+            transport.abort()  # type: ignore[attr-defined]
+            return
+        self.source = source
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             try:  # uvloop sets it already; asyncio's own loop does not on accepted sockets
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             except OSError:  # pragma: no cover
                 pass
+        transport.set_write_buffer_limits(high=self.cap)  # type: ignore[attr-defined]
         state = self.server_state
         state.setdefault("conns", set()).add(self)
+        guard.conns.add(self)
         batch = state.get("batch")
         if batch is None:
-            batch = state["batch"] = LoopBatch(asyncio.get_running_loop(), _flush_all)
+            loop = asyncio.get_running_loop()
+            batch = state["batch"] = LoopBatch(loop, _flush_all)
+            guard.start(loop)
         self.batch = batch
+        self.mark = guard.now
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.transport is None:
+            return  # refused at accept time
         self.server_state.get("conns", set()).discard(self)
+        self.guard.conns.discard(self)
+        self.guard.release(self.source)
         self.transport = None
         self.out.clear()
+        self.buf = b""
+
+    # --- flow control: a peer that does not read its answers is not read from --------------------
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        self.phase = _SEND
+        self.mark = self.guard.now
+        self._pause_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if self.phase == _SEND:
+            self.phase = _HEAD if self.buf else _IDLE
+            self.mark = self.guard.now
+        if self.pending is None and self.buf:
+            self._process()
+        self._resume_reading()
+
+    def _pause_reading(self) -> None:
+        if not self.read_paused and self.transport is not None:
+            self.read_paused = True
+            self.transport.pause_reading()
+
+    def _resume_reading(self) -> None:
+        if self.read_paused and self.transport is not None and not self.closing and self.pending is None and not self.write_paused:
+            self.read_paused = False
+            self.transport.resume_reading()
+
+    def expired(self, now: float) -> str | None:
+        """Close the connection when its current wait ran out (called by the guard's sweeper)."""
+        phase = self.phase
+        if self.transport is None or self.pending is not None or phase == _BUSY:
+            return None
+        lim = self.guard.limits
+        limit = (lim.keepalive_timeout if phase == _IDLE else lim.header_timeout if phase == _HEAD
+                 else lim.body_timeout if phase == _BODY else lim.send_timeout)
+        if not limit or now - self.mark <= limit:
+            return None
+        if phase == _IDLE:
+            self._close()
+            return "keepalive_timeout"
+        if phase == _SEND:
+            self.transport.abort()
+            return "send_timeout"
+        self._send_close(408, b"")
+        return "header_timeout" if phase == _HEAD else "body_timeout"
+
+    # --- input ------------------------------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
-        self.buf = self.buf + data if self.buf else data
-        if self.pending is None:
+        if self.buf:
+            self.buf += data
+        else:
+            self.buf = data
+            if self.phase == _IDLE:
+                self.phase = _HEAD
+                self.mark = self.guard.now
+        if self.pending is None and not self.write_paused:
             self._process()
+        else:  # bytes while an answer is pending or unsent: hold at most one read of them
+            self._pause_reading()
 
     def _process(self) -> None:
+        cap = self.cap
         while self.buf and not self.closing and self.transport is not None:
             buf = self.buf
             end = buf.find(b"\r\n\r\n")
@@ -474,8 +655,8 @@ class FastHTTPProtocol(asyncio.Protocol):
                 lines = head.split("\r\n")
                 method, target, version = lines[0].split(" ")
                 breaks = len(lines) - 1
-                if not version.startswith("HTTP/1.") or head.count("\n") != breaks or head.count("\r") != breaks:
-                    raise ValueError  # also a bare CR or LF (RFC 9112 §2.2): never echoed back in a header
+                if not version.startswith("HTTP/1.") or head.count("\n") != breaks or head.count("\r") != breaks or "\x00" in head:
+                    raise ValueError  # also a bare CR or LF (RFC 9112 §2.2), NUL (RFC 9110 §5.5): never echoed back
                 headers: dict[str, str] = {}
                 for line in lines[1:]:
                     name, sep, value = line.partition(":")
@@ -499,7 +680,7 @@ class FastHTTPProtocol(asyncio.Protocol):
                 return
             n = 0
             if clen is not None:
-                if not clen.isdigit() or len(clen) > 9:
+                if not (clen.isascii() and clen.isdigit()) or len(clen) > 9:  # RFC 9110 §8.6: 1*DIGIT, ASCII only
                     self._send_close(400, b"")
                     return
                 n = int(clen)
@@ -511,9 +692,14 @@ class FastHTTPProtocol(asyncio.Protocol):
                     return
             total = end + 4 + n
             if len(buf) < total:
+                if self.phase != _BODY:
+                    self.phase = _BODY
+                    self.mark = self.guard.now
                 return
             body = buf[end + 4:total]
-            self.buf = buf[total:]
+            self.buf = rest = buf[total:]
+            self.phase = _HEAD if rest else _IDLE
+            self.mark = self.guard.now
             conn = headers.get("connection")
             if conn is None:
                 keep = version == "HTTP/1.1"
@@ -527,6 +713,10 @@ class FastHTTPProtocol(asyncio.Protocol):
                 if not keep:
                     self._close()
                     return
+                if self.out_bytes > cap:  # answers piling up: hand them to the transport, which may pause us
+                    self.flush()
+                    if self.write_paused:
+                        return
             else:
                 self._respond(r, close=not keep, keep=keep, head=method == "HEAD")
                 return
@@ -539,6 +729,7 @@ class FastHTTPProtocol(asyncio.Protocol):
             return
         fut = asyncio.ensure_future(r)
         self.pending = fut
+        self.phase = _BUSY
 
         def done(f: asyncio.Future[Any]) -> None:
             self.pending = None
@@ -549,10 +740,14 @@ class FastHTTPProtocol(asyncio.Protocol):
             except Exception:  # noqa: BLE001
                 res = (500, error_body("POL5000")[1], (_JSON_CT,))
             self._write(res, keep and not close, head)
+            self.phase = _HEAD if self.buf else _IDLE
+            self.mark = self.guard.now
             if close or self.closing:  # closing: shutdown() waited for this verification
                 self._close()
-            elif self.buf:
+                return
+            if self.buf and not self.write_paused:
                 self._process()
+            self._resume_reading()
 
         fut.add_done_callback(done)
 
@@ -567,8 +762,11 @@ class FastHTTPProtocol(asyncio.Protocol):
         else:
             data = (_status_line(status) + "".join(f"{k}: {v}\r\n" for k, v in headers).encode("latin-1")
                     + b"Content-Length: " + str(len(body)).encode() + end)
+        if not head:
+            data += body
         out = self.out
-        out.append(data if head else data + body)
+        out.append(data)
+        self.out_bytes += len(data)
         if len(out) == 1 and self.batch is not None:
             self.batch.add(self)
 
@@ -579,6 +777,7 @@ class FastHTTPProtocol(asyncio.Protocol):
             return
         data = out[0] if len(out) == 1 else b"".join(out)
         out.clear()
+        self.out_bytes = 0
         if self.transport is not None:
             self.transport.write(data)
 
@@ -600,6 +799,10 @@ class FastHTTPProtocol(asyncio.Protocol):
             self.transport.close()
         else:
             self.closing = True
+
+
+#: what a connection of :class:`FastHTTPProtocol` waits for (its timeout in :class:`ConnectionLimits`)
+_IDLE, _HEAD, _BODY, _BUSY, _SEND = range(5)  # keepalive / header / body / none (verification) / send
 
 
 # --- OpenAPI 3 --------------------------------------------------------------------------------

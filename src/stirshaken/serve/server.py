@@ -9,7 +9,8 @@
   address and port, the usual deployment) would load only one worker; sharing the socket lets
   every idle worker read the next datagram, as Kamailio's UDP children do.
 * The parent supervises: a worker that dies is restarted (unless it failed at start, which stops
-  the service with status 2), and SIGTERM/SIGINT is forwarded to the workers, which stop
+  the service with status 2); when more than 10 die within 60 s, restarts back off (1 s doubling
+  up to 60 s) while the living workers keep serving, and SIGTERM/SIGINT is forwarded to the workers, which stop
   accepting, finish what is in flight (up to ``shutdown_timeout``) and exit.
 * SIGHUP reloads the signing keys: every worker reads its key files (and, for ``[...acme]``
   signers, the key and x5u of the current certificate) again and switches between two requests;
@@ -123,6 +124,26 @@ def _bind(addr: Address, kind: int, *, reuseport: bool, listen: bool, rcvbuf: in
         raise ConfigError(f"cannot listen on {addr} ({what}): {reason}") from None
 
 
+def _probe(addr: Address, kind: int) -> None:
+    """Refuse an address another process serves, before sockets that share it are made.
+
+    Our own sockets use ``SO_REUSEPORT`` (and UDP ``SO_REUSEADDR``), which would let a second
+    ``serve`` on the same ports silently share them; a probe without those options fails when
+    anything is bound there (TCP keeps ``SO_REUSEADDR`` so that connections in TIME_WAIT from a
+    previous run do not count).  Raises :class:`ConfigError` naming the address."""
+    s = socket.socket(addr.family, kind)
+    try:
+        if kind == socket.SOCK_STREAM:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((addr.host, addr.port))
+    except OSError as exc:
+        what = "TCP" if kind == socket.SOCK_STREAM else "UDP"
+        reason = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror or str(exc)
+        raise ConfigError(f"cannot listen on {addr} ({what}): {reason}") from None
+    finally:
+        s.close()
+
+
 def _tcp_addrs(cfg: Config) -> list[Address]:
     s = cfg.server
     return [a for a in (s.http, s.sip_signing, s.sip_verification) if a is not None]
@@ -150,6 +171,7 @@ class Worker:
         self.ready = False
         self.closers: list[Any] = []
         self.conn_sets: list[set[Any]] = []
+        self.guards: list[Any] = []  # ConnectionGuard per listener (their sweepers stop with the worker)
         self.runner: Any = None
         self.verifier: Any = None
         self.signing: Any = None
@@ -175,12 +197,14 @@ class Worker:
 
     async def start(self) -> None:
         from stirshaken.serve.metrics import Metrics
-        from stirshaken.serve.rest import FastHTTPProtocol, RestAPI, make_app
+        from stirshaken.serve.limits import ConnectionGuard, ConnectionLimits
+        from stirshaken.serve.rest import FastHTTPProtocol, RestAPI, serve_aiohttp
         from stirshaken.serve.signing import SigningService
         from stirshaken.serve.sip import SipService, start_sip
 
         cfg = self.cfg
         s = cfg.server
+        limits = self.limits = ConnectionLimits.from_config(cfg)
         self.metrics = Metrics(self.metrics_dir, self.index)
         signing = self.signing = SigningService(cfg.signing) if cfg.signing.enabled else None
         if self.reload_pending:
@@ -190,7 +214,10 @@ class Worker:
         if cfg.verification.enabled:
             from stirshaken.vs.verifier import CallInfo, Verifier
 
-            self.verifier = Verifier(cfg.verification.verifier_config())
+            vconf = cfg.verification.verifier_config()
+            if vconf.cache_entries != limits.cache_entries:
+                vconf = vconf.model_copy(update={"cache_entries": limits.cache_entries})
+            self.verifier = Verifier(vconf)
             self.metrics.stats_sources.append(self.verifier)
             call_info = CallInfo
         reuse = s.workers > 1
@@ -200,19 +227,17 @@ class Worker:
                           ready=lambda: self.ready, access_log=s.access_log)
             sock = _bind(s.http, socket.SOCK_STREAM, reuseport=reuse, listen=True)
             if s.http_engine == "fast":
-                state: dict[str, Any] = {"conns": set()}
+                state: dict[str, Any] = {"conns": set(), "guard": ConnectionGuard(limits, "http", self.metrics)}
                 server = await asyncio.get_running_loop().create_server(lambda: FastHTTPProtocol(api, state), sock=sock,
                                                                         backlog=LISTEN_BACKLOG)
                 self.closers.append(server)
                 self.conn_sets.append(state["conns"])
+                self.guards.append(state["guard"])
             else:
-                from aiohttp import web
-
-                self.runner = web.AppRunner(make_app(api), access_log=None, handle_signals=False,
-                                            shutdown_timeout=s.shutdown_timeout)
-                await self.runner.setup()
-                site = web.SockSite(self.runner, sock, shutdown_timeout=s.shutdown_timeout, backlog=LISTEN_BACKLOG)
-                await site.start()
+                self.runner, server, guard = await serve_aiohttp(api, sock, limits, shutdown_timeout=s.shutdown_timeout,
+                                                                 backlog=LISTEN_BACKLOG, metrics=self.metrics)
+                self.closers.append(server)
+                self.guards.append(guard)
             loop_kind = type(asyncio.get_running_loop()).__module__.partition(".")[0]  # "uvloop" unless unavailable
             log.info("http listening", extra={"address": str(s.http), "engine": s.http_engine, "loop": loop_kind})
         for role, addr in (("signing", s.sip_signing), ("verification", s.sip_verification)):
@@ -226,7 +251,7 @@ class Worker:
             if udp is None:
                 udp = _bind(addr, socket.SOCK_DGRAM, reuseport=True, listen=False, rcvbuf=s.sip_udp_buffer)
             closers, conns = await start_sip(svc, udp_sock=udp, tcp_sock=tcp, max_message=s.sip_max_message,
-                                             backlog=LISTEN_BACKLOG)
+                                             backlog=LISTEN_BACKLOG, limits=limits)
             self.closers.extend(closers)
             self.conn_sets.append(conns)
             log.info("sip listening", extra={"role": role, "address": str(addr), "transports": "udp,tcp"})
@@ -238,6 +263,8 @@ class Worker:
         timeout = self.cfg.server.shutdown_timeout
         for c in self.closers:
             c.close()
+        for g in self.guards:
+            g.stop()
         for conns in self.conn_sets:
             for p in list(conns):
                 if hasattr(p, "shutdown"):
@@ -417,10 +444,13 @@ def run(cfg: Config) -> int:
         pass
     udp: dict[str, socket.socket] = {}
     try:
+        # refuse early when an address is taken, also by another `serve` (SO_REUSEPORT would share it)
+        for a in _tcp_addrs(cfg):
+            _probe(a, socket.SOCK_STREAM)
+        for a in (s.sip_signing, s.sip_verification):
+            if a is not None:
+                _probe(a, socket.SOCK_DGRAM)
         udp = _udp_sockets(cfg)
-        if s.workers > 1:  # refuse early when an address is taken (reuseport would hide nothing else)
-            for a in _tcp_addrs(cfg):
-                _bind(a, socket.SOCK_STREAM, reuseport=True, listen=False).close()
         cfg = _prepare_signers(cfg)
     except ConfigError as exc:
         for sock in udp.values():
@@ -497,8 +527,15 @@ def _supervise(cfg: Config, udp: dict[str, socket.socket], metrics_dir: str) -> 
         children[_spawn(cfg, RENEWER, udp, metrics_dir)] = (RENEWER, time.monotonic())
     renewer_due = 0.0  # restart time of a renewer that died
     restarts: list[float] = []
+    due: dict[int, float] = {}  # worker index -> when to start it again (back-off)
+    backoff = 0.0
     status = 0
-    while children and not stopping:
+    while (children or due) and not stopping:
+        now = time.monotonic()
+        for index, when in list(due.items()):
+            if when <= now:
+                del due[index]
+                children[_spawn(cfg, index, udp, metrics_dir)] = (index, now)
         if hup:
             hup = False
             cfg = _reload_parent(cfg)
@@ -514,8 +551,8 @@ def _supervise(cfg: Config, udp: dict[str, socket.socket], metrics_dir: str) -> 
             children[_spawn(cfg, RENEWER, udp, metrics_dir)] = (RENEWER, time.monotonic())
         try:
             pid, st = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            break
+        except ChildProcessError:  # every worker dead, restarts due later (back-off)
+            pid = 0
         if pid == 0:
             time.sleep(0.1)
             continue
@@ -537,10 +574,15 @@ def _supervise(cfg: Config, udp: dict[str, socket.socket], metrics_dir: str) -> 
         now = time.monotonic()
         restarts = [t for t in restarts if now - t < 60] + [now]
         if len(restarts) > 10:
-            log.error("workers keep dying; giving up")
-            status = 1
-            stopping = True
-            break
+            # workers keep dying: restart them more and more slowly (1 s doubling to 60 s) and
+            # keep serving with those that live
+            backoff = min(60.0, backoff * 2 if backoff else 1.0)
+            due[index] = now + backoff
+            log.error("workers keep dying; restarting with back-off", extra={
+                "index": index, "exit": code, "deaths_60s": len(restarts), "restart_in_s": backoff,
+                "workers_alive": sum(1 for i, _ in children.values() if i != RENEWER)})
+            continue
+        backoff = 0.0
         log.warning("worker exited; restarting", extra={"index": index, "exit": code})
         children[_spawn(cfg, index, udp, metrics_dir)] = (index, now)
     # graceful stop of every worker, then SIGKILL after the grace period

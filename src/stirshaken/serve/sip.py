@@ -40,6 +40,7 @@ from typing import Any, Awaitable, Callable
 from stirshaken.core import sip
 from stirshaken.core.sip.abnf import TOKEN
 from stirshaken.serve.batching import LoopBatch
+from stirshaken.serve.limits import ConnectionGuard, ConnectionLimits, peer_ip
 from stirshaken.serve.config import SigningConfig, VerificationConfig
 from stirshaken.core.errors import SIP_REASONS, VERSTAT_NONE
 from stirshaken.serve.metrics import Metrics
@@ -48,7 +49,7 @@ from stirshaken.core.tn import TNError, canonicalize_tn
 
 log = logging.getLogger("stirshaken.core.sip")
 
-__all__ = ["SipService", "TransactionCache", "bad_request", "start_sip"]
+__all__ = ["SipService", "TransactionCache", "answer_cap", "bad_request", "echo_response", "start_sip"]
 
 ALLOW = "INVITE, ACK, CANCEL, OPTIONS"
 _KNOWN_METHODS = frozenset({"BYE", "REGISTER", "SUBSCRIBE", "NOTIFY", "INFO", "UPDATE", "PRACK", "MESSAGE", "REFER", "PUBLISH"})
@@ -76,6 +77,14 @@ def bad_request(data: bytes, problem: str, peer: tuple[str, int] | None, transpo
     """``400 Bad Request (<problem>)`` for a request that failed to parse, built from its Via,
     From, To, Call-ID and CSeq as received; None when it lacks one of them, is not a request, is
     an ACK (never answered, RFC 3261 §17.1.1.3), or a field cannot be echoed safely."""
+    return echo_response(data, 400, "Bad Request", problem, peer, transport)
+
+
+def echo_response(data: bytes, status: int, reason: str, problem: str, peer: tuple[str, int] | None,
+                  transport: str) -> bytes | None:
+    """``<status> <reason> (<problem>)`` built from the Via, From, To, Call-ID and CSeq of the
+    request ``data`` as received (RFC 3261 §8.2.6), without parsing the rest; None as for
+    :func:`bad_request`."""
     head = data.lstrip(b"\r\n")
     for sep in (b"\r\n\r\n", b"\n\n"):
         end = head.find(sep)
@@ -116,8 +125,8 @@ def bad_request(data: bytes, problem: str, peer: tuple[str, int] | None, transpo
         return None
     vias = fields["Via"]
     if peer is not None and transport == "UDP":
-        first = sip.split_comma_list(vias[0])[0] if "," in vias[0] else vias[0]
-        try:
+        try:  # a Via that does not split (an unterminated quote) is echoed as received
+            first = sip.split_comma_list(vias[0])[0] if "," in vias[0] else vias[0]
             via = sip.parse_via(first)
             stamped = _stamp_via(first, peer, received=via.host.strip("[]") != peer[0], rport="rport" in via.params)
             vias = [vias[0].replace(first, stamped, 1)] + vias[1:]
@@ -128,7 +137,7 @@ def bad_request(data: bytes, problem: str, peer: tuple[str, int] | None, transpo
         to += f";tag={secrets.token_hex(8)}"
     detail = " ".join(_UNSAFE.sub(" ", problem).split())
     detail = detail[:1].upper() + detail[1:120]
-    out = [f"SIP/2.0 400 Bad Request ({detail})" if detail else "SIP/2.0 400 Bad Request"]
+    out = [f"SIP/2.0 {status} {reason} ({detail})" if detail else f"SIP/2.0 {status} {reason}"]
     out += [f"Via: {v}" for v in vias]
     out += [f"From: {fields['From'][0]}", f"To: {to}", f"Call-ID: {fields['Call-ID'][0]}", f"CSeq: {fields['CSeq'][0]}",
             "Content-Length: 0", "", ""]
@@ -478,7 +487,60 @@ def _with_header(req: sip.SipRequest, name: str, value: str) -> sip.SipRequest:
 
 # --- transports -------------------------------------------------------------------------------------
 
+#: an answer over UDP may always be this large (one unfragmented datagram on an Ethernet path)
+UDP_ANSWER_FLOOR = 1300
+#: the largest UDP payload (IPv4)
+UDP_MAX = 65507
 
+
+def answer_cap(request_size: int, transport: str, max_message: int) -> int:
+    """The largest answer sent for a request of ``request_size`` bytes, in bytes.
+
+    Over UDP an answer is a reflection: it may be at most twice its request, or
+    :data:`UDP_ANSWER_FLOOR`, whichever is larger (and never more than one UDP datagram); over TCP
+    it is bounded by the largest message (``sip_max_message``) a peer is expected to take.
+    """
+    if transport == "UDP":
+        return min(UDP_MAX, max(UDP_ANSWER_FLOOR, 2 * request_size))
+    return max_message
+
+
+class _Oversize:
+    """Answers too large for their transport: replaced by 513/500, counted, logged aggregated."""
+
+    __slots__ = ("service", "count", "last_log")
+
+    def __init__(self, service: SipService):
+        self.service = service
+        self.count = 0
+        self.last_log = 0.0
+
+    def fit(self, answer: bytes, request: bytes, peer: tuple[str, int] | None, transport: str, max_message: int) -> bytes | None:
+        """``answer``, or when it exceeds :func:`answer_cap` a short error answer built from the
+        request's Via/From/To/Call-ID/CSeq: ``513 Message Too Large`` when the request itself is
+        above the UDP floor (RFC 3261 §21.5.14; the peer may retry over TCP), else ``500`` naming
+        the problem; None (dropped) when even that does not fit."""
+        cap = answer_cap(len(request), transport, max_message)
+        if len(answer) <= cap:
+            return answer
+        svc = self.service
+        svc.metrics.inc("stirshaken_sip_oversize_answers_total", svc._svc)
+        self.count += 1
+        now = time.monotonic()
+        if now - self.last_log >= 10.0:
+            log.warning("SIP answers too large for their transport replaced", extra={
+                "service": svc.role, "count": self.count, "answer_bytes": len(answer), "request_bytes": len(request),
+                "cap": cap, "transport": transport})
+            self.count = 0
+            self.last_log = now
+        problem = f"answer of {len(answer)} bytes exceeds {cap} bytes over {transport}"
+        if transport == "UDP" and len(request) > UDP_ANSWER_FLOOR:
+            r = echo_response(request, 513, "Message Too Large", problem, peer, transport)
+        else:
+            r = echo_response(request, 500, "Server Internal Error", problem, peer, transport)
+        if r is None or len(r) > cap:
+            return None
+        return r
 
 
 class _UDP(asyncio.DatagramProtocol):
@@ -486,50 +548,75 @@ class _UDP(asyncio.DatagramProtocol):
 
     Responses are sent in batches, one per event-loop iteration (:mod:`stirshaken.serve.batching` says
     why); answers that complete later (verification awaiting a certificate) go through the same
-    batch.
+    batch.  Graceful stop (:meth:`shutdown`): new datagrams are left alone, the answers in flight
+    are sent, then the transport closes.
     """
 
-    __slots__ = ("service", "transport", "batch")
+    __slots__ = ("service", "transport", "batch", "pending", "closing", "conns", "oversize", "max_message")
 
-    def __init__(self, service: SipService):
+    def __init__(self, service: SipService, conns: set[Any] | None = None, max_message: int = 65536):
         self.service = service
         self.transport: asyncio.DatagramTransport | None = None
         self.batch: LoopBatch[tuple[bytes, tuple[Any, ...]]] | None = None
+        self.pending = 0
+        self.closing = False
+        self.conns = conns if conns is not None else set()
+        self.oversize = _Oversize(service)
+        self.max_message = max_message
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         self.batch = LoopBatch(asyncio.get_running_loop(), self._send_all)
+        self.conns.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.batch is not None:
             self.batch.clear()  # the socket is closed: nothing can be sent any more
         self.transport = None
+        self.conns.discard(self)
 
     def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
-        r = self.service.handle(data, (addr[0], addr[1]), "UDP")
+        if self.closing:
+            return  # stopping: the peer retransmits (RFC 3261 §17.1.1.2) to whoever serves next
+        peer = (addr[0], addr[1])
+        r = self.service.handle(data, peer, "UDP")
         if r is None:
             return
         if isinstance(r, bytes):
-            self._queue(r, addr)
+            self._queue(self.oversize.fit(r, data, peer, "UDP", self.max_message), addr)
             return
+        self.pending += 1
         fut = asyncio.ensure_future(r)
-        fut.add_done_callback(lambda f: self._send(f, addr))
+        fut.add_done_callback(lambda f: self._send(f, addr, data))
 
-    def _send(self, f: asyncio.Future[Any], addr: Any) -> None:
-        if f.cancelled() or f.exception() is not None:
-            return
-        r = f.result()
-        if r:
-            self._queue(r, addr)
+    def _send(self, f: asyncio.Future[Any], addr: Any, request: bytes) -> None:
+        self.pending -= 1
+        if not f.cancelled() and f.exception() is None:
+            r = f.result()
+            if r:
+                self._queue(self.oversize.fit(r, request, (addr[0], addr[1]), "UDP", self.max_message), addr)
+        if self.closing and self.pending == 0:
+            self._close_now()
 
-    def _queue(self, data: bytes, addr: tuple[Any, ...]) -> None:
-        if self.batch is not None:
+    def _queue(self, data: bytes | None, addr: tuple[Any, ...]) -> None:
+        if data and self.batch is not None:
             self.batch.add((data, addr))
 
     def flush(self) -> None:
         """Send every queued response now."""
         if self.batch is not None:
             self.batch.flush()
+
+    def shutdown(self) -> None:
+        """Graceful stop: answer what is in flight, then close."""
+        self.closing = True
+        if self.pending == 0:
+            self._close_now()
+
+    def _close_now(self) -> None:
+        self.flush()
+        if self.transport is not None:
+            self.transport.close()
 
     def _send_all(self, out: list[tuple[bytes, tuple[Any, ...]]]) -> None:
         """Send each response to the address its request came from."""
@@ -545,69 +632,190 @@ class _UDP(asyncio.DatagramProtocol):
 
 
 class _TCP(asyncio.Protocol):
-    def __init__(self, service: SipService, max_message: int, conns: set[Any]):
+    """SIP over TCP (RFC 3261 §18.3): one framer per connection.
+
+    Bounded per connection (:class:`~stirshaken.serve.limits.ConnectionLimits`): at most
+    ``sip_tcp_max_pending`` requests in flight and ``max_connection_buffer`` unsent bytes before
+    reading pauses; a message must be complete within ``sip_tcp_message_timeout`` of its first
+    byte, a connection without any byte for ``sip_tcp_idle_timeout`` is closed, and so is one whose
+    answers are not read for ``send_timeout``.  A framing error answers the messages before it,
+    then 400 for the bad one, then closes (the stream cannot be resynchronised).
+    """
+
+    __slots__ = ("service", "framer", "transport", "peer", "conns", "guard", "source", "pending", "closing", "read_paused",
+                 "write_paused", "last", "msg_start", "send_start", "oversize", "max_message")
+
+    def __init__(self, service: SipService, max_message: int, conns: set[Any], guard: ConnectionGuard | None = None):
         self.service = service
         self.framer = sip.StreamFramer(max_message)
+        self.max_message = max_message
         self.transport: asyncio.Transport | None = None
         self.peer: tuple[str, int] | None = None
         self.conns = conns
+        self.guard = guard or ConnectionGuard(ConnectionLimits(), f"sip_{service.role}")
+        self.source: str | None = None
+        self.pending = 0
+        self.closing = False
+        self.read_paused = False
+        self.write_paused = False
+        self.last = 0.0  # coarse time of the last byte received
+        self.msg_start = -1.0  # coarse time the incomplete message began (-1: none)
+        self.send_start = 0.0
+        self.oversize = _Oversize(service)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        guard = self.guard
+        source = peer_ip(transport)
+        if not guard.admit(source):
+            transport.abort()  # type: ignore[attr-defined]
+            return
         self.transport = transport  # type: ignore[assignment]
+        self.source = source
         p = transport.get_extra_info("peername")
         self.peer = (p[0], p[1]) if p else None
+        transport.set_write_buffer_limits(high=guard.limits.max_connection_buffer)  # type: ignore[attr-defined]
         self.conns.add(self)
+        guard.conns.add(self)
+        self.last = guard.now
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.transport is None and self.source is None and self.peer is None:
+            return  # refused at accept time
         self.conns.discard(self)
+        self.guard.conns.discard(self)
+        self.guard.release(self.source)
+        self.source = None
         self.transport = None
 
+    # --- flow control -----------------------------------------------------------------------------
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        self.send_start = self.guard.now
+        self._pause_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        self._resume_reading()
+
+    def _pause_reading(self) -> None:
+        if not self.read_paused and self.transport is not None:
+            self.read_paused = True
+            self.transport.pause_reading()
+
+    def _resume_reading(self) -> None:
+        if (self.read_paused and self.transport is not None and not self.closing and not self.write_paused
+                and self.pending < self.guard.limits.sip_tcp_max_pending):
+            self.read_paused = False
+            self.transport.resume_reading()
+
+    def expired(self, now: float) -> str | None:
+        """Close the connection when a limit ran out (called by the guard's sweeper)."""
+        t = self.transport
+        if t is None:
+            return None
+        lim = self.guard.limits
+        if self.write_paused:
+            if lim.send_timeout and now - self.send_start > lim.send_timeout:
+                t.abort()
+                return "send_timeout"
+            return None
+        if self.pending:
+            return None
+        if self.msg_start >= 0 and lim.sip_tcp_message_timeout and now - self.msg_start > lim.sip_tcp_message_timeout:
+            t.close()
+            return "sip_tcp_message_timeout"
+        if lim.sip_tcp_idle_timeout and now - self.last > lim.sip_tcp_idle_timeout:
+            t.close()
+            return "sip_tcp_idle_timeout"
+        return None
+
+    # --- input ------------------------------------------------------------------------------------
+
     def data_received(self, data: bytes) -> None:
-        try:
-            msgs = self.framer.feed(data)
-        except sip.SipParseError as exc:
-            # the stream cannot be resynchronised: answer 400 if possible, then close
-            r = self.service.unparsable(self.framer.pending, str(exc), self.peer, "TCP")
-            if self.transport is not None:
-                if r is not None:
-                    self.transport.write(r)
-                self.transport.close()
+        if self.closing:
             return
-        if self.framer.pop_pings() and self.transport is not None:
+        now = self.last = self.guard.now
+        framer = self.framer
+        try:
+            msgs = framer.feed(data)
+        except sip.SipParseError as exc:
+            self._framing_error(str(exc))
+            return
+        if framer.buffered:
+            if self.msg_start < 0:
+                self.msg_start = now
+        else:
+            self.msg_start = -1.0
+        if framer.pop_pings() and self.transport is not None:
             self.transport.write(b"\r\n")  # RFC 5626 §4.4.1 pong
         for m in msgs:
             r = self.service.handle(m, self.peer, "TCP")
             if r is None:
                 continue
             if isinstance(r, bytes):
-                if self.transport is not None:
-                    self.transport.write(r)
+                self._write(r, m)
             else:
-                asyncio.ensure_future(r).add_done_callback(self._send)
+                self.pending += 1
+                asyncio.ensure_future(r).add_done_callback(lambda f, m=m: self._send(f, m))
+        if framer.failed is not None:  # complete messages came first: they are answered above
+            self._framing_error(framer.failed)
+        elif self.pending >= self.guard.limits.sip_tcp_max_pending:
+            self._pause_reading()
 
-    def _send(self, f: asyncio.Future[Any]) -> None:
-        if f.cancelled() or f.exception() is not None:
-            return
-        r = f.result()
-        if r and self.transport is not None:
+    def _framing_error(self, problem: str) -> None:
+        """The stream cannot be resynchronised: answer 400 if possible, then close once the
+        answers in flight are sent."""
+        r = self.service.unparsable(self.framer.pending, problem, self.peer, "TCP")
+        if r is not None and self.transport is not None:
             self.transport.write(r)
+        self.shutdown()
+
+    def _write(self, r: bytes, request: bytes) -> None:
+        out = self.oversize.fit(r, request, self.peer, "TCP", self.max_message)
+        if out and self.transport is not None:
+            self.transport.write(out)
+
+    def _send(self, f: asyncio.Future[Any], request: bytes) -> None:
+        self.pending -= 1
+        if not f.cancelled() and f.exception() is None:
+            r = f.result()
+            if r:
+                self._write(r, request)
+        if self.closing:
+            if self.pending == 0 and self.transport is not None:
+                self.transport.close()
+        else:
+            self._resume_reading()
+
+    def shutdown(self) -> None:
+        """Graceful stop: read no more, answer what is in flight, then close."""
+        self.closing = True
+        self._pause_reading()
+        if self.pending == 0 and self.transport is not None:
+            self.transport.close()
 
 
 async def start_sip(
-    service: SipService, *, udp_sock: Any, tcp_sock: Any, max_message: int = 65536, backlog: int = 4096
+    service: SipService, *, udp_sock: Any, tcp_sock: Any, max_message: int = 65536, backlog: int = 4096,
+    limits: ConnectionLimits | None = None,
 ) -> tuple[list[Any], set[Any]]:
     """Serve ``service`` on an already bound UDP socket and a listening TCP socket.
 
-    ``backlog`` is passed on because ``create_server`` calls listen(2) again (default 100)."""
+    Returns the listeners to close first and the set of protocols (UDP endpoint and TCP
+    connections) to stop gracefully with their ``shutdown()``.  ``backlog`` is passed on because
+    ``create_server`` calls listen(2) again (default 100)."""
     loop = asyncio.get_running_loop()
     closers: list[Any] = []
     conns: set[Any] = set()
     if udp_sock is not None:
-        transport, _ = await loop.create_datagram_endpoint(lambda: _UDP(service), sock=udp_sock)
-        closers.append(transport)
+        await loop.create_datagram_endpoint(lambda: _UDP(service, conns, max_message), sock=udp_sock)
     if tcp_sock is not None:
-        server = await loop.create_server(lambda: _TCP(service, max_message, conns), sock=tcp_sock, backlog=backlog)
+        guard = ConnectionGuard(limits or ConnectionLimits(), f"sip_{service.role}", service.metrics)
+        server = await loop.create_server(lambda: _TCP(service, max_message, conns, guard), sock=tcp_sock, backlog=backlog)
+        guard.start(loop)
         closers.append(server)
+        closers.append(guard)
     return closers, conns
 
 

