@@ -231,7 +231,7 @@ ACME = ('[signing.acme]\ndirectory_url = "https://ca.example/dir"\npa_url = "htt
 
 
 @pytest.mark.parametrize("text,line", [
-    ("[server]\nhttp = \"127.0.0.1:80\"\ncolour = 1\n", "[server].colour: unknown option (known: access_log, http, "),
+    ("[server]\nhttp = \"127.0.0.1:80\"\ncolour = 1\n", "[server].colour: unknown option (known: access_log, body_timeout, header_timeout, http, "),
     (BASE + "colour = 1\n", "[signing].colour: unknown option (known: acme, attest_header, "),
     (BASE + "name = \"x\"\n", "[signing].name: unknown option (known: "),  # the default signer is "default"
     (BASE + "key_path = \"sp.key\"\n", "[signing].key_path: unknown option (known: "),  # set by the loader only
@@ -333,3 +333,16 @@ def test_reload_keeps_the_models(pki: Any) -> None:
     assert type(again) is type(c.signing) and again.tenants[0].key_path == c.signing.tenants[0].key_path
     assert again.tenants[0].key is not c.signing.tenants[0].key
     assert again.default.key.private_numbers() == c.signing.default.key.private_numbers()  # type: ignore[union-attr]
+
+
+def test_connection_limits_are_server_options(pki: Any) -> None:
+    """The limits of issue 17 are [server] options with ConnectionLimits' defaults, and reach the engines."""
+    from stirshaken.serve.limits import ConnectionLimits
+
+    c = cfg(pki, BASE.replace('http = "127.0.0.1:8080"\n', 'http = "127.0.0.1:8080"\nheader_timeout = 2\nmax_connections_per_source = 0\n'))
+    limits = ConnectionLimits.from_config(c)
+    assert limits.header_timeout == 2.0 and limits.max_connections_per_source == 0
+    assert limits.keepalive_timeout == ConnectionLimits().keepalive_timeout == c.server.keepalive_timeout
+    with pytest.raises(ConfigError) as e:
+        cfg(pki, BASE.replace('http = "127.0.0.1:8080"\n', 'http = "127.0.0.1:8080"\nmax_connection_buffer = 10\n'))
+    assert str(e.value).startswith("[server].max_connection_buffer:") and "\n" not in str(e.value)

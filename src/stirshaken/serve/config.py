@@ -41,6 +41,7 @@ from stirshaken.core.errors import StirShakenError
 from stirshaken.core.keys import load_private_key
 from stirshaken.core.passport import Signer
 from stirshaken.core.sip.abnf import TOKEN_RE
+from stirshaken.serve.limits import ConnectionLimits
 from stirshaken.vs.config import OptionError, VerifierConfig, check_files, error_parts, option_name, tn_prefix
 
 __all__ = [
@@ -253,11 +254,13 @@ class _Model(BaseModel):
 # --- sections ------------------------------------------------------------------------------------
 
 
-class ServerConfig(_Model):
+class ServerConfig(_Model, ConnectionLimits):
     """``[server]``: listening addresses (``host:port``, :class:`Address`), worker processes,
     logging, REST body limit (bytes), shutdown grace (s) and the SIP transaction cache (RFC 3261
-    §17.2.1: ``sip_transaction_ttl`` s = 64·T1).  An address used twice, or port 0 with several
-    workers, is refused."""
+    §17.2.1: ``sip_transaction_ttl`` s = 64·T1), and the connection limits of
+    :class:`~stirshaken.serve.limits.ConnectionLimits` (timeouts, per-source cap, per-connection
+    buffer; defaults written there).  An address used twice, or port 0 with several workers, is
+    refused."""
 
     http: Addr = None
     sip_signing: Addr = None

@@ -1,8 +1,8 @@
 """Limits that keep ``stirshaken serve`` answering under load, faults and hostile peers.
 
 One frozen model, :class:`ConnectionLimits`, holds every tunable of the connection handling of the
-HTTP engines (:mod:`stirshaken.serve.rest`), SIP over TCP (:mod:`stirshaken.serve.sip`) and the
-size of the verifier's certificate cache.  The engines take an instance (default
+HTTP engines (:mod:`stirshaken.serve.rest`) and SIP over TCP (:mod:`stirshaken.serve.sip`); they
+are also the options of ``[server]`` of the same names (``ServerConfig`` extends this model).  The engines take an instance (default
 ``ConnectionLimits()``); :meth:`ConnectionLimits.from_config` picks same-named options from the
 ``[server]`` and ``[verification]`` sections of a loaded configuration when they exist.
 
@@ -21,7 +21,6 @@ What each limit stops (issue 17):
   activity).
 * ``max_connections_per_source``: connections from one IP address beyond this are closed at
   accept time, so one host cannot take every connection slot.
-* ``cache_entries``: certificate chains (x5u URLs) the verifier keeps per worker.
 
 Closures are logged once per ``sweep_interval`` per kind, aggregated (a count), never per
 connection.
@@ -59,7 +58,6 @@ class ConnectionLimits(BaseModel):
     sip_tcp_idle_timeout: float = Field(600.0, ge=0, description="s a SIP TCP connection may stay without any byte received")
     send_timeout: float = Field(30.0, ge=0, description="s an answer may wait for a client that does not read it (HTTP and SIP TCP)")
     sweep_interval: float = Field(1.0, gt=0, le=60, description="s between two checks of the timeouts (one sweeper per worker)")
-    cache_entries: int = Field(10000, ge=1, description="certificate chains (x5u) kept in memory per worker")
 
     @classmethod
     def from_config(cls, cfg: Any) -> "ConnectionLimits":

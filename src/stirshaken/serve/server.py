@@ -215,8 +215,6 @@ class Worker:
             from stirshaken.vs.verifier import CallInfo, Verifier
 
             vconf = cfg.verification.verifier_config()
-            if vconf.cache_entries != limits.cache_entries:
-                vconf = vconf.model_copy(update={"cache_entries": limits.cache_entries})
             self.verifier = Verifier(vconf)
             self.metrics.stats_sources.append(self.verifier)
             call_info = CallInfo
