@@ -178,3 +178,85 @@ def register(app: typer.Typer) -> None:
         else:
             print_report(rep)
         raise typer.Exit(0 if rep["verdict"]["ok"] else 1)
+
+    @app.command("audit")
+    def audit_cmd(
+        inputs: List[Path] = typer.Argument(..., help="pcap/pcapng captures, SIP text logs or JSON-lines call records "
+                                                     "(kind found from the content; directories expanded)."),
+        trust_anchor: List[Path] = typer.Option(..., "--trust-anchor", help="Trusted root (PEM file or directory; repeatable)."),
+        certs: Optional[Path] = typer.Option(None, "--certs", help="Offline: x5u chains from this directory "
+                                             "(sha256(url).pem, else the URL's file name); nothing is fetched."),
+        crl_files: Optional[List[str]] = typer.Option(None, "--crl", help="CRL file or URL (repeatable)."),
+        ca_list: Optional[str] = typer.Option(None, "--ca-list", help="STI-PA trusted CA list (file or URL)."),
+        ca_list_trust: Optional[List[Path]] = typer.Option(None, "--ca-list-trust", help="STI-PA root the CA list signer chains to."),
+        max_age: int = typer.Option(60, "--max-age", help="Freshness window for iat/Date in seconds."),
+        at: Optional[float] = typer.Option(None, "--at", help="Verification time for calls with no Date and no capture time."),
+        allow_http_x5u: bool = typer.Option(False, "--allow-http-x5u", help="Allow fetching x5u over plain http."),
+        allow_private_x5u: bool = typer.Option(False, "--allow-private-x5u", help="Allow x5u on private/loopback addresses and any port (lab only)."),
+        x5u_ca_bundle: Optional[Path] = typer.Option(None, "--x5u-ca-bundle", help="Extra CA bundle for https x5u."),
+        no_pai: bool = typer.Option(False, "--no-pai", help="Ignore P-Asserted-Identity (serve's use_pai = false)."),
+        jobs: int = typer.Option(1, "--jobs", "-j", min=1, max=256, help="Worker processes (captures are split by packet, TCP flows kept whole)."),
+        out_dir: Optional[Path] = typer.Option(None, "--out", help="Write report.html, audit.json and CSV tables here."),
+        json_out: bool = typer.Option(False, "--json", help="Print the whole audit as JSON."),
+        quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    ) -> None:
+        """Verify every signed INVITE of captures, logs or call records; report shares by verstat,
+        attestation, reason, SPC, certificate, x5u host and hour, the unsigned share and the top
+        failing originators."""
+        from stirshaken.analysis.audit import AuditOptions, iter_inputs, run_audit
+
+        paths = list(iter_inputs(inputs))
+        for p in paths:
+            if not p.is_file():
+                _fail(f"cannot read {p}: no such file")
+        if certs is not None and not certs.is_dir():
+            _fail(f"--certs {certs} is not a directory")
+        cfg = verifier_config(trust_anchor, crl_files, max_age, allow_http_x5u, allow_private_x5u, x5u_ca_bundle,
+                              certs is not None, ca_list, ca_list_trust)
+        opts = AuditOptions(config=cfg, certs_dir=certs, use_pai=not no_pai, at=at)
+        total = sum(p.stat().st_size for p in paths)
+        if quiet or json_out:
+            stats = run_audit(opts, paths, jobs=jobs)
+        else:
+            from rich.progress import BarColumn, DownloadColumn, Progress, TimeElapsedColumn, TimeRemainingColumn, TransferSpeedColumn
+
+            with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                          TimeElapsedColumn(), TimeRemainingColumn(), console=err, transient=False) as bar:
+                task = bar.add_task("auditing", total=total)
+                stats = run_audit(opts, paths, jobs=jobs, progress=lambda done: bar.update(task, completed=done))
+                bar.update(task, completed=total)
+        doc = stats.to_json()
+        if out_dir is not None:
+            from stirshaken.analysis.report import write_report
+
+            try:
+                files = write_report(stats, out_dir)
+            except OSError as exc:
+                _fail(f"cannot write the report to {out_dir}: {exc.strerror}")
+            if not json_out:
+                out.print(f"report: {files[1]} (and audit.json, CSV tables in {out_dir})", highlight=False)
+        if json_out:
+            sys.stdout.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode() + "\n")
+            return
+        s = doc["summary"]
+        rate = f", {s['invites_per_second']} INVITEs/s" if s["invites_per_second"] else ""
+        out.print(f"{s['invites']} INVITEs ({s['retransmissions']} retransmissions skipped): {s['signed']} signed, "
+                  f"{s['unsigned']} unsigned ({100 * s['unsigned_share']:.1f}%); {s['passed']} passed "
+                  f"({100 * s['passed_share_of_signed']:.1f}% of signed) in {s['seconds']} s{rate}", highlight=False)
+        from rich.table import Table
+
+        for name in ("verstat", "attest", "reason", "spc"):
+            t = Table(title=name)
+            for col in (name, "calls", "share", "passed", "failed", "example Call-ID"):
+                t.add_column(col)
+            for r in doc[name][:10]:
+                t.add_row(str(r[name]), str(r["calls"]), f"{100 * r['share']:.1f}%", str(r["passed"]), str(r["failed"] + r["no_validation"]),
+                          r["example_call_id"])
+            out.print(t)
+        if doc["top_failing"]:
+            t = Table(title="top failing originators")
+            for col in ("originator", "failures", "of calls", "top reason", "example Call-ID"):
+                t.add_column(col)
+            for r in doc["top_failing"][:10]:
+                t.add_row(r["originator"], str(r["failures"]), str(r["calls"]), r["top_reason"], r["example_call_id"])
+            out.print(t)
