@@ -112,6 +112,7 @@ class ServerConfig:
     sip_max_message: int = 65536
     sip_udp_buffer: int = 4194304
     metrics_dir: str = ""
+    inspect: bool = False  # the web inspector at /inspect on the http listener (stirshaken.serve.inspect)
 
 
 @dataclass(frozen=True)
@@ -520,6 +521,7 @@ def _server(data: Any) -> ServerConfig:
         sip_max_message=sec.int_range("sip_max_message", 65536, 1024, 1024 * 1024),
         sip_udp_buffer=sec.int_range("sip_udp_buffer", 4194304, 0, 1 << 30),
         metrics_dir=sec.get("metrics_dir", str, ""),
+        inspect=sec.get("inspect", bool, False),
         **addrs,
     )
 
