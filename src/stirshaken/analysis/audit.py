@@ -342,10 +342,8 @@ class Auditor:
     # --- inputs ------------------------------------------------------------------------------
 
     def _retransmission(self, req: sip.SipRequest) -> bool:
-        try:
-            key = (req.call_id, str(req.cseq[0]), req.top_via.branch or "")
-        except (sip.SipParseError, KeyError, ValueError):
-            return False
+        h = req.headers  # the raw values: a retransmission repeats them byte for byte (RFC 3261 §17.1.1.2)
+        key = (h.get("Call-ID") or "", h.get("CSeq") or "", h.get("Via") or "")
         if key in self._seen:
             self.stats.retransmissions += 1
             return True

@@ -63,6 +63,9 @@ class Call:
         return bool(self.info.identities)
 
 
+_DATES: dict[str, float] = {}  # Date values repeat for every call of the same second
+
+
 def parse_date(value: str | None) -> float | None:
     """A SIP Date header (RFC 3261 §20.17, RFC 1123 form) as epoch seconds; None when absent.
 
@@ -70,10 +73,17 @@ def parse_date(value: str | None) -> float | None:
     """
     if not value:
         return None
+    t = _DATES.get(value)
+    if t is not None:
+        return t
     try:
-        return email.utils.parsedate_to_datetime(value).timestamp()
+        t = email.utils.parsedate_to_datetime(value).timestamp()
     except (TypeError, ValueError, IndexError, OverflowError):
         raise InputError(f"Date header {value[:60]!r} is not an RFC 1123 date") from None
+    if len(_DATES) >= 4096:
+        _DATES.clear()
+    _DATES[value] = t
+    return t
 
 
 def _first(value: str | None) -> str | None:
