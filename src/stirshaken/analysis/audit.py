@@ -220,6 +220,7 @@ class Auditor:
         self.verifier = Verifier(opts.config)
         self.stats = AuditStats()
         self._x5u: dict[str, tuple[str, str]] = {}  # x5u -> (SPC, certificate label)
+        self._hosts: dict[str, str] = {}  # x5u -> its host
         self._missing: set[str] = set()
         self._seen: OrderedDict[tuple[str, str, str], None] = OrderedDict()
 
@@ -320,14 +321,19 @@ class Auditor:
         if example and reason not in st.examples:
             st.examples[reason] = example
         spc, cert = self._cert_facts(x5u, when) if x5u else ("unknown", "unknown (no x5u)")
-        host = (urlsplit(x5u).hostname or "?") if x5u else "none"
-        st.count("verstat", v, v, cid)
-        st.count("attest", attest or "-", v, cid)
-        st.count("reason", reason, v, cid)
-        st.count("spc", spc, v, cid)
-        st.count("certificate", cert, v, cid)
-        st.count("x5u_host", host, v, cid)
-        st.count("hour", hour, v, cid)
+        host = self._hosts.get(x5u) if x5u else "none"
+        if host is None:
+            host = self._hosts[x5u] = urlsplit(x5u).hostname or "?"  # type: ignore[index]
+        col = 1 if v == "TN-Validation-Passed" else 2 if v == "TN-Validation-Failed" else 3
+        tables = st.tables
+        for name, key in (("verstat", v), ("attest", attest or "-"), ("reason", reason), ("spc", spc), ("certificate", cert),
+                          ("x5u_host", host), ("hour", hour)):
+            rows = tables[name]
+            row = rows.get(key)
+            if row is None:
+                row = rows[key] = [0, 0, 0, 0, cid]
+            row[0] += 1
+            row[col] += 1
         origin = spc if spc not in ("unknown", "no SPC", "bad TNAuthList") else f"x5u host {host}"
         o = st.originators.get(origin)
         if o is None:
@@ -352,8 +358,9 @@ class Auditor:
             self._seen.popitem(last=False)
         return False
 
-    def sip_message(self, data: bytes, capture_time: float | None, source: str) -> None:
-        """Count one SIP message; verify it when it is an INVITE."""
+    def sip_message(self, data: bytes, capture_time: float | None, source: Any) -> None:
+        """Count one SIP message; verify it when it is an INVITE.  ``source`` (shown in error
+        lines) is a string or a callable making one."""
         st = self.stats
         st.messages += 1
         if not data.startswith(b"INVITE "):
@@ -368,22 +375,23 @@ class Auditor:
             except sip.SipParseError as exc:
                 st.unparsable += 1
                 if len(st.errors) < 50:
-                    st.errors.append(f"{source}: {exc}")
+                    st.errors.append(f"{source() if callable(source) else source}: {exc}")
                 return
         if not isinstance(req, sip.SipRequest) or self._retransmission(req):
             return
         st.invites += 1
         try:
-            call = call_from_request(req, use_pai=self.opts.use_pai, fallback_time=capture_time, source=source)
+            call = call_from_request(req, use_pai=self.opts.use_pai, fallback_time=capture_time)
         except InputError:  # a Date that is no date: verify at the capture time, as received
             call = call_from_request(req.__class__(req.method, req.request_uri, req.version, req.headers.remove("Date"), b""),
-                                     use_pai=self.opts.use_pai, fallback_time=capture_time, source=source)
+                                     use_pai=self.opts.use_pai, fallback_time=capture_time)
         self.verify(call)
 
     def capture(self, path: Path, *, part: int = 0, parts: int = 1, progress: Callable[[int, int], None] | None = None) -> None:
         counters: dict[str, int] = {}
+        name = path.name
         for m in sip_messages(path, part=part, parts=parts, progress=progress, stats=counters):
-            self.sip_message(m.data, m.time, f"{path.name} {m.transport} {m.src}->{m.dst}")
+            self.sip_message(m.data, m.time, lambda m=m: f"{name} {m.transport} {m.src}->{m.dst}")
         self.stats.packets += counters.get("packets", 0)
 
     def sip_log(self, path: Path, progress: Callable[[int, int], None] | None = None) -> None:

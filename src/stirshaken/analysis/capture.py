@@ -18,8 +18,8 @@ and per unfinished IP datagram, each capped, flows dropped at FIN/RST.
 
 from __future__ import annotations
 
-import ipaddress
 import re
+import socket
 import struct
 import zlib
 from dataclasses import dataclass, field
@@ -53,17 +53,25 @@ class Segment(NamedTuple):
 
 
 class SipMessage(NamedTuple):
-    """A SIP message found in a capture: capture time (epoch seconds), transport, ends, bytes."""
+    """A SIP message found in a capture: capture time (epoch seconds), transport, bytes, and the
+    segment it ended in (``src`` / ``dst`` give ``address:port``)."""
 
     time: float
     transport: str
-    src: str
-    dst: str
     data: bytes
+    seg: Segment
+
+    @property
+    def src(self) -> str:
+        return f"{self.seg.src}:{self.seg.sport}"
+
+    @property
+    def dst(self) -> str:
+        return f"{self.seg.dst}:{self.seg.dport}"
 
 
 def _addr(raw: bytes) -> str:
-    return str(ipaddress.ip_address(raw))
+    return socket.inet_ntop(socket.AF_INET if len(raw) == 4 else socket.AF_INET6, raw)
 
 
 def _link_payload(linktype: int, frame: bytes) -> tuple[int, bytes] | None:
@@ -377,11 +385,11 @@ def sip_messages(path: Path, *, part: int = 0, parts: int = 1, progress: Callabl
             st["udp"] += 1
             data = seg.payload
             if data and data[:1] not in (b"\r", b"\n", b"\x00"):
-                yield SipMessage(t, "udp", f"{seg.src}:{seg.sport}", f"{seg.dst}:{seg.dport}", data)
+                yield SipMessage(t, "udp", data, seg)
         else:
             st["tcp"] += 1
             for msg in tcp.add(seg):
-                yield SipMessage(t, "tcp", f"{seg.src}:{seg.sport}", f"{seg.dst}:{seg.dport}", msg)
+                yield SipMessage(t, "tcp", msg, seg)
     st["packets"] = st.get("packets", 0) + n
     st["tcp_framing_errors"] = st.get("tcp_framing_errors", 0) + tcp.errors
     if progress is not None:
