@@ -51,7 +51,8 @@ ORIG_BASE, DEST = 12155550000, "12155551213"
 
 class PcapWriter:
     """A minimal pcap writer (libpcap format, microsecond times, Ethernet): enough to produce a
-    large capture fast (scapy builds ≈ 10,000 packets/s; this ≈ 500,000).  IP and UDP/TCP
+    large capture fast (measured: scapy builds and serializes about 2,000 UDP packets per CPU second,
+    this writes about 300,000).  IP and UDP/TCP
     checksums are left zero, as captures of offloading NICs have them."""
 
     def __init__(self, path: Path):
@@ -163,7 +164,7 @@ def verify_rate(root: Path, certs: Path, sample: list[tuple[bytes, float]]) -> f
         c = parse_sip(msg, fallback_time=t)
         assert c is not None
         url = c.info.identities[0].split("info=<", 1)[1].split(">", 1)[0]
-        if url not in v._static:
+        if not v.is_static(url):
             f = cert_file_for(certs, url)
             if f is None:
                 continue

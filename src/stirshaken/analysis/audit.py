@@ -239,7 +239,7 @@ class Auditor:
             if m is None:
                 continue
             url = m.group(1)
-            if url in self.verifier._static:
+            if self.verifier.is_static(url):
                 continue
             if url in self._missing:
                 return url

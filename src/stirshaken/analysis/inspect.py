@@ -241,7 +241,7 @@ def _passport_report(pr: PassportResult, verifier: Verifier, now: float, origs: 
         out["iat"] = {"value": iat, "date": _iso(float(iat)), "age_seconds": round(now - float(iat), 1)}
     x5u = p.x5u
     if isinstance(x5u, str) and x5u:
-        static = x5u in verifier._static
+        static = verifier.is_static(x5u)
         out["x5u"] = {"url": x5u, "route": routes.get(x5u), "fetch": _fetch_record(verifier, x5u, static)}
         certs = verifier.chain_for(x5u, now)
         if certs:
@@ -319,7 +319,7 @@ async def ainspect(call: Call, config: VerifierConfig, *, static_chain: list[x50
         urls = {pr.passport.x5u for pr in result.passports if pr.passport is not None and isinstance(pr.passport.x5u, str)}
         routes = {}
         for u in sorted(urls):
-            routes[u] = {"decision": "not used: static chain", "addresses": []} if u in verifier._static else await x5u_route(u, verifier)
+            routes[u] = {"decision": "not used: static chain", "addresses": []} if verifier.is_static(u) else await x5u_route(u, verifier)
         return build_report(call, result, verifier, when, routes)
     finally:
         await verifier.aclose()

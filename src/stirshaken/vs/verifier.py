@@ -271,6 +271,10 @@ class Verifier:
         self._static_entries.pop(x5u, None)
         self.cache.pop(x5u)
 
+    def is_static(self, x5u: str) -> bool:
+        """True when ``x5u`` has a static chain (:meth:`add_static_chain`): it is never fetched."""
+        return x5u in self._static
+
     def chain_for(self, x5u: str, now: float | None = None) -> list[x509.Certificate] | None:
         """The certificates (leaf first) this verifier holds for ``x5u``: its static chain or the
         cached fetched chain, whether or not it validated; None when it holds none (never fetched,
