@@ -6,6 +6,7 @@ with sipp, captured with tcpdump, audited with the verdicts the server gave."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import shutil
 import signal
@@ -142,6 +143,8 @@ def test_capture_counts(pki: Any, calls: Any, tmp_path: Path, ng: bool) -> None:
     top = doc["top_failing"][0]
     assert top["originator"] == "1234" and top["failures"] == 3 and top["example_call_id"].startswith("audit-")
     assert abs(s["unsigned_share"] - 2 / 11) < 1e-3
+    first = dt.datetime.strptime(s["first_call"], "%Y-%m-%d %H:%M:%SZ").replace(tzinfo=dt.timezone.utc).timestamp()
+    assert abs(first - (time.time() - 5)) < 60  # capture times read right (pcapng: tsresol)
 
 
 def test_same_verdicts_as_verify(pki: Any, calls: Any, tmp_path: Path) -> None:

@@ -205,6 +205,12 @@ def register(app: typer.Typer) -> None:
         failing originators."""
         from stirshaken.analysis.audit import AuditOptions, iter_inputs, run_audit
 
+        try:
+            import scapy.utils  # noqa: F401
+            if out_dir is not None:
+                import matplotlib  # noqa: F401
+        except ImportError as exc:
+            _fail(f"stirshaken audit needs {exc.name}: pip install 'stirshaken[analysis]'")
         paths = list(iter_inputs(inputs))
         for p in paths:
             if not p.is_file():
