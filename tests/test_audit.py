@@ -136,6 +136,7 @@ def test_capture_counts(pki: Any, calls: Any, tmp_path: Path, ng: bool) -> None:
     assert (s["invites"], s["signed"], s["unsigned"], s["retransmissions"], s["passed"]) == (11, 9, 2, 1, 6)
     assert table(doc, "verstat") == {"TN-Validation-Passed": 6, "No-TN-Validation": 2, "TN-Validation-Failed": 1}
     assert table(doc, "spc") == {"1234": 9}
+    assert table(doc, "attest") == {"A": 4, "B": 5}  # as signed, also for calls rejected before decoding
     assert table(doc, "x5u_host") == {"cr.example.net": 9}
     reasons = table(doc, "reason")
     assert reasons["passed"] == 6 and sum(v for k, v in reasons.items() if "identity-mismatch" in k) == 2

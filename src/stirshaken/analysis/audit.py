@@ -32,6 +32,7 @@ from stirshaken.analysis.inputs import Call, InputError, call_from_record, call_
 from stirshaken.core import sip
 from stirshaken.core.certificates import load_certificates
 from stirshaken.core.errors import FetchError, StirShakenError
+from stirshaken.core.passport import parse_jws
 from stirshaken.core.tnauthlist import from_certificate
 from stirshaken.core.verification import VerificationResult, decide, failed
 from stirshaken.vs.verifier import Verifier, VerifierConfig
@@ -212,6 +213,17 @@ def _reason_key(result: VerificationResult) -> tuple[str, str]:
     return key, result.description or ""
 
 
+def _claimed_attest(value: str) -> str | None:
+    """The ``attest`` claim of an Identity header value, decoded without any check (for the
+    attestation table of calls rejected before their token was decoded); None if unreadable."""
+    try:
+        claims = parse_jws(value.split(";", 1)[0].strip()).claims
+    except (StirShakenError, ValueError):
+        return None
+    a = claims.get("attest")
+    return a if isinstance(a, str) and len(a) <= 8 else None
+
+
 class Auditor:
     """One process's audit: a verifier, the per-x5u certificate facts, the counters."""
 
@@ -317,6 +329,8 @@ class Auditor:
                 if m:
                     x5u = m.group(1)
                     break
+        if attest is None and call.info.identities:  # rejected before decoding: the claim as sent
+            attest = _claimed_attest(call.info.identities[0])
         reason, example = _reason_key(result)
         if example and reason not in st.examples:
             st.examples[reason] = example
