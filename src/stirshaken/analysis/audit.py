@@ -234,7 +234,7 @@ class Auditor:
         self._x5u: dict[str, tuple[str, str]] = {}  # x5u -> (SPC, certificate label)
         self._hosts: dict[str, str] = {}  # x5u -> its host
         self._missing: set[str] = set()
-        self._seen: OrderedDict[tuple[str, str, str], None] = OrderedDict()
+        self._seen: OrderedDict[int, None] = OrderedDict()
 
     def close(self) -> None:
         self.verifier.close()
@@ -363,7 +363,7 @@ class Auditor:
 
     def _retransmission(self, req: sip.SipRequest) -> bool:
         h = req.headers  # the raw values: a retransmission repeats them byte for byte (RFC 3261 §17.1.1.2)
-        key = (h.get("Call-ID") or "", h.get("CSeq") or "", h.get("Via") or "")
+        key = hash((h.get("Call-ID") or "", h.get("CSeq") or "", h.get("Via") or ""))  # an int: 200,000 of them fit in ~20 MB
         if key in self._seen:
             self.stats.retransmissions += 1
             return True
