@@ -323,3 +323,51 @@ def test_real_capture_sipp_tcpdump(tmp_path: Path) -> None:
     served = Counter(verdicts[:7])
     assert len(verdicts) == 8
     assert table(doc, "verstat") == dict(served) == {"TN-Validation-Passed": 5, "No-TN-Validation": 2}
+
+
+# --- the capture decoder on its own -----------------------------------------------------------------
+
+
+def test_linux_cooked_capture_and_pcapng_ipv6_udp(pki: Any, calls: Any, tmp_path: Path) -> None:
+    """``tcpdump -i any`` captures (Linux cooked v1) and UDP over IPv6 in pcapng."""
+    from scapy.all import UDP, CookedLinux, IP, IPv6, PcapNgWriter, Raw, wrpcap
+
+    from stirshaken.analysis.capture import sip_messages
+
+    data = invite(1, calls[1][1], calls[1][2])
+    cooked = CookedLinux(proto=0x0800) / IP(src="192.0.2.1", dst="192.0.2.2") / UDP(sport=5060, dport=5060) / Raw(data)
+    wrpcap(str(tmp_path / "any.pcap"), [cooked])
+    got = list(sip_messages(tmp_path / "any.pcap"))
+    assert [m.data for m in got] == [data] and got[0].src == "192.0.2.1:5060"
+    from scapy.all import Ether
+
+    v6 = Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / IPv6(src="2001:db8::5", dst="2001:db8::6") / UDP(sport=5062, dport=5060) / Raw(data)
+    w = PcapNgWriter(str(tmp_path / "v6.pcapng"))
+    w.write(v6)
+    w.close()
+    got = list(sip_messages(tmp_path / "v6.pcapng"))
+    assert [m.data for m in got] == [data] and got[0].dst == "2001:db8::6:5060"
+
+
+def test_tcp_gap_that_never_fills_is_skipped(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A segment lost by the capture: the flow resumes at the next message once enough bytes
+    wait behind the hole, instead of holding the flow forever."""
+    from stirshaken.analysis import capture
+
+    monkeypatch.setattr(capture, "_MAX_FLOW_BUFFER", 400)  # the INVITEs are ~270 bytes
+    tcp = capture.TCPReassembler()
+    msgs = [invite(n, None) for n in range(4)]
+
+    def seg(seq: int, data: bytes, flags: int = 0x18) -> capture.Segment:
+        return capture.Segment("tcp", "192.0.2.1", "192.0.2.2", 40000, 5060, data, seq, flags)
+
+    out = tcp.add(seg(99, b"", 0x02))  # SYN: data starts at 100
+    seq = 100
+    out += tcp.add(seg(seq, msgs[0]))
+    seq += len(msgs[0])
+    seq += len(msgs[1])  # msgs[1] lost by the capture
+    for m in msgs[2:]:
+        out += tcp.add(seg(seq, m))
+        seq += len(m)
+    assert out[0] == msgs[0]
+    assert out[1:] == [msgs[2], msgs[3]] and tcp.errors == 1
