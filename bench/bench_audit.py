@@ -210,12 +210,18 @@ def main() -> None:
     print(f"ratio audit (one core, CPU) / warm verify: {s['signed'] / cpu / vr:.2f} (goal >= 0.5)")
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
+    import resource
+
     for j in a.jobs:
         w0 = time.perf_counter()
+        r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         stj = run_audit(opts, [d / "bench.pcap"], jobs=j)
         wall = time.perf_counter() - w0
+        r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        wcpu = (r1.ru_utime + r1.ru_stime) - (r0.ru_utime + r0.ru_stime)
         assert stj.signed == st.signed and stj.passed == st.passed, (stj.summary(), s)
-        print(f"audit --jobs {j}: {stj.signed / wall:,.0f} INVITEs per wall second ({wall:.1f} s; same counts)")
+        print(f"audit --jobs {j}: {stj.signed / wall:,.0f} INVITEs per wall second ({wall:.1f} s; same counts); "
+              f"workers' CPU {wcpu:.1f} s in all ({cpu:.1f} s with one process)")
     reasons = {r["reason"]: r["calls"] for r in st.table("reason")}
     print("reasons:", ", ".join(f"{k}: {v}" for k, v in reasons.items()))
 
