@@ -77,10 +77,6 @@ class AuditOptions:
     at: float | None = None
 
 
-def _row() -> list[Any]:
-    return [0, 0, 0, 0, ""]  # calls, passed, failed, no validation, example Call-ID
-
-
 @dataclass
 class AuditStats:
     """Counters of an audit; :meth:`merge` adds another's (the ``--jobs`` workers)."""
@@ -97,25 +93,12 @@ class AuditStats:
     seconds: float = 0.0
     first_time: float | None = None
     last_time: float | None = None
+    #: table -> key -> [calls, passed, failed, no validation, example Call-ID]
     tables: dict[str, dict[str, list[Any]]] = field(default_factory=lambda: {k: {} for k in TABLES})
     unsigned_by_hour: dict[str, int] = field(default_factory=dict)
     originators: dict[str, list[Any]] = field(default_factory=dict)  # key -> [failures, calls, example Call-ID, {reason: n}]
     examples: dict[str, str] = field(default_factory=dict)  # reason -> one description
     errors: list[str] = field(default_factory=list)
-
-    def count(self, table: str, key: str, verstat: str, call_id: str) -> None:
-        rows = self.tables[table]
-        row = rows.get(key)
-        if row is None:
-            row = rows[key] = _row()
-            row[4] = call_id
-        row[0] += 1
-        if verstat == "TN-Validation-Passed":
-            row[1] += 1
-        elif verstat == "TN-Validation-Failed":
-            row[2] += 1
-        else:
-            row[3] += 1
 
     def merge(self, other: "AuditStats") -> None:
         for name in ("packets", "messages", "unparsable", "invites", "retransmissions", "signed", "unsigned", "passed"):

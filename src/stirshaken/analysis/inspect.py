@@ -22,7 +22,6 @@ from typing import Any, Sequence
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from stirshaken.core import errors as E
 from stirshaken.core.certificates import check_profile, crl_urls
