@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN = $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: setup deps services demo testbed test test-fast stress bench bench-core bench-verify bench-serve bench-instructions clean
+.PHONY: setup deps services demo testbed test test-fast stress bench bench-core bench-verify bench-serve bench-instructions bench-audit clean
 
 setup: $(VENV)/.installed
 
@@ -49,6 +49,10 @@ bench-serve: setup deps
 
 bench-instructions: setup
 	$(BIN)/python bench/count_instructions.py
+
+## stirshaken audit over a generated capture of 200,000 signed INVITEs vs the warm verifier
+bench-audit: setup
+	$(BIN)/python bench/bench_audit.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis build dist src/*.egg-info

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install the system packages the tests and benchmarks use: the third-party STIR/SHAKEN peers
-# (secsipidx/libsecsipid, Kamailio with secsipid, sipp) and wrk, from Debian's registry.
+# (secsipidx/libsecsipid, Kamailio with secsipid, sipp), wrk, tcpdump and chromium, from Debian's registry.
 # Idempotent: does nothing when everything is already there. Needs root (or sudo).
 set -euo pipefail
 need=()
@@ -13,6 +13,8 @@ command -v wrk >/dev/null || need+=(wrk)
 command -v openssl >/dev/null || need+=(openssl)
 command -v curl >/dev/null || need+=(curl)
 command -v ss >/dev/null || need+=(iproute2)
+command -v tcpdump >/dev/null || need+=(tcpdump)  # audit tests capture sipp calls on lo
+command -v chromium >/dev/null || need+=(chromium)  # the web inspector test renders the page headless
 command -v systemd-analyze >/dev/null || need+=(systemd)  # verifies packaging/stirshaken.service
 if [ ${#need[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo

@@ -150,6 +150,8 @@ class RestAPI:
         self._openapi = orjson.dumps(openapi_document())
         self._static_errors = {mid: error_body(mid) for mid in ("SVC4000", "SVC4003", "SVC4007", "POL4050", "POL5000")}
         self._signed_labels: dict[tuple[str, str], tuple[tuple[str, str], ...]] = {}
+        #: the web inspector answering /inspect (stirshaken.serve.inspect), when enabled
+        self.inspector: Any = None
 
     @staticmethod
     def new_request_id() -> str:
@@ -158,8 +160,10 @@ class RestAPI:
 
     # --- entry point ----------------------------------------------------------------------------
 
-    def handle(self, method: str, path: str, headers: Mapping[str, str], body: bytes, has_length: bool) -> Reply | Awaitable[Reply]:
-        """Dispatch one request.  ``headers`` is looked up with lower-case names."""
+    def handle(self, method: str, path: str, headers: Mapping[str, str], body: bytes, has_length: bool,
+               peer: str = "") -> Reply | Awaitable[Reply]:
+        """Dispatch one request.  ``headers`` is looked up with lower-case names; ``peer`` is the
+        client's address (the web inspector's rate limit)."""
         rid = headers.get("x-requestid") or self.new_request_id()
         t0 = time.perf_counter()
         try:
@@ -196,6 +200,8 @@ class RestAPI:
                     return self._plain(200, self._openapi, rid, "application/json")
             elif path in ("/healthz", "/metrics", "/openapi.json"):
                 return self._error("POL4050", rid, path, allow=True, allowed="GET, HEAD")
+            if path == "/inspect" and self.inspector is not None:
+                return self.inspector.handle(method, headers, body, peer)
             return self._error("SVC4003", rid, path)
         except RequestError as exc:
             return self._error(exc.message_id, rid, path, *exc.variables)
@@ -378,7 +384,7 @@ def make_app(api: RestAPI, limits: ConnectionLimits | None = None) -> Any:
                 return web.Response(status=408, headers={"Connection": "close"})
         else:
             body = b""
-        r = api.handle(request.method, request.path, request.headers, body, has_length)
+        r = api.handle(request.method, request.path, request.headers, body, has_length, request.remote or "")
         if not isinstance(r, tuple):
             r = await r
         status, payload, headers = r
@@ -707,7 +713,7 @@ class FastHTTPProtocol(asyncio.Protocol):
                 conn = conn.lower()
                 keep = ("close" not in conn) if version == "HTTP/1.1" else ("keep-alive" in conn)
             path = target.split("?", 1)[0] if "?" in target else target
-            r = self.api.handle(method, path, headers, body, clen is not None)
+            r = self.api.handle(method, path, headers, body, clen is not None, self.source or "")
             if type(r) is tuple:
                 self._write(r, keep, method == "HEAD")
                 if not keep:

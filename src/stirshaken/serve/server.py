@@ -223,6 +223,10 @@ class Worker:
             api = RestAPI(signing=signing, verifier=self.verifier, metrics=self.metrics, max_age=cfg.verification.max_age,
                           future_skew=cfg.verification.future_skew, max_body=s.max_body, call_info=call_info,
                           ready=lambda: self.ready, access_log=s.access_log)
+            if s.inspect and self.verifier is not None:
+                from stirshaken.serve.inspect import WebInspector
+
+                api.inspector = WebInspector(self.verifier.config)
             sock = _bind(s.http, socket.SOCK_STREAM, reuseport=reuse, listen=True)
             if s.http_engine == "fast":
                 state: dict[str, Any] = {"conns": set(), "guard": ConnectionGuard(limits, "http", self.metrics)}

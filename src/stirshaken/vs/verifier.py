@@ -199,6 +199,9 @@ class Verifier:
         self._closed = False
         # the direct path of verify/averify (see _fast); replay detection always takes the flow
         self.fast_path = not config.replay_detection
+        #: when a list: one record per x5u load (fetch or Redis) is appended, for diagnostics
+        #: (``stirshaken inspect``); None (the default) records nothing
+        self.trace: list[dict[str, Any]] | None = None
 
     # --- public API ------------------------------------------------------------------------
 
@@ -209,6 +212,20 @@ class Verifier:
         self._static[x5u] = list(certs)
         self._static_entries.pop(x5u, None)
         self.cache.pop(x5u)
+
+    def is_static(self, x5u: str) -> bool:
+        """True when ``x5u`` has a static chain (:meth:`add_static_chain`): it is never fetched."""
+        return x5u in self._static
+
+    def chain_for(self, x5u: str, now: float | None = None) -> list[x509.Certificate] | None:
+        """The certificates (leaf first) this verifier holds for ``x5u``: its static chain or the
+        cached fetched chain, whether or not it validated; None when it holds none (never fetched,
+        fetch failed, or expired at ``now``, epoch seconds, default the current time)."""
+        certs = self._static.get(x5u)
+        if certs is not None:
+            return list(certs)
+        entry = self.cache.get(x5u, time.time() if now is None else now)
+        return list(entry.certs) if entry is not None and entry.certs else None
 
     def _try_fast(self, call: CallInfo, now: float | None) -> VerificationResult | None:
         """The direct warm path shared by :meth:`verify` and :meth:`averify`; None when the
@@ -689,13 +706,18 @@ class Verifier:
                 except StirShakenError:
                     pass
         self.stats["fetches"] += 1
+        t0 = time.perf_counter()
         try:
             certs, res = await self._get_fetcher().fetch_chain(url)
         except StirShakenError as err:
             self.stats["fetch_failures"] += 1
+            if self.trace is not None:
+                self.trace.append({"url": url, "seconds": time.perf_counter() - t0, "error": err})
             return CacheEntry(url=url, expires=now + cfg.negative_ttl, error=err)
         not_after = min(c.not_valid_after_utc.timestamp() for c in certs)
         ttl = ttl_from_headers(res.headers, now, floor=cfg.cache_min_ttl, ceiling=cfg.cache_max_ttl, not_after=not_after)
+        if self.trace is not None:
+            self.trace.append({"url": url, "seconds": time.perf_counter() - t0, "result": res, "ttl": ttl, "certificates": len(certs)})
         pem = b"".join(c.public_bytes(Encoding.PEM) for c in certs)
         expires = now + max(ttl, 1.0)
         if redis is not None and ttl > 0:
