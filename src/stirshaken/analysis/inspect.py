@@ -17,7 +17,7 @@ import asyncio
 import datetime as dt
 import socket
 import time
-from dataclasses import replace
+
 from typing import Any, Sequence
 
 from cryptography import x509
@@ -301,7 +301,7 @@ async def ainspect(call: Call, config: VerifierConfig, *, static_chain: list[x50
     ``static_chain`` stands for the x5u of every header (``--cert``); ``now`` is the
     verification time (epoch seconds; default: the current time, as ``verify`` and ``serve``).
     """
-    cfg = replace(config, redis=None, replay_detection=False)
+    cfg = config.model_copy(update={"redis": None, "replay_detection": False})
     verifier = Verifier(cfg)
     verifier.trace = []
     when = now if now is not None else time.time()

@@ -9,6 +9,8 @@ from typing import Any, List, Optional
 
 import orjson
 import typer
+
+from stirshaken.cli import options as opts
 from rich.console import Console
 
 out = Console()
@@ -18,34 +20,6 @@ err = Console(stderr=True)
 def _fail(message: str, code: int = 2) -> None:
     err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
-
-
-def verifier_config(trust_anchor: List[Path], crl_files: Optional[List[str]], max_age: int, allow_http_x5u: bool,
-                    allow_private_x5u: bool, x5u_ca_bundle: Optional[Path], offline: bool, ca_list: Optional[str] = None,
-                    ca_list_trust: Optional[List[Path]] = None) -> Any:
-    """The :class:`VerifierConfig` built as ``stirshaken verify`` builds it (cli/main.py)."""
-    from stirshaken.vs.verifier import VerifierConfig
-
-    cfg = VerifierConfig(
-        trust_anchors=[str(p) for p in trust_anchor],
-        crls=list(crl_files or []),
-        max_age=max_age,
-        allow_http_x5u=allow_http_x5u,
-        allow_private_x5u=allow_private_x5u,
-        x5u_ca_bundle=str(x5u_ca_bundle) if x5u_ca_bundle else None,
-        fetch_crl_distribution_points=not offline,
-        ca_list=ca_list,
-        ca_list_trust=[str(p) for p in ca_list_trust or []],
-    )
-    if offline and any(c.startswith(("http://", "https://")) for c in cfg.crls):
-        _fail("--crl URLs are fetched; with --cert/--certs (nothing fetched) give CRL files")
-    try:  # load anchors and CRL files now: a bad file is one line, not a traceback later
-        from stirshaken.vs.verifier import Verifier
-
-        Verifier(cfg).close()
-    except Exception as exc:  # noqa: BLE001 - StirShakenError, OSError, ValueError: one line each
-        _fail(getattr(exc, "description", None) or str(exc))
-    return cfg
 
 
 def _read_input(value: str) -> bytes:
@@ -135,17 +109,18 @@ def register(app: typer.Typer) -> None:
                                               "text, FILE (@FILE) or - for stdin."),
         orig: Optional[str] = typer.Option(None, "--orig", help="Calling TN (default: From / P-Asserted-Identity of the request)."),
         dest: Optional[List[str]] = typer.Option(None, "--dest", help="Called TN (default: To / Request-URI of the request)."),
-        trust_anchor: List[Path] = typer.Option(..., "--trust-anchor", help="Trusted root (PEM file or directory; repeatable)."),
+        trust_anchor: Optional[List[Path]] = opts.TRUST_ANCHOR,
         cert: Optional[Path] = typer.Option(None, "--cert", help="Certificate chain file for the x5u; nothing is fetched."),
-        crl_files: Optional[List[str]] = typer.Option(None, "--crl", help="CRL file or URL (repeatable)."),
-        ca_list: Optional[str] = typer.Option(None, "--ca-list", help="STI-PA trusted CA list (file or URL)."),
-        ca_list_trust: Optional[List[Path]] = typer.Option(None, "--ca-list-trust", help="STI-PA root the CA list signer chains to."),
-        max_age: int = typer.Option(60, "--max-age", help="Freshness window for iat/Date in seconds."),
+        crl_files: Optional[List[str]] = opts.CRL,
+        crl_signer: Optional[List[Path]] = opts.CRL_SIGNER,
+        ca_list: Optional[str] = opts.CA_LIST,
+        ca_list_trust: Optional[List[Path]] = opts.CA_LIST_TRUST,
+        max_age: Optional[int] = opts.MAX_AGE,
         date: Optional[int] = typer.Option(None, "--date", help="Date header of the request as epoch seconds (replaces the request's)."),
         at: Optional[float] = typer.Option(None, "--at", help="Verify as of this time (epoch seconds; default now)."),
-        allow_http_x5u: bool = typer.Option(False, "--allow-http-x5u", help="Allow fetching x5u over plain http."),
-        allow_private_x5u: bool = typer.Option(False, "--allow-private-x5u", help="Allow x5u on private/loopback addresses and any port (lab only)."),
-        x5u_ca_bundle: Optional[Path] = typer.Option(None, "--x5u-ca-bundle", help="Extra CA bundle for https x5u."),
+        allow_http_x5u: Optional[bool] = opts.ALLOW_HTTP_X5U,
+        allow_private_x5u: Optional[bool] = opts.ALLOW_PRIVATE_X5U,
+        x5u_ca_bundle: Optional[Path] = opts.X5U_CA_BUNDLE,
         no_pai: bool = typer.Option(False, "--no-pai", help="Ignore P-Asserted-Identity (serve's use_pai = false)."),
         json_out: bool = typer.Option(False, "--json"),
     ) -> None:
@@ -162,8 +137,9 @@ def register(app: typer.Typer) -> None:
             call = parse_input(data, orig=orig, dest=dest, date=date, use_pai=not no_pai)
         except InputError as exc:
             _fail(str(exc))
-        cfg = verifier_config(trust_anchor, crl_files, max_age, allow_http_x5u, allow_private_x5u, x5u_ca_bundle,
-                              cert is not None, ca_list, ca_list_trust)
+        cfg = opts.verifier_config(trust_anchor=trust_anchor, crl_files=crl_files, crl_signer=crl_signer, ca_list=ca_list,
+                                   ca_list_trust=ca_list_trust, max_age=max_age, allow_http_x5u=allow_http_x5u,
+                                   allow_private_x5u=allow_private_x5u, x5u_ca_bundle=x5u_ca_bundle, offline=cert is not None)
         chain = None
         if cert is not None:
             try:
@@ -183,17 +159,18 @@ def register(app: typer.Typer) -> None:
     def audit_cmd(
         inputs: List[Path] = typer.Argument(..., help="pcap/pcapng captures, SIP text logs or JSON-lines call records "
                                                      "(kind found from the content; directories expanded)."),
-        trust_anchor: List[Path] = typer.Option(..., "--trust-anchor", help="Trusted root (PEM file or directory; repeatable)."),
+        trust_anchor: Optional[List[Path]] = opts.TRUST_ANCHOR,
         certs: Optional[Path] = typer.Option(None, "--certs", help="Offline: x5u chains from this directory "
                                              "(sha256(url).pem, else the URL's file name); nothing is fetched."),
-        crl_files: Optional[List[str]] = typer.Option(None, "--crl", help="CRL file or URL (repeatable)."),
-        ca_list: Optional[str] = typer.Option(None, "--ca-list", help="STI-PA trusted CA list (file or URL)."),
-        ca_list_trust: Optional[List[Path]] = typer.Option(None, "--ca-list-trust", help="STI-PA root the CA list signer chains to."),
-        max_age: int = typer.Option(60, "--max-age", help="Freshness window for iat/Date in seconds."),
+        crl_files: Optional[List[str]] = opts.CRL,
+        crl_signer: Optional[List[Path]] = opts.CRL_SIGNER,
+        ca_list: Optional[str] = opts.CA_LIST,
+        ca_list_trust: Optional[List[Path]] = opts.CA_LIST_TRUST,
+        max_age: Optional[int] = opts.MAX_AGE,
         at: Optional[float] = typer.Option(None, "--at", help="Verification time for calls with no Date and no capture time."),
-        allow_http_x5u: bool = typer.Option(False, "--allow-http-x5u", help="Allow fetching x5u over plain http."),
-        allow_private_x5u: bool = typer.Option(False, "--allow-private-x5u", help="Allow x5u on private/loopback addresses and any port (lab only)."),
-        x5u_ca_bundle: Optional[Path] = typer.Option(None, "--x5u-ca-bundle", help="Extra CA bundle for https x5u."),
+        allow_http_x5u: Optional[bool] = opts.ALLOW_HTTP_X5U,
+        allow_private_x5u: Optional[bool] = opts.ALLOW_PRIVATE_X5U,
+        x5u_ca_bundle: Optional[Path] = opts.X5U_CA_BUNDLE,
         no_pai: bool = typer.Option(False, "--no-pai", help="Ignore P-Asserted-Identity (serve's use_pai = false)."),
         jobs: int = typer.Option(1, "--jobs", "-j", min=1, max=256, help="Worker processes (captures are split by packet, TCP flows kept whole)."),
         out_dir: Optional[Path] = typer.Option(None, "--out", help="Write report.html, audit.json and CSV tables here."),
@@ -217,19 +194,20 @@ def register(app: typer.Typer) -> None:
                 _fail(f"cannot read {p}: no such file")
         if certs is not None and not certs.is_dir():
             _fail(f"--certs {certs} is not a directory")
-        cfg = verifier_config(trust_anchor, crl_files, max_age, allow_http_x5u, allow_private_x5u, x5u_ca_bundle,
-                              certs is not None, ca_list, ca_list_trust)
-        opts = AuditOptions(config=cfg, certs_dir=certs, use_pai=not no_pai, at=at)
+        cfg = opts.verifier_config(trust_anchor=trust_anchor, crl_files=crl_files, crl_signer=crl_signer, ca_list=ca_list,
+                                   ca_list_trust=ca_list_trust, max_age=max_age, allow_http_x5u=allow_http_x5u,
+                                   allow_private_x5u=allow_private_x5u, x5u_ca_bundle=x5u_ca_bundle, offline=certs is not None)
+        audit_opts = AuditOptions(config=cfg, certs_dir=certs, use_pai=not no_pai, at=at)
         total = sum(p.stat().st_size for p in paths)
         if quiet or json_out:
-            stats = run_audit(opts, paths, jobs=jobs)
+            stats = run_audit(audit_opts, paths, jobs=jobs)
         else:
             from rich.progress import BarColumn, DownloadColumn, Progress, TimeElapsedColumn, TimeRemainingColumn, TransferSpeedColumn
 
             with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                           TimeElapsedColumn(), TimeRemainingColumn(), console=err, transient=False) as bar:
                 task = bar.add_task("auditing", total=total)
-                stats = run_audit(opts, paths, jobs=jobs, progress=lambda done: bar.update(task, completed=done))
+                stats = run_audit(audit_opts, paths, jobs=jobs, progress=lambda done: bar.update(task, completed=done))
                 bar.update(task, completed=total)
         doc = stats.to_json()
         if out_dir is not None:

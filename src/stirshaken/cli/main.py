@@ -24,6 +24,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from rich.console import Console
 from rich.table import Table
 
+from stirshaken.cli import options as opts
+
 from stirshaken.core import certificates as certs
 from stirshaken.core.errors import StirShakenError
 from stirshaken.core.identity import parse_identity
@@ -466,68 +468,32 @@ def _print_result(result: Any, json_out: bool) -> None:
         out.print(f"verstat: {result.verstat}", highlight=False)
 
 
-#: VerifierConfig field -> the ``verify`` option that sets it (for error messages).
-_VERIFY_FLAGS = {
-    "trust_anchors": "--trust-anchor", "crls": "--crl", "crl_signers": "--crl-signer", "ca_list": "--ca-list",
-    "ca_list_trust": "--ca-list-trust", "max_age": "--max-age", "x5u_ca_bundle": "--x5u-ca-bundle",
-}
-
-
-def _flag_names(line: str) -> str:
-    """``ca_list_trust: required ...`` -> ``--ca-list-trust: required ...``."""
-    option, sep, rest = line.partition(": ")
-    return f"{_VERIFY_FLAGS.get(option.split('[')[0], option)}{sep}{rest}"
-
-
 @app.command()
 def verify(
     identity: str = typer.Argument(..., help="Identity header value (@FILE to read a file, - for stdin); several may be comma-joined."),
     orig: Optional[str] = typer.Option(None, "--orig", help="Calling TN of the request (From / P-Asserted-Identity)."),
     dest: Optional[List[str]] = typer.Option(None, "--dest", help="Called TN of the request (To / Request-URI)."),
-    trust_anchor: Optional[List[Path]] = typer.Option(None, "--trust-anchor", help="Trusted root (PEM file or directory; repeatable; this or --ca-list is required)."),
+    trust_anchor: Optional[List[Path]] = opts.TRUST_ANCHOR,
     cert: Optional[Path] = typer.Option(None, "--cert", help="Certificate chain file for the x5u; nothing is fetched."),
-    crl_files: Optional[List[str]] = typer.Option(None, "--crl", help="CRL file or URL (repeatable)."),
-    crl_signer: Optional[List[Path]] = typer.Option(None, "--crl-signer", help="Certificate allowed to sign CRLs for the chains, e.g. the STI-PA CRL signer (PEM; repeatable; not a trust anchor)."),
-    ca_list: Optional[str] = typer.Option(None, "--ca-list", help="STI-PA trusted-CA list (URL or file); its CAs become trust anchors."),
-    ca_list_trust: Optional[List[Path]] = typer.Option(None, "--ca-list-trust", help="STI-PA root the CA list's signer must chain to (PEM; repeatable; required with --ca-list)."),
-    max_age: Optional[int] = typer.Option(None, "--max-age", help="Freshness window for iat/Date in seconds (default: as [verification].max_age)."),
+    crl_files: Optional[List[str]] = opts.CRL,
+    crl_signer: Optional[List[Path]] = opts.CRL_SIGNER,
+    ca_list: Optional[str] = opts.CA_LIST,
+    ca_list_trust: Optional[List[Path]] = opts.CA_LIST_TRUST,
+    max_age: Optional[int] = opts.MAX_AGE,
     date: Optional[int] = typer.Option(None, "--date", help="Date header of the request as epoch seconds."),
-    allow_http_x5u: Optional[bool] = typer.Option(None, "--allow-http-x5u/--no-allow-http-x5u", help="Allow fetching x5u over plain http (default: as [verification])."),
-    allow_private_x5u: Optional[bool] = typer.Option(
-        None, "--allow-private-x5u/--no-allow-private-x5u", help="Allow x5u on private/loopback addresses and any port (lab only; default: as [verification])."),
-    x5u_ca_bundle: Optional[Path] = typer.Option(None, "--x5u-ca-bundle", help="Extra CA bundle for https x5u."),
+    allow_http_x5u: Optional[bool] = opts.ALLOW_HTTP_X5U,
+    allow_private_x5u: Optional[bool] = opts.ALLOW_PRIVATE_X5U,
+    x5u_ca_bundle: Optional[Path] = opts.X5U_CA_BUNDLE,
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
     """Verify a call: exit 0 only when verification passes, else print the SIP code and reason."""
     from stirshaken.core.identity import split_header_values
-    from stirshaken.vs.verifier import CallInfo, Verifier, VerifierConfig
-
-    from pydantic import ValidationError
-
-    from stirshaken.vs.config import OptionError, check_files, describe_error
+    from stirshaken.vs.verifier import CallInfo, Verifier
 
     value = _identity_arg(identity)
-    if not trust_anchor and not ca_list:
-        _fail("give --trust-anchor or --ca-list (with --ca-list-trust)", 2)
-    try:
-        cfg = VerifierConfig(
-            trust_anchors=[str(p) for p in trust_anchor or ()],
-            crls=list(crl_files or []),
-            crl_signers=[str(p) for p in crl_signer or ()],
-            ca_list=ca_list,
-            ca_list_trust=[str(p) for p in ca_list_trust or ()],
-            x5u_ca_bundle=str(x5u_ca_bundle) if x5u_ca_bundle else None,
-            fetch_crl_distribution_points=cert is None,
-            # options not given keep the model's defaults (those of [verification])
-            **{k: v for k, v in (("max_age", max_age), ("allow_http_x5u", allow_http_x5u), ("allow_private_x5u", allow_private_x5u)) if v is not None},
-        )
-        check_files(cfg)
-    except ValidationError as exc:
-        _fail(_flag_names(describe_error(exc)), 2)
-    except OptionError as exc:
-        _fail(f"{_VERIFY_FLAGS.get(exc.option, exc.option)}: {exc.message}", 2)
-    if cert is not None and any(c.startswith(("http://", "https://")) for c in cfg.crls):
-        _fail("--crl URLs are fetched; with --cert (nothing fetched) give CRL files", 2)
+    cfg = opts.verifier_config(trust_anchor=trust_anchor, crl_files=crl_files, crl_signer=crl_signer, ca_list=ca_list,
+                               ca_list_trust=ca_list_trust, max_age=max_age, allow_http_x5u=allow_http_x5u,
+                               allow_private_x5u=allow_private_x5u, x5u_ca_bundle=x5u_ca_bundle, offline=cert is not None)
     try:
         verifier = Verifier(cfg)
     except StirShakenError as exc:

@@ -1,0 +1,86 @@
+"""Verification options shared by ``verify``, ``inspect`` and ``audit``: one way from flags to a
+:class:`~stirshaken.vs.config.VerifierConfig` (the model of ``[verification]``), so every command
+has the same names, defaults and one-line errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import typer
+from rich.console import Console
+
+#: VerifierConfig field -> the option that sets it (for error messages).
+FLAGS = {
+    "trust_anchors": "--trust-anchor", "crls": "--crl", "crl_signers": "--crl-signer", "ca_list": "--ca-list",
+    "ca_list_trust": "--ca-list-trust", "max_age": "--max-age", "x5u_ca_bundle": "--x5u-ca-bundle",
+}
+
+_err = Console(stderr=True)
+
+
+def _fail(message: str, code: int = 2) -> None:
+    _err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def flag_names(line: str) -> str:
+    """``ca_list_trust: required ...`` -> ``--ca-list-trust: required ...``."""
+    option, sep, rest = line.partition(": ")
+    return f"{FLAGS.get(option.split('[')[0], option)}{sep}{rest}"
+
+
+def verifier_config(
+    *,
+    trust_anchor: Optional[Sequence[Path]] = None,
+    crl_files: Optional[Sequence[str]] = None,
+    crl_signer: Optional[Sequence[Path]] = None,
+    ca_list: Optional[str] = None,
+    ca_list_trust: Optional[Sequence[Path]] = None,
+    max_age: Optional[int] = None,
+    allow_http_x5u: Optional[bool] = None,
+    allow_private_x5u: Optional[bool] = None,
+    x5u_ca_bundle: Optional[Path] = None,
+    offline: bool = False,
+) -> Any:
+    """The :class:`VerifierConfig` of the given flags; options not given (None) keep the model's
+    defaults (those of ``[verification]``).  ``offline``: chains come from files, nothing is
+    fetched (CRL URLs are then refused).  Trust files are loaded now, so a bad one is one line
+    naming the flag (exit 2), not a traceback later."""
+    from pydantic import ValidationError
+
+    from stirshaken.vs.config import OptionError, VerifierConfig, check_files, describe_error
+
+    if not trust_anchor and not ca_list:
+        _fail("give --trust-anchor or --ca-list (with --ca-list-trust)")
+    try:
+        cfg = VerifierConfig(
+            trust_anchors=[str(p) for p in trust_anchor or ()],
+            crls=list(crl_files or []),
+            crl_signers=[str(p) for p in crl_signer or ()],
+            ca_list=ca_list,
+            ca_list_trust=[str(p) for p in ca_list_trust or ()],
+            x5u_ca_bundle=str(x5u_ca_bundle) if x5u_ca_bundle else None,
+            fetch_crl_distribution_points=not offline,
+            **{k: v for k, v in (("max_age", max_age), ("allow_http_x5u", allow_http_x5u), ("allow_private_x5u", allow_private_x5u)) if v is not None},
+        )
+        check_files(cfg)
+    except ValidationError as exc:
+        _fail(flag_names(describe_error(exc)))
+    except OptionError as exc:
+        _fail(f"{FLAGS.get(exc.option, exc.option)}: {exc.message}")
+    if offline and any(c.startswith(("http://", "https://")) for c in cfg.crls):
+        _fail("--crl URLs are fetched; with --cert/--certs (nothing fetched) give CRL files")
+    return cfg
+
+
+# typer option declarations shared by the commands (same flag, same help everywhere)
+TRUST_ANCHOR = typer.Option(None, "--trust-anchor", help="Trusted root (PEM file or directory; repeatable; this or --ca-list is required).")
+CRL = typer.Option(None, "--crl", help="CRL file or URL (repeatable).")
+CRL_SIGNER = typer.Option(None, "--crl-signer", help="Certificate allowed to sign CRLs for the chains, e.g. the STI-PA CRL signer (PEM; repeatable; not a trust anchor).")
+CA_LIST = typer.Option(None, "--ca-list", help="STI-PA trusted-CA list (URL or file); its CAs become trust anchors.")
+CA_LIST_TRUST = typer.Option(None, "--ca-list-trust", help="STI-PA root the CA list's signer must chain to (PEM; repeatable; required with --ca-list).")
+MAX_AGE = typer.Option(None, "--max-age", help="Freshness window for iat/Date in seconds (default: as [verification].max_age).")
+ALLOW_HTTP_X5U = typer.Option(None, "--allow-http-x5u/--no-allow-http-x5u", help="Allow fetching x5u over plain http (default: as [verification]).")
+ALLOW_PRIVATE_X5U = typer.Option(None, "--allow-private-x5u/--no-allow-private-x5u", help="Allow x5u on private/loopback addresses and any port (lab only; default: as [verification]).")
+X5U_CA_BUNDLE = typer.Option(None, "--x5u-ca-bundle", help="Extra CA bundle for https x5u.")
