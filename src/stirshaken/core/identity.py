@@ -22,9 +22,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 from stirshaken.core.errors import BadIdentityInfoError, IdentityHeaderSyntaxError
+
+if TYPE_CHECKING:
+    from stirshaken.core.lru import LRU
 
 # RFC 3261 §25.1 building blocks, transcribed once.
 LWS = r"(?:[ \t]*\r?\n)?[ \t]+"
@@ -35,6 +38,7 @@ DIGEST = r"[A-Za-z0-9\-_+/=]*\.[A-Za-z0-9\-_+/=.]*"
 
 _HEADER_NAME = re.compile(rf"^\s*(?:Identity|y)\s*:\s*", re.IGNORECASE)
 _DIGEST_RE = re.compile(rf"\s*({DIGEST})\s*")
+_DIGEST_FULL = re.compile(DIGEST).fullmatch
 _PARAM_RE = re.compile(
     rf"\s*;\s*({TOKEN})(?:\s*=\s*(<[^<>\s]*>|{QUOTED_STRING}|[^;,\s<>\"]+))?\s*"
 )
@@ -105,13 +109,32 @@ def _unquote(v: str) -> str:
     return re.sub(r"\\(.)", r"\1", v[1:-1])
 
 
-def parse_identity(value: str) -> IdentityHeader:
+def parse_identity(
+    value: str, *, tail_cache: LRU[str, tuple[tuple[tuple[str, str | None], ...], tuple[str, ...]]] | None = None
+) -> IdentityHeader:
     """Parse one Identity header value (a leading ``Identity:`` or ``y:`` is allowed).
 
     Raises :class:`IdentityHeaderSyntaxError` (438) for a malformed value and
     :class:`BadIdentityInfoError` (436) when ``info`` is missing or not an absolute URI
     (ATIS-1000082 E6/E7).
+
+    ``tail_cache`` (owned by the caller, e.g. the STI-VS) maps the parameter tail of a value,
+    from its first ``;`` (``;info=<x5u>;alg=ES256;ppt=shaken``, the same for every header of a
+    signer), to its parsed parameters and problems.  A value ``token;tail`` whose tail is stored
+    and whose token is a whole signed-identity-digest parses exactly as without the cache: the
+    token then holds no white space, ``:``, ``;`` or line break, so the header name, folding and
+    the digest rule cannot reach across the ``;``, and the tail alone decides the rest.  Only tails
+    of values that parsed, directly after their token, are stored.
     """
+    if tail_cache is not None and type(value) is str and len(value) <= MAX_HEADER_LENGTH:
+        i = value.find(";")
+        if i > 0:
+            hit = tail_cache.get(value[i:])
+            if hit is not None:
+                token = value[:i]
+                if _DIGEST_FULL(token) is not None:
+                    return IdentityHeader(token, hit[0], hit[1])
+    # the general parse
     if not isinstance(value, str):
         raise IdentityHeaderSyntaxError("Identity header must be text")
     if len(value) > MAX_HEADER_LENGTH:
@@ -156,7 +179,12 @@ def parse_identity(value: str) -> IdentityHeader:
         raise BadIdentityInfoError("Missing 'info' parameter in the 'identity'")
     if _ABSOLUTE_URI.fullmatch(info) is None:
         raise BadIdentityInfoError("Invalid 'info' URI")
-    return IdentityHeader(token=token, params=tuple(params), problems=tuple(problems))
+    header = IdentityHeader(token=token, params=tuple(params), problems=tuple(problems))
+    if tail_cache is not None:
+        i = value.find(";")
+        if i > 0 and value[:i] == token:
+            tail_cache.put(value[i:], (header.params, header.problems))
+    return header
 
 
 def split_header_values(value: str) -> list[str]:

@@ -53,6 +53,7 @@ from stirshaken.core.tn import TNError, canonicalize_tn, uri_user
 from stirshaken.vs.trust import TrustManager
 from stirshaken.core.verification import (
     Check,
+    ParseCache,
     PassportResult,
     Prepared,
     VerificationPolicy,
@@ -222,6 +223,8 @@ class Verifier:
         self.trust = TrustManager(config.trust_anchors, crls=self.crls, ca_list_roots=config.ca_list_trust,
                                   crl_signers=config.crl_signers)
         self.cache: LRUCache[str, CacheEntry] = LRUCache(config.cache_entries)
+        # parsed Identity parameter tails and JOSE headers, by string (core.verification.prepare)
+        self.parse_cache = ParseCache()
         self._static: dict[str, list[x509.Certificate]] = {}
         self._static_entries: dict[str, CacheEntry] = {}
         for url, certs in (static_chains or {}).items():
@@ -425,10 +428,11 @@ class Verifier:
     def _prepare_all(self, values: list[str], origs: list[str], now: float, date: float | None) -> list[Prepared | PassportResult]:
         """Step 1 for every Identity header value: a Prepared, or the failed result."""
         policy = self.policy
+        cache = self.parse_cache
         items: list[Prepared | PassportResult] = []
         for value in values:
             try:
-                items.append(prepare(value, orig=origs, dest=None, now=now, date=date, policy=policy, expected_ppt=None))
+                items.append(prepare(value, orig=origs, dest=None, now=now, date=date, policy=policy, expected_ppt=None, cache=cache))
             except StirShakenError as err:  # what verify_prepared_or_error returns, without a second prepare
                 items.append(failed(str(value), err))
             except Exception as exc:  # a malformed anything is a typed 438, never an exception
