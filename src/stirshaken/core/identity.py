@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Iterable
 from stirshaken.core.errors import BadIdentityInfoError, IdentityHeaderSyntaxError
 
 if TYPE_CHECKING:
-    from stirshaken.core.lru import LRU
+    from stirshaken.core.memo import BoundedCache
 
 # RFC 3261 §25.1 building blocks, transcribed once.
 LWS = r"(?:[ \t]*\r?\n)?[ \t]+"
@@ -38,7 +38,9 @@ DIGEST = r"[A-Za-z0-9\-_+/=]*\.[A-Za-z0-9\-_+/=.]*"
 
 _HEADER_NAME = re.compile(rf"^\s*(?:Identity|y)\s*:\s*", re.IGNORECASE)
 _DIGEST_RE = re.compile(rf"\s*({DIGEST})\s*")
-_DIGEST_FULL = re.compile(DIGEST).fullmatch
+#: bytes -> b"a" for the characters of a signed-identity-digest (DIGEST), b"!" for all others:
+#: one C translate screens a whole token (the tail-cache hit of parse_identity)
+_DIGEST_SCREEN = bytes(97 if chr(i) in "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_+/=." else 33 for i in range(256))
 _PARAM_RE = re.compile(
     rf"\s*;\s*({TOKEN})(?:\s*=\s*(<[^<>\s]*>|{QUOTED_STRING}|[^;,\s<>\"]+))?\s*"
 )
@@ -66,6 +68,23 @@ class IdentityHeader:
             if k == name:
                 return v
         return None
+
+    def info_alg_ppt(self) -> tuple[str | None, str | None, str | None]:
+        """``(info, alg, ppt)`` in one pass over the parameters (the verifier's hot path)."""
+        params = self.params
+        if len(params) == 3:  # the usual order first (build_identity)
+            (k1, info), (k2, alg), (k3, ppt) = params
+            if k1 == "info" and k2 == "alg" and k3 == "ppt":
+                return info, alg, ppt
+        info = alg = ppt = None
+        for k, v in params:
+            if k == "info":
+                info = v
+            elif k == "alg":
+                alg = v
+            elif k == "ppt":
+                ppt = v
+        return info, alg, ppt
 
     @property
     def info(self) -> str | None:
@@ -110,7 +129,7 @@ def _unquote(v: str) -> str:
 
 
 def parse_identity(
-    value: str, *, tail_cache: LRU[str, tuple[tuple[tuple[str, str | None], ...], tuple[str, ...]]] | None = None
+    value: str, *, tail_cache: BoundedCache[str, tuple[tuple[tuple[str, str | None], ...], tuple[str, ...]]] | None = None
 ) -> IdentityHeader:
     """Parse one Identity header value (a leading ``Identity:`` or ``y:`` is allowed).
 
@@ -132,8 +151,12 @@ def parse_identity(
             hit = tail_cache.get(value[i:])
             if hit is not None:
                 token = value[:i]
-                if _DIGEST_FULL(token) is not None:
-                    return IdentityHeader(token, hit[0], hit[1])
+                # token fullmatches DIGEST: ASCII, only digest characters, a "." somewhere
+                if token.isascii() and b"!" not in token.encode("ascii").translate(_DIGEST_SCREEN) and "." in token:
+                    # IdentityHeader(token, *hit) without the frozen dataclass's field-by-field __init__
+                    header = object.__new__(IdentityHeader)
+                    object.__setattr__(header, "__dict__", {"token": token, "params": hit[0], "problems": hit[1]})
+                    return header
     # the general parse
     if not isinstance(value, str):
         raise IdentityHeaderSyntaxError("Identity header must be text")

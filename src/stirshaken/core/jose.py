@@ -34,11 +34,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509 import verification as xv
 
-from stirshaken.core.b64 import b64url_decode, b64url_encode
+from stirshaken.core.b64 import b64url_decode, b64url_decode_valid, b64url_encode
 from stirshaken.core.errors import SignatureError
 
 if TYPE_CHECKING:
-    from stirshaken.core.lru import LRU
+    from stirshaken.core.memo import BoundedCache
 
 # --- ES256 (RFC 7518 §3.4) ----------------------------------------------------------------------
 
@@ -179,20 +179,22 @@ class _DuplicateName(Exception):
     """Raised inside :func:`load_json_object`'s second parse (not a ValueError, which means bad JSON)."""
 
 
-def load_json_object(raw: bytes, *, what: str = "JWS segment", error: ErrorFactory = ValueError) -> tuple[dict[str, Any], bool]:
+def load_json_object(
+    raw: bytes, *, what: str = "JWS", part: str = "", error: ErrorFactory = ValueError
+) -> tuple[dict[str, Any], bool]:
     """Parse one JSON object (a JOSE header or a JWS payload); returns it and whether ``raw`` was
     in the deterministic form of RFC 8225 §9 (sorted keys, no whitespace).
 
     Duplicate member names are rejected (RFC 7515 §4, RFC 8225 §9), which a plain ``dict`` would
     hide; canonical bytes cannot hold any, so only other input takes the second, checking parse.
-    Raises ``error(f"{what} ...")``.
+    Raises ``error(f"{what} {part} ...")`` (``part``, e.g. ``"header"``, may be empty).
     """
     try:
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise error(f"{what} is not valid JSON: {exc}") from None
+        raise error(f"{_name(what, part)} is not valid JSON: {exc}") from None
     if type(obj) is not dict:
-        raise error(f"{what} is not a JSON object")
+        raise error(f"{_name(what, part)} is not a JSON object")
     try:
         canonical = orjson.dumps(obj, option=orjson.OPT_SORT_KEYS) == raw
     except TypeError:  # integers beyond 64 bits
@@ -207,10 +209,14 @@ def load_json_object(raw: bytes, *, what: str = "JWS segment", error: ErrorFacto
         try:
             json.loads(raw, object_pairs_hook=no_dupes)
         except _DuplicateName:
-            raise error(f"{what} has duplicate member names") from None
+            raise error(f"{_name(what, part)} has duplicate member names") from None
         except (ValueError, RecursionError):
-            raise error(f"{what} is not valid JSON") from None
+            raise error(f"{_name(what, part)} is not valid JSON") from None
     return obj, canonical
+
+
+def _name(what: str, part: str) -> str:
+    return f"{what} {part}" if part else what
 
 
 def parse_compact(
@@ -222,7 +228,7 @@ def parse_compact(
     json_error: ErrorFactory | None = None,
     detached_error: ErrorFactory | None = None,
     max_length: int | None = None,
-    header_cache: LRU[str, tuple[Mapping[str, Any], bool]] | None = None,
+    header_cache: BoundedCache[str, tuple[Mapping[str, Any], bool]] | None = None,
 ) -> CompactJWS:
     """Split and decode a compact JWS (RFC 7515 §7.1) whose header and payload are JSON objects.
 
@@ -238,20 +244,30 @@ def parse_compact(
     nothing that could fail, so the result and every error are those without the cache.
     """
     h64, p64, s64 = split_compact(token, what=what, error=error, detached_error=detached_error, max_length=max_length)
-    enc = encoding_error or error
     cached = header_cache.get(h64) if header_cache is not None else None
-    header_raw = b64url_decode(h64, what=f"{what} header", error=enc) if cached is None else b""  # type: ignore[arg-type]
-    payload_raw = b64url_decode(p64, what=f"{what} payload", error=enc)  # type: ignore[arg-type]
-    signature = b64url_decode(s64, what=f"{what} signature", error=enc)  # type: ignore[arg-type]
+    # b64url_decode_valid: the bytes of valid input, else None; b64url_decode then names the defect
+    header_raw = b"" if cached is not None else b64url_decode_valid(h64)
+    payload_raw = b64url_decode_valid(p64)
+    signature = b64url_decode_valid(s64)
+    if header_raw is None or payload_raw is None or signature is None:
+        enc: Any = encoding_error or error
+        if header_raw is None:
+            b64url_decode(h64, what=f"{what} header", error=enc)
+        if payload_raw is None:
+            b64url_decode(p64, what=f"{what} payload", error=enc)
+        b64url_decode(s64, what=f"{what} signature", error=enc)
     if cached is None:
-        obj, hcanon = load_json_object(header_raw, what=f"{what} header", error=json_error or error)
+        obj, hcanon = load_json_object(header_raw, what=what, part="header", error=json_error or error)  # type: ignore[arg-type]
         header: Mapping[str, Any] = types.MappingProxyType(obj)
         if header_cache is not None:
             header_cache.put(h64, (header, hcanon))
     else:
         header, hcanon = cached
-    payload, pcanon = load_json_object(payload_raw, what=f"{what} payload", error=json_error or error)
-    return CompactJWS(header, payload, signature, (h64 + "." + p64).encode("ascii"), hcanon and pcanon)
+    payload, pcanon = load_json_object(payload_raw, what=what, part="payload", error=json_error or error)  # type: ignore[arg-type]
+    return _tuple_new(CompactJWS, (header, payload, signature, (h64 + "." + p64).encode("ascii"), hcanon and pcanon))
+
+
+_tuple_new = tuple.__new__  # CompactJWS(...) without the Python-level NamedTuple __new__ (hot path)
 
 
 # --- JWK (RFC 7517, RFC 7518 §6.2.1, RFC 7638) and flattened JWS (RFC 7515 §7.2.2) ---------------------------------------------------------------------------------------

@@ -40,7 +40,7 @@ from stirshaken.core.errors import (
 )
 
 if TYPE_CHECKING:
-    from stirshaken.core.lru import LRU
+    from stirshaken.core.memo import BoundedCache
 
 #: PASSporT extensions this implementation understands (IANA PASSporT Extensions registry).
 SUPPORTED_PPT = frozenset({"shaken", "div", "rcd"})
@@ -336,11 +336,11 @@ def _new(cls: type, fields: dict[str, Any]) -> Any:
     """A frozen dataclass instance without its field-by-field ``object.__setattr__`` (the decoding
     hot path); ``fields`` must name every field."""
     obj = object.__new__(cls)
-    obj.__dict__.update(fields)
+    object.__setattr__(obj, "__dict__", fields)
     return obj
 
 
-def parse_jws(token: str, *, header_cache: LRU[str, tuple[Mapping[str, Any], bool]] | None = None) -> PASSporT:
+def parse_jws(token: str, *, header_cache: BoundedCache[str, tuple[Mapping[str, Any], bool]] | None = None) -> PASSporT:
     """Split and decode a full-form PASSporT without judging its claims (RFC 8225 §6, RFC 7515 §7.1).
 
     Raises, in the order of the ATIS-1000082 error table: :class:`PassportFormatError` for
@@ -371,8 +371,11 @@ def check_header(p: PASSporT, *, ppt: str | None | Iterable[str] = "shaken", req
     """
     h = p.header
     # the usual header first: every parameter present, a string and acceptable (nothing below fails)
-    hp = h.get("ppt")
-    if h.get("typ") == "passport" and h.get("alg") == "ES256" and type(h.get("x5u")) is str and type(hp) is str:
+    try:
+        usual = h["typ"] == "passport" and h["alg"] == "ES256" and type(h["x5u"]) is str and type(hp := h["ppt"]) is str
+    except KeyError:
+        usual = False
+    if usual:
         if ppt is None:
             if hp in SUPPORTED_PPT:
                 return

@@ -58,7 +58,7 @@ from stirshaken.core.errors import (
     X5UMismatchError,
 )
 from stirshaken.core.identity import IdentityHeader, parse_identity
-from stirshaken.core.lru import LRU
+from stirshaken.core.memo import BoundedCache
 from stirshaken.core.passport import (
     SUPPORTED_PPT,
     PASSporT,
@@ -222,7 +222,7 @@ def _new(cls: type, fields: dict[str, Any]) -> Any:
     """Build a frozen dataclass instance without its field-by-field ``object.__setattr__``
     (hot path only; ``fields`` must name every field)."""
     obj = object.__new__(cls)
-    obj.__dict__.update(fields)
+    object.__setattr__(obj, "__dict__", fields)
     return obj
 
 
@@ -230,26 +230,34 @@ def _new(cls: type, fields: dict[str, Any]) -> Any:
 _PPT_CHECK: Mapping[str, Check] = types.MappingProxyType({ppt: Check("passport-header", True, "ppt=" + ppt) for ppt in SUPPORTED_PPT})
 
 
-class ParseCache:
-    """The parse caches of one verifier, owned by it and passed to :func:`prepare` (``cache=``).
+class VerificationCache:
+    """The caches of one verifier, owned by it and passed to :func:`prepare` and :func:`complete`
+    (``cache=``); without one, everything is computed the general way.
 
     Identity headers from one signer share their parameter tail (``;info=<x5u>;alg=ES256;
     ppt=shaken``) and their PASSporT header segment: ``tails`` holds parsed tails for
     :func:`~stirshaken.core.identity.parse_identity`, ``headers`` decoded JOSE headers for
-    :func:`~stirshaken.core.passport.parse_jws`, each an :class:`~stirshaken.core.lru.LRU` of at
-    most ``max_size`` entries.  They hold only what parsed, and a hit gives what the general path
+    :func:`~stirshaken.core.passport.parse_jws`, and ``certificate_checks`` the passing
+    ``certificate`` check of a credential object; each an :class:`~stirshaken.core.memo.BoundedCache` of at
+    most ``max_size`` entries.  They hold only what passed, and a hit gives what the general path
     computes: results, error types, reasons and checks are the same with or without the cache.
     """
 
-    __slots__ = ("tails", "headers")
+    __slots__ = ("tails", "headers", "certificate_checks")
 
     def __init__(self, max_size: int = 4096) -> None:
-        self.tails: LRU[str, Any] = LRU(max_size)
-        self.headers: LRU[str, Any] = LRU(max_size)
+        self.tails: BoundedCache[str, Any] = BoundedCache(max_size)
+        self.headers: BoundedCache[str, Any] = BoundedCache(max_size)
+        # id(credential) -> (credential, check): the credential is kept so that its id stays its own
+        self.certificate_checks: BoundedCache[int, tuple[ValidatedCredential, Check]] = BoundedCache(max_size)
 
     def clear(self) -> None:
         self.tails.clear()
         self.headers.clear()
+        self.certificate_checks.clear()
+
+
+_tuple_new = tuple.__new__  # Check(...) without the Python-level NamedTuple __new__ (hot path)
 
 
 # --- step 1 -----------------------------------------------------------------------------------
@@ -264,7 +272,7 @@ def prepare(
     date: float | None = None,
     policy: VerificationPolicy = DEFAULT_POLICY,
     expected_ppt: str | None = "shaken",
-    cache: ParseCache | None = None,
+    cache: VerificationCache | None = None,
 ) -> Prepared:
     """Everything before the credential is needed; raises the typed error of the first defect.
 
@@ -273,13 +281,13 @@ def prepare(
     empty/None argument skips the comparison (for offline checks of a token alone, or when the
     caller binds destinations for the whole request with ``decide(..., targets=...)``).
     ``expected_ppt`` is the extension to require (``None``: any in ``policy.accepted_ppt``).
-    ``cache`` (a :class:`ParseCache` the caller owns) saves parsing work; it changes no result.
+    ``cache`` (a :class:`VerificationCache` the caller owns) saves parsing work; it changes no result.
     """
     if isinstance(identity, IdentityHeader):
         header = identity
     else:
         header = parse_identity(identity, tail_cache=cache.tails if cache is not None else None)
-    info, param_alg, param_ppt = header.info, header.alg, header.ppt
+    info, param_alg, param_ppt = header.info_alg_ppt()
     checks: list[Check] = [_OK_SYNTAX]
     if header.token.startswith(".."):  # header.is_compact
         raise CompactFormError("Identity header in compact form instead of required by SHAKEN spec full form")
@@ -289,13 +297,13 @@ def prepare(
         raise UnsupportedCredentialError("Identity header 'alg' parameter is not 'ES256'")
     p = parse_jws(header.token, header_cache=cache.headers if cache is not None else None)
     check_header(p, ppt=expected_ppt if expected_ppt is not None else policy.accepted_ppt)
-    jose = p.header
-    ppt = jose.get("ppt")  # p.ppt
+    jose = p.header  # check_header passed: "ppt" (a ppt is required here) and "x5u" are present
+    ppt = jose["ppt"]
     if param_ppt is not None and ppt != param_ppt:
         raise UnsupportedPPTError("'ppt' parameter of the Identity header differs from the PASSporT's")
     pc = _PPT_CHECK.get(ppt)
     checks.append(pc if pc is not None else Check("passport-header", True, "ppt=" + str(ppt)))
-    if jose.get("x5u") != info:  # p.x5u
+    if jose["x5u"] != info:
         raise X5UMismatchError("'x5u' from PASSporT header doesn't match the 'info' parameter of identity header value")
     checks.append(_OK_X5U)
     c = p.claims
@@ -322,7 +330,7 @@ def prepare(
                 f"'orig' claim from PASSporT payload ({p.orig_tn}) doesn't match the request's calling number"
                 f" ({', '.join(sorted(w for w in want if w)) or 'no TN'})"
             )
-        checks.append(Check("orig-matches", True, got))
+        checks.append(_tuple_new(Check, ("orig-matches", True, got)))
     dests = [dest] if isinstance(dest, str) else [d for d in (dest or []) if d]
     if dests:
         if not _same_tn(dests, p.dest_tns):
@@ -351,8 +359,16 @@ def check_authority(passport: PASSporT, credential: ValidatedCredential, policy:
     )
 
 
-def complete(prepared: Prepared, credential: ValidatedCredential | StirShakenError, policy: VerificationPolicy = DEFAULT_POLICY) -> PassportResult:
-    """Finish one header with its credential (or the error that prevented getting one)."""
+def complete(
+    prepared: Prepared,
+    credential: ValidatedCredential | StirShakenError,
+    policy: VerificationPolicy = DEFAULT_POLICY,
+    *,
+    cache: VerificationCache | None = None,
+) -> PassportResult:
+    """Finish one header with its credential (or the error that prevented getting one): the
+    certificate (and its warnings), step V6 authority when the policy asks, then the signature
+    (RFC 8224 §6.2 step 6, ATIS-1000082 E17/E18).  ``cache`` as for :func:`prepare`."""
     p = prepared.passport
     raw = prepared.raw or str(prepared.header)
     if type(credential) is ValidatedCredential and not credential.warnings and not policy.check_authority:
@@ -360,15 +376,15 @@ def complete(prepared: Prepared, credential: ValidatedCredential | StirShakenErr
         try:
             p.verify(credential.public_key)
         except StirShakenError as err:
-            return PassportResult(raw=raw, ppt=p.ppt, ok=False, checks=prepared.checks + (_cert_check(credential), Check(_check_name(err), False, err.description)),
+            return PassportResult(raw=raw, ppt=p.ppt, ok=False, checks=prepared.checks + (_cert_check(credential, cache), Check(_check_name(err), False, err.description)),
                                   passport=p, error=err)
-        return _new(PassportResult, {"raw": raw, "ppt": p.header.get("ppt"), "ok": True, "checks": prepared.checks + (_cert_check(credential), _OK_SIG),
+        return _new(PassportResult, {"raw": raw, "ppt": p.header.get("ppt"), "ok": True, "checks": prepared.checks + (_cert_check(credential, cache), _OK_SIG),
                                      "passport": p, "credential": credential, "error": None})
     checks = list(prepared.checks)
     try:
         if isinstance(credential, StirShakenError):
             raise credential
-        checks.append(_cert_check(credential))
+        checks.append(_cert_check(credential, cache))
         if credential.warnings:  # e.g. a CRL past its nextUpdate still in use (stirshaken.trust)
             checks.extend(Check("warning", True, w) for w in credential.warnings)
         if policy.check_authority:
@@ -382,8 +398,16 @@ def complete(prepared: Prepared, credential: ValidatedCredential | StirShakenErr
                                  "credential": credential, "error": None})
 
 
-def _cert_check(credential: ValidatedCredential) -> Check:
-    return Check("certificate", True, f"SPC {credential.spc}")
+def _cert_check(credential: ValidatedCredential, cache: VerificationCache | None) -> Check:
+    """The passing ``certificate`` check naming the credential's SPC (kept in ``cache``)."""
+    if cache is not None:
+        hit = cache.certificate_checks.get(id(credential))
+        if hit is not None and hit[0] is credential:
+            return hit[1]
+    check = _tuple_new(Check, ("certificate", True, f"SPC {credential.spc}"))
+    if cache is not None:
+        cache.certificate_checks.put(id(credential), (credential, check))
+    return check
 
 
 def _check_name(err: StirShakenError) -> str:
@@ -663,7 +687,7 @@ def verify_offline(
     now: float,
     date: float | None = None,
     policy: VerificationPolicy = DEFAULT_POLICY,
-    cache: ParseCache | None = None,
+    cache: VerificationCache | None = None,
 ) -> VerificationResult:
     """Verify one Identity header against an already-validated credential (or its error);
     ``cache`` as for :func:`prepare`."""
@@ -671,7 +695,7 @@ def verify_offline(
         prep = prepare(identity, orig=orig, dest=dest, now=now, date=date, policy=policy, cache=cache)
     except StirShakenError as err:
         return decide([_failed_header(identity, err)], policy)
-    return decide([complete(prep, credential, policy)], policy)
+    return decide([complete(prep, credential, policy, cache=cache)], policy)
 
 
 __all__ = [
@@ -679,7 +703,7 @@ __all__ = [
     "Check",
     "bind_destinations",
     "chain_div",
-    "ParseCache",
+    "VerificationCache",
     "PassportResult",
     "Prepared",
     "VerificationPolicy",

@@ -53,7 +53,7 @@ from stirshaken.core.tn import TNError, canonicalize_tn, uri_user
 from stirshaken.vs.trust import TrustManager
 from stirshaken.core.verification import (
     Check,
-    ParseCache,
+    VerificationCache,
     PassportResult,
     Prepared,
     VerificationPolicy,
@@ -223,8 +223,8 @@ class Verifier:
         self.trust = TrustManager(config.trust_anchors, crls=self.crls, ca_list_roots=config.ca_list_trust,
                                   crl_signers=config.crl_signers)
         self.cache: LRUCache[str, CacheEntry] = LRUCache(config.cache_entries)
-        # parsed Identity parameter tails and JOSE headers, by string (core.verification.prepare)
-        self.parse_cache = ParseCache()
+        # parsed Identity parameter tails, JOSE headers and certificate checks (core.verification)
+        self.verification_cache = VerificationCache()
         self._static: dict[str, list[x509.Certificate]] = {}
         self._static_entries: dict[str, CacheEntry] = {}
         for url, certs in (static_chains or {}).items():
@@ -428,7 +428,7 @@ class Verifier:
     def _prepare_all(self, values: list[str], origs: list[str], now: float, date: float | None) -> list[Prepared | PassportResult]:
         """Step 1 for every Identity header value: a Prepared, or the failed result."""
         policy = self.policy
-        cache = self.parse_cache
+        cache = self.verification_cache
         items: list[Prepared | PassportResult] = []
         for value in values:
             try:
@@ -442,8 +442,8 @@ class Verifier:
 
     def _complete_all(self, items: list[Prepared | PassportResult], creds: dict[str, ValidatedCredential | StirShakenError]) -> list[PassportResult]:
         """Step 3: authority and signature of every prepared header with its credential."""
-        policy = self.policy
-        return [complete(it, creds[it.x5u], policy) if type(it) is Prepared else it for it in items]  # type: ignore[misc]
+        policy, cache = self.policy, self.verification_cache
+        return [complete(it, creds[it.x5u], policy, cache=cache) if type(it) is Prepared else it for it in items]  # type: ignore[misc]
 
     def _identity_values(self, call: CallInfo) -> list[str]:
         ids = call.identities
