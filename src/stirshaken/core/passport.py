@@ -426,16 +426,15 @@ def _identity_object(value: Any, name: str, *, arrays: bool) -> None:
 def _plain_shaken(c: dict[str, Any]) -> bool:
     """True for exactly {attest, dest: {tn: [..]}, iat, orig: {tn}, origid}, all well typed (the
     hot path of :func:`check_claims`; anything else takes the full check and its precise error)."""
-    orig = c.get("orig")
-    dest = c.get("dest")
-    iat = c.get("iat")
-    attest = c.get("attest")
-    origid = c.get("origid")
-    if type(iat) is not int or iat < 0 or type(attest) is not str or attest not in ATTEST_VALUES:
+    try:
+        orig, dest, iat, origid = c["orig"], c["dest"], c["iat"], c["origid"]
+        if c["attest"] not in ATTEST_VALUES:  # JSON values: only the strings A, B, C are in it
+            return False
+    except (KeyError, TypeError):  # a claim missing, or an unhashable attest
         return False
-    if type(origid) is not str or not origid or type(orig) is not dict or type(dest) is not dict:
+    if type(iat) is not int or iat < 0 or type(origid) is not str or not origid:
         return False
-    if len(orig) != 1 or len(dest) != 1:
+    if type(orig) is not dict or type(dest) is not dict or len(orig) != 1 or len(dest) != 1:
         return False
     tn = orig.get("tn")
     tns = dest.get("tn")
