@@ -47,7 +47,7 @@ from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
 from stirshaken.core import certificates as C  # noqa: E402
 from stirshaken.core.passport import Signer  # noqa: E402
 from stirshaken.core.tnauthlist import TNAuthList  # noqa: E402
-from stirshaken.core.verification import verify_offline  # noqa: E402
+from stirshaken.core.verification import VerificationCache, verify_offline  # noqa: E402
 
 X5U = "https://cr.example.net/sp-chain.pem"
 
@@ -122,8 +122,10 @@ def main() -> int:
     def sign_rnd():
         rnd.identity(orig=orig, dest=dest, attest="A")
 
+    cache = VerificationCache()  # the caller's cache, as the STI-VS Verifier keeps one
+
     def verify():
-        r = verify_offline(identity, credential, orig=orig, dest=dest, now=now)
+        r = verify_offline(identity, credential, orig=orig, dest=dest, now=now, cache=cache)
         if not r.ok:  # pragma: no cover
             raise SystemExit(f"verification failed: {r.description}")
 

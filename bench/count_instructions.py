@@ -5,8 +5,8 @@
 
 Timings on a shared VM drift with the host's load; instruction counts do not (``valgrind
 --tool=callgrind`` counts the same total for the same program and input).  This runs a loop of
-``Signer.identity_for`` (sign) and of ``verify.verify_offline`` (verify, certificate already
-validated) under callgrind with the ES256 operation itself stubbed out, once with 1 call and once
+``Signer.identity_for`` (sign) and of ``verification.verify_offline`` with a
+``VerificationCache`` (verify, certificate already validated) under callgrind with the ES256 operation itself stubbed out, once with 1 call and once
 with ``1 + calls`` calls, and prints the difference per call: the cost of everything around the
 operation, which is what a change to the hot path should lower.  Needs valgrind (Debian package
 ``valgrind``); takes about a minute.
@@ -52,8 +52,9 @@ def _loop(mode: str, n: int) -> None:
         for _ in range(n):
             stub_signer.identity_for(orig, dest, "A")
     else:
+        cache = V.VerificationCache()  # owned by the caller, as the STI-VS Verifier owns its own
         for i in range(n):
-            V.verify_offline(identities[i % 200], credential, orig=orig, dest=dest, now=now)
+            V.verify_offline(identities[i % 200], credential, orig=orig, dest=dest, now=now, cache=cache)
 
 
 def _count(mode: str, n: int) -> int:

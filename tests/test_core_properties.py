@@ -163,24 +163,86 @@ _CLEAN = {"attest": "A", "dest": {"tn": ["12155551213"]}, "iat": 5, "orig": {"tn
           "origid": "123e4567-e89b-12d3-a456-426655440000"}
 
 
-@FUZZ
-@given(near_claims)
-@example({**_CLEAN, "dest": {"tn": ["2", "1"]}})
-@example({**_CLEAN, "origid": "zzzzzzzz-zzzz-zzzz-zzzz-zzzzzzzzzzzz"})
-@example({**_CLEAN, "orig": {"tn": "١٢٣"}})
-@example({**_CLEAN, "dest": {"tn": ["١٢٣"]}})
-def test_verify_problems_fast_agrees_with_problems(claims):
-    """verify._problems_fast (prepare's quick exit) reports exactly what passport.problems finds,
-    for every payload that check_claims accepts."""
-    from stirshaken.core import verification as VF
+def _problems_by_the_rules(p: pp.PASSporT) -> list[str]:
+    """What passport.problems must report, spelled out from the rules (RFC 8225 §9, RFC 8588 §5,
+    RFC 8224 §8.3, RFC 8225 §5.2.1) with no shortcut: the oracle of its fast path."""
+    import re as _re
 
+    out = []
+    if not p.canonical:
+        out.append("JSON is not in the deterministic form of RFC 8225 §9 (sorted keys, no whitespace)")
+    origid = p.claims.get("origid")
+    if isinstance(origid, str) and not _re.fullmatch(r"[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}", origid):
+        out.append("'origid' is not a UUID (RFC 8588 §5)")
+    for tn in ([p.orig_tn] if p.orig_tn else []) + list(p.dest_tns):
+        if not _re.fullmatch(r"[0-9#*]+", tn):
+            out.append(f"TN {tn!r} is not canonical (RFC 8224 §8.3)")
+    if list(p.dest_tns) != sorted(p.dest_tns):
+        out.append("'dest.tn' is not in lexicographic order (RFC 8225 §5.2.1)")
+    return out
+
+
+@FUZZ
+@given(near_claims, st.booleans())
+@example({**_CLEAN, "dest": {"tn": ["2", "1"]}}, True)
+@example({**_CLEAN, "origid": "zzzzzzzz-zzzz-zzzz-zzzz-zzzzzzzzzzzz"}, True)
+@example({**_CLEAN, "orig": {"tn": "١٢٣"}}, True)
+@example({**_CLEAN, "dest": {"tn": ["١٢٣"]}}, True)
+@example(_CLEAN, False)
+def test_problems_fast_path_agrees_with_the_rules(claims, canonical):
+    """passport.problems (whose quick exit serves the clean token) reports exactly what the rules
+    give, for every payload that check_claims accepts, canonical JSON or not."""
     token = pp.encode_token(KEY, pp.passport_header("https://cr.example.net/sp.pem"), claims)
+    if not canonical:  # the same claims with white space: valid JSON, not RFC 8225 §9 form
+        h64, _, s64 = token.split(".")
+        token = f"{h64}.{b64url_encode(orjson.dumps(claims, option=orjson.OPT_INDENT_2))}.{s64}"
     p = pp.parse_jws(token)
     try:
         pp.check_claims(p)
     except StirShakenError:
         return
-    assert (VF._problems_fast(p) or []) == pp.problems(p)
+    assert pp.problems(p) == _problems_by_the_rules(p)
+
+
+def _header_verdict_by_the_rules(h: dict, ppt, require_x5u: bool = True) -> str | None:
+    """The error check_header must raise (class name), or None, from RFC 8225 §4 / §8.1 read
+    directly: the oracle of its fast path."""
+    for name in ("alg", "typ") + (("x5u",) if require_x5u else ()) + (("ppt",) if ppt is not None else ()):
+        if name not in h:
+            return "MissingHeaderParameterError"
+    if any(name in h and not isinstance(h[name], str) for name in ("alg", "typ", "x5u", "ppt")):
+        return "PassportJSONError"
+    if h["typ"] != "passport":
+        return "UnsupportedTypeError"
+    if h["alg"] != "ES256":
+        return "UnsupportedAlgorithmError"
+    if ppt is None:
+        return "UnsupportedPPTError" if "ppt" in h and h["ppt"] not in pp.SUPPORTED_PPT else None
+    allowed = {ppt} if isinstance(ppt, str) else set(ppt)
+    return None if h["ppt"] in allowed else "UnsupportedPPTError"
+
+
+header_value = st.one_of(st.sampled_from(["passport", "ES256", "shaken", "div", "rcd", "https://cr.example.net/sp.pem", "PASSporT", "RS256", ""]),
+                         st.integers(0, 3), st.none(), st.lists(st.just("shaken"), max_size=1))
+jose_header = st.dictionaries(st.sampled_from(["alg", "typ", "x5u", "ppt", "kid"]), header_value, max_size=5)
+ppt_argument = st.one_of(st.none(), st.sampled_from(["shaken", "div", "rcd"]), st.just(pp.SUPPORTED_PPT),
+                         st.just({"shaken", "div"}), st.just(["shaken", "rcd"]))
+
+
+@FUZZ
+@given(jose_header, ppt_argument, st.booleans())
+@example({"alg": "ES256", "typ": "passport", "x5u": "https://cr.example.net/sp.pem", "ppt": "shaken"}, "shaken", True)
+@example({"alg": "ES256", "typ": "passport", "x5u": "https://cr.example.net/sp.pem", "ppt": "rcd"}, None, True)
+@example({"alg": "ES256", "typ": "passport", "x5u": 1, "ppt": "shaken"}, "shaken", False)
+def test_check_header_fast_path_agrees_with_the_rules(header, ppt, require_x5u):
+    token = pp.encode_token(KEY, header, {"iat": 0})
+    p = pp.parse_jws(token)
+    try:
+        pp.check_header(p, ppt=ppt, require_x5u=require_x5u)
+        got = None
+    except StirShakenError as err:
+        got = type(err).__name__
+    assert got == _header_verdict_by_the_rules(header, ppt, require_x5u)
 
 
 @FAST

@@ -427,7 +427,7 @@ def decode(
         result["problems"].append(str(exc))
         p = None
     if p is not None:
-        result["header"] = p.header
+        result["header"] = dict(p.header)  # a read-only mapping
         result["claims"] = p.claims
         result["signature"] = p.to_json()["signature"]
         for check in (lambda: check_header(p, ppt=None), lambda: check_claims(p)):

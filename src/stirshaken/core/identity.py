@@ -22,10 +22,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 from stirshaken.core.errors import BadIdentityInfoError, IdentityHeaderSyntaxError
 from stirshaken.core.sip.abnf import TOKEN, TOKEN_RE
+
+if TYPE_CHECKING:
+    from stirshaken.core.memo import BoundedCache
 
 # RFC 3261 §25.1 building blocks: TOKEN comes from the one transcription (core/sip/abnf.py);
 # this quoted-string is the Identity parser's own, which tolerates any escaped ASCII character.
@@ -34,6 +37,9 @@ DIGEST = r"[A-Za-z0-9\-_+/=]*\.[A-Za-z0-9\-_+/=.]*"
 
 _HEADER_NAME = re.compile(rf"^\s*(?:Identity|y)\s*:\s*", re.IGNORECASE)
 _DIGEST_RE = re.compile(rf"\s*({DIGEST})\s*")
+#: bytes -> b"a" for the characters of a signed-identity-digest (DIGEST), b"!" for all others:
+#: one C translate screens a whole token (the tail-cache hit of parse_identity)
+_DIGEST_SCREEN = bytes(97 if chr(i) in "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_+/=." else 33 for i in range(256))
 _PARAM_RE = re.compile(
     rf"\s*;\s*({TOKEN})(?:\s*=\s*(<[^<>\s]*>|{QUOTED_STRING}|[^;,\s<>\"]+))?\s*"
 )
@@ -61,6 +67,23 @@ class IdentityHeader:
             if k == name:
                 return v
         return None
+
+    def info_alg_ppt(self) -> tuple[str | None, str | None, str | None]:
+        """``(info, alg, ppt)`` in one pass over the parameters (the verifier's hot path)."""
+        params = self.params
+        if len(params) == 3:  # the usual order first (build_identity)
+            (k1, info), (k2, alg), (k3, ppt) = params
+            if k1 == "info" and k2 == "alg" and k3 == "ppt":
+                return info, alg, ppt
+        info = alg = ppt = None
+        for k, v in params:
+            if k == "info":
+                info = v
+            elif k == "alg":
+                alg = v
+            elif k == "ppt":
+                ppt = v
+        return info, alg, ppt
 
     @property
     def info(self) -> str | None:
@@ -104,13 +127,36 @@ def _unquote(v: str) -> str:
     return re.sub(r"\\(.)", r"\1", v[1:-1])
 
 
-def parse_identity(value: str) -> IdentityHeader:
+def parse_identity(
+    value: str, *, tail_cache: BoundedCache[str, tuple[tuple[tuple[str, str | None], ...], tuple[str, ...]]] | None = None
+) -> IdentityHeader:
     """Parse one Identity header value (a leading ``Identity:`` or ``y:`` is allowed).
 
     Raises :class:`IdentityHeaderSyntaxError` (438) for a malformed value and
     :class:`BadIdentityInfoError` (436) when ``info`` is missing or not an absolute URI
     (ATIS-1000082 E6/E7).
+
+    ``tail_cache`` (owned by the caller, e.g. the STI-VS) maps the parameter tail of a value,
+    from its first ``;`` (``;info=<x5u>;alg=ES256;ppt=shaken``, the same for every header of a
+    signer), to its parsed parameters and problems.  A value ``token;tail`` whose tail is stored
+    and whose token is a whole signed-identity-digest parses exactly as without the cache: the
+    token then holds no white space, ``:``, ``;`` or line break, so the header name, folding and
+    the digest rule cannot reach across the ``;``, and the tail alone decides the rest.  Only tails
+    of values that parsed, directly after their token, are stored.
     """
+    if tail_cache is not None and type(value) is str and len(value) <= MAX_HEADER_LENGTH:
+        i = value.find(";")
+        if i > 0:
+            hit = tail_cache.get(value[i:])
+            if hit is not None:
+                token = value[:i]
+                # token fullmatches DIGEST: ASCII, only digest characters, a "." somewhere
+                if token.isascii() and b"!" not in token.encode("ascii").translate(_DIGEST_SCREEN) and "." in token:
+                    # IdentityHeader(token, *hit) without the frozen dataclass's field-by-field __init__
+                    header = object.__new__(IdentityHeader)
+                    object.__setattr__(header, "__dict__", {"token": token, "params": hit[0], "problems": hit[1]})
+                    return header
+    # the general parse
     if not isinstance(value, str):
         raise IdentityHeaderSyntaxError("Identity header must be text")
     if len(value) > MAX_HEADER_LENGTH:
@@ -155,7 +201,12 @@ def parse_identity(value: str) -> IdentityHeader:
         raise BadIdentityInfoError("Missing 'info' parameter in the 'identity'")
     if _ABSOLUTE_URI.fullmatch(info) is None:
         raise BadIdentityInfoError("Invalid 'info' URI")
-    return IdentityHeader(token=token, params=tuple(params), problems=tuple(problems))
+    header = IdentityHeader(token=token, params=tuple(params), problems=tuple(problems))
+    if tail_cache is not None:
+        i = value.find(";")
+        if i > 0 and value[:i] == token:
+            tail_cache.put(value[i:], (header.params, header.problems))
+    return header
 
 
 def split_header_values(value: str) -> list[str]:

@@ -8,6 +8,9 @@ STI-PA's CA list and ACME.
   (raises :class:`JWKError`), the RFC 7638 :func:`thumbprint`, and the SubjectPublicKeyInfo
   fingerprint the STI-PA binds an SPC token to (:func:`account_key_fingerprint`).
 * Flattened JWS JSON (RFC 7515 §7.2.2) as RFC 8555 §6.2 uses it: :func:`sign_jws`.
+* The one parser of compact JWS (RFC 7515 §7.1) for the PASSporT, the SPC token and the CA list:
+  :func:`split_compact`, :func:`load_json_object`, :func:`parse_compact`.  Callers pass their own
+  error types (``error=`` and friends) so that each keeps its typed errors.
 * A compact JWS signed by the certificate its ``x5u`` names, chained to configured roots (the SPC
   token, ATIS-1000080 §6.3.5, and the STI-PA's CA list, ATIS-1000080 §6.3.4):
   :func:`check_signer_chain`, :func:`verify_es256_by`, :func:`verify_x5u_jws`.  Callers fetch the
@@ -18,10 +21,10 @@ STI-PA's CA list and ACME.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Callable, Sequence
-
 import hashlib
-from typing import Any, Mapping
+import json
+import types
+from typing import TYPE_CHECKING, Any, Callable, Mapping, NamedTuple, Sequence
 
 import orjson
 from cryptography import x509
@@ -31,8 +34,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509 import verification as xv
 
-from stirshaken.core.b64 import b64url_decode, b64url_encode
+from stirshaken.core.b64 import b64url_decode, b64url_decode_valid, b64url_encode
 from stirshaken.core.errors import SignatureError
+
+if TYPE_CHECKING:
+    from stirshaken.core.memo import BoundedCache
 
 # --- ES256 (RFC 7518 §3.4) ----------------------------------------------------------------------
 
@@ -116,6 +122,154 @@ def verify_signature(signing_input: bytes, signature: bytes, public_key: ec.Elli
 
 
 
+# --- compact JWS (RFC 7515 §7.1) -------------------------------------------------------------
+
+ErrorFactory = Callable[[str], Exception]
+
+
+class CompactJWS(NamedTuple):
+    """A compact JWS split and decoded; nothing in it is verified yet.
+
+    ``header`` is a read-only mapping (it may be shared through a header cache), ``payload`` the
+    decoded JSON object, ``signature`` the raw bytes, ``signing_input`` the received
+    ``BASE64URL(header) "." BASE64URL(payload)`` (RFC 7515 §5.2: signatures are checked over the
+    bytes as received) and ``canonical`` whether both JSON segments were in the deterministic form
+    of RFC 8225 §9 (sorted keys, no whitespace).
+    """
+
+    header: Mapping[str, Any]
+    payload: dict[str, Any]
+    signature: bytes
+    signing_input: bytes
+    canonical: bool
+
+
+def split_compact(
+    token: Any,
+    *,
+    what: str = "JWS",
+    error: ErrorFactory = ValueError,
+    detached_error: ErrorFactory | None = None,
+    max_length: int | None = None,
+) -> tuple[str, str, str]:
+    """The three non-empty segments of a compact JWS ``header.payload.signature`` (RFC 7515 §7.1).
+
+    Raises ``error(f"{what} ...")`` for a value that is not a string, longer than ``max_length``
+    characters, not three dot-separated parts or with an empty part; ``detached_error`` (default
+    ``error``) for ``..signature``, a JWS whose header and payload are detached (RFC 7515
+    Appendix F; the PASSporT compact form of RFC 8225 §7).
+    """
+    if type(token) is not str:
+        if not isinstance(token, str):
+            raise error(f"{what} must be a string")
+    if max_length is not None and len(token) > max_length:
+        raise error(f"{what} longer than {max_length} characters")
+    parts = token.split(".")
+    if len(parts) != 3:
+        raise error(f"{what} must have 3 dot-separated parts, not {len(parts)}")
+    h64, p64, s64 = parts
+    if not h64 or not p64 or not s64:
+        if not h64 and not p64:
+            raise (detached_error or error)(f"{what} has a detached header and payload (RFC 7515 Appendix F)")
+        raise error(f"{what} has an empty segment")
+    return h64, p64, s64
+
+
+class _DuplicateName(Exception):
+    """Raised inside :func:`load_json_object`'s second parse (not a ValueError, which means bad JSON)."""
+
+
+def load_json_object(
+    raw: bytes, *, what: str = "JWS", part: str = "", error: ErrorFactory = ValueError
+) -> tuple[dict[str, Any], bool]:
+    """Parse one JSON object (a JOSE header or a JWS payload); returns it and whether ``raw`` was
+    in the deterministic form of RFC 8225 §9 (sorted keys, no whitespace).
+
+    Duplicate member names are rejected (RFC 7515 §4, RFC 8225 §9), which a plain ``dict`` would
+    hide; canonical bytes cannot hold any, so only other input takes the second, checking parse.
+    Raises ``error(f"{what} {part} ...")`` (``part``, e.g. ``"header"``, may be empty).
+    """
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise error(f"{_name(what, part)} is not valid JSON: {exc}") from None
+    if type(obj) is not dict:
+        raise error(f"{_name(what, part)} is not a JSON object")
+    try:
+        canonical = orjson.dumps(obj, option=orjson.OPT_SORT_KEYS) == raw
+    except TypeError:  # integers beyond 64 bits
+        canonical = False
+    if not canonical:
+        def no_dupes(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+            d = dict(pairs)
+            if len(d) != len(pairs):
+                raise _DuplicateName
+            return d
+
+        try:
+            json.loads(raw, object_pairs_hook=no_dupes)
+        except _DuplicateName:
+            raise error(f"{_name(what, part)} has duplicate member names") from None
+        except (ValueError, RecursionError):
+            raise error(f"{_name(what, part)} is not valid JSON") from None
+    return obj, canonical
+
+
+def _name(what: str, part: str) -> str:
+    return f"{what} {part}" if part else what
+
+
+def parse_compact(
+    token: Any,
+    *,
+    what: str = "JWS",
+    error: ErrorFactory = ValueError,
+    encoding_error: ErrorFactory | None = None,
+    json_error: ErrorFactory | None = None,
+    detached_error: ErrorFactory | None = None,
+    max_length: int | None = None,
+    header_cache: BoundedCache[str, tuple[Mapping[str, Any], bool]] | None = None,
+) -> CompactJWS:
+    """Split and decode a compact JWS (RFC 7515 §7.1) whose header and payload are JSON objects.
+
+    The errors come in one fixed order, the ATIS-1000082 order of the PASSporT: the structure
+    (:func:`split_compact`: ``error``, ``detached_error``), then the base64url of header, payload
+    and signature (RFC 7515 §2, strict: ``encoding_error``), then the JSON of header and payload
+    (:func:`load_json_object`: ``json_error``); each defaults to ``error`` and is called with
+    one line of text beginning with ``what``.
+
+    ``header_cache`` (owned by the caller, e.g. the STI-VS) maps a header segment to its decoded,
+    read-only header and canonical flag: signers reuse one header for every token, so a hit saves
+    its base64url and JSON decoding.  Only segments that decoded are stored, and a hit skips
+    nothing that could fail, so the result and every error are those without the cache.
+    """
+    h64, p64, s64 = split_compact(token, what=what, error=error, detached_error=detached_error, max_length=max_length)
+    cached = header_cache.get(h64) if header_cache is not None else None
+    # b64url_decode_valid: the bytes of valid input, else None; b64url_decode then names the defect
+    header_raw = b"" if cached is not None else b64url_decode_valid(h64)
+    payload_raw = b64url_decode_valid(p64)
+    signature = b64url_decode_valid(s64)
+    if header_raw is None or payload_raw is None or signature is None:
+        enc: Any = encoding_error or error
+        if header_raw is None:
+            b64url_decode(h64, what=f"{what} header", error=enc)
+        if payload_raw is None:
+            b64url_decode(p64, what=f"{what} payload", error=enc)
+        b64url_decode(s64, what=f"{what} signature", error=enc)
+    if cached is None:
+        obj, hcanon = load_json_object(header_raw, what=what, part="header", error=json_error or error)  # type: ignore[arg-type]
+        header: Mapping[str, Any] = types.MappingProxyType(obj)
+        if header_cache is not None:
+            header_cache.put(h64, (header, hcanon))
+    else:
+        header, hcanon = cached
+    payload, pcanon = load_json_object(payload_raw, what=what, part="payload", error=json_error or error)  # type: ignore[arg-type]
+    return _tuple_new(CompactJWS, (header, payload, signature, (h64 + "." + p64).encode("ascii"), hcanon and pcanon))
+
+
+_tuple_new = tuple.__new__  # CompactJWS(...) without the Python-level NamedTuple __new__ (hot path)
+
+
 # --- JWK (RFC 7517, RFC 7518 §6.2.1, RFC 7638) and flattened JWS (RFC 7515 §7.2.2) ---------------------------------------------------------------------------------------
 
 
@@ -176,8 +330,6 @@ def account_key_fingerprint(key: ec.EllipticCurvePublicKey | ec.EllipticCurvePri
 
 
 # --- JWS signed by an x5u certificate chained to configured roots ----------------------------
-
-ErrorFactory = Callable[[str], Exception]
 
 
 def check_signer_chain(
@@ -250,6 +402,7 @@ def verify_x5u_jws(
 
 
 __all__ = [
+    "CompactJWS",
     "JWKError",
     "ECDSA_SHA256",
     "ECDSA_SHA256_DETERMINISTIC",
@@ -259,8 +412,11 @@ __all__ = [
     "es256_sign",
     "jwk_of",
     "jwk_public_key",
+    "load_json_object",
+    "parse_compact",
     "raw_to_der",
     "sign_jws",
+    "split_compact",
     "thumbprint",
     "verify_es256_by",
     "verify_signature",

@@ -13,24 +13,24 @@ typed error (see :mod:`stirshaken.errors`) carrying the SIP code a verifier answ
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 import orjson
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from stirshaken.core.b64 import b64url_decode, b64url_encode, b64url_encode_bytes
-from stirshaken.core.jose import ECDSA_SHA256, ECDSA_SHA256_DETERMINISTIC, der_to_raw, es256_sign, raw_to_der, verify_signature  # noqa: F401 (raw_to_der, verify_signature: re-exported)
+from stirshaken.core.b64 import b64url_encode, b64url_encode_bytes
+from stirshaken.core.jose import ECDSA_SHA256, ECDSA_SHA256_DETERMINISTIC, der_to_raw, es256_sign, parse_compact, raw_to_der, verify_signature  # noqa: F401 (raw_to_der, verify_signature: re-exported)
 from stirshaken.core.errors import (
     CompactFormError,
     InvalidClaimError,
     MissingClaimError,
     MissingHeaderParameterError,
+    PassportEncodingError,
     PassportFormatError,
     PassportJSONError,
     SignatureError,
@@ -38,6 +38,9 @@ from stirshaken.core.errors import (
     UnsupportedPPTError,
     UnsupportedTypeError,
 )
+
+if TYPE_CHECKING:
+    from stirshaken.core.memo import BoundedCache
 
 #: PASSporT extensions this implementation understands (IANA PASSporT Extensions registry).
 SUPPORTED_PPT = frozenset({"shaken", "div", "rcd"})
@@ -51,6 +54,7 @@ MAX_TOKEN_LENGTH = 16384
 _JSON_PLAIN = re.compile(r'[ !#-\[\]-~]*').fullmatch
 _IAT_LIMIT = 1 << 63  # orjson's integer range; larger values take the general path, which rejects them
 _UUID_RE = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+_TN_CANONICAL = re.compile(r"[0-9#*]+").fullmatch
 
 
 def canonical_json(obj: Mapping[str, Any]) -> bytes:
@@ -326,75 +330,64 @@ class Signer:
 # --- decoding -------------------------------------------------------------------------------
 
 
-def _loads_object(raw: bytes, what: str) -> tuple[dict[str, Any], bool]:
-    """Parse a JSON object; returns it and whether the bytes were RFC 8225 §9 canonical."""
-    try:
-        obj = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise PassportJSONError(f"PASSporT {what} is not valid JSON: {exc}") from None
-    if not isinstance(obj, dict):
-        raise PassportJSONError(f"PASSporT {what} is not a JSON object")
-    try:
-        canonical = canonical_json(obj) == raw
-    except TypeError:  # integers beyond 64 bits
-        canonical = False
-    if not canonical:
-        # Not canonical: look for duplicate member names, which RFC 8225 §9 forbids and which a
-        # plain dict would hide.
-        def no_dupes(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-            d = dict(pairs)
-            if len(d) != len(pairs):
-                raise PassportJSONError(f"PASSporT {what} has duplicate member names")
-            return d
-
-        try:
-            json.loads(raw, object_pairs_hook=no_dupes)
-        except PassportJSONError:
-            raise
-        except (ValueError, RecursionError):
-            raise PassportJSONError(f"PASSporT {what} is not valid JSON") from None
-    return obj, canonical
+def _compact_form(_text: str) -> CompactFormError:
+    """The error of ``..signature`` (jose.split_compact's ``detached_error``), in SHAKEN's words."""
+    return CompactFormError("Identity header in compact form instead of required by SHAKEN spec full form")
 
 
-def parse_jws(token: str) -> PASSporT:
-    """Split and decode a full-form PASSporT without judging its claims.
+def _new(cls: type, fields: dict[str, Any]) -> Any:
+    """A frozen dataclass instance without its field-by-field ``object.__setattr__`` (the decoding
+    hot path); ``fields`` must name every field."""
+    obj = object.__new__(cls)
+    object.__setattr__(obj, "__dict__", fields)
+    return obj
 
-    Raises :class:`CompactFormError` for ``..sig``, :class:`PassportFormatError` for anything that
-    is not three base64url segments of JSON objects, and the 437 errors for ``alg``/``typ``.
+
+def parse_jws(token: str, *, header_cache: BoundedCache[str, tuple[Mapping[str, Any], bool]] | None = None) -> PASSporT:
+    """Split and decode a full-form PASSporT without judging its claims (RFC 8225 §6, RFC 7515 §7.1).
+
+    Raises, in the order of the ATIS-1000082 error table: :class:`PassportFormatError` for
+    anything that is not a string of at most ``MAX_TOKEN_LENGTH`` characters in three non-empty
+    dot-separated segments, :class:`CompactFormError` for the compact form ``..signature``,
+    :class:`PassportEncodingError` for a segment that is not canonical base64url and
+    :class:`PassportJSONError` for a header or payload that is not one JSON object.  The header
+    is a read-only mapping.  ``header_cache`` (see :func:`stirshaken.core.jose.parse_compact`)
+    reuses decoded header segments; the result is the same without it.
     """
-    if not isinstance(token, str):
-        raise PassportFormatError("PASSporT must be a string")
-    if len(token) > MAX_TOKEN_LENGTH:
-        raise PassportFormatError(f"PASSporT longer than {MAX_TOKEN_LENGTH} characters")
-    parts = token.split(".")
-    if len(parts) != 3:
-        raise PassportFormatError(f"PASSporT must have 3 dot-separated parts, not {len(parts)}")
-    h64, p64, s64 = parts
-    if not h64 and not p64:
-        raise CompactFormError("Identity header in compact form instead of required by SHAKEN spec full form")
-    if not h64 or not p64 or not s64:
-        raise PassportFormatError("PASSporT has an empty segment")
-    header_raw = b64url_decode(h64, what="PASSporT header")
-    payload_raw = b64url_decode(p64, what="PASSporT payload")
-    signature = b64url_decode(s64, what="PASSporT signature")
-    header, hcanon = _loads_object(header_raw, "header")
-    claims, pcanon = _loads_object(payload_raw, "payload")
-    return PASSporT(
-        header=header,
-        claims=claims,
-        signature=signature,
-        signing_input=(h64 + "." + p64).encode("ascii"),
-        token=token,
-        canonical=hcanon and pcanon,
+    jws = parse_compact(
+        token, what="PASSporT", error=PassportFormatError, encoding_error=PassportEncodingError, json_error=PassportJSONError,
+        detached_error=_compact_form, max_length=MAX_TOKEN_LENGTH, header_cache=header_cache,
     )
+    return _new(PASSporT, {
+        "header": jws.header, "claims": jws.payload, "signature": jws.signature, "signing_input": jws.signing_input,
+        "token": token, "canonical": jws.canonical, "problems": (),
+    })
 
 
 def check_header(p: PASSporT, *, ppt: str | None | Iterable[str] = "shaken", require_x5u: bool = True) -> None:
     """JOSE header rules (RFC 8225 §4, §8.1; ATIS-1000082 E9, E11-E13).
 
     ``ppt`` names the expected extension(s); ``None`` accepts a base PASSporT without ``ppt``.
+    Raises :class:`MissingHeaderParameterError`, :class:`PassportJSONError` (a parameter that is
+    not a string), :class:`UnsupportedTypeError`, :class:`UnsupportedAlgorithmError` or
+    :class:`UnsupportedPPTError`.
     """
     h = p.header
+    # the usual header first: every parameter present, a string and acceptable (nothing below fails)
+    try:
+        usual = h["typ"] == "passport" and h["alg"] == "ES256" and type(h["x5u"]) is str and type(hp := h["ppt"]) is str
+    except KeyError:
+        usual = False
+    if usual:
+        if ppt is None:
+            if hp in SUPPORTED_PPT:
+                return
+        elif type(ppt) is str:
+            if hp == ppt:
+                return
+        elif type(ppt) is frozenset or type(ppt) is set:
+            if hp in ppt:
+                return
     for name in ("alg", "typ") + (("x5u",) if require_x5u else ()) + (("ppt",) if ppt is not None else ()):
         if name not in h:
             raise MissingHeaderParameterError(f"Missing '{name}' claim in the PASSporT header")
@@ -443,16 +436,15 @@ def _identity_object(value: Any, name: str, *, arrays: bool) -> None:
 def _plain_shaken(c: dict[str, Any]) -> bool:
     """True for exactly {attest, dest: {tn: [..]}, iat, orig: {tn}, origid}, all well typed (the
     hot path of :func:`check_claims`; anything else takes the full check and its precise error)."""
-    orig = c.get("orig")
-    dest = c.get("dest")
-    iat = c.get("iat")
-    attest = c.get("attest")
-    origid = c.get("origid")
-    if type(iat) is not int or iat < 0 or type(attest) is not str or attest not in ATTEST_VALUES:
+    try:
+        orig, dest, iat, origid = c["orig"], c["dest"], c["iat"], c["origid"]
+        if c["attest"] not in ATTEST_VALUES:  # JSON values: only the strings A, B, C are in it
+            return False
+    except (KeyError, TypeError):  # a claim missing, or an unhashable attest
         return False
-    if type(origid) is not str or not origid or type(orig) is not dict or type(dest) is not dict:
+    if type(iat) is not int or iat < 0 or type(origid) is not str or not origid:
         return False
-    if len(orig) != 1 or len(dest) != 1:
+    if type(orig) is not dict or type(dest) is not dict or len(orig) != 1 or len(dest) != 1:
         return False
     tn = orig.get("tn")
     tns = dest.get("tn")
@@ -513,15 +505,34 @@ def check_claims(p: PASSporT) -> None:
 
 
 def problems(p: PASSporT) -> list[str]:
-    """Deviations that do not make the token invalid but that a reviewer wants to see."""
+    """Deviations that do not make the token invalid but that a reviewer wants to see: JSON not in
+    RFC 8225 §9 form, an ``origid`` that is not a UUID (RFC 8588 §5), TNs not canonical (RFC 8224
+    §8.3), ``dest.tn`` out of order (RFC 8225 §5.2.1).  Call after :func:`check_claims`."""
+    c = p.claims
+    if p.canonical:
+        # the usual clean token first: ASCII-digit TNs (str.isdigit alone also accepts other
+        # scripts' digits, '١٢٣'), sorted, a UUID origid; anything else takes the general path
+        o, d = c.get("orig"), c.get("dest")
+        if type(o) is dict and type(d) is dict:
+            orig, dests = o.get("tn"), d.get("tn")
+            clean = type(dests) is list and (orig is None or (type(orig) is str and orig.isdigit() and orig.isascii()))
+            if clean:
+                for tn in dests:
+                    if type(tn) is not str or not (tn.isdigit() and tn.isascii()):
+                        clean = False
+                        break
+            if clean and (len(dests) < 2 or dests == sorted(dests)):
+                origid = c.get("origid")
+                if type(origid) is not str or _UUID_RE.fullmatch(origid) is not None:
+                    return []
     out: list[str] = []
     if not p.canonical:
         out.append("JSON is not in the deterministic form of RFC 8225 §9 (sorted keys, no whitespace)")
-    origid = p.claims.get("origid")
+    origid = c.get("origid")
     if isinstance(origid, str) and _UUID_RE.fullmatch(origid) is None:
         out.append("'origid' is not a UUID (RFC 8588 §5)")
     for tn in ([p.orig_tn] if p.orig_tn else []) + list(p.dest_tns):
-        if tn.startswith("+") or re.fullmatch(r"[0-9#*]+", tn) is None:
+        if tn.startswith("+") or _TN_CANONICAL(tn) is None:
             out.append(f"TN {tn!r} is not canonical (RFC 8224 §8.3)")
     if list(p.dest_tns) != sorted(p.dest_tns):
         out.append("'dest.tn' is not in lexicographic order (RFC 8225 §5.2.1)")

@@ -37,12 +37,9 @@ RFC 9410 Reason values with ``ppi`` naming the PASSporT.
 
 from __future__ import annotations
 
-import re
 import types
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, NamedTuple, Sequence
-
-import orjson
 
 from stirshaken.core.certificates import ValidatedCredential
 from stirshaken.core.errors import (
@@ -60,14 +57,11 @@ from stirshaken.core.errors import (
     UnsupportedPPTError,
     X5UMismatchError,
 )
-from stirshaken.core.b64 import b64url_decode
-from stirshaken.core.identity import DIGEST, IdentityHeader, parse_identity
+from stirshaken.core.identity import IdentityHeader, parse_identity
+from stirshaken.core.memo import BoundedCache
 from stirshaken.core.passport import (
-    MAX_TOKEN_LENGTH,
     SUPPORTED_PPT,
     PASSporT,
-    _UUID_RE,
-    _loads_object,
     check_claims,
     check_header,
     parse_jws,
@@ -153,7 +147,7 @@ class PassportResult:
         out: dict[str, Any] = {"ppt": self.ppt, "ok": self.ok, "checks": [c.to_json() for c in self.checks]}
         if self.passport is not None:
             out["claims"] = self.passport.claims
-            out["header"] = dict(self.passport.header)  # may be a shared read-only view (_decode_cached)
+            out["header"] = dict(self.passport.header)  # a read-only mapping (passport.parse_jws)
         if self.credential is not None:
             out["spc"] = self.credential.spc
         if self.error is not None:
@@ -196,10 +190,9 @@ class VerificationResult:
 
 
 def _canon(value: str | None) -> str | None:
+    """The canonical TN (RFC 8224 §8.3), or None for no value or one that is not a TN."""
     if value is None:
         return None
-    if value.isdigit() and value.isascii():  # already canonical: the common case on the hot path
-        return value
     try:
         return canonicalize_tn(value)
     except TNError:
@@ -229,119 +222,42 @@ def _new(cls: type, fields: dict[str, Any]) -> Any:
     """Build a frozen dataclass instance without its field-by-field ``object.__setattr__``
     (hot path only; ``fields`` must name every field)."""
     obj = object.__new__(cls)
-    obj.__dict__.update(fields)
+    object.__setattr__(obj, "__dict__", fields)
     return obj
 
 
-# --- hot-path caches --------------------------------------------------------------------------
-# Identity headers from one signer share their parameter tail (";info=<x5u>;alg=ES256;ppt=shaken")
-# and their PASSporT header segment; both are parsed and checked once and reused.  The caches are
-# bounded (cleared when full) and hold only values that passed their checks.
-
-_CACHE_MAX = 4096
-_DIGEST_FULL = re.compile(DIGEST)
-# tail -> (params, problems, info, alg, ppt)
-_tail_cache: dict[str, tuple[tuple[tuple[str, str | None], ...], tuple[str, ...], str | None, str | None, str | None]] = {}
-# the cached JOSE header is a read-only view (types.MappingProxyType): it is shared by every
-# PASSporT with that header segment, so a caller writing to ``p.header`` must not change the others
-_jose_cache: dict[tuple[str, Any], tuple[Mapping[str, Any], bool]] = {}
+# Shared passing checks of the supported extensions (constants; other accepted ppt values build theirs).
+_PPT_CHECK: Mapping[str, Check] = types.MappingProxyType({ppt: Check("passport-header", True, "ppt=" + ppt) for ppt in SUPPORTED_PPT})
 
 
-def parse_identity_cached(value: str) -> IdentityHeader:
-    """:func:`~stirshaken.identity.parse_identity` with the parameter tail memoized."""
-    header, _, _, _, checked = _parse_cached(value)
-    if not checked and _DIGEST_FULL.fullmatch(header.token) is None:
-        return parse_identity(value)  # raises its syntax error
-    return header
+class VerificationCache:
+    """The caches of one verifier, owned by it and passed to :func:`prepare` and :func:`complete`
+    (``cache=``); without one, everything is computed the general way.
 
-
-def _parse_cached(value: str) -> tuple[IdentityHeader, str | None, str | None, str | None, bool]:
-    """:func:`parse_identity_cached` and the header's ``info``, ``alg`` and ``ppt`` parameters.
-
-    On a tail-cache hit the token's syntax (DIGEST) is *not* checked yet (last item False): the
-    caller must either decode the token strictly, which implies it, or check it.
+    Identity headers from one signer share their parameter tail (``;info=<x5u>;alg=ES256;
+    ppt=shaken``) and their PASSporT header segment: ``tails`` holds parsed tails for
+    :func:`~stirshaken.core.identity.parse_identity`, ``headers`` decoded JOSE headers for
+    :func:`~stirshaken.core.passport.parse_jws`, and ``certificate_checks`` the passing
+    ``certificate`` check of a credential object; each an :class:`~stirshaken.core.memo.BoundedCache` of at
+    most ``max_size`` entries.  They hold only what passed, and a hit gives what the general path
+    computes: results, error types, reasons and checks are the same with or without the cache.
     """
-    if type(value) is str and len(value) <= 16384:
-        i = value.find(";")
-        if i > 0:
-            hit = _tail_cache.get(value[i:])
-            if hit is not None:
-                # IdentityHeader(token=token, params=..., problems=...) without the frozen __init__
-                return _new(IdentityHeader, {"token": value[:i], "params": hit[0], "problems": hit[1]}), hit[2], hit[3], hit[4], False
-    header = parse_identity(value)
-    if isinstance(value, str):
-        i = value.find(";")
-        if i > 0 and value[:i] == header.token:
-            if len(_tail_cache) >= _CACHE_MAX:
-                _tail_cache.clear()
-            _tail_cache[value[i:]] = (header.params, header.problems, header.info, header.alg, header.ppt)
-    return header, header.info, header.alg, header.ppt, True
+
+    __slots__ = ("tails", "headers", "certificate_checks")
+
+    def __init__(self, max_size: int = 4096) -> None:
+        self.tails: BoundedCache[str, Any] = BoundedCache(max_size)
+        self.headers: BoundedCache[str, Any] = BoundedCache(max_size)
+        # id(credential) -> (credential, check): the credential is kept so that its id stays its own
+        self.certificate_checks: BoundedCache[int, tuple[ValidatedCredential, Check]] = BoundedCache(max_size)
+
+    def clear(self) -> None:
+        self.tails.clear()
+        self.headers.clear()
+        self.certificate_checks.clear()
 
 
-# base64url -> standard alphabet; '+', '/' and '=' (not base64url) become '!', which the strict
-# standard decoder rejects, so one translate both converts and screens the input
-_PPT_CHECKS: dict[Any, Check] = {}
-
-
-def _decode_cached(token: str, ppt: Any) -> PASSporT:
-    """parse_jws + check_header, with the decoded and checked JOSE header memoized per segment."""
-    if len(token) > MAX_TOKEN_LENGTH:
-        return _decode_slow(token, ppt)
-    parts = token.split(".")
-    if len(parts) != 3 or not parts[0] or not parts[1] or not parts[2]:
-        return _decode_slow(token, ppt)
-    h64, p64, s64 = parts
-    hit = _jose_cache.get((h64, ppt))
-    if hit is None:
-        return _decode_slow(token, ppt)
-    header, hcanon = hit
-    claims, pcanon = _loads_object(b64url_decode(p64, what="PASSporT payload"), "payload")
-    signature = b64url_decode(s64, what="PASSporT signature")
-    return _new(PASSporT, {
-        "header": header, "claims": claims, "signature": signature, "signing_input": (h64 + "." + p64).encode("ascii"),
-        "token": token, "canonical": hcanon and pcanon, "problems": (),
-    })
-
-
-def _decode_slow(token: str, ppt: Any) -> PASSporT:
-    p = parse_jws(token)
-    check_header(p, ppt=ppt)
-    h64 = token.split(".", 1)[0]
-    if len(_jose_cache) >= _CACHE_MAX:
-        _jose_cache.clear()
-    hcanon = orjson.dumps(p.header, option=orjson.OPT_SORT_KEYS) == b64url_decode(h64)
-    _jose_cache[(h64, ppt)] = (types.MappingProxyType(dict(p.header)), hcanon)
-    return p
-
-
-_TN_OK = re.compile(r"[0-9#*]+")
-_UUID_FULL = _UUID_RE.fullmatch
-
-
-def _problems_fast(p: PASSporT) -> list[str] | None:
-    """:func:`~stirshaken.passport.problems` with a quick exit for the usual clean token."""
-    if not p.canonical:
-        return problems(p)
-    c = p.claims
-    o, d = c.get("orig"), c.get("dest")
-    if type(o) is not dict or type(d) is not dict:
-        return problems(p)
-    orig = o.get("tn")
-    dests = d.get("tn")
-    if orig is not None and type(orig) is not str or type(dests) is not list:
-        return problems(p)
-    # ASCII digits only: str.isdigit alone also accepts other scripts' digits ('١٢٣')
-    if orig is not None and not (orig.isdigit() and orig.isascii()):
-        return problems(p)
-    for tn in dests:
-        if not (tn.isdigit() and tn.isascii()):
-            return problems(p)
-    if len(dests) > 1 and dests != sorted(dests):
-        return problems(p)
-    origid = c.get("origid")
-    if isinstance(origid, str) and _UUID_FULL(origid) is None:
-        return problems(p)
-    return None
+_tuple_new = tuple.__new__  # Check(...) without the Python-level NamedTuple __new__ (hot path)
 
 
 # --- step 1 -----------------------------------------------------------------------------------
@@ -356,6 +272,7 @@ def prepare(
     date: float | None = None,
     policy: VerificationPolicy = DEFAULT_POLICY,
     expected_ppt: str | None = "shaken",
+    cache: VerificationCache | None = None,
 ) -> Prepared:
     """Everything before the credential is needed; raises the typed error of the first defect.
 
@@ -363,44 +280,35 @@ def prepare(
     ``dest`` the called ones (To and Request-URI user part); ``None`` entries are ignored and an
     empty/None argument skips the comparison (for offline checks of a token alone, or when the
     caller binds destinations for the whole request with ``decide(..., targets=...)``).
-    ``expected_ppt`` is the extension to require (``None``: any supported one).
+    ``expected_ppt`` is the extension to require (``None``: any in ``policy.accepted_ppt``).
+    ``cache`` (a :class:`VerificationCache` the caller owns) saves parsing work; it changes no result.
     """
     if isinstance(identity, IdentityHeader):
-        header, info, param_alg, param_ppt, checked = identity, identity.info, identity.alg, identity.ppt, True
+        header = identity
     else:
-        header, info, param_alg, param_ppt, checked = _parse_cached(identity)
+        header = parse_identity(identity, tail_cache=cache.tails if cache is not None else None)
+    info, param_alg, param_ppt = header.info_alg_ppt()
     checks: list[Check] = [_OK_SYNTAX]
-    try:
-        if header.token.startswith(".."):  # header.is_compact
-            raise CompactFormError("Identity header in compact form instead of required by SHAKEN spec full form")
-        if expected_ppt is not None and param_ppt is not None and param_ppt != expected_ppt:
-            raise UnsupportedPPTError(f"Identity header is received with 'ppt' parameter value that is not '{expected_ppt}'")
-        if param_alg is not None and param_alg != "ES256":
-            raise UnsupportedCredentialError("Identity header 'alg' parameter is not 'ES256'")
-        p = _decode_cached(header.token, expected_ppt if expected_ppt is not None else policy.accepted_ppt)
-    except StirShakenError:
-        # The token's syntax was not checked (tail-cache hit, _parse_cached): its error comes
-        # first (ATIS-1000082 order), as with parse_identity.  A token that decodes is valid DIGEST.
-        if not checked and _DIGEST_FULL.fullmatch(header.token) is None:
-            # the full parser raises the syntax error, or finds the token (e.g. inside white space)
-            full = parse_identity(identity)  # type: ignore[arg-type]
-            prep = prepare(full, orig=orig, dest=dest, now=now, date=date, policy=policy, expected_ppt=expected_ppt)
-            return _new(Prepared, {**prep.__dict__, "raw": identity})
-        raise
-    jose = p.header
-    ppt = jose.get("ppt")  # p.ppt
+    if header.token.startswith(".."):  # header.is_compact
+        raise CompactFormError("Identity header in compact form instead of required by SHAKEN spec full form")
+    if expected_ppt is not None and param_ppt is not None and param_ppt != expected_ppt:
+        raise UnsupportedPPTError(f"Identity header is received with 'ppt' parameter value that is not '{expected_ppt}'")
+    if param_alg is not None and param_alg != "ES256":
+        raise UnsupportedCredentialError("Identity header 'alg' parameter is not 'ES256'")
+    p = parse_jws(header.token, header_cache=cache.headers if cache is not None else None)
+    check_header(p, ppt=expected_ppt if expected_ppt is not None else policy.accepted_ppt)
+    jose = p.header  # check_header passed: "ppt" (a ppt is required here) and "x5u" are present
+    ppt = jose["ppt"]
     if param_ppt is not None and ppt != param_ppt:
         raise UnsupportedPPTError("'ppt' parameter of the Identity header differs from the PASSporT's")
-    pc = _PPT_CHECKS.get(ppt)
-    if pc is None:
-        pc = _PPT_CHECKS.setdefault(ppt, Check("passport-header", True, "ppt=" + str(ppt)))
-    checks.append(pc)
-    if jose.get("x5u") != info:  # p.x5u
+    pc = _PPT_CHECK.get(ppt)
+    checks.append(pc if pc is not None else Check("passport-header", True, "ppt=" + str(ppt)))
+    if jose["x5u"] != info:
         raise X5UMismatchError("'x5u' from PASSporT header doesn't match the 'info' parameter of identity header value")
     checks.append(_OK_X5U)
     c = p.claims
     check_claims(p)
-    found = _problems_fast(p)
+    found = problems(p)
     if found:
         object.__setattr__(p, "problems", tuple(found))
     checks.append(_OK_CLAIMS)
@@ -422,7 +330,7 @@ def prepare(
                 f"'orig' claim from PASSporT payload ({p.orig_tn}) doesn't match the request's calling number"
                 f" ({', '.join(sorted(w for w in want if w)) or 'no TN'})"
             )
-        checks.append(_orig_check(got))
+        checks.append(_tuple_new(Check, ("orig-matches", True, got)))
     dests = [dest] if isinstance(dest, str) else [d for d in (dest or []) if d]
     if dests:
         if not _same_tn(dests, p.dest_tns):
@@ -433,18 +341,6 @@ def prepare(
         checks.append(_OK_DEST)
     return _new(Prepared, {"header": header, "passport": p, "x5u": info or "", "checks": tuple(checks),
                            "raw": identity if isinstance(identity, str) else ""})
-
-
-_ORIG_CHECKS: dict[str, Check] = {}
-
-
-def _orig_check(tn: str) -> Check:
-    c = _ORIG_CHECKS.get(tn)
-    if c is None:
-        if len(_ORIG_CHECKS) >= _CACHE_MAX:
-            _ORIG_CHECKS.clear()
-        c = _ORIG_CHECKS[tn] = Check("orig-matches", True, tn)
-    return c
 
 
 # --- step 2 -----------------------------------------------------------------------------------
@@ -474,8 +370,16 @@ def check_authority(passport: PASSporT, credential: ValidatedCredential, policy:
     )
 
 
-def complete(prepared: Prepared, credential: ValidatedCredential | StirShakenError, policy: VerificationPolicy = DEFAULT_POLICY) -> PassportResult:
-    """Finish one header with its credential (or the error that prevented getting one)."""
+def complete(
+    prepared: Prepared,
+    credential: ValidatedCredential | StirShakenError,
+    policy: VerificationPolicy = DEFAULT_POLICY,
+    *,
+    cache: VerificationCache | None = None,
+) -> PassportResult:
+    """Finish one header with its credential (or the error that prevented getting one): the
+    certificate (and its warnings), step V6 authority when the policy asks, then the signature
+    (RFC 8224 §6.2 step 6, ATIS-1000082 E17/E18).  ``cache`` as for :func:`prepare`."""
     p = prepared.passport
     raw = prepared.raw or str(prepared.header)
     if type(credential) is ValidatedCredential and not credential.warnings and not policy.check_authority and not credential.delegate:
@@ -483,15 +387,15 @@ def complete(prepared: Prepared, credential: ValidatedCredential | StirShakenErr
         try:
             p.verify(credential.public_key)
         except StirShakenError as err:
-            return PassportResult(raw=raw, ppt=p.ppt, ok=False, checks=prepared.checks + (_cert_check(credential), Check(_check_name(err), False, err.description)),
+            return PassportResult(raw=raw, ppt=p.ppt, ok=False, checks=prepared.checks + (_cert_check(credential, cache), Check(_check_name(err), False, err.description)),
                                   passport=p, error=err)
-        return _new(PassportResult, {"raw": raw, "ppt": p.header.get("ppt"), "ok": True, "checks": prepared.checks + (_cert_check(credential), _OK_SIG),
+        return _new(PassportResult, {"raw": raw, "ppt": p.header.get("ppt"), "ok": True, "checks": prepared.checks + (_cert_check(credential, cache), _OK_SIG),
                                      "passport": p, "credential": credential, "error": None})
     checks = list(prepared.checks)
     try:
         if isinstance(credential, StirShakenError):
             raise credential
-        checks.append(_cert_check(credential))
+        checks.append(_cert_check(credential, cache))
         if credential.warnings:  # e.g. a CRL past its nextUpdate still in use (stirshaken.trust)
             checks.extend(Check("warning", True, w) for w in credential.warnings)
         if policy.check_authority or credential.delegate:
@@ -505,17 +409,15 @@ def complete(prepared: Prepared, credential: ValidatedCredential | StirShakenErr
                                  "credential": credential, "error": None})
 
 
-_CERT_CHECKS: dict[int, tuple[ValidatedCredential, Check]] = {}
-
-
-def _cert_check(credential: ValidatedCredential) -> Check:
-    hit = _CERT_CHECKS.get(id(credential))
-    if hit is not None and hit[0] is credential:
-        return hit[1]
-    if len(_CERT_CHECKS) >= _CACHE_MAX:
-        _CERT_CHECKS.clear()
-    check = Check("certificate", True, f"SPC {credential.spc}")
-    _CERT_CHECKS[id(credential)] = (credential, check)
+def _cert_check(credential: ValidatedCredential, cache: VerificationCache | None) -> Check:
+    """The passing ``certificate`` check naming the credential's SPC (kept in ``cache``)."""
+    if cache is not None:
+        hit = cache.certificate_checks.get(id(credential))
+        if hit is not None and hit[0] is credential:
+            return hit[1]
+    check = _tuple_new(Check, ("certificate", True, f"SPC {credential.spc}"))
+    if cache is not None:
+        cache.certificate_checks.put(id(credential), (credential, check))
     return check
 
 
@@ -796,13 +698,15 @@ def verify_offline(
     now: float,
     date: float | None = None,
     policy: VerificationPolicy = DEFAULT_POLICY,
+    cache: VerificationCache | None = None,
 ) -> VerificationResult:
-    """Verify one Identity header against an already-validated credential (or its error)."""
+    """Verify one Identity header against an already-validated credential (or its error);
+    ``cache`` as for :func:`prepare`."""
     try:
-        prep = prepare(identity, orig=orig, dest=dest, now=now, date=date, policy=policy)
+        prep = prepare(identity, orig=orig, dest=dest, now=now, date=date, policy=policy, cache=cache)
     except StirShakenError as err:
         return decide([_failed_header(identity, err)], policy)
-    return decide([complete(prep, credential, policy)], policy)
+    return decide([complete(prep, credential, policy, cache=cache)], policy)
 
 
 __all__ = [
@@ -810,7 +714,7 @@ __all__ = [
     "Check",
     "bind_destinations",
     "chain_div",
-    "parse_identity_cached",
+    "VerificationCache",
     "PassportResult",
     "Prepared",
     "VerificationPolicy",

@@ -20,9 +20,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from stirshaken.core import certificates as certs
-from stirshaken.core.b64 import b64url_decode
-from stirshaken.core.errors import CertificateError, PassportEncodingError, TNAuthListError
-from stirshaken.core.jose import account_key_fingerprint, verify_x5u_jws
+from stirshaken.core.errors import CertificateError, TNAuthListError
+from stirshaken.core.jose import account_key_fingerprint, parse_compact, verify_x5u_jws
 from stirshaken.core.tnauthlist import TNAuthList
 from stirshaken.net.http import ResponseTooLargeError, client_session, read_capped
 from stirshaken.pki.acme import TNAUTHLIST, AcmeProblem
@@ -109,17 +108,8 @@ class TokenValidator:
         return isinstance(jtis, list) and jti in jtis
 
     async def validate(self, token: str, *, identifier_der: bytes, account_key: ec.EllipticCurvePublicKey, account_id: str) -> None:
-        parts = token.split(".") if isinstance(token, str) else []
-        if len(parts) != 3:
-            raise _unauth("SPC token is not a compact JWS")
-        try:
-            header = orjson.loads(b64url_decode(parts[0], what="token header"))
-            claims = orjson.loads(b64url_decode(parts[1], what="token payload"))
-            signature = b64url_decode(parts[2], what="token signature")
-        except (PassportEncodingError, orjson.JSONDecodeError) as exc:
-            raise _unauth(f"SPC token is malformed: {exc}") from None
-        if not isinstance(header, dict) or not isinstance(claims, dict):
-            raise _unauth("SPC token header/payload must be JSON objects")
+        jws = parse_compact(token, what="SPC token", error=_unauth)  # RFC 7515 §7.1, ATIS-1000080 §6.3.5
+        header, claims, signature = jws.header, jws.payload, jws.signature
         if header.get("alg") != "ES256":
             raise _unauth("SPC token must be signed with ES256")
         x5u = header.get("x5u")
@@ -127,7 +117,7 @@ class TokenValidator:
             raise _unauth("SPC token header has no usable x5u")
         if not any(x5u.startswith(p) for p in self.prefixes):
             raise _unauth(f"SPC token x5u {x5u} is not under a trusted token authority")
-        signer = verify_x5u_jws(f"{parts[0]}.{parts[1]}".encode("ascii"), signature, await self.signer_chain(x5u),
+        signer = verify_x5u_jws(jws.signing_input, signature, await self.signer_chain(x5u),
                                  list(self.config.pa_trust_anchors), at=utcnow(), error=_unauth, what="SPC token",
                                  pinned=list(self.config.pa_certs), root_name="a trusted STI-PA")
         exp, jti, atc = claims.get("exp"), claims.get("jti"), claims.get("atc")

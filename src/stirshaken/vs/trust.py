@@ -27,11 +27,10 @@ from typing import Awaitable, Callable, Sequence
 import orjson
 from cryptography import x509
 
-from stirshaken.core.b64 import b64url_decode
 from stirshaken.core.certificates import TrustStore, ValidatedCredential, load_certificates
 from stirshaken.vs.crl import CRLStore
-from stirshaken.core.errors import CertificateError, PassportFormatError, StirShakenError, TNAuthListError, UntrustedCertificateError
-from stirshaken.core.jose import check_signer_chain, verify_x5u_jws
+from stirshaken.core.errors import CertificateError, StirShakenError, TNAuthListError, UntrustedCertificateError
+from stirshaken.core.jose import check_signer_chain, parse_compact, verify_x5u_jws
 from stirshaken.core.tnauthlist import from_certificate
 
 PEM_SUFFIXES = (".pem", ".crt", ".cer")
@@ -68,7 +67,8 @@ class CAList:
 
 
 def split_ca_list(text: str | bytes) -> tuple[dict[str, object], dict[str, object], bytes, bytes]:
-    """Parse a CA-list JWS (or the ``{"caList": JWS}`` envelope): header, payload, signing input, signature."""
+    """Parse a CA-list JWS (or the ``{"caList": JWS}`` envelope): header, payload, signing input,
+    signature (:func:`stirshaken.core.jose.parse_compact`); raises :class:`CAListError`."""
     raw = text.decode("utf-8", "replace") if isinstance(text, bytes) else text
     raw = raw.strip()
     if raw.startswith("{"):
@@ -79,18 +79,8 @@ def split_ca_list(text: str | bytes) -> tuple[dict[str, object], dict[str, objec
         if not isinstance(env, dict) or not isinstance(env.get("caList"), str):
             raise CAListError("CA list envelope has no 'caList' string")
         raw = env["caList"].strip()
-    parts = raw.split(".")
-    if len(parts) != 3 or not all(parts):
-        raise CAListError("CA list is not a compact JWS")
-    try:
-        header = orjson.loads(b64url_decode(parts[0], what="CA list header"))
-        payload = orjson.loads(b64url_decode(parts[1], what="CA list payload"))
-        sig = b64url_decode(parts[2], what="CA list signature")
-    except (PassportFormatError, orjson.JSONDecodeError) as exc:
-        raise CAListError(f"CA list JWS is malformed: {exc}") from None
-    if not isinstance(header, dict) or not isinstance(payload, dict):
-        raise CAListError("CA list JWS header/payload is not a JSON object")
-    return header, payload, (parts[0] + "." + parts[1]).encode("ascii"), sig
+    jws = parse_compact(raw, what="CA list", error=CAListError)
+    return dict(jws.header), jws.payload, jws.signing_input, jws.signature
 
 
 def validate_signer(signer_chain: Sequence[x509.Certificate], roots: Sequence[x509.Certificate], at: dt.datetime) -> x509.Certificate:

@@ -53,6 +53,7 @@ from stirshaken.core.tn import TNError, canonicalize_tn, uri_user
 from stirshaken.vs.trust import TrustManager
 from stirshaken.core.verification import (
     Check,
+    VerificationCache,
     PassportResult,
     Prepared,
     VerificationResult,
@@ -164,6 +165,8 @@ class Verifier:
         self.trust = TrustManager(config.trust_anchors, crls=self.crls, ca_list_roots=config.ca_list_trust,
                                   crl_signers=config.crl_signers)
         self.cache: LRUCache[str, CacheEntry] = LRUCache(config.cache_entries)
+        # parsed Identity parameter tails, JOSE headers and certificate checks (core.verification)
+        self.verification_cache = VerificationCache()
         self._static: dict[str, list[x509.Certificate]] = {}
         self._static_entries: dict[str, CacheEntry] = {}
         for url, certs in (static_chains or {}).items():
@@ -384,10 +387,11 @@ class Verifier:
     def _prepare_all(self, values: list[str], origs: list[str], now: float, date: float | None) -> list[Prepared | PassportResult]:
         """Step 1 for every Identity header value: a Prepared, or the failed result."""
         policy = self.policy
+        cache = self.verification_cache
         items: list[Prepared | PassportResult] = []
         for value in values:
             try:
-                items.append(prepare(value, orig=origs, dest=None, now=now, date=date, policy=policy, expected_ppt=None))
+                items.append(prepare(value, orig=origs, dest=None, now=now, date=date, policy=policy, expected_ppt=None, cache=cache))
             except StirShakenError as err:  # what verify_prepared_or_error returns, without a second prepare
                 items.append(failed(str(value), err))
             except Exception as exc:  # a malformed anything is a typed 438, never an exception
@@ -397,8 +401,8 @@ class Verifier:
 
     def _complete_all(self, items: list[Prepared | PassportResult], creds: dict[str, ValidatedCredential | StirShakenError]) -> list[PassportResult]:
         """Step 3: authority and signature of every prepared header with its credential."""
-        policy = self.policy
-        return [complete(it, creds[it.x5u], policy) if type(it) is Prepared else it for it in items]  # type: ignore[misc]
+        policy, cache = self.policy, self.verification_cache
+        return [complete(it, creds[it.x5u], policy, cache=cache) if type(it) is Prepared else it for it in items]  # type: ignore[misc]
 
     def _identity_values(self, call: CallInfo) -> list[str]:
         ids = call.identities
