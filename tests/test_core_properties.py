@@ -216,6 +216,12 @@ def _header_verdict_by_the_rules(h: dict, ppt, require_x5u: bool = True) -> str 
         return "UnsupportedTypeError"
     if h["alg"] != "ES256":
         return "UnsupportedAlgorithmError"
+    if "crit" in h:  # RFC 7515 §4.1.11: a non-empty array of names, every one understood (none are)
+        crit = h["crit"]
+        if not isinstance(crit, list) or not crit or not all(isinstance(c, str) for c in crit):
+            return "PassportJSONError"
+        if any(c not in pp.UNDERSTOOD_CRIT for c in crit):
+            return "UnsupportedPPTError"
     if ppt is None:
         return "UnsupportedPPTError" if "ppt" in h and h["ppt"] not in pp.SUPPORTED_PPT else None
     allowed = {ppt} if isinstance(ppt, str) else set(ppt)
@@ -224,7 +230,8 @@ def _header_verdict_by_the_rules(h: dict, ppt, require_x5u: bool = True) -> str 
 
 header_value = st.one_of(st.sampled_from(["passport", "ES256", "shaken", "div", "rcd", "https://cr.example.net/sp.pem", "PASSporT", "RS256", ""]),
                          st.integers(0, 3), st.none(), st.lists(st.just("shaken"), max_size=1))
-jose_header = st.dictionaries(st.sampled_from(["alg", "typ", "x5u", "ppt", "kid"]), header_value, max_size=5)
+jose_header = st.dictionaries(st.sampled_from(["alg", "typ", "x5u", "ppt", "kid", "crit"]),
+                              st.one_of(header_value, st.lists(st.sampled_from(["bogus", "ppt", ""]), max_size=2)), max_size=6)
 ppt_argument = st.one_of(st.none(), st.sampled_from(["shaken", "div", "rcd"]), st.just(pp.SUPPORTED_PPT),
                          st.just({"shaken", "div"}), st.just(["shaken", "rcd"]))
 
@@ -234,6 +241,7 @@ ppt_argument = st.one_of(st.none(), st.sampled_from(["shaken", "div", "rcd"]), s
 @example({"alg": "ES256", "typ": "passport", "x5u": "https://cr.example.net/sp.pem", "ppt": "shaken"}, "shaken", True)
 @example({"alg": "ES256", "typ": "passport", "x5u": "https://cr.example.net/sp.pem", "ppt": "rcd"}, None, True)
 @example({"alg": "ES256", "typ": "passport", "x5u": 1, "ppt": "shaken"}, "shaken", False)
+@example({"alg": "ES256", "typ": "passport", "x5u": "https://cr.example.net/sp.pem", "ppt": "shaken", "crit": ["bogus"]}, "shaken", True)
 def test_check_header_fast_path_agrees_with_the_rules(header, ppt, require_x5u):
     token = pp.encode_token(KEY, header, {"iat": 0})
     p = pp.parse_jws(token)

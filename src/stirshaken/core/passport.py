@@ -375,7 +375,8 @@ def check_header(p: PASSporT, *, ppt: str | None | Iterable[str] = "shaken", req
     h = p.header
     # the usual header first: every parameter present, a string and acceptable (nothing below fails)
     try:
-        usual = h["typ"] == "passport" and h["alg"] == "ES256" and type(h["x5u"]) is str and type(hp := h["ppt"]) is str
+        usual = (h["typ"] == "passport" and h["alg"] == "ES256" and type(h["x5u"]) is str and type(hp := h["ppt"]) is str
+                 and "crit" not in h)
     except KeyError:
         usual = False
     if usual:
