@@ -128,7 +128,10 @@ def _unquote(v: str) -> str:
 
 
 def parse_identity(
-    value: str, *, tail_cache: BoundedCache[str, tuple[tuple[tuple[str, str | None], ...], tuple[str, ...]]] | None = None
+    value: str,
+    *,
+    tail_cache: BoundedCache[str, tuple[tuple[tuple[str, str | None], ...], tuple[str, ...]]] | None = None,
+    token_checked_later: bool = False,
 ) -> IdentityHeader:
     """Parse one Identity header value (a leading ``Identity:`` or ``y:`` is allowed).
 
@@ -143,6 +146,13 @@ def parse_identity(
     token then holds no white space, ``:``, ``;`` or line break, so the header name, folding and
     the digest rule cannot reach across the ``;``, and the tail alone decides the rest.  Only tails
     of values that parsed, directly after their token, are stored.
+
+    ``token_checked_later`` (with ``tail_cache``): on a cache hit the token is not screened
+    against the digest rule here.  The caller promises to decode the token strictly (base64url of
+    all three segments, which implies the rule) and, when anything fails before that decoding
+    succeeded, to call ``parse_identity(value)`` first, so that the general parse decides which
+    error comes first exactly as without the cache (:func:`stirshaken.core.verification.prepare`
+    does so).
     """
     if tail_cache is not None and type(value) is str and len(value) <= MAX_HEADER_LENGTH:
         i = value.find(";")
@@ -151,7 +161,7 @@ def parse_identity(
             if hit is not None:
                 token = value[:i]
                 # token fullmatches DIGEST: ASCII, only digest characters, a "." somewhere
-                if token.isascii() and b"!" not in token.encode("ascii").translate(_DIGEST_SCREEN) and "." in token:
+                if token_checked_later or (token.isascii() and b"!" not in token.encode("ascii").translate(_DIGEST_SCREEN) and "." in token):
                     # IdentityHeader(token, *hit) without the frozen dataclass's field-by-field __init__
                     header = object.__new__(IdentityHeader)
                     object.__setattr__(header, "__dict__", {"token": token, "params": hit[0], "problems": hit[1]})
