@@ -299,3 +299,21 @@ def test_verification_imports_no_private_names() -> None:
     for gone in ("_problems_fast", "_decode_cached", "_decode_slow", "_parse_cached", "parse_identity_cached",
                  "_tail_cache", "_jose_cache", "_PPT_CHECKS", "_ORIG_CHECKS", "_CERT_CHECKS"):
         assert gone not in vs
+
+
+def test_problems_are_computed_when_read_and_only_after_the_claims_passed() -> None:
+    """prepare no longer computes PASSporT.problems on the hot path: they are computed when read,
+    with the same value decode() reports; a PASSporT whose claims were never checked has none."""
+    import orjson
+
+    h64, p64, s64 = VALID.split(";", 1)[0].split(".")
+    claims = orjson.loads(jose.b64url_decode(p64))
+    claims["origid"] = "not-a-uuid"
+    token = f"{h64}.{b64url_encode(orjson.dumps(claims, option=orjson.OPT_INDENT_2))}.{s64}"
+    prep = V.prepare(token + ";info=<https://cr.example.net/sp.pem>;alg=ES256;ppt=shaken", orig=None, dest=None, now=NOW,
+                     cache=V.VerificationCache())
+    assert "_problems" not in prep.passport.__dict__  # nothing computed yet
+    got = prep.passport.problems
+    assert got == tuple(pp.problems(prep.passport)) == pp.decode(token).problems
+    assert any("deterministic form" in x for x in got) and any("not a UUID" in x for x in got)
+    assert pp.parse_jws(token).problems == ()

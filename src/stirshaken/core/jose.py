@@ -23,7 +23,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import types
 from typing import TYPE_CHECKING, Any, Callable, Mapping, NamedTuple, Sequence
 
 import orjson
@@ -125,6 +124,28 @@ def verify_signature(signing_input: bytes, signature: bytes, public_key: ec.Elli
 # --- compact JWS (RFC 7515 §7.1) -------------------------------------------------------------
 
 ErrorFactory = Callable[[str], Exception]
+
+
+class JOSEHeader(dict):  # type: ignore[type-arg]
+    """A decoded JOSE header: a read-only ``dict`` (RFC 7515 §4), shareable between tokens through
+    a header cache.  ``verdicts`` holds what a rule function found true of this header (e.g.
+    :func:`stirshaken.core.passport.check_header`: the ``ppt`` values it passed for), so that the
+    rule need not be re-run: the header never changes, so a verdict once true stays true.
+    Every mutator raises :class:`TypeError`."""
+
+    __slots__ = ("verdicts",)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.verdicts: set[Any] = set()
+
+    def _read_only(self, *_args: Any, **_kwargs: Any) -> Any:
+        raise TypeError("a decoded JOSE header is read-only")
+
+    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = __ior__ = _read_only  # type: ignore[assignment]
+
+    def __reduce__(self) -> Any:  # pickle / copy as a plain dict (verdicts are a cache)
+        return (dict, (dict(self),))
 
 
 class CompactJWS(NamedTuple):
@@ -258,7 +279,7 @@ def parse_compact(
         b64url_decode(s64, what=f"{what} signature", error=enc)
     if cached is None:
         obj, hcanon = load_json_object(header_raw, what=what, part="header", error=json_error or error)  # type: ignore[arg-type]
-        header: Mapping[str, Any] = types.MappingProxyType(obj)
+        header: Mapping[str, Any] = JOSEHeader(obj)
         if header_cache is not None:
             header_cache.put(h64, (header, hcanon))
     else:

@@ -65,7 +65,6 @@ from stirshaken.core.passport import (
     check_claims,
     check_header,
     parse_jws,
-    problems,
 )
 from stirshaken.core.tn import TNError, canonicalize_tn
 
@@ -263,20 +262,6 @@ _tuple_new = tuple.__new__  # Check(...) without the Python-level NamedTuple __n
 # --- step 1 -----------------------------------------------------------------------------------
 
 
-def _header_and_jws(header: IdentityHeader, expected_ppt: str | None, header_cache: Any) -> tuple[PASSporT, str | None, str | None]:
-    """The Identity header's own checks (E4, E5, alg parameter) then the PASSporT's decoding
-    (:func:`parse_jws`), in the ATIS-1000082 order; returns the PASSporT and the header's
-    ``info`` and ``ppt`` parameters."""
-    info, param_alg, param_ppt = header.info_alg_ppt()
-    if header.token.startswith(".."):  # header.is_compact
-        raise CompactFormError("Identity header in compact form instead of required by SHAKEN spec full form")
-    if expected_ppt is not None and param_ppt is not None and param_ppt != expected_ppt:
-        raise UnsupportedPPTError(f"Identity header is received with 'ppt' parameter value that is not '{expected_ppt}'")
-    if param_alg is not None and param_alg != "ES256":
-        raise UnsupportedCredentialError("Identity header 'alg' parameter is not 'ES256'")
-    return parse_jws(header.token, header_cache=header_cache), info, param_ppt
-
-
 def prepare(
     identity: str | IdentityHeader,
     *,
@@ -299,22 +284,28 @@ def prepare(
     """
     if isinstance(identity, IdentityHeader):
         header = identity
-        p, info, param_ppt = _header_and_jws(header, expected_ppt, None)
     elif cache is None:
         header = parse_identity(identity)
-        p, info, param_ppt = _header_and_jws(header, expected_ppt, None)
     else:
-        # Fast path: with the tail cached, the token's digest rule is left to the strict decoding
-        # of parse_jws, which implies it.  If anything fails, the general branch runs from the
-        # start (the general parse, then the same steps), so the result and the error are exactly
-        # those without the cache (a header name or folding before the token, a token that is no
-        # digest: the general parse decides).
-        try:
-            header = parse_identity(identity, tail_cache=cache.tails, token_checked_later=True)
-            p, info, param_ppt = _header_and_jws(header, expected_ppt, cache.headers)
-        except StirShakenError:
-            header = parse_identity(identity)
-            p, info, param_ppt = _header_and_jws(header, expected_ppt, cache.headers)
+        # Fast path: with the parameter tail cached, the token's digest rule is left to the strict
+        # decoding of parse_jws below, which implies it.  Should anything fail before that
+        # decoding succeeded, the general branch (this function without the cache) runs from the
+        # start and decides, so the result and the error are exactly those without the cache (a
+        # header name or folding before the token, a token that is no digest).
+        header = parse_identity(identity, tail_cache=cache.tails, token_checked_later=True)
+    try:
+        info, param_alg, param_ppt = header.info_alg_ppt()
+        if header.token.startswith(".."):  # header.is_compact
+            raise CompactFormError("Identity header in compact form instead of required by SHAKEN spec full form")
+        if expected_ppt is not None and param_ppt is not None and param_ppt != expected_ppt:
+            raise UnsupportedPPTError(f"Identity header is received with 'ppt' parameter value that is not '{expected_ppt}'")
+        if param_alg is not None and param_alg != "ES256":
+            raise UnsupportedCredentialError("Identity header 'alg' parameter is not 'ES256'")
+        p = parse_jws(header.token, header_cache=cache.headers if cache is not None else None)
+    except StirShakenError:
+        if cache is None or isinstance(identity, IdentityHeader):
+            raise
+        return prepare(identity, orig=orig, dest=dest, now=now, date=date, policy=policy, expected_ppt=expected_ppt)
     checks: list[Check] = [_OK_SYNTAX]
     check_header(p, ppt=expected_ppt if expected_ppt is not None else policy.accepted_ppt)
     jose = p.header  # check_header passed: "ppt" (a ppt is required here) and "x5u" are present
@@ -328,9 +319,7 @@ def prepare(
     checks.append(_OK_X5U)
     c = p.claims
     check_claims(p)
-    found = problems(p)
-    if found:
-        object.__setattr__(p, "problems", tuple(found))
+    p.claims_checked()  # p.problems is computed when read, not here (off the hot path)
     checks.append(_OK_CLAIMS)
     if date is not None:
         check_freshness(int(date), now, policy, what="Date")
