@@ -526,11 +526,12 @@ def demo(
     Console(width=max(out.width, 120)).print(table)
 
 
+from stirshaken.cli import inventory as _inventory  # noqa: E402
 from stirshaken.cli import lab as _lab  # noqa: E402
 from stirshaken.cli import pki as _pki  # noqa: E402
 from stirshaken.cli import serve as _serve  # noqa: E402
 
-for _group in (_serve, _pki, _lab):
+for _group in (_serve, _pki, _inventory, _lab):
     _group.register(app)
 
 

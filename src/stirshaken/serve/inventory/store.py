@@ -688,6 +688,7 @@ class InventoryWatcher:
         self.live = live
         self.poll_interval = poll_interval
         self._stop = threading.Event()
+        self._lock = threading.Lock()  # the watcher thread and the admin API both apply changes
         self._thread: threading.Thread | None = None
         self._listen: Any = None
 
@@ -723,11 +724,12 @@ class InventoryWatcher:
 
     def check(self) -> bool:
         """Apply pending changes now; True when the index changed."""
-        got = self.store.refresh(self.live.index)
-        if got is None:
-            return False
-        index, full = got
-        self.live.swap(index, full=full)
+        with self._lock:
+            got = self.store.refresh(self.live.index)
+            if got is None:
+                return False
+            index, full = got
+            self.live.swap(index, full=full)
         log.info("inventory updated", extra={"version": index.version, "full": full})
         return True
 
