@@ -248,7 +248,9 @@ class SigningService:
             return requested if requested else self.attest_for(tenant, orig_tn, source_ip=source_ip, customer=customer)
         idx = inv.index
         icfg = self.inventory_cfg
-        if idx.is_dno(orig_tn):
+        cust = idx.customer_for(source_ip=source_ip, header=customer, credential=credential, tenant=tenant.name)
+        level = idx.decide(orig_tn, cust, icfg.unknown_attest)
+        if level is None:  # Do-Not-Originate
             if icfg.dno_signing == "refuse":
                 inv.dno_refused += 1
                 raise DnoRefused(orig_tn)
@@ -256,8 +258,6 @@ class SigningService:
             return "C"
         if requested and icfg.caller_attest == "caller":
             return requested
-        cust = idx.customer_for(source_ip=source_ip, header=customer, credential=credential, tenant=tenant.name)
-        level = idx.attest(cust, orig_tn, icfg.unknown_attest)
         if requested and icfg.caller_attest == "lower":
             return lower(requested, level)
         return level
