@@ -574,10 +574,10 @@ class InventoryConfig(_Model):
     * ``caller_attest``: what to do with a level the caller states (REST ``attest``, SIP
       ``attest_header``): ``"lower"`` the lower of it and the inventory's, ``"caller"`` take it,
       ``"inventory"`` ignore it;
-    * ``dno_signing``: a call from a DNO number is ``"refuse"``\ d (SIP 403 with a Reason, REST
-      403 POL4003) or ``"sign-c"`` (attested C and counted) — never A or B;
-    * ``dno_verification``: an inbound call with a DNO caller ID is ``"mark"``\ ed (header,
-      metrics, log) or ``"reject"``\ ed with ``dno_reject_code`` (FCC 20-96: 603, 607 or 608);
+    * ``dno_signing``: a call from a DNO number is refused (``"refuse"``: SIP 403 with a Reason,
+      REST 403 POL4003) or attested C and counted (``"sign-c"``), never A or B;
+    * ``dno_verification``: an inbound call with a DNO caller ID is marked (``"mark"``: header,
+      metrics, log) or rejected (``"reject"``) with ``dno_reject_code`` (FCC: 603, 607 or 608);
     * ``poll_interval`` (s): how often a worker checks the database version (changes also arrive
       at once by PostgreSQL NOTIFY); ``admin_token_file`` / ``admin_token_env``: the bearer
       token of the admin REST API (``/admin/v1/...``); without one the admin API is off.
