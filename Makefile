@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN = $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: setup deps services demo testbed test test-fast bench bench-core bench-verify bench-serve bench-instructions clean
+.PHONY: setup deps services demo testbed test test-fast bench bench-core bench-verify bench-serve bench-instructions bench-inventory clean
 
 setup: $(VENV)/.installed
 
@@ -45,6 +45,9 @@ bench-serve: setup deps
 
 bench-instructions: setup
 	$(BIN)/python bench/count_instructions.py
+
+bench-inventory: setup
+	$(BIN)/python bench/bench_inventory.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis build dist src/*.egg-info
