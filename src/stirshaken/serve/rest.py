@@ -289,7 +289,7 @@ class RestAPI:
         if svc.inventory is not None:  # attestation from the TN inventory; DNO never A/B
             auth = headers.get("authorization") or ""
             try:
-                attest = svc.decide(tenant, orig_tn, requested=attest, credential=auth[7:].strip() if auth[:7].lower() == "bearer " else None,
+                attest = svc.decide(tenant, orig_tn, requested=attest, credential=auth[7:].strip() if auth[:6].lower() == "bearer" else None,
                                     customer=headers.get(self.customer_header) if self.customer_header else None)
             except DnoRefused:
                 raise RequestError("POL4003", orig_tn) from None

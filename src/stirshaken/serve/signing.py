@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from stirshaken.serve.config import AcmeSettings, CustomerConfig, InventoryConfig, SigningConfig, TenantConfig
-from stirshaken.serve.inventory.index import LiveInventory, lower
+from stirshaken.serve.inventory.index import LiveInventory
 from stirshaken.core.errors import StirShakenError
 from stirshaken.core.keys import load_private_key
 from stirshaken.core.passport import Signer
@@ -131,6 +131,8 @@ class SigningService:
     def __init__(self, cfg: SigningConfig, *, inventory: LiveInventory | None = None, inventory_cfg: InventoryConfig | None = None):
         self.inventory = inventory
         self.inventory_cfg = inventory_cfg or InventoryConfig()
+        self._unknown_attest = self.inventory_cfg.unknown_attest
+        self._caller_attest = self.inventory_cfg.caller_attest
         self._build(cfg)
 
     def _build(self, cfg: SigningConfig) -> None:
@@ -246,20 +248,19 @@ class SigningService:
         inv = self.inventory
         if inv is None:
             return requested if requested else self.attest_for(tenant, orig_tn, source_ip=source_ip, customer=customer)
-        idx = inv.index
-        icfg = self.inventory_cfg
-        cust = idx.customer_for(source_ip=source_ip, header=customer, credential=credential, tenant=tenant.name)
-        level = idx.decide(orig_tn, cust, icfg.unknown_attest)
+        level = inv.index.level(orig_tn, source_ip, customer, credential, tenant.config.name, self._unknown_attest)
         if level is None:  # Do-Not-Originate
-            if icfg.dno_signing == "refuse":
+            if self.inventory_cfg.dno_signing == "refuse":
                 inv.dno_refused += 1
                 raise DnoRefused(orig_tn)
             inv.dno_downgraded += 1
             return "C"
-        if requested and icfg.caller_attest == "caller":
-            return requested
-        if requested and icfg.caller_attest == "lower":
-            return lower(requested, level)
+        if requested:
+            mode = self._caller_attest
+            if mode == "lower":
+                return requested if requested > level else level  # "A" < "B" < "C": the larger letter is the weaker level
+            if mode == "caller":
+                return requested
         return level
 
     # --- signing --------------------------------------------------------------------------------
