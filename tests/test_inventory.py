@@ -449,3 +449,19 @@ def test_config_doc_lists_every_inventory_option() -> None:
 
     _check_rows("## `[inventory]`", InventoryConfig, _toml_keys(InventoryConfig))
 
+
+
+def test_unreachable_database_stops_serve_with_one_line(pki: Any, tmp_path: Path) -> None:
+    try:
+        from test_serve_support import serve_command
+    except ImportError:  # pragma: no cover
+        from tests.test_serve_support import serve_command
+
+    conf = tmp_path / "s.toml"
+    conf.write_text(f'[server]\nhttp = "127.0.0.1:{serve_port()}"\nworkers = 2\n[signing]\nkey = "{pki.sp_key}"\nx5u = "{X5U}"\n'
+                    '[inventory]\ndatabase = "postgresql+psycopg://nobody@127.0.0.1:1/x"\n')
+    for extra in (["--check"], []):
+        r = subprocess.run(serve_command() + ["--config", str(conf), *extra], capture_output=True, text=True, timeout=60)
+        errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+        assert r.returncode == 2 and len(errors) == 1 and errors[0].startswith("error: [inventory].database: cannot open"), r.stderr
+        assert "Traceback" not in r.stderr

@@ -433,6 +433,10 @@ def run(cfg: Config) -> int:
             for a in _tcp_addrs(cfg):
                 _bind(a, socket.SOCK_STREAM, reuseport=True, listen=False).close()
         cfg = _prepare_signers(cfg)
+        if cfg.inventory.enabled:  # one line and status 2 here, not one per worker
+            from stirshaken.serve.inventory.runtime import check_database
+
+            check_database(cfg.inventory)
     except ConfigError as exc:
         for sock in udp.values():
             sock.close()
@@ -605,6 +609,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(a.config)
         check_config(cfg)
+        if a.check and cfg.inventory.enabled:
+            from stirshaken.serve.inventory.runtime import check_database
+
+            check_database(cfg.inventory)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -16,9 +16,31 @@ from stirshaken.serve.inventory.index import LiveInventory
 
 log = logging.getLogger("stirshaken.serve.inventory")
 
-__all__ = ["InventoryRuntime"]
+__all__ = ["InventoryRuntime", "check_database"]
 
 DNO_HEADER = "X-Caller-DNO"
+
+
+def _one_line(exc: BaseException) -> str:
+    """A driver error in one line, without SQLAlchemy's background link."""
+    return " ".join(str(getattr(exc, "orig", None) or exc).split())[:200]
+
+
+def check_database(cfg: InventoryConfig) -> None:
+    """Open the inventory database (creating its tables when missing) and read its version;
+    raises :class:`ConfigError` (``serve --check`` and the supervisor, once, before the workers)."""
+    from stirshaken.serve.inventory.store import InventoryStore
+
+    try:
+        st = InventoryStore(cfg.url)
+    except Exception as exc:  # noqa: BLE001
+        raise ConfigError(f"[inventory].database: cannot open {cfg.database!r}: {_one_line(exc)}") from None
+    try:
+        st.version()
+    except Exception as exc:  # noqa: BLE001
+        raise ConfigError(f"[inventory].database: cannot read {cfg.database!r}: {_one_line(exc)}") from None
+    finally:
+        st.close()
 
 
 class InventoryRuntime:
@@ -33,7 +55,7 @@ class InventoryRuntime:
         try:
             self.store = InventoryStore(cfg.url)
         except Exception as exc:  # noqa: BLE001 - any driver error ends the start in one line
-            raise ConfigError(f"[inventory].database: cannot open {cfg.database!r}: {' '.join(str(exc).split())[:200]}") from None
+            raise ConfigError(f"[inventory].database: cannot open {cfg.database!r}: {_one_line(exc)}") from None
         self.watcher = InventoryWatcher(self.store, self.live, cfg.poll_interval)
         self.admin: Any = None
         if cfg.admin_token:
@@ -45,7 +67,7 @@ class InventoryRuntime:
         try:
             self.watcher.start()
         except Exception as exc:  # noqa: BLE001
-            raise ConfigError(f"[inventory].database: cannot load the inventory: {' '.join(str(exc).split())[:200]}") from None
+            raise ConfigError(f"[inventory].database: cannot load the inventory: {_one_line(exc)}") from None
 
     def close(self) -> None:
         self.watcher.close()
