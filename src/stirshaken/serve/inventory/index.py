@@ -53,7 +53,6 @@ ATTEST_LEVELS = ("A", "B", "C")
 #: how a customer is recognised: SIP source address/network, customer (trunk) header value, REST
 #: bearer credential (SHA-256 hex), signing tenant name
 RECOGNIZER_KINDS = ("source", "header", "credential", "tenant")
-_RANK = {"A": 0, "B": 1, "C": 2}
 
 
 def tn_key(tn: str) -> int:
@@ -466,11 +465,6 @@ class InventoryIndex:
             "overlay": self.overlay_size,
             "array_bytes": sum(a.buffer_info()[1] * a.itemsize for a in arrays),
         }
-
-
-def lower(a: str, b: str) -> str:
-    """The lower (weaker) of two attestation levels."""
-    return a if _RANK[a] >= _RANK[b] else b
 
 
 class LiveInventory:

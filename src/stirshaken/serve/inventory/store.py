@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-import io
 import logging
 import threading
 import time
@@ -41,7 +40,6 @@ from sqlalchemy.engine import Connection, Engine
 from stirshaken.core.tn import TNError, canonicalize_tn
 from stirshaken.serve.inventory.index import (
     ATTEST_LEVELS,
-    RECOGNIZER_KINDS,
     Customer,
     InventoryIndex,
     LiveInventory,
