@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN = $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: setup deps services demo testbed test test-fast stress bench bench-core bench-verify bench-serve bench-instructions bench-audit clean
+.PHONY: setup deps services demo testbed test test-fast stress bench bench-core bench-verify bench-serve bench-instructions bench-audit bench-inventory clean
 
 setup: $(VENV)/.installed
 
@@ -53,6 +53,9 @@ bench-instructions: setup
 ## stirshaken audit over a generated capture of 200,000 signed INVITEs vs the warm verifier
 bench-audit: setup
 	$(BIN)/python bench/bench_audit.py
+
+bench-inventory: setup
+	$(BIN)/python bench/bench_inventory.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis build dist src/*.egg-info

@@ -243,7 +243,7 @@ ACME = ('[signing.acme]\ndirectory_url = "https://ca.example/dir"\npa_url = "htt
     ('[server]\nhttp = "127.0.0.1:80"\n[signing]\nspc = "1234"\n' + ACME + "colour = 1\n", "[signing.acme].colour: unknown option (known: ca_bundle, "),
     ('[server]\nhttp = "127.0.0.1:80"\n[signing]\nspc = "1234"\n' + ACME + "where = \"x\"\n", "[signing.acme].where: unknown option"),
     (BASE + "[verification]\ncolour = 1\n", "[verification].colour: unknown option (known: allow_http_x5u, "),
-    (BASE + "[colour]\n", "unknown section [colour] (known: [server], [signing], [verification])"),
+    (BASE + "[colour]\n", "unknown section [colour] (known: [server], [signing], [verification], [inventory])"),
     (BASE + "path = \"x\"\n", "[signing].path: unknown option"),
 ])
 def test_every_table_refuses_unknown_keys(pki: Any, text: str, line: str) -> None:

@@ -567,11 +567,12 @@ def demo(
 
 
 from stirshaken.cli import analysis as _analysis  # noqa: E402
+from stirshaken.cli import inventory as _inventory  # noqa: E402
 from stirshaken.cli import lab as _lab  # noqa: E402
 from stirshaken.cli import pki as _pki  # noqa: E402
 from stirshaken.cli import serve as _serve  # noqa: E402
 
-for _group in (_serve, _pki, _lab, _analysis):
+for _group in (_serve, _pki, _inventory, _lab, _analysis):
     _group.register(app)
 
 

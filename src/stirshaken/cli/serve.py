@@ -22,6 +22,10 @@ def register(app: typer.Typer) -> None:
         try:
             cfg = load_config(config)
             check_config(cfg)
+            if check and cfg.inventory.enabled:
+                from stirshaken.serve.inventory.runtime import check_database
+
+                check_database(cfg.inventory)
         except ConfigError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2)

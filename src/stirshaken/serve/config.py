@@ -9,8 +9,8 @@ the option (``[signing.tenant.2].key: cannot read private key ...``).  The comma
 The schema is one pydantic model per table, in the style of :class:`stirshaken.vs.config.VerifierConfig`
 (which ``[verification]`` extends): :class:`ServerConfig`, :class:`SigningConfig` (whose own signer
 options form the default :class:`TenantConfig`), :class:`TenantConfig` (``[[signing.tenant]]``),
-:class:`CustomerConfig` (``[[...customer]]``), :class:`AcmeSettings` (``[...acme]``), held by
-:class:`Config`.  Each is frozen, refuses unknown options and coerces nothing beyond TOML's needs
+:class:`CustomerConfig` (``[[...customer]]``), :class:`AcmeSettings` (``[...acme]``),
+:class:`InventoryConfig` (``[inventory]``), held by :class:`Config`.  Each is frozen, refuses unknown options and coerces nothing beyond TOML's needs
 (an integer is a float, a list a tuple, one string a list of one); each default is written once,
 in its model (``deterministic`` is :class:`~stirshaken.core.passport.Signer`'s).  Relative paths
 are resolved against the directory of the configuration file, given as the validation context
@@ -50,6 +50,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "CustomerConfig",
+    "InventoryConfig",
     "ServerConfig",
     "SigningConfig",
     "TenantConfig",
@@ -579,6 +580,57 @@ def _signer_table(data: dict[str, Any], loc: tuple[str | int, ...], acme_where: 
     return dict(data, **more)
 
 
+class InventoryConfig(_Model):
+    """``[inventory]``: attestation from a TN inventory and Do-Not-Originate lists held in a
+    database (``serve/inventory/store.py``; SQLite file path or SQLAlchemy URL such as
+    ``postgresql+psycopg://user@host/db``).  Unset ``database``: no inventory, the
+    ``[signing]`` customer tables decide as before.
+
+    * ``unknown_attest``: level for a call from no known customer (ATIS-1000074 §5.2.3 gateway C);
+    * ``caller_attest``: what to do with a level the caller states (REST ``attest``, SIP
+      ``attest_header``): ``"lower"`` the lower of it and the inventory's, ``"caller"`` take it,
+      ``"inventory"`` ignore it;
+    * ``dno_signing``: a call from a DNO number is refused (``"refuse"``: SIP 403 with a Reason,
+      REST 403 POL4003) or attested C and counted (``"sign-c"``), never A or B;
+    * ``dno_verification``: an inbound call with a DNO caller ID is marked (``"mark"``: header,
+      metrics, log) or rejected (``"reject"``) with ``dno_reject_code`` (FCC: 603, 607 or 608);
+    * ``poll_interval`` (s): how often a worker checks the database version (changes also arrive
+      at once by PostgreSQL NOTIFY); ``admin_token_file`` / ``admin_token_env``: the bearer
+      token of the admin REST API (``/admin/v1/...``); without one the admin API is off.
+    """
+
+    database: str = ""
+    unknown_attest: Literal["A", "B", "C"] = "C"
+    caller_attest: Literal["lower", "caller", "inventory"] = "lower"
+    dno_signing: Literal["refuse", "sign-c"] = "refuse"
+    dno_verification: Literal["mark", "reject"] = "mark"
+    dno_reject_code: Literal[603, 607, 608] = 603
+    poll_interval: Annotated[float, _between(0.05, 60, " seconds")] = 1.0
+    admin_token: str = Field("", repr=False)
+    admin_token_file: str = ""
+    admin_token_env: str = ""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_file(cls, data: Any, info: ValidationInfo) -> Any:
+        if isinstance(data, dict):
+            base = _base(info)
+            data = dict(data, admin_token=_secret(data, "admin_token", base, required=False))
+            db = data.get("database")
+            if isinstance(db, str) and db and "://" not in db and base is not None:
+                data["database"] = str(_resolve(base, db))
+        return data
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.database)
+
+    @property
+    def url(self) -> str:
+        """The SQLAlchemy URL of ``database`` (a bare path is a SQLite file)."""
+        return self.database if "://" in self.database else f"sqlite:///{self.database}"
+
+
 class VerificationConfig(VerifierConfig):
     """``[verification]``: every option of :class:`stirshaken.vs.verifier.VerifierConfig` (the same
     model, so the same names, types and defaults) plus the SIP answer policy of the verification
@@ -616,15 +668,16 @@ class Config(_Model):
     server: ServerConfig = Field(default_factory=ServerConfig)
     signing: SigningConfig = Field(default_factory=SigningConfig)
     verification: VerificationConfig = Field(default_factory=VerificationConfig)
+    inventory: InventoryConfig = Field(default_factory=InventoryConfig)
     path: str = ""
 
     @model_validator(mode="before")
     @classmethod
     def _sections(cls, data: Any, info: ValidationInfo) -> Any:
         if isinstance(data, dict) and info.context is not None and "base" in info.context:
-            unknown = sorted(set(data) - {"server", "signing", "verification"})
+            unknown = sorted(set(data) - {"server", "signing", "verification", "inventory"})
             if unknown:
-                raise OptionError((), f"unknown section [{unknown[0]}] (known: [server], [signing], [verification])")
+                raise OptionError((), f"unknown section [{unknown[0]}] (known: [server], [signing], [verification], [inventory])")
         return data
 
     @model_validator(mode="after")
@@ -647,6 +700,7 @@ _TABLES: dict[tuple[type[BaseModel], str], tuple[type[BaseModel], bool, str]] = 
     (Config, "server"): (ServerConfig, False, "server"),
     (Config, "signing"): (SigningConfig, False, "signing"),
     (Config, "verification"): (VerificationConfig, False, "verification"),
+    (Config, "inventory"): (InventoryConfig, False, "inventory"),
     (SigningConfig, "default"): (TenantConfig, False, ""),
     (SigningConfig, "tenant"): (TenantConfig, True, "tenant"),
     (TenantConfig, "customer"): (CustomerConfig, True, "customer"),
@@ -688,7 +742,7 @@ def _describe(exc: ValidationError) -> str:
         model = sub
     if err["type"] == "extra_forbidden":
         if model is Config:
-            return f"unknown section [{loc[-1]}] (known: [server], [signing], [verification])"
+            return f"unknown section [{loc[-1]}] (known: [server], [signing], [verification], [inventory])"
         msg += f" (known: {', '.join(sorted(_toml_keys(model)))})"
     prefix = option_name(f"[{'.'.join(table)}]" if table else "", loc[i:])
     return f"{prefix}: {msg}" if prefix else msg

@@ -176,6 +176,7 @@ class Worker:
         self.verifier: Any = None
         self.signing: Any = None
         self.reload_pending = False
+        self.inventory: Any = None  # serve.inventory.runtime.InventoryRuntime with [inventory]
 
     def reload(self, why: str = "SIGHUP") -> bool:
         """Re-read the signing keys / ACME certificates (SIGHUP or renewal); False if that failed."""
@@ -206,7 +207,14 @@ class Worker:
         s = cfg.server
         limits = self.limits = ConnectionLimits.from_config(cfg)
         self.metrics = Metrics(self.metrics_dir, self.index)
-        signing = self.signing = SigningService(cfg.signing) if cfg.signing.enabled else None
+        if cfg.inventory.enabled:  # loads the current inventory, then follows its changes
+            from stirshaken.serve.inventory.runtime import InventoryRuntime
+
+            self.inventory = InventoryRuntime(cfg.inventory)
+            self.inventory.start()
+            self.metrics.stats_sources.append(self.inventory.live)
+        inv = self.inventory
+        signing = self.signing = SigningService(cfg.signing, inventory=inv.live if inv else None, inventory_cfg=cfg.inventory) if cfg.signing.enabled else None
         if self.reload_pending:
             self.reload_pending = False
             self.reload()
@@ -222,7 +230,7 @@ class Worker:
         if s.http is not None:
             api = RestAPI(signing=signing, verifier=self.verifier, metrics=self.metrics, max_age=cfg.verification.max_age,
                           future_skew=cfg.verification.future_skew, max_body=s.max_body, call_info=call_info,
-                          ready=lambda: self.ready, access_log=s.access_log)
+                          ready=lambda: self.ready, access_log=s.access_log, admin=inv.admin if inv else None)
             if s.inspect and self.verifier is not None:
                 from stirshaken.serve.inspect import WebInspector
 
@@ -247,7 +255,8 @@ class Worker:
                 continue
             svc = SipService(role, metrics=self.metrics, signing=signing if role == "signing" else None,
                              verifier=self.verifier if role == "verification" else None, vcfg=cfg.verification,
-                             call_info=call_info, ttl=s.sip_transaction_ttl, cache_size=s.sip_transaction_cache)
+                             call_info=call_info, ttl=s.sip_transaction_ttl, cache_size=s.sip_transaction_cache,
+                             dno_check=inv.dno_check if inv and role == "verification" else None)
             tcp = _bind(addr, socket.SOCK_STREAM, reuseport=reuse, listen=True)
             udp = self.udp.get(role)
             if udp is None:
@@ -288,6 +297,8 @@ class Worker:
                 pass
         if self.metrics_dir:
             self.metrics.write_snapshot()
+        if self.inventory is not None:
+            self.inventory.close()
 
 
 async def _worker_main(cfg: Config, index: int, udp: dict[str, socket.socket], metrics_dir: str | None, renew: bool = False) -> int:
@@ -454,6 +465,10 @@ def run(cfg: Config) -> int:
                 _probe(a, socket.SOCK_DGRAM)
         udp = _udp_sockets(cfg)
         cfg = _prepare_signers(cfg)
+        if cfg.inventory.enabled:  # one line and status 2 here, not one per worker
+            from stirshaken.serve.inventory.runtime import check_database
+
+            check_database(cfg.inventory)
     except ConfigError as exc:
         for sock in udp.values():
             sock.close()
@@ -638,6 +653,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(a.config)
         check_config(cfg)
+        if a.check and cfg.inventory.enabled:
+            from stirshaken.serve.inventory.runtime import check_database
+
+            check_database(cfg.inventory)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

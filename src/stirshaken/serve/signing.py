@@ -11,6 +11,10 @@
   (``customer_header``); a customer table without ``sources`` is one whose traffic only arrives
   through the trusted SBC, so it is always known.  A caller may instead state the level (REST
   ``attest``, mandatory in ATIS-1000082 §8.2.4.3; SIP ``attest_header``).
+* With an inventory (``[inventory]``, :class:`~stirshaken.serve.inventory.index.LiveInventory`
+  injected by the server process, which alone loads the database), :meth:`SigningService.decide`
+  takes the customer and the A/B/C level from it instead, and a calling number on a
+  Do-Not-Originate list is never attested A or B: refused (:class:`DnoRefused`) or signed C.
 * ``origid`` (RFC 8588 §5) is a new UUID when not given; ``iat`` (RFC 8225 §5.1.1) comes from the
   request or the clock.
 
@@ -28,13 +32,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from stirshaken.serve.config import AcmeSettings, CustomerConfig, SigningConfig, TenantConfig
+from stirshaken.serve.config import AcmeSettings, CustomerConfig, InventoryConfig, SigningConfig, TenantConfig
+from stirshaken.serve.inventory.index import LiveInventory
 from stirshaken.core.errors import StirShakenError
 from stirshaken.core.keys import load_private_key
 from stirshaken.core.passport import Signer
 from stirshaken.core.tn import TNError, canonicalize_tn
 
-__all__ = ["KeyMaterialError", "SigningError", "SigningService", "Tenant", "acme_material", "load_signers"]
+__all__ = ["DnoRefused", "KeyMaterialError", "SigningError", "SigningService", "Tenant", "acme_material", "load_signers"]
 
 ATTEST = frozenset({"A", "B", "C"})
 
@@ -47,6 +52,14 @@ class SigningError(ValueError):
         self.param = param
         self.value = value
         self.message = message
+
+
+class DnoRefused(SigningError):
+    """The calling number is on a Do-Not-Originate list and policy refuses to sign it
+    (``[inventory] dno_signing = "refuse"``): SIP 403 with a Reason, REST 403 POL4003."""
+
+    def __init__(self, tn: str):
+        super().__init__("orig", tn, f"calling number {tn} is on a Do-Not-Originate list")
 
 
 class KeyMaterialError(ValueError):
@@ -115,7 +128,11 @@ class Tenant:
 class SigningService:
     """Chooses tenant and attestation, then signs; one instance per worker process."""
 
-    def __init__(self, cfg: SigningConfig):
+    def __init__(self, cfg: SigningConfig, *, inventory: LiveInventory | None = None, inventory_cfg: InventoryConfig | None = None):
+        self.inventory = inventory
+        self.inventory_cfg = inventory_cfg or InventoryConfig()
+        self._unknown_attest = self.inventory_cfg.unknown_attest
+        self._caller_attest = self.inventory_cfg.caller_attest
         self._build(cfg)
 
     def _build(self, cfg: SigningConfig) -> None:
@@ -209,6 +226,42 @@ class SigningService:
         if any(not c.sources for c in tenant.config.customers):
             return "B"
         return tenant.config.default_attest
+
+    def decide(
+        self,
+        tenant: Tenant,
+        orig_tn: str,
+        *,
+        requested: str | None = None,
+        source_ip: str | None = None,
+        customer: str | None = None,
+        credential: str | None = None,
+    ) -> str:
+        """The attestation to sign canonical ``orig_tn`` with (ATIS-1000074 §5.2.3).
+
+        Without an inventory: ``requested`` (the caller's level) when given, else
+        :meth:`attest_for`.  With one: a DNO number raises :class:`DnoRefused` or gets ``C``
+        (``dno_signing``); otherwise the customer recognised by ``customer`` (header value),
+        ``credential`` (REST bearer token), ``source_ip`` or the tenant gets its own level (A)
+        for its numbers, its other level (B) for the rest, and no customer ``unknown_attest``
+        (C); ``requested`` is then combined per ``caller_attest``."""
+        inv = self.inventory
+        if inv is None:
+            return requested if requested else self.attest_for(tenant, orig_tn, source_ip=source_ip, customer=customer)
+        level = inv.index.level(orig_tn, source_ip, customer, credential, tenant.config.name, self._unknown_attest)
+        if level is None:  # Do-Not-Originate
+            if self.inventory_cfg.dno_signing == "refuse":
+                inv.dno_refused += 1
+                raise DnoRefused(orig_tn)
+            inv.dno_downgraded += 1
+            return "C"
+        if requested:
+            mode = self._caller_attest
+            if mode == "lower":
+                return requested if requested > level else level  # "A" < "B" < "C": the larger letter is the weaker level
+            if mode == "caller":
+                return requested
+        return level
 
     # --- signing --------------------------------------------------------------------------------
 

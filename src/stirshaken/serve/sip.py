@@ -44,7 +44,7 @@ from stirshaken.serve.limits import ConnectionGuard, ConnectionLimits, peer_ip
 from stirshaken.serve.config import SigningConfig, VerificationConfig
 from stirshaken.core.errors import SIP_REASONS, VERSTAT_NONE
 from stirshaken.serve.metrics import Metrics
-from stirshaken.serve.signing import ATTEST, SigningError, SigningService
+from stirshaken.serve.signing import ATTEST, DnoRefused, SigningError, SigningService
 from stirshaken.core.tn import TNError, canonicalize_tn
 
 log = logging.getLogger("stirshaken.core.sip")
@@ -214,6 +214,7 @@ class SipService:
         call_info: Callable[..., Any] | None = None,
         ttl: float = 32.0,
         cache_size: int = 65536,
+        dno_check: Callable[[Any], Any] | None = None,
     ):
         self.role = role
         self.metrics = metrics
@@ -222,6 +223,7 @@ class SipService:
         self.vcfg = vcfg or VerificationConfig()
         self.call_info = call_info
         self.cache = TransactionCache(ttl, cache_size)
+        self.dno_check = dno_check  # verification: (call) -> None or (reject code or None, header) for a DNO caller ID
         scfg = signing.cfg if signing else SigningConfig()  # no signer: the [signing] defaults (unused)
         self.attest_header = scfg.attest_header
         self.tenant_header = scfg.tenant_header
@@ -398,9 +400,11 @@ class SipService:
         except SigningError as exc:
             return self._reply(req, 403, "Forbidden", [("Warning", f'399 stirshaken "{exc.message[:100]}"')])
         attest = (h.get(self.attest_header) or "").strip().upper() if self.attest_header else ""
-        if attest not in ATTEST:
-            src = peer[0] if peer else None
-            attest = svc.attest_for(tenant, orig, source_ip=src, customer=h.get(self.customer_header) if self.customer_header else None)
+        try:  # the caller's level, else policy; with an inventory, from it (and never A/B for a DNO number)
+            attest = svc.decide(tenant, orig, requested=attest if attest in ATTEST else None, source_ip=peer[0] if peer else None,
+                                customer=h.get(self.customer_header) if self.customer_header else None)
+        except DnoRefused:
+            return self._reply(req, 403, "Forbidden", [("Reason", 'SIP;cause=403;text="Calling number is on a Do-Not-Originate list"')])
         iat = None
         date = h.get("Date")
         if date:
@@ -449,6 +453,11 @@ class SipService:
         self.metrics.inc("stirshaken_verified_total", (("interface", "sip"), ("verstat", result.verstat), ("reason", str(code or 0))))
         self.metrics.observe("sip_verify", time.perf_counter() - t0)
         reason_hdr = [("Reason", result.reason_header)] if result.reason_header else []
+        dno = self.dno_check(call) if self.dno_check is not None else None
+        if dno is not None:  # Do-Not-Originate caller ID: rejected (FCC: 603/607/608) or marked
+            if dno[0]:
+                return self._reply(req, dno[0], _DNO_REASONS[dno[0]], [("Reason", f'SIP;cause={dno[0]};text="Do-Not-Originate number"')])
+            reason_hdr.append(dno[1])
         reject = code is not None and (self.vcfg.rejects(code) or (code == 428 and self.vcfg.require_identity))
         if reject:
             assert code is not None
@@ -468,6 +477,9 @@ class SipService:
         if result.attest:
             extra.append(("X-Attestation", result.attest))
         return self._reply(req, 302, "Moved Temporarily", extra + reason_hdr)
+
+
+_DNO_REASONS = {603: "Decline", 607: "Unwanted", 608: "Rejected"}
 
 
 def _strip_tag(value: str) -> str:

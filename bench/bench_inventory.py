@@ -1,0 +1,314 @@
+#!/usr/bin/env python3
+"""Attestation from a TN inventory at scale: memory per TN, lookup cost, signing throughput with
+and without the inventory (one run), and bulk import time.
+
+    .venv/bin/python bench/bench_inventory.py [--tns 10000000] [--dno 1000000] [--import-tns 1000000]
+                                              [--seconds 1] [--rounds 5] [--pg URL] [--db-load]
+
+* memory   = resident-set growth of the process while the index of ``--tns`` TNs (sorted
+             ``array('Q')`` + ``array('I')`` of holders), 1,000 ranges and ``--dno`` DNO numbers
+             is built, divided by the TN count (and the arrays' own bytes);
+* lookup   = :meth:`SigningService.decide` per call with the inventory (DNO check, customer by
+             source address, holder lookup) against the same call without it (``attest_for`` from
+             the ``[signing]`` customer table);
+* signing  = ``decide`` + ``sign`` (full Identity header, ES256) per second, interleaved rounds
+             with and without the inventory; the median ratio is compared with 0.95;
+* rest     = the same through :meth:`RestAPI.handle` (ATIS-1000082 signing request parsed,
+             checked, signed, answered; the caller recognised by its bearer credential);
+* instructions (``--instructions``, needs valgrind): callgrind's count per REST signing request
+             with and without the inventory (real ES256 included) — timings on a shared VM drift,
+             counts do not, so this is the stable form of the "within 5 %" comparison;
+* import   = ``stirshaken tn import``'s store path for ``--import-tns`` CSV rows into a fresh
+             SQLite file (and PostgreSQL with ``--pg``), one transaction;
+* ``--db-load``: also import ``--tns`` rows into SQLite and time a worker's full load of them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import statistics
+import sys
+import tempfile
+import time
+from array import array
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
+
+from stirshaken.serve.config import CustomerConfig, InventoryConfig, SigningConfig, TenantConfig  # noqa: E402
+from stirshaken.serve.inventory.index import Customer, InventoryIndex, LiveInventory  # noqa: E402
+from stirshaken.serve.signing import SigningService  # noqa: E402
+
+BASE = 12000000000  # TNs 1200000000x.. as 11-digit NANP numbers
+STEP = 7
+
+
+def rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def build_index(n_tns: int, n_dno: int, customers: int = 1000) -> tuple[InventoryIndex, float, int]:
+    gc.collect()
+    before = rss()
+    t0 = time.perf_counter()
+    first = int("1" + str(BASE))
+    tns = array("Q", range(first, first + n_tns * STEP, STEP))
+    holders = array("I", range(1, customers + 1)) * (n_tns // customers + 1)
+    del holders[n_tns:]
+    dno = array("Q", range(first + 3, first + 3 + n_dno * STEP * 10, STEP * 10))  # every 10th TN's neighbour
+    rfirst = int("1" + "13035550000")
+    ranges = [(rfirst + i * 10000, rfirst + i * 10000 + 9999, i % customers + 1) for i in range(1000)]
+    custs = [Customer(i, f"c{i}") for i in range(1, customers + 1)]
+    recs = [(i, "source", f"10.{i // 256}.{i % 256}.0/24") for i in range(1, customers + 1)]
+    idx = InventoryIndex.build(version=1, customers=custs, recognizers=recs, tns=tns, holders=holders, ranges=ranges, dno=dno)
+    secs = time.perf_counter() - t0
+    gc.collect()
+    return idx, secs, rss() - before
+
+
+_KEY = ec.generate_private_key(ec.SECP256R1())  # one key for every side compared
+
+
+def service(inventory: LiveInventory | None) -> SigningService:
+    key = _KEY
+    cust = CustomerConfig(name="c1", sources=("10.0.1.0/24",), tns=("1200",))
+    t = TenantConfig.model_construct(name="default", key=key, key_path="", x5u="https://cr.example.net/sp.pem", spc="1234", tns=(),
+                                     customers=(cust,), default_attest="C", acme=None)
+    cfg = SigningConfig.model_construct(**{**SigningConfig().__dict__, "default": t})
+    return SigningService(cfg, inventory=inventory, inventory_cfg=InventoryConfig(dno_signing="sign-c"))  # DNO calls signed C
+
+
+def calls(n: int) -> list[tuple[str, str]]:
+    """(calling TN, source IP): held TNs, DNO numbers, unknown numbers, range numbers."""
+    out = []
+    for i in range(n):
+        kind = i % 4
+        ip = f"10.0.{i % 200}.{i % 250 + 1}"
+        if kind == 0:  # held by the calling customer (recognised by its source network): A
+            j = i * 7919 % 1000000
+            tn = str(BASE + j * STEP)
+            cid = j % 1000 + 1
+            ip = f"10.{cid // 256}.{cid % 256}.{i % 250 + 1}"
+        elif kind == 1:
+            tn = str(BASE + 1 + (i % 1000) * STEP)
+        elif kind == 2:
+            tn = str(13035550000 + i % 10000000)
+        else:
+            tn = str(BASE + 3 + (i % 1000) * STEP * 10)  # DNO
+        out.append((tn, ip))
+    return out
+
+
+def rate(svc: SigningService, work: list[tuple[str, str]], seconds: float) -> float:
+    tenant = svc.default
+    decide, sign = svc.decide, svc.sign
+    dest = ["12155551213"]
+    n = 0
+    t0 = time.perf_counter()
+    end = t0 + seconds
+    while True:
+        for tn, ip in work:
+            attest = decide(tenant, tn, source_ip=ip)
+            sign(tenant, orig=tn, dest=dest, attest=attest)
+        n += len(work)
+        now = time.perf_counter()
+        if now >= end:
+            return n / (now - t0)
+
+
+def decide_cost(svc: SigningService, work: list[tuple[str, str]], reps: int = 20) -> float:
+    tenant = svc.default
+    decide = svc.decide
+    best = float("inf")
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        for tn, ip in work:
+            decide(tenant, tn, source_ip=ip)
+        best = min(best, (time.perf_counter() - t0) / len(work))
+    return best
+
+
+def bench_import(url: str, n: int) -> float:
+    from stirshaken.serve.inventory.store import InventoryStore
+
+    st = InventoryStore(url)
+    st.put_customer("acme")
+    st.put_customer("bob")
+    lines = ["tn,customer\n"] + [f"1{415 + i // 10000000}{i % 10000000:07d},{'acme' if i % 3 else 'bob'}\n" for i in range(n)]
+    t0 = time.perf_counter()
+    st.import_tns(lines, replace=True)
+    secs = time.perf_counter() - t0
+    st.close()
+    return secs
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--tns", type=int, default=10_000_000)
+    ap.add_argument("--dno", type=int, default=1_000_000)
+    ap.add_argument("--import-tns", type=int, default=1_000_000)
+    ap.add_argument("--seconds", type=float, default=1.0)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--pg", default="", help="also time the import into this PostgreSQL URL (tables inv_* are written)")
+    ap.add_argument("--db-load", action="store_true")
+    ap.add_argument("--instructions", action="store_true", help="also count instructions per REST request with callgrind")
+    ap.add_argument("--loop", nargs=2, help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.loop:
+        _loop(a.loop[0], int(a.loop[1]), a.tns, a.dno)
+        return 0
+
+    idx, build_s, grown = build_index(a.tns, a.dno)
+    st = idx.stats()
+    print(f"index: {st['tns']:,} TNs, {st['ranges']:,} ranges, {st['dno']:,} DNO, {st['customers']:,} customers; built in {build_s:.1f} s")
+    print(f"memory: RSS +{grown / 1e6:.0f} MB = {grown / a.tns:.1f} B per TN (DNO included); "
+          f"arrays {st['array_bytes'] / 1e6:.0f} MB: TN+holder {12:.0f} B/TN, DNO 8 B/number")
+
+    live = LiveInventory(idx)
+    with_inv = service(live)
+    without = service(None)
+    work = calls(2000)
+    c_with = decide_cost(with_inv, work)
+    c_without = decide_cost(without, work)
+    print(f"decide per call: {c_with * 1e6:.2f} µs with the inventory, {c_without * 1e6:.2f} µs without (config prefixes); "
+          f"holder lookup alone {decide_holder(idx) * 1e6:.2f} µs")
+    levels: dict[str, int] = {}
+    for tn, ip in work:
+        lv = with_inv.decide(with_inv.default, tn, source_ip=ip)
+        levels[lv] = levels.get(lv, 0) + 1
+    print(f"decisions on the mix (held / other customer's / unknown / DNO numbers): {dict(sorted(levels.items()))}")
+    work_s = work
+    rates_w, rates_wo, ratios = [], [], []
+    for _ in range(a.rounds):
+        r0 = rate(without, work_s, a.seconds)
+        r1 = rate(with_inv, work_s, a.seconds)
+        rates_wo.append(r0)
+        rates_w.append(r1)
+        ratios.append(r1 / r0)
+    med = statistics.median(ratios)
+    print(f"signing (decide + sign): {statistics.median(rates_wo):,.0f}/s without, {statistics.median(rates_w):,.0f}/s with the inventory; "
+          f"ratio {med:.3f} (target >= 0.95: {'OK' if med >= 0.95 else 'MISSED'})")
+
+    rest_ratio(idx, a.seconds, a.rounds)
+    if a.instructions:
+        instructions(min(a.tns, 1_000_000), min(a.dno, 100_000))
+
+    with tempfile.TemporaryDirectory() as d:
+        secs = bench_import(f"sqlite:///{d}/inv.db", a.import_tns)
+        print(f"import {a.import_tns:,} TNs into SQLite: {secs:.1f} s (target <= 60 s: {'OK' if secs <= 60 else 'MISSED'})")
+        if a.pg:
+            secs = bench_import(a.pg, a.import_tns)
+            print(f"import {a.import_tns:,} TNs into PostgreSQL: {secs:.1f} s")
+        if a.db_load:
+            from stirshaken.serve.inventory.store import InventoryStore
+
+            secs = bench_import(f"sqlite:///{d}/big.db", a.tns)
+            st2 = InventoryStore(f"sqlite:///{d}/big.db")
+            t0 = time.perf_counter()
+            loaded = st2.load_index()
+            print(f"import {a.tns:,} TNs into SQLite: {secs:.1f} s; a worker loads them in {time.perf_counter() - t0:.1f} s "
+                  f"({loaded.stats()['tns']:,} TNs)")
+    return 0
+
+
+def rest_apis(idx: InventoryIndex) -> tuple[Any, LiveInventory, dict[str, str], list[bytes]]:
+    """One RestAPI (one key, one signer) and the inventory to attach to its signing service
+    (``api.signing.inventory = live`` or ``None``); the REST caller is customer 7 (bearer token)."""
+    import hashlib
+
+    import orjson
+
+    from stirshaken.serve.metrics import Metrics
+    from stirshaken.serve.rest import RestAPI
+
+    live = LiveInventory(InventoryIndex.build(
+        version=1, customers=list(idx.customers.values()), recognizers=[(7, "credential", hashlib.sha256(b"tok").hexdigest())],
+        tns=idx.tns, holders=idx.holders, ranges=list(zip(idx.range_starts, idx.range_ends, idx.range_holders)), dno=idx.dno))
+    headers = {"content-type": "application/json", "authorization": "Bearer tok"}
+    bodies = [orjson.dumps({"signingRequest": {"attest": "A", "orig": {"tn": tn}, "dest": {"tn": ["12155551213"]}, "iat": 0}})
+              for tn, _ in calls(400)]
+    return RestAPI(signing=service(None), verifier=None, metrics=Metrics()), live, headers, bodies
+
+
+def rest_run(api: Any, headers: dict[str, str], bodies: list[bytes], n: int) -> None:
+    from stirshaken.serve.rest import SIGNING_PATH
+
+    iat = b'"iat":%d' % int(time.time())
+    for i in range(n):
+        r = api.handle("POST", SIGNING_PATH, headers, bodies[i % len(bodies)].replace(b'"iat":0', iat), True)
+        assert r[0] == 200, r
+
+
+def rest_ratio(idx: InventoryIndex, seconds: float, rounds: int) -> None:
+    """Requests per CPU second through RestAPI.handle, rounds alternating which side goes first."""
+    api, live, headers, bodies = rest_apis(idx)
+
+    def run(inv: LiveInventory | None) -> float:
+        api.signing.inventory = inv
+        n = 0
+        t0 = time.process_time()
+        while True:
+            rest_run(api, headers, bodies, 400)
+            n += 400
+            if time.process_time() - t0 >= seconds:
+                return n / (time.process_time() - t0)
+
+    ratios, wo, w = [], [], []
+    for i in range(rounds * 2):
+        if i % 2:
+            r1, r0 = run(live), run(None)
+        else:
+            r0, r1 = run(None), run(live)
+        wo.append(r0)
+        w.append(r1)
+        ratios.append(r1 / r0)
+    med = statistics.median(ratios)
+    print(f"REST signing (RestAPI.handle, per CPU second): {statistics.median(wo):,.0f}/s without, {statistics.median(w):,.0f}/s with "
+          f"the inventory; ratio {med:.3f}, range {min(ratios):.2f}-{max(ratios):.2f} (target >= 0.95: {'OK' if med >= 0.95 else 'MISSED'})")
+
+
+def _loop(mode: str, n: int, tns: int, dno: int) -> None:
+    """The program counted under callgrind: ``n`` REST signing requests."""
+    idx, _, _ = build_index(tns, dno)
+    api, live, headers, bodies = rest_apis(idx)
+    api.signing.inventory = live if mode == "with" else None
+    rest_run(api, headers, bodies, n)
+
+
+def instructions(tns: int, dno: int, calls_n: int = 1600) -> None:
+    import re
+    import subprocess
+
+    def count(mode: str, n: int) -> int:
+        p = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable, __file__, "--loop", mode, str(n),
+                            "--tns", str(tns), "--dno", str(dno)], capture_output=True, text=True, env={**os.environ, "PYTHONHASHSEED": "0"})
+        m = re.search(r"Collected : (\d+)", p.stderr)
+        if p.returncode != 0 or m is None:
+            raise SystemExit(f"callgrind run failed:\n{p.stderr[-2000:]}")
+        return int(m.group(1))
+
+    per = {mode: (count(mode, 1 + calls_n) - count(mode, 1)) / calls_n for mode in ("without", "with")}
+    print(f"instructions per REST signing request (callgrind, {tns:,} TNs): {per['without']:,.0f} without, {per['with']:,.0f} with the "
+          f"inventory (+{per['with'] - per['without']:,.0f}, ratio {per['without'] / per['with']:.3f})")
+
+
+def decide_holder(idx: InventoryIndex) -> float:
+    tns = [str(BASE + (i * 7919 % 1000000) * STEP) for i in range(2000)]
+    holder = idx.holder
+    best = float("inf")
+    for _ in range(20):
+        t0 = time.perf_counter()
+        for tn in tns:
+            holder(tn)
+        best = min(best, (time.perf_counter() - t0) / len(tns))
+    return best
+
+
+if __name__ == "__main__":
+    sys.exit(main())

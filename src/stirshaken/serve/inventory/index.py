@@ -1,0 +1,505 @@
+"""The in-memory TN inventory and Do-Not-Originate index of one worker (stdlib only).
+
+The attestation decision of an originating provider (ATIS-1000074 §5.2.3) needs, per call, two
+questions answered in well under a microsecond against millions of numbers:
+
+* *who holds this calling number?* — :meth:`InventoryIndex.holder`;
+* *is it on a Do-Not-Originate list?* — :meth:`InventoryIndex.is_dno` (FCC 17-151, 47 CFR
+  §64.1200(k)(1): a provider may block, and must not originate as legitimate, calls from numbers
+  that are invalid, unallocated, unassigned or that their subscriber asked not to be used as
+  caller ID).
+
+Layout (memory per TN, measured by ``bench/bench_inventory.py``):
+
+* TNs as integers :func:`tn_key` (``int("1" + digits)``: numbers of different lengths never
+  collide, ``0123`` and ``123`` stay apart) in a sorted ``array('Q')`` (8 bytes) with the
+  holding customer's id in a parallel ``array('I')`` (4 bytes): 12 bytes per TN, found with
+  :func:`bisect.bisect_left` (C code on the buffer);
+* TN ranges (``start``–``end``, same length, not overlapping) as three parallel arrays, found
+  with :func:`bisect.bisect_right` on the starts;
+* DNO numbers in a sorted ``array('Q')`` (8 bytes per number);
+* changes since the arrays were built in small overlay dicts/sets (:meth:`with_changes`), so a
+  live change costs a dict copy of the overlay, not a rebuild of the arrays; the owner of the
+  index rebuilds them (full reload) when the overlay grows large.
+
+Customers are recognised (:meth:`InventoryIndex.customer_for`) by the SIP source address (longest
+matching network), a trunk/customer header value, the REST caller's bearer credential (stored as
+its SHA-256) or the signing tenant.  An index is immutable once built: a worker swaps a new one in
+(:class:`LiveInventory`), so a request never sees half a change.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from array import array
+from bisect import bisect_left, bisect_right
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping
+
+__all__ = [
+    "ATTEST_LEVELS",
+    "Customer",
+    "InventoryIndex",
+    "LiveInventory",
+    "RECOGNIZER_KINDS",
+    "credential_hash",
+    "key_tn",
+    "parse_range",
+    "tn_key",
+]
+
+ATTEST_LEVELS = ("A", "B", "C")
+#: how a customer is recognised: SIP source address/network, customer (trunk) header value, REST
+#: bearer credential (SHA-256 hex), signing tenant name
+RECOGNIZER_KINDS = ("source", "header", "credential", "tenant")
+
+
+def tn_key(tn: str) -> int:
+    """The integer key of a canonical TN (RFC 8224 §8.3 digits): ``int("1" + tn)``.
+
+    Raises :class:`ValueError` when ``tn`` is not 1-18 ASCII digits."""
+    if not (0 < len(tn) <= 18 and tn.isascii() and tn.isdigit()):
+        raise ValueError(f"{tn!r} is not a telephone number (1-18 digits)")
+    return int("1" + tn)
+
+
+def key_tn(key: int) -> str:
+    """The TN of a :func:`tn_key` key."""
+    return str(key)[1:]
+
+
+def parse_range(text: str) -> tuple[int, int]:
+    """``"12155550000-12155559999"`` (both ends included, same length) as two keys.
+
+    Raises :class:`ValueError` with the problem."""
+    start, sep, end = text.partition("-")
+    start, end = start.strip(), end.strip()
+    if not sep or not start or not end:
+        raise ValueError(f"{text!r} is not a range start-end")
+    if len(start) != len(end):
+        raise ValueError(f"range {text!r}: both ends must have the same number of digits")
+    a, b = tn_key(start), tn_key(end)
+    if b < a:
+        raise ValueError(f"range {text!r}: end before start")
+    return a, b
+
+
+def credential_hash(token: str) -> str:
+    """How a REST credential is stored and looked up: SHA-256 hex of the bearer token."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Customer:
+    """A customer of the originating provider: ``own`` is its attestation for numbers it holds
+    (``A`` by default), ``other`` for numbers it does not (``B``); a gateway customer has
+    ``C``/``C``.  ``tenant`` (optional) restricts it to calls signed for that tenant."""
+
+    id: int
+    name: str
+    tenant: str | None = None
+    own: str = "A"
+    other: str = "B"
+
+
+@dataclass(frozen=True)
+class _Sources:
+    """Networks → customer id, one dict per (IP version, prefix length), longest prefix first."""
+
+    tables: tuple[tuple[int, int, dict[int, int]], ...] = ()
+    #: source address -> customer id of recent calls (a provider has few SBC/trunk addresses)
+    cache: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, items: Iterable[tuple[str, int]]) -> _Sources:
+        by: dict[tuple[int, int], dict[int, int]] = {}
+        for text, cid in items:
+            net = ipaddress.ip_network(text, strict=False)
+            by.setdefault((net.version, net.prefixlen), {})[int(net.network_address)] = cid
+        tables = tuple((v, plen, d) for (v, plen), d in sorted(by.items(), key=lambda kv: -kv[0][1]))
+        return cls(tables)
+
+    def find(self, ip: str) -> int:
+        cid = self.cache.get(ip)
+        if cid is not None:
+            return cid
+        cid = self._find(ip)
+        if len(self.cache) >= 65536:
+            self.cache.clear()
+        self.cache[ip] = cid
+        return cid
+
+    def _find(self, ip: str) -> int:
+        try:
+            addr = ipaddress.ip_address(ip)
+        except ValueError:
+            return 0
+        v, n = addr.version, int(addr)
+        width = 32 if v == 4 else 128
+        for tv, plen, d in self.tables:
+            if tv == v:
+                cid = d.get((n >> (width - plen)) << (width - plen))
+                if cid is not None:
+                    return cid
+        return 0
+
+
+#: keys per block of the two-level search (32 keys = 256 bytes = 4 cache lines); the list of
+#: every 32nd key costs ≈ 40 / 32 = 1.25 bytes per TN
+BLOCK = 32
+
+
+def _find(top: list, big: array, k: int) -> int:
+    """Index of ``k`` in sorted ``big`` (``top`` = ``big[::BLOCK]``), or -1."""
+    j = bisect_right(top, k)
+    if not j:
+        return -1
+    lo = (j - 1) * BLOCK
+    hi = lo + BLOCK
+    if hi > len(big):
+        hi = len(big)
+    i = bisect_left(big, k, lo, hi)
+    return i if i < hi and big[i] == k else -1
+
+
+@dataclass(frozen=True, eq=False, slots=True)
+class InventoryIndex:
+    """One immutable snapshot of the inventory at ``version`` (see the module docstring).
+
+    Build it with :meth:`build`; apply live changes with :meth:`with_changes`."""
+
+    version: int = 0
+    customers: Mapping[int, Customer] = field(default_factory=dict)
+    tns: array = field(default_factory=lambda: array("Q"))
+    holders: array = field(default_factory=lambda: array("I"))
+    range_starts: array = field(default_factory=lambda: array("Q"))
+    range_ends: array = field(default_factory=lambda: array("Q"))
+    range_holders: array = field(default_factory=lambda: array("I"))
+    dno: array = field(default_factory=lambda: array("Q"))
+    #: overlay: TN key -> customer id (0: removed since the arrays were built)
+    tn_changes: Mapping[int, int] = field(default_factory=dict)
+    #: overlay: DNO key -> listed (True) or removed (False)
+    dno_changes: Mapping[int, bool] = field(default_factory=dict)
+    sources: _Sources = field(default_factory=_Sources)
+    by_header: Mapping[str, int] = field(default_factory=dict)
+    by_credential: Mapping[str, int] = field(default_factory=dict)
+    by_tenant: Mapping[str, int] = field(default_factory=dict)
+    by_name: Mapping[str, int] = field(default_factory=dict)
+    #: every :data:`BLOCK`-th key of ``tns`` / ``dno`` as a list of ints: the first search runs in
+    #: this small list (no int object made per probe, mostly in the CPU cache), then one block of
+    #: the big array (5 probes), instead of ~24 probes over the whole array
+    tns_top: list = field(default_factory=list)
+    dno_top: list = field(default_factory=list)
+    #: one bit per ``key % (8 * len)`` of every DNO number (16 bits per number, at least 64 KiB):
+    #: most calling numbers are not on a list and are cleared by one byte test (≈ 95 %)
+    dno_bits: bytearray = field(default_factory=bytearray)
+    #: REST credential (the token as sent) -> customer id, so that a token is hashed once
+    _cred_cache: dict[str, int] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        if len(self.tns_top) * BLOCK < len(self.tns):
+            object.__setattr__(self, "tns_top", self.tns[::BLOCK].tolist())
+        if len(self.dno_top) * BLOCK < len(self.dno):
+            object.__setattr__(self, "dno_top", self.dno[::BLOCK].tolist())
+        if not self.dno_bits:
+            bits = bytearray(max(65536, 2 * len(self.dno)))
+            n = 8 * len(bits)
+            for k in self.dno:
+                h = k % n
+                bits[h >> 3] |= 1 << (h & 7)
+            object.__setattr__(self, "dno_bits", bits)
+
+    # --- building -----------------------------------------------------------------------------
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        version: int,
+        customers: Iterable[Customer],
+        recognizers: Iterable[tuple[int, str, str]] = (),
+        tns: array | None = None,
+        holders: array | None = None,
+        ranges: Iterable[tuple[int, int, int]] = (),
+        dno: array | None = None,
+    ) -> InventoryIndex:
+        """An index from sorted arrays (``tns`` ascending with their ``holders``; ``dno``
+        ascending), ``ranges`` as ``(start key, end key, customer id)`` and ``recognizers`` as
+        ``(customer id, kind, value)``.  Raises :class:`ValueError` for unsorted arrays or
+        overlapping ranges."""
+        custs = {c.id: c for c in customers}
+        tns = tns if tns is not None else array("Q")
+        holders = holders if holders is not None else array("I")
+        if len(tns) != len(holders):
+            raise ValueError("tns and holders differ in length")
+        rs = sorted(ranges)
+        for (a0, b0, _), (a1, _b1, _) in zip(rs, rs[1:]):
+            if a1 <= b0:
+                raise ValueError(f"ranges {key_tn(a0)}-{key_tn(b0)} and {key_tn(a1)}-... overlap")
+        src: list[tuple[str, int]] = []
+        header: dict[str, int] = {}
+        cred: dict[str, int] = {}
+        tenant: dict[str, int] = {}
+        for cid, kind, value in recognizers:
+            if kind == "source":
+                src.append((value, cid))
+            elif kind == "header":
+                header[value.strip().lower()] = cid
+            elif kind == "credential":
+                cred[value.lower()] = cid
+            elif kind == "tenant":
+                tenant[value.strip().lower()] = cid
+        return cls(
+            version=version,
+            customers=custs,
+            tns=tns,
+            holders=holders,
+            range_starts=array("Q", (r[0] for r in rs)),
+            range_ends=array("Q", (r[1] for r in rs)),
+            range_holders=array("I", (r[2] for r in rs)),
+            dno=dno if dno is not None else array("Q"),
+            sources=_Sources.build(src),
+            by_header=header,
+            by_credential=cred,
+            by_tenant=tenant,
+            by_name={c.name.lower(): c.id for c in custs.values()},
+        )
+
+    def with_changes(self, version: int, tn_changes: Mapping[int, int] = {}, dno_changes: Mapping[int, bool] = {}) -> InventoryIndex:
+        """A new index with these TN (key → customer id, 0 removed) and DNO (key → listed)
+        changes on top; the arrays are shared."""
+        tc = dict(self.tn_changes)
+        tc.update(tn_changes)
+        dc = dict(self.dno_changes)
+        dc.update(dno_changes)
+        return InventoryIndex(
+            version=version, customers=self.customers, tns=self.tns, holders=self.holders, range_starts=self.range_starts,
+            range_ends=self.range_ends, range_holders=self.range_holders, dno=self.dno, tn_changes=tc, dno_changes=dc,
+            sources=self.sources, by_header=self.by_header, by_credential=self.by_credential, by_tenant=self.by_tenant,
+            by_name=self.by_name, tns_top=self.tns_top, dno_top=self.dno_top, dno_bits=self.dno_bits,
+        )
+
+    @property
+    def overlay_size(self) -> int:
+        return len(self.tn_changes) + len(self.dno_changes)
+
+    # --- lookups (the signing hot path) ---------------------------------------------------------
+
+    def holder(self, tn: str) -> int:
+        """Id of the customer holding canonical ``tn`` (a single TN first, then a range); 0: none."""
+        try:
+            k = int("1" + tn)
+        except ValueError:
+            return 0
+        return self.holder_key(k)
+
+    def holder_key(self, k: int) -> int:
+        """:meth:`holder` of a :func:`tn_key` key."""
+        if self.tn_changes:
+            c = self.tn_changes.get(k)
+            if c is not None:
+                return c if c else self._range(k)
+        i = _find(self.tns_top, self.tns, k)
+        if i >= 0:
+            return self.holders[i]
+        return self._range(k)
+
+    def _range(self, k: int) -> int:
+        starts = self.range_starts
+        if not starts:
+            return 0
+        i = bisect_right(starts, k) - 1
+        if i >= 0 and k <= self.range_ends[i]:
+            return self.range_holders[i]
+        return 0
+
+    def is_dno(self, tn: str) -> bool:
+        """Whether canonical ``tn`` is on a Do-Not-Originate list."""
+        try:
+            k = int("1" + tn)
+        except ValueError:
+            return False
+        return self.is_dno_key(k)
+
+    def is_dno_key(self, k: int) -> bool:
+        """:meth:`is_dno` of a :func:`tn_key` key."""
+        if self.dno_changes:
+            d = self.dno_changes.get(k)
+            if d is not None:
+                return d
+        bits = self.dno_bits
+        h = k % (len(bits) << 3)
+        if not bits[h >> 3] & (1 << (h & 7)):
+            return False
+        return _find(self.dno_top, self.dno, k) >= 0
+
+    def customer_for(
+        self, *, source_ip: str | None = None, header: str | None = None, credential: str | None = None, tenant: str | None = None
+    ) -> Customer | None:
+        """The calling customer: customer header value, then REST credential (the bearer token
+        itself; hashed here), then SIP source address, then the signing tenant; None: unknown.
+        A customer bound to a tenant is only recognised for calls signed for that tenant."""
+        cid = 0
+        if header:
+            cid = self.by_header.get(header.strip().lower(), 0)
+        if not cid and credential and self.by_credential:
+            cid = self._cred_cache.get(credential, -1)
+            if cid < 0:
+                cid = self.by_credential.get(credential_hash(credential), 0)
+                if len(self._cred_cache) >= 4096:
+                    self._cred_cache.clear()
+                self._cred_cache[credential] = cid
+        if not cid and source_ip and self.sources.tables:
+            cid = self.sources.find(source_ip)
+        if not cid and tenant and self.by_tenant:
+            cid = self.by_tenant.get(tenant.lower(), 0)
+        if not cid:
+            return None
+        c = self.customers.get(cid)
+        if c is not None and c.tenant and tenant and c.tenant.lower() != tenant.lower():
+            return None
+        return c
+
+    def attest(self, customer: Customer | None, tn: str, unknown: str = "C") -> str:
+        """ATIS-1000074 §5.2.3 from the inventory: the customer's ``own`` level (A) when it holds
+        ``tn``, its ``other`` level (B) when not, ``unknown`` (C) without a customer."""
+        if customer is None:
+            return unknown
+        return customer.own if self.holder(tn) == customer.id else customer.other
+
+    def level(self, tn: str, source_ip: str | None, header: str | None, credential: str | None, tenant: str | None, unknown: str) -> str | None:
+        """The signing hot path in one call (no nested Python calls in the usual case): None
+        when ``tn`` is on a DNO list, else :meth:`attest` of :meth:`customer_for`.  Same rules
+        as those two methods, written out for speed (bisect and dict lookups only)."""
+        try:
+            k = int("1" + tn)
+        except ValueError:
+            k = 0
+        if k:
+            # DNO: overlay, bitmap filter, then the two-level search
+            d = self.dno_changes.get(k) if self.dno_changes else None
+            if d is None:
+                bits = self.dno_bits
+                h = k % (len(bits) << 3)
+                if bits[h >> 3] & (1 << (h & 7)):
+                    top = self.dno_top
+                    j = bisect_right(top, k)
+                    if j:
+                        big = self.dno
+                        lo = (j - 1) * BLOCK
+                        hi = min(lo + BLOCK, len(big))
+                        i = bisect_left(big, k, lo, hi)
+                        if i < hi and big[i] == k:
+                            return None
+            elif d:
+                return None
+        cid = 0
+        if header:
+            cid = self.by_header.get(header.strip().lower(), 0)
+        if not cid and credential and self.by_credential:
+            cid = self._cred_cache.get(credential, -1)
+            if cid < 0:
+                cid = self.by_credential.get(credential_hash(credential), 0)
+                if len(self._cred_cache) >= 4096:
+                    self._cred_cache.clear()
+                self._cred_cache[credential] = cid
+        if not cid and source_ip and self.sources.tables:
+            cid = self.sources.find(source_ip)
+        if not cid and tenant and self.by_tenant:
+            cid = self.by_tenant.get(tenant.lower(), 0)
+        if not cid:
+            return unknown
+        c = self.customers.get(cid)
+        if c is None:
+            return unknown
+        if c.tenant and tenant and c.tenant.lower() != tenant.lower():
+            return unknown
+        if not k:
+            return c.other
+        # holder: overlay, the two-level search, then the ranges
+        holder = self.tn_changes.get(k) if self.tn_changes else None
+        if holder is None:
+            holder = 0
+            top = self.tns_top
+            j = bisect_right(top, k)
+            if j:
+                big = self.tns
+                lo = (j - 1) * BLOCK
+                hi = min(lo + BLOCK, len(big))
+                i = bisect_left(big, k, lo, hi)
+                if i < hi and big[i] == k:
+                    holder = self.holders[i]
+        if not holder:
+            starts = self.range_starts
+            if starts:
+                i = bisect_right(starts, k) - 1
+                if i >= 0 and k <= self.range_ends[i]:
+                    holder = self.range_holders[i]
+        return c.own if holder == cid else c.other
+
+    def decide(self, tn: str, customer: Customer | None, unknown: str = "C") -> str | None:
+        """:meth:`attest` with the DNO check first (one key computation): None when ``tn`` is on
+        a Do-Not-Originate list."""
+        try:
+            k = int("1" + tn)
+        except ValueError:
+            return unknown if customer is None else customer.other
+        if self.is_dno_key(k):
+            return None
+        if customer is None:
+            return unknown
+        return customer.own if self.holder_key(k) == customer.id else customer.other
+
+    # --- sizes ----------------------------------------------------------------------------------
+
+    def stats(self) -> dict[str, int]:
+        """Counts and the bytes of the arrays (the per-TN memory)."""
+        arrays = (self.tns, self.holders, self.range_starts, self.range_ends, self.range_holders, self.dno)
+        return {
+            "version": self.version,
+            "customers": len(self.customers),
+            "tns": len(self.tns),
+            "ranges": len(self.range_starts),
+            "dno": len(self.dno),
+            "overlay": self.overlay_size,
+            "array_bytes": sum(a.buffer_info()[1] * a.itemsize for a in arrays),
+        }
+
+
+class LiveInventory:
+    """The current :class:`InventoryIndex` of a worker, swapped whole by its loader
+    (``serve.inventory.store.InventoryWatcher``), plus the worker's DNO counters.
+
+    Reading ``.index`` once per call gives one consistent snapshot."""
+
+    def __init__(self, index: InventoryIndex | None = None):
+        self.index = index if index is not None else InventoryIndex()
+        self.dno_refused = 0
+        self.dno_downgraded = 0
+        self.dno_verified = 0
+        self.reloads = 0
+        self.updates = 0
+
+    def swap(self, index: InventoryIndex, *, full: bool) -> None:
+        self.index = index
+        if full:
+            self.reloads += 1
+        else:
+            self.updates += 1
+
+    def stats(self) -> dict[str, int]:
+        """For ``/metrics`` (the ``stirshaken_verifier``-style gauge family of stats sources)."""
+        s = self.index.stats()
+        return {
+            "inventory_version": s["version"],
+            "inventory_tns": s["tns"],
+            "inventory_ranges": s["ranges"],
+            "inventory_dno": s["dno"],
+            "inventory_overlay": s["overlay"],
+            "inventory_dno_refused": self.dno_refused,
+            "inventory_dno_signed_c": self.dno_downgraded,
+            "inventory_dno_verified": self.dno_verified,
+            "inventory_reloads": self.reloads,
+            "inventory_updates": self.updates,
+        }
