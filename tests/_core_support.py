@@ -1,4 +1,4 @@
-"""Shared data and builders for the core tests (public vectors of STANDARDS.md §12, a small PKI).
+"""Shared data and builders for the core tests (public vectors of docs/requirements.md#test-vectors, a small PKI).
 
 Imported by the test modules as a plain module (not a conftest, so the other teams' conftest files
 stay theirs)."""

@@ -1,6 +1,7 @@
 """An independent RFC 8555 client, certbot's ``acme`` library, obtains a certificate from our
 STI-CA.  ``acme`` knows neither TNAuthList (RFC 9448 §3) nor tkauth-01 (RFC 9448 §5); the glue
-below registers both and overrides ``new_order``, as DEPENDENCIES.md §3 describes."""
+below registers both and overrides ``new_order`` (certbot's library lets a client add identifier and
+challenge types this way)."""
 
 from __future__ import annotations
 

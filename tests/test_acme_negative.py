@@ -1,6 +1,6 @@
 """Every STI-CA validation has a negative test asserting the RFC 8555 §6.7 problem type:
 JWS/nonce/url checks (§6.2-§6.5), identifiers (RFC 9448 §3), the SPC token checks of
-STANDARDS.md AC-03 (RFC 9447/9448) and the finalize CSR checks (AC-04)."""
+docs/requirements.md AC-03 (RFC 9447/9448) and the finalize CSR checks (AC-04)."""
 
 from __future__ import annotations
 

@@ -138,7 +138,7 @@ def test_identity_header_str_quotes_non_token_values():
     assert parse_identity(str(h)).params == h.params
 
 
-# --- TN canonicalization, RFC 8224 §8.3 (STANDARDS.md §2 cases) --------------------------------
+# --- TN canonicalization, RFC 8224 §8.3 (docs/requirements.md#tn-canonicalization cases) -------
 
 
 @pytest.mark.parametrize(

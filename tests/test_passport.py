@@ -65,7 +65,7 @@ def segments(token: str) -> tuple[bytes, bytes, bytes]:
     return b64url_decode(h), b64url_decode(p), b64url_decode(s)
 
 
-# --- public vectors (STANDARDS.md §12) ----------------------------------------------------------
+# --- public vectors (docs/requirements.md#test-vectors) -----------------------------------------
 
 
 def test_tv2_rfc8225_71_verifies_over_its_own_bytes_with_a2_key():

@@ -1,4 +1,4 @@
-"""STI-PA API (STANDARDS.md PA-01..PA-05): login, SPC tokens, signed CA list, SHAKEN CRL,
+"""STI-PA API (docs/requirements.md PA-01..PA-05): login, SPC tokens, signed CA list, SHAKEN CRL,
 revocation and access control."""
 
 from __future__ import annotations

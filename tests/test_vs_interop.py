@@ -10,7 +10,7 @@ Known, documented differences (our answer is the right SHAKEN answer):
 
 * revoked certificate: Kamailio's cfg uses ``CertVerify=5`` (dates + CA file) without a CRL, so
   it answers 200; we fetch the CRL distribution point of the certificate and answer 437
-  (ATIS-1000074 §5.3.1 / STANDARDS.md VS-06, ATIS-1000082 E17).
+  (ATIS-1000074 §5.3.1 / docs/requirements.md VS-06, ATIS-1000082 E17).
 
 Everything else must agree: valid 200, stale iat 403, expired certificate 437, critical
 TNAuthList 437, x5u unreachable 436, x5u 404 436, tampered 438, orig not matching From 438,

@@ -1,13 +1,13 @@
 """STI certificates: CSRs, the ATIS-1000080 §6.4.1 profile, issuance, profile check and path
 validation.
 
-Issuance follows ATIS-1000080 v005 §6.4.1 (STANDARDS.md CM-01..CM-14): v3, random serial of at
+Issuance follows ATIS-1000080 v005 §6.4.1 (docs/requirements.md CM-01..CM-14): v3, random serial of at
 least 64 bits, ecdsa-with-SHA256 over P-256, critical basicConstraints and keyUsage, SKI and AKI,
 exactly one SHAKEN certificate-policy OID on intermediates and end entities, one CRL distribution
 point, CN ``SHAKEN <SPC>`` and a non-critical TNAuthList on SP certificates.
 
 Path validation uses ``cryptography.x509.verification`` with a client verifier whose end-entity
-policy does not demand a SAN (SHAKEN leaves have none, DEPENDENCIES.md §4.3); revocation is
+policy does not demand a SAN (SHAKEN leaves have none: ATIS-1000080 §6.4.1 names no SAN); revocation is
 checked against CRLs whose signature verifies with a certificate of the chain or a configured CRL
 signer (the STI-PA's).
 """
@@ -29,7 +29,7 @@ from cryptography.x509 import verification as xv
 from stirshaken.core.errors import CertificateError, TNAuthListError, UntrustedCertificateError
 from stirshaken.core.tnauthlist import SPC, TN, TNAUTHLIST_OID, TNAuthList, TNRange, from_certificate, to_extension
 
-#: US SHAKEN Certificate Policy OIDs (CP v1.1-v1.4, STANDARDS.md CM-11).
+#: US SHAKEN Certificate Policy OIDs (CP v1.1-v1.4, docs/requirements.md CM-11).
 SHAKEN_CP_ARC = "2.16.840.1.114569.1.1."
 SHAKEN_CP_OID = x509.ObjectIdentifier("2.16.840.1.114569.1.1.3")
 ANY_POLICY_OID = x509.ObjectIdentifier("2.5.29.32.0")
@@ -496,7 +496,7 @@ def check_profile(cert: x509.Certificate, role: str | None = None, *, issuer: x5
     """Every deviation of ``cert`` from the ATIS-1000080 profile for its role.
 
     ``role`` is ``"root"``, ``"intermediate"`` or ``"sp"``; guessed from basicConstraints when
-    None.  Each finding names the rule (CM-xx of STANDARDS.md §8a).  An empty list means conformant.
+    None.  Each finding names the rule (CM-xx of docs/requirements.md#cm).  An empty list means conformant.
     With ``issuer`` (the issuing certificate) the issuer name (CM-05) and the authority key
     identifier (CM-10) are compared with it as well.
     """
@@ -671,7 +671,7 @@ def _ee_policy() -> xv.ExtensionPolicy:
 
 
 def _ca_policy() -> xv.ExtensionPolicy:
-    # Lenient on CA profile details that real STI-CAs get wrong (DEPENDENCIES.md §4.3), strict on
+    # Lenient on CA profile details that real STI-CAs get wrong (key usage, policies, AKI), strict on
     # what matters for trust: basicConstraints must be present and say CA.
     return xv.ExtensionPolicy.permit_all().require_present(x509.BasicConstraints, xv.Criticality.AGNOSTIC, None)
 

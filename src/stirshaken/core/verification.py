@@ -7,7 +7,7 @@ that the caller owns the I/O between them (the h11 pattern):
    credential: syntax (E4-E7), JOSE header (E9-E13), claims (E14), freshness of iat and Date
    (E3/E15), orig/dest against the SIP request (E16).  It returns a :class:`Prepared` naming the
    x5u to dereference.
-2. The caller obtains a :class:`~stirshaken.certificates.ValidatedCredential` for that x5u (from a
+2. The caller obtains a :class:`~stirshaken.core.certificates.ValidatedCredential` for that x5u (from a
    file, a cache or a fetch plus :meth:`TrustStore.validate`), or the error that prevented it,
    and calls :func:`complete`, which checks authority and the signature (E17, E18).
 
@@ -405,7 +405,7 @@ def complete(
         if isinstance(credential, StirShakenError):
             raise credential
         checks.append(_cert_check(credential, cache))
-        if credential.warnings:  # e.g. a CRL past its nextUpdate still in use (stirshaken.trust)
+        if credential.warnings:  # e.g. a CRL past its nextUpdate still in use (stirshaken.vs.trust)
             checks.extend(Check("warning", True, w) for w in credential.warnings)
         if policy.check_authority or credential.delegate:
             checks.append(check_authority(p, credential, policy))

@@ -1,11 +1,11 @@
 """``stirshaken testbed``: a complete SHAKEN ecosystem on loopback, in one process.
 
-It starts an STI-PA (:mod:`stirshaken.pa`), an STI-CA (:mod:`stirshaken.ca`, ACME) and an STI-CR
-(:mod:`stirshaken.cr`) over HTTPS with certificates from a locally generated TLS root, provisions
+It starts an STI-PA (:mod:`stirshaken.pki.pa`), an STI-CA (:mod:`stirshaken.pki.ca`, ACME) and an STI-CR
+(:mod:`stirshaken.pki.cr`) over HTTPS with certificates from a locally generated TLS root, provisions
 SP certificates through ACME with SPC tokens (RFC 9448, ATIS-1000080 §6.3.5), revokes one of them
 through ACME ``revokeCert`` (forwarded to the STI-PA, which re-issues the SHAKEN CRL), then signs
 sample calls and verifies them through an STI-VS on loopback (the ATIS-1000082 REST API of
-:mod:`stirshaken.rest` over :class:`stirshaken.vs.Verifier`), which fetches the x5u from the STI-CR
+:mod:`stirshaken.serve.rest` over :class:`stirshaken.vs.verifier.Verifier`), which fetches the x5u from the STI-CR
 over HTTPS, the trusted-CA list from the STI-PA and the SHAKEN CRL:
 
 =====================  =============================================
@@ -183,8 +183,8 @@ def _tamper(identity: str) -> str:
 
 
 async def start_vs(tb: Testbed, port: int = 0) -> str:
-    """Start the STI-VS: the ATIS-1000082 REST API (:mod:`stirshaken.rest`) over
-    :class:`stirshaken.vs.Verifier`, on loopback HTTPS; returns its verification URL."""
+    """Start the STI-VS: the ATIS-1000082 REST API (:mod:`stirshaken.serve.rest`) over
+    :class:`stirshaken.vs.verifier.Verifier`, on loopback HTTPS; returns its verification URL."""
     from stirshaken.serve.metrics import Metrics
     from stirshaken.serve.rest import VERIFICATION_PATH, RestAPI, make_app
     from stirshaken.vs.verifier import CallInfo, Verifier

@@ -2,13 +2,13 @@
 
 * JOSE (RFC 7515 flattened JSON, RFC 7518 §3.4 ES256, RFC 7638 thumbprints) as RFC 8555 §6.2
   uses it: :func:`jwk_of`, :func:`jwk_public_key`, :func:`thumbprint`, :func:`sign_jws`.
-* :class:`PAClient`: the STI-PA API of STANDARDS.md PA-03/PA-04 (login, SPC token, CA list, CRL).
+* :class:`PAClient`: the STI-PA API of docs/requirements.md PA-03/PA-04 (login, SPC token, CA list, CRL).
 * :class:`AcmeClient`: RFC 8555 client for TNAuthList identifiers (RFC 9448 §3) and the
   ``tkauth-01`` challenge (RFC 9447 §3, RFC 9448 §5): directory, nonces with ``badNonce`` retry
   (§6.5), newAccount (§7.3), newOrder (§7.4), the challenge answer ``{"atc": <SPC token>}``,
   finalize, POST-as-GET download (§7.4.2) and revokeCert (§7.6).
 * :func:`obtain_certificate` / :func:`ensure_certificate` / :func:`renew_forever`: the whole
-  ATIS-1000080 §6.3.5 flow (STANDARDS.md AC-01): PA login, SPC token bound to the account key
+  ATIS-1000080 §6.3.5 flow (docs/requirements.md AC-01): PA login, SPC token bound to the account key
   fingerprint, ACME order, answer, finalize with a CSR for a fresh P-256 key (written 0600),
   download, publish to the STI-CR, and renewal ``renew_before_days`` before expiry (AC-05).
 """

@@ -10,10 +10,10 @@
   documents (``application/problem+json``) for every error, never a stack trace.
 * RFC 9448 §3 TNAuthList identifiers (base64url per RFC 9448; base64 accepted too, AC-02) and
   the ``tkauth-01`` challenge (RFC 9447 §3, RFC 9448 §5) answered with ``{"atc": <SPC token>}``;
-  the token is validated as STANDARDS.md AC-03 lists (:class:`stirshaken.pki.spc_token.TokenValidator`).
+  the token is validated as docs/requirements.md AC-03 lists (:class:`stirshaken.pki.spc_token.TokenValidator`).
 * Issued certificates follow ATIS-1000080 §6.4.1 (:func:`certificates.create_sp_certificate`) with
   the STI-PA's CRL distribution point and ``cRLIssuer`` (CM-12) and the authorized TNAuthList
-  (AC-04).  State lives in :class:`~stirshaken.db.Database`; an order is finalized at most once
+  (AC-04).  State lives in :class:`~stirshaken.pki.store.Database`; an order is finalized at most once
   (conditional UPDATE, :meth:`Database.claim_order`).
 """
 

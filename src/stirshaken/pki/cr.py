@@ -1,5 +1,5 @@
 """STI-CR: the certificate repository the x5u of a PASSporT points at (ATIS-1000080 §5.3,
-ATIS-1000074 §5.3.1; STANDARDS.md CR-01..CR-03).
+ATIS-1000074 §5.3.1; docs/requirements.md CR-01..CR-03).
 
 * ``GET /{name}.pem`` answers the PEM chain (leaf first, then intermediates) with
   ``Content-Type: application/pem-certificate-chain`` and ``Cache-Control: public,

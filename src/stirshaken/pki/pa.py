@@ -1,6 +1,6 @@
 """STI-PA: the SHAKEN Policy Administrator service (ATIS-1000080 §5-§6, ATIS-1000084).
 
-What it does (STANDARDS.md §8b, PA-01..PA-05), in the published STI-PA API shape (the iconectiv
+What it does (docs/requirements.md#pa, PA-01..PA-05), in the published STI-PA API shape (the iconectiv
 STI-PA external API as clients written for it call it; docs/pki.md "STI-PA API" maps each route to
 its source).  Every ``/api/v1/...`` route also answers at the root (``/auth/login``, ...) as an alias:
 
@@ -70,7 +70,7 @@ CRL_DOWNLOAD_PATH = "/download/v1/crl"
 #: as clients written to the published API do); ``application/json`` otherwise
 JOSE_JSON = "application/jose+json"
 
-#: The DN the observed STI-PA CRL uses, adapted (STANDARDS.md CM-12).
+#: The DN the observed STI-PA CRL uses, adapted (docs/requirements.md CM-12).
 CRL_ISSUER_NAME = x509.Name(
     [
         x509.NameAttribute(NameOID.COUNTRY_NAME, "US"),

@@ -1,7 +1,7 @@
 """SPC token validation for the STI-CA's ``tkauth-01`` challenge.
 
 The TNAuthList Authority Token (RFC 9447 §3) a client presents in ``{"atc": <token>}`` (RFC 9448
-§5) is checked as RFC 9448 §4-§5 and STANDARDS.md AC-03 require; see :class:`TokenValidator`.
+§5) is checked as RFC 9448 §4-§5 and docs/requirements.md AC-03 require; see :class:`TokenValidator`.
 Its x5u and the token authority's revocation list are fetched through
 :func:`stirshaken.net.http.client_session` (5 s total, bodies capped at 256 KiB).
 """

@@ -1,7 +1,7 @@
 """The ATIS-1000082 REST API of the STI-AS and STI-VS, plus health, metrics and OpenAPI.
 
 Resources (ATIS-1000082 §8.2, "SHAKEN APIs for a Centralized Signing and Signature Validation
-Server"; shapes as in STANDARDS.md §9):
+Server"; shapes as in docs/requirements.md#rest-api):
 
 * ``POST /stir/v1/signing``: ``{"signingRequest": {attest, dest:{tn:[..]}, iat, orig:{tn}, origid}}``
   → 200 ``{"signingResponse": {"identity": "<jws>;info=<x5u>;alg=ES256;ppt=shaken"}}``.
@@ -520,12 +520,12 @@ class FastHTTPProtocol(asyncio.Protocol):
 
     What costs most beyond the signature is the kernel: on loopback, each ``write`` delivers the
     segment and wakes the client's thread inside the system call.  So responses are not written
-    when computed: each connection collects its output, and a :class:`~stirshaken.batching.LoopBatch` writes all
+    when computed: each connection collects its output, and a :class:`~stirshaken.serve.batching.LoopBatch` writes all
     of it once the event loop has handled every readable connection (``loop.call_soon``), one
     ``write`` per connection.  The clients of a batch are woken together instead of one at a
     time between two signatures (under ``wrk -c16`` on one pinned worker: ≈ +30 % requests/s,
     system time per request 19 → 7 µs).  A response waits at most for the rest of the batch
-    (bounded by :data:`~stirshaken.batching.MAX_BATCH` responses).
+    (bounded by :data:`~stirshaken.serve.batching.MAX_BATCH` responses).
 
     Limits (:class:`~stirshaken.serve.limits.ConnectionLimits`, issue 17): reading pauses while
     a verification is pending or the transport holds more than ``max_connection_buffer`` unsent

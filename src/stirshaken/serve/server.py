@@ -17,7 +17,7 @@
   with several workers the parent forwards SIGHUP to each worker.  A reload that fails keeps the
   current keys.
 * ACME (``[signing.acme]``, ``[signing.tenant.acme]``): before serving, :func:`run` makes sure
-  each such signer has a valid certificate (:func:`stirshaken.acme.ensure_certificate`), or exits
+  each such signer has a valid certificate (:func:`stirshaken.pki.acme_client.ensure_certificate`), or exits
   with status 2 and one line on stderr.  Then renewal runs beside the workers: with one worker as
   a task of its event loop; with several, in a renewer process the supervisor forks and restarts
   (the supervisor itself stays single-threaded and loop-free, so forking workers stays safe).  A
@@ -356,7 +356,7 @@ def _one_line(exc: BaseException) -> str:
 
 
 async def _renew(acme: AcmeSettings, on_renewed: Any) -> None:
-    """Keep one signer's certificate current (:func:`stirshaken.acme.renew_forever`)."""
+    """Keep one signer's certificate current (:func:`stirshaken.pki.acme_client.renew_forever`)."""
     from stirshaken.pki.acme_client import renew_forever
 
     def renewed(st: Any) -> None:

@@ -18,11 +18,11 @@
 * ``origid`` (RFC 8588 §5) is a new UUID when not given; ``iat`` (RFC 8225 §5.1.1) comes from the
   request or the clock.
 
-Signing itself uses :class:`stirshaken.passport.Signer`, which caches the encoded JOSE header.
+Signing itself uses :class:`stirshaken.core.passport.Signer`, which caches the encoded JOSE header.
 
 Key material comes from the configured key files, or, for a signer with ``[...acme]``, from its
 ACME state directory (``sp.key``, ``sp.pem``, ``cert.json``, written by
-:func:`stirshaken.acme.ensure_certificate`).  :func:`load_signers` reads it; :meth:`SigningService.reload`
+:func:`stirshaken.pki.acme_client.ensure_certificate`).  :func:`load_signers` reads it; :meth:`SigningService.reload`
 swaps it in between two requests (SIGHUP, or after a certificate renewal).
 """
 

@@ -1,4 +1,4 @@
-"""Certificate cache of the STI-VS (ATIS-1000074 §5.3.1 / STANDARDS.md VS-03, CR-03).
+"""Certificate cache of the STI-VS (ATIS-1000074 §5.3.1 / docs/requirements.md VS-03, CR-03).
 
 * :class:`LRUCache` - in-memory, bounded in entries, each entry with an absolute expiry.
 * :func:`ttl_from_headers` - RFC 9111 (ex RFC 7234) freshness from ``Cache-Control: max-age`` /

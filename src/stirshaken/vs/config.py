@@ -150,7 +150,7 @@ class VerifierConfig(BaseModel):
     coerced (``strict``: ``"60"`` is not an integer), except that lists become tuples and one
     string stands for a list of one.  Raises :class:`pydantic.ValidationError`.
 
-    Trust (ATIS-1000080 §6.3.8, STANDARDS.md PA-01, CM-12): ``trust_anchors`` PEM files or
+    Trust (ATIS-1000080 §6.3.8, docs/requirements.md PA-01, CM-12): ``trust_anchors`` PEM files or
     directories of STI-CA roots; ``crls`` CRL files or http(s) URLs; ``crl_signers`` PEM files of
     certificates allowed to sign CRLs for the chains (the STI-PA's indirect SHAKEN CRL), *not*
     trust anchors; ``ca_list`` the STI-PA signed trusted-CA list (file or URL) whose signer must

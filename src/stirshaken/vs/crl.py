@@ -1,18 +1,18 @@
-"""Certificate revocation lists for the STI-VS (ATIS-1000080 §6.4.1 CM-12, STANDARDS.md PA-02, VS-06).
+"""Certificate revocation lists for the STI-VS (ATIS-1000080 §6.4.1 CM-12, docs/requirements.md PA-02, VS-06).
 
 SHAKEN certificates name one CRL distribution point (an HTTP(S) URL, usually the STI-PA's
 SHAKEN CRL).  :class:`CRLStore` keeps the CRLs configured by the operator (files or URLs) and the
 ones discovered from distribution points, fetched with the same SSRF rules as x5u
-(:mod:`stirshaken.x5u`) and refreshed when their ``nextUpdate`` has passed.  Every change bumps
+(:mod:`stirshaken.vs.x5u`) and refreshed when their ``nextUpdate`` has passed.  Every change bumps
 :attr:`CRLStore.generation`, which makes cached credentials re-validate.
 
 Whether a CRL applies to a certificate (issuer name and signature, or an indirect CRL from a
-configured signer) is decided in :meth:`stirshaken.certificates.TrustStore._check_revocation`.
+configured signer) is decided in :meth:`stirshaken.core.certificates.TrustStore._check_revocation`.
 Fetch failures are soft: a CRL that cannot be fetched is reported as a warning and the previous
 copy (if any) stays in use; this is the common VS policy, as a CRL outage must not block calls.
 CRL files are re-read on the same schedule (a deployment may replace them).  A CRL used past its
 ``nextUpdate`` is reported by :meth:`CRLStore.stale` (the verifier adds a warning check to the
-results that depend on it, :mod:`stirshaken.trust`).
+results that depend on it, :mod:`stirshaken.vs.trust`).
 """
 
 from __future__ import annotations

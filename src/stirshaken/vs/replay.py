@@ -1,9 +1,9 @@
-"""Replay detection for PASSporTs (RFC 8225 §10.1, RFC 8224 §12.1; STANDARDS.md PT-20).
+"""Replay detection for PASSporTs (RFC 8225 §10.1, RFC 8224 §12.1; docs/requirements.md PT-20).
 
 ``iat`` freshness bounds how long a captured PASSporT can be replayed; within that window the
 same signature arriving again means a replay or cut-and-paste attack.  A verified PASSporT's
 signature is remembered for ``window`` seconds (the freshness window plus the future skew); a
-second sighting is flagged with :class:`~stirshaken.errors.ReplayError` (438).
+second sighting is flagged with :class:`~stirshaken.core.errors.ReplayError` (438).
 
 Only signatures that verified are recorded, so a forged token cannot "burn" a genuine one.
 SIP retransmissions of the same INVITE reach the VS with the same Identity header: callers must

@@ -1,6 +1,6 @@
 """Trust sources of the STI-VS: anchors, the STI-PA trusted-CA list and CRLs.
 
-ATIS-1000074 §5.3.1 / ATIS-1000080 (STANDARDS.md VS-06, PA-01): the leaf certificate must chain
+ATIS-1000074 §5.3.1 / ATIS-1000080 (docs/requirements.md VS-06, PA-01): the leaf certificate must chain
 to an STI-CA that the STI-PA lists as trusted, must not be revoked and must carry a TNAuthList
 with an SPC (CM-13).  Anchors come from
 
@@ -10,8 +10,8 @@ with an SPC (CM-13).  Anchors come from
   ``{"version", "sequence", "exp", "trustList": [PEM, ...]}``.  The response of the STI-PA API,
   ``{"status":"success","caList":"<JWS>"}``, is accepted as well as the bare JWS.
 
-:class:`TrustManager` combines them with a :class:`~stirshaken.crl.CRLStore` into a
-:class:`~stirshaken.certificates.TrustStore`, rebuilt when anything changes; its
+:class:`TrustManager` combines them with a :class:`~stirshaken.vs.crl.CRLStore` into a
+:class:`~stirshaken.core.certificates.TrustStore`, rebuilt when anything changes; its
 :attr:`~TrustManager.generation` tells caches when to re-validate.
 """
 
@@ -238,7 +238,7 @@ class TrustManager:
     def stale_crl_warnings(self, chain: Sequence[x509.Certificate], at: float) -> tuple[str, ...]:
         """A warning for each CRL past its ``nextUpdate`` that covers ``chain`` (issued by a chain
         certificate's issuer or by a CRL signer): it is still used, as it could not be refreshed,
-        but revocations since then are unknown (:mod:`stirshaken.crl`)."""
+        but revocations since then are unknown (:mod:`stirshaken.vs.crl`)."""
         names = {c.issuer for c in chain} | {s.subject for s in self.crl_signers}
         out = []
         for rec in self.crls.stale(at):

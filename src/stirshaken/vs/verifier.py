@@ -1,6 +1,6 @@
 """STI-VS: verification of a call's Identity headers with credential fetching, caching and trust.
 
-One entry point, sync and async (STYLE.md, httpx-style)::
+One entry point, sync and async (as httpx offers both)::
 
     v = Verifier(VerifierConfig(trust_anchors=["/etc/stir/roots"], crls=["https://pa.example/crl"]))
     result = v.verify(CallInfo(identities=[hdr], from_="sip:+12155551212@a", to="sip:+12155551213@b"))
@@ -9,17 +9,17 @@ One entry point, sync and async (STYLE.md, httpx-style)::
 Procedure (RFC 8224 §6.2, ATIS-1000074 §5.3.1, ATIS-1000082 error table E3-E19):
 
 1. every Identity header value (repeated or comma-joined) is parsed and checked without its
-   credential by :func:`stirshaken.verify.prepare` (syntax, JOSE header, claims, freshness of
+   credential by :func:`stirshaken.core.verification.prepare` (syntax, JOSE header, claims, freshness of
    ``iat`` and ``Date``, ``orig`` against From / P-Asserted-Identity);
 2. the credential of each distinct ``x5u`` is obtained: a static chain, the memory cache, Redis,
-   or a fetch (:mod:`stirshaken.x5u`, SSRF-guarded), then path-validated against the trust
-   anchors, the STI-PA CA list and the CRLs (:mod:`stirshaken.trust`, :mod:`stirshaken.crl`);
-   the validated credential is cached with the chain (:mod:`stirshaken.cache`);
-3. :func:`stirshaken.verify.complete` checks authority (optional) and the ES256 signature;
-4. optional replay detection (:mod:`stirshaken.replay`);
-5. :func:`stirshaken.verify.decide` binds destinations across SHAKEN / ``div`` / ``rcd``
+   or a fetch (:mod:`stirshaken.vs.x5u`, SSRF-guarded), then path-validated against the trust
+   anchors, the STI-PA CA list and the CRLs (:mod:`stirshaken.vs.trust`, :mod:`stirshaken.vs.crl`);
+   the validated credential is cached with the chain (:mod:`stirshaken.vs.cache`);
+3. :func:`stirshaken.core.verification.complete` checks authority (optional) and the ES256 signature;
+4. optional replay detection (:mod:`stirshaken.vs.replay`);
+5. :func:`stirshaken.core.verification.decide` binds destinations across SHAKEN / ``div`` / ``rcd``
    PASSporTs (To and Request-URI) and folds everything into one
-   :class:`~stirshaken.verify.VerificationResult`.
+   :class:`~stirshaken.core.verification.VerificationResult`.
 
 The flow is written once, as a generator that yields its I/O requests (the sans-I/O pattern of
 h11): :meth:`Verifier.verify` serves them by blocking on the verifier's private I/O thread (so it

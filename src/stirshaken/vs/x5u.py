@@ -1,6 +1,6 @@
 """Dereferencing the ``x5u`` / ``info`` URL of a PASSporT (RFC 8224 §6.2 step 3) safely.
 
-Rules (ATIS-1000074 v003 §5.3.1 and ATIS-1000080 §5.x, STANDARDS.md VS-02 / CR-01):
+Rules (ATIS-1000074 v003 §5.3.1 and ATIS-1000080 §5.x, docs/requirements.md VS-02 / CR-01):
 
 * scheme ``https`` only (``http`` only with :attr:`X5UPolicy.allow_http`), port 443 or 8443;
 * no userinfo, no query, no fragment, no path parameters (``;``);
@@ -16,7 +16,7 @@ Rules (ATIS-1000074 v003 §5.3.1 and ATIS-1000080 §5.x, STANDARDS.md VS-02 / CR
   certificate (``application/pkix-cert``).
 
 :func:`check_url` and :func:`parse_certificates` are pure; :class:`Fetcher` is the only part that
-does I/O.  Every failure raises :class:`~stirshaken.errors.FetchError` (436 Bad Identity Info,
+does I/O.  Every failure raises :class:`~stirshaken.core.errors.FetchError` (436 Bad Identity Info,
 ATIS-1000082 E7/E8) with a specific description.
 """
 
