@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from stirshaken.core import certificates as certs
 from stirshaken.core.tnauthlist import TNAuthList, from_certificate
 
-from test_pki_support import running_testbed, session_for
+from tests.test_pki_support import running_testbed, session_for
 
 TNAUTHLIST = messages.IdentifierType.POSSIBLE_NAMES.get("TNAuthList") or messages.IdentifierType("TNAuthList")
 

@@ -16,7 +16,7 @@ from stirshaken.core import certificates as certs
 from stirshaken.core.jose import jwk_of, thumbprint
 from stirshaken.core.keys import load_private_key
 
-from test_pki_support import running_testbed
+from tests.test_pki_support import running_testbed
 
 
 async def _acme(tb: Any, *args: str) -> Any:

@@ -22,7 +22,7 @@ from stirshaken.pki.acme_client import AcmeClient
 from stirshaken.pki.ca import mint_eab_key
 from stirshaken.core.certificates import to_extension
 
-from test_pki_support import ERR, RawAcme, running_testbed, session_for
+from tests.test_pki_support import ERR, RawAcme, running_testbed, session_for
 
 
 def _csr(key: ec.EllipticCurvePrivateKey, attrs: list[tuple[x509.ObjectIdentifier, str]], spc: str = "1234") -> bytes:

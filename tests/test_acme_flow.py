@@ -15,7 +15,7 @@ from stirshaken.core import certificates as certs
 from stirshaken.pki.acme_client import AcmeConfig, current_certificate, ensure_certificate, obtain_certificate
 from stirshaken.core.tnauthlist import TNAuthList, from_certificate
 
-from test_pki_support import ERR, RawAcme, running_testbed, session_for
+from tests.test_pki_support import ERR, RawAcme, running_testbed, session_for
 
 
 async def test_full_flow_profile_and_cr(tmp_path: Path) -> None:

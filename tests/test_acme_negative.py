@@ -22,7 +22,7 @@ from stirshaken.pki.pa import PAConfig, PolicyAdministrator, account_key_fingerp
 from stirshaken.lab.testbed import Testbed, bind, serve_on, url_of
 from stirshaken.core.tnauthlist import SPC, TN, TNAuthList
 
-from test_pki_support import ERR, RawAcme, csr_der, forge_token, running_testbed, session_for
+from tests.test_pki_support import ERR, RawAcme, csr_der, forge_token, running_testbed, session_for
 
 
 @pytest.fixture

@@ -40,3 +40,17 @@ def test_signing_path_loads_no_database_or_server():
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr
     assert p.stdout.strip() == ""
+
+
+def test_core_tests_mirror_the_core_modules():
+    """One test module per core module (tests/core/test_<module>.py), and no test module there
+    that names no module."""
+    core = ROOT / "src" / "stirshaken" / "core"
+    modules = {p.stem for p in core.glob("*.py") if p.stem != "__init__"} | {p.name for p in core.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+    tests = {p.stem.removeprefix("test_") for p in (ROOT / "tests" / "core").glob("test_*.py")}
+    assert modules == tests, (sorted(modules - tests), sorted(tests - modules))
+
+
+def test_no_sys_path_manipulation_in_tests():
+    offenders = [p.name for p in (ROOT / "tests").rglob("*.py") if "sys.path." in p.read_text() and p.name != "test_architecture.py"]
+    assert offenders == []

@@ -26,7 +26,7 @@ from stirshaken.core.keys import load_private_key
 from stirshaken.core.passport import Signer
 from stirshaken.vs.verifier import VerifierConfig
 
-from test_serve_support import FileServer, ServeProcess, make_pki, serve_port, serve_toml
+from tests.test_serve_support import FileServer, ServeProcess, make_pki, serve_port, serve_toml
 
 ORIG, DEST, SPOOF = "12155551212", "12155551213", "12155550000"
 X5U = "https://cr.example.net/certs/sp-chain.pem"

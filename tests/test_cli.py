@@ -172,10 +172,7 @@ def test_verify_failures(cli_chain, tmp_path):
 
 
 def test_decode_vectors():
-    try:
-        from tests import _core_support as V
-    except ImportError:
-        import _core_support as V  # type: ignore[no-redef]
+    from tests import _core_support as V
     j = json.loads(run("decode", V.SIGNALWIRE_BAD_PASSPORT, "--json").stdout)
     assert j["claims"]["orig"] == '{"tn":"9005551212"}'
     assert any("'orig'" in pr for pr in j["problems"])

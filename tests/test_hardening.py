@@ -21,10 +21,7 @@ from stirshaken.core.errors import InvalidIdentityError
 from stirshaken.core.tn import MAX_TN_LENGTH, TNError, canonicalize_tn
 from stirshaken.serve.limits import ConnectionLimits
 
-try:
-    from test_serve_support import DEST, ORIG, FileServer, ServeProcess, make_pki, serve_port, serve_toml
-except ImportError:  # pragma: no cover
-    from tests.test_serve_support import DEST, ORIG, FileServer, ServeProcess, make_pki, serve_port, serve_toml
+from tests.test_serve_support import DEST, ORIG, FileServer, ServeProcess, make_pki, serve_port, serve_toml
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from stirshaken.cli.main import app
 
-from test_serve_support import FileServer, make_pki
+from tests.test_serve_support import FileServer, make_pki
 
 ORIG, DEST = "12155551212", "12155551213"
 X5U = "https://cr.example.net/sp-chain.pem"

@@ -23,7 +23,7 @@ from stirshaken.serve.inspect import CSP, MAX_INPUT, RateLimiter
 from stirshaken.serve.metrics import Metrics
 from stirshaken.serve.rest import RestAPI
 
-from test_serve_support import DEST, ORIG, FileServer, ServeProcess, make_pki, serve_port, serve_toml
+from tests.test_serve_support import DEST, ORIG, FileServer, ServeProcess, make_pki, serve_port, serve_toml
 
 runner = CliRunner()
 SPOOF = "12155550000"

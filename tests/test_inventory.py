@@ -32,14 +32,9 @@ from stirshaken.serve.metrics import Metrics
 from stirshaken.serve.signing import DnoRefused, SigningService
 from stirshaken.serve.sip import SipService
 
-try:
-    from test_pki_support import postgres_database
-    from test_serve_support import STIRSHAKEN, FileServer, ServeProcess, make_pki, serve_port, serve_toml
-    from test_sip_service import answer, claims, invite, resp
-except ImportError:  # pragma: no cover
-    from tests.test_pki_support import postgres_database
-    from tests.test_serve_support import STIRSHAKEN, FileServer, ServeProcess, make_pki, serve_port, serve_toml
-    from tests.test_sip_service import answer, claims, invite, resp
+from tests.test_pki_support import postgres_database
+from tests.test_serve_support import STIRSHAKEN, FileServer, ServeProcess, make_pki, serve_port, serve_toml
+from tests.test_sip_service import answer, claims, invite, resp
 
 X5U = "https://cr.example.net/sp-chain.pem"
 ACME_TN, ACME_RANGE_TN, BOB_TN, NOBODY_TN, DNO_TN = "12155551212", "13035550042", "14155550000", "16175550000", "12155559999"
@@ -441,10 +436,7 @@ def test_config_section(pki: Any, tmp_path: Path) -> None:
 
 
 def test_config_doc_lists_every_inventory_option() -> None:
-    try:
-        from test_vs_config import _check_rows
-    except ImportError:  # pragma: no cover
-        from tests.test_vs_config import _check_rows
+    from tests.test_vs_config import _check_rows
     from stirshaken.serve.config import _toml_keys
 
     _check_rows("## `[inventory]`", InventoryConfig, _toml_keys(InventoryConfig))
@@ -452,10 +444,7 @@ def test_config_doc_lists_every_inventory_option() -> None:
 
 
 def test_unreachable_database_stops_serve_with_one_line(pki: Any, tmp_path: Path) -> None:
-    try:
-        from test_serve_support import serve_command
-    except ImportError:  # pragma: no cover
-        from tests.test_serve_support import serve_command
+    from tests.test_serve_support import serve_command
 
     conf = tmp_path / "s.toml"
     conf.write_text(f'[server]\nhttp = "127.0.0.1:{serve_port()}"\nworkers = 2\n[signing]\nkey = "{pki.sp_key}"\nx5u = "{X5U}"\n'

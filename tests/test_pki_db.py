@@ -18,7 +18,7 @@ from stirshaken.core.keys import load_private_key
 from stirshaken.lab.testbed import provision, run_cases
 from stirshaken.core.tnauthlist import TNAuthList
 
-from test_pki_support import ERR, RawAcme, csr_der, postgres_database, running_testbed, session_for
+from tests.test_pki_support import ERR, RawAcme, csr_der, postgres_database, running_testbed, session_for
 
 
 async def test_sqlite_restart_loses_nothing(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from test_pki_cli import STIR, _free_port
+from tests.test_pki_cli import STIR, _free_port
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "pki.md"
 

@@ -15,7 +15,7 @@ from stirshaken.pki.acme_client import obtain_certificate
 from stirshaken.core.keys import load_private_key
 from stirshaken.core.passport import Signer
 
-from test_pki_support import running_testbed
+from tests.test_pki_support import running_testbed
 
 
 async def _secsipidx(*args: str, env: dict[str, str] | None = None) -> tuple[int, str]:

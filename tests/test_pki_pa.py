@@ -19,7 +19,7 @@ from stirshaken.core.passport import verify_signature
 from stirshaken.vs.trust import verify_ca_list
 from stirshaken.core.tnauthlist import TNAuthList
 
-from test_pki_support import running_testbed, session_for
+from tests.test_pki_support import running_testbed, session_for
 
 
 def _b64json(seg: str) -> dict:

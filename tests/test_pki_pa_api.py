@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from stirshaken.core.tnauthlist import TNAuthList
 from stirshaken.pki.pa import account_key_fingerprint
 
-from test_pki_support import running_testbed, session_for
+from tests.test_pki_support import running_testbed, session_for
 
 
 def _claims(jwt: str) -> dict:

@@ -23,10 +23,7 @@ import pytest
 from stirshaken.serve.metrics import Metrics
 from stirshaken.serve.rest import EXCEPTIONS, RestAPI
 
-try:
-    from test_serve_support import DEST, ORIG, FileServer, ServeProcess, make_pki, serve_port, serve_toml
-except ImportError:  # pragma: no cover
-    from tests.test_serve_support import DEST, ORIG, FileServer, ServeProcess, make_pki, serve_port, serve_toml
+from tests.test_serve_support import DEST, ORIG, FileServer, ServeProcess, make_pki, serve_port, serve_toml
 
 UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
 

@@ -30,12 +30,8 @@ from stirshaken.core.keys import write_private_key
 from stirshaken.core.passport import verify_signature
 from stirshaken.vs.verifier import CallInfo, Verifier
 
-try:
-    from test_pki_support import running_testbed
-    from test_serve_support import DEST, ORIG, ServeProcess, make_pki, serve_command, serve_port
-except ImportError:  # pragma: no cover
-    from tests.test_pki_support import running_testbed
-    from tests.test_serve_support import DEST, ORIG, ServeProcess, make_pki, serve_command, serve_port
+from tests.test_pki_support import running_testbed
+from tests.test_serve_support import DEST, ORIG, ServeProcess, make_pki, serve_command, serve_port
 
 PASSWORD_ENV = "STIRSHAKEN_TEST_PA_PASSWORD"
 

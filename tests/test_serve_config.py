@@ -14,10 +14,7 @@ from stirshaken.serve.config import ConfigError, load_config, parse_address, par
 from stirshaken.serve.metrics import Metrics
 from stirshaken.serve.signing import SigningError, SigningService
 
-try:
-    from test_serve_support import FileServer, ServeProcess, make_pki, serve_command, serve_port, serve_toml
-except ImportError:  # pragma: no cover
-    from tests.test_serve_support import FileServer, ServeProcess, make_pki, serve_command, serve_port, serve_toml
+from tests.test_serve_support import FileServer, ServeProcess, make_pki, serve_command, serve_port, serve_toml
 
 
 @pytest.fixture(scope="module")

@@ -25,12 +25,8 @@ from typing import Any, Iterator
 
 import pytest
 
-try:
-    from test_serve_support import DEST, ORIG, FileServer, ServeProcess, make_pki, serve_port, serve_toml
-    from test_sip_service import UAC_VERIFY
-except ImportError:  # pragma: no cover
-    from tests.test_serve_support import DEST, ORIG, FileServer, ServeProcess, make_pki, serve_port, serve_toml
-    from tests.test_sip_service import UAC_VERIFY
+from tests.test_serve_support import DEST, ORIG, FileServer, ServeProcess, make_pki, serve_port, serve_toml
+from tests.test_sip_service import UAC_VERIFY
 
 PEERS = Path(__file__).resolve().parent / "peers"  # test PKI script, sipp scenarios, Kamailio configs
 pytestmark = pytest.mark.interop

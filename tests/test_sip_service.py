@@ -30,10 +30,7 @@ from stirshaken.serve.signing import SigningService
 from stirshaken.serve.sip import SipService, TransactionCache
 from stirshaken.vs.verifier import CallInfo, Verifier, VerifierConfig
 
-try:
-    from test_serve_support import DEST, ORIG, FileServer, ServeProcess, make_pki, serve_port, serve_toml
-except ImportError:  # pragma: no cover
-    from tests.test_serve_support import DEST, ORIG, FileServer, ServeProcess, make_pki, serve_port, serve_toml
+from tests.test_serve_support import DEST, ORIG, FileServer, ServeProcess, make_pki, serve_port, serve_toml
 
 PEERS = Path(__file__).resolve().parent / "peers"  # test PKI script, sipp scenarios, Kamailio configs
 X5U = "https://cr.example.net/sp-chain.pem"

@@ -20,10 +20,7 @@ from stirshaken.vs.config import VerifierConfig
 from stirshaken.vs.verifier import Verifier
 from stirshaken.vs.x5u import X5UPolicy
 
-try:
-    from test_serve_support import make_pki, serve_command
-except ImportError:  # pragma: no cover
-    from tests.test_serve_support import make_pki, serve_command
+from tests.test_serve_support import make_pki, serve_command
 
 HTTP = '[server]\nhttp = "127.0.0.1:8080"\n'
 

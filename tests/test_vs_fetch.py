@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -14,8 +12,7 @@ import pytest
 from aiohttp import web
 from cryptography.hazmat.primitives.serialization import Encoding
 
-sys.path.insert(0, os.path.dirname(__file__))
-from test_vs_support import DEST, ORIG, Repo, ThreadedRepo, crl_der, make_pki, revoke_crl, tls_server_cert  # noqa: E402
+from tests.test_vs_support import DEST, ORIG, Repo, ThreadedRepo, crl_der, make_pki, revoke_crl, tls_server_cert  # noqa: E402
 
 from stirshaken.vs.cache import ttl_from_headers  # noqa: E402
 from stirshaken.core.certificates import pem  # noqa: E402

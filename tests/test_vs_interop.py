@@ -24,15 +24,13 @@ import re
 import shutil
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 from aiohttp import web
 
-sys.path.insert(0, os.path.dirname(__file__))
-from test_vs_support import Repo, ThreadedRepo  # noqa: E402
+from tests.test_vs_support import Repo, ThreadedRepo  # noqa: E402
 
 from stirshaken.vs.verifier import CallInfo, Verifier, VerifierConfig  # noqa: E402
 

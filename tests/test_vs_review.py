@@ -9,17 +9,14 @@ import base64
 import datetime as dt
 import json
 import math
-import os
-import sys
 import time
 
 import orjson
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-sys.path.insert(0, os.path.dirname(__file__))
-from test_vs_support import DEST, ORIG, crl_der, div_identity, make_pki  # noqa: E402
-from test_vs_verify import X5U, DIV_X5U, _ca_list, _pa, call, ident  # noqa: E402
+from tests.test_vs_support import DEST, ORIG, crl_der, div_identity, make_pki  # noqa: E402
+from tests.test_vs_verify import X5U, DIV_X5U, _ca_list, _pa, call, ident  # noqa: E402
 
 from stirshaken.core import verification as V  # noqa: E402
 from stirshaken.core.certificates import create_crl, create_root, pem  # noqa: E402

@@ -4,8 +4,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
-import sys
 import time
 import uuid
 
@@ -16,8 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-sys.path.insert(0, os.path.dirname(__file__))
-from test_vs_support import DEST, ORIG, Repo, div_identity, make_pki  # noqa: E402
+from tests.test_vs_support import DEST, ORIG, Repo, div_identity, make_pki  # noqa: E402
 
 from stirshaken.core.b64 import b64url_encode  # noqa: E402
 from stirshaken.core.certificates import SHAKEN_CP_OID, create_root, make_name, pem  # noqa: E402

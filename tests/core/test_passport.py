@@ -1,16 +1,14 @@
-"""PASSporT (RFC 8225, RFC 8588, RFC 8946 div, RFC 9795 rcd): encoding, public vectors, strict decoding."""
+"""core/passport.py: PASSporT build, sign and strict decode (RFC 8225, RFC 8588, RFC 8946, RFC 9795)."""
 
 from __future__ import annotations
 
 import base64
 import json
 import os
-
 import orjson
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
-
 from stirshaken.core import passport as pp
 from stirshaken.core.b64 import b64url_decode, b64url_encode
 from stirshaken.core.errors import (
@@ -28,14 +26,25 @@ from stirshaken.core.errors import (
     UnsupportedPPTError,
     UnsupportedTypeError,
 )
+from tests import _core_support as V
+import string
+from cryptography.hazmat.primitives import serialization
+from hypothesis import HealthCheck, assume, example, given, settings
+from hypothesis import strategies as st
+from stirshaken.core import certificates as C
+from stirshaken.core.b64 import b64url_decode, b64url_decode_valid, b64url_encode
+from stirshaken.core.errors import StirShakenError
+from stirshaken.core.identity import TOKEN, IdentityHeader, parse_identity, parse_identity_headers
+from stirshaken.core.tn import TNError, canonicalize_tn
+from stirshaken.core.tnauthlist import SPC, TN, TNAuthList, TNRange
 
-try:
-    from tests import _core_support as V
-except ImportError:  # tests/ on sys.path (rootdir-relative import mode)
-    import _core_support as V  # type: ignore[no-redef]
 
 X5U = "https://cr.example.net/sp.pem"
+
+
 _B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+
+
 SHAKEN_HEADER = {"alg": "ES256", "ppt": "shaken", "typ": "passport", "x5u": X5U}
 
 
@@ -65,7 +74,189 @@ def segments(token: str) -> tuple[bytes, bytes, bytes]:
     return b64url_decode(h), b64url_decode(p), b64url_decode(s)
 
 
-# --- public vectors (docs/requirements.md#test-vectors) -----------------------------------------
+def _expect(exc_type, code, token, **kw):
+    with pytest.raises(exc_type) as ei:
+        pp.decode(token, **kw)
+    err = ei.value
+    assert isinstance(err, StirShakenError)
+    assert err.sip_code == code
+    assert err.reason and err.description
+    assert str(err).startswith(f"{code} {err.reason}")
+    return err
+
+
+FAST = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+FUZZ = settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+KEY = ec.generate_private_key(ec.SECP256R1())
+
+
+TN_CHARS = "0123456789#*"
+
+
+tn_text = st.text(alphabet=TN_CHARS, min_size=1, max_size=15)
+
+
+digits = st.text(alphabet="0123456789", min_size=1, max_size=15)
+
+
+json_scalar = st.one_of(st.none(), st.booleans(), st.integers(min_value=-(2**63), max_value=2**63 - 1), st.text(max_size=20))
+
+
+json_value = st.recursive(json_scalar, lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=4)), max_leaves=12)
+
+
+uuid_text = st.uuids().map(str)
+
+
+shaken_claims = st.builds(
+    lambda orig, dests, uris, attest, iat, origid, extra: pp.shaken_claims(
+        orig=orig, dest=dests, dest_uris=uris, attest=attest, iat=iat, origid=origid, extra=extra
+    ),
+    tn_text,
+    st.lists(tn_text, min_size=1, max_size=5),
+    st.lists(st.text(alphabet=string.ascii_letters + ":@.", min_size=1, max_size=20), max_size=3),
+    st.sampled_from("ABC"),
+    st.integers(min_value=0, max_value=2**40),
+    uuid_text,
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "rcd": st.fixed_dictionaries({"nam": st.text(max_size=30)}),
+            "crn": st.text(max_size=30),
+            "rcdi": st.dictionaries(st.sampled_from(["/icn", "/jcl"]), st.text(max_size=10), max_size=2),
+            "mky": st.lists(st.fixed_dictionaries({"alg": st.just("sha-256"), "dig": st.text(alphabet="0123456789ABCDEF", max_size=64)}), max_size=2),
+            "x-extra": json_value,
+        },
+    ),
+)
+
+
+b64url_text = st.text(alphabet=string.ascii_letters + string.digits + "-_", min_size=1, max_size=60)
+
+
+# TNs, and strings JSON must escape: quotes, backslashes, control characters, non-ASCII
+any_tn = st.one_of(tn_text, st.text(alphabet='12"\\\x01\x7f/é ~', max_size=6), st.text(max_size=12))
+
+
+near_tn = st.one_of(tn_text, st.sampled_from(["+12155551212", "١٢٣", "", "12-34", " 1", "1#"]), st.integers(0, 99))
+
+
+# a valid SHAKEN payload with up to two fields replaced by near misses (or dropped, or one added)
+near_field = st.one_of(
+    st.tuples(st.just("attest"), st.one_of(st.sampled_from("ABCD"), st.just(["A"]))),
+    st.tuples(st.just("dest"), st.one_of(st.fixed_dictionaries({"tn": st.lists(near_tn, max_size=3)}),
+                                         st.fixed_dictionaries({"tn": st.lists(digits, min_size=2, max_size=3)}),  # order as drawn
+                                         st.fixed_dictionaries({"tn": st.lists(tn_text, max_size=2), "uri": st.just(["sip:a@b"])}))),
+    st.tuples(st.just("iat"), st.one_of(st.integers(min_value=-5, max_value=2**40), st.booleans(), st.just("1"))),
+    st.tuples(st.just("orig"), st.one_of(st.fixed_dictionaries({"tn": near_tn}), st.just({"uri": "sip:a@b"}))),
+    st.tuples(st.just("origid"), st.one_of(uuid_text.map(str.upper), st.sampled_from(
+        ["", "zzzzzzzz-zzzz-zzzz-zzzz-zzzzzzzzzzzz", "123e4567e89b12d3a456426655440000----", 7]))),
+    st.tuples(st.sampled_from(["attest", "dest", "iat", "orig", "origid"]), st.just(None)),  # None: drop the claim
+    st.tuples(st.just("crn"), st.just("x")),
+)
+
+
+def _near(base: dict, changes: list) -> dict:
+    c = dict(base)
+    for k, v in changes:
+        if v is None:
+            c.pop(k, None)
+        else:
+            c[k] = v
+    return c
+
+
+near_claims = st.builds(
+    _near,
+    st.builds(lambda o, d, a, i, u: {"attest": a, "dest": {"tn": sorted(d)}, "iat": i, "orig": {"tn": o}, "origid": u},
+              digits, st.lists(digits, min_size=1, max_size=3), st.sampled_from("ABC"), st.integers(0, 2**40), uuid_text),
+    st.lists(near_field, max_size=2),
+)
+
+
+_CLEAN = {"attest": "A", "dest": {"tn": ["12155551213"]}, "iat": 5, "orig": {"tn": "12155551212"},
+          "origid": "123e4567-e89b-12d3-a456-426655440000"}
+
+
+def _problems_by_the_rules(p: pp.PASSporT) -> list[str]:
+    """What passport.problems must report, spelled out from the rules (RFC 8225 §9, RFC 8588 §5,
+    RFC 8224 §8.3, RFC 8225 §5.2.1) with no shortcut: the oracle of its fast path."""
+    import re as _re
+
+    out = []
+    if not p.canonical:
+        out.append("JSON is not in the deterministic form of RFC 8225 §9 (sorted keys, no whitespace)")
+    origid = p.claims.get("origid")
+    if isinstance(origid, str) and not _re.fullmatch(r"[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}", origid):
+        out.append("'origid' is not a UUID (RFC 8588 §5)")
+    for tn in ([p.orig_tn] if p.orig_tn else []) + list(p.dest_tns):
+        if not _re.fullmatch(r"[0-9#*]+", tn):
+            out.append(f"TN {tn!r} is not canonical (RFC 8224 §8.3)")
+    if list(p.dest_tns) != sorted(p.dest_tns):
+        out.append("'dest.tn' is not in lexicographic order (RFC 8225 §5.2.1)")
+    return out
+
+
+def _header_verdict_by_the_rules(h: dict, ppt, require_x5u: bool = True) -> str | None:
+    """The error check_header must raise (class name), or None, from RFC 8225 §4 / §8.1 read
+    directly: the oracle of its fast path."""
+    for name in ("alg", "typ") + (("x5u",) if require_x5u else ()) + (("ppt",) if ppt is not None else ()):
+        if name not in h:
+            return "MissingHeaderParameterError"
+    if any(name in h and not isinstance(h[name], str) for name in ("alg", "typ", "x5u", "ppt")):
+        return "PassportJSONError"
+    if h["typ"] != "passport":
+        return "UnsupportedTypeError"
+    if h["alg"] != "ES256":
+        return "UnsupportedAlgorithmError"
+    if "crit" in h:  # RFC 7515 §4.1.11: a non-empty array of names, every one understood (none are)
+        crit = h["crit"]
+        if not isinstance(crit, list) or not crit or not all(isinstance(c, str) for c in crit):
+            return "PassportJSONError"
+        if any(c not in pp.UNDERSTOOD_CRIT for c in crit):
+            return "UnsupportedPPTError"
+    if ppt is None:
+        return "UnsupportedPPTError" if "ppt" in h and h["ppt"] not in pp.SUPPORTED_PPT else None
+    allowed = {ppt} if isinstance(ppt, str) else set(ppt)
+    return None if h["ppt"] in allowed else "UnsupportedPPTError"
+
+
+header_value = st.one_of(st.sampled_from(["passport", "ES256", "shaken", "div", "rcd", "https://cr.example.net/sp.pem", "PASSporT", "RS256", ""]),
+                         st.integers(0, 3), st.none(), st.lists(st.just("shaken"), max_size=1))
+
+
+jose_header = st.dictionaries(st.sampled_from(["alg", "typ", "x5u", "ppt", "kid", "crit"]),
+                              st.one_of(header_value, st.lists(st.sampled_from(["bogus", "ppt", ""]), max_size=2)), max_size=6)
+
+
+ppt_argument = st.one_of(st.none(), st.sampled_from(["shaken", "div", "rcd"]), st.just(pp.SUPPORTED_PPT),
+                         st.just({"shaken", "div"}), st.just(["shaken", "rcd"]))
+
+
+def typed(fn, *args, errors=(StirShakenError,)):
+    try:
+        fn(*args)
+    except errors:
+        pass
+
+
+jws_text = st.one_of(
+    st.text(max_size=120),
+    st.text(alphabet=string.ascii_letters + string.digits + "-_.=+/ ", max_size=200),
+    st.builds(lambda h, p, s: f"{h}.{p}.{s}", b64url_text, b64url_text, b64url_text),
+    st.builds(lambda h, p, s: V.jws(orjson.dumps(h), orjson.dumps(p), s),
+              st.one_of(json_value, st.fixed_dictionaries({"alg": json_value, "typ": json_value, "ppt": json_value, "x5u": json_value})),
+              st.one_of(json_value, st.fixed_dictionaries({"attest": json_value, "dest": json_value, "iat": json_value,
+                                                           "orig": json_value, "origid": json_value, "div": json_value,
+                                                           "mky": json_value, "rcd": json_value})),
+              st.binary(min_size=0, max_size=70)),
+    st.builds(lambda p, s: V.jws(pp.canonical_json({"alg": "ES256", "ppt": "shaken", "typ": "passport", "x5u": "https://x"}), p, s),
+              st.binary(max_size=80), st.binary(max_size=70)),
+)
 
 
 def test_tv2_rfc8225_71_verifies_over_its_own_bytes_with_a2_key():
@@ -189,9 +380,6 @@ def test_vector_spc_token_is_not_a_passport():
     assert ei.value.sip_code == 437
 
 
-# --- encoding ----------------------------------------------------------------------------------
-
-
 def test_deterministic_json_and_raw_signature(key):
     token = pp.encode_token(key, SHAKEN_HEADER, good_claims(), deterministic=True)
     h, p, s = token.split(".")
@@ -303,20 +491,6 @@ def test_problems_reported_not_raised(key):
     body = b64url_encode(pp.canonical_json(good_claims()))
     p = pp.decode(f"{h}.{body}.{b64url_encode(b'0' * 64)}")
     assert not p.canonical and any("deterministic" in x for x in p.problems)
-
-
-# --- strict decoding: each defect its typed error with a SIP code and a reason ----------------
-
-
-def _expect(exc_type, code, token, **kw):
-    with pytest.raises(exc_type) as ei:
-        pp.decode(token, **kw)
-    err = ei.value
-    assert isinstance(err, StirShakenError)
-    assert err.sip_code == code
-    assert err.reason and err.description
-    assert str(err).startswith(f"{code} {err.reason}")
-    return err
 
 
 @pytest.mark.parametrize(
@@ -574,3 +748,92 @@ def test_raw_to_der_matches_encode_dss_signature() -> None:
     samples += [bytes(64), b"\x80" * 64, b"\x7f" * 64, b"\0" * 31 + b"\x80" + b"\0\0\x01" + bytes(29), b"\0\x81" + bytes(30) + b"\x01" * 32]
     for raw in samples:
         assert raw_to_der(raw) == encode_dss_signature(int.from_bytes(raw[:32], "big"), int.from_bytes(raw[32:], "big")), raw.hex()
+
+
+@FAST
+@given(shaken_claims, st.booleans())
+def test_passport_claims_roundtrip(claims, deterministic):
+    signer = pp.Signer(KEY, "https://cr.example.net/sp.pem", deterministic=deterministic)
+    token = signer.sign_claims(claims)
+    p = pp.decode(token)
+    assert p.claims == orjson.loads(orjson.dumps(claims))
+    assert p.canonical
+    p.verify(KEY.public_key())
+    assert p.compact == ".." + token.split(".")[2]
+    h, pl, s = token.split(".")
+    assert b64url_encode(b64url_decode(pl)) == pl and "=" not in token
+
+
+@FAST
+@given(any_tn, st.lists(any_tn, min_size=1, max_size=4), st.sampled_from("ABC"),
+       st.one_of(st.none(), st.integers(min_value=-(2**64), max_value=2**64)), st.one_of(st.none(), uuid_text, st.text(min_size=1, max_size=12)))
+def test_signing_hot_path_writes_the_same_bytes_as_orjson(orig, dests, attest, iat, origid):
+    """Signer.identity_for writes plain claims straight into their RFC 8225 §9 form; for every input
+    the bytes equal orjson's canonical serialization of the same claims (deterministic signer), and
+    an input orjson rejects is rejected alike."""
+    signer = pp.Signer(KEY, "https://cr.example.net/sp.pem", deterministic=True)
+    origid = origid or pp.new_origid()
+    iat_used = 1_700_000_000 if iat is None else iat
+    claims = {"attest": attest, "dest": {"tn": sorted(dests)}, "iat": iat_used, "orig": {"tn": orig}, "origid": origid}
+    try:
+        expected = signer.sign_claims(claims) + signer._params
+    except TypeError:  # beyond orjson's 64-bit integers
+        with pytest.raises(TypeError):
+            signer.identity_for(orig, dests, attest, iat_used, origid)
+        return
+    assert signer.identity_for(orig, dests, attest, iat_used, origid) == expected
+    if len(dests) == 1:
+        assert signer.identity_for(orig, dests[0], attest, iat_used, origid) == expected
+
+
+@FUZZ
+@given(near_claims, st.booleans())
+@example({**_CLEAN, "dest": {"tn": ["2", "1"]}}, True)
+@example({**_CLEAN, "origid": "zzzzzzzz-zzzz-zzzz-zzzz-zzzzzzzzzzzz"}, True)
+@example({**_CLEAN, "orig": {"tn": "١٢٣"}}, True)
+@example({**_CLEAN, "dest": {"tn": ["١٢٣"]}}, True)
+@example(_CLEAN, False)
+def test_problems_fast_path_agrees_with_the_rules(claims, canonical):
+    """passport.problems (whose quick exit serves the clean token) reports exactly what the rules
+    give, for every payload that check_claims accepts, canonical JSON or not."""
+    token = pp.encode_token(KEY, pp.passport_header("https://cr.example.net/sp.pem"), claims)
+    if not canonical:  # the same claims with white space: valid JSON, not RFC 8225 §9 form
+        h64, _, s64 = token.split(".")
+        token = f"{h64}.{b64url_encode(orjson.dumps(claims, option=orjson.OPT_INDENT_2))}.{s64}"
+    p = pp.parse_jws(token)
+    try:
+        pp.check_claims(p)
+    except StirShakenError:
+        return
+    assert pp.problems(p) == _problems_by_the_rules(p)
+
+
+@FUZZ
+@given(jose_header, ppt_argument, st.booleans())
+@example({"alg": "ES256", "typ": "passport", "x5u": "https://cr.example.net/sp.pem", "ppt": "shaken"}, "shaken", True)
+@example({"alg": "ES256", "typ": "passport", "x5u": "https://cr.example.net/sp.pem", "ppt": "rcd"}, None, True)
+@example({"alg": "ES256", "typ": "passport", "x5u": 1, "ppt": "shaken"}, "shaken", False)
+@example({"alg": "ES256", "typ": "passport", "x5u": "https://cr.example.net/sp.pem", "ppt": "shaken", "crit": ["bogus"]}, "shaken", True)
+def test_check_header_fast_path_agrees_with_the_rules(header, ppt, require_x5u):
+    token = pp.encode_token(KEY, header, {"iat": 0})
+    p = pp.parse_jws(token)
+    try:
+        pp.check_header(p, ppt=ppt, require_x5u=require_x5u)
+        got = None
+    except StirShakenError as err:
+        got = type(err).__name__
+    assert got == _header_verdict_by_the_rules(header, ppt, require_x5u)
+
+
+@FUZZ
+@given(jws_text, st.sampled_from(["shaken", None, "div", "rcd"]))
+def test_fuzz_parse_jws_and_decode(token, ppt):
+    typed(pp.parse_jws, token)
+    try:
+        p = pp.decode(token, ppt=ppt)
+    except StirShakenError:
+        return
+    try:
+        p.verify(KEY.public_key())
+    except StirShakenError:
+        pass

@@ -1,27 +1,34 @@
-"""P-256 keys (PKCS#8, 0600, passphrase), CSRs with TNAuthList, ATIS-1000080 issuance and profile
-check with deliberately deviant certificates, TrustStore path validation and CRL revocation."""
+"""core/certificates.py: CSRs, issuance with the ATIS-1000080 §6.4.1 profile, the profile check, path validation and CRLs."""
 
 from __future__ import annotations
 
 import datetime as dt
 import os
 import stat
-
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, NameOID
-
 from stirshaken.core import certificates as C
 from stirshaken.core import keys as K
 from stirshaken.core.errors import CertificateError, TNAuthListError, UntrustedCertificateError, VERSTAT_FAILED
 from stirshaken.core.tnauthlist import TN, TNAUTHLIST_OID, TNAuthList, TNRange, from_certificate
+from tests import _core_support as V
+import base64
+import string
+import orjson
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from hypothesis import HealthCheck, assume, example, given, settings
+from hypothesis import strategies as st
+from stirshaken.core import passport as pp
+from stirshaken.core.b64 import b64url_decode, b64url_decode_valid, b64url_encode
+from stirshaken.core.errors import StirShakenError
+from stirshaken.core.identity import TOKEN, IdentityHeader, parse_identity, parse_identity_headers
+from stirshaken.core.tn import TNError, canonicalize_tn
+from stirshaken.core.tnauthlist import SPC, TN, TNAuthList, TNRange
 
-try:
-    from tests import _core_support as V
-except ImportError:
-    import _core_support as V  # type: ignore[no-redef]
 
 NOW = dt.datetime.now(dt.timezone.utc)
 
@@ -29,153 +36,6 @@ NOW = dt.datetime.now(dt.timezone.utc)
 @pytest.fixture(scope="module")
 def chain() -> V.Chain:
     return V.make_chain()
-
-
-# --- keys ---------------------------------------------------------------------------------------
-
-
-def test_private_key_written_0600_pkcs8(tmp_path):
-    key = K.generate_private_key()
-    path = tmp_path / "sp.key"
-    old = os.umask(0)  # even with a permissive umask the file must be 0600
-    try:
-        pub = K.write_private_key(path, key)
-    finally:
-        os.umask(old)
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    data = path.read_bytes()
-    assert data.startswith(b"-----BEGIN PRIVATE KEY-----")  # PKCS#8, unencrypted
-    assert pub == tmp_path / "sp.pub" and pub.read_bytes().startswith(b"-----BEGIN PUBLIC KEY-----")
-    loaded = K.load_private_key(path)
-    assert loaded.private_numbers() == key.private_numbers()
-    assert K.load_private_key(data).private_numbers() == key.private_numbers()
-    # overwriting keeps 0600 and leaves no temporary file behind
-    path.chmod(0o644)
-    K.write_private_key(path, key, public=False)
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["sp.key", "sp.pub"]
-
-
-def test_encrypted_private_key(tmp_path):
-    key = K.generate_private_key()
-    path = tmp_path / "enc.key"
-    K.write_private_key(path, key, "s3cret", public=False)
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert path.read_bytes().startswith(b"-----BEGIN ENCRYPTED PRIVATE KEY-----")
-    assert K.load_private_key(path, "s3cret").private_numbers() == key.private_numbers()
-    assert K.load_private_key(path, b"s3cret").private_numbers() == key.private_numbers()
-    with pytest.raises(K.KeyError_, match="passphrase"):
-        K.load_private_key(path)
-    with pytest.raises(K.KeyError_):
-        K.load_private_key(path, "wrong")
-
-
-def test_key_load_errors(tmp_path):
-    with pytest.raises(K.KeyError_):
-        K.load_private_key(tmp_path / "missing.key")
-    (tmp_path / "junk.key").write_bytes(b"not a key")
-    with pytest.raises(K.KeyError_):
-        K.load_private_key(tmp_path / "junk.key")
-    p384 = ec.generate_private_key(ec.SECP384R1())
-    with pytest.raises(K.KeyError_, match="P-256"):
-        K.load_private_key(K.private_key_pem(p384))  # type: ignore[arg-type]
-    sec1 = K.generate_private_key()
-    pem = sec1.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption())
-    assert K.load_private_key(pem).private_numbers() == sec1.private_numbers()
-    assert isinstance(K.KeyError_("x"), CertificateError)
-
-
-def test_public_key_pem():
-    key = K.generate_private_key()
-    assert K.public_key_pem(key) == K.public_key_pem(key.public_key())
-
-
-# --- CSRs ---------------------------------------------------------------------------------------
-
-
-def test_csr_carries_tnauthlist():
-    key = K.generate_private_key()
-    csr = C.build_csr(key, spc="1234")
-    assert csr.is_signature_valid
-    assert C.csr_tnauthlist(csr) == TNAuthList.for_spc("1234")
-    assert csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "SHAKEN 1234"
-    loaded = C.load_csr(csr.public_bytes(serialization.Encoding.PEM))
-    assert C.csr_tnauthlist(loaded).spc == "1234"
-    assert C.csr_tnauthlist(C.load_csr(csr.public_bytes(serialization.Encoding.DER))).spc == "1234"
-    tnal = TNAuthList((TN("12155551212"), TNRange("12155550000", 100)))
-    assert C.csr_tnauthlist(C.build_csr(key, tnauthlist=tnal)) == tnal
-    with pytest.raises(ValueError):
-        C.build_csr(key)
-
-
-def test_csr_errors():
-    key = K.generate_private_key()
-    plain = x509.CertificateSigningRequestBuilder().subject_name(C.make_name("x", "y")).sign(key, hashes.SHA256())
-    with pytest.raises(TNAuthListError):
-        C.csr_tnauthlist(plain)
-    with pytest.raises(CertificateError):
-        C.load_csr(b"-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n")
-    with pytest.raises(CertificateError):
-        C.load_csr(b"\x30\x03\x02\x01\x00")
-
-
-def test_sp_from_csr_and_p384_csr_rejected(chain):
-    key = K.generate_private_key()
-    sp = C.create_sp_certificate(C.build_csr(key, spc="709J"), chain.inter, chain.inter_key, crl_url="http://127.0.0.1:23999/x.crl")
-    assert from_certificate(sp) == (TNAuthList.for_spc("709J"), False)
-    assert C.check_profile(sp) == []
-    p384 = ec.generate_private_key(ec.SECP384R1())
-    with pytest.raises(CertificateError):
-        C.create_sp_certificate(C.build_csr(p384, spc="1234"), chain.inter, chain.inter_key)  # type: ignore[arg-type]
-
-
-# --- issuance with the ATIS-1000080 profile ------------------------------------------------------
-
-
-def test_issued_chain_conforms(chain):
-    assert C.check_profile(chain.root) == []
-    assert C.check_profile(chain.inter) == []
-    assert C.check_profile(chain.sp) == []
-    assert C.check_profile(chain.root, "root") == [] and C.check_profile(chain.sp, "sp") == []
-
-
-def test_issued_sp_details(chain):
-    sp = chain.sp
-    assert sp.version == x509.Version.v3
-    assert sp.serial_number > 0 and sp.serial_number.bit_length() >= 64
-    assert sp.signature_algorithm_oid == x509.SignatureAlgorithmOID.ECDSA_WITH_SHA256
-    assert sp.issuer == chain.inter.subject
-    assert sp.subject.rfc4514_string() == "CN=SHAKEN 1234,O=STI Participant,C=US"
-    exts = {e.oid: e for e in sp.extensions}
-    assert exts[ExtensionOID.BASIC_CONSTRAINTS].critical and not exts[ExtensionOID.BASIC_CONSTRAINTS].value.ca
-    ku = exts[ExtensionOID.KEY_USAGE]
-    assert ku.critical and ku.value.digital_signature and not ku.value.key_cert_sign
-    assert exts[ExtensionOID.AUTHORITY_KEY_IDENTIFIER].value.key_identifier == chain.inter.extensions.get_extension_for_class(
-        x509.SubjectKeyIdentifier).value.digest
-    assert [p.policy_identifier for p in exts[ExtensionOID.CERTIFICATE_POLICIES].value] == [C.SHAKEN_CP_OID]
-    assert C.crl_urls(sp) == ["http://127.0.0.1:23999/inter.crl"]
-    assert not exts[TNAUTHLIST_OID].critical
-    assert exts[TNAUTHLIST_OID].value.value == bytes.fromhex(V.TNAUTH_1234_HEX)
-    assert C.crl_urls(chain.root) == []
-    assert chain.inter.extensions.get_extension_for_class(x509.BasicConstraints).value.path_length == 0
-    assert sp.not_valid_after_utc <= chain.inter.not_valid_after_utc
-
-
-def test_random_serials_differ():
-    serials = {C.random_serial() for _ in range(50)}
-    assert len(serials) == 50 and all(64 <= s.bit_length() <= 159 for s in serials)
-
-
-def test_load_certificates_and_pem(chain):
-    data = C.pem(chain.x5u_chain)
-    assert C.load_certificates(data) == chain.x5u_chain
-    assert C.load_certificates(chain.sp.public_bytes(serialization.Encoding.DER)) == [chain.sp]
-    for bad in (b"", b"junk", b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n", "text"):
-        with pytest.raises(CertificateError):
-            C.load_certificates(bad)  # type: ignore[arg-type]
-
-
-# --- deviant certificates: the profile check must report every deviation ---------------------------
 
 
 def _build(role: str, chain: V.Chain, *, bc_critical=True, ku=None, ku_critical=True, eku=False, tn_critical=False,
@@ -223,6 +83,108 @@ def _findings(cert, role=None):
 
 def _has(findings, rule, text=""):
     return any(f.startswith(rule) and text.lower() in f.lower() for f in findings)
+
+
+def _raises_path(chain_store, certs, at=None) -> str:
+    with pytest.raises(UntrustedCertificateError) as ei:
+        chain_store.validate(certs, at=at)
+    assert ei.value.sip_code == 437 and ei.value.verstat == VERSTAT_FAILED
+    text = str(ei.value.description)
+    for internal in ("VerificationError", "candidates exhausted", "validation error", "Other("):
+        assert internal not in text, text
+    return text
+
+
+def typed(fn, *args, errors=(StirShakenError,)):
+    try:
+        fn(*args)
+    except errors:
+        pass
+
+
+CHAIN = V.make_chain()
+
+
+CERT_DER = CHAIN.sp.public_bytes(serialization.Encoding.DER)
+
+
+def test_csr_carries_tnauthlist():
+    key = K.generate_private_key()
+    csr = C.build_csr(key, spc="1234")
+    assert csr.is_signature_valid
+    assert C.csr_tnauthlist(csr) == TNAuthList.for_spc("1234")
+    assert csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "SHAKEN 1234"
+    loaded = C.load_csr(csr.public_bytes(serialization.Encoding.PEM))
+    assert C.csr_tnauthlist(loaded).spc == "1234"
+    assert C.csr_tnauthlist(C.load_csr(csr.public_bytes(serialization.Encoding.DER))).spc == "1234"
+    tnal = TNAuthList((TN("12155551212"), TNRange("12155550000", 100)))
+    assert C.csr_tnauthlist(C.build_csr(key, tnauthlist=tnal)) == tnal
+    with pytest.raises(ValueError):
+        C.build_csr(key)
+
+
+def test_csr_errors():
+    key = K.generate_private_key()
+    plain = x509.CertificateSigningRequestBuilder().subject_name(C.make_name("x", "y")).sign(key, hashes.SHA256())
+    with pytest.raises(TNAuthListError):
+        C.csr_tnauthlist(plain)
+    with pytest.raises(CertificateError):
+        C.load_csr(b"-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n")
+    with pytest.raises(CertificateError):
+        C.load_csr(b"\x30\x03\x02\x01\x00")
+
+
+def test_sp_from_csr_and_p384_csr_rejected(chain):
+    key = K.generate_private_key()
+    sp = C.create_sp_certificate(C.build_csr(key, spc="709J"), chain.inter, chain.inter_key, crl_url="http://127.0.0.1:23999/x.crl")
+    assert from_certificate(sp) == (TNAuthList.for_spc("709J"), False)
+    assert C.check_profile(sp) == []
+    p384 = ec.generate_private_key(ec.SECP384R1())
+    with pytest.raises(CertificateError):
+        C.create_sp_certificate(C.build_csr(p384, spc="1234"), chain.inter, chain.inter_key)  # type: ignore[arg-type]
+
+
+def test_issued_chain_conforms(chain):
+    assert C.check_profile(chain.root) == []
+    assert C.check_profile(chain.inter) == []
+    assert C.check_profile(chain.sp) == []
+    assert C.check_profile(chain.root, "root") == [] and C.check_profile(chain.sp, "sp") == []
+
+
+def test_issued_sp_details(chain):
+    sp = chain.sp
+    assert sp.version == x509.Version.v3
+    assert sp.serial_number > 0 and sp.serial_number.bit_length() >= 64
+    assert sp.signature_algorithm_oid == x509.SignatureAlgorithmOID.ECDSA_WITH_SHA256
+    assert sp.issuer == chain.inter.subject
+    assert sp.subject.rfc4514_string() == "CN=SHAKEN 1234,O=STI Participant,C=US"
+    exts = {e.oid: e for e in sp.extensions}
+    assert exts[ExtensionOID.BASIC_CONSTRAINTS].critical and not exts[ExtensionOID.BASIC_CONSTRAINTS].value.ca
+    ku = exts[ExtensionOID.KEY_USAGE]
+    assert ku.critical and ku.value.digital_signature and not ku.value.key_cert_sign
+    assert exts[ExtensionOID.AUTHORITY_KEY_IDENTIFIER].value.key_identifier == chain.inter.extensions.get_extension_for_class(
+        x509.SubjectKeyIdentifier).value.digest
+    assert [p.policy_identifier for p in exts[ExtensionOID.CERTIFICATE_POLICIES].value] == [C.SHAKEN_CP_OID]
+    assert C.crl_urls(sp) == ["http://127.0.0.1:23999/inter.crl"]
+    assert not exts[TNAUTHLIST_OID].critical
+    assert exts[TNAUTHLIST_OID].value.value == bytes.fromhex(V.TNAUTH_1234_HEX)
+    assert C.crl_urls(chain.root) == []
+    assert chain.inter.extensions.get_extension_for_class(x509.BasicConstraints).value.path_length == 0
+    assert sp.not_valid_after_utc <= chain.inter.not_valid_after_utc
+
+
+def test_random_serials_differ():
+    serials = {C.random_serial() for _ in range(50)}
+    assert len(serials) == 50 and all(64 <= s.bit_length() <= 159 for s in serials)
+
+
+def test_load_certificates_and_pem(chain):
+    data = C.pem(chain.x5u_chain)
+    assert C.load_certificates(data) == chain.x5u_chain
+    assert C.load_certificates(chain.sp.public_bytes(serialization.Encoding.DER)) == [chain.sp]
+    for bad in (b"", b"junk", b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n", "text"):
+        with pytest.raises(CertificateError):
+            C.load_certificates(bad)  # type: ignore[arg-type]
 
 
 def test_baseline_deviant_builder_is_conformant(chain):
@@ -328,9 +290,6 @@ def test_mkpki_style_sp_profile_findings(chain):
     # the peers' openssl PKI uses CP OID ...1.1.1 and keyUsage cRLSign on CAs; only the latter is a deviation
     cert = _build("intermediate", chain, ku=x509.KeyUsage(False, False, False, False, False, True, True, False, False))
     assert [f for f in C.check_profile(cert) if f.startswith("CM-08")]
-
-
-# --- TrustStore path validation ------------------------------------------------------------------
 
 
 def test_validate_good_chain(chain):
@@ -440,19 +399,6 @@ def test_issuer_checks(chain):
     assert _has(C.check_profile(sp, issuer=chain.inter), "CM-05")
 
 
-# --- path errors in the words of the field (issue 11 item 7) ---------------------------------------
-
-
-def _raises_path(chain_store, certs, at=None) -> str:
-    with pytest.raises(UntrustedCertificateError) as ei:
-        chain_store.validate(certs, at=at)
-    assert ei.value.sip_code == 437 and ei.value.verstat == VERSTAT_FAILED
-    text = str(ei.value.description)
-    for internal in ("VerificationError", "candidates exhausted", "validation error", "Other("):
-        assert internal not in text, text
-    return text
-
-
 def test_path_error_issuer_not_found(chain):
     text = _raises_path(chain.trust(), [chain.sp])  # the intermediate is not in the chain
     assert text == (
@@ -487,3 +433,22 @@ def test_path_error_expired_leaf_wins_over_untrusted_root(chain):
                                       not_before=NOW - dt.timedelta(days=10), not_after=NOW - dt.timedelta(days=1))
     text = _raises_path(other.trust(), [expired, chain.inter])
     assert "expired on" in text and "CN=" in text and "not trusted" not in text
+
+
+@pytest.mark.filterwarnings("ignore")  # mutated certificates trigger cryptography deprecation warnings
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(
+    st.binary(max_size=200),
+    st.builds(lambda i, v: CERT_DER[:i] + bytes([v]) + CERT_DER[i + 1:], st.integers(0, len(CERT_DER) - 1), st.integers(0, 255)),
+    st.builds(lambda n: CERT_DER[:n], st.integers(0, len(CERT_DER))),
+    st.builds(lambda b: b"-----BEGIN CERTIFICATE-----\n" + base64.encodebytes(b) + b"-----END CERTIFICATE-----\n", st.binary(max_size=300)),
+    st.builds(lambda i, v: C.pem([CHAIN.sp])[:i] + bytes([v]) + C.pem([CHAIN.sp])[i + 1:], st.integers(0, 600), st.integers(32, 126)),
+))
+def test_fuzz_load_certificates(data):
+    try:
+        certs = C.load_certificates(data)
+    except StirShakenError:
+        return
+    for c in certs:  # whatever loads can go through the profile check and a validation attempt
+        typed(C.check_profile, c)
+        typed(CHAIN.trust().validate, [c, CHAIN.inter])

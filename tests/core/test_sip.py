@@ -1,15 +1,13 @@
-"""Tests for stirshaken.core.sip (RFC 3261 message parsing, framing, responses)."""
+"""core/sip: RFC 3261 grammar, messages, headers, values and stream framing."""
 
 from __future__ import annotations
 
 import dataclasses
 import re
 import time
-
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-
 from stirshaken.core import sip
 from stirshaken.core.sip import abnf
 from stirshaken.core.sip import (
@@ -31,6 +29,7 @@ from stirshaken.core.sip import (
     uri_user,
     uri_with_param,
 )
+
 
 SDP = (
     b"v=0\r\n"
@@ -73,6 +72,7 @@ def make_invite(
 
 INVITE = make_invite()
 
+
 RESPONSE_180 = (
     b"SIP/2.0 180 Ringing\r\n"
     b"Via: SIP/2.0/UDP pc33.example.com:5060;branch=z9hG4bK776asdhds;received=192.0.2.1\r\n"
@@ -85,9 +85,120 @@ RESPONSE_180 = (
 )
 
 
-# ---------------------------------------------------------------------------
-# Basic parsing
-# ---------------------------------------------------------------------------
+def _multi_via_invite() -> bytes:
+    return INVITE.replace(
+        b"Max-Forwards: 70\r\n",
+        b"Via: SIP/2.0/TCP proxy1.example.net;branch=z9hG4bK2, SIP/2.0/TLS proxy2.example.net;branch=z9hG4bK3\r\n"
+        b"v: SIP/2.0/UDP origin.example.org;branch=z9hG4bK4\r\n"
+        b"Max-Forwards: 70\r\n"
+        b"Timestamp: 54\r\n",
+    )
+
+
+def _exercise(msg: SipRequest | SipResponse) -> None:
+    """Touch every accessor; only SipParseError may come out."""
+    for name, _ in msg.headers:
+        try:
+            msg.headers.get_all(name)
+        except SipParseError:
+            pass
+    try:
+        identities = msg.headers.get_all("P-Asserted-Identity")
+    except SipParseError:
+        identities = []
+    for value in [*identities, msg.headers["From"], msg.headers["To"]]:
+        try:
+            uri_user(parse_name_addr(value).uri)
+            header_value_with_param(value, "verstat", "TN-Validation-Passed")
+        except SipParseError:
+            pass
+    if isinstance(msg, SipRequest):
+        msg.transaction_key()
+        try:
+            build_response(msg, 200, "OK")
+        except SipParseError:
+            pass
+    out = msg.to_bytes()
+    again = parse_message(out)
+    assert again.to_bytes() == out
+
+
+@st.composite
+def mutated_invite(draw: st.DrawFn) -> bytes:
+    data = bytearray(draw(st.sampled_from([INVITE, _multi_via_invite(), RESPONSE_180, lf_only(INVITE)])))
+    for _ in range(draw(st.integers(1, 8))):
+        op = draw(st.sampled_from(["replace", "insert", "delete", "truncate", "dup", "special"]))
+        pos = draw(st.integers(0, max(0, len(data) - 1)))
+        if op == "replace" and data:
+            data[pos] = draw(st.integers(0, 255))
+        elif op == "insert":
+            data[pos:pos] = draw(st.binary(min_size=1, max_size=8))
+        elif op == "delete" and data:
+            del data[pos : pos + draw(st.integers(1, 20))]
+        elif op == "truncate":
+            del data[pos:]
+        elif op == "dup":
+            end = data.find(b"\n", pos)
+            if end > 0:
+                data[pos:pos] = data[pos : end + 1]
+        else:
+            tok = draw(st.sampled_from([b",", b";", b'"', b"<", b">", b":", b"\r", b"\n", b"\r\n ", b"\\", b"\x00", b"\xc3", b"=", b" ", b"\t"]))
+            data[pos:pos] = tok
+    return bytes(data)
+
+
+_TOKEN_ALPHABET = st.sampled_from("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~")
+
+
+tokens = st.text(_TOKEN_ALPHABET, min_size=1, max_size=12)
+
+
+hosts = st.from_regex(r"[a-z0-9]{1,10}(\.[a-z0-9]{1,10}){0,2}", fullmatch=True)
+
+
+# header values: printable text incl. non-ASCII, no CR/LF/controls, stripped
+values = st.text(
+    st.characters(blacklist_categories=("Cc", "Cs"), blacklist_characters="\r\n"),
+    max_size=40,
+).map(lambda s: s.strip(" \t"))
+
+
+display_names = st.text(
+    st.characters(blacklist_categories=("Cc", "Cs")), max_size=15
+).map(lambda s: '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"')
+
+
+@st.composite
+def requests(draw: st.DrawFn) -> SipRequest:
+    method = draw(tokens)
+    user = draw(st.from_regex(r"\+?[0-9]{1,15}", fullmatch=True))
+    host = draw(hosts)
+    disp = draw(display_names)
+    headers = [
+        ("Via", f"SIP/2.0/{draw(st.sampled_from(['UDP', 'TCP', 'TLS']))} {draw(hosts)}:{draw(st.integers(1, 65535))};branch=z9hG4bK{draw(tokens)}"),
+        ("From", f"{disp} <sip:{user}@{host};user=phone>;tag={draw(tokens)}"),
+        ("To", f"<tel:{user}>"),
+        ("Call-ID", draw(tokens)),
+        ("CSeq", f"{draw(st.integers(0, 2**32 - 1))} {method}"),
+    ]
+    extra = draw(st.lists(st.tuples(tokens.map(lambda t: "X-" + t), values), max_size=6))
+    identities = draw(st.lists(st.tuples(tokens, hosts), max_size=3))
+    for sig, h in identities:
+        headers.append(("Identity", f"{sig}.{sig}.{sig};info=<https://{h}/a,b.cer>;ppt=\"shaken\""))
+    headers.extend(extra)
+    body = draw(st.binary(max_size=200))
+    headers.append(("Content-Length", str(len(body))))
+    draw(st.randoms()).shuffle(headers)
+    return SipRequest(method, f"sip:{user}@{host}", "SIP/2.0", Headers(headers), body)
+
+
+_PARAMCHARS = st.text(st.sampled_from("abcXYZ019-_.!~*'()[]/:&+$"), min_size=1, max_size=10)
+
+
+_USER_TEXT = st.lists(
+    st.sampled_from("0123456789+-.()abcXYZ_!~*'&=$,/?") | st.sampled_from(["%2B", "%2b", "%40", "%3B", "%25", "%C3%A9"]),
+    max_size=12,
+).map("".join)
 
 
 def test_parse_invite_fields() -> None:
@@ -138,11 +249,6 @@ def test_accepts_bytearray_and_memoryview_rejects_str() -> None:
 
 def test_leading_crlf_before_start_line_is_ignored() -> None:
     assert parse_message(b"\r\n\r\n" + INVITE) == parse_message(INVITE)
-
-
-# ---------------------------------------------------------------------------
-# Header handling
-# ---------------------------------------------------------------------------
 
 
 def test_compact_forms_expanded() -> None:
@@ -297,11 +403,6 @@ def test_non_ascii_header_values() -> None:
     assert parse_message(raw).from_addr.display == "Jörg Müller"
 
 
-# ---------------------------------------------------------------------------
-# Malformed input
-# ---------------------------------------------------------------------------
-
-
 @pytest.mark.parametrize(
     ("data", "message"),
     [
@@ -354,11 +455,6 @@ def test_parse_error_is_value_error() -> None:
     assert issubclass(SipParseError, ValueError)
 
 
-# ---------------------------------------------------------------------------
-# Content-Length
-# ---------------------------------------------------------------------------
-
-
 def test_content_length_truncates_extra_bytes() -> None:
     req = parse_message(INVITE + b"trailing garbage")
     assert req.body == SDP
@@ -377,11 +473,6 @@ def test_missing_content_length_takes_rest_of_datagram() -> None:
 def test_compact_content_length() -> None:
     raw = INVITE.replace(b"Content-Length: 141", b"l: 3")
     assert parse_message(raw).body == SDP[:3]
-
-
-# ---------------------------------------------------------------------------
-# Serialisation
-# ---------------------------------------------------------------------------
 
 
 def test_to_bytes_round_trip_exact() -> None:
@@ -461,11 +552,6 @@ def test_headers_api() -> None:
     assert h == Headers(list(h)) and hash(h) == hash(Headers(list(h)))
     assert h != Headers()
     assert "Headers(" in repr(h)
-
-
-# ---------------------------------------------------------------------------
-# Helpers
-# ---------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -623,11 +709,6 @@ def test_uri_with_param_errors() -> None:
         header_value_with_param("garbage", "verstat", "x")
 
 
-# ---------------------------------------------------------------------------
-# Transactions and responses
-# ---------------------------------------------------------------------------
-
-
 def test_transaction_key() -> None:
     req = parse_message(INVITE)
     assert req.transaction_key() == ("z9hG4bK776asdhds", "pc33.example.com:5060", "INVITE")
@@ -655,16 +736,6 @@ def test_transaction_key() -> None:
         .replace(b"To: <sip:+12155551213@example.com;user=phone>", b"To: <sip:+12155551213@example.com;user=phone>;tag=t1")
     )
     assert legacy_ack.transaction_key() == key
-
-
-def _multi_via_invite() -> bytes:
-    return INVITE.replace(
-        b"Max-Forwards: 70\r\n",
-        b"Via: SIP/2.0/TCP proxy1.example.net;branch=z9hG4bK2, SIP/2.0/TLS proxy2.example.net;branch=z9hG4bK3\r\n"
-        b"v: SIP/2.0/UDP origin.example.org;branch=z9hG4bK4\r\n"
-        b"Max-Forwards: 70\r\n"
-        b"Timestamp: 54\r\n",
-    )
 
 
 def test_build_response_copies_headers_and_adds_tag() -> None:
@@ -722,11 +793,6 @@ def test_build_response_body_and_errors() -> None:
         build_response(req, 200, "OK", extra_headers=[("X-Inject", "a\r\nb: c")])
     with pytest.raises(ValueError):
         build_response(req, 200, "OK", extra_headers=[("Bad:Name", "v")])
-
-
-# ---------------------------------------------------------------------------
-# Stream framing
-# ---------------------------------------------------------------------------
 
 
 def test_framer_two_messages_in_one_chunk() -> None:
@@ -813,39 +879,6 @@ def test_framer_max_message_size() -> None:
             endless.feed(b"X-Filler: " + b"a" * 50 + b"\r\n")
 
 
-# ---------------------------------------------------------------------------
-# Property-based tests
-# ---------------------------------------------------------------------------
-
-
-def _exercise(msg: SipRequest | SipResponse) -> None:
-    """Touch every accessor; only SipParseError may come out."""
-    for name, _ in msg.headers:
-        try:
-            msg.headers.get_all(name)
-        except SipParseError:
-            pass
-    try:
-        identities = msg.headers.get_all("P-Asserted-Identity")
-    except SipParseError:
-        identities = []
-    for value in [*identities, msg.headers["From"], msg.headers["To"]]:
-        try:
-            uri_user(parse_name_addr(value).uri)
-            header_value_with_param(value, "verstat", "TN-Validation-Passed")
-        except SipParseError:
-            pass
-    if isinstance(msg, SipRequest):
-        msg.transaction_key()
-        try:
-            build_response(msg, 200, "OK")
-        except SipParseError:
-            pass
-    out = msg.to_bytes()
-    again = parse_message(out)
-    assert again.to_bytes() == out
-
-
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
 @given(st.binary(max_size=2000))
 def test_random_bytes_only_raise_parse_error(data: bytes) -> None:
@@ -854,30 +887,6 @@ def test_random_bytes_only_raise_parse_error(data: bytes) -> None:
     except SipParseError:
         return
     _exercise(msg)
-
-
-@st.composite
-def mutated_invite(draw: st.DrawFn) -> bytes:
-    data = bytearray(draw(st.sampled_from([INVITE, _multi_via_invite(), RESPONSE_180, lf_only(INVITE)])))
-    for _ in range(draw(st.integers(1, 8))):
-        op = draw(st.sampled_from(["replace", "insert", "delete", "truncate", "dup", "special"]))
-        pos = draw(st.integers(0, max(0, len(data) - 1)))
-        if op == "replace" and data:
-            data[pos] = draw(st.integers(0, 255))
-        elif op == "insert":
-            data[pos:pos] = draw(st.binary(min_size=1, max_size=8))
-        elif op == "delete" and data:
-            del data[pos : pos + draw(st.integers(1, 20))]
-        elif op == "truncate":
-            del data[pos:]
-        elif op == "dup":
-            end = data.find(b"\n", pos)
-            if end > 0:
-                data[pos:pos] = data[pos : end + 1]
-        else:
-            tok = draw(st.sampled_from([b",", b";", b'"', b"<", b">", b":", b"\r", b"\n", b"\r\n ", b"\\", b"\x00", b"\xc3", b"=", b" ", b"\t"]))
-            data[pos:pos] = tok
-    return bytes(data)
 
 
 @settings(max_examples=1000, suppress_health_check=[HealthCheck.too_slow])
@@ -893,43 +902,6 @@ def test_mutated_messages_only_raise_parse_error(data: bytes) -> None:
         StreamFramer().feed(data)
     except SipParseError:
         pass
-
-
-_TOKEN_ALPHABET = st.sampled_from("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~")
-tokens = st.text(_TOKEN_ALPHABET, min_size=1, max_size=12)
-hosts = st.from_regex(r"[a-z0-9]{1,10}(\.[a-z0-9]{1,10}){0,2}", fullmatch=True)
-# header values: printable text incl. non-ASCII, no CR/LF/controls, stripped
-values = st.text(
-    st.characters(blacklist_categories=("Cc", "Cs"), blacklist_characters="\r\n"),
-    max_size=40,
-).map(lambda s: s.strip(" \t"))
-display_names = st.text(
-    st.characters(blacklist_categories=("Cc", "Cs")), max_size=15
-).map(lambda s: '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"')
-
-
-@st.composite
-def requests(draw: st.DrawFn) -> SipRequest:
-    method = draw(tokens)
-    user = draw(st.from_regex(r"\+?[0-9]{1,15}", fullmatch=True))
-    host = draw(hosts)
-    disp = draw(display_names)
-    headers = [
-        ("Via", f"SIP/2.0/{draw(st.sampled_from(['UDP', 'TCP', 'TLS']))} {draw(hosts)}:{draw(st.integers(1, 65535))};branch=z9hG4bK{draw(tokens)}"),
-        ("From", f"{disp} <sip:{user}@{host};user=phone>;tag={draw(tokens)}"),
-        ("To", f"<tel:{user}>"),
-        ("Call-ID", draw(tokens)),
-        ("CSeq", f"{draw(st.integers(0, 2**32 - 1))} {method}"),
-    ]
-    extra = draw(st.lists(st.tuples(tokens.map(lambda t: "X-" + t), values), max_size=6))
-    identities = draw(st.lists(st.tuples(tokens, hosts), max_size=3))
-    for sig, h in identities:
-        headers.append(("Identity", f"{sig}.{sig}.{sig};info=<https://{h}/a,b.cer>;ppt=\"shaken\""))
-    headers.extend(extra)
-    body = draw(st.binary(max_size=200))
-    headers.append(("Content-Length", str(len(body))))
-    draw(st.randoms()).shuffle(headers)
-    return SipRequest(method, f"sip:{user}@{host}", "SIP/2.0", Headers(headers), body)
 
 
 @settings(max_examples=300)
@@ -1002,9 +974,6 @@ def test_fast_header_regex_matches_grammar(name: str, value: str, crlf: bool) ->
         assert grammar.groups() == fast.groups()
 
 
-_PARAMCHARS = st.text(st.sampled_from("abcXYZ019-_.!~*'()[]/:&+$"), min_size=1, max_size=10)
-
-
 @given(_PARAMCHARS, st.one_of(st.none(), _PARAMCHARS | st.just("%2Bx")))
 def test_header_value_with_param_property(name: str, val: str | None) -> None:
     assume(name.lower() not in ("tag", "user"))
@@ -1015,12 +984,6 @@ def test_header_value_with_param_property(name: str, val: str | None) -> None:
         assert uri_user(na.uri) == uri_user(parse_name_addr(value).uri)
         expected = name if val is None else f"{name}={val}"
         assert expected in na.uri
-
-
-_USER_TEXT = st.lists(
-    st.sampled_from("0123456789+-.()abcXYZ_!~*'&=$,/?") | st.sampled_from(["%2B", "%2b", "%40", "%3B", "%25", "%C3%A9"]),
-    max_size=12,
-).map("".join)
 
 
 @given(
@@ -1070,11 +1033,6 @@ def test_verifier_fast_tn_path_equals_uri_user(template: str, plus: str, digits:
     general = tn_from_uri(value)
     assert general == digits
     assert call_tn(value) == general
-
-
-# ---------------------------------------------------------------------------
-# Performance note (see module docstring)
-# ---------------------------------------------------------------------------
 
 
 def test_benchmark_note() -> None:

@@ -1,18 +1,64 @@
-"""TNAuthList (RFC 8226 §9): strict DER codec, TV-7 vectors (positive and negative), ACME identifiers."""
+"""core/tnauthlist.py: TNAuthList (RFC 8226 §9) DER, identifiers (RFC 9448 §3)."""
 
 from __future__ import annotations
 
 import base64
-
 import pytest
-
 from stirshaken.core.errors import CertificateError, TNAuthListError
 from stirshaken.core.tnauthlist import SPC, TN, TNAUTHLIST_OID, TNAuthList, TNRange, to_extension
+from tests import _core_support as V
+import string
+import orjson
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from hypothesis import HealthCheck, assume, example, given, settings
+from hypothesis import strategies as st
+from stirshaken.core import certificates as C
+from stirshaken.core import passport as pp
+from stirshaken.core.b64 import b64url_decode, b64url_decode_valid, b64url_encode
+from stirshaken.core.errors import StirShakenError
+from stirshaken.core.identity import TOKEN, IdentityHeader, parse_identity, parse_identity_headers
+from stirshaken.core.tn import TNError, canonicalize_tn
+from stirshaken.core.tnauthlist import SPC, TN, TNAuthList, TNRange
 
-try:
-    from tests import _core_support as V
-except ImportError:
-    import _core_support as V  # type: ignore[no-redef]
+
+FAST = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+FUZZ = settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+TN_CHARS = "0123456789#*"
+
+
+tn_text = st.text(alphabet=TN_CHARS, min_size=1, max_size=15)
+
+
+spc = st.builds(SPC, st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=127), min_size=1, max_size=40))
+
+
+tn_entry = st.builds(TN, tn_text)
+
+
+tn_range = st.builds(TNRange, tn_text, st.integers(min_value=2, max_value=2**70))
+
+
+tnauthlist = st.builds(lambda e: TNAuthList(tuple(e)), st.lists(st.one_of(spc, tn_entry, tn_range), min_size=1, max_size=8))
+
+
+def typed(fn, *args, errors=(StirShakenError,)):
+    try:
+        fn(*args)
+    except errors:
+        pass
+
+
+def _der_mutations():
+    base = [bytes.fromhex(V.TNAUTH_PYASN1_HEX), bytes.fromhex(V.TNAUTH_1234_HEX)]
+    return st.builds(
+        lambda b, i, v, cut: (b[:i] + bytes([v]) + b[i + 1:])[: cut if cut else None],
+        st.sampled_from(base), st.integers(0, 44), st.integers(0, 255), st.integers(0, 50),
+    )
 
 
 def test_tv7_pyasn1_vector():
@@ -124,3 +170,29 @@ def test_extension_value():
     ext = to_extension(TNAuthList.for_spc("1234"))
     assert ext.oid == TNAUTHLIST_OID and ext.oid.dotted_string == "1.3.6.1.5.5.7.1.26"
     assert ext.value == bytes.fromhex(V.TNAUTH_1234_HEX)
+
+
+@FAST
+@given(tnauthlist)
+def test_tnauthlist_roundtrip(t):
+    der = t.to_der()
+    assert TNAuthList.from_der(der) == t
+    assert TNAuthList.from_identifier(t.to_base64url()) == t
+    assert TNAuthList.from_identifier(t.to_base64()) == t
+
+
+@FUZZ
+@given(st.one_of(st.binary(max_size=60), _der_mutations(), st.builds(lambda b: b"\x30" + bytes([len(b)]) + b, st.binary(max_size=60))))
+def test_fuzz_tnauthlist_from_der(data):
+    try:
+        t = TNAuthList.from_der(data)
+    except StirShakenError:
+        return
+    assert t.to_der() == data  # accepted DER is the unique encoding
+
+
+@FUZZ
+@given(st.one_of(st.text(max_size=80), st.binary(max_size=40).map(lambda b: base64.b64encode(b).decode()),
+                 st.binary(max_size=40).map(lambda b: base64.urlsafe_b64encode(b).decode().rstrip("="))))
+def test_fuzz_from_identifier(value):
+    typed(TNAuthList.from_identifier, value)

@@ -1,23 +1,14 @@
-"""The caller-owned caches of the core change no result (issue 10 items 5 and 6).
-
-Each fast path sits inside the function that owns its rule and is fed by a cache the caller passes
-(core.memo.BoundedCache; verification.VerificationCache for the STI-VS).  For every input the
-outcome must be the same with no cache, a fresh (cold) cache and a warm one: the same value, or the
-same error class, reason text and check name.  Mutated Identity headers (the 545-case finding: at
-fa679e3 prepare's module-level caches made warm and cold disagree) are the main probe.
-"""
+"""core/verification.py: the verification decision (RFC 8224 §6.2, ATIS-1000074 §5.3.1, ATIS-1000082)."""
 
 from __future__ import annotations
 
 import ast
 import random
 from pathlib import Path
-
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-
 from stirshaken.core import jose
 from stirshaken.core import passport as pp
 from stirshaken.core import verification as V
@@ -31,15 +22,40 @@ from stirshaken.core.errors import (
 )
 from stirshaken.core.identity import parse_identity
 from stirshaken.core.memo import BoundedCache
+import datetime as dt
+import time
+from stirshaken.core import certificates as C
+from stirshaken.core.b64 import b64url_decode, b64url_encode
+from stirshaken.core.errors import VERSTAT_FAILED, VERSTAT_NONE, VERSTAT_PASSED, StirShakenError
+from stirshaken.core.passport import Signer, canonical_json
+from stirshaken.core.tnauthlist import TNAuthList
+from stirshaken.core.verification import VerificationPolicy, verify_offline
+from tests import _core_support as S
 
-SRC = Path(__file__).resolve().parents[1] / "src" / "stirshaken"
+
+SRC = Path(__file__).resolve().parents[2] / "src" / "stirshaken"
+
+
 KEY = ec.derive_private_key(12345, ec.SECP256R1())
+
+
 X5U = "https://cr.example.net/sp.pem"
+
+
 NOW = 1_700_000_000
+
+
 ORIGID = "123e4567-e89b-12d3-a456-426655440000"
+
+
 SIGNER = pp.Signer(KEY, X5U, deterministic=True)
+
+
 VALID = SIGNER.identity(orig="12155551212", dest=["12155551213"], attest="A", iat=NOW, origid=ORIGID)
+
+
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
 
 # characters that matter to the Identity and JWS grammars, and a few that do not belong anywhere
 MUTATION_CHARS = "A-_.;=<>\" \t\r\n,:/+0aZz9é\x00"
@@ -88,8 +104,6 @@ def assert_same_cold_and_warm(value: str, *, expected_ppt: str | None = "shaken"
     return plain
 
 
-# --- the named regression --------------------------------------------------------------------
-
 # Found by running this mutation harness against fa679e3: the payload's 'J' became 'z' (its
 # JSON is no longer UTF-8) and a 'C' was dropped from the signature (85 characters: an impossible
 # base64url length).  Cold, prepare decoded all three segments first and reported the signature
@@ -102,6 +116,50 @@ FA679E3_WARM_COLD_DIVERGENCE = (
     ".AJPyxZKMHcVPErNep4Z8BxU7Doa9DdapRonyD6yNDIGhZLgOptleA8Qj6UgBREKvZDYaoI2iZkMk2dsRbUcDQ"
     ";info=<https://cr.example.net/sp.pem>;alg=ES256;ppt=shaken"
 )
+
+
+b64_segment = st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_=+/.!", max_size=40)
+
+
+def _module_level_mutables(path: Path) -> list[str]:
+    found = []
+    for node in ast.parse(path.read_text()).body:
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        value = getattr(node, "value", None)
+        empty = isinstance(value, (ast.Dict, ast.List, ast.Set)) and not (getattr(value, "keys", None) or getattr(value, "elts", None))
+        call = isinstance(value, ast.Call) and isinstance(value.func, ast.Name) and value.func.id in ("dict", "list", "set", "OrderedDict")
+        if empty or call:
+            found.extend(t.id for t in targets if isinstance(t, ast.Name))
+    return found
+
+
+CHAIN_X5U = "https://cr.example.net/sp-chain.pem"
+
+
+NOW_DT = dt.datetime.now(dt.timezone.utc)
+
+
+@pytest.fixture(scope="module")
+def chain():
+    return S.make_chain()
+
+
+@pytest.fixture(scope="module")
+def cred(chain):
+    return chain.trust().validate(chain.x5u_chain)
+
+
+def sign(chain, iat=None, **kw):
+    args = dict(orig="12155551212", dest=["12155551213"], attest="A", iat=int(time.time()) if iat is None else iat)
+    args.update(kw)
+    return Signer(chain.sp_key, CHAIN_X5U).identity(**args)
+
+
+def credential_or_error(store, certs, **kw):
+    try:
+        return store.validate(certs, **kw)
+    except StirShakenError as err:
+        return err
 
 
 def test_fa679e3_warm_cache_reported_payload_json_before_signature_encoding() -> None:
@@ -123,9 +181,6 @@ def test_header_cache_hit_keeps_the_segment_order() -> None:
     assert h64 in cache
     with pytest.raises(PassportEncodingError, match="signature has an impossible base64url length"):
         pp.parse_jws(token, header_cache=cache)  # type: ignore[arg-type]
-
-
-# --- mutation tests of prepare: no cache, cold, warm -----------------------------------------
 
 
 def test_mutated_identity_headers_cold_then_warm() -> None:
@@ -181,9 +236,6 @@ def test_tail_cache_never_hides_the_digest_rule(prefix, inside, extra) -> None:
         assert got_header == want and got_header.problems == want.problems
 
 
-b64_segment = st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_=+/.!", max_size=40)
-
-
 @SETTINGS
 @given(b64_segment, b64_segment, st.booleans())
 @example("", "", True)
@@ -202,9 +254,6 @@ def test_parse_jws_header_cache_changes_nothing(p64, s64, same_header) -> None:
         return (dict(p.header), p.claims, p.signature, p.signing_input, p.canonical)
 
     assert run(cache) == run(None) == run(BoundedCache(4))
-
-
-# --- the one compact-JWS parser ------------------------------------------------------------------
 
 
 def test_parse_compact_typed_errors_in_order() -> None:
@@ -253,35 +302,6 @@ def test_ca_list_and_spc_token_use_the_one_parser() -> None:
     assert "parse_compact(" in src and ".split(\".\")" not in src
 
 
-# --- the bounded cache -------------------------------------------------------------------------
-
-
-def test_bounded_cache_keeps_its_bound() -> None:
-    c = BoundedCache[int, int](3)
-    for i in range(10):
-        c.put(i, i * i)
-    assert len(c) == 3 and c.get(9) == 81 and c.get(0) is None and 7 in c
-    c.put(9, 0)  # replacing a key drops nothing
-    assert len(c) == 3 and c.get(7) == 49 and c.get(9) == 0
-    with pytest.raises(ValueError):
-        BoundedCache(0)
-
-
-# --- no module-level caches, no private imports ----------------------------------------------
-
-
-def _module_level_mutables(path: Path) -> list[str]:
-    found = []
-    for node in ast.parse(path.read_text()).body:
-        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
-        value = getattr(node, "value", None)
-        empty = isinstance(value, (ast.Dict, ast.List, ast.Set)) and not (getattr(value, "keys", None) or getattr(value, "elts", None))
-        call = isinstance(value, ast.Call) and isinstance(value.func, ast.Name) and value.func.id in ("dict", "list", "set", "OrderedDict")
-        if empty or call:
-            found.extend(t.id for t in targets if isinstance(t, ast.Name))
-    return found
-
-
 def test_core_modules_keep_no_module_level_cache() -> None:
     """Empty dicts/lists/sets created at import time are where module-level caches live."""
     owned = ["verification.py", "passport.py", "identity.py", "jose.py", "b64.py", "memo.py"]
@@ -317,3 +337,142 @@ def test_problems_are_computed_when_read_and_only_after_the_claims_passed() -> N
     assert got == tuple(pp.problems(prep.passport)) == pp.decode(token).problems
     assert any("deterministic form" in x for x in got) and any("not a UUID" in x for x in got)
     assert pp.parse_jws(token).problems == ()
+
+
+def test_passes(chain, cred):
+    r = verify_offline(sign(chain), cred, orig="+1 215 555 1212", dest="tel:+1-215-555-1213", now=time.time())
+    assert r.ok and r.verstat == VERSTAT_PASSED and r.attest == "A" and r.sip_code is None
+    names = [c.name for c in r.checks]
+    for n in ("identity-syntax", "passport-header", "x5u-equals-info", "claims", "iat-fresh", "orig-matches",
+              "dest-matches", "certificate", "signature"):
+        assert n in names
+
+
+def test_bad_signature(chain, cred):
+    value = sign(chain)
+    token, params = value.split(";", 1)
+    h, p, s = token.split(".")
+    claims = __import__("orjson").loads(b64url_decode(p))
+    claims["attest"] = "B"  # upgrade attempt... downgrade, same thing: the bytes changed
+    tampered = f"{h}.{b64url_encode(canonical_json(claims))}.{s};{params}"
+    r = verify_offline(tampered, cred, now=time.time())
+    assert not r.ok and r.sip_code == 438 and r.verstat == VERSTAT_FAILED and "signature" in r.description.lower()
+    other = S.make_chain()
+    r = verify_offline(Signer(other.sp_key, CHAIN_X5U).identity(orig="12155551212", dest="12155551213", attest="A"), cred, now=time.time())
+    assert r.sip_code == 438 and r.verstat == VERSTAT_FAILED
+
+
+@pytest.mark.parametrize("age,code", [(0, None), (59, None), (61, 403), (3600, 403), (-5, None), (-3600, 403)])
+def test_iat_freshness(chain, cred, age, code):
+    now = time.time()
+    r = verify_offline(sign(chain, iat=int(now) - age), cred, now=now)
+    assert r.sip_code == code
+    if code:
+        assert r.reason == "Stale Date" and r.verstat == VERSTAT_NONE
+
+
+def test_freshness_window_is_policy(chain, cred):
+    now = time.time()
+    r = verify_offline(sign(chain, iat=int(now) - 100), cred, now=now, policy=VerificationPolicy(max_age=300))
+    assert r.ok
+
+
+def test_untrusted_chain(chain):
+    other = S.make_chain()
+    err = credential_or_error(other.trust(), chain.x5u_chain)
+    r = verify_offline(sign(chain), err, now=time.time())
+    assert not r.ok and r.sip_code == 437 and r.reason == "Unsupported Credential" and r.verstat == VERSTAT_FAILED
+
+
+def test_expired_and_not_yet_valid_certificate(chain):
+    expired = C.create_sp_certificate(chain.sp_key, chain.inter, chain.inter_key, spc="1234",
+                                      not_before=NOW_DT - dt.timedelta(days=30), not_after=NOW_DT - dt.timedelta(days=1))
+    r = verify_offline(sign(chain), credential_or_error(chain.trust(), [expired, chain.inter]), now=time.time())
+    assert r.sip_code == 437 and "expired" in r.description
+    future = C.create_sp_certificate(chain.sp_key, chain.inter, chain.inter_key, spc="1234", not_before=NOW_DT + dt.timedelta(days=2))
+    r = verify_offline(sign(chain), credential_or_error(chain.trust(), [future, chain.inter]), now=time.time())
+    assert r.sip_code == 437
+
+
+def test_revoked_by_crl(chain):
+    crl = C.create_crl(chain.inter, chain.inter_key, [(chain.sp.serial_number, NOW_DT)])
+    r = verify_offline(sign(chain), credential_or_error(chain.trust(crls=[crl]), chain.x5u_chain), now=time.time())
+    assert r.sip_code == 437 and "revoked" in r.description and r.verstat == VERSTAT_FAILED
+
+
+def test_tnauthlist_required(chain):
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+
+    sp = chain.sp
+    b = (x509.CertificateBuilder().subject_name(sp.subject).issuer_name(sp.issuer).public_key(sp.public_key())
+         .serial_number(C.random_serial()).not_valid_before(sp.not_valid_before_utc).not_valid_after(sp.not_valid_after_utc))
+    for ext in sp.extensions:
+        if ext.oid != C.TNAUTHLIST_OID:
+            b = b.add_extension(ext.value, ext.critical)
+    no_tn = b.sign(chain.inter_key, hashes.SHA256())
+    r = verify_offline(sign(chain), credential_or_error(chain.trust(), [no_tn, chain.inter]), now=time.time())
+    assert r.sip_code == 437 and "TNAuthList" in r.description
+
+
+def test_identity_and_passport_errors_surface(chain, cred):
+    now = time.time()
+    good = sign(chain)
+    token = good.split(";", 1)[0]
+    cases = {
+        token: 436,  # no info
+        token + ";info=<https://elsewhere.example/x.pem>": 436,  # x5u != info
+        good.replace("ppt=shaken", "ppt=div"): 438,
+        ".." + token.split(".")[2] + f";info=<{CHAIN_X5U}>": 438,  # compact form
+        S.SIGNALWIRE_BAD_PASSPORT + ";info=<http://3.17.177.174/stir_shaken/sp.pem>": 438,
+    }
+    for value, code in cases.items():
+        r = verify_offline(value, cred, now=now)
+        assert r.sip_code == code, (value[-60:], r.description)
+    r = verify_offline(good, cred, orig="12155550000", now=now)
+    assert r.sip_code == 438 and "orig" in r.description
+    r = verify_offline(good, cred, dest="19995550000", now=now)
+    assert r.sip_code == 438 and "dest" in r.description
+
+
+def test_several_destinations(chain, cred):
+    value = sign(chain, dest=["12155551213", "12155551214"])
+    assert verify_offline(value, cred, dest="12155551214", now=time.time()).ok
+
+
+def test_sp_certificate_for_other_spc_still_verifies_signature(cred):
+    assert cred.tnauthlist == TNAuthList.for_spc("1234")
+
+
+def test_decide_single_valid_shaken_shortcut_equals_general_result(chain, cred):
+    """decide() answers one valid SHAKEN PASSporT without the general fold; the result is the
+    one the general path builds (VerificationResult(verstat, attest, checks, passports, origid))."""
+    from stirshaken.core import verification as VF
+
+    now = time.time()
+    prep = VF.prepare(sign(chain, attest="B", origid="123e4567-e89b-12d3-a456-426655440000"),
+                      orig="12155551212", dest="12155551213", now=now)
+    r = VF.complete(prep, cred)
+    got = VF.decide([r])
+    assert got == VF.VerificationResult(verstat=VERSTAT_PASSED, attest="B", checks=r.checks, passports=(r,),
+                                        origid="123e4567-e89b-12d3-a456-426655440000", reason_header=None)
+    # with targets: the destination check is added; a target elsewhere goes the general way (fails)
+    bound = VF.decide([r], targets=["12155551213"])
+    assert bound.ok and [c.name for c in bound.checks][-1] == "dest-matches"
+    assert not VF.decide([r], targets=["19995550000"]).ok
+
+
+def test_decide_single_shaken_destination_shortcut_equals_bind_destinations(chain, cred):
+    """decide()'s shortcut for one SHAKEN PASSporT binds the destination exactly as the general
+    bind_destinations does: canonical TNs only (a non-TN string equal to the claim binds nothing)."""
+    from stirshaken.core import verification as VF
+
+    now = time.time()
+    for claim, targets in ((["12155551213"], ["12155551213"]), (["12155551213"], ["+1 215 555 1213"]),
+                           (["sip:bob@example.net"], ["sip:bob@example.net"]), (["12155551213"], ["19995550000"])):
+        r = VF.complete(VF.prepare(sign(chain, dest=claim), orig=None, dest=None, now=now), cred)
+        assert r.ok
+        general = VF.bind_destinations([r], targets)[0].ok
+        assert VF.decide([r], targets=targets).ok == general, (claim, targets)
+        # targets as a one-shot iterable: read once, the same verdict (not "no targets")
+        assert VF.decide([r], targets=iter(targets)).ok == general, (claim, targets)

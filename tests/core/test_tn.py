@@ -1,0 +1,106 @@
+"""core/tn.py: TN canonicalization (RFC 8224 §8.3) and URI user parts."""
+
+from __future__ import annotations
+
+import pytest
+from stirshaken.core.errors import BadIdentityInfoError, IdentityHeaderSyntaxError, StirShakenError
+from stirshaken.core.identity import IdentityHeader, build_identity, parse_identity, parse_identity_headers, split_header_values
+from stirshaken.core.tn import TNError, canonicalize_tn, tn_from_uri, uri_user
+from tests import _core_support as V
+import base64
+import string
+import orjson
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from hypothesis import HealthCheck, assume, example, given, settings
+from hypothesis import strategies as st
+from stirshaken.core import certificates as C
+from stirshaken.core import passport as pp
+from stirshaken.core.b64 import b64url_decode, b64url_decode_valid, b64url_encode
+from stirshaken.core.errors import StirShakenError
+from stirshaken.core.identity import TOKEN, IdentityHeader, parse_identity, parse_identity_headers
+from stirshaken.core.tn import TNError, canonicalize_tn
+from stirshaken.core.tnauthlist import SPC, TN, TNAuthList, TNRange
+
+
+FAST = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+FUZZ = settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+TN_CHARS = "0123456789#*"
+
+
+tn_text = st.text(alphabet=TN_CHARS, min_size=1, max_size=15)
+
+
+@pytest.mark.parametrize(
+    "value,expected",
+    [
+        ("+1 (215) 555-1212", "12155551212"),
+        ("sip:+1-(215)-555-1212@example.com;user=phone", "12155551212"),
+        ("<sip:+1-(215)-555-1212@example.com;user=phone>", "12155551212"),
+        ("sips:+12155551212@example.com", "12155551212"),
+        ("tel:+1-215-555-1212", "12155551212"),
+        ("tel:+1.215.555.1212;phone-context=example.com", "12155551212"),
+        ("tel:2155551212;phone-context=+1", "2155551212"),
+        ("12155551212;ext=22", "12155551212"),
+        ("*67", "*67"),
+        ("#31#", "#31#"),
+        ("sip:*67@example.com", "*67"),
+        ("sip:%2B12155551212@example.com", "12155551212"),
+        ("  +44 20 7946 0018 ", "442079460018"),
+        ("[215] 555/1212", "2155551212"),
+        ("2155551212", "2155551212"),
+    ],
+)
+def test_canonicalize(value, expected):
+    assert canonicalize_tn(value) == expected
+
+
+def test_national_number_only_with_a_dial_plan():
+    assert canonicalize_tn("2155551212") == "2155551212"
+    assert canonicalize_tn("2155551212", country_code="1", national_length=10) == "12155551212"
+    assert canonicalize_tn("(215) 555-1212", country_code="1", national_length=10) == "12155551212"
+    # already international, or another length: untouched
+    assert canonicalize_tn("+2155551212", country_code="1", national_length=10) == "2155551212"
+    assert canonicalize_tn("12155551212", country_code="1", national_length=10) == "12155551212"
+    assert canonicalize_tn("*67", country_code="1", national_length=3) == "*67"
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["", "+", "abc", "sip:alice@example.com", "tel:", "1+2", "12a4", "sip:@example.com", "++1", "--", "١٢٣", None, 5],
+)
+def test_not_a_tn(value):
+    with pytest.raises(TNError):
+        canonicalize_tn(value)  # type: ignore[arg-type]
+
+
+def test_uri_helpers():
+    assert uri_user('"Alice" <sip:+12155551212@example.com;user=phone>') == "+12155551212"
+    assert uri_user("http://example.com") is None
+    assert tn_from_uri("sip:alice@example.com") is None
+    assert tn_from_uri("tel:+1-215-555-1212") == "12155551212"
+    assert tn_from_uri("sip:2155551212@example.com", country_code="1", national_length=10) == "12155551212"
+
+
+@FAST
+@given(tn_text, st.booleans(), st.sampled_from(["", " ", "-", ".", "(", ")"]))
+def test_canonicalize_tn_idempotent(tn, plus, sep):
+    decorated = ("+" if plus else "") + sep.join(tn)
+    assume(decorated.strip())
+    assert canonicalize_tn(decorated) == tn if tn[0] not in "*#" or not plus else True
+    assert canonicalize_tn(tn) == tn
+    assert canonicalize_tn(f"sip:{tn}@example.com;user=phone") == tn
+
+
+@FUZZ
+@given(st.one_of(st.text(max_size=40), st.text(alphabet="0123456789+-(). #*;:<>@sipteluser=phone", max_size=40)))
+def test_fuzz_canonicalize_tn(value):
+    try:
+        out = canonicalize_tn(value)
+    except TNError:
+        return
+    assert out and set(out) <= set(TN_CHARS)
