@@ -15,7 +15,7 @@ Each scenario starts a real ``stirshaken serve`` (ports 21000-21999), attacks it
 * ``redis``     (when ``redis-server`` exists) a private Redis on a Unix socket is stopped and
   restarted under verification load: every request answered.
 
-``--short`` shortens every phase (about 30 s in all, used by tests/test_stress.py); the full run
+``--short`` shortens every phase (about 30 s in all, used by tests/test_hardening.py::test_short_stress_run); the full run
 takes about a minute.  Exit status 0 when every assertion holds; one line per scenario.
 """
 

@@ -94,7 +94,7 @@ def raw_to_der(raw: bytes) -> bytes:
     """The 64-byte ``r || s`` of a P-256 signature as DER ``SEQUENCE { INTEGER r, INTEGER s }``.
 
     Byte manipulation instead of ``encode_dss_signature(int(r), int(s))``: same bytes (checked
-    against it by tests/test_passport.py), about 3x cheaper.  DER integers are minimal big-endian
+    against it by tests/core/test_passport.py), about 3x cheaper.  DER integers are minimal big-endian
     with a 0x00 prefix when the top bit is set; at most 70 bytes, so every length is short-form.
     """
     r0, s0 = raw[0], raw[32]

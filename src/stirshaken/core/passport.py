@@ -319,7 +319,7 @@ class Signer:
         The claims are written straight into their RFC 8225 §9 form (keys in code-point order, no
         whitespace) when every string is printable ASCII without ``"`` or ``\\`` and so needs no
         JSON escaping (canonical TNs and UUIDs always are); otherwise they go through ``orjson``.
-        Both give the same bytes (tests/test_passport.py); the direct form saves the dict and the
+        Both give the same bytes (tests/core/test_passport.py); the direct form saves the dict and the
         serializer call, a few microseconds per signature on a ~30 µs operation."""
         if type(attest) is not str or attest not in ATTEST_VALUES:
             raise InvalidClaimError(f"'attest' claim must be A, B or C, not {attest!r}")

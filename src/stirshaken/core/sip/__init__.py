@@ -47,7 +47,7 @@ few small regexes for the mandatory headers (CSeq, From, To, top Via).
 There are no per-character Python loops for normal messages.
 
 Micro-benchmark (CPython 3.11.7, x86-64 container, best of 7 x 20000 runs)
-for the 601-byte INVITE with SDP body used in ``tests/test_sip.py``::
+for the 601-byte INVITE with SDP body used in ``tests/core/test_sip.py``::
 
     parse_message(invite)          ~18 us   (~55k messages/s per core)
     request.to_bytes()             ~1.5 us

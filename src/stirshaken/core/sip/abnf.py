@@ -173,7 +173,7 @@ _FOLD_RE = re.compile(FOLD)
 # faster than a negated character class, so characters are instead checked
 # once for the whole header section with bytes.translate (_CTL_BYTES below).
 # The value ends at its last non-WSP character; the line may end in CRLF.
-# (tests/test_sip.py checks that both agree.)
+# (tests/core/test_sip.py checks that both agree.)
 _HEADER_LINE_RE = re.compile(rf"^({HEADER_NAME}){HCOLON}((?:.*[^ \t\r\n])?)[ \t\r]*\n", re.M)
 # Bytes not allowed anywhere in a header section (CTL except HTAB and LF,
 # plus CR which is only allowed as part of CRLF).
