@@ -186,7 +186,8 @@ async def start_vs(tb: Testbed, port: int = 0) -> str:
     """Start the STI-VS: the ATIS-1000082 REST API (:mod:`stirshaken.serve.rest`) over
     :class:`stirshaken.vs.verifier.Verifier`, on loopback HTTPS; returns its verification URL."""
     from stirshaken.serve.metrics import Metrics
-    from stirshaken.serve.rest import VERIFICATION_PATH, RestAPI, make_app
+    from stirshaken.serve.http import make_app
+    from stirshaken.serve.rest import VERIFICATION_PATH, RestAPI
     from stirshaken.vs.verifier import CallInfo, Verifier
 
     assert tb.tls is not None

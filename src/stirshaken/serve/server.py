@@ -199,7 +199,8 @@ class Worker:
     async def start(self) -> None:
         from stirshaken.serve.metrics import Metrics
         from stirshaken.serve.limits import ConnectionGuard, ConnectionLimits
-        from stirshaken.serve.rest import FastHTTPProtocol, RestAPI, serve_aiohttp
+        from stirshaken.serve.http import FastHTTPProtocol, serve_aiohttp
+        from stirshaken.serve.rest import RestAPI
         from stirshaken.serve.signing import SigningService
         from stirshaken.serve.sip import SipService, start_sip
 
