@@ -1,16 +1,24 @@
-"""ACME for SHAKEN: JOSE primitives shared with the STI-CA and the SP-side client.
+"""The SP side of the SHAKEN PKI: the STI-PA client and an RFC 8555 ACME client for TNAuthList.
 
-* JOSE (RFC 7515 flattened JSON, RFC 7518 §3.4 ES256, RFC 7638 thumbprints) as RFC 8555 §6.2
-  uses it: :func:`jwk_of`, :func:`jwk_public_key`, :func:`thumbprint`, :func:`sign_jws`.
-* :class:`PAClient`: the STI-PA API of docs/requirements.md PA-03/PA-04 (login, SPC token, CA list, CRL).
+* :class:`PAClient`: the STI-PA API (docs/requirements.md PA-03/PA-04, the ``/api/v1`` shape:
+  login, SPC token, CA list, CRL).
 * :class:`AcmeClient`: RFC 8555 client for TNAuthList identifiers (RFC 9448 §3) and the
   ``tkauth-01`` challenge (RFC 9447 §3, RFC 9448 §5): directory, nonces with ``badNonce`` retry
-  (§6.5), newAccount (§7.3), newOrder (§7.4), the challenge answer ``{"atc": <SPC token>}``,
-  finalize, POST-as-GET download (§7.4.2) and revokeCert (§7.6).
+  (§6.5), newAccount (§7.3, with External Account Binding §7.3.4), newOrder (§7.4), the
+  challenge answer ``{"atc": <SPC token>}``, finalize, POST-as-GET download (§7.4.2) and
+  revokeCert (§7.6).  Messages are the typed objects of :mod:`stirshaken.pki.acme`, shared with
+  the STI-CA; JOSE comes from :mod:`stirshaken.core.jose`; sessions from :mod:`stirshaken.net.http`.
 * :func:`obtain_certificate` / :func:`ensure_certificate` / :func:`renew_forever`: the whole
-  ATIS-1000080 §6.3.5 flow (docs/requirements.md AC-01): PA login, SPC token bound to the account key
-  fingerprint, ACME order, answer, finalize with a CSR for a fresh P-256 key (written 0600),
+  ATIS-1000080 §6.3.5 flow (docs/requirements.md AC-01): PA login, SPC token bound to the account
+  key fingerprint, ACME order, answer, finalize with a CSR for a fresh P-256 key (written 0600),
   download, publish to the STI-CR, and renewal ``renew_before_days`` before expiry (AC-05).
+
+Why not certbot's ``acme`` library with a thin tkauth-01 layer: it is synchronous (``requests``)
+while this client runs inside ``stirshaken serve``'s event loop (renewal of ACME-managed signers
+next to live traffic), so it would need a thread per call; it would bring ``requests``,
+``josepy`` and ``pyOpenSSL`` into the runtime dependencies; and TNAuthList identifiers need a
+replaced ``new_order`` there anyway.  It stays what it is best at here: the independent ACME peer
+the tests run against our STI-CA (tests/test_acme_certbot.py, with and without EAB).
 """
 
 from __future__ import annotations
