@@ -205,27 +205,36 @@ def sqlite_url(path: str) -> str:
     return f"sqlite:///{path}"
 
 
+def make_engine(url: str) -> Engine:
+    """The project's one way to open a database (``url``: any SQLAlchemy URL).  SQLite files are
+    shared between threads and processes: WAL journal, a 30 s busy timeout, foreign keys on;
+    server databases (PostgreSQL) get ``pool_pre_ping`` so a connection lost in an outage is
+    replaced instead of failing the next request."""
+    kwargs: dict[str, Any] = {"future": True}
+    if url.startswith("sqlite"):
+        kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+    else:
+        kwargs["pool_pre_ping"] = True
+    engine = sa.create_engine(url, **kwargs)
+    if url.startswith("sqlite"):
+
+        @sa.event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:  # pragma: no cover - trivial
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+
+    return engine
+
+
 class Database:
     """The state store.  ``url`` is any SQLAlchemy URL; SQLite files get WAL and a busy timeout."""
 
     def __init__(self, url: str, *, create: bool = True):
         self.url = url
-        kwargs: dict[str, Any] = {"future": True}
-        if url.startswith("sqlite"):
-            kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
-        else:
-            kwargs["pool_pre_ping"] = True
-        self.engine: Engine = sa.create_engine(url, **kwargs)
-        if url.startswith("sqlite"):
-
-            @sa.event.listens_for(self.engine, "connect")
-            def _pragmas(dbapi_conn: Any, _record: Any) -> None:  # pragma: no cover - trivial
-                cur = dbapi_conn.cursor()
-                cur.execute("PRAGMA journal_mode=WAL")
-                cur.execute("PRAGMA busy_timeout=30000")
-                cur.execute("PRAGMA foreign_keys=ON")
-                cur.close()
-
+        self.engine: Engine = make_engine(url)
         if create:
             metadata.create_all(self.engine)
 

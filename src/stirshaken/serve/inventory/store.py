@@ -38,6 +38,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from stirshaken.core.tn import TNError, canonicalize_tn
+from stirshaken.pki.store import make_engine
 from stirshaken.serve.inventory.index import (
     ATTEST_LEVELS,
     Customer,
@@ -172,22 +173,7 @@ class InventoryStore:
         if "://" not in url:
             url = f"sqlite:///{url}"
         self.url = url
-        kwargs: dict[str, Any] = {}
-        if url.startswith("sqlite"):
-            kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
-        else:
-            kwargs["pool_pre_ping"] = True
-        self.engine: Engine = sa.create_engine(url, **kwargs)
-        if self.is_sqlite:
-
-            @sa.event.listens_for(self.engine, "connect")
-            def _pragmas(dbapi_conn: Any, _record: Any) -> None:  # pragma: no cover - trivial
-                cur = dbapi_conn.cursor()
-                cur.execute("PRAGMA journal_mode=WAL")
-                cur.execute("PRAGMA busy_timeout=30000")
-                cur.execute("PRAGMA foreign_keys=ON")
-                cur.close()
-
+        self.engine: Engine = make_engine(url)
         if create:
             metadata.create_all(self.engine)
             with self.engine.begin() as c:
