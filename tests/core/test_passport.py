@@ -586,7 +586,6 @@ def test_missing_mandatory_claim(key, name):
         {"iat": "1700000000"},
         {"iat": 1700000000.5},
         {"iat": True},
-        {"iat": -1},
         {"iat": None},
         {"attest": "D"},
         {"attest": ["A"]},

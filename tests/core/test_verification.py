@@ -476,3 +476,27 @@ def test_decide_single_shaken_destination_shortcut_equals_bind_destinations(chai
         assert VF.decide([r], targets=targets).ok == general, (claim, targets)
         # targets as a one-shot iterable: read once, the same verdict (not "no targets")
         assert VF.decide([r], targets=iter(targets)).ok == general, (claim, targets)
+
+
+@pytest.mark.parametrize("iat, code, fragment", [
+    (0, 403, "not fresh"),            # RFC 7519 §2: 1970 is a well-formed NumericDate, just stale
+    (-5, 403, "not fresh"),
+    (1.5, 438, "integer NumericDate"),
+    ("1700000000", 438, "integer NumericDate"),
+    (True, 438, "integer NumericDate"),
+])
+def test_numericdate_as_rfc7519_defines_it(iat, code, fragment) -> None:
+    """A negative or zero iat is a stale date (403), not a malformed claim; non-integers stay 438
+    (issue 11 item 6)."""
+    import json
+
+    claims = {"attest": "A", "dest": {"tn": ["12155551213"]}, "iat": iat, "orig": {"tn": "12155551212"}, "origid": ORIGID}
+    # written with json (orjson refuses integers beyond 64 bits), keys sorted as RFC 8225 §9 asks
+    h64 = b64url_encode(json.dumps(pp.passport_header(X5U), sort_keys=True, separators=(",", ":")).encode())
+    p64 = b64url_encode(json.dumps(claims, sort_keys=True, separators=(",", ":")).encode())
+    token = f"{h64}.{p64}." + b64url_encode(jose.es256_sign(KEY, f"{h64}.{p64}".encode()))
+    value = f"{token};info=<{X5U}>;alg=ES256;ppt=shaken"
+    for cache in (None, V.VerificationCache()):
+        with pytest.raises(StirShakenError) as ei:
+            V.prepare(value, orig="12155551212", dest="12155551213", now=NOW, cache=cache)
+        assert ei.value.sip_code == code and fragment in ei.value.description, ei.value

@@ -470,7 +470,7 @@ def _plain_shaken(c: dict[str, Any]) -> bool:
             return False
     except (KeyError, TypeError):  # a claim missing, or an unhashable attest
         return False
-    if type(iat) is not int or iat < 0 or type(origid) is not str or not origid:
+    if type(iat) is not int or type(origid) is not str or not origid:
         return False
     if type(orig) is not dict or type(dest) is not dict or len(orig) != 1 or len(dest) != 1:
         return False
@@ -503,8 +503,10 @@ def check_claims(p: PASSporT) -> None:
         if name not in c:
             raise MissingClaimError(f"Missing '{name}' mandatory claim in PASSporT payload")
     iat = c["iat"]
-    if not isinstance(iat, int) or isinstance(iat, bool) or iat < 0:
-        raise InvalidClaimError("'iat' claim must be a non-negative integer NumericDate")
+    # RFC 7519 §2 NumericDate: any integer is well formed; a zero or negative one is simply far in
+    # the past, which the freshness check answers (403 Stale Date), not a malformed claim (438)
+    if not isinstance(iat, int) or isinstance(iat, bool):
+        raise InvalidClaimError("'iat' claim must be an integer NumericDate")
     _identity_object(c["orig"], "orig", arrays=False)
     _identity_object(c["dest"], "dest", arrays=True)
     if ppt == "shaken":
