@@ -121,6 +121,18 @@ def test_sign_decode_verify(cli_chain):
     assert "TN-Validation-Passed" in run("verify", "-", "--cert", d / "sp-chain.pem", "--trust-anchor", d / "root.pem", input=identity).stdout
     dj = json.loads(run("decode", identity, "--json").stdout)
     assert dj["claims"]["orig"] == {"tn": "12155551212"} and dj["params"]["ppt"] == "shaken"
+    assert dj["failed"] is None and [c["check"] for c in dj["checks"]][:2] == ["identity-syntax", "passport-header"]
+    assert any(s.startswith("signature and certificate") for s in dj["skipped"])
+    # the same token judged a day later: stale, as verify would answer (403), exit 1
+    late = run("decode", identity, "--json", "--at", str(int(time.time()) + 86400), ok=False)
+    assert late.returncode == 1 and json.loads(late.stdout)["failed"]["code"] == 403
+    # verify names the comparisons it could not make
+    jv = json.loads(run("verify", identity, "--cert", d / "sp-chain.pem", "--trust-anchor", d / "root.pem", "--json").stdout)
+    assert [s.split(":")[0] for s in jv["skipped"]] == ["orig-matches", "dest-matches"]
+    jv = json.loads(run("verify", identity, "--cert", d / "sp-chain.pem", "--trust-anchor", d / "root.pem", "--json",
+                        "--orig", "12155551212", "--dest", "12155551214").stdout)
+    assert jv["skipped"] == [] and jv["verstat"] == "TN-Validation-Passed"
+    assert "not checked: orig-matches" in run("verify", identity, "--cert", d / "sp-chain.pem", "--trust-anchor", d / "root.pem").stdout
     assert [pr for pr in dj["problems"]] == ["'x5u' is not an https URL (ATIS-1000074 §5.3.1: verifiers refuse it)"]
     token_only = run("sign", "--key", d / "sp.key", "--x5u", X5U, "--attest", "C", "--orig", "1", "--dest", "2", "--token").stdout.strip()
     assert ";" not in token_only and decode(token_only).attest == "C"
@@ -173,9 +185,11 @@ def test_verify_failures(cli_chain, tmp_path):
 
 def test_decode_vectors():
     from tests import _core_support as V
-    j = json.loads(run("decode", V.SIGNALWIRE_BAD_PASSPORT, "--json").stdout)
+    bad = run("decode", V.SIGNALWIRE_BAD_PASSPORT, "--json", ok=False)
+    assert bad.returncode == 1  # the claims fail the check verify makes: decode says so by its exit status
+    j = json.loads(bad.stdout)
     assert j["claims"]["orig"] == '{"tn":"9005551212"}'
-    assert any("'orig'" in pr for pr in j["problems"])
+    assert any("'orig'" in pr for pr in j["problems"]) and j["failed"]["code"] == 438
     p = run("decode", "not-a-token", ok=False)
     assert p.returncode == 1 and "Traceback" not in p.stderr
 

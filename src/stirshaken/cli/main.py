@@ -406,11 +406,19 @@ def _identity_arg(value: str) -> str:
 @app.command()
 def decode(
     identity: str = typer.Argument(..., help="Identity header value or PASSporT (@FILE to read a file, - for stdin)."),
+    at: Optional[float] = typer.Option(None, "--at", help="Judge iat freshness as of this time (epoch seconds; default now)."),
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Show a PASSporT's header and claims and every problem found (no signature check)."""
+    """Show a PASSporT's header and claims, and run every check ``verify`` makes without a
+    certificate (Identity header, JOSE header, claims, iat freshness; a bare PASSporT is judged
+    as if its x5u were the header's info).  Exit 0: no check failed (warnings may be listed);
+    1: a check failed (the first failure is shown, as verify would answer it); 2: usage error.
+
+    Example: ``stirshaken decode @identity.txt --json``"""
+    from stirshaken.core.verification import prepare
+
     value = _identity_arg(identity)
-    result: dict[str, Any] = {"problems": []}
+    result: dict[str, Any] = {"problems": [], "checks": [], "failed": None}
     token = value
     try:
         hdr = parse_identity(value)
@@ -435,13 +443,29 @@ def decode(
                 check()
             except StirShakenError as exc:
                 result["problems"].append(str(exc))
-        result["problems"].extend(problems(p))
+        try:
+            check_claims(p)
+            result["problems"].extend(problems(p))
+        except StirShakenError:
+            pass
         x5u = p.header.get("x5u")
         if isinstance(x5u, str) and not x5u.lower().startswith("https://"):
             result["problems"].append("'x5u' is not an https URL (ATIS-1000074 §5.3.1: verifiers refuse it)")
         info = result.get("params", {}).get("info")
         if info is not None and p.x5u != info:
             result["problems"].append("436 Bad Identity Info: 'x5u' does not match the 'info' parameter")
+    # the checks verify makes before it needs the certificate: the very same code (prepare)
+    judged = value if ";" in value else (f"{token};info=<{p.x5u}>" if p is not None and isinstance(p.x5u, str) else value)
+    try:
+        prep = prepare(judged, orig=None, dest=None, now=at if at is not None else time.time(), expected_ppt=None)
+        result["checks"] = [c.to_json() for c in prep.checks]
+    except StirShakenError as exc:
+        result["failed"] = {"code": exc.sip_code, "reason": exc.reason, "description": exc.description}
+        if str(exc) not in result["problems"]:
+            result["problems"].append(str(exc))
+    result["skipped"] = ["signature and certificate (decode fetches nothing; use verify)",
+                         "orig-matches (the request's calling number is not known here)",
+                         "dest-matches (the request's called number is not known here)"]
     if json_out:
         sys.stdout.write(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
@@ -454,18 +478,25 @@ def decode(
                 out.print(f"  - {pr}", highlight=False, soft_wrap=True)
         else:
             out.print("[bold]problems[/bold]: none")
-    raise typer.Exit(1 if p is None else 0)
+        f = result["failed"]
+        out.print(f"[bold]verdict[/bold]: {f['code']} {f['reason']}: {f['description']}" if f else
+                  "[bold]verdict[/bold]: no check failed (signature and certificate not checked)", highlight=False, soft_wrap=True)
+    raise typer.Exit(1 if result["failed"] is not None or p is None else 0)
 
 
-def _print_result(result: Any, json_out: bool) -> None:
+def _print_result(result: Any, json_out: bool, skipped: list[str] | None = None) -> None:
     if json_out:
-        sys.stdout.write(orjson.dumps(result.to_json(), option=orjson.OPT_INDENT_2, default=str).decode() + "\n")
+        doc = result.to_json()
+        doc["skipped"] = skipped or []
+        sys.stdout.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2, default=str).decode() + "\n")
         return
     if result.ok:
         out.print(f"[green]{result.verstat}[/green] attest={result.attest}", highlight=False)
     else:
         out.print(f"{result.sip_code} {result.reason}: {result.description}", highlight=False, soft_wrap=True)
         out.print(f"verstat: {result.verstat}", highlight=False)
+    for s in skipped or []:
+        out.print(f"not checked: {s}", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -486,7 +517,11 @@ def verify(
     x5u_ca_bundle: Optional[Path] = opts.X5U_CA_BUNDLE,
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Verify a call: exit 0 only when verification passes, else print the SIP code and reason."""
+    """Verify a call: exit 0 only when verification passes, else print the SIP code and reason
+    (exit 1); usage and file errors exit 2.  Comparisons that could not be made (no --orig or
+    --dest) are listed as "not checked".
+
+    Example: ``stirshaken verify @identity.txt --orig 12155551212 --dest 12155551213 --trust-anchor root.pem``"""
     from stirshaken.core.identity import split_header_values
     from stirshaken.vs.verifier import CallInfo, Verifier
 
@@ -515,7 +550,9 @@ def verify(
         result = verifier.verify(CallInfo(identities=[value], from_=orig, to=list(dest or []) or None, date=date))
     finally:
         verifier.close()
-    _print_result(result, json_out)
+    skipped = ([] if orig else ["orig-matches: no --orig given (the PASSporT's orig was not compared with the calling number)"]) + (
+        [] if dest else ["dest-matches: no --dest given (the PASSporT's dest was not compared with the called number)"])
+    _print_result(result, json_out, skipped)
     raise typer.Exit(0 if result.ok else 1)
 
 
