@@ -335,13 +335,16 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Create or replace an STI-PA account (written to the PA database)."""
         from stirshaken.pki.store import Database, sqlite_url
-        from stirshaken.pki.pa import OCN_RE, hash_password
+        from stirshaken.pki.pa import OCN_RE, PAKeys, hash_password
 
         if not password:
             _fail("--password (or STIRSHAKEN_PA_PASSWORD) is required", 2)
         if ocn is not None and OCN_RE.fullmatch(ocn) is None:
             _fail("OCN/SPC must be 1-16 digits or upper-case letters", 2)
         state_dir.mkdir(parents=True, exist_ok=True)
+        # the PA keys exist from the first command on, so an STI-CA started right after
+        # 'pa serve ... &' (docs/pki.md) finds pa-root.pem and pa-crl.pem without waiting
+        PAKeys.load_or_create(state_dir)
         db = Database(db_url or sqlite_url(str(state_dir / "pa.db")))
         db.pa_put_account(username, hash_password(password or ""), ocn=ocn, admin=admin)
         out.print(f"account {username} saved", highlight=False)
