@@ -214,7 +214,9 @@ def register(app: typer.Typer) -> None:
                           f"nothing in {state_dir} changed, nothing uploaded, no hook run", highlight=False)
                 return
             save_settings(state_dir, {
-                "directory": directory, "pa_url": pa_url, "ocn": ocn, "user": user, "ca_bundle": ca_bundle, "cr_url": cr_url,
+                # absolute: 'acme renew' runs from cron or another directory
+                "directory": directory, "pa_url": pa_url, "ocn": ocn, "user": user,
+                "ca_bundle": str(Path(ca_bundle).absolute()) if ca_bundle else None, "cr_url": cr_url,
                 "contact": cfg.contact, "eab_kid": eab_kid, "identifier_encoding": encoding,
                 "renew_before_days": renew_before_days, "deploy_hook": deploy_hook,
             })
