@@ -108,3 +108,19 @@ async def test_renew_from_another_directory(tmp_path: Path, monkeypatch: Any) ->
         monkeypatch.chdir(elsewhere)
         res = await _acme(tb, "renew", str(work / "sp"), "--force")
         assert res.exit_code == 0 and "obtained certificate" in res.output, res.output
+
+
+def test_acme_errors_are_plain_lines(tmp_path: Path) -> None:
+    """No library class names: a refused connection and a missing --ca-bundle in plain words."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    base = ["acme", "--directory", f"https://127.0.0.1:{port}/acme/directory", "--pa-url", f"https://127.0.0.1:{port}",
+            "--ocn", "1234", "--user", "sp-1234", "--password", "pw", "--state-dir", str(tmp_path / "sp")]
+    res = CliRunner().invoke(app, base)
+    assert res.exit_code == 1 and f"error: cannot connect to 127.0.0.1:{port}: Connection refused" in res.output, res.output
+    assert "ClientConnectorError" not in res.output
+    res = CliRunner().invoke(app, [*base, "--ca-bundle", str(tmp_path / "none.pem")])
+    assert res.exit_code == 2 and "--ca-bundle" in res.output and "no such file" in res.output, res.output

@@ -29,6 +29,27 @@ def _fail(message: str, code: int = 1) -> None:
     raise typer.Exit(code)
 
 
+def _describe(exc: BaseException) -> str:
+    """One line for an error of ``acme``/``acme renew``: our own errors by their message, a refused
+    connection or a missing file in plain words, anything else as ``Type: message``."""
+    import aiohttp
+
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        text = f"TLS certificate of {exc.host}:{exc.port} not trusted (--ca-bundle?): {exc.certificate_error}"
+    elif isinstance(exc, aiohttp.ClientConnectorError):
+        import os
+
+        e = exc.os_error
+        text = f"cannot connect to {exc.host}:{exc.port}: {os.strerror(e.errno) if e.errno else e.strerror or e}"
+    elif isinstance(exc, OSError) and exc.strerror:
+        text = f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror
+    elif type(exc).__module__.startswith("stirshaken."):
+        text = str(exc)
+    else:
+        text = f"{type(exc).__name__}: {exc}"
+    return " ".join(text.split())
+
+
 def _config(path: Optional[Path], section: str, given: dict[str, Any]) -> dict[str, Any]:
     """Merge a TOML config (top level + ``[section]``) with the options that were given."""
     merged: dict[str, Any] = {}
@@ -196,6 +217,8 @@ def register(app: typer.Typer) -> None:
             _fail("--identifier-encoding must be base64url or base64", 2)
         if bool(eab_kid) != bool(eab_hmac_key):
             _fail("give both --eab-kid and --eab-hmac-key", 2)
+        if ca_bundle and not Path(ca_bundle).is_file():
+            _fail(f"--ca-bundle {ca_bundle}: no such file", 2)
         bad = [e for e in email if "@" not in e or e.startswith("mailto:")]
         if bad:
             _fail(f"--email {bad[0]!r}: give a plain address such as noc@example.net", 2)
@@ -236,7 +259,7 @@ def register(app: typer.Typer) -> None:
         except KeyboardInterrupt:
             raise typer.Exit(0)
         except Exception as exc:
-            _fail(f"{type(exc).__name__}: {exc}")
+            _fail(_describe(exc))
 
     @acme_app.command("list")
     def acme_list(
@@ -289,7 +312,7 @@ def register(app: typer.Typer) -> None:
                 asyncio.run(_ensure(cfg, float(st.get("renew_before_days") or 30.0), force, st.get("deploy_hook")))
             except Exception as exc:
                 failed += 1
-                err.print(f"[red]error:[/red] {d}: {type(exc).__name__}: {exc}", highlight=False, soft_wrap=True)
+                err.print(f"[red]error:[/red] {d}: {_describe(exc)}", highlight=False, soft_wrap=True)
         if failed:
             raise typer.Exit(1)
 
