@@ -90,3 +90,37 @@ async def test_failed_cr_upload_is_an_error_of_acme(tmp_path: Path) -> None:
         res = await _acme(tb, *_base(tb, tmp_path / "b"), "--cr-url", tb.urls["cr"], "--cr-token", "wrong")
         assert res.exit_code == 1 and "upload to the STI-CR" in res.output and "401" in res.output, res.output
         assert (tmp_path / "b" / "current" / "chain.pem").exists()  # issued and kept, only not published
+
+
+async def test_renew_from_another_directory(tmp_path: Path, monkeypatch: Any) -> None:
+    """A first run with relative paths (as in docs/pki.md), then 'acme renew' from cron's working
+    directory: the saved --ca-bundle and the hook's paths are absolute."""
+    async with running_testbed(tmp_path / "tb") as tb:
+        work, elsewhere = tmp_path / "work", tmp_path / "elsewhere"
+        work.mkdir(), elsewhere.mkdir()
+        (work / "root.pem").write_bytes(tb.tls.root.read_bytes())  # type: ignore[union-attr]
+        hook = f'echo "$STIRSHAKEN_KEY $STIRSHAKEN_STATE_DIR" > {tmp_path / "hook.txt"}'
+        monkeypatch.chdir(work)
+        args = [a if a != str(tb.tls.root) else "root.pem" for a in _base(tb, Path("sp"))]  # type: ignore[union-attr]
+        res = await _acme(tb, *args, "--deploy-hook", hook)
+        assert res.exit_code == 0, res.output
+        assert (tmp_path / "hook.txt").read_text().split() == [str(work / "sp" / "current" / "key.pem"), str(work / "sp")]
+        monkeypatch.chdir(elsewhere)
+        res = await _acme(tb, "renew", str(work / "sp"), "--force")
+        assert res.exit_code == 0 and "obtained certificate" in res.output, res.output
+
+
+def test_acme_errors_are_plain_lines(tmp_path: Path) -> None:
+    """No library class names: a refused connection and a missing --ca-bundle in plain words."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    base = ["acme", "--directory", f"https://127.0.0.1:{port}/acme/directory", "--pa-url", f"https://127.0.0.1:{port}",
+            "--ocn", "1234", "--user", "sp-1234", "--password", "pw", "--state-dir", str(tmp_path / "sp")]
+    res = CliRunner().invoke(app, base)
+    assert res.exit_code == 1 and f"error: cannot connect to 127.0.0.1:{port}: Connection refused" in res.output, res.output
+    assert "ClientConnectorError" not in res.output
+    res = CliRunner().invoke(app, [*base, "--ca-bundle", str(tmp_path / "none.pem")])
+    assert res.exit_code == 2 and "--ca-bundle" in res.output and "no such file" in res.output, res.output

@@ -126,3 +126,19 @@ def test_missing_arguments_are_reported(args: list[str], tmp_path: Path) -> None
     env = {k: v for k, v in os.environ.items() if k != "STIRSHAKEN_PA_PASSWORD"}
     res = subprocess.run(STIR + args, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=30)
     assert res.returncode == 2 and "Traceback" not in res.stderr
+
+
+def test_pa_add_account_creates_the_pa_keys(tmp_path: Path) -> None:
+    """docs/pki.md starts 'pa serve &' and 'ca serve --pa-root pa-state/pa-root.pem &' one after the
+    other without waiting: the PA root and CRL signer must exist once 'pa add-account' has run."""
+    pa_dir = tmp_path / "pa-state"
+    res = subprocess.run(STIR + ["pa", "add-account", "sp-1234", "--ocn", "1234", "--password", "pw", "--state-dir", str(pa_dir)],
+                         capture_output=True, text=True, timeout=30)
+    assert res.returncode == 0, res.stderr
+    for name in ("pa-root", "pa-signing", "pa-crl"):
+        assert certs.load_certificates((pa_dir / f"{name}.pem").read_bytes())
+        assert (pa_dir / f"{name}.key").stat().st_mode & 0o077 == 0
+    root = (pa_dir / "pa-root.pem").read_bytes()
+    res = subprocess.run(STIR + ["pa", "add-account", "sp-5678", "--ocn", "5678", "--password", "pw", "--state-dir", str(pa_dir)],
+                         capture_output=True, text=True, timeout=30)
+    assert res.returncode == 0 and (pa_dir / "pa-root.pem").read_bytes() == root

@@ -249,6 +249,15 @@ def test_subject_rule_keeps_optional_attributes(chain):
     assert C.check_sp_subject(two_o, "1234") == ["CM-06 subject has 2 O attributes, expected one"]
 
 
+@pytest.mark.parametrize("cn,ok", [("SHAKEN 1234", True), ("SHAKEN1234", True), ("SHAKEN-1234 Voice", True), ("SHAKEN (1234)", True),
+                                   ("SHAKEN 12345", False), ("SHAKEN 01234", False), ("SHAKEN 1234A", False), ("SHAKEN X1234", False)])
+def test_subject_rule_spc_is_a_whole_token(cn, ok):
+    """A CN naming another SPC that merely contains this one ('SHAKEN 12345' for SPC 1234) is refused."""
+    name = x509.Name([x509.NameAttribute(NameOID.COUNTRY_NAME, "US"), x509.NameAttribute(NameOID.ORGANIZATION_NAME, "SP"),
+                      x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+    assert (C.check_sp_subject(name, "1234") == []) is ok
+
+
 def test_delegate_certificate_profile(chain):
     """A TN-only TNAuthList (RFC 9060 delegate): no CM-13 'SPC' finding; the CN need only exist."""
     found = _findings(_build("sp", chain, tnal=TNAuthList((TN("12155551212"),)), cn="Enterprise delegate"), "sp")

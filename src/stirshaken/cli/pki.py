@@ -29,6 +29,27 @@ def _fail(message: str, code: int = 1) -> None:
     raise typer.Exit(code)
 
 
+def _describe(exc: BaseException) -> str:
+    """One line for an error of ``acme``/``acme renew``: our own errors by their message, a refused
+    connection or a missing file in plain words, anything else as ``Type: message``."""
+    import aiohttp
+
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        text = f"TLS certificate of {exc.host}:{exc.port} not trusted (--ca-bundle?): {exc.certificate_error}"
+    elif isinstance(exc, aiohttp.ClientConnectorError):
+        import os
+
+        e = exc.os_error
+        text = f"cannot connect to {exc.host}:{exc.port}: {os.strerror(e.errno) if e.errno else e.strerror or e}"
+    elif isinstance(exc, OSError) and exc.strerror:
+        text = f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror
+    elif type(exc).__module__.startswith("stirshaken."):
+        text = str(exc)
+    else:
+        text = f"{type(exc).__name__}: {exc}"
+    return " ".join(text.split())
+
+
 def _config(path: Optional[Path], section: str, given: dict[str, Any]) -> dict[str, Any]:
     """Merge a TOML config (top level + ``[section]``) with the options that were given."""
     merged: dict[str, Any] = {}
@@ -196,6 +217,8 @@ def register(app: typer.Typer) -> None:
             _fail("--identifier-encoding must be base64url or base64", 2)
         if bool(eab_kid) != bool(eab_hmac_key):
             _fail("give both --eab-kid and --eab-hmac-key", 2)
+        if ca_bundle and not Path(ca_bundle).is_file():
+            _fail(f"--ca-bundle {ca_bundle}: no such file", 2)
         bad = [e for e in email if "@" not in e or e.startswith("mailto:")]
         if bad:
             _fail(f"--email {bad[0]!r}: give a plain address such as noc@example.net", 2)
@@ -214,7 +237,9 @@ def register(app: typer.Typer) -> None:
                           f"nothing in {state_dir} changed, nothing uploaded, no hook run", highlight=False)
                 return
             save_settings(state_dir, {
-                "directory": directory, "pa_url": pa_url, "ocn": ocn, "user": user, "ca_bundle": ca_bundle, "cr_url": cr_url,
+                # absolute: 'acme renew' runs from cron or another directory
+                "directory": directory, "pa_url": pa_url, "ocn": ocn, "user": user,
+                "ca_bundle": str(Path(ca_bundle).absolute()) if ca_bundle else None, "cr_url": cr_url,
                 "contact": cfg.contact, "eab_kid": eab_kid, "identifier_encoding": encoding,
                 "renew_before_days": renew_before_days, "deploy_hook": deploy_hook,
             })
@@ -234,7 +259,7 @@ def register(app: typer.Typer) -> None:
         except KeyboardInterrupt:
             raise typer.Exit(0)
         except Exception as exc:
-            _fail(f"{type(exc).__name__}: {exc}")
+            _fail(_describe(exc))
 
     @acme_app.command("list")
     def acme_list(
@@ -287,7 +312,7 @@ def register(app: typer.Typer) -> None:
                 asyncio.run(_ensure(cfg, float(st.get("renew_before_days") or 30.0), force, st.get("deploy_hook")))
             except Exception as exc:
                 failed += 1
-                err.print(f"[red]error:[/red] {d}: {type(exc).__name__}: {exc}", highlight=False, soft_wrap=True)
+                err.print(f"[red]error:[/red] {d}: {_describe(exc)}", highlight=False, soft_wrap=True)
         if failed:
             raise typer.Exit(1)
 
@@ -335,13 +360,16 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Create or replace an STI-PA account (written to the PA database)."""
         from stirshaken.pki.store import Database, sqlite_url
-        from stirshaken.pki.pa import OCN_RE, hash_password
+        from stirshaken.pki.pa import OCN_RE, PAKeys, hash_password
 
         if not password:
             _fail("--password (or STIRSHAKEN_PA_PASSWORD) is required", 2)
         if ocn is not None and OCN_RE.fullmatch(ocn) is None:
             _fail("OCN/SPC must be 1-16 digits or upper-case letters", 2)
         state_dir.mkdir(parents=True, exist_ok=True)
+        # the PA keys exist from the first command on, so an STI-CA started right after
+        # 'pa serve ... &' (docs/pki.md) finds pa-root.pem and pa-crl.pem without waiting
+        PAKeys.load_or_create(state_dir)
         db = Database(db_url or sqlite_url(str(state_dir / "pa.db")))
         db.pa_put_account(username, hash_password(password or ""), ocn=ocn, admin=admin)
         out.print(f"account {username} saved", highlight=False)

@@ -15,6 +15,7 @@ signer (the STI-PA's).
 from __future__ import annotations
 
 import datetime as dt
+import re
 import secrets
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
@@ -93,7 +94,8 @@ def check_sp_subject(subject: x509.Name, spc: str | None) -> list[str]:
         cn = str(cns[0])
         if "SHAKEN" not in cn:
             out.append(f"CM-06 CN {cn[:60]!r} does not contain 'SHAKEN'")
-        elif spc not in cn.replace("SHAKEN", " ", 1):
+        elif not re.search(rf"(?<![0-9A-Za-z]){re.escape(spc)}(?![0-9A-Za-z])", cn.replace("SHAKEN", " ", 1)):
+            # the SPC as a whole token: 'SHAKEN 12345' names SPC 12345, not 1234
             out.append(f"CM-06 CN {cn[:60]!r} does not contain the SPC {spc!r}")
     return out
 

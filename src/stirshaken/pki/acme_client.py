@@ -588,6 +588,7 @@ def run_deploy_hook(command: str, status: "CertificateStatus", state_dir: Path, 
     import os
     import subprocess
 
+    state_dir = state_dir.absolute()  # the hook may change directory (certbot hands absolute paths too)
     cur = state_dir / CURRENT
     env = {
         **os.environ,
