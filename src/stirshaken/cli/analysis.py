@@ -26,7 +26,11 @@ def _read_input(value: str) -> bytes:
     if value == "-":
         return sys.stdin.buffer.read()
     if value.startswith("@"):
-        value = value[1:]
+        # @FILE names a file: an unreadable one is an error, not an Identity header "@FILE"
+        try:
+            return Path(value[1:]).read_bytes()
+        except OSError as exc:
+            _fail(f"cannot read {value[1:]}: {exc.strerror}")
     p = Path(value)
     try:
         if len(value) < 4096 and p.is_file():
