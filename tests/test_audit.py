@@ -235,6 +235,29 @@ def test_unreadable_inputs_are_one_line(pki: Any, tmp_path: Path) -> None:
     assert r.exit_code == 2 and "not a directory" in r.output
 
 
+
+def test_cut_empty_and_foreign_inputs_are_one_line(pki: Any, calls: Any, tmp_path: Path) -> None:
+    cap = tmp_path / "c.pcap"
+    write_capture(cap, calls)
+    data = cap.read_bytes()
+    (tmp_path / "hdr.pcap").write_bytes(data[:10])
+    (tmp_path / "cut.pcap").write_bytes(data[: len(data) // 2])
+    (tmp_path / "empty.pcap").write_bytes(b"")
+    (tmp_path / "text.txt").write_text("nothing here\n")
+    (tmp_path / "emptydir").mkdir()
+    base = ["--trust-anchor", str(pki.root), "--certs", str(pki.certs), "-q"]
+    for jobs in ("1", "2"):
+        r = runner.invoke(app, ["audit", str(tmp_path / "hdr.pcap"), *base, "--jobs", jobs])
+        assert r.exit_code == 2 and "not a readable capture" in r.output and "Traceback" not in r.output
+    r = runner.invoke(app, ["audit", str(tmp_path / "cut.pcap"), *base])
+    assert r.exit_code == 0 and "cut.pcap: capture truncated" in r.output
+    for name in ("empty.pcap", "text.txt"):
+        r = runner.invoke(app, ["audit", str(tmp_path / name), *base])
+        assert r.exit_code == 0 and f"{name}: no SIP message" in r.output
+    r = runner.invoke(app, ["audit", str(tmp_path / "emptydir"), *base])
+    assert r.exit_code == 2 and "holds no input files" in r.output
+
+
 # --- a real capture: serve on loopback, sipp, tcpdump -----------------------------------------------
 
 UAC = """<?xml version="1.0" encoding="ISO-8859-1" ?>

@@ -162,6 +162,12 @@ def test_unusable_input_is_one_line(pki: Any) -> None:
     assert r.exit_code == 2 and "Traceback" not in r.output
 
 
+def test_unreadable_at_file_is_one_line(pki: Any, tmp_path: Any) -> None:
+    for name in (tmp_path / "missing.txt", tmp_path):
+        r = cli("inspect", f"@{name}", "--trust-anchor", str(pki.root))
+        assert r.exit_code == 2 and "cannot read" in r.output and "Traceback" not in r.output
+
+
 def test_text_report_verdict_first(pki: Any) -> None:
     ident = sign(pki)
     r = cli("inspect", ident, "--trust-anchor", str(pki.root), "--cert", str(pki.sp_chain), "--orig", ORIG, "--dest", DEST)

@@ -107,6 +107,15 @@ def test_rate_limit_per_source() -> None:
     assert rl.take("a", now=10.0) == 0.0  # one token back after 10 s
 
 
+def test_too_many_form_fields_is_400_not_500() -> None:
+    from stirshaken.serve.http import _status_line
+    from stirshaken.serve.inspect import WebInspector
+    body = "&".join(f"f{i}=1" for i in range(20)).encode() + b"&input=x"
+    status, page, _ = WebInspector(None).handle("POST", {"content-type": "application/x-www-form-urlencoded"}, body, "192.0.2.1")
+    assert status == 400 and b"too many form fields" in page
+    assert _status_line(429) == b"HTTP/1.1 429 Too Many Requests\r\n"
+
+
 def test_off_by_default() -> None:
     api = RestAPI(signing=None, verifier=None, metrics=Metrics())
     status, body, _ = api.handle("GET", "/inspect", {}, b"", False)

@@ -390,6 +390,10 @@ class Auditor:
         for m in sip_messages(path, part=part, parts=parts, progress=progress, stats=counters):
             self.sip_message(m.data, m.time, lambda m=m: f"{name} {m.transport} {m.src}->{m.dst}")
         self.stats.packets += counters.get("packets", 0)
+        if part == 0 and counters.get("truncated"):
+            self.stats.errors.append(f"{name}: capture truncated or corrupt after {counters.get('packets', 0)} packets; the rest is ignored")
+        elif part == 0 and not counters.get("packets"):
+            self.stats.errors.append(f"{name}: capture holds no packets")
 
     def sip_log(self, path: Path, progress: Callable[[int, int], None] | None = None) -> None:
         with open(path, "rb") as fh:
@@ -441,7 +445,11 @@ def audit_file(auditor: Auditor, path: Path, *, part: int = 0, parts: int = 1,
     if kind == "capture":
         auditor.capture(path, part=part, parts=parts, progress=progress)
     elif part == 0:  # text inputs are not split
+        before = auditor.stats.messages
         (auditor.records if kind == "records" else auditor.sip_log)(path, progress)
+        if auditor.stats.messages == before:
+            auditor.stats.errors.append(f"{path.name}: no SIP message or call record found "
+                                        "(neither a pcap/pcapng capture, a SIP log nor JSON-lines records)")
 
 
 def _worker(opts: AuditOptions, paths: list[str], part: int, parts: int, shared: Any, conn: Any) -> None:

@@ -294,6 +294,15 @@ def _teller(fh: Any) -> Callable[[], int]:
 def _records(path: Path) -> tuple[Iterator[tuple[float, int, bytes]], Callable[[], int]]:
     """(time, link type, frame) of every record of a pcap or pcapng file, and a function giving
     the bytes read so far (for progress).  Raises :class:`ValueError` for another file type."""
+    from scapy.error import Scapy_Exception
+
+    try:
+        return _open_records(path)
+    except (Scapy_Exception, EOFError, struct.error) as exc:  # a header cut short or corrupt
+        raise ValueError(f"{path.name}: not a readable capture ({exc or 'cut short'})") from None
+
+
+def _open_records(path: Path) -> tuple[Iterator[tuple[float, int, bytes]], Callable[[], int]]:
     from scapy.utils import RawPcapNgReader, RawPcapReader
 
     with open(path, "rb") as fh:
@@ -361,7 +370,27 @@ def sip_messages(path: Path, *, part: int = 0, parts: int = 1, progress: Callabl
     bytes_read)`` is called every 2048 records; ``stats`` receives counters (packets, udp, tcp,
     unhandled link types, TCP framing errors).
     """
+    import logging
+
     records, tell = _records(path)
+    # scapy logs a truncated or corrupt record and stops: count it instead of letting it print
+    cut: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda rec: cut.append(rec.getMessage())  # type: ignore[method-assign]
+    scapy_log = logging.getLogger("scapy.runtime")
+    scapy_log.addHandler(handler)
+    propagate, scapy_log.propagate = scapy_log.propagate, False
+    try:
+        yield from _sip_messages(records, tell, part, parts, progress, stats)
+    finally:
+        scapy_log.removeHandler(handler)
+        scapy_log.propagate = propagate
+    if stats is not None and cut:
+        stats["truncated"] = stats.get("truncated", 0) + 1
+
+
+def _sip_messages(records: Iterator[tuple[float, int, bytes]], tell: Callable[[], int], part: int, parts: int,
+                  progress: Callable[[int, int], None] | None, stats: dict[str, int] | None) -> Iterator[SipMessage]:
     ip = IPDecoder()
     tcp = TCPReassembler()
     st = stats if stats is not None else {}

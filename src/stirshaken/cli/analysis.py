@@ -12,6 +12,7 @@ import typer
 
 from stirshaken.cli import options as opts
 from rich.console import Console
+from rich.markup import escape
 
 out = Console()
 err = Console(stderr=True)
@@ -26,7 +27,11 @@ def _read_input(value: str) -> bytes:
     if value == "-":
         return sys.stdin.buffer.read()
     if value.startswith("@"):
-        value = value[1:]
+        # @FILE names a file: an unreadable one is an error, not an Identity header "@FILE"
+        try:
+            return Path(value[1:]).read_bytes()
+        except OSError as exc:
+            _fail(f"cannot read {value[1:]}: {exc.strerror}")
     p = Path(value)
     try:
         if len(value) < 4096 and p.is_file():
@@ -34,6 +39,20 @@ def _read_input(value: str) -> bytes:
     except OSError:
         pass
     return value.encode("utf-8", "replace")
+
+
+def _run_with_bar(run_audit: Any, audit_opts: Any, paths: list[Path], jobs: int, total: int, quiet: bool) -> Any:
+    """``run_audit`` with a progress bar on stderr (none when ``quiet``)."""
+    if quiet:
+        return run_audit(audit_opts, paths, jobs=jobs)
+    from rich.progress import BarColumn, DownloadColumn, Progress, TimeElapsedColumn, TimeRemainingColumn, TransferSpeedColumn
+
+    with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                  TimeElapsedColumn(), TimeRemainingColumn(), console=err, transient=False) as bar:
+        task = bar.add_task("auditing", total=total)
+        stats = run_audit(audit_opts, paths, jobs=jobs, progress=lambda done: bar.update(task, completed=done))
+        bar.update(task, completed=total)
+    return stats
 
 
 def _mark(ok: Any) -> str:
@@ -194,21 +213,20 @@ def register(app: typer.Typer) -> None:
                 _fail(f"cannot read {p}: no such file")
         if certs is not None and not certs.is_dir():
             _fail(f"--certs {certs} is not a directory")
+        for p in inputs:
+            if p.is_dir() and not any(q.is_file() for q in p.iterdir()):
+                _fail(f"{p}: directory holds no input files")
         cfg = opts.verifier_config(trust_anchor=trust_anchor, crl_files=crl_files, crl_signer=crl_signer, ca_list=ca_list,
                                    ca_list_trust=ca_list_trust, max_age=max_age, allow_http_x5u=allow_http_x5u,
                                    allow_private_x5u=allow_private_x5u, x5u_ca_bundle=x5u_ca_bundle, offline=certs is not None)
         audit_opts = AuditOptions(config=cfg, certs_dir=certs, use_pai=not no_pai, at=at)
         total = sum(p.stat().st_size for p in paths)
-        if quiet or json_out:
-            stats = run_audit(audit_opts, paths, jobs=jobs)
-        else:
-            from rich.progress import BarColumn, DownloadColumn, Progress, TimeElapsedColumn, TimeRemainingColumn, TransferSpeedColumn
-
-            with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                          TimeElapsedColumn(), TimeRemainingColumn(), console=err, transient=False) as bar:
-                task = bar.add_task("auditing", total=total)
-                stats = run_audit(audit_opts, paths, jobs=jobs, progress=lambda done: bar.update(task, completed=done))
-                bar.update(task, completed=total)
+        try:
+            stats = _run_with_bar(run_audit, audit_opts, paths, jobs, total, quiet or json_out)
+        except (ValueError, RuntimeError) as exc:  # a capture cut short in its header; a worker's one line
+            _fail(str(exc))
+        for e in stats.errors[:10]:
+            err.print(f"[yellow]warning:[/yellow] {escape(e)}", highlight=False, soft_wrap=True)
         doc = stats.to_json()
         if out_dir is not None:
             from stirshaken.analysis.report import write_report

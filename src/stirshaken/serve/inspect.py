@@ -190,7 +190,11 @@ class WebInspector:
         if wait:
             return 429, _page(f"<p>Too many inspections from your address; try again in {int(wait) + 1} s.</p>"), \
                 _HEADERS + (("Retry-After", str(int(wait) + 1)),)
-        form = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True, max_num_fields=8)
+        try:
+            form = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True, max_num_fields=8)
+        except ValueError:  # more fields than the form has
+            return 400, _page('<div class="verdict fail" id="verdict">Unusable input: too many form fields</div>'
+                              + _form()), _HEADERS
         text = (form.get("input") or [""])[0]
         orig = (form.get("orig") or [""])[0].strip()
         dest = (form.get("dest") or [""])[0].strip()
