@@ -279,7 +279,6 @@ class ServerConfig(_Model, ConnectionLimits):
     sip_udp_buffer: Annotated[int, _between(0, 1 << 30)] = 4194304
     metrics_dir: str = ""
     #: the web inspector at ``/inspect`` on the ``http`` listener (needs ``[verification]``)
-    inspect: bool = False
     inspect: bool = False  # the web inspector at /inspect on the http listener (stirshaken.serve.inspect)
 
     @property
