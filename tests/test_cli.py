@@ -217,3 +217,11 @@ def test_verify_trust_options(cli_chain, tmp_path):
     assert p.returncode == 2 and "--crl-signer:" in p.stderr and "Traceback" not in p.stderr
     p = run("verify", identity, "--cert", d / "sp-chain.pem", ok=False)
     assert p.returncode == 2 and "--trust-anchor or --ca-list" in p.stderr
+
+
+def test_help_shows_table_names():
+    """Help texts naming a configuration table keep it: ``[verification]`` is not rich markup."""
+    assert "(default: as [verification].max_age)" in " ".join(run("verify", "--help").stdout.split())
+    assert "(default: as [verification])" in " ".join(run("verify", "--help").stdout.split())
+    assert "as [signing].deterministic" in " ".join(run("sign", "--help").stdout.split())
+    assert "[inventory].database" in " ".join(run("tn", "lookup", "--help").stdout.split())

@@ -21,8 +21,8 @@ from rich.console import Console
 out = Console()
 err = Console(stderr=True)
 
-DbOpt = typer.Option(None, "--db", help="Inventory database: SQLAlchemy URL or SQLite file (default: [inventory].database of --config).")
-ConfigOpt = typer.Option(None, "--config", "-c", help="stirshaken.toml whose [inventory].database to use.")
+DbOpt = typer.Option(None, "--db", help="Inventory database: SQLAlchemy URL or SQLite file (default: \\[inventory].database of --config).")
+ConfigOpt = typer.Option(None, "--config", "-c", help="stirshaken.toml whose \\[inventory].database to use.")
 
 
 def _fail(message: str, code: int = 1) -> None:
