@@ -88,6 +88,7 @@ def test_trust_options_reach_the_verifier(pki: Any) -> None:
     ('authority_blocks = { "1234" = ["12a"] }\n', "[verification].authority_blocks: 1234: '12a' is not a telephone number"),
     ('redis = "http://x"\n', "[verification].redis: 'http://x' is not a redis:// URL"),
     ("reject_codes = [404]\n", "[verification].reject_codes[0]: must be 403, 428, 436, 437 or 438, got 404"),
+    ("fetch_timeout = 5\nx5u_timeout = 3\n", "[verification].x5u_timeout: give only one of fetch_timeout and x5u_timeout"),
 ])
 def test_one_line_errors(pki: Any, body: str, line: str) -> None:
     with pytest.raises(ConfigError) as ei:
