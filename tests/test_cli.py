@@ -231,3 +231,23 @@ def test_verify_trust_options(cli_chain, tmp_path):
     assert p.returncode == 2 and "--crl-signer:" in p.stderr and "Traceback" not in p.stderr
     p = run("verify", identity, "--cert", d / "sp-chain.pem", ok=False)
     assert p.returncode == 2 and "--trust-anchor or --ca-list" in p.stderr
+
+
+def test_help_shows_table_names():
+    """Help texts naming a configuration table keep it: ``[verification]`` is not rich markup."""
+    assert "(default: as [verification].max_age)" in " ".join(run("verify", "--help").stdout.split())
+    assert "(default: as [verification])" in " ".join(run("verify", "--help").stdout.split())
+    assert "as [signing].deterministic" in " ".join(run("sign", "--help").stdout.split())
+    assert "[inventory].database" in " ".join(run("tn", "lookup", "--help").stdout.split())
+
+
+def test_inventory_config_error_is_one_plain_line(tmp_path):
+    """``stirshaken tn --config`` with a bad [inventory] table: the option named as in ``serve``,
+    no pydantic text or URL, and the table name not eaten as markup."""
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text("[inventory]\ndatabase = 5\n")
+    p = run("tn", "lookup", "12155551212", "--config", cfg, ok=False)
+    assert p.returncode == 2
+    assert p.stderr.strip().splitlines() == [f"error: {cfg}: [inventory].database: must be a string, got 5"]
+    p = run("tn", "lookup", "12155551212", "--config", tmp_path / "missing.toml", ok=False)
+    assert p.stderr.strip() == f"error: cannot read {tmp_path / 'missing.toml'}: No such file or directory"

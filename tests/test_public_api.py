@@ -74,3 +74,18 @@ def test_cli_version_is_the_same_source():
     exe = Path(sys.executable).with_name("stirshaken")
     out = subprocess.run([str(exe), "--version"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and out.stdout.strip() == f"stirshaken {stirshaken.__version__}"
+
+
+def test_verifier_config_loads_no_http_client():
+    """Building a configuration (e.g. to validate it) does not load aiohttp: the name comes from
+    ``stirshaken.vs.config``, which imports the x5u fetcher only when a policy is derived."""
+    code = (
+        "import sys, stirshaken; stirshaken.VerifierConfig(max_age=30); "
+        "print([m for m in sys.modules if m.split('.')[0] in ('aiohttp', 'redis', 'sqlalchemy')])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True).stdout
+    assert out.strip() == "[]"
+    import stirshaken
+    from stirshaken.vs.verifier import VerifierConfig
+
+    assert stirshaken.VerifierConfig is VerifierConfig

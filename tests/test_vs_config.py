@@ -88,6 +88,7 @@ def test_trust_options_reach_the_verifier(pki: Any) -> None:
     ('authority_blocks = { "1234" = ["12a"] }\n', "[verification].authority_blocks: 1234: '12a' is not a telephone number"),
     ('redis = "http://x"\n', "[verification].redis: 'http://x' is not a redis:// URL"),
     ("reject_codes = [404]\n", "[verification].reject_codes[0]: must be 403, 428, 436, 437 or 438, got 404"),
+    ("fetch_timeout = 5\nx5u_timeout = 3\n", "[verification].x5u_timeout: give only one of fetch_timeout and x5u_timeout"),
 ])
 def test_one_line_errors(pki: Any, body: str, line: str) -> None:
     with pytest.raises(ConfigError) as ei:
@@ -193,3 +194,27 @@ def test_docs_tables_show_every_serve_model() -> None:
     _check_rows("### `[[...customer]]`", CustomerConfig, _toml_keys(CustomerConfig))
     _check_rows("### Only in `[signing]`", SigningConfig, _toml_keys(SigningConfig) - _SIGNER_KEYS - {"tenant"})
     _check_rows("## `[signing.acme]`", AcmeSettings, _toml_keys(AcmeSettings))
+
+
+def test_bad_trust_file_named_in_plain_words(tmp_path: Path) -> None:
+    """A bad file in a trust-anchor directory is named; the problem is said without cryptography's
+    FAQ URL or the ASN.1 parser's debug text."""
+    from stirshaken.vs.config import OptionError, check_files
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    anchors = tmp_path / "anchors"
+    anchors.mkdir()
+    (anchors / "a-root.pem").write_bytes(pem([create_root(key)]))
+    (anchors / "junk.pem").write_bytes(b"garbage\n")
+    (tmp_path / "key.pem").write_bytes(b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")
+    (tmp_path / "cert.crl").write_bytes(pem([create_root(key)]))
+    cases = [
+        (VerifierConfig(trust_anchors=[str(anchors)]), f"trust_anchors: {anchors}: junk.pem: not a valid certificate: malformed DER"),
+        (VerifierConfig(trust_anchors=[str(tmp_path / "key.pem")]), "not a valid certificate: no PEM block of the expected type"),
+        (VerifierConfig(crls=[str(tmp_path / "cert.crl")]), "not a valid CRL: a PEM file without a CRL"),
+    ]
+    for cfg, expected in cases:
+        with pytest.raises(OptionError) as ei:
+            check_files(cfg)
+        msg = str(ei.value)
+        assert expected in msg and "http" not in msg and "ParseError" not in msg, msg

@@ -66,7 +66,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "VerificationResult": ("stirshaken.core.verification", "VerificationResult"),
     "PassportResult": ("stirshaken.core.verification", "PassportResult"),
     "Verifier": ("stirshaken.vs.verifier", "Verifier"),
-    "VerifierConfig": ("stirshaken.vs.verifier", "VerifierConfig"),
+    "VerifierConfig": ("stirshaken.vs.config", "VerifierConfig"),
     "CallInfo": ("stirshaken.vs.verifier", "CallInfo"),
     **{name: ("stirshaken.core.errors", name) for name in _ERRORS},
 }
@@ -94,4 +94,5 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
     from stirshaken.core.passport import PASSporT, Signer
     from stirshaken.core.passport import decode as decode_unverified
     from stirshaken.core.verification import PassportResult, VerificationResult
-    from stirshaken.vs.verifier import CallInfo, Verifier, VerifierConfig
+    from stirshaken.vs.config import VerifierConfig
+    from stirshaken.vs.verifier import CallInfo, Verifier

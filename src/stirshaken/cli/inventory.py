@@ -21,12 +21,14 @@ from rich.console import Console
 out = Console()
 err = Console(stderr=True)
 
-DbOpt = typer.Option(None, "--db", help="Inventory database: SQLAlchemy URL or SQLite file (default: [inventory].database of --config).")
-ConfigOpt = typer.Option(None, "--config", "-c", help="stirshaken.toml whose [inventory].database to use.")
+DbOpt = typer.Option(None, "--db", help="Inventory database: SQLAlchemy URL or SQLite file (default: \\[inventory].database of --config).")
+ConfigOpt = typer.Option(None, "--config", "-c", help="stirshaken.toml whose \\[inventory].database to use.")
 
 
 def _fail(message: str, code: int = 1) -> None:
-    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    from rich.markup import escape
+
+    err.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -37,12 +39,19 @@ def _store(db: Optional[str], config: Optional[Path]) -> Any:
     if url is None:
         path = config or (Path("stirshaken.toml") if Path("stirshaken.toml").exists() else None)
         if path is not None:
+            from pydantic import ValidationError
+
             from stirshaken.serve.config import InventoryConfig
+            from stirshaken.vs.config import describe_error
 
             try:
                 data = tomllib.loads(path.read_text()).get("inventory", {})
                 icfg = InventoryConfig.model_validate({"database": data.get("database", "")}, context={"base": path.resolve().parent})
-            except (OSError, tomllib.TOMLDecodeError, ValueError) as exc:
+            except ValidationError as exc:
+                _fail(f"{path}: {describe_error(exc, '[inventory]')}", 2)
+            except OSError as exc:
+                _fail(f"cannot read {path}: {exc.strerror}", 2)
+            except (tomllib.TOMLDecodeError, ValueError) as exc:
                 _fail(f"cannot read [inventory].database from {path}: {' '.join(str(exc).split())[:200]}", 2)
             if icfg.enabled:
                 url = icfg.url

@@ -377,7 +377,7 @@ def sign(
     token_only: bool = typer.Option(False, "--token", help="Print the bare PASSporT, not the Identity header value."),
     deterministic: Optional[bool] = typer.Option(
         None, "--deterministic/--no-deterministic", help="RFC 6979 deterministic ECDSA: the same input gives the same signature "
-        "(default: as [signing].deterministic, OpenSSL's hedged nonce from key, digest and randomness)."),
+        "(default: as \\[signing].deterministic, OpenSSL's hedged nonce from key, digest and randomness)."),
 ) -> None:
     """Sign a call: print the SIP Identity header value (RFC 8224, ATIS-1000074)."""
     k = _load_key(key, passphrase)

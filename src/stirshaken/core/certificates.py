@@ -440,6 +440,19 @@ def create_delegate_certificate(
 # --- loading ----------------------------------------------------------------------------------
 
 
+def _parse_problem(exc: Exception) -> str:
+    """cryptography's parse error in words: its PEM message points to a FAQ URL and its ASN.1
+    one is the Rust parser's debug text, neither of which belongs in a one-line error."""
+    text = str(exc)
+    if text.startswith("Unable to load PEM file"):
+        return "no PEM block of the expected type could be loaded"
+    if "error parsing asn1 value" in text or "ParseError" in text:
+        return "malformed DER (neither a PEM file nor valid DER)"
+    if "no BEGIN X509 CRL" in text:
+        return "a PEM file without a CRL (no BEGIN X509 CRL block)"
+    return " ".join(text.split())[:120]
+
+
 def load_certificates(data: bytes) -> list[x509.Certificate]:
     """Every certificate of a PEM bundle (or one DER certificate); raises :class:`CertificateError`."""
     if not isinstance(data, (bytes, bytearray)):
@@ -450,7 +463,7 @@ def load_certificates(data: bytes) -> list[x509.Certificate]:
         else:
             certs = [x509.load_der_x509_certificate(bytes(data))]
     except (ValueError, x509.InvalidVersion, UnsupportedAlgorithm) as exc:
-        raise CertificateError(f"not a valid certificate: {str(exc)[:120]}") from None
+        raise CertificateError(f"not a valid certificate: {_parse_problem(exc)}") from None
     if not certs:
         raise CertificateError("no certificate found")
     for cert in certs:
@@ -465,7 +478,7 @@ def _check_parsable(cert: x509.Certificate) -> None:
         cert.version, cert.subject, cert.issuer, cert.not_valid_before_utc, cert.not_valid_after_utc
         cert.public_key()
     except (ValueError, x509.InvalidVersion, UnsupportedAlgorithm) as exc:
-        raise CertificateError(f"not a valid certificate: {str(exc)[:120]}") from None
+        raise CertificateError(f"not a valid certificate: {_parse_problem(exc)}") from None
 
 
 def pem(certs: Iterable[x509.Certificate]) -> bytes:
@@ -478,7 +491,7 @@ def load_crl(data: bytes) -> x509.CertificateRevocationList:
             return x509.load_pem_x509_crl(data)
         return x509.load_der_x509_crl(data)
     except ValueError as exc:
-        raise CertificateError(f"not a valid CRL: {str(exc)[:120]}") from None
+        raise CertificateError(f"not a valid CRL: {_parse_problem(exc)}") from None
 
 
 # --- the profile check (ATIS-1000080 v005 §6.4.1 / §6.4.1.1) ---------------------------------

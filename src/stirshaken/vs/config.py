@@ -194,6 +194,13 @@ class VerifierConfig(BaseModel):
     authority_blocks: Annotated[dict[str, Prefixes], AfterValidator(_blocks)] = Field(default_factory=dict)
     reason_protocol: Literal["STIR", "SIP"] = DEFAULT_POLICY.reason_protocol  # type: ignore[assignment]
 
+    @model_validator(mode="before")
+    @classmethod
+    def _one_timeout_name(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and "fetch_timeout" in data and "x5u_timeout" in data:
+            raise OptionError("x5u_timeout", "give only one of fetch_timeout and x5u_timeout (its older name)")
+        return data
+
     @model_validator(mode="after")
     def _consistent(self) -> VerifierConfig:
         if self.ca_list is not None and not self.ca_list_trust:

@@ -51,7 +51,12 @@ def load_pem_sources(sources: Sequence[str]) -> list[x509.Certificate]:
                 data = f.read_bytes()
             except OSError as exc:
                 raise CertificateError(f"cannot read trust anchor file {f}: {exc.strerror}") from None
-            out.extend(load_certificates(data))
+            try:
+                out.extend(load_certificates(data))
+            except CertificateError as exc:
+                if f is path:
+                    raise
+                raise CertificateError(f"{f.name}: {exc.description}") from None  # which file of the directory
     return out
 
 
