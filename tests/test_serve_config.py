@@ -37,6 +37,8 @@ BASE = '[server]\nhttp = "127.0.0.1:8080"\n[signing]\nkey = "sp.key"\nx5u = "htt
     ('[server]\nhttp = "127.0.0.1:70000"\n', "out of range"),
     ('[server]\nhttp = "127.0.0.1:80"\nworkers = 0\n', "[server].workers"),
     ('[server]\nhttp = "127.0.0.1:80"\nworkers = "2"\n', "[server].workers: must be an integer, got '2'"),
+    ('[server]\nhttp = "127.0.0.1:80"\nshutdown_timeout = -5\n', "[server].shutdown_timeout: -5.0 is not between 0 and 3600 seconds"),
+    ('[server]\nhttp = "127.0.0.1:80"\nsip_transaction_ttl = -1\n', "[server].sip_transaction_ttl: -1.0 is not between 0.5 and 3600 seconds"),
     ('[server]\n', "nothing to serve"),
     ('[server]\nhttp = "127.0.0.1:80"\n[signing]\nkey = "missing.key"\nx5u = "https://a/b"\n', "does not exist"),
     ('[server]\nhttp = "127.0.0.1:80"\n[signing]\nkey = "root.pem"\nx5u = "https://a/b"\n', "[signing].key"),

@@ -89,6 +89,8 @@ def test_trust_options_reach_the_verifier(pki: Any) -> None:
     ('redis = "http://x"\n', "[verification].redis: 'http://x' is not a redis:// URL"),
     ("reject_codes = [404]\n", "[verification].reject_codes[0]: must be 403, 428, 436, 437 or 438, got 404"),
     ("fetch_timeout = 5\nx5u_timeout = 3\n", "[verification].x5u_timeout: give only one of fetch_timeout and x5u_timeout"),
+    ('crls = ["ftp://x/crl.pem"]\n', "[verification].crls: 'ftp://x/crl.pem' is neither a file nor an http(s) URL"),
+    ('trust_anchors = ["https://x/root.pem"]\n', "[verification].trust_anchors: 'https://x/root.pem' is a URL; a local file is expected"),
 ])
 def test_one_line_errors(pki: Any, body: str, line: str) -> None:
     with pytest.raises(ConfigError) as ei:
@@ -112,9 +114,11 @@ def test_library_refuses_unknown_options_and_is_frozen() -> None:
     ('trust_anchors = ["garbage.pem"]\n', "error: [verification].trust_anchors: "),
     ('trust_anchors = ["root.pem"]\ncrls = ["garbage.crl"]\n', "error: [verification].crls: "),
     ('trust_anchors = ["root.pem"]\ncrl_signers = ["garbage.pem"]\n', "error: [verification].crl_signers: "),
+    ('trust_anchors = ["emptydir"]\n', "error: [verification].trust_anchors: "),
 ])
 def test_check_loads_trust_files(pki: Any, tmp_path: Path, body: str, line: str) -> None:
     conf = tmp_path / "c.toml"
+    (tmp_path / "emptydir").mkdir(exist_ok=True)
     conf.write_text(HTTP.replace("8080", "1") + f"[verification]\n{body}")
     for name in ("root.pem", "garbage.pem", "garbage.crl"):
         (tmp_path / name).write_bytes((pki.dir / name).read_bytes())

@@ -1,6 +1,6 @@
 """Review fixes of the STI-VS: the direct warm path agrees with the generator flow, no attest on
 failure, read-only shared JOSE header, ASCII-only TN digits, CRL signers are no path anchors,
-stale CRL warnings, periodic CA list reload, the shared x5u-signed JWS check (stirshaken.jws)."""
+stale CRL warnings, periodic CA list reload, the shared x5u-signed JWS check (stirshaken.core.jose)."""
 
 from __future__ import annotations
 

@@ -272,8 +272,8 @@ class ServerConfig(_Model, ConnectionLimits):
     log_format: Literal["json", "text"] = "json"
     access_log: bool = False
     max_body: Annotated[int, _between(256, 16 * 1024 * 1024)] = 65536
-    shutdown_timeout: float = 5.0
-    sip_transaction_ttl: float = 32.0
+    shutdown_timeout: Annotated[float, _between(0, 3600, " seconds")] = 5.0
+    sip_transaction_ttl: Annotated[float, _between(0.5, 3600, " seconds")] = 32.0
     sip_transaction_cache: Annotated[int, _between(16, 10_000_000)] = 65536
     sip_max_message: Annotated[int, _between(1024, 1024 * 1024)] = 65536
     sip_udp_buffer: Annotated[int, _between(0, 1 << 30)] = 4194304

@@ -91,6 +91,8 @@ def _local(value: str, info: ValidationInfo, *, urls: bool, must_exist: bool = T
     base = (info.context or {}).get("base") if info.context else None
     if base is None or (urls and is_url(value)):
         return value
+    if re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", value):  # a URL of a scheme nothing here fetches
+        raise ValueError(f"{value!r} is neither a file nor an http(s) URL" if urls else f"{value!r} is a URL; a local file is expected")
     p = Path(os.path.expanduser(value))
     p = p if p.is_absolute() else Path(base) / p
     if must_exist:
@@ -248,7 +250,8 @@ def check_files(cfg: VerifierConfig) -> None:
     for option in ("trust_anchors", "crl_signers", "ca_list_trust"):
         for src in getattr(cfg, option):
             try:
-                load_pem_sources([src])
+                if not load_pem_sources([src]) and option == "trust_anchors":
+                    raise OptionError(option, f"{src}: holds no certificate (a trust anchor directory needs PEM files)")
             except StirShakenError as exc:
                 raise OptionError(option, f"{src}: {exc.description}") from None
             except OSError as exc:
