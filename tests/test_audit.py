@@ -394,3 +394,35 @@ def test_tcp_gap_that_never_fills_is_skipped(monkeypatch: pytest.MonkeyPatch) ->
         seq += len(m)
     assert out[0] == msgs[0]
     assert out[1:] == [msgs[2], msgs[3]] and tcp.errors == 1
+
+
+def test_spc_attribution_does_not_depend_on_order_or_jobs(pki: Any, tmp_path: Path) -> None:
+    """A call rejected before its x5u is fetched (a stale iat) is still attributed to the SPC and
+    certificate of that x5u when any call fetched it: the same tables with --jobs 1 and 2, and the
+    stale call first (break-test finding: it was 'unknown' in one order and SPC 1234 in another)."""
+    from scapy.all import IP, UDP, Ether, Raw, wrpcap
+
+    repo = FileServer(pki.dir)
+    try:
+        x5u = repo.url("sp-chain.pem")
+        s = Signer(load_private_key(pki.sp_key), x5u)
+        now = time.time()
+        idents = [s.identity(orig=ORIG, dest=[DEST], attest="A", iat=int(now) - 3600)]  # stale, first
+        idents += [s.identity(orig=ORIG, dest=[DEST], attest="A") for _ in range(5)]
+        pkts = []
+        for n, ident in enumerate(idents):
+            p = Ether() / IP(src="192.0.2.1", dst="192.0.2.2") / UDP(sport=5060, dport=5060) / Raw(invite(100 + n, ident))
+            p.time = now - 5 + n * 0.01
+            pkts.append(p)
+        cap = tmp_path / "order.pcap"
+        wrpcap(str(cap), pkts)
+        cfg = VerifierConfig(trust_anchors=[str(pki.root)], allow_http_x5u=True, allow_private_x5u=True,
+                             fetch_crl_distribution_points=False)
+        docs = [run_audit(AuditOptions(config=cfg), [cap], jobs=j).to_json() for j in (1, 2)]
+    finally:
+        repo.close()
+    for doc in docs:
+        assert sorted((r["spc"], r["calls"]) for r in doc["spc"]) == [("1234", 6)], doc["spc"]
+        assert [r["originator"] for r in doc["top_failing"]] == ["1234"]
+    assert sorted((r["certificate"], r["calls"]) for r in docs[0]["certificate"]) == \
+        sorted((r["certificate"], r["calls"]) for r in docs[1]["certificate"])

@@ -99,6 +99,13 @@ class AuditStats:
     originators: dict[str, list[Any]] = field(default_factory=dict)  # key -> [failures, calls, example Call-ID, {reason: n}]
     examples: dict[str, str] = field(default_factory=dict)  # reason -> one description
     errors: list[str] = field(default_factory=list)
+    #: x5u -> (SPC, certificate label) of every chain obtained (by any worker)
+    x5u_facts: dict[str, tuple[str, str]] = field(default_factory=dict)
+    #: x5u -> calls whose chain was not obtained when they were counted (rejected before the
+    #: fetch): [calls, passed, failed, no validation, example Call-ID, host, {reason: n}];
+    #: attributed by :meth:`resolve` once every worker's facts are known, so the SPC and
+    #: certificate tables do not depend on packet order or on how calls were split between jobs
+    pending: dict[str, list[Any]] = field(default_factory=dict)
 
     def merge(self, other: "AuditStats") -> None:
         for name in ("packets", "messages", "unparsable", "invites", "retransmissions", "signed", "unsigned", "passed"):
@@ -131,11 +138,47 @@ class AuditStats:
         for r, d in other.examples.items():
             self.examples.setdefault(r, d)
         self.errors.extend(other.errors[: max(0, 50 - len(self.errors))])
+        for u, f in other.x5u_facts.items():
+            self.x5u_facts.setdefault(u, f)
+        for u, o in other.pending.items():
+            m = self.pending.get(u)
+            if m is None:
+                self.pending[u] = [*o[:6], dict(o[6])]
+            else:
+                for i in range(4):
+                    m[i] += o[i]
+                m[4] = m[4] or o[4]
+                for r, n in o[6].items():
+                    m[6][r] = m[6].get(r, 0) + n
+
+    def resolve(self) -> None:
+        """Attribute the pending calls to the SPC and certificate of their x5u (known from any
+        worker), else to ``unknown``; idempotent."""
+        for url, (calls, ok, bad, none, cid, host, reasons) in sorted(self.pending.items()):
+            spc, cert = self.x5u_facts.get(url, ("unknown", "unknown (not obtained)"))
+            for name, key in (("spc", spc), ("certificate", cert)):
+                row = self.tables[name].get(key)
+                if row is None:
+                    row = self.tables[name][key] = [0, 0, 0, 0, cid]
+                for i, n in enumerate((calls, ok, bad, none)):
+                    row[i] += n
+            origin = spc if spc not in ("unknown", "no SPC", "bad TNAuthList") else f"x5u host {host}"
+            o = self.originators.get(origin)
+            if o is None:
+                o = self.originators[origin] = [0, 0, "", {}]
+            o[1] += calls
+            o[0] += bad + none
+            if bad + none and not o[2]:
+                o[2] = cid
+            for r, n in reasons.items():
+                o[3][r] = o[3].get(r, 0) + n
+        self.pending.clear()
 
     # --- views -------------------------------------------------------------------------------
 
     def table(self, name: str) -> list[dict[str, Any]]:
         """Rows of a table, largest first (hours in clock order), with shares of the verified calls."""
+        self.resolve()
         rows = self.tables[name]
         keys = sorted(rows) if name == "hour" else sorted(rows, key=lambda k: (-rows[k][0], k))
         total = max(1, self.signed)
@@ -153,6 +196,7 @@ class AuditStats:
 
     def top_failing(self, n: int = 20) -> list[dict[str, Any]]:
         """Originators (SPC, else x5u host) with the most failed verifications."""
+        self.resolve()
         keys = sorted((k for k, v in self.originators.items() if v[0]), key=lambda k: (-self.originators[k][0], k))[:n]
         out = []
         for k in keys:
@@ -250,13 +294,15 @@ class Auditor:
                 return url
         return None
 
-    def _cert_facts(self, url: str, now: float) -> tuple[str, str]:
+    def _cert_facts(self, url: str, now: float) -> tuple[str, str] | None:
+        """The (SPC, certificate label) of the chain obtained for ``url``; None when none was
+        obtained (yet): the call is then attributed after the merge (:meth:`AuditStats.resolve`)."""
         got = self._x5u.get(url)
         if got is not None:
             return got
         certs = self.verifier.chain_for(url, now)
         if not certs:
-            return "unknown", "unknown (not obtained)"
+            return None
         leaf: x509.Certificate = certs[0]
         try:
             tn = from_certificate(leaf)
@@ -266,7 +312,7 @@ class Auditor:
         cns = leaf.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
         cn = str(cns[0].value) if cns else leaf.subject.rfc4514_string()
         facts = (spc, f"{cn} #{format(leaf.serial_number, 'x')[:12]}")
-        self._x5u[url] = facts
+        self._x5u[url] = self.stats.x5u_facts[url] = facts
         return facts
 
     # --- one call ----------------------------------------------------------------------------
@@ -317,20 +363,34 @@ class Auditor:
         reason, example = _reason_key(result)
         if example and reason not in st.examples:
             st.examples[reason] = example
-        spc, cert = self._cert_facts(x5u, when) if x5u else ("unknown", "unknown (no x5u)")
+        facts = self._cert_facts(x5u, when) if x5u else ("unknown", "unknown (no x5u)")
         host = self._hosts.get(x5u) if x5u else "none"
         if host is None:
             host = self._hosts[x5u] = urlsplit(x5u).hostname or "?"  # type: ignore[index]
         col = 1 if v == "TN-Validation-Passed" else 2 if v == "TN-Validation-Failed" else 3
         tables = st.tables
-        for name, key in (("verstat", v), ("attest", attest or "-"), ("reason", reason), ("spc", spc), ("certificate", cert),
-                          ("x5u_host", host), ("hour", hour)):
+        if facts is None:  # chain not obtained (yet): SPC and certificate are attributed after the merge
+            pend = st.pending.get(x5u)  # type: ignore[arg-type]
+            if pend is None:
+                pend = st.pending[x5u] = [0, 0, 0, 0, cid, host, {}]  # type: ignore[index]
+            pend[0] += 1
+            pend[col] += 1
+            if not result.ok:
+                pend[6][reason] = pend[6].get(reason, 0) + 1
+            keys: tuple[tuple[str, str], ...] = (("verstat", v), ("attest", attest or "-"), ("reason", reason), ("x5u_host", host), ("hour", hour))
+        else:
+            spc, cert = facts
+            keys = (("verstat", v), ("attest", attest or "-"), ("reason", reason), ("spc", spc), ("certificate", cert),
+                    ("x5u_host", host), ("hour", hour))
+        for name, key in keys:
             rows = tables[name]
             row = rows.get(key)
             if row is None:
                 row = rows[key] = [0, 0, 0, 0, cid]
             row[0] += 1
             row[col] += 1
+        if facts is None:
+            return
         origin = spc if spc not in ("unknown", "no SPC", "bad TNAuthList") else f"x5u host {host}"
         o = st.originators.get(origin)
         if o is None:
@@ -533,6 +593,7 @@ def run_audit(opts: AuditOptions, paths: list[Path], *, jobs: int = 1,
         for s in parts_stats[1:]:
             stats.merge(s)
         stats.packets = packets
+    stats.resolve()
     stats.inputs = [str(p) for p in paths]
     stats.seconds = time.perf_counter() - t0
     return stats
