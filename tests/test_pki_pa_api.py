@@ -8,6 +8,7 @@ import base64
 import json
 from pathlib import Path
 
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -65,3 +66,49 @@ async def test_published_shape_with_raw_token(tmp_path: Path) -> None:
                 assert r.status == 200
             async with s.post(f"{base}/api/v1/account/{tb.ocn}/token", json=body, headers=raw) as r:
                 assert r.status == 401
+
+
+async def test_login_waits_for_an_sti_pa_that_is_still_starting() -> None:
+    """docs/pki.md starts the services and runs `stirshaken acme` right after: a refused first
+    connection is retried for a few seconds (PAClient.STARTUP_GRACE), then it is the error."""
+    import asyncio
+    import socket
+    import time
+
+    from aiohttp import web
+
+    from stirshaken.pki.acme_client import PAClient
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+
+    async def login(_request: web.Request) -> web.Response:
+        return web.json_response({"status": "success", "accessToken": "tok", "message": "ok"})
+
+    app = web.Application()
+    app.router.add_post("/api/v1/auth/login", login)
+    runner = web.AppRunner(app)
+
+    async def start_late() -> None:
+        await asyncio.sleep(1.0)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+
+    starter = asyncio.ensure_future(start_late())
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session:
+        pa = PAClient(f"http://127.0.0.1:{port}", session)
+        t0 = time.monotonic()
+        assert await pa.login("u", "p") == "tok"
+        assert 0.9 < time.monotonic() - t0 < PAClient.STARTUP_GRACE
+        await starter
+    await runner.cleanup()
+    async with aiohttp.ClientSession() as session:
+        pa = PAClient(f"http://127.0.0.1:{port}", session)
+        pa.STARTUP_GRACE = 0.5  # nothing listening: refused after the grace
+        t0 = time.monotonic()
+        with pytest.raises(aiohttp.ClientConnectorError):
+            await pa.login("u", "p")
+        assert 0.4 < time.monotonic() - t0 < 5

@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Mapping, TypeVar
@@ -110,8 +111,22 @@ class PAClient:
             raise PAClientError(f"STI-PA {path}: HTTP {resp.status}: {msg or out}")
         return out
 
+    #: seconds a refused first connection is retried (a STI-PA started a moment ago, as in
+    #: docs/pki.md's lab block, is not listening yet); then the refusal is the error
+    STARTUP_GRACE = 10.0
+
     async def login(self, user: str, password: str) -> str:
-        out = await self._call("POST", "/api/v1/auth/login", {"userId": user, "password": password})
+        """Log in (``/api/v1/auth/login``); a refused connection is retried for
+        :data:`STARTUP_GRACE` seconds.  Raises :class:`PAClientError` or aiohttp's error."""
+        deadline = time.monotonic() + self.STARTUP_GRACE
+        while True:
+            try:
+                out = await self._call("POST", "/api/v1/auth/login", {"userId": user, "password": password})
+                break
+            except aiohttp.ClientConnectorError as exc:
+                if not isinstance(exc.os_error, ConnectionRefusedError) or time.monotonic() >= deadline:
+                    raise
+                await asyncio.sleep(0.25)
         self.access_token = str(out["accessToken"])
         return self.access_token
 
