@@ -426,3 +426,35 @@ def test_spc_attribution_does_not_depend_on_order_or_jobs(pki: Any, tmp_path: Pa
         assert [r["originator"] for r in doc["top_failing"]] == ["1234"]
     assert sorted((r["certificate"], r["calls"]) for r in docs[0]["certificate"]) == \
         sorted((r["certificate"], r["calls"]) for r in docs[1]["certificate"])
+
+
+def test_public_identity_headers_from_other_projects(pki: Any, tmp_path: Path) -> None:
+    """Identity values published by other STIR/SHAKEN projects' test material (a SHAKEN header
+    posted publicly, libstirshaken's test token, SignalWire's malformed PASSporT, RFC 8225's compact
+    form), as a SIP log: audit, inspect and verify give the same, known verdicts, none of which
+    needs their certificates (nothing is fetched)."""
+    from tests import _core_support as S
+
+    cases = [
+        (S.PASTEBIN_IDENTITY, 403),  # valid form, iat of 2021: stale
+        (S.LIBSTIRSHAKEN_TOKEN + ";info=<https://shaken.signalwire.cloud/sp.pem>;alg=ES256;ppt=shaken", 403),
+        (S.SIGNALWIRE_BAD_PASSPORT + ";info=<http://3.17.177.174/stir_shaken/sp.pem>;alg=ES256;ppt=shaken", 438),  # orig/dest as strings
+        (S.RFC8225_71_COMPACT + ";info=<https://cert.example.org/passport.cer>;alg=ES256;ppt=shaken", 438),  # compact form
+    ]
+    log = tmp_path / "public.log"
+    log.write_bytes(b"".join(invite(200 + n, ident, ORIG, lf=True) + b"\n\n" for n, (ident, _) in enumerate(cases)))
+    empty = tmp_path / "nocerts"
+    empty.mkdir()
+    doc = audit_json(str(log), "--trust-anchor", str(pki.root), "--certs", str(empty))
+    assert doc["summary"]["signed"] == 4 and doc["summary"]["passed"] == 0
+    want = Counter(code for _, code in cases)
+    got = Counter()
+    for row in doc["reason"]:
+        got[int(row["reason"].split()[0])] += row["calls"]
+    assert got == want, doc["reason"]
+    for ident, code in cases:
+        v = runner.invoke(app, ["verify", ident, "--trust-anchor", str(pki.root), "--json"])
+        i = runner.invoke(app, ["inspect", ident, "--trust-anchor", str(pki.root), "--json"])
+        assert v.exit_code == 1 and i.exit_code == 1, (v.output, i.output)
+        assert orjson.loads(v.stdout)["reasoncode"] == code
+        assert orjson.loads(i.stdout)["verdict"]["sip_code"] == code, i.stdout[:500]

@@ -34,7 +34,7 @@ from stirshaken.core.certificates import load_certificates
 from stirshaken.core.errors import FetchError, StirShakenError
 from stirshaken.core.passport import parse_jws
 from stirshaken.core.tnauthlist import from_certificate
-from stirshaken.core.verification import VerificationResult, decide, failed
+from stirshaken.core.verification import VerificationResult
 from stirshaken.vs.verifier import Verifier, VerifierConfig
 
 _INFO = re.compile(r";\s*info\s*=\s*<([^>]*)>", re.IGNORECASE)
@@ -268,9 +268,10 @@ class Auditor:
 
     # --- certificates ------------------------------------------------------------------------
 
-    def _offline(self, identities: Iterable[str]) -> str | None:
-        """Register the chains of ``--certs`` for the x5u URLs of these headers; the first URL
-        with no file, if any."""
+    def _offline(self, identities: Iterable[str]) -> None:
+        """Register the chains of ``--certs`` for the x5u URLs of these headers; a URL with no
+        usable file answers 436 when its credential is needed (after the checks that come first,
+        as ``verify`` orders them)."""
         d = self.opts.certs_dir
         assert d is not None
         for v in identities:
@@ -278,21 +279,19 @@ class Auditor:
             if m is None:
                 continue
             url = m.group(1)
-            if self.verifier.is_static(url):
+            if self.verifier.is_static(url) or url in self._missing:
                 continue
-            if url in self._missing:
-                return url
             path = cert_file_for(d, url)
-            if path is None:
-                self._missing.add(url)
-                return url
             try:
+                if path is None:
+                    raise FetchError(f"no certificate file for x5u {url[:200]} in {d} (sha256(url).pem or the URL's file name)")
                 self.verifier.add_static_chain(url, load_certificates(path.read_bytes()))
             except (OSError, StirShakenError) as exc:
                 self._missing.add(url)
-                self.stats.errors.append(f"{path}: {getattr(exc, 'description', exc)}")
-                return url
-        return None
+                if path is not None:
+                    self.stats.errors.append(f"{path}: {getattr(exc, 'description', exc)}")
+                err = exc if isinstance(exc, FetchError) else FetchError(f"certificate file {path} for x5u {url[:200]} is unusable")
+                self.verifier.add_static_error(url, err)
 
     def _cert_facts(self, url: str, now: float) -> tuple[str, str] | None:
         """The (SPC, certificate label) of the chain obtained for ``url``; None when none was
@@ -329,12 +328,9 @@ class Auditor:
             st.unsigned_by_hour[hour] = st.unsigned_by_hour.get(hour, 0) + 1
             return None
         st.signed += 1
-        missing = self._offline(call.info.identities) if self.opts.certs_dir is not None else None
-        if missing is not None:
-            err = FetchError(f"no certificate file for x5u {missing[:200]} in {self.opts.certs_dir} (sha256(url).pem or the URL's file name)")
-            result = decide([failed(v, err) for v in call.info.identities], self.verifier.policy)
-        else:
-            result = self.verifier.verify(call.info, now=when)
+        if self.opts.certs_dir is not None:
+            self._offline(call.info.identities)
+        result = self.verifier.verify(call.info, now=when)
         self.count(call, result, when, hour)
         return result
 

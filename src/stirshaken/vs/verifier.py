@@ -169,6 +169,7 @@ class Verifier:
         self.verification_cache = VerificationCache()
         self._static: dict[str, list[x509.Certificate]] = {}
         self._static_entries: dict[str, CacheEntry] = {}
+        self._static_errors: dict[str, StirShakenError] = {}
         for url, certs in (static_chains or {}).items():
             self.add_static_chain(url, certs)
         self.stats: dict[str, int] = {
@@ -215,6 +216,12 @@ class Verifier:
         self._static[x5u] = list(certs)
         self._static_entries.pop(x5u, None)
         self.cache.pop(x5u)
+
+    def add_static_error(self, x5u: str, error: StirShakenError) -> None:
+        """Answer ``error`` for ``x5u`` whenever its credential is needed, without fetching (an
+        offline audit's x5u whose chain it does not have).  The checks that come before the
+        credential (RFC 8224 §6.2: header, claims, freshness) still run first, as for any call."""
+        self._static_errors[x5u] = error
 
     def is_static(self, x5u: str) -> bool:
         """True when ``x5u`` has a static chain (:meth:`add_static_chain`): it is never fetched."""
@@ -473,6 +480,10 @@ class Verifier:
         """A credential from static chains or the memory cache; None when I/O is needed.
         Hits and misses are counted in ``counts`` (the stats, or None)."""
         count = counts is not None
+        if self._static_errors:
+            err = self._static_errors.get(url)
+            if err is not None:
+                return err
         certs = self._static.get(url)
         if certs is not None:
             entry = self._static_entries.get(url)
