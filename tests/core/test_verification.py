@@ -18,7 +18,11 @@ from stirshaken.core.errors import (
     PassportEncodingError,
     PassportFormatError,
     PassportJSONError,
+    SignatureError,
     StirShakenError,
+    TNAuthListError,
+    UntrustedCertificateError,
+    X5UMismatchError,
 )
 from stirshaken.core.identity import parse_identity
 from stirshaken.core.memo import BoundedCache
@@ -108,7 +112,7 @@ def assert_same_cold_and_warm(value: str, *, expected_ppt: str | None = "shaken"
 # JSON is no longer UTF-8) and a 'C' was dropped from the signature (85 characters: an impossible
 # base64url length).  Cold, prepare decoded all three segments first and reported the signature
 # (PassportEncodingError, passport-encoding); warm, the JOSE-header cache path parsed the payload's
-# JSON before decoding the signature and reported PassportJSONError (passport-j-s-o-n).  The
+# JSON before decoding the signature and reported PassportJSONError (passport-json).  The
 # general order (every segment's base64url before any JSON, ATIS-1000082) is the right one.
 FA679E3_WARM_COLD_DIVERGENCE = (
     "eyJhbGciOiJFUzI1NiIsInBwdCI6InNoYWtlbiIsInR5cCI6InBhc3Nwb3J0IiwieDV1IjoiaHR0cHM6Ly9jci5leGFtcGxlLm5ldC9zcC5wZW0ifQ"
@@ -500,3 +504,15 @@ def test_numericdate_as_rfc7519_defines_it(iat, code, fragment) -> None:
         with pytest.raises(StirShakenError) as ei:
             V.prepare(value, orig="12155551212", dest="12155551213", now=NOW, cache=cache)
         assert ei.value.sip_code == code and fragment in ei.value.description, ei.value
+
+
+@pytest.mark.parametrize("err, name", [
+    (PassportJSONError("x"), "passport-json"),
+    (PassportEncodingError("x"), "passport-encoding"),
+    (UntrustedCertificateError("x"), "untrusted-certificate"),
+    (TNAuthListError("x"), "tn-auth-list"),
+    (X5UMismatchError("x"), "x5-u-mismatch"),
+    (SignatureError("x"), "signature"),
+])
+def test_failed_check_names_keep_acronyms_whole(err, name) -> None:
+    assert V.failed("t", err).checks[-1].name == name

@@ -37,6 +37,7 @@ RFC 9410 Reason values with ``ppi`` naming the PASSporT.
 
 from __future__ import annotations
 
+import re
 import types
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, NamedTuple, Sequence
@@ -430,9 +431,13 @@ def _cert_check(credential: ValidatedCredential, cache: VerificationCache | None
     return check
 
 
+_WORD_BREAK = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
+
+
 def _check_name(err: StirShakenError) -> str:
-    name = type(err).__name__.removesuffix("Error")
-    return "".join("-" + c.lower() if c.isupper() else c for c in name).lstrip("-")
+    """The failed check's name from the error class: ``PassportJSONError`` -> ``passport-json``,
+    ``TNAuthListError`` -> ``tn-auth-list`` (acronyms stay one word)."""
+    return _WORD_BREAK.sub("-", type(err).__name__.removesuffix("Error")).lower()
 
 
 def failed(raw: str, err: StirShakenError, checks: Iterable[Check] = (), passport: PASSporT | None = None) -> PassportResult:
