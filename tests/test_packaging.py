@@ -59,7 +59,7 @@ def test_containerfile_installs_the_wheel_as_non_root():
 
 def test_license_matches_pyproject():
     meta = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    assert meta["license"] == {"text": "MIT"}
+    assert meta["license"] == "MIT" and meta["license-files"] == ["LICENSE"]
     assert (ROOT / "LICENSE").read_text().startswith("MIT License")
 
 
