@@ -112,3 +112,42 @@ async def test_login_waits_for_an_sti_pa_that_is_still_starting() -> None:
         with pytest.raises(aiohttp.ClientConnectorError):
             await pa.login("u", "p")
         assert 0.4 < time.monotonic() - t0 < 5
+
+
+async def test_login_under_attack(tmp_path: Path) -> None:
+    """Issue 17 item 8: scrypt runs off the event loop (other requests are answered while logins
+    hash), an unknown user and a wrong password get the same answer, and repeated failures are
+    throttled per account and per source (429 with Retry-After), the right password included."""
+    import asyncio
+
+    async with running_testbed(tmp_path) as tb:
+        base = tb.urls["pa"]
+        user = f"sp-{tb.ocn}"
+        async with session_for(tb) as s:
+            async def login(u: str, pw: str) -> tuple[int, dict, str | None]:
+                async with s.post(f"{base}/api/v1/auth/login", json={"userId": u, "password": pw}) as r:
+                    return r.status, await r.json(), r.headers.get("Retry-After")
+
+            async def ca_list() -> str:
+                async with s.get(f"{base}/api/v1/ca-list") as r:
+                    assert r.status == 200
+                return "ca-list"
+
+            # 4 good logins hashing at once (under the throttle's limit), a cheap request among them
+            order: list[str] = []
+
+            async def tagged(coro, tag: str) -> None:
+                await coro
+                order.append(tag)
+
+            await asyncio.gather(*(tagged(login(user, tb.sp_password), "login") for _ in range(4)), tagged(ca_list(), "ca-list"))
+            assert order.index("ca-list") < 3, order  # answered while the logins were still hashing
+            wrong = await login(user, "wrong")
+            unknown = await login("nobody-here", "wrong")
+            assert wrong[:2] == unknown[:2] == (401, {"status": "error", "message": "invalid credentials"})
+            for _ in range(3):
+                assert (await login(user, "wrong"))[0] == 401
+            status, body, retry = await login(user, "wrong")  # the 5th failure locked the account
+            assert status == 429 and retry is not None and int(retry) > 0, body
+            status, body, retry = await login(user, tb.sp_password)  # locked: not even checked
+            assert status == 429 and "too many failed logins" in body["message"]

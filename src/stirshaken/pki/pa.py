@@ -90,6 +90,44 @@ def hash_password(password: str) -> str:
     return f"scrypt${salt.hex()}${digest.hex()}"
 
 
+#: verified against when the account does not exist, so an unknown user costs the same scrypt
+#: run as a wrong password (no timing oracle for account names)
+_DUMMY_HASH = "scrypt$" + "00" * 16 + "$" + "00" * 32
+
+
+class LoginThrottle:
+    """Failed logins per account and per source address (docs/requirements.md PA-03): after
+    ``limit`` failures within ``window`` seconds, further attempts from that account or source
+    are refused for ``lockout`` seconds (answered 429 with ``Retry-After``) without checking the
+    password.  In memory, per process; a success clears the account's count."""
+
+    def __init__(self, limit: int = 5, window: float = 300.0, lockout: float = 60.0, max_keys: int = 100_000):
+        self.limit, self.window, self.lockout, self.max_keys = limit, window, lockout, max_keys
+        self._fails: dict[str, list[float]] = {}
+        self._locked: dict[str, float] = {}
+
+    def retry_after(self, *keys: str, now: float | None = None) -> float:
+        """Seconds until these keys may try again (0: now)."""
+        now = time.monotonic() if now is None else now
+        return max((self._locked.get(k, 0.0) - now for k in keys), default=0.0) if keys else 0.0
+
+    def failed(self, *keys: str, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        if len(self._fails) > self.max_keys:  # bounded: forget the oldest half
+            for k in list(self._fails)[: self.max_keys // 2]:
+                self._fails.pop(k, None)
+        for k in keys:
+            recent = [t for t in self._fails.get(k, []) if now - t < self.window] + [now]
+            self._fails[k] = recent
+            if len(recent) >= self.limit:
+                self._locked[k] = now + self.lockout
+                self._fails[k] = []
+
+    def succeeded(self, key: str) -> None:
+        self._fails.pop(key, None)
+        self._locked.pop(key, None)
+
+
 def check_password(password: str, stored: str) -> bool:
     try:
         scheme, salt, want = stored.split("$")
@@ -206,10 +244,11 @@ class PAConfig:
 class PAError(Exception):
     """An STI-PA API error, answered as ``{"status":"error","message":...}``."""
 
-    def __init__(self, status: int, message: str):
+    def __init__(self, status: int, message: str, retry_after: int | None = None):
         super().__init__(message)
         self.status = status
         self.message = message
+        self.retry_after = retry_after
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -221,7 +260,10 @@ async def _errors(request: web.Request, handler: Callable[[web.Request], Awaitab
     try:
         return await handler(request)
     except PAError as exc:
-        return _json({"status": "error", "message": exc.message}, exc.status)
+        resp = _json({"status": "error", "message": exc.message}, exc.status)
+        if exc.retry_after is not None:
+            resp.headers["Retry-After"] = str(exc.retry_after)
+        return resp
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -243,6 +285,7 @@ class PolicyAdministrator:
         self._ca_list: tuple[str, float] | None = None  # (jws, exp)
         self._ca_list_key: str | None = None
         self._refresher: asyncio.Task[None] | None = None
+        self.throttle = LoginThrottle()
         self.app = self._make_app()
 
     @classmethod
@@ -407,9 +450,20 @@ class PolicyAdministrator:
         password = body.get("password")
         if not isinstance(user, str) or not isinstance(password, str):
             raise PAError(400, "userId and password are required")
+        source = request.remote or "?"
+        keys = (f"user:{user}", f"source:{source}")
+        wait = self.throttle.retry_after(*keys)
+        if wait > 0:
+            raise PAError(429, f"too many failed logins; retry in {int(wait) + 1} s", retry_after=int(wait) + 1)
         account = self.db.pa_account(user)
-        if account is None or not check_password(password, account.password_hash):
+        # scrypt runs off the event loop (about 50 ms), against a dummy hash for an unknown user
+        stored = account.password_hash if account is not None else _DUMMY_HASH
+        ok = await asyncio.get_running_loop().run_in_executor(None, check_password, password, stored)
+        if account is None or not ok:
+            self.throttle.failed(*keys)
+            log.info("login failed", extra={"user": user[:64], "source": source})
             raise PAError(401, "invalid credentials")
+        self.throttle.succeeded(keys[0])
         token = secrets.token_urlsafe(32)
         expires = utcnow() + dt.timedelta(seconds=self.config.session_lifetime)
         self.db.pa_add_session(hashlib.sha256(token.encode()).hexdigest(), account.username, expires)
