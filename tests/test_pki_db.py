@@ -154,3 +154,50 @@ def test_jti_unique_and_counters(tmp_path: Path) -> None:
     db.cr_put("a.pem", "y", "o")
     assert db.cr_get("a.pem").chain_pem == "y"  # type: ignore[union-attr]
     db.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_cr_name_cannot_be_taken_over_by_a_racing_upload(tmp_path: Path, backend: str) -> None:
+    """Issue 17 item 8: STI-CR ownership check and write are one step.  16 threads of two
+    uploaders race for one new name: exactly one owner ends up holding it, the other's every
+    attempt is refused, and the stored chain is the owner's."""
+    from stirshaken.pki.store import NameTakenError
+
+    def run(url: str) -> None:
+        dbs = [Database(url) for _ in range(4)]
+        barrier = threading.Barrier(16)
+        results: list[tuple[str, str]] = []
+        lock = threading.Lock()
+
+        def worker(i: int) -> None:
+            owner = "sp-a" if i % 2 else "sp-b"
+            barrier.wait()
+            try:
+                created = dbs[i % 4].cr_put("race.pem", f"chain of {owner}", owner)
+                out = (owner, "created" if created else "updated")
+            except NameTakenError:
+                out = (owner, "refused")
+            with lock:
+                results.append(out)
+
+        threads = [threading.Thread(target=worker, args=(i,)) for i in range(16)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        row = dbs[0].cr_get("race.pem")
+        assert row is not None
+        winner = row.owner
+        assert row.chain_pem == f"chain of {winner}"
+        assert [r for r in results if r[1] == "created"] == [(winner, "created")], results
+        assert all(r[1] == "refused" for r in results if r[0] != winner), results
+        with pytest.raises(NameTakenError):
+            dbs[1].cr_put("race.pem", "x", "sp-c")
+        for d in dbs:
+            d.close()
+
+    if backend == "sqlite":
+        run(sqlite_url(str(tmp_path / "cr-race.db")))
+    else:
+        with postgres_database() as url:
+            run(url)

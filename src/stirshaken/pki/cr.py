@@ -23,7 +23,7 @@ from cryptography import x509
 from stirshaken.core import certificates as certs
 from stirshaken.net.http import client_session
 from stirshaken.pki.acme import PEM_CHAIN
-from stirshaken.pki.store import Database
+from stirshaken.pki.store import NameTakenError, Database
 from stirshaken.core.errors import CertificateError, StirShakenError
 
 log = logging.getLogger("stirshaken.pki.cr")
@@ -69,14 +69,18 @@ class CertificateRepository:
         return f"{self.base}/{name}"
 
     def publish(self, name: str, chain_pem: bytes, owner: str | None = None) -> str:
-        """Store ``chain_pem`` under ``name``; returns its URL."""
+        """Store ``chain_pem`` under ``name``; returns its URL.  Raises
+        :class:`~stirshaken.pki.store.NameTakenError` when ``name`` belongs to another owner."""
+        return self._publish(name, chain_pem, owner)[0]
+
+    def _publish(self, name: str, chain_pem: bytes, owner: str | None) -> tuple[str, bool]:
         if NAME_RE.fullmatch(name) is None:
             raise ValueError(f"bad repository name {name!r}")
         chain = certs.load_certificates(chain_pem)
         if self.trust is not None:
             self.trust.validate(chain)
-        self.db.cr_put(name, certs.pem(chain).decode(), owner)
-        return self.url_for(name)
+        created = self.db.cr_put(name, certs.pem(chain).decode(), owner)
+        return self.url_for(name), created
 
     async def h_index(self, _request: web.Request) -> web.Response:
         return web.json_response({"certificates": [self.url_for(n) for n in self.db.cr_names()]})
@@ -101,14 +105,13 @@ class CertificateRepository:
         name = request.match_info["name"]
         if NAME_RE.fullmatch(name) is None:
             return web.Response(status=400, text="400 name must be [A-Za-z0-9._-]+.pem\n")
-        existing = self.db.cr_get(name)
-        if existing is not None and existing.owner not in (owner, None):
+        try:  # ownership check and write in one step (Database.cr_put)
+            url, created = self._publish(name, await request.read(), owner)
+        except NameTakenError:
             return web.Response(status=403, text="403 that name belongs to another uploader\n")
-        try:
-            url = self.publish(name, await request.read(), owner)
         except (CertificateError, StirShakenError) as exc:
             return web.Response(status=400, text=f"400 {exc.description}\n")
-        return web.Response(status=201 if existing is None else 200, text=url + "\n", headers={"Location": url})
+        return web.Response(status=201 if created else 200, text=url + "\n", headers={"Location": url})
 
 
 class DBPublisher:

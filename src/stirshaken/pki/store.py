@@ -201,6 +201,10 @@ def _row(r: Any) -> Row | None:
     return None if r is None else Row(dict(r._mapping))
 
 
+class NameTakenError(Exception):
+    """An STI-CR name that belongs to another uploader."""
+
+
 def sqlite_url(path: str) -> str:
     return f"sqlite:///{path}"
 
@@ -550,13 +554,25 @@ class Database:
             )
 
     # --- STI-CR -----------------------------------------------------------------------------
-    def cr_put(self, name: str, chain_pem: str, owner: str | None) -> None:
+    def cr_put(self, name: str, chain_pem: str, owner: str | None) -> bool:
+        """Store ``chain_pem`` under ``name`` for ``owner`` in one atomic step; True when the name
+        is new.  The UPDATE only matches a row that is ``owner``'s (or has no owner), and the INSERT
+        relies on the primary key, so two uploaders racing for one name cannot both win, and none
+        can take over another's name (check and write are never two steps).  Raises
+        :class:`NameTakenError` when the name belongs to another owner.  ``owner`` None (the
+        CA's own publication in one process) writes unconditionally."""
+        cond = cr_chains.c.name == name
+        if owner is not None:
+            cond = sa.and_(cond, sa.or_(cr_chains.c.owner == owner, cr_chains.c.owner.is_(None)))
         with self.engine.begin() as c:
-            n = c.execute(
-                sa.update(cr_chains).where(cr_chains.c.name == name).values(chain_pem=chain_pem, owner=owner, updated=utcnow())
-            ).rowcount
-            if n == 0:
+            if c.execute(sa.update(cr_chains).where(cond).values(chain_pem=chain_pem, owner=owner, updated=utcnow())).rowcount:
+                return False
+        try:
+            with self.engine.begin() as c:
                 c.execute(sa.insert(cr_chains).values(name=name, chain_pem=chain_pem, owner=owner, updated=utcnow()))
+        except sa.exc.IntegrityError:
+            raise NameTakenError(name) from None
+        return True
 
     def cr_get(self, name: str) -> Row | None:
         return self._one(sa.select(cr_chains).where(cr_chains.c.name == name))
@@ -565,4 +581,4 @@ class Database:
         return [r.name for r in self._all(sa.select(cr_chains.c.name).order_by(cr_chains.c.name))]
 
 
-__all__ = ["Database", "Row", "metadata", "new_id", "sqlite_url", "utcnow"]
+__all__ = ["Database", "NameTakenError", "Row", "metadata", "new_id", "sqlite_url", "utcnow"]
