@@ -454,7 +454,11 @@ class SipService:
             log.exception("verifier error")
             return self._reply(req, 500, "Server Internal Error")
         code = result.sip_code
-        self.metrics.inc("stirshaken_verified_total", (("interface", "sip"), ("verstat", result.verstat), ("reason", str(code or 0))))
+        if had_identity:
+            self.metrics.inc("stirshaken_verified_total", (("interface", "sip"), ("verstat", result.verstat), ("reason_code", str(code or 0)),
+                                                           ("attest", result.attest or "-")))
+        else:
+            self.metrics.inc("stirshaken_unsigned_calls_total", (("interface", "sip"),))
         self.metrics.observe("sip_verify", time.perf_counter() - t0)
         reason_hdr = [("Reason", result.reason_header)] if result.reason_header else []
         if code is not None and (result.description or result.reason):  # the specific cause, not only the code's phrase
