@@ -208,3 +208,30 @@ def test_healthz_follows_redis(pki_x5u: tuple[Any, FileServer, Path]) -> None:
         redis.terminate()
         redis.wait(10)
     assert code == 0
+
+
+async def test_health_certificate_expiry_reasons() -> None:
+    from stirshaken.serve.health import Health
+
+    now = time.time()
+    h = Health(certificate_expiry=lambda: {"a": now + 30 * 86400})
+    assert await h.check() == [] and h.status == "ok"
+    h.certificate_expiry = lambda: {"a": now + 2 * 86400, "b": now - 60}
+    reasons = await h.check()
+    assert h.status == "degraded" and reasons[0].startswith("signing certificate of 'a' expires in 2.0 days")
+    assert reasons[1] == "signing certificate of 'b' expired"
+
+
+def test_inventory_event_counts_are_counters() -> None:
+    from stirshaken.serve.metrics import Metrics
+
+    class Inv:
+        def stats(self) -> dict[str, int]:
+            return {"inventory_tns": 5, "inventory_dno_refused": 2, "inventory_reloads": 1}
+
+    m = Metrics()
+    m.stats_sources.append(Inv())
+    fam = {f.name: f for f in prometheus_parser.text_string_to_metric_families(m.render().decode())}
+    assert fam["stirshaken_inventory_tns"].type == "gauge" and fam["stirshaken_inventory_tns"].samples[0].value == 5
+    assert fam["stirshaken_inventory_dno_refused"].type == "counter"
+    assert fam["stirshaken_inventory_reloads"].samples[0].name == "stirshaken_inventory_reloads_total"

@@ -13,7 +13,9 @@ Families (all counters end in ``_total``):
 * ``stirshaken_verifier_events_total{event}`` - the verifier's counts (x5u cache hits/misses,
   fetches, fetch failures, Redis errors, ...), summed over workers.
 * inventory statistics: one gauge each (``stirshaken_inventory_tns``...; the largest value of the
-  workers, since every worker holds the same inventory), ``stirshaken_inventory_dno_refused_total``.
+  workers, since every worker holds the same inventory); its event counts are counters
+  (``stirshaken_inventory_dno_refused_total``, ``..._dno_signed_c_total``, ``..._dno_verified_total``,
+  ``..._reloads_total``, ``..._updates_total``).
 * ``stirshaken_build_info{version}`` 1; ``stirshaken_signer_certificate_expiry_seconds{tenant}``
   seconds until each known signing certificate (ACME-managed tenants) expires.
 * per worker, from ``/proc/self``: ``stirshaken_process_cpu_seconds_total{worker}``,
@@ -50,7 +52,8 @@ _HELP: dict[str, tuple[str, str]] = {
 }
 
 #: stats of the stats sources that count events (the rest are gauges)
-_COUNTER_STATS = frozenset({"inventory_dno_refused"})
+_COUNTER_STATS = frozenset({"inventory_dno_refused", "inventory_dno_signed_c", "inventory_dno_verified", "inventory_reloads",
+                            "inventory_updates"})
 _VERIFIER_EVENTS = "stirshaken_verifier_events_total"
 
 
