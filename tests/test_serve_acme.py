@@ -11,6 +11,7 @@ x5u without a failed request; calls signed before and after verify through the S
 from __future__ import annotations
 
 import asyncio
+import re
 import base64
 import json
 import os
@@ -155,6 +156,11 @@ async def test_serve_obtains_and_renews_its_certificate(tmp_path: Path, workers:
                 assert len(seen) >= 2, f"the x5u never changed: {p.log.read_text()[-3000:]}"
                 status, t2_after = await sign(s, http, "t2")
                 assert status == 200 and x5u_of(t2_after) == x5u_of(t2_first)
+                # /metrics: seconds to the notAfter of both ACME-managed signing certificates
+                async with s.get(f"http://127.0.0.1:{http}/metrics") as r:
+                    text = await r.text()
+                expiry = dict(re.findall(r'^stirshaken_signer_certificate_expiry_seconds\{tenant="([^"]+)"\} (-?\d+)$', text, re.M))
+                assert set(expiry) == {"default", "t2"} and all(0 < int(v) < 400 * 86400 for v in expiry.values()), expiry
             await verify_all(tb, [first] + after[:1] + after[-1:] + list(seen.values())[:4] + [t2_first, t2_after])
             log = p.log.read_text()
             assert "certificate renewed" in log and "signing keys reloaded" in log

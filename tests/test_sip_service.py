@@ -138,6 +138,7 @@ async def test_verification_302_and_reject(pki: Any) -> None:
     r = resp(await answer(vs, invite(orig="12155550000", branch="z9hG4bK-v2", extra=f"Identity: {ident}\r\n")))
     assert r.status == 302 and "verstat=No-TN-Validation" in r.headers["P-Asserted-Identity"]
     assert r.headers["Reason"].startswith("STIR ;cause=438")
+    assert "orig" in r.headers["X-Verification-Reason"] and "match" in r.headers["X-Verification-Reason"]  # the specific cause
     # no Identity: 302 No-TN-Validation
     r = resp(await answer(vs, invite(branch="z9hG4bK-v3")))
     assert r.status == 302 and "verstat=No-TN-Validation" in r.headers["P-Asserted-Identity"]
@@ -145,6 +146,7 @@ async def test_verification_302_and_reject(pki: Any) -> None:
     _, vs, v = services(pki, "reject_codes = [438]\nrequire_identity = true\n")
     r = resp(await answer(vs, invite(orig="12155550000", branch="z9hG4bK-v4", extra=f"Identity: {ident}\r\n")))
     assert (r.status, r.reason) == (438, "Invalid Identity Header") and "cause=438" in r.headers["Reason"]
+    assert "orig" in r.headers["X-Verification-Reason"]
     r = resp(await answer(vs, invite(branch="z9hG4bK-v5")))
     assert (r.status, r.reason) == (428, "Use Identity Header")
     await v.aclose()
@@ -527,3 +529,26 @@ def test_sipp_load_no_failures(server: dict[str, Any]) -> None:
     h, last = rows[0], rows[-1]
     assert last[h.index("SuccessfulCall(C)")] == "500" and last[h.index("FailedCall(C)")] == "0"
     assert last[h.index("Retransmissions(C)")] == "0"
+
+
+def test_header_text_is_safe() -> None:
+    from stirshaken.serve.sip import header_text
+    assert header_text('a "b"\r\nInjected: x\\') == 'a \\"b\\" Injected: x\\\\'
+    long = header_text("x" * 500)
+    assert len(long) == 200 and long.endswith("...")
+
+
+async def test_unknown_tenant_says_so(pki: Any) -> None:
+    import tomllib
+    c = parse_config(tomllib.loads(f"""
+[server]
+sip_signing = "127.0.0.1:5060"
+[signing]
+key = "sp.key"
+x5u = "{X5U}"
+tenant_header = "X-Tenant"
+"""), pki.dir)
+    signer = SipService("signing", metrics=Metrics(), signing=SigningService(c.signing))
+    r = resp(await answer(signer, invite(branch="z9hG4bK-t1", extra="X-Tenant: nobody\r\n")))
+    assert (r.status, r.reason) == (403, "Forbidden (unknown tenant)")
+    assert r.headers["Reason"].startswith("SIP;cause=403;text=") and "no signing tenant named 'nobody'" in r.headers["Reason"]

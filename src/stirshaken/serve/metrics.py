@@ -4,6 +4,22 @@ Counters and histograms live in plain dicts keyed by label tuples, so recording 
 on the hot path.  With several worker processes each worker writes a snapshot of its numbers into
 a shared directory once a second; ``/metrics`` (answered by whichever worker the kernel picks)
 sums the snapshots of all workers, with its own live numbers in place of its file.
+
+Families (all counters end in ``_total``):
+
+* ``stirshaken_verified_total{interface,verstat,reason_code,attest}`` - verifications of calls
+  that carried an Identity header (``reason_code`` 0 when it passed); calls with none are counted
+  apart in ``stirshaken_unsigned_calls_total{interface}`` (RFC 8224 §6.2.2 code 428).
+* ``stirshaken_verifier_events_total{event}`` - the verifier's counts (x5u cache hits/misses,
+  fetches, fetch failures, Redis errors, ...), summed over workers.
+* inventory statistics: one gauge each (``stirshaken_inventory_tns``...; the largest value of the
+  workers, since every worker holds the same inventory); its event counts are counters
+  (``stirshaken_inventory_dno_refused_total``, ``..._dno_signed_c_total``, ``..._dno_verified_total``,
+  ``..._reloads_total``, ``..._updates_total``).
+* ``stirshaken_build_info{version}`` 1; ``stirshaken_signer_certificate_expiry_seconds{tenant}``
+  seconds until each known signing certificate (ACME-managed tenants) expires.
+* per worker, from ``/proc/self``: ``stirshaken_process_cpu_seconds_total{worker}``,
+  ``stirshaken_process_resident_memory_bytes{worker}``, ``stirshaken_process_open_fds{worker}``.
 """
 
 from __future__ import annotations
@@ -24,7 +40,8 @@ LATENCY_BUCKETS: tuple[float, ...] = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.
 _HELP: dict[str, tuple[str, str]] = {
     "stirshaken_http_requests_total": ("counter", "REST requests by endpoint and HTTP status"),
     "stirshaken_signed_total": ("counter", "PASSporTs signed by interface, tenant and attestation"),
-    "stirshaken_verified_total": ("counter", "Verifications by interface, verstat and reason code"),
+    "stirshaken_verified_total": ("counter", "Verifications of calls with an Identity header by interface, verstat, reason code and attestation"),
+    "stirshaken_unsigned_calls_total": ("counter", "Calls to verify that carried no Identity header (not in stirshaken_verified_total)"),
     "stirshaken_sip_requests_total": ("counter", "SIP requests received by service and method"),
     "stirshaken_sip_responses_total": ("counter", "SIP responses sent by service and status"),
     "stirshaken_sip_retransmissions_total": ("counter", "SIP requests answered from the transaction cache"),
@@ -32,8 +49,27 @@ _HELP: dict[str, tuple[str, str]] = {
     "stirshaken_request_errors_total": ("counter", "ATIS-1000082 request errors by messageId"),
     "stirshaken_signer_reloads_total": ("counter", "Reloads of the signing keys and x5u (SIGHUP, certificate renewal) by result"),
     "stirshaken_latency_seconds": ("histogram", "Processing time by operation"),
-    "stirshaken_verifier": ("gauge", "Verifier statistics (x5u/CRL cache hits, misses, fetch failures)"),
 }
+
+#: stats of the stats sources that count events (the rest are gauges)
+_COUNTER_STATS = frozenset({"inventory_dno_refused", "inventory_dno_signed_c", "inventory_dno_verified", "inventory_reloads",
+                            "inventory_updates"})
+_VERIFIER_EVENTS = "stirshaken_verifier_events_total"
+
+
+def process_stats() -> dict[str, float]:
+    """CPU seconds (user + system), resident bytes and open descriptors of this process, read from
+    ``/proc/self`` (Linux proc(5)); empty where ``/proc`` is not available."""
+    out: dict[str, float] = {}
+    try:
+        stat = Path("/proc/self/stat").read_text()
+        fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) ": fields 3.. of proc(5)
+        out["cpu_seconds"] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        out["rss_bytes"] = float(int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE"))
+        out["open_fds"] = float(len(os.listdir("/proc/self/fd")))
+    except (OSError, ValueError, IndexError):
+        pass
+    return out
 
 
 def _esc(v: str) -> str:
@@ -50,6 +86,8 @@ class Metrics:
         self.worker = worker
         self.stats_sources: list[Any] = []
         self.started = time.time()
+        #: returns ``{tenant: notAfter (Unix seconds)}`` of the signing certificates known, if set
+        self.certificate_expiry: Any = None
 
     # --- recording ------------------------------------------------------------------------------
 
@@ -73,6 +111,7 @@ class Metrics:
             "counters": {n: [[list(map(list, k)), v] for k, v in c.items()] for n, c in self.counters.items()},
             "hist": [[list(k), v] for k, v in self.hist.items()],
             "verifier": self._verifier_stats(),
+            "process": {str(self.worker): process_stats()},
         }
 
     def write_snapshot(self) -> None:
@@ -111,7 +150,9 @@ class Metrics:
         counters: dict[str, dict[tuple, float]] = {}
         hist: dict[tuple, list[float]] = {}
         verifier: dict[str, float] = {}
+        process: dict[str, dict[str, float]] = {}
         for s in snaps:
+            process.update(s.get("process") or {})
             for name, items in s["counters"].items():
                 c = counters.setdefault(name, {})
                 for k, v in items:
@@ -123,8 +164,11 @@ class Metrics:
                 for i, x in enumerate(v):
                     h[i] += x
             for k, v in s["verifier"].items():
-                verifier[k] = verifier.get(k, 0) + v
-        return {"counters": counters, "hist": hist, "verifier": verifier}
+                if k.startswith("inventory_") and k not in _COUNTER_STATS:  # a gauge the same in every worker
+                    verifier[k] = max(verifier.get(k, v), v)
+                else:
+                    verifier[k] = verifier.get(k, 0) + v
+        return {"counters": counters, "hist": hist, "verifier": verifier, "process": process}
 
     # --- exposition -----------------------------------------------------------------------------
 
@@ -154,12 +198,46 @@ class Metrics:
                 lines.append(f'{name}_bucket{{op="{_esc(op)}",le="+Inf"}} {_num(cum)}')
                 lines.append(f'{name}_sum{{op="{_esc(op)}"}} {h[-1]:.6f}')
                 lines.append(f'{name}_count{{op="{_esc(op)}"}} {_num(cum)}')
-        if m["verifier"]:
-            name = "stirshaken_verifier"
-            lines.append(f"# HELP {name} {_HELP[name][1]}")
+        events = {k: v for k, v in m["verifier"].items() if not k.startswith("inventory_")}
+        if events:
+            lines.append(f"# HELP {_VERIFIER_EVENTS} Verifier events (x5u/CRL cache hits and misses, fetches, fetch failures, Redis errors)")
+            lines.append(f"# TYPE {_VERIFIER_EVENTS} counter")
+            for k, v in sorted(events.items()):
+                lines.append(f'{_VERIFIER_EVENTS}{{event="{_esc(k)}"}} {_num(v)}')
+        for k, v in sorted(m["verifier"].items()):
+            if not k.startswith("inventory_"):
+                continue
+            counter = k in _COUNTER_STATS
+            name = f"stirshaken_{k}_total" if counter else f"stirshaken_{k}"
+            lines.append(f"# HELP {name} Inventory statistic {k}")
+            lines.append(f"# TYPE {name} {'counter' if counter else 'gauge'}")
+            lines.append(f"{name} {_num(v)}")
+        from stirshaken import __version__
+
+        lines.append("# HELP stirshaken_build_info The running stirshaken version")
+        lines.append("# TYPE stirshaken_build_info gauge")
+        lines.append(f'stirshaken_build_info{{version="{_esc(__version__)}"}} 1')
+        for key, name, kind, help_ in (
+                ("cpu_seconds", "stirshaken_process_cpu_seconds_total", "counter", "User and system CPU time of the worker, seconds"),
+                ("rss_bytes", "stirshaken_process_resident_memory_bytes", "gauge", "Resident memory of the worker, bytes"),
+                ("open_fds", "stirshaken_process_open_fds", "gauge", "Open file descriptors of the worker")):
+            rows = [(w, p[key]) for w, p in sorted(m["process"].items(), key=lambda x: int(x[0])) if key in p]
+            if rows:
+                lines.append(f"# HELP {name} {help_}")
+                lines.append(f"# TYPE {name} {kind}")
+                lines.extend(f'{name}{{worker="{_esc(w)}"}} {_num(v)}' for w, v in rows)
+        expiry = {}
+        if callable(self.certificate_expiry):
+            try:
+                expiry = self.certificate_expiry() or {}
+            except Exception:  # noqa: BLE001 - never fail a scrape
+                expiry = {}
+        if expiry:
+            name = "stirshaken_signer_certificate_expiry_seconds"
+            lines.append(f"# HELP {name} Seconds until the signing certificate expires (negative: expired)")
             lines.append(f"# TYPE {name} gauge")
-            for k, v in sorted(m["verifier"].items()):
-                lines.append(f'{name}{{stat="{_esc(k)}"}} {_num(v)}')
+            now = time.time()
+            lines.extend(f'{name}{{tenant="{_esc(t)}"}} {na - now:.0f}' for t, na in sorted(expiry.items()))
         lines.append("# HELP stirshaken_uptime_seconds Seconds since this worker started")
         lines.append("# TYPE stirshaken_uptime_seconds gauge")
         lines.append(f"stirshaken_uptime_seconds {time.time() - self.started:.1f}")

@@ -133,6 +133,7 @@ class RestAPI:
         ready: Callable[[], bool] = lambda: True,
         access_log: bool = False,
         admin: Any | None = None,
+        health: Any | None = None,
     ):
         self.signing = signing
         self.verifier = verifier
@@ -143,6 +144,7 @@ class RestAPI:
         self.call_info = call_info
         self.ready = ready
         self.access_log = access_log
+        self.health = health  # serve.health.Health: /healthz "ok" or "degraded" with reasons
         self.admin = admin  # the inventory admin API (serve/inventory/admin.py), handed every /admin/ path
         self.customer_header = (signing.cfg.customer_header.lower() if signing and signing.cfg.customer_header else "")
         self.tenant_header = (signing.cfg.tenant_header.lower() if signing and signing.cfg.tenant_header else "")
@@ -194,8 +196,10 @@ class RestAPI:
                 return self.admin.handle(method, path, headers, body, rid)
             if method == "GET" or method == "HEAD":
                 if path == "/healthz":
-                    ok = self.ready()
-                    return self._plain(200 if ok else 503, b'{"status":"ok"}' if ok else b'{"status":"starting"}', rid, "application/json")
+                    if not self.ready():
+                        return self._plain(503, b'{"status":"starting","reasons":["starting"]}', rid, "application/json")
+                    reasons = list(self.health.reasons) if self.health is not None else []
+                    return self._plain(200, orjson.dumps({"status": "degraded" if reasons else "ok", "reasons": reasons}), rid, "application/json")
                 if path == "/metrics":
                     return self._plain(200, self.metrics.render(), rid, "text/plain; version=0.0.4; charset=utf-8")
                 if path == "/openapi.json":
@@ -361,7 +365,7 @@ class RestAPI:
             out["reasontext"] = SIP_REASONS.get(code, "Invalid Identity Header")
             out["reasondesc"] = desc or ""
         m = self.metrics
-        m.inc("stirshaken_verified_total", (("interface", "rest"), ("verstat", verstat), ("reason", str(code or 0))))
+        m.inc("stirshaken_verified_total", (("interface", "rest"), ("verstat", verstat), ("reason_code", str(code or 0)), ("attest", attest or "-")))
         m.inc("stirshaken_http_requests_total", _VERIFIED_200)
         m.observe("rest_verify", time.perf_counter() - t0)
         if self.access_log:
@@ -406,7 +410,10 @@ def openapi_document() -> dict[str, Any]:
                 "requestBody": {"required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/VerificationRequestBody"}}}},
                 "responses": {"200": {"description": "verstat, with reasoncode/reasontext/reasondesc on failure", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/VerificationResponseBody"}}}},
                               **errors(400, 404, 405, 406, 411, 415, 500)}}},
-            "/healthz": {"get": {"summary": "Liveness/readiness", "responses": {"200": {"description": "ready"}, "503": {"description": "starting"}}}},
+            "/healthz": {"get": {"summary": "Liveness/readiness", "responses": {
+                "200": {"description": 'ready: {"status": "ok"|"degraded", "reasons": [...]} (degraded: Redis unreachable, '
+                                       'a signing certificate expired or expiring within 7 days)'},
+                "503": {"description": "starting"}}}},
             "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text exposition format", "content": {"text/plain": {}}}}}},
             **admin_paths,
         },

@@ -177,6 +177,8 @@ class Worker:
         self.signing: Any = None
         self.reload_pending = False
         self.inventory: Any = None  # serve.inventory.runtime.InventoryRuntime with [inventory]
+        self.health: Any = None  # serve.health.Health, checked in the background
+        self._health_task: Any = None
 
     def reload(self, why: str = "SIGHUP") -> bool:
         """Re-read the signing keys / ACME certificates (SIGHUP or renewal); False if that failed."""
@@ -219,6 +221,8 @@ class Worker:
         if self.reload_pending:
             self.reload_pending = False
             self.reload()
+        if signing is not None:
+            self.metrics.certificate_expiry = lambda: self.signing.certificate_expiry() if self.signing else {}
         call_info = None
         if cfg.verification.enabled:
             from stirshaken.vs.verifier import CallInfo, Verifier
@@ -227,11 +231,18 @@ class Worker:
             self.verifier = Verifier(vconf)
             self.metrics.stats_sources.append(self.verifier)
             call_info = CallInfo
+        from stirshaken.serve.health import Health
+
+        self.health = Health(redis_url=cfg.verification.redis if cfg.verification.enabled else None,
+                             certificate_expiry=(lambda: self.signing.certificate_expiry() if self.signing else {}) if signing else None)
+        await self.health.check()
+        self._health_task = asyncio.ensure_future(self.health.run())
         reuse = s.workers > 1
         if s.http is not None:
             api = RestAPI(signing=signing, verifier=self.verifier, metrics=self.metrics, max_age=cfg.verification.max_age,
                           future_skew=cfg.verification.future_skew, max_body=s.max_body, call_info=call_info,
-                          ready=lambda: self.ready, access_log=s.access_log, admin=inv.admin if inv else None)
+                          ready=lambda: self.ready, access_log=s.access_log, admin=inv.admin if inv else None,
+                          health=self.health)
             if s.inspect and self.verifier is not None:
                 from stirshaken.serve.inspect import WebInspector
 
@@ -291,6 +302,12 @@ class Worker:
         deadline = time.monotonic() + timeout
         while any(conns for conns in self.conn_sets) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
+        if self._health_task is not None:
+            self._health_task.cancel()
+            try:
+                await self._health_task
+            except BaseException:  # noqa: BLE001 - cancelled
+                pass
         if self.verifier is not None:
             try:
                 await asyncio.wait_for(self.verifier.aclose(), 2)

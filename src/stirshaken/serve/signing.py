@@ -164,6 +164,25 @@ class SigningService:
         self._prefixes = prefixes
         self._dialplan = {"country_code": cfg.country_code, "national_length": cfg.national_length}
 
+    def certificate_expiry(self) -> dict[str, float]:
+        """``{tenant name: notAfter}`` (Unix seconds) of every signing certificate this process
+        knows: those of ACME-managed signers (``sp.pem`` of the state directory).  A signer given as
+        key + x5u URL has its certificate only behind the URL and is left out; so is an unreadable
+        state.  For ``/metrics`` and ``/healthz``."""
+        from stirshaken.core.certificates import load_certificates
+
+        out: dict[str, float] = {}
+        for t in ([self.default] if self.default else []) + self.tenants:
+            acme = t.config.acme
+            if acme is None:
+                continue
+            try:
+                leaf = load_certificates((Path(acme.state_dir) / "sp.pem").read_bytes())[0]
+            except (OSError, StirShakenError, ValueError, IndexError):
+                continue
+            out[t.name] = leaf.not_valid_after_utc.timestamp()
+        return out
+
     def reload(self) -> list[str]:
         """Read every signer's key (and ACME x5u) again and switch to them; returns the names of
         the signers whose key or x5u changed.  Raises :class:`KeyMaterialError` and then keeps the

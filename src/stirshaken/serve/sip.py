@@ -8,7 +8,9 @@
   answered 302 with ``P-Asserted-Identity`` (and the From URI) carrying ``verstat`` as 3GPP TS
   24.229 §5.7.1.27 places it, plus an RFC 9410 ``Reason`` header for a failure; or, when policy
   rejects the failure (``reject_on_failure`` / ``reject_codes`` / ``require_identity``), with the
-  failure code itself (403/428/436/437/438, RFC 8224 §6.2.2) and the Reason header.
+  failure code itself (403/428/436/437/438, RFC 8224 §6.2.2) and the Reason header.  Whatever the
+  answer, a failure also carries ``X-Verification-Reason: <the specific cause>`` (e.g. "'orig'
+  claim ... doesn't match", a stale ``iat``, a revoked certificate), made safe by :func:`header_text`.
 * ``OPTIONS`` → 200; ``ACK`` absorbed; ``CANCEL`` → 200 when its INVITE was answered, else 481
   (RFC 3261 §9.2); ``BYE`` → 481; other known methods → 405 with ``Allow``; unknown → 501
   (RFC 3261 §8.2.1); Request-URI schemes other than sip/sips/tel → 416; ``Require`` → 420.
@@ -49,7 +51,7 @@ from stirshaken.core.tn import TNError, canonicalize_tn
 
 log = logging.getLogger("stirshaken.core.sip")
 
-__all__ = ["SipService", "TransactionCache", "answer_cap", "bad_request", "echo_response", "start_sip"]
+__all__ = ["REASON_HEADER", "SipService", "header_text", "TransactionCache", "answer_cap", "bad_request", "echo_response", "start_sip"]
 
 ALLOW = "INVITE, ACK, CANCEL, OPTIONS"
 _KNOWN_METHODS = frozenset({"BYE", "REGISTER", "SUBSCRIBE", "NOTIFY", "INFO", "UPDATE", "PRACK", "MESSAGE", "REFER", "PUBLISH"})
@@ -398,7 +400,9 @@ class SipService:
         try:
             tenant = svc.tenant_for(orig, h.get(self.tenant_header) if self.tenant_header else None)
         except SigningError as exc:
-            return self._reply(req, 403, "Forbidden", [("Warning", f'399 stirshaken "{exc.message[:100]}"')])
+            # the reason phrase and an RFC 3326 Reason say which tenant problem it is (RFC 3261 §21.4.4)
+            return self._reply(req, 403, "Forbidden (unknown tenant)", [("Warning", f'399 stirshaken "{header_text(exc.message, 100)}"'),
+                                                                       ("Reason", f'SIP;cause=403;text="{header_text(exc.message)}"')])
         attest = (h.get(self.attest_header) or "").strip().upper() if self.attest_header else ""
         try:  # the caller's level, else policy; with an inventory, from it (and never A/B for a DNO number)
             attest = svc.decide(tenant, orig, requested=attest if attest in ATTEST else None, source_ip=peer[0] if peer else None,
@@ -450,9 +454,15 @@ class SipService:
             log.exception("verifier error")
             return self._reply(req, 500, "Server Internal Error")
         code = result.sip_code
-        self.metrics.inc("stirshaken_verified_total", (("interface", "sip"), ("verstat", result.verstat), ("reason", str(code or 0))))
+        if had_identity:
+            self.metrics.inc("stirshaken_verified_total", (("interface", "sip"), ("verstat", result.verstat), ("reason_code", str(code or 0)),
+                                                           ("attest", result.attest or "-")))
+        else:
+            self.metrics.inc("stirshaken_unsigned_calls_total", (("interface", "sip"),))
         self.metrics.observe("sip_verify", time.perf_counter() - t0)
         reason_hdr = [("Reason", result.reason_header)] if result.reason_header else []
+        if code is not None and (result.description or result.reason):  # the specific cause, not only the code's phrase
+            reason_hdr.append((REASON_HEADER, header_text(result.description or result.reason or "")))
         dno = self.dno_check(call) if self.dno_check is not None else None
         if dno is not None:  # Do-Not-Originate caller ID: rejected (FCC: 603/607/608) or marked
             if dno[0]:
@@ -480,6 +490,21 @@ class SipService:
 
 
 _DNO_REASONS = {603: "Decline", 607: "Unwanted", 608: "Rejected"}
+
+#: extension header carrying the specific verification failure (e.g. "'orig' claim ... doesn't match")
+#: next to the RFC 9410 Reason, whose text is the generic phrase of the code (RFC 8224 §6.2.2)
+REASON_HEADER = "X-Verification-Reason"
+_HEADER_UNSAFE = re.compile(r"[\x00-\x1f\x7f]+")
+
+
+def header_text(text: str, limit: int = 200) -> str:
+    """``text`` made safe for a SIP header value or a quoted-string in one: control characters
+    (CR, LF, tabs...) become one space, ``\\`` and ``"`` are escaped as quoted-pairs (RFC 3261
+    §25.1), and it is cut to at most ``limit`` characters (before escaping; ``"..."`` appended)."""
+    text = _HEADER_UNSAFE.sub(" ", text).strip()
+    if len(text) > limit:
+        text = text[: limit - 3].rstrip() + "..."
+    return text.replace("\\", "\\\\").replace('"', '\\"')
 
 
 def _strip_tag(value: str) -> str:
