@@ -552,3 +552,30 @@ tenant_header = "X-Tenant"
     r = resp(await answer(signer, invite(branch="z9hG4bK-t1", extra="X-Tenant: nobody\r\n")))
     assert (r.status, r.reason) == (403, "Forbidden (unknown tenant)")
     assert r.headers["Reason"].startswith("SIP;cause=403;text=") and "no signing tenant named 'nobody'" in r.headers["Reason"]
+
+
+async def test_signing_302_carries_the_date_it_signed_with(pki: Any) -> None:
+    """RFC 8224 §6.1 (issue 12 item 1): without a Date the signer adds one, the 302 carries it and
+    iat equals it; a Date within the window is the iat and the 302 adds none; a stale or future
+    Date is refused 403 Stale Date with the reason; an unparsable one 400."""
+    import email.utils as eu
+
+    signer, vs, _ = services(pki)
+    r = resp(await answer(signer, invite(branch="z9hG4bK-date1")))
+    assert r.status == 302
+    added = r.headers["Date"]
+    assert eu.parsedate_to_datetime(added).timestamp() == claims(r.headers["Identity"])["iat"]
+    assert abs(claims(r.headers["Identity"])["iat"] - time.time()) < 5
+    # the forwarded INVITE with the 302's Identity and Date passes a verifier that requires Date
+    fwd = invite(branch="z9hG4bK-date1v", extra=f"Identity: {r.headers['Identity']}\r\nDate: {added}\r\n")
+    assert resp(await answer(vs, fwd)).status == 302
+    own = eu.formatdate(time.time() - 20, usegmt=True)
+    r = resp(await answer(signer, invite(branch="z9hG4bK-date2", extra=f"Date: {own}\r\n")))
+    assert r.status == 302 and "Date" not in r.headers
+    assert claims(r.headers["Identity"])["iat"] == int(eu.parsedate_to_datetime(own).timestamp())
+    for branch, when, word in (("z9hG4bK-date3", time.time() - 300, "behind"), ("z9hG4bK-date4", time.time() + 300, "ahead of")):
+        r = resp(await answer(signer, invite(branch=branch, extra=f"Date: {eu.formatdate(when, usegmt=True)}\r\n")))
+        assert (r.status, r.reason) == (403, "Stale Date") and "Identity" not in r.headers
+        assert f"s {word} the signer's clock (max 60 s)" in r.headers["Reason"]
+    r = resp(await answer(signer, invite(branch="z9hG4bK-date5", extra="Date: yesterday\r\n")))
+    assert (r.status, r.reason) == (400, "Bad Date Header")

@@ -233,6 +233,7 @@ class SipService:
         self.origid_header = scfg.origid_header
         self.use_pai = scfg.use_pai
         self.max_iat_skew = scfg.max_iat_skew
+        self._date_cache: tuple[int, str] = (-1, "")
         self._dialplan = {"country_code": scfg.country_code, "national_length": scfg.national_length}
         self._svc = (("service", role),)
 
@@ -335,6 +336,13 @@ class SipService:
                 items.append((k, v))
         return sip.SipRequest(req.method, req.request_uri, req.version, sip.Headers(items), req.body)
 
+    def _http_date(self, when: int) -> str:
+        """RFC 3261 §20.17 SIP-date (RFC 1123 form, GMT) of ``when``; one formatting per second."""
+        cached = self._date_cache
+        if cached[0] != when:
+            cached = self._date_cache = (when, email.utils.formatdate(when, usegmt=True))
+        return cached[1]
+
     def _reply(self, req: sip.SipRequest, status: int, reason: str, extra: list[tuple[str, str]] | None = None) -> bytes:
         self.metrics.inc("stirshaken_sip_responses_total", (("service", self.role), ("status", str(status))))
         return sip.build_response(req, status, reason, extra_headers=extra or ())
@@ -410,20 +418,33 @@ class SipService:
         except DnoRefused:
             return self._reply(req, 403, "Forbidden", [("Reason", 'SIP;cause=403;text="Calling number is on a Do-Not-Originate list"')])
         iat = None
+        # RFC 8224 §6.1 step 3: the signer adds a Date when the request has none (and the 302
+        # carries it, so the forwarded INVITE has the Date its iat names, §4.1); a Date off the
+        # clock by more than the freshness window is refused (403 Stale Date), never re-stamped
         date = h.get("Date")
+        added_date: str | None = None
         if date:
             try:
                 d = email.utils.parsedate_to_datetime(date).timestamp()
-                if abs(d - time.time()) <= self.max_iat_skew:
-                    iat = int(d)  # RFC 8224 §4.1: iat corresponds to the Date header
             except (TypeError, ValueError, IndexError, OverflowError):
-                iat = None
+                return self._reply(req, 400, "Bad Date Header", [("Reason", 'SIP;cause=400;text="the Date header is not an RFC 3261 SIP-date"')])
+            skew = d - time.time()
+            if abs(skew) > self.max_iat_skew:
+                text = f"the Date header is {abs(int(skew))} s {'ahead of' if skew > 0 else 'behind'} the signer's clock (max {self.max_iat_skew} s)"
+                return self._reply(req, 403, "Stale Date", [("Reason", f'SIP;cause=403;text="{text}"')])
+            iat = int(d)  # RFC 8224 §4.1: iat corresponds to the Date header
+        else:
+            iat = int(time.time())
+            added_date = self._http_date(iat)
         origid = h.get(self.origid_header) if self.origid_header else None
         if origid is not None and len(origid) != 36:
             origid = None
         identity = svc.sign(tenant, orig=orig, dest=[dest], attest=attest, iat=iat, origid=origid)
         self.metrics.inc("stirshaken_signed_total", (("interface", "sip"), ("tenant", tenant.name), ("attest", attest)))
-        r = self._reply(req, 302, "Moved Temporarily", contact + [("Identity", identity)])
+        extra = contact + [("Identity", identity)]
+        if added_date is not None:
+            extra.append(("Date", added_date))
+        r = self._reply(req, 302, "Moved Temporarily", extra)
         self.metrics.observe("sip_sign", time.perf_counter() - t0)
         return r
 
