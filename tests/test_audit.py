@@ -458,3 +458,51 @@ def test_public_identity_headers_from_other_projects(pki: Any, tmp_path: Path) -
         assert v.exit_code == 1 and i.exit_code == 1, (v.output, i.output)
         assert orjson.loads(v.stdout)["reasoncode"] == code
         assert orjson.loads(i.stdout)["verdict"]["sip_code"] == code, i.stdout[:500]
+
+
+def _raw_pcap(path: Path, udp_payloads: list[bytes], filler: int, filler_size: int = 1400) -> None:
+    """A classic pcap (LINKTYPE_ETHERNET) of UDP/IPv4 packets written directly: the INVITEs, then
+    ``filler`` non-SIP datagrams of ``filler_size`` bytes (a capture mostly made of media)."""
+    import struct
+
+    def frame(payload: bytes, sport: int) -> bytes:
+        udp = struct.pack("!HHHH", sport, 5060, 8 + len(payload), 0) + payload
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 1, 0, 64, 17, 0, bytes([192, 0, 2, 1]), bytes([192, 0, 2, 2])) + udp
+        return b"\x02\x00\x00\x00\x00\x02\x02\x00\x00\x00\x00\x01\x08\x00" + ip
+
+    t = int(time.time()) - 5
+    with path.open("wb") as f:
+        f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
+        for i, pl in enumerate(udp_payloads):
+            fr = frame(pl, 5060)
+            f.write(struct.pack("<IIII", t, i, len(fr), len(fr)) + fr)
+        junk = frame(b"\x80" * filler_size, 40000)
+        rec = struct.pack("<IIII", t + 1, 0, len(junk), len(junk)) + junk
+        for _ in range(filler):
+            f.write(rec)
+
+
+def test_memory_stays_flat_as_the_capture_grows(pki: Any, calls: Any, tmp_path: Path) -> None:
+    """Issue 15 item 4: the capture is streamed, never loaded whole: auditing a capture 12 times
+    larger (mostly non-SIP traffic) raises the audit process's peak memory by far less than the
+    file's size."""
+    import sys
+
+    invites = [invite(n, ident, orig) for n, ident, orig in calls]
+    small, big = tmp_path / "small.pcap", tmp_path / "big.pcap"
+    _raw_pcap(small, invites, 4_000)
+    _raw_pcap(big, invites, 48_000)
+    grow = big.stat().st_size - small.stat().st_size
+    assert grow > 60_000_000
+    code = ("import resource, sys; from pathlib import Path; from stirshaken.analysis.audit import AuditOptions, run_audit;"
+            "from stirshaken.vs.config import VerifierConfig;"
+            f"o = AuditOptions(config=VerifierConfig(trust_anchors=[{str(pki.root)!r}], fetch_crl_distribution_points=False), certs_dir=Path({str(pki.certs)!r}));"
+            "s = run_audit(o, [Path(sys.argv[1])]); print(s.signed, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+    peaks = []
+    for cap in (small, big):
+        out = subprocess.run([sys.executable, "-c", code, str(cap)], capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr[-2000:]
+        signed, peak_kib = map(int, out.stdout.split())
+        assert signed == 9
+        peaks.append(peak_kib * 1024)
+    assert peaks[1] - peaks[0] < grow / 4, (peaks, grow)  # reading the file whole would add about `grow`
