@@ -736,9 +736,9 @@ class Verifier:
         ttl = ttl_from_headers(res.headers, now, floor=cfg.cache_min_ttl, ceiling=cfg.cache_max_ttl, not_after=not_after)
         if self.trace is not None:
             self.trace.append({"url": url, "seconds": time.perf_counter() - t0, "result": res, "ttl": ttl, "certificates": len(certs)})
-        pem = b"".join(c.public_bytes(Encoding.PEM) for c in certs)
         expires = now + max(ttl, 1.0)
         if redis is not None and ttl > 0:
+            pem = b"".join(c.public_bytes(Encoding.PEM) for c in certs)
             await redis.put_chain(url, pem, expires, now)
             self.stats["redis_errors"] = redis.errors
         return CacheEntry(url=url, expires=expires, der=CacheEntry.der_of(certs))
