@@ -45,7 +45,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from stirshaken.vs.cache import CacheEntry, LRUCache, RedisBackend, SingleFlight, slim_credential, ttl_from_headers
 from stirshaken.core.certificates import ValidatedCredential, load_certificates
-from stirshaken.vs.crl import CRLStore, is_url
+from stirshaken.vs.crl import CRLStore
 from stirshaken.core.errors import FetchError, InvalidIdentityError, StaleDateError, StirShakenError, UntrustedCertificateError
 from stirshaken.core.identity import split_header_values
 from stirshaken.vs.replay import MemoryReplayStore, RedisReplayStore, replay_error, replay_key
@@ -62,7 +62,7 @@ from stirshaken.core.verification import (
     failed,
     prepare,
 )
-from stirshaken.vs.config import VerifierConfig
+from stirshaken.vs.config import VerifierConfig, is_url
 from stirshaken.vs.x5u import Fetcher
 
 #: Retry interval after the CA list could not be loaded (seconds).
