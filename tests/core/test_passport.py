@@ -741,7 +741,7 @@ def test_raw_to_der_matches_encode_dss_signature() -> None:
 
     from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-    from stirshaken.core.passport import raw_to_der
+    from stirshaken.core.jose import raw_to_der
 
     samples = [_os.urandom(64) for _ in range(3000)]
     samples += [bytes(64), b"\x80" * 64, b"\x7f" * 64, b"\0" * 31 + b"\x80" + b"\0\0\x01" + bytes(29), b"\0\x81" + bytes(30) + b"\x01" * 32]

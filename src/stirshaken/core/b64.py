@@ -14,7 +14,6 @@ import re
 from stirshaken.core.errors import PassportEncodingError
 
 _ALPHABET = re.compile(rb"[A-Za-z0-9_-]*")
-_ALPHABET_STR = re.compile(r"[A-Za-z0-9_-]*")
 
 
 _TO_URL = bytes.maketrans(b"+/", b"-_")
@@ -91,8 +90,3 @@ def b64url_decode(text: str | bytes, *, what: str = "segment", error: type[Excep
         return base64.urlsafe_b64decode(raw + b"=" * (-len(raw) % 4))
     except (binascii.Error, ValueError) as exc:  # pragma: no cover
         raise error(f"{what} is not base64url: {exc}") from None
-
-
-def is_b64url(text: str) -> bool:
-    """True when ``text`` only uses the base64url alphabet."""
-    return _ALPHABET_STR.fullmatch(text) is not None

@@ -16,15 +16,14 @@ from __future__ import annotations
 import os
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 import orjson
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from stirshaken.core.b64 import b64url_encode, b64url_encode_bytes
-from stirshaken.core.jose import ECDSA_SHA256, ECDSA_SHA256_DETERMINISTIC, der_to_raw, es256_sign, JOSEHeader, parse_compact, raw_to_der, verify_signature  # noqa: F401 (raw_to_der, verify_signature: re-exported)
+from stirshaken.core.jose import ECDSA_SHA256, ECDSA_SHA256_DETERMINISTIC, der_to_raw, es256_sign, JOSEHeader, parse_compact, verify_signature
 from stirshaken.core.errors import (
     CompactFormError,
     InvalidClaimError,
@@ -33,7 +32,6 @@ from stirshaken.core.errors import (
     PassportEncodingError,
     PassportFormatError,
     PassportJSONError,
-    SignatureError,
     UnsupportedAlgorithmError,
     UnsupportedPPTError,
     UnsupportedTypeError,

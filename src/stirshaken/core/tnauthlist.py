@@ -24,6 +24,7 @@ from typing import Union
 
 from cryptography import x509
 
+from stirshaken.core.b64 import b64url_encode
 from stirshaken.core.errors import TNAuthListError
 
 #: id-pe-TNAuthList (RFC 8226 §9).
@@ -138,7 +139,7 @@ class TNAuthList:
 
     # --- ACME identifier value (RFC 9448 §3: base64url; STI-CAs also take base64) -----------
     def to_base64url(self) -> str:
-        return base64.urlsafe_b64encode(self.to_der()).rstrip(b"=").decode("ascii")
+        return b64url_encode(self.to_der())
 
     def to_base64(self) -> str:
         return base64.b64encode(self.to_der()).decode("ascii")

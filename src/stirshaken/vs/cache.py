@@ -21,7 +21,7 @@ import email.utils
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Generic, Hashable, Mapping, Sequence, TypeVar
 
 from cryptography import x509

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 __all__ = ["OptionError", "VerifierConfig", "check_files", "describe_error", "error_parts", "is_url", "option_name", "tn_prefix"]
 
 _TN_PREFIX = re.compile(r"[0-9#*]{1,15}")
-_URL = re.compile(r"https?://", re.IGNORECASE)
+_URL = re.compile(r"https?://", re.IGNORECASE | re.ASCII)
 
 
 class OptionError(ValueError):
@@ -55,7 +55,8 @@ class OptionError(ValueError):
 
 
 def is_url(value: str) -> bool:
-    """Whether ``value`` is an http(s) URL (else it names a local file)."""
+    """Whether ``value`` is an http(s) URL (else it names a local file); the one test the
+    configuration, the CRL store and the verifier share."""
     return _URL.match(value) is not None
 
 

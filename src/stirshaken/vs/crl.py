@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from stirshaken.core.certificates import crl_urls, load_crl
 from stirshaken.core.errors import CertificateError, FetchError, StirShakenError
+from stirshaken.vs.config import is_url
 from stirshaken.vs.x5u import Fetcher
 
 #: Retry interval for a CRL whose fetch failed or that has no nextUpdate (seconds).
@@ -43,10 +44,6 @@ class CRLRecord:
     crl: x509.CertificateRevocationList | None
     next_refresh: float
     error: str | None = None
-
-
-def is_url(source: str) -> bool:
-    return source.lower().startswith(("http://", "https://"))
 
 
 def _next_refresh(crl: x509.CertificateRevocationList, now: float) -> float:

@@ -30,7 +30,7 @@ from cryptography import x509
 from stirshaken.core.certificates import TrustStore, ValidatedCredential, load_certificates
 from stirshaken.vs.crl import CRLStore
 from stirshaken.core.errors import CertificateError, StirShakenError, TNAuthListError, UntrustedCertificateError
-from stirshaken.core.jose import check_signer_chain, parse_compact, verify_x5u_jws
+from stirshaken.core.jose import parse_compact, verify_x5u_jws
 from stirshaken.core.tnauthlist import from_certificate
 
 PEM_SUFFIXES = (".pem", ".crt", ".cer")
@@ -86,13 +86,6 @@ def split_ca_list(text: str | bytes) -> tuple[dict[str, object], dict[str, objec
         raw = env["caList"].strip()
     jws = parse_compact(raw, what="CA list", error=CAListError)
     return dict(jws.header), jws.payload, jws.signing_input, jws.signature
-
-
-def validate_signer(signer_chain: Sequence[x509.Certificate], roots: Sequence[x509.Certificate], at: dt.datetime) -> x509.Certificate:
-    """Path-validate the STI-PA signing certificate against the STI-PA root(s)."""
-    if not roots:
-        raise CAListError("no STI-PA root configured to verify the CA list (ca_list_trust)")
-    return check_signer_chain(signer_chain, roots, at=at, error=CAListError, what="CA list")
 
 
 def verify_ca_list(

@@ -45,7 +45,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from stirshaken.vs.cache import CacheEntry, LRUCache, RedisBackend, SingleFlight, slim_credential, ttl_from_headers
 from stirshaken.core.certificates import ValidatedCredential, load_certificates
-from stirshaken.vs.crl import CRLStore, is_url
+from stirshaken.vs.crl import CRLStore
 from stirshaken.core.errors import FetchError, InvalidIdentityError, StaleDateError, StirShakenError, UntrustedCertificateError
 from stirshaken.core.identity import split_header_values
 from stirshaken.vs.replay import MemoryReplayStore, RedisReplayStore, replay_error, replay_key
@@ -62,7 +62,7 @@ from stirshaken.core.verification import (
     failed,
     prepare,
 )
-from stirshaken.vs.config import VerifierConfig
+from stirshaken.vs.config import VerifierConfig, is_url
 from stirshaken.vs.x5u import Fetcher
 
 #: Retry interval after the CA list could not be loaded (seconds).
@@ -235,7 +235,7 @@ class Verifier:
         if certs is not None:
             return list(certs)
         entry = self.cache.get(x5u, time.time() if now is None else now)
-        return list(entry.certs) if entry is not None and entry.certs else None
+        return entry.certs if entry is not None and entry.der else None
 
     def _try_fast(self, call: CallInfo, now: float | None) -> VerificationResult | None:
         """The direct warm path shared by :meth:`verify` and :meth:`averify`; None when the
@@ -504,9 +504,10 @@ class Verifier:
                 counts["negative_hits"] = counts.get("negative_hits", 0) + 1  # type: ignore[index]
             return entry.error
         if entry.generation != self.trust.generation or now >= entry.validated_until:
-            if self.crls.missing_for(entry.certs):
+            certs = entry.certs
+            if self.crls.missing_for(certs):
                 return None
-            self._revalidate(entry, now)
+            self._revalidate(entry, certs, now)
         if count:
             counts["cache_hits"] = counts.get("cache_hits", 0) + 1  # type: ignore[index]
         return entry.credential or entry.error  # type: ignore[return-value]
@@ -532,10 +533,11 @@ class Verifier:
         self._static_entries[url] = entry
         return res
 
-    def _revalidate(self, entry: CacheEntry, now: float) -> None:
+    def _revalidate(self, entry: CacheEntry, certs: list[x509.Certificate], now: float) -> None:
+        """Validate ``entry`` again from ``certs`` (its :attr:`~CacheEntry.certs`, parsed once by the caller)."""
         self.stats["revalidations"] += 1
         gen = self.trust.generation
-        res, until = self._validate(entry.certs, now)
+        res, until = self._validate(certs, now)
         if isinstance(res, StirShakenError):
             entry.credential, entry.error = None, res
         else:
@@ -695,8 +697,9 @@ class Verifier:
             if entry.error is not None and not entry.der:
                 self.cache.put(url, entry)
                 return entry.error
-        await self._fetch_dps(entry.certs)
-        self._revalidate(entry, now)
+        certs = entry.certs
+        await self._fetch_dps(certs)
+        self._revalidate(entry, certs, now)
         if entry.error is not None:
             entry.expires = now + self.config.negative_ttl
         self.cache.put(url, entry)
@@ -733,9 +736,9 @@ class Verifier:
         ttl = ttl_from_headers(res.headers, now, floor=cfg.cache_min_ttl, ceiling=cfg.cache_max_ttl, not_after=not_after)
         if self.trace is not None:
             self.trace.append({"url": url, "seconds": time.perf_counter() - t0, "result": res, "ttl": ttl, "certificates": len(certs)})
-        pem = b"".join(c.public_bytes(Encoding.PEM) for c in certs)
         expires = now + max(ttl, 1.0)
         if redis is not None and ttl > 0:
+            pem = b"".join(c.public_bytes(Encoding.PEM) for c in certs)
             await redis.put_chain(url, pem, expires, now)
             self.stats["redis_errors"] = redis.errors
         return CacheEntry(url=url, expires=expires, der=CacheEntry.der_of(certs))

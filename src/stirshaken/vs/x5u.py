@@ -27,7 +27,7 @@ import ipaddress
 import socket
 import ssl
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Mapping
 from urllib.parse import SplitResult, urlsplit
 
 import aiohttp
@@ -48,8 +48,6 @@ PEM_TYPES = frozenset({"application/pem-certificate-chain", "application/x-pem-f
 DER_TYPES = frozenset({"application/pkix-cert", "application/x-x509-ca-cert", "application/x-x509-user-cert", "application/x-x509-cert"})
 #: Generic types whose body is sniffed (accepted only when it parses as certificates).
 SNIFF_TYPES = frozenset({"", "application/octet-stream", "binary/octet-stream", "text/plain"})
-#: CRL content types (RFC 2585 §4.2); CRLs are also sniffed from generic types.
-CRL_TYPES = frozenset({"application/pkix-crl", "application/x-pkcs7-crl"})
 
 DEFAULT_PORTS = frozenset({443, 8443})
 
@@ -274,7 +272,3 @@ class Fetcher:
         if self._session is not None and not self._session.closed:
             await self._session.close()
         self._session = None
-
-
-def response_headers(res: FetchResult | None) -> dict[str, Any]:
-    return dict(res.headers) if res is not None else {}
