@@ -42,6 +42,10 @@ ERR = "urn:ietf:params:acme:error:"
 TNAUTHLIST = "TNAuthList"
 #: RFC 9447 §3 challenge type
 TKAUTH01 = "tkauth-01"
+#: on finalize and certificate download: the STI-CR URL where the STI-CA published the chain
+CERTIFICATE_LOCATION_HEADER = "X-Shaken-Certificate-Location"
+#: on a certificate download: why the STI-CA's own upload of the chain to the STI-CR failed
+PUBLISH_ERROR_HEADER = "X-Shaken-Publish-Error"
 
 
 class AcmeProblem(Exception):
@@ -638,7 +642,7 @@ class ExternalAccountBinding:
 
 
 __all__ = [
-    "ERR", "JOSE_JSON", "PEM_CHAIN", "PROBLEM_JSON", "TKAUTH01", "TNAUTHLIST",
+    "CERTIFICATE_LOCATION_HEADER", "ERR", "JOSE_JSON", "PEM_CHAIN", "PROBLEM_JSON", "PUBLISH_ERROR_HEADER", "TKAUTH01", "TNAUTHLIST",
     "EAB_ALG", "ExternalAccountBinding", "eab_hmac_key", "make_eab",
     "Account", "AccountUpdate", "AcmeProblem", "Authorization", "Challenge", "Directory", "DirectoryMeta",
     "Finalize", "Identifier", "NewAccount", "NewOrder", "Order", "OrderList", "Revocation", "TkauthAnswer",

@@ -43,15 +43,13 @@ from stirshaken.core.keys import generate_private_key, load_private_key, public_
 from stirshaken.core.jose import JWKError, account_key_fingerprint, jwk_of, jwk_public_key, sign_jws, thumbprint  # noqa: F401
 from stirshaken.core.tnauthlist import TNAuthList
 from stirshaken.net.http import client_session, client_ssl_context  # noqa: F401 (re-exported)
-from stirshaken.pki.acme import (  # noqa: F401 (ERR, TKAUTH01 re-exported)
-    ERR, JOSE_JSON, PEM_CHAIN, TKAUTH01, TNAUTHLIST, AcmeProblem, Authorization, Challenge, Directory, Finalize,
-    Identifier, NewAccount, NewOrder, Order, Revocation, TkauthAnswer, eab_hmac_key, make_eab,
+from stirshaken.pki.acme import (
+    CERTIFICATE_LOCATION_HEADER, ERR, JOSE_JSON, PEM_CHAIN, PUBLISH_ERROR_HEADER, TKAUTH01, TNAUTHLIST, AcmeProblem, Authorization,
+    Challenge, Directory, Finalize, Identifier, NewAccount, NewOrder, Order, Revocation, TkauthAnswer, eab_hmac_key, make_eab,
 )
 
 log = logging.getLogger("stirshaken.pki.acme_client")
 
-#: the STI-CA's header on a certificate download when its own STI-CR upload failed (pki/ca.py)
-PUBLISH_ERROR_HEADER = "X-Shaken-Publish-Error"
 #: ``state_dir/current`` -> ``archive/<serial hex>``: the active ``key.pem``, ``cert.pem``, ``chain.pem``
 CURRENT = "current"
 #: the non-secret options of ``stirshaken acme`` kept for ``acme renew`` / ``acme list``
@@ -512,7 +510,7 @@ async def obtain_certificate(cfg: AcmeConfig, *, session: aiohttp.ClientSession 
         if leaf.public_key().public_numbers() != sp_key.public_key().public_numbers():
             raise AcmeProblem("serverInternal", "issued certificate is not for our key", 0)
         # 5. publish at the STI-CR (CR-01..CR-03); a failure is reported after the files are stored
-        x5u = res.headers.get("X-Shaken-Certificate-Location")
+        x5u = res.headers.get(CERTIFICATE_LOCATION_HEADER)
         publish_error: str | None = None
         if cfg.cr_url and not x5u:
             try:
