@@ -49,12 +49,13 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from stirshaken.core import certificates as certs
-from stirshaken.pki.store import Database, sqlite_url, utcnow
 from stirshaken.core.errors import CertificateError, TNAuthListError
-from stirshaken.core.keys import generate_private_key, load_private_key, write_private_key
 from stirshaken.core.jose import account_key_fingerprint  # noqa: F401 (re-export)
+from stirshaken.core.keys import generate_private_key, load_private_key, write_private_key
 from stirshaken.core.passport import encode_token
 from stirshaken.core.tnauthlist import SPC, TNAuthList
+from stirshaken.pki.acme import JOSE_JSON, PEM_CHAIN, TNAUTHLIST
+from stirshaken.pki.store import Database, sqlite_url, utcnow
 
 log = logging.getLogger("stirshaken.pki.pa")
 
@@ -66,9 +67,6 @@ OCN_RE = re.compile(r"[0-9A-Z]{1,16}")
 API_PREFIX = "/api/v1"
 #: where the published STI-PA serves the SHAKEN CRL (and the CRL distribution point it announces)
 CRL_DOWNLOAD_PATH = "/download/v1/crl"
-#: the SPC token response's media type when the client asks for it (``Accept: application/jose+json``,
-#: as clients written to the published API do); ``application/json`` otherwise
-JOSE_JSON = "application/jose+json"
 
 #: The DN the observed STI-PA CRL uses, adapted (docs/requirements.md CM-12).
 CRL_ISSUER_NAME = x509.Name(
@@ -478,7 +476,7 @@ class PolicyAdministrator:
         atc = body.get("atc")
         if not isinstance(atc, dict):
             raise PAError(400, "'atc' object is required")
-        if atc.get("tktype") != "TNAuthList":
+        if atc.get("tktype") != TNAUTHLIST:
             raise PAError(400, "atc.tktype must be 'TNAuthList'")
         tkvalue, fingerprint, ca = atc.get("tkvalue"), atc.get("fingerprint"), atc.get("ca", False)
         if not isinstance(tkvalue, str):
@@ -495,7 +493,7 @@ class PolicyAdministrator:
             raise PAError(400, "atc.ca must be a boolean")
         if ca and not account.may_request_ca:
             raise PAError(403, "this account may not request tokens for CA certificates")
-        claim = {"tktype": "TNAuthList", "tkvalue": tkvalue, "ca": ca, "fingerprint": "SHA256 " + fingerprint[7:].upper()}
+        claim = {"tktype": TNAUTHLIST, "tkvalue": tkvalue, "ca": ca, "fingerprint": "SHA256 " + fingerprint[7:].upper()}
         token, _jti, _exp = self.issue_token(ocn, claim)
         answer = {
             "status": "success", "message": f"SPC token for spc: {ocn} is created successfully",
@@ -534,7 +532,7 @@ class PolicyAdministrator:
         if cert is None:
             raise PAError(404, "no such certificate")
         return web.Response(
-            body=certs.pem([cert]), content_type="application/pem-certificate-chain",
+            body=certs.pem([cert]), content_type=PEM_CHAIN,
             headers={"Cache-Control": "public, max-age=86400"},
         )
 
