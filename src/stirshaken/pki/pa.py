@@ -81,11 +81,14 @@ CRL_ISSUER_NAME = x509.Name(
 # --- passwords -----------------------------------------------------------------------------------
 
 
+def _scrypt(password: str, salt: bytes) -> bytes:
+    return hashlib.scrypt(password.encode(), salt=salt, n=2**14, r=8, p=1, dklen=32)
+
+
 def hash_password(password: str) -> str:
     """scrypt (n=2^14, r=8, p=1) with a random salt: ``scrypt$<salt hex>$<hash hex>``."""
     salt = secrets.token_bytes(16)
-    digest = hashlib.scrypt(password.encode(), salt=salt, n=2**14, r=8, p=1, dklen=32)
-    return f"scrypt${salt.hex()}${digest.hex()}"
+    return f"scrypt${salt.hex()}${_scrypt(password, salt).hex()}"
 
 
 #: verified against when the account does not exist, so an unknown user costs the same scrypt
@@ -133,8 +136,7 @@ def check_password(password: str, stored: str) -> bool:
         return False
     if scheme != "scrypt":
         return False
-    got = hashlib.scrypt(password.encode(), salt=bytes.fromhex(salt), n=2**14, r=8, p=1, dklen=32)
-    return hmac.compare_digest(got.hex(), want)
+    return hmac.compare_digest(_scrypt(password, bytes.fromhex(salt)).hex(), want)
 
 
 # --- the PA's own PKI ----------------------------------------------------------------------------
@@ -212,6 +214,11 @@ class PAKeys:
             write_private_key(state_dir / f"{n}.key", k, public=False)
             (state_dir / f"{n}.pem").write_bytes(certs.pem([c]))
         return cls(root, root_key, signer, signer_key, crl_cert, crl_key)
+
+
+def _session_id(token: str) -> str:
+    """The key a session is stored under: SHA-256 of its access token (the token is not stored)."""
+    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def cert_fingerprint(cert: x509.Certificate) -> str:
@@ -428,7 +435,7 @@ class PolicyAdministrator:
         token = self._access_token(request)
         if not token:
             raise PAError(401, "missing access token")
-        sess = self.db.pa_session(hashlib.sha256(token.encode()).hexdigest())
+        sess = self.db.pa_session(_session_id(token))
         if sess is None or sess.expires < utcnow():
             raise PAError(401, "invalid or expired access token")
         account = self.db.pa_account(sess.username)
@@ -464,7 +471,7 @@ class PolicyAdministrator:
         self.throttle.succeeded(keys[0])
         token = secrets.token_urlsafe(32)
         expires = utcnow() + dt.timedelta(seconds=self.config.session_lifetime)
-        self.db.pa_add_session(hashlib.sha256(token.encode()).hexdigest(), account.username, expires)
+        self.db.pa_add_session(_session_id(token), account.username, expires)
         return _json({"status": "success", "message": "login successful", "accessToken": token, "expiresIn": self.config.session_lifetime})
 
     async def h_token(self, request: web.Request) -> web.Response:
@@ -508,7 +515,7 @@ class PolicyAdministrator:
         """End the session of the access token in ``Authorization`` (raw token or ``Bearer``)."""
         token = self._access_token(request)
         self._session_user(request)
-        self.db.pa_end_session(hashlib.sha256(token.encode()).hexdigest())
+        self.db.pa_end_session(_session_id(token))
         return _json({"status": "success", "message": "logged out"})
 
     async def h_ca_list(self, _request: web.Request) -> web.Response:
