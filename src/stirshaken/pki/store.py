@@ -26,11 +26,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
+from stirshaken.core.certificates import utcnow
+
 metadata = sa.MetaData()
-
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
 
 
 def _tz(value: dt.datetime | None) -> dt.datetime | None:
@@ -570,7 +568,7 @@ class Database:
         try:
             with self.engine.begin() as c:
                 c.execute(sa.insert(cr_chains).values(name=name, chain_pem=chain_pem, owner=owner, updated=utcnow()))
-        except sa.exc.IntegrityError:
+        except IntegrityError:
             raise NameTakenError(name) from None
         return True
 
