@@ -276,8 +276,7 @@ class CertificateAuthority:
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise
-            kind = "malformed"
-            resp = self._problem(AcmeProblem(kind, exc.reason or "request rejected", exc.status))
+            resp = self._problem(AcmeProblem("malformed", exc.reason or "request rejected", exc.status))
         except Exception:  # never a stack trace on the wire
             log.exception("STI-CA internal error on %s %s", request.method, request.path)
             resp = self._problem(AcmeProblem("serverInternal", "internal error", 500))
@@ -639,16 +638,17 @@ class CertificateAuthority:
         if not self.db.claim_order(order.id):
             raise AcmeProblem("orderNotReady", "order is no longer ready (finalized concurrently)", 403)
         try:
+            tnal = TNAuthList.from_der(order.tnauthlist)
             cert = certs.create_sp_certificate(
                 csr, self.keys.intermediate, self.keys.intermediate_key,
-                tnauthlist=TNAuthList.from_der(order.tnauthlist), subject=csr.subject, days=self.config.cert_days,
+                tnauthlist=tnal, subject=csr.subject, days=self.config.cert_days,
                 crl_url=self.config.crl_url, crl_issuer=self.config.crl_issuer,
                 not_before=order.not_before, not_after=order.not_after,
             )
             chain_pem = certs.pem([cert, self.keys.intermediate])
             cr_url = None
             if self.publisher is not None:
-                spc = TNAuthList.from_der(order.tnauthlist).spc or "SP"
+                spc = tnal.spc or "SP"
                 try:
                     cr_url = await self.publisher(f"{spc}-{cert.serial_number:x}.pem", chain_pem)
                 except Exception as exc:  # the certificate is still issued; the SP can publish it
