@@ -441,7 +441,7 @@ def current_certificate(state_dir: Path) -> CertificateStatus | None:
     try:
         info = orjson.loads(meta.read_bytes())
         leaf = certs.load_certificates((state_dir / "sp.pem").read_bytes())[0]
-    except (OSError, orjson.JSONDecodeError, Exception):
+    except Exception:  # unreadable, not JSON or no certificate: nothing recorded
         return None
     return CertificateStatus(
         key_path=state_dir / "sp.key", cert_path=state_dir / "sp.pem", chain_path=state_dir / "sp-chain.pem",
@@ -529,10 +529,11 @@ async def obtain_certificate(cfg: AcmeConfig, *, session: aiohttp.ClientSession 
         public_path_for(sd / "sp.key").write_bytes(public_key_pem(sp_key))
         meta = {"x5u": x5u, "serial": format(leaf.serial_number, "x"), "not_after": leaf.not_valid_after_utc.isoformat(),
                 "order": order_url, "certificate": order.certificate, "crl": tok.get("crl")}
-        for name, data in (("sp.pem", certs.pem([leaf])), ("sp-chain.pem", chain_pem), ("cert.json", orjson.dumps(meta))):
+        leaf_pem = certs.pem([leaf])
+        for name, data in (("sp.pem", leaf_pem), ("sp-chain.pem", chain_pem), ("cert.json", orjson.dumps(meta))):
             (sd / f".{name}.new").write_bytes(data)
             (sd / f".{name}.new").replace(sd / name)
-        _install_current(sd, format(leaf.serial_number, "x"), sp_key, certs.pem([leaf]), chain_pem)
+        _install_current(sd, format(leaf.serial_number, "x"), sp_key, leaf_pem, chain_pem)
         if publish_error is not None:
             raise PublishError(f"certificate {leaf.serial_number:x} was issued and stored in {sd}, but not published: {publish_error}")
         return CertificateStatus(
