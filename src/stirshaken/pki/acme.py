@@ -79,12 +79,8 @@ class AcmeProblem(Exception):
         """The full error type URN (RFC 8555 §6.7)."""
         return self.kind if ":" in self.kind else ERR + self.kind
 
-    @property
-    def problem(self) -> dict[str, Any]:
-        """The problem document (RFC 7807 members plus ``extra``)."""
-        return self.to_json()
-
     def to_json(self) -> dict[str, Any]:
+        """The problem document (RFC 7807 members plus ``extra``)."""
         return {"type": self.type, "detail": self.detail, "status": self.status, **self.extra}
 
     def __str__(self) -> str:

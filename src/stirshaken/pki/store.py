@@ -388,9 +388,6 @@ class Database:
     def ca_eab_of_account(self, account_id: str) -> Row | None:
         return self._one(sa.select(ca_eab_keys).where(ca_eab_keys.c.account_id == account_id))
 
-    def ca_eab_keys(self) -> list[Row]:
-        return self._all(sa.select(ca_eab_keys).order_by(ca_eab_keys.c.created))
-
     def ca_eab_bind(self, kid: str, account_id: str) -> bool:
         """Bind an unused key identifier to ``account_id`` (conditional UPDATE: True for the one
         caller that bound it)."""
