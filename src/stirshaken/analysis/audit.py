@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 from cryptography import x509
 
 from stirshaken.analysis.capture import is_capture, sip_messages
-from stirshaken.analysis.inputs import Call, InputError, call_from_record, call_from_request, split_sip_log
+from stirshaken.analysis.inputs import Call, InputError, call_from_record, call_from_request, headers_only, split_sip_log
 from stirshaken.core import sip
 from stirshaken.core.certificates import load_certificates
 from stirshaken.core.errors import FetchError, StirShakenError
@@ -420,9 +420,7 @@ class Auditor:
             return
         try:
             req = sip.parse_message(data)
-        except sip.SipParseError:
-            from stirshaken.analysis.inputs import headers_only  # log copies: LF line ends, wrong Content-Length
-
+        except sip.SipParseError:  # log copies: LF line ends, wrong Content-Length
             try:
                 req = sip.parse_message(headers_only(data))
             except sip.SipParseError as exc:

@@ -33,6 +33,11 @@ from stirshaken.core.sip import SipParseError, StreamFramer
 LINKTYPE_NULL, LINKTYPE_ETHERNET, LINKTYPE_RAW, LINKTYPE_RAW_OLD = 0, 1, 101, 12
 LINKTYPE_LOOP, LINKTYPE_SLL, LINKTYPE_IPV4, LINKTYPE_IPV6, LINKTYPE_SLL2 = 108, 113, 228, 229, 276
 
+#: file magic numbers: pcapng (section header block), pcap in either byte order, and its nanosecond variant
+_PCAPNG_MAGIC = b"\x0a\x0d\x0d\x0a"
+_PCAP_NANO_MAGICS = (b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d")
+_PCAP_MAGICS = (b"\xd4\xc3\xb2\xa1", b"\xa1\xb2\xc3\xd4") + _PCAP_NANO_MAGICS
+
 _U16 = struct.Struct("!H")
 _TCP = struct.Struct("!HHIIBB")
 _MAX_FLOW_BUFFER = 1 << 20  # out-of-order bytes held per TCP flow
@@ -307,7 +312,7 @@ def _open_records(path: Path) -> tuple[Iterator[tuple[float, int, bytes]], Calla
 
     with open(path, "rb") as fh:
         magic = fh.read(4)
-    if magic == b"\x0a\x0d\x0d\x0a":
+    if magic == _PCAPNG_MAGIC:
         ng = RawPcapNgReader(str(path))
 
         def gen_ng() -> Iterator[tuple[float, int, bytes]]:
@@ -318,9 +323,9 @@ def _open_records(path: Path) -> tuple[Iterator[tuple[float, int, bytes]], Calla
                 ng.close()
 
         return gen_ng(), _teller(ng.f)
-    if magic in (b"\xd4\xc3\xb2\xa1", b"\xa1\xb2\xc3\xd4", b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d"):
+    if magic in _PCAP_MAGICS:
         rd = RawPcapReader(str(path))
-        nano = magic in (b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d")
+        nano = magic in _PCAP_NANO_MAGICS
         link = rd.linktype
 
         def gen() -> Iterator[tuple[float, int, bytes]]:
@@ -342,7 +347,7 @@ def is_capture(path: Path) -> bool:
             magic = fh.read(4)
     except OSError:
         return False
-    return magic in (b"\x0a\x0d\x0d\x0a", b"\xd4\xc3\xb2\xa1", b"\xa1\xb2\xc3\xd4", b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d")
+    return magic == _PCAPNG_MAGIC or magic in _PCAP_MAGICS
 
 
 _CALL_ID = re.compile(rb"\n(?:Call-ID|i)[ \t]*:[ \t]*([^\r\n]+)", re.IGNORECASE)

@@ -41,6 +41,7 @@ class InputError(ValueError):
 #: a SIP start line: request-line (RFC 3261 §7.1) or status-line (§7.2)
 _START_LINE = re.compile(rb"^(?:[A-Za-z]+ [^ \r\n]+ SIP/2\.0|SIP/2\.0 [0-9]{3}(?: [^\r\n]*)?)\r?$", re.MULTILINE)
 _HEADER_NAME = re.compile(r"^\s*(?:Identity|y)\s*:\s*", re.IGNORECASE)
+_CONTENT_LENGTH = re.compile(rb"(?i)^\s*(?:content-length|l)\s*:")
 
 
 @dataclass
@@ -106,7 +107,7 @@ def headers_only(data: bytes) -> bytes:
         end = end2
     head = data if end < 0 else data[:end]
     lines = [ln.rstrip(b"\r") for ln in head.split(b"\n")]
-    out = [ln for ln in lines if not re.match(rb"(?i)^\s*(?:content-length|l)\s*:", ln)]
+    out = [ln for ln in lines if not _CONTENT_LENGTH.match(ln)]
     return b"\r\n".join(out) + b"\r\nContent-Length: 0\r\n\r\n"
 
 
@@ -233,13 +234,13 @@ def split_sip_log(lines: Iterator[bytes]) -> Iterator[tuple[bytes, int]]:
     start = 0
     in_head = False
     for n, line in enumerate(lines, 1):
-        if _START_LINE.match(line.rstrip(b"\r\n") + b"") and line[:1] not in (b" ", b"\t"):
+        s = line.rstrip(b"\r\n")
+        if _START_LINE.match(s) and line[:1] not in (b" ", b"\t"):
             if current:
                 yield b"\n".join(current), start
-            current, start, in_head = [line.rstrip(b"\r\n")], n, True
+            current, start, in_head = [s], n, True
             continue
         if in_head:
-            s = line.rstrip(b"\r\n")
             if not s:
                 in_head = False
                 continue

@@ -254,8 +254,7 @@ def _passport_report(pr: PassportResult, verifier: Verifier, now: float, origs: 
             out["authority"] = {"ok": True, "detail": c.detail, "enforced": verifier.policy.check_authority}
         except E.StirShakenError as exc:
             out["authority"] = {"ok": False, "detail": exc.description, "enforced": verifier.policy.check_authority}
-    orig_tn = p.orig_tn if hasattr(p, "orig_tn") else None
-    out["orig_vs_request"] = {"passport": orig_tn, "request": origs}
+    out["orig_vs_request"] = {"passport": p.orig_tn, "request": origs}
     return out
 
 

@@ -22,7 +22,6 @@ TLS helpers live in :mod:`stirshaken.pki.tls`, shared with the ``pa``/``ca``/``c
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import secrets
 import signal
@@ -38,19 +37,18 @@ from aiohttp import web
 from cryptography import x509
 
 from stirshaken.core import certificates as certs
-from stirshaken.pki.acme_client import AcmeClient, AcmeConfig, PAClient, obtain_certificate
+from stirshaken.core.b64 import b64url_decode, b64url_encode
+from stirshaken.core.keys import load_private_key
+from stirshaken.core.passport import Signer
 from stirshaken.net.http import client_session
+from stirshaken.pki.acme_client import AcmeClient, AcmeConfig, PAClient, obtain_certificate
 from stirshaken.pki.ca import CAConfig, CertificateAuthority
 from stirshaken.pki.cr import CertificateRepository, DBPublisher
-from stirshaken.pki.store import Database, sqlite_url
-from stirshaken.core.keys import load_private_key
 from stirshaken.pki.pa import PAConfig, PolicyAdministrator
-from stirshaken.core.passport import Signer
+from stirshaken.pki.store import Database, sqlite_url
+from stirshaken.pki.tls import TLSFiles, bind, make_tls, serve_on, url_of
 
 ORIG, DEST, SPOOFED = "12155551212", "12155551213", "12155559999"
-
-
-from stirshaken.pki.tls import TLSFiles, bind, make_tls, serve_on, url_of  # noqa: F401 (re-exported for the lab)
 
 
 # --- the testbed ------------------------------------------------------------------------------
@@ -176,9 +174,9 @@ def _tamper(identity: str) -> str:
     """Change the PASSporT's attestation without re-signing."""
     token, params = identity.split(";", 1)
     h, p, s = token.split(".")
-    claims = json.loads(base64.urlsafe_b64decode(p + "=" * (-len(p) % 4)))
+    claims = json.loads(b64url_decode(p))
     claims["attest"] = "B" if claims.get("attest") == "A" else "A"
-    p2 = base64.urlsafe_b64encode(json.dumps(claims, separators=(",", ":"), sort_keys=True).encode()).rstrip(b"=").decode()
+    p2 = b64url_encode(json.dumps(claims, separators=(",", ":"), sort_keys=True).encode())
     return f"{h}.{p2}.{s};{params}"
 
 

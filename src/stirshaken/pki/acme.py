@@ -22,9 +22,16 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import datetime as dt
+import hashlib
+import hmac
+import json
 from dataclasses import dataclass
 from typing import Any, Mapping
+
+from stirshaken.core.b64 import b64url_encode
 
 JOSE_JSON = "application/jose+json"
 PEM_CHAIN = "application/pem-certificate-chain"
@@ -35,6 +42,10 @@ ERR = "urn:ietf:params:acme:error:"
 TNAUTHLIST = "TNAuthList"
 #: RFC 9447 §3 challenge type
 TKAUTH01 = "tkauth-01"
+#: on finalize and certificate download: the STI-CR URL where the STI-CA published the chain
+CERTIFICATE_LOCATION_HEADER = "X-Shaken-Certificate-Location"
+#: on a certificate download: why the STI-CA's own upload of the chain to the STI-CR failed
+PUBLISH_ERROR_HEADER = "X-Shaken-Publish-Error"
 
 
 class AcmeProblem(Exception):
@@ -68,12 +79,8 @@ class AcmeProblem(Exception):
         """The full error type URN (RFC 8555 §6.7)."""
         return self.kind if ":" in self.kind else ERR + self.kind
 
-    @property
-    def problem(self) -> dict[str, Any]:
-        """The problem document (RFC 7807 members plus ``extra``)."""
-        return self.to_json()
-
     def to_json(self) -> dict[str, Any]:
+        """The problem document (RFC 7807 members plus ``extra``)."""
         return {"type": self.type, "detail": self.detail, "status": self.status, **self.extra}
 
     def __str__(self) -> str:
@@ -552,7 +559,6 @@ class Revocation:
         return cls(certificate=_str(doc, "certificate"), reason=reason)
 
 
-
 # --- External Account Binding (RFC 8555 §7.3.4) ---------------------------------------------------
 
 #: the MAC algorithm of external account bindings made and accepted here
@@ -563,9 +569,6 @@ def eab_hmac_key(text: str) -> bytes:
     """The MAC key of an EAB key identifier from its base64url text (as ``stirshaken ca eab-create``
     shows it and certbot takes it); raises ``ValueError`` for text that is not base64url of at
     least 16 bytes."""
-    import base64
-    import binascii
-
     raw = text.strip()
     try:
         key = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4))
@@ -576,24 +579,14 @@ def eab_hmac_key(text: str) -> bytes:
     return key
 
 
-def _b64u(data: bytes) -> str:
-    import base64
-
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
 def make_eab(kid: str, hmac_key: bytes, account_jwk: Mapping[str, Any], url: str) -> dict[str, str]:
     """The ``externalAccountBinding`` member of a newAccount payload (RFC 8555 §7.3.4): a flattened
     JWS, HS256 with ``hmac_key``, whose protected header holds ``alg``, ``kid`` and ``url`` (the
     newAccount URL, no nonce) and whose payload is the account's public JWK."""
-    import hashlib
-    import hmac
-    import json
-
-    protected = _b64u(json.dumps({"alg": EAB_ALG, "kid": kid, "url": url}, separators=(",", ":")).encode())
-    payload = _b64u(json.dumps(dict(account_jwk), separators=(",", ":"), sort_keys=True).encode())
+    protected = b64url_encode(json.dumps({"alg": EAB_ALG, "kid": kid, "url": url}, separators=(",", ":")).encode())
+    payload = b64url_encode(json.dumps(dict(account_jwk), separators=(",", ":"), sort_keys=True).encode())
     sig = hmac.new(hmac_key, f"{protected}.{payload}".encode("ascii"), hashlib.sha256).digest()
-    return {"protected": protected, "payload": payload, "signature": _b64u(sig)}
+    return {"protected": protected, "payload": payload, "signature": b64url_encode(sig)}
 
 
 @dataclass(frozen=True)
@@ -610,10 +603,6 @@ class ExternalAccountBinding:
 
     @classmethod
     def from_json(cls, doc: Any) -> "ExternalAccountBinding":
-        import base64
-        import binascii
-        import json
-
         where = "externalAccountBinding"
         doc = _object(doc, where)
         parts = [_str(doc, k, where) for k in ("protected", "payload", "signature")]
@@ -645,14 +634,11 @@ class ExternalAccountBinding:
 
     def mac_ok(self, hmac_key: bytes) -> bool:
         """Whether the HS256 MAC verifies with ``hmac_key`` (constant-time comparison)."""
-        import hashlib
-        import hmac
-
         return hmac.compare_digest(hmac.new(hmac_key, self.signing_input, hashlib.sha256).digest(), self.signature)
 
 
 __all__ = [
-    "ERR", "JOSE_JSON", "PEM_CHAIN", "PROBLEM_JSON", "TKAUTH01", "TNAUTHLIST",
+    "CERTIFICATE_LOCATION_HEADER", "ERR", "JOSE_JSON", "PEM_CHAIN", "PROBLEM_JSON", "PUBLISH_ERROR_HEADER", "TKAUTH01", "TNAUTHLIST",
     "EAB_ALG", "ExternalAccountBinding", "eab_hmac_key", "make_eab",
     "Account", "AccountUpdate", "AcmeProblem", "Authorization", "Challenge", "Directory", "DirectoryMeta",
     "Finalize", "Identifier", "NewAccount", "NewOrder", "Order", "OrderList", "Revocation", "TkauthAnswer",

@@ -43,15 +43,13 @@ from stirshaken.core.keys import generate_private_key, load_private_key, public_
 from stirshaken.core.jose import JWKError, account_key_fingerprint, jwk_of, jwk_public_key, sign_jws, thumbprint  # noqa: F401
 from stirshaken.core.tnauthlist import TNAuthList
 from stirshaken.net.http import client_session, client_ssl_context  # noqa: F401 (re-exported)
-from stirshaken.pki.acme import (  # noqa: F401 (ERR, TKAUTH01 re-exported)
-    ERR, JOSE_JSON, PEM_CHAIN, TKAUTH01, TNAUTHLIST, AcmeProblem, Authorization, Challenge, Directory, Finalize,
-    Identifier, NewAccount, NewOrder, Order, Revocation, TkauthAnswer, eab_hmac_key, make_eab,
+from stirshaken.pki.acme import (
+    CERTIFICATE_LOCATION_HEADER, ERR, JOSE_JSON, PEM_CHAIN, PUBLISH_ERROR_HEADER, TKAUTH01, TNAUTHLIST, AcmeProblem, Authorization,
+    Challenge, Directory, Finalize, Identifier, NewAccount, NewOrder, Order, Revocation, TkauthAnswer, eab_hmac_key, make_eab,
 )
 
 log = logging.getLogger("stirshaken.pki.acme_client")
 
-#: the STI-CA's header on a certificate download when its own STI-CR upload failed (pki/ca.py)
-PUBLISH_ERROR_HEADER = "X-Shaken-Publish-Error"
 #: ``state_dir/current`` -> ``archive/<serial hex>``: the active ``key.pem``, ``cert.pem``, ``chain.pem``
 CURRENT = "current"
 #: the non-secret options of ``stirshaken acme`` kept for ``acme renew`` / ``acme list``
@@ -443,7 +441,7 @@ def current_certificate(state_dir: Path) -> CertificateStatus | None:
     try:
         info = orjson.loads(meta.read_bytes())
         leaf = certs.load_certificates((state_dir / "sp.pem").read_bytes())[0]
-    except (OSError, orjson.JSONDecodeError, Exception):
+    except Exception:  # unreadable, not JSON or no certificate: nothing recorded
         return None
     return CertificateStatus(
         key_path=state_dir / "sp.key", cert_path=state_dir / "sp.pem", chain_path=state_dir / "sp-chain.pem",
@@ -512,7 +510,7 @@ async def obtain_certificate(cfg: AcmeConfig, *, session: aiohttp.ClientSession 
         if leaf.public_key().public_numbers() != sp_key.public_key().public_numbers():
             raise AcmeProblem("serverInternal", "issued certificate is not for our key", 0)
         # 5. publish at the STI-CR (CR-01..CR-03); a failure is reported after the files are stored
-        x5u = res.headers.get("X-Shaken-Certificate-Location")
+        x5u = res.headers.get(CERTIFICATE_LOCATION_HEADER)
         publish_error: str | None = None
         if cfg.cr_url and not x5u:
             try:
@@ -531,10 +529,11 @@ async def obtain_certificate(cfg: AcmeConfig, *, session: aiohttp.ClientSession 
         public_path_for(sd / "sp.key").write_bytes(public_key_pem(sp_key))
         meta = {"x5u": x5u, "serial": format(leaf.serial_number, "x"), "not_after": leaf.not_valid_after_utc.isoformat(),
                 "order": order_url, "certificate": order.certificate, "crl": tok.get("crl")}
-        for name, data in (("sp.pem", certs.pem([leaf])), ("sp-chain.pem", chain_pem), ("cert.json", orjson.dumps(meta))):
+        leaf_pem = certs.pem([leaf])
+        for name, data in (("sp.pem", leaf_pem), ("sp-chain.pem", chain_pem), ("cert.json", orjson.dumps(meta))):
             (sd / f".{name}.new").write_bytes(data)
             (sd / f".{name}.new").replace(sd / name)
-        _install_current(sd, format(leaf.serial_number, "x"), sp_key, certs.pem([leaf]), chain_pem)
+        _install_current(sd, format(leaf.serial_number, "x"), sp_key, leaf_pem, chain_pem)
         if publish_error is not None:
             raise PublishError(f"certificate {leaf.serial_number:x} was issued and stored in {sd}, but not published: {publish_error}")
         return CertificateStatus(

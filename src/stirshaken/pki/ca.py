@@ -34,23 +34,19 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from stirshaken.core import certificates as certs
 from stirshaken.core.b64 import b64url_decode, b64url_encode
-from stirshaken.pki.store import Database, Row, sqlite_url, utcnow
 from stirshaken.core.errors import CertificateError, PassportEncodingError, SignatureError, TNAuthListError
-from stirshaken.core.jose import JWKError, jwk_public_key, thumbprint
+from stirshaken.core.jose import JWKError, jwk_public_key, thumbprint, verify_signature
 from stirshaken.core.keys import generate_private_key, load_private_key, write_private_key
-from stirshaken.pki.acme import eab_hmac_key
-from stirshaken.pki.acme import (
-    ERR, JOSE_JSON, PEM_CHAIN, PROBLEM_JSON, TKAUTH01, TNAUTHLIST, Account, AccountUpdate, AcmeProblem, Authorization, Challenge,
-    Directory, DirectoryMeta, ExternalAccountBinding, Finalize, Identifier, NewAccount, NewOrder, Order, OrderList, Revocation, TkauthAnswer,
-)
-from stirshaken.core.jose import verify_signature
 from stirshaken.core.tnauthlist import SPC, TNAuthList
+from stirshaken.pki.acme import (
+    CERTIFICATE_LOCATION_HEADER, ERR, JOSE_JSON, PEM_CHAIN, PROBLEM_JSON, PUBLISH_ERROR_HEADER, TKAUTH01, TNAUTHLIST, Account,
+    AccountUpdate, AcmeProblem, Authorization, Challenge, Directory, DirectoryMeta, ExternalAccountBinding, Finalize, Identifier,
+    NewAccount, NewOrder, Order, OrderList, Revocation, TkauthAnswer, eab_hmac_key,
+)
 from stirshaken.pki.spc_token import TokenValidator
+from stirshaken.pki.store import Database, Row, sqlite_url, utcnow
 
 log = logging.getLogger("stirshaken.pki.ca")
-
-#: on a certificate download: why the STI-CA's own upload of the chain to the STI-CR failed
-PUBLISH_ERROR_HEADER = "X-Shaken-Publish-Error"
 
 NONCE_LIFETIME = 600.0
 MAX_NONCES = 100_000
@@ -280,8 +276,7 @@ class CertificateAuthority:
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise
-            kind = "malformed"
-            resp = self._problem(AcmeProblem(kind, exc.reason or "request rejected", exc.status))
+            resp = self._problem(AcmeProblem("malformed", exc.reason or "request rejected", exc.status))
         except Exception:  # never a stack trace on the wire
             log.exception("STI-CA internal error on %s %s", request.method, request.path)
             resp = self._problem(AcmeProblem("serverInternal", "internal error", 500))
@@ -643,16 +638,17 @@ class CertificateAuthority:
         if not self.db.claim_order(order.id):
             raise AcmeProblem("orderNotReady", "order is no longer ready (finalized concurrently)", 403)
         try:
+            tnal = TNAuthList.from_der(order.tnauthlist)
             cert = certs.create_sp_certificate(
                 csr, self.keys.intermediate, self.keys.intermediate_key,
-                tnauthlist=TNAuthList.from_der(order.tnauthlist), subject=csr.subject, days=self.config.cert_days,
+                tnauthlist=tnal, subject=csr.subject, days=self.config.cert_days,
                 crl_url=self.config.crl_url, crl_issuer=self.config.crl_issuer,
                 not_before=order.not_before, not_after=order.not_after,
             )
             chain_pem = certs.pem([cert, self.keys.intermediate])
             cr_url = None
             if self.publisher is not None:
-                spc = TNAuthList.from_der(order.tnauthlist).spc or "SP"
+                spc = tnal.spc or "SP"
                 try:
                     cr_url = await self.publisher(f"{spc}-{cert.serial_number:x}.pem", chain_pem)
                 except Exception as exc:  # the certificate is still issued; the SP can publish it
@@ -666,7 +662,7 @@ class CertificateAuthority:
         order = self.db.ca_order(order.id) or order
         headers = {"Location": self.url(f"order/{order.id}")}
         if cr_url:
-            headers["X-Shaken-Certificate-Location"] = cr_url
+            headers[CERTIFICATE_LOCATION_HEADER] = cr_url
         return self._json(self._order(order), 200, headers)
 
     async def h_cert(self, request: web.Request) -> web.Response:
@@ -674,7 +670,7 @@ class CertificateAuthority:
         row = self._owned(self.db.ca_certificate(request.match_info["id"]), acct, "certificate")
         headers = {"Link": f'<{self.url("issuer.pem")}>;rel="up"'}
         if row.cr_url:
-            headers["X-Shaken-Certificate-Location"] = row.cr_url
+            headers[CERTIFICATE_LOCATION_HEADER] = row.cr_url
         elif row.order_id in self._publish_errors:  # tell the SP's client, not only this log
             headers[PUBLISH_ERROR_HEADER] = self._publish_errors[row.order_id]
         return web.Response(body=row.chain_pem.encode(), content_type=PEM_CHAIN, headers=headers)

@@ -49,12 +49,13 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from stirshaken.core import certificates as certs
-from stirshaken.pki.store import Database, sqlite_url, utcnow
 from stirshaken.core.errors import CertificateError, TNAuthListError
-from stirshaken.core.keys import generate_private_key, load_private_key, write_private_key
 from stirshaken.core.jose import account_key_fingerprint  # noqa: F401 (re-export)
+from stirshaken.core.keys import generate_private_key, load_private_key, write_private_key
 from stirshaken.core.passport import encode_token
 from stirshaken.core.tnauthlist import SPC, TNAuthList
+from stirshaken.pki.acme import JOSE_JSON, PEM_CHAIN, TNAUTHLIST
+from stirshaken.pki.store import Database, sqlite_url, utcnow
 
 log = logging.getLogger("stirshaken.pki.pa")
 
@@ -66,9 +67,6 @@ OCN_RE = re.compile(r"[0-9A-Z]{1,16}")
 API_PREFIX = "/api/v1"
 #: where the published STI-PA serves the SHAKEN CRL (and the CRL distribution point it announces)
 CRL_DOWNLOAD_PATH = "/download/v1/crl"
-#: the SPC token response's media type when the client asks for it (``Accept: application/jose+json``,
-#: as clients written to the published API do); ``application/json`` otherwise
-JOSE_JSON = "application/jose+json"
 
 #: The DN the observed STI-PA CRL uses, adapted (docs/requirements.md CM-12).
 CRL_ISSUER_NAME = x509.Name(
@@ -83,11 +81,14 @@ CRL_ISSUER_NAME = x509.Name(
 # --- passwords -----------------------------------------------------------------------------------
 
 
+def _scrypt(password: str, salt: bytes) -> bytes:
+    return hashlib.scrypt(password.encode(), salt=salt, n=2**14, r=8, p=1, dklen=32)
+
+
 def hash_password(password: str) -> str:
     """scrypt (n=2^14, r=8, p=1) with a random salt: ``scrypt$<salt hex>$<hash hex>``."""
     salt = secrets.token_bytes(16)
-    digest = hashlib.scrypt(password.encode(), salt=salt, n=2**14, r=8, p=1, dklen=32)
-    return f"scrypt${salt.hex()}${digest.hex()}"
+    return f"scrypt${salt.hex()}${_scrypt(password, salt).hex()}"
 
 
 #: verified against when the account does not exist, so an unknown user costs the same scrypt
@@ -135,8 +136,7 @@ def check_password(password: str, stored: str) -> bool:
         return False
     if scheme != "scrypt":
         return False
-    got = hashlib.scrypt(password.encode(), salt=bytes.fromhex(salt), n=2**14, r=8, p=1, dklen=32)
-    return hmac.compare_digest(got.hex(), want)
+    return hmac.compare_digest(_scrypt(password, bytes.fromhex(salt)).hex(), want)
 
 
 # --- the PA's own PKI ----------------------------------------------------------------------------
@@ -214,6 +214,11 @@ class PAKeys:
             write_private_key(state_dir / f"{n}.key", k, public=False)
             (state_dir / f"{n}.pem").write_bytes(certs.pem([c]))
         return cls(root, root_key, signer, signer_key, crl_cert, crl_key)
+
+
+def _session_id(token: str) -> str:
+    """The key a session is stored under: SHA-256 of its access token (the token is not stored)."""
+    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def cert_fingerprint(cert: x509.Certificate) -> str:
@@ -430,7 +435,7 @@ class PolicyAdministrator:
         token = self._access_token(request)
         if not token:
             raise PAError(401, "missing access token")
-        sess = self.db.pa_session(hashlib.sha256(token.encode()).hexdigest())
+        sess = self.db.pa_session(_session_id(token))
         if sess is None or sess.expires < utcnow():
             raise PAError(401, "invalid or expired access token")
         account = self.db.pa_account(sess.username)
@@ -466,7 +471,7 @@ class PolicyAdministrator:
         self.throttle.succeeded(keys[0])
         token = secrets.token_urlsafe(32)
         expires = utcnow() + dt.timedelta(seconds=self.config.session_lifetime)
-        self.db.pa_add_session(hashlib.sha256(token.encode()).hexdigest(), account.username, expires)
+        self.db.pa_add_session(_session_id(token), account.username, expires)
         return _json({"status": "success", "message": "login successful", "accessToken": token, "expiresIn": self.config.session_lifetime})
 
     async def h_token(self, request: web.Request) -> web.Response:
@@ -478,7 +483,7 @@ class PolicyAdministrator:
         atc = body.get("atc")
         if not isinstance(atc, dict):
             raise PAError(400, "'atc' object is required")
-        if atc.get("tktype") != "TNAuthList":
+        if atc.get("tktype") != TNAUTHLIST:
             raise PAError(400, "atc.tktype must be 'TNAuthList'")
         tkvalue, fingerprint, ca = atc.get("tkvalue"), atc.get("fingerprint"), atc.get("ca", False)
         if not isinstance(tkvalue, str):
@@ -495,7 +500,7 @@ class PolicyAdministrator:
             raise PAError(400, "atc.ca must be a boolean")
         if ca and not account.may_request_ca:
             raise PAError(403, "this account may not request tokens for CA certificates")
-        claim = {"tktype": "TNAuthList", "tkvalue": tkvalue, "ca": ca, "fingerprint": "SHA256 " + fingerprint[7:].upper()}
+        claim = {"tktype": TNAUTHLIST, "tkvalue": tkvalue, "ca": ca, "fingerprint": "SHA256 " + fingerprint[7:].upper()}
         token, _jti, _exp = self.issue_token(ocn, claim)
         answer = {
             "status": "success", "message": f"SPC token for spc: {ocn} is created successfully",
@@ -510,7 +515,7 @@ class PolicyAdministrator:
         """End the session of the access token in ``Authorization`` (raw token or ``Bearer``)."""
         token = self._access_token(request)
         self._session_user(request)
-        self.db.pa_end_session(hashlib.sha256(token.encode()).hexdigest())
+        self.db.pa_end_session(_session_id(token))
         return _json({"status": "success", "message": "logged out"})
 
     async def h_ca_list(self, _request: web.Request) -> web.Response:
@@ -534,7 +539,7 @@ class PolicyAdministrator:
         if cert is None:
             raise PAError(404, "no such certificate")
         return web.Response(
-            body=certs.pem([cert]), content_type="application/pem-certificate-chain",
+            body=certs.pem([cert]), content_type=PEM_CHAIN,
             headers={"Cache-Control": "public, max-age=86400"},
         )
 

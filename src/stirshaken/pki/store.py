@@ -26,11 +26,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
+from stirshaken.core.certificates import utcnow
+
 metadata = sa.MetaData()
-
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
 
 
 def _tz(value: dt.datetime | None) -> dt.datetime | None:
@@ -390,9 +388,6 @@ class Database:
     def ca_eab_of_account(self, account_id: str) -> Row | None:
         return self._one(sa.select(ca_eab_keys).where(ca_eab_keys.c.account_id == account_id))
 
-    def ca_eab_keys(self) -> list[Row]:
-        return self._all(sa.select(ca_eab_keys).order_by(ca_eab_keys.c.created))
-
     def ca_eab_bind(self, kid: str, account_id: str) -> bool:
         """Bind an unused key identifier to ``account_id`` (conditional UPDATE: True for the one
         caller that bound it)."""
@@ -570,7 +565,7 @@ class Database:
         try:
             with self.engine.begin() as c:
                 c.execute(sa.insert(cr_chains).values(name=name, chain_pem=chain_pem, owner=owner, updated=utcnow()))
-        except sa.exc.IntegrityError:
+        except IntegrityError:
             raise NameTakenError(name) from None
         return True
 
