@@ -15,6 +15,7 @@ operation, which is what a change to the hot path should lower.  Needs valgrind 
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
 import subprocess
@@ -61,6 +62,8 @@ def _count(mode: str, n: int) -> int:
     p = subprocess.run(
         ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable, __file__, "--loop", mode, str(n)],
         capture_output=True, text=True, cwd=ROOT,
+        # a fixed string-hash seed: dict layouts (and so the count) would otherwise vary by ~1k
+        env={**os.environ, "PYTHONHASHSEED": "0"},
     )
     m = re.search(r"Collected : (\d+)", p.stderr)
     if p.returncode != 0 or m is None:
