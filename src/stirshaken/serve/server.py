@@ -93,6 +93,12 @@ def setup_logging(level: str = "INFO", fmt: str = "json", worker: int | str = 0)
 LISTEN_BACKLOG = 4096
 
 
+def _listen_error(addr: Address, kind: int, exc: OSError) -> ConfigError:
+    what = "TCP" if kind == socket.SOCK_STREAM else "UDP"
+    reason = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror or str(exc)
+    return ConfigError(f"cannot listen on {addr} ({what}): {reason}")
+
+
 def _bind(addr: Address, kind: int, *, reuseport: bool, listen: bool, rcvbuf: int = 0) -> socket.socket:
     s = socket.socket(addr.family, kind)
     try:
@@ -119,9 +125,7 @@ def _bind(addr: Address, kind: int, *, reuseport: bool, listen: bool, rcvbuf: in
         return s
     except OSError as exc:
         s.close()
-        what = "TCP" if kind == socket.SOCK_STREAM else "UDP"
-        reason = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror or str(exc)
-        raise ConfigError(f"cannot listen on {addr} ({what}): {reason}") from None
+        raise _listen_error(addr, kind, exc) from None
 
 
 def _probe(addr: Address, kind: int) -> None:
@@ -137,9 +141,7 @@ def _probe(addr: Address, kind: int) -> None:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind((addr.host, addr.port))
     except OSError as exc:
-        what = "TCP" if kind == socket.SOCK_STREAM else "UDP"
-        reason = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror or str(exc)
-        raise ConfigError(f"cannot listen on {addr} ({what}): {reason}") from None
+        raise _listen_error(addr, kind, exc) from None
     finally:
         s.close()
 
