@@ -223,8 +223,9 @@ class Worker:
         if self.reload_pending:
             self.reload_pending = False
             self.reload()
-        if signing is not None:
-            self.metrics.certificate_expiry = lambda: self.signing.certificate_expiry() if self.signing else {}
+        # the signing service is made once per worker (reload swaps keys inside it)
+        expiry = signing.certificate_expiry if signing is not None else None
+        self.metrics.certificate_expiry = expiry
         call_info = None
         if cfg.verification.enabled:
             from stirshaken.vs.verifier import CallInfo, Verifier
@@ -236,7 +237,7 @@ class Worker:
         from stirshaken.serve.health import Health
 
         self.health = Health(redis_url=cfg.verification.redis if cfg.verification.enabled else None,
-                             certificate_expiry=(lambda: self.signing.certificate_expiry() if self.signing else {}) if signing else None)
+                             certificate_expiry=expiry)
         await self.health.check()
         self._health_task = asyncio.ensure_future(self.health.run())
         reuse = s.workers > 1
