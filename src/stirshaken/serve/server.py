@@ -146,11 +146,6 @@ def _probe(addr: Address, kind: int) -> None:
         s.close()
 
 
-def _tcp_addrs(cfg: Config) -> list[Address]:
-    s = cfg.server
-    return [a for a in (s.http, s.sip_signing, s.sip_verification) if a is not None]
-
-
 def _udp_sockets(cfg: Config) -> dict[str, socket.socket]:
     out = {}
     for role, addr in (("signing", cfg.server.sip_signing), ("verification", cfg.server.sip_verification)):
@@ -479,7 +474,7 @@ def run(cfg: Config) -> int:
     udp: dict[str, socket.socket] = {}
     try:
         # refuse early when an address is taken, also by another `serve` (SO_REUSEPORT would share it)
-        for a in _tcp_addrs(cfg):
+        for a in s.addresses:
             _probe(a, socket.SOCK_STREAM)
         for a in (s.sip_signing, s.sip_verification):
             if a is not None:
