@@ -168,7 +168,6 @@ class Worker:
         self.ready = False
         self.closers: list[Any] = []
         self.conn_sets: list[set[Any]] = []
-        self.guards: list[Any] = []  # ConnectionGuard per listener (their sweepers stop with the worker)
         self.runner: Any = None
         self.verifier: Any = None
         self.signing: Any = None
@@ -250,14 +249,12 @@ class Worker:
                 state: dict[str, Any] = {"conns": set(), "guard": ConnectionGuard(limits, "http", self.metrics)}
                 server = await asyncio.get_running_loop().create_server(lambda: FastHTTPProtocol(api, state), sock=sock,
                                                                         backlog=LISTEN_BACKLOG)
-                self.closers.append(server)
+                self.closers.extend((server, state["guard"]))  # a guard's close() stops its sweeper
                 self.conn_sets.append(state["conns"])
-                self.guards.append(state["guard"])
             else:
                 self.runner, server, guard = await serve_aiohttp(api, sock, limits, shutdown_timeout=s.shutdown_timeout,
                                                                  backlog=LISTEN_BACKLOG, metrics=self.metrics)
-                self.closers.append(server)
-                self.guards.append(guard)
+                self.closers.extend((server, guard))
             loop_kind = type(asyncio.get_running_loop()).__module__.partition(".")[0]  # "uvloop" unless unavailable
             log.info("http listening", extra={"address": str(s.http), "engine": s.http_engine, "loop": loop_kind})
         for role, addr in (("signing", s.sip_signing), ("verification", s.sip_verification)):
@@ -284,8 +281,6 @@ class Worker:
         timeout = self.cfg.server.shutdown_timeout
         for c in self.closers:
             c.close()
-        for g in self.guards:
-            g.stop()
         for conns in self.conn_sets:
             for p in list(conns):
                 if hasattr(p, "shutdown"):
