@@ -13,7 +13,8 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-from stirshaken.cli.pki import _fail, out
+from stirshaken.cli.options import fail as _fail
+from stirshaken.cli.pki import out
 
 
 def register(app: typer.Typer) -> None:

@@ -25,6 +25,7 @@ from rich.console import Console
 from rich.table import Table
 
 from stirshaken.cli import options as opts
+from stirshaken.cli.options import fail as _fail
 
 from stirshaken.core import certificates as certs
 from stirshaken.core.errors import StirShakenError
@@ -45,7 +46,6 @@ cert_app = typer.Typer(help="Issue test-PKI certificates with the ATIS-1000080 p
 app.add_typer(cert_app, name="cert")
 
 out = Console()
-err = Console(stderr=True)
 
 
 def _print_version(value: bool) -> None:
@@ -61,11 +61,6 @@ def _root(
     version: bool = typer.Option(False, "--version", help="Print the version and exit.", callback=_print_version, is_eager=True),
 ) -> None:
     """STIR/SHAKEN: sign and verify calls, run the STI-AS/VS/CA/PA/CR services."""
-
-
-def _fail(message: str, code: int = 1) -> None:
-    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
 
 
 def _read(path: Path, what: str) -> bytes:

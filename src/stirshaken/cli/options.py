@@ -19,7 +19,9 @@ FLAGS = {
 _err = Console(stderr=True)
 
 
-def _fail(message: str, code: int = 2) -> None:
+def fail(message: str, code: int = 1) -> None:
+    """``error: <message>`` on stderr (rich markup allowed), then exit with ``code``; the one
+    error exit of the commands (the flag errors below exit 2)."""
     _err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
@@ -52,7 +54,7 @@ def verifier_config(
     from stirshaken.vs.config import OptionError, VerifierConfig, check_files, describe_error
 
     if not trust_anchor and not ca_list:
-        _fail("give --trust-anchor or --ca-list (with --ca-list-trust)")
+        fail("give --trust-anchor or --ca-list (with --ca-list-trust)", 2)
     try:
         cfg = VerifierConfig(
             trust_anchors=[str(p) for p in trust_anchor or ()],
@@ -66,11 +68,11 @@ def verifier_config(
         )
         check_files(cfg)
     except ValidationError as exc:
-        _fail(flag_names(describe_error(exc)))
+        fail(flag_names(describe_error(exc)), 2)
     except OptionError as exc:
-        _fail(f"{FLAGS.get(exc.option, exc.option)}: {exc.message}")
+        fail(f"{FLAGS.get(exc.option, exc.option)}: {exc.message}", 2)
     if offline and any(c.startswith(("http://", "https://")) for c in cfg.crls):
-        _fail("--crl URLs are fetched; with --cert/--certs (nothing fetched) give CRL files")
+        fail("--crl URLs are fetched; with --cert/--certs (nothing fetched) give CRL files", 2)
     return cfg
 
 

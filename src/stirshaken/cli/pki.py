@@ -20,13 +20,10 @@ from typing import Annotated, Any, List, Optional
 import typer
 from rich.console import Console
 
+from stirshaken.cli.options import fail as _fail
+
 out = Console()
 err = Console(stderr=True)
-
-
-def _fail(message: str, code: int = 1) -> None:
-    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
 
 
 def _describe(exc: BaseException) -> str:

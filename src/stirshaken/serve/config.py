@@ -278,8 +278,9 @@ class ServerConfig(_Model, ConnectionLimits):
     sip_max_message: Annotated[int, _between(1024, 1024 * 1024)] = 65536
     sip_udp_buffer: Annotated[int, _between(0, 1 << 30)] = 4194304
     metrics_dir: str = ""
-    #: the web inspector at ``/inspect`` on the ``http`` listener (needs ``[verification]``)
-    inspect: bool = False  # the web inspector at /inspect on the http listener (stirshaken.serve.inspect)
+    #: the web inspector at ``/inspect`` on the ``http`` listener (needs ``[verification]``;
+    #: :mod:`stirshaken.serve.inspect`)
+    inspect: bool = False
 
     @property
     def addresses(self) -> tuple[Address, ...]:

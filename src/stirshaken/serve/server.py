@@ -93,6 +93,12 @@ def setup_logging(level: str = "INFO", fmt: str = "json", worker: int | str = 0)
 LISTEN_BACKLOG = 4096
 
 
+def _listen_error(addr: Address, kind: int, exc: OSError) -> ConfigError:
+    what = "TCP" if kind == socket.SOCK_STREAM else "UDP"
+    reason = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror or str(exc)
+    return ConfigError(f"cannot listen on {addr} ({what}): {reason}")
+
+
 def _bind(addr: Address, kind: int, *, reuseport: bool, listen: bool, rcvbuf: int = 0) -> socket.socket:
     s = socket.socket(addr.family, kind)
     try:
@@ -119,9 +125,7 @@ def _bind(addr: Address, kind: int, *, reuseport: bool, listen: bool, rcvbuf: in
         return s
     except OSError as exc:
         s.close()
-        what = "TCP" if kind == socket.SOCK_STREAM else "UDP"
-        reason = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror or str(exc)
-        raise ConfigError(f"cannot listen on {addr} ({what}): {reason}") from None
+        raise _listen_error(addr, kind, exc) from None
 
 
 def _probe(addr: Address, kind: int) -> None:
@@ -137,16 +141,9 @@ def _probe(addr: Address, kind: int) -> None:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind((addr.host, addr.port))
     except OSError as exc:
-        what = "TCP" if kind == socket.SOCK_STREAM else "UDP"
-        reason = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror or str(exc)
-        raise ConfigError(f"cannot listen on {addr} ({what}): {reason}") from None
+        raise _listen_error(addr, kind, exc) from None
     finally:
         s.close()
-
-
-def _tcp_addrs(cfg: Config) -> list[Address]:
-    s = cfg.server
-    return [a for a in (s.http, s.sip_signing, s.sip_verification) if a is not None]
 
 
 def _udp_sockets(cfg: Config) -> dict[str, socket.socket]:
@@ -171,7 +168,6 @@ class Worker:
         self.ready = False
         self.closers: list[Any] = []
         self.conn_sets: list[set[Any]] = []
-        self.guards: list[Any] = []  # ConnectionGuard per listener (their sweepers stop with the worker)
         self.runner: Any = None
         self.verifier: Any = None
         self.signing: Any = None
@@ -221,8 +217,9 @@ class Worker:
         if self.reload_pending:
             self.reload_pending = False
             self.reload()
-        if signing is not None:
-            self.metrics.certificate_expiry = lambda: self.signing.certificate_expiry() if self.signing else {}
+        # the signing service is made once per worker (reload swaps keys inside it)
+        expiry = signing.certificate_expiry if signing is not None else None
+        self.metrics.certificate_expiry = expiry
         call_info = None
         if cfg.verification.enabled:
             from stirshaken.vs.verifier import CallInfo, Verifier
@@ -234,7 +231,7 @@ class Worker:
         from stirshaken.serve.health import Health
 
         self.health = Health(redis_url=cfg.verification.redis if cfg.verification.enabled else None,
-                             certificate_expiry=(lambda: self.signing.certificate_expiry() if self.signing else {}) if signing else None)
+                             certificate_expiry=expiry)
         await self.health.check()
         self._health_task = asyncio.ensure_future(self.health.run())
         reuse = s.workers > 1
@@ -252,14 +249,12 @@ class Worker:
                 state: dict[str, Any] = {"conns": set(), "guard": ConnectionGuard(limits, "http", self.metrics)}
                 server = await asyncio.get_running_loop().create_server(lambda: FastHTTPProtocol(api, state), sock=sock,
                                                                         backlog=LISTEN_BACKLOG)
-                self.closers.append(server)
+                self.closers.extend((server, state["guard"]))  # a guard's close() stops its sweeper
                 self.conn_sets.append(state["conns"])
-                self.guards.append(state["guard"])
             else:
                 self.runner, server, guard = await serve_aiohttp(api, sock, limits, shutdown_timeout=s.shutdown_timeout,
                                                                  backlog=LISTEN_BACKLOG, metrics=self.metrics)
-                self.closers.append(server)
-                self.guards.append(guard)
+                self.closers.extend((server, guard))
             loop_kind = type(asyncio.get_running_loop()).__module__.partition(".")[0]  # "uvloop" unless unavailable
             log.info("http listening", extra={"address": str(s.http), "engine": s.http_engine, "loop": loop_kind})
         for role, addr in (("signing", s.sip_signing), ("verification", s.sip_verification)):
@@ -286,8 +281,6 @@ class Worker:
         timeout = self.cfg.server.shutdown_timeout
         for c in self.closers:
             c.close()
-        for g in self.guards:
-            g.stop()
         for conns in self.conn_sets:
             for p in list(conns):
                 if hasattr(p, "shutdown"):
@@ -476,7 +469,7 @@ def run(cfg: Config) -> int:
     udp: dict[str, socket.socket] = {}
     try:
         # refuse early when an address is taken, also by another `serve` (SO_REUSEPORT would share it)
-        for a in _tcp_addrs(cfg):
+        for a in s.addresses:
             _probe(a, socket.SOCK_STREAM)
         for a in (s.sip_signing, s.sip_verification):
             if a is not None:

@@ -49,7 +49,7 @@ from stirshaken.serve.metrics import Metrics
 from stirshaken.serve.signing import ATTEST, DnoRefused, SigningError, SigningService
 from stirshaken.core.tn import TNError, canonicalize_tn
 
-log = logging.getLogger("stirshaken.core.sip")
+log = logging.getLogger("stirshaken.serve.sip")
 
 __all__ = ["REASON_HEADER", "SipService", "header_text", "TransactionCache", "answer_cap", "bad_request", "echo_response", "start_sip"]
 

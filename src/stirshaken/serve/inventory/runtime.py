@@ -26,15 +26,21 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(getattr(exc, "orig", None) or exc).split())[:200]
 
 
-def check_database(cfg: InventoryConfig) -> None:
-    """Open the inventory database (creating its tables when missing) and read its version;
-    raises :class:`ConfigError` (``serve --check`` and the supervisor, once, before the workers)."""
+def _open(cfg: InventoryConfig) -> Any:
+    """The :class:`~stirshaken.serve.inventory.store.InventoryStore` of ``cfg`` (its tables created
+    when missing), or :class:`ConfigError` in one line."""
     from stirshaken.serve.inventory.store import InventoryStore
 
     try:
-        st = InventoryStore(cfg.url)
-    except Exception as exc:  # noqa: BLE001
+        return InventoryStore(cfg.url)
+    except Exception as exc:  # noqa: BLE001 - any driver error ends the start in one line
         raise ConfigError(f"[inventory].database: cannot open {cfg.database!r}: {_one_line(exc)}") from None
+
+
+def check_database(cfg: InventoryConfig) -> None:
+    """Open the inventory database (creating its tables when missing) and read its version;
+    raises :class:`ConfigError` (``serve --check`` and the supervisor, once, before the workers)."""
+    st = _open(cfg)
     try:
         st.version()
     except Exception as exc:  # noqa: BLE001
@@ -48,14 +54,11 @@ class InventoryRuntime:
     :class:`ConfigError` when the database cannot be opened or read."""
 
     def __init__(self, cfg: InventoryConfig):
-        from stirshaken.serve.inventory.store import InventoryStore, InventoryWatcher
+        from stirshaken.serve.inventory.store import InventoryWatcher
 
         self.cfg = cfg
         self.live = LiveInventory()
-        try:
-            self.store = InventoryStore(cfg.url)
-        except Exception as exc:  # noqa: BLE001 - any driver error ends the start in one line
-            raise ConfigError(f"[inventory].database: cannot open {cfg.database!r}: {_one_line(exc)}") from None
+        self.store = _open(cfg)
         self.watcher = InventoryWatcher(self.store, self.live, cfg.poll_interval)
         self.admin: Any = None
         if cfg.admin_token:
