@@ -19,6 +19,7 @@ from tests.test_vs_support import DEST, ORIG, crl_der, div_identity, make_pki  #
 from tests.test_vs_verify import X5U, DIV_X5U, _ca_list, _pa, call, ident  # noqa: E402
 
 from stirshaken.core import verification as V  # noqa: E402
+from stirshaken.core.verification.preparation import canon  # noqa: E402
 from stirshaken.core.certificates import create_crl, create_root, pem  # noqa: E402
 from stirshaken.core.errors import UntrustedCertificateError  # noqa: E402
 from stirshaken.core.jose import verify_x5u_jws  # noqa: E402
@@ -140,7 +141,7 @@ def test_ascii_digits_only(pki) -> None:
     p = V.prepare(token + f";info=<{X5U}>", orig=None, dest=None, now=NOW).passport
     found = problems(p)
     assert found and any("not canonical" in f for f in found)
-    assert V._canon("١٢٣") is None and V._canon("123") == "123"
+    assert canon("١٢٣") is None and canon("123") == "123"
 
 
 def test_crl_signer_is_not_a_path_anchor(pki, tmp_path) -> None:

@@ -1,4 +1,4 @@
-"""core/verification.py: the verification decision (RFC 8224 §6.2, ATIS-1000074 §5.3.1, ATIS-1000082)."""
+"""core/verification/: the verification decision (RFC 8224 §6.2, ATIS-1000074 §5.3.1, ATIS-1000082)."""
 
 from __future__ import annotations
 
@@ -302,24 +302,34 @@ def test_ca_list_and_spc_token_use_the_one_parser() -> None:
         split_ca_list("abc")
     with pytest.raises(CAListError, match="CA list payload is not valid JSON"):
         split_ca_list("e30.bm90.AAAA")
-    src = (SRC / "pki" / "ca.py").read_text() + (SRC / "vs" / "trust.py").read_text()
+    src = "".join((SRC / "pki" / n).read_text() for n in ("ca.py", "ca_auth.py", "ca_config.py", "ca_issuance.py"))
+    src += (SRC / "vs" / "trust.py").read_text()
     assert "parse_compact(" in src and ".split(\".\")" not in src
+
+
+#: every module of the verification package (core/verification/), as paths under core/
+VERIFICATION_MODULES = sorted(f"verification/{p.name}" for p in (SRC / "core" / "verification").glob("*.py"))
+
+
+def test_verification_is_a_package_of_its_stages() -> None:
+    assert VERIFICATION_MODULES == ["verification/__init__.py", "verification/completion.py", "verification/decision.py",
+                                    "verification/preparation.py", "verification/results.py"]
 
 
 def test_core_modules_keep_no_module_level_cache() -> None:
     """Empty dicts/lists/sets created at import time are where module-level caches live."""
-    owned = ["verification.py", "passport.py", "identity.py", "jose.py", "b64.py", "memo.py"]
+    owned = [*VERIFICATION_MODULES, "passport.py", "identity.py", "jose.py", "b64.py", "memo.py"]
     found = {name: _module_level_mutables(SRC / "core" / name) for name in owned}
     # the UUID pool is a buffer of pre-drawn random ids (emptied at fork), not a cache of results
     assert found == {name: (["_uuid_pool"] if name == "passport.py" else []) for name in owned}
 
 
 def test_verification_imports_no_private_names() -> None:
-    for name in ("verification.py", "passport.py", "identity.py", "jose.py"):
+    for name in (*VERIFICATION_MODULES, "passport.py", "identity.py", "jose.py"):
         tree = ast.parse((SRC / "core" / name).read_text())
         private = [a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names if a.name.startswith("_")]
         assert private == [], name
-    vs = (SRC / "core" / "verification.py").read_text()
+    vs = "".join((SRC / "core" / name).read_text() for name in VERIFICATION_MODULES)
     for gone in ("_problems_fast", "_decode_cached", "_decode_slow", "_parse_cached", "parse_identity_cached",
                  "_tail_cache", "_jose_cache", "_PPT_CHECKS", "_ORIG_CHECKS", "_CERT_CHECKS"):
         assert gone not in vs

@@ -28,7 +28,7 @@ from stirshaken.pki.acme import TNAUTHLIST, AcmeProblem
 from stirshaken.pki.store import Database, utcnow
 
 if TYPE_CHECKING:
-    from stirshaken.pki.ca import CAConfig
+    from stirshaken.pki.ca_config import CAConfig
 
 #: total seconds for one fetch of a token x5u or of the revocation list
 FETCH_TIMEOUT = 5.0

@@ -1,0 +1,215 @@
+"""STI-CA request authentication (RFC 8555 §6.2-§6.5, §7.3.4).
+
+* :class:`NonceStore`: RFC 8555 §6.5 anti-replay nonces, single use and expiring;
+* :class:`RequestAuthenticator`: §6.2 flattened JWS JSON, ES256 only (``badSignatureAlgorithm``),
+  ``jwk`` for newAccount/revokeCert and ``kid`` otherwise; §6.4 the ``url`` header must equal the
+  request URL (``unauthorized``); §6.5 nonces (``badNonce``); and the §7.3.4 external account
+  binding of a newAccount request;
+* :func:`mint_eab_key`: the EAB keys an operator hands to SPs (``stirshaken ca eab-create``).
+
+Every refusal is an :class:`~stirshaken.pki.acme.AcmeProblem` (the server answers it as an RFC 8555
+§6.7 problem document).  The one relaxation, :attr:`CAConfig.allow_header_only_signature`, is
+logged (WARNING, logger ``stirshaken.pki.ca``) every time it is used.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+import orjson
+from aiohttp import web
+
+from stirshaken.core.b64 import b64url_decode, b64url_encode
+from stirshaken.core.errors import PassportEncodingError, SignatureError
+from stirshaken.core.jose import JWKError, jwk_public_key, verify_signature
+from stirshaken.pki.acme import JOSE_JSON, AcmeProblem, ExternalAccountBinding, eab_hmac_key
+from stirshaken.pki.ca_config import CAConfig
+from stirshaken.pki.store import Database, Row
+
+log = logging.getLogger("stirshaken.pki.ca")  # the STI-CA's logger (docs/pki.md)
+
+NONCE_LIFETIME = 600.0
+MAX_NONCES = 100_000
+
+
+class NonceStore:
+    """RFC 8555 §6.5 anti-replay nonces: random, single use, expiring after ``lifetime`` seconds."""
+
+    def __init__(self, lifetime: float = NONCE_LIFETIME, max_size: int = MAX_NONCES):
+        self.lifetime = lifetime
+        self.max_size = max_size
+        self._nonces: dict[str, float] = {}
+
+    def issue(self) -> str:
+        now = time.monotonic()
+        if len(self._nonces) >= self.max_size:
+            self._prune(now)
+        nonce = secrets.token_urlsafe(16)
+        self._nonces[nonce] = now + self.lifetime
+        return nonce
+
+    def consume(self, nonce: str) -> bool:
+        expires = self._nonces.pop(nonce, None)
+        return expires is not None and expires > time.monotonic()
+
+    def _prune(self, now: float) -> None:
+        for n in [n for n, e in self._nonces.items() if e <= now]:
+            del self._nonces[n]
+        while len(self._nonces) >= self.max_size:  # drop the oldest
+            del self._nonces[next(iter(self._nonces))]
+
+
+def mint_eab_key(db: Database, *, spc: str | None = None, pa_account: str | None = None) -> tuple[str, str]:
+    """Mint an external account binding key (RFC 8555 §7.3.4) for an SP: a new key identifier and
+    a 256-bit HMAC key, stored in ``db`` bound to ``spc`` (the SPC the account may order for) and
+    / or the STI-PA account ``pa_account``.  Returns ``(kid, hmac_key)`` with the key as base64url,
+    the one time it is shown.  Raises ``ValueError`` when neither is given."""
+    if not spc and not pa_account:
+        raise ValueError("an EAB key is bound to an SPC (--spc) or an STI-PA account (--account)")
+    kid = "kid-" + secrets.token_urlsafe(12)
+    key = b64url_encode(secrets.token_bytes(32))
+    db.ca_eab_create(kid, key, spc=spc, pa_account=pa_account)
+    return kid, key
+
+
+@dataclass
+class Signed:
+    """An authenticated ACME request (RFC 8555 §6.2)."""
+
+    protected: dict[str, Any]
+    payload: dict[str, Any] | None  # None: POST-as-GET
+    jwk: dict[str, Any] | None
+    account: Row | None
+
+
+class RequestAuthenticator:
+    """Authenticates the requests of one STI-CA: ``db`` holds its accounts and EAB keys,
+    ``nonces`` the nonces it hands out, ``base`` is its base URL and ``url(path)`` the URL of
+    an ACME resource (``url("acct/")`` prefixes every account URL)."""
+
+    def __init__(self, config: CAConfig, db: Database, nonces: NonceStore, *, base: str, url: Callable[[str], str]):
+        self.config = config
+        self.db = db
+        self.nonces = nonces
+        self.base = base
+        self.url = url
+
+    async def verify(self, request: web.Request, *, jwk_mode: str = "kid") -> Signed:
+        """The authenticated request, or the :class:`AcmeProblem` refusing it.  ``jwk_mode``: ``"kid"`` (account requests), ``"jwk"`` (newAccount), ``"either"`` (revokeCert)."""
+        ctype = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        if ctype != JOSE_JSON:
+            raise AcmeProblem("malformed", f"Content-Type must be {JOSE_JSON}", 415)
+        try:
+            body = orjson.loads(await request.read())
+        except orjson.JSONDecodeError:
+            raise AcmeProblem("malformed", "request body is not JSON") from None
+        if not isinstance(body, dict) or set(body) != {"protected", "payload", "signature"}:
+            raise AcmeProblem("malformed", "body must be a flattened JWS with protected, payload and signature only")
+        prot_b64, pay_b64, sig_b64 = body["protected"], body["payload"], body["signature"]
+        if not all(isinstance(v, str) for v in (prot_b64, pay_b64, sig_b64)):
+            raise AcmeProblem("malformed", "JWS members must be strings")
+        try:
+            protected = orjson.loads(b64url_decode(prot_b64, what="protected header"))
+            signature = b64url_decode(sig_b64, what="signature")
+            payload_raw = b64url_decode(pay_b64, what="payload")
+        except (PassportEncodingError, orjson.JSONDecodeError) as exc:
+            raise AcmeProblem("malformed", f"JWS is not well-formed: {exc}") from None
+        if not isinstance(protected, dict):
+            raise AcmeProblem("malformed", "protected header is not a JSON object")
+        if protected.get("alg") != "ES256":
+            raise AcmeProblem("badSignatureAlgorithm", f"alg {str(protected.get('alg'))[:20]!r} is not supported", algorithms=["ES256"])
+        url = protected.get("url")
+        if not isinstance(url, str):
+            raise AcmeProblem("malformed", "protected header has no url")
+        expected = self.base + request.path
+        if url != expected:
+            raise AcmeProblem("unauthorized", f"url header {url!r} does not match the request URL {expected!r}", 401)
+        nonce = protected.get("nonce")
+        if not isinstance(nonce, str) or not nonce:
+            raise AcmeProblem("badNonce", "protected header has no nonce")
+        if not self.nonces.consume(nonce):
+            raise AcmeProblem("badNonce", "nonce is unknown, expired or already used")
+        jwk, kid = protected.get("jwk"), protected.get("kid")
+        if (jwk is None) == (kid is None):
+            raise AcmeProblem("malformed", "exactly one of jwk and kid must be present")
+        account: Row | None = None
+        if jwk is not None:
+            if jwk_mode == "kid":
+                raise AcmeProblem("malformed", "this request must use kid, not jwk")
+            try:
+                pub = jwk_public_key(jwk)
+            except JWKError as exc:
+                raise AcmeProblem("badPublicKey", str(exc)) from None
+        else:
+            if jwk_mode == "jwk":
+                raise AcmeProblem("malformed", "newAccount must use jwk, not kid")
+            if not isinstance(kid, str) or not kid.startswith(self.url("acct/")):
+                raise AcmeProblem("accountDoesNotExist", "kid is not an account URL of this server")
+            account = self.db.ca_account(kid[len(self.url("acct/")) :])
+            if account is None:
+                raise AcmeProblem("accountDoesNotExist", "no account for this kid")
+            pub = jwk_public_key(account.jwk)
+        try:
+            verify_signature(f"{prot_b64}.{pay_b64}".encode("ascii"), signature, pub)
+        except SignatureError:
+            if not (self.config.allow_header_only_signature and pay_b64 == "" and self.header_only(prot_b64, signature, pub)):
+                raise AcmeProblem("malformed", "JWS signature does not verify") from None
+            log.warning(
+                "allow_header_only_signature: accepted a POST-as-GET to %s signed over the protected header alone "
+                "(not RFC 7515 §5.1)", request.path,
+            )
+        if account is not None and account.status != "valid":
+            raise AcmeProblem("unauthorized", f"account is {account.status}", 403)
+        payload: dict[str, Any] | None = None
+        if payload_raw:
+            try:
+                payload = orjson.loads(payload_raw)
+            except orjson.JSONDecodeError:
+                raise AcmeProblem("malformed", "payload is not JSON") from None
+            if not isinstance(payload, dict):
+                raise AcmeProblem("malformed", "payload must be a JSON object")
+        return Signed(protected, payload, jwk if isinstance(jwk, dict) else None, account)
+
+    @staticmethod
+    def header_only(prot_b64: str, signature: bytes, pub: Any) -> bool:
+        """Whether ``signature`` covers the base64url protected header alone (the relaxation of
+        :attr:`CAConfig.allow_header_only_signature`)."""
+        try:
+            verify_signature(prot_b64.encode("ascii"), signature, pub)
+        except SignatureError:
+            return False
+        return True
+
+    def check_eab(self, doc: Mapping[str, Any] | None, jwk: Mapping[str, Any]) -> ExternalAccountBinding | None:
+        """Verify an external account binding (RFC 8555 §7.3.4): an HS256 JWS whose protected
+        ``url`` is the newAccount URL, whose ``kid`` was minted here and is unused, whose MAC
+        verifies with that kid's key and whose payload is the account key (the outer ``jwk``).
+        Without one: ``externalAccountRequired`` when :attr:`CAConfig.eab_required`, else None."""
+        if doc is None:
+            if self.config.eab_required:
+                raise AcmeProblem("externalAccountRequired", "this STI-CA requires an external account binding (RFC 8555 §7.3.4)")
+            return None
+        eab = ExternalAccountBinding.from_json(doc)
+        if eab.url != self.url("new-account"):
+            raise AcmeProblem("unauthorized", f"externalAccountBinding: url {eab.url[:100]!r} is not the newAccount URL", 401)
+        row = self.db.ca_eab_key(eab.kid)
+        if row is None:
+            raise AcmeProblem("unauthorized", f"externalAccountBinding: unknown key identifier {eab.kid[:64]!r}", 401)
+        if row.account_id is not None:
+            raise AcmeProblem("unauthorized", f"externalAccountBinding: key identifier {eab.kid!r} was already used", 403)
+        if not eab.mac_ok(eab_hmac_key(row.hmac_key)):
+            raise AcmeProblem("unauthorized", "externalAccountBinding: the HS256 MAC does not verify with the key of this kid", 401)
+        try:
+            same = jwk_public_key(eab.jwk) == jwk_public_key(jwk)
+        except JWKError:
+            same = False
+        if not same:
+            raise AcmeProblem("unauthorized", "externalAccountBinding: the payload is not the account key (the outer jwk)", 401)
+        return eab
+
+
+__all__ = ["MAX_NONCES", "NONCE_LIFETIME", "NonceStore", "RequestAuthenticator", "Signed", "mint_eab_key"]
