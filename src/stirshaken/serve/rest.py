@@ -8,6 +8,7 @@ Server"; shapes as in docs/requirements.md#rest-api):
   Extension: ``origid`` is mandatory in ATIS-1000082 but optional here (a new UUID is used).
 * ``POST /stir/v1/verification``: ``{"verificationRequest": {from:{tn}, to:{tn:[..]}, time, identity}}``
   → always 200 ``{"verificationResponse": {"verstat": ..., [reasoncode, reasontext, reasondesc]}}``.
+  Extension: optional ``callId`` and ``fromTag`` name the SIP dialog, for replay detection.
 * ``GET /healthz``, ``GET /metrics`` (Prometheus text), ``GET /openapi.json`` (OpenAPI 3.0).
 
 Request errors follow the exception table of ATIS-1000082 §8.2.4.6 (OMA-style
@@ -340,16 +341,23 @@ class RestAPI:
             raise RequestError("SVC4005", "time", str(when)[:64])
         if not isinstance(identity, str) or not identity.strip():
             raise RequestError("SVC4005", "identity", str(identity)[:64])
+        # optional (an extension): the SIP dialog the identity came in, for replay detection
+        dialog = (req.get("callId"), req.get("fromTag"))
+        for name, v in zip(("callId", "fromTag"), dialog):
+            if v is not None and (not isinstance(v, str) or not v or len(v) > 256):
+                raise RequestError("SVC4005", name, str(v)[:64])
         if self.verifier is None or self.call_info is None:
             raise RequestError("SVC4003")
         now = time.time()
         if now - when > self.max_age or when - now > max(self.future_skew, self.max_age):  # E3
             return self._verified(rid, t0, VERSTAT_NONE, 403, "Received 'time' value is not fresh.", None)
-        return self._verify_async(from_tn, to_tns, when, identity, rid, t0)
+        return self._verify_async(from_tn, to_tns, when, identity, rid, t0, dialog)
 
-    async def _verify_async(self, from_tn: str, to_tns: list[str], when: int, identity: str, rid: str, t0: float) -> Reply:
+    async def _verify_async(self, from_tn: str, to_tns: list[str], when: int, identity: str, rid: str, t0: float,
+                            dialog: tuple[str | None, str | None] = (None, None)) -> Reply:
         try:
-            call = self.call_info(identities=[identity], from_=from_tn, to=to_tns, date=float(when))
+            call = self.call_info(identities=[identity], from_=from_tn, to=to_tns, date=float(when), call_id=dialog[0],
+                                  from_tag=dialog[1])
             result = await self.verifier.averify(call)
         except RequestError as exc:
             return self._error(exc.message_id, rid, VERIFICATION_PATH, *exc.variables)
@@ -442,7 +450,12 @@ def openapi_document() -> dict[str, Any]:
                     "from": {"type": "object", "required": ["tn"], "properties": {"tn": tn}},
                     "to": {"type": "object", "required": ["tn"], "properties": {"tn": {"type": "array", "minItems": 1, "items": tn}}},
                     "time": {"type": "integer", "description": "SIP Date as epoch seconds"},
-                    "identity": {"type": "string", "description": "full Identity header value"}}}}},
+                    "identity": {"type": "string", "description": "full Identity header value"},
+                    "callId": {"type": "string", "maxLength": 256, "x-stirshaken-extension": "not in ATIS-1000082",
+                               "description": "Call-ID of the SIP request (with fromTag: its dialog). Replay detection "
+                                              "treats requests of one dialog as one call; without it each request is a call of its own."},
+                    "fromTag": {"type": "string", "maxLength": 256, "x-stirshaken-extension": "not in ATIS-1000082",
+                                "description": "From tag of the SIP request"}}}}},
             "VerificationResponseBody": {"type": "object", "properties": {"verificationResponse": {"type": "object", "required": ["verstat"], "properties": {
                 "verstat": {"type": "string", "enum": ["TN-Validation-Passed", "TN-Validation-Failed", "No-TN-Validation"]},
                 "reasoncode": {"type": "integer", "enum": [403, 428, 436, 437, 438]},

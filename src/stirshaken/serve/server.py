@@ -8,6 +8,9 @@
   UDP socket the kernel hashes each peer's 4-tuple to one worker, so a single SBC/proxy (one
   address and port, the usual deployment) would load only one worker; sharing the socket lets
   every idle worker read the next datagram, as Kamailio's UDP children do.
+* With ``[verification] replay_detection``, the parent also makes the replay table before forking
+  (:class:`~stirshaken.vs.replay.ReplayTable`, shared memory): every worker sees the PASSporTs any
+  of them verified, so a replay or a retransmission is recognised whichever worker reads it.
 * The parent supervises: a worker that dies is restarted (unless it failed at start, which stops
   the service with status 2); when more than 10 die within 60 s, restarts back off (1 s doubling
   up to 60 s) while the living workers keep serving, and SIGTERM/SIGINT is forwarded to the workers, which stop
@@ -156,6 +159,10 @@ def _udp_sockets(cfg: Config) -> dict[str, socket.socket]:
 
 # --- worker --------------------------------------------------------------------------------------
 
+#: what the supervisor makes before forking and every worker inherits: the replay table
+#: (``"replay_table"``), so that a retransmission or a replay reaching any worker is recognised
+_INHERITED: dict[str, Any] = {}
+
 
 class Worker:
     """Everything one worker process serves."""
@@ -225,7 +232,7 @@ class Worker:
             from stirshaken.vs.verifier import CallInfo, Verifier
 
             vconf = cfg.verification.verifier_config()
-            self.verifier = Verifier(vconf)
+            self.verifier = Verifier(vconf, replay_table=_INHERITED.get("replay_table"))
             self.metrics.stats_sources.append(self.verifier)
             call_info = CallInfo
         from stirshaken.serve.health import Health
@@ -488,6 +495,11 @@ def run(cfg: Config) -> int:
     log.info("starting", extra={"config": cfg.path, "workers": s.workers})
     if s.workers == 1:
         return _run_worker(cfg, 0, udp, None, renew=True)
+    v = cfg.verification
+    if v.enabled and v.replay_detection:  # one replay table for every worker of this node
+        from stirshaken.vs.replay import ReplayTable
+
+        _INHERITED["replay_table"] = ReplayTable.for_config(v.verifier_config(), shared=True)
     metrics_dir = s.metrics_dir or tempfile.mkdtemp(prefix="stirshaken-metrics-")
     os.makedirs(metrics_dir, exist_ok=True)
     return _supervise(cfg, udp, metrics_dir)

@@ -26,7 +26,10 @@ Responses are built with :func:`stirshaken.core.sip.build_response` (RFC 3261 §
 To with a tag, Call-ID, CSeq).  UDP responses go back to the source address, with ``received``
 and ``rport`` set on the top Via (RFC 3261 §18.2.1, RFC 3581).  Retransmitted requests are
 answered from a bounded, time-expiring server transaction cache (RFC 3261 §17.2.1/§17.2.2), keyed
-by branch, sent-by and method.  Nothing a peer sends can raise out of the protocol callbacks.
+by branch, sent-by and method.  That cache is the worker's own: a retransmission that another
+worker (they share the UDP socket) or another node receives is verified again, and replay
+detection recognises its dialog (Call-ID, From tag: :mod:`stirshaken.vs.replay`), so it gets the
+answer of the original.  Nothing a peer sends can raise out of the protocol callbacks.
 """
 
 from __future__ import annotations
@@ -464,7 +467,10 @@ class SipService:
                 return self._reply(req, 400, "Bad Date Header")
         pai = _first(h.get("P-Asserted-Identity")) if self.vcfg.use_pai else None
         assert self.call_info is not None and self.verifier is not None
-        call = self.call_info(identities=identities, from_=h.get("From"), pai=pai, to=h.get("To"), ruri=req.request_uri, date=date)
+        # the dialog (Call-ID, From tag) tells a retransmission, a re-INVITE or a repeated header
+        # from a replay in another call (stirshaken.vs.replay), on whichever worker or node
+        call = self.call_info(identities=identities, from_=h.get("From"), pai=pai, to=h.get("To"), ruri=req.request_uri, date=date,
+                              call_id=req.call_id, from_tag=req.from_addr.tag)
         return self._verified(req, call, pai, bool(identities))
 
     async def _verified(self, req: sip.SipRequest, call: Any, pai: str | None, had_identity: bool) -> bytes:

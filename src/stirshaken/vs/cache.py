@@ -9,8 +9,9 @@
   only raised to the floor).
 * :class:`SingleFlight` - concurrent requests for the same key share one in-flight coroutine.
 * :class:`RedisBackend` - optional shared store (PEM + expiry) so that nodes fetch once; each node
-  re-validates the PEM into its own LRU.  Redis can never fail a verification: short timeouts,
-  errors are swallowed and a dead Redis is skipped for ``retry_after`` seconds (circuit breaker).
+  re-validates the PEM into its own LRU; it also holds the replay marks (:mod:`stirshaken.vs.replay`).
+  Redis can never fail a verification: short timeouts, errors are swallowed and a dead Redis is
+  skipped until a background PING (after 0.25 s, doubling up to 2 s) finds it back.
 """
 
 from __future__ import annotations
@@ -201,34 +202,83 @@ class SingleFlight(Generic[K, V]):
         return len(self._inflight)
 
 
-class RedisBackend:
-    """Shared chain store in Redis: ``<prefix>x5u:<url>`` -> ``<expiry epoch>\\n<PEM>``.
+#: Lua, atomic in Redis: for each key, its value, or "" after setting it to ARGV[1] for ARGV[2] s
+_CLAIM = """
+local out = {}
+for i, k in ipairs(KEYS) do
+  local v = redis.call('GET', k)
+  if v then
+    out[i] = v
+  else
+    redis.call('SET', k, ARGV[1], 'EX', ARGV[2])
+    out[i] = ''
+  end
+end
+return out
+"""
 
-    Every operation has a short timeout; any error opens the breaker for ``retry_after`` seconds,
-    during which calls return immediately (``None`` / no-op).  A verification never fails because
-    of Redis.
+
+class RedisBackend:
+    """Shared store in Redis: ``<prefix>x5u:<url>`` -> ``<expiry epoch>\\n<PEM>`` (certificate
+    chains) and ``<prefix>replay:<key>`` -> call context (replay marks, :meth:`claim`).
+
+    A verification never fails or waits long because of Redis.  Every operation has a short
+    timeout (``op_timeout``, s); a failed one marks Redis *down*: calls then skip it (``None`` /
+    no-op) without waiting, while a background task on the caller's event loop PINGs it after
+    ``retry_after`` s, doubling up to ``max_retry_after`` s between tries, and marks it up again
+    at the first answer.  So after an outage Redis is used again at most ``max_retry_after`` s
+    (plus one PING) after it answers, and a Redis that does not answer costs one call one timeout
+    per outage, not one per call.  ``errors`` counts the failed operations of calls (not the
+    PINGs), ``recoveries`` the returns.
     """
 
-    def __init__(self, url: str, *, prefix: str = "stirshaken:", op_timeout: float = 0.25, retry_after: float = 30.0):
+    def __init__(self, url: str, *, prefix: str = "stirshaken:", op_timeout: float = 0.25, retry_after: float = 0.25,
+                 max_retry_after: float = 2.0):
         import redis.asyncio as aioredis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
 
         self.url = url
         self.prefix = prefix
         self.op_timeout = op_timeout
         self.retry_after = retry_after
+        self.max_retry_after = max_retry_after
+        # one immediate retry on a new connection: a pooled connection is stale after a restart
         self._client: Any = aioredis.Redis.from_url(
-            url, socket_connect_timeout=op_timeout, socket_timeout=op_timeout, retry_on_timeout=False
+            url, socket_connect_timeout=op_timeout, socket_timeout=op_timeout, retry=Retry(NoBackoff(), 1)
         )
-        self._dead_until = 0.0
+        self._claim_script: Any = self._client.register_script(_CLAIM)
+        self._down = False
+        self._probe: asyncio.Task[None] | None = None
         self.errors = 0
+        self.recoveries = 0
 
     @property
     def available(self) -> bool:
-        return time.monotonic() >= self._dead_until
+        return not self._down
 
     def _fail(self) -> None:
+        """An operation failed: Redis is down until a PING answers (called on the event loop)."""
         self.errors += 1
-        self._dead_until = time.monotonic() + self.retry_after
+        if self._down:
+            return
+        self._down = True
+        self._probe = asyncio.get_running_loop().create_task(self._recover())
+
+    async def _recover(self) -> None:
+        delay = self.retry_after
+        while True:
+            await asyncio.sleep(delay)
+            try:
+                await asyncio.wait_for(self._client.ping(), self.op_timeout * 2)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                delay = min(delay * 2, self.max_retry_after)
+                continue
+            self._down = False
+            self.recoveries += 1
+            return
 
     async def _op(self, coro: Awaitable[Any]) -> Any:
         try:
@@ -255,18 +305,20 @@ class RedisBackend:
             return
         await self._op(self._client.set(self.prefix + "x5u:" + url, str(expires).encode() + b"\n" + pem, ex=ttl))
 
-    async def set_nx(self, key: str, ttl: int) -> bool | None:
-        """``SET key 1 NX EX ttl``: True when newly set, False when it existed, None on error."""
+    async def claim(self, keys: Sequence[str], value: bytes, ttl: int) -> list[bytes | None] | None:
+        """For each of ``keys`` (below the prefix), atomically: the value already there, or None
+        after setting it to ``value`` for ``ttl`` seconds (at least 1).  None when Redis is down."""
         if not self.available:
             return None
-        try:
-            res = await asyncio.wait_for(self._client.set(self.prefix + key, b"1", nx=True, ex=max(1, ttl)), self.op_timeout * 2)
-        except Exception:
-            self._fail()
+        got = await self._op(self._claim_script(keys=[self.prefix + k for k in keys], args=[value, max(1, int(ttl))]))
+        if not isinstance(got, list) or len(got) != len(keys):
             return None
-        return bool(res)
+        return [bytes(v) or None for v in got]
 
     async def close(self) -> None:
+        if self._probe is not None:
+            self._probe.cancel()
+            self._probe = None
         try:
             await self._client.aclose()
         except Exception:

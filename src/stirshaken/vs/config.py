@@ -165,7 +165,9 @@ class VerifierConfig(BaseModel):
     as the older name of ``fetch_timeout``), ``max_response_bytes``.
     Certificate cache (VS-03): ``cache_entries``, ``cache_min_ttl`` / ``cache_max_ttl`` /
     ``negative_ttl`` (s); ``fetch_crl_distribution_points``.  ``redis``: shared cache and replay
-    store; ``replay_detection``.  ``check_authority`` / ``authority_blocks``: orig TN authority
+    store; ``replay_detection`` (438 for a PASSporT verified in another call within the freshness
+    window, :mod:`stirshaken.vs.replay`) and ``replay_entries`` (marks kept in memory, 32 bytes
+    each).  ``check_authority`` / ``authority_blocks``: orig TN authority
     (SPC → TN prefixes).  ``reason_protocol``: ``STIR`` (RFC 9410) or ``SIP``.
     """
 
@@ -193,6 +195,7 @@ class VerifierConfig(BaseModel):
     fetch_crl_distribution_points: bool = True
     redis: Annotated[str | None, BeforeValidator(_none_if_empty), AfterValidator(_redis)] = None
     replay_detection: bool = False
+    replay_entries: Annotated[int, Field(ge=1024, le=1 << 26)] = 1 << 20
     check_authority: bool = DEFAULT_POLICY.check_authority
     authority_blocks: Annotated[dict[str, Prefixes], AfterValidator(_blocks)] = Field(default_factory=dict)
     reason_protocol: Literal["STIR", "SIP"] = DEFAULT_POLICY.reason_protocol  # type: ignore[assignment]

@@ -17,7 +17,8 @@ Procedure (RFC 8224 §6.2, ATIS-1000074 §5.3.1, ATIS-1000082 error table E3-E19
    STI-PA CA list and the CRLs (:mod:`stirshaken.vs.trust`, :mod:`stirshaken.vs.crl`); the
    validated credential is cached with the chain (:mod:`stirshaken.vs.cache`);
 3. :func:`stirshaken.core.verification.complete` checks authority (optional) and the ES256 signature;
-4. optional replay detection (:mod:`stirshaken.vs.replay`);
+4. optional replay detection (:mod:`stirshaken.vs.replay`): a PASSporT verified in another call
+   (Call-ID, From tag) within the freshness window is a 438;
 5. :func:`stirshaken.core.verification.decide` binds destinations across SHAKEN / ``div`` / ``rcd``
    PASSporTs (To and Request-URI) and folds everything into one
    :class:`~stirshaken.core.verification.VerificationResult`.
@@ -59,7 +60,7 @@ from stirshaken.core.verification import (
 )
 from stirshaken.vs.config import VerifierConfig
 from stirshaken.vs.credentials import CredentialSource
-from stirshaken.vs.replay import MemoryReplayStore, RedisReplayStore, replay_error, replay_key
+from stirshaken.vs.replay import ReplayTable, call_context, replay_error, replay_key
 
 _INF = float("inf")
 
@@ -69,7 +70,10 @@ class CallInfo:
     """The parts of a SIP request a VS looks at (RFC 8224 §6.2, ATIS-1000074 §5.3.1).
 
     Header values, URIs or bare TNs are all accepted for ``from_``, ``pai``, ``to`` and ``ruri``.
-    ``date`` is the Date header as epoch seconds (None: iat-only freshness).
+    ``date`` is the Date header as epoch seconds (None: iat-only freshness).  ``call_id`` and
+    ``from_tag`` name the dialog (RFC 3261 §12) for replay detection: a PASSporT seen again in
+    the same dialog (a retransmission, a re-INVITE, a repeated header) is not a replay; without a
+    ``call_id`` each verification is a call of its own (:mod:`stirshaken.vs.replay`).
     """
 
     identities: Sequence[str]
@@ -78,6 +82,8 @@ class CallInfo:
     to: str | Sequence[str] | None = None
     ruri: str | None = None
     date: float | None = None
+    call_id: str | None = None
+    from_tag: str | None = None
 
 
 # display name (quoted, or a token run that must be followed by '<': possessive, so an addr-spec
@@ -127,14 +133,18 @@ class Verifier(CredentialSource):
     deployments or tests.
     """
 
-    def __init__(self, config: VerifierConfig, *, static_chains: dict[str, list[x509.Certificate]] | None = None):
+    def __init__(self, config: VerifierConfig, *, static_chains: dict[str, list[x509.Certificate]] | None = None,
+                 replay_table: ReplayTable | None = None):
         super().__init__(config, static_chains=static_chains)
         self.policy = config.policy()
         # parsed Identity parameter tails, JOSE headers and certificate checks (core.verification)
         self.verification_cache = VerificationCache()
         self._window = config.max_age + config.future_skew
-        self._replay_mem = MemoryReplayStore(self._window) if config.replay_detection else None
-        self._redis_replay: RedisReplayStore | None = None
+        #: the replay marks of this node (``replay_table``: one made before forking, shared by the
+        #: workers of ``stirshaken serve``; else a table of this process)
+        self.replay_table = (replay_table or ReplayTable.for_config(config)) if config.replay_detection else None
+        if self.replay_table is not None:  # marks pushed out unexpired: replay_entries is too small
+            self.stats["replay_evictions"] = 0
         # the direct path of verify/averify (see _fast); replay detection always takes the flow
         self.fast_path = not config.replay_detection
 
@@ -255,8 +265,8 @@ class Verifier(CredentialSource):
             fetched = yield ("obtain", tuple(missing), now)
             creds.update(fetched)
         results = self._complete_all(items, creds)
-        if self.config.replay_detection:
-            results = yield from self._replay(results, now)
+        if self.replay_table is not None:
+            results = yield from self._replay(results, call, now)
         return decide(results, policy, targets=targets)
 
     def _fast(self, call: CallInfo, now: float | None) -> VerificationResult | None:
@@ -358,18 +368,51 @@ class Verifier(CredentialSource):
             targets.append(tn)
         return targets
 
-    def _replay(self, results: list[PassportResult], now: float) -> Generator[tuple[Any, ...], Any, list[PassportResult]]:
-        keys = {i: replay_key(r.passport.signature) for i, r in enumerate(results) if r.ok and r.passport is not None}
-        if not keys:
+    def _replay(self, results: list[PassportResult], call: CallInfo, now: float) -> Generator[tuple[Any, ...], Any, list[PassportResult]]:
+        """Step 4 (RFC 8225 §10.1, :mod:`stirshaken.vs.replay`): mark each verified PASSporT with
+        this call; one already marked by another call becomes a 438.
+
+        Without Redis the node's table decides (atomically).  With Redis, a PASSporT the table
+        already holds for another call is a replay at once; the others are claimed in Redis,
+        whose answer decides, and the table learns the call that holds each (so it knows while
+        Redis is down); when Redis is unavailable the table decides alone."""
+        where: dict[bytes, list[int]] = {}
+        for i, r in enumerate(results):
+            if r.ok and r.passport is not None:
+                where.setdefault(replay_key(r.passport.signing_input), []).append(i)
+        if not where:
             return results
+        table = self.replay_table
+        assert table is not None
+        ctx = call_context(call.call_id, call.from_tag)
+        holder: dict[bytes, bytes | None] = {}
         if self.config.redis:
-            fresh = yield ("replay", tuple(keys.values()), now)
+            ask = []
+            for k in where:
+                held = table.peek(k, now)
+                if held is not None and held != ctx:
+                    holder[k] = held
+                else:
+                    ask.append(k)
+            shared = (yield ("replay", tuple(ask), ctx)) if ask else None
+            for j, k in enumerate(ask):
+                if shared is None:  # Redis unavailable
+                    holder[k] = table.claim(k, ctx, now)
+                else:  # Redis decides; the table learns who holds the PASSporT
+                    holder[k] = shared[j]
+                    table.claim(k, shared[j] or ctx, now)
         else:
-            assert self._replay_mem is not None
-            fresh = {k: self._replay_mem.check_and_add(k, now) for k in keys.values()}
-        out = list(results)
-        for i, k in keys.items():
-            if not fresh.get(k, True):
+            for k in where:
+                holder[k] = table.claim(k, ctx, now)
+        self.stats["replay_evictions"] = table.evictions
+        out = results
+        for k, idx in where.items():
+            held = holder[k]
+            if held is None or held == ctx:
+                continue
+            if out is results:
+                out = list(results)
+            for i in idx:
                 self.stats["replays"] += 1
                 r = results[i]
                 err = replay_error(self._window)
@@ -389,9 +432,7 @@ class Verifier(CredentialSource):
     def _io_timeout_response(self, request: tuple[Any, ...]) -> Any:
         if request[0] == "obtain":
             return {u: FetchError("Failed to dereference 'info' URI: timed out") for u in request[1]}
-        if request[0] == "replay":
-            return {k: True for k in request[1]}
-        return None
+        return None  # "replay": Redis unknown, the node's table decides
 
     async def _serve_io(self, request: tuple[Any, ...]) -> Any:
         kind = request[0]
@@ -402,18 +443,12 @@ class Verifier(CredentialSource):
             urls, now = request[1], request[2]
             got = await asyncio.gather(*(self._flight.run(u, lambda u=u: self._obtain(u, now)) for u in urls))
             return dict(zip(urls, got))
-        if kind == "replay":
-            store = self._get_redis_replay()
-            keys, now = request[1], request[2]
-            return {k: await store.check_and_add(k, now) for k in keys}
-        raise ValueError(f"unknown I/O request {kind!r}")
-
-    def _get_redis_replay(self) -> RedisReplayStore:
-        if self._redis_replay is None:
+        if kind == "replay":  # -> per key the call context holding it in Redis, None: claimed now
             backend = self._get_redis()
             assert backend is not None
-            self._redis_replay = RedisReplayStore(backend, self._window)
-        return self._redis_replay
+            keys, ctx = request[1], request[2]
+            return await backend.claim(["replay:" + k.hex() for k in keys], ctx, self._window)
+        raise ValueError(f"unknown I/O request {kind!r}")
 
     async def _close_io(self) -> None:
         if self._fetcher is not None:
@@ -422,7 +457,6 @@ class Verifier(CredentialSource):
         if self._redis is not None:
             await self._redis.close()
             self._redis = None
-            self._redis_replay = None
 
     # --- errors ------------------------------------------------------------------------------
 
