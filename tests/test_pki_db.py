@@ -8,6 +8,7 @@ import base64
 import json
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -105,9 +106,10 @@ async def test_concurrent_finalize_postgresql(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-def test_claim_order_exactly_once_across_threads_and_engines(tmp_path: Path, backend: str) -> None:
-    """Many threads on separate engines (as separate CA processes would be) race to claim one
-    ready order: the conditional UPDATE lets exactly one win."""
+def test_record_certificate_exactly_once_across_threads_and_engines(tmp_path: Path, backend: str) -> None:
+    """Many threads on separate engines (as separate CA processes would be) race to record a
+    certificate for one ready order: the conditional UPDATE in the recording transaction lets
+    exactly one win, and only the winner's certificate row exists."""
 
     def run(url: str) -> None:
         dbs = [Database(url) for _ in range(4)]
@@ -119,21 +121,26 @@ def test_claim_order_exactly_once_across_threads_and_engines(tmp_path: Path, bac
         assert dbs[0].ca_authz_result(authz.id, valid=True, error=None)
         assert dbs[0].ca_order(order.id).status == "ready"  # type: ignore[union-attr]
         barrier = threading.Barrier(16)
-        wins: list[bool] = []
+        rows: list[Any] = []
         lock = threading.Lock()
 
         def worker(i: int) -> None:
             barrier.wait()
-            won = dbs[i % 4].claim_order(order.id)
+            row = dbs[i % 4].ca_record_certificate(order.id, acct.id, 1000 + i, f"chain {i}", certs.utcnow())
             with lock:
-                wins.append(won)
+                rows.append(row)
 
         threads = [threading.Thread(target=worker, args=(i,)) for i in range(16)]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
-        assert wins.count(True) == 1 and len(wins) == 16
+        won = [r for r in rows if r is not None]
+        assert len(won) == 1 and len(rows) == 16
+        assert [r.id for r in dbs[1].ca_certificates_for_order(order.id)] == [won[0].id]
+        final = dbs[2].ca_order(order.id)
+        assert final is not None and final.status == "valid" and final.cert_id == won[0].id
+        assert dbs[3].ca_count_certificates() == 1
         for d in dbs:
             d.close()
 

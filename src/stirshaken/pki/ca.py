@@ -13,8 +13,13 @@
 * Issued certificates follow ATIS-1000080 §6.4.1 (:mod:`stirshaken.pki.ca_issuance`: the CSR check
   and :func:`certificates.create_sp_certificate`) with the STI-PA's CRL distribution point and
   ``cRLIssuer`` (CM-12) and the authorized TNAuthList (AC-04).  Settings and keys:
-  :mod:`stirshaken.pki.ca_config`.  State lives in :class:`~stirshaken.pki.store.Database`; an order is finalized at most once
-  (conditional UPDATE, :meth:`Database.claim_order`).
+  :mod:`stirshaken.pki.ca_config`.  State lives in :class:`~stirshaken.pki.store.Database`.
+* Finalize records before it issues: the certificate is signed in memory, recorded with the
+  order's move to ``valid`` in one transaction (:meth:`Database.ca_record_certificate`, whose
+  conditional UPDATE also finalizes an order at most once), and only then answered, downloadable
+  and published to the STI-CR.  A failed commit discards it (``serverInternal``, the order stays
+  ``ready``); on start, orders an earlier version left in ``processing`` are completed or reset
+  (:meth:`Database.ca_recover_orders`).
 """
 
 from __future__ import annotations
@@ -59,6 +64,12 @@ def _check_contact(contact: tuple[str, ...] | list[str]) -> list[str]:
         if not c.startswith(("mailto:", "tel:")):
             raise AcmeProblem("invalidContact", f"contact {c[:60]!r} is not a mailto: or tel: URL")
     return list(contact)
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first line of an error's message, at most 200 characters (database drivers add the
+    statement and a documentation link on further lines)."""
+    return (str(exc).strip().splitlines() or [""])[0][:200]
 
 
 #: RFC 5280 §5.3.1 CRLReason codes accepted by revokeCert (RFC 8555 §7.6)
@@ -127,8 +138,17 @@ class CertificateAuthority:
         r.add_post("/acme/revoke-cert", self.h_revoke)
         r.add_get("/acme/issuer.pem", self.h_issuer)
         r.add_get("/ca/root.pem", self.h_root)
+        app.on_startup.append(self._recover_orders)
         app.on_cleanup.append(self._cleanup)
         return app
+
+    async def _recover_orders(self, _app: web.Application) -> None:
+        """On start: orders left in ``processing`` (:meth:`Database.ca_recover_orders`) are
+        completed when their certificate is recorded, else put back to ``ready``."""
+        completed, reset = self.db.ca_recover_orders()
+        if completed or reset:
+            log.warning("STI-CA start: %d unfinished order(s) completed (certificate recorded): %s; %d back to ready "
+                        "(their clients finalize again): %s", len(completed), " ".join(completed), len(reset), " ".join(reset))
 
     async def _cleanup(self, _app: web.Application) -> None:
         await self.tokens.close()
@@ -354,28 +374,67 @@ class CertificateAuthority:
         if order.status != "ready":
             raise AcmeProblem("orderNotReady", f"order is {order.status}, not ready", 403)
         csr = check_csr(self.config, signed.payload, order, acct)
-        if not self.db.claim_order(order.id):
-            raise AcmeProblem("orderNotReady", "order is no longer ready (finalized concurrently)", 403)
-        try:
-            cert, tnal, chain_pem = issue_certificate(self.config, self.keys, csr, order)
-            cr_url = None
-            if self.publisher is not None:
-                spc = tnal.spc or "SP"
-                try:
-                    cr_url = await self.publisher(f"{spc}-{cert.serial_number:x}.pem", chain_pem)
-                except Exception as exc:  # the certificate is still issued; the SP can publish it
-                    log.warning("publishing to the STI-CR failed: %s", exc)
-                    self._publish_errors[order.id] = f"the STI-CA could not publish it to the STI-CR: {str(exc)[:200]}"
-            self.db.ca_store_certificate(order.id, acct.id, cert.serial_number, chain_pem.decode(), cert.not_valid_after_utc, cr_url)
-        except Exception:
-            log.exception("issuance failed for order %s", order.id)
-            self.db.release_order(order.id, status="invalid", error={"type": ERR + "serverInternal", "detail": "issuance failed"})
-            raise AcmeProblem("serverInternal", "issuance failed", 500) from None
+        cert, tnal, chain_pem = self._sign(csr, order)
+        row = self._record(order, acct, cert, chain_pem)
+        cr_url = await self._publish(order, row, tnal, cert, chain_pem)
         order = self.db.ca_order(order.id) or order
         headers = {"Location": self.url(f"order/{order.id}")}
         if cr_url:
             headers[CERTIFICATE_LOCATION_HEADER] = cr_url
         return self._json(self._order(order), 200, headers)
+
+    # --- finalize, in order: sign (memory only), record (one transaction), then publish -------
+    def _sign(self, csr: x509.CertificateSigningRequest, order: Row) -> tuple[x509.Certificate, TNAuthList, bytes]:
+        """The certificate for ``csr``, in memory only: nothing is served or published before
+        :meth:`_record`.  A failure to sign makes the order ``invalid`` (``serverInternal``)."""
+        try:
+            return issue_certificate(self.config, self.keys, csr, order)
+        except Exception:
+            log.exception("issuance failed for order %s", order.id)
+            try:
+                self.db.ca_fail_order(order.id, {"type": ERR + "serverInternal", "detail": "issuance failed"})
+            except Exception as exc:  # the order stays ready; the answer below says what happened
+                log.error("order %s: could not be marked invalid: %s", order.id, _first_line(exc))
+            raise AcmeProblem("serverInternal", "issuance failed", 500) from None
+
+    def _record(self, order: Row, acct: Row, cert: x509.Certificate, chain_pem: bytes) -> Row:
+        """Record the certificate and make the order ``valid`` in one transaction
+        (:meth:`Database.ca_record_certificate`, RFC 8555 §7.4); returns the certificate row.  The
+        certificate exists for clients only once this has committed.
+
+        Raises :class:`AcmeProblem` ``serverInternal`` (500) when the database cannot commit: the
+        certificate is discarded (never served or published, so nothing unrecorded is out) and the
+        order stays ``ready`` for the client to finalize again; ``orderNotReady`` (403) when a
+        concurrent finalize recorded first."""
+        try:
+            row = self.db.ca_record_certificate(order.id, acct.id, cert.serial_number, chain_pem.decode(), cert.not_valid_after_utc)
+        except Exception as exc:
+            log.error("finalize of order %s: the certificate (serial %x) could not be recorded (%s: %s); discarded, "
+                      "not issued; the order stays ready", order.id, cert.serial_number, type(exc).__name__, _first_line(exc))
+            raise AcmeProblem(
+                "serverInternal", "the certificate could not be recorded, so none was issued; the order is still ready: finalize again later", 500
+            ) from None
+        if row is None:
+            raise AcmeProblem("orderNotReady", "order is no longer ready (finalized concurrently)", 403)
+        return row
+
+    async def _publish(self, order: Row, row: Row, tnal: TNAuthList, cert: x509.Certificate, chain_pem: bytes) -> str | None:
+        """Publish the recorded certificate's chain to the STI-CR, if configured; its URL, or None.
+        A failure does not undo the issuance: the download then says why (``PUBLISH_ERROR_HEADER``)
+        and the SP can upload the chain itself."""
+        if self.publisher is None:
+            return None
+        try:
+            cr_url = await self.publisher(f"{tnal.spc or 'SP'}-{cert.serial_number:x}.pem", chain_pem)
+        except Exception as exc:
+            log.warning("publishing to the STI-CR failed: %s", exc)
+            self._publish_errors[order.id] = f"the STI-CA could not publish it to the STI-CR: {str(exc)[:200]}"
+            return None
+        try:
+            self.db.ca_set_cr_url(row.id, cr_url)
+        except Exception as exc:  # published and recorded; only the download's Location header is missing
+            log.warning("certificate %s is published at %s, but noting that failed: %s", row.id, cr_url, _first_line(exc))
+        return cr_url
 
     async def h_cert(self, request: web.Request) -> web.Response:
         _signed, acct = await self._account_request(request)

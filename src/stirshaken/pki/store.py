@@ -10,9 +10,14 @@ Invariants the database enforces rather than the code:
 
 * a token ``jti`` is used at most once (primary key of ``ca_used_jti``; RFC 9447 §3 / RFC 9448
   §5 replay protection);
-* an order is finalized at most once: :meth:`Database.claim_order` is a conditional
-  ``UPDATE ... SET status='processing' WHERE id=? AND status='ready'`` whose row count decides
-  which of several concurrent finalize requests issues the certificate (RFC 8555 §7.4).
+* an order is finalized at most once, and a certificate is issued only once it is recorded:
+  :meth:`Database.ca_record_certificate` is one transaction holding the conditional
+  ``UPDATE ca_orders SET status='valid' ... WHERE id=? AND status='ready'`` (its row count
+  decides which of several concurrent finalize requests issues, RFC 8555 §7.4) and the INSERT of
+  the certificate (serial, PEM chain, order); ``ca_certs.order_id`` is unique as a second guard.
+  Until that commit no certificate is served or published; if it fails, nothing changed and the
+  order is still ``ready``.  No intermediate state is committed, so a CA that dies during
+  finalize leaves the order ``ready`` (or ``valid`` with its certificate recorded).
 """
 
 from __future__ import annotations
@@ -483,46 +488,74 @@ class Database:
         except IntegrityError:
             return False
 
-    def claim_order(self, order_id: str) -> bool:
-        """``ready`` -> ``processing`` for exactly one caller (conditional UPDATE, row count)."""
-        with self.engine.begin() as c:
-            n = c.execute(
-                sa.update(ca_orders)
-                .where(ca_orders.c.id == order_id, ca_orders.c.status == "ready")
-                .values(status="processing")
-            ).rowcount
-        return n == 1
+    def ca_record_certificate(
+        self, order_id: str, account_id: str, serial: int, chain_pem: str, not_after: dt.datetime
+    ) -> Row | None:
+        """Record an issued certificate and move its order ``ready`` -> ``valid``, in ONE
+        transaction (RFC 8555 §7.4): the certificate row (serial as lower-case hex, PEM chain,
+        order and account) and the order's state and ``cert_id`` commit together or not at all.
 
-    def release_order(self, order_id: str, *, status: str = "ready", error: Mapping[str, Any] | None = None) -> None:
-        with self.engine.begin() as c:
-            c.execute(
-                sa.update(ca_orders)
-                .where(ca_orders.c.id == order_id, ca_orders.c.status == "processing")
-                .values(status=status, error=dict(error) if error else None)
-            )
-
-    def ca_store_certificate(
-        self, order_id: str, account_id: str, serial: int, chain_pem: str, not_after: dt.datetime, cr_url: str | None
-    ) -> Row:
-        """Store the certificate and mark the order valid, in one transaction."""
+        Returns the certificate row, or None when the order was not ``ready`` (another finalize
+        recorded first: the conditional UPDATE matched no row, nothing was written).  Raises the
+        database's error (SQLAlchemy ``OperationalError``, ``IntegrityError``, ...) when the
+        transaction cannot commit; then nothing was recorded and the order is unchanged.  Only
+        after this returns may the certificate be served or published."""
         cert_id = new_id()
         with self.engine.begin() as c:
+            won = c.execute(
+                sa.update(ca_orders)
+                .where(ca_orders.c.id == order_id, ca_orders.c.status == "ready")
+                .values(status="valid", cert_id=cert_id, error=None)
+            ).rowcount
+            if won != 1:
+                return None  # nothing written: the (empty) transaction commits
             c.execute(
                 sa.insert(ca_certs).values(
                     id=cert_id, serial=format(serial, "x"), order_id=order_id, account_id=account_id,
-                    chain_pem=chain_pem, not_after=not_after, cr_url=cr_url, revoked=False, created=utcnow(),
+                    chain_pem=chain_pem, not_after=not_after, cr_url=None, revoked=False, created=utcnow(),
                 )
             )
-            n = c.execute(
-                sa.update(ca_orders)
-                .where(ca_orders.c.id == order_id, ca_orders.c.status == "processing")
-                .values(status="valid", cert_id=cert_id)
-            ).rowcount
-            if n != 1:
-                raise RuntimeError("order left the processing state during issuance")
         row = self.ca_certificate(cert_id)
         assert row is not None
         return row
+
+    def ca_set_cr_url(self, cert_id: str, cr_url: str) -> None:
+        """Note where the STI-CR publishes a recorded certificate (after it was published)."""
+        with self.engine.begin() as c:
+            c.execute(sa.update(ca_certs).where(ca_certs.c.id == cert_id).values(cr_url=cr_url))
+
+    def ca_fail_order(self, order_id: str, error: Mapping[str, Any]) -> bool:
+        """``ready`` -> ``invalid`` with ``error`` (an RFC 8555 §6.7 problem document); False when
+        the order was not ready."""
+        with self.engine.begin() as c:
+            return c.execute(
+                sa.update(ca_orders)
+                .where(ca_orders.c.id == order_id, ca_orders.c.status == "ready")
+                .values(status="invalid", error=dict(error))
+            ).rowcount == 1
+
+    def ca_recover_orders(self) -> tuple[list[str], list[str]]:
+        """Finish the orders left in ``processing`` (by an earlier version of the STI-CA, which
+        committed that state before issuing, or by hand): an order whose certificate is recorded
+        becomes ``valid`` with it; any other goes back to ``ready``, so its client finalizes
+        again with the authorization it holds (its SPC token was spent on that authorization, and
+        need not be presented again).  Each order moves in its own conditional UPDATE.  Returns
+        the ids ``(completed, reset)``."""
+        completed: list[str] = []
+        reset: list[str] = []
+        stuck = self._all(sa.select(ca_orders.c.id).where(ca_orders.c.status == "processing").order_by(ca_orders.c.created))
+        for order_id in [r.id for r in stuck]:
+            with self.engine.begin() as c:
+                cert_id = c.execute(sa.select(ca_certs.c.id).where(ca_certs.c.order_id == order_id)).scalar()
+                values: dict[str, Any] = {"status": "valid", "cert_id": cert_id} if cert_id else {"status": "ready", "cert_id": None}
+                n = c.execute(
+                    sa.update(ca_orders)
+                    .where(ca_orders.c.id == order_id, ca_orders.c.status == "processing")
+                    .values(error=None, **values)
+                ).rowcount
+            if n == 1:
+                (completed if cert_id else reset).append(order_id)
+        return completed, reset
 
     def ca_certificate(self, cert_id: str) -> Row | None:
         return self._one(sa.select(ca_certs).where(ca_certs.c.id == cert_id))
