@@ -58,7 +58,7 @@ from stirshaken.core.verification import (
     prepare,
 )
 from stirshaken.vs.config import VerifierConfig
-from stirshaken.vs.credentials import CredentialSource
+from stirshaken.vs.credentials import CredentialSource, FetchBudget
 from stirshaken.vs.replay import MemoryReplayStore, RedisReplayStore, replay_error, replay_key
 
 _INF = float("inf")
@@ -400,7 +400,8 @@ class Verifier(CredentialSource):
             return None
         if kind == "obtain":
             urls, now = request[1], request[2]
-            got = await asyncio.gather(*(self._flight.run(u, lambda u=u: self._obtain(u, now)) for u in urls))
+            budget = FetchBudget(self.config.max_fetches_per_request)  # this request's outbound fetches
+            got = await asyncio.gather(*(self._flight.run(u, lambda u=u: self._obtain(u, now, budget)) for u in urls))
             return dict(zip(urls, got))
         if kind == "replay":
             store = self._get_redis_replay()
@@ -416,9 +417,11 @@ class Verifier(CredentialSource):
         return self._redis_replay
 
     async def _close_io(self) -> None:
-        if self._fetcher is not None:
-            await self._fetcher.close()
-            self._fetcher = None
+        for name in ("_fetcher", "_crl_fetcher"):
+            fetcher = getattr(self, name)
+            if fetcher is not None:
+                await fetcher.close()
+                setattr(self, name, None)
         if self._redis is not None:
             await self._redis.close()
             self._redis = None
