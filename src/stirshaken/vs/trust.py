@@ -276,7 +276,9 @@ class TrustManager:
                 "a TNAuthList, so it is no delegate certificate either (RFC 9060 §4)"
             )
         revocation, other = self.trust_warnings(cred, when.timestamp())
-        if revocation and self.crl_policy == "hard":
+        # with distribution points still to fetch the credential is provisional: the caller
+        # fetches them and validates again (stirshaken.vs.credentials), then the policy applies
+        if revocation and self.crl_policy == "hard" and not self.crls.missing_for(cred.chain):
             raise UntrustedCertificateError(f"revocation status cannot be established (crl_policy hard): {revocation[0]}")
         if revocation or other:
             cred = dataclasses.replace(cred, warnings=cred.warnings + revocation + other)
