@@ -40,7 +40,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from stirshaken.core.certificates import ValidatedCredential, load_certificates
 from stirshaken.core.errors import FetchError, StirShakenError, UntrustedCertificateError
 from stirshaken.vs.cache import CacheEntry, LRUCache, RedisBackend, SingleFlight, slim_credential, ttl_from_headers
-from stirshaken.vs.config import VerifierConfig, is_url
+from stirshaken.vs.config import OptionError, VerifierConfig, check_files, is_url
 from stirshaken.vs.crl import CRLStore
 from stirshaken.vs.trust import TrustManager
 from stirshaken.vs.x5u import Fetcher
@@ -337,13 +337,10 @@ class CredentialSource:
             self._schedule_due_refreshes(now)
 
     def trust_problems(self, now: float | None = None) -> list[str]:
-        """What is wrong with the trust sources now, one line each (CA list not loaded or past its
-        ``exp``, CRLs unavailable, not verifying or past ``nextUpdate``); empty when all is well."""
-        now = time.time() if now is None else now
-        out = self.trust.problems(now)
-        if self.config.ca_list and self.trust.ca_list is None and self.trust.ca_list_error is None:
-            out.insert(0, f"CA list {self.config.ca_list} not loaded yet")
-        return out
+        """What is wrong with the trust sources now, one line each (CA list that could not be
+        loaded or is past its ``exp``, CRLs unavailable or past ``nextUpdate``); empty when all is
+        well (a source not tried yet is no problem: the first verification or :meth:`maintain` loads it)."""
+        return self.trust.problems(time.time() if now is None else now)
 
     async def areload_trust(self) -> dict[str, Any]:
         """Read every trust source again (SIGHUP, docs/requirements.md VS-10): trust anchor files,
@@ -357,12 +354,15 @@ class CredentialSource:
         now = time.time()
         cfg = self.config
         try:
+            check_files(cfg)  # names the option and the file of a bad one
             files = self.trust.read_files()
             crl_records = self.crls.read_sources(now)
             cal = None
             if cfg.ca_list:
                 get, get_chain = self._ca_list_io()
                 cal = await self.trust.read_ca_list(cfg.ca_list, get, get_chain, files[1], now=now)
+        except OptionError as exc:
+            raise TrustReloadError(f"{exc.option}: {exc.message}") from None
         except StirShakenError as exc:
             raise TrustReloadError(exc.description) from None
         except OSError as exc:
