@@ -277,3 +277,27 @@ def test_anchors_given_as_objects_survive_a_reload(tmp_path: Path) -> None:
     tm = TrustManager(anchors=[pki.root])
     tm.install_files(tm.read_files())
     assert tm.anchors == (pki.root,)
+
+
+def test_ca_list_past_its_exp_marks_the_chains_it_vouches_for(tmp_path: Path) -> None:
+    """A CA list that could not be reloaded before its exp stays in use, and says so."""
+    from stirshaken.core.errors import CertificateError
+    from stirshaken.vs.trust import CAList, CAListError, TrustManager
+
+    pki = make_pki(tmp_path / "pki")
+    tm = TrustManager()
+    exp = int(time.time()) - 60
+    tm.set_ca_list(CAList(version="1.0", sequence=7, exp=exp, anchors=(pki.root,), signer=pki.root))
+    tm.ca_list_source = "https://sti-pa.example/api/v1/ca-list"
+    tm._ca_list_failed(CAListError("Failed to dereference CA list URI: HTTP 503"))
+    cred = tm.validate([pki.sp, pki.inter])
+    when = dt.datetime.fromtimestamp(exp, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    assert cred.warnings == (f"the STI-PA CA list is past its exp ({when}Z) and could not be reloaded: "
+                             "Failed to dereference CA list URI: HTTP 503; its CAs are still trusted",)
+    assert tm.problems(time.time()) == [
+        "CA list https://sti-pa.example/api/v1/ca-list could not be loaded: Failed to dereference CA list URI: HTTP 503; "
+        "the previous list (sequence 7) stays in use",
+        f"CA list https://sti-pa.example/api/v1/ca-list is past its exp ({when}Z)",
+    ]
+    with pytest.raises(CertificateError):
+        tm.validate([])
