@@ -215,9 +215,7 @@ class Worker:
                         extra={"error": exc.description})
             return False
         self.metrics.inc("stirshaken_trust_reloads_total", (("result", "ok"),))
-        log.info("trust reloaded", extra=summary)
-        if self.health is not None:
-            await self.health.check()
+        log.info("trust reloaded", extra=summary)  # /healthz follows at its next check
         return True
 
     async def start(self) -> None:
