@@ -251,3 +251,23 @@ def test_inventory_config_error_is_one_plain_line(tmp_path):
     assert p.stderr.strip().splitlines() == [f"error: {cfg}: [inventory].database: must be a string, got 5"]
     p = run("tn", "lookup", "12155551212", "--config", tmp_path / "missing.toml", ok=False)
     assert p.stderr.strip() == f"error: cannot read {tmp_path / 'missing.toml'}: No such file or directory"
+
+
+def test_verify_says_when_revocation_is_not_established(cli_chain):
+    """Both certificates name a CRL distribution point; with --cert nothing is fetched, so their
+    revocation status is unknown: a warning check (soft, exit 0) or 437 with --crl-policy hard."""
+    d = cli_chain
+    identity = run("sign", "--key", d / "sp.key", "--x5u", X5U, "--attest", "A", "--orig", "12155551212",
+                   "--dest", "12155551213").stdout.strip()
+    base = ("--cert", d / "sp-chain.pem", "--trust-anchor", d / "root.pem", "--orig", "12155551212", "--dest", "12155551213")
+    why = f"its CRL {CRL_URL} is not configured and distribution points are not fetched"
+    doc = json.loads(run("verify", identity, *base, "--json").stdout)
+    assert doc["verstat"] == "TN-Validation-Passed"
+    warnings = [c["detail"] for c in doc["passports"][0]["checks"] if c["check"] == "warning"]
+    assert warnings == [f"revocation status of CN=SHAKEN 1234 unknown: {why}", f"revocation status of CN=SHAKEN Intermediate CA unknown: {why}"], warnings
+    text = run("verify", identity, *base).stdout
+    assert f"warning: revocation status of CN=SHAKEN 1234 unknown: {why}" in " ".join(text.split())
+    p = run("verify", identity, *base, "--crl-policy", "hard", ok=False)
+    assert p.returncode == 1 and "437" in p.stdout and "revocation status cannot be established (crl_policy hard)" in p.stdout
+    p = run("verify", identity, *base, "--crl-policy", "bogus", ok=False)
+    assert p.returncode == 2 and "--crl-policy: must be 'soft' or 'hard', got 'bogus'" in p.stderr and "Traceback" not in p.stderr

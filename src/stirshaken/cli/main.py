@@ -490,6 +490,8 @@ def _print_result(result: Any, json_out: bool, skipped: list[str] | None = None)
     else:
         out.print(f"{result.sip_code} {result.reason}: {result.description}", highlight=False, soft_wrap=True)
         out.print(f"verstat: {result.verstat}", highlight=False)
+    for w in result.warnings:  # a trust problem the result relied on (docs/requirements.md VS-10)
+        out.print(f"warning: {w}", highlight=False, soft_wrap=True)
     for s in skipped or []:
         out.print(f"not checked: {s}", highlight=False, soft_wrap=True)
 
@@ -510,6 +512,7 @@ def verify(
     allow_http_x5u: Optional[bool] = opts.ALLOW_HTTP_X5U,
     allow_private_x5u: Optional[bool] = opts.ALLOW_PRIVATE_X5U,
     x5u_ca_bundle: Optional[Path] = opts.X5U_CA_BUNDLE,
+    crl_policy: Optional[str] = opts.CRL_POLICY,
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
     """Verify a call: exit 0 only when verification passes, else print the SIP code and reason
@@ -523,7 +526,8 @@ def verify(
     value = _identity_arg(identity)
     cfg = opts.verifier_config(trust_anchor=trust_anchor, crl_files=crl_files, crl_signer=crl_signer, ca_list=ca_list,
                                ca_list_trust=ca_list_trust, max_age=max_age, allow_http_x5u=allow_http_x5u,
-                               allow_private_x5u=allow_private_x5u, x5u_ca_bundle=x5u_ca_bundle, offline=cert is not None)
+                               allow_private_x5u=allow_private_x5u, x5u_ca_bundle=x5u_ca_bundle, crl_policy=crl_policy,
+                               offline=cert is not None)
     try:
         verifier = Verifier(cfg)
     except StirShakenError as exc:

@@ -14,6 +14,7 @@ from rich.console import Console
 FLAGS = {
     "trust_anchors": "--trust-anchor", "crls": "--crl", "crl_signers": "--crl-signer", "ca_list": "--ca-list",
     "ca_list_trust": "--ca-list-trust", "max_age": "--max-age", "x5u_ca_bundle": "--x5u-ca-bundle",
+    "crl_policy": "--crl-policy",
 }
 
 _err = Console(stderr=True)
@@ -43,6 +44,7 @@ def verifier_config(
     allow_http_x5u: Optional[bool] = None,
     allow_private_x5u: Optional[bool] = None,
     x5u_ca_bundle: Optional[Path] = None,
+    crl_policy: Optional[str] = None,
     offline: bool = False,
 ) -> Any:
     """The :class:`VerifierConfig` of the given flags; options not given (None) keep the model's
@@ -64,7 +66,8 @@ def verifier_config(
             ca_list_trust=[str(p) for p in ca_list_trust or ()],
             x5u_ca_bundle=str(x5u_ca_bundle) if x5u_ca_bundle else None,
             fetch_crl_distribution_points=not offline,
-            **{k: v for k, v in (("max_age", max_age), ("allow_http_x5u", allow_http_x5u), ("allow_private_x5u", allow_private_x5u)) if v is not None},
+            **{k: v for k, v in (("max_age", max_age), ("allow_http_x5u", allow_http_x5u), ("allow_private_x5u", allow_private_x5u),
+                                 ("crl_policy", crl_policy)) if v is not None},
         )
         check_files(cfg)
     except ValidationError as exc:
@@ -86,3 +89,5 @@ MAX_AGE = typer.Option(None, "--max-age", help="Freshness window for iat/Date in
 ALLOW_HTTP_X5U = typer.Option(None, "--allow-http-x5u/--no-allow-http-x5u", help="Allow fetching x5u over plain http (default: as \\[verification]).")
 ALLOW_PRIVATE_X5U = typer.Option(None, "--allow-private-x5u/--no-allow-private-x5u", help="Allow x5u on private/loopback addresses and any port (lab only; default: as \\[verification]).")
 X5U_CA_BUNDLE = typer.Option(None, "--x5u-ca-bundle", help="Extra CA bundle for https x5u.")
+CRL_POLICY = typer.Option(None, "--crl-policy", help="soft: a certificate whose revocation status cannot be established verifies with a warning; "
+                          "hard: it fails with 437 (default: as \\[verification].crl_policy, soft).")

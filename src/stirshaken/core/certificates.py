@@ -675,6 +675,10 @@ class ValidatedCredential:
     #: a delegate certificate (RFC 9060): TN / range entries and no SPC; the verifier checks the
     #: orig TN against them on every call (core.verification.check_authority)
     delegate: bool = False
+    #: the certificates of ``chain`` (anchor excluded) that no CRL of the trust store covers: their
+    #: revocation status is not established (the caller decides whether that matters,
+    #: stirshaken.vs.trust; docs/requirements.md VS-10)
+    unchecked: tuple[x509.Certificate, ...] = ()
 
     @property
     def spc(self) -> str | None:
@@ -788,7 +792,7 @@ class TrustStore:
         except xv.VerificationError:
             raise UntrustedCertificateError(f"Failed to authenticate CA: {self._path_fault(leaf, intermediates, at)}") from None
         chain = tuple(verified.chain)
-        self._check_revocation(chain, at)
+        unchecked = self._check_revocation(chain)
         tn = from_certificate(leaf)  # raises TNAuthListError when malformed
         if tn is None:
             raise TNAuthListError("certificate has no TNAuthList extension")
@@ -800,6 +804,7 @@ class TrustStore:
             tnauthlist=tnal,
             not_after=min(c.not_valid_after_utc for c in chain),
             delegate=tnal.spc is None,
+            unchecked=unchecked,
         )
 
     def _path_fault(self, leaf: x509.Certificate, intermediates: Sequence[x509.Certificate], at: dt.datetime) -> str:
@@ -838,24 +843,37 @@ class TrustStore:
             current = parent
         return f"no path from {_dn(leaf)} to a trust anchor (the chain loops)"
 
-    def _check_revocation(self, chain: Sequence[x509.Certificate], at: dt.datetime) -> None:
-        if not self.crls:
-            return
+    def _check_revocation(self, chain: Sequence[x509.Certificate]) -> tuple[x509.Certificate, ...]:
+        """Raise :class:`UntrustedCertificateError` (437) when a CRL that covers a certificate of
+        the validated ``chain`` (anchor excluded) lists its serial (RFC 5280 §6.3, ATIS-1000080
+        §6.3.3); return the certificates no CRL covers (revocation status not established)."""
+        unchecked = []
         for i, cert in enumerate(chain[:-1]):
             issuer = chain[i + 1]
+            covered = False
             for crl in self.crls:
-                if not self._crl_applies(crl, cert, issuer):
+                if not self.crl_covers(crl, cert, issuer):
                     continue
+                covered = True
                 if crl.get_revoked_certificate_by_serial_number(cert.serial_number) is not None:
                     raise UntrustedCertificateError(
-                        f"certificate serial {cert.serial_number:x} is revoked by CRL of {crl.issuer.rfc4514_string()}"
+                        f"certificate {_dn(cert)} (serial {cert.serial_number:x}) is revoked by the CRL of {_dn_name(crl.issuer)}"
                     )
+            if not covered:
+                unchecked.append(cert)
+        return tuple(unchecked)
 
-    def _crl_applies(self, crl: x509.CertificateRevocationList, cert: x509.Certificate, issuer: x509.Certificate) -> bool:
-        """A CRL counts for ``cert`` when its issuer is the cert's issuer (signature checked) or a
-        configured CRL signer named as cRLIssuer (the STI-PA's indirect SHAKEN CRL, CM-12)."""
-        if crl.issuer == cert.issuer and crl.is_signature_valid(issuer.public_key()):  # type: ignore[arg-type]
-            return True
+    def crl_covers(self, crl: x509.CertificateRevocationList, cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+        """Whether ``crl`` speaks for ``cert`` (issued by ``issuer``): its issuer is the
+        certificate's issuer and the signature verifies with the issuer's key, or its issuer is a
+        configured CRL signer (or an anchor) whose key verifies it: the STI-PA's indirect SHAKEN
+        CRL (ATIS-1000080 §6.3.3, docs/requirements.md CM-12).  A CRL whose signature verifies
+        with none of them covers nothing."""
+        try:
+            if crl.issuer == cert.issuer and crl.is_signature_valid(issuer.public_key()):  # type: ignore[arg-type]
+                return True
+        except TypeError:
+            pass
         for signer in self.crl_signers + self.anchors:
             if crl.issuer == signer.subject:
                 try:

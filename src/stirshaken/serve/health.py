@@ -1,8 +1,9 @@
 """What ``GET /healthz`` reports: ``ok``, or ``degraded`` with the reasons.
 
 A worker runs :meth:`Health.run` in the background: every ``interval`` seconds it pings the
-verification Redis (``[verification] redis``, when configured) and reads the expiry of the known
-signing certificates (ACME-managed signers, :meth:`SigningService.certificate_expiry`).  The
+verification Redis (``[verification] redis``, when configured), reads the expiry of the known
+signing certificates (ACME-managed signers, :meth:`SigningService.certificate_expiry`) and asks
+the verifier about its trust sources (CRLs, CA list: ``trust_problems``, docs/requirements.md VS-10).  The
 result is kept, so ``/healthz`` answers from memory; each change of state is logged once
 (``WARNING`` on becoming degraded or on new reasons, ``INFO`` on recovery).
 """
@@ -27,13 +28,15 @@ class Health:
 
     ``redis_url``: the Redis to ping (``None``: none configured); ``certificate_expiry``: returns
     ``{tenant: notAfter (Unix seconds)}``; ``interval``: seconds between checks; ``timeout``:
-    seconds a Redis ping may take before Redis counts as unreachable.
+    seconds a Redis ping may take before Redis counts as unreachable; ``trust_problems``: returns
+    the verifier's trust problems, one line each (:meth:`CredentialSource.trust_problems`).
     """
 
     def __init__(self, *, redis_url: str | None = None, certificate_expiry: Callable[[], dict[str, float]] | None = None,
-                 interval: float = 2.0, timeout: float = 1.0):
+                 interval: float = 2.0, timeout: float = 1.0, trust_problems: Callable[[], list[str]] | None = None):
         self.redis_url = redis_url
         self.certificate_expiry = certificate_expiry
+        self.trust_problems = trust_problems
         self.interval = interval
         self.timeout = timeout
         self.reasons: list[str] = []
@@ -76,6 +79,11 @@ class Health:
     async def check(self) -> list[str]:
         """Run every check once, keep and return the reasons; logs a change of state."""
         reasons = self._certificate_reasons(time.time())
+        if self.trust_problems is not None:
+            try:
+                reasons.extend(self.trust_problems())
+            except Exception as exc:  # noqa: BLE001 - health must answer whatever happens
+                reasons.append(f"trust state unknown: {type(exc).__name__}")
         r = await self._redis_reason()
         if r:
             reasons.insert(0, r)

@@ -48,6 +48,7 @@ _HELP: dict[str, tuple[str, str]] = {
     "stirshaken_sip_parse_errors_total": ("counter", "SIP datagrams or stream messages that failed to parse"),
     "stirshaken_request_errors_total": ("counter", "ATIS-1000082 request errors by messageId"),
     "stirshaken_signer_reloads_total": ("counter", "Reloads of the signing keys and x5u (SIGHUP, certificate renewal) by result"),
+    "stirshaken_trust_reloads_total": ("counter", "Reloads of the verifier's trust anchors, CRL signers, CRL files and CA list (SIGHUP) by result"),
     "stirshaken_latency_seconds": ("histogram", "Processing time by operation"),
 }
 

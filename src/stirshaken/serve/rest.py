@@ -364,9 +364,10 @@ class RestAPI:
         except Exception:  # noqa: BLE001
             log.exception("verification failed internally", extra={"request_id": rid})
             return self._error("POL5000", rid, VERIFICATION_PATH)
-        return self._verified(rid, t0, result.verstat, result.sip_code, result.description, result.attest)
+        return self._verified(rid, t0, result.verstat, result.sip_code, result.description, result.attest, result.warnings)
 
-    def _verified(self, rid: str, t0: float, verstat: str, code: int | None, desc: str | None, attest: str | None) -> Reply:
+    def _verified(self, rid: str, t0: float, verstat: str, code: int | None, desc: str | None, attest: str | None,
+                  warnings: tuple[str, ...] = ()) -> Reply:
         out: dict[str, Any] = {"verstat": verstat}
         if code is not None:
             out["reasoncode"] = code
@@ -377,7 +378,10 @@ class RestAPI:
         m.inc("stirshaken_http_requests_total", _VERIFIED_200)
         m.observe("rest_verify", time.perf_counter() - t0)
         if self.access_log:
-            log.info("verification", extra={"request_id": rid, "verstat": verstat, "reasoncode": code, "attest": attest})
+            extra: dict[str, Any] = {"request_id": rid, "verstat": verstat, "reasoncode": code, "attest": attest}
+            if warnings:  # trust problems the result relied on (docs/requirements.md VS-10)
+                extra["warnings"] = list(warnings)
+            log.info("verification", extra=extra)
         return 200, orjson.dumps({"verificationResponse": out}), (_JSON_CT, ("X-RequestID", rid))
 
 

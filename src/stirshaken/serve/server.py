@@ -18,7 +18,9 @@
 * SIGHUP reloads the signing keys: every worker reads its key files (and, for ``[...acme]``
   signers, the key and x5u of the current certificate) again and switches between two requests;
   with several workers the parent forwards SIGHUP to each worker.  A reload that fails keeps the
-  current keys.
+  current keys.  The same SIGHUP makes each worker's verifier read its trust sources again (trust
+  anchors, CA-list roots, CRL signers, CRL files, the CA list; all or nothing, one log line:
+  :meth:`stirshaken.vs.credentials.CredentialSource.areload_trust`).
 * ACME (``[signing.acme]``, ``[signing.tenant.acme]``): before serving, :func:`run` makes sure
   each such signer has a valid certificate (:func:`stirshaken.pki.acme_client.ensure_certificate`), or exits
   with status 2 and one line on stderr.  Then renewal runs beside the workers: with one worker as
@@ -201,6 +203,28 @@ class Worker:
         log.info("signing keys reloaded", extra={"why": why, "changed": changed, "x5u": x5u})
         return True
 
+    def on_sighup(self) -> None:
+        """SIGHUP: the signing keys (:meth:`reload`) and, in the background, the verifier's trust."""
+        self.reload()
+        if self.verifier is not None:
+            asyncio.ensure_future(self.reload_trust())
+
+    async def reload_trust(self) -> bool:
+        """Read the verifier's trust sources again; one log line either way; False if it failed
+        (the previous trust stays in use)."""
+        from stirshaken.vs.credentials import TrustReloadError
+
+        try:
+            summary = await self.verifier.areload_trust()
+        except TrustReloadError as exc:
+            self.metrics.inc("stirshaken_trust_reloads_total", (("result", "failed"),))
+            log.warning("trust reload failed; keeping the current trust anchors, CRL signers, CRLs and CA list",
+                        extra={"error": exc.description})
+            return False
+        self.metrics.inc("stirshaken_trust_reloads_total", (("result", "ok"),))
+        log.info("trust reloaded", extra=summary)  # /healthz follows at its next check
+        return True
+
     async def start(self) -> None:
         from stirshaken.serve.metrics import Metrics
         from stirshaken.serve.limits import ConnectionGuard, ConnectionLimits
@@ -237,8 +261,14 @@ class Worker:
             call_info = CallInfo
         from stirshaken.serve.health import Health
 
+        verifier = self.verifier
+
+        def trust_problems() -> list[str]:  # and start what is due: an idle node's trust stays current
+            verifier.maintain()
+            return verifier.trust_problems()  # type: ignore[no-any-return]
+
         self.health = Health(redis_url=cfg.verification.redis if cfg.verification.enabled else None,
-                             certificate_expiry=expiry)
+                             certificate_expiry=expiry, trust_problems=trust_problems if verifier is not None else None)
         await self.health.check()
         self._health_task = asyncio.ensure_future(self.health.run())
         reuse = s.workers > 1
@@ -325,7 +355,7 @@ async def _worker_main(cfg: Config, index: int, udp: dict[str, socket.socket], m
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     w = Worker(cfg, index, udp, metrics_dir)
-    loop.add_signal_handler(signal.SIGHUP, w.reload)
+    loop.add_signal_handler(signal.SIGHUP, w.on_sighup)
     try:
         await w.start()
     except ConfigError as exc:

@@ -490,6 +490,9 @@ class SipService:
         reason_hdr = [("Reason", result.reason_header)] if result.reason_header else []
         if code is not None and (result.description or result.reason):  # the specific cause, not only the code's phrase
             reason_hdr.append((REASON_HEADER, header_text(result.description or result.reason or "")))
+        warnings = result.warnings
+        if warnings:  # a trust problem the result relied on (CRL, CA list; docs/requirements.md VS-10)
+            reason_hdr.append((WARNING_HEADER, header_text("; ".join(warnings), 300)))
         dno = self.dno_check(call) if self.dno_check is not None else None
         if dno is not None:  # Do-Not-Originate caller ID: rejected (FCC: 603/607/608) or marked
             if dno[0]:
@@ -521,6 +524,9 @@ _DNO_REASONS = {603: "Decline", 607: "Unwanted", 608: "Rejected"}
 #: extension header carrying the specific verification failure (e.g. "'orig' claim ... doesn't match")
 #: next to the RFC 9410 Reason, whose text is the generic phrase of the code (RFC 8224 §6.2.2)
 REASON_HEADER = "X-Verification-Reason"
+#: extension header carrying the trust problems a verification relied on (a CRL unavailable or past
+#: its nextUpdate, a revocation status unknown: VerificationResult.warnings)
+WARNING_HEADER = "X-Verification-Warning"
 _HEADER_UNSAFE = re.compile(r"[\x00-\x1f\x7f]+")
 
 

@@ -159,6 +159,13 @@ class VerifierConfig(BaseModel):
     trust anchors; ``ca_list`` the STI-PA signed trusted-CA list (file or URL) whose signer must
     chain to ``ca_list_trust``; ``ca_list_refresh`` reload interval in seconds (also reloaded at
     the list's ``exp``; a failed reload keeps the previous list).
+    Revocation (ATIS-1000080 §6.3.3, docs/requirements.md VS-10): CRLs are fetched under their own
+    rules, http allowed (a CRL is signed) but the x5u address rules kept (:meth:`crl_fetch_policy`);
+    ``crl_refresh`` (s) how often CRL files and URLs are read again at most (sooner at their
+    ``nextUpdate``); ``crl_unused_ttl`` (s) after which a distribution-point CRL no validated chain
+    used is forgotten; ``crl_policy`` ``soft`` (a certificate whose revocation status cannot be
+    established verifies, with a ``warning`` check naming the reason) or ``hard`` (437).
+    ``max_fetches_per_request``: outbound fetches (x5u and CRL) one verification may start.
     Freshness (RFC 8224 §6.2 step 4): ``max_age``, ``future_skew`` (s), ``require_date``.
     x5u dereferencing (ATIS-1000074 §5.3.1): ``allow_http_x5u``, ``allow_private_x5u``,
     ``x5u_ca_bundle``, ``connect_timeout`` / ``fetch_timeout`` (s; ``x5u_timeout`` is accepted
@@ -193,6 +200,10 @@ class VerifierConfig(BaseModel):
     cache_max_ttl: Annotated[int, Field(ge=0, le=365 * 86400)] = 86400
     negative_ttl: Annotated[int, Field(ge=0, le=86400)] = 30
     fetch_crl_distribution_points: bool = True
+    crl_policy: Literal["soft", "hard"] = "soft"
+    crl_refresh: Seconds = 3600.0
+    crl_unused_ttl: Seconds = 86400.0
+    max_fetches_per_request: Annotated[int, Field(ge=1, le=1000)] = 4
     redis: Annotated[str | None, BeforeValidator(_none_if_empty), AfterValidator(_redis)] = None
     replay_detection: bool = False
     replay_entries: Annotated[int, Field(ge=1024, le=1 << 26)] = 1 << 20
@@ -238,6 +249,14 @@ class VerifierConfig(BaseModel):
             fetch_timeout=self.fetch_timeout,
             max_bytes=self.max_response_bytes,
         )
+
+    def crl_fetch_policy(self) -> X5UPolicy:
+        """What a CRL fetch may do: as :meth:`x5u_policy`, but plain http is always allowed (the
+        CRL is signed, RFC 5280 §5; CRL distribution points are usually http) while the SSRF
+        address and port rules stay (``allow_private_x5u`` lifts them for CRLs as for x5u)."""
+        import dataclasses
+
+        return dataclasses.replace(self.x5u_policy(), allow_http=True)
 
 
 # --- files -----------------------------------------------------------------------------------------

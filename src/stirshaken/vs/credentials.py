@@ -18,7 +18,12 @@ this x5u":
   (:mod:`stirshaken.vs.cache`; errors for ``negative_ttl`` seconds);
 * the CA list is loaded at the first verification and refreshed at its ``exp`` or every
   ``ca_list_refresh`` seconds, CRLs at their refresh times, in the background (ATIS-1000080 §5.3,
-  ATIS-1001006).
+  ATIS-1001006);
+* CRL distribution points are fetched only for chains that validated, and one verification
+  starts at most ``max_fetches_per_request`` outbound fetches (:class:`FetchBudget`; x5u and CRLs,
+  docs/requirements.md VS-10);
+* :meth:`~CredentialSource.areload_trust` reads every trust source again (SIGHUP), all or
+  nothing; :meth:`~CredentialSource.trust_problems` says what is wrong with them now.
 """
 
 from __future__ import annotations
@@ -33,9 +38,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from stirshaken.core.certificates import ValidatedCredential, load_certificates
-from stirshaken.core.errors import StirShakenError, UntrustedCertificateError
+from stirshaken.core.errors import FetchError, StirShakenError, UntrustedCertificateError
 from stirshaken.vs.cache import CacheEntry, LRUCache, RedisBackend, SingleFlight, slim_credential, ttl_from_headers
-from stirshaken.vs.config import VerifierConfig, is_url
+from stirshaken.vs.config import OptionError, VerifierConfig, check_files, is_url
 from stirshaken.vs.crl import CRLStore
 from stirshaken.vs.trust import TrustManager
 from stirshaken.vs.x5u import Fetcher
@@ -43,6 +48,33 @@ from stirshaken.vs.x5u import Fetcher
 #: Retry interval after the CA list could not be loaded (seconds).
 CA_LIST_RETRY = 60.0
 _INF = float("inf")
+
+
+class FetchLimitError(FetchError):
+    """An x5u not fetched because the request already started ``max_fetches_per_request``
+    fetches (436, docs/requirements.md VS-10); never cached."""
+
+
+class TrustReloadError(StirShakenError):
+    """A trust source could not be read again (:meth:`CredentialSource.areload_trust`); the
+    previous trust stays in use."""
+
+
+class FetchBudget:
+    """The outbound fetches (x5u and CRL) one verification may still start: ``limit`` is
+    ``max_fetches_per_request`` (docs/requirements.md VS-10)."""
+
+    __slots__ = ("left", "limit")
+
+    def __init__(self, limit: int):
+        self.left = self.limit = limit
+
+    def take(self) -> bool:
+        """Use one fetch; False when none is left."""
+        if self.left <= 0:
+            return False
+        self.left -= 1
+        return True
 
 
 class _IOThread:
@@ -84,9 +116,10 @@ class CredentialSource:
     def __init__(self, config: VerifierConfig, *, static_chains: dict[str, list[x509.Certificate]] | None = None):
         self.config = config
         self.x5u_policy = config.x5u_policy()
-        self.crls = CRLStore(config.crls, fetch_distribution_points=config.fetch_crl_distribution_points)
+        self.crls = CRLStore(config.crls, fetch_distribution_points=config.fetch_crl_distribution_points,
+                             refresh=config.crl_refresh, unused_ttl=config.crl_unused_ttl)
         self.trust = TrustManager(config.trust_anchors, crls=self.crls, ca_list_roots=config.ca_list_trust,
-                                  crl_signers=config.crl_signers)
+                                  crl_signers=config.crl_signers, crl_policy=config.crl_policy)
         self.cache: LRUCache[str, CacheEntry] = LRUCache(config.cache_entries)
         self._static: dict[str, list[x509.Certificate]] = {}
         self._static_entries: dict[str, CacheEntry] = {}
@@ -106,12 +139,15 @@ class CredentialSource:
             "revalidations": 0,
             "crl_fetches": 0,
             "crl_fetch_failures": 0,
+            "fetch_limit_hits": 0,
             "replays": 0,
             "internal_errors": 0,
         }
         self._io: _IOThread | None = None
         self._io_lock = threading.Lock()
         self._fetcher: Fetcher | None = None
+        self._crl_fetcher: Fetcher | None = None
+        self._setting_up = False
         self._redis: RedisBackend | None = None
         self._flight: SingleFlight[str, ValidatedCredential | StirShakenError] = SingleFlight()
         self._ca_list_next_try = 0.0
@@ -156,8 +192,9 @@ class CredentialSource:
     # --- credentials: the synchronous cache path --------------------------------------------
 
     def _lookup(self, url: str, now: float, counts: dict[str, int] | None) -> ValidatedCredential | StirShakenError | None:
-        """A credential from static chains or the memory cache; None when I/O is needed.
-        Hits and misses are counted in ``counts`` (the stats, or None)."""
+        """A credential from static chains or the memory cache; None when I/O is needed (a fetch,
+        or the CRL distribution points of a chain that validated).  Hits and misses are counted in
+        ``counts`` (the stats, or None)."""
         count = counts is not None
         if self._static_errors:
             err = self._static_errors.get(url)
@@ -170,9 +207,8 @@ class CredentialSource:
                 if count:
                     counts["static_hits"] = counts.get("static_hits", 0) + 1  # type: ignore[index]
                 return entry.credential or entry.error
-            if self.crls.missing_for(certs):
-                return None
-            return self._validate_static(url, certs, now)
+            res, pending = self._validate_static(url, certs, now)
+            return None if pending else res
         entry = self.cache.get(url, now)
         if entry is None:
             if count:
@@ -183,46 +219,57 @@ class CredentialSource:
                 counts["negative_hits"] = counts.get("negative_hits", 0) + 1  # type: ignore[index]
             return entry.error
         if entry.generation != self.trust.generation or now >= entry.validated_until:
-            certs = entry.certs
-            if self.crls.missing_for(certs):
+            if self._revalidate(entry, entry.certs, now):
                 return None
-            self._revalidate(entry, certs, now)
         if count:
             counts["cache_hits"] = counts.get("cache_hits", 0) + 1  # type: ignore[index]
         return entry.credential or entry.error  # type: ignore[return-value]
 
-    def _validate(self, certs: Sequence[x509.Certificate], now: float) -> tuple[ValidatedCredential | StirShakenError, float]:
+    def _validate(self, certs: Sequence[x509.Certificate], now: float) -> tuple[ValidatedCredential | StirShakenError, float, list[str]]:
+        """Validate ``certs`` at ``now``: (credential or error, validated until, distribution points
+        of the validated chain still to fetch).  With such points the credential is provisional
+        (validated until ``now``): the caller fetches them and validates again."""
         try:
             cred = self.trust.validate(certs, at=now)
         except StirShakenError as err:
-            return err, now + self.config.negative_ttl
+            return err, now + self.config.negative_ttl, []
         except Exception as exc:  # defensive: a malformed certificate must not escape
-            return UntrustedCertificateError(f"certificate cannot be validated: {type(exc).__name__}: {str(exc)[:120]}"), now + self.config.negative_ttl
-        # validate again when a CRL turns stale (its warning must then show in the results)
-        return cred, min(cred.not_after.timestamp(), self.crls.fresh_until(now))
+            return UntrustedCertificateError(f"certificate cannot be validated: {type(exc).__name__}: {str(exc)[:120]}"), now + self.config.negative_ttl, []
+        pending = self.crls.missing_for(cred.chain)
+        if pending:
+            return cred, now, pending
+        # validate again when a CRL or the CA list turns stale (its warning must then show in the
+        # results), and at half the unused-CRL lifetime (keeps its distribution points in use)
+        until = min(cred.not_after.timestamp(), self.crls.fresh_until(now), now + self.config.crl_unused_ttl / 2)
+        cal = self.trust.ca_list
+        if cal is not None and cal.exp is not None and cal.exp > now:
+            until = min(until, float(cal.exp))
+        return cred, until, []
 
-    def _validate_static(self, url: str, certs: list[x509.Certificate], now: float) -> ValidatedCredential | StirShakenError:
+    def _validate_static(self, url: str, certs: list[x509.Certificate], now: float) -> tuple[ValidatedCredential | StirShakenError, list[str]]:
         gen = self.trust.generation
-        res, until = self._validate(certs, now)
+        res, until, pending = self._validate(certs, now)
         entry = CacheEntry(url=url, expires=float("inf"), der=CacheEntry.der_of(certs), generation=gen, validated_until=until)
         if isinstance(res, StirShakenError):
             entry.error = res
         else:
             entry.credential = res
         self._static_entries[url] = entry
-        return res
+        return res, pending
 
-    def _revalidate(self, entry: CacheEntry, certs: list[x509.Certificate], now: float) -> None:
-        """Validate ``entry`` again from ``certs`` (its :attr:`~CacheEntry.certs`, parsed once by the caller)."""
+    def _revalidate(self, entry: CacheEntry, certs: list[x509.Certificate], now: float) -> list[str]:
+        """Validate ``entry`` again from ``certs`` (its :attr:`~CacheEntry.certs`, parsed once by
+        the caller); returns the distribution points still to fetch (see :meth:`_validate`)."""
         self.stats["revalidations"] += 1
         gen = self.trust.generation
-        res, until = self._validate(certs, now)
+        res, until, pending = self._validate(certs, now)
         if isinstance(res, StirShakenError):
             entry.credential, entry.error = None, res
         else:
             entry.credential, entry.error = slim_credential(res), None
         entry.generation = gen
         entry.validated_until = until
+        return pending
 
     def _needs_setup(self, now: float) -> bool:
         """Blocking I/O before this verification: first load of the CA list, configured CRL URLs
@@ -269,10 +316,69 @@ class CredentialSource:
         if never:
             await self._refresh_crls(never)
 
-    async def _load_ca_list(self, now: float) -> None:
-        """(Re)load the CA list; on failure keep the previous one and retry in CA_LIST_RETRY."""
+    def maintain(self, now: float | None = None) -> None:
+        """Start in the background what is due: the first load of the CA list and the configured
+        CRLs, refreshes, forgetting unused distribution points.  Verifications do this as they
+        come; a server calls it periodically so an idle node's trust (and ``/healthz``) stays
+        current.  Never blocks."""
+        now = time.time() if now is None else now
+        if self._needs_setup(now):
+            if not self._setting_up:
+                self._setting_up = True
+
+                async def run() -> None:
+                    try:
+                        await self._setup(time.time())
+                    finally:
+                        self._setting_up = False
+
+                self._ensure_io().submit(run())
+        else:
+            self._schedule_due_refreshes(now)
+
+    def trust_problems(self, now: float | None = None) -> list[str]:
+        """What is wrong with the trust sources now, one line each (CA list that could not be
+        loaded or is past its ``exp``, CRLs unavailable or past ``nextUpdate``); empty when all is
+        well (a source not tried yet is no problem: the first verification or :meth:`maintain` loads it)."""
+        return self.trust.problems(time.time() if now is None else now)
+
+    async def areload_trust(self) -> dict[str, Any]:
+        """Read every trust source again (SIGHUP, docs/requirements.md VS-10): trust anchor files,
+        CA-list roots, CRL signers, CRL files and the CA list, all or nothing; then the configured
+        CRL URLs are fetched again (a failure there keeps that CRL's previous copy).  Raises
+        :class:`TrustReloadError` naming what failed, the previous trust staying in use; returns
+        a summary (anchors, CRLs, CA list sequence, problems)."""
+        return await asyncio.wrap_future(self._ensure_io().submit(self._reload_trust()))
+
+    async def _reload_trust(self) -> dict[str, Any]:
+        now = time.time()
         cfg = self.config
-        assert cfg.ca_list is not None
+        try:
+            check_files(cfg)  # names the option and the file of a bad one
+            files = self.trust.read_files()
+            crl_records = self.crls.read_sources(now)
+            cal = None
+            if cfg.ca_list:
+                get, get_chain = self._ca_list_io()
+                cal = await self.trust.read_ca_list(cfg.ca_list, get, get_chain, files[1], now=now)
+        except OptionError as exc:
+            raise TrustReloadError(f"{exc.option}: {exc.message}") from None
+        except StirShakenError as exc:
+            raise TrustReloadError(exc.description) from None
+        except OSError as exc:
+            raise TrustReloadError(f"{getattr(exc, 'filename', None) or 'a trust file'}: {exc.strerror or exc}") from None
+        self.trust.install_files(files)
+        self.crls.install(crl_records)
+        if cal is not None:
+            self.trust.set_ca_list(cal)
+            self._ca_list_refresh_at = min(now + max(cfg.ca_list_refresh, 1.0), float(cal.exp) if cal.exp is not None else _INF)
+        urls = [s for s in self.crls.sources if is_url(s)]
+        if urls:
+            await self._refresh_crls(urls)
+        return {"trust_anchors": len(self.trust.anchors), "crls": len(self.crls.crls),
+                "ca_list_sequence": cal.sequence if cal is not None else None, "problems": self.trust_problems(now)}
+
+    def _ca_list_io(self) -> tuple[Any, Any]:
         fetcher = self._get_fetcher()
 
         async def get(url: str) -> bytes:
@@ -284,6 +390,13 @@ class CredentialSource:
                     return load_certificates(fh.read())
             return (await fetcher.fetch_chain(url))[0]
 
+        return get, get_chain
+
+    async def _load_ca_list(self, now: float) -> None:
+        """(Re)load the CA list; on failure keep the previous one and retry in CA_LIST_RETRY."""
+        cfg = self.config
+        assert cfg.ca_list is not None
+        get, get_chain = self._ca_list_io()
         try:
             cal = await self.trust.load_ca_list(cfg.ca_list, get, get_chain, now=now)
         except StirShakenError:
@@ -306,9 +419,14 @@ class CredentialSource:
 
         self._ensure_io().submit(run())
 
-    async def _refresh_crls(self, urls: Sequence[str]) -> None:
+    def _get_crl_fetcher(self) -> Fetcher:
+        if self._crl_fetcher is None:
+            self._crl_fetcher = Fetcher(self.config.crl_fetch_policy())
+        return self._crl_fetcher
+
+    async def _refresh_crls(self, urls: Sequence[str], *, discovered: bool = False) -> None:
         before_f, before_ff = self.crls.fetches, self.crls.fetch_failures
-        await self.crls.refresh(self._get_fetcher(), urls)
+        await self.crls.refresh(self._get_crl_fetcher(), urls, discovered=discovered)
         self.stats["crl_fetches"] += self.crls.fetches - before_f
         self.stats["crl_fetch_failures"] += self.crls.fetch_failures - before_ff
 
@@ -319,41 +437,62 @@ class CredentialSource:
 
         async def run() -> None:
             try:
-                await self._refresh_crls(self.crls.due(time.time()))
+                now = time.time()
+                self.crls.forget_unused(now)
+                await self._refresh_crls(self.crls.due(now))
             finally:
                 self._crl_refreshing = False
 
         self._ensure_io().submit(run())
 
-    async def _obtain(self, url: str, now: float) -> ValidatedCredential | StirShakenError:
-        """Cache miss: (static chain |) Redis | fetch, then CRL distribution points, then validation."""
+    async def _obtain(self, url: str, now: float, budget: FetchBudget | None = None) -> ValidatedCredential | StirShakenError:
+        """Cache miss: (static chain |) Redis | fetch, validation, then the CRL distribution points
+        of a chain that validated and validation again.  ``budget``: the request's fetches."""
         cached = self._lookup(url, now, None)
         if cached is not None:
             return cached
         certs = self._static.get(url)
         if certs is not None:
-            await self._fetch_dps(certs)
-            return self._validate_static(url, certs, now)
+            res, pending = self._validate_static(url, certs, now)
+            if pending:
+                await self._fetch_dps(pending, budget)
+                res, pending = self._validate_static(url, certs, now)
+            return self._pending_result(res, pending)
         entry = self.cache.get(url, now)
         if entry is None or not entry.der:
-            entry = await self._load_chain(url, now)
+            entry = await self._load_chain(url, now, budget)
             if entry.error is not None and not entry.der:
-                self.cache.put(url, entry)
+                if not isinstance(entry.error, FetchLimitError):
+                    self.cache.put(url, entry)
                 return entry.error
         certs = entry.certs
-        await self._fetch_dps(certs)
-        self._revalidate(entry, certs, now)
+        pending = self._revalidate(entry, certs, now)
+        if pending:
+            await self._fetch_dps(pending, budget)
+            pending = self._revalidate(entry, certs, now)
         if entry.error is not None:
             entry.expires = now + self.config.negative_ttl
         self.cache.put(url, entry)
-        return entry.credential or entry.error  # type: ignore[return-value]
+        return self._pending_result(entry.credential or entry.error, pending)  # type: ignore[arg-type]
 
-    async def _fetch_dps(self, certs: Sequence[x509.Certificate]) -> None:
-        missing = self.crls.missing_for(certs)
-        if missing:
-            await self._refresh_crls(missing)
+    def _pending_result(self, res: ValidatedCredential | StirShakenError, pending: list[str]) -> ValidatedCredential | StirShakenError:
+        """A credential whose distribution points could not be fetched within the request's
+        budget: its warning says so; with ``crl_policy = "hard"`` it is 437 (the cache keeps the
+        provisional credential, validated again by the next request)."""
+        if pending and self.config.crl_policy == "hard" and not isinstance(res, StirShakenError):
+            return UntrustedCertificateError(f"revocation status cannot be established (crl_policy hard): CRL {pending[0]} not fetched: "
+                                             f"the request reached max_fetches_per_request ({self.config.max_fetches_per_request})")
+        return res
 
-    async def _load_chain(self, url: str, now: float) -> CacheEntry:
+    async def _fetch_dps(self, urls: Sequence[str], budget: FetchBudget | None) -> None:
+        """Fetch the distribution points ``urls`` of a validated chain, as far as ``budget`` allows."""
+        allowed = [u for u in urls if budget is None or budget.take()]
+        if len(allowed) < len(urls):
+            self.stats["fetch_limit_hits"] += 1
+        if allowed:
+            await self._refresh_crls(allowed, discovered=True)
+
+    async def _load_chain(self, url: str, now: float, budget: FetchBudget | None = None) -> CacheEntry:
         cfg = self.config
         redis = self._get_redis()
         if redis is not None:
@@ -366,6 +505,10 @@ class CredentialSource:
                     return CacheEntry(url=url, expires=hit[1], der=CacheEntry.der_of(certs))
                 except StirShakenError:
                     pass
+        if budget is not None and not budget.take():
+            self.stats["fetch_limit_hits"] += 1
+            return CacheEntry(url=url, expires=now, error=FetchLimitError(
+                f"x5u not fetched: this request already started {budget.limit} fetches (max_fetches_per_request)"))
         self.stats["fetches"] += 1
         t0 = time.perf_counter()
         try:
@@ -387,4 +530,4 @@ class CredentialSource:
         return CacheEntry(url=url, expires=expires, der=CacheEntry.der_of(certs))
 
 
-__all__ = ["CA_LIST_RETRY", "CredentialSource"]
+__all__ = ["CA_LIST_RETRY", "CredentialSource", "FetchBudget", "FetchLimitError", "TrustReloadError"]

@@ -59,7 +59,7 @@ from stirshaken.core.verification import (
     prepare,
 )
 from stirshaken.vs.config import VerifierConfig
-from stirshaken.vs.credentials import CredentialSource
+from stirshaken.vs.credentials import CredentialSource, FetchBudget
 from stirshaken.vs.replay import ReplayTable, call_context, replay_error, replay_key
 
 _INF = float("inf")
@@ -441,7 +441,8 @@ class Verifier(CredentialSource):
             return None
         if kind == "obtain":
             urls, now = request[1], request[2]
-            got = await asyncio.gather(*(self._flight.run(u, lambda u=u: self._obtain(u, now)) for u in urls))
+            budget = FetchBudget(self.config.max_fetches_per_request)  # this request's outbound fetches
+            got = await asyncio.gather(*(self._flight.run(u, lambda u=u: self._obtain(u, now, budget)) for u in urls))
             return dict(zip(urls, got))
         if kind == "replay":  # -> per key the call context holding it in Redis, None: claimed now
             backend = self._get_redis()
@@ -451,9 +452,11 @@ class Verifier(CredentialSource):
         raise ValueError(f"unknown I/O request {kind!r}")
 
     async def _close_io(self) -> None:
-        if self._fetcher is not None:
-            await self._fetcher.close()
-            self._fetcher = None
+        for name in ("_fetcher", "_crl_fetcher"):
+            fetcher = getattr(self, name)
+            if fetcher is not None:
+                await fetcher.close()
+                setattr(self, name, None)
         if self._redis is not None:
             await self._redis.close()
             self._redis = None

@@ -94,10 +94,11 @@ def _address_allowed(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     )
 
 
-def check_url(url: str, policy: X5UPolicy = X5UPolicy()) -> SplitResult:
-    """Check an x5u URL against the dereferencing rules; returns the split URL.
+def check_url(url: str, policy: X5UPolicy = X5UPolicy(), *, what: str = "x5u") -> SplitResult:
+    """Check an x5u URL (or, with ``what``, a CRL or CA-list URL) against the dereferencing
+    rules; returns the split URL.
 
-    Raises :class:`FetchError` (436) naming the broken rule.
+    Raises :class:`FetchError` (436) naming the broken rule and ``what`` was fetched.
     """
     if not isinstance(url, str) or not url or len(url) > 2048:
         raise FetchError("Invalid 'info' URI: empty or longer than 2048 characters")
@@ -111,34 +112,34 @@ def check_url(url: str, policy: X5UPolicy = X5UPolicy()) -> SplitResult:
     scheme = parts.scheme.lower()
     if scheme == "http":
         if not policy.allow_http:
-            raise FetchError("x5u URL must use https (ATIS-1000074 §5.3.1); http refused")
+            raise FetchError(f"{what} URL must use https (ATIS-1000074 §5.3.1); http refused")
     elif scheme != "https":
-        raise FetchError(f"x5u URL scheme {scheme!r} is not https")
+        raise FetchError(f"{what} URL scheme {scheme!r} is not http(s)" if policy.allow_http else f"{what} URL scheme {scheme!r} is not https")
     if "@" in parts.netloc:
-        raise FetchError("x5u URL must not contain userinfo")
+        raise FetchError(f"{what} URL must not contain userinfo")
     if parts.query or url.endswith("?"):
-        raise FetchError("x5u URL must not contain a query component")
+        raise FetchError(f"{what} URL must not contain a query component")
     if parts.fragment or "#" in url:
-        raise FetchError("x5u URL must not contain a fragment")
+        raise FetchError(f"{what} URL must not contain a fragment")
     if ";" in parts.path:
-        raise FetchError("x5u URL must not contain path parameters")
+        raise FetchError(f"{what} URL must not contain path parameters")
     host = parts.hostname
     if not host:
-        raise FetchError("x5u URL has no host")
+        raise FetchError(f"{what} URL has no host")
     if port is None:
         port = 443 if scheme == "https" else 80
     if not policy.allow_private:
         allowed_ports = DEFAULT_PORTS | ({80} if scheme == "http" else set())
         if port not in allowed_ports:
-            raise FetchError(f"x5u URL port {port} is not 443 or 8443")
+            raise FetchError(f"{what} URL port {port} is not 443 or 8443" + (" (or 80 for http)" if scheme == "http" else ""))
         try:
             ip = ipaddress.ip_address(host)
         except ValueError:
             ip = None
         if ip is not None and not _address_allowed(ip):
-            raise FetchError(f"x5u URL host {host} is a private, loopback or reserved address")
+            raise FetchError(f"{what} URL host {host} is a private, loopback or reserved address")
         if ip is None and (host.lower() == "localhost" or host.lower().endswith(".localhost")):
-            raise FetchError("x5u URL host is localhost")
+            raise FetchError(f"{what} URL host is localhost")
     return parts
 
 
@@ -233,7 +234,7 @@ class Fetcher:
 
     async def get(self, url: str, *, what: str = "x5u") -> FetchResult:
         """GET ``url`` under the policy; raises :class:`FetchError` (436) on any failure."""
-        check_url(url, self.policy)
+        check_url(url, self.policy, what=what)
         cap = self.policy.max_bytes
         try:
             async with self._get_session().get(url, allow_redirects=False) as resp:

@@ -121,6 +121,18 @@ class VerificationResult:
     def ok(self) -> bool:
         return self.verstat == VERSTAT_PASSED
 
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """The details of the ``warning`` checks of every PASSporT, each once: what the result
+        relied on that is not as it should be (a CRL not available or past its nextUpdate, a
+        revocation status unknown, the CA list past its ``exp``; docs/requirements.md VS-10)."""
+        out: dict[str, None] = {}
+        for p in self.passports:
+            for c in p.checks:
+                if c.name == "warning":
+                    out[c.detail] = None
+        return tuple(out)
+
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"verstat": self.verstat}
         if self.attest:
