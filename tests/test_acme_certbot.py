@@ -85,7 +85,7 @@ def certbot_flow(directory_url: str, ca_bundle: str, account_key: ec.EllipticCur
 
 async def test_certbot_acme_obtains_certificate(tmp_path: Path) -> None:
     async with running_testbed(tmp_path) as tb:
-        from stirshaken.pki.acme_client import PAClient
+        from stirshaken.pki.pa_client import PAClient
         from stirshaken.pki.pa import account_key_fingerprint
 
         for value in (TNAuthList.for_spc("1234").to_base64url(), TNAuthList.for_spc("1234").to_base64()):
@@ -107,7 +107,7 @@ async def test_certbot_acme_obtains_certificate(tmp_path: Path) -> None:
 
 async def test_certbot_acme_with_external_account_binding(tmp_path: Path) -> None:
     """certbot's ``acme`` library with EAB (RFC 8555 §7.3.4) against an STI-CA that requires it."""
-    from stirshaken.pki.acme_client import PAClient
+    from stirshaken.pki.pa_client import PAClient
     from stirshaken.pki.ca import mint_eab_key
     from stirshaken.pki.pa import account_key_fingerprint
 

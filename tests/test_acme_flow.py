@@ -12,7 +12,7 @@ from cryptography import x509
 from cryptography.x509.oid import ExtensionOID
 
 from stirshaken.core import certificates as certs
-from stirshaken.pki.acme_client import AcmeConfig, current_certificate, ensure_certificate, obtain_certificate
+from stirshaken.pki.enrollment import AcmeConfig, current_certificate, ensure_certificate, obtain_certificate
 from stirshaken.core.tnauthlist import TNAuthList, from_certificate
 
 from tests.test_pki_support import ERR, RawAcme, running_testbed, session_for

@@ -16,7 +16,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from stirshaken.core import certificates as certs
-from stirshaken.pki.acme_client import PAClient, jwk_of, sign_jws
+from stirshaken.core.jose import jwk_of, sign_jws
+from stirshaken.pki.pa_client import PAClient
 from stirshaken.core.b64 import b64url_encode
 from stirshaken.pki.pa import PAConfig, PolicyAdministrator, account_key_fingerprint
 from stirshaken.lab.testbed import Testbed, bind, serve_on, url_of

@@ -192,7 +192,7 @@ def _cr_index(base: str, tls_root: Path) -> list[str]:
 
 def _spc_token(pa_url: str, tls_root: Path, account_key: ec.EllipticCurvePrivateKey, value: str) -> str:
     from stirshaken.net.http import client_session
-    from stirshaken.pki.acme_client import PAClient
+    from stirshaken.pki.pa_client import PAClient
     from stirshaken.pki.pa import account_key_fingerprint
 
     async def get() -> str:

@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from stirshaken.core import certificates as certs
-from stirshaken.pki.acme_client import PAClient, obtain_certificate
+from stirshaken.pki.enrollment import obtain_certificate
+from stirshaken.pki.pa_client import PAClient
 from stirshaken.pki.store import Database, sqlite_url
 from stirshaken.core.keys import load_private_key
 from stirshaken.lab.testbed import provision, run_cases

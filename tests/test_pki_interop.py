@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from stirshaken.core import certificates as certs
-from stirshaken.pki.acme_client import obtain_certificate
+from stirshaken.pki.enrollment import obtain_certificate
 from stirshaken.core.keys import load_private_key
 from stirshaken.core.passport import Signer
 

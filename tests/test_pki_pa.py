@@ -13,7 +13,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from stirshaken.core import certificates as certs
-from stirshaken.pki.acme_client import PAClient
+from stirshaken.pki.pa_client import PAClient
 from stirshaken.pki.pa import account_key_fingerprint, check_password, hash_password
 from stirshaken.core.passport import verify_signature
 from stirshaken.vs.trust import verify_ca_list

@@ -77,7 +77,7 @@ async def test_login_waits_for_an_sti_pa_that_is_still_starting() -> None:
 
     from aiohttp import web
 
-    from stirshaken.pki.acme_client import PAClient
+    from stirshaken.pki.pa_client import PAClient
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

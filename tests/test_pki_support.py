@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from stirshaken.core import certificates as certs
 from stirshaken.core.jose import jwk_of, sign_jws
 from stirshaken.net.http import client_ssl_context
-from stirshaken.pki.acme_client import PAClient
+from stirshaken.pki.pa_client import PAClient
 from stirshaken.core.b64 import b64url_encode
 from stirshaken.pki.pa import account_key_fingerprint
 from stirshaken.core.passport import encode_token

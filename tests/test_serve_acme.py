@@ -25,7 +25,7 @@ import aiohttp
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from stirshaken.pki.acme_client import ensure_certificate
+from stirshaken.pki.enrollment import ensure_certificate
 from stirshaken.serve.config import ConfigError, parse_config
 from stirshaken.core.keys import write_private_key
 from stirshaken.core.passport import verify_signature

@@ -31,7 +31,7 @@ from stirshaken.core import certificates as certs
 from stirshaken.core.keys import write_private_key
 from stirshaken.core.passport import Signer
 from stirshaken.net.http import client_session
-from stirshaken.pki.acme_client import PAClient
+from stirshaken.pki.pa_client import PAClient
 
 from tests.test_serve_support import DEST, ORIG, FileServer, ServeProcess, serve_port
 from tests.test_vs_support import crl_der, make_pki, revoke_crl

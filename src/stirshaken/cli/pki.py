@@ -161,7 +161,7 @@ def register(app: typer.Typer) -> None:
         )
 
     async def _ensure(cfg: Any, renew_before_days: float, force: bool, hook: Optional[str]) -> Any:
-        from stirshaken.pki.acme_client import ensure_certificate, run_deploy_hook
+        from stirshaken.pki.enrollment import ensure_certificate, run_deploy_hook
 
         st = await ensure_certificate(cfg, renew_before_days=renew_before_days, force=force)
         _show(st, cfg.state_dir)
@@ -201,7 +201,7 @@ def register(app: typer.Typer) -> None:
         import shutil
         import tempfile
 
-        from stirshaken.pki.acme_client import AcmeConfig, obtain_certificate, renew_forever, save_settings
+        from stirshaken.pki.enrollment import AcmeConfig, obtain_certificate, renew_forever, save_settings
 
         if ctx.invoked_subcommand is not None:
             return
@@ -243,7 +243,7 @@ def register(app: typer.Typer) -> None:
             asyncio.run(_ensure(cfg, renew_before_days, force, deploy_hook))
             if watch:
                 async def _watch() -> None:
-                    from stirshaken.pki.acme_client import run_deploy_hook
+                    from stirshaken.pki.enrollment import run_deploy_hook
 
                     async def renewed(st: Any) -> None:
                         _show(st, state_dir)
@@ -263,7 +263,7 @@ def register(app: typer.Typer) -> None:
         paths: List[Path] = typer.Argument(None, help="State directories, or directories holding them (default ./sp-cert)."),
     ) -> None:
         """Show the managed certificates: state directory, serial, expiry, days left, x5u."""
-        from stirshaken.pki.acme_client import current_certificate, managed_state_dirs
+        from stirshaken.pki.enrollment import current_certificate, managed_state_dirs
 
         dirs = managed_state_dirs(list(paths or [Path("sp-cert")]))
         if not dirs:
@@ -289,7 +289,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Renew every managed certificate that is due (``renew_before_days`` as saved by ``acme``),
         with the options saved at the first run; runs each saved deploy hook after a renewal."""
-        from stirshaken.pki.acme_client import AcmeConfig, load_settings, managed_state_dirs
+        from stirshaken.pki.enrollment import AcmeConfig, load_settings, managed_state_dirs
 
         dirs = [d for d in managed_state_dirs(list(paths or [Path("sp-cert")])) if load_settings(d) is not None]
         if not dirs:
@@ -400,9 +400,9 @@ def register(app: typer.Typer) -> None:
         """Run the STI-CA ACME server."""
         from stirshaken.core import certificates as certs
         from stirshaken.net.http import client_session
-        from stirshaken.pki.acme_client import PAClient
         from stirshaken.pki.ca import CAConfig, CertificateAuthority
         from stirshaken.pki.cr import HTTPPublisher
+        from stirshaken.pki.pa_client import PAClient
 
         cfg = _config(config, "ca", dict(state_dir=state_dir, host=host, port=port, base_url=base_url, db_url=db_url,
                                          tls_cert=tls_cert, tls_key=tls_key, no_tls=no_tls, tls_dir=tls_dir, pa_url=pa_url, pa_root=pa_root,

@@ -41,10 +41,12 @@ from stirshaken.core.b64 import b64url_decode, b64url_encode
 from stirshaken.core.keys import load_private_key
 from stirshaken.core.passport import Signer
 from stirshaken.net.http import client_session
-from stirshaken.pki.acme_client import AcmeClient, AcmeConfig, PAClient, obtain_certificate
+from stirshaken.pki.acme_client import AcmeClient
 from stirshaken.pki.ca import CAConfig, CertificateAuthority
 from stirshaken.pki.cr import CertificateRepository, DBPublisher
+from stirshaken.pki.enrollment import AcmeConfig, obtain_certificate
 from stirshaken.pki.pa import PAConfig, PolicyAdministrator
+from stirshaken.pki.pa_client import PAClient
 from stirshaken.pki.store import Database, sqlite_url
 from stirshaken.pki.tls import TLSFiles, bind, make_tls, serve_on, url_of
 

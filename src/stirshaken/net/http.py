@@ -5,7 +5,7 @@ timeout rule is written once.  Timeouts per client (total / connect, seconds):
 
 * x5u, CRL and CA-list fetching (:mod:`stirshaken.vs.x5u`): the policy's (4 / 2 by default);
 * the STI-CA's SPC-token x5u and revocation-list fetches (:mod:`stirshaken.pki.spc_token`): 5 / -;
-* the SP's ACME, STI-PA and STI-CR client (:mod:`stirshaken.pki.acme_client`): 30 / -;
+* the SP's certificate flow against the STI-PA, STI-CA and STI-CR (:mod:`stirshaken.pki.enrollment`): 30 / -;
 * the STI-CA's STI-CR publisher (:mod:`stirshaken.pki.cr`), the CLI and the testbed: 300 / 30
   (aiohttp's defaults, :data:`DEFAULT_TIMEOUT` / :data:`DEFAULT_CONNECT_TIMEOUT`).
 

@@ -408,8 +408,8 @@ class AcmeSettings(_Model):
         return self
 
     def acme_config(self) -> Any:
-        """The :class:`stirshaken.pki.acme_client.AcmeConfig` for :func:`~stirshaken.pki.acme_client.ensure_certificate`."""
-        from stirshaken.pki.acme_client import AcmeConfig
+        """The :class:`stirshaken.pki.enrollment.AcmeConfig` for :func:`~stirshaken.pki.enrollment.ensure_certificate`."""
+        from stirshaken.pki.enrollment import AcmeConfig
 
         return AcmeConfig(
             directory_url=self.directory_url, pa_url=self.pa_url, ocn=self.ocn, username=self.username,

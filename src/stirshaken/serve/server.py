@@ -22,7 +22,7 @@
   anchors, CA-list roots, CRL signers, CRL files, the CA list; all or nothing, one log line:
   :meth:`stirshaken.vs.credentials.CredentialSource.areload_trust`).
 * ACME (``[signing.acme]``, ``[signing.tenant.acme]``): before serving, :func:`run` makes sure
-  each such signer has a valid certificate (:func:`stirshaken.pki.acme_client.ensure_certificate`), or exits
+  each such signer has a valid certificate (:func:`stirshaken.pki.enrollment.ensure_certificate`), or exits
   with status 2 and one line on stderr.  Then renewal runs beside the workers: with one worker as
   a task of its event loop; with several, in a renewer process the supervisor forks and restarts
   (the supervisor itself stays single-threaded and loop-free, so forking workers stays safe).  A
@@ -404,8 +404,8 @@ def _one_line(exc: BaseException) -> str:
 
 
 async def _renew(acme: AcmeSettings, on_renewed: Any) -> None:
-    """Keep one signer's certificate current (:func:`stirshaken.pki.acme_client.renew_forever`)."""
-    from stirshaken.pki.acme_client import renew_forever
+    """Keep one signer's certificate current (:func:`stirshaken.pki.enrollment.renew_forever`)."""
+    from stirshaken.pki.enrollment import renew_forever
 
     def renewed(st: Any) -> None:
         log.info("certificate renewed", extra={"acme": acme.where, "serial": format(st.serial, "x"), "x5u": st.x5u,
@@ -418,7 +418,7 @@ async def _renew(acme: AcmeSettings, on_renewed: Any) -> None:
 
 async def _ensure_certificates(cfg: Config) -> None:
     """Before serving: a valid certificate for every ACME signer, or :class:`ConfigError`."""
-    from stirshaken.pki.acme_client import current_certificate, ensure_certificate
+    from stirshaken.pki.enrollment import current_certificate, ensure_certificate
     from stirshaken.serve.signing import KeyMaterialError, acme_material
 
     for a in cfg.signing.acme:

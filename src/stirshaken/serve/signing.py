@@ -22,7 +22,7 @@ Signing itself uses :class:`stirshaken.core.passport.Signer`, which caches the e
 
 Key material comes from the configured key files, or, for a signer with ``[...acme]``, from its
 ACME state directory (``sp.key``, ``sp.pem``, ``cert.json``, written by
-:func:`stirshaken.pki.acme_client.ensure_certificate`).  :func:`load_signers` reads it; :meth:`SigningService.reload`
+:func:`stirshaken.pki.enrollment.ensure_certificate`).  :func:`load_signers` reads it; :meth:`SigningService.reload`
 swaps it in between two requests (SIGHUP, or after a certificate renewal).
 """
 
