@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import textwrap
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -61,6 +62,12 @@ FLOW_TIMEOUT = 30.0
 
 
 # --- errors ------------------------------------------------------------------------------------
+
+
+def _short(text: str) -> str:
+    """A peer's text (an error page, a hook's stderr line) on one line, at most 200 characters,
+    cut between words."""
+    return textwrap.shorten(text, 200, placeholder=" ...") or "(empty)"
 
 
 class PAClientError(Exception):
@@ -103,7 +110,7 @@ class PAClient:
         try:
             out = orjson.loads(raw)
         except orjson.JSONDecodeError:
-            raise PAClientError(f"STI-PA {path}: HTTP {resp.status}, not JSON") from None
+            raise PAClientError(f"{self.base} is not an STI-PA API: {method} {path} answered HTTP {resp.status}, not JSON") from None
         if resp.status >= 400 or not isinstance(out, dict) or out.get("status") != "success":
             msg = out.get("message") if isinstance(out, dict) else None
             raise PAClientError(f"STI-PA {path}: HTTP {resp.status}: {msg or out}")
@@ -242,9 +249,18 @@ class AcmeClient:
             async with self.session.get(self.directory_url) as resp:
                 self._remember_nonce(resp)
                 if resp.status != 200:
-                    raise AcmeProblem("serverInternal", "directory unavailable", resp.status)
+                    raise AcmeProblem("serverInternal", f"{self.directory_url} is not an ACME directory: it answered HTTP {resp.status}",
+                                      resp.status)
                 body = await resp.read()
-            self._dir = _parse(Directory, body, self.directory_url)
+            try:
+                doc = orjson.loads(body)
+            except orjson.JSONDecodeError:
+                raise AcmeProblem("malformed", f"{self.directory_url} is not an ACME directory: its answer is not JSON "
+                                               "(RFC 8555 §7.1.1)", 0) from None
+            try:
+                self._dir = Directory.from_json(doc)
+            except AcmeProblem as p:
+                raise AcmeProblem("malformed", f"{self.directory_url} is not an ACME directory: {p.detail}", 0) from None
         return self._dir
 
     def _remember_nonce(self, resp: aiohttp.ClientResponse) -> None:
@@ -279,7 +295,7 @@ class AcmeClient:
             try:
                 problem = orjson.loads(raw)
             except orjson.JSONDecodeError:
-                problem = {"detail": raw[:200].decode("utf-8", "replace")}
+                problem = {"detail": _short(raw.decode("utf-8", "replace"))}
             err = AcmeProblem.from_document(problem if isinstance(problem, dict) else {}, res.status)
             if err.type == ERR + "badNonce" and _retry:
                 return await self.post(url, payload, use_jwk=use_jwk, _retry=False)
@@ -457,7 +473,7 @@ async def _publish(session: aiohttp.ClientSession, cfg: AcmeConfig, name: str, c
         headers["Authorization"] = f"Bearer {cfg.cr_token}"
     async with session.put(url, data=chain_pem, headers=headers) as resp:
         if resp.status not in (200, 201, 204):
-            raise PAClientError(f"STI-CR refused the upload: HTTP {resp.status}: {(await resp.text())[:200]}")
+            raise PAClientError(f"STI-CR refused the upload: HTTP {resp.status}: {_short(await resp.text())}")
     return url
 
 
@@ -471,6 +487,17 @@ async def obtain_certificate(cfg: AcmeConfig, *, session: aiohttp.ClientSession 
         account_key = _account_key(cfg.state_dir)
         tnal = TNAuthList.for_spc(cfg.ocn)
         client = AcmeClient(cfg.directory_url, account_key, session, identifier_encoding=cfg.identifier_encoding)
+        # 0. the STI-CA's directory first: a wrong --directory is named before the STI-PA is asked
+        # (a refused connection is retried as the STI-PA login's is: a lab STI-CA may be starting)
+        deadline = time.monotonic() + PAClient.STARTUP_GRACE
+        while True:
+            try:
+                await client.directory()
+                break
+            except aiohttp.ClientConnectorError as exc:
+                if not isinstance(exc.os_error, ConnectionRefusedError) or time.monotonic() >= deadline:
+                    raise
+                await asyncio.sleep(0.25)
         # 1. SPC token from the STI-PA, bound to the ACME account key (RFC 9448 §4, PA-04/PA-05)
         pa = PAClient(cfg.pa_url, session)
         await pa.login(cfg.username, cfg.password)
@@ -615,7 +642,7 @@ def run_deploy_hook(command: str, status: "CertificateStatus", state_dir: Path, 
         raise DeployHookError(f"deploy hook {command!r} ran longer than {timeout:.0f} s") from None
     if res.returncode != 0:
         tail = (res.stderr or res.stdout).strip().splitlines()[-1:] or [""]
-        raise DeployHookError(f"deploy hook {command!r} exited with status {res.returncode}: {tail[0][:200]}")
+        raise DeployHookError(f"deploy hook {command!r} exited with status {res.returncode}: {_short(tail[0])}")
 
 
 async def ensure_certificate(

@@ -80,11 +80,16 @@ class CRLStore:
 
     @staticmethod
     def _load_file(path: str) -> x509.CertificateRevocationList:
+        """The CRL of a file; :class:`CertificateError` naming the file (``cannot read {path}:
+        ...``, ``{path}: a certificate, not a CRL``)."""
         try:
             data = Path(path).read_bytes()
         except OSError as exc:
             raise CertificateError(f"cannot read CRL file {path}: {exc.strerror}") from None
-        return load_crl(data)
+        try:
+            return load_crl(data)
+        except CertificateError as exc:
+            raise CertificateError(f"{path}: {exc.description}") from None
 
     def _rebuild(self) -> None:
         self._crls = tuple(r.crl for r in self._records.values() if r.crl is not None)

@@ -29,10 +29,13 @@ def _one_line(exc: BaseException) -> str:
 def _open(cfg: InventoryConfig) -> Any:
     """The :class:`~stirshaken.serve.inventory.store.InventoryStore` of ``cfg`` (its tables created
     when missing), or :class:`ConfigError` in one line."""
+    from stirshaken.pki.store import DatabaseError
     from stirshaken.serve.inventory.store import InventoryStore
 
     try:
         return InventoryStore(cfg.url)
+    except DatabaseError as exc:  # "cannot open the database URL: why"
+        raise ConfigError(f"[inventory].database: {exc}") from None
     except Exception as exc:  # noqa: BLE001 - any driver error ends the start in one line
         raise ConfigError(f"[inventory].database: cannot open {cfg.database!r}: {_one_line(exc)}") from None
 
