@@ -100,6 +100,11 @@ ALLOW_HTTP = "allow with --allow-http-x5u / [verification].allow_http_x5u"
 ALLOW_PRIVATE = "allow with --allow-private-x5u / [verification].allow_private_x5u, lab only"
 
 
+def _refused(what: str, url: str, why: str) -> FetchError:
+    """``{what} {url} refused: {why}`` (built only when a URL is refused)."""
+    return FetchError(f"{what} {_shown(url)} refused: {why}")
+
+
 def _shown(url: str) -> str:
     """The URL as quoted in an error: whole up to 120 characters, else its origin and ``/...``
     (cut at a path boundary, never inside a word)."""
@@ -126,37 +131,36 @@ def check_url(url: str, policy: X5UPolicy = X5UPolicy(), *, what: str = "x5u") -
     except ValueError as exc:
         raise FetchError(f"Invalid 'info' URI: {exc}") from None
     scheme = parts.scheme.lower()
-    refused = f"{what} {_shown(url)} refused"
     if scheme == "http":
         if not policy.allow_http:
-            raise FetchError(f"{refused}: not https (ATIS-1000074 §5.3.1; {ALLOW_HTTP})")
+            raise _refused(what, url, f"not https (ATIS-1000074 §5.3.1; {ALLOW_HTTP})")
     elif scheme != "https":
-        raise FetchError(f"{refused}: URL scheme {scheme!r} is not https")
+        raise _refused(what, url, f"URL scheme {scheme!r} is not https")
     if "@" in parts.netloc:
-        raise FetchError(f"{refused}: the URL must not contain userinfo")
+        raise _refused(what, url, "the URL must not contain userinfo")
     if parts.query or url.endswith("?"):
-        raise FetchError(f"{refused}: the URL must not contain a query component")
+        raise _refused(what, url, "the URL must not contain a query component")
     if parts.fragment or "#" in url:
-        raise FetchError(f"{refused}: the URL must not contain a fragment")
+        raise _refused(what, url, "the URL must not contain a fragment")
     if ";" in parts.path:
-        raise FetchError(f"{refused}: the URL must not contain path parameters")
+        raise _refused(what, url, "the URL must not contain path parameters")
     host = parts.hostname
     if not host:
-        raise FetchError(f"{refused}: the URL has no host")
+        raise _refused(what, url, "the URL has no host")
     if port is None:
         port = 443 if scheme == "https" else 80
     if not policy.allow_private:
         allowed_ports = DEFAULT_PORTS | ({80} if scheme == "http" else set())
         if port not in allowed_ports:
-            raise FetchError(f"{refused}: port {port} is not 443 or 8443 ({ALLOW_PRIVATE})")
+            raise _refused(what, url, f"port {port} is not 443 or 8443 ({ALLOW_PRIVATE})")
         try:
             ip = ipaddress.ip_address(host)
         except ValueError:
             ip = None
         if ip is not None and not _address_allowed(ip):
-            raise FetchError(f"{refused}: host {host} is a private, loopback or reserved address ({ALLOW_PRIVATE})")
+            raise _refused(what, url, f"host {host} is a private, loopback or reserved address ({ALLOW_PRIVATE})")
         if ip is None and (host.lower() == "localhost" or host.lower().endswith(".localhost")):
-            raise FetchError(f"{refused}: host {host} is localhost ({ALLOW_PRIVATE})")
+            raise _refused(what, url, f"host {host} is localhost ({ALLOW_PRIVATE})")
     return parts
 
 

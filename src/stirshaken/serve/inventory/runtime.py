@@ -9,6 +9,7 @@ Only the server process imports this module (it loads SQLAlchemy through
 from __future__ import annotations
 
 import logging
+import textwrap
 from typing import Any
 
 from stirshaken.serve.config import ConfigError, InventoryConfig
@@ -23,7 +24,7 @@ DNO_HEADER = "X-Caller-DNO"
 
 def _one_line(exc: BaseException) -> str:
     """A driver error in one line, without SQLAlchemy's background link."""
-    return " ".join(str(getattr(exc, "orig", None) or exc).split())[:200]
+    return textwrap.shorten(str(getattr(exc, "orig", None) or exc), 200, placeholder=" ...")
 
 
 def _open(cfg: InventoryConfig) -> Any:
