@@ -79,7 +79,7 @@ def test_trust_options_reach_the_verifier(pki: Any) -> None:
 @pytest.mark.parametrize("body,line", [
     ("bogus = 1\n", "[verification].bogus: unknown option (known: "),
     ('max_age = "60"\n', "[verification].max_age: must be an integer, got '60'"),
-    ("max_age = 0\n", "[verification].max_age: must be greater than or equal to 1, got 0"),
+    ("max_age = 0\n", "[verification].max_age: must be at least 1, got 0"),
     ("require_date = 1\n", "[verification].require_date: must be true or false, got 1"),
     ('reason_protocol = "X"\n', "[verification].reason_protocol: must be 'STIR' or 'SIP', got 'X'"),
     ('crl_signers = ["absent.pem"]\n', "[verification].crl_signers: "),
@@ -213,9 +213,9 @@ def test_bad_trust_file_named_in_plain_words(tmp_path: Path) -> None:
     (tmp_path / "key.pem").write_bytes(b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")
     (tmp_path / "cert.crl").write_bytes(pem([create_root(key)]))
     cases = [
-        (VerifierConfig(trust_anchors=[str(anchors)]), f"trust_anchors: {anchors}: junk.pem: not a valid certificate: malformed DER"),
-        (VerifierConfig(trust_anchors=[str(tmp_path / "key.pem")]), "not a valid certificate: no PEM block of the expected type"),
-        (VerifierConfig(crls=[str(tmp_path / "cert.crl")]), "not a valid CRL: a PEM file without a CRL"),
+        (VerifierConfig(trust_anchors=[str(anchors)]), f"trust_anchors: {anchors / 'junk.pem'}: text without a PEM block, not a certificate"),
+        (VerifierConfig(trust_anchors=[str(tmp_path / "key.pem")]), f"trust_anchors: {tmp_path / 'key.pem'}: a private key, not a certificate"),
+        (VerifierConfig(crls=[str(tmp_path / "cert.crl")]), f"crls: {tmp_path / 'cert.crl'}: a certificate, not a CRL"),
     ]
     for cfg, expected in cases:
         with pytest.raises(OptionError) as ei:

@@ -194,7 +194,7 @@ def parse_input(text: str | bytes, *, orig: str | None = None, dest: list[str] |
         try:
             doc = orjson.loads(stripped)
         except orjson.JSONDecodeError as exc:
-            raise InputError(f"JSON input does not parse: {exc}") from None
+            raise InputError(f"JSON input does not parse: {_json_problem(stripped, exc)}") from None
         call = call_from_verification_request(doc)
     elif _START_LINE.match(stripped.split(b"\n", 1)[0]):
         parsed = parse_sip(stripped, use_pai=use_pai, source="SIP request")
@@ -265,6 +265,15 @@ def _record_time(value: Any) -> float | None:
     raise InputError("'time' must be epoch seconds or an ISO 8601 string")
 
 
+def _json_problem(raw: bytes, exc: Any) -> str:
+    """What is wrong with JSON text, in words: not UTF-8 at all, or the parser's message and place."""
+    try:
+        bytes(raw).decode("utf-8")
+    except UnicodeDecodeError:
+        return "not UTF-8 text"
+    return f"{exc.msg} at line {exc.lineno} column {exc.colno}"
+
+
 def call_from_record(line: bytes, *, lineno: int = 0) -> Call:
     """One JSON-lines call record (fields in the module docstring) as a call.
 
@@ -273,7 +282,7 @@ def call_from_record(line: bytes, *, lineno: int = 0) -> Call:
     try:
         rec = orjson.loads(line)
     except orjson.JSONDecodeError as exc:
-        raise InputError(f"line {lineno}: not JSON ({exc})") from None
+        raise InputError(f"line {lineno}: not JSON ({_json_problem(line, exc)})") from None
     if not isinstance(rec, dict):
         raise InputError(f"line {lineno}: a record must be a JSON object")
     ident = rec.get("identity")

@@ -11,6 +11,7 @@ import orjson
 import typer
 
 from stirshaken.cli import options as opts
+from stirshaken.cli.common import fail
 from rich.console import Console
 from rich.markup import escape
 
@@ -19,10 +20,7 @@ err = Console(stderr=True)
 
 
 def _fail(message: str, code: int = 2) -> None:
-    from rich.markup import escape
-
-    err.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
+    fail(message, code)
 
 
 def _read_input(value: str) -> bytes:
@@ -61,16 +59,21 @@ def _mark(ok: Any) -> str:
     return "[green]PASS[/green]" if ok is True else ("[red]FAIL[/red]" if ok is False else "[yellow]----[/yellow]")
 
 
+def _e(value: Any) -> str:
+    """A value of the report as literal text (a description may name "[verification]")."""
+    return escape(str(value))
+
+
 def print_report(rep: dict[str, Any]) -> None:
     """The inspection report as text: verdict, then per PASSporT checks, x5u, chain, token."""
     v = rep["verdict"]
     if v["ok"]:
         out.print(f"[bold green]{v['verstat']}[/bold green] attest={v['attest']}", highlight=False)
     else:
-        out.print(f"[bold red]{v['verstat']}[/bold red]  {v.get('sip_code')} {v.get('reason')}: {v.get('description')}",
+        out.print(f"[bold red]{v['verstat']}[/bold red]  {_e(v.get('sip_code'))} {_e(v.get('reason'))}: {_e(v.get('description'))}",
                   highlight=False, soft_wrap=True)
         if v.get("fix"):
-            out.print(f"  fix: {v['fix']}", highlight=False, soft_wrap=True)
+            out.print(f"  fix: {_e(v['fix'])}", highlight=False, soft_wrap=True)
     i = rep["input"]
     out.print(f"verified at {rep['verified_at']}; input: {i['source']}"
               + (f", Call-ID {i['call_id']}" if i.get("call_id") else "")
@@ -79,46 +82,46 @@ def print_report(rep: dict[str, Any]) -> None:
     for n, p in enumerate(rep["passports"], 1):
         out.print(f"\n[bold]PASSporT {n}[/bold] ppt={p.get('ppt')} {_mark(p['ok'])}", highlight=False)
         for c in p["checks"]:
-            out.print(f"  {_mark(c['ok'])} {c['check']}" + (f": {c['detail']}" if c["detail"] else ""), highlight=False, soft_wrap=True)
+            out.print(f"  {_mark(c['ok'])} {_e(c['check'])}" + (f": {_e(c['detail'])}" if c["detail"] else ""), highlight=False, soft_wrap=True)
             if c.get("fix"):
-                out.print(f"         fix: {c['fix']}", highlight=False, soft_wrap=True)
+                out.print(f"         fix: {_e(c['fix'])}", highlight=False, soft_wrap=True)
         if "iat" in p:
             out.print(f"  iat {p['iat']['value']} = {p['iat']['date']} (age {p['iat']['age_seconds']} s)", highlight=False)
         x = p.get("x5u")
         if x:
-            out.print(f"  x5u {x['url']}", highlight=False, soft_wrap=True)
+            out.print(f"  x5u {_e(x['url'])}", highlight=False, soft_wrap=True)
             r = x.get("route") or {}
             if r:
                 out.print(f"    SSRF: {r.get('decision')}; addresses {', '.join(r.get('addresses') or []) or '-'}", highlight=False, soft_wrap=True)
             f = x["fetch"]
             line = f"    fetch: {f['source']}"
             if "error" in f:
-                line += f"; {f['error']}"
+                line += f"; {_e(f['error'])}"
             elif "status" in f:
                 line += (f"; HTTP {f['status']} {f['content_type']}, {f['bytes']} bytes, {f['certificates']} certificates,"
                          f" {f['seconds'] * 1000:.1f} ms; cached {f['cache_ttl']} s; headers {f['cache_headers']}")
             out.print(line, highlight=False, soft_wrap=True)
         for k, c in enumerate(p.get("chain", [])):
-            out.print(f"  cert {k}: {c['subject']}", highlight=False, soft_wrap=True)
-            out.print(f"    issuer {c['issuer']}; serial {c['serial']}; {c['not_before']} .. {c['not_after']} ({c['validity']}); {c['key']}",
+            out.print(f"  cert {k}: {_e(c['subject'])}", highlight=False, soft_wrap=True)
+            out.print(f"    issuer {_e(c['issuer'])}; serial {c['serial']}; {c['not_before']} .. {c['not_after']} ({c['validity']}); {c['key']}",
                       highlight=False, soft_wrap=True)
             if c.get("tnauthlist"):
                 out.print(f"    TNAuthList {c['tnauthlist']}", highlight=False, soft_wrap=True)
             extra = f"; issuer on STI-PA CA list: {c['issuer_on_ca_list']}" if "issuer_on_ca_list" in c else ""
-            out.print(f"    CRL: {c['crl']}{extra}", highlight=False, soft_wrap=True)
+            out.print(f"    CRL: {_e(c['crl'])}{_e(extra)}", highlight=False, soft_wrap=True)
             for d in c["profile"]:
-                out.print(f"    profile: {d}", highlight=False, soft_wrap=True)
+                out.print(f"    profile: {_e(d)}", highlight=False, soft_wrap=True)
         s = p.get("signature")
         if s:
-            out.print(f"  signature: {_mark(s['ok'])} {s['detail']}", highlight=False, soft_wrap=True)
+            out.print(f"  signature: {_mark(s['ok'])} {_e(s['detail'])}", highlight=False, soft_wrap=True)
         a = p.get("authority")
         if a:
-            out.print(f"  authority: {_mark(a['ok'])} {a['detail']}" + ("" if a["enforced"] else " (not enforced)"), highlight=False, soft_wrap=True)
+            out.print(f"  authority: {_mark(a['ok'])} {_e(a['detail'])}" + ("" if a["enforced"] else " (not enforced)"), highlight=False, soft_wrap=True)
         for part in ("header", "claims"):
             if part in p:
-                out.print(f"  {part}: " + orjson.dumps(p[part]).decode(), highlight=False, soft_wrap=True)
+                out.print(f"  {part}: " + _e(orjson.dumps(p[part]).decode()), highlight=False, soft_wrap=True)
         for pr in p.get("problems", []):
-            out.print(f"  problem: {pr}", highlight=False, soft_wrap=True)
+            out.print(f"  problem: {_e(pr)}", highlight=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:
@@ -143,11 +146,13 @@ def register(app: typer.Typer) -> None:
         allow_private_x5u: Optional[bool] = opts.ALLOW_PRIVATE_X5U,
         x5u_ca_bundle: Optional[Path] = opts.X5U_CA_BUNDLE,
         no_pai: bool = typer.Option(False, "--no-pai", help="Ignore P-Asserted-Identity (serve's use_pai = false)."),
-        json_out: bool = typer.Option(False, "--json"),
+        json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
     ) -> None:
         """Show everything a verifier sees of one call: token, checks with fixes, x5u fetch, chain, verdict.
 
-        Exit status 0 when verification passes, 1 when it fails, 2 for unusable input."""
+        Exit status 0 when verification passes, 1 when it fails, 2 for unusable input.
+
+        Example: stirshaken inspect @invite.txt --trust-anchor root.pem --cert sp-chain.pem"""
         from stirshaken.analysis.inputs import InputError, parse_input
         from stirshaken.analysis.inspect import inspect
         from stirshaken.core.certificates import load_certificates
@@ -198,9 +203,12 @@ def register(app: typer.Typer) -> None:
         json_out: bool = typer.Option(False, "--json", help="Print the whole audit as JSON."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     ) -> None:
-        """Verify every signed INVITE of captures, logs or call records; report shares by verstat,
-        attestation, reason, SPC, certificate, x5u host and hour, the unsigned share and the top
-        failing originators."""
+        """Verify every signed INVITE of captures, logs or call records and report the shares.
+
+        Shares by verstat, attestation, reason, SPC, certificate, x5u host and hour, the unsigned
+        share and the top failing originators.
+
+        Example: stirshaken audit capture.pcapng calls.jsonl --trust-anchor root.pem --out report/"""
         from stirshaken.analysis.audit import AuditOptions, iter_inputs, run_audit
 
         try:

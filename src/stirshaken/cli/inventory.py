@@ -18,18 +18,13 @@ from typing import Any, Iterator, List, Optional
 import typer
 from rich.console import Console
 
+from stirshaken.cli.common import fail as _fail
+
 out = Console()
 err = Console(stderr=True)
 
 DbOpt = typer.Option(None, "--db", help="Inventory database: SQLAlchemy URL or SQLite file (default: \\[inventory].database of --config).")
 ConfigOpt = typer.Option(None, "--config", "-c", help="stirshaken.toml whose \\[inventory].database to use.")
-
-
-def _fail(message: str, code: int = 1) -> None:
-    from rich.markup import escape
-
-    err.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
 
 
 def _store(db: Optional[str], config: Optional[Path]) -> Any:
@@ -45,23 +40,29 @@ def _store(db: Optional[str], config: Optional[Path]) -> Any:
             from stirshaken.vs.config import describe_error
 
             try:
-                data = tomllib.loads(path.read_text()).get("inventory", {})
+                data = tomllib.loads(path.read_text(encoding="utf-8")).get("inventory", {})
+                if not isinstance(data, dict):
+                    _fail(f"{path}: [inventory] must be a table", 2)
                 icfg = InventoryConfig.model_validate({"database": data.get("database", "")}, context={"base": path.resolve().parent})
             except ValidationError as exc:
                 _fail(f"{path}: {describe_error(exc, '[inventory]')}", 2)
             except OSError as exc:
                 _fail(f"cannot read {path}: {exc.strerror}", 2)
-            except (tomllib.TOMLDecodeError, ValueError) as exc:
-                _fail(f"cannot read [inventory].database from {path}: {' '.join(str(exc).split())[:200]}", 2)
+            except UnicodeDecodeError:
+                _fail(f"{path}: not UTF-8 text (a TOML file is)", 2)
+            except tomllib.TOMLDecodeError as exc:
+                _fail(f"{path}: invalid TOML: {exc}", 2)
             if icfg.enabled:
                 url = icfg.url
     url = url or os.environ.get("STIRSHAKEN_INVENTORY_DB")
     if not url:
         _fail("no inventory database: give --db, a --config with [inventory].database, or $STIRSHAKEN_INVENTORY_DB", 2)
+    from stirshaken.pki.store import DatabaseError
+
     try:
         return InventoryStore(url)  # type: ignore[arg-type]
-    except Exception as exc:  # noqa: BLE001 - driver errors: one line
-        _fail(f"cannot open the inventory database {url}: {' '.join(str(exc).split())[:200]}", 2)
+    except DatabaseError as exc:
+        _fail(str(exc), 2)
 
 
 def _lines(path: Path) -> tuple[Iterator[str], int]:
@@ -70,11 +71,14 @@ def _lines(path: Path) -> tuple[Iterator[str], int]:
         return iter(sys.stdin), 0
     try:
         with open(path, "rb") as f:
-            total = sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
+            total = 0
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                total += chunk.count(b"\n")
+                if b"\0" in chunk:
+                    _fail(f"{path}: a binary file, not CSV text", 2)
         return open(path, encoding="utf-8", newline=""), total
     except OSError as exc:
         _fail(f"cannot read {path}: {exc.strerror}", 2)
-        raise
 
 
 def _import(kind: str, path: Path, run: Any) -> Any:
@@ -97,6 +101,9 @@ def _import(kind: str, path: Path, run: Any) -> Any:
             _fail(f"{exc.count} bad row(s){more}; nothing imported")
         except InventoryError as exc:
             _fail(str(exc))
+        except UnicodeDecodeError:
+            bar.stop()
+            _fail(f"{path}: not UTF-8 text", 2)
         finally:
             if hasattr(lines, "close") and str(path) != "-":
                 lines.close()  # type: ignore[union-attr]
@@ -116,8 +123,10 @@ def _do(fn: Any) -> Any:
 def register(app: typer.Typer) -> None:
     """Add the ``tn`` and ``dno`` groups to the CLI."""
 
-    tn_app = typer.Typer(help="TN inventory: customers, their TNs and ranges (attestation A/B/C).", no_args_is_help=True)
-    dno_app = typer.Typer(help="Do-Not-Originate lists: never signed A/B, marked or rejected at verification.", no_args_is_help=True)
+    tn_app = typer.Typer(help="TN inventory: customers, their TNs and ranges (attestation A/B/C).\n\n"
+                              "Example: stirshaken tn lookup 12155551212 --db inventory.db", no_args_is_help=True)
+    dno_app = typer.Typer(help="Do-Not-Originate lists: never signed A/B, marked or rejected at verification.\n\n"
+                               "Example: stirshaken dno list --db inventory.db", no_args_is_help=True)
     app.add_typer(tn_app, name="tn")
     app.add_typer(dno_app, name="dno")
 
@@ -129,29 +138,37 @@ def register(app: typer.Typer) -> None:
         db: Optional[str] = DbOpt,
         config: Optional[Path] = ConfigOpt,
     ) -> None:
-        """Import TNs and ranges in one transaction (all or nothing)."""
+        """Import TNs and ranges in one transaction (all or nothing).
+
+        Example: stirshaken tn import numbers.csv --create-customers --db inventory.db"""
         st = _store(db, config)
         r = _import("TNs", file, lambda lines, prog: st.import_tns(lines, replace=replace, create_customers=create_customers, progress=prog))
         out.print(f"imported {r.tns} TN(s) and {r.ranges} range(s) in {r.seconds:.1f} s (version {r.version})", highlight=False)
 
     @tn_app.command("add")
-    def tn_add(tn: str = typer.Argument(..., help="TN or range start-end."), customer: str = typer.Argument(...),
+    def tn_add(tn: str = typer.Argument(..., help="TN or range start-end."), customer: str = typer.Argument(..., help="Name of the customer."),
                db: Optional[str] = DbOpt, config: Optional[Path] = ConfigOpt) -> None:
-        """Assign a TN or range to a customer."""
+        """Assign a TN or range to a customer.
+
+        Example: stirshaken tn add 12155550000-12155550099 acme-corp --db inventory.db"""
         st = _store(db, config)
         v = _do(lambda: st.add_tn(tn, customer))
         out.print(f"{tn} → {customer} (version {v})", highlight=False)
 
     @tn_app.command("remove")
     def tn_remove(tn: str = typer.Argument(..., help="TN or range start-end."), db: Optional[str] = DbOpt, config: Optional[Path] = ConfigOpt) -> None:
-        """Remove a TN or range."""
+        """Remove a TN or range.
+
+        Example: stirshaken tn remove 12155551212 --db inventory.db"""
         st = _store(db, config)
         v = _do(lambda: st.remove_tn(tn))
         out.print(f"removed {tn} (version {v})", highlight=False)
 
     @tn_app.command("lookup")
-    def tn_lookup(tn: str = typer.Argument(...), db: Optional[str] = DbOpt, config: Optional[Path] = ConfigOpt) -> None:
-        """Show the holder of a TN and its DNO listing."""
+    def tn_lookup(tn: str = typer.Argument(..., help="The telephone number."), db: Optional[str] = DbOpt, config: Optional[Path] = ConfigOpt) -> None:
+        """Show the holder of a TN and its DNO listing.
+
+        Example: stirshaken tn lookup 12155551212 --db inventory.db"""
         st = _store(db, config)
         r = _do(lambda: st.lookup(tn))
         holder = r["customer"] or "no customer"
@@ -162,7 +179,9 @@ def register(app: typer.Typer) -> None:
     @tn_app.command("export")
     def tn_export(file: Path = typer.Argument(Path("-"), help="Output CSV ('-': stdout)."), db: Optional[str] = DbOpt,
                   config: Optional[Path] = ConfigOpt) -> None:
-        """Write the inventory as 'tn,customer' CSV (the import format)."""
+        """Write the inventory as 'tn,customer' CSV (the import format).
+
+        Example: stirshaken tn export numbers.csv --db inventory.db"""
         st = _store(db, config)
         if str(file) == "-":
             st.export_tns(sys.stdout)
@@ -176,7 +195,7 @@ def register(app: typer.Typer) -> None:
 
     @tn_app.command("customer")
     def tn_customer(
-        name: str = typer.Argument(...),
+        name: str = typer.Argument(..., help="Name of the customer."),
         source: List[str] = typer.Option([], "--source", help="SIP source address or network (repeatable)."),
         header: List[str] = typer.Option([], "--header", help="Value of the customer/trunk header ([signing] customer_header) (repeatable)."),
         credential_file: List[Path] = typer.Option([], "--credential-file", help="File holding a REST bearer token of this customer (stored hashed)."),
@@ -187,7 +206,9 @@ def register(app: typer.Typer) -> None:
         db: Optional[str] = DbOpt,
         config: Optional[Path] = ConfigOpt,
     ) -> None:
-        """Create or replace a customer and how its calls are recognised."""
+        """Create or replace a customer and how its calls are recognised.
+
+        Example: stirshaken tn customer acme-corp --source 192.0.2.0/24 --own A --other B --db inventory.db"""
         creds = []
         for p in credential_file:
             try:
@@ -201,7 +222,9 @@ def register(app: typer.Typer) -> None:
 
     @tn_app.command("customers")
     def tn_customers(db: Optional[str] = DbOpt, config: Optional[Path] = ConfigOpt) -> None:
-        """List the customers."""
+        """List the customers.
+
+        Example: stirshaken tn customers --db inventory.db"""
         from rich.table import Table
 
         t = Table("customer", "tenant", "own/other", "recognised by", "TNs", "ranges")
@@ -210,8 +233,10 @@ def register(app: typer.Typer) -> None:
         out.print(t)
 
     @tn_app.command("remove-customer")
-    def tn_remove_customer(name: str = typer.Argument(...), db: Optional[str] = DbOpt, config: Optional[Path] = ConfigOpt) -> None:
-        """Remove a customer that holds no TN."""
+    def tn_remove_customer(name: str = typer.Argument(..., help="Name of the customer."), db: Optional[str] = DbOpt, config: Optional[Path] = ConfigOpt) -> None:
+        """Remove a customer that holds no TN.
+
+        Example: stirshaken tn remove-customer acme-corp --db inventory.db"""
         st = _store(db, config)
         _do(lambda: st.remove_customer(name))
         out.print(f"customer {name} removed", highlight=False)
@@ -225,7 +250,9 @@ def register(app: typer.Typer) -> None:
         db: Optional[str] = DbOpt,
         config: Optional[Path] = ConfigOpt,
     ) -> None:
-        """Import a Do-Not-Originate list in one transaction (all or nothing)."""
+        """Import a Do-Not-Originate list in one transaction (all or nothing).
+
+        Example: stirshaken dno import dno-2024-06.txt --source itg --date 2024-06-01 --replace --db inventory.db"""
         st = _store(db, config)
         r = _import("DNO numbers", file, lambda lines, prog: st.import_dno(lines, source=source, listed=date, replace=replace, progress=prog))
         out.print(f"imported {r.rows} DNO number(s) from {source} in {r.seconds:.1f} s (version {r.version})", highlight=False)
@@ -233,11 +260,13 @@ def register(app: typer.Typer) -> None:
     @dno_app.command("list")
     def dno_list(
         source: Optional[str] = typer.Option(None, "--source", help="Show the numbers of this source."),
-        limit: int = typer.Option(100, "--limit", help="Numbers shown with --source."),
+        limit: int = typer.Option(100, "--limit", min=1, help="Numbers shown with --source."),
         db: Optional[str] = DbOpt,
         config: Optional[Path] = ConfigOpt,
     ) -> None:
-        """The DNO sources (count, date), or the numbers of one source."""
+        """The DNO sources (count, date), or the numbers of one source.
+
+        Example: stirshaken dno list --source itg --db inventory.db"""
         from rich.table import Table
 
         st = _store(db, config)
@@ -252,8 +281,10 @@ def register(app: typer.Typer) -> None:
         out.print(t)
 
     @dno_app.command("remove")
-    def dno_remove(tn: str = typer.Argument(...), db: Optional[str] = DbOpt, config: Optional[Path] = ConfigOpt) -> None:
-        """Take a number off the DNO lists."""
+    def dno_remove(tn: str = typer.Argument(..., help="The telephone number."), db: Optional[str] = DbOpt, config: Optional[Path] = ConfigOpt) -> None:
+        """Take a number off the DNO lists.
+
+        Example: stirshaken dno remove 12155551212 --db inventory.db"""
         st = _store(db, config)
         v = _do(lambda: st.remove_dno(tn))
         out.print(f"removed {tn} from the DNO lists (version {v})", highlight=False)

@@ -22,27 +22,30 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
+from stirshaken.cli import common
 from stirshaken.cli import options as opts
-from stirshaken.cli.options import fail as _fail
+from stirshaken.cli.common import fail as _fail
 
 from stirshaken.core import certificates as certs
 from stirshaken.core.errors import StirShakenError
 from stirshaken.core.identity import parse_identity
-from stirshaken.core.keys import KeyError_, generate_private_key, load_private_key, write_private_key
+from stirshaken.core.keys import generate_private_key, public_key_pem, public_path_for, write_private_key
 from stirshaken.core.passport import Signer, check_claims, check_header, parse_jws, problems
 from stirshaken.core.tn import TNError, canonicalize_tn
 from stirshaken.core.tnauthlist import TN, SPC, TNAuthList, TNRange
 
 app = typer.Typer(
-    name="stirshaken",
-    help="STIR/SHAKEN: sign and verify calls, run the STI-AS/VS/CA/PA/CR services.",
+    name="stirshaken",  # its help: the docstring of _root
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=common.OneLineErrors,
 )
-cert_app = typer.Typer(help="Issue test-PKI certificates with the ATIS-1000080 profile.", no_args_is_help=True)
+cert_app = typer.Typer(help="Issue test-PKI certificates with the ATIS-1000080 profile.\n\n"
+                            "Example: stirshaken cert root --key root.key --out root.pem", no_args_is_help=True)
 app.add_typer(cert_app, name="cert")
 
 out = Console()
@@ -60,31 +63,16 @@ def _print_version(value: bool) -> None:
 def _root(
     version: bool = typer.Option(False, "--version", help="Print the version and exit.", callback=_print_version, is_eager=True),
 ) -> None:
-    """STIR/SHAKEN: sign and verify calls, run the STI-AS/VS/CA/PA/CR services."""
+    """STIR/SHAKEN: sign and verify calls, run the STI-AS/VS/CA/PA/CR services.
+
+    Every error is one line on stderr (exit status 2: usage or file error; 1: the operation failed).
+
+    Example: stirshaken demo"""
 
 
-def _read(path: Path, what: str) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        _fail(f"cannot read {what} {path}: {exc.strerror}", 2)
-        raise  # unreachable
-
-
-def _load_key(path: Path, passphrase: Optional[str]) -> ec.EllipticCurvePrivateKey:
-    try:
-        return load_private_key(path, passphrase)
-    except KeyError_ as exc:
-        _fail(exc.description, 2)
-        raise
-
-
-def _load_certs(path: Path, what: str = "certificate") -> list[x509.Certificate]:
-    try:
-        return certs.load_certificates(_read(path, what))
-    except StirShakenError as exc:
-        _fail(f"{path}: {exc.description}", 2)
-        raise
+_read = common.read_bytes
+_load_key = common.load_key
+_load_certs = common.load_certs
 
 
 def _write(path: Path, data: bytes) -> None:
@@ -95,60 +83,95 @@ def _write(path: Path, data: bytes) -> None:
 
 
 def _tnauthlist(spc: Optional[str], tns: Optional[List[str]], ranges: Optional[List[str]]) -> TNAuthList:
+    """The TNAuthList of ``--spc``/``--tn``/``--range``; a bad value is one line naming its option."""
     entries: list[Any] = []
+    option, value = "--spc", spc
     try:
         if spc:
             entries.append(SPC(spc))
         for t in tns or []:
+            option, value = "--tn", t
             entries.append(TN(canonicalize_tn(t)))
         for r in ranges or []:
-            start, _, count = r.partition("+") if "+" in r else r.partition(":")
+            option, value = "--range", r
+            start, sep, count = r.partition("+") if "+" in r else r.partition(":")
+            if not sep or not count.strip().isdigit():
+                _fail(f"--range {r!r}: give START+COUNT (or START:COUNT), e.g. 12155550000+100", 2)
             entries.append(TNRange(canonicalize_tn(start), int(count)))
         return TNAuthList(tuple(entries))
-    except (StirShakenError, TNError, ValueError) as exc:
-        _fail(f"bad TNAuthList: {exc}", 2)
-        raise
+    except StirShakenError as exc:
+        _fail(f"{option} {value!r}: {exc.description}", 2)
+    except TNError as exc:  # its message quotes the value
+        _fail(f"{option}: {exc}", 2)
 
 
 # --- keys, CSRs, certificates -----------------------------------------------------------------
 
 
+def _country(value: str) -> str:
+    if len(value) != 2 or not value.isascii() or not value.isalpha():
+        raise typer.BadParameter(f"must be a two-letter country code, got {value}")
+    return value.upper()
+
+
+PASSPHRASE = typer.Option(None, "--passphrase", envvar="STIRSHAKEN_KEY_PASSPHRASE",
+                          help="Passphrase of the encrypted private key(s) (or env STIRSHAKEN_KEY_PASSPHRASE).")
+COUNTRY = typer.Option("US", "--country", callback=_country, help="Country (C) of the subject: a two-letter code.")
+ISSUER_CERT = typer.Option(..., "--issuer-cert", help="Certificate of the issuing CA (PEM).")
+ISSUER_KEY = typer.Option(..., "--issuer-key", help="Private key of the issuing CA (PEM).")
+
+
 @app.command()
 def keygen(
     out_path: Path = typer.Option(..., "--out", "-o", help="Private key file (PKCS#8 PEM, written 0600)."),
-    passphrase: Optional[str] = typer.Option(None, "--passphrase", envvar="STIRSHAKEN_KEY_PASSPHRASE", help="Encrypt the key."),
+    passphrase: Optional[str] = typer.Option(None, "--passphrase", envvar="STIRSHAKEN_KEY_PASSPHRASE",
+                                             help="Encrypt the key with this passphrase (or env STIRSHAKEN_KEY_PASSPHRASE)."),
     pub: Optional[Path] = typer.Option(None, "--pub", help="Public key file (default: beside the key, .pub)."),
 ) -> None:
-    """Generate a P-256 key pair for ES256."""
+    """Generate a P-256 key pair for ES256.
+
+    Example: stirshaken keygen --out sp.key"""
     key = generate_private_key()
     try:
-        written = write_private_key(out_path, key, passphrase, public=pub is None)
-        if pub is not None:
-            pub.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
-            written = pub
+        write_private_key(out_path, key, passphrase, public=False)
     except OSError as exc:
-        _fail(f"cannot write key: {exc.strerror}", 2)
+        _fail(f"cannot write the key {out_path}: {exc.strerror}", 2)
+    written = pub if pub is not None else public_path_for(out_path)
+    _write(written, public_key_pem(key))
     out.print(f"private key: {out_path} (0600)\npublic key:  {written}", highlight=False)
 
 
 @app.command()
 def csr(
-    key: Path = typer.Option(..., "--key", help="SP private key."),
+    key: Path = typer.Option(..., "--key", help="SP private key (PEM)."),
     spc: Optional[str] = typer.Option(None, "--spc", help="Service Provider Code (OCN)."),
     tn: Optional[List[str]] = typer.Option(None, "--tn", help="A TN entry (repeatable)."),
     tn_range: Optional[List[str]] = typer.Option(None, "--range", help="A TN range START+COUNT (repeatable)."),
-    org: str = typer.Option("STI Participant", "--org"),
-    country: str = typer.Option("US", "--country"),
-    out_path: Path = typer.Option(..., "--out", "-o"),
-    passphrase: Optional[str] = typer.Option(None, "--passphrase", envvar="STIRSHAKEN_KEY_PASSPHRASE"),
+    org: str = typer.Option("STI Participant", "--org", help="Organization (O) of the subject."),
+    country: str = COUNTRY,
+    out_path: Path = typer.Option(..., "--out", "-o", help="Output file (PEM)."),
+    passphrase: Optional[str] = PASSPHRASE,
 ) -> None:
-    """Create a CSR carrying the TNAuthList extension (RFC 8226, ATIS-1000080)."""
+    """Create a CSR carrying the TNAuthList extension (RFC 8226, ATIS-1000080).
+
+    Example: stirshaken csr --key sp.key --spc 1234 --out sp.csr"""
     if not spc and not tn and not tn_range:
         _fail("give --spc, --tn or --range", 2)
     tnal = _tnauthlist(spc, tn, tn_range)
     req = certs.build_csr(_load_key(key, passphrase), tnauthlist=tnal, org=org, country=country)
     _write(out_path, req.public_bytes(serialization.Encoding.PEM))
     out.print(f"CSR for {tnal}: {out_path}", highlight=False)
+
+
+def _subject_key(path: Path, passphrase: Optional[str]) -> Any:
+    """The subject's key of a certificate: a PEM public key, or the public half of a private key."""
+    data = _read(path, "key")
+    if b"-----BEGIN PUBLIC KEY-----" not in data:
+        return _load_key(path, passphrase)
+    try:
+        return serialization.load_pem_public_key(data)
+    except ValueError:
+        _fail(f"{path}: not a valid PEM public key", 2)
 
 
 def _issuer(issuer_cert: Path, issuer_key: Path, passphrase: Optional[str]) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
@@ -161,15 +184,17 @@ def _issuer(issuer_cert: Path, issuer_key: Path, passphrase: Optional[str]) -> t
 
 @cert_app.command("root")
 def cert_root(
-    key: Path = typer.Option(..., "--key"),
-    out_path: Path = typer.Option(..., "--out", "-o"),
-    cn: str = typer.Option("SHAKEN ROOT CA", "--cn"),
-    org: str = typer.Option("Test STI-CA", "--org"),
-    country: str = typer.Option("US", "--country"),
-    days: int = typer.Option(3650, "--days"),
-    passphrase: Optional[str] = typer.Option(None, "--passphrase", envvar="STIRSHAKEN_KEY_PASSPHRASE"),
+    key: Path = typer.Option(..., "--key", help="The root's private key (PEM)."),
+    out_path: Path = typer.Option(..., "--out", "-o", help="Output file (PEM)."),
+    cn: str = typer.Option("SHAKEN ROOT CA", "--cn", help="Common name (CN) of the subject."),
+    org: str = typer.Option("Test STI-CA", "--org", help="Organization (O) of the subject."),
+    country: str = COUNTRY,
+    days: int = typer.Option(3650, "--days", min=1, max=36500, help="Validity in days."),
+    passphrase: Optional[str] = PASSPHRASE,
 ) -> None:
-    """Self-signed STI root certificate."""
+    """Self-signed STI root certificate.
+
+    Example: stirshaken cert root --key root.key --out root.pem"""
     cert = certs.create_root(_load_key(key, passphrase), cn=cn, org=org, country=country, days=days)
     _write(out_path, certs.pem([cert]))
     out.print(f"root: {out_path}", highlight=False)
@@ -177,19 +202,21 @@ def cert_root(
 
 @cert_app.command("intermediate")
 def cert_intermediate(
-    key: Path = typer.Option(..., "--key", help="The intermediate's own key."),
-    issuer_cert: Path = typer.Option(..., "--issuer-cert"),
-    issuer_key: Path = typer.Option(..., "--issuer-key"),
-    out_path: Path = typer.Option(..., "--out", "-o"),
-    cn: str = typer.Option("SHAKEN Intermediate CA", "--cn"),
-    org: str = typer.Option("Test STI-CA", "--org"),
-    country: str = typer.Option("US", "--country"),
-    days: int = typer.Option(1825, "--days"),
-    crl_url: Optional[str] = typer.Option(None, "--crl-url", help="CRL distribution point (the STI-PA CRL)."),
-    path_length: int = typer.Option(0, "--path-length", help="0: issues SP certificates; 1: also SP delegate-issuing CAs (RFC 9060)."),
-    passphrase: Optional[str] = typer.Option(None, "--passphrase", envvar="STIRSHAKEN_KEY_PASSPHRASE"),
+    key: Path = typer.Option(..., "--key", help="The intermediate's own private key (PEM)."),
+    issuer_cert: Path = ISSUER_CERT,
+    issuer_key: Path = ISSUER_KEY,
+    out_path: Path = typer.Option(..., "--out", "-o", help="Output file (PEM)."),
+    cn: str = typer.Option("SHAKEN Intermediate CA", "--cn", help="Common name (CN) of the subject."),
+    org: str = typer.Option("Test STI-CA", "--org", help="Organization (O) of the subject."),
+    country: str = COUNTRY,
+    days: int = typer.Option(1825, "--days", min=1, max=36500, help="Validity in days."),
+    crl_url: Optional[str] = typer.Option(None, "--crl-url", callback=common.url_option, help="CRL distribution point (the STI-PA CRL)."),
+    path_length: int = typer.Option(0, "--path-length", min=0, help="0: issues SP certificates; 1: also SP delegate-issuing CAs (RFC 9060)."),
+    passphrase: Optional[str] = PASSPHRASE,
 ) -> None:
-    """STI-CA intermediate certificate."""
+    """STI-CA intermediate certificate.
+
+    Example: stirshaken cert intermediate --key ca.key --issuer-cert root.pem --issuer-key root.key --crl-url https://pa.example.net/crl --out ca.pem"""
     icert, ikey = _issuer(issuer_cert, issuer_key, passphrase)
     cert = certs.create_intermediate(_load_key(key, passphrase), icert, ikey, cn=cn, org=org, country=country, days=days, crl_url=crl_url,
                                      path_length=path_length)
@@ -199,23 +226,31 @@ def cert_intermediate(
 
 @cert_app.command("sp")
 def cert_sp(
-    issuer_cert: Path = typer.Option(..., "--issuer-cert"),
-    issuer_key: Path = typer.Option(..., "--issuer-key"),
+    issuer_cert: Path = ISSUER_CERT,
+    issuer_key: Path = ISSUER_KEY,
     out_path: Path = typer.Option(..., "--out", "-o", help="SP certificate; with --chain, followed by the issuer."),
     csr_path: Optional[Path] = typer.Option(None, "--csr", help="CSR (its TNAuthList is used unless --spc/--tn given)."),
-    key: Optional[Path] = typer.Option(None, "--key", help="SP private or public key, instead of --csr."),
-    spc: Optional[str] = typer.Option(None, "--spc"),
-    tn: Optional[List[str]] = typer.Option(None, "--tn"),
-    tn_range: Optional[List[str]] = typer.Option(None, "--range"),
-    org: str = typer.Option("STI Participant", "--org"),
-    country: str = typer.Option("US", "--country"),
-    days: int = typer.Option(365, "--days"),
-    crl_url: Optional[str] = typer.Option(None, "--crl-url"),
+    key: Optional[Path] = typer.Option(None, "--key", help="SP private or public key (PEM), instead of --csr."),
+    spc: Optional[str] = typer.Option(None, "--spc", help="Service Provider Code (OCN) of the TNAuthList, unless the CSR's is used."),
+    tn: Optional[List[str]] = typer.Option(None, "--tn", help="A TN entry of the TNAuthList (repeatable)."),
+    tn_range: Optional[List[str]] = typer.Option(None, "--range", help="A TN range START+COUNT of the TNAuthList (repeatable)."),
+    org: str = typer.Option("STI Participant", "--org", help="Organization (O) of the subject."),
+    country: str = COUNTRY,
+    days: int = typer.Option(365, "--days", min=1, max=36500, help="Validity in days."),
+    crl_url: Optional[str] = typer.Option(None, "--crl-url", callback=common.url_option, help="CRL distribution point of the certificate (http or https URL)."),
     chain: bool = typer.Option(False, "--chain", help="Append the issuer certificate (x5u chain file)."),
     ca: bool = typer.Option(False, "--ca", help="The SP's delegate-issuing CA certificate (CA:TRUE, pathlen 0; RFC 9060 §4) instead of an end entity."),
-    passphrase: Optional[str] = typer.Option(None, "--passphrase", envvar="STIRSHAKEN_KEY_PASSPHRASE"),
+    passphrase: Optional[str] = PASSPHRASE,
 ) -> None:
-    """SP (end-entity) certificate with TNAuthList, CN "SHAKEN <SPC>" (ATIS-1000080 §6.4.1)."""
+    """SP (end-entity) certificate with TNAuthList, CN "SHAKEN <SPC>" (ATIS-1000080 §6.4.1).
+
+    The subject's key comes from --csr or --key (one of them).
+
+    Example: stirshaken cert sp --csr sp.csr --issuer-cert ca.pem --issuer-key ca.key --chain --out sp-chain.pem"""
+    if csr_path is not None and key is not None:
+        _fail("give --csr or --key, not both: the CSR carries the SP's public key", 2)
+    if csr_path is None and key is None:
+        _fail("give --csr or --key: the SP's CSR or its key", 2)
     icert, ikey = _issuer(issuer_cert, issuer_key, passphrase)
     tnal = _tnauthlist(spc, tn, tn_range) if (spc or tn or tn_range) else None
     subject: Any
@@ -224,24 +259,17 @@ def cert_sp(
             subject = certs.load_csr(_read(csr_path, "CSR"))
         except StirShakenError as exc:
             _fail(f"{csr_path}: {exc.description}", 2)
-    elif key is not None:
-        data = _read(key, "key")
-        if b"PUBLIC KEY" in data:
-            try:
-                subject = serialization.load_pem_public_key(data)
-            except ValueError:
-                _fail(f"{key} is not a PEM public key", 2)
-        else:
-            subject = _load_key(key, passphrase)
     else:
-        _fail("give --csr or --key", 2)
+        subject = _subject_key(key, passphrase)  # type: ignore[arg-type]
     if tnal is None and csr_path is None:
         _fail("give --spc, --tn or --range (or a CSR carrying TNAuthList)", 2)
     try:
         cert = certs.create_sp_certificate(
             subject, icert, ikey, tnauthlist=tnal, org=org, country=country, days=days, crl_url=crl_url, ca=ca
         )
-    except (StirShakenError, ValueError) as exc:
+    except StirShakenError as exc:
+        _fail(exc.description, 2)
+    except ValueError as exc:
         _fail(str(exc), 2)
     _write(out_path, certs.pem([cert] + ([icert] if chain else [])))
     out.print(f"SP certificate: {out_path}", highlight=False)
@@ -250,35 +278,30 @@ def cert_sp(
 @cert_app.command("delegate")
 def cert_delegate(
     issuer_cert: Path = typer.Option(..., "--issuer-cert", help="The SP's delegate-issuing CA certificate (cert sp --ca)."),
-    issuer_key: Path = typer.Option(..., "--issuer-key"),
+    issuer_key: Path = ISSUER_KEY,
     key: Path = typer.Option(..., "--key", help="The enterprise's private or public key (P-256)."),
     out_path: Path = typer.Option(..., "--out", "-o", help="Delegate certificate followed by the issuer chain (the x5u file)."),
     tn: Optional[List[str]] = typer.Option(None, "--tn", help="A telephone number the enterprise may sign for (repeatable)."),
     tn_range: Optional[List[str]] = typer.Option(None, "--range", help="START+COUNT or START:COUNT numbers (repeatable)."),
     authority: Optional[List[str]] = typer.Option(None, "--authority", help="A TN block (prefix) of the issuer's SPC: the authority the TNs must lie in (repeatable)."),
     issuer_chain: Optional[Path] = typer.Option(None, "--issuer-chain", help="PEM of the issuer and its intermediates for the output (default: the issuer certificate)."),
-    cn: str = typer.Option("SHAKEN Delegate", "--cn"),
-    org: str = typer.Option("STI Delegate", "--org"),
-    country: str = typer.Option("US", "--country"),
-    days: int = typer.Option(90, "--days"),
-    crl_url: Optional[str] = typer.Option(None, "--crl-url"),
-    passphrase: Optional[str] = typer.Option(None, "--passphrase", envvar="STIRSHAKEN_KEY_PASSPHRASE"),
+    cn: str = typer.Option("SHAKEN Delegate", "--cn", help="Common name (CN) of the subject."),
+    org: str = typer.Option("STI Delegate", "--org", help="Organization (O) of the subject."),
+    country: str = COUNTRY,
+    days: int = typer.Option(90, "--days", min=1, max=36500, help="Validity in days."),
+    crl_url: Optional[str] = typer.Option(None, "--crl-url", callback=common.url_option, help="CRL distribution point of the certificate (http or https URL)."),
+    passphrase: Optional[str] = PASSPHRASE,
 ) -> None:
-    """Delegate certificate (RFC 9060, ATIS-1000092) for an enterprise: TN and range entries only,
-    each inside the issuer's authority (refused otherwise)."""
+    """Delegate certificate (RFC 9060, ATIS-1000092) for an enterprise.
+
+    TN and range entries only, each inside the issuer's authority (refused otherwise).
+
+    Example: stirshaken cert delegate --issuer-cert sp-ca.pem --issuer-key sp-ca.key --key ent.key --range 12155550000+100 --out ent-chain.pem"""
     if not tn and not tn_range:
         _fail("give --tn and/or --range: the numbers the delegate may sign for", 2)
     icert, ikey = _issuer(issuer_cert, issuer_key, passphrase)
     tnal = _tnauthlist(None, tn, tn_range)
-    data = _read(key, "key")
-    subject: Any
-    if b"PUBLIC KEY" in data:
-        try:
-            subject = serialization.load_pem_public_key(data)
-        except ValueError:
-            _fail(f"{key} is not a PEM public key", 2)
-    else:
-        subject = _load_key(key, passphrase)
+    subject = _subject_key(key, passphrase)
     prefixes = []
     for p in authority or []:
         try:
@@ -309,14 +332,16 @@ def _describe_tnal(tnal: TNAuthList) -> str:
 
 @app.command()
 def crl(
-    issuer_cert: Path = typer.Option(..., "--issuer-cert"),
-    issuer_key: Path = typer.Option(..., "--issuer-key"),
-    out_path: Path = typer.Option(..., "--out", "-o"),
+    issuer_cert: Path = ISSUER_CERT,
+    issuer_key: Path = ISSUER_KEY,
+    out_path: Path = typer.Option(..., "--out", "-o", help="Output file (PEM)."),
     revoke: Optional[List[Path]] = typer.Option(None, "--revoke", help="Certificate to list as revoked (repeatable)."),
-    days: int = typer.Option(7, "--days", help="nextUpdate in days."),
-    passphrase: Optional[str] = typer.Option(None, "--passphrase", envvar="STIRSHAKEN_KEY_PASSPHRASE"),
+    days: int = typer.Option(7, "--days", min=1, max=36500, help="nextUpdate in days."),
+    passphrase: Optional[str] = PASSPHRASE,
 ) -> None:
-    """Issue a CRL (PEM) listing the given certificates."""
+    """Issue a CRL (PEM) listing the given certificates.
+
+    Example: stirshaken crl --issuer-cert ca.pem --issuer-key ca.key --revoke sp-chain.pem --out ca.crl"""
     icert, ikey = _issuer(issuer_cert, issuer_key, passphrase)
     now = certs.utcnow()
     serials = [(_load_certs(p)[0].serial_number, now) for p in revoke or []]
@@ -325,13 +350,21 @@ def crl(
     out.print(f"CRL with {len(serials)} revoked: {out_path}", highlight=False)
 
 
+def _role(value: Optional[str]) -> Optional[str]:
+    if value is not None and value not in ("root", "intermediate", "sp"):
+        raise typer.BadParameter(f"must be root, intermediate or sp, got {value}")
+    return value
+
+
 @app.command()
 def profile(
     cert_path: Path = typer.Argument(..., help="Certificate (PEM or DER; the first of a chain)."),
-    role: Optional[str] = typer.Option(None, "--role", help="root, intermediate or sp (default: guessed)."),
-    json_out: bool = typer.Option(False, "--json"),
+    role: Optional[str] = typer.Option(None, "--role", callback=_role, help="root, intermediate or sp (default: guessed)."),
+    json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
-    """Report every deviation of a certificate from the ATIS-1000080 profile (exit 1 if any)."""
+    """Report every deviation of a certificate from the ATIS-1000080 profile (exit 1 if any).
+
+    Example: stirshaken profile sp-chain.pem --role sp"""
     chain = _load_certs(cert_path)
     found = certs.check_profile(chain[0], role)
     from stirshaken.core.tnauthlist import from_certificate
@@ -350,7 +383,7 @@ def profile(
         if tnal_text:
             out.print(f"  {'delegate certificate (RFC 9060): ' if delegate else 'TNAuthList: '}{tnal_text}", highlight=False, soft_wrap=True)
         for f in found:
-            out.print(f"  - {f}", highlight=False)
+            out.print(f"  - {escape(f)}", highlight=False)
         if not found:
             out.print("  conforms to the ATIS-1000080 profile", highlight=False)
     raise typer.Exit(1 if found else 0)
@@ -362,27 +395,37 @@ def profile(
 @app.command()
 def sign(
     key: Path = typer.Option(..., "--key", help="SP private key (P-256)."),
-    x5u: str = typer.Option(..., "--x5u", help="URL of the SP certificate chain (STI-CR)."),
+    x5u: str = typer.Option(..., "--x5u", callback=common.url_option, help="URL of the SP certificate chain (STI-CR)."),
     attest: str = typer.Option(..., "--attest", help="Attestation A, B or C."),
     orig: str = typer.Option(..., "--orig", help="Calling TN."),
     dest: List[str] = typer.Option(..., "--dest", help="Called TN (repeatable)."),
     origid: Optional[str] = typer.Option(None, "--origid", help="Origination id (default: a new UUID)."),
     iat: Optional[int] = typer.Option(None, "--iat", help="Issued-at (default: now)."),
-    passphrase: Optional[str] = typer.Option(None, "--passphrase", envvar="STIRSHAKEN_KEY_PASSPHRASE"),
+    passphrase: Optional[str] = PASSPHRASE,
     token_only: bool = typer.Option(False, "--token", help="Print the bare PASSporT, not the Identity header value."),
     deterministic: Optional[bool] = typer.Option(
         None, "--deterministic/--no-deterministic", help="RFC 6979 deterministic ECDSA: the same input gives the same signature "
         "(default: as \\[signing].deterministic, OpenSSL's hedged nonce from key, digest and randomness)."),
 ) -> None:
-    """Sign a call: print the SIP Identity header value (RFC 8224, ATIS-1000074)."""
+    """Sign a call: print the SIP Identity header value (RFC 8224, ATIS-1000074).
+
+    Example: stirshaken sign --key sp.key --x5u https://cr.example.net/sp.pem --attest A --orig 12155551212 --dest 12155551213"""
     k = _load_key(key, passphrase)
+    option, value = "--orig", orig
     try:
         orig_tn = canonicalize_tn(orig)
-        dest_tns = [canonicalize_tn(d) for d in dest]
+        dest_tns = []
+        for d in dest:
+            option, value = "--dest", d
+            dest_tns.append(canonicalize_tn(d))
         # an option not given keeps the library's default (the one [signing].deterministic takes)
         signer = Signer(k, x5u, **({} if deterministic is None else {"deterministic": deterministic}))
         token = signer.sign(orig=orig_tn, dest=dest_tns, attest=attest.upper(), iat=iat, origid=origid)
-    except (StirShakenError, TNError, ValueError) as exc:
+    except TNError as exc:  # its message quotes the value
+        _fail(f"{option}: {exc}", 2)
+    except StirShakenError as exc:  # a claim the PASSporT rules refuse (attest, origid, ...): no SIP code, not a call
+        _fail(exc.description, 2)
+    except ValueError as exc:
         _fail(str(exc), 2)
     sys.stdout.write((token if token_only else signer.identity_for_token(token)) + "\n")
 
@@ -402,14 +445,15 @@ def _identity_arg(value: str) -> str:
 def decode(
     identity: str = typer.Argument(..., help="Identity header value or PASSporT (@FILE to read a file, - for stdin)."),
     at: Optional[float] = typer.Option(None, "--at", help="Judge iat freshness as of this time (epoch seconds; default now)."),
-    json_out: bool = typer.Option(False, "--json"),
+    json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
-    """Show a PASSporT's header and claims, and run every check ``verify`` makes without a
-    certificate (Identity header, JOSE header, claims, iat freshness; a bare PASSporT is judged
-    as if its x5u were the header's info).  Exit 0: no check failed (warnings may be listed);
-    1: a check failed (the first failure is shown, as verify would answer it); 2: usage error.
+    """Show a PASSporT's header and claims and run the checks verify makes without a certificate.
 
-    Example: ``stirshaken decode @identity.txt --json``"""
+    The checks: Identity header, JOSE header, claims, iat freshness (a bare PASSporT is judged as
+    if its x5u were the header's info).  Exit 0: no check failed (warnings may be listed); 1: a
+    check failed (the first failure is shown, as verify would answer it); 2: usage error.
+
+    Example: stirshaken decode @identity.txt --json"""
     from stirshaken.core.verification import prepare
 
     value = _identity_arg(identity)
@@ -466,15 +510,15 @@ def decode(
     else:
         for part in ("params", "header", "claims"):
             if part in result:
-                out.print(f"[bold]{part}[/bold]: " + orjson.dumps(result[part]).decode(), highlight=False, soft_wrap=True)
+                out.print(f"[bold]{part}[/bold]: " + escape(orjson.dumps(result[part]).decode()), highlight=False, soft_wrap=True)
         if result["problems"]:
             out.print("[bold]problems[/bold]:")
             for pr in result["problems"]:
-                out.print(f"  - {pr}", highlight=False, soft_wrap=True)
+                out.print(f"  - {escape(pr)}", highlight=False, soft_wrap=True)
         else:
             out.print("[bold]problems[/bold]: none")
         f = result["failed"]
-        out.print(f"[bold]verdict[/bold]: {f['code']} {f['reason']}: {f['description']}" if f else
+        out.print(f"[bold]verdict[/bold]: {escape(str(f['code']))} {escape(f['reason'])}: {escape(f['description'])}" if f else
                   "[bold]verdict[/bold]: no check failed (signature and certificate not checked)", highlight=False, soft_wrap=True)
     raise typer.Exit(1 if result["failed"] is not None or p is None else 0)
 
@@ -486,14 +530,14 @@ def _print_result(result: Any, json_out: bool, skipped: list[str] | None = None)
         sys.stdout.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2, default=str).decode() + "\n")
         return
     if result.ok:
-        out.print(f"[green]{result.verstat}[/green] attest={result.attest}", highlight=False)
-    else:
-        out.print(f"{result.sip_code} {result.reason}: {result.description}", highlight=False, soft_wrap=True)
+        out.print(f"[green]{result.verstat}[/green] attest={escape(str(result.attest))}", highlight=False)
+    else:  # the description may quote the input or name a TOML table ("[verification]"): not markup
+        out.print(escape(f"{result.sip_code} {result.reason}: {result.description}"), highlight=False, soft_wrap=True)
         out.print(f"verstat: {result.verstat}", highlight=False)
     for w in result.warnings:  # a trust problem the result relied on (docs/requirements.md VS-10)
         out.print(f"warning: {w}", highlight=False, soft_wrap=True)
     for s in skipped or []:
-        out.print(f"not checked: {s}", highlight=False, soft_wrap=True)
+        out.print(f"not checked: {escape(s)}", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -513,13 +557,14 @@ def verify(
     allow_private_x5u: Optional[bool] = opts.ALLOW_PRIVATE_X5U,
     x5u_ca_bundle: Optional[Path] = opts.X5U_CA_BUNDLE,
     crl_policy: Optional[str] = opts.CRL_POLICY,
-    json_out: bool = typer.Option(False, "--json"),
+    json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
-    """Verify a call: exit 0 only when verification passes, else print the SIP code and reason
-    (exit 1); usage and file errors exit 2.  Comparisons that could not be made (no --orig or
-    --dest) are listed as "not checked".
+    """Verify a call: exit 0 only when verification passes.
 
-    Example: ``stirshaken verify @identity.txt --orig 12155551212 --dest 12155551213 --trust-anchor root.pem``"""
+    Otherwise the SIP code and reason are printed (exit 1); usage and file errors exit 2.
+    Comparisons that could not be made (no --orig or --dest) are listed as "not checked".
+
+    Example: stirshaken verify @identity.txt --orig 12155551212 --dest 12155551213 --trust-anchor root.pem"""
     from stirshaken.core.identity import split_header_values
     from stirshaken.vs.verifier import CallInfo, Verifier
 
@@ -562,10 +607,12 @@ def verify(
 def demo(
     workdir: Path = typer.Option(Path("demo-pki"), "--dir", help="Where the local test PKI is written."),
 ) -> None:
-    """Create a local test PKI, sign a call, verify it and a tampered copy, print the verdicts."""
+    """Create a local test PKI, sign a call, verify it and a tampered copy, print the verdicts.
+
+    Example: stirshaken demo --dir /tmp/demo-pki"""
     from stirshaken.core.verification import verify_offline
 
-    workdir.mkdir(parents=True, exist_ok=True)
+    common.directory(workdir, "--dir")
     rk, ik, sk = generate_private_key(), generate_private_key(), generate_private_key()
     root = certs.create_root(rk)
     inter = certs.create_intermediate(ik, root, rk, crl_url="https://sti-pa.example.net/crl")

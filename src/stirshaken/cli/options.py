@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import typer
-from rich.console import Console
+
+from stirshaken.cli.common import fail
 
 #: VerifierConfig field -> the option that sets it (for error messages).
 FLAGS = {
@@ -17,14 +18,7 @@ FLAGS = {
     "crl_policy": "--crl-policy",
 }
 
-_err = Console(stderr=True)
-
-
-def fail(message: str, code: int = 1) -> None:
-    """``error: <message>`` on stderr (rich markup allowed), then exit with ``code``; the one
-    error exit of the commands (the flag errors below exit 2)."""
-    _err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
+__all__ = ["FLAGS", "fail", "flag_names", "verifier_config"]
 
 
 def flag_names(line: str) -> str:
@@ -58,7 +52,9 @@ def verifier_config(
     if not trust_anchor and not ca_list:
         fail("give --trust-anchor or --ca-list (with --ca-list-trust)", 2)
     try:
-        cfg = VerifierConfig(
+        # relative paths are the user's, resolved against the working directory; each file must
+        # exist and a URL of another scheme is refused (the same checks as a TOML file's)
+        cfg = VerifierConfig.model_validate(dict(
             trust_anchors=[str(p) for p in trust_anchor or ()],
             crls=list(crl_files or []),
             crl_signers=[str(p) for p in crl_signer or ()],
@@ -68,7 +64,7 @@ def verifier_config(
             fetch_crl_distribution_points=not offline,
             **{k: v for k, v in (("max_age", max_age), ("allow_http_x5u", allow_http_x5u), ("allow_private_x5u", allow_private_x5u),
                                  ("crl_policy", crl_policy)) if v is not None},
-        )
+        ), context={"base": Path.cwd()})
         check_files(cfg)
     except ValidationError as exc:
         fail(flag_names(describe_error(exc)), 2)

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from stirshaken.cli.common import fail
+
 
 def register(app: typer.Typer) -> None:
     """Add the ``serve`` command to the CLI."""
@@ -15,7 +17,9 @@ def register(app: typer.Typer) -> None:
         config: Path = typer.Option(Path("stirshaken.toml"), "--config", "-c", help="TOML configuration file (docs/configuration.md)."),
         check: bool = typer.Option(False, "--check", help="Only validate the configuration and load every file it names (keys, trust anchors, CRLs, ...), then exit."),
     ) -> None:
-        """Run the STI-AS/STI-VS: REST API (ATIS-1000082), SIP signing and verification (302 redirect model)."""
+        """Run the STI-AS/STI-VS: REST API (ATIS-1000082), SIP signing and verification (302 redirect model).
+
+        Example: stirshaken serve --config /etc/stirshaken/stirshaken.toml --check"""
         from stirshaken.serve.config import ConfigError, check_config, load_config
         from stirshaken.serve.server import run
 
@@ -27,8 +31,7 @@ def register(app: typer.Typer) -> None:
 
                 check_database(cfg.inventory)
         except ConfigError as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(2)
+            fail(str(exc), 2)
         if check:
             typer.echo(f"{config}: OK")
             raise typer.Exit(0)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import secrets
+import textwrap
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
@@ -170,7 +171,7 @@ def load_csr(data: bytes) -> x509.CertificateSigningRequest:
             x509.load_pem_x509_csr(data) if data.lstrip().startswith(b"-----") else x509.load_der_x509_csr(data)
         )
     except ValueError as exc:
-        raise CertificateError(f"not a valid CSR: {exc}") from None
+        raise CertificateError(content_problem(data, "a CSR") or f"not a valid CSR: {_parse_problem(exc)}") from None
     if not csr.is_signature_valid:
         raise CertificateError("CSR signature does not verify")
     return csr
@@ -440,17 +441,47 @@ def create_delegate_certificate(
 # --- loading ----------------------------------------------------------------------------------
 
 
+#: what a PEM block holds, by its label (RFC 7468 §§5-13 and the OpenSSL labels still met)
+_PEM_KINDS = {
+    "CERTIFICATE": "a certificate", "TRUSTED CERTIFICATE": "a certificate", "X509 CRL": "a CRL",
+    "CERTIFICATE REQUEST": "a CSR", "NEW CERTIFICATE REQUEST": "a CSR", "PRIVATE KEY": "a private key",
+    "ENCRYPTED PRIVATE KEY": "a private key", "EC PRIVATE KEY": "a private key", "RSA PRIVATE KEY": "a private key",
+    "PUBLIC KEY": "a public key", "EC PARAMETERS": "EC parameters",
+}
+_PEM_LABEL = re.compile(rb"-----BEGIN ([A-Z0-9 ]{1,40})-----")
+
+
+def content_problem(data: bytes, expected: str) -> str | None:
+    """Why ``data`` cannot be ``expected`` (``"a certificate"``, ``"a CRL"``, ``"a CSR"``, ``"a
+    private key"``), judged by its form alone: ``"empty, not a certificate"``, ``"a private key,
+    not a certificate"`` (from the first PEM label, RFC 7468), ``"text without a PEM block, not a
+    CRL"``; None when it may be one (the parser then has the last word).  Used on the error path
+    of the loaders, so that a wrong file is named for what it is, not by a parser's message."""
+    if not data.strip():
+        return f"empty, not {expected}"
+    labels = [m.decode() for m in _PEM_LABEL.findall(bytes(data))]
+    if labels:
+        kinds = [_PEM_KINDS.get(label, f"a PEM {label.lower()} block") for label in labels]
+        return None if expected in kinds else f"{kinds[0]}, not {expected}"
+    if b"-----BEGIN" in data:
+        return f"a damaged PEM file (its BEGIN line is not RFC 7468), not {expected}"
+    head = bytes(data[:512])
+    if head.isascii() and all(32 <= c < 127 or c in b"\r\n\t" for c in head):
+        return f"text without a PEM block, not {expected}"
+    return None
+
+
 def _parse_problem(exc: Exception) -> str:
     """cryptography's parse error in words: its PEM message points to a FAQ URL and its ASN.1
     one is the Rust parser's debug text, neither of which belongs in a one-line error."""
     text = str(exc)
-    if text.startswith("Unable to load PEM file"):
+    if text.startswith("Unable to load PEM file") or "delimiters" in text:
         return "no PEM block of the expected type could be loaded"
     if "error parsing asn1 value" in text or "ParseError" in text:
         return "malformed DER (neither a PEM file nor valid DER)"
     if "no BEGIN X509 CRL" in text:
         return "a PEM file without a CRL (no BEGIN X509 CRL block)"
-    return " ".join(text.split())[:120]
+    return textwrap.shorten(text, 160, placeholder=" ...")
 
 
 def load_certificates(data: bytes) -> list[x509.Certificate]:
@@ -463,7 +494,7 @@ def load_certificates(data: bytes) -> list[x509.Certificate]:
         else:
             certs = [x509.load_der_x509_certificate(bytes(data))]
     except (ValueError, x509.InvalidVersion, UnsupportedAlgorithm) as exc:
-        raise CertificateError(f"not a valid certificate: {_parse_problem(exc)}") from None
+        raise CertificateError(content_problem(data, "a certificate") or f"not a valid certificate: {_parse_problem(exc)}") from None
     if not certs:
         raise CertificateError("no certificate found")
     for cert in certs:
@@ -491,7 +522,7 @@ def load_crl(data: bytes) -> x509.CertificateRevocationList:
             return x509.load_pem_x509_crl(data)
         return x509.load_der_x509_crl(data)
     except ValueError as exc:
-        raise CertificateError(f"not a valid CRL: {_parse_problem(exc)}") from None
+        raise CertificateError(content_problem(data, "a CRL") or f"not a valid CRL: {_parse_problem(exc)}") from None
 
 
 # --- the profile check (ATIS-1000080 v005 §6.4.1 / §6.4.1.1) ---------------------------------

@@ -13,6 +13,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from stirshaken.core.certificates import content_problem
 from stirshaken.core.errors import CertificateError
 
 
@@ -71,7 +72,11 @@ def write_private_key(
 
 
 def load_private_key(path: str | Path | bytes, passphrase: bytes | str | None = None) -> ec.EllipticCurvePrivateKey:
-    """Load a PEM (PKCS#8 or SEC1) P-256 private key from a file path or PEM bytes."""
+    """Load a PEM (PKCS#8 or SEC1) P-256 private key from a file path or PEM bytes.
+
+    Raises :class:`KeyError_` with one line naming the file: unreadable, encrypted without a
+    passphrase, something else than a private key (``root.pem: a certificate, not a private
+    key``), or not P-256."""
     if isinstance(passphrase, str):
         passphrase = passphrase.encode()
     if isinstance(path, bytes):
@@ -95,6 +100,9 @@ def load_private_key(path: str | Path | bytes, passphrase: bytes | str | None = 
     except TypeError:
         raise KeyError_(f"private key {where} cannot be decrypted") from None
     except ValueError:
+        wrong = content_problem(data, "a private key") or (None if b"-----BEGIN" in data else "not a PEM private key")
+        if wrong:
+            raise KeyError_(f"{where}: {wrong}") from None
         raise KeyError_(f"{where} is not a readable PEM private key (or the passphrase is wrong)") from None
     if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp256r1":
         raise KeyError_(f"{where} is not a P-256 (secp256r1) key as ES256 requires")

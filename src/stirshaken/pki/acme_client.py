@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import textwrap
 from dataclasses import dataclass
 from typing import Any, Mapping, TypeVar
 
@@ -37,6 +38,12 @@ from stirshaken.pki.acme import (
     ERR, JOSE_JSON, PEM_CHAIN, AcmeProblem, Authorization, Challenge, Directory, Finalize, Identifier, NewAccount, NewOrder, Order,
     Revocation, TkauthAnswer, eab_hmac_key, make_eab,
 )
+
+
+def short_text(text: str) -> str:
+    """A peer's text (an error page, a hook's stderr line) on one line, at most 200 characters,
+    cut between words."""
+    return textwrap.shorten(text, 200, placeholder=" ...") or "(empty)"
 
 
 @dataclass
@@ -124,9 +131,18 @@ class AcmeClient:
             async with self.session.get(self.directory_url) as resp:
                 self._remember_nonce(resp)
                 if resp.status != 200:
-                    raise AcmeProblem("serverInternal", "directory unavailable", resp.status)
+                    raise AcmeProblem("serverInternal", f"{self.directory_url} is not an ACME directory: it answered HTTP {resp.status}",
+                                      resp.status)
                 body = await resp.read()
-            self._dir = _parse(Directory, body, self.directory_url)
+            try:
+                doc = orjson.loads(body)
+            except orjson.JSONDecodeError:
+                raise AcmeProblem("malformed", f"{self.directory_url} is not an ACME directory: its answer is not JSON "
+                                               "(RFC 8555 §7.1.1)", 0) from None
+            try:
+                self._dir = Directory.from_json(doc)
+            except AcmeProblem as p:
+                raise AcmeProblem("malformed", f"{self.directory_url} is not an ACME directory: {p.detail}", 0) from None
         return self._dir
 
     def _remember_nonce(self, resp: aiohttp.ClientResponse) -> None:
@@ -161,7 +177,7 @@ class AcmeClient:
             try:
                 problem = orjson.loads(raw)
             except orjson.JSONDecodeError:
-                problem = {"detail": raw[:200].decode("utf-8", "replace")}
+                problem = {"detail": short_text(raw.decode("utf-8", "replace"))}
             err = AcmeProblem.from_document(problem if isinstance(problem, dict) else {}, res.status)
             if err.type == ERR + "badNonce" and _retry:
                 return await self.post(url, payload, use_jwk=use_jwk, _retry=False)
@@ -256,4 +272,4 @@ class AcmeClient:
         await self.post(d.revoke_cert, Revocation(b64url_encode(cert.public_bytes(serialization.Encoding.DER)), reason).to_json())
 
 
-__all__ = ["AcmeClient", "Response"]
+__all__ = ["AcmeClient", "Response", "short_text"]

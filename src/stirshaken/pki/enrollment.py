@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Mapping
@@ -31,7 +32,7 @@ from stirshaken.core.keys import generate_private_key, load_private_key, public_
 from stirshaken.core.tnauthlist import TNAuthList
 from stirshaken.net.http import client_session
 from stirshaken.pki.acme import CERTIFICATE_LOCATION_HEADER, PEM_CHAIN, PUBLISH_ERROR_HEADER, TKAUTH01, AcmeProblem, Authorization, Order
-from stirshaken.pki.acme_client import AcmeClient
+from stirshaken.pki.acme_client import AcmeClient, short_text
 from stirshaken.pki.pa_client import PAClient, PAClientError
 
 log = logging.getLogger("stirshaken.pki.acme_client")  # the SP flow's logger, kept from before the split
@@ -134,7 +135,7 @@ async def _publish(session: aiohttp.ClientSession, cfg: AcmeConfig, name: str, c
         headers["Authorization"] = f"Bearer {cfg.cr_token}"
     async with session.put(url, data=chain_pem, headers=headers) as resp:
         if resp.status not in (200, 201, 204):
-            raise PAClientError(f"STI-CR refused the upload: HTTP {resp.status}: {(await resp.text())[:200]}")
+            raise PAClientError(f"STI-CR refused the upload: HTTP {resp.status}: {short_text(await resp.text())}")
     return url
 
 
@@ -148,6 +149,17 @@ async def obtain_certificate(cfg: AcmeConfig, *, session: aiohttp.ClientSession 
         account_key = _account_key(cfg.state_dir)
         tnal = TNAuthList.for_spc(cfg.ocn)
         client = AcmeClient(cfg.directory_url, account_key, session, identifier_encoding=cfg.identifier_encoding)
+        # 0. the STI-CA's directory first: a wrong --directory is named before the STI-PA is asked
+        # (a refused connection is retried as the STI-PA login's is: a lab STI-CA may be starting)
+        deadline = time.monotonic() + PAClient.STARTUP_GRACE
+        while True:
+            try:
+                await client.directory()
+                break
+            except aiohttp.ClientConnectorError as exc:
+                if not isinstance(exc.os_error, ConnectionRefusedError) or time.monotonic() >= deadline:
+                    raise
+                await asyncio.sleep(0.25)
         # 1. SPC token from the STI-PA, bound to the ACME account key (RFC 9448 §4, PA-04/PA-05)
         pa = PAClient(cfg.pa_url, session)
         await pa.login(cfg.username, cfg.password)
@@ -292,7 +304,7 @@ def run_deploy_hook(command: str, status: "CertificateStatus", state_dir: Path, 
         raise DeployHookError(f"deploy hook {command!r} ran longer than {timeout:.0f} s") from None
     if res.returncode != 0:
         tail = (res.stderr or res.stdout).strip().splitlines()[-1:] or [""]
-        raise DeployHookError(f"deploy hook {command!r} exited with status {res.returncode}: {tail[0][:200]}")
+        raise DeployHookError(f"deploy hook {command!r} exited with status {res.returncode}: {short_text(tail[0])}")
 
 
 async def ensure_certificate(

@@ -49,7 +49,7 @@ class PAClient:
         try:
             out = orjson.loads(raw)
         except orjson.JSONDecodeError:
-            raise PAClientError(f"STI-PA {path}: HTTP {resp.status}, not JSON") from None
+            raise PAClientError(f"{self.base} is not an STI-PA API: {method} {path} answered HTTP {resp.status}, not JSON") from None
         if resp.status >= 400 or not isinstance(out, dict) or out.get("status") != "success":
             msg = out.get("message") if isinstance(out, dict) else None
             raise PAClientError(f"STI-PA {path}: HTTP {resp.status}: {msg or out}")

@@ -212,17 +212,48 @@ def sqlite_url(path: str) -> str:
     return f"sqlite:///{path}"
 
 
+class DatabaseError(Exception):
+    """A database cannot be opened: one line naming it (password hidden) and why, in words
+    (``cannot open the database sqlite:////x/y.db: unable to open database file``)."""
+
+
+def shown_url(url: str) -> str:
+    """``url`` with its password hidden, as it may appear in an error or a log line."""
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - not a URL at all: shown as given, it holds no password part
+        return url
+
+
+def database_error(url: str, exc: Exception) -> DatabaseError:
+    """The :class:`DatabaseError` for SQLAlchemy's ``exc`` raised while opening ``url``: the
+    driver's own first line (its ``orig``), not SQLAlchemy's wrapper with its background link."""
+    if isinstance(exc, sa.exc.NoSuchModuleError):
+        dialect = url.split(":", 1)[0]
+        why = f"unknown database kind {dialect!r} (sqlite:///FILE or postgresql+psycopg://USER@HOST/DB)"
+    elif isinstance(exc, sa.exc.ArgumentError):
+        why = "not a database URL (sqlite:///FILE or postgresql+psycopg://USER@HOST/DB)"
+    else:
+        text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+        why = " ".join(text[0].split()) if text else type(exc).__name__
+    return DatabaseError(f"cannot open the database {shown_url(url)}: {why}")
+
+
 def make_engine(url: str) -> Engine:
     """The project's one way to open a database (``url``: any SQLAlchemy URL).  SQLite files are
     shared between threads and processes: WAL journal, a 30 s busy timeout, foreign keys on;
     server databases (PostgreSQL) get ``pool_pre_ping`` so a connection lost in an outage is
-    replaced instead of failing the next request."""
+    replaced instead of failing the next request.  A URL SQLAlchemy cannot use raises
+    :class:`DatabaseError`."""
     kwargs: dict[str, Any] = {"future": True}
     if url.startswith("sqlite"):
         kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
     else:
         kwargs["pool_pre_ping"] = True
-    engine = sa.create_engine(url, **kwargs)
+    try:
+        engine = sa.create_engine(url, **kwargs)
+    except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ImportError) as exc:
+        raise database_error(url, exc) from None
     if url.startswith("sqlite"):
 
         @sa.event.listens_for(engine, "connect")
@@ -240,10 +271,16 @@ class Database:
     """The state store.  ``url`` is any SQLAlchemy URL; SQLite files get WAL and a busy timeout."""
 
     def __init__(self, url: str, *, create: bool = True):
+        """Open (and with ``create`` make the tables of) the database at ``url``; raises
+        :class:`DatabaseError` when it cannot be opened."""
         self.url = url
         self.engine: Engine = make_engine(url)
         if create:
-            metadata.create_all(self.engine)
+            try:
+                metadata.create_all(self.engine)
+            except sa.exc.SQLAlchemyError as exc:
+                self.engine.dispose()
+                raise database_error(url, exc) from None
 
     @property
     def is_sqlite(self) -> bool:

@@ -272,25 +272,31 @@ def check_files(cfg: VerifierConfig) -> None:
 
     for option in ("trust_anchors", "crl_signers", "ca_list_trust"):
         for src in getattr(cfg, option):
-            try:
+            try:  # the loader's message names the file at fault (the directory's file, for a directory)
                 if not load_pem_sources([src]) and option == "trust_anchors":
                     raise OptionError(option, f"{src}: holds no certificate (a trust anchor directory needs PEM files)")
             except StirShakenError as exc:
-                raise OptionError(option, f"{src}: {exc.description}") from None
-            except OSError as exc:
-                raise OptionError(option, f"cannot read {src}: {exc.strerror}") from None
+                raise OptionError(option, exc.description) from None
     for src in cfg.crls:
         if is_url(src):
             continue
         try:
             CRLStore([src], fetch_distribution_points=False)
         except StirShakenError as exc:
-            raise OptionError("crls", f"{src}: {exc.description}") from None
+            raise OptionError("crls", exc.description) from None
     if cfg.x5u_ca_bundle:
+        bundle = cfg.x5u_ca_bundle
         try:
-            ssl.create_default_context(cafile=cfg.x5u_ca_bundle)
-        except (ssl.SSLError, OSError) as exc:
-            raise OptionError("x5u_ca_bundle", f"{cfg.x5u_ca_bundle}: not a usable CA bundle ({exc.strerror or exc})") from None
+            data = Path(bundle).read_bytes()
+        except OSError as exc:
+            raise OptionError("x5u_ca_bundle", f"cannot read {bundle}: {exc.strerror}") from None
+        try:
+            ssl.create_default_context(cafile=bundle)
+        except (ssl.SSLError, OSError):
+            from stirshaken.core.certificates import content_problem
+
+            why = content_problem(data, "a certificate") or "no PEM certificate in it"
+            raise OptionError("x5u_ca_bundle", f"{bundle}: not a usable CA bundle: {why}") from None
 
 
 # --- one-line errors -------------------------------------------------------------------------------
@@ -308,6 +314,10 @@ _TYPES = {
     "is_instance_of": "has the wrong type",
 }
 
+
+#: pydantic's bound errors -> (our words, the bound's key in the error context)
+_BOUNDS = {"greater_than_equal": ("must be at least", "ge"), "less_than_equal": ("must be at most", "le"),
+           "greater_than": ("must be more than", "gt"), "less_than": ("must be less than", "lt")}
 
 _OPTION = re.compile(r"[a-z_][a-z0-9_]*")
 
@@ -336,7 +346,9 @@ def error_parts(err: Mapping[str, Any]) -> tuple[list[str | int], str]:
         return loc, "required"
     if kind in _TYPES:
         return loc, f"{_TYPES[kind]}, got {value!r}"
-    if kind == "literal_error" or kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+    if kind in _BOUNDS and _BOUNDS[kind][1] in ctx:
+        return loc, f"{_BOUNDS[kind][0]} {ctx[_BOUNDS[kind][1]]}, got {value!r}"
+    if kind == "literal_error" or kind in _BOUNDS:
         return loc, f"must be {err['msg'].removeprefix('Input should be ')}, got {value!r}"
     return loc, str(err["msg"])
 

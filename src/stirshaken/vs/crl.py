@@ -99,11 +99,16 @@ class CRLStore:
 
     @staticmethod
     def _load_file(path: str) -> tuple[x509.CertificateRevocationList, bytes]:
+        """The CRL of a file and its DER; :class:`CertificateError` naming the file (``cannot read
+        {path}: ...``, ``{path}: a certificate, not a CRL``)."""
         try:
             data = Path(path).read_bytes()
         except OSError as exc:
             raise CertificateError(f"cannot read CRL file {path}: {exc.strerror}") from None
-        crl = load_crl(data)
+        try:
+            crl = load_crl(data)
+        except CertificateError as exc:
+            raise CertificateError(f"{path}: {exc.description}") from None
         return crl, crl.public_bytes(Encoding.DER)
 
     def read_sources(self, now: float) -> dict[str, CRLRecord]:

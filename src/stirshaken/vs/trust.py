@@ -42,22 +42,26 @@ class CAListError(UntrustedCertificateError):
 
 
 def load_pem_sources(sources: Sequence[str]) -> list[x509.Certificate]:
-    """Certificates from PEM files and directories of PEM files (sorted, non-recursive)."""
+    """Certificates from PEM files and directories of PEM files (sorted, non-recursive).
+
+    Raises :class:`CertificateError` whose description starts with the file at fault (``cannot
+    read {file}: ...`` or ``{file}: a private key, not a certificate``)."""
     out: list[x509.Certificate] = []
     for src in sources:
         path = Path(src)
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() in PEM_SUFFIXES and p.is_file()) if path.is_dir() else [path]
+        try:
+            files = sorted(p for p in path.iterdir() if p.suffix.lower() in PEM_SUFFIXES and p.is_file()) if path.is_dir() else [path]
+        except OSError as exc:
+            raise CertificateError(f"cannot read {path}: {exc.strerror}") from None
         for f in files:
             try:
                 data = f.read_bytes()
             except OSError as exc:
-                raise CertificateError(f"cannot read trust anchor file {f}: {exc.strerror}") from None
+                raise CertificateError(f"cannot read {f}: {exc.strerror}") from None
             try:
                 out.extend(load_certificates(data))
             except CertificateError as exc:
-                if f is path:
-                    raise
-                raise CertificateError(f"{f.name}: {exc.description}") from None  # which file of the directory
+                raise CertificateError(f"{f}: {exc.description}") from None  # which file (of a directory)
     return out
 
 

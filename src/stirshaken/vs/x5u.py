@@ -26,6 +26,7 @@ import asyncio
 import ipaddress
 import socket
 import ssl
+import textwrap
 from dataclasses import dataclass
 from typing import Mapping
 from urllib.parse import SplitResult, urlsplit
@@ -94,11 +95,31 @@ def _address_allowed(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     )
 
 
-def check_url(url: str, policy: X5UPolicy = X5UPolicy(), *, what: str = "x5u") -> SplitResult:
-    """Check an x5u URL (or, with ``what``, a CRL or CA-list URL) against the dereferencing
-    rules; returns the split URL.
+#: how to lift each relaxable refusal: the command-line flag and the TOML option (vs/config.py)
+ALLOW_HTTP = "allow with --allow-http-x5u / [verification].allow_http_x5u"
+ALLOW_PRIVATE = "allow with --allow-private-x5u / [verification].allow_private_x5u, lab only"
 
-    Raises :class:`FetchError` (436) naming the broken rule and ``what`` was fetched.
+
+def _refused(what: str, url: str, why: str) -> FetchError:
+    """``{what} {url} refused: {why}`` (built only when a URL is refused)."""
+    return FetchError(f"{what} {_shown(url)} refused: {why}")
+
+
+def _shown(url: str) -> str:
+    """The URL as quoted in an error: whole up to 120 characters, else its origin and ``/...``
+    (cut at a path boundary, never inside a word)."""
+    if len(url) <= 120:
+        return url
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}/..."
+
+
+def check_url(url: str, policy: X5UPolicy = X5UPolicy(), *, what: str = "x5u") -> SplitResult:
+    """Check an x5u (or CRL / CA-list) URL against the dereferencing rules; returns the split URL.
+
+    Raises :class:`FetchError` (436) naming the broken rule; a refusal that an option lifts
+    names the option (``x5u http://cr.example/sp.pem refused: not https (ATIS-1000074 §5.3.1;
+    allow with --allow-http-x5u / [verification].allow_http_x5u)``).
     """
     if not isinstance(url, str) or not url or len(url) > 2048:
         raise FetchError("Invalid 'info' URI: empty or longer than 2048 characters")
@@ -112,34 +133,34 @@ def check_url(url: str, policy: X5UPolicy = X5UPolicy(), *, what: str = "x5u") -
     scheme = parts.scheme.lower()
     if scheme == "http":
         if not policy.allow_http:
-            raise FetchError(f"{what} URL must use https (ATIS-1000074 §5.3.1); http refused")
+            raise _refused(what, url, f"not https (ATIS-1000074 §5.3.1; {ALLOW_HTTP})")
     elif scheme != "https":
-        raise FetchError(f"{what} URL scheme {scheme!r} is not http(s)" if policy.allow_http else f"{what} URL scheme {scheme!r} is not https")
+        raise _refused(what, url, f"URL scheme {scheme!r} is not http(s)" if policy.allow_http else f"URL scheme {scheme!r} is not https")
     if "@" in parts.netloc:
-        raise FetchError(f"{what} URL must not contain userinfo")
+        raise _refused(what, url, "the URL must not contain userinfo")
     if parts.query or url.endswith("?"):
-        raise FetchError(f"{what} URL must not contain a query component")
+        raise _refused(what, url, "the URL must not contain a query component")
     if parts.fragment or "#" in url:
-        raise FetchError(f"{what} URL must not contain a fragment")
+        raise _refused(what, url, "the URL must not contain a fragment")
     if ";" in parts.path:
-        raise FetchError(f"{what} URL must not contain path parameters")
+        raise _refused(what, url, "the URL must not contain path parameters")
     host = parts.hostname
     if not host:
-        raise FetchError(f"{what} URL has no host")
+        raise _refused(what, url, "the URL has no host")
     if port is None:
         port = 443 if scheme == "https" else 80
     if not policy.allow_private:
         allowed_ports = DEFAULT_PORTS | ({80} if scheme == "http" else set())
         if port not in allowed_ports:
-            raise FetchError(f"{what} URL port {port} is not 443 or 8443" + (" (or 80 for http)" if scheme == "http" else ""))
+            raise _refused(what, url, f"port {port} is not 443 or 8443{' (or 80 for http)' if scheme == 'http' else ''} ({ALLOW_PRIVATE})")
         try:
             ip = ipaddress.ip_address(host)
         except ValueError:
             ip = None
         if ip is not None and not _address_allowed(ip):
-            raise FetchError(f"{what} URL host {host} is a private, loopback or reserved address")
+            raise _refused(what, url, f"host {host} is a private, loopback or reserved address ({ALLOW_PRIVATE})")
         if ip is None and (host.lower() == "localhost" or host.lower().endswith(".localhost")):
-            raise FetchError(f"{what} URL host is localhost")
+            raise _refused(what, url, f"host {host} is localhost ({ALLOW_PRIVATE})")
     return parts
 
 
@@ -174,7 +195,8 @@ class GuardedResolver(AbstractResolver):
             )
         if not out:
             if refused:
-                raise BlockedAddressError(f"{host} resolves only to refused addresses ({', '.join(sorted(set(refused))[:3])})")
+                raise BlockedAddressError(f"{host} resolves only to refused addresses ({', '.join(sorted(set(refused))[:3])}; "
+                                          f"{ALLOW_PRIVATE})")
             raise OSError(f"{host} does not resolve")
         return out
 
@@ -193,7 +215,7 @@ def parse_certificates(body: bytes, content_type: str) -> list[x509.Certificate]
     """
     ct = content_type.lower()
     if ct not in PEM_TYPES and ct not in DER_TYPES and ct not in SNIFF_TYPES:
-        raise FetchError(f"x5u response has Content-Type {content_type[:60]!r}, not a certificate chain")
+        raise FetchError(f"x5u response has Content-Type {textwrap.shorten(content_type, 60, placeholder=' ...')!r}, not a certificate chain")
     if not body.strip():
         raise FetchError("x5u response is empty")
     if b"-----BEGIN" not in body and body[:1] != b"\x30":
@@ -202,6 +224,11 @@ def parse_certificates(body: bytes, content_type: str) -> list[x509.Certificate]
         return load_certificates(body)
     except CertificateError as exc:
         raise FetchError(f"x5u response is not a certificate chain: {exc.description}") from None
+
+
+def _short(exc: object) -> str:
+    """An exception's text on one line, at most 100 characters, cut between words."""
+    return textwrap.shorten(str(exc), 100, placeholder=" ...")
 
 
 class Fetcher:
@@ -254,15 +281,15 @@ class Fetcher:
         except asyncio.TimeoutError:
             raise FetchError(f"Failed to dereference {what} URI: timed out") from None
         except aiohttp.ClientConnectorCertificateError as exc:
-            raise FetchError(f"Failed to dereference {what} URI: TLS certificate not trusted ({str(exc.certificate_error)[:100]})") from None
+            raise FetchError(f"Failed to dereference {what} URI: TLS certificate not trusted ({_short(exc.certificate_error)})") from None
         except aiohttp.ClientConnectorError as exc:
             if isinstance(exc.os_error, BlockedAddressError):
                 raise FetchError(f"Failed to dereference {what} URI: {exc.os_error}") from None
-            raise FetchError(f"Failed to dereference {what} URI: cannot connect ({str(exc.os_error)[:100]})") from None
+            raise FetchError(f"Failed to dereference {what} URI: cannot connect ({_short(exc.os_error)})") from None
         except aiohttp.ClientSSLError as exc:
-            raise FetchError(f"Failed to dereference {what} URI: TLS error ({str(exc)[:100]})") from None
+            raise FetchError(f"Failed to dereference {what} URI: TLS error ({_short(exc)})") from None
         except (aiohttp.ClientError, OSError, ValueError) as exc:
-            raise FetchError(f"Failed to dereference {what} URI: {type(exc).__name__}: {str(exc)[:100]}") from None
+            raise FetchError(f"Failed to dereference {what} URI: {type(exc).__name__}: {_short(exc)}") from None
 
     async def fetch_chain(self, url: str) -> tuple[list[x509.Certificate], FetchResult]:
         """Fetch and parse an x5u certificate chain."""

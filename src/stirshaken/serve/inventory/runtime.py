@@ -9,6 +9,7 @@ Only the server process imports this module (it loads SQLAlchemy through
 from __future__ import annotations
 
 import logging
+import textwrap
 from typing import Any
 
 from stirshaken.serve.config import ConfigError, InventoryConfig
@@ -23,16 +24,19 @@ DNO_HEADER = "X-Caller-DNO"
 
 def _one_line(exc: BaseException) -> str:
     """A driver error in one line, without SQLAlchemy's background link."""
-    return " ".join(str(getattr(exc, "orig", None) or exc).split())[:200]
+    return textwrap.shorten(str(getattr(exc, "orig", None) or exc), 200, placeholder=" ...")
 
 
 def _open(cfg: InventoryConfig) -> Any:
     """The :class:`~stirshaken.serve.inventory.store.InventoryStore` of ``cfg`` (its tables created
     when missing), or :class:`ConfigError` in one line."""
+    from stirshaken.pki.store import DatabaseError
     from stirshaken.serve.inventory.store import InventoryStore
 
     try:
         return InventoryStore(cfg.url)
+    except DatabaseError as exc:  # "cannot open the database URL: why"
+        raise ConfigError(f"[inventory].database: {exc}") from None
     except Exception as exc:  # noqa: BLE001 - any driver error ends the start in one line
         raise ConfigError(f"[inventory].database: cannot open {cfg.database!r}: {_one_line(exc)}") from None
 

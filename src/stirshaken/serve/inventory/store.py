@@ -38,7 +38,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from stirshaken.core.tn import TNError, canonicalize_tn
-from stirshaken.pki.store import make_engine
+from stirshaken.pki.store import database_error, make_engine
 from stirshaken.serve.inventory.index import (
     ATTEST_LEVELS,
     Customer,
@@ -175,10 +175,14 @@ class InventoryStore:
         self.url = url
         self.engine: Engine = make_engine(url)
         if create:
-            metadata.create_all(self.engine)
-            with self.engine.begin() as c:
-                if c.execute(sa.select(inv_meta.c.value).where(inv_meta.c.key == "version")).first() is None:
-                    c.execute(inv_meta.insert().values(key="version", value=0))
+            try:
+                metadata.create_all(self.engine)
+                with self.engine.begin() as c:
+                    if c.execute(sa.select(inv_meta.c.value).where(inv_meta.c.key == "version")).first() is None:
+                        c.execute(inv_meta.insert().values(key="version", value=0))
+            except sa.exc.SQLAlchemyError as exc:  # unreachable server, unwritable file: one line (DatabaseError)
+                self.engine.dispose()
+                raise database_error(url, exc) from None
 
     @property
     def is_sqlite(self) -> bool:
