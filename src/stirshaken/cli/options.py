@@ -26,6 +26,11 @@ def fail(message: str, code: int = 1) -> None:
     raise typer.Exit(code)
 
 
+def warn(message: str) -> None:
+    """``warning: <message>`` on stderr; the command goes on."""
+    _err.print(f"[yellow]warning:[/yellow] {message}", highlight=False, soft_wrap=True)
+
+
 def flag_names(line: str) -> str:
     """``ca_list_trust: required ...`` -> ``--ca-list-trust: required ...``."""
     option, sep, rest = line.partition(": ")
