@@ -381,8 +381,9 @@ class SigningService:
         except StirShakenError as exc:
             raise SigningError(param, str(value)[:64], exc.description) from None
 
-    def tenant_for(self, orig_tn: str, hint: str | None = None) -> Tenant:
-        """The tenant signing for ``orig_tn`` (header ``hint`` first, then TN prefix, then default)."""
+    def tenant_for(self, orig_tn: str, hint: str | None = None, *, what: str = "calling number") -> Tenant:
+        """The tenant signing for ``orig_tn`` (header ``hint`` first, then TN prefix, then default);
+        ``what`` names the number in the error (a div PASSporT's is the diverted-from number)."""
         if hint:
             t = self.by_name.get(hint.strip().lower())
             if t is None:
@@ -393,7 +394,7 @@ class SigningService:
                 return t
         if self.default is not None:
             return self.default
-        raise SigningError("orig", orig_tn, f"no signing tenant covers calling number {orig_tn}")
+        raise SigningError("orig", orig_tn, f"no signing tenant covers {what} {orig_tn}")
 
     @staticmethod
     def _customer(tenant: Tenant, source_ip: str | None, name: str | None) -> CustomerConfig | None:

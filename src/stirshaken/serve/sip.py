@@ -574,7 +574,7 @@ class SipService:
         if target == prev:
             return no_div(f"the destination {target} did not change (RFC 8946 §3: no div PASSporT)")
         try:
-            tenant = svc.tenant_for(prev, h.get(self.tenant_header) if self.tenant_header else None)
+            tenant = svc.tenant_for(prev, h.get(self.tenant_header) if self.tenant_header else None, what="diverted-from number")
         except SigningError as exc:
             return self._unknown_tenant(req, exc)
         when = self._iat(req)
