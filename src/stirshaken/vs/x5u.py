@@ -51,6 +51,7 @@ DER_TYPES = frozenset({"application/pkix-cert", "application/x-x509-ca-cert", "a
 #: Generic types whose body is sniffed (accepted only when it parses as certificates).
 SNIFF_TYPES = frozenset({"", "application/octet-stream", "binary/octet-stream", "text/plain"})
 
+
 @dataclass(frozen=True)
 class X5UPolicy:
     """What a fetch may do.  Safe by default; every relaxation is a named option."""
