@@ -65,6 +65,8 @@ log_level = "WARNING"
 [signing]
 key = "$W/pki/sp.key"
 x5u = "$X5U"
+allow_http_x5u = true      # the bench's x5u server is http on loopback
+allow_private_x5u = true
 [verification]
 trust_anchors = ["$W/pki/ca-root.pem"]
 allow_http_x5u = true

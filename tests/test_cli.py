@@ -18,7 +18,8 @@ from stirshaken.core.keys import load_private_key
 from stirshaken.core.passport import decode
 
 BIN = Path(sys.executable).with_name("stirshaken")
-X5U = "http://127.0.0.1:23001/sp-chain.pem"
+X5U = "https://cr.example.net/sp-chain.pem"  # nothing is fetched: verify gets the chain with --cert
+HTTP_X5U = "http://127.0.0.1:23001/sp-chain.pem"
 CRL_URL = "http://127.0.0.1:23001/inter.crl"
 
 
@@ -133,7 +134,12 @@ def test_sign_decode_verify(cli_chain):
                         "--orig", "12155551212", "--dest", "12155551214").stdout)
     assert jv["skipped"] == [] and jv["verstat"] == "TN-Validation-Passed"
     assert "not checked: orig-matches" in run("verify", identity, "--cert", d / "sp-chain.pem", "--trust-anchor", d / "root.pem").stdout
-    assert [pr for pr in dj["problems"]] == ["'x5u' is not an https URL (ATIS-1000074 §5.3.1: verifiers refuse it)"]
+    assert dj["problems"] == []
+    # an http x5u is only signed when explicitly allowed, and decode names the problem
+    lab = run("sign", "--key", d / "sp.key", "--x5u", HTTP_X5U, "--allow-http-x5u", "--allow-private-x5u", "--attest", "A",
+              "--orig", "12155551212", "--dest", "12155551213").stdout.strip()
+    assert json.loads(run("decode", lab, "--json").stdout)["problems"] == [
+        "'x5u' is not an https URL (ATIS-1000074 §5.3.1: verifiers refuse it)"]
     token_only = run("sign", "--key", d / "sp.key", "--x5u", X5U, "--attest", "C", "--orig", "1", "--dest", "2", "--token").stdout.strip()
     assert ";" not in token_only and decode(token_only).attest == "C"
 
@@ -271,3 +277,67 @@ def test_verify_says_when_revocation_is_not_established(cli_chain):
     assert p.returncode == 1 and "437" in p.stdout and "revocation status cannot be established (crl_policy hard)" in p.stdout
     p = run("verify", identity, *base, "--crl-policy", "bogus", ok=False)
     assert p.returncode == 2 and "--crl-policy: must be 'soft' or 'hard', got 'bogus'" in p.stderr and "Traceback" not in p.stderr
+
+
+# --- issue 12: sign refuses what verify would refuse; div PASSporTs ---------------------------
+
+
+@pytest.mark.parametrize("change,line", [
+    (("--x5u", "http://cr.example.net/sp.pem"),
+     "error: --x5u: x5u http://cr.example.net/sp.pem refused: not https (ATIS-1000074 §5.3.1; allow with --allow-http-x5u / [signing].allow_http_x5u)"),
+    (("--x5u", "https://10.1.2.3/sp.pem"),
+     "error: --x5u: x5u https://10.1.2.3/sp.pem refused: host 10.1.2.3 is a private, loopback or reserved address (allow with --allow-private-x5u / [signing].allow_private_x5u, lab only)"),
+    (("--x5u", "https://cr.example.net/sp.pem?v=2"), "error: --x5u: x5u https://cr.example.net/sp.pem?v=2 refused: the URL must not contain a query component"),
+    (("--attest", "D"), "error: --attest: 'attest' must be A, B or C, not 'D'"),
+    (("--origid", "42"), "error: --origid: 'origid' must be a UUID (RFC 8588 §5), not '42'"),
+    (("--orig", "1215555121212121212"), "error: --orig: '1215555121212121212'... has 19 digits; a telephone number has at most 15"),
+    (("--dest", "bob"), "error: --dest: 'bob' is not a telephone number"),
+    (("--country-code", "+1"), "error: --country-code: '+1' is not digits"),
+    (("--div", "12155551213"), "error: --div: only with --ppt div"),
+    (("--ppt", "rcdx"), "error: --ppt: 'rcdx' is not shaken or div"),
+])
+def test_sign_refuses_what_verify_refuses(cli_chain, change, line):
+    d = cli_chain
+    args = {"--key": d / "sp.key", "--x5u": X5U, "--attest": "A", "--orig": "12155551212", "--dest": "12155551213"}
+    args[change[0]] = change[1]
+    p = run("sign", *[x for kv in args.items() for x in kv], ok=False)
+    assert p.returncode == 2 and p.stderr.strip() == line and p.stdout == "", p.stderr
+
+
+def test_sign_national_number_and_country_code(cli_chain):
+    d = cli_chain
+    base = ("sign", "--key", d / "sp.key", "--x5u", X5U, "--attest", "A", "--dest", "12155551213", "--token")
+    p = run(*base, "--orig", "(215) 555-1212")
+    assert decode(p.stdout.strip()).orig_tn == "2155551212"
+    assert p.stderr.strip() == ("warning: --orig: 2155551212 looks like a national number (10 digits, no country code): signed as"
+                                " given, not in E.164 form (RFC 8224 §8.3); --country-code completes it")
+    p = run(*base, "--orig", "(215) 555-1212", "--country-code", "1")
+    assert decode(p.stdout.strip()).orig_tn == "12155551212" and p.stderr == ""
+    p = run(*base, "--orig", "sip:%2B1-215-555-1212@example.net")  # the one uri_user: %2B and separators
+    assert decode(p.stdout.strip()).orig_tn == "12155551212" and p.stderr == ""
+
+
+def test_sign_div_and_verify_the_diverted_call(cli_chain):
+    """sign --ppt div (RFC 8946): claims orig, dest (new target), div, iat; verify accepts the
+    SHAKEN + div pair for the new target, and not the SHAKEN one alone."""
+    d = cli_chain
+    key = ("--key", d / "sp.key", "--x5u", X5U)
+    shaken = run("sign", *key, "--attest", "A", "--orig", "12155551212", "--dest", "12155551213").stdout.strip()
+    div = run("sign", "--ppt", "div", *key, "--orig", "12155551212", "--div", "+1 215 555 1213", "--dest", "12155559999").stdout.strip()
+    token, params = div.split(";", 1)
+    assert params == f"info=<{X5U}>;alg=ES256;ppt=div"
+    p = decode(token, ppt="div")
+    assert set(p.claims) == {"dest", "div", "iat", "orig"}
+    assert (p.orig_tn, p.dest_tns, p.div_tn) == ("12155551212", ("12155559999",), "12155551213")
+    base = ("--cert", d / "sp-chain.pem", "--trust-anchor", d / "root.pem", "--orig", "12155551212", "--dest", "12155559999")
+    out = run("verify", f"{shaken}, {div}", *base).stdout
+    assert "TN-Validation-Passed" in out and "attest=A" in out
+    assert "438" in run("verify", shaken, *base, ok=False).stdout
+    for extra, line in ((("--attest", "A"), "error: --attest: not a claim of a div PASSporT (RFC 8946 §3; only SHAKEN PASSporTs carry it)"),
+                        (("--origid", "123e4567-e89b-12d3-a456-426655440000"),
+                         "error: --origid: not a claim of a div PASSporT (RFC 8946 §3; only SHAKEN PASSporTs carry it)"),
+                        ((), "error: --div is required with --ppt div: the number the call was diverted from")):
+        p = run("sign", "--ppt", "div", *key, "--orig", "12155551212", "--dest", "12155559999", *extra, ok=False)
+        assert p.returncode == 2 and p.stderr.strip() == line, p.stderr
+    p = run("sign", "--ppt", "div", *key, "--orig", "12155551212", "--div", "12155559999", "--dest", "12155559999", ok=False)
+    assert p.stderr.strip().startswith("error: --dest: the new destination 12155559999 equals the 'div'")

@@ -37,7 +37,7 @@ def web(tmp_path_factory: pytest.TempPathFactory) -> Any:
     port = serve_port()
     toml = serve_toml(pki, repo, http=port).replace("[server]\n", "[server]\ninspect = true\n", 1)
     srv = ServeProcess(d, toml, port)
-    r = runner.invoke(app, ["sign", "--key", str(pki.sp_key), "--x5u", repo.url("sp-chain.pem"), "--attest", "A",
+    r = runner.invoke(app, ["sign", "--key", str(pki.sp_key), "--x5u", repo.url("sp-chain.pem"), "--allow-http-x5u", "--allow-private-x5u", "--attest", "A",
                             "--orig", ORIG, "--dest", DEST])
     assert r.exit_code == 0, r.output
     yield {"url": f"http://127.0.0.1:{port}/inspect", "pki": pki, "dir": d, "identity": r.stdout.strip()}

@@ -165,7 +165,8 @@ def tamper(identity: str) -> str:
 
 
 def sign_with_cli(key: Path, x5u: str, **extra) -> str:
-    args = ["sign", "--key", key, "--x5u", x5u, "--attest", "A", "--orig", "+1 215 555 1212", "--dest", "12155551213"]
+    args = ["sign", "--key", key, "--x5u", x5u, "--allow-http-x5u", "--allow-private-x5u", "--attest", "A", "--orig", "+1 215 555 1212",
+            "--dest", "12155551213"]  # the x5u server of these tests is http on loopback
     for k, v in extra.items():
         args += [f"--{k}", v]
     return stirshaken(*args).stdout.strip()
@@ -270,3 +271,29 @@ def test_own_revoked_certificate_fails_secsipidx(own_chain, tmp_path):
     assert p.returncode == (-112) % 256, (p.returncode, p.stdout, p.stderr)  # -112: certificate revoked
     p = stirshaken("verify", identity, "--cert", d / "sp-chain.pem", "--trust-anchor", d / "root.pem", "--crl", crl, ok=False)
     assert "437" in p.stdout and "revoked" in p.stdout
+
+
+# --- issue 12 item 2: div PASSporTs (RFC 8946) --------------------------------------------------
+
+
+def test_div_passport_and_secsipidx(peer_chain, x5u_host, tmp_path):
+    """secsipidx 1.2.0 has no div support: it refuses a div PASSporT by its ppt (the SIP parameter:
+    -303 "invalid value for ppt header parameter"; without it, the JOSE header: -203), so of a
+    diverted call it can check the SHAKEN PASSporT (ok), while our verifier checks the pair for
+    the new target (and the SHAKEN one alone fails there)."""
+    x5u = f"{x5u_host[1]}/sp-chain.pem"
+    lab = ("--allow-http-x5u", "--allow-private-x5u")
+    shaken = sign_with_cli(peer_chain / "sp.key", x5u)
+    div = stirshaken("sign", "--ppt", "div", "--key", peer_chain / "sp.key", "--x5u", x5u, *lab, "--orig", "12155551212",
+                     "--div", "12155551213", "--dest", "12155559999").stdout.strip()
+    pub = peer_chain / "pub" / "sp.pem"
+    secsipidx("-check", "-expire", "60", "-identity", shaken, "-fpubkey", pub, ok=True)
+    p = secsipidx("-check", "-expire", "60", "-identity", div, "-fpubkey", pub)
+    assert p.returncode == (-303) % 256 and "invalid value for ppt header parameter" in p.stdout + p.stderr, (p.stdout, p.stderr)
+    token = div.split(";", 1)[0]
+    p = secsipidx("-check", "-expire", "60", "-identity", f"{token};info=<{x5u}>;alg=ES256", "-fpubkey", pub)
+    assert p.returncode == (-203) % 256 and "invalid value for ppt in json header" in p.stdout + p.stderr, (p.stdout, p.stderr)
+    base = ("--cert", peer_chain / "pub" / "sp-chain.pem", "--trust-anchor", peer_chain / "ca-root.pem", "--orig", "12155551212",
+            "--dest", "12155559999")
+    assert "TN-Validation-Passed" in stirshaken("verify", f"{shaken}, {div}", *base).stdout
+    assert "438" in stirshaken("verify", shaken, *base, ok=False).stdout

@@ -126,7 +126,7 @@ async def test_svc4001_missing(base: str, missing: str) -> None:
 
 @pytest.mark.parametrize("field,value", [
     ("attest", "X"), ("attest", 1), ("iat", "now"), ("iat", -5), ("iat", 1000), ("origid", "not-a-uuid"),
-    ("orig", {"tn": "12x"}), ("orig", "12155551212"), ("dest", {"tn": []}), ("dest", {"tn": "1215"}), ("ppt", "div"),
+    ("orig", {"tn": "12x"}), ("orig", "12155551212"), ("dest", {"tn": []}), ("dest", {"tn": "1215"}), ("ppt", "msec"),
 ])
 async def test_svc4005_invalid(base: str, field: str, value: Any) -> None:
     status, body, _ = await post(base, "/stir/v1/signing", sreq(**{field: value}))
@@ -334,3 +334,92 @@ def test_logs_are_json_and_never_hold_keys(env: dict[str, Any]) -> None:
         assert key_body[:40] not in text
         lines = [l for l in text.splitlines() if l.strip()]
         assert lines and all(orjson.loads(l)["level"] for l in lines)
+
+
+# --- issue 12: div requests (an extension of ATIS-1000082) and signing inputs -----------------
+
+NEW = "12155559999"  # the target a call was diverted to
+
+
+def dreq(**over: Any) -> dict[str, Any]:
+    r: dict[str, Any] = {"ppt": "div", "dest": {"tn": [NEW]}, "div": {"tn": DEST}, "iat": int(time.time()), "orig": {"tn": ORIG}}
+    for k, v in over.items():
+        if v is None:
+            r.pop(k, None)
+        else:
+            r[k] = v
+    return {"signingRequest": r}
+
+
+def b64json(segment: str) -> Any:
+    import base64
+
+    return orjson.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+
+
+async def test_div_request_signs_a_div_passport(base: str, env: dict[str, Any]) -> None:
+    """signingRequest with ppt "div": a div PASSporT (RFC 8946 §3) that our verifier chains to the
+    call's SHAKEN PASSporT; without it the SHAKEN dest names no target of the diverted call."""
+    shaken = await sign(base)
+    status, body, _ = await post(base, "/stir/v1/signing", dreq(orig={"tn": "+1 215 555 1212"}))
+    assert status == 200, body
+    div = body["signingResponse"]["identity"]
+    assert div.endswith(f";info=<{env['x5u'].url('sp-chain.pem')}>;alg=ES256;ppt=div")
+    h, p, _ = div.split(";")[0].split(".")
+    assert b64json(h)["ppt"] == "div"
+    c = b64json(p)
+    assert set(c) == {"dest", "div", "iat", "orig"} and (c["orig"], c["dest"], c["div"]) == ({"tn": ORIG}, {"tn": [NEW]}, {"tn": DEST})
+    v = "/stir/v1/verification"
+    status, body, _ = await post(base, v, vreq(f"{shaken}, {div}", to=[NEW]))
+    assert body == {"verificationResponse": {"verstat": "TN-Validation-Passed"}}, body
+    status, body, _ = await post(base, v, vreq(shaken, to=[NEW]))
+    assert body["verificationResponse"]["verstat"] == "No-TN-Validation" and "'dest'" in body["verificationResponse"]["reasondesc"]
+    # the tenant of the diverted-from number signs (FCC 24-120 / RFC 8946 §3: its own credential)
+    status, body, _ = await post(base, "/stir/v1/signing", dreq(div={"tn": "19995550100"}))
+    assert status == 200 and "sp2-chain.pem" in body["signingResponse"]["identity"]
+
+
+@pytest.mark.parametrize("over,mid,variables", [
+    ({"div": None}, "SVC4001", ["div"]),
+    ({"div": {"uri": "sip:a@b"}}, "SVC4001", ["div.tn"]),
+    ({"div": "12155551213"}, "SVC4005", ["div", "12155551213"]),
+    ({"div": {"tn": "12x"}}, "SVC4005", ["div.tn", "'12x' is not a telephone number"]),
+    ({"attest": "A"}, "SVC4005", ["attest", "not a claim of a div PASSporT (RFC 8946 §3; only SHAKEN PASSporTs carry it)"]),
+    ({"origid": "123e4567-e89b-12d3-a456-426614174000"}, "SVC4005",
+     ["origid", "not a claim of a div PASSporT (RFC 8946 §3; only SHAKEN PASSporTs carry it)"]),
+    ({"dest": {"tn": [DEST]}}, "SVC4005", ["dest.tn", f"the new destination {DEST} equals the 'div' (previous destination): a retargeting"
+                                                      " that leaves the destination unchanged produces no div PASSporT (RFC 8946 §3)"]),
+])
+async def test_div_request_errors(base: str, over: dict[str, Any], mid: str, variables: list[str]) -> None:
+    status, body, _ = await post(base, "/stir/v1/signing", dreq(**over))
+    assert status == 400 and exc_of(body)["messageId"] == mid and exc_of(body)["variables"] == variables, body
+
+
+@pytest.mark.parametrize("over,variables", [
+    ({"attest": "D"}, ["attest", "'attest' must be A, B or C, not 'D'"]),
+    ({"origid": "not-a-uuid"}, ["origid", "'origid' must be a UUID (RFC 8588 §5), not 'not-a-uuid'"]),
+    ({"orig": {"tn": "1215555121212121212"}}, ["orig.tn", "'1215555121212121212'... has 19 digits; a telephone number has at most 15"]),
+    ({"dest": {"tn": ["12155551213", "bob"]}}, ["dest.tn", "'bob' is not a telephone number"]),
+    ({"ppt": "rcd-nope"}, ["ppt", "'rcd-nope' is not supported (shaken; div as an extension, RFC 8946)"]),
+])
+async def test_signing_inputs_refused_with_the_reason(base: str, over: dict[str, Any], variables: list[str]) -> None:
+    """What our verifier would refuse is refused with SVC4005 naming the member and why."""
+    status, body, _ = await post(base, "/stir/v1/signing", sreq(**over))
+    assert status == 400 and exc_of(body)["messageId"] == "SVC4005" and exc_of(body)["variables"] == variables, body
+
+
+async def test_national_number_signed_as_given_and_logged(base: str, env: dict[str, Any]) -> None:
+    """No [signing] country_code: a 10-digit number is signed as given, with a warning in the log."""
+    identity = await sign(base, orig={"tn": "(215) 555-0000"})
+    assert b64json(identity.split(".")[1])["orig"] == {"tn": "2155550000"}
+    logs = "".join(s.log.read_text() for s, _ in env["servers"].values())
+    assert "numbers signed as given without a country code" in logs and "2155550000 looks like a national number" in logs
+
+
+async def test_openapi_documents_the_div_extension(base: str) -> None:
+    async with aiohttp.ClientSession() as s:
+        async with s.get(base + "/openapi.json") as r:
+            doc = await r.json()
+    props = doc["components"]["schemas"]["SigningRequestBody"]["properties"]["signingRequest"]["properties"]
+    assert props["ppt"]["enum"] == ["shaken", "div"] and "x-stirshaken-extension" in props["div"]
+    assert "RFC 8946" in props["div"]["description"]

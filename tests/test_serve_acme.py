@@ -48,6 +48,8 @@ log_level = "INFO"
 
 [signing]
 spc = "{tb.ocn}"
+allow_private_x5u = true   # the lab STI-CR publishes on a loopback port
+
 
 [signing.acme]
 directory_url = "{directory_url or tb.urls['ca'] + '/acme/directory'}"

@@ -231,11 +231,11 @@ ACME = ('[signing.acme]\ndirectory_url = "https://ca.example/dir"\npa_url = "htt
 
 @pytest.mark.parametrize("text,line", [
     ("[server]\nhttp = \"127.0.0.1:80\"\ncolour = 1\n", "[server].colour: unknown option (known: access_log, body_timeout, header_timeout, http, "),
-    (BASE + "colour = 1\n", "[signing].colour: unknown option (known: acme, attest_header, "),
+    (BASE + "colour = 1\n", "[signing].colour: unknown option (known: acme, allow_http_x5u, allow_private_x5u, attest_header, "),
     (BASE + "name = \"x\"\n", "[signing].name: unknown option (known: "),  # the default signer is "default"
     (BASE + "key_path = \"sp.key\"\n", "[signing].key_path: unknown option (known: "),  # set by the loader only
     (BASE + "[[signing.tenant]]\nname = \"t\"\nkey = \"sp.key\"\nx5u = \"https://a/b\"\ncolour = 1\n",
-     "[signing.tenant.1].colour: unknown option (known: acme, customer, default_attest, key, name, ocn, spc, tns, x5u)"),
+     "[signing.tenant.1].colour: unknown option (known: acme, certificate, customer, default_attest, key, name, ocn, spc, tns, x5u)"),
     (BASE + "[[signing.customer]]\ncolour = 1\n", "[signing.customer.1].colour: unknown option (known: name, sources, tns)"),
     (BASE + "[[signing.tenant]]\nname = \"t\"\nkey = \"sp.key\"\nx5u = \"https://a/b\"\n[[signing.tenant.customer]]\n"
      "[[signing.tenant.customer]]\ncolour = 1\n", "[signing.tenant.1.customer.2].colour: unknown option (known: name, sources, tns)"),

@@ -166,7 +166,9 @@ def serve_toml(pki: TestPKI, x5u: FileServer, *, http: int | None, sip_signing: 
     if engine is not None:  # otherwise the default engine
         lines.append(f'http_engine = "{engine}"')
     lines += [f"workers = {workers}", "log_level = \"INFO\"", "",
-              "[signing]", f'key = "{pki.sp_key}"', f'x5u = "{x5u.url("sp-chain.pem")}"', 'spc = "1234"', extra_signing, "",
+              "[signing]", f'key = "{pki.sp_key}"', f'x5u = "{x5u.url("sp-chain.pem")}"', 'spc = "1234"',
+              "allow_http_x5u = true", "allow_private_x5u = true",  # the x5u file server is http on loopback
+              extra_signing, "",
               "[[signing.tenant]]", 'name = "other"', 'spc = "5678"', f'key = "{pki.sp2_key}"', f'x5u = "{x5u.url("sp2-chain.pem")}"',
               'tns = ["1999"]', "",
               "[verification]", f'trust_anchors = ["{pki.root}"]', "allow_http_x5u = true", "allow_private_x5u = true", extra_verification]

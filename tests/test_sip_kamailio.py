@@ -39,6 +39,8 @@ disable_tcp=yes
 listen=udp:127.0.0.1:@PX@
 listen=udp:127.0.0.1:@VS@
 listen=udp:127.0.0.1:@AS@
+listen=udp:127.0.0.1:@PXD@
+listen=udp:127.0.0.1:@PXK@
 
 mpath="/usr/lib/x86_64-linux-gnu/kamailio/modules/"
 loadmodule "tm.so"
@@ -67,7 +69,28 @@ request_route {
 	if (!is_method("INVITE")) { sl_send_reply("405", "Method Not Allowed"); exit; }
 	if ($Rp == @PX@) route(PX);
 	if ($Rp == @AS@) route(AS);
+	if ($Rp == @PXD@) { $avp(next) = "sip:127.0.0.1:@OURVS@"; route(PXD); }
+	if ($Rp == @PXK@) { $avp(next) = "sip:127.0.0.1:@VS@"; route(PXD); }
 	route(VS);
+}
+
+# --- diverted calls (docs/sip-integration.md, "Diverted calls"): the INVITE keeps its Identity,
+# the STI-AS answers with a div PASSporT first, which is added; next hop $avp(next) ---
+route[PXD] {
+	$du = "sip:127.0.0.1:@SIGN@";
+	t_on_failure("FOLLOW_302_DIV");
+	if (!t_relay()) sl_reply_error();
+	exit;
+}
+failure_route[FOLLOW_302_DIV] {
+	if (t_is_canceled()) exit;
+	if (t_check_status("302") && $T_rpl($hdr(Identity)) != $null) {
+		if (!($T_rpl($hdr(Identity)) =~ ";ppt=div")) remove_hf("Identity");
+		append_hf("Identity: $T_rpl($hdr(Identity))\r\n");
+		if ($T_rpl($hdr(Date)) != $null && !is_present_hf("Date")) append_hf("Date: $T_rpl($hdr(Date))\r\n");
+		$du = $avp(next);
+		t_relay();
+	}
 }
 
 # --- ask the stirshaken STI-AS (302 model), then continue with its Identity header ---
@@ -147,7 +170,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     x5u = FileServer(d / "pki")
     http, sign, verify = serve_port(), serve_port(), serve_port()
     serve = ServeProcess(d, serve_toml(pki, x5u, http=http, sip_signing=sign, sip_verification=verify, workers=1), http)
-    ports = {"PX": serve_port(), "VS": serve_port(), "AS": serve_port()}
+    ports = {"PX": serve_port(), "VS": serve_port(), "AS": serve_port(), "PXD": serve_port(), "PXK": serve_port()}
     (d / "cache").mkdir()
     cfg = KAMAILIO_CFG
     for k, v in {**{k: str(p) for k, p in ports.items()}, "SIGN": str(sign), "OURVS": str(verify), "CACHE": str(d / "cache"),
@@ -162,11 +185,11 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 raise RuntimeError("kamailio exited: " + (d / "kamailio.log").read_text()[-2000:])
-            if f"127.0.0.1:{ports['AS']}" in subprocess.run(["ss", "-lun"], capture_output=True, text=True).stdout:
+            if f"127.0.0.1:{ports['PXK']}" in subprocess.run(["ss", "-lun"], capture_output=True, text=True).stdout:
                 break
             time.sleep(0.1)
         time.sleep(0.5)
-        yield {"dir": d, "ports": ports}
+        yield {"dir": d, "ports": ports, "http": http}
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -202,3 +225,90 @@ def test_our_verification_accepts_kamailio_signed(setup: dict[str, Any]) -> None
     assert "code=302 verstat=TN-Validation-Passed" in line, line
     line = run_sipp(setup["dir"], setup["ports"]["AS"], scen, "as-plus", "X-Test: none", orig="+12155551212")
     assert "code=302 verstat=TN-Validation-Passed" in line, line
+
+
+# --- issue 12 item 2: a diverted call (RFC 8946) through Kamailio -----------------------------
+
+NEW = "12155559999"  # the target the call was diverted to
+
+UAC_DIVERTED = """<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="diverted call">
+  <send retrans="500"><![CDATA[
+
+      INVITE sip:[dest_tn]@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=z9hG4bK-dv-[pid]-[call_number]
+      From: <sip:[orig_tn]@[local_ip]:[local_port]>;tag=[pid]T[call_number]
+      To: <sip:[to_tn]@[remote_ip]:[remote_port]>
+      Call-ID: [call_id]
+      CSeq: 1 INVITE
+      Contact: <sip:[orig_tn]@[local_ip]:[local_port]>
+      Max-Forwards: 70
+      [identity_hdr]
+      Diversion: <sip:[div_tn]@[remote_ip]>;reason=unconditional;counter=1
+      Content-Length: 0
+
+    ]]></send>
+  <recv response="100" optional="true"/>
+  <recv response="302" optional="true" next="ack"><action>
+    <ereg regexp="^SIP/2.0 ([0-9]+)" search_in="msg" assign_to="d1,code"/>
+    <ereg regexp="verstat=([A-Za-z-]+)" search_in="msg" check_it="false" assign_to="d2,verstat"/>
+    <ereg regexp="X-Identity-Result: ([^\\r\\n]*)" search_in="msg" check_it="false" assign_to="d3,res"/>
+  </action></recv>
+  <recv response="438" next="ack"><action>
+    <ereg regexp="^SIP/2.0 ([0-9]+)" search_in="msg" assign_to="d1,code"/>
+    <ereg regexp="verstat=([A-Za-z-]+)" search_in="msg" check_it="false" assign_to="d2,verstat"/>
+    <ereg regexp="X-Identity-Result: ([^\\r\\n]*)" search_in="msg" check_it="false" assign_to="d3,res"/>
+  </action></recv>
+  <label id="ack"/>
+  <send><![CDATA[
+
+      ACK sip:[dest_tn]@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=z9hG4bK-dv-[pid]-[call_number]
+      From: <sip:[orig_tn]@[local_ip]:[local_port]>;tag=[pid]T[call_number]
+      To: <sip:[to_tn]@[remote_ip]:[remote_port]>[peer_tag_param]
+      Call-ID: [call_id]
+      CSeq: 1 ACK
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]></send>
+  <nop><action><log message="RESULT code=[$code] verstat=[$verstat] res=[$res] [$d1] [$d2] [$d3]"/></action></nop>
+</scenario>
+"""
+
+
+def test_diverted_call_through_kamailio(setup: dict[str, Any]) -> None:
+    """A call signed for DEST, diverted to NEW (Diversion header; R-URI and To name NEW, so the
+    SHAKEN dest binds to the call only through a div PASSporT), routed by Kamailio through our
+    STI-AS with the "Diverted calls" recipe: the INVITE keeps its SHAKEN Identity and gains our
+    div PASSporT.  Our STI-VS then verifies the chain (passed).  Kamailio's own VS (secsipid
+    1.2.0) has no div support: it verifies the first Identity, the SHAKEN one, which passes
+    secsipid, and its recipe then compares that PASSporT's dest with the R-URI, the new target:
+    438 tn-mismatch, the answer of a verifier that cannot follow a div PASSporT."""
+    import orjson
+    import urllib.request
+
+    body = {"signingRequest": {"attest": "A", "dest": {"tn": [DEST]}, "iat": int(time.time()), "orig": {"tn": ORIG}}}
+    req = urllib.request.Request(f"http://127.0.0.1:{setup['http']}/stir/v1/signing", data=orjson.dumps(body),
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        shaken = orjson.loads(r.read())["signingResponse"]["identity"]
+    d = setup["dir"]
+    scen = d / "uac_diverted.xml"
+    scen.write_text(UAC_DIVERTED)
+
+    def call(port: int, name: str) -> str:
+        log = d / f"{name}.log"
+        r = subprocess.run([need("sipp"), f"127.0.0.1:{port}", "-sf", str(scen), "-i", "127.0.0.1", "-p", str(serve_port()), "-m", "1",
+                            "-nostdin", "-timeout", "20", "-timeout_error", "-recv_timeout", "10000", "-trace_logs", "-log_file", str(log),
+                            "-key", "orig_tn", ORIG, "-key", "dest_tn", NEW, "-key", "to_tn", NEW, "-key", "div_tn", DEST,
+                            "-key", "identity_hdr", f"Identity: {shaken}"],
+                           cwd=d, capture_output=True, text=True, timeout=40)
+        lines = [l for l in log.read_text().splitlines() if "RESULT" in l] if log.exists() else []
+        assert lines, r.stdout[-1500:] + (d / "kamailio.log").read_text()[-1500:]
+        return lines[-1]
+
+    line = call(setup["ports"]["PXD"], "pxd")
+    assert "code=302 verstat=TN-Validation-Passed" in line, line + (d / "kamailio.log").read_text()[-1500:]
+    line = call(setup["ports"]["PXK"], "pxk")
+    assert "code=438" in line and f"res=tn-mismatch orig={ORIG} dest={DEST}" in line, line

@@ -54,7 +54,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Any:
     return make_pki(tmp_path_factory.mktemp("sippki"))
 
 
-def services(pki: Any, verification: str = "") -> tuple[SipService, SipService, Verifier]:
+def services(pki: Any, verification: str = "", signing: str = "") -> tuple[SipService, SipService, Verifier]:
     import tomllib
 
     from stirshaken.core.certificates import load_certificates
@@ -66,6 +66,7 @@ sip_verification = "127.0.0.1:5062"
 [signing]
 key = "sp.key"
 x5u = "{X5U}"
+{signing}
 [[signing.customer]]
 name = "pbx"
 sources = ["127.0.0.0/8"]
@@ -579,3 +580,134 @@ async def test_signing_302_carries_the_date_it_signed_with(pki: Any) -> None:
         assert f"s {word} the signer's clock (max 60 s)" in r.headers["Reason"]
     r = resp(await answer(signer, invite(branch="z9hG4bK-date5", extra="Date: yesterday\r\n")))
     assert (r.status, r.reason) == (400, "Bad Date Header")
+
+
+# --- issue 12 item 2: diverted calls (RFC 8946) ------------------------------------------------
+
+NEW = "12155559999"  # the target the call is diverted to
+
+
+def header_of(identity: str) -> dict[str, Any]:
+    h = identity.split(".")[0]
+    return json.loads(base64.urlsafe_b64decode(h + "=" * (-len(h) % 4)))
+
+
+DIVERSION = f"Diversion: <sip:+{DEST}@127.0.0.1>;reason=unconditional;counter=1\r\n"
+HISTORY = f"History-Info: <sip:{DEST}@127.0.0.1>;index=1, <sip:{NEW}@127.0.0.1;cause=302>;index=1.1;mp=1\r\n"
+
+
+@pytest.mark.parametrize("retarget", [DIVERSION, HISTORY], ids=["Diversion", "History-Info"])
+async def test_diverted_call_gets_a_div_passport(pki: Any, retarget: str) -> None:
+    """An INVITE with a SHAKEN Identity and retargeting information gets a 302 whose first
+    Identity is a div PASSporT (orig copied, dest the R-URI, div the diverted-from number, no
+    attest/origid), then the original Identity unchanged; the forwarded call passes our
+    verifier, which needs the div: without it the SHAKEN dest names no target of the request."""
+    signer, vs, v = services(pki)
+    shaken = resp(await answer(signer, invite(branch="z9hG4bK-dv0"))).headers["Identity"]
+    tag = "h" if retarget is HISTORY else "d"
+    r = resp(await answer(signer, invite(ruri=f"sip:{NEW}@127.0.0.1", branch=f"z9hG4bK-dv1{tag}", extra=f"Identity: {shaken}\r\n{retarget}")))
+    assert r.status == 302 and "X-Identity-Result" not in r.headers
+    ids = r.headers.get_all("Identity")
+    assert len(ids) == 2 and ids[1] == shaken
+    assert ids[0].endswith(f";info=<{X5U}>;alg=ES256;ppt=div")
+    assert header_of(ids[0]) == {"alg": "ES256", "ppt": "div", "typ": "passport", "x5u": X5U}
+    c = claims(ids[0])
+    assert set(c) == {"dest", "div", "iat", "orig"} and abs(c["iat"] - time.time()) < 5
+    assert (c["orig"], c["dest"], c["div"]) == ({"tn": ORIG}, {"tn": [NEW]}, {"tn": DEST})
+    assert r.headers["Date"]  # the INVITE had no Date: the iat's Date comes with the 302 (RFC 8224 §6.1)
+    # forwarded as the integration recipe does: the INVITE keeps its Identity and adds the first one
+    # of the 302; To names the new target too, so only the div chain binds the SHAKEN dest
+    to_new = lambda m: m.replace(f"To: <sip:{DEST}@".encode(), f"To: <sip:{NEW}@".encode())  # noqa: E731
+    fwd = invite(ruri=f"sip:{NEW}@127.0.0.1", branch=f"z9hG4bK-dv2{tag}",
+                 extra=f"Identity: {shaken}\r\nIdentity: {ids[0]}\r\nDate: {r.headers['Date']}\r\n{retarget}")
+    vr = resp(await answer(vs, to_new(fwd)))
+    assert "verstat=TN-Validation-Passed" in vr.headers["P-Asserted-Identity"], vr.headers
+    alone = invite(ruri=f"sip:{NEW}@127.0.0.1", branch=f"z9hG4bK-dv3{tag}", extra=f"Identity: {shaken}\r\n{retarget}")
+    vr = resp(await answer(vs, to_new(alone)))
+    assert "verstat=No-TN-Validation" in vr.headers["P-Asserted-Identity"] and "'dest'" in vr.headers["X-Verification-Reason"]
+    await v.aclose()
+
+
+async def test_diverted_call_without_a_div(pki: Any) -> None:
+    """When no div may be signed the 302 carries the original Identity and says why; without a
+    SHAKEN PASSporT to divert (or with div_passport = false) the call is signed as a new one."""
+    signer, _, v = services(pki)
+    shaken = resp(await answer(signer, invite(branch="z9hG4bK-nd0"))).headers["Identity"]
+    # RFC 8946 §3: the destination did not change -> no div PASSporT
+    r = resp(await answer(signer, invite(branch="z9hG4bK-nd1", extra=f"Identity: {shaken}\r\n{DIVERSION}")))
+    assert r.headers.get_all("Identity") == [shaken]
+    assert r.headers["X-Identity-Result"] == f"no-div: the destination {DEST} did not change (RFC 8946 §3: no div PASSporT)"
+    # diverted from a number the PASSporT does not name
+    r = resp(await answer(signer, invite(ruri=f"sip:{NEW}@127.0.0.1", branch="z9hG4bK-nd2",
+                                         extra=f"Identity: {shaken}\r\nDiversion: <sip:13105550000@127.0.0.1>\r\n")))
+    assert r.headers.get_all("Identity") == [shaken]
+    assert r.headers["X-Identity-Result"] == (f"no-div: the call was diverted from 13105550000, which is not a destination of its"
+                                              f" PASSporTs ({DEST}; RFC 8946 §3)")
+    # diverted from something that is no telephone number
+    r = resp(await answer(signer, invite(ruri=f"sip:{NEW}@127.0.0.1", branch="z9hG4bK-nd3",
+                                         extra=f"Identity: {shaken}\r\nDiversion: <sip:alice@127.0.0.1>\r\n")))
+    assert r.headers["X-Identity-Result"] == "no-div: the diverted-from target: 'alice' is not a telephone number"
+    # an Identity that is no SHAKEN PASSporT, or History-Info without a retargeting (mp): a new call
+    for branch, extra in (("z9hG4bK-nd4", f"Identity: garbage;info=<{X5U}>\r\n{DIVERSION}"),
+                          ("z9hG4bK-nd5", f"Identity: {shaken}\r\nHistory-Info: <sip:{DEST}@127.0.0.1>;index=1\r\n")):
+        r = resp(await answer(signer, invite(ruri=f"sip:{NEW}@127.0.0.1", branch=branch, extra=extra)))
+        ids = r.headers.get_all("Identity")
+        assert len(ids) == 1 and ids[0] != shaken and header_of(ids[0])["ppt"] == "shaken"
+    off, _, v2 = services(pki, signing="div_passport = false")
+    r = resp(await answer(off, invite(ruri=f"sip:{NEW}@127.0.0.1", branch="z9hG4bK-nd6", extra=f"Identity: {shaken}\r\n{DIVERSION}")))
+    ids = r.headers.get_all("Identity")
+    assert len(ids) == 1 and header_of(ids[0])["ppt"] == "shaken" and claims(ids[0])["dest"] == {"tn": [DEST]}
+    await v.aclose()
+    await v2.aclose()
+
+
+async def test_div_signed_by_the_tenant_of_the_diverted_number(pki: Any) -> None:
+    """RFC 8946 §3: the div identifier must be within the retargeting entity's credential: the
+    tenant whose numbers hold the diverted-from number signs, not the caller's."""
+    signer, _, v = services(pki, signing=f'[[signing.tenant]]\nname = "fwd"\nkey = "sp2.key"\nx5u = "https://cr.example.net/sp2.pem"\n'
+                                          f'tns = ["{DEST}"]')
+    shaken = resp(await answer(signer, invite(branch="z9hG4bK-tn0"))).headers["Identity"]
+    assert header_of(shaken)["x5u"] == X5U
+    r = resp(await answer(signer, invite(ruri=f"sip:{NEW}@127.0.0.1", branch="z9hG4bK-tn1", extra=f"Identity: {shaken}\r\n{DIVERSION}")))
+    assert header_of(r.headers.get_all("Identity")[0]) == {"alg": "ES256", "ppt": "div", "typ": "passport", "x5u": "https://cr.example.net/sp2.pem"}
+    await v.aclose()
+
+
+# --- issue 12 item 4: signing inputs checked as the verifier would judge them -----------------
+
+
+async def test_sip_refuses_what_the_verifier_would_refuse(pki: Any) -> None:
+    signer, _, v = services(pki)
+    r = resp(await answer(signer, invite(branch="z9hG4bK-in1", extra="X-Attest: D\r\n")))
+    assert (r.status, r.reason) == (400, "Bad Request (X-Attest: 'attest' must be A, B or C, not 'D')")
+    r = resp(await answer(signer, invite(branch="z9hG4bK-in2", extra="X-Origid: not-a-uuid\r\n")))
+    assert (r.status, r.reason) == (400, "Bad Request (X-Origid: 'origid' must be a UUID (RFC 8588 §5), not 'not-a-uuid')")
+    r = resp(await answer(signer, invite(branch="z9hG4bK-in3", extra="X-Origid: 123e4567-e89b-12d3-a456-426614174000\r\n")))
+    assert claims(r.headers["Identity"])["origid"] == "123e4567-e89b-12d3-a456-426614174000"
+    r = resp(await answer(signer, invite(orig="1215555121212121212", branch="z9hG4bK-in4")))
+    assert r.status == 302 and "Identity" not in r.headers
+    assert r.headers["X-Identity-Result"] == ("not-signed: the calling party: '1215555121212121212'... has 19 digits; a telephone"
+                                              " number has at most 15")
+    r = resp(await answer(signer, invite(dest="bob", branch="z9hG4bK-in5", ruri="sip:bob@127.0.0.1")))
+    assert r.headers["X-Identity-Result"] == "not-signed: the called party: 'bob' is not a telephone number"
+    # one uri_user for every path: %2B and visual separators
+    r = resp(await answer(signer, invite(orig="%2B1-215-555-0000", branch="z9hG4bK-in6")))
+    assert claims(r.headers["Identity"])["orig"] == {"tn": "12155550000"}
+    await v.aclose()
+
+
+async def test_sip_national_numbers(pki: Any) -> None:
+    """A 10-digit national number: without a country code signed as given with a Warning; with
+    [signing] country_code completed to E.164 (RFC 8224 §8.3)."""
+    signer, _, v = services(pki)
+    r = resp(await answer(signer, invite(orig="2155550000", branch="z9hG4bK-na1")))
+    assert claims(r.headers["Identity"])["orig"] == {"tn": "2155550000"}
+    assert r.headers["Warning"] == ('399 stirshaken "2155550000 looks like a national number (10 digits, no country code): signed as'
+                                    ' given, not in E.164 form (RFC 8224 §8.3)"')
+    r = resp(await answer(signer, invite(orig="+2155550000", branch="z9hG4bK-na2")))  # E.164 as written: no warning
+    assert "Warning" not in r.headers
+    cc, _, v2 = services(pki, signing='country_code = "1"')
+    r = resp(await answer(cc, invite(orig="2155550000", branch="z9hG4bK-na3")))
+    assert claims(r.headers["Identity"])["orig"] == {"tn": "12155550000"} and "Warning" not in r.headers
+    await v.aclose()
+    await v2.aclose()

@@ -461,3 +461,22 @@ def test_fuzz_load_certificates(data):
     for c in certs:  # whatever loads can go through the profile check and a validation attempt
         typed(C.check_profile, c)
         typed(CHAIN.trust().validate, [c, CHAIN.inter])
+
+
+# --- the signer's guard (issue 12 item 5) ------------------------------------------------------
+
+
+def test_signing_certificate_fault() -> None:
+    """The key must be the leaf's, the leaf valid at the time and carrying TNAuthList; one line each."""
+    chain = V.make_chain()
+    now = dt.datetime.now(dt.timezone.utc)
+    assert C.signing_certificate_fault(chain.sp_key, chain.x5u_chain, now) is None
+    other = ec.generate_private_key(ec.SECP256R1())
+    assert C.signing_certificate_fault(other, chain.x5u_chain, now).startswith("the private key does not belong to the certificate ")
+    assert C.signing_certificate_fault(chain.sp_key, chain.x5u_chain, now + dt.timedelta(days=400)).startswith("certificate ")
+    assert " expired on " in C.signing_certificate_fault(chain.sp_key, chain.x5u_chain, now + dt.timedelta(days=400))
+    assert " is not valid before " in C.signing_certificate_fault(chain.sp_key, chain.x5u_chain, now - dt.timedelta(days=2))
+    # a certificate without TNAuthList (here the intermediate, with its own key) authorizes no number
+    fault = C.signing_certificate_fault(chain.inter_key, [chain.inter], now)
+    assert fault is not None and fault.endswith("carries no TNAuthList (RFC 8226 §9): it authorizes no telephone number")
+    assert C.signing_certificate_fault(chain.sp_key, [], now) == "the certificate file holds no certificate"

@@ -836,3 +836,47 @@ def test_fuzz_parse_jws_and_decode(token, ppt):
         p.verify(KEY.public_key())
     except StirShakenError:
         pass
+
+
+# --- issue 12: div PASSporTs and signing inputs ------------------------------------------------
+
+
+def test_div_claims_follow_rfc_8946(key):
+    """RFC 8946 §3: orig, dest (the new target), div (the previous destination), iat; no attest or
+    origid; no div PASSporT when the destination did not change."""
+    c = pp.div_claims(orig="12155551212", dest=["12155559999", "12155559998"], div="12155551213", iat=7)
+    assert c == {"dest": {"tn": ["12155559998", "12155559999"]}, "div": {"tn": "12155551213"}, "iat": 7, "orig": {"tn": "12155551212"}}
+    with pytest.raises(InvalidClaimError) as e:
+        pp.div_claims(orig="12155551212", dest="12155551213", div="12155551213")
+    assert "RFC 8946 §3" in e.value.description and "unchanged" in e.value.description
+    with pytest.raises(MissingClaimError):
+        pp.div_claims(orig="12155551212", dest=[], div="12155551213")
+    ident = pp.Signer(key, X5U, ppt="div").identity_claims(c)
+    assert ident.endswith(f";info=<{X5U}>;alg=ES256;ppt=div")
+    p = pp.decode(ident.split(";")[0], ppt="div")
+    p.verify(key.public_key())
+    assert p.claims == c
+
+
+@pytest.mark.parametrize("value", ["A", "B", "C"])
+def test_check_attest_accepts_the_three_levels(value):
+    assert pp.check_attest(value) == value
+
+
+@pytest.mark.parametrize("value,shown", [("D", "'D'"), ("a", "'a'"), ("", "''"), (1, "'1'"), (None, "'None'")])
+def test_check_attest_names_the_value(value, shown):
+    with pytest.raises(InvalidClaimError) as e:
+        pp.check_attest(value)
+    assert e.value.description == f"'attest' must be A, B or C, not {shown}"
+
+
+def test_check_origid_is_the_uuid_rule_of_the_verifier(key):
+    good = "123E4567-e89b-12d3-a456-426614174000"
+    assert pp.check_origid(good) == good and pp.check_origid(pp.new_origid())
+    for bad in ("not-a-uuid", "123e4567e89b12d3a456426614174000", "123e4567-e89b-12d3-a456-42661417400g", 5):
+        with pytest.raises(InvalidClaimError) as e:
+            pp.check_origid(bad)
+        assert e.value.description.startswith("'origid' must be a UUID (RFC 8588 §5), not ")
+        if isinstance(bad, str):  # what the decoder reports as a problem is exactly what is refused
+            claims = pp.shaken_claims(orig="12155551212", dest="12155551213", attest="A", origid=bad, iat=1)
+            assert "'origid' is not a UUID (RFC 8588 §5)" in pp.decode(pp.Signer(key, X5U).sign_claims(claims)).problems

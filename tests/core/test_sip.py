@@ -1048,3 +1048,29 @@ def test_benchmark_note() -> None:
         best = min(best, (time.perf_counter() - t0) / n)
     # documented ~20 us; allow a wide margin for slow/shared CI machines
     assert best < 500e-6, f"parse_message took {best * 1e6:.1f} us"
+
+
+# --- retarget.py: Diversion (RFC 5806) and History-Info (RFC 7044) -----------------------------
+
+
+@pytest.mark.parametrize("fields,want", [
+    # Diversion: the first (top-most) entry is the most recent diversion
+    ([("Diversion", "<sip:+12155551213@a.example>;reason=unconditional;counter=1, <sip:12155550001@b>;reason=busy")],
+     "sip:+12155551213@a.example"),
+    ([("Diversion", "<tel:+12155551213>"), ("Diversion", "<sip:12155550001@b>")], "tel:+12155551213"),
+    # History-Info: the entry that the last "mp" (mapped: retargeted to a new AoR) names
+    ([("History-Info", "<sip:12155551213@a;user=phone>;index=1, <sip:12155559999@b;cause=302>;index=1.1;mp=1")],
+     "sip:12155551213@a;user=phone"),
+    ([("History-Info", "<sip:1@a>;index=1"), ("History-Info", "<sip:2@a>;index=1.1;mp=1"), ("History-Info", "<sip:3@a>;index=1.1.1;mp=1.1")],
+     "sip:2@a"),
+    ([("History-Info", "<sip:1@a>;index=1, <sip:1@host>;index=1.1;rc=1")], None),  # a contact of the same AoR: no diversion
+    ([("History-Info", "<sip:1@a>;index=1, <sip:2@a>;index=1.1;mp=9")], None),  # mp names no entry
+    ([("Diversion", "garbage <<")], None),
+    ([("Subject", "nothing")], None),
+    # both: Diversion states the diversion explicitly
+    ([("History-Info", "<sip:1@a>;index=1, <sip:2@a>;index=1.1;mp=1"), ("Diversion", "<sip:5@d>")], "sip:5@d"),
+])
+def test_diverted_from(fields: list[tuple[str, str]], want: str | None) -> None:
+    h = Headers(fields)
+    assert sip.diverted_from(h) == want
+    assert sip.has_retargeting(h) == any(n in ("Diversion", "History-Info") for n, _ in fields)

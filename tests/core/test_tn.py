@@ -104,3 +104,29 @@ def test_fuzz_canonicalize_tn(value):
     except TNError:
         return
     assert out and set(out) <= set(TN_CHARS)
+
+
+def test_national_number_warning() -> None:
+    """A number written without + whose canonical form has national length is signed as given
+    (no country code) with this warning; E.164 forms and other lengths get none."""
+    from stirshaken.core.tn import national_number
+
+    want = "2155551212 looks like a national number (10 digits, no country code): signed as given, not in E.164 form (RFC 8224 §8.3)"
+    for value in ("2155551212", "(215) 555-1212", "sip:2155551212@example.net", "tel:215-555-1212"):
+        assert national_number(value, canonicalize_tn(value), 10) == want, value
+    for value in ("+2155551212", "tel:+2155551212", "sip:%2B2155551212@h", "12155551212", "*67"):
+        assert national_number(value, canonicalize_tn(value), 10) is None, value
+    assert national_number("2155551212", "2155551212", None) is None  # no national length configured
+    # with a country code the same number is completed instead (RFC 8224 §8.3)
+    assert canonicalize_tn("(215) 555-1212", country_code="1", national_length=10) == "12155551212"
+    assert canonicalize_tn("+2155551212", country_code="1", national_length=10) == "2155551212"
+
+
+def test_one_uri_user_for_percent_and_separators() -> None:
+    """%2B and visual separators decode the same way wherever a TN comes from a URI."""
+    for value in ("sip:%2B1-215-555-1212@h", "<sip:%2b1.215.555.1212@h;user=phone>", "tel:+1-215-555-1212", "sip:+1(215)555-1212@h"):
+        assert canonicalize_tn(value) == "12155551212", value
+        assert tn_from_uri(value) == "12155551212", value
+    assert canonicalize_tn("+1 (215) 555-1212") == "12155551212"
+    with pytest.raises(TNError, match="has 16 characters; a telephone number has at most 15"):
+        canonicalize_tn("sip:%2B1215555121212345@h")

@@ -526,3 +526,31 @@ def test_numericdate_as_rfc7519_defines_it(iat, code, fragment) -> None:
 ])
 def test_failed_check_names_keep_acronyms_whole(err, name) -> None:
     assert V.failed("t", err).checks[-1].name == name
+
+
+def test_div_authority_is_the_diverted_from_number() -> None:
+    """RFC 8946 §3: a div PASSporT is signed within the scope of the retargeting entity's
+    credential, so a delegate certificate must cover its 'div' claim, not the caller."""
+    import datetime as dt
+
+    from stirshaken.core import certificates as certs
+    from stirshaken.core.errors import InvalidIdentityError
+    from stirshaken.core.tnauthlist import TN
+    from stirshaken.core.verification import DEFAULT_POLICY, check_authority
+
+    rk, ik, sk, ek = (ec.generate_private_key(ec.SECP256R1()) for _ in range(4))
+    root = certs.create_root(rk)
+    inter = certs.create_intermediate(ik, root, rk, path_length=1)
+    spca = certs.create_sp_certificate(sk, inter, ik, spc="1234", ca=True)
+    deleg = certs.create_delegate_certificate(ek, spca, sk, TNAuthList((TN("12155551213"),)), authority=["1215555"])
+    cred = certs.TrustStore([root]).validate([deleg, spca, inter], at=dt.datetime.now(dt.timezone.utc))
+    assert cred.delegate
+
+    def div(d: str) -> pp.PASSporT:
+        c = pp.div_claims(orig="13105550000", dest="12155559999", div=d, iat=1)
+        return pp.decode(pp.Signer(ek, "https://e.example/d.pem", ppt="div").sign_claims(c), ppt="div")
+
+    assert check_authority(div("12155551213"), cred, DEFAULT_POLICY).ok  # the caller 1310... is not the delegate's
+    with pytest.raises(InvalidIdentityError) as e:
+        check_authority(div("12155550100"), cred, DEFAULT_POLICY)
+    assert "does not cover diverted-from number 12155550100" in e.value.description

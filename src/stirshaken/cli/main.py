@@ -34,7 +34,7 @@ from stirshaken.core.errors import StirShakenError
 from stirshaken.core.identity import parse_identity
 from stirshaken.core.keys import generate_private_key, public_key_pem, public_path_for, write_private_key
 from stirshaken.core.passport import Signer, check_claims, check_header, parse_jws, problems
-from stirshaken.core.tn import TNError, canonicalize_tn
+from stirshaken.core.tn import TNError, canonicalize_tn, national_number
 from stirshaken.core.tnauthlist import TN, SPC, TNAuthList, TNRange
 
 app = typer.Typer(
@@ -392,15 +392,36 @@ def profile(
 # --- signing ----------------------------------------------------------------------------------
 
 
+def _sign_tn(value: str, flag: str, country_code: Optional[str], national_length: Optional[int]) -> str:
+    """A TN for ``sign``: canonical (RFC 8224 §8.3), a national number completed with
+    ``--country-code``; a national-looking one signed as given is warned about on stderr."""
+    try:
+        tn = canonicalize_tn(value, country_code=country_code, national_length=national_length)
+    except TNError as exc:
+        _fail(f"{flag}: {exc}", 2)
+        raise
+    if country_code is None:
+        w = national_number(value, tn, national_length)
+        if w is not None:
+            opts.warn(f"{flag}: {w}; --country-code completes it")
+    return tn
+
+
 @app.command()
 def sign(
     key: Path = typer.Option(..., "--key", help="SP private key (P-256)."),
-    x5u: str = typer.Option(..., "--x5u", callback=common.url_option, help="URL of the SP certificate chain (STI-CR)."),
-    attest: str = typer.Option(..., "--attest", help="Attestation A, B or C."),
+    x5u: str = typer.Option(..., "--x5u", callback=common.url_option, help="URL of the SP certificate chain (STI-CR): https, port 443 or 8443, a public host."),
+    attest: Optional[str] = typer.Option(None, "--attest", help="Attestation A, B or C (SHAKEN; required there, refused with --ppt div)."),
     orig: str = typer.Option(..., "--orig", help="Calling TN."),
-    dest: List[str] = typer.Option(..., "--dest", help="Called TN (repeatable)."),
-    origid: Optional[str] = typer.Option(None, "--origid", help="Origination id (default: a new UUID)."),
+    dest: List[str] = typer.Option(..., "--dest", help="Called TN (repeatable); with --ppt div the new target."),
+    origid: Optional[str] = typer.Option(None, "--origid", help="Origination id, a UUID (SHAKEN; default: a new UUID)."),
     iat: Optional[int] = typer.Option(None, "--iat", help="Issued-at (default: now)."),
+    ppt: str = typer.Option("shaken", "--ppt", help="PASSporT extension: shaken (RFC 8588) or div (RFC 8946, a diverted call)."),
+    div: Optional[str] = typer.Option(None, "--div", help="With --ppt div: the number the call was diverted from (the previous destination)."),
+    country_code: Optional[str] = typer.Option(None, "--country-code", help="Country code completing national numbers (as \\[signing].country_code; "
+                                               "without it a national number is signed as given, with a warning)."),
+    allow_http_x5u: bool = typer.Option(False, "--allow-http-x5u", help="Allow an http x5u (as \\[signing].allow_http_x5u; verifiers refuse it by default)."),
+    allow_private_x5u: bool = typer.Option(False, "--allow-private-x5u", help="Allow an x5u on a private/loopback address or another port (lab only; as \\[signing].allow_private_x5u)."),
     passphrase: Optional[str] = PASSPHRASE,
     token_only: bool = typer.Option(False, "--token", help="Print the bare PASSporT, not the Identity header value."),
     deterministic: Optional[bool] = typer.Option(
@@ -409,24 +430,62 @@ def sign(
 ) -> None:
     """Sign a call: print the SIP Identity header value (RFC 8224, ATIS-1000074).
 
+    Inputs this project's verifier would refuse are refused with one line (exit 2): an x5u that
+    is not https (or private, or on another port) unless allowed, an attestation other than
+    A/B/C, an origid that is not a UUID, a number that is not a telephone number.
+
+    A diverted call: stirshaken sign --ppt div --key sp.key --x5u ... --orig 12155551212 --div 12155551213 --dest 12155559999
+
     Example: stirshaken sign --key sp.key --x5u https://cr.example.net/sp.pem --attest A --orig 12155551212 --dest 12155551213"""
-    k = _load_key(key, passphrase)
-    option, value = "--orig", orig
+    from stirshaken.core.passport import check_attest, check_origid, div_claims, shaken_claims
+    from stirshaken.core.x5u import SIGN_HINTS, check_x5u_url
+    from stirshaken.serve.config import SigningConfig
+
+    if ppt not in ("shaken", "div"):
+        _fail(f"--ppt: {ppt!r} is not shaken or div", 2)
     try:
-        orig_tn = canonicalize_tn(orig)
-        dest_tns = []
-        for d in dest:
-            option, value = "--dest", d
-            dest_tns.append(canonicalize_tn(d))
+        check_x5u_url(x5u, allow_http=allow_http_x5u, allow_private=allow_private_x5u, hints=SIGN_HINTS)
+    except StirShakenError as exc:
+        _fail(f"--x5u: {exc.description}", 2)
+    if country_code is not None and not country_code.isdigit():
+        _fail(f"--country-code: {country_code!r} is not digits", 2)
+    national_length = SigningConfig.model_fields["national_length"].default  # the [signing] default, written once
+    orig_tn = _sign_tn(orig, "--orig", country_code, national_length)
+    dest_tns = [_sign_tn(d, "--dest", country_code, national_length) for d in dest]
+    claims: dict[str, Any]
+    if ppt == "div":
+        for flag, given in (("--attest", attest), ("--origid", origid)):
+            if given is not None:
+                _fail(f"{flag}: not a claim of a div PASSporT (RFC 8946 §3; only SHAKEN PASSporTs carry it)", 2)
+        if div is None:
+            _fail("--div is required with --ppt div: the number the call was diverted from", 2)
+        div_tn = _sign_tn(div, "--div", country_code, national_length)  # type: ignore[arg-type]
+        try:
+            claims = div_claims(orig=orig_tn, dest=dest_tns, div=div_tn, iat=iat)
+        except StirShakenError as exc:
+            _fail(f"--dest: {exc.description}", 2)
+    else:
+        if div is not None:
+            _fail("--div: only with --ppt div", 2)
+        if attest is None:
+            _fail("--attest is required for a SHAKEN PASSporT (A, B or C)", 2)
+        try:
+            level = check_attest(attest.strip().upper())  # type: ignore[union-attr]
+        except StirShakenError as exc:
+            _fail(f"--attest: {exc.description}", 2)
+        if origid is not None:
+            try:
+                check_origid(origid)
+            except StirShakenError as exc:
+                _fail(f"--origid: {exc.description}", 2)
+        claims = shaken_claims(orig=orig_tn, dest=dest_tns, attest=level, iat=iat, origid=origid)
+    k = _load_key(key, passphrase)
+    try:
         # an option not given keeps the library's default (the one [signing].deterministic takes)
-        signer = Signer(k, x5u, **({} if deterministic is None else {"deterministic": deterministic}))
-        token = signer.sign(orig=orig_tn, dest=dest_tns, attest=attest.upper(), iat=iat, origid=origid)
-    except TNError as exc:  # its message quotes the value
-        _fail(f"{option}: {exc}", 2)
-    except StirShakenError as exc:  # a claim the PASSporT rules refuse (attest, origid, ...): no SIP code, not a call
-        _fail(exc.description, 2)
+        signer = Signer(k, x5u, ppt=ppt, **({} if deterministic is None else {"deterministic": deterministic}))
     except ValueError as exc:
-        _fail(str(exc), 2)
+        _fail(f"--key: {exc}", 2)
+    token = signer.sign_claims(claims)
     sys.stdout.write((token if token_only else signer.identity_for_token(token)) + "\n")
 
 

@@ -21,6 +21,11 @@ FLAGS = {
 __all__ = ["FLAGS", "fail", "flag_names", "verifier_config"]
 
 
+def warn(message: str) -> None:
+    """``warning: <message>`` on stderr; the command goes on."""
+    _err.print(f"[yellow]warning:[/yellow] {message}", highlight=False, soft_wrap=True)
+
+
 def flag_names(line: str) -> str:
     """``ca_list_trust: required ...`` -> ``--ca-list-trust: required ...``."""
     option, sep, rest = line.partition(": ")

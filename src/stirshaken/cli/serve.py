@@ -15,17 +15,19 @@ def register(app: typer.Typer) -> None:
     @app.command("serve")
     def serve(
         config: Path = typer.Option(Path("stirshaken.toml"), "--config", "-c", help="TOML configuration file (docs/configuration.md)."),
-        check: bool = typer.Option(False, "--check", help="Only validate the configuration and load every file it names (keys, trust anchors, CRLs, ...), then exit."),
+        check: bool = typer.Option(False, "--check", help="Only validate the configuration, load every file it names (keys, certificates, trust anchors, CRLs, ...) and guard the signers as the start does (with verify_x5u the x5u is fetched), then exit."),
     ) -> None:
         """Run the STI-AS/STI-VS: REST API (ATIS-1000082), SIP signing and verification (302 redirect model).
 
         Example: stirshaken serve --config /etc/stirshaken/stirshaken.toml --check"""
         from stirshaken.serve.config import ConfigError, check_config, load_config
-        from stirshaken.serve.server import run
+        from stirshaken.serve.server import check_signers, run
 
         try:
             cfg = load_config(config)
             check_config(cfg)
+            if check:
+                check_signers(cfg)  # the guard of the start: key, certificate, x5u
             if check and cfg.inventory.enabled:
                 from stirshaken.serve.inventory.runtime import check_database
 

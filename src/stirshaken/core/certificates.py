@@ -754,6 +754,29 @@ def _validity_fault(certs: Sequence[x509.Certificate], at: dt.datetime, *, what:
     return None
 
 
+def signing_certificate_fault(key: ec.EllipticCurvePrivateKey, chain: Sequence[x509.Certificate], at: dt.datetime) -> str | None:
+    """Why a signer must not sign with ``key`` under the certificate chain ``chain`` (leaf first)
+    at ``at``, or ``None``: the key is not the leaf's (a verifier's signature check fails, RFC 8224
+    §6.2 step 4), the leaf is outside its validity period (RFC 5280 §6.1.3), or it carries no
+    TNAuthList (RFC 8226 §9, ATIS-1000080 §6.4.1: no authority for any number).  One line."""
+    if not chain:
+        return "the certificate file holds no certificate"
+    leaf = chain[0]
+    if leaf.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo) != \
+            key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo):
+        return f"the private key does not belong to the certificate {_dn(leaf)}"
+    fault = _validity_fault([leaf], at, what="certificate")
+    if fault is not None:
+        return fault
+    try:
+        tnal = from_certificate(leaf)
+    except TNAuthListError as exc:
+        return f"certificate {_dn(leaf)} has a malformed TNAuthList: {exc.description}"
+    if tnal is None:
+        return f"certificate {_dn(leaf)} carries no TNAuthList (RFC 8226 §9): it authorizes no telephone number"
+    return None
+
+
 #: Critical extensions that path validation processes (RFC 5280 §4.2: any other critical one fails it).
 _PROCESSED_CRITICAL = frozenset({
     ExtensionOID.BASIC_CONSTRAINTS, ExtensionOID.KEY_USAGE, ExtensionOID.EXTENDED_KEY_USAGE,

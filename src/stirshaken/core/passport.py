@@ -253,14 +253,47 @@ def shaken_claims(
 
 
 def div_claims(*, orig: str, dest: str | Sequence[str], div: str, iat: int | None = None) -> dict[str, Any]:
-    """The claims of a ``div`` PASSporT (RFC 8946 §3): ``div`` is the previous destination."""
-    dests = [dest] if isinstance(dest, str) else list(dest)
+    """The claims of a ``div`` PASSporT (RFC 8946 §3): ``orig`` as in the PASSporT of the call
+    (copied), ``dest`` the new target(s), ``div`` the previous destination (one TN), ``iat``
+    (default now).  SHAKEN's ``attest`` and ``origid`` (RFC 8588) are not claims of a ``div``
+    PASSporT.  Canonical TNs are expected (RFC 8224 §8.3).
+
+    Raises :class:`InvalidClaimError` when ``div`` is one of the destinations: a retargeting that
+    leaves the canonical destination unchanged MUST NOT produce a ``div`` PASSporT (RFC 8946 §3),
+    and :class:`MissingClaimError` for no destination."""
+    dests = [dest] if isinstance(dest, str) else sorted(dest)
+    if not dests:
+        raise MissingClaimError("'dest' must name at least one identity")
+    if div in dests:
+        raise InvalidClaimError(
+            f"the new destination {div} equals the 'div' (previous destination): a retargeting that leaves the destination"
+            " unchanged produces no div PASSporT (RFC 8946 §3)"
+        )
     return {
-        "dest": {"tn": sorted(dests)},
+        "dest": {"tn": dests},
         "div": {"tn": div},
         "iat": int(time.time()) if iat is None else int(iat),
         "orig": {"tn": orig},
     }
+
+
+# --- signing inputs: what this implementation's own verifier would refuse ---------------------
+
+
+def check_attest(value: Any) -> str:
+    """``value`` when it is an attestation level (RFC 8588 §4, ATIS-1000074 §5.2.3: ``A``, ``B``
+    or ``C``); raises :class:`InvalidClaimError` naming the value."""
+    if type(value) is str and value in ATTEST_VALUES:
+        return value
+    raise InvalidClaimError(f"'attest' must be A, B or C, not {str(value)[:40]!r}")
+
+
+def check_origid(value: Any) -> str:
+    """``value`` when it is a UUID (RFC 8588 §5: origid "MUST be a UUID", RFC 9562 §4 text form,
+    any version, either case); raises :class:`InvalidClaimError` naming the value."""
+    if type(value) is str and _UUID_RE.fullmatch(value) is not None:
+        return value
+    raise InvalidClaimError(f"'origid' must be a UUID (RFC 8588 §5), not {str(value)[:40]!r}")
 
 
 class Signer:
@@ -299,6 +332,11 @@ class Signer:
 
     def identity_for_token(self, token: str) -> str:
         return token + self._params
+
+    def identity_claims(self, claims: Mapping[str, Any]) -> str:
+        """The Identity header value of claims already built for this signer's ``ppt`` (for
+        instance :func:`div_claims` with ``Signer(key, x5u, ppt="div")``; RFC 8224 §4)."""
+        return (self._sign_bytes(claims) + self._params_b).decode("ascii")
 
     def identity(
         self, *, orig: str, dest: str | Sequence[str], attest: str, iat: int | None = None, origid: str | None = None, **more: Any

@@ -17,7 +17,7 @@ import re
 
 from stirshaken.core.sip.values import uri_user
 
-__all__ = ["MAX_TN_LENGTH", "TNError", "canonicalize_tn", "tn_from_uri", "uri_user"]
+__all__ = ["MAX_TN_LENGTH", "TNError", "canonicalize_tn", "national_number", "tn_from_uri", "uri_user"]
 
 #: the longest canonical TN: an E.164 number has at most 15 digits (ITU-T E.164 §6.1, the
 #: numbers RFC 8224 §8.3 canonicalizes to); service codes with ``*``/``#`` are shorter still
@@ -71,6 +71,25 @@ def canonicalize_tn(value: str, *, country_code: str | None = None, national_len
     if len(text) > MAX_TN_LENGTH:
         raise TNError(f"{value[:20]!r}... has {len(text)} characters; a telephone number has at most {MAX_TN_LENGTH}")
     return text
+
+
+def national_number(value: str, canonical: str, national_length: int | None) -> str | None:
+    """The warning for a number signed as given although it looks national, else ``None``.
+
+    ``value`` is the number as received, ``canonical`` what :func:`canonicalize_tn` made of it
+    without a country code.  A value written without ``+`` whose canonical form has exactly
+    ``national_length`` digits is most likely a national number (``2155551212`` in the NANP):
+    RFC 8224 §8.3 asks for the E.164 form, which needs the country code; without one it is signed
+    as given, and verifiers that compare E.164 numbers will not match it.
+    """
+    if not national_length or len(canonical) != national_length or not canonical.isdigit():
+        return None
+    text = value.strip()
+    if "<" in text or text.lower().startswith(("tel:", "sip:", "sips:")):
+        text = uri_user(text) or ""
+    if text.startswith("+"):
+        return None
+    return f"{canonical} looks like a national number ({national_length} digits, no country code): signed as given, not in E.164 form (RFC 8224 §8.3)"
 
 
 def tn_from_uri(uri: str, **dialplan: object) -> str | None:

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Mapping
 
+from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, ValidationError, ValidationInfo, model_validator
 
@@ -41,6 +42,7 @@ from stirshaken.core.errors import StirShakenError
 from stirshaken.core.keys import load_private_key
 from stirshaken.core.passport import Signer
 from stirshaken.core.sip.abnf import TOKEN_RE
+from stirshaken.core.x5u import SIGN_HINTS, check_x5u_url
 from stirshaken.serve.limits import ConnectionLimits
 from stirshaken.vs.config import OptionError, VerifierConfig, check_files, error_parts, option_name, tn_prefix
 
@@ -429,12 +431,19 @@ class TenantConfig(_Model):
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
-    _RUNTIME = frozenset({"key_path"})
+    _RUNTIME = frozenset({"key_path", "chain"})
 
     name: Annotated[str, _required("every tenant needs a name")] = Field("", validate_default=True)
     key: ec.EllipticCurvePrivateKey | None = Field(None, repr=False)
     key_path: str = ""
     x5u: Url = ""
+    #: the signer's certificate chain file (PEM, leaf first), checked against the key at start,
+    #: ``--check`` and SIGHUP (:func:`stirshaken.serve.signing.load_signers`); an ACME signer's is
+    #: its ``sp.pem``
+    certificate: Annotated[str, AfterValidator(_file)] = ""
+    #: the loaded chain (leaf first) of ``certificate``, ACME's ``sp.pem`` or, with
+    #: ``verify_x5u``, of the x5u URL; filled by :func:`~stirshaken.serve.signing.load_signers`
+    chain: tuple[x509.Certificate, ...] = Field((), repr=False)
     spc: Annotated[str | None, BeforeValidator(_none_if_empty)] = None
     tns: TnPrefixes = ()
     customers: Annotated[tuple[CustomerConfig, ...], BeforeValidator(_tuple)] = Field((), validation_alias="customer")
@@ -460,9 +469,9 @@ class TenantConfig(_Model):
         acme = data.get("acme")
         if acme is not None:
             where = acme.get("where") if isinstance(acme, dict) else getattr(acme, "where", "")
-            for k in ("key", "x5u"):
+            for k in ("key", "x5u", "certificate"):
                 if data.get(k):
-                    raise OptionError(k, f"not allowed with {where or 'acme'} (the key and x5u come from ACME)")
+                    raise OptionError(k, f"not allowed with {where or 'acme'} (the key, certificate and x5u come from ACME)")
             if isinstance(acme, dict) and not acme.get("ocn") and isinstance(spc, str) and spc:
                 data["acme"] = dict(acme, ocn=spc)
             return data
@@ -491,15 +500,19 @@ class TenantConfig(_Model):
 
 
 #: options of a signer that ``[signing]`` itself takes for its default signer
-_SIGNER_KEYS = frozenset({"key", "x5u", "spc", "ocn", "tns", "customer", "default_attest", "acme"})
+_SIGNER_KEYS = frozenset({"key", "x5u", "certificate", "spc", "ocn", "tns", "customer", "default_attest", "acme"})
 
 
 class SigningConfig(_Model):
     """``[signing]``: the default signer (the signer options of the table itself, named
     ``default``), per-tenant signers (``[[signing.tenant]]``, names unique) and the policy shared
     by all: SIP header names (RFC 3261 tokens; ``""`` disables), ``use_pai``, ``max_iat_skew`` (s),
-    the RFC 8224 §8.3 dial plan (``country_code`` digits, ``national_length``) and
-    ``deterministic`` (RFC 6979; its default is :class:`~stirshaken.core.passport.Signer`'s)."""
+    the RFC 8224 §8.3 dial plan (``country_code`` digits, ``national_length``),
+    ``deterministic`` (RFC 6979; its default is :class:`~stirshaken.core.passport.Signer`'s),
+    ``div_passport`` (RFC 8946 on retargeted SIP INVITEs), the x5u relaxations
+    ``allow_http_x5u`` / ``allow_private_x5u`` (the verifier's names and rule,
+    :func:`stirshaken.core.x5u.check_x5u_url`; every signer's x5u is checked against it),
+    ``verify_x5u`` (the x5u URL must serve the signer's certificate) and ``expiry_warning_days``."""
 
     _RUNTIME = frozenset({"default"})
 
@@ -512,8 +525,13 @@ class SigningConfig(_Model):
     use_pai: bool = True
     max_iat_skew: Annotated[int, _between(1, 86400)] = 60
     country_code: Annotated[str | None, BeforeValidator(_none_if_empty)] = None
-    national_length: Annotated[int | None, BeforeValidator(lambda v: None if v == 0 else v)] = None
+    national_length: Annotated[int | None, BeforeValidator(lambda v: None if v == 0 else v)] = 10
     deterministic: bool = _SIGNER["deterministic"]
+    div_passport: bool = True
+    allow_http_x5u: bool = False
+    allow_private_x5u: bool = False
+    verify_x5u: bool = False
+    expiry_warning_days: Annotated[int, _between(0, 3650)] = 14
 
     @model_validator(mode="before")
     @classmethod
@@ -539,18 +557,28 @@ class SigningConfig(_Model):
     def _consistent(self) -> SigningConfig:
         if self.country_code is not None and not self.country_code.isdigit():
             raise OptionError("country_code", f"{self.country_code!r} is not digits")
+        for loc, t in self._located():
+            if t.x5u:
+                try:  # what this project's verifier refuses is never signed (ATIS-1000074 §5.3.1)
+                    check_x5u_url(t.x5u, allow_http=self.allow_http_x5u, allow_private=self.allow_private_x5u, hints=SIGN_HINTS)
+                except StirShakenError as exc:
+                    raise OptionError((*loc, "x5u"), f"{exc.description}{_x5u_hint(exc.description)}") from None
         names: set[str] = set()
         for i, t in enumerate(self.tenants):
             if t.name in names:
                 raise OptionError(("tenant", i, "name"), f"tenant {t.name!r} defined twice")
             names.add(t.name)
         dirs: dict[str, str] = {}
-        for loc, t in ([(("default",), self.default)] if self.default is not None else []) + [(("tenant", i), t) for i, t in enumerate(self.tenants)]:
+        for loc, t in self._located():
             if t.acme is not None:
                 other = dirs.setdefault(t.acme.state_dir, t.acme.where)
                 if other != t.acme.where:
                     raise OptionError((*loc, "acme", "state_dir"), f"{t.acme.state_dir!r} is already used by {other}")
         return self
+
+    def _located(self) -> list[tuple[tuple[str | int, ...], TenantConfig]]:
+        """Every signer with its location for messages (``("default",)``, ``("tenant", i)``)."""
+        return ([(("default",), self.default)] if self.default is not None else []) + [(("tenant", i), t) for i, t in enumerate(self.tenants)]
 
     @property
     def enabled(self) -> bool:
@@ -567,11 +595,21 @@ class SigningConfig(_Model):
         return tuple(t.acme for t in self.signers if t.acme is not None)
 
 
+def _x5u_hint(problem: str) -> str:
+    """The option that relaxes the x5u rule ``problem`` names, if one does."""
+    if "http refused" in problem:
+        return " (allow_http_x5u = true allows it)"
+    if "port" in problem or "private" in problem or "localhost" in problem:
+        return " (allow_private_x5u = true allows it)"
+    return ""
+
+
 def _signer_table(data: dict[str, Any], loc: tuple[str | int, ...], acme_where: str, **more: Any) -> dict[str, Any]:
     """A signer's table from the file (at ``loc`` below ``[signing]``), with the names only the
     loader sets: written in the file, they are unknown options."""
-    if "key_path" in data:
-        raise OptionError((*loc, "key_path"), _unknown(TenantConfig, "key_path").message)
+    for runtime in ("key_path", "chain"):
+        if runtime in data:
+            raise OptionError((*loc, runtime), _unknown(TenantConfig, runtime).message)
     acme = data.get("acme")
     if isinstance(acme, dict):
         if "where" in acme:

@@ -2,10 +2,13 @@
 
 A worker runs :meth:`Health.run` in the background: every ``interval`` seconds it pings the
 verification Redis (``[verification] redis``, when configured), reads the expiry of the known
-signing certificates (ACME-managed signers, :meth:`SigningService.certificate_expiry`) and asks
-the verifier about its trust sources (CRLs, CA list: ``trust_problems``, docs/requirements.md VS-10).  The
-result is kept, so ``/healthz`` answers from memory; each change of state is logged once
-(``WARNING`` on becoming degraded or on new reasons, ``INFO`` on recovery).
+signing certificates (:meth:`SigningService.certificate_expiry`: certificate files, ACME
+certificates, certificates served at a checked x5u) and asks the verifier about its trust sources
+(CRLs, CA list: ``trust_problems``, docs/requirements.md VS-10).  The result is kept, so
+``/healthz`` answers from memory; each change of state is logged once (``WARNING`` on becoming
+degraded or on new reasons, ``INFO`` on recovery).  A certificate expiring within ``[signing]
+expiry_warning_days`` makes the service degraded, and (``log_expiry``: worker 0) is logged once a
+day as well.
 """
 
 from __future__ import annotations
@@ -15,32 +18,43 @@ import logging
 import time
 from typing import Any, Callable
 
+from stirshaken.serve.config import SigningConfig
+
 __all__ = ["EXPIRY_WARNING", "Health"]
 
 log = logging.getLogger("stirshaken.serve")
 
 #: seconds; a signing certificate expiring sooner than this makes the service ``degraded``
-EXPIRY_WARNING = 7 * 86400
+#: (``[signing] expiry_warning_days``, whose default this is)
+EXPIRY_WARNING = SigningConfig.model_fields["expiry_warning_days"].default * 86400.0
+#: seconds between two log lines about the same expiring certificates
+EXPIRY_LOG_INTERVAL = 86400.0
 
 
 class Health:
     """The degradation reasons of one worker.
 
     ``redis_url``: the Redis to ping (``None``: none configured); ``certificate_expiry``: returns
-    ``{tenant: notAfter (Unix seconds)}``; ``interval``: seconds between checks; ``timeout``:
-    seconds a Redis ping may take before Redis counts as unreachable; ``trust_problems``: returns
-    the verifier's trust problems, one line each (:meth:`CredentialSource.trust_problems`).
+    ``{tenant: notAfter (Unix seconds)}``; ``expiry_warning``: seconds before notAfter from which
+    a certificate is reported; ``log_expiry``: also log those once every
+    :data:`EXPIRY_LOG_INTERVAL`; ``interval``: seconds between checks; ``timeout``: seconds a
+    Redis ping may take before Redis counts as unreachable; ``trust_problems``: returns the
+    verifier's trust problems, one line each (:meth:`CredentialSource.trust_problems`).
     """
 
     def __init__(self, *, redis_url: str | None = None, certificate_expiry: Callable[[], dict[str, float]] | None = None,
-                 interval: float = 2.0, timeout: float = 1.0, trust_problems: Callable[[], list[str]] | None = None):
+                 expiry_warning: float = EXPIRY_WARNING, log_expiry: bool = False, interval: float = 2.0, timeout: float = 1.0,
+                 trust_problems: Callable[[], list[str]] | None = None):
         self.redis_url = redis_url
         self.certificate_expiry = certificate_expiry
         self.trust_problems = trust_problems
+        self.expiry_warning = expiry_warning
+        self.log_expiry = log_expiry
         self.interval = interval
         self.timeout = timeout
         self.reasons: list[str] = []
         self._client: Any = None
+        self._expiry_logged = -EXPIRY_LOG_INTERVAL  # monotonic time of the last expiry log line
 
     @property
     def status(self) -> str:
@@ -72,8 +86,14 @@ class Health:
             left = not_after - now
             if left <= 0:
                 out.append(f"signing certificate of {tenant!r} expired")
-            elif left < EXPIRY_WARNING:
+            elif left < self.expiry_warning:
                 out.append(f"signing certificate of {tenant!r} expires in {left / 86400:.1f} days")
+        if out and self.log_expiry:
+            mono = time.monotonic()
+            if mono - self._expiry_logged >= EXPIRY_LOG_INTERVAL:
+                self._expiry_logged = mono
+                for line in out:
+                    log.warning(line, extra={"expiry_warning_days": self.expiry_warning / 86400})
         return out
 
     async def check(self) -> list[str]:

@@ -6,6 +6,13 @@ Server"; shapes as in docs/requirements.md#rest-api):
 * ``POST /stir/v1/signing``: ``{"signingRequest": {attest, dest:{tn:[..]}, iat, orig:{tn}, origid}}``
   → 200 ``{"signingResponse": {"identity": "<jws>;info=<x5u>;alg=ES256;ppt=shaken"}}``.
   Extension: ``origid`` is mandatory in ATIS-1000082 but optional here (a new UUID is used).
+  Extension (ATIS-1000082 has no div request): ``{"signingRequest": {"ppt": "div", orig:{tn},
+  dest:{tn:[..]}, div:{tn}, iat}}`` → the Identity header value of a ``div`` PASSporT (RFC 8946
+  §3), signed by the tenant of ``div.tn``; ``attest``/``origid`` are refused there.
+  Every input is checked as this project's verifier would judge it (SVC4005 with the member and
+  the reason: an attestation other than A/B/C, an origid that is not a UUID, a TN that is not a
+  TN or has more than 15 digits); a national number is completed with ``[signing]
+  country_code``, or signed as given and logged.
 * ``POST /stir/v1/verification``: ``{"verificationRequest": {from:{tn}, to:{tn:[..]}, time, identity}}``
   → always 200 ``{"verificationResponse": {"verstat": ..., [reasoncode, reasontext, reasondesc]}}``.
   Extension: optional ``callId`` and ``fromTag`` name the SIP dialog, for replay detection.
@@ -254,46 +261,29 @@ class RestAPI:
         return req
 
     def _sign(self, doc: Any, headers: Mapping[str, str], rid: str) -> Reply:
-        req = self._envelope(doc, "signingRequest", ("attest", "dest", "iat", "orig"))
+        req = self._envelope(doc, "signingRequest", ())
+        ppt = req.get("ppt")
+        if ppt == "div":
+            return self._sign_div(req, headers, rid)
+        if ppt is not None and ppt != "shaken":
+            raise RequestError("SVC4005", "ppt", f"{str(ppt)[:40]!r} is not supported (shaken; div as an extension, RFC 8946)")
+        for member in ("attest", "dest", "iat", "orig"):
+            if member not in req:
+                raise RequestError("SVC4001", member)
         svc = self.signing
         if svc is None:
             raise RequestError("SVC4003")
         attest = req["attest"]
         if type(attest) is not str or attest not in ATTEST:  # 5, [..], {..}: SVC4005, not a 500
-            raise RequestError("SVC4005", "attest", str(attest)[:64])
-        orig = req["orig"]
-        if not isinstance(orig, dict) or "tn" not in orig:
-            if isinstance(orig, dict):
-                raise RequestError("SVC4001", "orig.tn")
-            raise RequestError("SVC4005", "orig", str(orig)[:64])
-        orig_tn = self._tn(orig["tn"], "orig.tn")
-        dest = req["dest"]
-        if not isinstance(dest, dict) or "tn" not in dest:
-            if isinstance(dest, dict):
-                raise RequestError("SVC4001", "dest.tn")
-            raise RequestError("SVC4005", "dest", str(dest)[:64])
-        dtn = dest["tn"]
-        if not isinstance(dtn, list) or not dtn:
-            raise RequestError("SVC4005", "dest.tn", "must be a non-empty array of telephone numbers")
-        dest_tns = [self._tn(t, "dest.tn") for t in dtn]
-        iat = req["iat"]
-        if type(iat) is not int or iat <= 0:
-            raise RequestError("SVC4005", "iat", str(iat)[:64])
-        skew = abs(time.time() - iat)
-        if skew > self.max_iat_skew:
-            raise RequestError("SVC4005", "iat", f"{iat} is {int(skew)} s away from the server clock (max {self.max_iat_skew} s)")
+            raise RequestError("SVC4005", "attest", self._problem(svc.attest_input, attest, "attest"))
+        orig_tn, dest_tns, iat = self._call(req, svc)
         origid = req.get("origid")
         if origid is not None:
-            if not isinstance(origid, str) or len(origid) != 36 or not _UUID_CHARS.issuperset(origid) or origid.count("-") != 4:
-                raise RequestError("SVC4005", "origid", str(origid)[:64])
-        ppt = req.get("ppt")
-        if ppt is not None and ppt != "shaken":
-            raise RequestError("SVC4005", "ppt", str(ppt)[:64])
-        try:
-            tenant = svc.tenant_for(orig_tn, headers.get(self.tenant_header) if self.tenant_header else None)
-        except SigningError as exc:
-            name = svc.cfg.tenant_header if exc.param == "tenant" else "orig.tn"
-            raise RequestError("SVC4005", name, exc.value) from None
+            try:
+                origid = svc.origid_input(origid, "origid")
+            except SigningError as exc:
+                raise RequestError("SVC4005", "origid", exc.message) from None
+        tenant = self._tenant(svc, orig_tn, headers, "orig.tn")
         if svc.inventory is not None:  # attestation from the TN inventory; DNO never A/B
             auth = headers.get("authorization") or ""
             try:
@@ -308,6 +298,94 @@ class RestAPI:
         self.metrics.inc("stirshaken_signed_total", labels)
         body = b'{"signingResponse":{"identity":' + orjson.dumps(identity) + b"}}"
         return 200, body, (_JSON_CT, ("X-RequestID", rid))
+
+    def _sign_div(self, req: dict[str, Any], headers: Mapping[str, str], rid: str) -> Reply:
+        """Extension of ATIS-1000082 (which has no div request): ``{"signingRequest": {"ppt":
+        "div", "orig": {"tn"}, "dest": {"tn": [..]}, "div": {"tn"}, "iat"}}`` signs a ``div``
+        PASSporT (RFC 8946 §3) with the certificate of the tenant ``div.tn`` belongs to (or the
+        tenant header's).  ``attest`` and ``origid`` are SHAKEN claims and are refused here."""
+        for member in ("dest", "div", "iat", "orig"):
+            if member not in req:
+                raise RequestError("SVC4001", member)
+        for member in ("attest", "origid"):
+            if member in req:
+                raise RequestError("SVC4005", member, "not a claim of a div PASSporT (RFC 8946 §3; only SHAKEN PASSporTs carry it)")
+        svc = self.signing
+        if svc is None:
+            raise RequestError("SVC4003")
+        orig_tn, dest_tns, iat = self._call(req, svc)
+        div = req["div"]
+        if not isinstance(div, dict) or "tn" not in div:
+            if isinstance(div, dict):
+                raise RequestError("SVC4001", "div.tn")
+            raise RequestError("SVC4005", "div", str(div)[:64])
+        div_tn = self._canon(svc, div["tn"], "div.tn")
+        tenant = self._tenant(svc, div_tn, headers, "div.tn")
+        try:
+            identity = svc.sign_div(tenant, orig=orig_tn, dest=dest_tns, div=div_tn, iat=iat)
+        except SigningError as exc:
+            raise RequestError("SVC4005", "dest.tn", exc.message) from None
+        self.metrics.inc("stirshaken_div_total", (("interface", "rest"), ("tenant", tenant.name), ("result", "signed")))
+        body = b'{"signingResponse":{"identity":' + orjson.dumps(identity) + b"}}"
+        return 200, body, (_JSON_CT, ("X-RequestID", rid))
+
+    def _call(self, req: dict[str, Any], svc: SigningService) -> tuple[str, list[str], int]:
+        """``orig.tn``, ``dest.tn`` (canonical, RFC 8224 §8.3) and ``iat`` of a signing request,
+        checked as the verifier would judge them (SVC4001 / SVC4005 naming the member and why)."""
+        orig = req["orig"]
+        if not isinstance(orig, dict) or "tn" not in orig:
+            if isinstance(orig, dict):
+                raise RequestError("SVC4001", "orig.tn")
+            raise RequestError("SVC4005", "orig", str(orig)[:64])
+        orig_tn = self._canon(svc, orig["tn"], "orig.tn")
+        dest = req["dest"]
+        if not isinstance(dest, dict) or "tn" not in dest:
+            if isinstance(dest, dict):
+                raise RequestError("SVC4001", "dest.tn")
+            raise RequestError("SVC4005", "dest", str(dest)[:64])
+        dtn = dest["tn"]
+        if not isinstance(dtn, list) or not dtn:
+            raise RequestError("SVC4005", "dest.tn", "must be a non-empty array of telephone numbers")
+        dest_tns = [self._canon(svc, t, "dest.tn") for t in dtn]
+        iat = req["iat"]
+        if type(iat) is not int or iat <= 0:
+            raise RequestError("SVC4005", "iat", str(iat)[:64])
+        skew = abs(time.time() - iat)
+        if skew > self.max_iat_skew:
+            raise RequestError("SVC4005", "iat", f"{iat} is {int(skew)} s away from the server clock (max {self.max_iat_skew} s)")
+        return orig_tn, dest_tns, iat
+
+    @staticmethod
+    def _canon(svc: SigningService, value: Any, name: str) -> str:
+        """A canonical TN for signing (the ``[signing]`` dial plan), or SVC4005 naming ``name`` and
+        why; a number of national length signed as given is logged (no ``country_code``)."""
+        if type(value) is str and value.isascii() and value.isdigit() and len(value) <= MAX_TN_LENGTH and len(value) != svc.national_length:
+            return value  # already canonical (RFC 8224 §8.3), and not a national number to complete or warn about
+        try:
+            tn = svc.canon(value, name)
+        except SigningError as exc:
+            raise RequestError("SVC4005", name, exc.message) from None
+        if svc.warn_length is not None and len(tn) == svc.warn_length:
+            w = svc.national_warning(value, tn)
+            if w is not None:
+                svc.note_national("rest", w)
+        return tn
+
+    def _tenant(self, svc: SigningService, tn: str, headers: Mapping[str, str], param: str) -> Any:
+        try:
+            return svc.tenant_for(tn, headers.get(self.tenant_header) if self.tenant_header else None)
+        except SigningError as exc:
+            name = svc.cfg.tenant_header if exc.param == "tenant" else param
+            raise RequestError("SVC4005", name, exc.value) from None
+
+    @staticmethod
+    def _problem(check: Callable[[Any, str], str], value: Any, param: str) -> str:
+        """The message of the core rule that ``value`` breaks."""
+        try:
+            check(value, param)
+        except SigningError as exc:
+            return exc.message
+        return str(value)[:64]  # pragma: no cover - called only for a value the rule refuses
 
     @staticmethod
     def _tn(value: Any, name: str) -> str:
@@ -409,8 +487,10 @@ def openapi_document() -> dict[str, Any]:
         "openapi": "3.0.3",
         "info": {"title": "stirshaken STI-AS / STI-VS (ATIS-1000082)", "version": "1.0.0",
                  "description": "SHAKEN signing and verification API after ATIS-1000082 §8.2. Request errors use the "
-                                "exception table of §8.2.4.6. Extension: signingRequest.origid may be omitted (a UUID is "
-                                "generated), although ATIS-1000082 makes it mandatory."},
+                                "exception table of §8.2.4.6. Extensions: signingRequest.origid may be omitted (a UUID is "
+                                "generated), although ATIS-1000082 makes it mandatory; signingRequest.ppt \"div\" with "
+                                "signingRequest.div signs a div PASSporT for a diverted call (RFC 8946 §3), for which "
+                                "ATIS-1000082 defines no request."},
         "paths": {
             SIGNING_PATH: {"post": {
                 "operationId": "signing", "summary": "Sign a call (STI-AS)", "parameters": [req_id],
@@ -424,7 +504,7 @@ def openapi_document() -> dict[str, Any]:
                               **errors(400, 404, 405, 406, 411, 415, 500)}}},
             "/healthz": {"get": {"summary": "Liveness/readiness", "responses": {
                 "200": {"description": 'ready: {"status": "ok"|"degraded", "reasons": [...]} (degraded: Redis unreachable, '
-                                       'a signing certificate expired or expiring within 7 days)'},
+                                       'a signing certificate expired or expiring within [signing] expiry_warning_days)'},
                 "503": {"description": "starting"}}}},
             "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text exposition format", "content": {"text/plain": {}}}}}},
             **admin_paths,
@@ -434,9 +514,11 @@ def openapi_document() -> dict[str, Any]:
                        "schemas": {
             **admin_schemas,
             "SigningRequestBody": {"type": "object", "required": ["signingRequest"], "properties": {"signingRequest": {
-                "type": "object", "required": ["attest", "dest", "iat", "orig"],
+                "type": "object", "required": ["dest", "iat", "orig"],
+                "description": "A SHAKEN request (ppt absent or \"shaken\") also requires attest; a div request (ppt \"div\") "
+                               "requires div and refuses attest and origid.",
                 "properties": {
-                    "attest": {"type": "string", "enum": ["A", "B", "C"]},
+                    "attest": {"type": "string", "enum": ["A", "B", "C"], "description": "required for a SHAKEN PASSporT (ATIS-1000082)"},
                     "dest": {"type": "object", "required": ["tn"], "properties": {"tn": {"type": "array", "minItems": 1, "items": tn}}},
                     "iat": {"type": "integer", "minimum": 1, "description": "must be within [signing].max_iat_skew of the server clock"},
                     "orig": {"type": "object", "required": ["tn"], "properties": {"tn": tn}},
@@ -445,7 +527,14 @@ def openapi_document() -> dict[str, Any]:
                                               "request without it and then puts a new random UUID in the PASSporT (RFC 8588 §5). "
                                               "A client that needs strict conformance always sends it.",
                                "x-stirshaken-extension": "optional here, mandatory in ATIS-1000082"},
-                    "ppt": {"type": "string", "enum": ["shaken"]}}}}},
+                    "ppt": {"type": "string", "enum": ["shaken", "div"], "description": "default shaken; div: the extension below"},
+                    "div": {"type": "object", "required": ["tn"], "properties": {"tn": tn},
+                            "description": "Extension (ATIS-1000082 has no div request): with ppt \"div\", the number the call was "
+                                           "diverted from, i.e. the previous destination; orig is the caller as in the call's "
+                                           "SHAKEN PASSporT and dest the new target. Signed as a div PASSporT (RFC 8946 §3) with the "
+                                           "certificate of the tenant this number belongs to; dest equal to div is refused (no "
+                                           "div PASSporT for an unchanged destination).",
+                            "x-stirshaken-extension": "div PASSporT request (RFC 8946), not in ATIS-1000082"}}}}},
             "SigningResponseBody": {"type": "object", "properties": {"signingResponse": {"type": "object", "properties": {
                 "identity": {"type": "string", "example": "eyJ...;info=<https://cr.example.net/sp.pem>;alg=ES256;ppt=shaken"}}}}},
             "VerificationRequestBody": {"type": "object", "required": ["verificationRequest"], "properties": {"verificationRequest": {

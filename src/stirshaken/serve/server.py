@@ -15,12 +15,19 @@
   the service with status 2); when more than 10 die within 60 s, restarts back off (1 s doubling
   up to 60 s) while the living workers keep serving, and SIGTERM/SIGINT is forwarded to the workers, which stop
   accepting, finish what is in flight (up to ``shutdown_timeout``) and exit.
-* SIGHUP reloads the signing keys: every worker reads its key files (and, for ``[...acme]``
-  signers, the key and x5u of the current certificate) again and switches between two requests;
-  with several workers the parent forwards SIGHUP to each worker.  A reload that fails keeps the
-  current keys.  The same SIGHUP makes each worker's verifier read its trust sources again (trust
-  anchors, CA-list roots, CRL signers, CRL files, the CA list; all or nothing, one log line:
+* SIGHUP reloads the signers: every worker reads the signer tables of the configuration file
+  (key, certificate and x5u; :func:`~stirshaken.serve.signing.signers_from_file`), their key and
+  certificate files (for ``[...acme]`` signers, the key, certificate and x5u of the current ACME
+  certificate), guards them as at start (key matches certificate, validity, TNAuthList, with
+  ``verify_x5u`` the certificate served at the x5u) and switches between two requests; with
+  several workers the parent forwards SIGHUP to each worker.  A reload that fails keeps the
+  current signers and logs the one line that says why.  The same SIGHUP makes each worker's
+  verifier read its trust sources again (trust anchors, CA-list roots, CRL signers, CRL files,
+  the CA list; all or nothing, one log line:
   :meth:`stirshaken.vs.credentials.CredentialSource.areload_trust`).
+* Signing certificates expiring within ``[signing] expiry_warning_days`` are logged once a day
+  (worker 0) and make ``/healthz`` degraded; ``stirshaken_signer_certificate_expiry_seconds``
+  gives the seconds left per signer.
 * ACME (``[signing.acme]``, ``[signing.tenant.acme]``): before serving, :func:`run` makes sure
   each such signer has a valid certificate (:func:`stirshaken.pki.enrollment.ensure_certificate`), or exits
   with status 2 and one line on stderr.  Then renewal runs beside the workers: with one worker as
@@ -44,6 +51,7 @@ import socket
 import sys
 import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -52,7 +60,7 @@ from stirshaken.serve.config import AcmeSettings, Address, Config, ConfigError
 
 log = logging.getLogger("stirshaken.serve")
 
-__all__ = ["JSONFormatter", "run", "setup_logging"]
+__all__ = ["JSONFormatter", "check_signers", "run", "setup_logging"]
 
 _STD_ATTRS = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName"}
 
@@ -184,20 +192,48 @@ class Worker:
         self.inventory: Any = None  # serve.inventory.runtime.InventoryRuntime with [inventory]
         self.health: Any = None  # serve.health.Health, checked in the background
         self._health_task: Any = None
+        self._reloads: set[Any] = set()  # reloads waiting for their x5u check (verify_x5u)
 
     def reload(self, why: str = "SIGHUP") -> bool:
-        """Re-read the signing keys / ACME certificates (SIGHUP or renewal); False if that failed."""
-        from stirshaken.serve.signing import KeyMaterialError
+        """Re-read the signers (SIGHUP: from the configuration file too; a renewal: the ACME
+        state) and switch to them once guarded; False if that failed (the current signers stay).
+        With ``verify_x5u`` the x5u check runs as a task of the event loop and the switch follows
+        it."""
+        from stirshaken.serve.signing import KeyMaterialError, load_signers, signers_from_file
 
         if self.signing is None:
             self.reload_pending = self.cfg.signing.enabled  # still starting: reload once the signers exist
             return False
         try:
-            changed = self.signing.reload()
+            new = self.signing.cfg
+            if why == "SIGHUP" and self.cfg.path:
+                new = signers_from_file(self.cfg.path, new)
+            new = load_signers(new)
         except KeyMaterialError as exc:
-            self.metrics.inc("stirshaken_signer_reloads_total", (("result", "failed"),))
-            log.warning("signing key reload failed; keeping the current keys", extra={"why": why, "error": str(exc)})
-            return False
+            return self._reload_failed(why, exc)
+        if new.verify_x5u:
+            task = asyncio.ensure_future(self._verify_then_switch(new, why))
+            self._reloads.add(task)
+            task.add_done_callback(self._reloads.discard)
+            return True
+        return self._switch(new, why)
+
+    async def _verify_then_switch(self, new: Any, why: str) -> bool:
+        from stirshaken.serve.signing import KeyMaterialError, verify_x5u
+
+        try:
+            new = await verify_x5u(new)
+        except KeyMaterialError as exc:
+            return self._reload_failed(why, exc)
+        return self._switch(new, why)
+
+    def _reload_failed(self, why: str, exc: Exception) -> bool:
+        self.metrics.inc("stirshaken_signer_reloads_total", (("result", "failed"),))
+        log.warning("signing key reload failed; keeping the current keys", extra={"why": why, "error": str(exc)})
+        return False
+
+    def _switch(self, new: Any, why: str) -> bool:
+        changed = self.signing.reload(new)
         self.metrics.inc("stirshaken_signer_reloads_total", (("result", "ok"),))
         x5u = {t.name: t.config.x5u for t in ([self.signing.default] if self.signing.default else []) + self.signing.tenants}
         log.info("signing keys reloaded", extra={"why": why, "changed": changed, "x5u": x5u})
@@ -268,7 +304,8 @@ class Worker:
             return verifier.trust_problems()  # type: ignore[no-any-return]
 
         self.health = Health(redis_url=cfg.verification.redis if cfg.verification.enabled else None,
-                             certificate_expiry=expiry, trust_problems=trust_problems if verifier is not None else None)
+                             certificate_expiry=expiry, expiry_warning=cfg.signing.expiry_warning_days * 86400.0,
+                             log_expiry=self.index == 0, trust_problems=trust_problems if verifier is not None else None)
         await self.health.check()
         self._health_task = asyncio.ensure_future(self.health.run())
         reuse = s.workers > 1
@@ -448,15 +485,38 @@ async def _ensure_certificates(cfg: Config) -> None:
 
 
 def _prepare_signers(cfg: Config) -> Config:
-    """Obtain missing ACME certificates, then load every signer's key (and ACME x5u)."""
-    from stirshaken.serve.signing import KeyMaterialError, load_signers
+    """Obtain missing ACME certificates, then load and guard every signer
+    (:func:`~stirshaken.serve.signing.prepare_signers`); :class:`ConfigError` (one line) refuses
+    the start."""
+    from stirshaken.serve.signing import KeyMaterialError, prepare_signers
 
     if not cfg.signing.enabled:
         return cfg
     if cfg.signing.acme:
         asyncio.run(_ensure_certificates(cfg))
     try:
-        return cfg.model_copy(update={"signing": load_signers(cfg.signing)})
+        return cfg.model_copy(update={"signing": prepare_signers(cfg.signing)})
+    except KeyMaterialError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def check_signers(cfg: Config) -> None:
+    """``serve --check``: guard every signer as the start would (key and certificate files,
+    validity, TNAuthList, x5u rule; with ``verify_x5u`` the x5u is fetched), except ACME signers
+    that have no certificate yet (nothing is obtained here).  Raises :class:`ConfigError`."""
+    from stirshaken.serve.signing import KeyMaterialError, prepare_signers
+
+    s = cfg.signing
+    if not s.enabled:
+        return
+
+    def ready(t: Any) -> bool:
+        return t.acme is None or (Path(t.acme.state_dir) / "cert.json").exists()
+
+    checked = s.model_copy(update={"default": s.default if s.default is not None and ready(s.default) else None,
+                                   "tenants": tuple(t for t in s.tenants if ready(t))})
+    try:
+        prepare_signers(checked)
     except KeyMaterialError as exc:
         raise ConfigError(str(exc)) from None
 
@@ -563,13 +623,15 @@ RENEWER = -1  # child index of the ACME renewer process
 
 
 def _reload_parent(cfg: Config) -> Config:
-    """The supervisor's copy of the keys, for workers it starts later (SIGHUP)."""
-    from stirshaken.serve.signing import KeyMaterialError, load_signers
+    """The supervisor's copy of the signers, for workers it starts later (SIGHUP): read and
+    guarded as the workers do (:meth:`Worker.reload`)."""
+    from stirshaken.serve.signing import KeyMaterialError, prepare_signers, signers_from_file
 
     if not cfg.signing.enabled:
         return cfg
     try:
-        return cfg.model_copy(update={"signing": load_signers(cfg.signing)})
+        signing = signers_from_file(cfg.path, cfg.signing) if cfg.path else cfg.signing
+        return cfg.model_copy(update={"signing": prepare_signers(signing)})
     except KeyMaterialError as exc:
         log.warning("signing key reload failed in the supervisor; keeping the current keys", extra={"error": str(exc)})
         return cfg
@@ -706,6 +768,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(a.config)
         check_config(cfg)
+        if a.check:
+            check_signers(cfg)
         if a.check and cfg.inventory.enabled:
             from stirshaken.serve.inventory.runtime import check_database
 

@@ -20,28 +20,53 @@
 
 Signing itself uses :class:`stirshaken.core.passport.Signer`, which caches the encoded JOSE header.
 
-Key material comes from the configured key files, or, for a signer with ``[...acme]``, from its
-ACME state directory (``sp.key``, ``sp.pem``, ``cert.json``, written by
-:func:`stirshaken.pki.enrollment.ensure_certificate`).  :func:`load_signers` reads it; :meth:`SigningService.reload`
-swaps it in between two requests (SIGHUP, or after a certificate renewal).
+* Diverted calls (RFC 8946): :meth:`SigningService.sign_div` signs a ``div`` PASSporT with the
+  certificate of the tenant the previous destination (``div``) belongs to: RFC 8946 §3 has the
+  retargeting entity sign for an identity within the scope of its own credential.
+* Inputs are checked as this project's verifier would judge them, with the core's one rule each
+  (:func:`~stirshaken.core.passport.check_attest`, :func:`~stirshaken.core.passport.check_origid`,
+  :func:`~stirshaken.core.tn.canonicalize_tn`, :func:`~stirshaken.core.x5u.check_x5u_url`), so
+  the CLI, REST and SIP refuse the same inputs with the same words.
+
+Key material comes from the configured key files (and ``certificate`` chain files), or, for a
+signer with ``[...acme]``, from its ACME state directory (``sp.key``, ``sp.pem``, ``cert.json``,
+written by :func:`stirshaken.pki.enrollment.ensure_certificate`).  :func:`load_signers` reads it
+and guards it (:func:`~stirshaken.core.certificates.signing_certificate_fault`: the key is the
+certificate's, the certificate is valid now and carries TNAuthList), :func:`verify_x5u` checks
+that each x5u URL serves that certificate (``verify_x5u = true``), :func:`signers_from_file`
+re-reads the signers of the configuration file (SIGHUP); :meth:`SigningService.reload` swaps
+them in between two requests.  Any failure is a :class:`KeyMaterialError` of one line naming the
+signer, and the signers in use stay.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import datetime as dt
+import logging
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
-from stirshaken.serve.config import AcmeSettings, CustomerConfig, InventoryConfig, SigningConfig, TenantConfig
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from stirshaken.serve.config import AcmeSettings, ConfigError, CustomerConfig, InventoryConfig, SigningConfig, TenantConfig
 from stirshaken.serve.inventory.index import LiveInventory
+from stirshaken.core.certificates import load_certificates, signing_certificate_fault
 from stirshaken.core.errors import StirShakenError
 from stirshaken.core.keys import load_private_key
-from stirshaken.core.passport import Signer
-from stirshaken.core.tn import TNError, canonicalize_tn
+from stirshaken.core.passport import ATTEST_VALUES, Signer, check_attest, check_origid, div_claims
+from stirshaken.core.tn import TNError, canonicalize_tn, national_number
+from stirshaken.core.x5u import SIGN_HINTS, check_x5u_url
 
-__all__ = ["DnoRefused", "KeyMaterialError", "SigningError", "SigningService", "Tenant", "acme_material", "load_signers"]
+__all__ = ["DnoRefused", "KeyMaterialError", "SigningError", "SigningService", "Tenant", "acme_material", "load_signers",
+           "prepare_signers", "signers_from_file", "verify_x5u"]
 
-ATTEST = frozenset({"A", "B", "C"})
+log = logging.getLogger("stirshaken.serve")
+
+#: the attestation levels (RFC 8588 §4), the core's one set
+ATTEST = ATTEST_VALUES
 
 
 class SigningError(ValueError):
@@ -72,9 +97,13 @@ def acme_material(acme: AcmeSettings) -> tuple[Any, str, str, int]:
     Checks that the key belongs to the stored certificate and that ``cert.json`` describes that
     certificate, so a half-written renewal is never used.
     """
-    import orjson
+    key, key_path, x5u, chain = _acme_chain(acme)
+    return key, key_path, x5u, chain[0].serial_number
 
-    from stirshaken.core.certificates import load_certificates
+
+def _acme_chain(acme: AcmeSettings) -> tuple[Any, str, str, list[x509.Certificate]]:
+    """:func:`acme_material` with the whole chain of ``sp.pem`` instead of the serial."""
+    import orjson
 
     state = Path(acme.state_dir)
     if not (state / "cert.json").exists():
@@ -82,7 +111,8 @@ def acme_material(acme: AcmeSettings) -> tuple[Any, str, str, int]:
     try:
         meta = orjson.loads((state / "cert.json").read_bytes())
         key = load_private_key(state / "sp.key")
-        leaf = load_certificates((state / "sp.pem").read_bytes())[0]
+        chain = load_certificates((state / "sp.pem").read_bytes())
+        leaf = chain[0]
     except (OSError, StirShakenError, ValueError) as exc:
         raise KeyMaterialError(f"{acme.where}: cannot load the certificate state in {str(state)!r}: {exc}") from None
     x5u = meta.get("x5u") if isinstance(meta, dict) else None
@@ -92,33 +122,139 @@ def acme_material(acme: AcmeSettings) -> tuple[Any, str, str, int]:
         raise KeyMaterialError(f"{acme.where}: sp.key does not belong to sp.pem in {str(state)!r} (renewal in progress?)")
     if meta.get("serial") != format(leaf.serial_number, "x"):
         raise KeyMaterialError(f"{acme.where}: cert.json does not describe sp.pem in {str(state)!r} (renewal in progress?)")
-    return key, str(state / "sp.key"), x5u, leaf.serial_number
+    return key, str(state / "sp.key"), x5u, chain
 
 
-def load_signers(cfg: SigningConfig) -> SigningConfig:
-    """``cfg`` with every signer's key read again: from its key file, or from its ACME state
-    directory (key and x5u).  Raises :class:`KeyMaterialError`."""
+def _where(t: TenantConfig) -> str:
+    return t.acme.where if t.acme is not None else f"signer {t.name!r}"
+
+
+def _guard(t: TenantConfig, chain: Sequence[x509.Certificate], source: str, now: float) -> None:
+    """:func:`signing_certificate_fault` for signer ``t`` and the chain read from ``source``."""
+    assert t.key is not None
+    fault = signing_certificate_fault(t.key, chain, dt.datetime.fromtimestamp(now, dt.timezone.utc))
+    if fault is not None:
+        raise KeyMaterialError(f"{_where(t)}: {fault} ({source})")
+
+
+def load_signers(cfg: SigningConfig, *, now: float | None = None) -> SigningConfig:
+    """``cfg`` with every signer's key and certificate chain read again: from its ``key`` and
+    ``certificate`` files, or from its ACME state directory (key, chain and x5u), and guarded:
+    the x5u follows the x5u rule (:func:`~stirshaken.core.x5u.check_x5u_url` with
+    ``allow_http_x5u`` / ``allow_private_x5u``), and a known certificate must hold the key, be
+    within its validity period at ``now`` (default: the clock) and carry TNAuthList.  Raises
+    :class:`KeyMaterialError` (one line naming the signer)."""
+    at = time.time() if now is None else now
 
     def load(t: TenantConfig) -> TenantConfig:
         if t.acme is not None:
-            key, key_path, x5u, _ = acme_material(t.acme)
-            return t.model_copy(update={"key": key, "key_path": key_path, "x5u": x5u})
+            key, key_path, x5u, chain = _acme_chain(t.acme)
+            t = t.model_copy(update={"key": key, "key_path": key_path, "x5u": x5u, "chain": tuple(chain)})
+            source = str(Path(t.acme.state_dir) / "sp.pem")
+        else:
+            try:
+                t = t.model_copy(update={"key": load_private_key(t.key_path)})
+            except (OSError, StirShakenError) as exc:
+                raise KeyMaterialError(f"signer {t.name!r}: cannot read private key {t.key_path!r}: {exc}") from None
+            source = t.certificate
+            if source:
+                try:
+                    chain = load_certificates(Path(source).read_bytes())
+                except OSError as exc:
+                    raise KeyMaterialError(f"signer {t.name!r}: cannot read certificate {source!r}: {exc.strerror}") from None
+                except StirShakenError as exc:
+                    raise KeyMaterialError(f"signer {t.name!r}: certificate {source!r}: {exc.description}") from None
+                t = t.model_copy(update={"chain": tuple(chain)})
+            else:
+                t = t.model_copy(update={"chain": ()})
         try:
-            return t.model_copy(update={"key": load_private_key(t.key_path)})
-        except (OSError, StirShakenError) as exc:
-            raise KeyMaterialError(f"signer {t.name!r}: cannot read private key {t.key_path!r}: {exc}") from None
+            check_x5u_url(t.x5u, allow_http=cfg.allow_http_x5u, allow_private=cfg.allow_private_x5u, hints=SIGN_HINTS)
+        except StirShakenError as exc:
+            raise KeyMaterialError(f"{_where(t)}: x5u {t.x5u}: {exc.description}") from None
+        if t.chain:
+            _guard(t, t.chain, source, at)
+        return t
 
     return cfg.model_copy(
         update={"default": load(cfg.default) if cfg.default is not None else None, "tenants": tuple(load(t) for t in cfg.tenants)}
     )
 
 
+def _der(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.DER)
+
+
+async def verify_x5u(cfg: SigningConfig, *, now: float | None = None) -> SigningConfig:
+    """With ``verify_x5u``: fetch every signer's x5u as a verifier would (the SSRF-guarded
+    :class:`~stirshaken.vs.x5u.Fetcher`, with ``allow_http_x5u`` / ``allow_private_x5u``) and
+    check that its first certificate is the signer's (``certificate`` file or ACME ``sp.pem``);
+    a signer without a certificate file has the served chain guarded as
+    :func:`load_signers` guards a file, and adopts it (for the expiry gauge).  Returns ``cfg``
+    (with those chains); raises :class:`KeyMaterialError`.  Without ``verify_x5u``: ``cfg``."""
+    if not cfg.verify_x5u or not cfg.enabled:
+        return cfg
+    from stirshaken.vs.x5u import Fetcher, X5UPolicy
+
+    at = time.time() if now is None else now
+    fetcher = Fetcher(X5UPolicy(allow_http=cfg.allow_http_x5u, allow_private=cfg.allow_private_x5u))
+    try:
+        async def check(t: TenantConfig) -> TenantConfig:
+            try:
+                served, _ = await fetcher.fetch_chain(t.x5u)
+            except StirShakenError as exc:
+                raise KeyMaterialError(f"{_where(t)}: x5u {t.x5u} cannot be checked: {exc.description}") from None
+            if t.chain:
+                if _der(served[0]) != _der(t.chain[0]):
+                    raise KeyMaterialError(
+                        f"{_where(t)}: x5u {t.x5u} serves certificate serial {served[0].serial_number:x}, not the signer's"
+                        f" serial {t.chain[0].serial_number:x} ({t.certificate or 'ACME sp.pem'})")
+                return t
+            _guard(t, served, f"served at {t.x5u}", at)
+            return t.model_copy(update={"chain": tuple(served)})
+
+        default = await check(cfg.default) if cfg.default is not None else None
+        tenants = tuple([await check(t) for t in cfg.tenants])
+    finally:
+        await fetcher.close()
+    return cfg.model_copy(update={"default": default, "tenants": tenants})
+
+
+def prepare_signers(cfg: SigningConfig) -> SigningConfig:
+    """:func:`load_signers` then :func:`verify_x5u`, outside an event loop (start, ``serve
+    --check``, the supervisor's SIGHUP).  Raises :class:`KeyMaterialError`."""
+    import asyncio
+
+    cfg = load_signers(cfg)
+    if cfg.verify_x5u:
+        cfg = asyncio.run(verify_x5u(cfg))
+    return cfg
+
+
+def signers_from_file(path: str, current: SigningConfig) -> SigningConfig:
+    """``current`` with the signers (``[signing]``'s own and every ``[[signing.tenant]]``) of the
+    configuration file at ``path`` read again (SIGHUP): their key, certificate and x5u, and their
+    numbers and customers.  The other options of ``[signing]`` stay as they are (a restart applies
+    them).  The file is validated completely; a problem raises :class:`KeyMaterialError` with the
+    configuration's one line."""
+    from stirshaken.serve.config import load_config
+
+    try:
+        new = load_config(path).signing
+    except ConfigError as exc:
+        raise KeyMaterialError(f"configuration {path}: {exc}") from None
+    if not new.enabled:
+        raise KeyMaterialError(f"configuration {path}: [signing] has no signer any more (restart to stop signing)")
+    return current.model_copy(update={"default": new.default, "tenants": new.tenants})
+
+
 @dataclass(frozen=True)
 class Tenant:
-    """A configured signer: tenant configuration plus its ready :class:`Signer`."""
+    """A configured signer: tenant configuration plus its ready :class:`Signer` (SHAKEN) and
+    ``div_signer`` (``ppt=div``, RFC 8946 §3: the same key and x5u)."""
 
     config: TenantConfig
     signer: Signer
+    div_signer: Signer = field(repr=False, default=None)  # type: ignore[assignment]
 
     @property
     def name(self) -> str:
@@ -130,6 +266,8 @@ class SigningService:
 
     def __init__(self, cfg: SigningConfig, *, inventory: LiveInventory | None = None, inventory_cfg: InventoryConfig | None = None):
         self.inventory = inventory
+        self._national_logged = -3600.0
+        self._national_count = 0
         self.inventory_cfg = inventory_cfg or InventoryConfig()
         self._unknown_attest = self.inventory_cfg.unknown_attest
         self._caller_attest = self.inventory_cfg.caller_attest
@@ -139,7 +277,8 @@ class SigningService:
         def make(t: TenantConfig) -> Tenant:
             if t.key is None:
                 raise KeyMaterialError(f"signer {t.name!r}: no key loaded (ACME certificate not obtained yet)")
-            return Tenant(t, Signer(t.key, t.x5u, deterministic=cfg.deterministic))
+            return Tenant(t, Signer(t.key, t.x5u, deterministic=cfg.deterministic),
+                          Signer(t.key, t.x5u, ppt="div", deterministic=cfg.deterministic))
 
         default = make(cfg.default) if cfg.default is not None else None
         tenants = [make(t) for t in cfg.tenants]
@@ -163,31 +302,29 @@ class SigningService:
         self.by_name = by_name
         self._prefixes = prefixes
         self._dialplan = {"country_code": cfg.country_code, "national_length": cfg.national_length}
+        #: the length of a national number (completed with ``country_code``, else warned about)
+        self.national_length = cfg.national_length
+        #: without a country code, numbers of this (national) length are signed as given with a warning
+        self.warn_length = cfg.national_length if cfg.country_code is None else None
 
     def certificate_expiry(self) -> dict[str, float]:
         """``{tenant name: notAfter}`` (Unix seconds) of every signing certificate this process
-        knows: those of ACME-managed signers (``sp.pem`` of the state directory).  A signer given as
-        key + x5u URL has its certificate only behind the URL and is left out; so is an unreadable
-        state.  For ``/metrics`` and ``/healthz``."""
-        from stirshaken.core.certificates import load_certificates
-
+        knows: the chain loaded by :func:`load_signers` (a ``certificate`` file, an ACME ``sp.pem``)
+        or served at the x5u (``verify_x5u``).  A signer given only as key + x5u URL has its
+        certificate behind the URL and is left out.  For ``/metrics`` and ``/healthz``."""
         out: dict[str, float] = {}
         for t in ([self.default] if self.default else []) + self.tenants:
-            acme = t.config.acme
-            if acme is None:
-                continue
-            try:
-                leaf = load_certificates((Path(acme.state_dir) / "sp.pem").read_bytes())[0]
-            except (OSError, StirShakenError, ValueError, IndexError):
-                continue
-            out[t.name] = leaf.not_valid_after_utc.timestamp()
+            if t.config.chain:
+                out[t.name] = t.config.chain[0].not_valid_after_utc.timestamp()
         return out
 
-    def reload(self) -> list[str]:
-        """Read every signer's key (and ACME x5u) again and switch to them; returns the names of
-        the signers whose key or x5u changed.  Raises :class:`KeyMaterialError` and then keeps the
-        current signers."""
-        new = load_signers(self.cfg)
+    def reload(self, new: SigningConfig | None = None) -> list[str]:
+        """Switch to the signers of ``new`` (prepared by :func:`load_signers` and
+        :func:`verify_x5u`), or, without it, to every signer's key, certificate (and ACME x5u)
+        read again; returns the names of the signers whose key or x5u changed (or that are new).
+        Raises :class:`KeyMaterialError` and then keeps the current signers."""
+        if new is None:
+            new = load_signers(self.cfg)
         old = {t.name: (t.signer, t.config.x5u) for t in ([self.default] if self.default else []) + self.tenants}
         self._build(new)
         changed = []
@@ -200,14 +337,53 @@ class SigningService:
     # --- inputs ---------------------------------------------------------------------------------
 
     def canon(self, value: str, param: str) -> str:
-        """RFC 8224 §8.3 canonical TN or :class:`SigningError` naming ``param``."""
+        """RFC 8224 §8.3 canonical TN (a national number completed with ``country_code``) or
+        :class:`SigningError` naming ``param`` and saying why (not a number, more than 15
+        digits)."""
         try:
             return canonicalize_tn(value, **self._dialplan)  # type: ignore[arg-type]
-        except (TNError, TypeError):
-            raise SigningError(param, str(value)[:64], f"{value!r} is not a telephone number") from None
+        except TNError as exc:
+            raise SigningError(param, str(value)[:64], str(exc)) from None
+        except TypeError:
+            raise SigningError(param, str(value)[:64], f"{str(value)[:40]!r} is not a telephone number") from None
 
-    def tenant_for(self, orig_tn: str, hint: str | None = None) -> Tenant:
-        """The tenant signing for ``orig_tn`` (header ``hint`` first, then TN prefix, then default)."""
+    def national_warning(self, value: str, tn: str) -> str | None:
+        """The warning for ``tn`` (canonical ``value``) signed as given although it looks like a
+        national number, when no ``country_code`` is configured (:func:`~stirshaken.core.tn.national_number`)."""
+        if self.warn_length is None or len(tn) != self.warn_length:
+            return None
+        return national_number(value, tn, self.warn_length)
+
+    def note_national(self, interface: str, warning: str) -> None:
+        """Log a number signed as given that looks national (:meth:`national_warning`): at most
+        once a minute per worker, with the number of such signatures since the last line."""
+        self._national_count += 1
+        now = time.monotonic()
+        if now - self._national_logged >= 60:
+            log.warning("numbers signed as given without a country code (set [signing] country_code)", extra={
+                "interface": interface, "example": warning, "count": self._national_count})
+            self._national_logged = now
+            self._national_count = 0
+
+    @staticmethod
+    def attest_input(value: Any, param: str) -> str:
+        """``value`` as an attestation level, or :class:`SigningError` naming ``param`` (RFC 8588 §4)."""
+        try:
+            return check_attest(value)
+        except StirShakenError as exc:
+            raise SigningError(param, str(value)[:64], exc.description) from None
+
+    @staticmethod
+    def origid_input(value: Any, param: str) -> str:
+        """``value`` as an origid, or :class:`SigningError` naming ``param`` (RFC 8588 §5: a UUID)."""
+        try:
+            return check_origid(value)
+        except StirShakenError as exc:
+            raise SigningError(param, str(value)[:64], exc.description) from None
+
+    def tenant_for(self, orig_tn: str, hint: str | None = None, *, what: str = "calling number") -> Tenant:
+        """The tenant signing for ``orig_tn`` (header ``hint`` first, then TN prefix, then default);
+        ``what`` names the number in the error (a div PASSporT's is the diverted-from number)."""
         if hint:
             t = self.by_name.get(hint.strip().lower())
             if t is None:
@@ -218,7 +394,7 @@ class SigningService:
                 return t
         if self.default is not None:
             return self.default
-        raise SigningError("orig", orig_tn, f"no signing tenant covers calling number {orig_tn}")
+        raise SigningError("orig", orig_tn, f"no signing tenant covers {what} {orig_tn}")
 
     @staticmethod
     def _customer(tenant: Tenant, source_ip: str | None, name: str | None) -> CustomerConfig | None:
@@ -288,3 +464,14 @@ class SigningService:
         """Identity header value for canonical ``orig``/``dest`` (RFC 8224 §4, RFC 8588 §4); ``origid``
         defaults to a new UUID and ``iat`` to now."""
         return tenant.signer.identity_for(orig, dest, attest, iat, origid)
+
+    def sign_div(self, tenant: Tenant, *, orig: str, dest: list[str], div: str, iat: int | None = None) -> str:
+        """Identity header value of a ``div`` PASSporT (RFC 8946 §3) for canonical TNs: ``orig`` as in
+        the call's PASSporT, ``dest`` the new target, ``div`` the previous destination.  Raises
+        :class:`SigningError` (param ``dest``) when the destination did not change (§3: no div
+        PASSporT then)."""
+        try:
+            claims = div_claims(orig=orig, dest=dest, div=div, iat=iat)
+        except StirShakenError as exc:
+            raise SigningError("dest", ",".join(dest)[:64], exc.description) from None
+        return tenant.div_signer.identity_claims(claims)

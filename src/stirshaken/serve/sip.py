@@ -3,7 +3,19 @@
 * Signing address (STI-AS): an INVITE is answered ``302 Moved Temporarily`` whose ``Contact`` is
   the Request-URI and which carries the ``Identity`` header (RFC 8224 §4) the proxy/SBC adds when
   it follows the redirect.  The calling number comes from P-Asserted-Identity (when ``use_pai``)
-  or From, the called numbers from To (else the Request-URI), RFC 8224 §4.1 / §8.3.
+  or From, the called numbers from To (else the Request-URI), RFC 8224 §4.1 / §8.3.  Inputs this
+  project's verifier would refuse are refused: an ``attest_header`` value other than A/B/C or an
+  ``origid_header`` value that is not a UUID gets ``400 Bad Request (<the problem>)``; a caller
+  or callee that is no telephone number is forwarded unsigned (§6.1 step 1) with
+  ``X-Identity-Result: not-signed: <why>``.  A number of national length signed without a
+  ``country_code`` gets a ``Warning: 399`` in the 302.
+* Diverted calls (RFC 8946, ``div_passport``): an INVITE that already carries a SHAKEN Identity
+  and names the target it was diverted from (Diversion, RFC 5806; History-Info ``mp``, RFC 7044)
+  is answered 302 with a ``div`` PASSporT (orig copied, dest the Request-URI, div the
+  diverted-from number, signed by the tenant of that number) as its first Identity header,
+  followed by the INVITE's own Identity header(s) unchanged;
+  when no div may be signed the 302 carries the original Identity and
+  ``X-Identity-Result: no-div: <why>``.
 * Verification address (STI-VS): an INVITE is verified (RFC 8224 §6.2, ATIS-1000074 §5.3) and
   answered 302 with ``P-Asserted-Identity`` (and the From URI) carrying ``verstat`` as 3GPP TS
   24.229 §5.7.1.27 places it, plus an RFC 9410 ``Reason`` header for a failure; or, when policy
@@ -47,7 +59,9 @@ from stirshaken.core.sip.abnf import TOKEN
 from stirshaken.serve.batching import LoopBatch
 from stirshaken.serve.limits import ConnectionGuard, ConnectionLimits, peer_ip
 from stirshaken.serve.config import SigningConfig, VerificationConfig
-from stirshaken.core.errors import SIP_REASONS, VERSTAT_NONE
+from stirshaken.core.errors import SIP_REASONS, VERSTAT_NONE, StirShakenError
+from stirshaken.core.identity import parse_identity
+from stirshaken.core.passport import check_claims, check_header, parse_jws
 from stirshaken.serve.metrics import Metrics
 from stirshaken.serve.signing import ATTEST, DnoRefused, SigningError, SigningService
 from stirshaken.core.tn import TNError, canonicalize_tn
@@ -236,6 +250,7 @@ class SipService:
         self.origid_header = scfg.origid_header
         self.use_pai = scfg.use_pai
         self.max_iat_skew = scfg.max_iat_skew
+        self.div_passport = scfg.div_passport
         self._date_cache: tuple[int, str] = (-1, "")
         self._dialplan = {"country_code": scfg.country_code, "national_length": scfg.national_length}
         self._svc = (("service", role),)
@@ -350,15 +365,6 @@ class SipService:
         self.metrics.inc("stirshaken_sip_responses_total", (("service", self.role), ("status", str(status))))
         return sip.build_response(req, status, reason, extra_headers=extra or ())
 
-    def _tn(self, value: str | None) -> str | None:
-        if not value:
-            return None
-        try:
-            na = sip.parse_name_addr(value)
-        except (sip.SipParseError, ValueError):
-            return None
-        return self._tn_of_uri(na.uri)
-
     def _tn_of_uri(self, uri: str) -> str | None:
         try:
             user = sip.uri_user(uri)
@@ -393,39 +399,24 @@ class SipService:
             return self._sign(req, peer)
         return self._verify(req)
 
-    def _sign(self, req: sip.SipRequest, peer: tuple[str, int] | None) -> bytes:
-        """STI-AS (RFC 8224 §6.1, ATIS-1000074 §5.2) in the redirect model."""
-        t0 = time.perf_counter()
-        svc = self.signing
-        assert svc is not None
-        h = req.headers
-        pai = _first(h.get("P-Asserted-Identity")) if self.use_pai else None
-        # From and To were parsed (and validated) by parse_message: use them, not their text
-        orig = (self._tn(pai) if pai else None) or self._tn_of_uri(req.from_addr.uri)
-        dest = self._tn_of_uri(req.to_addr.uri) or self._tn_of_uri(req.request_uri)
-        contact = [("Contact", f"<{req.request_uri}>")]
-        if orig is None or dest is None:
-            # §6.1 step 1: not a telephone number we can be authoritative for: forward unsigned
-            self.metrics.inc("stirshaken_signed_total", (("interface", "sip"), ("tenant", "-"), ("attest", "none")))
-            return self._reply(req, 302, "Moved Temporarily", contact + [("X-Identity-Result", "not-signed: calling or called party is not a telephone number")])
+    def _not_tn(self, what: str, uri: str | None) -> str:
+        """Why the ``what`` party (its URI) gives no telephone number, in one phrase."""
+        user = sip.uri_user(uri) if uri else None
+        if not user:
+            return f"the {what} has no telephone number"
         try:
-            tenant = svc.tenant_for(orig, h.get(self.tenant_header) if self.tenant_header else None)
-        except SigningError as exc:
-            # the reason phrase and an RFC 3326 Reason say which tenant problem it is (RFC 3261 §21.4.4)
-            return self._reply(req, 403, "Forbidden (unknown tenant)", [("Warning", f'399 stirshaken "{header_text(exc.message, 100)}"'),
-                                                                       ("Reason", f'SIP;cause=403;text="{header_text(exc.message)}"')])
-        attest = (h.get(self.attest_header) or "").strip().upper() if self.attest_header else ""
-        try:  # the caller's level, else policy; with an inventory, from it (and never A/B for a DNO number)
-            attest = svc.decide(tenant, orig, requested=attest if attest in ATTEST else None, source_ip=peer[0] if peer else None,
-                                customer=h.get(self.customer_header) if self.customer_header else None)
-        except DnoRefused:
-            return self._reply(req, 403, "Forbidden", [("Reason", 'SIP;cause=403;text="Calling number is on a Do-Not-Originate list"')])
-        iat = None
-        # RFC 8224 §6.1 step 3: the signer adds a Date when the request has none (and the 302
-        # carries it, so the forwarded INVITE has the Date its iat names, §4.1); a Date off the
-        # clock by more than the freshness window is refused (403 Stale Date), never re-stamped
-        date = h.get("Date")
-        added_date: str | None = None
+            canonicalize_tn(user, **self._dialplan)  # type: ignore[arg-type]
+        except TNError as exc:
+            return f"the {what}: {exc}"
+        return f"the {what} is not a telephone number"  # pragma: no cover - only called after a failure
+
+    def _iat(self, req: sip.SipRequest) -> tuple[int, str | None] | bytes:
+        """``(iat, Date to add or None)`` for a signature now, or the error answer (RFC 8224 §6.1).
+
+        Step 3: the signer adds a Date when the request has none (and the 302 carries it, so the
+        forwarded INVITE has the Date its iat names, §4.1); a Date off the clock by more than the
+        freshness window is refused (403 Stale Date), never re-stamped."""
+        date = req.headers.get("Date")
         if date:
             try:
                 d = email.utils.parsedate_to_datetime(date).timestamp()
@@ -435,21 +426,175 @@ class SipService:
             if abs(skew) > self.max_iat_skew:
                 text = f"the Date header is {abs(int(skew))} s {'ahead of' if skew > 0 else 'behind'} the signer's clock (max {self.max_iat_skew} s)"
                 return self._reply(req, 403, "Stale Date", [("Reason", f'SIP;cause=403;text="{text}"')])
-            iat = int(d)  # RFC 8224 §4.1: iat corresponds to the Date header
-        else:
-            iat = int(time.time())
-            added_date = self._http_date(iat)
+            return int(d), None  # RFC 8224 §4.1: iat corresponds to the Date header
+        iat = int(time.time())
+        return iat, self._http_date(iat)
+
+    def _refuse(self, req: sip.SipRequest, problem: str) -> bytes:
+        """``400 Bad Request (<problem>)`` for a signing input this project's verifier would
+        refuse (RFC 3261 §21.4.1: the reason phrase names the problem)."""
+        detail = " ".join(_UNSAFE.sub(" ", problem).split())[:120]
+        return self._reply(req, 400, f"Bad Request ({detail})", [("Warning", f'399 stirshaken "{header_text(problem, 100)}"')])
+
+    def _national(self, tns: tuple[tuple[str, str | None], ...]) -> list[tuple[str, str]]:
+        """``Warning: 399`` headers for numbers signed as given that look national (no
+        ``country_code``; also logged, :meth:`SigningService.note_national`)."""
+        svc = self.signing
+        assert svc is not None
+        out = []
+        for tn, uri in tns:
+            w = svc.national_warning(sip.uri_user(uri) or tn if uri else tn, tn)
+            if w is not None:
+                svc.note_national("sip", w)
+                out.append(("Warning", f'399 stirshaken "{header_text(w, 160)}"'))
+        return out
+
+    def _sign(self, req: sip.SipRequest, peer: tuple[str, int] | None) -> bytes:
+        """STI-AS (RFC 8224 §6.1, ATIS-1000074 §5.2) in the redirect model."""
+        t0 = time.perf_counter()
+        svc = self.signing
+        assert svc is not None
+        h = req.headers
+        if self.div_passport and "Identity" in h and sip.has_retargeting(h):
+            r = self._divert(req)
+            if r is not None:
+                return r
+        pai = _first(h.get("P-Asserted-Identity")) if self.use_pai else None
+        # From and To were parsed (and validated) by parse_message: use them, not their text
+        orig_uri = _pai_uri(pai) if pai else None
+        orig = self._tn_of_uri(orig_uri) if orig_uri else None
+        if orig is None:
+            orig_uri = req.from_addr.uri
+            orig = self._tn_of_uri(orig_uri)
+        dest_uri = req.to_addr.uri
+        dest = self._tn_of_uri(dest_uri)
+        if dest is None:
+            dest = self._tn_of_uri(req.request_uri)
+            if dest is not None:
+                dest_uri = req.request_uri
+        contact = [("Contact", f"<{req.request_uri}>")]
+        if orig is None or dest is None:
+            # §6.1 step 1: not a telephone number we can be authoritative for: forward unsigned
+            self.metrics.inc("stirshaken_signed_total", (("interface", "sip"), ("tenant", "-"), ("attest", "none")))
+            why = self._not_tn("calling party", orig_uri) if orig is None else self._not_tn("called party", dest_uri)
+            return self._reply(req, 302, "Moved Temporarily", contact + [("X-Identity-Result", f"not-signed: {header_text(why, 160)}")])
+        requested = None
+        if self.attest_header:
+            requested = (h.get(self.attest_header) or "").strip().upper() or None
+            if requested is not None and requested not in ATTEST:
+                try:
+                    svc.attest_input(requested, self.attest_header)
+                except SigningError as exc:
+                    return self._refuse(req, f"{self.attest_header}: {exc.message}")
         origid = h.get(self.origid_header) if self.origid_header else None
-        if origid is not None and len(origid) != 36:
-            origid = None
+        if origid is not None:
+            try:
+                origid = svc.origid_input(origid.strip(), self.origid_header)
+            except SigningError as exc:
+                return self._refuse(req, f"{self.origid_header}: {exc.message}")
+        try:
+            tenant = svc.tenant_for(orig, h.get(self.tenant_header) if self.tenant_header else None)
+        except SigningError as exc:
+            return self._unknown_tenant(req, exc)
+        try:  # the caller's level, else policy; with an inventory, from it (and never A/B for a DNO number)
+            attest = svc.decide(tenant, orig, requested=requested, source_ip=peer[0] if peer else None,
+                                customer=h.get(self.customer_header) if self.customer_header else None)
+        except DnoRefused:
+            return self._reply(req, 403, "Forbidden", [("Reason", 'SIP;cause=403;text="Calling number is on a Do-Not-Originate list"')])
+        when = self._iat(req)
+        if type(when) is bytes:
+            return when
+        iat, added_date = when  # type: ignore[misc]
         identity = svc.sign(tenant, orig=orig, dest=[dest], attest=attest, iat=iat, origid=origid)
         self.metrics.inc("stirshaken_signed_total", (("interface", "sip"), ("tenant", tenant.name), ("attest", attest)))
         extra = contact + [("Identity", identity)]
         if added_date is not None:
             extra.append(("Date", added_date))
+        if svc.warn_length is not None and (len(orig) == svc.warn_length or len(dest) == svc.warn_length):
+            extra += self._national(((orig, orig_uri), (dest, dest_uri)))
         r = self._reply(req, 302, "Moved Temporarily", extra)
         self.metrics.observe("sip_sign", time.perf_counter() - t0)
         return r
+
+    def _unknown_tenant(self, req: sip.SipRequest, exc: SigningError) -> bytes:
+        # the reason phrase and an RFC 3326 Reason say which tenant problem it is (RFC 3261 §21.4.4)
+        return self._reply(req, 403, "Forbidden (unknown tenant)", [("Warning", f'399 stirshaken "{header_text(exc.message, 100)}"'),
+                                                                   ("Reason", f'SIP;cause=403;text="{header_text(exc.message)}"')])
+
+    def _divert(self, req: sip.SipRequest) -> bytes | None:
+        """RFC 8946 §3 at the signing address: the call already carries a SHAKEN PASSporT and names
+        the target it was diverted from, so the retargeting entity adds a ``div`` PASSporT (orig
+        copied from the SHAKEN one, dest the new target = Request-URI, div the previous target as
+        written in the PASSporT that named it) and the 302 carries the new one first, then every
+        Identity header of the INVITE unchanged.  ``None``: no usable SHAKEN PASSporT or no diverted-from
+        target, so the call is signed as a new one.  The received PASSporTs are decoded, not
+        verified (that is the STI-VS's job downstream)."""
+        svc = self.signing
+        assert svc is not None
+        h = req.headers
+        prev_uri = sip.diverted_from(h)
+        if prev_uri is None:
+            return None
+        try:
+            fields = h.get_all("Identity")
+        except sip.SipParseError:
+            fields = h.get_fields("Identity")
+        shaken = None
+        dests: dict[str, str] = {}  # canonical TN -> as written, of every received PASSporT's dest
+        for value in fields:
+            try:
+                p = parse_jws(parse_identity(value).token)
+                check_header(p, ppt=None)
+                check_claims(p)
+            except StirShakenError:
+                continue
+            if p.ppt == "shaken" and shaken is None:
+                shaken = p
+            if p.ppt in ("shaken", "div"):
+                for d in p.dest_tns:
+                    try:
+                        dests.setdefault(canonicalize_tn(d), d)
+                    except TNError:
+                        pass
+        if shaken is None or shaken.orig_tn is None:
+            return None
+        contact = [("Contact", f"<{req.request_uri}>")]
+        keep = contact + [("Identity", v) for v in fields]
+
+        def no_div(why: str, tenant: str = "-") -> bytes:
+            self.metrics.inc("stirshaken_div_total", (("interface", "sip"), ("tenant", tenant), ("result", "not-signed")))
+            return self._reply(req, 302, "Moved Temporarily", keep + [("X-Identity-Result", f"no-div: {header_text(why, 160)}")])
+
+        prev = self._tn_of_uri(prev_uri)
+        if prev is None:
+            return no_div(self._not_tn("diverted-from target", prev_uri))
+        target = self._tn_of_uri(req.request_uri)
+        if target is None:
+            return no_div(self._not_tn("new target (Request-URI)", req.request_uri))
+        if prev not in dests:
+            return no_div(f"the call was diverted from {prev}, which is not a destination of its PASSporTs"
+                          f" ({', '.join(sorted(dests)) or 'none'}; RFC 8946 §3)")
+        if target == prev:
+            return no_div(f"the destination {target} did not change (RFC 8946 §3: no div PASSporT)")
+        try:
+            tenant = svc.tenant_for(prev, h.get(self.tenant_header) if self.tenant_header else None, what="diverted-from number")
+        except SigningError as exc:
+            return self._unknown_tenant(req, exc)
+        when = self._iat(req)
+        if type(when) is bytes:
+            return when
+        iat, added_date = when  # type: ignore[misc]
+        try:
+            identity = svc.sign_div(tenant, orig=shaken.orig_tn, dest=[target], div=dests[prev], iat=iat)
+        except SigningError as exc:
+            return no_div(exc.message, tenant.name)
+        self.metrics.inc("stirshaken_div_total", (("interface", "sip"), ("tenant", tenant.name), ("result", "signed")))
+        # the new header first: a proxy that copies the first Identity of the 302 into the INVITE
+        # (which keeps its own) forwards [original..., div] (docs/sip-integration.md)
+        extra = contact + [("Identity", identity)] + keep[1:]
+        if added_date is not None:
+            extra.append(("Date", added_date))
+        return self._reply(req, 302, "Moved Temporarily", extra)
 
     def _verify(self, req: sip.SipRequest) -> bytes | Awaitable[bytes]:
         """STI-VS (RFC 8224 §6.2, ATIS-1000074 §5.3) in the redirect model."""
@@ -549,6 +694,14 @@ def _strip_tag(value: str) -> str:
     if na.tag is None:
         return value
     return value.replace(f";tag={na.tag}", "")
+
+
+def _pai_uri(value: str) -> str | None:
+    """The URI of a P-Asserted-Identity value, or None when it does not parse."""
+    try:
+        return sip.parse_name_addr(value).uri
+    except (sip.SipParseError, ValueError):
+        return None
 
 
 def _with_header(req: sip.SipRequest, name: str, value: str) -> sip.SipRequest:

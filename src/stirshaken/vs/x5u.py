@@ -3,7 +3,8 @@
 Rules (ATIS-1000074 v003 §5.3.1 and ATIS-1000080 §5.x, docs/requirements.md VS-02 / CR-01):
 
 * scheme ``https`` only (``http`` only with :attr:`X5UPolicy.allow_http`), port 443 or 8443;
-* no userinfo, no query, no fragment, no path parameters (``;``);
+* no userinfo, no query, no fragment, no path parameters (``;``) (the URL rule itself is
+  :func:`stirshaken.core.x5u.check_x5u_url`, shared with the signer);
 * no HTTP redirects are followed;
 * the name is resolved by us and every address is checked before connecting: private,
   loopback, link-local, multicast, reserved and unspecified addresses are refused unless
@@ -29,7 +30,7 @@ import ssl
 import textwrap
 from dataclasses import dataclass
 from typing import Mapping
-from urllib.parse import SplitResult, urlsplit
+from urllib.parse import SplitResult
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
@@ -37,6 +38,7 @@ from cryptography import x509
 
 from stirshaken.core.certificates import load_certificates
 from stirshaken.core.errors import CertificateError, FetchError
+from stirshaken.core.x5u import VERIFY_HINTS, address_allowed as _address_allowed, check_x5u_url
 from stirshaken.net.http import ResponseTooLargeError, client_session, client_ssl_context, read_capped
 from stirshaken.vs.config import VerifierConfig
 
@@ -49,8 +51,6 @@ PEM_TYPES = frozenset({"application/pem-certificate-chain", "application/x-pem-f
 DER_TYPES = frozenset({"application/pkix-cert", "application/x-x509-ca-cert", "application/x-x509-user-cert", "application/x-x509-cert"})
 #: Generic types whose body is sniffed (accepted only when it parses as certificates).
 SNIFF_TYPES = frozenset({"", "application/octet-stream", "binary/octet-stream", "text/plain"})
-
-DEFAULT_PORTS = frozenset({443, 8443})
 
 
 @dataclass(frozen=True)
@@ -80,88 +80,15 @@ class BlockedAddressError(OSError):
     """Raised by :class:`GuardedResolver` when no resolved address may be connected to."""
 
 
-def _address_allowed(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    """True for a globally routable unicast address (RFC 6890 special-purpose ranges refused)."""
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return not (
-        ip.is_private
-        or ip.is_loopback
-        or ip.is_link_local
-        or ip.is_multicast
-        or ip.is_reserved
-        or ip.is_unspecified
-        or not ip.is_global
-    )
-
-
-#: how to lift each relaxable refusal: the command-line flag and the TOML option (vs/config.py)
-ALLOW_HTTP = "allow with --allow-http-x5u / [verification].allow_http_x5u"
-ALLOW_PRIVATE = "allow with --allow-private-x5u / [verification].allow_private_x5u, lab only"
-
-
-def _refused(what: str, url: str, why: str) -> FetchError:
-    """``{what} {url} refused: {why}`` (built only when a URL is refused)."""
-    return FetchError(f"{what} {_shown(url)} refused: {why}")
-
-
-def _shown(url: str) -> str:
-    """The URL as quoted in an error: whole up to 120 characters, else its origin and ``/...``
-    (cut at a path boundary, never inside a word)."""
-    if len(url) <= 120:
-        return url
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}/..."
-
-
 def check_url(url: str, policy: X5UPolicy = X5UPolicy(), *, what: str = "x5u") -> SplitResult:
-    """Check an x5u (or CRL / CA-list) URL against the dereferencing rules; returns the split URL.
+    """Check an x5u (or CRL / CA-list) URL against the dereferencing rules
+    (:func:`stirshaken.core.x5u.check_x5u_url` with ``policy``'s relaxations); returns the split URL.
 
     Raises :class:`FetchError` (436) naming the broken rule; a refusal that an option lifts
     names the option (``x5u http://cr.example/sp.pem refused: not https (ATIS-1000074 §5.3.1;
     allow with --allow-http-x5u / [verification].allow_http_x5u)``).
     """
-    if not isinstance(url, str) or not url or len(url) > 2048:
-        raise FetchError("Invalid 'info' URI: empty or longer than 2048 characters")
-    if any(ord(c) <= 0x20 or ord(c) >= 0x7F for c in url):
-        raise FetchError("Invalid 'info' URI: contains whitespace, control or non-ASCII characters")
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError as exc:
-        raise FetchError(f"Invalid 'info' URI: {exc}") from None
-    scheme = parts.scheme.lower()
-    if scheme == "http":
-        if not policy.allow_http:
-            raise _refused(what, url, f"not https (ATIS-1000074 §5.3.1; {ALLOW_HTTP})")
-    elif scheme != "https":
-        raise _refused(what, url, f"URL scheme {scheme!r} is not http(s)" if policy.allow_http else f"URL scheme {scheme!r} is not https")
-    if "@" in parts.netloc:
-        raise _refused(what, url, "the URL must not contain userinfo")
-    if parts.query or url.endswith("?"):
-        raise _refused(what, url, "the URL must not contain a query component")
-    if parts.fragment or "#" in url:
-        raise _refused(what, url, "the URL must not contain a fragment")
-    if ";" in parts.path:
-        raise _refused(what, url, "the URL must not contain path parameters")
-    host = parts.hostname
-    if not host:
-        raise _refused(what, url, "the URL has no host")
-    if port is None:
-        port = 443 if scheme == "https" else 80
-    if not policy.allow_private:
-        allowed_ports = DEFAULT_PORTS | ({80} if scheme == "http" else set())
-        if port not in allowed_ports:
-            raise _refused(what, url, f"port {port} is not 443 or 8443{' (or 80 for http)' if scheme == 'http' else ''} ({ALLOW_PRIVATE})")
-        try:
-            ip = ipaddress.ip_address(host)
-        except ValueError:
-            ip = None
-        if ip is not None and not _address_allowed(ip):
-            raise _refused(what, url, f"host {host} is a private, loopback or reserved address ({ALLOW_PRIVATE})")
-        if ip is None and (host.lower() == "localhost" or host.lower().endswith(".localhost")):
-            raise _refused(what, url, f"host {host} is localhost ({ALLOW_PRIVATE})")
-    return parts
+    return check_x5u_url(url, allow_http=policy.allow_http, allow_private=policy.allow_private, what=what)
 
 
 class GuardedResolver(AbstractResolver):
@@ -196,7 +123,7 @@ class GuardedResolver(AbstractResolver):
         if not out:
             if refused:
                 raise BlockedAddressError(f"{host} resolves only to refused addresses ({', '.join(sorted(set(refused))[:3])}; "
-                                          f"{ALLOW_PRIVATE})")
+                                          f"{VERIFY_HINTS[1]})")
             raise OSError(f"{host} does not resolve")
         return out
 

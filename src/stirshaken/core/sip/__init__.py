@@ -31,6 +31,8 @@ Modules (everything public is re-exported here, so ``sip.parse_message(...)`` wo
 * :mod:`~stirshaken.core.sip.message` -- :class:`SipRequest`, :class:`SipResponse`,
   :func:`parse_message`, :func:`build_response`.
 * :mod:`~stirshaken.core.sip.framing` -- :class:`StreamFramer`.
+* :mod:`~stirshaken.core.sip.retarget` -- :func:`diverted_from`: the previous target of a
+  retargeted request (Diversion, RFC 5806; History-Info, RFC 7044), for ``div`` PASSporTs.
 
 Leniency: line ends may be CRLF or bare LF, leading CRLFs before the
 start-line are ignored (RFC 3261 §7.5), unquoted display names may contain
@@ -90,6 +92,7 @@ from stirshaken.core.sip.errors import SipParseError
 from stirshaken.core.sip.framing import MAX_MESSAGE_SIZE, StreamFramer
 from stirshaken.core.sip.headers import COMPACT_FORMS, LIST_HEADERS, Headers, split_comma_list
 from stirshaken.core.sip.message import SipMessage, SipRequest, SipResponse, build_response, parse_message
+from stirshaken.core.sip.retarget import diverted_from, has_retargeting
 from stirshaken.core.sip.values import (
     NameAddr,
     Via,
@@ -124,5 +127,7 @@ __all__ = [
     "uri_with_param",
     "header_value_with_param",
     "build_response",
+    "diverted_from",
+    "has_retargeting",
 ]
 

@@ -37,13 +37,16 @@ def check_authority(passport: PASSporT, credential: ValidatedCredential, policy:
     A delegate certificate (RFC 9060: TN/range entries, no SPC; ATIS-1000092) is checked on every
     call, whatever ``policy.check_authority``: an orig TN it does not cover is 438 Invalid
     Identity Header, TN-Validation-Failed (the signer is not authorized for the identity,
-    RFC 8224 §6.2)."""
-    tn = canon(passport.orig_tn) or ""
+    RFC 8224 §6.2).  For a ``div`` PASSporT the identity is its ``div`` claim: the retargeting
+    entity signs within the scope of its own credential (RFC 8946 §3), not for the caller."""
+    div = passport.header.get("ppt") == "div"
+    tn = canon(passport.div_tn if div else passport.orig_tn) or ""
+    what = "diverted-from number" if div else "calling number"
     if credential.delegate:
         if credential.tnauthlist.covers(tn):
             return Check("authority", True, "orig TN in the delegate certificate's TNAuthList (RFC 9060)")
         raise InvalidIdentityError(
-            f"the delegate certificate does not cover calling number {tn} (RFC 9060 TNAuthList)", verstat=VERSTAT_FAILED
+            f"the delegate certificate does not cover {what} {tn} (RFC 9060 TNAuthList)", verstat=VERSTAT_FAILED
         )
     if credential.tnauthlist.covers(tn):
         return Check("authority", True, "orig TN in certificate TNAuthList")
@@ -51,7 +54,7 @@ def check_authority(passport: PASSporT, credential: ValidatedCredential, policy:
         if any(tn.startswith(prefix) for prefix in policy.authority_blocks.get(spc, ())):
             return Check("authority", True, f"orig TN in the TN blocks of SPC {spc}")
     raise UnsupportedCredentialError(
-        f"the certificate (SPC {credential.spc}) is not authorized for calling number {tn}", verstat=VERSTAT_FAILED
+        f"the certificate (SPC {credential.spc}) is not authorized for {what} {tn}", verstat=VERSTAT_FAILED
     )
 
 
