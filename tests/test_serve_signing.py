@@ -96,10 +96,12 @@ def test_certificate_option(pki: Any) -> None:
 
 
 @pytest.mark.parametrize("x5u,line", [
-    ("http://cr.example.net/sp.pem", "[signing].x5u: x5u URL must use https (ATIS-1000074 §5.3.1); http refused (allow_http_x5u = true allows it)"),
-    ("https://192.168.1.2/sp.pem", "[signing].x5u: x5u URL host 192.168.1.2 is a private, loopback or reserved address "
-                                   "(allow_private_x5u = true allows it)"),
-    ("https://cr.example.net:444/sp.pem", "[signing].x5u: x5u URL port 444 is not 443 or 8443 (allow_private_x5u = true allows it)"),
+    ("http://cr.example.net/sp.pem", "[signing].x5u: x5u http://cr.example.net/sp.pem refused: not https (ATIS-1000074 §5.3.1; "
+                                     "allow_http_x5u = true allows it)"),
+    ("https://192.168.1.2/sp.pem", "[signing].x5u: x5u https://192.168.1.2/sp.pem refused: host 192.168.1.2 is a private, loopback or "
+                                   "reserved address (allow_private_x5u = true allows it, lab only)"),
+    ("https://cr.example.net:444/sp.pem", "[signing].x5u: x5u https://cr.example.net:444/sp.pem refused: port 444 is not 443 or 8443 "
+                                          "(allow_private_x5u = true allows it, lab only)"),
 ])
 def test_x5u_rule_of_the_verifier(pki: Any, x5u: str, line: str) -> None:
     with pytest.raises(ConfigError) as e:
@@ -212,7 +214,7 @@ def test_sighup_rereads_the_signers_and_refuses_a_mismatch(pki: Any, tmp_path: P
         before = p.log.read_text().count("signing key reload failed")
         os.kill(p.proc.pid, signal.SIGHUP)
         assert wait_for(lambda: p.log.read_text().count("signing key reload failed") >= before + workers)
-        assert "[signing].x5u: x5u URL must use https" in p.log.read_text()
+        assert "refused: not https" in p.log.read_text()
         assert x5u_of(sign_rest(port)) == second
     finally:
         code = p.stop()

@@ -9,16 +9,16 @@ from stirshaken.core.x5u import check_x5u_url
 
 
 @pytest.mark.parametrize("url,problem", [
-    ("http://cr.example.net/sp.pem", "x5u URL must use https (ATIS-1000074 §5.3.1); http refused"),
-    ("ftp://cr.example.net/sp.pem", "x5u URL scheme 'ftp' is not https"),
-    ("https://user@cr.example.net/sp.pem", "x5u URL must not contain userinfo"),
-    ("https://cr.example.net/sp.pem?v=1", "x5u URL must not contain a query component"),
-    ("https://cr.example.net/sp.pem#x", "x5u URL must not contain a fragment"),
-    ("https://cr.example.net/sp.pem;p=1", "x5u URL must not contain path parameters"),
-    ("https://cr.example.net:9443/sp.pem", "x5u URL port 9443 is not 443 or 8443"),
-    ("https://127.0.0.1/sp.pem", "x5u URL host 127.0.0.1 is a private, loopback or reserved address"),
-    ("https://[::ffff:10.0.0.1]/sp.pem", "x5u URL host ::ffff:10.0.0.1 is a private, loopback or reserved address"),
-    ("https://localhost/sp.pem", "x5u URL host is localhost"),
+    ("http://cr.example.net/sp.pem", "x5u http://cr.example.net/sp.pem refused: not https (ATIS-1000074 §5.3.1; allow with --allow-http-x5u / [verification].allow_http_x5u)"),
+    ("ftp://cr.example.net/sp.pem", "x5u ftp://cr.example.net/sp.pem refused: URL scheme 'ftp' is not https"),
+    ("https://user@cr.example.net/sp.pem", "x5u https://user@cr.example.net/sp.pem refused: the URL must not contain userinfo"),
+    ("https://cr.example.net/sp.pem?v=1", "x5u https://cr.example.net/sp.pem?v=1 refused: the URL must not contain a query component"),
+    ("https://cr.example.net/sp.pem#x", "x5u https://cr.example.net/sp.pem#x refused: the URL must not contain a fragment"),
+    ("https://cr.example.net/sp.pem;p=1", "x5u https://cr.example.net/sp.pem;p=1 refused: the URL must not contain path parameters"),
+    ("https://cr.example.net:9443/sp.pem", "x5u https://cr.example.net:9443/sp.pem refused: port 9443 is not 443 or 8443 (allow with --allow-private-x5u / [verification].allow_private_x5u, lab only)"),
+    ("https://127.0.0.1/sp.pem", "x5u https://127.0.0.1/sp.pem refused: host 127.0.0.1 is a private, loopback or reserved address (allow with --allow-private-x5u / [verification].allow_private_x5u, lab only)"),
+    ("https://[::ffff:10.0.0.1]/sp.pem", "x5u https://[::ffff:10.0.0.1]/sp.pem refused: host ::ffff:10.0.0.1 is a private, loopback or reserved address (allow with --allow-private-x5u / [verification].allow_private_x5u, lab only)"),
+    ("https://localhost/sp.pem", "x5u https://localhost/sp.pem refused: host localhost is localhost (allow with --allow-private-x5u / [verification].allow_private_x5u, lab only)"),
     ("https://cr.example.net/s p.pem", "Invalid 'info' URI: contains whitespace, control or non-ASCII characters"),
     ("", "Invalid 'info' URI: empty or longer than 2048 characters"),
 ])

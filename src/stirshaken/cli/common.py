@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.markup import escape
 from typer.core import TyperGroup
 
-__all__ = ["OneLineErrors", "directory", "fail", "http_url", "load_certs", "load_key", "port", "read_bytes", "url_option", "url_problem", "usage_line"]
+__all__ = ["OneLineErrors", "directory", "fail", "warn", "http_url", "load_certs", "load_key", "port", "read_bytes", "url_option", "url_problem", "usage_line"]
 
 _err = Console(stderr=True)
 
@@ -34,6 +34,11 @@ def fail(message: str, code: int = 1) -> NoReturn:
     error; 1: the operation failed).  ``message`` is plain text (no rich markup)."""
     _err.print(f"[red]error:[/red] {escape(' '.join(str(message).split()))}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
+
+
+def warn(message: str) -> None:
+    """Print ``warning: <message>`` as one line on stderr (plain text, no rich markup)."""
+    _err.print(f"[yellow]warning:[/yellow] {escape(' '.join(str(message).split()))}", highlight=False, soft_wrap=True)
 
 
 # --- usage errors of the option parser ---------------------------------------------------------

@@ -9,7 +9,7 @@ from typing import Any, Optional, Sequence
 
 import typer
 
-from stirshaken.cli.common import fail
+from stirshaken.cli.common import fail, warn
 
 #: VerifierConfig field -> the option that sets it (for error messages).
 FLAGS = {
@@ -18,12 +18,7 @@ FLAGS = {
     "crl_policy": "--crl-policy",
 }
 
-__all__ = ["FLAGS", "fail", "flag_names", "verifier_config"]
-
-
-def warn(message: str) -> None:
-    """``warning: <message>`` on stderr; the command goes on."""
-    _err.print(f"[yellow]warning:[/yellow] {message}", highlight=False, soft_wrap=True)
+__all__ = ["FLAGS", "fail", "flag_names", "verifier_config", "warn"]
 
 
 def flag_names(line: str) -> str:

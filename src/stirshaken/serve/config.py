@@ -42,7 +42,7 @@ from stirshaken.core.errors import StirShakenError
 from stirshaken.core.keys import load_private_key
 from stirshaken.core.passport import Signer
 from stirshaken.core.sip.abnf import TOKEN_RE
-from stirshaken.core.x5u import SIGN_HINTS, check_x5u_url
+from stirshaken.core.x5u import check_x5u_url
 from stirshaken.serve.limits import ConnectionLimits
 from stirshaken.vs.config import OptionError, VerifierConfig, check_files, error_parts, option_name, tn_prefix
 
@@ -560,9 +560,9 @@ class SigningConfig(_Model):
         for loc, t in self._located():
             if t.x5u:
                 try:  # what this project's verifier refuses is never signed (ATIS-1000074 §5.3.1)
-                    check_x5u_url(t.x5u, allow_http=self.allow_http_x5u, allow_private=self.allow_private_x5u, hints=SIGN_HINTS)
+                    check_x5u_url(t.x5u, allow_http=self.allow_http_x5u, allow_private=self.allow_private_x5u, hints=_TOML_X5U_HINTS)
                 except StirShakenError as exc:
-                    raise OptionError((*loc, "x5u"), f"{exc.description}{_x5u_hint(exc.description)}") from None
+                    raise OptionError((*loc, "x5u"), exc.description) from None
         names: set[str] = set()
         for i, t in enumerate(self.tenants):
             if t.name in names:
@@ -595,13 +595,8 @@ class SigningConfig(_Model):
         return tuple(t.acme for t in self.signers if t.acme is not None)
 
 
-def _x5u_hint(problem: str) -> str:
-    """The option that relaxes the x5u rule ``problem`` names, if one does."""
-    if "http refused" in problem:
-        return " (allow_http_x5u = true allows it)"
-    if "port" in problem or "private" in problem or "localhost" in problem:
-        return " (allow_private_x5u = true allows it)"
-    return ""
+#: the [signing] options that lift the x5u rule's relaxable refusals, as a TOML error names them
+_TOML_X5U_HINTS = ("allow_http_x5u = true allows it", "allow_private_x5u = true allows it, lab only")
 
 
 def _signer_table(data: dict[str, Any], loc: tuple[str | int, ...], acme_where: str, **more: Any) -> dict[str, Any]:
