@@ -134,6 +134,30 @@ def test_csr_errors():
         C.load_csr(b"\x30\x03\x02\x01\x00")
 
 
+def _csr_with(cri: bytes, key: ec.EllipticCurvePrivateKey) -> bytes:
+    """A CSR DER over the CertificationRequestInfo ``cri`` (RFC 2986 §4.2), signed with ``key``."""
+    from fuzz.targets.certificates import signed
+
+    return signed(cri, key)
+
+
+@pytest.mark.parametrize("old, new, problem", [
+    (bytes.fromhex("03420004"), bytes.fromhex("03420005"), "public key is malformed"),  # no such point encoding (SEC 1 §2.3.3)
+    (bytes.fromhex("2a8648ce3d0201"), bytes.fromhex("2b8648ce3d0201"), "Unknown key type"),  # unknown key algorithm OID
+    (b"\x0c\x0fSTI Participant", b"\x0d\x0fSTI Participant", "malformed DER"),     # O of the subject: tag 13, not a string
+])
+def test_csr_with_a_malformed_field_is_a_certificate_error(old, new, problem):
+    """Fuzz findings (make fuzz, certificates): a CSR whose key or subject is malformed raised
+    ValueError / UnsupportedAlgorithm from cryptography's lazy parsing, in load_csr or later in the
+    STI-CA; load_csr now parses those fields and says so in one line."""
+    key = K.generate_private_key()
+    cri = C.build_csr(key, spc="1234").tbs_certrequest_bytes
+    assert old in cri
+    with pytest.raises(CertificateError, match=f"not a valid CSR: .*{problem}") as info:
+        C.load_csr(_csr_with(cri.replace(old, new, 1), key))
+    assert "\n" not in str(info.value)
+
+
 def test_sp_from_csr_and_p384_csr_rejected(chain):
     key = K.generate_private_key()
     sp = C.create_sp_certificate(C.build_csr(key, spc="709J"), chain.inter, chain.inter_key, crl_url="http://127.0.0.1:23999/x.crl")

@@ -164,14 +164,19 @@ def csr_tnauthlist(csr: x509.CertificateSigningRequest) -> TNAuthList:
 
 
 def load_csr(data: bytes) -> x509.CertificateSigningRequest:
-    """Load a PEM or DER CSR and check its self-signature; raises :class:`CertificateError`."""
+    """Load a PEM or DER CSR and check its self-signature; raises :class:`CertificateError`.
+
+    The lazily decoded fields the STI-CA reads (subject, public key, signature algorithm) are
+    parsed here, so that a malformed one is this error and not a ``ValueError`` later."""
     try:
         csr = (
             x509.load_pem_x509_csr(data) if data.lstrip().startswith(b"-----") else x509.load_der_x509_csr(data)
         )
-    except ValueError as exc:
-        raise CertificateError(f"not a valid CSR: {exc}") from None
-    if not csr.is_signature_valid:
+        csr.subject, csr.public_key(), csr.signature_hash_algorithm
+        valid = csr.is_signature_valid
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        raise CertificateError(f"not a valid CSR: {_parse_problem(exc)}") from None
+    if not valid:
         raise CertificateError("CSR signature does not verify")
     return csr
 
@@ -448,6 +453,8 @@ def _parse_problem(exc: Exception) -> str:
         return "no PEM block of the expected type could be loaded"
     if "error parsing asn1 value" in text or "ParseError" in text:
         return "malformed DER (neither a PEM file nor valid DER)"
+    if text == "Invalid key":
+        return "the public key is malformed"
     if "no BEGIN X509 CRL" in text:
         return "a PEM file without a CRL (no BEGIN X509 CRL block)"
     return " ".join(text.split())[:120]

@@ -154,7 +154,7 @@ def rfc3339(t: dt.datetime) -> str:
     ``t`` is taken to be UTC already."""
     if t.tzinfo is not None:
         t = t.astimezone(dt.timezone.utc)
-    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return t.replace(microsecond=0, tzinfo=None).isoformat() + "Z"  # strftime's %Y does not pad years below 1000
 
 
 def _time(doc: Mapping[str, Any], key: str, prefix: str = "") -> dt.datetime | None:
@@ -171,7 +171,10 @@ def _time(doc: Mapping[str, Any], key: str, prefix: str = "") -> dt.datetime | N
         raise _malformed(where, f"{value[:40]!r} is not an RFC 3339 date-time") from None
     if t.tzinfo is None:
         raise _malformed(where, "needs a time zone (RFC 3339 §5.6)")
-    return t.astimezone(dt.timezone.utc)
+    try:
+        return t.astimezone(dt.timezone.utc)
+    except OverflowError:  # 0001-01-01T00:00:00+01:00 is in year 0 in UTC
+        raise _malformed(where, f"{value[:40]!r} is outside the years 1-9999 in UTC") from None
 
 
 def _put(out: JSONObject, key: str, value: Any) -> None:
