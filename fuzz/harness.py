@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 #: longest message text a typed error may carry (one clear line, not a dump of the input)
-MAX_MESSAGE = 600
+MAX_MESSAGE = 1000
 
 
 class Finding(AssertionError):
