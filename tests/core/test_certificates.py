@@ -135,7 +135,8 @@ def test_csr_errors():
 
 
 def _csr_with(cri: bytes, key: ec.EllipticCurvePrivateKey) -> bytes:
-    """A CSR DER over the CertificationRequestInfo ``cri`` (RFC 2986 §4.2), signed with ``key``."""
+    """A CSR DER over the CertificationRequestInfo ``cri`` (RFC 2986 §4.2), signed with ``key``
+    (or a CRL over a TBSCertList: the same SEQUENCE { tbs, algorithm, signature })."""
     from fuzz.targets.certificates import signed
 
     return signed(cri, key)
@@ -155,6 +156,18 @@ def test_csr_with_a_malformed_field_is_a_certificate_error(old, new, problem):
     assert old in cri
     with pytest.raises(CertificateError, match=f"not a valid CSR: .*{problem}") as info:
         C.load_csr(_csr_with(cri.replace(old, new, 1), key))
+    assert "\n" not in str(info.value)
+
+
+def test_crl_with_a_malformed_issuer_is_a_certificate_error(chain):
+    """Fuzz finding (make fuzz, certificates): a CRL whose issuer name is malformed loaded, then
+    raised cryptography's ValueError inside TrustStore.validate (revocation check); load_crl now
+    parses the fields revocation checking reads."""
+    tbs = C.create_crl(chain.inter, chain.inter_key, [(5, NOW)]).tbs_certlist_bytes
+    assert b"\x0c\x0bTest STI-CA" in tbs
+    bad = _csr_with(tbs.replace(b"\x0c\x0bTest STI-CA", b"\x0d\x0bTest STI-CA", 1), chain.inter_key)
+    with pytest.raises(CertificateError, match="not a valid CRL: malformed DER") as info:
+        C.load_crl(bad)
     assert "\n" not in str(info.value)
 
 

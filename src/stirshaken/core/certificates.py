@@ -493,12 +493,19 @@ def pem(certs: Iterable[x509.Certificate]) -> bytes:
 
 
 def load_crl(data: bytes) -> x509.CertificateRevocationList:
+    """A PEM or DER CRL (RFC 5280 §5); raises :class:`CertificateError`.
+
+    The lazily decoded fields that revocation checking reads (issuer, update times, the revoked
+    entries) are parsed here, so that a malformed one is this error and not a ``ValueError``
+    inside a later validation."""
     try:
-        if data.lstrip().startswith(b"-----"):
-            return x509.load_pem_x509_crl(data)
-        return x509.load_der_x509_crl(data)
-    except ValueError as exc:
+        crl = x509.load_pem_x509_crl(data) if data.lstrip().startswith(b"-----") else x509.load_der_x509_crl(data)
+        crl.issuer, crl.last_update_utc, crl.next_update_utc
+        for entry in crl:
+            entry.serial_number, entry.revocation_date_utc
+    except (ValueError, UnsupportedAlgorithm) as exc:
         raise CertificateError(f"not a valid CRL: {_parse_problem(exc)}") from None
+    return crl
 
 
 # --- the profile check (ATIS-1000080 v005 §6.4.1 / §6.4.1.1) ---------------------------------
