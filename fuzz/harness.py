@@ -15,6 +15,9 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
+#: most reads :func:`split_reads` cuts a stream into (each is a call through the protocol code)
+MAX_READS = 400
+
 #: longest message text a typed error may carry (one clear line, not a dump of the input)
 MAX_MESSAGE = 1000
 
@@ -92,7 +95,8 @@ def text_of(data: bytes) -> str:
 def split_reads(data: bytes) -> tuple[bytes, list[bytes]]:
     """A stream and the reads a peer delivers it in, both from one input: the first byte picks
     one read, single bytes, reads of a fixed size, or sizes taken from the next eight bytes
-    (cycled); the rest of the input is the stream."""
+    (cycled), at most :data:`MAX_READS` reads (the last takes what is left); the rest of the
+    input is the stream."""
     if not data:
         return b"", []
     mode, rest = data[0], data[1:]
@@ -107,7 +111,7 @@ def split_reads(data: bytes) -> tuple[bytes, list[bytes]]:
         rest = rest[8:]
     reads, pos, i = [], 0, 0
     while pos < len(rest):
-        n = sizes[i % len(sizes)]
+        n = sizes[i % len(sizes)] if i < MAX_READS - 1 else len(rest)
         reads.append(rest[pos : pos + n])
         pos += n
         i += 1

@@ -97,6 +97,20 @@ def test_date_outside_the_utc_years_is_malformed(when: str) -> None:
     assert info.value.kind == "malformed" and info.value.status == 400
 
 
+@pytest.mark.parametrize("when", ["2030-01-02T03:04,05Z", "20300102T030405Z", "2030-W01-1T03:04:05Z", "2030-01-02T03Z"])
+def test_iso_8601_forms_outside_rfc_3339_are_malformed(when: str) -> None:
+    """Fuzz finding (make fuzz, acme): ``fromisoformat`` took ISO 8601 forms RFC 3339 §5.6 has
+    not ("03:04,05" became 03:04:00.05), and the message did not round-trip."""
+    with pytest.raises(AcmeProblem, match="is not an RFC 3339 date-time"):
+        NewOrder.from_json({"identifiers": [ID.to_json()], "notBefore": when})
+
+
+def test_fractional_seconds_are_dropped_so_messages_round_trip() -> None:
+    order = NewOrder.from_json({"identifiers": [ID.to_json()], "notBefore": "2030-01-02t03:04:05.99z"})
+    assert order.not_before == dt.datetime(2030, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)
+    assert NewOrder.from_json(order.to_json()) == order
+
+
 def test_wire_form_is_what_the_ca_always_sent() -> None:
     # member names, order and date format as RFC 8555 §7.1 and RFC 9448 §5 spell them
     assert orjson.dumps(MESSAGES[0].to_json()) == (

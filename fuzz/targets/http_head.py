@@ -153,6 +153,6 @@ TARGET = Target(
             b"Content-Length: ", b"Transfer-Encoding: chunked", b"Connection: close", b"Connection: keep-alive",
             b"/stir/v1/signing", b"/stir/v1/verification", b"/healthz", b"/metrics", b"/openapi.json", b"/admin/", b"?",
             b"\x00", b"\xff", b"9999999999"),
-    max_len=8192,
+    max_len=6144,
     examples=200,
 )

@@ -13,7 +13,7 @@ from fuzz.material import Material
 from fuzz.targets.sip_message import invite
 from stirshaken.core.sip import SipParseError, StreamFramer
 
-MAX = 2048  # a small maximum message size, so that the size limits are reached too
+MAX = 1500  # a small maximum message size, so that the size limits are reached too
 
 
 def _run(reads: list[bytes]) -> tuple[list[bytes], int, str | None]:
@@ -72,6 +72,6 @@ TARGET = Target(
     seeds=seeds,
     tokens=(b"\r\n", b"\n", b"\r\n\r\n", b"\n\n", b"\r", b"Content-Length: ", b"content-length:", b"l:", b"\nl :", b"0", b"99999",
             b"\t", b" "),
-    max_len=8192,
+    max_len=4096,
     examples=250,
 )

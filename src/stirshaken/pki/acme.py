@@ -28,6 +28,7 @@ import datetime as dt
 import hashlib
 import hmac
 import json
+import re
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -157,8 +158,14 @@ def rfc3339(t: dt.datetime) -> str:
     return t.replace(microsecond=0, tzinfo=None).isoformat() + "Z"  # strftime's %Y does not pad years below 1000
 
 
+#: RFC 3339 §5.6 date-time (``T``, ``Z`` in either case, a space for the ``T``); the offset is
+#: optional here so that a missing one gets its own message
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[Zz]|[+-]\d{2}:\d{2})?", re.ASCII)
+
+
 def _time(doc: Mapping[str, Any], key: str, prefix: str = "") -> dt.datetime | None:
-    """An optional RFC 3339 date-time member, as an aware UTC datetime."""
+    """An optional RFC 3339 date-time member, as an aware UTC datetime with second precision
+    (the precision :func:`rfc3339` writes, so that a message round-trips)."""
     value = doc.get(key)
     if value is None:
         return None
@@ -166,7 +173,9 @@ def _time(doc: Mapping[str, Any], key: str, prefix: str = "") -> dt.datetime | N
     if not isinstance(value, str):
         raise _malformed(where, "must be an RFC 3339 date-time string")
     try:
-        t = dt.datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+        if _RFC3339.fullmatch(value) is None:  # fromisoformat alone takes ISO 8601 forms RFC 3339 has not ("03:04,05")
+            raise ValueError
+        t = dt.datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00")).replace(microsecond=0)
     except ValueError:
         raise _malformed(where, f"{value[:40]!r} is not an RFC 3339 date-time") from None
     if t.tzinfo is None:
