@@ -94,5 +94,5 @@ TARGET = Target(
             b'"0001-01-01T00:00:00+01:00"', b'"9999-12-31T23:59:59-01:00"', b"{", b"}", b"[", b"]", b":", b",", b"null",
             b"true", b"false", b"0", b"-1"),
     max_len=4096,
-    examples=250,
+    examples=450,
 )

@@ -155,5 +155,5 @@ TARGET = Target(
             b"\x17\x0d", b"\x18\x0f", b"\x02\x01\x00", b"\x05\x00", b"\x0c", b"\x13", b"-----BEGIN CERTIFICATE-----\n",
             b"-----END CERTIFICATE-----\n"),
     max_len=4096,
-    examples=120,
+    examples=300,
 )

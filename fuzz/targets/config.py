@@ -74,5 +74,5 @@ TARGET = Target(
             b" = ", b'"', b"'", b"[", b"]", b"{", b"}", b"true", b"-1", b"1e9", b"0x10", b"\n", b'"sp.key"', b'"root.pem"',
             b'"inter.crl"', b'"https://cr.example.net/x.pem"', b'"127.0.0.1:0"', b"1999-01-01T00:00:00Z"),
     max_len=4096,
-    examples=80,
+    examples=200,
 )

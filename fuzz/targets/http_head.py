@@ -154,5 +154,5 @@ TARGET = Target(
             b"/stir/v1/signing", b"/stir/v1/verification", b"/healthz", b"/metrics", b"/openapi.json", b"/admin/", b"?",
             b"\x00", b"\xff", b"9999999999"),
     max_len=6144,
-    examples=200,
+    examples=250,
 )

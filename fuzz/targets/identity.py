@@ -63,5 +63,5 @@ TARGET = Target(
     tokens=(b";", b"=", b"<", b">", b'"', b"\\", b",", b".", b" ", b"\r\n ", b"info", b"alg", b"ppt", b"ES256", b"shaken",
             b"https://", b"Identity:", b"y:"),
     max_len=4096,
-    examples=300,
+    examples=400,
 )

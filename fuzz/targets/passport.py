@@ -108,5 +108,5 @@ TARGET = Target(
             b'"ppt"', b'"shaken"', b'"div"', b'"rcd"', b'"x5u"', b'"crit"', b'"attest"', b'"dest"', b'"orig"', b'"tn"', b'"uri"',
             b'"iat"', b'"origid"', b'"mky"', b"{", b"}", b"[", b"]", b":", b",", b"null", b"true", b"1e9", b"-1", b'"\\u0000"'),
     max_len=4096,
-    examples=250,
+    examples=450,
 )

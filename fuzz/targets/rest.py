@@ -112,5 +112,5 @@ TARGET = Target(
             b'"ppt"', b'"from"', b'"to"', b'"time"', b'"identity"', b"{", b"}", b"[", b"]", b":", b",", b"null", b"true", b"0",
             b"-1", b"1e30", b'"A"', b'"+1"', b'"\\u0000"'),
     max_len=4096,
-    examples=250,
+    examples=500,
 )

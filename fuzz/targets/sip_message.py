@@ -112,5 +112,5 @@ TARGET = Target(
             b"l: ", b"Via: ", b"From: ", b"To: ", b"CSeq: ", b"Call-ID: ", b"Identity: ", b"SIP/2.0", b"sip:", b"tel:", b"@",
             b";tag=", b";branch=z9hG4bK", b"INVITE", b"[::1]", b"%2B", b"\xc3\xa9", b"\x00"),
     max_len=8192,
-    examples=250,
+    examples=450,
 )

@@ -73,5 +73,5 @@ TARGET = Target(
     tokens=(b"\r\n", b"\n", b"\r\n\r\n", b"\n\n", b"\r", b"Content-Length: ", b"content-length:", b"l:", b"\nl :", b"0", b"99999",
             b"\t", b" "),
     max_len=4096,
-    examples=250,
+    examples=350,
 )

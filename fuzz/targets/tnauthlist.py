@@ -58,5 +58,5 @@ TARGET = Target(
     seeds=seeds,
     tokens=(b"\x30", b"\xa0", b"\xa1", b"\xa2", b"\x16", b"\x02", b"\x81", b"\x82\x01\x00", b"\x80", b"\x00", b"\xff", b"#", b"*"),
     max_len=1024,
-    examples=300,
+    examples=400,
 )
