@@ -171,6 +171,23 @@ def test_crl_with_a_malformed_issuer_is_a_certificate_error(chain):
     assert "\n" not in str(info.value)
 
 
+def test_names_with_control_characters_are_escaped_in_errors(chain):
+    """Fuzz finding (make fuzz, certificates): a certificate name holding CR went raw into the
+    path-validation error (which the STI-VS puts into its answers); it is escaped now."""
+    key = K.generate_private_key()
+    issuer = C.make_name("SHAKEN Interme\r\ndiate CA", "Test STI-CA")
+    now = dt.datetime.now(dt.timezone.utc)
+    leaf = (x509.CertificateBuilder().subject_name(C.make_name("SHAKEN 1234", "SP")).issuer_name(issuer)
+            .public_key(key.public_key()).serial_number(C.random_serial())
+            .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=30))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .sign(chain.inter_key, hashes.SHA256()))
+    with pytest.raises(UntrustedCertificateError) as info:
+        chain.trust().validate([leaf, chain.inter])
+    text = str(info.value)
+    assert "CN=SHAKEN Interme\\x0d\\x0adiate CA" in text and "\r" not in text and "\n" not in text
+
+
 def test_sp_from_csr_and_p384_csr_rejected(chain):
     key = K.generate_private_key()
     sp = C.create_sp_certificate(C.build_csr(key, spc="709J"), chain.inter, chain.inter_key, crl_url="http://127.0.0.1:23999/x.crl")

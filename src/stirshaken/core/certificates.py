@@ -705,10 +705,18 @@ def _ca_policy() -> xv.ExtensionPolicy:
     return xv.ExtensionPolicy.permit_all().require_present(x509.BasicConstraints, xv.Criticality.AGNOSTIC, None)
 
 
+def _printable(text: str, limit: int = 120) -> str:
+    """``text`` from a certificate made fit for a one-line error: characters that do not print
+    (CR, LF, other controls) escaped, cut to ``limit`` characters."""
+    if not text.isprintable():
+        text = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}" for c in text)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _dn_name(name: x509.Name) -> str:
-    """``CN=...`` of a name (its full RFC 4514 form when it has no CN)."""
+    """``CN=...`` of a name (its full RFC 4514 form when it has no CN), as :func:`_printable`."""
     cns = name.get_attributes_for_oid(NameOID.COMMON_NAME)
-    return f"CN={cns[0].value}" if cns else (name.rfc4514_string() or "an empty name")
+    return _printable(f"CN={cns[0].value}" if cns else (name.rfc4514_string() or "an empty name"))
 
 
 def _dn(cert: x509.Certificate) -> str:
@@ -862,7 +870,7 @@ class TrustStore:
                     continue
                 if crl.get_revoked_certificate_by_serial_number(cert.serial_number) is not None:
                     raise UntrustedCertificateError(
-                        f"certificate serial {cert.serial_number:x} is revoked by CRL of {crl.issuer.rfc4514_string()}"
+                        f"certificate serial {cert.serial_number:x} is revoked by CRL of {_printable(crl.issuer.rfc4514_string())}"
                     )
 
     def _crl_applies(self, crl: x509.CertificateRevocationList, cert: x509.Certificate, issuer: x509.Certificate) -> bool:
