@@ -146,13 +146,15 @@ def _csr_with(cri: bytes, key: ec.EllipticCurvePrivateKey) -> bytes:
     (bytes.fromhex("03420004"), bytes.fromhex("03420005"), "public key is malformed"),  # no such point encoding (SEC 1 §2.3.3)
     (bytes.fromhex("2a8648ce3d0201"), bytes.fromhex("2b8648ce3d0201"), "Unknown key type"),  # unknown key algorithm OID
     (b"\x0c\x0fSTI Participant", b"\x0d\x0fSTI Participant", "malformed DER"),     # O of the subject: tag 13, not a string
+    # the extension request: TNAuthList OID turned into ...1.122, its OCTET STRING into junk
+    (bytes.fromhex("06082b0601050507011a041e301c"), bytes.fromhex("06082b0601050507017a6a304441"), "single-valued"),
 ])
 def test_csr_with_a_malformed_field_is_a_certificate_error(old, new, problem):
     """Fuzz findings (make fuzz, certificates): a CSR whose key or subject is malformed raised
     ValueError / UnsupportedAlgorithm from cryptography's lazy parsing, in load_csr or later in the
     STI-CA; load_csr now parses those fields and says so in one line."""
     key = K.generate_private_key()
-    cri = C.build_csr(key, spc="1234").tbs_certrequest_bytes
+    cri = C.build_csr(key, tnauthlist=TNAuthList((SPC("1234"), TNRange("12155551200", 100)))).tbs_certrequest_bytes
     assert old in cri
     with pytest.raises(CertificateError, match=f"not a valid CSR: .*{problem}") as info:
         C.load_csr(_csr_with(cri.replace(old, new, 1), key))

@@ -166,13 +166,14 @@ def csr_tnauthlist(csr: x509.CertificateSigningRequest) -> TNAuthList:
 def load_csr(data: bytes) -> x509.CertificateSigningRequest:
     """Load a PEM or DER CSR and check its self-signature; raises :class:`CertificateError`.
 
-    The lazily decoded fields the STI-CA reads (subject, public key, signature algorithm) are
-    parsed here, so that a malformed one is this error and not a ``ValueError`` later."""
+    The lazily decoded fields the STI-CA reads (subject, public key, signature algorithm,
+    extensions) are parsed here, so that a malformed one is this error and not a ``ValueError``
+    later."""
     try:
         csr = (
             x509.load_pem_x509_csr(data) if data.lstrip().startswith(b"-----") else x509.load_der_x509_csr(data)
         )
-        csr.subject, csr.public_key(), csr.signature_hash_algorithm
+        csr.subject, csr.public_key(), csr.signature_hash_algorithm, csr.extensions
         valid = csr.is_signature_valid
     except (ValueError, UnsupportedAlgorithm) as exc:
         raise CertificateError(f"not a valid CSR: {_parse_problem(exc)}") from None
