@@ -173,6 +173,19 @@ def test_crl_with_a_malformed_issuer_is_a_certificate_error(chain):
     assert "\n" not in str(info.value)
 
 
+def test_crl_and_csr_of_an_unknown_version_are_certificate_errors(chain):
+    """Fuzz finding (make fuzz, certificates): a CRL (or CSR) with an unknown version number
+    raised cryptography's InvalidVersion, which is no ValueError, out of load_crl / load_csr."""
+    crl = C.create_crl(chain.inter, chain.inter_key, []).public_bytes(serialization.Encoding.DER)
+    assert crl[6:9] == b"\x02\x01\x01"  # version v2 (RFC 5280 §5.1.2.1)
+    with pytest.raises(CertificateError, match="not a valid CRL: 86 is not a valid CRL version"):
+        C.load_crl(crl[:6] + b"\x02\x01\x56" + crl[9:])
+    csr = C.build_csr(K.generate_private_key(), spc="1234").public_bytes(serialization.Encoding.DER)
+    at = csr.index(b"\x02\x01\x00")  # version v1 (RFC 2986 §4.1)
+    with pytest.raises(CertificateError, match="not a valid CSR: 5 is not a valid CSR version"):
+        C.load_csr(csr[:at] + b"\x02\x01\x05" + csr[at + 3:])
+
+
 def test_names_with_control_characters_are_escaped_in_errors(chain):
     """Fuzz finding (make fuzz, certificates): a certificate name holding CR went raw into the
     path-validation error (which the STI-VS puts into its answers); it is escaped now."""

@@ -175,7 +175,7 @@ def load_csr(data: bytes) -> x509.CertificateSigningRequest:
         )
         csr.subject, csr.public_key(), csr.signature_hash_algorithm, csr.extensions
         valid = csr.is_signature_valid
-    except (ValueError, UnsupportedAlgorithm) as exc:
+    except (ValueError, x509.InvalidVersion, UnsupportedAlgorithm) as exc:
         raise CertificateError(f"not a valid CSR: {_parse_problem(exc)}") from None
     if not valid:
         raise CertificateError("CSR signature does not verify")
@@ -504,7 +504,7 @@ def load_crl(data: bytes) -> x509.CertificateRevocationList:
         crl.issuer, crl.last_update_utc, crl.next_update_utc
         for entry in crl:
             entry.serial_number, entry.revocation_date_utc
-    except (ValueError, UnsupportedAlgorithm) as exc:
+    except (ValueError, x509.InvalidVersion, UnsupportedAlgorithm) as exc:
         raise CertificateError(f"not a valid CRL: {_parse_problem(exc)}") from None
     return crl
 
