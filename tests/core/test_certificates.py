@@ -186,6 +186,23 @@ def test_crl_and_csr_of_an_unknown_version_are_certificate_errors(chain):
         C.load_csr(csr[:at] + b"\x02\x01\x05" + csr[at + 3:])
 
 
+def test_certificate_with_a_repeated_extension(chain):
+    """Fuzz finding (make fuzz, certificates): cryptography's DuplicateExtension is no ValueError,
+    so a certificate repeating an extension (RFC 5280 §4.2) escaped check_profile, the TNAuthList
+    reader, crl_urls and the path-fault report; each now treats it as malformed extensions."""
+    tbs = chain.sp.tbs_certificate_bytes
+    aki, ski = b"\x06\x03\x55\x1d\x23", b"\x06\x03\x55\x1d\x0e"  # authorityKeyIdentifier -> a second subjectKeyIdentifier
+    assert aki in tbs and ski in tbs
+    cert = C.load_certificates(_csr_with(tbs.replace(aki, ski, 1), chain.inter_key))[0]
+    assert any(f.startswith("extensions cannot be parsed: Duplicate") for f in C.check_profile(cert, issuer=chain.inter))
+    with pytest.raises(TNAuthListError, match="certificate extensions are malformed"):
+        from_certificate(cert)
+    assert C.crl_urls(cert) == []
+    with pytest.raises(CertificateError) as info:
+        chain.trust().validate([cert, chain.inter])
+    assert "\n" not in str(info.value)
+
+
 def test_names_with_control_characters_are_escaped_in_errors(chain):
     """Fuzz finding (make fuzz, certificates): a certificate name holding CR went raw into the
     path-validation error (which the STI-VS puts into its answers); it is escaped now."""

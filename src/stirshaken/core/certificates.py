@@ -28,7 +28,7 @@ from cryptography.x509.oid import ExtensionOID, NameOID
 from cryptography.x509 import verification as xv
 
 from stirshaken.core.errors import CertificateError, TNAuthListError, UntrustedCertificateError
-from stirshaken.core.tnauthlist import SPC, TN, TNAUTHLIST_OID, TNAuthList, TNRange, from_certificate, to_extension
+from stirshaken.core.tnauthlist import MALFORMED_EXTENSIONS, SPC, TN, TNAUTHLIST_OID, TNAuthList, TNRange, from_certificate, to_extension
 
 #: US SHAKEN Certificate Policy OIDs (CP v1.1-v1.4, docs/requirements.md CM-11).
 SHAKEN_CP_ARC = "2.16.840.1.114569.1.1."
@@ -156,7 +156,7 @@ def csr_tnauthlist(csr: x509.CertificateSigningRequest) -> TNAuthList:
         ext = csr.extensions.get_extension_for_oid(TNAUTHLIST_OID)
     except x509.ExtensionNotFound:
         raise TNAuthListError("CSR does not carry a TNAuthList extension") from None
-    except ValueError as exc:
+    except MALFORMED_EXTENSIONS as exc:
         raise TNAuthListError(f"CSR extensions are malformed: {exc}") from None
     value = ext.value
     raw = value.value if isinstance(value, x509.UnrecognizedExtension) else value.public_bytes()
@@ -175,7 +175,7 @@ def load_csr(data: bytes) -> x509.CertificateSigningRequest:
         )
         csr.subject, csr.public_key(), csr.signature_hash_algorithm, csr.extensions
         valid = csr.is_signature_valid
-    except (ValueError, x509.InvalidVersion, UnsupportedAlgorithm) as exc:
+    except (ValueError, x509.InvalidVersion, x509.DuplicateExtension, UnsupportedAlgorithm) as exc:
         raise CertificateError(f"not a valid CSR: {_parse_problem(exc)}") from None
     if not valid:
         raise CertificateError("CSR signature does not verify")
@@ -515,7 +515,7 @@ def load_crl(data: bytes) -> x509.CertificateRevocationList:
 def _role(cert: x509.Certificate) -> str:
     try:
         bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
-    except (x509.ExtensionNotFound, ValueError):
+    except (x509.ExtensionNotFound, *MALFORMED_EXTENSIONS):
         return "sp"
     if not bc.ca:
         return "sp"
@@ -555,7 +555,7 @@ def check_profile(cert: x509.Certificate, role: str | None = None, *, issuer: x5
                 out.append(f"CM-06 subject lacks {label}")
     try:
         exts = cert.extensions
-    except ValueError as exc:
+    except MALFORMED_EXTENSIONS as exc:
         return out + [f"extensions cannot be parsed: {exc}"]
     present = {e.oid: e for e in exts}
 
@@ -667,7 +667,7 @@ def check_profile(cert: x509.Certificate, role: str | None = None, *, issuer: x5
             out.append("CM-05 issuer is not the subject of the issuing certificate")
         try:
             issuer_ski = issuer.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
-        except (x509.ExtensionNotFound, ValueError):
+        except (x509.ExtensionNotFound, *MALFORMED_EXTENSIONS):
             issuer_ski = None
         if aki is not None and issuer_ski is not None and aki.value.key_identifier != issuer_ski:
             out.append("CM-10 authorityKeyIdentifier is not the issuer's subjectKeyIdentifier")
@@ -752,7 +752,11 @@ _PROCESSED_CRITICAL = frozenset({
 
 def _critical_fault(certs: Sequence[x509.Certificate]) -> str | None:
     for c in certs:
-        for ext in c.extensions:
+        try:
+            exts = c.extensions
+        except MALFORMED_EXTENSIONS as exc:
+            return f"certificate {_dn(c)} has extensions that cannot be parsed ({_printable(str(exc), 80)})"
+        for ext in exts:
             if ext.critical and ext.oid not in _PROCESSED_CRITICAL:
                 name = "TNAuthList" if ext.oid == TNAUTHLIST_OID else getattr(ext.oid, "_name", "unknown")
                 return f"certificate {_dn(c)} marks the extension {name} ({ext.oid.dotted_string}) critical, which path validation cannot process (RFC 5280 §4.2)"
@@ -893,7 +897,7 @@ def crl_urls(cert: x509.Certificate) -> list[str]:
     """HTTP(S) URLs of the certificate's CRL distribution points."""
     try:
         dp = cert.extensions.get_extension_for_oid(ExtensionOID.CRL_DISTRIBUTION_POINTS).value
-    except (x509.ExtensionNotFound, ValueError):
+    except (x509.ExtensionNotFound, *MALFORMED_EXTENSIONS):
         return []
     urls = []
     for point in dp:
