@@ -186,6 +186,16 @@ def test_crl_and_csr_of_an_unknown_version_are_certificate_errors(chain):
         C.load_csr(csr[:at] + b"\x02\x01\x05" + csr[at + 3:])
 
 
+def test_name_attribute_of_bit_string_type_is_a_certificate_error(chain):
+    """Fuzz finding (make fuzz, certificates): a name attribute of type BIT STRING (allowed only
+    for X500UniqueIdentifier) made cryptography raise TypeError out of load_certificates."""
+    tbs = chain.sp.tbs_certificate_bytes
+    cn = b"\x0c\x0bSHAKEN 1234"
+    assert cn in tbs
+    with pytest.raises(CertificateError, match="not a valid certificate: .*BitString"):
+        C.load_certificates(_csr_with(tbs.replace(cn, b"\x03\x0b\x00HAKEN 1234", 1), chain.inter_key))
+
+
 def test_certificate_with_a_repeated_extension(chain):
     """Fuzz finding (make fuzz, certificates): cryptography's DuplicateExtension is no ValueError,
     so a certificate repeating an extension (RFC 5280 §4.2) escaped check_profile, the TNAuthList

@@ -163,6 +163,11 @@ def csr_tnauthlist(csr: x509.CertificateSigningRequest) -> TNAuthList:
     return TNAuthList.from_der(raw)
 
 
+#: what cryptography raises when it decodes a malformed field lazily: ValueError mostly; TypeError
+#: for a name attribute of BIT STRING type that is not an X500UniqueIdentifier
+_MALFORMED_FIELD = (ValueError, TypeError, x509.InvalidVersion, UnsupportedAlgorithm)
+
+
 def load_csr(data: bytes) -> x509.CertificateSigningRequest:
     """Load a PEM or DER CSR and check its self-signature; raises :class:`CertificateError`.
 
@@ -175,7 +180,7 @@ def load_csr(data: bytes) -> x509.CertificateSigningRequest:
         )
         csr.subject, csr.public_key(), csr.signature_hash_algorithm, csr.extensions
         valid = csr.is_signature_valid
-    except (ValueError, x509.InvalidVersion, x509.DuplicateExtension, UnsupportedAlgorithm) as exc:
+    except (*_MALFORMED_FIELD, x509.DuplicateExtension) as exc:
         raise CertificateError(f"not a valid CSR: {_parse_problem(exc)}") from None
     if not valid:
         raise CertificateError("CSR signature does not verify")
@@ -470,7 +475,7 @@ def load_certificates(data: bytes) -> list[x509.Certificate]:
             certs = x509.load_pem_x509_certificates(bytes(data))
         else:
             certs = [x509.load_der_x509_certificate(bytes(data))]
-    except (ValueError, x509.InvalidVersion, UnsupportedAlgorithm) as exc:
+    except _MALFORMED_FIELD as exc:
         raise CertificateError(f"not a valid certificate: {_parse_problem(exc)}") from None
     if not certs:
         raise CertificateError("no certificate found")
@@ -485,7 +490,7 @@ def _check_parsable(cert: x509.Certificate) -> None:
     try:
         cert.version, cert.subject, cert.issuer, cert.not_valid_before_utc, cert.not_valid_after_utc
         cert.public_key()
-    except (ValueError, x509.InvalidVersion, UnsupportedAlgorithm) as exc:
+    except _MALFORMED_FIELD as exc:
         raise CertificateError(f"not a valid certificate: {_parse_problem(exc)}") from None
 
 
@@ -504,7 +509,7 @@ def load_crl(data: bytes) -> x509.CertificateRevocationList:
         crl.issuer, crl.last_update_utc, crl.next_update_utc
         for entry in crl:
             entry.serial_number, entry.revocation_date_utc
-    except (ValueError, x509.InvalidVersion, UnsupportedAlgorithm) as exc:
+    except _MALFORMED_FIELD as exc:
         raise CertificateError(f"not a valid CRL: {_parse_problem(exc)}") from None
     return crl
 
