@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN = $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: setup deps services demo testbed test test-fast stress bench bench-core bench-verify bench-serve bench-instructions bench-audit bench-inventory clean
+.PHONY: setup deps services demo testbed test test-fast fuzz stress bench bench-core bench-verify bench-serve bench-instructions bench-audit bench-inventory clean
 
 setup: $(VENV)/.installed
 
@@ -31,6 +31,16 @@ test: setup deps services
 
 test-fast: setup
 	$(BIN)/pytest -q -m "not interop" $(PYTEST_ARGS)
+
+## Coverage-guided fuzzing of every parser (atheris), FUZZ_SECONDS (default 60) per target; FUZZ_TARGETS picks some.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?=
+fuzz: $(VENV)/.fuzz-installed
+	FUZZ_SECONDS=$(FUZZ_SECONDS) $(BIN)/python -m fuzz $(FUZZ_TARGETS)
+
+$(VENV)/.fuzz-installed: $(VENV)/.installed
+	$(BIN)/pip install -q -e '.[test,fuzz]'
+	touch $@
 
 ## Bounded stress run of `serve` (about a minute): pipelining, slowloris, SIP desync, SIGTERM, dying workers, Redis restart.
 stress: setup

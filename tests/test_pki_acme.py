@@ -32,6 +32,7 @@ from stirshaken.pki.acme import (
     OrderList,
     Revocation,
     TkauthAnswer,
+    rfc3339,
 )
 
 T0 = dt.datetime(2025, 1, 31, 12, 0, 0, tzinfo=dt.timezone.utc)
@@ -75,6 +76,39 @@ def test_round_trip(msg: Any) -> None:
     wire = orjson.loads(orjson.dumps(msg.to_json()))
     assert type(msg).from_json(wire) == msg
     assert type(msg).from_json(wire).to_json() == msg.to_json()
+
+
+def test_dates_before_year_1000_round_trip() -> None:
+    """Fuzz finding (make fuzz, acme): strftime's %Y wrote year 855 as "855", which from_json
+    rejects; dates are written with four-digit years (RFC 3339 §5.6)."""
+    early = dt.datetime(855, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)
+    order = NewOrder(identifiers=(ID,), not_before=early, not_after=T1)
+    assert order.to_json()["notBefore"] == "0855-01-02T03:04:05Z"
+    assert NewOrder.from_json(order.to_json()) == order
+    assert rfc3339(dt.datetime(2030, 1, 2, 3, 4, 5, 999999, tzinfo=dt.timezone(dt.timedelta(hours=2)))) == "2030-01-02T01:04:05Z"
+
+
+@pytest.mark.parametrize("when", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"])
+def test_date_outside_the_utc_years_is_malformed(when: str) -> None:
+    """Fuzz finding (make fuzz, acme): a date valid in its own offset but outside years 1-9999 in
+    UTC raised OverflowError instead of the malformed problem."""
+    with pytest.raises(AcmeProblem, match="notBefore: .* outside the years 1-9999 in UTC") as info:
+        NewOrder.from_json({"identifiers": [ID.to_json()], "notBefore": when})
+    assert info.value.kind == "malformed" and info.value.status == 400
+
+
+@pytest.mark.parametrize("when", ["2030-01-02T03:04,05Z", "20300102T030405Z", "2030-W01-1T03:04:05Z", "2030-01-02T03Z"])
+def test_iso_8601_forms_outside_rfc_3339_are_malformed(when: str) -> None:
+    """Fuzz finding (make fuzz, acme): ``fromisoformat`` took ISO 8601 forms RFC 3339 §5.6 has
+    not ("03:04,05" became 03:04:00.05), and the message did not round-trip."""
+    with pytest.raises(AcmeProblem, match="is not an RFC 3339 date-time"):
+        NewOrder.from_json({"identifiers": [ID.to_json()], "notBefore": when})
+
+
+def test_fractional_seconds_are_dropped_so_messages_round_trip() -> None:
+    order = NewOrder.from_json({"identifiers": [ID.to_json()], "notBefore": "2030-01-02t03:04:05.99z"})
+    assert order.not_before == dt.datetime(2030, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)
+    assert NewOrder.from_json(order.to_json()) == order
 
 
 def test_wire_form_is_what_the_ca_always_sent() -> None:

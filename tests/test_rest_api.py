@@ -238,6 +238,25 @@ def test_malformed_heads_get_400_and_close(env: dict[str, Any]) -> None:
         assert out.startswith(b"HTTP/1.1 400 ") and b"Connection: close" in out and b"Injected" not in out, (head, out)
 
 
+def test_head_size_limit_does_not_depend_on_the_segments(env: dict[str, Any]) -> None:
+    """Fuzz finding (make fuzz, http_head): a head over 16 KiB was answered 431 when it arrived
+    in several segments but accepted when it arrived in one; now both are 431, and a head of
+    exactly 16 KiB is accepted both ways."""
+    _, port = env["servers"]["fast"]
+    for size, status in ((16384, b"200"), (16385, b"431")):
+        head = b"GET /healthz HTTP/1.1\r\nConnection: close\r\nX-Big: "
+        req = head + b"a" * (size - len(head)) + b"\r\n\r\n"
+        one = raw_http_all(port, req)
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:  # the same head in pieces
+            for i in range(0, len(req), 4000):
+                s.sendall(req[i : i + 4000])
+                time.sleep(0.01)  # pacing only: let the pieces arrive as separate reads
+            many = b""
+            while chunk := s.recv(65536):
+                many += chunk
+        assert one.startswith(b"HTTP/1.1 " + status) and many.startswith(b"HTTP/1.1 " + status), (size, one[:80], many[:80])
+
+
 # --- verification ------------------------------------------------------------------------------
 
 

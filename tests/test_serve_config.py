@@ -57,6 +57,23 @@ def test_config_errors(pki: Any, text: str, message: str) -> None:
     assert message in str(ei.value) and "\n" not in str(ei.value)
 
 
+@pytest.mark.parametrize("text,start,end", [
+    # fuzz findings (make fuzz, config): a path too long for the file system raised OSError out of
+    # the validator (a traceback), and long values were dumped whole into the line
+    ('[server]\nhttp = "127.0.0.1:80"\n[signing]\nkey = "' + "k" * 5000 + '"\nx5u = "https://a/b"\n',
+     "[signing].key: key file '", "is not a usable path (File name too long)"),
+    (BASE + '[verification]\ntrust_anchors = ["' + "t" * 5000 + '"]\n', "[verification].trust_anchors", "(File name too long)"),
+    ('[server]\nhttp = "127.0.0.1:80"\nworkers = [' + "1, " * 3000 + "]\n", "[server].workers: must be an integer, got [1, 1", "..."),
+    ('[server]\nhttp = "127.0.0.1:80"\n' + "o" * 3000 + " = 1\n", "[server].ooo", "...: unknown option (known: "),
+    ("[" + "s" * 3000 + "]\n", "unknown section [sss", "...] (known: [server], [signing], [verification], [inventory])"),
+])
+def test_long_values_give_a_short_line(pki: Any, text: str, start: str, end: str) -> None:
+    with pytest.raises(ConfigError) as ei:
+        cfg(pki, text)
+    line = str(ei.value)
+    assert line.startswith(start) and end in line and "\n" not in line and len(line) < 600, line
+
+
 def test_config_full_example(pki: Any) -> None:
     c = cfg(pki, BASE.replace("8080", "8080\"\nsip_signing = \"127.0.0.1:5060\"\nsip_verification = \"[::1]:5062") + f"""
 [[signing.tenant]]

@@ -134,6 +134,102 @@ def test_csr_errors():
         C.load_csr(b"\x30\x03\x02\x01\x00")
 
 
+def _csr_with(cri: bytes, key: ec.EllipticCurvePrivateKey) -> bytes:
+    """A CSR DER over the CertificationRequestInfo ``cri`` (RFC 2986 §4.2), signed with ``key``
+    (or a CRL over a TBSCertList: the same SEQUENCE { tbs, algorithm, signature })."""
+    from fuzz.targets.certificates import signed
+
+    return signed(cri, key)
+
+
+@pytest.mark.parametrize("old, new, problem", [
+    (bytes.fromhex("03420004"), bytes.fromhex("03420005"), "public key is malformed"),  # no such point encoding (SEC 1 §2.3.3)
+    (bytes.fromhex("2a8648ce3d0201"), bytes.fromhex("2b8648ce3d0201"), "Unknown key type"),  # unknown key algorithm OID
+    (b"\x0c\x0fSTI Participant", b"\x0d\x0fSTI Participant", "malformed DER"),     # O of the subject: tag 13, not a string
+    # the extension request: TNAuthList OID turned into ...1.122, its OCTET STRING into junk
+    (bytes.fromhex("06082b0601050507011a041e301c"), bytes.fromhex("06082b0601050507017a6a304441"), "single-valued"),
+])
+def test_csr_with_a_malformed_field_is_a_certificate_error(old, new, problem):
+    """Fuzz findings (make fuzz, certificates): a CSR whose key or subject is malformed raised
+    ValueError / UnsupportedAlgorithm from cryptography's lazy parsing, in load_csr or later in the
+    STI-CA; load_csr now parses those fields and says so in one line."""
+    key = K.generate_private_key()
+    cri = C.build_csr(key, tnauthlist=TNAuthList((SPC("1234"), TNRange("12155551200", 100)))).tbs_certrequest_bytes
+    assert old in cri
+    with pytest.raises(CertificateError, match=f"not a valid CSR: .*{problem}") as info:
+        C.load_csr(_csr_with(cri.replace(old, new, 1), key))
+    assert "\n" not in str(info.value)
+
+
+def test_crl_with_a_malformed_issuer_is_a_certificate_error(chain):
+    """Fuzz finding (make fuzz, certificates): a CRL whose issuer name is malformed loaded, then
+    raised cryptography's ValueError inside TrustStore.validate (revocation check); load_crl now
+    parses the fields revocation checking reads."""
+    tbs = C.create_crl(chain.inter, chain.inter_key, [(5, NOW)]).tbs_certlist_bytes
+    assert b"\x0c\x0bTest STI-CA" in tbs
+    bad = _csr_with(tbs.replace(b"\x0c\x0bTest STI-CA", b"\x0d\x0bTest STI-CA", 1), chain.inter_key)
+    with pytest.raises(CertificateError, match="not a valid CRL: malformed DER") as info:
+        C.load_crl(bad)
+    assert "\n" not in str(info.value)
+
+
+def test_crl_and_csr_of_an_unknown_version_are_certificate_errors(chain):
+    """Fuzz finding (make fuzz, certificates): a CRL (or CSR) with an unknown version number
+    raised cryptography's InvalidVersion, which is no ValueError, out of load_crl / load_csr."""
+    crl = C.create_crl(chain.inter, chain.inter_key, []).public_bytes(serialization.Encoding.DER)
+    assert crl[6:9] == b"\x02\x01\x01"  # version v2 (RFC 5280 §5.1.2.1)
+    with pytest.raises(CertificateError, match="not a valid CRL: 86 is not a valid CRL version"):
+        C.load_crl(crl[:6] + b"\x02\x01\x56" + crl[9:])
+    csr = C.build_csr(K.generate_private_key(), spc="1234").public_bytes(serialization.Encoding.DER)
+    at = csr.index(b"\x02\x01\x00")  # version v1 (RFC 2986 §4.1)
+    with pytest.raises(CertificateError, match="not a valid CSR: 5 is not a valid CSR version"):
+        C.load_csr(csr[:at] + b"\x02\x01\x05" + csr[at + 3:])
+
+
+def test_name_attribute_of_bit_string_type_is_a_certificate_error(chain):
+    """Fuzz finding (make fuzz, certificates): a name attribute of type BIT STRING (allowed only
+    for X500UniqueIdentifier) made cryptography raise TypeError out of load_certificates."""
+    tbs = chain.sp.tbs_certificate_bytes
+    cn = b"\x0c\x0bSHAKEN 1234"
+    assert cn in tbs
+    with pytest.raises(CertificateError, match="not a valid certificate: .*BitString"):
+        C.load_certificates(_csr_with(tbs.replace(cn, b"\x03\x0b\x00HAKEN 1234", 1), chain.inter_key))
+
+
+def test_certificate_with_a_repeated_extension(chain):
+    """Fuzz finding (make fuzz, certificates): cryptography's DuplicateExtension is no ValueError,
+    so a certificate repeating an extension (RFC 5280 §4.2) escaped check_profile, the TNAuthList
+    reader, crl_urls and the path-fault report; each now treats it as malformed extensions."""
+    tbs = chain.sp.tbs_certificate_bytes
+    aki, ski = b"\x06\x03\x55\x1d\x23", b"\x06\x03\x55\x1d\x0e"  # authorityKeyIdentifier -> a second subjectKeyIdentifier
+    assert aki in tbs and ski in tbs
+    cert = C.load_certificates(_csr_with(tbs.replace(aki, ski, 1), chain.inter_key))[0]
+    assert any(f.startswith("extensions cannot be parsed: Duplicate") for f in C.check_profile(cert, issuer=chain.inter))
+    with pytest.raises(TNAuthListError, match="certificate extensions are malformed"):
+        from_certificate(cert)
+    assert C.crl_urls(cert) == []
+    with pytest.raises(CertificateError) as info:
+        chain.trust().validate([cert, chain.inter])
+    assert "\n" not in str(info.value)
+
+
+def test_names_with_control_characters_are_escaped_in_errors(chain):
+    """Fuzz finding (make fuzz, certificates): a certificate name holding CR went raw into the
+    path-validation error (which the STI-VS puts into its answers); it is escaped now."""
+    key = K.generate_private_key()
+    issuer = C.make_name("SHAKEN Interme\r\ndiate CA", "Test STI-CA")
+    now = dt.datetime.now(dt.timezone.utc)
+    leaf = (x509.CertificateBuilder().subject_name(C.make_name("SHAKEN 1234", "SP")).issuer_name(issuer)
+            .public_key(key.public_key()).serial_number(C.random_serial())
+            .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=30))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .sign(chain.inter_key, hashes.SHA256()))
+    with pytest.raises(UntrustedCertificateError) as info:
+        chain.trust().validate([leaf, chain.inter])
+    text = str(info.value)
+    assert "CN=SHAKEN Interme\\x0d\\x0adiate CA" in text and "\r" not in text and "\n" not in text
+
+
 def test_sp_from_csr_and_p384_csr_rejected(chain):
     key = K.generate_private_key()
     sp = C.create_sp_certificate(C.build_csr(key, spc="709J"), chain.inter, chain.inter_key, crl_url="http://127.0.0.1:23999/x.crl")

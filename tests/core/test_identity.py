@@ -186,6 +186,16 @@ def test_identity_header_str_quotes_non_token_values():
     assert parse_identity(str(h)).params == h.params
 
 
+@pytest.mark.parametrize("value", ['a.b;info=<https://x/y>;foo="\\\r"', 'a.b;info=<https://x/y>;foo="\\\\\\\n"'])
+def test_escaped_cr_or_lf_in_a_quoted_value_is_refused(value):
+    """Fuzz finding (make fuzz, identity): a quoted-pair may not escape CR or LF (RFC 3261 §25.1);
+    accepting ``\\<CR>`` gave a value whose str() did not parse back."""
+    with pytest.raises(IdentityHeaderSyntaxError):
+        parse_identity(value)
+    h = parse_identity('a.b;info=<https://x/y>;foo="\\\x00\x01"')  # other escaped controls print back
+    assert parse_identity(str(h)).params == h.params == (("info", "https://x/y"), ("foo", "\x00\x01"))
+
+
 @FAST
 @given(b64url_text, b64url_text, b64url_text, st.lists(st.tuples(param_name, param_value), max_size=5, unique_by=lambda t: t[0]),
        st.sampled_from(["https://cr.example.net/sp.pem", "http://127.0.0.1:23000/a,b;c=d", "sip:cr@example.net"]))

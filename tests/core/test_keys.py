@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import os
 import stat
@@ -66,6 +67,19 @@ def test_key_load_errors(tmp_path):
     pem = sec1.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption())
     assert K.load_private_key(pem).private_numbers() == sec1.private_numbers()
     assert isinstance(K.KeyError_("x"), CertificateError)
+
+
+def test_key_of_an_unknown_type_is_a_key_error():
+    """Fuzz finding (make fuzz, certificates): a PKCS#8 key whose algorithm OID cryptography does
+    not know raised cryptography's UnsupportedAlgorithm instead of the typed error."""
+    der = bytearray(K.generate_private_key().private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+                                                           serialization.NoEncryption()))
+    oid = bytes.fromhex("2a8648ce3d0201")  # id-ecPublicKey, 1.2.840.10045.2.1
+    at = der.index(oid)
+    der[at : at + len(oid)] = bytes.fromhex("2a8648ce3c0201")  # 1.2.840.10044.2.1: no such key type
+    pem = b"-----BEGIN PRIVATE KEY-----\n" + base64.encodebytes(bytes(der)) + b"-----END PRIVATE KEY-----\n"
+    with pytest.raises(K.KeyError_, match="not support"):
+        K.load_private_key(pem)
 
 
 def test_public_key_pem():

@@ -682,6 +682,14 @@ def test_canonical_tn_of_uri_on_every_path(uri: str, tn: str) -> None:
             "<tel:+12155551212;phone-context=x;VERSTAT=old>",
             "<tel:+12155551212;phone-context=x;verstat=TN-Validation-Passed>",
         ),
+        (  # fuzz finding (make fuzz, sip_message): "?" inside the user part is not the start of the headers
+            "<sip:%2B121?5551212@example.net>",
+            "<sip:%2B121?5551212@example.net;verstat=TN-Validation-Passed>",
+        ),
+        (
+            "<sip:+1215?5551212@example.net;user=phone?X=y>",
+            "<sip:+1215?5551212;verstat=TN-Validation-Passed@example.net;user=phone?X=y>",
+        ),
     ],
 )
 def test_header_value_with_param(value: str, expected: str) -> None:

@@ -29,7 +29,7 @@ from cryptography.x509.oid import ExtensionOID, NameOID
 from cryptography.x509 import verification as xv
 
 from stirshaken.core.errors import CertificateError, TNAuthListError, UntrustedCertificateError
-from stirshaken.core.tnauthlist import SPC, TN, TNAUTHLIST_OID, TNAuthList, TNRange, from_certificate, to_extension
+from stirshaken.core.tnauthlist import MALFORMED_EXTENSIONS, SPC, TN, TNAUTHLIST_OID, TNAuthList, TNRange, from_certificate, to_extension
 
 #: US SHAKEN Certificate Policy OIDs (CP v1.1-v1.4, docs/requirements.md CM-11).
 SHAKEN_CP_ARC = "2.16.840.1.114569.1.1."
@@ -157,22 +157,33 @@ def csr_tnauthlist(csr: x509.CertificateSigningRequest) -> TNAuthList:
         ext = csr.extensions.get_extension_for_oid(TNAUTHLIST_OID)
     except x509.ExtensionNotFound:
         raise TNAuthListError("CSR does not carry a TNAuthList extension") from None
-    except ValueError as exc:
+    except MALFORMED_EXTENSIONS as exc:
         raise TNAuthListError(f"CSR extensions are malformed: {exc}") from None
     value = ext.value
     raw = value.value if isinstance(value, x509.UnrecognizedExtension) else value.public_bytes()
     return TNAuthList.from_der(raw)
 
 
+#: what cryptography raises when it decodes a malformed field lazily: ValueError mostly; TypeError
+#: for a name attribute of BIT STRING type that is not an X500UniqueIdentifier
+_MALFORMED_FIELD = (ValueError, TypeError, x509.InvalidVersion, UnsupportedAlgorithm)
+
+
 def load_csr(data: bytes) -> x509.CertificateSigningRequest:
-    """Load a PEM or DER CSR and check its self-signature; raises :class:`CertificateError`."""
+    """Load a PEM or DER CSR and check its self-signature; raises :class:`CertificateError`.
+
+    The lazily decoded fields the STI-CA reads (subject, public key, signature algorithm,
+    extensions) are parsed here, so that a malformed one is this error and not a ``ValueError``
+    later."""
     try:
         csr = (
             x509.load_pem_x509_csr(data) if data.lstrip().startswith(b"-----") else x509.load_der_x509_csr(data)
         )
-    except ValueError as exc:
+        csr.subject, csr.public_key(), csr.signature_hash_algorithm, csr.extensions
+        valid = csr.is_signature_valid
+    except (*_MALFORMED_FIELD, x509.DuplicateExtension) as exc:
         raise CertificateError(content_problem(data, "a CSR") or f"not a valid CSR: {_parse_problem(exc)}") from None
-    if not csr.is_signature_valid:
+    if not valid:
         raise CertificateError("CSR signature does not verify")
     return csr
 
@@ -479,6 +490,8 @@ def _parse_problem(exc: Exception) -> str:
         return "no PEM block of the expected type could be loaded"
     if "error parsing asn1 value" in text or "ParseError" in text:
         return "malformed DER (neither a PEM file nor valid DER)"
+    if text == "Invalid key":
+        return "the public key is malformed"
     if "no BEGIN X509 CRL" in text:
         return "a PEM file without a CRL (no BEGIN X509 CRL block)"
     return textwrap.shorten(text, 160, placeholder=" ...")
@@ -493,7 +506,7 @@ def load_certificates(data: bytes) -> list[x509.Certificate]:
             certs = x509.load_pem_x509_certificates(bytes(data))
         else:
             certs = [x509.load_der_x509_certificate(bytes(data))]
-    except (ValueError, x509.InvalidVersion, UnsupportedAlgorithm) as exc:
+    except _MALFORMED_FIELD as exc:
         raise CertificateError(content_problem(data, "a certificate") or f"not a valid certificate: {_parse_problem(exc)}") from None
     if not certs:
         raise CertificateError("no certificate found")
@@ -508,7 +521,7 @@ def _check_parsable(cert: x509.Certificate) -> None:
     try:
         cert.version, cert.subject, cert.issuer, cert.not_valid_before_utc, cert.not_valid_after_utc
         cert.public_key()
-    except (ValueError, x509.InvalidVersion, UnsupportedAlgorithm) as exc:
+    except _MALFORMED_FIELD as exc:
         raise CertificateError(f"not a valid certificate: {_parse_problem(exc)}") from None
 
 
@@ -517,12 +530,19 @@ def pem(certs: Iterable[x509.Certificate]) -> bytes:
 
 
 def load_crl(data: bytes) -> x509.CertificateRevocationList:
+    """A PEM or DER CRL (RFC 5280 §5); raises :class:`CertificateError`.
+
+    The lazily decoded fields that revocation checking reads (issuer, update times, the revoked
+    entries) are parsed here, so that a malformed one is this error and not a ``ValueError``
+    inside a later validation."""
     try:
-        if data.lstrip().startswith(b"-----"):
-            return x509.load_pem_x509_crl(data)
-        return x509.load_der_x509_crl(data)
-    except ValueError as exc:
+        crl = x509.load_pem_x509_crl(data) if data.lstrip().startswith(b"-----") else x509.load_der_x509_crl(data)
+        crl.issuer, crl.last_update_utc, crl.next_update_utc
+        for entry in crl:
+            entry.serial_number, entry.revocation_date_utc
+    except _MALFORMED_FIELD as exc:
         raise CertificateError(content_problem(data, "a CRL") or f"not a valid CRL: {_parse_problem(exc)}") from None
+    return crl
 
 
 # --- the profile check (ATIS-1000080 v005 §6.4.1 / §6.4.1.1) ---------------------------------
@@ -531,7 +551,7 @@ def load_crl(data: bytes) -> x509.CertificateRevocationList:
 def _role(cert: x509.Certificate) -> str:
     try:
         bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
-    except (x509.ExtensionNotFound, ValueError):
+    except (x509.ExtensionNotFound, *MALFORMED_EXTENSIONS):
         return "sp"
     if not bc.ca:
         return "sp"
@@ -571,7 +591,7 @@ def check_profile(cert: x509.Certificate, role: str | None = None, *, issuer: x5
                 out.append(f"CM-06 subject lacks {label}")
     try:
         exts = cert.extensions
-    except ValueError as exc:
+    except MALFORMED_EXTENSIONS as exc:
         return out + [f"extensions cannot be parsed: {exc}"]
     present = {e.oid: e for e in exts}
 
@@ -683,7 +703,7 @@ def check_profile(cert: x509.Certificate, role: str | None = None, *, issuer: x5
             out.append("CM-05 issuer is not the subject of the issuing certificate")
         try:
             issuer_ski = issuer.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
-        except (x509.ExtensionNotFound, ValueError):
+        except (x509.ExtensionNotFound, *MALFORMED_EXTENSIONS):
             issuer_ski = None
         if aki is not None and issuer_ski is not None and aki.value.key_identifier != issuer_ski:
             out.append("CM-10 authorityKeyIdentifier is not the issuer's subjectKeyIdentifier")
@@ -726,10 +746,18 @@ def _ca_policy() -> xv.ExtensionPolicy:
     return xv.ExtensionPolicy.permit_all().require_present(x509.BasicConstraints, xv.Criticality.AGNOSTIC, None)
 
 
+def _printable(text: str, limit: int = 120) -> str:
+    """``text`` from a certificate made fit for a one-line error: characters that do not print
+    (CR, LF, other controls) escaped, cut to ``limit`` characters."""
+    if not text.isprintable():
+        text = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}" for c in text)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _dn_name(name: x509.Name) -> str:
-    """``CN=...`` of a name (its full RFC 4514 form when it has no CN)."""
+    """``CN=...`` of a name (its full RFC 4514 form when it has no CN), as :func:`_printable`."""
     cns = name.get_attributes_for_oid(NameOID.COMMON_NAME)
-    return f"CN={cns[0].value}" if cns else (name.rfc4514_string() or "an empty name")
+    return _printable(f"CN={cns[0].value}" if cns else (name.rfc4514_string() or "an empty name"))
 
 
 def _dn(cert: x509.Certificate) -> str:
@@ -787,7 +815,11 @@ _PROCESSED_CRITICAL = frozenset({
 
 def _critical_fault(certs: Sequence[x509.Certificate]) -> str | None:
     for c in certs:
-        for ext in c.extensions:
+        try:
+            exts = c.extensions
+        except MALFORMED_EXTENSIONS as exc:
+            return f"certificate {_dn(c)} has extensions that cannot be parsed ({_printable(str(exc), 80)})"
+        for ext in exts:
             if ext.critical and ext.oid not in _PROCESSED_CRITICAL:
                 name = "TNAuthList" if ext.oid == TNAUTHLIST_OID else getattr(ext.oid, "_name", "unknown")
                 return f"certificate {_dn(c)} marks the extension {name} ({ext.oid.dotted_string}) critical, which path validation cannot process (RFC 5280 §4.2)"
@@ -942,7 +974,7 @@ def crl_urls(cert: x509.Certificate) -> list[str]:
     """HTTP(S) URLs of the certificate's CRL distribution points."""
     try:
         dp = cert.extensions.get_extension_for_oid(ExtensionOID.CRL_DISTRIBUTION_POINTS).value
-    except (x509.ExtensionNotFound, ValueError):
+    except (x509.ExtensionNotFound, *MALFORMED_EXTENSIONS):
         return []
     urls = []
     for point in dp:

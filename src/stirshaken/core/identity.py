@@ -31,8 +31,9 @@ if TYPE_CHECKING:
     from stirshaken.core.memo import BoundedCache
 
 # RFC 3261 §25.1 building blocks: TOKEN comes from the one transcription (core/sip/abnf.py);
-# this quoted-string is the Identity parser's own, which tolerates any escaped ASCII character.
-QUOTED_STRING = r'"(?:[^"\\\r\n]|\\[\x00-\x7f])*"'
+# this quoted-string is the Identity parser's own, which tolerates any character but CR and LF,
+# escaped or not (quoted-pair = "\" (%x00-09 / %x0B-0C / %x0E-7F)): a value always prints back.
+QUOTED_STRING = r'"(?:[^"\\\r\n]|\\[\x00-\x09\x0b\x0c\x0e-\x7f])*"'
 DIGEST = r"[A-Za-z0-9\-_+/=]*\.[A-Za-z0-9\-_+/=.]*"
 
 _HEADER_NAME = re.compile(rf"^\s*(?:Identity|y)\s*:\s*", re.IGNORECASE)

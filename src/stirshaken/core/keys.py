@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -104,6 +105,8 @@ def load_private_key(path: str | Path | bytes, passphrase: bytes | str | None = 
         if wrong:
             raise KeyError_(f"{where}: {wrong}") from None
         raise KeyError_(f"{where} is not a readable PEM private key (or the passphrase is wrong)") from None
+    except UnsupportedAlgorithm:
+        raise KeyError_(f"{where} holds a key of a type cryptography does not support, not a P-256 (secp256r1) key as ES256 requires") from None
     if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp256r1":
         raise KeyError_(f"{where} is not a P-256 (secp256r1) key as ES256 requires")
     return key

@@ -30,6 +30,10 @@ from stirshaken.core.errors import TNAuthListError
 #: id-pe-TNAuthList (RFC 8226 §9).
 TNAUTHLIST_OID = x509.ObjectIdentifier("1.3.6.1.5.5.7.1.26")
 
+#: what cryptography raises when it decodes the extensions of a certificate or CSR (lazily, on
+#: first use) and they are malformed or one is repeated (RFC 5280 §4.2); DuplicateExtension is no ValueError
+MALFORMED_EXTENSIONS: tuple[type[Exception], ...] = (ValueError, x509.DuplicateExtension)
+
 _TN_RE = re.compile(r"[0-9#*]{1,15}")
 _IA5_RE = re.compile(r"[\x00-\x7f]*")
 
@@ -286,7 +290,7 @@ def from_certificate(cert: x509.Certificate) -> tuple[TNAuthList, bool] | None:
         ext = cert.extensions.get_extension_for_oid(TNAUTHLIST_OID)
     except x509.ExtensionNotFound:
         return None
-    except ValueError as exc:  # duplicate or malformed extensions
+    except MALFORMED_EXTENSIONS as exc:
         raise TNAuthListError(f"certificate extensions are malformed: {exc}") from None
     value = ext.value
     raw = value.value if isinstance(value, x509.UnrecognizedExtension) else value.public_bytes()

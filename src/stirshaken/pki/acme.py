@@ -28,6 +28,7 @@ import datetime as dt
 import hashlib
 import hmac
 import json
+import re
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -154,11 +155,17 @@ def rfc3339(t: dt.datetime) -> str:
     ``t`` is taken to be UTC already."""
     if t.tzinfo is not None:
         t = t.astimezone(dt.timezone.utc)
-    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return t.replace(microsecond=0, tzinfo=None).isoformat() + "Z"  # strftime's %Y does not pad years below 1000
+
+
+#: RFC 3339 §5.6 date-time (``T``, ``Z`` in either case, a space for the ``T``); the offset is
+#: optional here so that a missing one gets its own message
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[Zz]|[+-]\d{2}:\d{2})?", re.ASCII)
 
 
 def _time(doc: Mapping[str, Any], key: str, prefix: str = "") -> dt.datetime | None:
-    """An optional RFC 3339 date-time member, as an aware UTC datetime."""
+    """An optional RFC 3339 date-time member, as an aware UTC datetime with second precision
+    (the precision :func:`rfc3339` writes, so that a message round-trips)."""
     value = doc.get(key)
     if value is None:
         return None
@@ -166,12 +173,17 @@ def _time(doc: Mapping[str, Any], key: str, prefix: str = "") -> dt.datetime | N
     if not isinstance(value, str):
         raise _malformed(where, "must be an RFC 3339 date-time string")
     try:
-        t = dt.datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+        if _RFC3339.fullmatch(value) is None:  # fromisoformat alone takes ISO 8601 forms RFC 3339 has not ("03:04,05")
+            raise ValueError
+        t = dt.datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00")).replace(microsecond=0)
     except ValueError:
         raise _malformed(where, f"{value[:40]!r} is not an RFC 3339 date-time") from None
     if t.tzinfo is None:
         raise _malformed(where, "needs a time zone (RFC 3339 §5.6)")
-    return t.astimezone(dt.timezone.utc)
+    try:
+        return t.astimezone(dt.timezone.utc)
+    except OverflowError:  # 0001-01-01T00:00:00+01:00 is in year 0 in UTC
+        raise _malformed(where, f"{value[:40]!r} is outside the years 1-9999 in UTC") from None
 
 
 def _put(out: JSONObject, key: str, value: Any) -> None:

@@ -44,7 +44,7 @@ from stirshaken.core.passport import Signer
 from stirshaken.core.sip.abnf import TOKEN_RE
 from stirshaken.core.x5u import check_x5u_url
 from stirshaken.serve.limits import ConnectionLimits
-from stirshaken.vs.config import OptionError, VerifierConfig, check_files, error_parts, option_name, tn_prefix
+from stirshaken.vs.config import OptionError, VerifierConfig, check_files, error_parts, option_name, shown, tn_prefix, usable_file
 
 __all__ = [
     "AcmeSettings",
@@ -96,10 +96,10 @@ def _address(value: Any) -> Address:
     """``host:port`` (host an IPv4/IPv6 literal or ``localhost``) as an :class:`Address`; raises
     :class:`ValueError` with the problem."""
     if not isinstance(value, str) or not value:
-        raise ValueError(f"expected \"host:port\", got {value!r}")
+        raise ValueError(f"expected \"host:port\", got {shown(value)}")
     m = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d{1,5})|([^:\[\]]+):(\d{1,5})", value.strip())
     if m is None:
-        raise ValueError(f"{value!r} is not \"host:port\" (IPv6 as \"[::1]:5060\")")
+        raise ValueError(f"{shown(value)} is not \"host:port\" (IPv6 as \"[::1]:5060\")")
     host = m.group(1) or m.group(3)
     port = int(m.group(2) or m.group(4))
     if host == "localhost":
@@ -107,7 +107,7 @@ def _address(value: Any) -> Address:
     try:
         ipaddress.ip_address(host)
     except ValueError:
-        raise ValueError(f"{host!r} is not an IP address (use a literal such as 127.0.0.1 or ::1)") from None
+        raise ValueError(f"{shown(host)} is not an IP address (use a literal such as 127.0.0.1 or ::1)") from None
     if not 0 <= port <= 65535:
         raise ValueError(f"port {port} is out of range")
     return Address(host, port)
@@ -155,13 +155,13 @@ def _between(lo: float, hi: float, unit: str = "", *, open_low: bool = False) ->
 
 def _header_name(value: str) -> str:
     if value and TOKEN_RE.fullmatch(value) is None:  # header-name = token (RFC 3261 §25.1)
-        raise ValueError(f"{value!r} is not a valid header name")
+        raise ValueError(f"{shown(value)} is not a valid header name")
     return value
 
 
 def _url(value: str) -> str:
     if value and _URI.fullmatch(value) is None:
-        raise ValueError(f"{value!r} is not an http(s) URL")
+        raise ValueError(f"{shown(value)} is not an http(s) URL")
     return value
 
 
@@ -181,18 +181,18 @@ def _tn_prefixes(value: tuple[str, ...]) -> tuple[str, ...]:
 def _networks(value: Any) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
     items = _seq(value)
     if not isinstance(items, tuple):
-        raise ValueError(f"must be a list, got {value!r}")
+        raise ValueError(f"must be a list, got {shown(value)}")
     out = []
     for s in items:
         if isinstance(s, (ipaddress.IPv4Network, ipaddress.IPv6Network)):
             out.append(s)
             continue
         if not isinstance(s, str):
-            raise ValueError(f"must be a list of strings, got {s!r}")
+            raise ValueError(f"must be a list of strings, got {shown(s)}")
         try:
             out.append(ipaddress.ip_network(s, strict=False))
         except ValueError:
-            raise ValueError(f"{s!r} is not an IP address or network") from None
+            raise ValueError(f"{shown(s)} is not an IP address or network") from None
     return tuple(out)
 
 
@@ -218,10 +218,7 @@ def _file(value: str, info: ValidationInfo) -> str:
     if not value or base is None:
         return value
     p = _resolve(base, value)
-    if not p.exists():
-        raise ValueError(f"{str(p)!r} does not exist")
-    if not os.access(p, os.R_OK):
-        raise ValueError(f"{str(p)!r} is not readable")
+    usable_file(p)
     return str(p)
 
 
@@ -230,7 +227,7 @@ def _optional_address(value: Any) -> Address | None:
     if value is None or isinstance(value, Address):
         return value
     if not isinstance(value, str):
-        raise ValueError(f"must be a string, got {value!r}")
+        raise ValueError(f"must be a string, got {shown(value)}")
     return _address(value) if value else None
 
 
@@ -333,21 +330,21 @@ def _secret(data: dict[str, Any], key: str, base: Path | None, *, required: bool
     k = given[0]
     v = data[k]
     if not isinstance(v, str):
-        raise OptionError(k, f"must be a string, got {v!r}")
+        raise OptionError(k, f"must be a string, got {shown(v)}")
     if k == key:
         return v
     if k.endswith("_env"):
         value = os.environ.get(v, "")
         if not value:
-            raise OptionError(k, f"environment variable {v!r} is not set")
+            raise OptionError(k, f"environment variable {shown(v)} is not set")
         return value
     path = _resolve(base, v)
     try:
         value = path.read_text().strip("\r\n")
     except OSError as exc:
-        raise OptionError(k, f"cannot read {str(path)!r}: {exc.strerror}") from None
+        raise OptionError(k, f"cannot read {shown(str(path))}: {exc.strerror}") from None
     if not value:
-        raise OptionError(k, f"{str(path)!r} is empty")
+        raise OptionError(k, f"{shown(str(path))} is empty")
     return value
 
 
@@ -406,7 +403,7 @@ class AcmeSettings(_Model):
         if not self.ocn:
             raise OptionError("ocn", "the SPC/OCN to obtain a certificate for is required (here or as the signer's spc/ocn)")
         if _OCN.fullmatch(self.ocn) is None:
-            raise OptionError("ocn", f"{self.ocn!r} is not an SPC/OCN (1-16 digits or upper-case letters)")
+            raise OptionError("ocn", f"{shown(self.ocn)} is not an SPC/OCN (1-16 digits or upper-case letters)")
         return self
 
     def acme_config(self) -> Any:
@@ -458,7 +455,7 @@ class TenantConfig(_Model):
         data = dict(data)
         spc, ocn = data.get("spc"), data.pop("ocn", None)
         if ocn is not None and not isinstance(ocn, str):
-            raise OptionError("ocn", f"must be a string, got {ocn!r}")
+            raise OptionError("ocn", f"must be a string, got {shown(ocn)}")
         if not spc and ocn:
             data["spc"] = spc = ocn
         customers = data.get("customer")
@@ -481,10 +478,12 @@ class TenantConfig(_Model):
         if not key:
             raise OptionError("key", "a private key file is required")
         if not isinstance(key, str):
-            raise OptionError("key", f"must be a string, got {key!r}")
+            raise OptionError("key", f"must be a string, got {shown(key)}")
         path = _resolve(_base(info), key)
-        if not path.is_file():
-            raise OptionError("key", f"key file {str(path)!r} does not exist")
+        try:
+            usable_file(path)
+        except ValueError as exc:
+            raise OptionError("key", f"key file {exc}") from None
         try:
             data["key"] = load_private_key(path)
         except StirShakenError as exc:
@@ -556,7 +555,7 @@ class SigningConfig(_Model):
     @model_validator(mode="after")
     def _consistent(self) -> SigningConfig:
         if self.country_code is not None and not self.country_code.isdigit():
-            raise OptionError("country_code", f"{self.country_code!r} is not digits")
+            raise OptionError("country_code", f"{shown(self.country_code)} is not digits")
         for loc, t in self._located():
             if t.x5u:
                 try:  # what this project's verifier refuses is never signed (ATIS-1000074 §5.3.1)
@@ -566,14 +565,14 @@ class SigningConfig(_Model):
         names: set[str] = set()
         for i, t in enumerate(self.tenants):
             if t.name in names:
-                raise OptionError(("tenant", i, "name"), f"tenant {t.name!r} defined twice")
+                raise OptionError(("tenant", i, "name"), f"tenant {shown(t.name)} defined twice")
             names.add(t.name)
         dirs: dict[str, str] = {}
         for loc, t in self._located():
             if t.acme is not None:
                 other = dirs.setdefault(t.acme.state_dir, t.acme.where)
                 if other != t.acme.where:
-                    raise OptionError((*loc, "acme", "state_dir"), f"{t.acme.state_dir!r} is already used by {other}")
+                    raise OptionError((*loc, "acme", "state_dir"), f"{shown(t.acme.state_dir)} is already used by {other}")
         return self
 
     def _located(self) -> list[tuple[tuple[str | int, ...], TenantConfig]]:
@@ -710,7 +709,7 @@ class Config(_Model):
         if isinstance(data, dict) and info.context is not None and "base" in info.context:
             unknown = sorted(set(data) - {"server", "signing", "verification", "inventory"})
             if unknown:
-                raise OptionError((), f"unknown section [{unknown[0]}] (known: [server], [signing], [verification], [inventory])")
+                raise OptionError((), f"unknown section [{option_name('', [unknown[0]])}] (known: [server], [signing], [verification], [inventory])")
         return data
 
     @model_validator(mode="after")
@@ -775,7 +774,7 @@ def _describe(exc: ValidationError) -> str:
         model = sub
     if err["type"] == "extra_forbidden":
         if model is Config:
-            return f"unknown section [{loc[-1]}] (known: [server], [signing], [verification], [inventory])"
+            return f"unknown section [{option_name('', [loc[-1]])}] (known: [server], [signing], [verification], [inventory])"
         msg += f" (known: {', '.join(sorted(_toml_keys(model)))})"
     prefix = option_name(f"[{'.'.join(table)}]" if table else "", loc[i:])
     return f"{prefix}: {msg}" if prefix else msg
@@ -815,7 +814,7 @@ def load_config(path: str | Path) -> Config:
     try:
         raw = p.read_bytes()
     except OSError as exc:
-        raise ConfigError(f"cannot read configuration {str(p)!r}: {exc.strerror}") from None
+        raise ConfigError(f"cannot read configuration {shown(str(p))}: {exc.strerror}") from None
     try:
         data = tomllib.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:

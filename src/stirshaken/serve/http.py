@@ -315,8 +315,8 @@ class FastHTTPProtocol(asyncio.Protocol):
         while self.buf and not self.closing and self.transport is not None:
             buf = self.buf
             end = buf.find(b"\r\n\r\n")
-            if end < 0:
-                if len(buf) > _MAX_HEAD:
+            if end < 0 or end > _MAX_HEAD:  # the same limit however the head arrived: in one read or in many
+                if end > _MAX_HEAD or len(buf) >= _MAX_HEAD + 4:
                     self._send_close(431, b"")
                 return
             try:

@@ -54,6 +54,24 @@ class OptionError(ValueError):
         super().__init__(f"{self.option}: {message}" if self.option else message)
 
 
+def shown(value: Any, limit: int = 80) -> str:
+    """``repr(value)``, cut to ``limit`` characters: an error names the value, it does not dump it."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def usable_file(p: Path) -> None:
+    """Raise ``ValueError`` (one line) unless ``p`` is an existing, readable file path."""
+    try:
+        exists = p.exists()
+    except (OSError, ValueError) as exc:  # a name too long for the file system, a NUL in it
+        raise ValueError(f"{shown(str(p))} is not a usable path ({getattr(exc, 'strerror', None) or exc})") from None
+    if not exists:
+        raise ValueError(f"{shown(str(p))} does not exist")
+    if not os.access(p, os.R_OK):
+        raise ValueError(f"{shown(str(p))} is not readable")
+
+
 def is_url(value: str) -> bool:
     """Whether ``value`` is an http(s) URL (else it names a local file); the one test the
     configuration, the CRL store and the verifier share."""
@@ -67,7 +85,7 @@ def tn_prefix(value: str) -> str:
     if t.endswith("*") and len(t) > 1 and _TN_PREFIX.fullmatch(t[:-1]):
         t = t[:-1]  # "1215*" is a prefix written with a wildcard
     if _TN_PREFIX.fullmatch(t) is None:
-        raise ValueError(f"{value!r} is not a telephone number or prefix")
+        raise ValueError(f"{shown(value)} is not a telephone number or prefix")
     return t
 
 
@@ -93,14 +111,11 @@ def _local(value: str, info: ValidationInfo, *, urls: bool, must_exist: bool = T
     if base is None or (urls and is_url(value)):
         return value
     if re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", value):  # a URL of a scheme nothing here fetches
-        raise ValueError(f"{value!r} is neither a file nor an http(s) URL" if urls else f"{value!r} is a URL; a local file is expected")
+        raise ValueError(f"{shown(value)} is neither a file nor an http(s) URL" if urls else f"{shown(value)} is a URL; a local file is expected")
     p = Path(os.path.expanduser(value))
     p = p if p.is_absolute() else Path(base) / p
     if must_exist:
-        if not p.exists():
-            raise ValueError(f"{str(p)!r} does not exist")
-        if not os.access(p, os.R_OK):
-            raise ValueError(f"{str(p)!r} is not readable")
+        usable_file(p)
     return str(p)
 
 
@@ -123,7 +138,7 @@ def _ca_list(value: str | None, info: ValidationInfo) -> str | None:
 
 def _redis(value: str | None) -> str | None:
     if value is not None and re.match(r"(rediss?|unix)://", value) is None:
-        raise ValueError(f"{value!r} is not a redis:// URL")
+        raise ValueError(f"{shown(value)} is not a redis:// URL")
     return value
 
 
@@ -345,17 +360,17 @@ def error_parts(err: Mapping[str, Any]) -> tuple[list[str | int], str]:
     if kind == "missing":
         return loc, "required"
     if kind in _TYPES:
-        return loc, f"{_TYPES[kind]}, got {value!r}"
+        return loc, f"{_TYPES[kind]}, got {shown(value)}"
     if kind in _BOUNDS and _BOUNDS[kind][1] in ctx:
-        return loc, f"{_BOUNDS[kind][0]} {ctx[_BOUNDS[kind][1]]}, got {value!r}"
+        return loc, f"{_BOUNDS[kind][0]} {ctx[_BOUNDS[kind][1]]}, got {shown(value)}"
     if kind == "literal_error" or kind in _BOUNDS:
-        return loc, f"must be {err['msg'].removeprefix('Input should be ')}, got {value!r}"
+        return loc, f"must be {err['msg'].removeprefix('Input should be ')}, got {shown(value)}"
     return loc, str(err["msg"])
 
 
 def option_name(where: str, loc: list[str | int]) -> str:
     """``where`` (``"[verification]"``) followed by the option path ``loc`` (``.crls[0]``)."""
-    name = "".join(f"[{x}]" if isinstance(x, int) else f".{x}" for x in loc).lstrip(".")
+    name = "".join(f"[{x}]" if isinstance(x, int) else f".{x if len(x) <= 40 else x[:37] + '...'}" for x in loc).lstrip(".")
     return f"{where}.{name}" if where and name else where or name
 
 

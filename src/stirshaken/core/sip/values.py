@@ -285,9 +285,11 @@ def uri_with_param(uri: str, name: str, value: str | None) -> str:
         return f"{scheme}:" + ";".join([number, *_set_param(params, name, value)])
     if lscheme not in ("sip", "sips"):
         raise SipParseError(f"cannot add a URI parameter to a {scheme}: URI")
-    base, q, hdrs = rest.partition("?")
-    userinfo, at, hostpart = base.rpartition("@")
-    host, *uparams = hostpart.split(";")
+    # "@" ends the userinfo and occurs nowhere after it, while "?" may occur inside it (user-unreserved,
+    # RFC 3261 §25.1): find the userinfo first, then the "?headers" after the host
+    userinfo, at, hostpart = rest.rpartition("@")
+    base, q, hdrs = hostpart.partition("?")
+    host, *uparams = base.split(";")
     if not host:
         raise SipParseError(f"SIP URI without host: {uri[:80]!r}")
     if at and any(p.replace(" ", "").lower() == "user=phone" for p in uparams):
