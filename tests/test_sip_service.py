@@ -101,6 +101,26 @@ def claims(identity: str) -> dict[str, Any]:
     return json.loads(base64.urlsafe_b64decode(p + "=" * (-len(p) % 4)))
 
 
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(tail=st.one_of(
+    st.binary(max_size=300),
+    st.builds(lambda b, extra: invite(method="ACK", branch=f"z9hG4bK-{b}", extra=extra)[4:],
+              st.text("abcdef0123456789", min_size=1, max_size=12),
+              st.sampled_from(["", "Content-Length: zz\r\n", "Via: SIP/2.0/UDP \"x,\r\n", "Identity: x\r\n"])),
+))
+def test_ack_fast_path_answers_as_the_general_branch(pki: Any, tail: bytes) -> None:
+    """SipService.handle drops anything that starts with "ACK " unparsed; the general branch (full
+    parse, then per method) must give the same answer: none (RFC 3261 §17.2.1, §8.2.6)."""
+    signer, vs, _ = _ACK_SERVICES.setdefault("s", services(pki))
+    data = b"ACK " + tail
+    for svc in (signer, vs):
+        assert svc.handle(data, ("127.0.0.1", 5090), "UDP") is None
+        assert svc.handle_general(data, ("127.0.0.1", 5090), "UDP") is None
+
+
+_ACK_SERVICES: dict[str, Any] = {}
+
+
 async def test_signing_302(pki: Any) -> None:
     signer, _, v = services(pki)
     req = invite()
