@@ -1,8 +1,9 @@
 """What ``GET /healthz`` reports: ``ok``, or ``degraded`` with the reasons.
 
 A worker runs :meth:`Health.run` in the background: every ``interval`` seconds it pings the
-verification Redis (``[verification] redis``, when configured) and reads the expiry of the known
-signing certificates (ACME-managed signers, :meth:`SigningService.certificate_expiry`).  The
+verification Redis (``[verification] redis``, when configured), reads the expiry of the known
+signing certificates (ACME-managed signers, :meth:`SigningService.certificate_expiry`) and asks
+the per-call records whether their database is down (:attr:`stirshaken.serve.records.Records.problem`).  The
 result is kept, so ``/healthz`` answers from memory; each change of state is logged once
 (``WARNING`` on becoming degraded or on new reasons, ``INFO`` on recovery).
 """
@@ -27,12 +28,14 @@ class Health:
 
     ``redis_url``: the Redis to ping (``None``: none configured); ``certificate_expiry``: returns
     ``{tenant: notAfter (Unix seconds)}``; ``interval``: seconds between checks; ``timeout``:
-    seconds a Redis ping may take before Redis counts as unreachable.
+    seconds a Redis ping may take before Redis counts as unreachable; ``records``: an object whose
+    ``problem`` is a reason or None (:class:`stirshaken.serve.records.Records`).
     """
 
     def __init__(self, *, redis_url: str | None = None, certificate_expiry: Callable[[], dict[str, float]] | None = None,
-                 interval: float = 2.0, timeout: float = 1.0):
+                 interval: float = 2.0, timeout: float = 1.0, records: Any = None):
         self.redis_url = redis_url
+        self.records = records
         self.certificate_expiry = certificate_expiry
         self.interval = interval
         self.timeout = timeout
@@ -79,6 +82,9 @@ class Health:
         r = await self._redis_reason()
         if r:
             reasons.insert(0, r)
+        problem = self.records.problem if self.records is not None else None
+        if problem:
+            reasons.append(problem)
         if reasons != self.reasons:
             if reasons:
                 log.warning("health degraded", extra={"reasons": reasons})

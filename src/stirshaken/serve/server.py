@@ -24,7 +24,8 @@
   renewal ends with a SIGHUP to the supervisor, which reloads its own copy of the keys (for
   workers it starts later) and forwards SIGHUP to every worker.
 
-Logs are JSON lines (one object per record) on stderr; nothing logs key material.
+Logs are JSON lines (one object per record) on stderr; nothing logs key material.  Per-call
+records (``[records]``) go to their own logger, ``stirshaken.records`` (:mod:`stirshaken.serve.records`).
 """
 
 from __future__ import annotations
@@ -175,6 +176,7 @@ class Worker:
         self.inventory: Any = None  # serve.inventory.runtime.InventoryRuntime with [inventory]
         self.health: Any = None  # serve.health.Health, checked in the background
         self._health_task: Any = None
+        self.records: Any = None  # serve.records.Records with [records] log or database
 
     def reload(self, why: str = "SIGHUP") -> bool:
         """Re-read the signing keys / ACME certificates (SIGHUP or renewal); False if that failed."""
@@ -229,9 +231,14 @@ class Worker:
             self.metrics.stats_sources.append(self.verifier)
             call_info = CallInfo
         from stirshaken.serve.health import Health
+        from stirshaken.serve.records import Records
 
+        records = self.records = Records.from_config(cfg.records, fmt=s.log_format, worker=self.index)
+        if records is not None:
+            records.start()
+            self.metrics.counter_sources.append(records.counters)
         self.health = Health(redis_url=cfg.verification.redis if cfg.verification.enabled else None,
-                             certificate_expiry=expiry)
+                             certificate_expiry=expiry, records=records)
         await self.health.check()
         self._health_task = asyncio.ensure_future(self.health.run())
         reuse = s.workers > 1
@@ -239,7 +246,7 @@ class Worker:
             api = RestAPI(signing=signing, verifier=self.verifier, metrics=self.metrics, max_age=cfg.verification.max_age,
                           future_skew=cfg.verification.future_skew, max_body=s.max_body, call_info=call_info,
                           ready=lambda: self.ready, access_log=s.access_log, admin=inv.admin if inv else None,
-                          health=self.health)
+                          health=self.health, records=records)
             if s.inspect and self.verifier is not None:
                 from stirshaken.serve.inspect import WebInspector
 
@@ -263,7 +270,7 @@ class Worker:
             svc = SipService(role, metrics=self.metrics, signing=signing if role == "signing" else None,
                              verifier=self.verifier if role == "verification" else None, vcfg=cfg.verification,
                              call_info=call_info, ttl=s.sip_transaction_ttl, cache_size=s.sip_transaction_cache,
-                             dno_check=inv.dno_check if inv and role == "verification" else None)
+                             dno_check=inv.dno_check if inv and role == "verification" else None, records=records)
             tcp = _bind(addr, socket.SOCK_STREAM, reuseport=reuse, listen=True)
             udp = self.udp.get(role)
             if udp is None:
@@ -306,6 +313,8 @@ class Worker:
                 await asyncio.wait_for(self.verifier.aclose(), 2)
             except Exception:  # noqa: BLE001
                 pass
+        if self.records is not None:  # what is queued for the records database, within the grace period
+            self.records.close(timeout=min(2.0, timeout))
         if self.metrics_dir:
             self.metrics.write_snapshot()
         if self.inventory is not None:

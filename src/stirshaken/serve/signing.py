@@ -115,14 +115,28 @@ def load_signers(cfg: SigningConfig) -> SigningConfig:
 
 @dataclass(frozen=True)
 class Tenant:
-    """A configured signer: tenant configuration plus its ready :class:`Signer`."""
+    """A configured signer: tenant configuration plus its ready :class:`Signer`; ``spc`` and
+    ``serial`` (hex) of its certificate where known (the per-call records): the configured SPC (or
+    the ACME OCN), and the serial of an ACME signer's ``sp.pem``."""
 
     config: TenantConfig
     signer: Signer
+    spc: str | None = None
+    serial: str | None = None
 
     @property
     def name(self) -> str:
         return self.config.name
+
+
+def _acme_serial(acme: AcmeSettings) -> str | None:
+    """The serial (hex) of the certificate in an ACME state directory (``sp.pem``), if readable."""
+    from stirshaken.core.certificates import load_certificates
+
+    try:
+        return format(load_certificates((Path(acme.state_dir) / "sp.pem").read_bytes())[0].serial_number, "x")
+    except (OSError, StirShakenError, ValueError, IndexError):
+        return None
 
 
 class SigningService:
@@ -139,7 +153,8 @@ class SigningService:
         def make(t: TenantConfig) -> Tenant:
             if t.key is None:
                 raise KeyMaterialError(f"signer {t.name!r}: no key loaded (ACME certificate not obtained yet)")
-            return Tenant(t, Signer(t.key, t.x5u, deterministic=cfg.deterministic))
+            return Tenant(t, Signer(t.key, t.x5u, deterministic=cfg.deterministic), t.spc or (t.acme.ocn if t.acme else None),
+                          _acme_serial(t.acme) if t.acme else None)
 
         default = make(cfg.default) if cfg.default is not None else None
         tenants = [make(t) for t in cfg.tenants]

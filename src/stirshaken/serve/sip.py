@@ -46,7 +46,9 @@ from stirshaken.serve.limits import ConnectionGuard, ConnectionLimits, peer_ip
 from stirshaken.serve.config import SigningConfig, VerificationConfig
 from stirshaken.core.errors import SIP_REASONS, VERSTAT_NONE
 from stirshaken.serve.metrics import Metrics
+from stirshaken.serve.records import verification_fields
 from stirshaken.serve.signing import ATTEST, DnoRefused, SigningError, SigningService
+from stirshaken.core.passport import new_origid
 from stirshaken.core.tn import TNError, canonicalize_tn
 
 log = logging.getLogger("stirshaken.serve.sip")
@@ -217,8 +219,15 @@ class SipService:
         ttl: float = 32.0,
         cache_size: int = 65536,
         dno_check: Callable[[Any], Any] | None = None,
+        records: Any | None = None,
     ):
         self.role = role
+        self.records = records  # serve.records.Records: one record per INVITE answered (not retransmissions)
+        self._call_tn: Callable[[str | None], str | None] | None = None  # the verifier's TN of a From/PAI/To (for records)
+        if role == "verification":
+            from stirshaken.vs.verifier import call_tn
+
+            self._call_tn = call_tn
         self.metrics = metrics
         self.signing = signing
         self.verifier = verifier
@@ -368,31 +377,42 @@ class SipService:
         except TNError:
             return None
 
-    def _precheck(self, req: sip.SipRequest) -> bytes | None:
+    def _precheck(self, req: sip.SipRequest) -> tuple[int, str, list[tuple[str, str]]] | None:
+        """The answer to an INVITE refused before signing or verification: (status, reason, headers)."""
         scheme = req.request_uri.partition(":")[0].lower()
         if scheme not in ("sip", "sips", "tel"):
-            return self._reply(req, 416, "Unsupported URI Scheme")
+            return 416, "Unsupported URI Scheme", []
         mf = req.headers.get("Max-Forwards")
         if mf is not None and mf.strip() == "0":
-            return self._reply(req, 483, "Too Many Hops")
+            return 483, "Too Many Hops", []
         require = req.headers.get("Require")
         if require:
-            return self._reply(req, 420, "Bad Extension", [("Unsupported", require)])
+            return 420, "Bad Extension", [("Unsupported", require)]
         return None
+
+    def _refuse(self, req: sip.SipRequest, t0: float, status: int, reason: str, extra: list[tuple[str, str]] | None = None, *,
+                code: int | None = None, text: str | None = None, **record: Any) -> bytes:
+        """Answer an INVITE with ``status`` without a signature or verdict, and record it
+        (``code``/``text``: the SIP reason code and specific cause of the record; ``record``: the
+        fields known so far)."""
+        if self.records is not None:
+            self.records.add({"interface": "sip", "service": self.role, "call_id": req.call_id, "status": status, "code": code,
+                              "reason": text or reason, "latency": time.perf_counter() - t0, **record})
+        return self._reply(req, status, reason, extra)
 
     # --- INVITE -----------------------------------------------------------------------------------
 
     def _invite(self, req: sip.SipRequest, peer: tuple[str, int] | None) -> bytes | Awaitable[bytes]:
+        t0 = time.perf_counter()
         bad = self._precheck(req)
         if bad is not None:
-            return bad
+            return self._refuse(req, t0, *bad)
         if self.role == "signing":
-            return self._sign(req, peer)
-        return self._verify(req)
+            return self._sign(req, peer, t0)
+        return self._verify(req, t0)
 
-    def _sign(self, req: sip.SipRequest, peer: tuple[str, int] | None) -> bytes:
+    def _sign(self, req: sip.SipRequest, peer: tuple[str, int] | None, t0: float) -> bytes:
         """STI-AS (RFC 8224 §6.1, ATIS-1000074 §5.2) in the redirect model."""
-        t0 = time.perf_counter()
         svc = self.signing
         assert svc is not None
         h = req.headers
@@ -404,19 +424,23 @@ class SipService:
         if orig is None or dest is None:
             # §6.1 step 1: not a telephone number we can be authoritative for: forward unsigned
             self.metrics.inc("stirshaken_signed_total", (("interface", "sip"), ("tenant", "-"), ("attest", "none")))
-            return self._reply(req, 302, "Moved Temporarily", contact + [("X-Identity-Result", "not-signed: calling or called party is not a telephone number")])
+            why = "not-signed: calling or called party is not a telephone number"
+            return self._refuse(req, t0, 302, "Moved Temporarily", contact + [("X-Identity-Result", why)], text=why, orig=orig,
+                                dest=[dest] if dest else None)
         try:
             tenant = svc.tenant_for(orig, h.get(self.tenant_header) if self.tenant_header else None)
         except SigningError as exc:
             # the reason phrase and an RFC 3326 Reason say which tenant problem it is (RFC 3261 §21.4.4)
-            return self._reply(req, 403, "Forbidden (unknown tenant)", [("Warning", f'399 stirshaken "{header_text(exc.message, 100)}"'),
-                                                                       ("Reason", f'SIP;cause=403;text="{header_text(exc.message)}"')])
+            return self._refuse(req, t0, 403, "Forbidden (unknown tenant)", [("Warning", f'399 stirshaken "{header_text(exc.message, 100)}"'),
+                                                                            ("Reason", f'SIP;cause=403;text="{header_text(exc.message)}"')],
+                                code=403, text=exc.message, orig=orig, dest=[dest])
         attest = (h.get(self.attest_header) or "").strip().upper() if self.attest_header else ""
         try:  # the caller's level, else policy; with an inventory, from it (and never A/B for a DNO number)
             attest = svc.decide(tenant, orig, requested=attest if attest in ATTEST else None, source_ip=peer[0] if peer else None,
                                 customer=h.get(self.customer_header) if self.customer_header else None)
         except DnoRefused:
-            return self._reply(req, 403, "Forbidden", [("Reason", 'SIP;cause=403;text="Calling number is on a Do-Not-Originate list"')])
+            return self._refuse(req, t0, 403, "Forbidden", [("Reason", 'SIP;cause=403;text="Calling number is on a Do-Not-Originate list"')],
+                                code=403, text="Calling number is on a Do-Not-Originate list", orig=orig, dest=[dest], tenant=tenant.name)
         iat = None
         # RFC 8224 §6.1 step 3: the signer adds a Date when the request has none (and the 302
         # carries it, so the forwarded INVITE has the Date its iat names, §4.1); a Date off the
@@ -427,28 +451,37 @@ class SipService:
             try:
                 d = email.utils.parsedate_to_datetime(date).timestamp()
             except (TypeError, ValueError, IndexError, OverflowError):
-                return self._reply(req, 400, "Bad Date Header", [("Reason", 'SIP;cause=400;text="the Date header is not an RFC 3261 SIP-date"')])
+                why = "the Date header is not an RFC 3261 SIP-date"
+                return self._refuse(req, t0, 400, "Bad Date Header", [("Reason", f'SIP;cause=400;text="{why}"')], code=400, text=why,
+                                    orig=orig, dest=[dest], tenant=tenant.name)
             skew = d - time.time()
             if abs(skew) > self.max_iat_skew:
                 text = f"the Date header is {abs(int(skew))} s {'ahead of' if skew > 0 else 'behind'} the signer's clock (max {self.max_iat_skew} s)"
-                return self._reply(req, 403, "Stale Date", [("Reason", f'SIP;cause=403;text="{text}"')])
+                return self._refuse(req, t0, 403, "Stale Date", [("Reason", f'SIP;cause=403;text="{text}"')], code=403, text=text,
+                                    orig=orig, dest=[dest], tenant=tenant.name)
             iat = int(d)  # RFC 8224 §4.1: iat corresponds to the Date header
         else:
             iat = int(time.time())
             added_date = self._http_date(iat)
         origid = h.get(self.origid_header) if self.origid_header else None
-        if origid is not None and len(origid) != 36:
-            origid = None
-        identity = svc.sign(tenant, orig=orig, dest=[dest], attest=attest, iat=iat, origid=origid)
+        if origid is None or len(origid) != 36:
+            origid = new_origid()  # here rather than in the signer: the record names it
+        dests = [dest]
+        identity = svc.sign(tenant, orig=orig, dest=dests, attest=attest, iat=iat, origid=origid)
         self.metrics.inc("stirshaken_signed_total", (("interface", "sip"), ("tenant", tenant.name), ("attest", attest)))
         extra = contact + [("Identity", identity)]
         if added_date is not None:
             extra.append(("Date", added_date))
         r = self._reply(req, 302, "Moved Temporarily", extra)
-        self.metrics.observe("sip_sign", time.perf_counter() - t0)
+        latency = time.perf_counter() - t0
+        self.metrics.observe("sip_sign", latency)
+        if self.records is not None:
+            self.records.add({"interface": "sip", "service": "signing", "call_id": req.call_id, "origid": origid, "orig": orig,
+                              "dest": dests, "tenant": tenant.name, "attest": attest, "x5u": tenant.config.x5u, "verstat": None,
+                              "status": 302, "code": None, "reason": None, "spc": tenant.spc, "serial": tenant.serial, "latency": latency})
         return r
 
-    def _verify(self, req: sip.SipRequest) -> bytes | Awaitable[bytes]:
+    def _verify(self, req: sip.SipRequest, t0: float) -> bytes | Awaitable[bytes]:
         """STI-VS (RFC 8224 §6.2, ATIS-1000074 §5.3) in the redirect model."""
         h = req.headers
         try:
@@ -461,19 +494,30 @@ class SipService:
             try:
                 date = email.utils.parsedate_to_datetime(dv).timestamp()
             except (TypeError, ValueError, IndexError, OverflowError):
-                return self._reply(req, 400, "Bad Date Header")
+                return self._refuse(req, t0, 400, "Bad Date Header", text="the Date header is not an RFC 3261 SIP-date")
         pai = _first(h.get("P-Asserted-Identity")) if self.vcfg.use_pai else None
         assert self.call_info is not None and self.verifier is not None
         call = self.call_info(identities=identities, from_=h.get("From"), pai=pai, to=h.get("To"), ruri=req.request_uri, date=date)
-        return self._verified(req, call, pai, bool(identities))
+        return self._verified(req, call, pai, bool(identities), t0)
 
-    async def _verified(self, req: sip.SipRequest, call: Any, pai: str | None, had_identity: bool) -> bytes:
-        t0 = time.perf_counter()
+    def _record_verification(self, req: sip.SipRequest, call: Any, result: Any, verstat: str, status: int, t0: float,
+                             code: int | None, reason: str | None) -> None:
+        """The record of a verified INVITE answered with ``status``."""
+        origid, x5u, spc, serial = verification_fields(result)
+        tn = self._call_tn
+        assert tn is not None and self.records is not None
+        to = tn(call.to) or tn(call.ruri)
+        self.records.add({"interface": "sip", "service": "verification", "call_id": req.call_id, "origid": origid,
+                          "orig": tn(call.pai or call.from_), "dest": [to] if to else None, "tenant": None, "attest": result.attest,
+                          "x5u": x5u, "verstat": verstat, "status": status, "code": code, "reason": reason, "spc": spc, "serial": serial,
+                          "latency": time.perf_counter() - t0})
+
+    async def _verified(self, req: sip.SipRequest, call: Any, pai: str | None, had_identity: bool, t0: float) -> bytes:
         try:
             result = await self.verifier.averify(call)
         except Exception:  # noqa: BLE001
             log.exception("verifier error")
-            return self._reply(req, 500, "Server Internal Error")
+            return self._refuse(req, t0, 500, "Server Internal Error", text="verifier error")
         code = result.sip_code
         if had_identity:
             self.metrics.inc("stirshaken_verified_total", (("interface", "sip"), ("verstat", result.verstat), ("reason_code", str(code or 0)),
@@ -487,13 +531,19 @@ class SipService:
         dno = self.dno_check(call) if self.dno_check is not None else None
         if dno is not None:  # Do-Not-Originate caller ID: rejected (FCC: 603/607/608) or marked
             if dno[0]:
+                if self.records is not None:
+                    self._record_verification(req, call, result, result.verstat if had_identity else VERSTAT_NONE, dno[0], t0,
+                                              dno[0], "Do-Not-Originate number")
                 return self._reply(req, dno[0], _DNO_REASONS[dno[0]], [("Reason", f'SIP;cause={dno[0]};text="Do-Not-Originate number"')])
             reason_hdr.append(dno[1])
         reject = code is not None and (self.vcfg.rejects(code) or (code == 428 and self.vcfg.require_identity))
+        verstat = result.verstat if had_identity else VERSTAT_NONE
+        if self.records is not None:
+            self._record_verification(req, call, result, verstat, code if reject else 302, t0,  # type: ignore[arg-type]
+                                      code, (result.description or result.reason) if code is not None else None)
         if reject:
             assert code is not None
             return self._reply(req, code, SIP_REASONS.get(code, result.reason or "Forbidden"), reason_hdr)
-        verstat = result.verstat if had_identity else VERSTAT_NONE
         extra: list[tuple[str, str]] = [("Contact", f"<{req.request_uri}>")]
         asserted = pai or req.headers.get("From") or ""
         try:
