@@ -61,6 +61,17 @@ def _config(path: Optional[Path], section: str, given: dict[str, Any]) -> dict[s
     return merged
 
 
+def _logging(cfg: dict[str, Any], service: str) -> None:
+    """Log lines on stderr (access and audit records among them, :mod:`stirshaken.pki.records`):
+    JSON (default) or text, per ``log_format``."""
+    from stirshaken.serve.server import setup_logging
+
+    fmt = str(cfg.get("log_format") or "json")
+    if fmt not in ("json", "text"):
+        _fail(f"--log-format: {fmt!r} is not json or text", 2)
+    setup_logging("INFO", fmt, service)
+
+
 async def _serve_forever(app: Any, host: str, port: int, ssl_ctx: Any, banner: str) -> None:
     from stirshaken.pki import tls
 
@@ -116,6 +127,7 @@ TlsCertOpt = Annotated[Optional[Path], typer.Option("--tls-cert", help="Server c
 TlsKeyOpt = Annotated[Optional[Path], typer.Option("--tls-key", help="Server private key (PEM).")]
 NoTlsOpt = Annotated[bool, typer.Option("--no-tls", help="Plain HTTP (behind a TLS proxy).")]
 TlsDirOpt = Annotated[Optional[Path], typer.Option("--tls-dir", help="TLS files made by 'stirshaken pki tls --out DIR' (tls-server.pem/.key).")]
+LogFormatOpt = Annotated[Optional[str], typer.Option("--log-format", help="Log lines on stderr (access and audit records among them): json (default) or text.")]
 
 
 def register(app: typer.Typer) -> None:
@@ -326,6 +338,7 @@ def register(app: typer.Typer) -> None:
         tls_key: TlsKeyOpt = None,
         no_tls: NoTlsOpt = False,
         tls_dir: TlsDirOpt = None,
+        log_format: LogFormatOpt = None,
         trusted_ca: List[Path] = typer.Option([], "--trusted-ca", help="STI-CA root(s) for the trusted-CA list."),
         admin_password: Optional[str] = typer.Option(None, "--admin-password", envvar="STIRSHAKEN_PA_ADMIN_PASSWORD", help="Create/refresh user 'admin'."),
     ) -> None:
@@ -334,7 +347,8 @@ def register(app: typer.Typer) -> None:
 
         cfg = _config(config, "pa", dict(state_dir=state_dir, host=host, port=port, base_url=base_url, db_url=db_url,
                                          tls_cert=tls_cert, tls_key=tls_key, no_tls=no_tls, tls_dir=tls_dir, trusted_ca=trusted_ca,
-                                         admin_password=admin_password))
+                                         admin_password=admin_password, log_format=log_format))
+        _logging(cfg, "pa")
         sd = Path(cfg.get("state_dir", "pa-state"))
         p = int(cfg.get("port", 8443))
         ssl_ctx = _tls(cfg, sd)
@@ -384,6 +398,7 @@ def register(app: typer.Typer) -> None:
         tls_key: TlsKeyOpt = None,
         no_tls: NoTlsOpt = False,
         tls_dir: TlsDirOpt = None,
+        log_format: LogFormatOpt = None,
         pa_url: Optional[str] = typer.Option(None, "--pa-url", help="STI-PA base URL (token authority)."),
         pa_root: List[Path] = typer.Option([], "--pa-root", help="STI-PA root certificate(s) SPC tokens must chain to."),
         pa_crl_cert: Optional[Path] = typer.Option(None, "--pa-crl-cert", help="STI-PA CRL signer certificate (its DN becomes cRLIssuer)."),
@@ -409,7 +424,8 @@ def register(app: typer.Typer) -> None:
                                          pa_crl_cert=pa_crl_cert, crl_url=crl_url, ca_bundle=ca_bundle, cr_url=cr_url,
                                          cr_token=cr_token, pa_admin_user=pa_admin_user, pa_admin_password=pa_admin_password,
                                          eab_required=eab_required, allow_account_key_reuse=allow_account_key_reuse,
-                                         allow_header_only_signature=allow_header_only_signature))
+                                         allow_header_only_signature=allow_header_only_signature, log_format=log_format))
+        _logging(cfg, "ca")
         if not cfg.get("pa_url") or not cfg.get("pa_root"):
             _fail("--pa-url and --pa-root are required", 2)
         sd = Path(cfg.get("state_dir", "ca-state"))
@@ -480,6 +496,7 @@ def register(app: typer.Typer) -> None:
         tls_key: TlsKeyOpt = None,
         no_tls: NoTlsOpt = False,
         tls_dir: TlsDirOpt = None,
+        log_format: LogFormatOpt = None,
         upload_token: List[str] = typer.Option([], "--upload-token", help="TOKEN=OWNER allowed to PUT chains (repeatable)."),
         trust_anchor: List[Path] = typer.Option([], "--trust-anchor", help="Uploaded chains must validate to one of these roots."),
     ) -> None:
@@ -490,7 +507,8 @@ def register(app: typer.Typer) -> None:
 
         cfg = _config(config, "cr", dict(state_dir=state_dir, host=host, port=port, base_url=base_url, db_url=db_url,
                                          tls_cert=tls_cert, tls_key=tls_key, no_tls=no_tls, tls_dir=tls_dir, upload_token=upload_token,
-                                         trust_anchor=trust_anchor))
+                                         trust_anchor=trust_anchor, log_format=log_format))
+        _logging(cfg, "cr")
         sd = Path(cfg.get("state_dir", "cr-state"))
         sd.mkdir(parents=True, exist_ok=True)
         p = int(cfg.get("port", 7443))

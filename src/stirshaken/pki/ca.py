@@ -43,6 +43,7 @@ from stirshaken.pki.acme import (
     AccountUpdate, AcmeProblem, Authorization, Challenge, Directory, DirectoryMeta, ExternalAccountBinding, Finalize, Identifier,
     NewAccount, NewOrder, Order, OrderList, Revocation, TkauthAnswer, eab_hmac_key,
 )
+from stirshaken.pki.records import access_log, audit
 from stirshaken.pki.spc_token import TokenValidator
 from stirshaken.pki.store import Database, Row, sqlite_url, utcnow
 
@@ -242,7 +243,7 @@ class CertificateAuthority:
 
     # --- app ---------------------------------------------------------------------------------
     def _make_app(self) -> web.Application:
-        app = web.Application(middlewares=[self._middleware], client_max_size=64 * 1024)
+        app = web.Application(middlewares=[access_log("ca"), self._middleware], client_max_size=64 * 1024)
         r = app.router
         r.add_get("/acme/directory", self.h_directory)
         r.add_route("HEAD", "/acme/new-nonce", self.h_nonce)
@@ -655,6 +656,7 @@ class CertificateAuthority:
                     log.warning("publishing to the STI-CR failed: %s", exc)
                     self._publish_errors[order.id] = f"the STI-CA could not publish it to the STI-CR: {str(exc)[:200]}"
             self.db.ca_store_certificate(order.id, acct.id, cert.serial_number, chain_pem.decode(), cert.not_valid_after_utc, cr_url)
+            audit("ca", "certificate issued", serial=format(cert.serial_number, "x"), spc=tnal.spc, account=acct.id, order=order.id, x5u=cr_url)
         except Exception:
             log.exception("issuance failed for order %s", order.id)
             self.db.release_order(order.id, status="invalid", error={"type": ERR + "serverInternal", "detail": "issuance failed"})
@@ -697,6 +699,7 @@ class CertificateAuthority:
                 raise AcmeProblem("unauthorized", "jwk is neither the account nor the certificate key", 403)
         if not self.db.ca_mark_revoked(cert.serial_number):
             raise AcmeProblem("alreadyRevoked", "certificate already revoked")
+        audit("ca", "certificate revoked", serial=format(cert.serial_number, "x"), reason=reason, account=row.account_id, by_key=signed.account is None)
         if self.revocation_hook is not None:
             try:
                 await self.revocation_hook(cert, reason)

@@ -50,7 +50,7 @@ from typing import Any, Mapping, TextIO
 
 import orjson
 
-__all__ = ["BATCH", "FIELDS", "LOGGER", "BatchedStreamHandler", "JSONRecordFormatter", "Records", "TextRecordFormatter", "call_records", "verification_fields"]
+__all__ = ["BATCH", "FIELDS", "LOGGER", "BatchedStreamHandler", "JSONRecordFormatter", "Records", "TextRecordFormatter", "call_records", "text_value", "verification_fields"]
 
 #: the fields of a record, in this order (the text form and the database columns)
 FIELDS: tuple[str, ...] = ("interface", "service", "call_id", "origid", "orig", "dest", "tenant", "attest", "x5u", "verstat",
@@ -130,7 +130,9 @@ class JSONRecordFormatter(logging.Formatter):
         return self.line(record.call, record.created)  # type: ignore[attr-defined]
 
 
-def _text_value(v: Any) -> str:
+def text_value(v: Any) -> str:
+    """A value as the text log form writes it: ``-`` for None, a float with 6 decimals, a list
+    joined with ``,``, a string with spaces, quotes, ``=`` or unprintable characters as a JSON string."""
     if v is None:
         return "-"
     if type(v) is float:
@@ -158,7 +160,7 @@ class TextRecordFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         rec = record.call  # type: ignore[attr-defined]
-        return self.formatTime(record) + self._mid + " ".join(f"{k}={_text_value(rec.get(k))}" for k in FIELDS)
+        return self.formatTime(record) + self._mid + " ".join(f"{k}={text_value(rec.get(k))}" for k in FIELDS)
 
 
 class BatchedStreamHandler(logging.Handler):

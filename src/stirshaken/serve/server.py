@@ -48,7 +48,7 @@ from stirshaken.serve.config import AcmeSettings, Address, Config, ConfigError
 
 log = logging.getLogger("stirshaken.serve")
 
-__all__ = ["JSONFormatter", "run", "setup_logging"]
+__all__ = ["JSONFormatter", "TextFormatter", "run", "setup_logging"]
 
 _STD_ATTRS = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName"}
 
@@ -77,12 +77,33 @@ class JSONFormatter(logging.Formatter):
         return orjson.dumps(out, default=str).decode()
 
 
+class TextFormatter(logging.Formatter):
+    """``<asctime> LEVEL [worker] logger: message key=value ...``: the ``extra`` fields of the
+    record as ``key=value`` (the JSON form's fields; a value with spaces or quotes as a JSON
+    string, ``-`` for None)."""
+
+    def __init__(self, worker: int | str = 0):
+        super().__init__(f"%(asctime)s %(levelname)s [{worker}] %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        from stirshaken.serve.records import text_value
+
+        line = super().format(record)
+        extra = " ".join(f"{k}={text_value(v)}" for k, v in record.__dict__.items() if k not in _STD_ATTRS and not k.startswith("_"))
+        if not extra:
+            return line
+        head, nl, rest = line.partition("\n")  # a traceback stays below the line
+        return f"{head} {extra}{nl}{rest}"
+
+
 def setup_logging(level: str = "INFO", fmt: str = "json", worker: int | str = 0) -> None:
+    """Log records of ``level`` and above to stderr, as JSON lines (``fmt`` ``"json"``) or
+    :class:`TextFormatter` lines (``"text"``), naming ``worker``."""
     root = logging.getLogger()
     for h in list(root.handlers):
         root.removeHandler(h)
     h = logging.StreamHandler(sys.stderr)
-    h.setFormatter(JSONFormatter(worker) if fmt == "json" else logging.Formatter(f"%(asctime)s %(levelname)s [{worker}] %(name)s: %(message)s"))
+    h.setFormatter(JSONFormatter(worker) if fmt == "json" else TextFormatter(worker))
     root.addHandler(h)
     root.setLevel(level)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
