@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN = $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: setup deps services demo testbed test test-fast fuzz stress bench bench-core bench-verify bench-serve bench-instructions bench-audit bench-inventory clean
+.PHONY: setup deps services demo testbed test test-fast fuzz stress bench bench-core bench-verify bench-serve bench-instructions bench-audit bench-inventory bench-records clean
 
 setup: $(VENV)/.installed
 
@@ -66,6 +66,10 @@ bench-audit: setup
 
 bench-inventory: setup
 	$(BIN)/python bench/bench_inventory.py
+
+## REST throughput with per-call records off / to the log / to PostgreSQL (127.0.0.1:5432, db test), and instructions per request
+bench-records: setup
+	$(BIN)/python bench/bench_records.py --instructions
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis build dist src/*.egg-info

@@ -259,7 +259,7 @@ ACME = ('[signing.acme]\ndirectory_url = "https://ca.example/dir"\npa_url = "htt
     ('[server]\nhttp = "127.0.0.1:80"\n[signing]\nspc = "1234"\n' + ACME + "colour = 1\n", "[signing.acme].colour: unknown option (known: ca_bundle, "),
     ('[server]\nhttp = "127.0.0.1:80"\n[signing]\nspc = "1234"\n' + ACME + "where = \"x\"\n", "[signing.acme].where: unknown option"),
     (BASE + "[verification]\ncolour = 1\n", "[verification].colour: unknown option (known: allow_http_x5u, "),
-    (BASE + "[colour]\n", "unknown section [colour] (known: [server], [signing], [verification], [inventory])"),
+    (BASE + "[colour]\n", "unknown section [colour] (known: [server], [signing], [verification], [inventory], [records])"),
     (BASE + "path = \"x\"\n", "[signing].path: unknown option"),
 ])
 def test_every_table_refuses_unknown_keys(pki: Any, text: str, line: str) -> None:
@@ -285,6 +285,10 @@ def test_every_table_refuses_unknown_keys(pki: Any, text: str, line: str) -> Non
     (BASE + '[[signing.tenant]]\nname = "t"\nkey = "sp.key"\nx5u = "https://a/b"\n[[signing.tenant]]\nname = "u"\nkey = "acme.key"\n'
      'x5u = "https://a/c"\n', "[signing.tenant.2].key: key file '"),
     (BASE + '[[signing.customer]]\nsources = ["10.0.0.0/33"]\n', "[signing.customer.1].sources: '10.0.0.0/33' is not an IP address or network"),
+    (BASE + '[records]\nlog = "yes"\n', "[records].log: must be true or false, got 'yes'"),
+    (BASE + '[records]\nqueue_size = 0\n', "[records].queue_size: 0 is not between 1 and 1e+06"),
+    (BASE + '[records]\ndatabase = "mysql://u@h/db"\n', "[records].database: 'mysql' is not a supported database (use a SQLite path"),
+    (BASE + '[records]\ncolour = 1\n', "[records].colour: unknown option (known: database, log, queue_size)"),
 ])
 def test_one_line_errors_name_the_option(pki: Any, text: str, line: str) -> None:
     with pytest.raises(ConfigError) as ei:
@@ -362,3 +366,17 @@ def test_connection_limits_are_server_options(pki: Any) -> None:
     with pytest.raises(ConfigError) as e:
         cfg(pki, BASE.replace('http = "127.0.0.1:8080"\n', 'http = "127.0.0.1:8080"\nmax_connection_buffer = 10\n'))
     assert str(e.value).startswith("[server].max_connection_buffer:") and "\n" not in str(e.value)
+
+
+def test_records_options(pki: Any) -> None:
+    """[records]: on by default (log only); a bare database path is a SQLite file beside the
+    configuration; postgresql:// URLs name the psycopg 3 driver."""
+    from stirshaken.serve.config import RecordsConfig
+
+    c = cfg(pki, BASE)
+    assert c.records == RecordsConfig() and c.records.log and c.records.enabled and c.records.url == ""
+    assert not cfg(pki, BASE + "[records]\nlog = false\n").records.enabled
+    r = cfg(pki, BASE + '[records]\ndatabase = "calls.db"\nqueue_size = 50\n').records
+    assert r.database == str(pki.dir / "calls.db") and r.url == f"sqlite:///{pki.dir / 'calls.db'}" and r.queue_size == 50
+    assert cfg(pki, BASE + '[records]\ndatabase = "postgresql://u@127.0.0.1:5432/test"\n').records.url == "postgresql+psycopg://u@127.0.0.1:5432/test"
+    assert cfg(pki, BASE + '[records]\ndatabase = "sqlite:////tmp/x.db"\n').records.url == "sqlite:////tmp/x.db"

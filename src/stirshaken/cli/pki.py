@@ -101,6 +101,17 @@ def _database(url: str) -> Any:
         _fail(str(exc), 2)
 
 
+def _logging(cfg: dict[str, Any], service: str) -> None:
+    """Log lines on stderr (access and audit records among them, :mod:`stirshaken.pki.records`):
+    JSON (default) or text, per ``log_format``."""
+    from stirshaken.serve.server import setup_logging
+
+    fmt = str(cfg.get("log_format") or "json")
+    if fmt not in ("json", "text"):
+        _fail(f"--log-format: {fmt!r} is not json or text", 2)
+    setup_logging("INFO", fmt, service)
+
+
 async def _serve_forever(app: Any, host: str, port: int, ssl_ctx: Any, banner: str) -> None:
     from stirshaken.pki import tls
 
@@ -192,6 +203,7 @@ TlsCertOpt = Annotated[Optional[Path], typer.Option("--tls-cert", help="Server c
 TlsKeyOpt = Annotated[Optional[Path], typer.Option("--tls-key", help="Server private key (PEM).")]
 NoTlsOpt = Annotated[bool, typer.Option("--no-tls", help="Plain HTTP (behind a TLS proxy).")]
 TlsDirOpt = Annotated[Optional[Path], typer.Option("--tls-dir", help="TLS files made by 'stirshaken pki tls --out DIR' (tls-server.pem/.key).")]
+LogFormatOpt = Annotated[Optional[str], typer.Option("--log-format", help="Log lines on stderr (access and audit records among them): json (default) or text.")]
 
 
 def register(app: typer.Typer) -> None:
@@ -437,6 +449,7 @@ def register(app: typer.Typer) -> None:
         tls_key: TlsKeyOpt = None,
         no_tls: NoTlsOpt = False,
         tls_dir: TlsDirOpt = None,
+        log_format: LogFormatOpt = None,
         trusted_ca: List[Path] = typer.Option([], "--trusted-ca", help="STI-CA root(s) for the trusted-CA list."),
         admin_password: Optional[str] = typer.Option(None, "--admin-password", envvar="STIRSHAKEN_PA_ADMIN_PASSWORD", help="Create/refresh user 'admin'."),
     ) -> None:
@@ -447,7 +460,8 @@ def register(app: typer.Typer) -> None:
 
         cfg = _config(config, "pa", dict(state_dir=state_dir, host=host, port=port, base_url=base_url, db_url=db_url,
                                          tls_cert=tls_cert, tls_key=tls_key, no_tls=no_tls, tls_dir=tls_dir, trusted_ca=trusted_ca,
-                                         admin_password=admin_password))
+                                         admin_password=admin_password, log_format=log_format))
+        _logging(cfg, "pa")
         sd, p = _state(cfg, "pa-state", 8443)
         _urls(cfg, "base_url")
         _cert_files(cfg, "trusted_ca")
@@ -500,6 +514,7 @@ def register(app: typer.Typer) -> None:
         tls_key: TlsKeyOpt = None,
         no_tls: NoTlsOpt = False,
         tls_dir: TlsDirOpt = None,
+        log_format: LogFormatOpt = None,
         pa_url: Optional[str] = typer.Option(None, "--pa-url", help="STI-PA base URL (token authority)."),
         pa_root: List[Path] = typer.Option([], "--pa-root", help="STI-PA root certificate(s) SPC tokens must chain to."),
         pa_crl_cert: Optional[Path] = typer.Option(None, "--pa-crl-cert", help="STI-PA CRL signer certificate (its DN becomes cRLIssuer)."),
@@ -528,7 +543,8 @@ def register(app: typer.Typer) -> None:
                                          pa_crl_cert=pa_crl_cert, crl_url=crl_url, ca_bundle=ca_bundle, cr_url=cr_url,
                                          cr_token=cr_token, pa_admin_user=pa_admin_user, pa_admin_password=pa_admin_password,
                                          eab_required=eab_required, allow_account_key_reuse=allow_account_key_reuse,
-                                         allow_header_only_signature=allow_header_only_signature))
+                                         allow_header_only_signature=allow_header_only_signature, log_format=log_format))
+        _logging(cfg, "ca")
         if not cfg.get("pa_url") or not cfg.get("pa_root"):
             _fail("--pa-url and --pa-root are required", 2)
         sd, p = _state(cfg, "ca-state", 9443)
@@ -599,6 +615,7 @@ def register(app: typer.Typer) -> None:
         tls_key: TlsKeyOpt = None,
         no_tls: NoTlsOpt = False,
         tls_dir: TlsDirOpt = None,
+        log_format: LogFormatOpt = None,
         upload_token: List[str] = typer.Option([], "--upload-token", help="TOKEN=OWNER allowed to PUT chains (repeatable)."),
         trust_anchor: List[Path] = typer.Option([], "--trust-anchor", help="Uploaded chains must validate to one of these roots."),
     ) -> None:
@@ -610,7 +627,8 @@ def register(app: typer.Typer) -> None:
 
         cfg = _config(config, "cr", dict(state_dir=state_dir, host=host, port=port, base_url=base_url, db_url=db_url,
                                          tls_cert=tls_cert, tls_key=tls_key, no_tls=no_tls, tls_dir=tls_dir, upload_token=upload_token,
-                                         trust_anchor=trust_anchor))
+                                         trust_anchor=trust_anchor, log_format=log_format))
+        _logging(cfg, "cr")
         sd, p = _state(cfg, "cr-state", 7443)
         _urls(cfg, "base_url")
         tokens: dict[str, str] = {}

@@ -38,7 +38,7 @@ from cryptography import x509
 
 from stirshaken.core import certificates as certs
 from stirshaken.core.b64 import b64url_decode, b64url_encode
-from stirshaken.core.keys import load_private_key
+from stirshaken.core.keys import load_private_key, write_secret
 from stirshaken.core.passport import Signer
 from stirshaken.net.http import client_session
 from stirshaken.pki.acme_client import AcmeClient
@@ -102,14 +102,14 @@ class Testbed:
         self.admin_password = prev.get("admin_password") or secrets.token_urlsafe(12)
         self.sp_password = prev.get("sp_password") or secrets.token_urlsafe(12)
         self.cr_token = prev.get("cr_token") or secrets.token_urlsafe(16)
-        saved.write_bytes(
+        write_secret(  # passwords and the upload token: 0600 from creation
+            saved,
             orjson.dumps(
                 {"ports": {**{n: s.getsockname()[1] for n, s in socks.items()}, "vs": self.vs_sock.getsockname()[1]}, "admin_password": self.admin_password,
                  "sp_password": self.sp_password, "cr_token": self.cr_token},
                 option=orjson.OPT_INDENT_2,
-            )
+            ),
         )
-        saved.chmod(0o600)
         db = Database(self.db_url or sqlite_url(str(sd / "testbed.db")))
         self.pa = PolicyAdministrator.create(PAConfig(base_url=self.urls["pa"], state_dir=sd / "pa"), db)
         self.pa.add_account("admin", self.admin_password, ocn=None, admin=True)

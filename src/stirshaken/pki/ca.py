@@ -46,6 +46,7 @@ from stirshaken.pki.acme import (
 from stirshaken.pki.ca_auth import NonceStore, RequestAuthenticator, Signed, mint_eab_key
 from stirshaken.pki.ca_config import CAConfig, CAKeys
 from stirshaken.pki.ca_issuance import check_csr, issue_certificate
+from stirshaken.pki.records import access_log, audit
 from stirshaken.pki.spc_token import TokenValidator
 from stirshaken.pki.store import Database, Row, utcnow
 
@@ -121,7 +122,7 @@ class CertificateAuthority:
 
     # --- app ---------------------------------------------------------------------------------
     def _make_app(self) -> web.Application:
-        app = web.Application(middlewares=[self._middleware], client_max_size=64 * 1024)
+        app = web.Application(middlewares=[access_log("ca"), self._middleware], client_max_size=64 * 1024)
         r = app.router
         r.add_get("/acme/directory", self.h_directory)
         r.add_route("HEAD", "/acme/new-nonce", self.h_nonce)
@@ -377,6 +378,7 @@ class CertificateAuthority:
         cert, tnal, chain_pem = self._sign(csr, order)
         row = self._record(order, acct, cert, chain_pem)
         cr_url = await self._publish(order, row, tnal, cert, chain_pem)
+        audit("ca", "certificate issued", serial=format(cert.serial_number, "x"), spc=tnal.spc, account=acct.id, order=order.id, x5u=cr_url)
         order = self.db.ca_order(order.id) or order
         headers = {"Location": self.url(f"order/{order.id}")}
         if cr_url:
@@ -468,6 +470,7 @@ class CertificateAuthority:
                 raise AcmeProblem("unauthorized", "jwk is neither the account nor the certificate key", 403)
         if not self.db.ca_mark_revoked(cert.serial_number):
             raise AcmeProblem("alreadyRevoked", "certificate already revoked")
+        audit("ca", "certificate revoked", serial=format(cert.serial_number, "x"), reason=reason, account=row.account_id, by_key=signed.account is None)
         if self.revocation_hook is not None:
             try:
                 await self.revocation_hook(cert, reason)

@@ -8,6 +8,9 @@ ATIS-1000074 §5.3.1; docs/requirements.md CR-01..CR-03).
   the chain must parse, and when trust anchors are configured it must validate to one of them.
 * The STI-CA publishes directly through :class:`DBPublisher` (shared database) or
   :class:`HTTPPublisher` (authenticated PUT).
+
+Every request has an access record, every upload (stored or refused) and publication an audit
+record (:mod:`stirshaken.pki.records`); the upload token never appears in either.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from cryptography import x509
 from stirshaken.core import certificates as certs
 from stirshaken.net.http import client_session
 from stirshaken.pki.acme import PEM_CHAIN
+from stirshaken.pki.records import access_log, audit
 from stirshaken.pki.store import NameTakenError, Database
 from stirshaken.core.errors import CertificateError, StirShakenError
 
@@ -60,7 +64,7 @@ class CertificateRepository:
         self.base = base_url.rstrip("/")
         self.upload_tokens = dict(upload_tokens or {})  # token -> owner
         self.trust = certs.TrustStore(trust_anchors) if trust_anchors else None
-        self.app = web.Application(middlewares=[_errors], client_max_size=128 * 1024)
+        self.app = web.Application(middlewares=[access_log("cr"), _errors], client_max_size=128 * 1024)
         self.app.router.add_get("/{name}", self.h_get)
         self.app.router.add_put("/{name}", self.h_put)
         self.app.router.add_get("/", self.h_index)
@@ -100,17 +104,24 @@ class CertificateRepository:
         auth = request.headers.get("Authorization", "")
         token = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
         owner = next((o for t, o in self.upload_tokens.items() if token and hmac.compare_digest(t, token)), None)
-        if owner is None:
-            return web.Response(status=401, text="401 upload token required\n", headers={"WWW-Authenticate": "Bearer"})
         name = request.match_info["name"]
+        source = request.remote or "-"
+        if owner is None:
+            audit("cr", "upload refused", warning=True, file=name[:128], reason="no valid upload token" if token else "no upload token",
+                  source=source)
+            return web.Response(status=401, text="401 upload token required\n", headers={"WWW-Authenticate": "Bearer"})
         if NAME_RE.fullmatch(name) is None:
+            audit("cr", "upload refused", warning=True, file=name[:128], owner=owner, reason="bad name", source=source)
             return web.Response(status=400, text="400 name must be [A-Za-z0-9._-]+.pem\n")
         try:  # ownership check and write in one step (Database.cr_put)
             url, created = self._publish(name, await request.read(), owner)
         except NameTakenError:
+            audit("cr", "upload refused", warning=True, file=name, owner=owner, reason="name belongs to another uploader", source=source)
             return web.Response(status=403, text="403 that name belongs to another uploader\n")
         except (CertificateError, StirShakenError) as exc:
+            audit("cr", "upload refused", warning=True, file=name, owner=owner, reason=exc.description[:200], source=source)
             return web.Response(status=400, text=f"400 {exc.description}\n")
+        audit("cr", "upload", file=name, owner=owner, new=created, source=source)
         return web.Response(status=201 if created else 200, text=url + "\n", headers={"Location": url})
 
 
@@ -121,7 +132,9 @@ class DBPublisher:
         self.repo = repo
 
     async def __call__(self, name: str, chain_pem: bytes) -> str:
-        return self.repo.publish(name, chain_pem, owner="sti-ca")
+        url, created = self.repo._publish(name, chain_pem, "sti-ca")
+        audit("cr", "upload", file=name, owner="sti-ca", new=created, source="database")
+        return url
 
 
 class HTTPPublisher:

@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from stirshaken.core import certificates as certs
 from stirshaken.core.jose import account_key_fingerprint
-from stirshaken.core.keys import generate_private_key, load_private_key, public_key_pem, public_path_for, write_private_key
+from stirshaken.core.keys import generate_private_key, load_private_key, public_key_pem, public_path_for, write_private_key, write_secret
 from stirshaken.core.tnauthlist import TNAuthList
 from stirshaken.net.http import client_session
 from stirshaken.pki.acme import CERTIFICATE_LOCATION_HEADER, PEM_CHAIN, PUBLISH_ERROR_HEADER, TKAUTH01, AcmeProblem, Authorization, Order
@@ -255,10 +255,7 @@ def save_settings(state_dir: Path, settings: Mapping[str, Any]) -> None:
     """Keep the non-secret options of a managed certificate in ``state_dir/acme.json`` (0600)."""
     state_dir.mkdir(parents=True, exist_ok=True)
     path = state_dir / SETTINGS
-    tmp = state_dir / f".{SETTINGS}.new"
-    tmp.write_bytes(orjson.dumps(dict(settings), option=orjson.OPT_INDENT_2))
-    tmp.chmod(0o600)
-    tmp.replace(path)
+    write_secret(path, orjson.dumps(dict(settings), option=orjson.OPT_INDENT_2))  # 0600 from creation, replaced atomically
 
 
 def load_settings(state_dir: Path) -> dict[str, Any] | None:

@@ -23,7 +23,9 @@ its source).  Every ``/api/v1/...`` route also answers at the root (``/auth/logi
   ``{"certificate": PEM}`` or ``{"jti": ...}``; revoked, unexpired token ids are listed at
   ``GET /revoked-tokens`` for STI-CAs.
 
-Errors are ``{"status":"error","message":...}`` with a 4xx/5xx status; never a stack trace.
+Errors are ``{"status":"error","message":...}`` with a 4xx/5xx status; never a stack trace.  Every
+request has an access record, every login, logout, token, revocation and administration an audit
+record (:mod:`stirshaken.pki.records`; never a password or token).
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ from stirshaken.core.keys import generate_private_key, load_private_key, write_p
 from stirshaken.core.passport import encode_token
 from stirshaken.core.tnauthlist import SPC, TNAuthList
 from stirshaken.pki.acme import JOSE_JSON, PEM_CHAIN, TNAUTHLIST
+from stirshaken.pki.records import access_log, audit
 from stirshaken.pki.store import Database, sqlite_url, utcnow
 
 log = logging.getLogger("stirshaken.pki.pa")
@@ -375,7 +378,7 @@ class PolicyAdministrator:
 
     # --- HTTP -------------------------------------------------------------------------------
     def _make_app(self) -> web.Application:
-        app = web.Application(middlewares=[_errors], client_max_size=256 * 1024)
+        app = web.Application(middlewares=[access_log("pa"), _errors], client_max_size=256 * 1024)
         # the published STI-PA API shape (docs/pki.md "STI-PA API"), then the root aliases
         for prefix in (API_PREFIX, ""):
             app.router.add_post(f"{prefix}/auth/login", self.h_login)
@@ -433,19 +436,29 @@ class PolicyAdministrator:
 
     def _session_user(self, request: web.Request) -> Any:
         token = self._access_token(request)
+        problem = None
+        sess = account = None
         if not token:
-            raise PAError(401, "missing access token")
-        sess = self.db.pa_session(_session_id(token))
-        if sess is None or sess.expires < utcnow():
-            raise PAError(401, "invalid or expired access token")
-        account = self.db.pa_account(sess.username)
-        if account is None:
-            raise PAError(401, "account no longer exists")
+            problem = "missing access token"
+        else:
+            sess = self.db.pa_session(_session_id(token))
+            if sess is None or sess.expires < utcnow():
+                problem = "invalid or expired access token"
+            else:
+                account = self.db.pa_account(sess.username)
+                if account is None:
+                    problem = "account no longer exists"
+        if problem is not None:
+            audit("pa", "access denied", warning=True, path=request.path[:200], reason=problem, source=request.remote or "-",
+                  user=sess.username if sess is not None else None)
+            raise PAError(401, problem)
         return account
 
     def _admin(self, request: web.Request) -> Any:
         account = self._session_user(request)
         if not account.admin:
+            audit("pa", "access denied", warning=True, path=request.path[:200], reason="administrator rights needed",
+                  source=request.remote or "-", user=account.username)
             raise PAError(403, "administrator rights needed")
         return account
 
@@ -459,6 +472,7 @@ class PolicyAdministrator:
         keys = (f"user:{user}", f"source:{source}")
         wait = self.throttle.retry_after(*keys)
         if wait > 0:
+            audit("pa", "login failed", warning=True, user=user[:64], source=source, reason="throttled")
             raise PAError(429, f"too many failed logins; retry in {int(wait) + 1} s", retry_after=int(wait) + 1)
         account = self.db.pa_account(user)
         # scrypt runs off the event loop (about 50 ms), against a dummy hash for an unknown user
@@ -466,17 +480,27 @@ class PolicyAdministrator:
         ok = await asyncio.get_running_loop().run_in_executor(None, check_password, password, stored)
         if account is None or not ok:
             self.throttle.failed(*keys)
-            log.info("login failed", extra={"user": user[:64], "source": source})
+            audit("pa", "login failed", warning=True, user=user[:64], source=source,
+                  reason="unknown user" if account is None else "wrong password")
             raise PAError(401, "invalid credentials")
         self.throttle.succeeded(keys[0])
         token = secrets.token_urlsafe(32)
         expires = utcnow() + dt.timedelta(seconds=self.config.session_lifetime)
         self.db.pa_add_session(_session_id(token), account.username, expires)
+        audit("pa", "login ok", user=account.username, source=source, admin=bool(account.admin))
         return _json({"status": "success", "message": "login successful", "accessToken": token, "expiresIn": self.config.session_lifetime})
 
     async def h_token(self, request: web.Request) -> web.Response:
         account = self._session_user(request)
         ocn = request.match_info["ocn"]
+        try:
+            return await self._token(request, account, ocn)
+        except PAError as exc:
+            audit("pa", "token refused", warning=True, user=account.username, spc=ocn[:32], reason=exc.message[:200],
+                  source=request.remote or "-")
+            raise
+
+    async def _token(self, request: web.Request, account: Any, ocn: str) -> web.Response:
         if account.ocn != ocn and not account.admin:
             raise PAError(403, f"account {account.username} may not request tokens for OCN {ocn}")
         body = await self._body(request)
@@ -501,7 +525,9 @@ class PolicyAdministrator:
         if ca and not account.may_request_ca:
             raise PAError(403, "this account may not request tokens for CA certificates")
         claim = {"tktype": TNAUTHLIST, "tkvalue": tkvalue, "ca": ca, "fingerprint": "SHA256 " + fingerprint[7:].upper()}
-        token, _jti, _exp = self.issue_token(ocn, claim)
+        token, jti, exp = self.issue_token(ocn, claim)
+        audit("pa", "token issued", user=account.username, spc=ocn, jti=jti, exp=exp, ca=ca, fingerprint=claim["fingerprint"],
+              source=request.remote or "-")
         answer = {
             "status": "success", "message": f"SPC token for spc: {ocn} is created successfully",
             "token": token, "crl": self.crl_url, "iss": self.crl_issuer.rfc4514_string(),
@@ -514,8 +540,9 @@ class PolicyAdministrator:
     async def h_logout(self, request: web.Request) -> web.Response:
         """End the session of the access token in ``Authorization`` (raw token or ``Bearer``)."""
         token = self._access_token(request)
-        self._session_user(request)
+        account = self._session_user(request)
         self.db.pa_end_session(_session_id(token))
+        audit("pa", "logout", user=account.username, source=request.remote or "-")
         return _json({"status": "success", "message": "logged out"})
 
     async def h_ca_list(self, _request: web.Request) -> web.Response:
@@ -544,12 +571,13 @@ class PolicyAdministrator:
         )
 
     async def h_revoke(self, request: web.Request) -> web.Response:
-        self._admin(request)
+        admin = self._admin(request)
         body = await self._body(request)
         reason = body.get("reason") if isinstance(body.get("reason"), str) else None
         if isinstance(body.get("jti"), str):
             if not self.db.pa_revoke_token(body["jti"]):
                 raise PAError(404, "no such token")
+            audit("pa", "token revoked", jti=body["jti"][:64], by=admin.username, source=request.remote or "-")
             return _json({"status": "success", "revoked": "token"})
         issuer: str | None = None
         if isinstance(body.get("certificate"), str):
@@ -566,13 +594,15 @@ class PolicyAdministrator:
         else:
             raise PAError(400, "give 'serial' (hex), 'certificate' (PEM) or 'jti'")
         changed = self.revoke_certificate(serial, issuer=issuer, reason=reason)
+        audit("pa", "certificate revoked", serial=format(serial, "x"), issuer=issuer, reason=reason[:32] if reason else None, new=changed,
+              by=admin.username, source=request.remote or "-")
         return _json({"status": "success", "revoked": "certificate", "serial": format(serial, "x"), "new": changed})
 
     async def h_revoked_tokens(self, _request: web.Request) -> web.Response:
         return _json({"status": "success", "jtis": self.db.pa_revoked_tokens()})
 
     async def h_add_ca(self, request: web.Request) -> web.Response:
-        self._admin(request)
+        admin = self._admin(request)
         body = await self._body(request)
         try:
             cert_list = certs.load_certificates(str(body.get("certificate", "")).encode())
@@ -580,10 +610,12 @@ class PolicyAdministrator:
             raise PAError(400, exc.description) from None
         for cert in cert_list:
             self.add_trusted_ca(cert)
+        audit("pa", "trusted CA added", fingerprints=[cert_fingerprint(c) for c in cert_list], by=admin.username,
+              source=request.remote or "-")
         return _json({"status": "success", "count": len(cert_list)})
 
     async def h_add_account(self, request: web.Request) -> web.Response:
-        self._admin(request)
+        admin = self._admin(request)
         body = await self._body(request)
         user, password, ocn = body.get("username"), body.get("password"), body.get("ocn")
         if not isinstance(user, str) or not isinstance(password, str) or not isinstance(ocn, str):
@@ -592,4 +624,6 @@ class PolicyAdministrator:
             self.add_account(user, password, ocn=ocn, may_request_ca=bool(body.get("may_request_ca", False)))
         except ValueError as exc:
             raise PAError(400, str(exc)) from None
+        audit("pa", "account saved", user=user[:128], spc=ocn, may_request_ca=bool(body.get("may_request_ca", False)), by=admin.username,
+              source=request.remote or "-")
         return _json({"status": "success"})

@@ -23,6 +23,7 @@ Invariants the database enforces rather than the code:
 from __future__ import annotations
 
 import datetime as dt
+import os
 import secrets
 from dataclasses import dataclass
 from typing import Any, Mapping
@@ -239,17 +240,40 @@ def database_error(url: str, exc: Exception) -> DatabaseError:
     return DatabaseError(f"cannot open the database {shown_url(url)}: {why}")
 
 
-def make_engine(url: str) -> Engine:
+def _create_private(url: str) -> None:
+    """Create the file of a SQLite ``url`` readable by its owner only (0600) if it does not exist
+    yet: it may hold password hashes, tokens or EAB keys, and SQLite would create it with the
+    process umask (usually 0644).  Its ``-wal``, ``-shm`` and ``-journal`` files take the same
+    mode (SQLite copies the database file's permissions to them)."""
+    try:
+        path = sa.engine.make_url(url).database
+    except sa.exc.ArgumentError:
+        return
+    if not path or path == ":memory:" or path.startswith("file:"):
+        return
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
+    except OSError:  # e.g. its directory is missing: SQLite reports that, in its own words
+        pass
+
+
+def make_engine(url: str, *, connect_timeout: float | None = None) -> Engine:
     """The project's one way to open a database (``url``: any SQLAlchemy URL).  SQLite files are
-    shared between threads and processes: WAL journal, a 30 s busy timeout, foreign keys on;
-    server databases (PostgreSQL) get ``pool_pre_ping`` so a connection lost in an outage is
-    replaced instead of failing the next request.  A URL SQLAlchemy cannot use raises
+    created 0600 and shared between threads and processes: WAL journal, a 30 s busy timeout,
+    foreign keys on; server databases (PostgreSQL) get ``pool_pre_ping`` so a connection lost in
+    an outage is replaced instead of failing the next request, and ``connect_timeout`` (seconds,
+    when given) bounds each connection attempt.  A URL SQLAlchemy cannot use raises
     :class:`DatabaseError`."""
     kwargs: dict[str, Any] = {"future": True}
     if url.startswith("sqlite"):
         kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+        _create_private(url)
     else:
         kwargs["pool_pre_ping"] = True
+        if connect_timeout is not None:
+            kwargs["connect_args"] = {"connect_timeout": max(1, int(connect_timeout))}
     try:
         engine = sa.create_engine(url, **kwargs)
     except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ImportError) as exc:

@@ -10,7 +10,7 @@ The schema is one pydantic model per table, in the style of :class:`stirshaken.v
 (which ``[verification]`` extends): :class:`ServerConfig`, :class:`SigningConfig` (whose own signer
 options form the default :class:`TenantConfig`), :class:`TenantConfig` (``[[signing.tenant]]``),
 :class:`CustomerConfig` (``[[...customer]]``), :class:`AcmeSettings` (``[...acme]``),
-:class:`InventoryConfig` (``[inventory]``), held by :class:`Config`.  Each is frozen, refuses unknown options and coerces nothing beyond TOML's needs
+:class:`InventoryConfig` (``[inventory]``), :class:`RecordsConfig` (``[records]``), held by :class:`Config`.  Each is frozen, refuses unknown options and coerces nothing beyond TOML's needs
 (an integer is a float, a list a tuple, one string a list of one); each default is written once,
 in its model (``deterministic`` is :class:`~stirshaken.core.passport.Signer`'s).  Relative paths
 are resolved against the directory of the configuration file, given as the validation context
@@ -53,6 +53,7 @@ __all__ = [
     "ConfigError",
     "CustomerConfig",
     "InventoryConfig",
+    "RecordsConfig",
     "ServerConfig",
     "SigningConfig",
     "TenantConfig",
@@ -663,6 +664,60 @@ class InventoryConfig(_Model):
         return self.database if "://" in self.database else f"sqlite:///{self.database}"
 
 
+def _records_database(value: str) -> str:
+    """``""``, a SQLite file path or a ``sqlite:`` / ``postgresql:`` SQLAlchemy URL."""
+    if value and "://" in value:
+        scheme = value.partition("://")[0].lower()
+        if scheme.partition("+")[0] not in ("sqlite", "postgresql", "postgres"):
+            raise ValueError(f"{value.partition('://')[0]!r} is not a supported database (use a SQLite path, sqlite:///FILE or postgresql://...)")
+    return value
+
+
+class RecordsConfig(_Model):
+    """``[records]``: one record per signing and verification (:mod:`stirshaken.serve.records`).
+
+    * ``log``: write each record to the ``stirshaken.records`` logger (stderr, in the
+      ``[server] log_format``), whatever ``log_level`` says;
+    * ``database``: also store the records in a database: a SQLite file path or a SQLAlchemy URL
+      (``sqlite:///FILE``, ``postgresql://user@host/db``; ``postgresql://`` uses psycopg 3).
+      Records reach it through a queue of ``queue_size`` records written by a background thread,
+      so a slow or unreachable database never delays a call: what does not fit is dropped and
+      counted (``stirshaken_records_dropped_total``), and ``/healthz`` says ``degraded`` while the
+      database is down.
+    """
+
+    log: bool = True
+    database: Annotated[str, AfterValidator(_records_database)] = ""
+    queue_size: Annotated[int, _between(1, 1_000_000)] = 10000
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_file(cls, data: Any, info: ValidationInfo) -> Any:
+        if isinstance(data, dict):
+            base = _base(info)
+            db = data.get("database")
+            if isinstance(db, str) and db and "://" not in db and base is not None:
+                data = dict(data, database=str(_resolve(base, db)))
+        return data
+
+    @property
+    def enabled(self) -> bool:
+        """Whether any record is written (to the log or to a database)."""
+        return self.log or bool(self.database)
+
+    @property
+    def url(self) -> str:
+        """The SQLAlchemy URL of ``database`` (a bare path is a SQLite file; ``postgresql://`` and
+        ``postgres://`` name the psycopg 3 driver, the one installed with ``stirshaken[postgres]``)."""
+        db = self.database
+        if "://" not in db:
+            return f"sqlite:///{db}" if db else ""
+        scheme, _, rest = db.partition("://")
+        if scheme.lower() in ("postgresql", "postgres"):
+            return f"postgresql+psycopg://{rest}"
+        return db
+
+
 class VerificationConfig(VerifierConfig):
     """``[verification]``: every option of :class:`stirshaken.vs.verifier.VerifierConfig` (the same
     model, so the same names, types and defaults) plus the SIP answer policy of the verification
@@ -701,15 +756,16 @@ class Config(_Model):
     signing: SigningConfig = Field(default_factory=SigningConfig)
     verification: VerificationConfig = Field(default_factory=VerificationConfig)
     inventory: InventoryConfig = Field(default_factory=InventoryConfig)
+    records: RecordsConfig = Field(default_factory=RecordsConfig)
     path: str = ""
 
     @model_validator(mode="before")
     @classmethod
     def _sections(cls, data: Any, info: ValidationInfo) -> Any:
         if isinstance(data, dict) and info.context is not None and "base" in info.context:
-            unknown = sorted(set(data) - {"server", "signing", "verification", "inventory"})
+            unknown = sorted(set(data) - {"server", "signing", "verification", "inventory", "records"})
             if unknown:
-                raise OptionError((), f"unknown section [{option_name('', [unknown[0]])}] (known: [server], [signing], [verification], [inventory])")
+                raise OptionError((), f"unknown section [{option_name('', [unknown[0]])}] (known: [server], [signing], [verification], [inventory], [records])")
         return data
 
     @model_validator(mode="after")
@@ -733,6 +789,7 @@ _TABLES: dict[tuple[type[BaseModel], str], tuple[type[BaseModel], bool, str]] = 
     (Config, "signing"): (SigningConfig, False, "signing"),
     (Config, "verification"): (VerificationConfig, False, "verification"),
     (Config, "inventory"): (InventoryConfig, False, "inventory"),
+    (Config, "records"): (RecordsConfig, False, "records"),
     (SigningConfig, "default"): (TenantConfig, False, ""),
     (SigningConfig, "tenant"): (TenantConfig, True, "tenant"),
     (TenantConfig, "customer"): (CustomerConfig, True, "customer"),
@@ -774,7 +831,7 @@ def _describe(exc: ValidationError) -> str:
         model = sub
     if err["type"] == "extra_forbidden":
         if model is Config:
-            return f"unknown section [{option_name('', [loc[-1]])}] (known: [server], [signing], [verification], [inventory])"
+            return f"unknown section [{option_name('', [loc[-1]])}] (known: [server], [signing], [verification], [inventory], [records])"
         msg += f" (known: {', '.join(sorted(_toml_keys(model)))})"
     prefix = option_name(f"[{'.'.join(table)}]" if table else "", loc[i:])
     return f"{prefix}: {msg}" if prefix else msg

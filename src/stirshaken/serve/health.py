@@ -4,7 +4,8 @@ A worker runs :meth:`Health.run` in the background: every ``interval`` seconds i
 verification Redis (``[verification] redis``, when configured), reads the expiry of the known
 signing certificates (:meth:`SigningService.certificate_expiry`: certificate files, ACME
 certificates, certificates served at a checked x5u) and asks the verifier about its trust sources
-(CRLs, CA list: ``trust_problems``, docs/requirements.md VS-10).  The result is kept, so
+(CRLs, CA list: ``trust_problems``, docs/requirements.md VS-10) and asks the per-call records
+whether their database is down (:attr:`stirshaken.serve.records.Records.problem`).  The result is kept, so
 ``/healthz`` answers from memory; each change of state is logged once (``WARNING`` on becoming
 degraded or on new reasons, ``INFO`` on recovery).  A certificate expiring within ``[signing]
 expiry_warning_days`` makes the service degraded, and (``log_expiry``: worker 0) is logged once a
@@ -39,13 +40,15 @@ class Health:
     a certificate is reported; ``log_expiry``: also log those once every
     :data:`EXPIRY_LOG_INTERVAL`; ``interval``: seconds between checks; ``timeout``: seconds a
     Redis ping may take before Redis counts as unreachable; ``trust_problems``: returns the
-    verifier's trust problems, one line each (:meth:`CredentialSource.trust_problems`).
+    verifier's trust problems, one line each (:meth:`CredentialSource.trust_problems`); ``records``: an
+    object whose ``problem`` is a reason or None (:class:`stirshaken.serve.records.Records`).
     """
 
     def __init__(self, *, redis_url: str | None = None, certificate_expiry: Callable[[], dict[str, float]] | None = None,
                  expiry_warning: float = EXPIRY_WARNING, log_expiry: bool = False, interval: float = 2.0, timeout: float = 1.0,
-                 trust_problems: Callable[[], list[str]] | None = None):
+                 trust_problems: Callable[[], list[str]] | None = None, records: Any = None):
         self.redis_url = redis_url
+        self.records = records
         self.certificate_expiry = certificate_expiry
         self.trust_problems = trust_problems
         self.expiry_warning = expiry_warning
@@ -107,6 +110,9 @@ class Health:
         r = await self._redis_reason()
         if r:
             reasons.insert(0, r)
+        problem = self.records.problem if self.records is not None else None
+        if problem:
+            reasons.append(problem)
         if reasons != self.reasons:
             if reasons:
                 log.warning("health degraded", extra={"reasons": reasons})

@@ -16,6 +16,10 @@ Families (all counters end in ``_total``):
   workers, since every worker holds the same inventory); its event counts are counters
   (``stirshaken_inventory_dno_refused_total``, ``..._dno_signed_c_total``, ``..._dno_verified_total``,
   ``..._reloads_total``, ``..._updates_total``).
+* ``stirshaken_records_dropped_total{reason}`` - per-call records that did not reach the
+  ``[records]`` database (``queue_full``: the queue was full, the database slow or down;
+  ``refused``: the database refused the rows), ``stirshaken_records_written_total`` - those that
+  did (families present when a records database is configured; :mod:`stirshaken.serve.records`).
 * ``stirshaken_build_info{version}`` 1; ``stirshaken_signer_certificate_expiry_seconds{tenant}``
   seconds until each known signing certificate (ACME-managed tenants) expires.
 * per worker, from ``/proc/self``: ``stirshaken_process_cpu_seconds_total{worker}``,
@@ -49,6 +53,8 @@ _HELP: dict[str, tuple[str, str]] = {
     "stirshaken_request_errors_total": ("counter", "ATIS-1000082 request errors by messageId"),
     "stirshaken_signer_reloads_total": ("counter", "Reloads of the signing keys and x5u (SIGHUP, certificate renewal) by result"),
     "stirshaken_trust_reloads_total": ("counter", "Reloads of the verifier's trust anchors, CRL signers, CRL files and CA list (SIGHUP) by result"),
+    "stirshaken_records_dropped_total": ("counter", "Per-call records not written to the records database, by reason"),
+    "stirshaken_records_written_total": ("counter", "Per-call records written to the records database"),
     "stirshaken_latency_seconds": ("histogram", "Processing time by operation"),
 }
 
@@ -89,6 +95,9 @@ class Metrics:
         self.started = time.time()
         #: returns ``{tenant: notAfter (Unix seconds)}`` of the signing certificates known, if set
         self.certificate_expiry: Any = None
+        #: callables returning counter families ``{name: {labels: value}}`` kept elsewhere (by
+        #: another thread, e.g. :meth:`stirshaken.serve.records.Records.counters`)
+        self.counter_sources: list[Any] = []
 
     # --- recording ------------------------------------------------------------------------------
 
@@ -108,8 +117,12 @@ class Metrics:
     # --- snapshots for several workers --------------------------------------------------------
 
     def snapshot(self) -> dict[str, Any]:
+        counters = {n: [[list(map(list, k)), v] for k, v in c.items()] for n, c in self.counters.items()}
+        for source in self.counter_sources:
+            for n, c in source().items():
+                counters.setdefault(n, []).extend([list(map(list, k)), v] for k, v in c.items())
         return {
-            "counters": {n: [[list(map(list, k)), v] for k, v in c.items()] for n, c in self.counters.items()},
+            "counters": counters,
             "hist": [[list(k), v] for k, v in self.hist.items()],
             "verifier": self._verifier_stats(),
             "process": {str(self.worker): process_stats()},

@@ -47,6 +47,7 @@ import orjson
 from stirshaken.serve.config import SigningConfig
 from stirshaken.core.errors import SIP_REASONS, VERSTAT_NONE
 from stirshaken.serve.metrics import Metrics
+from stirshaken.serve.records import verification_fields
 from stirshaken.core.passport import new_origid
 from stirshaken.serve.signing import ATTEST, DnoRefused, SigningError, SigningService
 from stirshaken.core.tn import MAX_TN_LENGTH, TNError, canonicalize_tn
@@ -142,6 +143,7 @@ class RestAPI:
         access_log: bool = False,
         admin: Any | None = None,
         health: Any | None = None,
+        records: Any | None = None,
     ):
         self.signing = signing
         self.verifier = verifier
@@ -154,6 +156,7 @@ class RestAPI:
         self.access_log = access_log
         self.health = health  # serve.health.Health: /healthz "ok" or "degraded" with reasons
         self.admin = admin  # the inventory admin API (serve/inventory/admin.py), handed every /admin/ path
+        self.records = records  # serve.records.Records: one record per request to the signing or verification resource
         self.customer_header = (signing.cfg.customer_header.lower() if signing and signing.cfg.customer_header else "")
         self.tenant_header = (signing.cfg.tenant_header.lower() if signing and signing.cfg.tenant_header else "")
         self.max_iat_skew = (signing.cfg if signing else SigningConfig()).max_iat_skew
@@ -179,23 +182,23 @@ class RestAPI:
         try:
             if path == SIGNING_PATH or path == VERIFICATION_PATH:
                 if method != "POST":
-                    return self._error("POL4050", rid, path, allow=True)
+                    return self._error("POL4050", rid, path, allow=True, t0=t0)
                 if not has_length:
-                    return self._error("SVC4007", rid, path)
+                    return self._error("SVC4007", rid, path, t0=t0)
                 if not _accept_ok(headers.get("accept")):
-                    return self._error("SVC4002", rid, path, headers.get("accept", ""))
+                    return self._error("SVC4002", rid, path, headers.get("accept", ""), t0=t0)
                 if not _ctype_ok(headers.get("content-type")):
-                    return self._error("SVC4004", rid, path, "application/json")
+                    return self._error("SVC4004", rid, path, "application/json", t0=t0)
                 if not body:
-                    return self._error("SVC4000", rid, path)
+                    return self._error("SVC4000", rid, path, t0=t0)
                 if len(body) > self.max_body:
-                    return self._error("SVC4006", rid, path, f"body larger than {self.max_body} bytes")
+                    return self._error("SVC4006", rid, path, f"body larger than {self.max_body} bytes", t0=t0)
                 try:
                     doc = orjson.loads(body)
                 except orjson.JSONDecodeError as exc:
-                    return self._error("SVC4006", rid, path, str(exc)[:200])
+                    return self._error("SVC4006", rid, path, str(exc)[:200], t0=t0)
                 if path == SIGNING_PATH:
-                    reply = self._sign(doc, headers, rid)
+                    reply = self._sign(doc, headers, rid, t0)
                     self.metrics.observe("rest_sign", time.perf_counter() - t0)
                     self.metrics.inc("stirshaken_http_requests_total", _SIGNED_200)  # _sign answers 200 or raises
                     return reply
@@ -218,17 +221,18 @@ class RestAPI:
                 return self.inspector.handle(method, headers, body, peer)
             return self._error("SVC4003", rid, path)
         except RequestError as exc:
-            return self._error(exc.message_id, rid, path, *exc.variables)
+            return self._error(exc.message_id, rid, path, *exc.variables, t0=t0)
         except Exception:  # noqa: BLE001 - POL5000 is the answer to anything unexpected
             log.exception("internal error", extra={"request_id": rid, "path": path})
-            return self._error("POL5000", rid, path)
+            return self._error("POL5000", rid, path, t0=t0)
 
     # --- replies --------------------------------------------------------------------------------
 
     def _plain(self, status: int, body: bytes, rid: str, ctype: str) -> Reply:
         return status, body, (_JSON_CT if ctype == "application/json" else ("Content-Type", ctype), ("X-RequestID", rid))
 
-    def _error(self, mid: str, rid: str, path: str, *variables: str, allow: bool = False, allowed: str = "POST") -> Reply:
+    def _error(self, mid: str, rid: str, path: str, *variables: str, allow: bool = False, allowed: str = "POST",
+               t0: float | None = None) -> Reply:
         if variables:
             status, body = error_body(mid, variables)
         else:
@@ -237,6 +241,13 @@ class RestAPI:
         self.metrics.inc("stirshaken_request_errors_total", (("endpoint", endpoint), ("messageId", mid)))
         self.metrics.inc("stirshaken_http_requests_total", (("endpoint", endpoint), ("status", str(status))))
         log.info("request error", extra={"request_id": rid, "path": path[:200], "messageId": mid, "variables": list(variables)})
+        if self.records is not None and endpoint != "other":
+            text = EXCEPTIONS[mid][1]
+            for i, v in enumerate(variables, 1):
+                text = text.replace(f"%{i}", v)
+            self.records.add({"interface": "rest", "service": endpoint, "call_id": rid, "orig": variables[0] if mid == "POL4003" else None,
+                              "status": status, "code": 403 if mid == "POL4003" else None, "reason": f"{mid}: {text}",
+                              "latency": time.perf_counter() - t0 if t0 is not None else None})
         headers: tuple[tuple[str, str], ...] = (_JSON_CT, ("X-RequestID", rid))
         if allow:
             headers += (("Allow", allowed),)
@@ -260,7 +271,7 @@ class RestAPI:
                 raise RequestError("SVC4001", member)
         return req
 
-    def _sign(self, doc: Any, headers: Mapping[str, str], rid: str) -> Reply:
+    def _sign(self, doc: Any, headers: Mapping[str, str], rid: str, t0: float) -> Reply:
         req = self._envelope(doc, "signingRequest", ())
         ppt = req.get("ppt")
         if ppt == "div":
@@ -283,6 +294,8 @@ class RestAPI:
                 origid = svc.origid_input(origid, "origid")
             except SigningError as exc:
                 raise RequestError("SVC4005", "origid", exc.message) from None
+        elif self.records is not None:
+            origid = new_origid()  # here rather than in the signer: the record names it
         tenant = self._tenant(svc, orig_tn, headers, "orig.tn")
         if svc.inventory is not None:  # attestation from the TN inventory; DNO never A/B
             auth = headers.get("authorization") or ""
@@ -291,11 +304,17 @@ class RestAPI:
                                     customer=headers.get(self.customer_header) if self.customer_header else None)
             except DnoRefused:
                 raise RequestError("POL4003", orig_tn) from None
+        origid = origid or new_origid()  # here rather than in the signer: the record names it
         identity = svc.sign(tenant, orig=orig_tn, dest=dest_tns, attest=attest, iat=iat, origid=origid)
         labels = self._signed_labels.get((tenant.name, attest))
         if labels is None:
             labels = self._signed_labels[(tenant.name, attest)] = (("interface", "rest"), ("tenant", tenant.name), ("attest", attest))
         self.metrics.inc("stirshaken_signed_total", labels)
+        if self.records is not None:
+            self.records.add({"interface": "rest", "service": "signing", "call_id": rid, "origid": origid, "orig": orig_tn,
+                              "dest": dest_tns, "tenant": tenant.name, "attest": attest, "x5u": tenant.config.x5u, "verstat": None,
+                              "status": 200, "code": None, "reason": None, "spc": tenant.spc, "serial": tenant.serial,
+                              "latency": time.perf_counter() - t0})
         body = b'{"signingResponse":{"identity":' + orjson.dumps(identity) + b"}}"
         return 200, body, (_JSON_CT, ("X-RequestID", rid))
 
@@ -428,7 +447,7 @@ class RestAPI:
             raise RequestError("SVC4003")
         now = time.time()
         if now - when > self.max_age or when - now > max(self.future_skew, self.max_age):  # E3
-            return self._verified(rid, t0, VERSTAT_NONE, 403, "Received 'time' value is not fresh.", None)
+            return self._verified(rid, t0, VERSTAT_NONE, 403, "Received 'time' value is not fresh.", None, from_tn, to_tns)
         return self._verify_async(from_tn, to_tns, when, identity, rid, t0, dialog)
 
     async def _verify_async(self, from_tn: str, to_tns: list[str], when: int, identity: str, rid: str, t0: float,
@@ -438,14 +457,15 @@ class RestAPI:
                                   from_tag=dialog[1])
             result = await self.verifier.averify(call)
         except RequestError as exc:
-            return self._error(exc.message_id, rid, VERIFICATION_PATH, *exc.variables)
+            return self._error(exc.message_id, rid, VERIFICATION_PATH, *exc.variables, t0=t0)
         except Exception:  # noqa: BLE001
             log.exception("verification failed internally", extra={"request_id": rid})
-            return self._error("POL5000", rid, VERIFICATION_PATH)
-        return self._verified(rid, t0, result.verstat, result.sip_code, result.description, result.attest, result.warnings)
+            return self._error("POL5000", rid, VERIFICATION_PATH, t0=t0)
+        return self._verified(rid, t0, result.verstat, result.sip_code, result.description, result.attest, from_tn, to_tns, result,
+                              result.warnings)
 
     def _verified(self, rid: str, t0: float, verstat: str, code: int | None, desc: str | None, attest: str | None,
-                  warnings: tuple[str, ...] = ()) -> Reply:
+                  from_tn: str, to_tns: list[str], result: Any = None, warnings: tuple[str, ...] = ()) -> Reply:
         out: dict[str, Any] = {"verstat": verstat}
         if code is not None:
             out["reasoncode"] = code
@@ -460,6 +480,12 @@ class RestAPI:
             if warnings:  # trust problems the result relied on (docs/requirements.md VS-10)
                 extra["warnings"] = list(warnings)
             log.info("verification", extra=extra)
+        if self.records is not None:
+            origid, x5u, spc, serial = verification_fields(result)
+            self.records.add({"interface": "rest", "service": "verification", "call_id": rid, "origid": origid, "orig": from_tn,
+                              "dest": to_tns, "tenant": None, "attest": attest, "x5u": x5u, "verstat": verstat, "status": 200,
+                              "code": code, "reason": desc if code is not None else None, "spc": spc, "serial": serial,
+                              "latency": time.perf_counter() - t0})
         return 200, orjson.dumps({"verificationResponse": out}), (_JSON_CT, ("X-RequestID", rid))
 
 
@@ -504,7 +530,7 @@ def openapi_document() -> dict[str, Any]:
                               **errors(400, 404, 405, 406, 411, 415, 500)}}},
             "/healthz": {"get": {"summary": "Liveness/readiness", "responses": {
                 "200": {"description": 'ready: {"status": "ok"|"degraded", "reasons": [...]} (degraded: Redis unreachable, '
-                                       'a signing certificate expired or expiring within [signing] expiry_warning_days)'},
+                                       'a signing certificate expired or expiring within [signing] expiry_warning_days, the records database down)'},
                 "503": {"description": "starting"}}}},
             "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text exposition format", "content": {"text/plain": {}}}}}},
             **admin_paths,

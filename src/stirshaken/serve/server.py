@@ -36,7 +36,8 @@
   renewal ends with a SIGHUP to the supervisor, which reloads its own copy of the keys (for
   workers it starts later) and forwards SIGHUP to every worker.
 
-Logs are JSON lines (one object per record) on stderr; nothing logs key material.
+Logs are JSON lines (one object per record) on stderr; nothing logs key material.  Per-call
+records (``[records]``) go to their own logger, ``stirshaken.records`` (:mod:`stirshaken.serve.records`).
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ from stirshaken.serve.config import AcmeSettings, Address, Config, ConfigError
 
 log = logging.getLogger("stirshaken.serve")
 
-__all__ = ["JSONFormatter", "check_signers", "run", "setup_logging"]
+__all__ = ["JSONFormatter", "TextFormatter", "check_signers", "run", "setup_logging"]
 
 _STD_ATTRS = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName"}
 
@@ -89,12 +90,33 @@ class JSONFormatter(logging.Formatter):
         return orjson.dumps(out, default=str).decode()
 
 
+class TextFormatter(logging.Formatter):
+    """``<asctime> LEVEL [worker] logger: message key=value ...``: the ``extra`` fields of the
+    record as ``key=value`` (the JSON form's fields; a value with spaces or quotes as a JSON
+    string, ``-`` for None)."""
+
+    def __init__(self, worker: int | str = 0):
+        super().__init__(f"%(asctime)s %(levelname)s [{worker}] %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        from stirshaken.serve.records import text_value
+
+        line = super().format(record)
+        extra = " ".join(f"{k}={text_value(v)}" for k, v in record.__dict__.items() if k not in _STD_ATTRS and not k.startswith("_"))
+        if not extra:
+            return line
+        head, nl, rest = line.partition("\n")  # a traceback stays below the line
+        return f"{head} {extra}{nl}{rest}"
+
+
 def setup_logging(level: str = "INFO", fmt: str = "json", worker: int | str = 0) -> None:
+    """Log records of ``level`` and above to stderr, as JSON lines (``fmt`` ``"json"``) or
+    :class:`TextFormatter` lines (``"text"``), naming ``worker``."""
     root = logging.getLogger()
     for h in list(root.handlers):
         root.removeHandler(h)
     h = logging.StreamHandler(sys.stderr)
-    h.setFormatter(JSONFormatter(worker) if fmt == "json" else logging.Formatter(f"%(asctime)s %(levelname)s [{worker}] %(name)s: %(message)s"))
+    h.setFormatter(JSONFormatter(worker) if fmt == "json" else TextFormatter(worker))
     root.addHandler(h)
     root.setLevel(level)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
@@ -193,6 +215,7 @@ class Worker:
         self.health: Any = None  # serve.health.Health, checked in the background
         self._health_task: Any = None
         self._reloads: set[Any] = set()  # reloads waiting for their x5u check (verify_x5u)
+        self.records: Any = None  # serve.records.Records with [records] log or database
 
     def reload(self, why: str = "SIGHUP") -> bool:
         """Re-read the signers (SIGHUP: from the configuration file too; a renewal: the ACME
@@ -296,6 +319,7 @@ class Worker:
             self.metrics.stats_sources.append(self.verifier)
             call_info = CallInfo
         from stirshaken.serve.health import Health
+        from stirshaken.serve.records import Records
 
         verifier = self.verifier
 
@@ -303,9 +327,14 @@ class Worker:
             verifier.maintain()
             return verifier.trust_problems()  # type: ignore[no-any-return]
 
+        records = self.records = Records.from_config(cfg.records, fmt=s.log_format, worker=self.index)
+        if records is not None:
+            records.start()
+            self.metrics.counter_sources.append(records.counters)
         self.health = Health(redis_url=cfg.verification.redis if cfg.verification.enabled else None,
                              certificate_expiry=expiry, expiry_warning=cfg.signing.expiry_warning_days * 86400.0,
-                             log_expiry=self.index == 0, trust_problems=trust_problems if verifier is not None else None)
+                             log_expiry=self.index == 0, trust_problems=trust_problems if verifier is not None else None,
+                             records=records)
         await self.health.check()
         self._health_task = asyncio.ensure_future(self.health.run())
         reuse = s.workers > 1
@@ -313,7 +342,7 @@ class Worker:
             api = RestAPI(signing=signing, verifier=self.verifier, metrics=self.metrics, max_age=cfg.verification.max_age,
                           future_skew=cfg.verification.future_skew, max_body=s.max_body, call_info=call_info,
                           ready=lambda: self.ready, access_log=s.access_log, admin=inv.admin if inv else None,
-                          health=self.health)
+                          health=self.health, records=records)
             if s.inspect and self.verifier is not None:
                 from stirshaken.serve.inspect import WebInspector
 
@@ -337,7 +366,7 @@ class Worker:
             svc = SipService(role, metrics=self.metrics, signing=signing if role == "signing" else None,
                              verifier=self.verifier if role == "verification" else None, vcfg=cfg.verification,
                              call_info=call_info, ttl=s.sip_transaction_ttl, cache_size=s.sip_transaction_cache,
-                             dno_check=inv.dno_check if inv and role == "verification" else None)
+                             dno_check=inv.dno_check if inv and role == "verification" else None, records=records)
             tcp = _bind(addr, socket.SOCK_STREAM, reuseport=reuse, listen=True)
             udp = self.udp.get(role)
             if udp is None:
@@ -380,6 +409,8 @@ class Worker:
                 await asyncio.wait_for(self.verifier.aclose(), 2)
             except Exception:  # noqa: BLE001
                 pass
+        if self.records is not None:  # what is queued for the records database, within the grace period
+            self.records.close(timeout=min(2.0, timeout))
         if self.metrics_dir:
             self.metrics.write_snapshot()
         if self.inventory is not None:

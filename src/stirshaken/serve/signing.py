@@ -250,15 +250,29 @@ def signers_from_file(path: str, current: SigningConfig) -> SigningConfig:
 @dataclass(frozen=True)
 class Tenant:
     """A configured signer: tenant configuration plus its ready :class:`Signer` (SHAKEN) and
-    ``div_signer`` (``ppt=div``, RFC 8946 §3: the same key and x5u)."""
+    ``div_signer`` (``ppt=div``, RFC 8946 §3: the same key and x5u); ``spc`` and ``serial`` (hex)
+    of its certificate where known (the per-call records): the configured SPC (or the ACME OCN),
+    and the serial of its certificate (``certificate``, an ACME signer's ``sp.pem``)."""
 
     config: TenantConfig
     signer: Signer
     div_signer: Signer = field(repr=False, default=None)  # type: ignore[assignment]
+    spc: str | None = None
+    serial: str | None = None
 
     @property
     def name(self) -> str:
         return self.config.name
+
+
+def _acme_serial(acme: AcmeSettings) -> str | None:
+    """The serial (hex) of the certificate in an ACME state directory (``sp.pem``), if readable."""
+    from stirshaken.core.certificates import load_certificates
+
+    try:
+        return format(load_certificates((Path(acme.state_dir) / "sp.pem").read_bytes())[0].serial_number, "x")
+    except (OSError, StirShakenError, ValueError, IndexError):
+        return None
 
 
 class SigningService:
@@ -277,8 +291,10 @@ class SigningService:
         def make(t: TenantConfig) -> Tenant:
             if t.key is None:
                 raise KeyMaterialError(f"signer {t.name!r}: no key loaded (ACME certificate not obtained yet)")
+            serial = format(t.chain[0].serial_number, "x") if t.chain else (_acme_serial(t.acme) if t.acme else None)
             return Tenant(t, Signer(t.key, t.x5u, deterministic=cfg.deterministic),
-                          Signer(t.key, t.x5u, ppt="div", deterministic=cfg.deterministic))
+                          Signer(t.key, t.x5u, ppt="div", deterministic=cfg.deterministic),
+                          spc=t.spc or (t.acme.ocn if t.acme else None), serial=serial)
 
         default = make(cfg.default) if cfg.default is not None else None
         tenants = [make(t) for t in cfg.tenants]

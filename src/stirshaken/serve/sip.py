@@ -63,7 +63,9 @@ from stirshaken.core.errors import SIP_REASONS, VERSTAT_NONE, StirShakenError
 from stirshaken.core.identity import parse_identity
 from stirshaken.core.passport import check_claims, check_header, parse_jws
 from stirshaken.serve.metrics import Metrics
+from stirshaken.serve.records import verification_fields
 from stirshaken.serve.signing import ATTEST, DnoRefused, SigningError, SigningService
+from stirshaken.core.passport import new_origid
 from stirshaken.core.tn import TNError, canonicalize_tn
 
 log = logging.getLogger("stirshaken.serve.sip")
@@ -234,8 +236,16 @@ class SipService:
         ttl: float = 32.0,
         cache_size: int = 65536,
         dno_check: Callable[[Any], Any] | None = None,
+        records: Any | None = None,
     ):
         self.role = role
+        self.records = records  # serve.records.Records: one record per INVITE answered (not retransmissions)
+        self._signed_answer: bytes | None = None  # the last signed 302, recorded by _sign itself
+        self._call_tn: Callable[[str | None], str | None] | None = None  # the verifier's TN of a From/PAI/To (for records)
+        if role == "verification":
+            from stirshaken.vs.verifier import call_tn
+
+            self._call_tn = call_tn
         self.metrics = metrics
         self.signing = signing
         self.verifier = verifier
@@ -393,27 +403,60 @@ class SipService:
         except TNError:
             return None
 
-    def _precheck(self, req: sip.SipRequest) -> bytes | None:
+    def _precheck(self, req: sip.SipRequest) -> tuple[int, str, list[tuple[str, str]]] | None:
+        """The answer to an INVITE refused before signing or verification: (status, reason, headers)."""
         scheme = req.request_uri.partition(":")[0].lower()
         if scheme not in ("sip", "sips", "tel"):
-            return self._reply(req, 416, "Unsupported URI Scheme")
+            return 416, "Unsupported URI Scheme", []
         mf = req.headers.get("Max-Forwards")
         if mf is not None and mf.strip() == "0":
-            return self._reply(req, 483, "Too Many Hops")
+            return 483, "Too Many Hops", []
         require = req.headers.get("Require")
         if require:
-            return self._reply(req, 420, "Bad Extension", [("Unsupported", require)])
+            return 420, "Bad Extension", [("Unsupported", require)]
         return None
+
+    def _refuse(self, req: sip.SipRequest, t0: float, status: int, reason: str, extra: list[tuple[str, str]] | None = None, *,
+                code: int | None = None, text: str | None = None, **record: Any) -> bytes:
+        """Answer an INVITE with ``status`` without a signature or verdict, and record it
+        (``code``/``text``: the SIP reason code and specific cause of the record; ``record``: the
+        fields known so far)."""
+        if self.records is not None:
+            self.records.add({"interface": "sip", "service": self.role, "call_id": req.call_id, "status": status, "code": code,
+                              "reason": text or reason, "latency": time.perf_counter() - t0, **record})
+        return self._reply(req, status, reason, extra)
 
     # --- INVITE -----------------------------------------------------------------------------------
 
     def _invite(self, req: sip.SipRequest, peer: tuple[str, int] | None) -> bytes | Awaitable[bytes]:
+        t0 = time.perf_counter()
         bad = self._precheck(req)
         if bad is not None:
-            return bad
+            return self._refuse(req, t0, *bad)
         if self.role == "signing":
-            return self._sign(req, peer)
-        return self._verify(req)
+            r = self._sign(req, peer, t0)
+            if self.records is not None and r is not self._signed_answer:
+                self._record_signing_answer(req, r, t0)
+            return r
+        return self._verify(req, t0)
+
+    def _record_signing_answer(self, req: sip.SipRequest, answer: bytes, t0: float) -> None:
+        """The record of a signing-address answer that carries no new SHAKEN signature (a refusal,
+        an unsigned or a div 302): its status and reason phrase, and the X-Identity-Result or
+        Warning text that says why."""
+        head = answer.split(b"\r\n\r\n", 1)[0].decode("utf-8", "replace").split("\r\n")
+        status_line = head[0].split(" ", 2)
+        why = None
+        for line in head[1:]:
+            name, _, value = line.partition(":")
+            if name.strip().lower() in ("x-identity-result", "warning", "reason"):
+                why = value.strip()
+                break
+        status = int(status_line[1]) if len(status_line) > 1 and status_line[1].isdigit() else 0
+        assert self.records is not None
+        self.records.add({"interface": "sip", "service": "signing", "call_id": req.call_id, "status": status,
+                          "code": status if status >= 400 else None, "reason": why or (status_line[2] if len(status_line) > 2 else None),
+                          "latency": time.perf_counter() - t0})
 
     def _not_tn(self, what: str, uri: str | None) -> str:
         """Why the ``what`` party (its URI) gives no telephone number, in one phrase."""
@@ -437,7 +480,8 @@ class SipService:
             try:
                 d = email.utils.parsedate_to_datetime(date).timestamp()
             except (TypeError, ValueError, IndexError, OverflowError):
-                return self._reply(req, 400, "Bad Date Header", [("Reason", 'SIP;cause=400;text="the Date header is not an RFC 3261 SIP-date"')])
+                why = "the Date header is not an RFC 3261 SIP-date"
+                return self._reply(req, 400, "Bad Date Header", [("Reason", f'SIP;cause=400;text="{why}"')])
             skew = d - time.time()
             if abs(skew) > self.max_iat_skew:
                 text = f"the Date header is {abs(int(skew))} s {'ahead of' if skew > 0 else 'behind'} the signer's clock (max {self.max_iat_skew} s)"
@@ -446,7 +490,7 @@ class SipService:
         iat = int(time.time())
         return iat, self._http_date(iat)
 
-    def _refuse(self, req: sip.SipRequest, problem: str) -> bytes:
+    def _bad_input(self, req: sip.SipRequest, problem: str) -> bytes:
         """``400 Bad Request (<problem>)`` for a signing input this project's verifier would
         refuse (RFC 3261 §21.4.1: the reason phrase names the problem)."""
         detail = " ".join(_UNSAFE.sub(" ", problem).split())[:120]
@@ -465,9 +509,9 @@ class SipService:
                 out.append(("Warning", f'399 stirshaken "{header_text(w, 160)}"'))
         return out
 
-    def _sign(self, req: sip.SipRequest, peer: tuple[str, int] | None) -> bytes:
-        """STI-AS (RFC 8224 §6.1, ATIS-1000074 §5.2) in the redirect model."""
-        t0 = time.perf_counter()
+    def _sign(self, req: sip.SipRequest, peer: tuple[str, int] | None, t0: float) -> bytes:
+        """STI-AS (RFC 8224 §6.1, ATIS-1000074 §5.2) in the redirect model.  Every answer is
+        recorded (:meth:`_record_signing_answer` for the ones that sign nothing)."""
         svc = self.signing
         assert svc is not None
         h = req.headers
@@ -501,13 +545,13 @@ class SipService:
                 try:
                     svc.attest_input(requested, self.attest_header)
                 except SigningError as exc:
-                    return self._refuse(req, f"{self.attest_header}: {exc.message}")
+                    return self._bad_input(req, f"{self.attest_header}: {exc.message}")
         origid = h.get(self.origid_header) if self.origid_header else None
         if origid is not None:
             try:
                 origid = svc.origid_input(origid.strip(), self.origid_header)
             except SigningError as exc:
-                return self._refuse(req, f"{self.origid_header}: {exc.message}")
+                return self._bad_input(req, f"{self.origid_header}: {exc.message}")
         try:
             tenant = svc.tenant_for(orig, h.get(self.tenant_header) if self.tenant_header else None)
         except SigningError as exc:
@@ -521,7 +565,10 @@ class SipService:
         if type(when) is bytes:
             return when
         iat, added_date = when  # type: ignore[misc]
-        identity = svc.sign(tenant, orig=orig, dest=[dest], attest=attest, iat=iat, origid=origid)
+        if origid is None:
+            origid = new_origid()  # here rather than in the signer: the record names it
+        dests = [dest]
+        identity = svc.sign(tenant, orig=orig, dest=dests, attest=attest, iat=iat, origid=origid)
         self.metrics.inc("stirshaken_signed_total", (("interface", "sip"), ("tenant", tenant.name), ("attest", attest)))
         extra = contact + [("Identity", identity)]
         if added_date is not None:
@@ -529,7 +576,13 @@ class SipService:
         if svc.warn_length is not None and (len(orig) == svc.warn_length or len(dest) == svc.warn_length):
             extra += self._national(((orig, orig_uri), (dest, dest_uri)))
         r = self._reply(req, 302, "Moved Temporarily", extra)
-        self.metrics.observe("sip_sign", time.perf_counter() - t0)
+        latency = time.perf_counter() - t0
+        self.metrics.observe("sip_sign", latency)
+        if self.records is not None:
+            self.records.add({"interface": "sip", "service": "signing", "call_id": req.call_id, "origid": origid, "orig": orig,
+                              "dest": dests, "tenant": tenant.name, "attest": attest, "x5u": tenant.config.x5u, "verstat": None,
+                              "status": 302, "code": None, "reason": None, "spc": tenant.spc, "serial": tenant.serial, "latency": latency})
+            self._signed_answer = r
         return r
 
     def _unknown_tenant(self, req: sip.SipRequest, exc: SigningError) -> bytes:
@@ -612,7 +665,7 @@ class SipService:
             extra.append(("Date", added_date))
         return self._reply(req, 302, "Moved Temporarily", extra)
 
-    def _verify(self, req: sip.SipRequest) -> bytes | Awaitable[bytes]:
+    def _verify(self, req: sip.SipRequest, t0: float) -> bytes | Awaitable[bytes]:
         """STI-VS (RFC 8224 §6.2, ATIS-1000074 §5.3) in the redirect model."""
         h = req.headers
         try:
@@ -625,22 +678,33 @@ class SipService:
             try:
                 date = email.utils.parsedate_to_datetime(dv).timestamp()
             except (TypeError, ValueError, IndexError, OverflowError):
-                return self._reply(req, 400, "Bad Date Header")
+                return self._refuse(req, t0, 400, "Bad Date Header", text="the Date header is not an RFC 3261 SIP-date")
         pai = _first(h.get("P-Asserted-Identity")) if self.vcfg.use_pai else None
         assert self.call_info is not None and self.verifier is not None
         # the dialog (Call-ID, From tag) tells a retransmission, a re-INVITE or a repeated header
         # from a replay in another call (stirshaken.vs.replay), on whichever worker or node
         call = self.call_info(identities=identities, from_=h.get("From"), pai=pai, to=h.get("To"), ruri=req.request_uri, date=date,
                               call_id=req.call_id, from_tag=req.from_addr.tag)
-        return self._verified(req, call, pai, bool(identities))
+        return self._verified(req, call, pai, bool(identities), t0)
 
-    async def _verified(self, req: sip.SipRequest, call: Any, pai: str | None, had_identity: bool) -> bytes:
-        t0 = time.perf_counter()
+    def _record_verification(self, req: sip.SipRequest, call: Any, result: Any, verstat: str, status: int, t0: float,
+                             code: int | None, reason: str | None) -> None:
+        """The record of a verified INVITE answered with ``status``."""
+        origid, x5u, spc, serial = verification_fields(result)
+        tn = self._call_tn
+        assert tn is not None and self.records is not None
+        to = tn(call.to) or tn(call.ruri)
+        self.records.add({"interface": "sip", "service": "verification", "call_id": req.call_id, "origid": origid,
+                          "orig": tn(call.pai or call.from_), "dest": [to] if to else None, "tenant": None, "attest": result.attest,
+                          "x5u": x5u, "verstat": verstat, "status": status, "code": code, "reason": reason, "spc": spc, "serial": serial,
+                          "latency": time.perf_counter() - t0})
+
+    async def _verified(self, req: sip.SipRequest, call: Any, pai: str | None, had_identity: bool, t0: float) -> bytes:
         try:
             result = await self.verifier.averify(call)
         except Exception:  # noqa: BLE001
             log.exception("verifier error")
-            return self._reply(req, 500, "Server Internal Error")
+            return self._refuse(req, t0, 500, "Server Internal Error", text="verifier error")
         code = result.sip_code
         if had_identity:
             self.metrics.inc("stirshaken_verified_total", (("interface", "sip"), ("verstat", result.verstat), ("reason_code", str(code or 0)),
@@ -657,13 +721,19 @@ class SipService:
         dno = self.dno_check(call) if self.dno_check is not None else None
         if dno is not None:  # Do-Not-Originate caller ID: rejected (FCC: 603/607/608) or marked
             if dno[0]:
+                if self.records is not None:
+                    self._record_verification(req, call, result, result.verstat if had_identity else VERSTAT_NONE, dno[0], t0,
+                                              dno[0], "Do-Not-Originate number")
                 return self._reply(req, dno[0], _DNO_REASONS[dno[0]], [("Reason", f'SIP;cause={dno[0]};text="Do-Not-Originate number"')])
             reason_hdr.append(dno[1])
         reject = code is not None and (self.vcfg.rejects(code) or (code == 428 and self.vcfg.require_identity))
+        verstat = result.verstat if had_identity else VERSTAT_NONE
+        if self.records is not None:
+            self._record_verification(req, call, result, verstat, code if reject else 302, t0,  # type: ignore[arg-type]
+                                      code, (result.description or result.reason) if code is not None else None)
         if reject:
             assert code is not None
             return self._reply(req, code, SIP_REASONS.get(code, result.reason or "Forbidden"), reason_hdr)
-        verstat = result.verstat if had_identity else VERSTAT_NONE
         extra: list[tuple[str, str]] = [("Contact", f"<{req.request_uri}>")]
         asserted = pai or req.headers.get("From") or ""
         try:

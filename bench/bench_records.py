@@ -1,0 +1,254 @@
+#!/usr/bin/env python3
+"""What the per-call records (``[records]``, serve/records.py) cost: REST signing and verification
+throughput of a real ``stirshaken serve`` with records off, written to the log only, and written
+to the log and to PostgreSQL; and, stable on a shared machine, instructions per request.
+
+    .venv/bin/python bench/bench_records.py [--seconds 5] [--rounds 3] [--workers 1] [--connections 16]
+                                            [--pg postgresql://postgres@127.0.0.1:5432/test] [--no-pg]
+                                            [--instructions] [--only-instructions]
+
+* throughput: for each mode one ``stirshaken serve`` (``--workers``, fast HTTP engine, log_level
+  WARNING so that only records are logged, stderr to a file as in production), driven by ``wrk``
+  (``-t1 -c--connections``) with ATIS-1000082 signing and verification bodies.  Rounds are
+  interleaved (off, log, pg, off, log, pg, ...) so that the machine's drift hits every mode; the
+  median requests per second of each mode is compared with records off (goal: within 10 %).
+  After the run the PostgreSQL table must have grown by every record the service counted as written.
+* instructions (``--instructions``, needs valgrind): callgrind's count per ``RestAPI.handle``
+  signing request (real ES256) in one process with records off, to the log (a file), and queued
+  for a database (the queue only; the database thread is not started): the cost the request path
+  itself pays, which timings on a shared VM cannot resolve to a few per cent.
+
+Not a test: numbers depend on the machine (2 vCPU here, shared with wrk and PostgreSQL).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "src"))
+os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src")] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
+
+from tests.test_serve_support import DEST, ORIG, FileServer, ServeProcess, make_pki, serve_port  # noqa: E402
+
+MODES = ("off", "log", "pg")
+TABLE = "call_records"
+
+
+def toml(pki: Any, x5u: FileServer, port: int, workers: int, mode: str, pg: str) -> str:
+    records = {"off": "log = false", "log": "log = true", "pg": f'log = true\ndatabase = "{pg}"\nqueue_size = 100000'}[mode]
+    return f"""[server]
+http = "127.0.0.1:{port}"
+workers = {workers}
+log_level = "WARNING"
+
+[signing]
+key = "{pki.sp_key}"
+x5u = "{x5u.url('sp-chain.pem')}"
+spc = "1234"
+
+[verification]
+trust_anchors = ["{pki.root}"]
+allow_http_x5u = true
+allow_private_x5u = true
+
+[records]
+{records}
+"""
+
+
+def post(port: int, path: str, body: bytes) -> bytes:
+    import urllib.request
+
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=body, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return r.read()
+
+
+def wrk(port: int, path: str, body_file: Path, seconds: float, connections: int, workdir: Path) -> float:
+    script = workdir / "post.lua"
+    script.write_text('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+                      f'local f = io.open("{body_file}", "rb"); wrk.body = f:read("*a"); f:close()\n')
+    out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{max(1, int(seconds))}s", "-s", str(script), f"http://127.0.0.1:{port}{path}"],
+                         capture_output=True, text=True, timeout=seconds + 60).stdout
+    if "Non-2xx" in out or "Socket errors" in out:
+        raise SystemExit(f"wrk saw errors:\n{out}")
+    m = re.search(r"Requests/sec:\s+([0-9.]+)", out)
+    if m is None:
+        raise SystemExit(f"no wrk figure:\n{out}")
+    return float(m.group(1))
+
+
+def pg_count(pg: str) -> int:
+    """Rows in the records table of ``pg`` (0: no table yet)."""
+    import sqlalchemy as sa
+
+    from stirshaken.serve.config import RecordsConfig
+
+    e = sa.create_engine(RecordsConfig(database=pg).url)
+    try:
+        with e.connect() as c:
+            if not sa.inspect(c).has_table(TABLE):
+                return 0
+            return int(c.execute(sa.text(f"SELECT count(*) FROM {TABLE}")).scalar() or 0)
+    finally:
+        e.dispose()
+
+
+def metric(port: int, name: str) -> float:
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
+
+
+def throughput(a: argparse.Namespace) -> None:
+    import orjson
+
+    modes = [m for m in MODES if m != "pg" or not a.no_pg]
+    rows_before = pg_count(a.pg) if "pg" in modes else 0
+    work = Path(tempfile.mkdtemp(prefix="bench_records."))
+    pki = make_pki(work / "pki")
+    x5u = FileServer(work / "pki")
+    results: dict[tuple[str, str], list[float]] = {(m, op): [] for m in modes for op in ("signing", "verification")}
+    written = 0
+    try:
+        for rnd in range(a.rounds):
+            for mode in modes if rnd % 2 == 0 else modes[::-1]:
+                port = serve_port()
+                serve = ServeProcess(work, toml(pki, x5u, port, a.workers, mode, a.pg), port, name=f"serve-{mode}")
+                try:
+                    now = int(time.time())
+                    sign = orjson.dumps({"signingRequest": {"attest": "A", "dest": {"tn": [DEST]}, "iat": now, "orig": {"tn": ORIG},
+                                                            "origid": "123e4567-e89b-12d3-a456-426614174000"}})
+                    (work / "sign.json").write_bytes(sign)
+                    identity = orjson.loads(post(port, "/stir/v1/signing", sign))["signingResponse"]["identity"]
+                    verify = orjson.dumps({"verificationRequest": {"from": {"tn": ORIG}, "to": {"tn": [DEST]}, "time": now, "identity": identity}})
+                    (work / "verify.json").write_bytes(verify)
+                    assert b"TN-Validation-Passed" in post(port, "/stir/v1/verification", verify)
+                    wrk(port, "/stir/v1/signing", work / "sign.json", 1, a.connections, work)  # warm-up
+                    for op, body in (("signing", "sign.json"), ("verification", "verify.json")):
+                        rps = wrk(port, f"/stir/v1/{op}", work / body, a.seconds, a.connections, work)
+                        results[(mode, op)].append(rps)
+                        print(f"  round {rnd + 1} {mode:3s} {op:12s} {rps:9,.0f} req/s", flush=True)
+                    if mode == "pg":
+                        time.sleep(1.5)  # the records thread empties its queue
+                        dropped = metric(port, "stirshaken_records_dropped_total")
+                        w = metric(port, "stirshaken_records_written_total")
+                        written += int(w)
+                        print(f"  round {rnd + 1} pg  written {w:,.0f}, dropped {dropped:,.0f}", flush=True)
+                finally:
+                    serve.stop()
+                    if mode == "log":
+                        lines = sum(1 for line in serve.log.read_text().splitlines() if '"logger":"stirshaken.records"' in line)
+                        print(f"  round {rnd + 1} log {lines:,} record lines", flush=True)
+        if "pg" in modes:
+            rows = pg_count(a.pg) - rows_before
+            print(f"PostgreSQL {TABLE}: {rows:,} new rows, written counted {written:,} ({'OK' if rows == written else 'MISMATCH'})")
+    finally:
+        x5u.close()
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"REST throughput, median of {a.rounds} interleaved rounds of {a.seconds:g} s (workers={a.workers}, wrk -t1 -c{a.connections}):")
+    for op in ("signing", "verification"):
+        base = statistics.median(results[("off", op)])
+        for mode in modes:
+            med = statistics.median(results[(mode, op)])
+            verdict = "" if mode == "off" else f"  ratio {med / base:.3f} ({'OK' if med / base >= 0.90 else 'MISSED'}: goal >= 0.90)"
+            print(f"  {op:12s} records {mode:3s} {med:9,.0f} req/s{verdict}")
+
+
+# --- instructions ----------------------------------------------------------------------------
+
+
+def _loop(mode: str, n: int) -> None:
+    """The program counted under callgrind: ``n`` REST signing requests through RestAPI.handle."""
+    import asyncio
+
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from stirshaken.serve.config import SigningConfig, TenantConfig
+    from stirshaken.serve.metrics import Metrics
+    from stirshaken.serve.records import Records
+    from stirshaken.serve.rest import SIGNING_PATH, RestAPI
+    from stirshaken.serve.signing import SigningService
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    svc = SigningService(SigningConfig(default=TenantConfig(name="default", key=key, x5u="https://cr.example.net/sp.pem", spc="1234")))
+    log_file = open(os.devnull, "w")
+    records = None if mode == "off" else Records(log=mode == "log", database="sqlite:///unused.db" if mode == "queue" else "",
+                                                   queue_size=10**9, stream=log_file)
+    api = RestAPI(signing=svc, verifier=None, metrics=Metrics(), records=records)
+    headers = {"content-type": "application/json", "x-requestid": "123e4567-e89b-12d3-a456-426614174000"}
+    body = (b'{"signingRequest":{"attest":"A","dest":{"tn":["12155551213"]},"iat":%d,"orig":{"tn":"12155551212"},'
+            b'"origid":"123e4567-e89b-12d3-a456-426614174000"}}' % int(time.time()))
+
+    async def run() -> None:
+        for i in range(n):
+            r = api.handle("POST", SIGNING_PATH, headers, body, True)
+            assert r[0] == 200, r  # type: ignore[index]
+            if records is not None and records.queue is not None:
+                records.queue.clear()  # as the database thread would (not counted: it runs beside)
+            if i % 32 == 31:
+                await asyncio.sleep(0)  # one event-loop iteration per 32 requests, as under load
+
+    asyncio.run(run())
+
+
+def instructions(calls: int = 1000) -> None:
+    if shutil.which("valgrind") is None:
+        print("instructions: valgrind not installed (Debian package valgrind)")
+        return
+
+    def count(mode: str, n: int) -> int:
+        p = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable, __file__, "--loop", mode, str(n)],
+                           capture_output=True, text=True, env={**os.environ, "PYTHONHASHSEED": "0"}, cwd=tempfile.gettempdir())
+        m = re.search(r"Collected : (\d+)", p.stderr)
+        if p.returncode != 0 or m is None:
+            raise SystemExit(f"callgrind run failed:\n{p.stderr[-2000:]}")
+        return int(m.group(1))
+
+    per = {mode: (count(mode, 1 + calls) - count(mode, 1)) / calls for mode in ("off", "log", "queue")}
+    print(f"instructions per REST signing request (RestAPI.handle, ES256 included; callgrind, {calls} requests):")
+    for mode in ("off", "log", "queue"):
+        extra = "" if mode == "off" else f"  (+{per[mode] - per['off']:,.0f}, {100 * (per[mode] / per['off'] - 1):+.1f} %)"
+        print(f"  records {mode:5s} {per[mode]:10,.0f}{extra}")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seconds", type=float, default=5.0)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--connections", type=int, default=16)
+    ap.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/test")
+    ap.add_argument("--no-pg", action="store_true", help="leave out the PostgreSQL mode")
+    ap.add_argument("--instructions", action="store_true", help="also count instructions per request with callgrind")
+    ap.add_argument("--only-instructions", action="store_true", help="only count instructions")
+    ap.add_argument("--loop", nargs=2, metavar=("MODE", "N"), help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.loop:
+        _loop(a.loop[0], int(a.loop[1]))
+        return 0
+    if a.instructions or a.only_instructions:
+        instructions()
+    if not a.only_instructions:
+        if shutil.which("wrk") is None:
+            raise SystemExit("wrk is not installed (tests/peers/install.sh)")
+        throughput(a)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,507 @@
+"""Per-call records of ``stirshaken serve``: one record per signing and per verification.
+
+Every INVITE answered by the SIP signing or verification address and every request to the REST
+signing or verification resource (ATIS-1000082 §8.2) ends in one record (:data:`FIELDS`):
+
+* ``interface`` ``"sip"`` or ``"rest"``; ``service`` ``"signing"`` or ``"verification"``;
+* ``call_id``: the SIP Call-ID, or the REST ``X-RequestID`` (echoed or generated);
+* ``origid`` (RFC 8588 §5), ``orig`` (canonical TN), ``dest`` (list of canonical TNs),
+  ``tenant`` (the signer that signed, FCC 24-120), ``attest`` (A/B/C), ``x5u``;
+* ``verstat`` (3GPP TS 24.229 §5.7.1.27; verification only), ``status`` (the SIP or HTTP status
+  of the answer), ``code`` and ``reason``: the SIP reason code of a failed verification or a
+  refused signing (RFC 8224 §6.2.2) and its specific text (the cause, not the code's phrase);
+* ``spc`` and ``serial`` (hex) of the certificate, when known: for a signer, those of its ACME
+  certificate (a signer given as key + x5u URL has its certificate only behind the URL: SPC as
+  configured, no serial); for a verification, those of the validated x5u certificate;
+* ``latency``: seconds from the request to the answer (a float).
+
+Where records go (``[records]``, :class:`~stirshaken.serve.config.RecordsConfig`):
+
+* the ``stirshaken.records`` logger (``log = true``, the default): one line per record on
+  stderr, a JSON object (``ts``, ``level``, ``logger``, ``msg``, ``worker``, then the fields) or,
+  with ``[server] log_format = "text"``, ``key=value`` pairs in the order of :data:`FIELDS`.
+  Records are written whatever ``log_level`` says; the logger does not propagate to the root.
+* a database (``database = ...``, SQLite or PostgreSQL), table ``call_records``.  The request path
+  only appends the record to a bounded queue (``queue_size``); a background thread of the worker
+  takes up to :data:`BATCH` records at a time and inserts them with one executemany.  When the
+  database is slow or down the queue fills and further records are dropped and counted
+  (``stirshaken_records_dropped_total``): a call is never delayed or failed by its record.  While
+  the database cannot be reached :attr:`Records.problem` names it (``/healthz`` says
+  ``degraded``), the change of state is logged once each way, and the thread retries the batch it
+  holds every second.
+
+Cost on the request path: a dict of values already at hand (nothing is parsed or formatted
+there), and for the log a :class:`logging.LogRecord` copied from a per-worker template
+(``LogRecord.__init__`` would cost more than the rest of the record together) whose line is
+written with the other lines of the same event-loop iteration, in one ``write``
+(:class:`BatchedStreamHandler`).  ``bench/bench_records.py`` measures the whole.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import datetime as dt
+import logging
+import sys
+import threading
+import time
+from typing import Any, Mapping, TextIO
+
+import orjson
+
+__all__ = ["BATCH", "FIELDS", "LOGGER", "BatchedStreamHandler", "JSONRecordFormatter", "Records", "TextRecordFormatter", "call_records", "text_value", "verification_fields"]
+
+#: the fields of a record, in this order (the text form and the database columns)
+FIELDS: tuple[str, ...] = ("interface", "service", "call_id", "origid", "orig", "dest", "tenant", "attest", "x5u", "verstat",
+                           "status", "code", "reason", "spc", "serial", "latency")
+#: the logger the records are written to
+LOGGER = "stirshaken.records"
+#: records inserted per database round trip, at most
+BATCH = 1000
+#: seconds the database thread waits for more records (and between retries while the database is down)
+INTERVAL = 0.25
+RETRY = 1.0
+_DEST = FIELDS.index("dest")
+
+log = logging.getLogger("stirshaken.serve")
+
+
+def verification_fields(result: Any) -> tuple[str | None, str | None, str | None, str | None]:
+    """``(origid, x5u, spc, serial hex)`` of a :class:`~stirshaken.core.verification.VerificationResult`
+    (None: not known, or no result): of the PASSporT that passed, else of the first one.  A failed
+    PASSporT has no origid (its claims are not trusted, as the verifier reports none) nor
+    certificate; its x5u is the ``info`` its Identity header names (RFC 8224 §4), when it parses."""
+    if result is None:
+        return None, None, None, None
+    ps = result.passports
+    if not ps:
+        return result.origid, None, None, None
+    p = ps[0]
+    if not p.ok and len(ps) > 1:
+        p = next((x for x in ps if x.ok), p)
+    cred = p.credential
+    if cred is not None:
+        return result.origid, p.passport.header.get("x5u"), cred.spc, format(cred.leaf.serial_number, "x")
+    x5u = p.passport.header.get("x5u") if p.passport is not None else None
+    if x5u is None:
+        from stirshaken.core.errors import StirShakenError
+        from stirshaken.core.identity import parse_identity
+
+        try:
+            x5u = parse_identity(p.raw).info
+        except (StirShakenError, ValueError):
+            x5u = None
+    return result.origid, x5u, None, None
+
+
+# --- log lines -----------------------------------------------------------------------------------
+
+
+def _complete(rec: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``rec`` with every field of :data:`FIELDS` (None for those a caller left out)."""
+    return rec if len(rec) == len(FIELDS) else {k: rec.get(k) for k in FIELDS}
+
+
+#: ``.mmm+00:00`` for every millisecond (the part of a timestamp that changes within a second)
+_MILLIS = tuple(f".{i:03d}+00:00" for i in range(1000))
+
+
+class JSONRecordFormatter(logging.Formatter):
+    """A record as one JSON object, in the envelope of the other ``serve`` log lines: ``ts``
+    (ISO 8601 UTC, milliseconds), ``level``, ``logger``, ``msg`` ``"call"``, ``worker``, then the
+    fields of :data:`FIELDS` (unknown values ``null``)."""
+
+    def __init__(self, worker: int | str = 0):
+        super().__init__()
+        self._tail = '","level":"INFO","logger":"' + LOGGER + '","msg":"call","worker":' + orjson.dumps(worker).decode() + ","
+        self._second = -1
+        self._head = ""
+
+    def line(self, rec: Mapping[str, Any], created: float) -> str:
+        """The line of the record ``rec`` made at ``created`` (Unix seconds)."""
+        second = int(created)
+        if second != self._second:  # the date and time change once a second: formatted once a second
+            self._second = second
+            self._head = '{"ts":"' + dt.datetime.fromtimestamp(second, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+        return self._head + _MILLIS[int((created - second) * 1000)] + self._tail + orjson.dumps(_complete(rec))[1:].decode()
+
+    def format(self, record: logging.LogRecord) -> str:
+        return self.line(record.call, record.created)  # type: ignore[attr-defined]
+
+
+def text_value(v: Any) -> str:
+    """A value as the text log form writes it: ``-`` for None, a float with 6 decimals, a list
+    joined with ``,``, a string with spaces, quotes, ``=`` or unprintable characters as a JSON string."""
+    if v is None:
+        return "-"
+    if type(v) is float:
+        return f"{v:.6f}"
+    if isinstance(v, (list, tuple)):
+        v = ",".join(map(str, v))
+    s = str(v)
+    if not s or any(c in s for c in ' "=\\') or not s.isprintable():
+        return orjson.dumps(s).decode()  # a JSON string: quoted, with its escapes
+    return s
+
+
+class TextRecordFormatter(logging.Formatter):
+    """A record as ``<asctime> INFO [<worker>] stirshaken.records: call key=value ...``: every
+    field of :data:`FIELDS` in that order, ``-`` for an unknown value, lists joined with ``,``,
+    a value with spaces, quotes or ``=`` as a JSON string."""
+
+    def __init__(self, worker: int | str = 0):
+        super().__init__()
+        self._mid = f" INFO [{worker}] {LOGGER}: call "
+
+    def line(self, rec: Mapping[str, Any], created: float) -> str:
+        """The line of the record ``rec`` made at ``created`` (Unix seconds)."""
+        return self.format(logging.makeLogRecord({"created": created, "msecs": (created - int(created)) * 1000, "call": rec}))
+
+    def format(self, record: logging.LogRecord) -> str:
+        rec = record.call  # type: ignore[attr-defined]
+        return self.formatTime(record) + self._mid + " ".join(f"{k}={text_value(rec.get(k))}" for k in FIELDS)
+
+
+class BatchedStreamHandler(logging.Handler):
+    """A stream handler that writes the lines of one event-loop iteration together.
+
+    Inside a running event loop a line is queued and the queue is written (one ``write`` and
+    ``flush``) once the loop has run the callbacks of the iteration, or when it holds ``limit``
+    lines; outside one each line is written at once.  (The per-call cost of a ``write`` system
+    call is what :mod:`stirshaken.serve.batching` saves for the answers, too.)"""
+
+    def __init__(self, stream: TextIO | None = None, limit: int = 256):
+        super().__init__()
+        self.stream = stream if stream is not None else sys.stderr
+        self.limit = limit
+        self.lines: list[str] = []
+        self.scheduled = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record)
+        except Exception:  # noqa: BLE001 - logging's own convention
+            self.handleError(record)
+            return
+        self.add(line)
+
+    def add(self, line: str) -> None:
+        """Queue a formatted line (the direct path of :meth:`Records.add`)."""
+        lines = self.lines
+        lines.append(line)
+        if len(lines) >= self.limit:
+            self.flush()
+        elif not self.scheduled:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                self.flush()
+                return
+            self.scheduled = True
+            loop.call_soon(self._flush_soon)
+
+    def _flush_soon(self) -> None:
+        self.scheduled = False
+        self.flush()
+
+    def flush(self) -> None:
+        with self.lock:  # type: ignore[union-attr]
+            lines = self.lines
+            if not lines:
+                return
+            self.lines = []
+            try:
+                self.stream.write("\n".join(lines) + "\n")
+                self.stream.flush()
+            except (OSError, ValueError):  # stderr closed or gone: records are not worth a crash
+                pass
+
+    def close(self) -> None:
+        self.flush()
+        super().close()
+
+
+# --- database ------------------------------------------------------------------------------------
+
+
+def call_records(metadata: Any) -> Any:
+    """The ``call_records`` table (SQLAlchemy Core) in ``metadata``: the fields of :data:`FIELDS`
+    plus ``id``, ``time`` (UTC) and ``worker``; ``dest`` as comma-separated TNs."""
+    import sqlalchemy as sa
+
+    return sa.Table(
+        "call_records", metadata,
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+        sa.Column("time", sa.DateTime(timezone=True), nullable=False, index=True),
+        sa.Column("worker", sa.Integer, nullable=False),
+        sa.Column("interface", sa.String(8), nullable=False),
+        sa.Column("service", sa.String(16), nullable=False),
+        sa.Column("call_id", sa.Text, nullable=True, index=True),
+        sa.Column("origid", sa.Text, nullable=True),
+        sa.Column("orig", sa.Text, nullable=True),
+        sa.Column("dest", sa.Text, nullable=True),
+        sa.Column("tenant", sa.Text, nullable=True),
+        sa.Column("attest", sa.String(1), nullable=True),
+        sa.Column("x5u", sa.Text, nullable=True),
+        sa.Column("verstat", sa.String(32), nullable=True),
+        sa.Column("status", sa.Integer, nullable=True),
+        sa.Column("code", sa.Integer, nullable=True),
+        sa.Column("reason", sa.Text, nullable=True),
+        sa.Column("spc", sa.Text, nullable=True),
+        sa.Column("serial", sa.String(64), nullable=True),
+        sa.Column("latency", sa.Float, nullable=True),
+    )
+
+
+def _one_line(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None) or exc  # SQLAlchemy wraps the driver's exception
+    text = " ".join(str(orig).split())
+    return f"{type(orig).__name__}: {text[:160]}" if text else type(orig).__name__
+
+
+class _DatabaseWriter:
+    """The thread that moves records from the queue into the database (see the module docstring)."""
+
+    def __init__(self, url: str, queue: collections.deque[dict[str, Any]], worker: int | str, *, interval: float = INTERVAL,
+                 retry: float = RETRY, batch: int = BATCH, connect_timeout: float = 5.0):
+        self.url = url
+        self.queue = queue
+        self.worker = worker if isinstance(worker, int) else -1
+        self.interval = interval
+        self.retry = retry
+        self.batch = batch
+        self.connect_timeout = connect_timeout
+        #: why the database cannot be reached (None: it can, or it was not tried yet)
+        self.down: str | None = None
+        self.written = 0
+        self.rejected = 0  # records the database refused (not a connection problem): dropped
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="stirshaken-records", daemon=True)
+        self._engine: Any = None
+        self._table: Any = None
+
+    @property
+    def where(self) -> str:
+        """The database URL without its password, for messages."""
+        try:
+            import sqlalchemy as sa
+
+            return sa.engine.make_url(self.url).render_as_string(hide_password=True)
+        except Exception:  # noqa: BLE001
+            return "(database)"
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float) -> None:
+        """Write what is queued (for at most ``timeout`` seconds), then end the thread."""
+        self._stop.set()
+        self._thread.join(timeout)
+
+    # --- the thread ------------------------------------------------------------------------
+
+    def _connect(self) -> bool:
+        import sqlalchemy as sa
+
+        from stirshaken.pki.store import make_engine
+
+        if self._engine is None:
+            self._engine = make_engine(self.url, connect_timeout=self.connect_timeout)
+            md = sa.MetaData()
+            self._table = call_records(md)
+            self._metadata = md
+            self._postgres = self._engine.dialect.name == "postgresql"
+            columns = ", ".join(c.name for c in self._table.columns if c.name != "id")
+            self._copy = f"COPY {self._table.name} ({columns}) FROM STDIN"
+            self._insert = f"INSERT INTO {self._table.name} ({columns}) VALUES ({', '.join('?' * (len(FIELDS) + 2))})"
+        self._metadata.create_all(self._engine, checkfirst=True)
+        return True
+
+    def _row(self, rec: Mapping[str, Any]) -> tuple[Any, ...]:
+        """The values of the table's columns (after ``id``) for ``rec``."""
+        values = list(map(rec.get, FIELDS))
+        dest = values[_DEST]
+        if dest.__class__ is list or dest.__class__ is tuple:
+            values[_DEST] = ",".join(dest)
+        return (dt.datetime.fromtimestamp(rec["time"], dt.timezone.utc), self.worker, *values)
+
+    def _write(self, conn: Any, rows: list[tuple[Any, ...]]) -> None:
+        """Insert ``rows`` in one round trip with the driver's bulk path: PostgreSQL ``COPY ...
+        FROM STDIN`` (psycopg), SQLite ``executemany`` (the time as SQLAlchemy's SQLite
+        ``DateTime`` text, so that Core reads it back as a datetime).  SQLAlchemy's own executemany
+        costs several times more per row, all of it on a worker's CPU."""
+        if self._postgres:
+            with conn.connection.driver_connection.cursor() as cur, cur.copy(self._copy) as copy:
+                for row in rows:
+                    copy.write_row(row)
+        else:
+            conn.exec_driver_sql(self._insert, [(r[0].strftime("%Y-%m-%d %H:%M:%S.%f"), *r[1:]) for r in rows])
+
+    def _went_down(self, exc: BaseException) -> None:
+        reason = _one_line(exc)
+        if self.down is None:
+            log.warning("records database down; records are queued, then dropped and counted",
+                        extra={"database": self.where, "error": reason, "queued": len(self.queue)})
+        self.down = reason
+
+    def _came_up(self) -> None:
+        if self.down is not None:
+            log.info("records database reachable again", extra={"database": self.where})
+        self.down = None
+
+    def _run(self) -> None:
+        import sqlalchemy as sa
+
+        connected = False
+        pending: list[tuple[Any, ...]] = []
+        queue = self.queue
+        last_ok = time.monotonic()
+        while True:
+            stopping = self._stop.is_set()
+            if not stopping and len(queue) < self.batch and not pending:
+                stopping = self._stop.wait(self.interval)
+            try:
+                if not connected:
+                    connected = self._connect()
+                    self._came_up()
+                    last_ok = time.monotonic()
+                while queue and len(pending) < self.batch:
+                    pending.append(self._row(queue.popleft()))
+                if pending:
+                    with self._engine.begin() as conn:
+                        self._write(conn, pending)
+                    self.written += len(pending)
+                    pending = []
+                    last_ok = time.monotonic()
+                    self._came_up()
+                elif time.monotonic() - last_ok > 5 * self.retry:  # idle: is it still there?
+                    with self._engine.connect() as conn:
+                        conn.execute(sa.text("SELECT 1"))
+                    last_ok = time.monotonic()
+                    self._came_up()
+            except (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.DisconnectionError, sa.exc.TimeoutError, OSError) as exc:
+                self._went_down(exc)  # the batch is kept and tried again
+                if stopping:
+                    break
+                self._stop.wait(self.retry)
+                continue
+            except Exception as exc:  # noqa: BLE001 - the database refused these rows: drop them, go on
+                self.rejected += len(pending)
+                log.warning("records database refused a batch; dropped", extra={
+                    "database": self.where, "error": _one_line(exc), "records": len(pending)})
+                pending = []
+            if stopping and not queue and not pending:
+                break
+        if self._engine is not None:
+            self._engine.dispose()
+
+
+# --- the per-worker object -------------------------------------------------------------------
+
+
+class Records:
+    """Where one worker's records go: the ``stirshaken.records`` logger and/or a database.
+
+    ``log``: write records to the logger (with a :class:`BatchedStreamHandler` on ``stream``,
+    stderr by default, formatted per ``fmt`` ``"json"`` or ``"text"``); ``database``: a
+    SQLAlchemy URL (see :class:`~stirshaken.serve.config.RecordsConfig`) or ``""``;
+    ``queue_size``: records waiting for the database, at most.  :meth:`start` starts the database
+    thread, :meth:`close` writes what is queued (bounded) and stops it."""
+
+    def __init__(self, *, log: bool = True, database: str = "", queue_size: int = 10000, fmt: str = "json",
+                 worker: int | str = 0, stream: TextIO | None = None):
+        self.logger: logging.Logger | None = None
+        self.handler: BatchedStreamHandler | None = None
+        if log:
+            lg = logging.getLogger(LOGGER)
+            for h in list(lg.handlers):
+                lg.removeHandler(h)
+            h = self.handler = BatchedStreamHandler(stream)
+            f = self._formatter = JSONRecordFormatter(worker) if fmt == "json" else TextRecordFormatter(worker)
+            h.setFormatter(f)
+            lg.addHandler(h)
+            lg.setLevel(logging.INFO)
+            lg.propagate = False
+            self.logger = lg
+            self._alone = [h]
+            # what LogRecord.__init__ would compute, the same for every record of this worker
+            self._template = dict(vars(logging.LogRecord(LOGGER, logging.INFO, __file__, 0, "call", None, None, func="add")))
+        self.queue_size = queue_size
+        self.queue: collections.deque[dict[str, Any]] | None = collections.deque() if database else None
+        self.dropped = 0  # queue full (counted on the event loop's thread)
+        self.writer = _DatabaseWriter(database, self.queue, worker) if database and self.queue is not None else None
+
+    @classmethod
+    def from_config(cls, cfg: Any, *, fmt: str = "json", worker: int | str = 0) -> Records | None:
+        """The records of a :class:`~stirshaken.serve.config.RecordsConfig`, or None when it writes none."""
+        if not cfg.enabled:
+            return None
+        return cls(log=cfg.log, database=cfg.url, queue_size=cfg.queue_size, fmt=fmt, worker=worker)
+
+    def start(self) -> None:
+        if self.writer is not None:
+            self.writer.start()
+
+    def close(self, timeout: float = 2.0) -> None:
+        if self.handler is not None:
+            self.handler.flush()
+        if self.writer is not None:
+            self.writer.stop(timeout)
+
+    # --- the request path ------------------------------------------------------------------------
+
+    def add(self, rec: dict[str, Any]) -> None:
+        """Write one record (``rec``: the fields of :data:`FIELDS`, owned by the records from now
+        on); a record that finds the database queue full is dropped and counted.
+
+        Fast path: while the ``stirshaken.records`` logger has only the handler installed here and
+        no filters, the line is formatted and queued directly, without a :class:`logging.LogRecord`
+        (their cost is most of a record's); otherwise the record goes through the logger as any
+        other (its ``call`` attribute holding ``rec``)."""
+        now = time.time()
+        lg = self.logger
+        if lg is not None and lg.isEnabledFor(logging.INFO):
+            h = self.handler
+            if lg.handlers == self._alone and not lg.filters and not h.filters and h.formatter is self._formatter:  # type: ignore[union-attr]
+                h.add(self._formatter.line(rec, now))  # type: ignore[union-attr]
+            else:
+                self._log(rec, now)
+        q = self.queue
+        if q is not None:
+            if len(q) < self.queue_size:
+                rec["time"] = now
+                q.append(rec)
+            else:
+                self.dropped += 1
+
+    def _log(self, rec: dict[str, Any], now: float) -> None:
+        """The record through the logger's general path."""
+        lg = self.logger
+        if lg is not None:
+            d = self._template.copy()
+            d["created"] = now
+            d["msecs"] = (now - int(now)) * 1000
+            d["relativeCreated"] = (now - logging._startTime) * 1000  # type: ignore[attr-defined]
+            d["call"] = rec
+            r = object.__new__(logging.LogRecord)
+            r.__dict__ = d
+            lg.handle(r)
+
+    # --- health and metrics ----------------------------------------------------------------------
+
+    @property
+    def problem(self) -> str | None:
+        """``"records database down: <why>"`` while the database cannot be reached, else None."""
+        w = self.writer
+        return f"records database down: {w.down}" if w is not None and w.down is not None else None
+
+    def counters(self) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
+        """The counter families of the records (for :class:`~stirshaken.serve.metrics.Metrics`)."""
+        w = self.writer
+        if w is None:
+            return {}
+        return {
+            "stirshaken_records_dropped_total": {(("reason", "queue_full"),): self.dropped, (("reason", "refused"),): w.rejected},
+            "stirshaken_records_written_total": {(): w.written},
+        }

@@ -1,0 +1,447 @@
+"""Per-call records (serve/records.py) of a real ``stirshaken serve``: one record per SIP and REST
+signing and verification, in the JSON and the text log format, in SQLite and in PostgreSQL; and a
+records database that is down (calls still answered, drops counted, /healthz degraded, the change
+logged once each way, the queued records written once it is back)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import os
+import re
+import socket
+import stat
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Iterator
+
+import orjson
+import pytest
+import sqlalchemy as sa
+import urllib.request
+
+from stirshaken.core.certificates import load_certificates
+from stirshaken.serve.records import FIELDS, LOGGER, BatchedStreamHandler, Records, call_records
+
+from tests.test_pki_support import postgres_database
+from tests.test_serve_support import DEST, ORIG, FileServer, ServeProcess, make_pki, serve_port, serve_toml
+
+ENVELOPE = ("ts", "level", "logger", "msg", "worker")
+ORIGID = "123e4567-e89b-12d3-a456-426614174000"
+
+
+# --- helpers -------------------------------------------------------------------------------------
+
+
+def http(port: int, path: str, body: Any = None, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+    h = {"Content-Type": "application/json", "Accept": "application/json", **(headers or {})}
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=orjson.dumps(body) if body is not None else None, headers=h)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def invite(call_id: str, *, orig: str = ORIG, dest: str = DEST, extra: str = "") -> bytes:
+    return (f"INVITE sip:{dest}@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5999;branch=z9hG4bK-{call_id}\r\n"
+            f"From: <sip:{orig}@127.0.0.1>;tag=a\r\nTo: <sip:{dest}@127.0.0.1>\r\nCall-ID: {call_id}\r\nCSeq: 1 INVITE\r\n"
+            f"Max-Forwards: 70\r\n{extra}Content-Length: 0\r\n\r\n").encode()
+
+
+def udp(port: int, data: bytes) -> str:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(10)
+        s.sendto(data, ("127.0.0.1", port))
+        return s.recv(65535).decode()
+
+
+def header(resp: str, name: str) -> str:
+    m = re.search(rf"^{name}: (.*)$", resp, re.MULTILINE | re.IGNORECASE)
+    assert m, resp
+    return m.group(1).strip()
+
+
+def calls(ports: dict[str, int]) -> dict[str, Any]:
+    """Sign and verify over REST and SIP, one failing verification each; returns what the
+    records must say."""
+    now = int(time.time())
+    st, body = http(ports["http"], "/stir/v1/signing", {"signingRequest": {"attest": "A", "dest": {"tn": [DEST]}, "iat": now,
+                                                                          "orig": {"tn": ORIG}, "origid": ORIGID}},
+                    {"X-RequestID": "rest-sign-1"})
+    assert st == 200, body
+    identity = orjson.loads(body)["signingResponse"]["identity"]
+    for rid, frm in (("rest-verify-ok", ORIG), ("rest-verify-bad", "12155550000")):
+        st, body = http(ports["http"], "/stir/v1/verification", {"verificationRequest": {"from": {"tn": frm}, "to": {"tn": [DEST]},
+                                                                                        "time": now, "identity": identity}},
+                        {"X-RequestID": rid})
+        assert st == 200, body
+    st, body = http(ports["http"], "/stir/v1/signing", {"signingRequest": {"attest": "A", "dest": {"tn": [DEST]}, "iat": 5,
+                                                                          "orig": {"tn": ORIG}}}, {"X-RequestID": "rest-sign-stale"})
+    assert st == 400, body
+    r = udp(ports["sign"], invite("sip-sign-1"))
+    assert r.startswith("SIP/2.0 302"), r
+    sip_identity = header(r, "Identity")
+    assert udp(ports["verify"], invite("sip-verify-ok", extra=f"Identity: {sip_identity}\r\n")).startswith("SIP/2.0 302")
+    r = udp(ports["verify"], invite("sip-verify-bad", orig="12155550000", extra=f"Identity: {sip_identity}\r\n"))
+    assert r.startswith("SIP/2.0 302") and "verstat=No-TN-Validation" in r
+    return {"identity": identity, "sip_identity": sip_identity}
+
+
+def check(records: dict[str, dict[str, Any]], serial: str) -> None:
+    """The records of :func:`calls`, keyed by call_id (values as the JSON log carries them).  A
+    failed verification names the x5u its Identity header gave, but no origid, attestation or
+    certificate: claims that did not verify are not reported as facts."""
+    x5u = records["rest-sign-1"]["x5u"]
+    assert x5u.endswith("/sp-chain.pem")
+    want = {
+        "rest-sign-1": dict(interface="rest", service="signing", origid=ORIGID, orig=ORIG, dest=[DEST], tenant="default", attest="A",
+                            x5u=x5u, verstat=None, status=200, code=None, reason=None, spc="1234", serial=None),
+        "rest-verify-ok": dict(interface="rest", service="verification", origid=ORIGID, orig=ORIG, dest=[DEST], tenant=None, attest="A",
+                               x5u=x5u, verstat="TN-Validation-Passed", status=200, code=None, reason=None, spc="1234", serial=serial),
+        "rest-verify-bad": dict(interface="rest", service="verification", origid=None, orig="12155550000", dest=[DEST], tenant=None,
+                                attest=None, x5u=x5u, verstat="No-TN-Validation", status=200, code=438, spc=None, serial=None),
+        "rest-sign-stale": dict(interface="rest", service="signing", origid=None, orig=None, dest=None, tenant=None, attest=None,
+                                x5u=None, verstat=None, status=400, code=None, spc=None, serial=None),
+        "sip-sign-1": dict(interface="sip", service="signing", orig=ORIG, dest=[DEST], tenant="default", attest="C", x5u=x5u,
+                           verstat=None, status=302, code=None, reason=None, spc="1234", serial=None),
+        "sip-verify-ok": dict(interface="sip", service="verification", orig=ORIG, dest=[DEST], tenant=None, attest="C", x5u=x5u,
+                              verstat="TN-Validation-Passed", status=302, code=None, reason=None, spc="1234", serial=serial),
+        "sip-verify-bad": dict(interface="sip", service="verification", origid=None, orig="12155550000", dest=[DEST], tenant=None,
+                               attest=None, x5u=x5u, verstat="No-TN-Validation", status=302, code=438, spc=None, serial=None),
+    }
+    assert set(want) <= set(records), sorted(records)
+    for cid, fields in want.items():
+        rec = records[cid]
+        assert {k: rec[k] for k in fields} == fields, (cid, rec)
+        assert isinstance(rec["latency"], float) and 0 < rec["latency"] < 30, rec
+    # the specific cause, not the phrase of the code
+    assert "orig" in records["rest-verify-bad"]["reason"] and "match" in records["rest-verify-bad"]["reason"]
+    assert "orig" in records["sip-verify-bad"]["reason"] and "match" in records["sip-verify-bad"]["reason"]
+    assert records["rest-sign-stale"]["reason"].startswith("SVC4005: Invalid 'iat' parameter value: 5 is ")
+    # one origid per SIP signing (a new UUID: none was given) and the same one at the verifier
+    assert uuid.UUID(records["sip-sign-1"]["origid"]).version == 4
+    assert records["sip-verify-ok"]["origid"] == records["sip-sign-1"]["origid"]
+
+
+def sp_serial(pki: Any) -> str:
+    return format(load_certificates(pki.sp_cert.read_bytes())[0].serial_number, "x")
+
+
+def record_lines(log: Path) -> list[str]:
+    return [line for line in log.read_text().splitlines() if LOGGER in line]
+
+
+@pytest.fixture(scope="module")
+def pki_x5u(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, FileServer, Path]]:
+    d = tmp_path_factory.mktemp("records")
+    pki = make_pki(d / "pki")
+    x5u = FileServer(d / "pki")
+    try:
+        yield pki, x5u, d
+    finally:
+        x5u.close()
+
+
+@contextlib.contextmanager
+def serving(d: Path, pki: Any, x5u: FileServer, name: str, records: str = "", text: bool = False,
+            workers: int = 1) -> Iterator[tuple[ServeProcess, dict[str, int]]]:
+    ports = {"http": serve_port(), "sign": serve_port(), "verify": serve_port()}
+    toml = serve_toml(pki, x5u, http=ports["http"], sip_signing=ports["sign"], sip_verification=ports["verify"], workers=workers)
+    if text:
+        toml = toml.replace('log_level = "INFO"', 'log_level = "INFO"\nlog_format = "text"')
+    if records:
+        toml += "\n[records]\n" + records + "\n"
+    p = ServeProcess(d, toml, ports["http"], name=name)
+    try:
+        yield p, ports
+    finally:
+        assert p.stop() == 0
+
+
+def metric(port: int, name: str) -> float:
+    st, body = http(port, "/metrics")
+    assert st == 200
+    return sum(float(line.rsplit(" ", 1)[1]) for line in body.decode().splitlines() if line.startswith(name))
+
+
+def wait_for(what: Any, timeout: float = 20.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        v = what()
+        if v:
+            return v
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.2)
+
+
+# --- the log ---------------------------------------------------------------------------------------
+
+
+def test_records_in_the_json_log(pki_x5u: tuple[Any, FileServer, Path]) -> None:
+    pki, x5u, d = pki_x5u
+    with serving(d, pki, x5u, "rec-json") as (p, ports):  # [records] log is on by default
+        calls(ports)
+    lines = record_lines(p.log)
+    docs = [json.loads(line) for line in lines]
+    assert all(tuple(doc) == ENVELOPE + FIELDS for doc in docs), docs[0]  # every field, always in this order
+    assert all(doc["logger"] == LOGGER and doc["level"] == "INFO" and doc["msg"] == "call" and doc["worker"] == 0 for doc in docs)
+    by_id = {doc["call_id"]: doc for doc in docs}
+    assert len(by_id) == len(docs) == 7  # one record per call, not also through the root logger
+    check(by_id, sp_serial(pki))
+    ts = by_id["rest-sign-1"]["ts"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00", ts) and abs(
+        time.time() - __import__("datetime").datetime.fromisoformat(ts).timestamp()) < 120
+
+
+def parse_text(line: str) -> dict[str, Any]:
+    """A text record line back into values as the JSON log has them."""
+    head, _, pairs = line.partition(f" {LOGGER}: call ")
+    out: dict[str, Any] = {}
+    for k, v in re.findall(r'(\w+)=("(?:[^"\\]|\\.)*"|\S+)', pairs):
+        if v.startswith('"'):
+            out[k] = json.loads(v)
+        elif v == "-":
+            out[k] = None
+        elif k == "dest":
+            out[k] = v.split(",")
+        elif k in ("status", "code"):
+            out[k] = int(v)
+        elif k == "latency":
+            out[k] = float(v)
+        else:
+            out[k] = v
+    assert list(out) == list(FIELDS), line
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO \[0\]", head), head
+    return out
+
+
+def test_records_in_the_text_log(pki_x5u: tuple[Any, FileServer, Path]) -> None:
+    pki, x5u, d = pki_x5u
+    with serving(d, pki, x5u, "rec-text", records="log = true", text=True) as (p, ports):
+        calls(ports)
+    lines = record_lines(p.log)
+    assert len(lines) == 7 and not any(line.lstrip().startswith("{") for line in lines)
+    records = {r["call_id"]: r for r in map(parse_text, lines)}
+    check(records, sp_serial(pki))
+
+
+def test_records_off(pki_x5u: tuple[Any, FileServer, Path]) -> None:
+    pki, x5u, d = pki_x5u
+    with serving(d, pki, x5u, "rec-off", records="log = false") as (p, ports):
+        calls(ports)
+        st, text = http(ports["http"], "/metrics")
+        assert b"stirshaken_records_" not in text
+    assert record_lines(p.log) == []
+
+
+# --- databases -------------------------------------------------------------------------------------
+
+
+def db_records(url: str) -> dict[str, dict[str, Any]]:
+    """The rows of call_records as the JSON log has the values (dest a list)."""
+    e = sa.create_engine(url)
+    t = call_records(sa.MetaData())
+    try:
+        with e.connect() as c:
+            rows = [dict(r._mapping) for r in c.execute(sa.select(t))]
+    finally:
+        e.dispose()
+    for r in rows:
+        r["dest"] = r["dest"].split(",") if r["dest"] else None
+    return {r["call_id"]: r for r in rows}
+
+
+def test_records_in_sqlite(pki_x5u: tuple[Any, FileServer, Path]) -> None:
+    pki, x5u, d = pki_x5u
+    db = d / "records.db"
+    with serving(d, pki, x5u, "rec-sqlite", records='database = "records.db"', workers=2) as (p, ports):
+        calls(ports)
+        wait_for(lambda: metric(ports["http"], "stirshaken_records_written_total") >= 7)
+        assert metric(ports["http"], "stirshaken_records_dropped_total") == 0
+    assert stat.S_IMODE(os.stat(db).st_mode) == 0o600  # created by the service: owner only
+    rows = db_records(f"sqlite:///{db}")
+    assert len(rows) == 7
+    check(rows, sp_serial(pki))
+    assert all(r["worker"] in (0, 1) and r["time"] is not None for r in rows.values())
+    assert len(record_lines(p.log)) == 7  # the log too (log = true is the default)
+
+
+def test_records_in_postgresql(pki_x5u: tuple[Any, FileServer, Path]) -> None:
+    pki, x5u, d = pki_x5u
+    with postgres_database() as url:
+        plain = url.replace("postgresql+psycopg://", "postgresql://")  # what a user writes; psycopg 3 is taken
+        with serving(d, pki, x5u, "rec-pg", records=f'database = "{plain}"\nlog = false') as (p, ports):
+            calls(ports)
+            wait_for(lambda: metric(ports["http"], "stirshaken_records_written_total") >= 7)
+            st, body = http(ports["http"], "/healthz")
+            assert orjson.loads(body) == {"status": "ok", "reasons": []}
+        rows = db_records(url)
+        assert len(rows) == 7
+        check(rows, sp_serial(pki))
+        assert rows["rest-sign-1"]["time"].tzinfo is not None
+        assert record_lines(p.log) == []  # log = false: the database only
+
+
+class Gate:
+    """A loopback TCP forwarder to the PostgreSQL server that can be opened and closed: closed,
+    nothing listens on its port (connections are refused) and every forwarded connection is cut."""
+
+    def __init__(self, target: tuple[str, int] = ("127.0.0.1", 5432)):
+        self.target = target
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.listener: socket.socket | None = None
+        self.conns: list[socket.socket] = []
+        self.lock = threading.Lock()
+
+    def open(self) -> None:
+        ls = socket.socket()
+        ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        ls.bind(("127.0.0.1", self.port))
+        ls.listen(16)
+        self.listener = ls
+        threading.Thread(target=self._accept, args=(ls,), daemon=True).start()
+
+    def close(self) -> None:
+        if self.listener is not None:
+            with contextlib.suppress(OSError):
+                self.listener.shutdown(socket.SHUT_RDWR)  # wakes the accept() in progress (close() alone would not)
+            self.listener.close()
+            self.listener = None
+        with self.lock:
+            for c in self.conns:
+                with contextlib.suppress(OSError):
+                    c.shutdown(socket.SHUT_RDWR)
+                c.close()
+            self.conns.clear()
+
+    def _accept(self, ls: socket.socket) -> None:
+        while True:
+            try:
+                a, _ = ls.accept()
+            except OSError:
+                return
+            b = socket.create_connection(self.target)
+            with self.lock:
+                self.conns += [a, b]
+            for src, dst in ((a, b), (b, a)):
+                threading.Thread(target=self._pipe, args=(src, dst), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                dst.shutdown(socket.SHUT_WR)
+
+
+def health(port: int) -> dict[str, Any]:
+    st, body = http(port, "/healthz")
+    assert st == 200
+    return orjson.loads(body)
+
+
+def test_records_database_down_then_back(pki_x5u: tuple[Any, FileServer, Path]) -> None:
+    """PostgreSQL behind a gate that starts closed: every call is answered, the records beyond
+    the queue are dropped and counted, /healthz says degraded; the gate opens: the queued records
+    are written, /healthz is ok again; each change is logged once."""
+    pki, x5u, d = pki_x5u
+    gate = Gate()
+    with postgres_database() as url:
+        via_gate = url.replace("127.0.0.1:5432", f"127.0.0.1:{gate.port}")
+        with serving(d, pki, x5u, "rec-down", records=f'database = "{via_gate}"\nqueue_size = 5\nlog = false') as (p, ports):
+            now = int(time.time())
+            for i in range(20):
+                st, body = http(ports["http"], "/stir/v1/signing", {"signingRequest": {"attest": "A", "dest": {"tn": [DEST]}, "iat": now,
+                                                                                      "orig": {"tn": ORIG}}}, {"X-RequestID": f"down-{i}"})
+                assert st == 200, body
+            doc = wait_for(lambda: (h := health(ports["http"]))["status"] == "degraded" and h)
+            assert len(doc["reasons"]) == 1 and doc["reasons"][0].startswith("records database down: "), doc
+            assert metric(ports["http"], 'stirshaken_records_dropped_total{reason="queue_full"}') == 15
+            assert metric(ports["http"], "stirshaken_records_written_total") == 0
+            gate.open()
+            wait_for(lambda: health(ports["http"])["status"] == "ok")
+            wait_for(lambda: metric(ports["http"], "stirshaken_records_written_total") == 5)
+            gate.close()  # down again: noticed by the next insert (or the idle check)
+            st, _ = http(ports["http"], "/stir/v1/signing", {"signingRequest": {"attest": "A", "dest": {"tn": [DEST]}, "iat": now,
+                                                                               "orig": {"tn": ORIG}}}, {"X-RequestID": "down-again"})
+            assert st == 200
+            wait_for(lambda: health(ports["http"])["status"] == "degraded")
+        rows = db_records(url)
+        assert sorted(rows) == sorted(f"down-{i}" for i in range(5))  # the queue kept the first five
+    gate.close()
+    log = p.log.read_text()
+    assert log.count("records database down; records are queued") == 2 and log.count("records database reachable again") == 1
+    assert log.count('"health degraded"') >= 2 and "password" not in log
+
+
+# --- the records object itself --------------------------------------------------------------------
+
+
+async def test_lines_of_one_loop_iteration_are_written_together() -> None:
+    class Counting(io.StringIO):
+        writes = 0
+
+        def write(self, s: str) -> int:
+            Counting.writes += 1
+            return super().write(s)
+
+    out = Counting()
+    r = Records(log=True, stream=out, worker=2)
+    for i in range(3):
+        r.add({k: None for k in FIELDS} | {"interface": "rest", "service": "signing", "call_id": f"c{i}"})
+    assert out.getvalue() == ""  # not yet: at the end of this iteration
+    await __import__("asyncio").sleep(0)
+    assert Counting.writes == 1 and [json.loads(line)["call_id"] for line in out.getvalue().splitlines()] == ["c0", "c1", "c2"]
+
+
+def test_other_handlers_get_log_records() -> None:
+    """A handler added to the stirshaken.records logger receives the records as LogRecords (the
+    record in ``call``); the installed handler still writes its line."""
+    out = io.StringIO()
+    r = Records(log=True, stream=out, fmt="text")
+    got: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            got.append(record)
+
+    extra = Keep()
+    logging.getLogger(LOGGER).addHandler(extra)
+    try:
+        r.add({"interface": "sip", "service": "verification", "call_id": "x y", "reason": 'the "orig" claim', "dest": ["1", "2"],
+               "latency": 0.5})
+    finally:
+        logging.getLogger(LOGGER).removeHandler(extra)
+    assert len(got) == 1 and got[0].call["call_id"] == "x y" and got[0].name == LOGGER and got[0].getMessage() == "call"  # type: ignore[attr-defined]
+    line = out.getvalue().strip()
+    assert line.endswith('call interface=sip service=verification call_id="x y" origid=- orig=- dest=1,2 tenant=- attest=- x5u=- '
+                         'verstat=- status=- code=- reason="the \\"orig\\" claim" spc=- serial=- latency=0.500000'), line
+
+
+def test_full_queue_drops_and_counts() -> None:
+    r = Records(log=False, database="sqlite:///unused-never-started.db", queue_size=3)
+    for i in range(5):
+        r.add({"interface": "rest", "service": "signing", "call_id": str(i)})
+    assert [x["call_id"] for x in r.queue or ()] == ["0", "1", "2"] and r.dropped == 2
+    assert r.counters()["stirshaken_records_dropped_total"][(("reason", "queue_full"),)] == 2
+    assert r.problem is None  # not tried yet: not known to be down
+    assert not os.path.exists("unused-never-started.db")
+
+
+def test_batched_handler_outside_a_loop_writes_at_once() -> None:
+    out = io.StringIO()
+    h = BatchedStreamHandler(out)
+    h.setFormatter(logging.Formatter("%(message)s"))
+    h.emit(logging.makeLogRecord({"msg": "one"}))
+    assert out.getvalue() == "one\n"
