@@ -19,7 +19,8 @@ from typing import Any, Iterator
 import orjson
 import pytest
 
-from stirshaken.pki.acme_client import PAClient, obtain_certificate, save_settings
+from stirshaken.pki.enrollment import obtain_certificate, save_settings
+from stirshaken.pki.pa_client import PAClient
 from stirshaken.pki.records import audit
 from stirshaken.serve.server import JSONFormatter
 

@@ -240,6 +240,9 @@ async def test_unparsable_request_gets_400_naming_the_problem(pki: Any, mutate: 
 async def test_unanswerable_garbage_is_dropped_and_counted(pki: Any, data: bytes) -> None:
     signer, _, v = services(pki)
     assert await answer(signer, data) is None
+    if data.startswith(b"ACK "):  # dropped unparsed by the ACK fast path: counted as an ACK (SipService.handle)
+        assert signer.metrics.counters["stirshaken_sip_requests_total"][(("service", "signing"), ("method", "ACK"))] == 1
+        assert signer.handle_general(data, ("127.0.0.1", 5090), "UDP") is None
     assert signer.metrics.counters["stirshaken_sip_parse_errors_total"][(("service", "signing"),)] == 1
     await v.aclose()
 
