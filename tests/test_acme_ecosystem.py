@@ -15,12 +15,11 @@ from cryptography.x509.oid import NameOID
 
 from stirshaken.core import certificates as certs
 from stirshaken.core.jose import es256_sign, jwk_of, sign_jws
-from stirshaken.core.tnauthlist import TNAuthList
+from stirshaken.core.tnauthlist import TNAuthList, to_extension
 from stirshaken.core.b64 import b64url_encode
 from stirshaken.pki.acme import AcmeProblem, eab_hmac_key, make_eab
 from stirshaken.pki.acme_client import AcmeClient
 from stirshaken.pki.ca import mint_eab_key
-from stirshaken.core.certificates import to_extension
 
 from tests.test_pki_support import ERR, RawAcme, running_testbed, session_for
 

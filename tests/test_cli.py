@@ -90,7 +90,7 @@ def test_profile_reports_deviations(tmp_path, cli_chain):
     b = (x509.CertificateBuilder().subject_name(root.subject).issuer_name(root.subject).public_key(key.public_key())
          .serial_number(99).not_valid_before(root.not_valid_before_utc).not_valid_after(root.not_valid_after_utc)
          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=False)
-         .add_extension(C._crl_dp(CRL_URL, None), critical=False)
+         .add_extension(C.issuance._crl_dp(CRL_URL, None), critical=False)
          .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False))
     bad = b.sign(key, hashes.SHA256())
     (tmp_path / "bad.pem").write_bytes(C.pem([bad]))

@@ -35,6 +35,7 @@ from stirshaken.cli import app
 from stirshaken.core import certificates as C
 from stirshaken.core.keys import generate_private_key, private_key_pem, public_key_pem
 from stirshaken.core.passport import Signer
+from stirshaken.core.tnauthlist import TNAuthList
 
 BIN = Path(sys.executable).with_name("stirshaken")
 SIP_CODE = re.compile(r"\b(403|428|436|437|438)\b")
@@ -68,7 +69,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     out = {
         "root.key": private_key_pem(rk), "inter.key": private_key_pem(ik), "sp.key": private_key_pem(sk), "sp.pub": public_key_pem(sk),
         "root.pem": C.pem([root]), "inter.pem": C.pem([inter]), "sp-chain.pem": C.pem([sp, inter]),
-        "sp.csr": C.build_csr(sk, tnauthlist=C.TNAuthList.for_spc("1234")).public_bytes(serialization.Encoding.PEM),
+        "sp.csr": C.build_csr(sk, tnauthlist=TNAuthList.for_spc("1234")).public_bytes(serialization.Encoding.PEM),
         "inter.crl": C.create_crl(inter, ik, []).public_bytes(serialization.Encoding.PEM),
         "empty.pem": b"", "garbage.bin": bytes(range(256)) * 3, "text.txt": b"hello, world\n",
         "bad.toml": b"[pa\nport = 1\n", "bad-section.toml": b"pa = 5\n",

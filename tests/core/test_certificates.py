@@ -1,9 +1,12 @@
-"""core/certificates.py: CSRs, issuance with the ATIS-1000080 §6.4.1 profile, the profile check, path validation and CRLs."""
+"""core/certificates/ (loading, profile, issuance, validation): CSRs, issuance with the ATIS-1000080 §6.4.1
+profile, the profile check, path validation and CRLs."""
 
 from __future__ import annotations
 
+import ast
 import datetime as dt
 import os
+from pathlib import Path
 import stat
 import pytest
 from cryptography import x509
@@ -31,6 +34,26 @@ from stirshaken.core.tnauthlist import SPC, TN, TNAuthList, TNRange
 
 
 NOW = dt.datetime.now(dt.timezone.utc)
+PACKAGE = Path(C.__file__).parent
+
+
+def test_certificates_is_a_package_of_its_concepts() -> None:
+    """One module per standard concept, every public name of each re-exported by the package, and
+    no module importing another's private names (the seams stay seams)."""
+    modules = sorted(p.name for p in PACKAGE.glob("*.py"))
+    assert modules == ["__init__.py", "issuance.py", "loading.py", "profile.py", "validation.py"]
+    for name in modules:
+        tree = ast.parse((PACKAGE / name).read_text())
+        private = [a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names if a.name.startswith("_")]
+        assert private == [], name
+        if name == "__init__.py":
+            continue
+        public = {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef)) and not n.name.startswith("_")}
+        public |= {t.id for n in tree.body if isinstance(n, ast.Assign) for t in n.targets
+                   if isinstance(t, ast.Name) and not t.id.startswith("_")}
+        assert public <= set(C.__all__), (name, sorted(public - set(C.__all__)))
+        for attr in public:
+            assert getattr(C, attr) is getattr(getattr(C, name.removesuffix(".py")), attr)
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +82,7 @@ def _build(role: str, chain: V.Chain, *, bc_critical=True, ku=None, ku_critical=
         .not_valid_before(NOW - dt.timedelta(days=1))
         .not_valid_after(NOW + dt.timedelta(days=30))
         .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=bc_critical)
-        .add_extension(ku or C._key_usage(ca=ca), critical=ku_critical)
+        .add_extension(ku or C.issuance._key_usage(ca=ca), critical=ku_critical)
     )
     if ski:
         b = b.add_extension(x509.SubjectKeyIdentifier.from_public_key(pub), critical=False)
@@ -69,7 +92,7 @@ def _build(role: str, chain: V.Chain, *, bc_critical=True, ku=None, ku_critical=
         oids = cp_oids or [C.SHAKEN_CP_OID]
         b = b.add_extension(x509.CertificatePolicies([x509.PolicyInformation(o, None) for o in oids]), critical=False)
     if crl:
-        b = b.add_extension(C._crl_dp("http://127.0.0.1:23999/x.crl", None), critical=False)
+        b = b.add_extension(C.issuance._crl_dp("http://127.0.0.1:23999/x.crl", None), critical=False)
     if eku:
         b = b.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
     if tnal is not None and role == "sp":

@@ -32,7 +32,7 @@ from stirshaken.core import certificates as C
 from stirshaken.core.b64 import b64url_decode, b64url_encode
 from stirshaken.core.errors import VERSTAT_FAILED, VERSTAT_NONE, VERSTAT_PASSED, StirShakenError
 from stirshaken.core.passport import Signer, canonical_json
-from stirshaken.core.tnauthlist import TNAuthList
+from stirshaken.core.tnauthlist import TNAUTHLIST_OID, TNAuthList
 from stirshaken.core.verification import VerificationPolicy, verify_offline
 from tests import _core_support as S
 
@@ -422,7 +422,7 @@ def test_tnauthlist_required(chain):
     b = (x509.CertificateBuilder().subject_name(sp.subject).issuer_name(sp.issuer).public_key(sp.public_key())
          .serial_number(C.random_serial()).not_valid_before(sp.not_valid_before_utc).not_valid_after(sp.not_valid_after_utc))
     for ext in sp.extensions:
-        if ext.oid != C.TNAUTHLIST_OID:
+        if ext.oid != TNAUTHLIST_OID:
             b = b.add_extension(ext.value, ext.critical)
     no_tn = b.sign(chain.inter_key, hashes.SHA256())
     r = verify_offline(sign(chain), credential_or_error(chain.trust(), [no_tn, chain.inter]), now=time.time())
