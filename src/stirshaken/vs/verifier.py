@@ -275,7 +275,8 @@ class Verifier(CredentialSource):
         stats; it returns None, having changed nothing but caches, whenever the flow would do
         anything else: a non-finite clock or Date, setup or a background refresh due, or a
         credential not in memory (I/O).  Replay detection never comes here (``fast_path``).
-        tests/test_vs_verify.py::test_fast_path_agrees_with_flow runs calls both ways.
+        tests/test_vs_review.py::test_fast_path_agrees_with_flow_on_generated_calls compares the
+        two (hypothesis), test_fast_path_agrees_with_flow on chosen calls.
         """
         now = time.time() if now is None else float(now)
         if not -_INF < now < _INF:  # NaN or infinite: the flow replaces it
