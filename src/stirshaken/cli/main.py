@@ -315,19 +315,7 @@ def cert_delegate(
         _fail(getattr(exc, "description", str(exc)), 2)
     tail = _load_certs(issuer_chain) if issuer_chain is not None else [icert]
     _write(out_path, certs.pem([cert, *tail]))
-    out.print(f"delegate certificate: {out_path} ({_describe_tnal(tnal)})", highlight=False, soft_wrap=True)
-
-
-def _describe_tnal(tnal: TNAuthList) -> str:
-    parts = []
-    for e in tnal.entries:
-        if isinstance(e, SPC):
-            parts.append(f"SPC {e.code}")
-        elif isinstance(e, TN):
-            parts.append(f"TN {e.number}")
-        else:
-            parts.append(f"range {e.start}+{e.count}")
-    return ", ".join(parts)
+    out.print(f"delegate certificate: {out_path} ({tnal})", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -373,7 +361,7 @@ def profile(
         tn = from_certificate(chain[0])
     except StirShakenError:
         tn = None
-    tnal_text = _describe_tnal(tn[0]) if tn else ""
+    tnal_text = str(tn[0]) if tn else ""
     delegate = bool(tn) and tn[0].spc is None  # type: ignore[index]
     if json_out:
         doc = {"subject": chain[0].subject.rfc4514_string(), "deviations": found, "tnauthlist": tnal_text, "delegate": delegate}
@@ -669,6 +657,8 @@ def demo(
     """Create a local test PKI, sign a call, verify it and a tampered copy, print the verdicts.
 
     Example: stirshaken demo --dir /tmp/demo-pki"""
+    from stirshaken.core import jose
+    from stirshaken.core.b64 import b64url_encode
     from stirshaken.core.verification import verify_offline
 
     common.directory(workdir, "--dir")
@@ -684,13 +674,10 @@ def demo(
     identity_value = signer.identity(orig="12155551212", dest=["12155551213"], attest="A")
     credential = certs.TrustStore([root]).validate([sp, inter])
     now = time.time()
-    h, p, s = identity_value.split(";", 1)[0].split(".")
-    import base64
-
-    claims = orjson.loads(base64.urlsafe_b64decode(p + "=" * (-len(p) % 4)))
-    claims["orig"]["tn"] = "12155550000"
-    p2 = base64.urlsafe_b64encode(orjson.dumps(claims, option=orjson.OPT_SORT_KEYS)).rstrip(b"=").decode()
-    tampered = f"{h}.{p2}.{s};info=<{x5u}>;alg=ES256;ppt=shaken"
+    token = identity_value.split(";", 1)[0]
+    h64, _p64, s64 = jose.split_compact(token)
+    claims = {**jose.parse_compact(token).payload, "orig": {"tn": "12155550000"}}  # caller ID changed after signing
+    tampered = f"{h64}.{b64url_encode(orjson.dumps(claims, option=orjson.OPT_SORT_KEYS))}.{s64};info=<{x5u}>;alg=ES256;ppt=shaken"
     cases = [
         ("signed call", identity_value, "12155551212"),
         ("spoofed caller ID", identity_value, "12155550000"),
