@@ -588,22 +588,14 @@ def _print_result(result: Any, json_out: bool, skipped: list[str] | None = None)
 
 
 @app.command()
+@opts.VERIFICATION.into("verification")
 def verify(
     identity: str = typer.Argument(..., help="Identity header value (@FILE to read a file, - for stdin); several may be comma-joined."),
     orig: Optional[str] = typer.Option(None, "--orig", help="Calling TN of the request (From / P-Asserted-Identity)."),
     dest: Optional[List[str]] = typer.Option(None, "--dest", help="Called TN of the request (To / Request-URI)."),
-    trust_anchor: Optional[List[Path]] = opts.TRUST_ANCHOR,
     cert: Optional[Path] = typer.Option(None, "--cert", help="Certificate chain file for the x5u; nothing is fetched."),
-    crl_files: Optional[List[str]] = opts.CRL,
-    crl_signer: Optional[List[Path]] = opts.CRL_SIGNER,
-    ca_list: Optional[str] = opts.CA_LIST,
-    ca_list_trust: Optional[List[Path]] = opts.CA_LIST_TRUST,
-    max_age: Optional[int] = opts.MAX_AGE,
+    verification: dict[str, Any] = opts.GROUP,
     date: Optional[int] = typer.Option(None, "--date", help="Date header of the request as epoch seconds."),
-    allow_http_x5u: Optional[bool] = opts.ALLOW_HTTP_X5U,
-    allow_private_x5u: Optional[bool] = opts.ALLOW_PRIVATE_X5U,
-    x5u_ca_bundle: Optional[Path] = opts.X5U_CA_BUNDLE,
-    crl_policy: Optional[str] = opts.CRL_POLICY,
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Verify a call: exit 0 only when verification passes.
@@ -616,10 +608,7 @@ def verify(
     from stirshaken.vs.verifier import CallInfo, Verifier
 
     value = _identity_arg(identity)
-    cfg = opts.verifier_config(trust_anchor=trust_anchor, crl_files=crl_files, crl_signer=crl_signer, ca_list=ca_list,
-                               ca_list_trust=ca_list_trust, max_age=max_age, allow_http_x5u=allow_http_x5u,
-                               allow_private_x5u=allow_private_x5u, x5u_ca_bundle=x5u_ca_bundle, crl_policy=crl_policy,
-                               offline=cert is not None)
+    cfg = opts.verifier_config(**verification, offline=cert is not None)
     try:
         verifier = Verifier(cfg)
     except StirShakenError as exc:
