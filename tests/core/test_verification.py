@@ -322,8 +322,8 @@ def test_core_modules_keep_no_module_level_cache() -> None:
     """Empty dicts/lists/sets created at import time are where module-level caches live."""
     owned = [*VERIFICATION_MODULES, "passport.py", "identity.py", "jose.py", "b64.py", "memo.py"]
     found = {name: _module_level_mutables(SRC / "core" / name) for name in owned}
-    # the UUID pool is a buffer of pre-drawn random ids (emptied at fork), not a cache of results
-    assert found == {name: (["_uuid_pool"] if name == "passport.py" else []) for name in owned}
+    # the origid pool of pre-drawn random ids is owned by each Signer (passport.OrigidPool)
+    assert found == {name: [] for name in owned}
 
 
 def test_verification_imports_no_private_names() -> None:

@@ -165,7 +165,8 @@ def prepare(
         checks.append(tuple_new(Check, ("orig-matches", True, got)))
     dests = [dest] if isinstance(dest, str) else [d for d in (dest or []) if d]
     if dests:
-        if not same_tn(dests, p.dest_tns):
+        # check_claims passed: 'dest' is an object whose 'tn', when present, is a list of strings
+        if not same_tn(dests, c["dest"].get("tn", ())):
             raise IdentityMismatchError(
                 f"'dest' claim from PASSporT payload ({', '.join(p.dest_tns)}) doesn't match the request's called number"
                 f" ({', '.join(sorted(tn_set(dests))) or 'no TN'})"
