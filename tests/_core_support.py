@@ -16,7 +16,7 @@ from stirshaken.core import certificates as certs
 from stirshaken.core.b64 import b64url_encode
 from stirshaken.core.tnauthlist import TNAuthList
 
-# --- TV-2 / TV-3 (RFC 8225 §7.1 and Appendix A) ------------------------------------------------
+# --- TV-02 / TV-03 (RFC 8225 §7.1 and Appendix A, RFC 8588 §6) ----------------------------------
 RFC8225_A1_KEY = b"""-----BEGIN PRIVATE KEY-----
 MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgi7q2TZvN9VDFg8Vy
 qCP06bETrR2v8MRvr89rn4i+UAahRANCAAQWfaj1HUETpoNCrOtp9KA8o0V79IuW
@@ -46,7 +46,7 @@ SHAKEN_EXAMPLE_TOKEN = (
     ".eyJhdHRlc3QiOiJBIiwiZGVzdCI6eyJ0biI6WyIxMjE1NTU1MDEzMSJdfSwiaWF0IjoxNDQzMjA4MzQ1LCJvcmlnIjp7InRuIjoiMTIxNTU1NTAxMjEifSwib3JpZ2lkIjoiMTIzZTQ1NjctZTg5Yi0xMmQzLWE0NTYtNDI2NjU1NDQwMDAwIn0"
     ".PwimjV0wnsRsOCmtANjxRqn2_o1EhP-l8ixwLTIbyhMUF4qiJVy7mRUmup5JAeX8xy4hu4uZYeVmwVJtLuYnpw"
 )
-# TV-4 RFC 7515 A.3
+# TV-04 RFC 7515 A.3
 RFC7515_A3_JWK = {
     "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
     "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0",
@@ -56,7 +56,7 @@ RFC7515_A3_SIGNING_INPUT = (
     "eyJhbGciOiJFUzI1NiJ9.eyJpc3MiOiJqb2UiLA0KICJleHAiOjEzMDA4MTkzODAsDQogImh0dHA6Ly9leGFtcGxlLmNvbS9pc19yb290Ijp0cnVlfQ"
 )
 RFC7515_A3_SIG = "DtEhU3ljbEg8L38VWAfUAqOyKAM6-Xx-F4GawxaepmXFCgfTjDxw5djxLa8ISlSApmWQxfKTUJqPP3-Kg6NU1Q"
-# TV-6
+# TV-06 published real-world tokens
 LIBSTIRSHAKEN_TOKEN = (
     "eyJhbGciOiJFUzI1NiIsInBwdCI6InNoYWtlbiIsInR5cCI6InBhc3Nwb3J0IiwieDV1IjoiaHR0cHM6Ly9zaGFrZW4uc2lnbmFsd2lyZS5jbG91ZC9zcC5wZW0ifQ"
     ".eyJhdHRlc3QiOiJCIiwiZGVzdCI6eyJ0biI6WyIwMTI1NjcwMDgwMCJdfSwiaWF0IjoxNjE2NDQyNTIzLCJvcmlnIjp7InRuIjoiMDEyNTY1MDA2MDAifSwib3JpZ2lkIjoiZTMyZjQxODktY2I4Ni00NjBmLWJiOTItYmQzYWNiODlmMjljIn0"
@@ -79,7 +79,7 @@ SIGNALWIRE_SPC_TOKEN = (
     ".eyJub3RBZnRlciI6IjEgeWVhciBmcm9tIG5vdyIsIm5vdEJlZm9yZSI6InRvZGF5Iiwic3BjIjoiMSIsInR5cGUiOiJzcGMtdG9rZW4ifQ"
     ".l61Y8K1bwZw9APXsrAQPZVPAkx5UIucwNKzRWxn0N5DcdVWaEgA_i5tW65f_aeqA46CTP789l4o6rFpiN7IZUA"
 )
-# TV-7
+# TV-07 TNAuthList DER examples
 TNAUTH_PYASN1_HEX = "302ba0071605626f677573a1123010160a3537313535353132313202020314a20c160a37303335353531323132"
 TNAUTH_PYASN1_B64 = "MCugBxYFYm9ndXOhEjAQFgo1NzE1NTUxMjEyAgIDFKIMFgo3MDM1NTUxMjEy"
 TNAUTH_818H_B64 = "MAigBhYEODE4SA=="

@@ -11,7 +11,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from tests.test_vs_support import DEST, ORIG, Repo, div_identity, make_pki  # noqa: E402
@@ -148,6 +148,50 @@ def test_call_tn_forms() -> None:
     assert call_tn("+1 (215) 555-1212") == "12155551212"
     assert call_tn("sip:alice@example.com") == "sip:alice@example.com"
     assert call_tn(None) is None and call_tn("  ") is None
+
+
+def _call_tn_general(value: str) -> str | None:
+    """call_tn's rule without its shortcuts: a quoted display name removed, then the canonical TN
+    of the URI's user or of the bare number, else the value (stripped), None when empty."""
+    import re
+
+    from stirshaken.core.tn import TNError, canonicalize_tn, uri_user
+
+    v = re.sub(r'^"(?:[^"\\]|\\.)*"\s*', "", value.strip(), count=1)
+    if not v:
+        return None
+    user = uri_user(v) if "<" in v or v.lower().startswith(("sip:", "sips:", "tel:")) else v
+    if user is None:
+        return v
+    try:
+        return canonicalize_tn(user)
+    except TNError:
+        return v
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(["{}", "sip:{}@a.example", "sip:{};verstat=x@a.example;user=phone", "tel:{}", "tel:{};ext=2",
+                        "<sip:{}@a.example>", '"Alice" <sip:{}@a.example>;tag=1', '"A<b" <sip:{}@h>', "Bob <tel:{}>",
+                        "sips:{}:pw@h", "sip:{}", "tel:{}@h", "sip:{}@h<x>", " {} ", '"x <sip:5@h>" <sip:{}@h>',
+                        '"x"sip:{}@h', "<tel:{}", "SIP:{}@h", "\t<sip:{}@h>;tag=1"]),
+       st.sampled_from(["", "+", "%2B", "%2b", "++"]),
+       st.text(st.sampled_from("0123456789"), min_size=1, max_size=25),
+       st.sampled_from(["", "-", ".", " ", "a", "\u0661"]))
+@example("sip:{}@a", "+", "1234567890123456789", "")
+def test_call_tn_equals_its_general_rule(template: str, plus: str, digits: str, sep: str) -> None:
+    """call_tn takes tn_from_uri's fast path for the usual URI; whatever the value (numbers of any
+    length, malformed URIs, display names holding "<"), the answer is the general rule's."""
+    number = plus + (digits[:3] + sep + digits[3:] if len(digits) > 3 else digits + sep)
+    value = template.format(number)
+    assert call_tn(value) == _call_tn_general(value), value
+
+
+def test_call_tn_over_long_number_is_no_tn() -> None:
+    """E.164 §6.1 / RFC 8224 §8.3: 19 digits are no telephone number, so the value stays as given
+    and matches no PASSporT TN (the former shortcut returned the digits)."""
+    value = "sip:+1234567890123456789@a"
+    assert call_tn(value) == value
+    assert call_tn("sip:+123456789012345@a") == "123456789012345"
 
 
 # --- several Identity headers ----------------------------------------------------------------

@@ -59,6 +59,51 @@ def test_flattened_jws_verifies_over_protected_and_payload() -> None:
     assert empty["payload"] == ""
 
 
+def test_parse_flattened_reads_what_sign_jws_and_mac_jws_write() -> None:
+    """RFC 7515 §7.2.2: the one flattened parser gives back the header, payload and the signing
+    input the ES256 signature (RFC 7518 §3.4) or HS256 MAC (§3.2) covers."""
+    signed = jose.sign_jws(KEY, {"alg": "ES256", "nonce": "n", "url": "https://ca/x"}, b'{"a":1}')
+    jws = jose.parse_flattened(signed)
+    assert jws.header == {"alg": "ES256", "nonce": "n", "url": "https://ca/x"} and jws.payload == b'{"a":1}'
+    assert jws.signing_input == f"{signed['protected']}.{signed['payload']}".encode()
+    jose.verify_signature(jws.signing_input, jws.signature, KEY.public_key())
+    assert jose.parse_flattened(jose.sign_jws(KEY, {"alg": "ES256"}, None)).payload == b""  # POST-as-GET
+    key = b"k" * 32
+    maced = jose.parse_flattened(jose.mac_jws(key, {"alg": "HS256", "kid": "kid-1"}, b"{}"))
+    assert jose.hs256_verify(key, maced.signing_input, maced.signature)
+    assert not jose.hs256_verify(b"x" * 32, maced.signing_input, maced.signature)
+    assert not jose.hs256_verify(key, maced.signing_input + b"x", maced.signature)
+    assert not jose.hs256_verify(key, maced.signing_input, maced.signature[:-1])
+
+
+def test_hs256_is_rfc7515_appendix_a1() -> None:
+    """RFC 7515 Appendix A.1: the HMAC SHA-256 example, its key, signing input and MAC."""
+    k = b64url_decode("AyM1SysPpbyDfgZld3umj1qzKObwVMkoqQ-EstJQLr_T-1qS0gZH75aKtMN3Yj0iPS4hcgUuTwjAzZr1Z9CAow")
+    signing_input = (b"eyJ0eXAiOiJKV1QiLA0KICJhbGciOiJIUzI1NiJ9"
+                     b".eyJpc3MiOiJqb2UiLA0KICJleHAiOjEzMDA4MTkzODAsDQogImh0dHA6Ly9leGFtcGxlLmNvbS9pc19yb290Ijp0cnVlfQ")
+    mac = jose.hs256(k, signing_input)
+    assert b64url_encode(mac) == "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"
+    assert jose.hs256_verify(k, signing_input, mac)
+
+
+@pytest.mark.parametrize("doc, fragment", [
+    ("jws", "must be a flattened JWS"),
+    ({"protected": "e30", "payload": ""}, "must be a flattened JWS"),
+    ({"protected": "e30", "payload": "", "signature": "", "header": {}}, "must be a flattened JWS"),  # RFC 8555 §6.2
+    ({"protected": "e30", "payload": 1, "signature": ""}, "must be strings"),
+    ({"protected": "e30=", "payload": "", "signature": ""}, "X protected header is not base64url"),
+    ({"protected": "e30", "payload": "e", "signature": ""}, "X payload has an impossible base64url length"),
+    ({"protected": "e30", "payload": "", "signature": "AB"}, "X signature is not canonical base64url"),
+    ({"protected": b64url_encode(b"[]"), "payload": "", "signature": ""}, "X protected header is not a JSON object"),
+    ({"protected": b64url_encode(b'{"a":1,"a":2}'), "payload": "", "signature": ""}, "duplicate member names"),
+    ({"protected": "", "payload": "", "signature": ""}, "X protected header is not valid JSON"),
+])
+def test_parse_flattened_names_the_defect_in_one_line(doc, fragment) -> None:
+    with pytest.raises(KeyError, match=fragment) as err:
+        jose.parse_flattened(doc, what="X", error=KeyError)
+    assert "\n" not in str(err.value)
+
+
 def test_compact_parse_and_read_only_header() -> None:
     h = b64url_encode(b'{"alg":"ES256"}')
     p = b64url_encode(b'{"iat":1}')

@@ -673,12 +673,13 @@ def test_require_x5u_false_and_to_json(key):
     assert j["claims"] == good_claims() and len(b64url_decode(j["signature"])) == 64
 
 
-def test_new_origid_is_a_v4_uuid():
+def test_origid_pool_gives_v4_uuids_once():
     import uuid
 
+    pool = pp.OrigidPool()
     n = 3 * pp._UUID_BATCH + 7  # across several refills of the pool
-    ids = {pp.new_origid() for _ in range(n)}
-    assert len(ids) == n
+    ids = {pool() for _ in range(n)} | {pp.new_origid() for _ in range(20)}
+    assert len(ids) == n + 20
     for i in ids:
         u = uuid.UUID(i)
         assert str(u) == i and u.version == 4 and u.variant == uuid.RFC_4122
@@ -686,19 +687,32 @@ def test_new_origid_is_a_v4_uuid():
     assert {i[19] for i in ids} == set("89ab")
 
 
-def test_new_origid_differs_between_forked_workers():
-    """The pool is emptied in a forked child: two workers never hand out the same ids."""
-    pp.new_origid()  # the parent's pool now holds ids
+def test_signers_own_their_origid_pools(key):
+    """No module-level pool: each Signer draws from its own, on both of its paths."""
+    a, b = pp.Signer(key, X5U), pp.Signer(key, X5U)
+    assert a.origids is not b.origids
+    first = pp.decode(a.identity_for("1", "2", "A").split(";")[0]).origid
+    assert len(a.origids.ids) == pp._UUID_BATCH - 1 and not b.origids.ids
+    assert first not in a.origids.ids
+    drawn = {pp.decode(a.identity(orig="1", dest="2", attest="A", extra={"crn": "x"}).split(";")[0]).origid,
+             pp.decode(a.sign(orig="1", dest="2", attest="A")).origid}
+    assert len(a.origids.ids) == pp._UUID_BATCH - 3 and first not in drawn and len(drawn) == 2
+
+
+def test_origid_pool_differs_between_forked_workers():
+    """A pool is emptied in a forked child: two workers never hand out the same ids."""
+    pool = pp.OrigidPool()
+    pool()  # the parent's pool now holds ids
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - child
-        os.write(w, ",".join(pp.new_origid() for _ in range(10)).encode())
+        os.write(w, ",".join(pool() for _ in range(10)).encode())
         os._exit(0)
     os.close(w)
     os.waitpid(pid, 0)
     child = set(os.read(r, 4096).decode().split(","))
     os.close(r)
-    parent = {pp.new_origid() for _ in range(pp._UUID_BATCH)}
+    parent = {pool() for _ in range(pp._UUID_BATCH)}
     assert len(child) == 10 and not child & parent
 
 

@@ -1023,26 +1023,6 @@ def test_uri_user_of_tel_uri_is_the_decoded_number(number: str, params: str, wra
     assert uri_user(wrap.format(f"tel:{number}{params}")) == (decode(number) or None)
 
 
-@given(
-    st.sampled_from(["sip:{}@a.example", "sip:{};verstat=x@a.example;user=phone", "tel:{}", "tel:{};ext=2",
-                     "<sip:{}@a.example>", '"Alice" <sip:{}@a.example>;tag=1', "Bob <tel:{}>", "sips:{}:pw@h"]),
-    st.sampled_from(["", "+", "%2B", "%2b"]),
-    st.text(st.sampled_from("0123456789"), min_size=1, max_size=15),
-    st.sampled_from(["", "-", "."]),
-)
-def test_verifier_fast_tn_path_equals_uri_user(template: str, plus: str, digits: str, sep: str) -> None:
-    """The Verifier's call_tn has a fast regex for plain ``+digits`` users; whatever it takes,
-    the answer equals canonicalize_tn(uri_user(value)), the general path."""
-    from stirshaken.core.tn import tn_from_uri
-    from stirshaken.vs.verifier import call_tn
-
-    number = plus + (digits[:3] + sep + digits[3:] if len(digits) > 3 else digits)
-    value = template.format(number)
-    general = tn_from_uri(value)
-    assert general == digits
-    assert call_tn(value) == general
-
-
 def test_benchmark_note() -> None:
     """Keep the documented figure honest-ish: a ~600-byte INVITE parses fast."""
     data = INVITE

@@ -86,6 +86,53 @@ def test_uri_helpers():
     assert tn_from_uri("sip:2155551212@example.com", country_code="1", national_length=10) == "12155551212"
 
 
+def _tn_from_uri_general(value: str) -> str | None:
+    """The general branch of tn_from_uri, written out: canonicalize_tn(uri_user(value))."""
+    user = uri_user(value)
+    if user is None:
+        return None
+    try:
+        return canonicalize_tn(user)
+    except TNError:
+        return None
+
+
+# URI and name-addr shapes around a user part: the usual ones, and malformed neighbours of the
+# forms tn_from_uri answers by its fast path (no "@", "@" after a tel number, a "<" before the
+# URI, a quoted "<", whitespace, a trailing newline)
+_TN_URI_TEMPLATES = [
+    "sip:{}@a.example", "SIPS:{}@h", "sip:{};verstat=x@a.example;user=phone", "tel:{}", "TEL:{};ext=2",
+    "<sip:{}@a.example>", '"Alice" <sip:{}@a.example>;tag=1', "Bob <tel:{}>", "<tel:{};phone-context=x>",
+    "sips:{}:pw@h", "sip:{}", "sip:{};x", "<sip:{}>", "tel:{}@h", "<tel:{}", "<tel:{}@h>", "tel:{}>",
+    "sip:{}@h<x>", "a<b <sip:{}@h>", '"a<b" <sip:{}@h>', '"x"sip:{}@h', " sip:{}@h", "tel:{}\n", "tel:{} ",
+    "< sip:{}@h>", "sip:{}@h>", "<<sip:{}@h>", "sep:{}@h", "sip:{}%40@h", "tel:{}%3B",
+]
+
+
+@FUZZ
+@given(st.sampled_from(_TN_URI_TEMPLATES), st.sampled_from(["", "+", "++", "%2B", "-"]),
+       st.text(st.sampled_from("0123456789"), max_size=25), st.sampled_from(["", "-", ".", "*", "a", "\u0661"]))
+@example("sip:{}@a", "+", "1234567890123456789", "")   # 19 digits: no TN, on both branches
+@example("<sip:{}@a>", "", "1234567890123456", "")      # 16 digits
+@example("tel:{}", "+", "123456789012345", "")         # 15: the longest TN
+def test_tn_from_uri_fast_path_equals_general_branch(template: str, plus: str, digits: str, sep: str) -> None:
+    """tn_from_uri's one-match shortcut (RFC 8224 §8.3, at most MAX_TN_LENGTH digits) answers
+    exactly what canonicalize_tn(uri_user(value)) answers, for numbers of any length and for
+    malformed URIs around them."""
+    number = plus + (digits[:3] + sep + digits[3:] if len(digits) > 3 else digits + sep)
+    value = template.format(number)
+    assert tn_from_uri(value) == _tn_from_uri_general(value), value
+
+
+@FUZZ
+@given(st.text(alphabet='sipSIPtelTEL:+<>@;"% \t\n0123456789', max_size=40))
+@example("sip:+1234567890123456789@a")
+@example("sip:123")
+@example("tel:1@h")
+def test_fuzz_tn_from_uri_equals_general_branch(value: str) -> None:
+    assert tn_from_uri(value) == _tn_from_uri_general(value), value
+
+
 @FAST
 @given(tn_text, st.booleans(), st.sampled_from(["", " ", "-", ".", "(", ")"]))
 def test_canonicalize_tn_idempotent(tn, plus, sep):

@@ -15,6 +15,7 @@ from stirshaken.core import verification as V
 from stirshaken.core.b64 import b64url_encode
 from stirshaken.core.errors import (
     CompactFormError,
+    IdentityMismatchError,
     PassportEncodingError,
     PassportFormatError,
     PassportJSONError,
@@ -34,6 +35,7 @@ from stirshaken.core.errors import VERSTAT_FAILED, VERSTAT_NONE, VERSTAT_PASSED,
 from stirshaken.core.passport import Signer, canonical_json
 from stirshaken.core.tnauthlist import TNAUTHLIST_OID, TNAuthList
 from stirshaken.core.verification import VerificationPolicy, verify_offline
+from stirshaken.core.verification.preparation import same_tn, tn_set
 from tests import _core_support as S
 
 
@@ -320,8 +322,8 @@ def test_core_modules_keep_no_module_level_cache() -> None:
     """Empty dicts/lists/sets created at import time are where module-level caches live."""
     owned = [*VERIFICATION_MODULES, "passport.py", "identity.py", "jose.py", "b64.py", "memo.py"]
     found = {name: _module_level_mutables(SRC / "core" / name) for name in owned}
-    # the UUID pool is a buffer of pre-drawn random ids (emptied at fork), not a cache of results
-    assert found == {name: (["_uuid_pool"] if name == "passport.py" else []) for name in owned}
+    # the origid pool of pre-drawn random ids is owned by each Signer (passport.OrigidPool)
+    assert found == {name: [] for name in owned}
 
 
 def test_verification_imports_no_private_names() -> None:
@@ -554,3 +556,54 @@ def test_div_authority_is_the_diverted_from_number() -> None:
     with pytest.raises(InvalidIdentityError) as e:
         check_authority(div("12155550100"), cred, DEFAULT_POLICY)
     assert "does not cover diverted-from number 12155550100" in e.value.description
+
+
+# TNs as a request or a PASSporT may name them: canonical digits of any length (16 and more are
+# no E.164 number), decorated ones, other scripts' digits, and malformed text
+_tn_like = st.one_of(
+    st.text(st.sampled_from("0123456789"), min_size=0, max_size=22),
+    st.builds(lambda p, d: p + d, st.sampled_from(["+", "tel:+", "sip:+", "<sip:"]),
+              st.text(st.sampled_from("0123456789-. "), min_size=1, max_size=22)),
+    st.text(alphabet="0123456789+-*#() ;<>@sipte:\u0661", max_size=24),
+)
+
+
+@SETTINGS
+@given(st.lists(_tn_like, max_size=4), st.lists(_tn_like, max_size=4), st.data())
+@example(["1234567890123456789"], ["1234567890123456789"], None)
+@example(["1234567890123456"], ["1234567890123456"], None)
+@example(["123456789012345"], ["123456789012345"], None)
+@example(["\u0661\u0662"], ["\u0661\u0662"], None)
+def test_same_tn_equals_the_general_branch(requested, claimed, data) -> None:
+    """same_tn's shortcut (a canonical request TN named as such) answers what the general branch
+    (tn_set(requested) & tn_set(claimed), RFC 8224 §8.3, at most 15 digits) answers."""
+    if data is not None and requested and data.draw(st.booleans()):  # often share a value
+        claimed = claimed + [data.draw(st.sampled_from(requested))]
+    claimed = tuple(claimed)  # as PASSporT.dest_tns gives it
+    assert same_tn(requested, claimed) == bool(tn_set(requested) & tn_set(claimed))
+
+
+@pytest.mark.parametrize("tn", ["1234567890123456789", "1234567890123456"])
+def test_over_long_tns_match_no_request(tn, chain, cred) -> None:
+    """E.164 §6.1 / RFC 8224 §8.3: a TN of more than 15 digits is none.  check_claims takes such a
+    claim alike on its fast path (the plain SHAKEN payload) and its general branch (an extra
+    claim); the binding to the request then fails for orig and for dest, with or without the
+    cache, and decide() with targets refuses it on its single-PASSporT shortcut too."""
+    now = int(time.time())
+    long_dest = sign(chain, dest=[tn], iat=now, origid=ORIGID)
+    long_orig = sign(chain, orig=tn, iat=now, origid=ORIGID)
+    extra = sign(chain, orig=tn, dest=[tn], iat=now, origid=ORIGID, extra={"crn": "x"})
+    for value in (long_dest, long_orig, extra):
+        p = pp.parse_jws(value.split(";", 1)[0])
+        fast = len(p.claims) == 5 and pp._plain_shaken(p.claims)  # check_claims' own test for its fast path
+        assert fast == (value is not extra)
+        pp.check_claims(p)  # no TN length rule here, on either branch: the comparisons below decide
+    for cache in (None, V.VerificationCache()):
+        with pytest.raises(IdentityMismatchError, match="'dest' claim"):
+            V.prepare(long_dest, orig="12155551212", dest=tn, now=now, cache=cache)
+        with pytest.raises(IdentityMismatchError, match="'orig' claim"):
+            V.prepare(long_orig, orig=tn, dest="12155551213", now=now, cache=cache)
+    r = V.complete(V.prepare(long_dest, orig="12155551212", dest=None, now=now), cred)
+    assert r.ok
+    assert not V.decide([r], targets=[tn]).ok
+    assert not V.bind_destinations([r], [tn])[0].ok

@@ -128,23 +128,16 @@ def register(app: typer.Typer) -> None:
     """Add ``inspect`` and ``audit`` to the CLI."""
 
     @app.command("inspect")
+    @opts.VERIFICATION.into("verification")
     def inspect_cmd(
         source: str = typer.Argument("-", help="Identity header value, SIP request or verificationRequest JSON: "
                                               "text, FILE (@FILE) or - for stdin."),
         orig: Optional[str] = typer.Option(None, "--orig", help="Calling TN (default: From / P-Asserted-Identity of the request)."),
         dest: Optional[List[str]] = typer.Option(None, "--dest", help="Called TN (default: To / Request-URI of the request)."),
-        trust_anchor: Optional[List[Path]] = opts.TRUST_ANCHOR,
         cert: Optional[Path] = typer.Option(None, "--cert", help="Certificate chain file for the x5u; nothing is fetched."),
-        crl_files: Optional[List[str]] = opts.CRL,
-        crl_signer: Optional[List[Path]] = opts.CRL_SIGNER,
-        ca_list: Optional[str] = opts.CA_LIST,
-        ca_list_trust: Optional[List[Path]] = opts.CA_LIST_TRUST,
-        max_age: Optional[int] = opts.MAX_AGE,
+        verification: dict[str, Any] = opts.GROUP,
         date: Optional[int] = typer.Option(None, "--date", help="Date header of the request as epoch seconds (replaces the request's)."),
         at: Optional[float] = typer.Option(None, "--at", help="Verify as of this time (epoch seconds; default now)."),
-        allow_http_x5u: Optional[bool] = opts.ALLOW_HTTP_X5U,
-        allow_private_x5u: Optional[bool] = opts.ALLOW_PRIVATE_X5U,
-        x5u_ca_bundle: Optional[Path] = opts.X5U_CA_BUNDLE,
         no_pai: bool = typer.Option(False, "--no-pai", help="Ignore P-Asserted-Identity (serve's use_pai = false)."),
         json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
     ) -> None:
@@ -163,9 +156,7 @@ def register(app: typer.Typer) -> None:
             call = parse_input(data, orig=orig, dest=dest, date=date, use_pai=not no_pai)
         except InputError as exc:
             _fail(str(exc))
-        cfg = opts.verifier_config(trust_anchor=trust_anchor, crl_files=crl_files, crl_signer=crl_signer, ca_list=ca_list,
-                                   ca_list_trust=ca_list_trust, max_age=max_age, allow_http_x5u=allow_http_x5u,
-                                   allow_private_x5u=allow_private_x5u, x5u_ca_bundle=x5u_ca_bundle, offline=cert is not None)
+        cfg = opts.verifier_config(**verification, offline=cert is not None)
         chain = None
         if cert is not None:
             try:
@@ -182,21 +173,14 @@ def register(app: typer.Typer) -> None:
         raise typer.Exit(0 if rep["verdict"]["ok"] else 1)
 
     @app.command("audit")
+    @opts.VERIFICATION.into("verification")
     def audit_cmd(
         inputs: List[Path] = typer.Argument(..., help="pcap/pcapng captures, SIP text logs or JSON-lines call records "
                                                      "(kind found from the content; directories expanded)."),
-        trust_anchor: Optional[List[Path]] = opts.TRUST_ANCHOR,
         certs: Optional[Path] = typer.Option(None, "--certs", help="Offline: x5u chains from this directory "
                                              "(sha256(url).pem, else the URL's file name); nothing is fetched."),
-        crl_files: Optional[List[str]] = opts.CRL,
-        crl_signer: Optional[List[Path]] = opts.CRL_SIGNER,
-        ca_list: Optional[str] = opts.CA_LIST,
-        ca_list_trust: Optional[List[Path]] = opts.CA_LIST_TRUST,
-        max_age: Optional[int] = opts.MAX_AGE,
+        verification: dict[str, Any] = opts.GROUP,
         at: Optional[float] = typer.Option(None, "--at", help="Verification time for calls with no Date and no capture time."),
-        allow_http_x5u: Optional[bool] = opts.ALLOW_HTTP_X5U,
-        allow_private_x5u: Optional[bool] = opts.ALLOW_PRIVATE_X5U,
-        x5u_ca_bundle: Optional[Path] = opts.X5U_CA_BUNDLE,
         no_pai: bool = typer.Option(False, "--no-pai", help="Ignore P-Asserted-Identity (serve's use_pai = false)."),
         jobs: int = typer.Option(1, "--jobs", "-j", min=1, max=256, help="Worker processes (captures are split by packet, TCP flows kept whole)."),
         out_dir: Optional[Path] = typer.Option(None, "--out", help="Write report.html, audit.json and CSV tables here."),
@@ -226,9 +210,7 @@ def register(app: typer.Typer) -> None:
         for p in inputs:
             if p.is_dir() and not any(q.is_file() for q in p.iterdir()):
                 _fail(f"{p}: directory holds no input files")
-        cfg = opts.verifier_config(trust_anchor=trust_anchor, crl_files=crl_files, crl_signer=crl_signer, ca_list=ca_list,
-                                   ca_list_trust=ca_list_trust, max_age=max_age, allow_http_x5u=allow_http_x5u,
-                                   allow_private_x5u=allow_private_x5u, x5u_ca_bundle=x5u_ca_bundle, offline=certs is not None)
+        cfg = opts.verifier_config(**verification, offline=certs is not None)
         audit_opts = AuditOptions(config=cfg, certs_dir=certs, use_pai=not no_pai, at=at)
         total = sum(p.stat().st_size for p in paths)
         try:

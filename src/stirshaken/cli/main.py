@@ -315,19 +315,7 @@ def cert_delegate(
         _fail(getattr(exc, "description", str(exc)), 2)
     tail = _load_certs(issuer_chain) if issuer_chain is not None else [icert]
     _write(out_path, certs.pem([cert, *tail]))
-    out.print(f"delegate certificate: {out_path} ({_describe_tnal(tnal)})", highlight=False, soft_wrap=True)
-
-
-def _describe_tnal(tnal: TNAuthList) -> str:
-    parts = []
-    for e in tnal.entries:
-        if isinstance(e, SPC):
-            parts.append(f"SPC {e.code}")
-        elif isinstance(e, TN):
-            parts.append(f"TN {e.number}")
-        else:
-            parts.append(f"range {e.start}+{e.count}")
-    return ", ".join(parts)
+    out.print(f"delegate certificate: {out_path} ({tnal})", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -373,7 +361,7 @@ def profile(
         tn = from_certificate(chain[0])
     except StirShakenError:
         tn = None
-    tnal_text = _describe_tnal(tn[0]) if tn else ""
+    tnal_text = str(tn[0]) if tn else ""
     delegate = bool(tn) and tn[0].spc is None  # type: ignore[index]
     if json_out:
         doc = {"subject": chain[0].subject.rfc4514_string(), "deviations": found, "tnauthlist": tnal_text, "delegate": delegate}
@@ -600,22 +588,14 @@ def _print_result(result: Any, json_out: bool, skipped: list[str] | None = None)
 
 
 @app.command()
+@opts.VERIFICATION.into("verification")
 def verify(
     identity: str = typer.Argument(..., help="Identity header value (@FILE to read a file, - for stdin); several may be comma-joined."),
     orig: Optional[str] = typer.Option(None, "--orig", help="Calling TN of the request (From / P-Asserted-Identity)."),
     dest: Optional[List[str]] = typer.Option(None, "--dest", help="Called TN of the request (To / Request-URI)."),
-    trust_anchor: Optional[List[Path]] = opts.TRUST_ANCHOR,
     cert: Optional[Path] = typer.Option(None, "--cert", help="Certificate chain file for the x5u; nothing is fetched."),
-    crl_files: Optional[List[str]] = opts.CRL,
-    crl_signer: Optional[List[Path]] = opts.CRL_SIGNER,
-    ca_list: Optional[str] = opts.CA_LIST,
-    ca_list_trust: Optional[List[Path]] = opts.CA_LIST_TRUST,
-    max_age: Optional[int] = opts.MAX_AGE,
+    verification: dict[str, Any] = opts.GROUP,
     date: Optional[int] = typer.Option(None, "--date", help="Date header of the request as epoch seconds."),
-    allow_http_x5u: Optional[bool] = opts.ALLOW_HTTP_X5U,
-    allow_private_x5u: Optional[bool] = opts.ALLOW_PRIVATE_X5U,
-    x5u_ca_bundle: Optional[Path] = opts.X5U_CA_BUNDLE,
-    crl_policy: Optional[str] = opts.CRL_POLICY,
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Verify a call: exit 0 only when verification passes.
@@ -628,10 +608,7 @@ def verify(
     from stirshaken.vs.verifier import CallInfo, Verifier
 
     value = _identity_arg(identity)
-    cfg = opts.verifier_config(trust_anchor=trust_anchor, crl_files=crl_files, crl_signer=crl_signer, ca_list=ca_list,
-                               ca_list_trust=ca_list_trust, max_age=max_age, allow_http_x5u=allow_http_x5u,
-                               allow_private_x5u=allow_private_x5u, x5u_ca_bundle=x5u_ca_bundle, crl_policy=crl_policy,
-                               offline=cert is not None)
+    cfg = opts.verifier_config(**verification, offline=cert is not None)
     try:
         verifier = Verifier(cfg)
     except StirShakenError as exc:
@@ -669,6 +646,8 @@ def demo(
     """Create a local test PKI, sign a call, verify it and a tampered copy, print the verdicts.
 
     Example: stirshaken demo --dir /tmp/demo-pki"""
+    from stirshaken.core import jose
+    from stirshaken.core.b64 import b64url_encode
     from stirshaken.core.verification import verify_offline
 
     common.directory(workdir, "--dir")
@@ -684,13 +663,10 @@ def demo(
     identity_value = signer.identity(orig="12155551212", dest=["12155551213"], attest="A")
     credential = certs.TrustStore([root]).validate([sp, inter])
     now = time.time()
-    h, p, s = identity_value.split(";", 1)[0].split(".")
-    import base64
-
-    claims = orjson.loads(base64.urlsafe_b64decode(p + "=" * (-len(p) % 4)))
-    claims["orig"]["tn"] = "12155550000"
-    p2 = base64.urlsafe_b64encode(orjson.dumps(claims, option=orjson.OPT_SORT_KEYS)).rstrip(b"=").decode()
-    tampered = f"{h}.{p2}.{s};info=<{x5u}>;alg=ES256;ppt=shaken"
+    token = identity_value.split(";", 1)[0]
+    h64, _p64, s64 = jose.split_compact(token)
+    claims = {**jose.parse_compact(token).payload, "orig": {"tn": "12155550000"}}  # caller ID changed after signing
+    tampered = f"{h64}.{b64url_encode(orjson.dumps(claims, option=orjson.OPT_SORT_KEYS))}.{s64};info=<{x5u}>;alg=ES256;ppt=shaken"
     cases = [
         ("signed call", identity_value, "12155551212"),
         ("spoofed caller ID", identity_value, "12155550000"),

@@ -1,11 +1,18 @@
-"""Verification options shared by ``verify``, ``inspect`` and ``audit``: one way from flags to a
-:class:`~stirshaken.vs.config.VerifierConfig` (the model of ``[verification]``), so every command
-has the same names, defaults and one-line errors."""
+"""Options shared by several commands, declared once.
+
+* :data:`VERIFICATION`: the verification options of ``verify``, ``inspect`` and ``audit``, and
+  :func:`verifier_config`, one way from them to a :class:`~stirshaken.vs.config.VerifierConfig`
+  (the model of ``[verification]``), so every command has the same names, defaults and one-line
+  errors.
+* :class:`OptionGroup`: how a group is put into a command (also the options of ``pa|ca|cr serve``).
+"""
 
 from __future__ import annotations
 
+import functools
+import inspect
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, List, Optional, Sequence, TypeVar
 
 import typer
 
@@ -18,7 +25,7 @@ FLAGS = {
     "crl_policy": "--crl-policy",
 }
 
-__all__ = ["FLAGS", "fail", "flag_names", "verifier_config", "warn"]
+__all__ = ["FLAGS", "GROUP", "OptionGroup", "VERIFICATION", "fail", "flag_names", "verifier_config", "warn"]
 
 
 def flag_names(line: str) -> str:
@@ -87,3 +94,61 @@ ALLOW_PRIVATE_X5U = typer.Option(None, "--allow-private-x5u/--no-allow-private-x
 X5U_CA_BUNDLE = typer.Option(None, "--x5u-ca-bundle", help="Extra CA bundle for https x5u.")
 CRL_POLICY = typer.Option(None, "--crl-policy", help="soft: a certificate whose revocation status cannot be established verifies with a warning; "
                           "hard: it fails with 437 (default: as \\[verification].crl_policy, soft).")
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: the default of the parameter that receives an :class:`OptionGroup`'s values
+GROUP: Any = None
+
+
+class OptionGroup:
+    """Typer options several commands take, each given as ``name=(annotation, default)``.
+
+    ``@group.into("name")`` (below ``@app.command()``) puts the group's options into the
+    command's signature where its parameter ``name`` (default :data:`GROUP`) stands, so ``--help``
+    lists them there; the command receives their values as one ``dict`` in ``name``.
+    """
+
+    def __init__(self, **options: tuple[Any, Any]) -> None:
+        self.options = options
+
+    def into(self, name: str) -> Callable[[F], F]:
+        def decorate(fn: F) -> F:
+            sig = inspect.signature(fn, eval_str=True)
+            if name not in sig.parameters:
+                raise TypeError(f"{fn.__name__} has no parameter {name!r} for the option group")
+            kind = sig.parameters[name].kind
+            params: list[inspect.Parameter] = []
+            for p in sig.parameters.values():
+                if p.name == name:
+                    params += [inspect.Parameter(n, kind, annotation=a, default=d) for n, (a, d) in self.options.items()]
+                else:
+                    params.append(p)
+
+            @functools.wraps(fn)
+            def command(*args: Any, **kwargs: Any) -> Any:
+                kwargs[name] = {n: kwargs.pop(n) for n in self.options}
+                return fn(*args, **kwargs)
+
+            command.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
+            command.__annotations__ = {p.name: p.annotation for p in params}
+            return command  # type: ignore[return-value]
+
+        return decorate
+
+
+#: the verification options of ``verify``, ``inspect`` and ``audit`` (the keywords of
+#: :func:`verifier_config`, ``offline`` aside)
+VERIFICATION = OptionGroup(
+    trust_anchor=(Optional[List[Path]], TRUST_ANCHOR),
+    crl_files=(Optional[List[str]], CRL),
+    crl_signer=(Optional[List[Path]], CRL_SIGNER),
+    ca_list=(Optional[str], CA_LIST),
+    ca_list_trust=(Optional[List[Path]], CA_LIST_TRUST),
+    max_age=(Optional[int], MAX_AGE),
+    allow_http_x5u=(Optional[bool], ALLOW_HTTP_X5U),
+    allow_private_x5u=(Optional[bool], ALLOW_PRIVATE_X5U),
+    x5u_ca_bundle=(Optional[Path], X5U_CA_BUNDLE),
+    crl_policy=(Optional[str], CRL_POLICY),
+)

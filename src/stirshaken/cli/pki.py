@@ -22,6 +22,7 @@ from rich.console import Console
 
 from stirshaken.cli import common
 from stirshaken.cli.common import fail as _fail
+from stirshaken.cli.options import GROUP, OptionGroup
 
 out = Console()
 err = Console(stderr=True)
@@ -204,6 +205,9 @@ TlsKeyOpt = Annotated[Optional[Path], typer.Option("--tls-key", help="Server pri
 NoTlsOpt = Annotated[bool, typer.Option("--no-tls", help="Plain HTTP (behind a TLS proxy).")]
 TlsDirOpt = Annotated[Optional[Path], typer.Option("--tls-dir", help="TLS files made by 'stirshaken pki tls --out DIR' (tls-server.pem/.key).")]
 LogFormatOpt = Annotated[Optional[str], typer.Option("--log-format", help="Log lines on stderr (access and audit records among them): json (default) or text.")]
+SERVICE = OptionGroup(host=(HostOpt, None), port=(PortOpt, None), base_url=(BaseUrlOpt, None), db_url=(DbUrlOpt, None),
+                      tls_cert=(TlsCertOpt, None), tls_key=(TlsKeyOpt, None), no_tls=(NoTlsOpt, False), tls_dir=(TlsDirOpt, None),
+                      log_format=(LogFormatOpt, None))
 
 
 def register(app: typer.Typer) -> None:
@@ -438,18 +442,11 @@ def register(app: typer.Typer) -> None:
 
     # --- STI-PA ------------------------------------------------------------------------------
     @pa_app.command("serve")
+    @SERVICE.into("service")
     def pa_serve(
         config: Optional[Path] = typer.Option(None, "--config", help="TOML file ([pa] section)."),
         state_dir: Optional[Path] = typer.Option(None, "--state-dir", help="Keys, CRL and SQLite database (default ./pa-state)."),
-        host: HostOpt = None,
-        port: PortOpt = None,
-        base_url: BaseUrlOpt = None,
-        db_url: DbUrlOpt = None,
-        tls_cert: TlsCertOpt = None,
-        tls_key: TlsKeyOpt = None,
-        no_tls: NoTlsOpt = False,
-        tls_dir: TlsDirOpt = None,
-        log_format: LogFormatOpt = None,
+        service: dict[str, Any] = GROUP,
         trusted_ca: List[Path] = typer.Option([], "--trusted-ca", help="STI-CA root(s) for the trusted-CA list."),
         admin_password: Optional[str] = typer.Option(None, "--admin-password", envvar="STIRSHAKEN_PA_ADMIN_PASSWORD", help="Create/refresh user 'admin'."),
     ) -> None:
@@ -458,9 +455,7 @@ def register(app: typer.Typer) -> None:
         Example: stirshaken pa serve --state-dir pa-state --port 8443 --trusted-ca ca-state/ca-root.pem"""
         from stirshaken.pki.pa import PAConfig, PolicyAdministrator
 
-        cfg = _config(config, "pa", dict(state_dir=state_dir, host=host, port=port, base_url=base_url, db_url=db_url,
-                                         tls_cert=tls_cert, tls_key=tls_key, no_tls=no_tls, tls_dir=tls_dir, trusted_ca=trusted_ca,
-                                         admin_password=admin_password, log_format=log_format))
+        cfg = _config(config, "pa", dict(state_dir=state_dir, **service, trusted_ca=trusted_ca, admin_password=admin_password))
         _logging(cfg, "pa")
         sd, p = _state(cfg, "pa-state", 8443)
         _urls(cfg, "base_url")
@@ -503,18 +498,11 @@ def register(app: typer.Typer) -> None:
 
     # --- STI-CA ------------------------------------------------------------------------------
     @ca_app.command("serve")
+    @SERVICE.into("service")
     def ca_serve(
         config: Optional[Path] = typer.Option(None, "--config", help="TOML file ([ca] section)."),
         state_dir: Optional[Path] = typer.Option(None, "--state-dir", help="CA keys and SQLite database (default ./ca-state)."),
-        host: HostOpt = None,
-        port: PortOpt = None,
-        base_url: BaseUrlOpt = None,
-        db_url: DbUrlOpt = None,
-        tls_cert: TlsCertOpt = None,
-        tls_key: TlsKeyOpt = None,
-        no_tls: NoTlsOpt = False,
-        tls_dir: TlsDirOpt = None,
-        log_format: LogFormatOpt = None,
+        service: dict[str, Any] = GROUP,
         pa_url: Optional[str] = typer.Option(None, "--pa-url", help="STI-PA base URL (token authority)."),
         pa_root: List[Path] = typer.Option([], "--pa-root", help="STI-PA root certificate(s) SPC tokens must chain to."),
         pa_crl_cert: Optional[Path] = typer.Option(None, "--pa-crl-cert", help="STI-PA CRL signer certificate (its DN becomes cRLIssuer)."),
@@ -538,12 +526,11 @@ def register(app: typer.Typer) -> None:
         from stirshaken.pki.cr import HTTPPublisher
         from stirshaken.pki.pa_client import PAClient
 
-        cfg = _config(config, "ca", dict(state_dir=state_dir, host=host, port=port, base_url=base_url, db_url=db_url,
-                                         tls_cert=tls_cert, tls_key=tls_key, no_tls=no_tls, tls_dir=tls_dir, pa_url=pa_url, pa_root=pa_root,
+        cfg = _config(config, "ca", dict(state_dir=state_dir, **service, pa_url=pa_url, pa_root=pa_root,
                                          pa_crl_cert=pa_crl_cert, crl_url=crl_url, ca_bundle=ca_bundle, cr_url=cr_url,
                                          cr_token=cr_token, pa_admin_user=pa_admin_user, pa_admin_password=pa_admin_password,
                                          eab_required=eab_required, allow_account_key_reuse=allow_account_key_reuse,
-                                         allow_header_only_signature=allow_header_only_signature, log_format=log_format))
+                                         allow_header_only_signature=allow_header_only_signature))
         _logging(cfg, "ca")
         if not cfg.get("pa_url") or not cfg.get("pa_root"):
             _fail("--pa-url and --pa-root are required", 2)
@@ -604,18 +591,11 @@ def register(app: typer.Typer) -> None:
 
     # --- STI-CR ------------------------------------------------------------------------------
     @cr_app.command("serve")
+    @SERVICE.into("service")
     def cr_serve(
         config: Optional[Path] = typer.Option(None, "--config", help="TOML file ([cr] section)."),
         state_dir: Optional[Path] = typer.Option(None, "--state-dir", help="SQLite database (default ./cr-state)."),
-        host: HostOpt = None,
-        port: PortOpt = None,
-        base_url: BaseUrlOpt = None,
-        db_url: DbUrlOpt = None,
-        tls_cert: TlsCertOpt = None,
-        tls_key: TlsKeyOpt = None,
-        no_tls: NoTlsOpt = False,
-        tls_dir: TlsDirOpt = None,
-        log_format: LogFormatOpt = None,
+        service: dict[str, Any] = GROUP,
         upload_token: List[str] = typer.Option([], "--upload-token", help="TOKEN=OWNER allowed to PUT chains (repeatable)."),
         trust_anchor: List[Path] = typer.Option([], "--trust-anchor", help="Uploaded chains must validate to one of these roots."),
     ) -> None:
@@ -625,9 +605,7 @@ def register(app: typer.Typer) -> None:
         from stirshaken.pki.cr import CertificateRepository
         from stirshaken.pki.store import sqlite_url
 
-        cfg = _config(config, "cr", dict(state_dir=state_dir, host=host, port=port, base_url=base_url, db_url=db_url,
-                                         tls_cert=tls_cert, tls_key=tls_key, no_tls=no_tls, tls_dir=tls_dir, upload_token=upload_token,
-                                         trust_anchor=trust_anchor, log_format=log_format))
+        cfg = _config(config, "cr", dict(state_dir=state_dir, **service, upload_token=upload_token, trust_anchor=trust_anchor))
         _logging(cfg, "cr")
         sd, p = _state(cfg, "cr-state", 7443)
         _urls(cfg, "base_url")

@@ -7,7 +7,9 @@ STI-PA's CA list and ACME.
 * JWK (RFC 7517, RFC 7518 §6.2.1) of P-256 keys: :func:`jwk_of`, :func:`jwk_public_key`
   (raises :class:`JWKError`), the RFC 7638 :func:`thumbprint`, and the SubjectPublicKeyInfo
   fingerprint the STI-PA binds an SPC token to (:func:`account_key_fingerprint`).
-* Flattened JWS JSON (RFC 7515 §7.2.2) as RFC 8555 §6.2 uses it: :func:`sign_jws`.
+* Flattened JWS JSON (RFC 7515 §7.2.2) as RFC 8555 §6.2 uses it: :func:`sign_jws` (ES256) and
+  :func:`mac_jws` (HS256, RFC 7518 §3.2, the external account binding of RFC 8555 §7.3.4) write
+  one; :func:`parse_flattened` is the one parser; :func:`hs256_verify` checks an HS256 MAC.
 * The one parser of compact JWS (RFC 7515 §7.1) for the PASSporT, the SPC token and the CA list:
   :func:`split_compact`, :func:`load_json_object`, :func:`parse_compact`.  Callers pass their own
   error types (``error=`` and friends) so that each keeps its typed errors.
@@ -28,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, NamedTuple, Sequence
 import orjson
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes, hmac, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509 import verification as xv
@@ -342,6 +344,77 @@ def sign_jws(key: ec.EllipticCurvePrivateKey, protected: Mapping[str, Any], payl
     return {"protected": prot, "payload": pay, "signature": b64url_encode(sig)}
 
 
+def hs256(key: bytes, signing_input: bytes) -> bytes:
+    """The HS256 MAC (RFC 7518 §3.2: HMAC with SHA-256, 32 bytes) of ``signing_input`` under ``key``."""
+    h = hmac.HMAC(key, hashes.SHA256())
+    h.update(signing_input)
+    return h.finalize()
+
+
+def hs256_verify(key: bytes, signing_input: bytes, mac: bytes) -> bool:
+    """Whether ``mac`` is the HS256 MAC of ``signing_input`` under ``key`` (RFC 7518 §3.2; compared
+    in constant time by ``cryptography``)."""
+    h = hmac.HMAC(key, hashes.SHA256())
+    h.update(signing_input)
+    try:
+        h.verify(mac)
+    except InvalidSignature:
+        return False
+    return True
+
+
+def mac_jws(key: bytes, protected: Mapping[str, Any], payload: bytes) -> dict[str, str]:
+    """Flattened JWS JSON (RFC 7515 §7.2.2) with an HS256 MAC (RFC 7518 §3.2) under ``key``: the
+    form of an ACME external account binding (RFC 8555 §7.3.4)."""
+    prot = b64url_encode(orjson.dumps(dict(protected)))
+    pay = b64url_encode(payload)
+    return {"protected": prot, "payload": pay, "signature": b64url_encode(hs256(key, f"{prot}.{pay}".encode("ascii")))}
+
+
+class FlattenedJWS(NamedTuple):
+    """A flattened JWS (RFC 7515 §7.2.2) decoded; nothing in it is verified yet.
+
+    ``header`` is the protected header (a JSON object), ``payload`` the decoded payload bytes
+    (empty for an ACME POST-as-GET), ``signature`` the raw signature or MAC, and ``protected64``
+    / ``payload64`` the members as received, whose ``signing_input`` the signature covers
+    (RFC 7515 §5.2).
+    """
+
+    header: dict[str, Any]
+    payload: bytes
+    signature: bytes
+    protected64: str
+    payload64: str
+
+    @property
+    def signing_input(self) -> bytes:
+        return f"{self.protected64}.{self.payload64}".encode("ascii")
+
+
+_FLATTENED_MEMBERS = frozenset(("protected", "payload", "signature"))
+
+
+def parse_flattened(doc: Any, *, what: str = "JWS", error: ErrorFactory = ValueError) -> FlattenedJWS:
+    """Decode a flattened JWS JSON serialization (RFC 7515 §7.2.2) as ACME allows it (RFC 8555
+    §6.2: no unprotected header, no detached payload): ``doc`` is the parsed JSON value, an
+    object with exactly the string members ``protected``, ``payload`` and ``signature``.
+
+    Every defect raises ``error(f"{what} ...")`` with one line: not such an object, a member that
+    is not strict base64url (RFC 7515 §2), a protected header that is not a JSON object without
+    duplicate names (RFC 7515 §4).  The payload is returned as bytes (its JSON is the caller's).
+    """
+    if not isinstance(doc, dict) or doc.keys() != _FLATTENED_MEMBERS:
+        raise error(f"{what} must be a flattened JWS, a JSON object with protected, payload and signature only")
+    prot, pay, sig = doc["protected"], doc["payload"], doc["signature"]
+    if type(prot) is not str or type(pay) is not str or type(sig) is not str:
+        raise error(f"{what} members protected, payload and signature must be strings")
+    header_raw = b64url_decode(prot, what=f"{what} protected header", error=error)  # type: ignore[arg-type]
+    payload = b64url_decode(pay, what=f"{what} payload", error=error)  # type: ignore[arg-type]
+    signature = b64url_decode(sig, what=f"{what} signature", error=error)  # type: ignore[arg-type]
+    header, _ = load_json_object(header_raw, what=what, part="protected header", error=error)
+    return FlattenedJWS(header, payload, signature, prot, pay)
+
+
 def account_key_fingerprint(key: ec.EllipticCurvePublicKey | ec.EllipticCurvePrivateKey) -> str:
     """``SHA256 AA:BB:...`` over the SubjectPublicKeyInfo DER of the ACME account key (PA-05)."""
     pub = key.public_key() if isinstance(key, ec.EllipticCurvePrivateKey) else key
@@ -424,6 +497,7 @@ def verify_x5u_jws(
 
 __all__ = [
     "CompactJWS",
+    "FlattenedJWS",
     "JWKError",
     "ECDSA_SHA256",
     "ECDSA_SHA256_DETERMINISTIC",
@@ -431,10 +505,14 @@ __all__ = [
     "der_to_raw",
     "check_signer_chain",
     "es256_sign",
+    "hs256",
+    "hs256_verify",
     "jwk_of",
     "jwk_public_key",
     "load_json_object",
+    "mac_jws",
     "parse_compact",
+    "parse_flattened",
     "raw_to_der",
     "sign_jws",
     "split_compact",

@@ -92,8 +92,29 @@ def national_number(value: str, canonical: str, national_length: int | None) -> 
     return f"{canonical} looks like a national number ({national_length} digits, no country code): signed as given, not in E.164 form (RFC 8224 §8.3)"
 
 
+# The usual From/To/P-Asserted-Identity/R-URI value: a sip/sips/tel URI whose user is an optional
+# "+" and at most MAX_TN_LENGTH ASCII digits, ended where uri_user ends it ("@" for sip/sips; ";"
+# or ">" for a bracketed tel, ";" or the end for a bare one).  With "<" in the value only the first
+# "<...>" is read (as uri_user does); without one the URI starts the value.
+_TN_DIGITS = "\\+?([0-9]{1,%d}+)" % MAX_TN_LENGTH
+_PLAIN_TN_BRACKETED = re.compile(f"[^<]*+<(?:[Ss][Ii][Pp][Ss]?+:{_TN_DIGITS}@|[Tt][Ee][Ll]:{_TN_DIGITS}[;>])")
+_PLAIN_TN_BARE = re.compile(f"[Ss][Ii][Pp][Ss]?+:{_TN_DIGITS}@|[Tt][Ee][Ll]:{_TN_DIGITS}(?:;|\\Z)")
+
+
 def tn_from_uri(uri: str, **dialplan: object) -> str | None:
-    """The canonical TN in a From/To/P-Asserted-Identity URI, or None when it holds no TN."""
+    """The canonical TN (RFC 8224 §8.3) of a From/To/P-Asserted-Identity URI or name-addr value
+    (``str``), or None when it holds no TN: :func:`canonicalize_tn` of :func:`uri_user`, with the
+    ``dialplan`` keywords of :func:`canonicalize_tn`.  Never raises for a ``str``.
+
+    The usual value (``<sip:+12155551212@host>``, ``tel:+12155551212``) is answered by one match;
+    anything else, and any value when a dial plan is given, falls through to the general branch,
+    whose answer the shortcut equals (property-tested, including numbers longer than
+    :data:`MAX_TN_LENGTH`).
+    """
+    if not dialplan:
+        m = (_PLAIN_TN_BRACKETED if "<" in uri else _PLAIN_TN_BARE).match(uri)
+        if m is not None:
+            return m.group(m.lastindex)  # type: ignore[arg-type]
     user = uri_user(uri)
     if user is None:
         return None

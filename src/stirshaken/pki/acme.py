@@ -22,17 +22,15 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import datetime as dt
-import hashlib
-import hmac
-import json
 import re
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from stirshaken.core.b64 import b64url_encode
+import orjson
+
+from stirshaken.core.b64 import b64url_decode
+from stirshaken.core.jose import hs256_verify, load_json_object, mac_jws, parse_flattened
 
 JOSE_JSON = "application/jose+json"
 PEM_CHAIN = "application/pem-certificate-chain"
@@ -579,12 +577,11 @@ EAB_ALG = "HS256"
 
 def eab_hmac_key(text: str) -> bytes:
     """The MAC key of an EAB key identifier from its base64url text (as ``stirshaken ca eab-create``
-    shows it and certbot takes it); raises ``ValueError`` for text that is not base64url of at
-    least 16 bytes."""
-    raw = text.strip()
+    shows it and certbot takes it; ``=`` padding is tolerated); raises ``ValueError`` for text that
+    is not base64url of at least 16 bytes."""
     try:
-        key = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4))
-    except (binascii.Error, ValueError):
+        key = b64url_decode(text.strip().rstrip("="), what="the EAB HMAC key", error=ValueError)
+    except ValueError:
         raise ValueError("the EAB HMAC key is not base64url") from None
     if len(key) < 16:
         raise ValueError("the EAB HMAC key is shorter than 16 bytes")
@@ -595,10 +592,11 @@ def make_eab(kid: str, hmac_key: bytes, account_jwk: Mapping[str, Any], url: str
     """The ``externalAccountBinding`` member of a newAccount payload (RFC 8555 §7.3.4): a flattened
     JWS, HS256 with ``hmac_key``, whose protected header holds ``alg``, ``kid`` and ``url`` (the
     newAccount URL, no nonce) and whose payload is the account's public JWK."""
-    protected = b64url_encode(json.dumps({"alg": EAB_ALG, "kid": kid, "url": url}, separators=(",", ":")).encode())
-    payload = b64url_encode(json.dumps(dict(account_jwk), separators=(",", ":"), sort_keys=True).encode())
-    sig = hmac.new(hmac_key, f"{protected}.{payload}".encode("ascii"), hashlib.sha256).digest()
-    return {"protected": protected, "payload": payload, "signature": b64url_encode(sig)}
+    return mac_jws(hmac_key, {"alg": EAB_ALG, "kid": kid, "url": url}, orjson.dumps(dict(account_jwk), option=orjson.OPT_SORT_KEYS))
+
+
+def _malformed_eab(message: str) -> AcmeProblem:
+    return AcmeProblem("malformed", message)
 
 
 @dataclass(frozen=True)
@@ -616,22 +614,9 @@ class ExternalAccountBinding:
     @classmethod
     def from_json(cls, doc: Any) -> "ExternalAccountBinding":
         where = "externalAccountBinding"
-        doc = _object(doc, where)
-        parts = [_str(doc, k, where) for k in ("protected", "payload", "signature")]
-
-        def dec(text: str, what: str) -> bytes:
-            try:
-                return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-            except (binascii.Error, ValueError):
-                raise _malformed(f"{where}.{what}", "is not base64url") from None
-
-        try:
-            protected = json.loads(dec(parts[0], "protected"))
-            jwk = json.loads(dec(parts[1], "payload"))
-        except ValueError:
-            raise _malformed(where, "protected header and payload must be JSON") from None
-        if not isinstance(protected, dict) or not isinstance(jwk, dict):
-            raise _malformed(where, "protected header and payload must be JSON objects")
+        jws = parse_flattened(doc, what=where, error=_malformed_eab)
+        protected = jws.header
+        jwk, _ = load_json_object(jws.payload, what=where, part="payload", error=_malformed_eab)
         if protected.get("alg") != EAB_ALG:
             raise _malformed(f"{where}.protected.alg", f"must be {EAB_ALG} (a MAC algorithm, RFC 8555 §7.3.4)")
         if "nonce" in protected:
@@ -641,12 +626,11 @@ class ExternalAccountBinding:
             raise _malformed(f"{where}.protected.kid", "is missing")
         if not isinstance(url, str):
             raise _malformed(f"{where}.protected.url", "is missing")
-        return cls(kid=kid, url=url, jwk=jwk, signing_input=f"{parts[0]}.{parts[1]}".encode("ascii"),
-                   signature=dec(parts[2], "signature"))
+        return cls(kid=kid, url=url, jwk=jwk, signing_input=jws.signing_input, signature=jws.signature)
 
     def mac_ok(self, hmac_key: bytes) -> bool:
-        """Whether the HS256 MAC verifies with ``hmac_key`` (constant-time comparison)."""
-        return hmac.compare_digest(hmac.new(hmac_key, self.signing_input, hashlib.sha256).digest(), self.signature)
+        """Whether the HS256 MAC verifies with ``hmac_key`` (RFC 7518 §3.2, constant-time comparison)."""
+        return hs256_verify(hmac_key, self.signing_input, self.signature)
 
 
 __all__ = [

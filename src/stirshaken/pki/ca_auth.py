@@ -24,9 +24,9 @@ from typing import Any, Callable, Mapping
 import orjson
 from aiohttp import web
 
-from stirshaken.core.b64 import b64url_decode, b64url_encode
-from stirshaken.core.errors import PassportEncodingError, SignatureError
-from stirshaken.core.jose import JWKError, jwk_public_key, verify_signature
+from stirshaken.core.b64 import b64url_encode
+from stirshaken.core.errors import SignatureError
+from stirshaken.core.jose import JWKError, jwk_public_key, parse_flattened, verify_signature
 from stirshaken.pki.acme import JOSE_JSON, AcmeProblem, ExternalAccountBinding, eab_hmac_key
 from stirshaken.pki.ca_config import CAConfig
 from stirshaken.pki.store import Database, Row
@@ -96,6 +96,10 @@ def mint_eab_key(db: Database, *, spc: str | None = None, pa_account: str | None
     return kid, key
 
 
+def _malformed_jws(message: str) -> AcmeProblem:
+    return AcmeProblem("malformed", message)
+
+
 @dataclass
 class Signed:
     """An authenticated ACME request (RFC 8555 §6.2)."""
@@ -127,19 +131,8 @@ class RequestAuthenticator:
             body = orjson.loads(await request.read())
         except orjson.JSONDecodeError:
             raise AcmeProblem("malformed", "request body is not JSON") from None
-        if not isinstance(body, dict) or set(body) != {"protected", "payload", "signature"}:
-            raise AcmeProblem("malformed", "body must be a flattened JWS with protected, payload and signature only")
-        prot_b64, pay_b64, sig_b64 = body["protected"], body["payload"], body["signature"]
-        if not all(isinstance(v, str) for v in (prot_b64, pay_b64, sig_b64)):
-            raise AcmeProblem("malformed", "JWS members must be strings")
-        try:
-            protected = orjson.loads(b64url_decode(prot_b64, what="protected header"))
-            signature = b64url_decode(sig_b64, what="signature")
-            payload_raw = b64url_decode(pay_b64, what="payload")
-        except (PassportEncodingError, orjson.JSONDecodeError) as exc:
-            raise AcmeProblem("malformed", f"JWS is not well-formed: {exc}") from None
-        if not isinstance(protected, dict):
-            raise AcmeProblem("malformed", "protected header is not a JSON object")
+        jws = parse_flattened(body, what="request body", error=_malformed_jws)
+        protected, payload_raw, signature, prot_b64, pay_b64 = jws
         if protected.get("alg") != "ES256":
             raise AcmeProblem("badSignatureAlgorithm", f"alg {str(protected.get('alg'))[:20]!r} is not supported", algorithms=["ES256"])
         url = protected.get("url")
@@ -174,7 +167,7 @@ class RequestAuthenticator:
                 raise AcmeProblem("accountDoesNotExist", "no account for this kid")
             pub = jwk_public_key(account.jwk)
         try:
-            verify_signature(f"{prot_b64}.{pay_b64}".encode("ascii"), signature, pub)
+            verify_signature(jws.signing_input, signature, pub)
         except SignatureError:
             if not (self.config.allow_header_only_signature and pay_b64 == "" and self.header_only(prot_b64, signature, pub)):
                 raise AcmeProblem("malformed", "JWS signature does not verify") from None

@@ -24,7 +24,7 @@ from stirshaken.core.errors import (
 )
 from stirshaken.core.identity import IdentityHeader, parse_identity
 from stirshaken.core.passport import SUPPORTED_PPT, check_claims, check_header, parse_jws
-from stirshaken.core.tn import TNError, canonicalize_tn
+from stirshaken.core.tn import MAX_TN_LENGTH, TNError, canonicalize_tn
 from stirshaken.core.verification.results import (
     DEFAULT_POLICY,
     OK_CLAIMS,
@@ -58,9 +58,15 @@ def tn_set(values: Iterable[str]) -> set[str]:
 
 def same_tn(requested: Sequence[str], claimed: Sequence[str]) -> bool:
     """True when a requested TN and a claimed TN are one number after canonicalization (RFC 8224
-    §8.3).  The usual case first: a request TN already canonical (ASCII digits) and named as such."""
+    §8.3; at most :data:`~stirshaken.core.tn.MAX_TN_LENGTH` digits, E.164 §6.1).  Arguments are
+    sequences of strings; raises nothing.
+
+    The usual case first: a request TN already canonical (ASCII digits, not too long) and named as
+    such in the claim.  It decides only a match; anything else falls through to the general branch
+    (``tn_set(requested) & tn_set(claimed)``), whose answer it equals (property-tested).
+    """
     for t in requested:
-        if t in claimed and t.isdigit() and t.isascii():
+        if t in claimed and t.isdigit() and t.isascii() and len(t) <= MAX_TN_LENGTH:
             return True
     return bool(tn_set(requested) & tn_set(claimed))
 
@@ -159,7 +165,8 @@ def prepare(
         checks.append(tuple_new(Check, ("orig-matches", True, got)))
     dests = [dest] if isinstance(dest, str) else [d for d in (dest or []) if d]
     if dests:
-        if not same_tn(dests, p.dest_tns):
+        # check_claims passed: 'dest' is an object whose 'tn', when present, is a list of strings
+        if not same_tn(dests, c["dest"].get("tn", ())):
             raise IdentityMismatchError(
                 f"'dest' claim from PASSporT payload ({', '.join(p.dest_tns)}) doesn't match the request's called number"
                 f" ({', '.join(sorted(tn_set(dests))) or 'no TN'})"
