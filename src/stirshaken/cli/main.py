@@ -532,7 +532,7 @@ def _rcd_sign_claims(orig: str, dest: list[str], iat: int | None, *, nam: str | 
         try:
             jcard = orjson.loads(text)
         except orjson.JSONDecodeError as exc:
-            _fail(f"--jcd: not JSON ({str(exc).split(':', 1)[0]})", 2)
+            _fail(f"--jcd: not JSON at line {exc.lineno} column {exc.colno} (a jCard array, or @FILE)", 2)
     digests: dict[str, str] = {}
     for name, url, content, digest in (("jcl", jcl, jcl_content, jcl_digest), ("icn", icn, icn_content, icn_digest)):
         if url is None:
