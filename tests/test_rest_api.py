@@ -440,7 +440,8 @@ async def test_openapi_documents_the_div_extension(base: str) -> None:
         async with s.get(base + "/openapi.json") as r:
             doc = await r.json()
     props = doc["components"]["schemas"]["SigningRequestBody"]["properties"]["signingRequest"]["properties"]
-    assert props["ppt"]["enum"] == ["shaken", "div"] and "x-stirshaken-extension" in props["div"]
+    assert props["ppt"]["enum"] == ["shaken", "div", "rcd"] and "x-stirshaken-extension" in props["div"]
+    assert all("x-stirshaken-extension" in props[m] for m in ("rcd", "rcdi", "crn"))
     assert "RFC 8946" in props["div"]["description"]
 
 

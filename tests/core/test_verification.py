@@ -313,7 +313,7 @@ VERIFICATION_MODULES = sorted(f"verification/{p.name}" for p in (SRC / "core" / 
 
 def test_verification_is_a_package_of_its_stages() -> None:
     assert VERIFICATION_MODULES == ["verification/__init__.py", "verification/completion.py", "verification/decision.py",
-                                    "verification/preparation.py", "verification/results.py"]
+                                    "verification/preparation.py", "verification/results.py", "verification/richcalldata.py"]
 
 
 def test_core_modules_keep_no_module_level_cache() -> None:
