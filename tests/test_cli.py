@@ -294,7 +294,7 @@ def test_verify_says_when_revocation_is_not_established(cli_chain):
     (("--dest", "bob"), "error: --dest: 'bob' is not a telephone number"),
     (("--country-code", "+1"), "error: --country-code: '+1' is not digits"),
     (("--div", "12155551213"), "error: --div: only with --ppt div"),
-    (("--ppt", "rcdx"), "error: --ppt: 'rcdx' is not shaken or div"),
+    (("--ppt", "rcdx"), "error: --ppt: 'rcdx' is not shaken, div or rcd"),
 ])
 def test_sign_refuses_what_verify_refuses(cli_chain, change, line):
     d = cli_chain
@@ -341,3 +341,64 @@ def test_sign_div_and_verify_the_diverted_call(cli_chain):
         assert p.returncode == 2 and p.stderr.strip() == line, p.stderr
     p = run("sign", "--ppt", "div", *key, "--orig", "12155551212", "--div", "12155559999", "--dest", "12155559999", ok=False)
     assert p.stderr.strip().startswith("error: --dest: the new destination 12155559999 equals the 'div'")
+
+
+def test_sign_rcd_and_verify_rich_call_data(cli_chain, tmp_path):
+    """sign --ppt rcd (RFC 9795) with --nam, --jcd @FILE and --icn/--icn-content: rcd and rcdi
+    claims; verify fetches the icon from a loopback server and shows the rich call data passed;
+    a tampered icon fails the rcd PASSporT with one line while the call stays TN-Validation-Passed."""
+    from stirshaken.core.rcd import integrity, jcs
+    from tests.test_vs_support import Repo, ThreadedRepo
+
+    d = cli_chain
+    logo = b"\x89PNG\r\n\x1a\n" + b"icon" * 300
+    (tmp_path / "logo.png").write_bytes(logo)
+    jcard = ["vcard", [["version", {}, "text", "4.0"], ["fn", {}, "text", "Example Bank"]]]
+    (tmp_path / "card.json").write_text(json.dumps(jcard, indent=2))
+    repo = Repo()
+    repo.files["logo.png"] = (logo, "image/png")
+    served = ThreadedRepo(repo)
+    try:
+        icn = repo.url("/files/logo.png")
+        key = ("--key", d / "sp.key", "--x5u", X5U)
+        shaken = run("sign", *key, "--attest", "A", "--orig", "12155551212", "--dest", "12155551213").stdout.strip()
+        rcd = run("sign", "--ppt", "rcd", *key, "--orig", "12155551212", "--dest", "12155551213", "--nam", "Example Bank",
+                  "--jcd", f"@{tmp_path / 'card.json'}", "--icn", icn, "--icn-content", tmp_path / "logo.png",
+                  "--crn", "Statement ready", "--allow-http-x5u", "--allow-private-x5u").stdout.strip()
+        token, params = rcd.split(";", 1)
+        assert params == f"info=<{X5U}>;alg=ES256;ppt=rcd"
+        p = decode(token, ppt="rcd")
+        assert set(p.claims) == {"crn", "dest", "iat", "orig", "rcd", "rcdi"}
+        assert p.claims["rcd"] == {"nam": "Example Bank", "jcd": jcard, "icn": icn}
+        assert p.claims["rcdi"] == {"/jcd": integrity(jcs(jcard)), "/icn": integrity(logo)}
+        base = ("--cert", d / "sp-chain.pem", "--trust-anchor", d / "root.pem", "--orig", "12155551212", "--dest", "12155551213",
+                "--allow-http-x5u", "--allow-private-x5u")
+        out = run("verify", f"{shaken}, {rcd}", *base).stdout
+        assert "TN-Validation-Passed attest=A" in out
+        assert f'rcd (rcd PASSporT) passed: nam="Example Bank" icn="{icn}" jcd=(jCard); rcdi /icn, /jcd match' in out, out
+        repo.files["logo.png"] = (logo[:-1], "image/png")
+        v = run("verify", f"{shaken}, {rcd}", *base)
+        assert v.returncode == 0 and "TN-Validation-Passed attest=A" in v.stdout
+        assert f"rcd (rcd PASSporT) failed: nam=\"Example Bank\" icn=\"{icn}\" jcd=(jCard); rcdi /icn digest does not match the content at {icn} (RFC 9795)" in v.stdout, v.stdout
+        doc = json.loads(run("verify", f"{shaken}, {rcd}", *base, "--json").stdout)
+        assert doc["verstat"] == "TN-Validation-Passed" and doc["rcd"][0]["ok"] is False
+    finally:
+        served.stop()
+    # inputs the verifier would refuse, each one line
+    args = ("sign", "--ppt", "rcd", *key, "--orig", "12155551212", "--dest", "12155551213")
+    for extra, line in (
+        (("--icn", "https://rcd.example.net/logo.png"),
+         "error: --icn needs exactly one of --icn-content FILE (the content it serves) or --icn-digest sha256-BASE64"),
+        (("--icn", "http://rcd.example.net/logo.png", "--icn-digest", integrity(b"x")),
+         "error: --icn http://rcd.example.net/logo.png refused: not https (ATIS-1000074 §5.3.1; allow with --allow-http-x5u / [signing].allow_http_x5u)"),
+        (("--icn", "https://rcd.example.net/logo.png", "--icn-digest", "md5-abc"),
+         "error: --ppt rcd: digest for /icn 'md5-abc' is not an integrity string (sha256-BASE64)"),
+        (("--jcd", "[1.5]",), "error: --ppt rcd: jcd/0: a fractional number is not canonicalized here (RFC 8785)"),
+        (("--jcd", "{oops",), "error: --jcd: not JSON at line 1 column 2 (a jCard array, or @FILE)"),
+        ((), "error: --ppt rcd: rich call data needs at least one of nam, jcd, jcl, icn (RFC 9795)"),
+        (("--nam", "A", "--attest", "A"), "error: --attest: not a claim of an rcd PASSporT (RFC 9795; the call's SHAKEN PASSporT carries it)"),
+    ):
+        p = run(*args, *extra, ok=False)
+        assert p.returncode == 2 and p.stderr.strip() == line, p.stderr
+    p = run("sign", *key, "--attest", "A", "--orig", "12155551212", "--dest", "12155551213", "--nam", "A", ok=False)
+    assert p.stderr.strip() == "error: --nam: only with --ppt rcd (rich call data is signed as its own PASSporT, RFC 9795)"

@@ -297,3 +297,43 @@ def test_div_passport_and_secsipidx(peer_chain, x5u_host, tmp_path):
             "--dest", "12155559999")
     assert "TN-Validation-Passed" in stirshaken("verify", f"{shaken}, {div}", *base).stdout
     assert "438" in stirshaken("verify", shaken, *base, ok=False).stdout
+
+
+# --- issue 12 item 3: rich call data (RFC 9795) ---------------------------------------------------
+
+
+def test_rcd_passport_and_secsipidx(peer_chain, x5u_host, tmp_path):
+    """secsipidx 1.2.0 has no rcd support: like div, it refuses an rcd PASSporT by its ppt (-303;
+    -203 without the SIP parameter).  Rich call data inside a SHAKEN PASSporT (extra claims rcd,
+    rcdi, crn) it accepts: -check verifies signature and the SHAKEN claims and ignores the rest.
+    Our verifier checks the rcdi digests of both forms against the icon on the loopback host."""
+    from stirshaken.core.passport import Signer
+    from stirshaken.core.keys import load_private_key
+    from stirshaken.core.rcd import integrity, rcd_claims
+
+    x5u = f"{x5u_host[1]}/sp-chain.pem"
+    icn = f"{x5u_host[1]}/logo.png"
+    logo = b"\x89PNG" + b"peer" * 64
+    (Path(x5u_host[0]) / "logo.png").write_bytes(logo)
+    lab = ("--allow-http-x5u", "--allow-private-x5u")
+    shaken = sign_with_cli(peer_chain / "sp.key", x5u)
+    (tmp_path / "logo.png").write_bytes(logo)
+    rcd = stirshaken("sign", "--ppt", "rcd", "--key", peer_chain / "sp.key", "--x5u", x5u, *lab, "--orig", "12155551212",
+                     "--dest", "12155551213", "--nam", "Example Bank", "--icn", icn, "--icn-content", tmp_path / "logo.png").stdout.strip()
+    pub = peer_chain / "pub" / "sp.pem"
+    p = secsipidx("-check", "-expire", "60", "-identity", rcd, "-fpubkey", pub)
+    assert p.returncode == (-303) % 256 and "invalid value for ppt header parameter" in p.stdout + p.stderr, (p.stdout, p.stderr)
+    token = rcd.split(";", 1)[0]
+    p = secsipidx("-check", "-expire", "60", "-identity", f"{token};info=<{x5u}>;alg=ES256", "-fpubkey", pub)
+    assert p.returncode == (-203) % 256 and "invalid value for ppt in json header" in p.stdout + p.stderr, (p.stdout, p.stderr)
+    claims = rcd_claims(orig="12155551212", dest="12155551213", nam="Example Bank", icn=icn, digests={"/icn": integrity(logo)},
+                        crn="Statement ready")
+    claims.update(attest="A", origid="123e4567-e89b-12d3-a456-426614174000")
+    inside = Signer(load_private_key((peer_chain / "sp.key").read_bytes()), x5u).identity_claims(claims)
+    secsipidx("-check", "-expire", "60", "-identity", inside, "-fpubkey", pub, ok=True)
+    base = ("--cert", peer_chain / "pub" / "sp-chain.pem", "--trust-anchor", peer_chain / "ca-root.pem", "--orig", "12155551212",
+            "--dest", "12155551213", *lab)
+    out = stirshaken("verify", f"{shaken}, {rcd}", *base).stdout
+    assert "TN-Validation-Passed" in out and "rcd (rcd PASSporT) passed" in out, out
+    out = stirshaken("verify", inside, *base).stdout
+    assert "TN-Validation-Passed" in out and "rcd (shaken PASSporT) passed" in out, out

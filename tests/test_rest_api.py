@@ -419,7 +419,7 @@ async def test_div_request_errors(base: str, over: dict[str, Any], mid: str, var
     ({"origid": "not-a-uuid"}, ["origid", "'origid' must be a UUID (RFC 8588 §5), not 'not-a-uuid'"]),
     ({"orig": {"tn": "1215555121212121212"}}, ["orig.tn", "'1215555121212121212'... has 19 digits; a telephone number has at most 15"]),
     ({"dest": {"tn": ["12155551213", "bob"]}}, ["dest.tn", "'bob' is not a telephone number"]),
-    ({"ppt": "rcd-nope"}, ["ppt", "'rcd-nope' is not supported (shaken; div as an extension, RFC 8946)"]),
+    ({"ppt": "rcd-nope"}, ["ppt", "'rcd-nope' is not supported (shaken; div and rcd as extensions, RFC 8946, RFC 9795)"]),
 ])
 async def test_signing_inputs_refused_with_the_reason(base: str, over: dict[str, Any], variables: list[str]) -> None:
     """What our verifier would refuse is refused with SVC4005 naming the member and why."""
@@ -440,5 +440,79 @@ async def test_openapi_documents_the_div_extension(base: str) -> None:
         async with s.get(base + "/openapi.json") as r:
             doc = await r.json()
     props = doc["components"]["schemas"]["SigningRequestBody"]["properties"]["signingRequest"]["properties"]
-    assert props["ppt"]["enum"] == ["shaken", "div"] and "x-stirshaken-extension" in props["div"]
+    assert props["ppt"]["enum"] == ["shaken", "div", "rcd"] and "x-stirshaken-extension" in props["div"]
+    assert all("x-stirshaken-extension" in props[m] for m in ("rcd", "rcdi", "crn"))
     assert "RFC 8946" in props["div"]["description"]
+
+
+# --- issue 12: rcd requests (rich call data, RFC 9795; an extension of ATIS-1000082) -------------
+
+JCARD = ["vcard", [["version", {}, "text", "4.0"], ["fn", {}, "text", "Example Bank"]]]
+
+
+def rreq(**over: Any) -> dict[str, Any]:
+    r: dict[str, Any] = {"ppt": "rcd", "dest": {"tn": [DEST]}, "iat": int(time.time()), "orig": {"tn": ORIG},
+                         "rcd": {"nam": "Example Bank", "jcd": JCARD}}
+    for k, v in over.items():
+        if v is None:
+            r.pop(k, None)
+        else:
+            r[k] = v
+    return {"signingRequest": r}
+
+
+async def test_rcd_request_signs_an_rcd_passport(base: str, env: dict[str, Any]) -> None:
+    """signingRequest with ppt "rcd" (nam, jcd, icn with its digest): an rcd PASSporT whose rcdi
+    holds the server-computed /jcd digest and the client's /icn one; a verifier that fetches the
+    icon passes SHAKEN and rcd, and fails the rcd PASSporT alone once the served icon changes."""
+    from stirshaken.core.rcd import integrity, jcs
+    from stirshaken.vs.verifier import CallInfo, Verifier, VerifierConfig
+
+    logo = b"\x89PNG\r\n\x1a\n" + b"rest" * 100
+    path = env["dir"] / "pki" / "rest-logo.png"
+    path.write_bytes(logo)
+    icn = env["x5u"].url("rest-logo.png")
+    shaken = await sign(base)
+    status, body, _ = await post(base, "/stir/v1/signing", rreq(rcd={"nam": "Example Bank", "jcd": JCARD, "icn": icn},
+                                                                 rcdi={"/icn": integrity(logo)}, crn="Statement ready"))
+    assert status == 200, body
+    rcd = body["signingResponse"]["identity"]
+    assert rcd.endswith(f";info=<{env['x5u'].url('sp-chain.pem')}>;alg=ES256;ppt=rcd")
+    h, p, _ = rcd.split(";")[0].split(".")
+    assert b64json(h)["ppt"] == "rcd"
+    c = b64json(p)
+    assert set(c) == {"crn", "dest", "iat", "orig", "rcd", "rcdi"}
+    assert c["rcdi"] == {"/icn": integrity(logo), "/jcd": integrity(jcs(JCARD))}
+    status, body, _ = await post(base, "/stir/v1/verification", vreq(f"{shaken}, {rcd}"))
+    assert body == {"verificationResponse": {"verstat": "TN-Validation-Passed"}}, body
+    cfg = VerifierConfig(trust_anchors=[str(env["pki"].root)], allow_http_x5u=True, allow_private_x5u=True)
+    v = Verifier(cfg)
+    try:
+        r = await v.averify(CallInfo(identities=[shaken, rcd], from_=ORIG, to=DEST))
+        assert r.ok and [x.ok for x in r.passports] == [True, True] and r.rich_call_data[0]["ok"], r.to_json()
+        path.write_bytes(logo + b"!")
+        r = await v.averify(CallInfo(identities=[shaken, rcd], from_=ORIG, to=DEST))
+        assert r.ok and r.attest == "A" and [x.ok for x in r.passports] == [True, False]
+        assert r.passports[1].error.description == f"rcdi /icn digest does not match the content at {icn} (RFC 9795)"
+    finally:
+        await v.aclose()
+        path.write_bytes(logo)
+
+
+@pytest.mark.parametrize("over,mid,variables", [
+    ({"rcd": None}, "SVC4001", ["rcd"]),
+    ({"rcd": "Example Bank"}, "SVC4005", ["rcd", "not a JSON object"]),
+    ({"rcd": {}}, "SVC4005", ["rcd", "rich call data needs at least one of nam, jcd, jcl, icn (RFC 9795)"]),
+    ({"rcd": {"nam": 5}}, "SVC4005", ["rcd.nam", "not a string"]),
+    ({"rcd": {"logo": "x"}}, "SVC4005", ["rcd.logo", "not a member this signer writes (nam, jcd, jcl, icn)"]),
+    ({"rcd": {"icn": "https://rcd.example.net/logo.png"}}, "SVC4005",
+     ["rcd", "icn needs the digest of the content it refers to (RFC 9795)"]),
+    ({"rcd": {"icn": "ftp://rcd.example.net/logo.png"}, "rcdi": {"/icn": "sha256-" + "A" * 43}}, "SVC4005",
+     ["rcd.icn", "rcd.icn ftp://rcd.example.net/logo.png refused: URL scheme 'ftp' is not http(s)"]),
+    ({"rcdi": {"/jcd": "sha256-x"}}, "SVC4005", ["rcdi./jcd", "computed by the signer from rcd.jcd; leave it out"]),
+    ({"rcd": {"jcd": [0.5]}}, "SVC4005", ["rcd", "jcd/0: a fractional number is not canonicalized here (RFC 8785)"]),
+    ({"attest": "A"}, "SVC4005", ["attest", "not a claim of an rcd PASSporT (RFC 9795; the call's SHAKEN PASSporT carries it)"]),
+])
+async def test_rcd_request_errors(base: str, over: dict[str, Any], mid: str, variables: list[str]) -> None:
+    status, body, _ = await post(base, "/stir/v1/signing", rreq(**over))
+    assert status == 400 and exc_of(body)["messageId"] == mid and exc_of(body)["variables"] == variables, body

@@ -20,6 +20,7 @@ from stirshaken.core.b64 import b64url_encode  # noqa: E402
 from stirshaken.core.certificates import SHAKEN_CP_OID, create_root, make_name, pem  # noqa: E402
 from stirshaken.core.passport import encode_token, passport_header, shaken_claims  # noqa: E402
 from stirshaken.core.tnauthlist import TN, TNAuthList, TNRange, SPC, to_extension  # noqa: E402
+from stirshaken.core.verification import Check  # noqa: E402
 from stirshaken.vs.verifier import CallInfo, Verifier, VerifierConfig, call_tn  # noqa: E402
 
 X5U = "https://cr.example.net/sp.pem"
@@ -451,3 +452,115 @@ def test_static_chain_fetches_nothing(pki) -> None:
     v.close()
 
 
+
+
+# --- rich call data (RFC 9795; docs/requirements.md RC-01, RC-02) ----------------------------------
+
+JCARD = ["vcard", [["version", {}, "text", "4.0"], ["fn", {}, "text", "Example Bank"], ["org", {}, "text", "Example Bank, Inc."]]]
+LOGO = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4  # an icon's bytes, served by the loopback repository
+
+
+@pytest.fixture
+def rcd_repo():
+    from tests.test_vs_support import ThreadedRepo
+
+    repo = Repo()
+    repo.files["logo.png"] = (LOGO, "image/png")
+    served = ThreadedRepo(repo)
+    yield repo
+    served.stop()
+
+
+def rcd_ident(pki, icn: str | None, *, jcd=JCARD, logo: bytes = LOGO, shaken: bool = False) -> str:
+    from stirshaken.core.rcd import integrity, rcd_claims
+
+    claims = rcd_claims(orig=ORIG, dest=[DEST], nam="Example Bank", jcd=jcd, icn=icn, crn="Your statement is ready",
+                        digests={"/icn": integrity(logo)} if icn else None, iat=NOW)
+    if shaken:  # rich call data inside the SHAKEN PASSporT (as ATIS-1000094 does)
+        claims.update(attest="A", origid=str(uuid.uuid4()))
+        return ident(pki, claims=claims)
+    return encode_token(pki.sp_key, passport_header(X5U, "rcd"), claims) + f";info=<{X5U}>;alg=ES256;ppt=rcd"
+
+
+def rcd_verifier(pki, **kw) -> Verifier:
+    return Verifier(VerifierConfig(trust_anchors=[str(pki.dir / "root.pem")], allow_private_x5u=True, allow_http_x5u=True, **kw),
+                    static_chains={X5U: [pki.sp, pki.inter]})
+
+
+def test_rcd_digests_checked_against_jcd_and_fetched_icon(pki, rcd_repo) -> None:
+    """SHAKEN + rcd (nam, jcd, icn on a loopback server): both pass, the icon is fetched once; a
+    changed icon or jCard fails the rcd PASSporT alone, 438 with a reason naming the member, and
+    the call stays TN-Validation-Passed with the SHAKEN attestation."""
+    icn = rcd_repo.url("/files/logo.png")
+    with rcd_verifier(pki) as v:
+        r = v.verify(call(ident(pki), rcd_ident(pki, icn)), now=NOW)
+        assert r.ok and r.attest == "A" and [p.ok for p in r.passports] == [True, True], r.to_json()
+        (entry,) = r.rich_call_data
+        assert entry["ok"] and entry["rcd"]["nam"] == "Example Bank" and entry["crn"] == "Your statement is ready"
+        assert entry["detail"] == "rcdi /icn, /jcd match"
+        assert rcd_repo.hits["/files/logo.png"] == 1
+        assert r.to_json()["rcd"][0]["ok"] is True
+
+        rcd_repo.files["logo.png"] = (LOGO + b"tampered", "image/png")
+        r = v.verify(call(ident(pki), rcd_ident(pki, icn)), now=NOW)
+        assert r.ok and r.verstat == "TN-Validation-Passed" and r.attest == "A"
+        shaken, rcd = r.passports
+        assert shaken.ok and not rcd.ok and rcd.error.sip_code == 438
+        assert rcd.error.description == f"rcdi /icn digest does not match the content at {icn} (RFC 9795)"
+        assert "STIR ;cause=438" in r.reason_header and ";ppi=" in r.reason_header
+        assert not r.rich_call_data[0]["ok"]
+
+        rcd_repo.files["logo.png"] = (LOGO, "image/png")
+        token, params = rcd_ident(pki, icn).split(";", 1)
+        signed = rcd_ident(pki, icn, jcd=[*JCARD[:1], [*JCARD[1], ["tel", {}, "uri", "tel:+12155551212"]]]).split(";", 1)[0]
+        # the jCard of one token with the rcdi of another: re-signed, so only the digest can tell
+        from stirshaken.core.passport import parse_jws
+
+        claims = parse_jws(signed).claims
+        claims["rcdi"] = parse_jws(token).claims["rcdi"]
+        forged = encode_token(pki.sp_key, passport_header(X5U, "rcd"), claims) + ";" + params
+        r = v.verify(call(ident(pki), forged), now=NOW)
+        assert r.ok and not r.passports[1].ok
+        assert r.passports[1].error.description == "rcdi /jcd digest does not match rcd/jcd (RFC 8785 form) (RFC 9795)"
+
+
+def test_rcd_content_not_fetchable_and_inside_shaken(pki, rcd_repo) -> None:
+    """An icon that cannot be fetched fails the rcd PASSporT with the fetch's 436 and its reason;
+    rich call data inside the SHAKEN PASSporT is checked too, and a failed digest there adds a
+    failed rcd-integrity check without failing the SHAKEN PASSporT."""
+    missing = rcd_repo.url("/files/none.png")
+    with rcd_verifier(pki) as v:
+        r = v.verify(call(ident(pki), rcd_ident(pki, missing)), now=NOW)
+        assert r.ok and not r.passports[1].ok and r.passports[1].error.sip_code == 436
+        assert r.passports[1].error.description == "rcdi /icn not checked: Failed to dereference rich call data URI: HTTP 404"
+        r = v.verify(call(rcd_ident(pki, missing, shaken=True)), now=NOW)
+        assert r.ok and r.passports[0].ok and r.attest == "A"
+        assert Check("rcd-integrity", False, "rcdi /icn not checked: Failed to dereference rich call data URI: HTTP 404") in r.passports[0].checks
+        assert r.rich_call_data[0]["ok"] is False
+
+
+def test_rcd_fetches_follow_the_x5u_rules(pki, rcd_repo) -> None:
+    """Rich call data content is fetched under the x5u policy: a loopback icon is refused by a
+    default verifier (SSRF guard), and the fetches count against max_fetches_per_request."""
+    icn = rcd_repo.url("/files/logo.png")
+    with Verifier(VerifierConfig(trust_anchors=[str(pki.dir / "root.pem")]), static_chains={X5U: [pki.sp, pki.inter]}) as v:
+        r = v.verify(call(ident(pki), rcd_ident(pki, icn)), now=NOW)
+        assert r.ok and not r.passports[1].ok and r.passports[1].error.sip_code == 436
+        assert r.passports[1].error.description.startswith(f"rcdi /icn not checked: rich call data {icn} refused: not https")
+    assert rcd_repo.hits.get("/files/logo.png", 0) == 0
+    with rcd_verifier(pki, max_fetches_per_request=1) as v:
+        two = [rcd_ident(pki, rcd_repo.url("/files/logo.png"), jcd=None), rcd_ident(pki, rcd_repo.url("/files/logo.png", host="localhost"), jcd=None)]
+        r = v.verify(call(ident(pki), *two), now=NOW)
+        assert r.ok and [p.ok for p in r.passports] == [True, True, False]
+        assert "max_fetches_per_request" in r.passports[2].error.description
+
+
+def test_rcd_name_only_needs_no_fetch(pki) -> None:
+    """nam alone (no digest to check, no URL): verified on the direct path, no I/O."""
+    from stirshaken.core.rcd import rcd_claims
+
+    claims = rcd_claims(orig=ORIG, dest=[DEST], nam="Alice", iat=NOW)
+    rcd = encode_token(pki.sp_key, passport_header(X5U, "rcd"), claims) + f";info=<{X5U}>;alg=ES256;ppt=rcd"
+    with rcd_verifier(pki) as v:
+        r = v.verify(call(ident(pki), rcd), now=NOW)
+        assert r.ok and r.passports[1].ok and r.rich_call_data[0]["detail"] == "no rcdi digests"

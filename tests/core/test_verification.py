@@ -315,7 +315,7 @@ VERIFICATION_MODULES = sorted(f"verification/{p.name}" for p in (SRC / "core" / 
 
 def test_verification_is_a_package_of_its_stages() -> None:
     assert VERIFICATION_MODULES == ["verification/__init__.py", "verification/completion.py", "verification/decision.py",
-                                    "verification/preparation.py", "verification/results.py"]
+                                    "verification/preparation.py", "verification/results.py", "verification/richcalldata.py"]
 
 
 def test_core_modules_keep_no_module_level_cache() -> None:
@@ -607,3 +607,30 @@ def test_over_long_tns_match_no_request(tn, chain, cred) -> None:
     assert r.ok
     assert not V.decide([r], targets=[tn]).ok
     assert not V.bind_destinations([r], [tn])[0].ok
+
+
+def test_check_rich_call_data_fails_the_rcd_passport_alone(chain, cred) -> None:
+    """Step 2b (RFC 9795, docs/requirements.md RC-02): rcd_fetches names the icon; a wrong digest
+    fails the rcd PASSporT (438, the Reason names it) and decide still passes the call on the
+    SHAKEN PASSporT; the same rich call data inside the SHAKEN PASSporT only adds a failed check."""
+    from stirshaken.core.rcd import integrity, rcd_claims
+
+    now = int(time.time())
+    icn = "https://rcd.example.net/logo.png"
+    claims = rcd_claims(orig="12155551212", dest="12155551213", nam="Zola", icn=icn, digests={"/icn": integrity(b"logo")}, iat=now)
+    rcd = Signer(chain.sp_key, CHAIN_X5U, ppt="rcd").identity_claims(claims)
+    results = [V.complete(V.prepare(h, orig="12155551212", dest=None, now=now, expected_ppt=None), cred) for h in (sign(chain, now), rcd)]
+    assert V.carries_rcd(results) and V.rcd_fetches(results) == (icn,)
+    assert not V.carries_rcd(results[:1])
+    good = V.check_rich_call_data(results, {icn: b"logo"})
+    assert [r.ok for r in good] == [True, True] and good[1].checks[-1] == V.Check("rcd-integrity", True, "rcdi /icn match")
+    bad = V.check_rich_call_data(results, {icn: b"other"})
+    assert [r.ok for r in bad] == [True, False] and bad[1].error.sip_code == 438
+    verdict = V.decide(bad, targets=["12155551213"])
+    assert verdict.verstat == VERSTAT_PASSED and verdict.attest == "A" and "cause=438" in verdict.reason_header
+    assert [e["ok"] for e in verdict.rich_call_data] == [False]
+    inside = Signer(chain.sp_key, CHAIN_X5U).sign_claims({**claims, "attest": "A", "origid": "123e4567-e89b-12d3-a456-426614174000"})
+    res = V.complete(V.prepare(f"{inside};info=<{CHAIN_X5U}>;alg=ES256;ppt=shaken", orig="12155551212", dest=None, now=now), cred)
+    (checked,) = V.check_rich_call_data([res], {icn: b"other"})
+    assert checked.ok and checked.checks[-1].name == "rcd-integrity" and not checked.checks[-1].ok
+    assert V.decide([checked]).ok and V.decide([checked]).rich_call_data[0]["ok"] is False

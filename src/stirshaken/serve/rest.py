@@ -9,6 +9,10 @@ Server"; shapes as in docs/requirements.md#rest-api):
   Extension (ATIS-1000082 has no div request): ``{"signingRequest": {"ppt": "div", orig:{tn},
   dest:{tn:[..]}, div:{tn}, iat}}`` → the Identity header value of a ``div`` PASSporT (RFC 8946
   §3), signed by the tenant of ``div.tn``; ``attest``/``origid`` are refused there.
+  Extension (ATIS-1000082 has no rich call data request): ``{"signingRequest": {"ppt": "rcd",
+  orig:{tn}, dest:{tn:[..]}, iat, rcd:{nam, jcd | jcl, icn}, rcdi:{"/jcl" | "/icn": "sha256-…"},
+  crn}}`` → the Identity header value of an ``rcd`` PASSporT (RFC 9795) with the ``rcdi`` digests,
+  signed by the tenant of ``orig.tn``.
   Every input is checked as this project's verifier would judge it (SVC4005 with the member and
   the reason: an attestation other than A/B/C, an origid that is not a UUID, a TN that is not a
   TN or has more than 15 digits); a national number is completed with ``[signing]
@@ -274,10 +278,12 @@ class RestAPI:
     def _sign(self, doc: Any, headers: Mapping[str, str], rid: str, t0: float) -> Reply:
         req = self._envelope(doc, "signingRequest", ())
         ppt = req.get("ppt")
-        if ppt == "div":
-            return self._sign_div(req, headers, rid)
         if ppt is not None and ppt != "shaken":
-            raise RequestError("SVC4005", "ppt", f"{str(ppt)[:40]!r} is not supported (shaken; div as an extension, RFC 8946)")
+            if ppt == "div":
+                return self._sign_div(req, headers, rid)
+            if ppt == "rcd":
+                return self._sign_rcd(req, headers, rid)
+            raise RequestError("SVC4005", "ppt", f"{str(ppt)[:40]!r} is not supported (shaken; div and rcd as extensions, RFC 8946, RFC 9795)")
         for member in ("attest", "dest", "iat", "orig"):
             if member not in req:
                 raise RequestError("SVC4001", member)
@@ -345,6 +351,40 @@ class RestAPI:
         except SigningError as exc:
             raise RequestError("SVC4005", "dest.tn", exc.message) from None
         self.metrics.inc("stirshaken_div_total", (("interface", "rest"), ("tenant", tenant.name), ("result", "signed")))
+        body = b'{"signingResponse":{"identity":' + orjson.dumps(identity) + b"}}"
+        return 200, body, (_JSON_CT, ("X-RequestID", rid))
+
+    def _sign_rcd(self, req: dict[str, Any], headers: Mapping[str, str], rid: str) -> Reply:
+        """Extension of ATIS-1000082 (which has no rich call data request): ``{"signingRequest":
+        {"ppt": "rcd", "orig": {"tn"}, "dest": {"tn": [..]}, "iat", "rcd": {nam, jcd | jcl, icn},
+        "rcdi": {"/jcl" | "/icn": "sha256-…"}, "crn"}}`` signs an ``rcd`` PASSporT (RFC 9795) with
+        the certificate of the tenant ``orig.tn`` belongs to.  The digest of ``jcd`` is computed
+        here; those of the content at ``jcl``/``icn`` are the client's (nothing is fetched).
+        ``attest`` and ``origid`` are SHAKEN claims and are refused here."""
+        for member in ("dest", "iat", "orig", "rcd"):
+            if member not in req:
+                raise RequestError("SVC4001", member)
+        for member in ("attest", "origid"):
+            if member in req:
+                raise RequestError("SVC4005", member, "not a claim of an rcd PASSporT (RFC 9795; the call's SHAKEN PASSporT carries it)")
+        svc = self.signing
+        if svc is None:
+            raise RequestError("SVC4003")
+        orig_tn, dest_tns, iat = self._call(req, svc)
+        rcd, rcdi, crn = req["rcd"], req.get("rcdi", {}), req.get("crn")
+        if not isinstance(rcd, dict):
+            raise RequestError("SVC4005", "rcd", "not a JSON object")
+        if not isinstance(rcdi, dict) or not all(type(v) is str for v in rcdi.values()):
+            raise RequestError("SVC4005", "rcdi", "not a JSON object of integrity strings")
+        if "/jcd" in rcdi:
+            raise RequestError("SVC4005", "rcdi./jcd", "computed by the signer from rcd.jcd; leave it out")
+        if crn is not None and type(crn) is not str:
+            raise RequestError("SVC4005", "crn", "not a string")
+        tenant = self._tenant(svc, orig_tn, headers, "orig.tn")
+        try:
+            identity = svc.sign_rcd(tenant, orig=orig_tn, dest=dest_tns, rcd=rcd, digests=rcdi, crn=crn, iat=iat)
+        except SigningError as exc:
+            raise RequestError("SVC4005", exc.param, exc.message) from None
         body = b'{"signingResponse":{"identity":' + orjson.dumps(identity) + b"}}"
         return 200, body, (_JSON_CT, ("X-RequestID", rid))
 
@@ -516,7 +556,9 @@ def openapi_document() -> dict[str, Any]:
                                 "exception table of §8.2.4.6. Extensions: signingRequest.origid may be omitted (a UUID is "
                                 "generated), although ATIS-1000082 makes it mandatory; signingRequest.ppt \"div\" with "
                                 "signingRequest.div signs a div PASSporT for a diverted call (RFC 8946 §3), for which "
-                                "ATIS-1000082 defines no request."},
+                                "ATIS-1000082 defines no request; signingRequest.ppt \"rcd\" with signingRequest.rcd (and "
+                                "rcdi, crn) signs an rcd PASSporT of rich call data (RFC 9795), for which ATIS-1000082 defines "
+                                "no request either."},
         "paths": {
             SIGNING_PATH: {"post": {
                 "operationId": "signing", "summary": "Sign a call (STI-AS)", "parameters": [req_id],
@@ -542,7 +584,8 @@ def openapi_document() -> dict[str, Any]:
             "SigningRequestBody": {"type": "object", "required": ["signingRequest"], "properties": {"signingRequest": {
                 "type": "object", "required": ["dest", "iat", "orig"],
                 "description": "A SHAKEN request (ppt absent or \"shaken\") also requires attest; a div request (ppt \"div\") "
-                               "requires div and refuses attest and origid.",
+                               "requires div and refuses attest and origid; an rcd request (ppt \"rcd\") requires rcd and "
+                               "refuses attest and origid.",
                 "properties": {
                     "attest": {"type": "string", "enum": ["A", "B", "C"], "description": "required for a SHAKEN PASSporT (ATIS-1000082)"},
                     "dest": {"type": "object", "required": ["tn"], "properties": {"tn": {"type": "array", "minItems": 1, "items": tn}}},
@@ -553,7 +596,24 @@ def openapi_document() -> dict[str, Any]:
                                               "request without it and then puts a new random UUID in the PASSporT (RFC 8588 §5). "
                                               "A client that needs strict conformance always sends it.",
                                "x-stirshaken-extension": "optional here, mandatory in ATIS-1000082"},
-                    "ppt": {"type": "string", "enum": ["shaken", "div"], "description": "default shaken; div: the extension below"},
+                    "ppt": {"type": "string", "enum": ["shaken", "div", "rcd"], "description": "default shaken; div, rcd: the extensions below"},
+                    "rcd": {"type": "object", "minProperties": 1, "properties": {
+                                "nam": {"type": "string", "description": "display name"},
+                                "jcd": {"type": "array", "description": "a jCard (RFC 7095) inline; its rcdi digest is computed by the server (RFC 8785 form)"},
+                                "jcl": {"type": "string", "format": "uri", "description": "URL of a jCard (exclusive with jcd); rcdi./jcl required"},
+                                "icn": {"type": "string", "format": "uri", "description": "URL of an icon; rcdi./icn required"}},
+                            "description": "Extension (ATIS-1000082 has no rich call data request): with ppt \"rcd\", the rich call data "
+                                           "of the call, signed as an rcd PASSporT (RFC 9795) beside the call's SHAKEN PASSporT with the "
+                                           "certificate of the tenant orig.tn belongs to. jcl and icn must pass the x5u URL rule (a "
+                                           "verifier fetches them under it).",
+                            "x-stirshaken-extension": "rcd PASSporT request (RFC 9795), not in ATIS-1000082"},
+                    "rcdi": {"type": "object", "additionalProperties": {"type": "string", "pattern": "^sha(256|384|512)-"},
+                             "description": "Extension, with ppt \"rcd\": the digests of the content at rcd.jcl and rcd.icn, keyed "
+                                            "\"/jcl\" and \"/icn\" (sha256- and the base64 SHA-256 of the bytes served there); the "
+                                            "server fetches nothing.",
+                             "x-stirshaken-extension": "rcd PASSporT request (RFC 9795), not in ATIS-1000082"},
+                    "crn": {"type": "string", "description": "Extension, with ppt \"rcd\": the call reason (RFC 9795)",
+                            "x-stirshaken-extension": "rcd PASSporT request (RFC 9795), not in ATIS-1000082"},
                     "div": {"type": "object", "required": ["tn"], "properties": {"tn": tn},
                             "description": "Extension (ATIS-1000082 has no div request): with ppt \"div\", the number the call was "
                                            "diverted from, i.e. the previous destination; orig is the caller as in the call's "

@@ -57,6 +57,7 @@ from stirshaken.core.certificates import load_certificates, signing_certificate_
 from stirshaken.core.errors import StirShakenError
 from stirshaken.core.keys import load_private_key
 from stirshaken.core.passport import ATTEST_VALUES, Signer, check_attest, check_origid, div_claims
+from stirshaken.core.rcd import rcd_claims
 from stirshaken.core.tn import TNError, canonicalize_tn, national_number
 from stirshaken.core.x5u import SIGN_HINTS, check_x5u_url
 
@@ -250,13 +251,15 @@ def signers_from_file(path: str, current: SigningConfig) -> SigningConfig:
 @dataclass(frozen=True)
 class Tenant:
     """A configured signer: tenant configuration plus its ready :class:`Signer` (SHAKEN) and
-    ``div_signer`` (``ppt=div``, RFC 8946 §3: the same key and x5u); ``spc`` and ``serial`` (hex)
-    of its certificate where known (the per-call records): the configured SPC (or the ACME OCN),
-    and the serial of its certificate (``certificate``, an ACME signer's ``sp.pem``)."""
+    ``div_signer`` (``ppt=div``, RFC 8946 §3) and ``rcd_signer`` (``ppt=rcd``, RFC 9795), both with
+    the same key and x5u; ``spc`` and ``serial`` (hex) of its certificate where known (the per-call
+    records): the configured SPC (or the ACME OCN), and the serial of its certificate
+    (``certificate``, an ACME signer's ``sp.pem``)."""
 
     config: TenantConfig
     signer: Signer
     div_signer: Signer = field(repr=False, default=None)  # type: ignore[assignment]
+    rcd_signer: Signer = field(repr=False, default=None)  # type: ignore[assignment]
     spc: str | None = None
     serial: str | None = None
 
@@ -294,6 +297,7 @@ class SigningService:
             serial = format(t.chain[0].serial_number, "x") if t.chain else (_acme_serial(t.acme) if t.acme else None)
             return Tenant(t, Signer(t.key, t.x5u, deterministic=cfg.deterministic),
                           Signer(t.key, t.x5u, ppt="div", deterministic=cfg.deterministic),
+                          Signer(t.key, t.x5u, ppt="rcd", deterministic=cfg.deterministic),
                           spc=t.spc or (t.acme.ocn if t.acme else None), serial=serial)
 
         default = make(cfg.default) if cfg.default is not None else None
@@ -491,3 +495,30 @@ class SigningService:
         except StirShakenError as exc:
             raise SigningError("dest", ",".join(dest)[:64], exc.description) from None
         return tenant.div_signer.identity_claims(claims)
+
+    def sign_rcd(self, tenant: Tenant, *, orig: str, dest: list[str], rcd: dict[str, Any], digests: dict[str, str],
+                 crn: str | None = None, iat: int | None = None) -> str:
+        """Identity header value of an ``rcd`` PASSporT (RFC 9795; docs/requirements.md RC-01) for
+        canonical TNs: ``rcd`` holds ``nam``/``jcd``/``jcl``/``icn``, ``digests`` the integrity
+        strings of the content at ``jcl``/``icn`` (``{"/icn": "sha256-…"}``; ``/jcd`` is computed
+        here).  A ``jcl``/``icn`` URL must pass the x5u rule with ``[signing]``'s relaxations (the
+        verifier fetches it under that rule).  Raises :class:`SigningError` naming the member."""
+        unknown = sorted(set(rcd) - {"nam", "jcd", "jcl", "icn"})
+        if unknown:
+            raise SigningError(f"rcd.{unknown[0][:20]}", str(rcd[unknown[0]])[:64], "not a member this signer writes (nam, jcd, jcl, icn)")
+        if "nam" in rcd and type(rcd["nam"]) is not str:
+            raise SigningError("rcd.nam", str(rcd["nam"])[:64], "not a string")
+        for name in ("jcl", "icn"):
+            if name in rcd:
+                url = rcd[name]
+                try:
+                    check_x5u_url(url, allow_http=self.cfg.allow_http_x5u, allow_private=self.cfg.allow_private_x5u,
+                                  what=f"rcd.{name}", hints=SIGN_HINTS)
+                except StirShakenError as exc:
+                    raise SigningError(f"rcd.{name}", str(url)[:64], exc.description) from None
+        try:
+            claims = rcd_claims(orig=orig, dest=dest, nam=rcd.get("nam"), jcd=rcd.get("jcd"), jcl=rcd.get("jcl"), icn=rcd.get("icn"),
+                                crn=crn, digests=digests, iat=iat)
+        except StirShakenError as exc:
+            raise SigningError("rcd", "", exc.description) from None
+        return tenant.rcd_signer.identity_claims(claims)

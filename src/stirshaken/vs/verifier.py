@@ -53,10 +53,13 @@ from stirshaken.core.verification import (
     PassportResult,
     Prepared,
     VerificationResult,
+    carries_rcd,
+    check_rich_call_data,
     complete,
     decide,
     failed,
     prepare,
+    rcd_fetches,
 )
 from stirshaken.vs.config import VerifierConfig
 from stirshaken.vs.credentials import CredentialSource, FetchBudget
@@ -259,10 +262,16 @@ class Verifier(CredentialSource):
                     missing.append(it.x5u)
                 else:
                     creds[it.x5u] = c
+        # this request's outbound fetches (x5u, CRL, rich call data content): docs/requirements.md VS-10
+        budget = FetchBudget(self.config.max_fetches_per_request)
         if missing:
-            fetched = yield ("obtain", tuple(missing), now)
+            fetched = yield ("obtain", tuple(missing), now, budget)
             creds.update(fetched)
         results = self._complete_all(items, creds)
+        if carries_rcd(results):
+            urls = rcd_fetches(results)
+            contents = (yield ("rcd", urls, budget)) if urls else {}
+            results = check_rich_call_data(results, contents)
         if self.replay_table is not None:
             results = yield from self._replay(results, call, now)
         return decide(results, policy, targets=targets)
@@ -295,13 +304,16 @@ class Verifier(CredentialSource):
                 if c is None:
                     return None
                 creds[it.x5u] = c
+        results = self._complete_all(items, creds)
+        if carries_rcd(results):  # rich call data: its content may need fetching (the flow)
+            return None
         stats = self.stats
         stats["verifications"] += 1
         for k, n in counts.items():
             stats[k] += n
         if not items:  # no Identity header: the flow's decide([]) (428)
             return decide([], self.policy)
-        return decide(self._complete_all(items, creds), self.policy, targets=self._targets(call))
+        return decide(results, self.policy, targets=self._targets(call))
 
     def _prepare_all(self, values: list[str], origs: list[str], now: float, date: float | None) -> list[Prepared | PassportResult]:
         """Step 1 for every Identity header value: a Prepared, or the failed result."""
@@ -431,6 +443,8 @@ class Verifier(CredentialSource):
     def _io_timeout_response(self, request: tuple[Any, ...]) -> Any:
         if request[0] == "obtain":
             return {u: FetchError("Failed to dereference 'info' URI: timed out") for u in request[1]}
+        if request[0] == "rcd":
+            return {u: FetchError("Failed to dereference rich call data URI: timed out") for u in request[1]}
         return None  # "replay": Redis unknown, the node's table decides
 
     async def _serve_io(self, request: tuple[Any, ...]) -> Any:
@@ -439,9 +453,12 @@ class Verifier(CredentialSource):
             await self._setup(time.time())
             return None
         if kind == "obtain":
-            urls, now = request[1], request[2]
-            budget = FetchBudget(self.config.max_fetches_per_request)  # this request's outbound fetches
+            urls, now, budget = request[1], request[2], request[3]
             got = await asyncio.gather(*(self._flight.run(u, lambda u=u: self._obtain(u, now, budget)) for u in urls))
+            return dict(zip(urls, got))
+        if kind == "rcd":  # -> per URL its content or the FetchError (RFC 9795 rcdi; x5u rules and size cap)
+            urls, budget = request[1], request[2]
+            got = await asyncio.gather(*(self._fetch_rcd(u, budget) for u in urls))
             return dict(zip(urls, got))
         if kind == "replay":  # -> per key the call context holding it in Redis, None: claimed now
             backend = self._get_redis()
@@ -449,6 +466,18 @@ class Verifier(CredentialSource):
             keys, ctx = request[1], request[2]
             return await backend.claim(["replay:" + k.hex() for k in keys], ctx, self._window)
         raise ValueError(f"unknown I/O request {kind!r}")
+
+    async def _fetch_rcd(self, url: str, budget: FetchBudget) -> bytes | StirShakenError:
+        """The content at a rich call data URL (``jcl``, ``icn``; RFC 9795), fetched like an x5u
+        (:class:`~stirshaken.vs.x5u.Fetcher`: the same SSRF rules, timeouts and
+        ``max_response_bytes``) within the request's ``max_fetches_per_request``."""
+        if not budget.take():
+            return FetchError(f"rich call data URI not fetched: this request already started {budget.limit} fetches "
+                              "(max_fetches_per_request)")
+        try:
+            return (await self._get_fetcher().get(url, what="rich call data")).body
+        except StirShakenError as exc:
+            return exc
 
     async def _close_io(self) -> None:
         for name in ("_fetcher", "_crl_fetcher"):

@@ -5,6 +5,8 @@ One module per stage, every public name re-exported here:
 * :mod:`~stirshaken.core.verification.results`: the policy, the checks and the result types;
 * :mod:`~stirshaken.core.verification.preparation`: step 1, :func:`prepare`;
 * :mod:`~stirshaken.core.verification.completion`: step 2, :func:`complete`;
+* :mod:`~stirshaken.core.verification.richcalldata`: step 2b, :func:`check_rich_call_data`
+  (RFC 9795 ``rcdi`` digests, with the content the caller fetched for :func:`rcd_fetches`);
 * :mod:`~stirshaken.core.verification.decision`: the call's verdict, :func:`decide`.
 
 Sans-I/O: nothing here fetches, sleeps or logs.  Verifying one Identity header is two steps so
@@ -46,6 +48,7 @@ from stirshaken.core.errors import BadIdentityInfoError
 from stirshaken.core.verification.completion import check_authority, complete, failed, verify_prepared_or_error
 from stirshaken.core.verification.decision import bind_destinations, chain_div, decide, reason_header, verify_offline
 from stirshaken.core.verification.preparation import check_freshness, prepare
+from stirshaken.core.verification.richcalldata import carries_rcd, check_rich_call_data, rcd_fetches
 from stirshaken.core.verification.results import (
     DEFAULT_POLICY,
     Check,
@@ -61,7 +64,9 @@ __all__ = [
     "Check",
     "DEFAULT_POLICY",
     "bind_destinations",
+    "carries_rcd",
     "chain_div",
+    "check_rich_call_data",
     "check_authority",
     "VerificationCache",
     "PassportResult",
@@ -73,6 +78,7 @@ __all__ = [
     "decide",
     "failed",
     "prepare",
+    "rcd_fetches",
     "reason_header",
     "verify_offline",
     "verify_prepared_or_error",

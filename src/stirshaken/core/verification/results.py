@@ -133,6 +133,25 @@ class VerificationResult:
                     out[c.detail] = None
         return tuple(out)
 
+    @property
+    def rich_call_data(self) -> tuple[dict[str, Any], ...]:
+        """The rich call data of the call (RFC 9795), one entry per PASSporT carrying an ``rcd``
+        claim: ``{"ppt", "ok", "rcd", "crn"?, "detail"}``; ``ok`` says whether it may be shown
+        (its PASSporT verified and its ``rcdi`` digests matched; docs/requirements.md RC-02)."""
+        out = []
+        for p in self.passports:
+            pp = p.passport
+            if pp is None or "rcd" not in pp.claims:
+                continue
+            check = next((c for c in p.checks if c.name == "rcd-integrity"), None)
+            ok = p.ok and check is not None and check.ok
+            detail = check.detail if check is not None else (p.error.description if p.error is not None else "not checked")
+            entry: dict[str, Any] = {"ppt": p.ppt, "ok": ok, "rcd": pp.claims["rcd"], "detail": detail}
+            if "crn" in pp.claims:
+                entry["crn"] = pp.claims["crn"]
+            out.append(entry)
+        return tuple(out)
+
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"verstat": self.verstat}
         if self.attest:
@@ -141,6 +160,9 @@ class VerificationResult:
             out.update(reasoncode=self.sip_code, reasontext=self.reason, reasondesc=self.description)
         if self.reason_header:
             out["reason_header"] = self.reason_header
+        rcd = self.rich_call_data
+        if rcd:
+            out["rcd"] = list(rcd)
         out["checks"] = [c.to_json() for c in self.checks]
         out["passports"] = [p.to_json() for p in self.passports]
         return out
