@@ -10,10 +10,15 @@
 #         $SIP_RATES for ${DUR}s against our SIP signing service and against Kamailio +
 #         secsipid (peers/kamailio/as-redirect.cfg, $KAM_CHILDREN children).  A rate passes
 #         when every call succeeded with no retransmission.
+#   SIPV  sipp uac_verify_load.xml (INVITE with a fresh, distinct Identity and its Date / 302 /
+#         ACK) at each rate of $SIP_VRATES against our SIP verification service (warm
+#         certificate cache, replay detection on) and against Kamailio + secsipid_check_identity
+#         (peers/kamailio/vs-redirect.cfg, warm x5u cache).  Same pass rule.  The Identity
+#         headers are signed just before each rate (bench/make_identities.py).
 #
 # Usage (from the project root; loopback only, every process started here is stopped by PID):
 #   bench/bench_serve.sh                       # everything (~4 min)
-#   PARTS=rest bench/bench_serve.sh            # only REST;  PARTS=sip: only SIP
+#   PARTS=rest bench/bench_serve.sh            # only REST;  PARTS=sip: only SIP signing; PARTS=sipv: only SIP verification
 #   DUR=10 WORKERS=2 WRK_T=2 WRK_C=32 SIP_RATES="2000 5000 8000 10000 12000" bench/bench_serve.sh
 # Not a test: numbers depend on the machine (2 vCPU here, shared by the load generator).
 set -uo pipefail
@@ -24,12 +29,13 @@ DUR=${DUR:-10}
 WORKERS=${WORKERS:-2}
 WRK_T=${WRK_T:-2}
 WRK_C=${WRK_C:-32}
-PARTS=${PARTS:-"rest sip"}
+PARTS=${PARTS:-"rest sip sipv"}
 ENGINES=${ENGINES:-"aiohttp fast"}
 SIP_RATES=${SIP_RATES:-"2000 5000 8000 10000 12000 15000"}
+SIP_VRATES=${SIP_VRATES:-"500 1000 2000 3000 4000 5000 6000 8000"}
 KAM_CHILDREN=${KAM_CHILDREN:-2}
 BASE=${PORT_BASE:-21500}
-X5U_PORT=$BASE API=$((BASE+1)) SECSIPID=$((BASE+2)) SIP=$((BASE+3)) KAM=15070 SIPP_PORT=$((BASE+5))
+X5U_PORT=$BASE API=$((BASE+1)) SECSIPID=$((BASE+2)) SIP=$((BASE+3)) KAM=15070 SIPP_PORT=$((BASE+5)) SIPV=$((BASE+6)) KAMV=15071
 ORIG=12155551212 DEST=12155551213
 W=$(mktemp -d /tmp/bench_serve.XXXXXX)
 PIDS=()
@@ -59,6 +65,7 @@ start_serve() {   # engine -> echoes pid
 [server]
 http = "127.0.0.1:$API"
 sip_signing = "127.0.0.1:$SIP"
+sip_verification = "127.0.0.1:$SIPV"
 workers = $WORKERS
 http_engine = "$1"
 log_level = "WARNING"
@@ -135,10 +142,12 @@ if [[ " $PARTS " == *" rest "* ]]; then
   done
 fi
 
-sipp_rate() {   # label port rate -> prints one line, returns 0 if clean
-  local label=$1 port=$2 r=$3 d="$W/sipp-$1-$3"
+sipp_rate() {   # label port rate [scenario [extra sipp args...]] -> prints one line, returns 0 if clean
+  local label=$1 port=$2 r=$3 scen=${4:-$PEERS/sipp/uac_redirect_load.xml} d
+  d="$W/sipp-$(echo "$1" | tr ' /()=+' '______')-$3"
+  shift 4 2>/dev/null || shift $#
   mkdir -p "$d"
-  ( cd "$d" && timeout $((DUR * 3 + 30)) sipp 127.0.0.1:$port -sf "$PEERS/sipp/uac_redirect_load.xml" -i 127.0.0.1 -p $SIPP_PORT \
+  ( cd "$d" && timeout $((DUR * 3 + 30)) sipp 127.0.0.1:$port -sf "$scen" -i 127.0.0.1 -p $SIPP_PORT "$@" \
       -nostdin -r "$r" -m $((r * DUR)) -l 20000 -timeout $((DUR * 3 + 20))s -timeout_error -max_retrans 3 \
       -buff_size 4194304 -key orig_tn $ORIG -key dest_tn $DEST -trace_stat -stf stat.csv -fd 600 > sipp.out 2>&1; echo $? > rc )
   local last; last=$(tail -n 1 "$d/stat.csv" 2>/dev/null)
@@ -172,4 +181,37 @@ if [[ " $PARTS " == *" sip "* ]]; then
     for r in $SIP_RATES; do sipp_rate "kamailio+secsipid (n=$KAM_CHILDREN)" $KAM "$r" || break; done
     stop_pid $kpid
   fi
+fi
+
+if [[ " $PARTS " == *" sipv "* ]]; then
+  echo "== SIP verification, redirect model (sipp uac_verify_load.xml, ${DUR}s per rate; rates stop at the first failure)"
+  idents() {   # count -> $W/ids.csv (signed now: use within the 60 s freshness window)
+    "$PY" "$ROOT/bench/make_identities.py" "$W/pki/sp.key" "$X5U" $ORIG $DEST "$1" "$W/ids.csv"
+  }
+  VS_ARGS=(-key x5u "$X5U")
+  ours=0 theirs=0
+  pid=$(start_serve fast); PIDS+=($pid)
+  idents $((10 * DUR)); sipp_rate "warm-up stirshaken" $SIPV 10 "$PEERS/sipp/uac_verify_load.xml" -inf "$W/ids.csv" "${VS_ARGS[@]}" >/dev/null
+  for r in $SIP_VRATES; do
+    idents $((r * DUR))
+    sipp_rate "stirshaken sip_verification" $SIPV "$r" "$PEERS/sipp/uac_verify_load.xml" -inf "$W/ids.csv" "${VS_ARGS[@]}" || break
+    ours=$r
+  done
+  curl -s "http://127.0.0.1:$API/metrics" | grep -E '^stirshaken_verified_total' | sed 's/^/    /'
+  stop_pid $pid
+  if ss -lun | grep -q "127.0.0.1:$KAMV "; then echo "udp $KAMV busy: skipping kamailio"; else
+    mkdir -p "$W/kcache"
+    kamailio -f "$PEERS/kamailio/vs-redirect.cfg" -DD -E -n "$KAM_CHILDREN" -m 128 -M 16 -P "$W/kamailio-vs.pid" \
+      -A "CA_OPT=\"CertCAFile=$W/pki/ca-root.pem\"" -A "CACHE_DIR=\"$W/kcache\"" > "$W/kamailio-vs.log" 2>&1 &
+    kpid=$!; PIDS+=($kpid)
+    for _ in $(seq 50); do ss -lun | grep -q "127.0.0.1:$KAMV " && break; sleep 0.1; done; sleep 0.5
+    idents $((10 * DUR)); sipp_rate "warm-up kamailio" $KAMV 10 "$PEERS/sipp/uac_verify_load.xml" -inf "$W/ids.csv" "${VS_ARGS[@]}" >/dev/null
+    for r in $SIP_VRATES; do
+      idents $((r * DUR))
+      sipp_rate "kamailio+secsipid (n=$KAM_CHILDREN)" $KAMV "$r" "$PEERS/sipp/uac_verify_load.xml" -inf "$W/ids.csv" "${VS_ARGS[@]}" || break
+      theirs=$r
+    done
+    stop_pid $kpid
+  fi
+  python3 -c "import sys; o,t=int(sys.argv[1]),int(sys.argv[2]); print(f'SIP verification: stirshaken highest passing rate {o}/s, Kamailio+secsipid {t}/s, ratio ' + (f'{o/t:.1f}x' if t else 'n/a') + ' (goal >= 3x)')" $ours $theirs
 fi
