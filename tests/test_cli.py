@@ -402,3 +402,15 @@ def test_sign_rcd_and_verify_rich_call_data(cli_chain, tmp_path):
         assert p.returncode == 2 and p.stderr.strip() == line, p.stderr
     p = run("sign", *key, "--attest", "A", "--orig", "12155551212", "--dest", "12155551213", "--nam", "A", ok=False)
     assert p.stderr.strip() == "error: --nam: only with --ppt rcd (rich call data is signed as its own PASSporT, RFC 9795)"
+
+
+def test_sign_lab_x5u_is_signed_with_a_warning(cli_chain):
+    """A loopback x5u (a lab: no other host can fetch it) is signed, with one warning line naming
+    the option that silences it; the same URL on another host is refused (test above)."""
+    d = cli_chain
+    p = run("sign", "--key", d / "sp.key", "--x5u", "http://127.0.0.1:8080/sp.pem", "--attest", "A", "--orig", "12155551212",
+            "--dest", "12155551213")
+    assert p.stdout.strip().endswith(";info=<http://127.0.0.1:8080/sp.pem>;alg=ES256;ppt=shaken")
+    assert p.stderr.strip() == ("warning: --x5u: x5u http://127.0.0.1:8080/sp.pem refused: not https (ATIS-1000074 §5.3.1; allow with "
+                                "--allow-http-x5u / [signing].allow_http_x5u); signed anyway, as a loopback x5u is a lab set-up no "
+                                "other host can fetch")

@@ -38,3 +38,19 @@ def test_accepted_and_the_named_relaxations() -> None:
         check_x5u_url("http://127.0.0.1:8000/sp.pem", allow_http=True)
     with pytest.raises(FetchError):
         check_x5u_url("http://cr.example.net/sp.pem", allow_private=True)
+
+
+@pytest.mark.parametrize("url,lab", [
+    ("http://127.0.0.1:18500/sp-chain.pem", True),
+    ("https://localhost:8000/sp.pem", True),
+    ("http://[::1]/sp.pem", True),
+    ("http://127.0.0.1/sp.pem?x=1", False),  # a rule other than http/private/port: never relaxed
+    ("http://10.0.0.1/sp.pem", False),  # private, not loopback: other hosts of that network could fetch it
+    ("http://cr.example.net/sp.pem", False),
+    ("https://cr.example.net/sp.pem", False),  # passes the rule anyway: nothing to relax
+])
+def test_lab_x5u_is_loopback_only(url: str, lab: bool) -> None:
+    """The signing side signs a loopback x5u with a warning (no other host can fetch it: a lab set-up)."""
+    from stirshaken.core.x5u import is_lab_x5u
+
+    assert is_lab_x5u(url) is lab

@@ -20,7 +20,7 @@ from urllib.parse import SplitResult, urlsplit
 
 from stirshaken.core.errors import FetchError
 
-__all__ = ["DEFAULT_PORTS", "SIGN_HINTS", "VERIFY_HINTS", "address_allowed", "check_x5u_url"]
+__all__ = ["DEFAULT_PORTS", "SIGN_HINTS", "VERIFY_HINTS", "address_allowed", "check_x5u_url", "is_lab_x5u"]
 
 #: the ports an x5u URL may name without ``allow_private``
 DEFAULT_PORTS = frozenset({443, 8443})
@@ -114,3 +114,24 @@ def check_x5u_url(url: str, *, allow_http: bool = False, allow_private: bool = F
         if ip is None and (host.lower() == "localhost" or host.lower().endswith(".localhost")):
             raise refused(f"host {host} is localhost ({hints[1]})")
     return parts
+
+
+def is_lab_x5u(url: str) -> bool:
+    """True when ``url`` breaks the rule only by being a lab URL: its host is a loopback address or
+    ``localhost`` (http and any port allowed), and it keeps every other part of the rule.
+
+    The signing side signs such an x5u with a warning instead of refusing it: no verifier
+    elsewhere can fetch it, so it can only be a test set-up on this host (the project's own
+    contract checks and the testbed run so), while an http or private x5u on any other host is
+    refused unless ``allow_http_x5u`` / ``allow_private_x5u``.  The verifier never relaxes."""
+    try:
+        parts = check_x5u_url(url, allow_http=True, allow_private=True)
+    except FetchError:
+        return False
+    host = (parts.hostname or "").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
