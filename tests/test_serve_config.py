@@ -65,7 +65,7 @@ def test_config_errors(pki: Any, text: str, message: str) -> None:
     (BASE + '[verification]\ntrust_anchors = ["' + "t" * 5000 + '"]\n', "[verification].trust_anchors", "(File name too long)"),
     ('[server]\nhttp = "127.0.0.1:80"\nworkers = [' + "1, " * 3000 + "]\n", "[server].workers: must be an integer, got [1, 1", "..."),
     ('[server]\nhttp = "127.0.0.1:80"\n' + "o" * 3000 + " = 1\n", "[server].ooo", "...: unknown option (known: "),
-    ("[" + "s" * 3000 + "]\n", "unknown section [sss", "...] (known: [server], [signing], [verification], [inventory])"),
+    ("[" + "s" * 3000 + "]\n", "unknown section [sss", "...] (known: [server], [signing], [verification], [inventory], [records])"),
 ])
 def test_long_values_give_a_short_line(pki: Any, text: str, start: str, end: str) -> None:
     with pytest.raises(ConfigError) as ei:

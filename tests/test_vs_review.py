@@ -29,6 +29,17 @@ from stirshaken.vs.verifier import CallInfo, Verifier, VerifierConfig  # noqa: E
 NOW = int(time.time())
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _module_clock() -> None:
+    """NOW is this module's clock: set when its first test runs, not when the suite was collected
+    (in a long run that can be many minutes earlier than the certificates the fixtures make)."""
+    global NOW
+    NOW = int(time.time())
+    import tests.test_vs_verify as vv  # its ident() signs with its own NOW: the same clock
+
+    vv.NOW = NOW
+
+
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory):
     return make_pki(tmp_path_factory.mktemp("pki"))

@@ -61,12 +61,15 @@ class PKI:
 
 
 def make_pki(tmp: Path, *, crl_url: str | None = None) -> PKI:
+    # valid from a day ago: test modules fix their clock (NOW) when they are imported, which in a
+    # long run can be many minutes before a module-scoped fixture makes this PKI
+    since = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=1)
     root_key = ec.generate_private_key(ec.SECP256R1())
-    root = create_root(root_key)
+    root = create_root(root_key, not_before=since)
     inter_key = ec.generate_private_key(ec.SECP256R1())
-    inter = create_intermediate(inter_key, root, root_key, crl_url=crl_url)
+    inter = create_intermediate(inter_key, root, root_key, crl_url=crl_url, not_before=since)
     sp_key = ec.generate_private_key(ec.SECP256R1())
-    sp = create_sp_certificate(sp_key, inter, inter_key, spc="1234", crl_url=crl_url)
+    sp = create_sp_certificate(sp_key, inter, inter_key, spc="1234", crl_url=crl_url, not_before=since)
     tmp.mkdir(parents=True, exist_ok=True)
     (tmp / "root.pem").write_bytes(pem([root]))
     return PKI(root_key, root, inter_key, inter, sp_key, sp, tmp)

@@ -28,6 +28,14 @@ DIV_X5U = "https://cr.retarget.example/div.pem"
 NOW = int(time.time())
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _module_clock() -> None:
+    """NOW is this module's clock: set when its first test runs, not when the suite was collected
+    (in a long run that can be many minutes earlier than the certificates the fixtures make)."""
+    global NOW
+    NOW = int(time.time())
+
+
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory):
     return make_pki(tmp_path_factory.mktemp("pki"))
