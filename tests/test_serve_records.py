@@ -284,6 +284,8 @@ def test_records_in_postgresql(pki_x5u: tuple[Any, FileServer, Path]) -> None:
         assert len(rows) == 7
         check(rows, sp_serial(pki))
         assert rows["rest-sign-1"]["time"].tzinfo is not None
+        assert abs(rows["rest-sign-1"]["time"].timestamp() - time.time()) < 120  # binary COPY: the instant, in UTC
+        assert all(isinstance(r["latency"], float) and 0 < r["latency"] < 10 for r in rows.values())
         assert record_lines(p.log) == []  # log = false: the database only
 
 
