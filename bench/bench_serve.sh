@@ -142,14 +142,39 @@ if [[ " $PARTS " == *" rest "* ]]; then
   done
 fi
 
+tree_cpu() {   # pid -> CPU seconds (user + system) of that process and all its descendants, alive now
+  python3 - "$1" <<'EOF'
+import os, sys
+tick = os.sysconf("SC_CLK_TCK"); parent = {}; cpu = {}
+for d in os.listdir("/proc"):
+    if d.isdigit():
+        try:
+            f = open(f"/proc/{d}/stat").read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parent[int(d)] = int(f[1]); cpu[int(d)] = (int(f[11]) + int(f[12])) / tick
+root = int(sys.argv[1]); total = 0.0
+for p in cpu:
+    q = p
+    while q > 1 and q != root:
+        q = parent.get(q, 0)
+    if q == root:
+        total += cpu[p]
+print(f"{total:.2f}")
+EOF
+}
+
 sipp_rate() {   # label port rate [scenario [extra sipp args...]] -> prints one line, returns 0 if clean
+  # with CPU_ROOT set to the server's pid, the line also gives the server's CPU per call (all its
+  # processes) and sipp's CPU (user + system seconds): what the same rate costs on each side
   local label=$1 port=$2 r=$3 scen=${4:-$PEERS/sipp/uac_redirect_load.xml} d
   d="$W/sipp-$(echo "$1" | tr ' /()=+' '______')-$3"
   shift 4 2>/dev/null || shift $#
   mkdir -p "$d"
+  local c0=0; [ -n "${CPU_ROOT:-}" ] && c0=$(tree_cpu "$CPU_ROOT")
   ( cd "$d" && timeout $((DUR * 3 + 30)) sipp 127.0.0.1:$port -sf "$scen" -i 127.0.0.1 -p $SIPP_PORT "$@" \
       -nostdin -r "$r" -m $((r * DUR)) -l 20000 -timeout $((DUR * 3 + 20))s -timeout_error -max_retrans 3 \
-      -buff_size 4194304 -key orig_tn $ORIG -key dest_tn $DEST -trace_stat -stf stat.csv -fd 600 > sipp.out 2>&1; echo $? > rc )
+      -buff_size 4194304 -key orig_tn $ORIG -key dest_tn $DEST -trace_stat -stf stat.csv -fd 600 > sipp.out 2>&1; echo $? > rc; times > times )
   local last; last=$(tail -n 1 "$d/stat.csv" 2>/dev/null)
   local ok failed retrans elapsed
   read -r ok failed retrans elapsed < <(python3 - "$d/stat.csv" <<'EOF'
@@ -164,19 +189,24 @@ EOF
   )
   local verdict=FAIL
   [ "$(cat "$d/rc")" = 0 ] && [ "${failed:-1}" = 0 ] && [ "${retrans:-1}" = 0 ] && [ "${ok:-0}" = $((r * DUR)) ] && verdict=pass
-  printf '%-28s rate %6s  ok %7s  failed %5s  retrans %5s  elapsed %6ss  %s\n' "$label" "$r" "${ok:-?}" "${failed:-?}" "${retrans:-?}" "${elapsed:-?}" $verdict
+  local cpu=""
+  if [ -n "${CPU_ROOT:-}" ]; then
+    cpu=$(python3 -c 'import sys,re; c0,c1,n=float(sys.argv[1]),float(sys.argv[2]),int(sys.argv[3] or 0); t=open(sys.argv[4]).read().split("\n")[1]; s=sum(int(m)*60+float(x) for m,x in re.findall(r"(\d+)m([0-9.]+)s", t)); print(f"server {1e6*(c1-c0)/n:5.0f} us CPU/call, sipp {s:5.1f} s CPU" if n else "")' \
+      "$c0" "$(tree_cpu "$CPU_ROOT")" "${ok:-0}" "$d/times" 2>/dev/null)
+  fi
+  printf '%-28s rate %6s  ok %7s  failed %5s  retrans %5s  elapsed %6ss  %s  %s\n' "$label" "$r" "${ok:-?}" "${failed:-?}" "${retrans:-?}" "${elapsed:-?}" $verdict "$cpu"
   [ $verdict = pass ]
 }
 
 if [[ " $PARTS " == *" sip "* ]]; then
   echo "== SIP signing, redirect model (sipp uac_redirect_load.xml, ${DUR}s per rate; rates stop at the first failure)"
-  pid=$(start_serve fast); PIDS+=($pid)
+  pid=$(start_serve fast); PIDS+=($pid); CPU_ROOT=$pid
   for r in $SIP_RATES; do sipp_rate "stirshaken sip_signing" $SIP "$r" || break; done
   stop_pid $pid
   if ss -lun | grep -q "127.0.0.1:$KAM "; then echo "udp $KAM busy: skipping kamailio"; else
     kamailio -f "$PEERS/kamailio/as-redirect.cfg" -DD -E -n "$KAM_CHILDREN" -m 128 -M 16 -P "$W/kamailio.pid" \
       -A "SP_KEY=\"$W/pki/sp.key\"" -A "X5U_URL=\"$X5U\"" > "$W/kamailio.log" 2>&1 &
-    kpid=$!; PIDS+=($kpid)
+    kpid=$!; PIDS+=($kpid); CPU_ROOT=$kpid
     for _ in $(seq 50); do ss -lun | grep -q "127.0.0.1:$KAM " && break; sleep 0.1; done; sleep 0.5
     for r in $SIP_RATES; do sipp_rate "kamailio+secsipid (n=$KAM_CHILDREN)" $KAM "$r" || break; done
     stop_pid $kpid
@@ -190,7 +220,7 @@ if [[ " $PARTS " == *" sipv "* ]]; then
   }
   VS_ARGS=(-key x5u "$X5U")
   ours=0 theirs=0
-  pid=$(start_serve fast); PIDS+=($pid)
+  pid=$(start_serve fast); PIDS+=($pid); CPU_ROOT=$pid
   idents $((10 * DUR)); sipp_rate "warm-up stirshaken" $SIPV 10 "$PEERS/sipp/uac_verify_load.xml" -inf "$W/ids.csv" "${VS_ARGS[@]}" >/dev/null
   for r in $SIP_VRATES; do
     idents $((r * DUR))
@@ -203,7 +233,7 @@ if [[ " $PARTS " == *" sipv "* ]]; then
     mkdir -p "$W/kcache"
     kamailio -f "$PEERS/kamailio/vs-redirect.cfg" -DD -E -n "$KAM_CHILDREN" -m 128 -M 16 -P "$W/kamailio-vs.pid" \
       -A "CA_OPT=\"CertCAFile=$W/pki/ca-root.pem\"" -A "CACHE_DIR=\"$W/kcache\"" > "$W/kamailio-vs.log" 2>&1 &
-    kpid=$!; PIDS+=($kpid)
+    kpid=$!; PIDS+=($kpid); CPU_ROOT=$kpid
     for _ in $(seq 50); do ss -lun | grep -q "127.0.0.1:$KAMV " && break; sleep 0.1; done; sleep 0.5
     idents $((10 * DUR)); sipp_rate "warm-up kamailio" $KAMV 10 "$PEERS/sipp/uac_verify_load.xml" -inf "$W/ids.csv" "${VS_ARGS[@]}" >/dev/null
     for r in $SIP_VRATES; do
