@@ -32,6 +32,7 @@ from tests.test_serve_support import DEST, ORIG, FileServer, ServeProcess, make_
 
 ENVELOPE = ("ts", "level", "logger", "msg", "worker")
 ORIGID = "123e4567-e89b-12d3-a456-426614174000"
+CALLS = 9  # the requests of calls(): one record each
 
 
 # --- helpers -------------------------------------------------------------------------------------
@@ -83,6 +84,13 @@ def calls(ports: dict[str, int]) -> dict[str, Any]:
     st, body = http(ports["http"], "/stir/v1/signing", {"signingRequest": {"attest": "A", "dest": {"tn": [DEST]}, "iat": 5,
                                                                           "orig": {"tn": ORIG}}}, {"X-RequestID": "rest-sign-stale"})
     assert st == 400, body
+    # the extensions of ATIS-1000082: a div (RFC 8946) and an rcd (RFC 9795) PASSporT
+    st, body = http(ports["http"], "/stir/v1/signing", {"signingRequest": {"ppt": "div", "orig": {"tn": ORIG}, "dest": {"tn": ["12155550199"]},
+                                                                          "div": {"tn": DEST}, "iat": now}}, {"X-RequestID": "rest-sign-div"})
+    assert st == 200, body
+    st, body = http(ports["http"], "/stir/v1/signing", {"signingRequest": {"ppt": "rcd", "orig": {"tn": ORIG}, "dest": {"tn": [DEST]},
+                                                                          "iat": now, "rcd": {"nam": "Example Bank"}}}, {"X-RequestID": "rest-sign-rcd"})
+    assert st == 200, body
     r = udp(ports["sign"], invite("sip-sign-1"))
     assert r.startswith("SIP/2.0 302"), r
     sip_identity = header(r, "Identity")
@@ -107,6 +115,10 @@ def check(records: dict[str, dict[str, Any]], serial: str) -> None:
                                 attest=None, x5u=x5u, verstat="No-TN-Validation", status=200, code=438, spc=None, serial=None),
         "rest-sign-stale": dict(interface="rest", service="signing", origid=None, orig=None, dest=None, tenant=None, attest=None,
                                 x5u=None, verstat=None, status=400, code=None, spc=None, serial=None),
+        "rest-sign-div": dict(interface="rest", service="signing", origid=None, orig=ORIG, dest=["12155550199"], tenant="default",
+                              attest=None, x5u=x5u, verstat=None, status=200, code=None, reason="div PASSporT signed (RFC 8946)", spc="1234"),
+        "rest-sign-rcd": dict(interface="rest", service="signing", origid=None, orig=ORIG, dest=[DEST], tenant="default",
+                              attest=None, x5u=x5u, verstat=None, status=200, code=None, reason="rcd PASSporT signed (RFC 9795)", spc="1234"),
         "sip-sign-1": dict(interface="sip", service="signing", orig=ORIG, dest=[DEST], tenant="default", attest="C", x5u=x5u,
                            verstat=None, status=302, code=None, reason=None, spc="1234", serial=None),
         "sip-verify-ok": dict(interface="sip", service="verification", orig=ORIG, dest=[DEST], tenant=None, attest="C", x5u=x5u,
@@ -191,7 +203,7 @@ def test_records_in_the_json_log(pki_x5u: tuple[Any, FileServer, Path]) -> None:
     assert all(tuple(doc) == ENVELOPE + FIELDS for doc in docs), docs[0]  # every field, always in this order
     assert all(doc["logger"] == LOGGER and doc["level"] == "INFO" and doc["msg"] == "call" and doc["worker"] == 0 for doc in docs)
     by_id = {doc["call_id"]: doc for doc in docs}
-    assert len(by_id) == len(docs) == 7  # one record per call, not also through the root logger
+    assert len(by_id) == len(docs) == CALLS  # one record per call, not also through the root logger
     check(by_id, sp_serial(pki))
     ts = by_id["rest-sign-1"]["ts"]
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00", ts) and abs(
@@ -225,7 +237,7 @@ def test_records_in_the_text_log(pki_x5u: tuple[Any, FileServer, Path]) -> None:
     with serving(d, pki, x5u, "rec-text", records="log = true", text=True) as (p, ports):
         calls(ports)
     lines = record_lines(p.log)
-    assert len(lines) == 7 and not any(line.lstrip().startswith("{") for line in lines)
+    assert len(lines) == CALLS and not any(line.lstrip().startswith("{") for line in lines)
     records = {r["call_id"]: r for r in map(parse_text, lines)}
     check(records, sp_serial(pki))
 
@@ -261,14 +273,14 @@ def test_records_in_sqlite(pki_x5u: tuple[Any, FileServer, Path]) -> None:
     db = d / "records.db"
     with serving(d, pki, x5u, "rec-sqlite", records='database = "records.db"', workers=2) as (p, ports):
         calls(ports)
-        wait_for(lambda: metric(ports["http"], "stirshaken_records_written_total") >= 7)
+        wait_for(lambda: metric(ports["http"], "stirshaken_records_written_total") >= CALLS)
         assert metric(ports["http"], "stirshaken_records_dropped_total") == 0
     assert stat.S_IMODE(os.stat(db).st_mode) == 0o600  # created by the service: owner only
     rows = db_records(f"sqlite:///{db}")
-    assert len(rows) == 7
+    assert len(rows) == CALLS
     check(rows, sp_serial(pki))
     assert all(r["worker"] in (0, 1) and r["time"] is not None for r in rows.values())
-    assert len(record_lines(p.log)) == 7  # the log too (log = true is the default)
+    assert len(record_lines(p.log)) == CALLS  # the log too (log = true is the default)
 
 
 def test_records_in_postgresql(pki_x5u: tuple[Any, FileServer, Path]) -> None:
@@ -277,11 +289,11 @@ def test_records_in_postgresql(pki_x5u: tuple[Any, FileServer, Path]) -> None:
         plain = url.replace("postgresql+psycopg://", "postgresql://")  # what a user writes; psycopg 3 is taken
         with serving(d, pki, x5u, "rec-pg", records=f'database = "{plain}"\nlog = false') as (p, ports):
             calls(ports)
-            wait_for(lambda: metric(ports["http"], "stirshaken_records_written_total") >= 7)
+            wait_for(lambda: metric(ports["http"], "stirshaken_records_written_total") >= CALLS)
             st, body = http(ports["http"], "/healthz")
             assert orjson.loads(body) == {"status": "ok", "reasons": []}
         rows = db_records(url)
-        assert len(rows) == 7
+        assert len(rows) == CALLS
         check(rows, sp_serial(pki))
         assert rows["rest-sign-1"]["time"].tzinfo is not None
         assert abs(rows["rest-sign-1"]["time"].timestamp() - time.time()) < 120  # binary COPY: the instant, in UTC

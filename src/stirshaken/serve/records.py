@@ -9,7 +9,9 @@ signing or verification resource (ATIS-1000082 §8.2) ends in one record (:data:
   ``tenant`` (the signer that signed, FCC 24-120), ``attest`` (A/B/C), ``x5u``;
 * ``verstat`` (3GPP TS 24.229 §5.7.1.27; verification only), ``status`` (the SIP or HTTP status
   of the answer), ``code`` and ``reason``: the SIP reason code of a failed verification or a
-  refused signing (RFC 8224 §6.2.2) and its specific text (the cause, not the code's phrase);
+  refused signing (RFC 8224 §6.2.2) and its specific text (the cause, not the code's phrase); for
+  a ``div`` (RFC 8946) or ``rcd`` (RFC 9795) PASSporT signed over REST, ``attest`` is None and
+  ``reason`` names the PASSporT (``"div PASSporT signed (RFC 8946)"``);
 * ``spc`` and ``serial`` (hex) of the certificate, when known: for a signer, those of its ACME
   certificate (a signer given as key + x5u URL has its certificate only behind the URL: SPC as
   configured, no serial); for a verification, those of the validated x5u certificate;

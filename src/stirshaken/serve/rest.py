@@ -280,9 +280,9 @@ class RestAPI:
         ppt = req.get("ppt")
         if ppt is not None and ppt != "shaken":
             if ppt == "div":
-                return self._sign_div(req, headers, rid)
+                return self._sign_div(req, headers, rid, t0)
             if ppt == "rcd":
-                return self._sign_rcd(req, headers, rid)
+                return self._sign_rcd(req, headers, rid, t0)
             raise RequestError("SVC4005", "ppt", f"{str(ppt)[:40]!r} is not supported (shaken; div and rcd as extensions, RFC 8946, RFC 9795)")
         for member in ("attest", "dest", "iat", "orig"):
             if member not in req:
@@ -324,7 +324,16 @@ class RestAPI:
         body = b'{"signingResponse":{"identity":' + orjson.dumps(identity) + b"}}"
         return 200, body, (_JSON_CT, ("X-RequestID", rid))
 
-    def _sign_div(self, req: dict[str, Any], headers: Mapping[str, str], rid: str) -> Reply:
+    def _record_extension(self, ppt: str, rid: str, tenant: Any, orig: str, dest: list[str], t0: float) -> None:
+        """The per-call record of a signed ``div`` or ``rcd`` PASSporT: no attestation (not a
+        SHAKEN claim); ``reason`` says which PASSporT was signed."""
+        if self.records is not None:
+            self.records.add({"interface": "rest", "service": "signing", "call_id": rid, "origid": None, "orig": orig,
+                              "dest": dest, "tenant": tenant.name, "attest": None, "x5u": tenant.config.x5u, "verstat": None,
+                              "status": 200, "code": None, "reason": f"{ppt} PASSporT signed ({'RFC 8946' if ppt == 'div' else 'RFC 9795'})",
+                              "spc": tenant.spc, "serial": tenant.serial, "latency": time.perf_counter() - t0})
+
+    def _sign_div(self, req: dict[str, Any], headers: Mapping[str, str], rid: str, t0: float) -> Reply:
         """Extension of ATIS-1000082 (which has no div request): ``{"signingRequest": {"ppt":
         "div", "orig": {"tn"}, "dest": {"tn": [..]}, "div": {"tn"}, "iat"}}`` signs a ``div``
         PASSporT (RFC 8946 §3) with the certificate of the tenant ``div.tn`` belongs to (or the
@@ -351,10 +360,11 @@ class RestAPI:
         except SigningError as exc:
             raise RequestError("SVC4005", "dest.tn", exc.message) from None
         self.metrics.inc("stirshaken_div_total", (("interface", "rest"), ("tenant", tenant.name), ("result", "signed")))
+        self._record_extension("div", rid, tenant, orig_tn, dest_tns, t0)
         body = b'{"signingResponse":{"identity":' + orjson.dumps(identity) + b"}}"
         return 200, body, (_JSON_CT, ("X-RequestID", rid))
 
-    def _sign_rcd(self, req: dict[str, Any], headers: Mapping[str, str], rid: str) -> Reply:
+    def _sign_rcd(self, req: dict[str, Any], headers: Mapping[str, str], rid: str, t0: float) -> Reply:
         """Extension of ATIS-1000082 (which has no rich call data request): ``{"signingRequest":
         {"ppt": "rcd", "orig": {"tn"}, "dest": {"tn": [..]}, "iat", "rcd": {nam, jcd | jcl, icn},
         "rcdi": {"/jcl" | "/icn": "sha256-…"}, "crn"}}`` signs an ``rcd`` PASSporT (RFC 9795) with
@@ -385,6 +395,7 @@ class RestAPI:
             identity = svc.sign_rcd(tenant, orig=orig_tn, dest=dest_tns, rcd=rcd, digests=rcdi, crn=crn, iat=iat)
         except SigningError as exc:
             raise RequestError("SVC4005", exc.param, exc.message) from None
+        self._record_extension("rcd", rid, tenant, orig_tn, dest_tns, t0)
         body = b'{"signingResponse":{"identity":' + orjson.dumps(identity) + b"}}"
         return 200, body, (_JSON_CT, ("X-RequestID", rid))
 
