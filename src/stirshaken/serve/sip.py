@@ -265,6 +265,9 @@ class SipService:
         self._dialplan = {"country_code": scfg.country_code, "national_length": scfg.national_length}
         self._svc = (("service", role),)
         self._ack_labels = (("service", role), ("method", "ACK"))
+        # the label tuples of the per-request counters, made once per worker (methods: bounded)
+        self._method_labels: dict[str, tuple[tuple[str, str], ...]] = {}
+        self._status_labels: dict[int, tuple[tuple[str, str], ...]] = {}
 
     # --- entry ------------------------------------------------------------------------------------
 
@@ -309,7 +312,12 @@ class SipService:
 
     def _request(self, req: sip.SipRequest, peer: tuple[str, int] | None, transport: str) -> bytes | None | Awaitable[bytes | None]:
         method = req.method
-        self.metrics.inc("stirshaken_sip_requests_total", (("service", self.role), ("method", method if method in _KNOWN_METHODS or method in ALLOW else "other")))
+        labels = self._method_labels.get(method)
+        if labels is None:
+            labels = (("service", self.role), ("method", method if method in _KNOWN_METHODS or method in ALLOW else "other"))
+            if len(self._method_labels) < 64:
+                self._method_labels[method] = labels
+        self.metrics.inc("stirshaken_sip_requests_total", labels)
         if method == "ACK":
             return None  # RFC 3261 §17.2.1: ACK for our non-2xx final response ends the transaction
         now = time.monotonic()
@@ -388,7 +396,10 @@ class SipService:
         return cached[1]
 
     def _reply(self, req: sip.SipRequest, status: int, reason: str, extra: list[tuple[str, str]] | None = None) -> bytes:
-        self.metrics.inc("stirshaken_sip_responses_total", (("service", self.role), ("status", str(status))))
+        labels = self._status_labels.get(status)
+        if labels is None:
+            labels = self._status_labels[status] = (("service", self.role), ("status", str(status)))
+        self.metrics.inc("stirshaken_sip_responses_total", labels)
         return sip.build_response(req, status, reason, extra_headers=extra or ())
 
     def _tn_of_uri(self, uri: str) -> str | None:

@@ -1,0 +1,108 @@
+"""The fast paths of the SIP package against their general branches (issue 11 item 9, issue 12 item 6).
+
+* :func:`build_response` answers printable-ASCII responses without its regexes; the general
+  branch, ``_build_response_general``, must give the same bytes or the same error for every
+  request, status, reason, To tag and extra header (valid and broken ones).
+* :meth:`Headers.replace` checks only the new field; a :class:`Headers` built from the result's
+  items by the checking constructor must be equal, and a bad new field must raise the same error.
+
+The random To tag is the one part that may differ: both sides get the same fixed tag, or the
+16 hex digits of a fresh one are masked.
+"""
+
+from __future__ import annotations
+
+import re
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from stirshaken.core import sip
+from stirshaken.core.sip.message import _build_response_general, build_response
+
+_BASE = (
+    "INVITE sip:+12155551213@example.com SIP/2.0\r\n"
+    "Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK-1\r\n"
+    "{extra_via}"
+    "From: <sip:+12155551212@example.com>;tag=abc\r\n"
+    "To: {to}\r\n"
+    "Call-ID: c1@example.com\r\n"
+    "CSeq: 7 INVITE\r\n"
+    "{extra}"
+    "Content-Length: 0\r\n\r\n"
+)
+
+_TO = st.sampled_from(["<sip:+12155551213@example.com>", "<sip:+12155551213@example.com>;tag=xyz",
+                       '"Bob" <tel:+12155551213>', "sip:bob@example.com;tag=1", "<sip:b@x> ;Tag=Q"])
+_EXTRA = st.sampled_from(["", "Timestamp: 54\r\n", "Max-Forwards: 70\r\n", "From: <sip:x@y>\r\n", "CSeq: 8 INVITE\r\n",
+                          "t: <sip:z@y>\r\n", "i: other\r\n", "Call-ID: again\r\n"])
+_EXTRA_VIA = st.sampled_from(["", "Via: SIP/2.0/TCP 198.51.100.2;branch=z9hG4bK-2\r\n",
+                              "v: SIP/2.0/UDP h;branch=z9hG4bK-3, SIP/2.0/UDP g\r\n"])
+_NAMES = st.sampled_from(["Contact", "Identity", "Date", "Warning", "X-Identity-Result", "Reason", "Allow", "content-length",
+                          "Content-Length", "l", "Bad Name", "", "X:Y", "Ünï", "Accept"])
+_VALUES = st.one_of(
+    st.sampled_from(["<sip:x@y>", "  padded  ", "", "a\tb", "tab\t", "ctl\x01", "line\r\nbreak", "ünïcödé", 'q "x"', "\x7f",
+                     "eyJ.a.b;info=<https://x/y>;alg=ES256;ppt=shaken"]),
+    st.text(max_size=12),
+)
+_REASONS = st.one_of(st.sampled_from(["OK", "Moved Temporarily", "Bad Request (x)", "", "Ünï", "a\tb", "bad\r\n", "x\x00"]),
+                     st.text(max_size=8))
+_STATUS = st.one_of(st.sampled_from([100, 180, 200, 302, 400, 438, 699]), st.integers(90, 710))
+_MASK = re.compile(r"(\r\nTo: [^\r]*;tag=)[0-9a-f]{16}\r\n")
+
+
+def _outcome(f, *args, **kw):  # type: ignore[no-untyped-def]
+    try:
+        return "ok", f(*args, **kw)
+    except (ValueError, sip.SipParseError) as exc:
+        return type(exc).__name__, str(exc)
+
+
+@settings(max_examples=400, derandomize=True, deadline=None)
+@given(to=_TO, extra=_EXTRA, extra_via=_EXTRA_VIA, status=_STATUS, reason=_REASONS,
+       tag=st.sampled_from([None, "fixed-tag", "bad tag", "t\u00e9"]),
+       headers=st.lists(st.tuples(_NAMES, _VALUES), max_size=4), body=st.sampled_from([b"", b"v=0\r\n", bytearray(b"x")]),
+       drop=st.sampled_from(["", "", "", "Via", "From", "To", "Call-ID", "CSeq"]))
+def test_build_response_fast_path_equals_general(to: str, extra: str, extra_via: str, status: int, reason: str, tag: str | None,
+                                                 headers: list[tuple[str, str]], body: bytes, drop: str) -> None:
+    """RFC 3261 §8.2.6: the fast path and the general branch give the same answer or error."""
+    text = _BASE.format(to=to, extra=extra, extra_via=extra_via)
+    lines = [line.split(":", 1) for line in text.split("\r\n")[1:] if line]
+    # built, not parsed: repeated or missing From/To/Call-ID/CSeq must reach build_response too
+    req = sip.SipRequest("INVITE", "sip:+12155551213@example.com", headers=[(n, v) for n, v in lines if n != drop])
+    kw = {"to_tag": tag, "extra_headers": headers, "body": body}
+    fast = _outcome(build_response, req, status, reason, **kw)
+    general = _outcome(_build_response_general, req, status, reason, **kw)
+    if fast[0] == "ok" and general[0] == "ok" and tag is None:
+        fast = ("ok", _MASK.sub(r"\1X\r\n", fast[1].decode("utf-8", "replace")))
+        general = ("ok", _MASK.sub(r"\1X\r\n", general[1].decode("utf-8", "replace")))
+    assert fast == general
+
+
+def test_build_response_fast_path_is_taken_for_the_signing_302() -> None:
+    """The common answer goes through the fast path: a known name is remembered, and the bytes
+    are the general branch's."""
+    req = sip.parse_message(_BASE.format(to="<sip:b@x>", extra="", extra_via="").encode())
+    assert isinstance(req, sip.SipRequest)
+    extra = [("Contact", "<sip:b@x>"), ("Identity", "a.b.c;info=<https://x/y>;alg=ES256;ppt=shaken")]
+    fast = build_response(req, 302, "Moved Temporarily", to_tag="t1", extra_headers=extra)
+    assert fast == _build_response_general(req, 302, "Moved Temporarily", to_tag="t1", extra_headers=extra)
+    from stirshaken.core.sip.message import _EXTRA_NAMES
+
+    assert {"Contact", "Identity"} <= _EXTRA_NAMES and "Content-Length" not in _EXTRA_NAMES
+
+
+@settings(max_examples=300, derandomize=True, deadline=None)
+@given(items=st.lists(st.tuples(st.sampled_from(["Via", "From", "f", "To", "X-A", "x-a", "Identity"]),
+                                st.sampled_from(["a", "<sip:x@y>;tag=1", "b c"])), max_size=6),
+       name=_NAMES, value=_VALUES)
+def test_headers_replace_checks_only_the_new_field(items: list[tuple[str, str]], name: str, value: str) -> None:
+    """Headers.replace gives what the checking constructor gives for the same fields, or its error."""
+    h = sip.Headers(items)
+    got = _outcome(h.replace, name, value)
+    if got[0] != "ok":
+        assert got == _outcome(sip.Headers, [(name, value)])
+        return
+    new = got[1]
+    assert new == sip.Headers(new.items())
+    assert new._index == sip.Headers(new.items())._index
