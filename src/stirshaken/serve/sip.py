@@ -65,7 +65,6 @@ from stirshaken.core.passport import check_claims, check_header, parse_jws
 from stirshaken.serve.metrics import Metrics
 from stirshaken.serve.records import verification_fields
 from stirshaken.serve.signing import ATTEST, DnoRefused, SigningError, SigningService
-from stirshaken.core.passport import new_origid
 from stirshaken.core.tn import TNError, canonicalize_tn
 
 log = logging.getLogger("stirshaken.serve.sip")
@@ -577,7 +576,7 @@ class SipService:
             return when
         iat, added_date = when  # type: ignore[misc]
         if origid is None:
-            origid = new_origid()  # here rather than in the signer: the record names it
+            origid = tenant.signer.origids()  # here rather than in the signer: the record names it (its pool: one urandom per 256)
         dests = [dest]
         identity = svc.sign(tenant, orig=orig, dest=dests, attest=attest, iat=iat, origid=origid)
         self.metrics.inc("stirshaken_signed_total", (("interface", "sip"), ("tenant", tenant.name), ("attest", attest)))

@@ -15,7 +15,6 @@ from stirshaken.core.sip.abnf import (
     TOKEN_RE,
     _CSEQ_RE,
     _CTL_BYTES,
-    _DIGITS_RE,
     _FOLD_RE,
     _HEADER_LINE_RE,
     _HEADER_VALUE_RE,
@@ -361,19 +360,29 @@ def parse_message(data: bytes) -> SipRequest | SipResponse:
                 pairs = _HEADER_LINE_RE.findall(block)
             if len(pairs) != block.count("\n"):
                 raise _bad_header_line(block)
-        compact = _COMPACT
-        items = []
         for name, value in pairs:
-            if len(name) == 1:
-                name = compact.get(name, name)
-            items.append((name, value))
+            if len(name) == 1:  # a compact form (§7.3.3): the loop below expands the names
+                index = {}
+                items = []
+                compact = _COMPACT
+                for name, value in pairs:
+                    if len(name) == 1:
+                        name = compact.get(name, name)
+                    items.append((name, value))
+                    key = name.lower()
+                    if key in index:
+                        index[key].append(value)
+                    else:
+                        index[key] = [value]
+                pairs = items
+                break
             key = name.lower()
             if key in index:
                 index[key].append(value)
             else:
                 index[key] = [value]
         headers = object.__new__(Headers)
-        headers._items = tuple(items)
+        headers._items = tuple(pairs)
         headers._index = index
     else:
         headers = _EMPTY_HEADERS
@@ -388,7 +397,7 @@ def parse_message(data: bytes) -> SipRequest | SipResponse:
     else:
         if len(cl) > 1:
             raise SipParseError("multiple Content-Length header fields")
-        if _DIGITS_RE.fullmatch(cl[0]) is None:
+        if not (cl[0].isdigit() and cl[0].isascii() and len(cl[0]) <= 10):  # _DIGITS_RE, without a regex call
             raise SipParseError(f"malformed Content-Length {cl[0][:20]!r}")
         length = int(cl[0])
         if length > len(rest):
