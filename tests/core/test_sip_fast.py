@@ -106,3 +106,61 @@ def test_headers_replace_checks_only_the_new_field(items: list[tuple[str, str]],
     new = got[1]
     assert new == sip.Headers(new.items())
     assert new._index == sip.Headers(new.items())._index
+
+
+_URIS = st.sampled_from(["sip:+12155551212@example.com", "sip:alice@192.0.2.1:5060;transport=tcp", "tel:+12155551212",
+                         "sips:b@[2001:db8::1]", "sip:a b@x", "sip:a\"b@x", "http://x/y", "sip:", "x", "sip:ü@x", "sip:a>b@x"])
+_PARAMS = st.lists(st.sampled_from([";tag=abc", ";Tag=x", ";tag=", ";tag=a:b", ";foo", ";tag=\"q\"", " ;tag=x", ";tag=x ", ";tag = x",
+                                    ";tag=a.b-c_d!%*+`'~", ";TAG=Y", ";tag=[::1]", ";", ";tag=é"]), max_size=3).map("".join)
+
+
+@settings(max_examples=500, derandomize=True, deadline=None)
+@given(display=st.sampled_from(["", "Alice ", '"A, B" ', " ", '"x\\"y"', "\t"]), uri=_URIS, params=_PARAMS,
+       bracket=st.sampled_from(["<>", "", "<", ">"]), noise=st.text(max_size=2))
+def test_parse_name_addr_fast_path_equals_general(display: str, uri: str, params: str, bracket: str, noise: str) -> None:
+    """RFC 3261 §20.10/§25.1: parse_name_addr's plain-shape fast path gives the general branch's
+    NameAddr or error."""
+    from stirshaken.core.sip.values import _parse_name_addr_general
+
+    lt, gt = (bracket + "  ")[:2] if bracket else ("", "")
+    for value in (f"{display}{lt.strip()}{uri}{gt.strip()}{params}", f"{lt.strip()}{uri}{gt.strip()}{params}{noise}"):
+        assert _outcome(sip.parse_name_addr, value) == _outcome(_parse_name_addr_general, value)
+
+
+@settings(max_examples=500, derandomize=True, deadline=None)
+@given(proto=st.sampled_from(["SIP/2.0", "sip/2.0", "SIP / 2.0", "SIP/3.0", "SIP/2.0 "]),
+       transport=st.sampled_from(["UDP", "tcp", "TLS", "WSS", "U:D", "", "SCTP"]),
+       sep=st.sampled_from([" ", "  ", "\t", ""]),
+       host=st.sampled_from(["192.0.2.1", "Example.COM", "[2001:db8::1]", "h_1.x-y", "", "a b", "ü.x"]),
+       port=st.sampled_from(["", ":5060", ":65535", ":65536", ":99999", ":0", ":05060", ":123456", ":", " : 5060"]),
+       params=st.lists(st.sampled_from([";branch=z9hG4bK-1", ";BRANCH=z9hG4bK-2", ";branch=", ";rport", ";received=192.0.2.9",
+                                        ";branch=a:b", " ;branch=x", ";branch=z9hG4bK-1 ", ";branch=\"q\"", ";branch=z9hG4bK.!%*_+`'~"]),
+                       max_size=3).map("".join))
+def test_parse_via_fast_path_equals_general(proto: str, transport: str, sep: str, host: str, port: str, params: str) -> None:
+    """RFC 3261 §20.42: parse_via's plain-shape fast path gives the general branch's Via or error."""
+    from stirshaken.core.sip.values import _parse_via_general
+
+    value = f"{proto}/{transport}{sep}{host}{port}{params}"
+    assert _outcome(sip.parse_via, value) == _outcome(_parse_via_general, value)
+
+
+@settings(max_examples=300, derandomize=True, deadline=None)
+@given(fields=st.lists(st.sampled_from(["Max-Forwards: 70", "v: SIP/2.0/TCP h;branch=z9hG4bK-9", "f: <sip:x@y>", "X-A: 1", "x-a: 2",
+                                        "Contact: <sip:a@b>", "m: <sip:c@d>", "Content-Length: 0", "l: 0", "Identity: a.b.c",
+                                        "y: a.b.c", "Supported: timer", "k: 100rel", "Content-Length: 00"]), max_size=6))
+def test_parse_message_index_equals_the_checking_constructor(fields: list[str]) -> None:
+    """parse_message indexes the header fields in one loop (compact forms expanded only when one
+    is present, RFC 3261 §7.3.3): the same items and index as Headers builds from them, and the
+    same outcome as the message with every compact name written in full."""
+    from stirshaken.core.sip.headers import COMPACT_FORMS
+
+    head = ("INVITE sip:b@x SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK-1\r\nFrom: <sip:a@x>;tag=1\r\nTo: <sip:b@x>\r\n"
+            "Call-ID: c\r\nCSeq: 1 INVITE\r\n")
+    got = _outcome(sip.parse_message, (head + "".join(f + "\r\n" for f in fields) + "\r\n").encode())
+    full = [COMPACT_FORMS[f[0]] + f[1:] if f[1] == ":" else f for f in fields]
+    expanded = _outcome(sip.parse_message, (head + "".join(f + "\r\n" for f in full) + "\r\n").encode())
+    if got[0] != "ok":
+        assert got == expanded
+        return
+    h = got[1].headers
+    assert h._index == sip.Headers(h.items())._index and h == expanded[1].headers

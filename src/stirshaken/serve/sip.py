@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import functools
 import logging
 import re
 import secrets
@@ -207,6 +208,17 @@ class TransactionCache:
         return len(self._d)
 
 
+@functools.lru_cache(maxsize=1024)
+def _date_seconds(value: str) -> float | None:
+    """The Unix time (s) a Date header value names (RFC 3261 §20.17 SIP-date), or None when it is
+    not one.  Memoised per worker: a Date names a second, which the INVITEs of that second share
+    (``parsedate_to_datetime`` was ~3 µs of a verification INVITE, issue 11 item 9)."""
+    try:
+        return email.utils.parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+
+
 def _first(value: str | None) -> str | None:
     if not value:
         return None
@@ -267,6 +279,8 @@ class SipService:
         # the label tuples of the per-request counters, made once per worker (methods: bounded)
         self._method_labels: dict[str, tuple[tuple[str, str], ...]] = {}
         self._status_labels: dict[int, tuple[tuple[str, str], ...]] = {}
+        self._verified_labels: dict[Any, tuple[tuple[str, str], ...]] = {}
+        self._signed_labels: dict[Any, tuple[tuple[str, str], ...]] = {}
 
     # --- entry ------------------------------------------------------------------------------------
 
@@ -487,9 +501,8 @@ class SipService:
         freshness window is refused (403 Stale Date), never re-stamped."""
         date = req.headers.get("Date")
         if date:
-            try:
-                d = email.utils.parsedate_to_datetime(date).timestamp()
-            except (TypeError, ValueError, IndexError, OverflowError):
+            d = _date_seconds(date)
+            if d is None:
                 why = "the Date header is not an RFC 3261 SIP-date"
                 return self._reply(req, 400, "Bad Date Header", [("Reason", f'SIP;cause=400;text="{why}"')])
             skew = d - time.time()
@@ -579,7 +592,12 @@ class SipService:
             origid = tenant.signer.origids()  # here rather than in the signer: the record names it (its pool: one urandom per 256)
         dests = [dest]
         identity = svc.sign(tenant, orig=orig, dest=dests, attest=attest, iat=iat, origid=origid)
-        self.metrics.inc("stirshaken_signed_total", (("interface", "sip"), ("tenant", tenant.name), ("attest", attest)))
+        labels = self._signed_labels.get((tenant.name, attest))
+        if labels is None:
+            labels = (("interface", "sip"), ("tenant", tenant.name), ("attest", attest))
+            if len(self._signed_labels) < 1024:
+                self._signed_labels[(tenant.name, attest)] = labels
+        self.metrics.inc("stirshaken_signed_total", labels)
         extra = contact + [("Identity", identity)]
         if added_date is not None:
             extra.append(("Date", added_date))
@@ -692,9 +710,8 @@ class SipService:
         date = None
         dv = h.get("Date")
         if dv:
-            try:
-                date = email.utils.parsedate_to_datetime(dv).timestamp()
-            except (TypeError, ValueError, IndexError, OverflowError):
+            date = _date_seconds(dv)
+            if date is None:
                 return self._refuse(req, t0, 400, "Bad Date Header", text="the Date header is not an RFC 3261 SIP-date")
         pai = _first(h.get("P-Asserted-Identity")) if self.vcfg.use_pai else None
         assert self.call_info is not None and self.verifier is not None
@@ -732,8 +749,13 @@ class SipService:
         """The answer to a verified INVITE (302 with verstat, a rejection, a DNO answer), counted and recorded."""
         code = result.sip_code
         if had_identity:
-            self.metrics.inc("stirshaken_verified_total", (("interface", "sip"), ("verstat", result.verstat), ("reason_code", str(code or 0)),
-                                                           ("attest", result.attest or "-")))
+            lkey = (result.verstat, code, result.attest)
+            labels = self._verified_labels.get(lkey)
+            if labels is None:
+                labels = (("interface", "sip"), ("verstat", result.verstat), ("reason_code", str(code or 0)), ("attest", result.attest or "-"))
+                if len(self._verified_labels) < 256:
+                    self._verified_labels[lkey] = labels
+            self.metrics.inc("stirshaken_verified_total", labels)
         else:
             self.metrics.inc("stirshaken_unsigned_calls_total", (("interface", "sip"),))
         self.metrics.observe("sip_verify", time.perf_counter() - t0)
