@@ -164,3 +164,26 @@ def test_parse_message_index_equals_the_checking_constructor(fields: list[str]) 
         return
     h = got[1].headers
     assert h._index == sip.Headers(h.items())._index and h == expanded[1].headers
+
+
+@settings(max_examples=500, derandomize=True, deadline=None)
+@given(parts=st.lists(st.sampled_from(["tok", ";info=", "<", ">", "<https://x/y>", ",", '"', '\\"', " ", "\t", "a b", "<a<b>", "x>y",
+                                       "eyJ.a.b", ";alg=ES256"]), max_size=8).map("".join))
+def test_split_comma_list_fast_path_equals_general(parts: str) -> None:
+    """RFC 3261 §7.3.1: the one-element fast path of split_comma_list gives the element loop's
+    list or error."""
+    from stirshaken.core.sip.headers import _split_comma_list_general, split_comma_list
+
+    assert _outcome(split_comma_list, parts) == _outcome(_split_comma_list_general, parts)
+
+
+@settings(max_examples=300, derandomize=True, deadline=None)
+@given(from_value=st.one_of(st.none(), _VALUES, st.sampled_from(['<sip:+1215@x;verstat=TN-Validation-Passed>;tag=1', " x", "x "])),
+       status=st.sampled_from([100, 302, 438]), tag=st.sampled_from([None, "t1"]))
+def test_build_response_from_value_fast_path_equals_general(from_value: str | None, status: int, tag: str | None) -> None:
+    """The From written instead of the request's (verstat, 3GPP TS 24.229 §5.7.1.27): the fast path
+    and the general branch agree on the bytes or the error."""
+    req = sip.parse_message(_BASE.format(to="<sip:b@x>", extra="", extra_via="").encode())
+    kw = {"to_tag": tag or "t0", "extra_headers": [("Contact", "<sip:b@x>")], "from_value": from_value}
+    assert _outcome(build_response, req, status, "Moved Temporarily", **kw) == \
+        _outcome(_build_response_general, req, status, "Moved Temporarily", **kw)

@@ -408,11 +408,17 @@ class SipService:
             cached = self._date_cache = (when, email.utils.formatdate(when, usegmt=True))
         return cached[1]
 
-    def _reply(self, req: sip.SipRequest, status: int, reason: str, extra: list[tuple[str, str]] | None = None) -> bytes:
+    def _reply(self, req: sip.SipRequest, status: int, reason: str, extra: list[tuple[str, str]] | None = None, *,
+               from_value: str | None = None) -> bytes:
         labels = self._status_labels.get(status)
         if labels is None:
             labels = self._status_labels[status] = (("service", self.role), ("status", str(status)))
         self.metrics.inc("stirshaken_sip_responses_total", labels)
+        if from_value is not None:
+            try:
+                return sip.build_response(req, status, reason, extra_headers=extra or (), from_value=from_value)
+            except ValueError:  # a From that cannot be written as it is: the request's (as before verstat)
+                pass
         return sip.build_response(req, status, reason, extra_headers=extra or ())
 
     def _tn_of_uri(self, uri: str) -> str | None:
@@ -790,15 +796,15 @@ class SipService:
             extra.append(("P-Asserted-Identity", _strip_tag(marked)))
         except (sip.SipParseError, ValueError):
             pass
+        new_from = None
         if self.vcfg.verstat_in_from and from_value is not None:
             try:
                 new_from = marked if marked is not None and asserted is from_value else sip.header_value_with_param(from_value, "verstat", verstat)
-                req = _with_header(req, "From", new_from)
-            except (sip.SipParseError, ValueError, KeyError):
+            except (sip.SipParseError, ValueError):
                 pass
         if result.attest:
             extra.append(("X-Attestation", result.attest))
-        return self._reply(req, 302, "Moved Temporarily", extra + reason_hdr)
+        return self._reply(req, 302, "Moved Temporarily", extra + reason_hdr, from_value=new_from)
 
 
 _DNO_REASONS = {603: "Decline", 607: "Unwanted", 608: "Rejected"}
@@ -839,10 +845,6 @@ def _pai_uri(value: str) -> str | None:
         return sip.parse_name_addr(value).uri
     except (sip.SipParseError, ValueError):
         return None
-
-
-def _with_header(req: sip.SipRequest, name: str, value: str) -> sip.SipRequest:
-    return sip.SipRequest(req.method, req.request_uri, req.version, req.headers.replace(name, value), req.body)
 
 
 # --- transports -------------------------------------------------------------------------------------

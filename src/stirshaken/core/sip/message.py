@@ -451,6 +451,7 @@ def build_response(
     to_tag: str | None = None,
     extra_headers: Sequence[tuple[str, str]] = (),
     body: bytes = b"",
+    from_value: str | None = None,
 ) -> bytes:
     """Serialise a response to *request* as a UAS does (RFC 3261 §8.2.6).
 
@@ -459,9 +460,12 @@ def build_response(
     tag, ``;tag=`` is added (§8.2.6.2, §12.1.1): *to_tag* if given, otherwise
     a fresh random tag (§19.3) for any status above 100.  An existing To tag
     is never changed.  Then *extra_headers* in order, then Content-Length.
+    *from_value*, when given, is written as the From value instead of the
+    request's (a verifier marking the caller with ``verstat``, 3GPP TS 24.229
+    §5.7.1.27); the request must still have exactly one From.
 
-    Raises :class:`ValueError` for a bad status, reason, tag or extra header
-    (including a Content-Length in *extra_headers*), and
+    Raises :class:`ValueError` for a bad status, reason, tag, From value or extra
+    header (including a Content-Length in *extra_headers*), and
     :class:`SipParseError` if *request* lacks a mandatory header.
 
     Fast path (issue 12 item 6): a final or provisional answer above 100 whose reason phrase
@@ -475,7 +479,8 @@ def build_response(
     Identity, Date): 9.0 µs -> 3.3 µs per call.
     """
     if type(status) is not int or status <= 100 or status > 699 or type(body) is not bytes:
-        return _build_response_general(request, status, reason, to_tag=to_tag, extra_headers=extra_headers, body=body)
+        return _build_response_general(request, status, reason, to_tag=to_tag, extra_headers=extra_headers, body=body,
+                                       from_value=from_value)
     index = request.headers._index
     frm = index.get("from")
     to = index.get("to")
@@ -484,14 +489,17 @@ def build_response(
     vias = index.get("via")
     if (not vias or frm is None or len(frm) != 1 or to is None or len(to) != 1 or cid is None or len(cid) != 1
             or cseq is None or len(cseq) != 1 or not (reason.isascii() and reason.isprintable())
-            or (to_tag is not None and TOKEN_RE.fullmatch(to_tag) is None)):
-        return _build_response_general(request, status, reason, to_tag=to_tag, extra_headers=extra_headers, body=body)
+            or (to_tag is not None and TOKEN_RE.fullmatch(to_tag) is None)
+            or (from_value is not None and not (type(from_value) is str and from_value and from_value.isascii()
+                                                and from_value.isprintable() and from_value == from_value.strip(" ")))):
+        return _build_response_general(request, status, reason, to_tag=to_tag, extra_headers=extra_headers, body=body,
+                                       from_value=from_value)
     to_value = to[0]
     if request.to_addr.tag is None:
         to_value = f"{to_value};tag={to_tag if to_tag is not None else secrets.token_hex(8)}"
     lines = [f"SIP/2.0 {status} {reason}"]
     lines += ["Via: " + v for v in vias]
-    lines.append("From: " + frm[0])
+    lines.append("From: " + (frm[0] if from_value is None else from_value))
     lines.append("To: " + to_value)
     lines.append("Call-ID: " + cid[0])
     lines.append("CSeq: " + cseq[0])
@@ -504,7 +512,8 @@ def build_response(
                 if value.isascii() and value.isprintable():
                     lines.append(f"{name}: {value}")
                     continue
-            return _build_response_general(request, status, reason, to_tag=to_tag, extra_headers=extra_headers, body=body)
+            return _build_response_general(request, status, reason, to_tag=to_tag, extra_headers=extra_headers, body=body,
+                                       from_value=from_value)
         lines.append(f"{name}: {value}")
     lines.append(f"Content-Length: {len(body)}\r\n\r\n")
     return "\r\n".join(lines).encode() + body
@@ -529,6 +538,7 @@ def _build_response_general(
     to_tag: str | None = None,
     extra_headers: Sequence[tuple[str, str]] = (),
     body: bytes = b"",
+    from_value: str | None = None,
 ) -> bytes:
     """:func:`build_response` without its fast path (every check by the §25 grammar)."""
     if type(status) is not int or not 100 <= status <= 699:
@@ -548,7 +558,12 @@ def _build_response_general(
         raise SipParseError("missing mandatory Via header")
     lines = [f"SIP/2.0 {status} {reason}"]
     lines.extend([f"Via: {v}" for v in vias])
-    lines.append(f"From: {_single(index, 'from', 'From')}")
+    frm = _single(index, "from", "From")
+    if from_value is not None:
+        if not isinstance(from_value, str) or _HEADER_VALUE_RE.fullmatch(from_value) is None or not from_value:
+            raise ValueError(f"invalid From value {str(from_value)[:60]!r}")
+        frm = from_value
+    lines.append(f"From: {frm}")
     lines.append(f"To: {to}")
     lines.append(f"Call-ID: {_single(index, 'call-id', 'Call-ID')}")
     lines.append(f"CSeq: {_single(index, 'cseq', 'CSeq')}")
