@@ -42,7 +42,8 @@ _NAMES = st.sampled_from(["Contact", "Identity", "Date", "Warning", "X-Identity-
                           "Content-Length", "l", "Bad Name", "", "X:Y", "Ünï", "Accept"])
 _VALUES = st.one_of(
     st.sampled_from(["<sip:x@y>", "  padded  ", "", "a\tb", "tab\t", "ctl\x01", "line\r\nbreak", "ünïcödé", 'q "x"', "\x7f",
-                     "eyJ.a.b;info=<https://x/y>;alg=ES256;ppt=shaken"]),
+                     "eyJ.a.b;info=<https://x/y>;alg=ES256;ppt=shaken", "eyJ" * 60 + ";info=<https://x/y>", "eyJ" * 60 + "\x01",
+                     "eyJ" * 60 + "\t" + "x" * 9, "é" * 130, "x" * 127 + "\x7f", " " + "y" * 140 + " "]),
     st.text(max_size=12),
 )
 _REASONS = st.one_of(st.sampled_from(["OK", "Moved Temporarily", "Bad Request (x)", "", "Ünï", "a\tb", "bad\r\n", "x\x00"]),

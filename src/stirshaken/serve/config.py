@@ -321,10 +321,16 @@ class CustomerConfig(_Model):
         if not self.sources or ip is None:
             return False
         addr = _source_address(ip)
-        return addr is not None and any(addr in net for net in self.sources)
+        if addr is None:
+            return False
+        for net in self.sources:  # a loop, not any(<generator>): this runs per signed INVITE
+            if addr in net:
+                return True
+        return False
 
     def owns(self, tn: str) -> bool:
-        return any(tn.startswith(p) for p in self.tns)
+        tns = self.tns
+        return tn.startswith(tns) if type(tns) is tuple else any(tn.startswith(p) for p in tns)
 
 
 def _secret(data: dict[str, Any], key: str, base: Path | None, *, required: bool) -> str:
