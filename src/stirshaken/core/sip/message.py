@@ -475,7 +475,7 @@ def build_response(
     a missing or repeated From/To/Call-ID/CSeq) takes the general branch,
     :func:`_build_response_general`, which raises the errors above.  Printable ASCII without
     surrounding blanks always matches ``header-value``/``Reason-Phrase`` (§25.1), so both give
-    the same bytes (``tests/core/test_sip_fast.py``).  Measured on the signing 302 (Contact,
+    the same bytes (``tests/core/test_sip.py``).  Measured on the signing 302 (Contact,
     Identity, Date): 9.0 µs -> 3.3 µs per call.
     """
     if type(status) is not int or status <= 100 or status > 699 or type(body) is not bytes:
