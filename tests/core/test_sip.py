@@ -1060,6 +1060,8 @@ def test_diverted_from(fields: list[tuple[str, str]], want: str | None) -> None:
 #   request, status, reason, To tag and extra header (valid and broken ones).
 # * :meth:`Headers.replace` checks only the new field; a :class:`Headers` built from the result's
 #   items by the checking constructor must be equal, and a bad new field must raise the same error.
+# * :func:`parse_name_addr`, :func:`parse_via` (plain shapes), :func:`split_comma_list` (one
+#   element) and the header index of :func:`parse_message` against their general branches.
 #
 # The random To tag is the one part that may differ: both sides get the same fixed tag, or the
 # 16 hex digits of a fresh one are masked.
