@@ -301,8 +301,8 @@ class ServerConfig(_Model, ConnectionLimits):
 @functools.lru_cache(maxsize=4096)
 def _source_address(ip: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     """The address ``ip`` names, or None when it is none; memoised per worker because every SIP
-    INVITE asks for its peer's (``ipaddress.ip_address`` was ~4 µs of the ~80 µs of a signing
-    INVITE, issue 12 item 6; a sipp or SBC peer is one address)."""
+    INVITE asks for its peer's (``ipaddress.ip_address`` is 1.75 µs; with the generator it replaced,
+    the customer check went 1.8 -> 0.9 µs of a signing INVITE, issue 12 item 6; an SBC peer is one address)."""
     try:
         return ipaddress.ip_address(ip)
     except ValueError:

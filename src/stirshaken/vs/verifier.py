@@ -167,7 +167,8 @@ class Verifier(CredentialSource):
         refresh due, no replay detection: the direct warm path), else ``None`` having changed
         nothing but caches; then await :meth:`averify`.  Never raises.  Lets a caller on the
         event loop answer at once instead of scheduling a task per call (the SIP verification
-        service, issue 11 item 9: a task and its done-callback per INVITE cost ~15 µs)."""
+        service, issue 11 item 9: the coroutine, task and done-callback of a warm INVITE were
+        ~57,000 instructions, ~6 µs, of its ~1.4 million with the ES256 check)."""
         return self._try_fast(call, now)
 
     def verify(self, call: CallInfo, *, now: float | None = None) -> VerificationResult:

@@ -138,7 +138,7 @@ def parse_name_addr(value: str) -> NameAddr:
     Fast path (issue 12 item 6): ``<URI>`` or ``<URI>;tag=token``, the shape of nearly every From
     and To, is read with one small regex and no parameter loop; anything else (a display name,
     other or more parameters, blanks) takes the general branch.  Same result
-    (``tests/core/test_sip.py``); measured 1.75 µs -> 0.8 µs for a From with a tag.
+    (``tests/core/test_sip.py``); measured 1.7 µs -> 0.9 µs for a From with a tag, 1.0 -> 0.8 µs for a To.
     """
     m = _PLAIN_NAME_ADDR_RE.fullmatch(value)
     if m is not None:
@@ -205,7 +205,7 @@ def parse_via(value: str) -> Via:
     Fast path (issue 12 item 6): ``SIP/2.0/TRANSPORT host[:port];branch=token`` (a hostname or
     IPv4 address, no other parameter), the top Via of nearly every request, is read with one
     small regex and no parameter loop; anything else takes the general branch.  Same result
-    (``tests/core/test_sip.py``); measured 2.0 µs -> 1.0 µs.
+    (``tests/core/test_sip.py``); measured 2.0 µs -> 1.1 µs.
     """
     m = _PLAIN_VIA_RE.fullmatch(value)
     if m is not None:
