@@ -78,6 +78,7 @@ allow_private_x5u = true
 trust_anchors = ["$W/pki/ca-root.pem"]
 allow_http_x5u = true
 allow_private_x5u = true
+replay_detection = true    # the node's replay table (no Redis): Kamailio+secsipid has none
 TOML
   "$PY" -m stirshaken.serve --config "$W/serve-$1.toml" > "$W/serve-$1.log" 2>&1 &
   local pid=$!

@@ -78,7 +78,7 @@ trust_anchors = ["root.pem"]
 """), pki.dir)
     m = Metrics()
     signer = SipService("signing", metrics=m, signing=SigningService(c.signing))
-    verifier = Verifier(VerifierConfig(trust_anchors=[str(pki.root)]), static_chains={X5U: load_certificates(pki.sp_chain.read_bytes())})
+    verifier = Verifier(VerifierConfig(trust_anchors=[str(pki.root)], replay_detection=c.verification.replay_detection), static_chains={X5U: load_certificates(pki.sp_chain.read_bytes())})
     vs = SipService("verification", metrics=m, verifier=verifier, vcfg=c.verification, call_info=CallInfo)
     return signer, vs, verifier
 
@@ -332,9 +332,9 @@ _VERIFY_STATE: dict[str, Any] = {}
 @given(orig=st.sampled_from([ORIG, "12155550000"]), which=st.sampled_from(["good", "good", "none", "garbage", "two"]),
        extra=st.sampled_from(["", "P-Asserted-Identity: <tel:+12155551212>\r\n", "P-Asserted-Identity: \"A\" <sip:+12155550000@h;user=phone>\r\n",
                               "Date: Mon, 01 Jan 2001 00:00:00 GMT\r\n", "Date: garbage\r\n"]),
-       mutate=st.tuples(st.integers(0, 900), st.binary(min_size=0, max_size=3)), cfg=st.sampled_from(["", "verstat_in_from = false\nuse_pai = false\n"]))
+       mutate=st.tuples(st.integers(0, 900), st.binary(min_size=0, max_size=3)), cfg=st.sampled_from(["", "verstat_in_from = false\nuse_pai = false\n", "replay_detection = true\n"]))
 def test_verification_answer_at_once_equals_awaited(pki: Any, orig: str, which: str, extra: str, mutate: tuple[int, bytes], cfg: str) -> None:
-    """SipService._verify answers at once when the verifier has the result (Verifier.verify_ready);
+    """SipService._verify answers at once when the verifier has the result (Verifier.begin);
     the general branch awaits averify: both give the same answer (RFC 8224 §6.2) but the To tag."""
     st_ = _VERIFY_STATE.get(cfg)
     if st_ is None:
@@ -363,6 +363,25 @@ def test_verification_answer_at_once_equals_awaited(pki: Any, orig: str, which: 
         awaited = loop.run_until_complete(awaited)
     mask = re.compile(rb"(\r\nTo: [^\r]*;tag=)[0-9a-f]{16}\r\n")
     assert mask.sub(rb"\1X\r\n", at_once) == mask.sub(rb"\1X\r\n", awaited)
+
+
+def test_verification_with_replay_detection_answers_at_once(pki: Any) -> None:
+    """With replay detection on and no Redis, a warm verifier still answers at once
+    (Verifier.begin runs the general flow, which needs no I/O): the same dialog passes again, the
+    same PASSporT in another call is a replay (438, RFC 8224 §6.2.2 / RFC 8225 §10.1; by default
+    the 302 marks it No-TN-Validation with the Reason)."""
+    signer, vs, v = services(pki, "replay_detection = true\n")
+    assert v.fast_path is False and v.replay_table is not None
+    ident = resp(asyncio.run(answer(signer, invite(branch="z9hG4bK-r0")))).headers["Identity"]
+    warm = vs.handle(invite(branch="z9hG4bK-r1", extra=f"Identity: {ident}\r\n"), ("127.0.0.1", 5090), "UDP")
+    if not isinstance(warm, (bytes, type(None))):
+        asyncio.run(warm)  # type: ignore[arg-type]
+    again = vs.handle(invite(branch="z9hG4bK-r2", extra=f"Identity: {ident}\r\n").replace(b"call-z9hG4bK-r2", b"call-z9hG4bK-r1"),
+                      ("127.0.0.1", 5090), "UDP")
+    assert isinstance(again, bytes) and b"verstat=TN-Validation-Passed" in again  # a re-INVITE of the dialog
+    other = vs.handle(invite(branch="z9hG4bK-r3", extra=f"Identity: {ident}\r\n"), ("127.0.0.1", 5090), "UDP")
+    assert isinstance(other, bytes) and b"verstat=No-TN-Validation" in other and b"cause=438" in other, other  # marked, forwarded
+    assert b"verified in another call" in other
 
 
 def test_verification_answers_at_once_when_warm(pki: Any) -> None:
