@@ -13,11 +13,14 @@ Layout (memory per TN, measured by ``bench/bench_inventory.py``):
 
 * TNs as integers :func:`tn_key` (``int("1" + digits)``: numbers of different lengths never
   collide, ``0123`` and ``123`` stay apart) in a sorted ``array('Q')`` (8 bytes) with the
-  holding customer's id in a parallel ``array('I')`` (4 bytes): 12 bytes per TN, found with
-  :func:`bisect.bisect_left` (C code on the buffer);
+  holding customer's id in a parallel ``array('I')`` (4 bytes): 12 bytes per TN, found through
+  a direct table over the keys' high bits (:func:`_search`, at most 2 bytes per TN: the bucket
+  of a key holds a few keys, bisected with :func:`bisect.bisect_left`, C code on the buffer),
+  with every 32nd key in a list for dense buckets (1.25 bytes per TN);
 * TN ranges (``start``–``end``, same length, not overlapping) as three parallel arrays, found
-  with :func:`bisect.bisect_right` on the starts;
-* DNO numbers in a sorted ``array('Q')`` (8 bytes per number);
+  with :func:`bisect.bisect_right` on the starts (kept as a list too: ranges are few);
+* DNO numbers in a sorted ``array('Q')`` (8 bytes per number) with the same search, behind a
+  bitmap filter (2 bytes per number);
 * changes since the arrays were built in small overlay dicts/sets (:meth:`with_changes`), so a
   live change costs a dict copy of the overlay, not a rebuild of the arrays; the owner of the
   index rebuilds them (full reload) when the overlay grows large.
