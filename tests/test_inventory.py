@@ -254,6 +254,13 @@ def test_watcher_applies_changes_and_reloads(store: InventoryStore) -> None:
             time.sleep(0.02)
         assert live.index.customer_for(source_ip="10.3.1.1").name == "carol" and live.index.holder("16500000001") > 0  # type: ignore[union-attr]
         assert live.reloads == 2 and live.index.overlay_size == 0
+        store.put_customer("dave", sources=["10.4.0.0/16"])  # a customer change alone: applied on the same arrays
+        deadline = time.monotonic() + 2
+        while live.index.customer_for(source_ip="10.4.1.1") is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        idx = live.index
+        assert idx.customer_for(source_ip="10.4.1.1").name == "dave" and live.reloads == 2  # type: ignore[union-attr]
+        assert idx.holder("16500000001") == idx.by_name["bob"] and idx.holder(BOB_TN) == idx.by_name["bob"] and idx.is_dno("16175550000")
     finally:
         w.close()
 
