@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from stirshaken.serve.config import InventoryConfig, parse_config
 from stirshaken.serve.inventory.index import InventoryIndex, LiveInventory, tn_key
@@ -252,6 +254,13 @@ def test_watcher_applies_changes_and_reloads(store: InventoryStore) -> None:
             time.sleep(0.02)
         assert live.index.customer_for(source_ip="10.3.1.1").name == "carol" and live.index.holder("16500000001") > 0  # type: ignore[union-attr]
         assert live.reloads == 2 and live.index.overlay_size == 0
+        store.put_customer("dave", sources=["10.4.0.0/16"])  # a customer change alone: applied on the same arrays
+        deadline = time.monotonic() + 2
+        while live.index.customer_for(source_ip="10.4.1.1") is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        idx = live.index
+        assert idx.customer_for(source_ip="10.4.1.1").name == "dave" and live.reloads == 2  # type: ignore[union-attr]
+        assert idx.holder("16500000001") == idx.by_name["bob"] and idx.holder(BOB_TN) == idx.by_name["bob"] and idx.is_dno("16175550000")
     finally:
         w.close()
 
@@ -265,6 +274,72 @@ def test_index_keys_and_ranges() -> None:
     assert [idx.holder(t) for t in ("1", "12", "123", "150", "1500", "x", "")] == [1, 2, 3, 4, 0, 0, 0]
     with pytest.raises(ValueError, match="overlap"):
         InventoryIndex.build(version=1, customers=[], ranges=[(tn_key("100"), tn_key("199"), 1), (tn_key("150"), tn_key("160"), 2)])
+
+
+# Keys for the search property tests: clusters of consecutive numbers (dense buckets, the top-list
+# branch of _find) and scattered numbers of 1-18 digits (sparse buckets, the direct branch).
+_tn_text = st.integers(1, 18).flatmap(lambda n: st.text("0123456789", min_size=n, max_size=n))
+_cluster = st.tuples(_tn_text, st.integers(0, 300)).map(lambda t: [str(int(t[0]) + i).zfill(len(t[0])) for i in range(t[1])])
+_tn_sets = st.tuples(st.lists(_tn_text, max_size=60), st.lists(_cluster, max_size=3)).map(
+    lambda t: sorted({tn_key(x) for x in t[0] + [y for c in t[1] for y in c] if len(x) <= 18}))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck), database=None, derandomize=True)
+@given(keys=_tn_sets, probes=st.lists(_tn_text, max_size=20))
+def test_search_fast_branch_agrees_with_bisection(keys: list[int], probes: list[str]) -> None:
+    """_find (bucket of the direct table, top list for dense buckets) finds exactly what a plain
+    bisection of the whole sorted array finds."""
+    from array import array
+    from bisect import bisect_left
+
+    from stirshaken.serve.inventory.index import _find, _search
+
+    big = array("Q", keys)
+    search = _search(big)
+    for k in keys + [k + d for k in keys[::7] for d in (-1, 1)] + [tn_key(p) for p in probes]:
+        i = bisect_left(big, k)
+        assert _find(search, big, k) == (i if i < len(big) and big[i] == k else -1)
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck), database=None, derandomize=True)
+@given(keys=_tn_sets, data=st.data())
+def test_level_fast_path_agrees_with_the_general_rules(keys: list[int], data: st.DataObject) -> None:
+    """InventoryIndex.level (the signing hot path, written out) gives what is_dno, customer_for
+    and attest (the general methods) give, and holder() gives what a plain dict of the same TNs
+    and a scan of the ranges give, with and without an overlay of live changes."""
+    from array import array
+
+    from stirshaken.serve.inventory.index import Customer
+
+    custs = [Customer(1, "a"), Customer(2, "b", own="B", other="C"), Customer(3, "c", tenant="t1"), Customer(4, "gw", own="C", other="C")]
+    holders = data.draw(st.lists(st.integers(1, 4), min_size=len(keys), max_size=len(keys)))
+    dno = sorted(set(data.draw(st.lists(st.sampled_from(keys), max_size=10)) if keys else []) | {tn_key("5551234")})
+    rstarts = data.draw(st.lists(st.text("0123456789", min_size=6, max_size=6), max_size=5, unique=True))
+    ranges = [(tn_key(r), tn_key(r[:4] + "99"), i % 4 + 1) for i, r in enumerate(sorted({r[:4] + "00" for r in rstarts}))]
+    recs = [(1, "credential", "c0ffee" * 10 + "aaaa"), (1, "header", "trunk-a"), (2, "source", "10.2.0.0/16"), (3, "tenant", "t1"),
+            (4, "header", "gw")]
+    from stirshaken.serve.inventory.index import credential_hash
+
+    recs.append((2, "credential", credential_hash("tok-b")))
+    idx = InventoryIndex.build(version=1, customers=custs, recognizers=recs, tns=array("Q", keys), holders=array("I", holders),
+                               ranges=ranges, dno=array("Q", dno))
+    if data.draw(st.booleans()):  # live changes on top of the arrays
+        tc = {k: data.draw(st.integers(0, 4)) for k in data.draw(st.lists(st.sampled_from(keys), max_size=5))} if keys else {}
+        idx = idx.with_changes(2, tc, {tn_key("5551234"): False, tn_key("2125550000"): True})
+    table = {k: h for k, h in zip(keys, holders)}
+    table.update(idx.tn_changes)
+    tns = [key_str[1:] for key_str in map(str, keys[::3])] + data.draw(st.lists(_tn_text, max_size=8)) + ["5551234", "2125550000", "x", ""]
+    for tn in tns + [r for a, b_, _ in ranges for r in (str(a)[1:], str(b_)[1:])]:
+        k = tn_key(tn) if tn.isdigit() and len(tn) <= 18 else None
+        if k is not None:
+            want = table.get(k) or next((h for a, b_, h in ranges if a <= k <= b_), 0)
+            assert idx.holder(tn) == want
+        for source_ip, header, credential, tenant in ((None, None, "tok-b", "default"), ("10.2.3.4", None, None, None),
+                                                      (None, "Trunk-A", None, "t1"), (None, None, None, "t1"), (None, "gw", None, "x"),
+                                                      (None, None, None, None)):
+            general = None if idx.is_dno(tn) else idx.attest(idx.customer_for(source_ip=source_ip, header=header, credential=credential,
+                                                                               tenant=tenant), tn, "C")
+            assert idx.level(tn, source_ip, header, credential, tenant, "C") == general, (tn, source_ip, header, credential, tenant)
 
 
 # --- real processes ---------------------------------------------------------------------------------
