@@ -5,6 +5,7 @@ logged once each way, the queued records written once it is back)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
 import json
@@ -25,7 +26,7 @@ import sqlalchemy as sa
 import urllib.request
 
 from stirshaken.core.certificates import load_certificates
-from stirshaken.serve.records import FIELDS, LOGGER, BatchedStreamHandler, Records, call_records
+from stirshaken.serve.records import FIELDS, FLUSH_DELAY, LOGGER, BatchedStreamHandler, Records, call_records
 
 from tests.test_pki_support import postgres_database
 from tests.test_serve_support import DEST, ORIG, FileServer, ServeProcess, make_pki, serve_port, serve_toml
@@ -414,9 +415,17 @@ async def test_lines_of_one_loop_iteration_are_written_together() -> None:
     r = Records(log=True, stream=out, worker=2)
     for i in range(3):
         r.add({k: None for k in FIELDS} | {"interface": "rest", "service": "signing", "call_id": f"c{i}"})
-    assert out.getvalue() == ""  # not yet: at the end of this iteration
-    await __import__("asyncio").sleep(0)
-    assert Counting.writes == 1 and [json.loads(line)["call_id"] for line in out.getvalue().splitlines()] == ["c0", "c1", "c2"]
+    assert out.getvalue() == ""  # not yet: FLUSH_DELAY after the first line
+    await asyncio.sleep(0)
+    assert out.getvalue() == ""
+    r.add({k: None for k in FIELDS} | {"interface": "rest", "service": "signing", "call_id": "c3"})
+    await asyncio.sleep(FLUSH_DELAY + 0.05)
+    assert Counting.writes == 1 and [json.loads(line)["call_id"] for line in out.getvalue().splitlines()] == ["c0", "c1", "c2", "c3"]
+    for i in range(300):  # a full batch (limit 256 lines) is written at once
+        r.add({k: None for k in FIELDS} | {"interface": "rest", "service": "signing", "call_id": f"d{i}"})
+    assert Counting.writes == 2 and len(out.getvalue().splitlines()) == 4 + 256
+    r.close()  # a worker's stop writes what is queued
+    assert Counting.writes == 3 and len(out.getvalue().splitlines()) == 4 + 300
 
 
 def test_other_handlers_get_log_records() -> None:

@@ -52,7 +52,7 @@ from typing import Any, Mapping, TextIO
 
 import orjson
 
-__all__ = ["BATCH", "FIELDS", "LOGGER", "BatchedStreamHandler", "JSONRecordFormatter", "Records", "TextRecordFormatter", "call_records", "text_value", "verification_fields"]
+__all__ = ["BATCH", "FIELDS", "FLUSH_DELAY", "LOGGER", "BatchedStreamHandler", "JSONRecordFormatter", "Records", "TextRecordFormatter", "call_records", "text_value", "verification_fields"]
 
 #: the fields of a record, in this order (the text form and the database columns)
 FIELDS: tuple[str, ...] = ("interface", "service", "call_id", "origid", "orig", "dest", "tenant", "attest", "x5u", "verstat",
@@ -165,18 +165,26 @@ class TextRecordFormatter(logging.Formatter):
         return self.formatTime(record) + self._mid + " ".join(f"{k}={text_value(rec.get(k))}" for k in FIELDS)
 
 
+#: seconds a record line may wait in the worker before it is written (with others)
+FLUSH_DELAY = 0.05
+
+
 class BatchedStreamHandler(logging.Handler):
-    """A stream handler that writes the lines of one event-loop iteration together.
+    """A stream handler that writes lines in batches.
 
     Inside a running event loop a line is queued and the queue is written (one ``write`` and
-    ``flush``) once the loop has run the callbacks of the iteration, or when it holds ``limit``
-    lines; outside one each line is written at once.  (The per-call cost of a ``write`` system
-    call is what :mod:`stirshaken.serve.batching` saves for the answers, too.)"""
+    ``flush``) ``delay`` seconds after its first line (0: once the loop has run the callbacks of
+    the iteration), or when it holds ``limit`` lines; outside one each line is written at once;
+    :meth:`close` (a worker's stop) writes what is queued.  Measured (``bench/bench_records.py``,
+    REST signing, one worker, 2026-11-29): with one ``write`` per event-loop iteration the records
+    cost 15 % of the requests per CPU second; the system call per few lines was most of it, which
+    :data:`FLUSH_DELAY` amortises over up to ``limit`` lines."""
 
-    def __init__(self, stream: TextIO | None = None, limit: int = 256):
+    def __init__(self, stream: TextIO | None = None, limit: int = 256, delay: float = 0.0):
         super().__init__()
         self.stream = stream if stream is not None else sys.stderr
         self.limit = limit
+        self.delay = delay
         self.lines: list[str] = []
         self.scheduled = False
 
@@ -201,7 +209,10 @@ class BatchedStreamHandler(logging.Handler):
                 self.flush()
                 return
             self.scheduled = True
-            loop.call_soon(self._flush_soon)
+            if self.delay > 0:
+                loop.call_later(self.delay, self._flush_soon)
+            else:
+                loop.call_soon(self._flush_soon)
 
     def _flush_soon(self) -> None:
         self.scheduled = False
@@ -441,7 +452,7 @@ class Records:
             lg = logging.getLogger(LOGGER)
             for h in list(lg.handlers):
                 lg.removeHandler(h)
-            h = self.handler = BatchedStreamHandler(stream)
+            h = self.handler = BatchedStreamHandler(stream, delay=FLUSH_DELAY)
             f = self._formatter = JSONRecordFormatter(worker) if fmt == "json" else TextRecordFormatter(worker)
             h.setFormatter(f)
             lg.addHandler(h)
