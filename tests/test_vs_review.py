@@ -123,11 +123,14 @@ def _mutate(rnd, value: str) -> str:
     return value
 
 
-def test_fast_path_agrees_with_flow_on_generated_calls(pki, div_pki) -> None:
+@pytest.mark.parametrize("replay", [False, True])
+def test_fast_path_agrees_with_flow_on_generated_calls(pki, div_pki, replay: bool) -> None:
     """Property: for generated calls (valid, tampered and mutated Identity headers, several
-    headers, orig/dest in every form including 16+ digit and malformed numbers, Dates, clocks),
-    Verifier._fast gives exactly the result of Verifier._flow (JSON, attest, origid) and the
-    same stats; and it does answer most of them (the comparison is not vacuous)."""
+    headers, orig/dest in every form including 16+ digit and malformed numbers, Dates, clocks;
+    with replay detection, dialogs drawn from a few so that the same PASSporT comes again in the
+    same and in other calls), Verifier._fast gives exactly the result of Verifier._flow (JSON,
+    attest, origid) and the same stats; and it does answer most of them (the comparison is not
+    vacuous)."""
     from hypothesis import HealthCheck, example, given, settings
     from hypothesis import strategies as st
 
@@ -157,8 +160,9 @@ def test_fast_path_agrees_with_flow_on_generated_calls(pki, div_pki) -> None:
         to=st.one_of(party(DEST, "12155550000"), st.lists(party(DEST, "12155550000"), max_size=2)),
         ruri=party(DEST, "12155550000"),
         date=st.sampled_from([None, None, NOW, NOW - 3600, NOW + 3600, float("nan"), float("inf")]),
+        call_id=st.sampled_from(["c1", "c2", "c3", None]), from_tag=st.sampled_from(["t1", "t2", None]),
     )
-    fast, slow = _verifiers(pki, div_pki, allow_private_x5u=False)
+    fast, slow = _verifiers(pki, div_pki, allow_private_x5u=False, replay_detection=replay)
     answered = [0, 0]  # calls, of which _fast answered
 
     @settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck), database=None, derandomize=True)
@@ -182,6 +186,8 @@ def test_fast_path_agrees_with_flow_on_generated_calls(pki, div_pki) -> None:
         slow.verify(call(good), now=NOW)
         agree()
         assert answered[1] > answered[0] // 2, answered
+        if replay:  # replays were among the calls, and the direct path judged some of them
+            assert fast.stats["replays"] > 0 and fast.stats["replays"] == slow.stats["replays"]
     finally:
         fast.close()
         slow.close()
@@ -199,12 +205,23 @@ async def test_fast_path_agrees_async(pki, div_pki) -> None:
         await slow.aclose()
 
 
-def test_replay_detection_takes_the_flow(pki) -> None:
+def test_replay_detection_takes_the_direct_path_without_redis(pki) -> None:
+    """Replay marks in the node's table need no I/O: the direct path runs them (and a second
+    call with the same PASSporT is a replay there too); with Redis, only the flow does."""
     v = Verifier(VerifierConfig(trust_anchors=[str(pki.dir / "root.pem")], replay_detection=True), static_chains={X5U: [pki.sp, pki.inter]})
-    assert not v.fast_path
+    assert v.fast_path
     c = call(ident(pki))
-    assert v.verify(c, now=NOW).ok and not v.verify(c, now=NOW).ok
+    v.verify(c, now=NOW)  # setup
+    c2 = CallInfo(identities=c.identities, from_=c.from_, to=c.to, call_id="other-call", from_tag="t")
+    first = v._fast(CallInfo(identities=[ident(pki)], from_=c.from_, to=c.to, call_id="a", from_tag="1"), NOW)
+    assert first is not None and first.ok
+    replayed = v._fast(c2, NOW)
+    assert replayed is not None and not replayed.ok and replayed.sip_code == 438 and v.stats["replays"] == 1
     v.close()
+    r = Verifier(VerifierConfig(trust_anchors=[str(pki.dir / "root.pem")], replay_detection=True, redis="redis://127.0.0.1:6379/0"),
+                 static_chains={X5U: [pki.sp, pki.inter]})
+    assert not r.fast_path
+    r.close()
 
 
 def test_failure_reports_no_attest(pki) -> None:
