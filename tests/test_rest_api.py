@@ -333,15 +333,22 @@ async def test_health_metrics_openapi(base: str) -> None:
             assert "origid" in doc["info"]["description"]
 
 
-async def test_pol5000_internal_error() -> None:
+@pytest.mark.parametrize("when", ["at once", "awaited"])
+async def test_pol5000_internal_error(when: str) -> None:
+    """A verifier that fails (at once, or in the I/O it awaits) is a POL5000, never a traceback."""
     class Boom:
-        async def averify(self, call: Any) -> Any:
+        async def _later(self) -> Any:
             raise RuntimeError("boom")
+
+        def begin(self, call: Any) -> Any:
+            if when == "at once":
+                raise RuntimeError("boom")
+            return self._later()
 
     api = RestAPI(signing=None, verifier=Boom(), metrics=Metrics(), call_info=lambda **kw: kw)
     body = orjson.dumps(vreq("a.b.c;info=<http://x/y>"))
     r = api.handle("POST", "/stir/v1/verification", {"content-type": "application/json", "content-length": str(len(body))}, body, True)
-    status, payload, headers = await r  # type: ignore[misc]
+    status, payload, headers = r if isinstance(r, tuple) else await r  # type: ignore[misc]
     assert status == 500 and orjson.loads(payload)["requestError"]["policyException"]["messageId"] == "POL5000"
 
 

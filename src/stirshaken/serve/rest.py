@@ -55,6 +55,7 @@ from stirshaken.serve.records import verification_fields
 from stirshaken.core.passport import new_origid
 from stirshaken.serve.signing import ATTEST, DnoRefused, SigningError, SigningService
 from stirshaken.core.tn import MAX_TN_LENGTH, TNError, canonicalize_tn
+from stirshaken.core.verification import VerificationResult
 
 log = logging.getLogger("stirshaken.serve.rest")
 
@@ -518,19 +519,32 @@ class RestAPI:
         now = time.time()
         if now - when > self.max_age or when - now > max(self.future_skew, self.max_age):  # E3
             return self._verified(rid, t0, VERSTAT_NONE, 403, "Received 'time' value is not fresh.", None, from_tn, to_tns)
-        return self._verify_async(from_tn, to_tns, when, identity, rid, t0, dialog)
-
-    async def _verify_async(self, from_tn: str, to_tns: list[str], when: int, identity: str, rid: str, t0: float,
-                            dialog: tuple[str | None, str | None] = (None, None)) -> Reply:
+        # the answer at once when the verifier needs no I/O (Verifier.begin: no coroutine and task
+        # per request), else a coroutine finishing the same verification
         try:
             call = self.call_info(identities=[identity], from_=from_tn, to=to_tns, date=float(when), call_id=dialog[0],
                                   from_tag=dialog[1])
-            result = await self.verifier.averify(call)
+            started = self.verifier.begin(call)
         except RequestError as exc:
             return self._error(exc.message_id, rid, VERIFICATION_PATH, *exc.variables, t0=t0)
         except Exception:  # noqa: BLE001
             log.exception("verification failed internally", extra={"request_id": rid})
             return self._error("POL5000", rid, VERIFICATION_PATH, t0=t0)
+        if isinstance(started, VerificationResult):
+            return self._result(started, rid, t0, from_tn, to_tns)
+        return self._verify_async(started, from_tn, to_tns, rid, t0)
+
+    async def _verify_async(self, started: Awaitable[Any], from_tn: str, to_tns: list[str], rid: str, t0: float) -> Reply:
+        try:
+            result = await started
+        except RequestError as exc:
+            return self._error(exc.message_id, rid, VERIFICATION_PATH, *exc.variables, t0=t0)
+        except Exception:  # noqa: BLE001
+            log.exception("verification failed internally", extra={"request_id": rid})
+            return self._error("POL5000", rid, VERIFICATION_PATH, t0=t0)
+        return self._result(result, rid, t0, from_tn, to_tns)
+
+    def _result(self, result: Any, rid: str, t0: float, from_tn: str, to_tns: list[str]) -> Reply:
         return self._verified(rid, t0, result.verstat, result.sip_code, result.description, result.attest, from_tn, to_tns, result,
                               result.warnings)
 
