@@ -468,3 +468,33 @@ def test_batched_handler_outside_a_loop_writes_at_once() -> None:
     h.setFormatter(logging.Formatter("%(message)s"))
     h.emit(logging.makeLogRecord({"msg": "one"}))
     assert out.getvalue() == "one\n"
+
+
+def test_table_created_by_another_worker_meanwhile_is_no_outage(tmp_path: Path) -> None:
+    """Two workers of one serve start on a new records database together: create_all checks, then
+    creates, so the other worker's CREATE can land in between ("table call_records already
+    exists").  Found with 2 workers, a fresh SQLite file and SIGTERM right after 300 answered
+    INVITEs: 93-150 of the 300 rows were missing (the losing worker saw the database as down and
+    dropped its queue at the stop).  Here the other worker's CREATE runs in that gap for sure."""
+    db = tmp_path / "race.db"
+    other = sa.create_engine(f"sqlite:///{db}")
+    done: list[bool] = []
+
+    def other_worker_first(target: Any, connection: Any, **kw: Any) -> None:
+        if target.name == "call_records" and not done:
+            done.append(True)
+            call_records(sa.MetaData()).create(other)
+
+    sa.event.listen(sa.Table, "before_create", other_worker_first)
+    try:
+        r = Records(log=False, database=f"sqlite:///{db}")
+        for i in range(5):
+            r.add({"interface": "sip", "service": "signing", "call_id": str(i)})
+        r.start()
+        r.close(timeout=5.0)
+    finally:
+        sa.event.remove(sa.Table, "before_create", other_worker_first)
+        other.dispose()
+    assert done, "the other worker's CREATE did not run"
+    assert r.problem is None
+    assert sorted(db_records(f"sqlite:///{db}")) == [str(i) for i in range(5)]

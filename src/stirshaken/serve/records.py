@@ -349,7 +349,14 @@ class _DatabaseWriter:
             self._copy = f"COPY {self._table.name} ({columns}) FROM STDIN (FORMAT BINARY)"
             self._types = [_pg_type(c.type) for c in cols]
             self._insert = f"INSERT INTO {self._table.name} ({columns}) VALUES ({', '.join('?' * (len(FIELDS) + 2))})"
-        self._metadata.create_all(self._engine, checkfirst=True)
+        try:
+            self._metadata.create_all(self._engine, checkfirst=True)
+        except sa.exc.DBAPIError:
+            # create_all checks, then creates: not atomic.  The workers of one serve (or several
+            # nodes) start together, and another one may create the table in between ("table
+            # call_records already exists"); what matters is that it is there now.
+            if not sa.inspect(self._engine).has_table(self._table.name):
+                raise
         return True
 
     def _row(self, rec: Mapping[str, Any]) -> tuple[Any, ...]:
