@@ -84,7 +84,7 @@ def verification_fields(result: Any) -> tuple[str | None, str | None, str | None
         p = next((x for x in ps if x.ok), p)
     cred = p.credential
     if cred is not None:
-        return result.origid, p.passport.header.get("x5u"), cred.spc, format(cred.leaf.serial_number, "x")
+        return result.origid, p.passport.header.get("x5u"), cred.spc, cred.serial_hex
     x5u = p.passport.header.get("x5u") if p.passport is not None else None
     if x5u is None:
         from stirshaken.core.errors import StirShakenError

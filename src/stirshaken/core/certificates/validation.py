@@ -10,6 +10,8 @@ side, before a key and chain are used.
 
 from __future__ import annotations
 
+import functools
+
 import datetime as dt
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -44,9 +46,16 @@ class ValidatedCredential:
     #: stirshaken.vs.trust; docs/requirements.md VS-10)
     unchecked: tuple[x509.Certificate, ...] = ()
 
-    @property
+    @functools.cached_property
     def spc(self) -> str | None:
+        """The first SPC of the TNAuthList (None: a delegate certificate's TN entries only)."""
         return self.tnauthlist.spc
+
+    @functools.cached_property
+    def serial_hex(self) -> str:
+        """The leaf's serial number in lowercase hex (as records and logs name it).  Computed once
+        per credential: per-call records name it for every verified call."""
+        return format(self.leaf.serial_number, "x")
 
 
 def _ee_policy() -> xv.ExtensionPolicy:
