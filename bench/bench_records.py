@@ -15,7 +15,9 @@ to the log and to PostgreSQL; and, stable on a shared machine, instructions per 
   After the run the PostgreSQL table must have grown by every record the service counted as written.
 * instructions (``--instructions``, needs valgrind): callgrind's count per ``RestAPI.handle``
   signing request (real ES256) in one process with records off, to the log (a file), and queued
-  for a database (the queue only; the database thread is not started): the cost the request path
+  for a database (the queue only; the database thread is not started), and to PostgreSQL (the
+  database thread writes them in full batches after the requests; its instructions are counted,
+  the server's not): the cost the request path
   itself pays, which timings on a shared VM cannot resolve to a few per cent.
 
 Not a test: numbers depend on the machine (2 vCPU here, shared with wrk and PostgreSQL).
@@ -219,8 +221,9 @@ def _loop(mode: str, n: int) -> None:
     key = ec.generate_private_key(ec.SECP256R1())
     svc = SigningService(SigningConfig(default=TenantConfig(name="default", key=key, x5u="https://cr.example.net/sp.pem", spc="1234")))
     log_file = open(os.devnull, "w")
-    records = None if mode == "off" else Records(log=mode == "log", database="sqlite:///unused.db" if mode == "queue" else "",
-                                                   queue_size=10**9, stream=log_file)
+    database = {"queue": "sqlite:///unused.db", "pg": os.environ.get("BENCH_RECORDS_PG", "")}.get(mode, "")
+    records = None if mode == "off" else Records(log=mode == "log", database=database, queue_size=10**9, stream=log_file)
+
     api = RestAPI(signing=svc, verifier=None, metrics=Metrics(), records=records)
     headers = {"content-type": "application/json", "x-requestid": "123e4567-e89b-12d3-a456-426614174000"}
     body = (b'{"signingRequest":{"attest":"A","dest":{"tn":["12155551213"]},"iat":%d,"orig":{"tn":"12155551212"},'
@@ -230,30 +233,40 @@ def _loop(mode: str, n: int) -> None:
         for i in range(n):
             r = api.handle("POST", SIGNING_PATH, headers, body, True)
             assert r[0] == 200, r  # type: ignore[index]
-            if records is not None and records.queue is not None:
-                records.queue.clear()  # as the database thread would (not counted: it runs beside)
+            if mode == "queue" and records is not None and records.queue is not None:
+                records.queue.clear()  # as the database thread would (not counted: it is not started)
             if i % 32 == 31:
                 await asyncio.sleep(0)  # one event-loop iteration per 32 requests, as under load
 
     asyncio.run(run())
+    if mode == "pg" and records is not None:
+        # the database thread writes the queued records in full batches, as under load (started
+        # only now: under callgrind's slowness it would otherwise write a few records per batch)
+        records.start()
+        records.close(timeout=120)  # every record written before the count ends
+        if records.writer is not None and records.writer.written != n:
+            raise SystemExit(f"pg: {records.writer.written} of {n} records written")
 
 
-def instructions(calls: int = 1000) -> None:
+def instructions(calls: int = 1000, pg: str = "") -> None:
     if shutil.which("valgrind") is None:
         print("instructions: valgrind not installed (Debian package valgrind)")
         return
 
     def count(mode: str, n: int) -> int:
         p = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable, __file__, "--loop", mode, str(n)],
-                           capture_output=True, text=True, env={**os.environ, "PYTHONHASHSEED": "0"}, cwd=tempfile.gettempdir())
+                           capture_output=True, text=True, env={**os.environ, "PYTHONHASHSEED": "0", "BENCH_RECORDS_PG": pg},
+                           cwd=tempfile.gettempdir())
         m = re.search(r"Collected : (\d+)", p.stderr)
         if p.returncode != 0 or m is None:
             raise SystemExit(f"callgrind run failed:\n{p.stderr[-2000:]}")
         return int(m.group(1))
 
-    per = {mode: (count(mode, 1 + calls) - count(mode, 1)) / calls for mode in ("off", "log", "queue")}
-    print(f"instructions per REST signing request (RestAPI.handle, ES256 included; callgrind, {calls} requests):")
-    for mode in ("off", "log", "queue"):
+    modes = ("off", "log", "queue", "pg") if pg else ("off", "log", "queue")
+    per = {mode: (count(mode, 1 + calls) - count(mode, 1)) / calls for mode in modes}
+    print(f"instructions per REST signing request (RestAPI.handle, ES256 included; callgrind, {calls} requests; "
+          "pg: to PostgreSQL only, the database thread's work counted, the server's not):")
+    for mode in modes:
         extra = "" if mode == "off" else f"  (+{per[mode] - per['off']:,.0f}, {100 * (per[mode] / per['off'] - 1):+.1f} %)"
         print(f"  records {mode:5s} {per[mode]:10,.0f}{extra}")
 
@@ -274,7 +287,9 @@ def main() -> int:
         _loop(a.loop[0], int(a.loop[1]))
         return 0
     if a.instructions or a.only_instructions:
-        instructions()
+        from stirshaken.serve.config import RecordsConfig
+
+        instructions(pg="" if a.no_pg else RecordsConfig(database=a.pg).url)
     if not a.only_instructions:
         if shutil.which("wrk") is None:
             raise SystemExit("wrk is not installed (tests/peers/install.sh)")
