@@ -805,3 +805,24 @@ async def test_sip_national_numbers(pki: Any) -> None:
     assert claims(r.headers["Identity"])["orig"] == {"tn": "12155550000"} and "Warning" not in r.headers
     await v.aclose()
     await v2.aclose()
+
+
+def test_to_tags_are_random_and_distinct(pki: Any) -> None:
+    """The To tags of our answers (RFC 3261 §19.3: at least 32 random bits), drawn from the
+    service's pool: 16 lowercase hex digits, never the same twice, and a tag the request already
+    carries is kept."""
+    import re as _re
+
+    signer, vs, _ = services(pki)
+    tags = set()
+    for i in range(600):
+        r = signer.handle(invite(branch=f"z9hG4bK-tag{i}", method="OPTIONS"), ("127.0.0.1", 5090), "UDP")
+        assert isinstance(r, bytes)
+        m = _re.search(rb"\r\nTo: [^\r]*;tag=([^;\r]*)\r\n", r)
+        assert m and _re.fullmatch(rb"[0-9a-f]{16}", m.group(1)), r
+        tags.add(m.group(1))
+    assert len(tags) == 600
+    r = signer.handle(invite(branch="z9hG4bK-tagged", method="OPTIONS").replace(b"To: <sip:12155551213@127.0.0.1:5060>",
+                                                                               b"To: <sip:12155551213@127.0.0.1:5060>;tag=theirs"),
+                      ("127.0.0.1", 5090), "UDP")
+    assert isinstance(r, bytes) and b";tag=theirs\r\n" in r and r.count(b";tag=") == 2  # From's and To's own

