@@ -385,7 +385,7 @@ def test_verification_with_replay_detection_answers_at_once(pki: Any) -> None:
 
 
 def test_verification_answers_at_once_when_warm(pki: Any) -> None:
-    """A warm verifier answers the INVITE without a coroutine (Verifier.verify_ready)."""
+    """A warm verifier answers the INVITE without a coroutine (Verifier.begin)."""
     signer, vs, v = services(pki)
     ident = resp(asyncio.run(answer(signer, invite(branch="z9hG4bK-w0")))).headers["Identity"]
     first = vs.handle(invite(branch="z9hG4bK-w1", extra=f"Identity: {ident}\r\n"), ("127.0.0.1", 5090), "UDP")

@@ -63,7 +63,7 @@ from stirshaken.serve.config import SigningConfig, VerificationConfig
 from stirshaken.core.errors import SIP_REASONS, VERSTAT_NONE, StirShakenError
 from stirshaken.core.identity import parse_identity
 from stirshaken.core.passport import OrigidPool, check_claims, check_header, parse_jws
-from stirshaken.serve.metrics import Metrics
+from stirshaken.serve.metrics import LabelSets, Metrics
 from stirshaken.serve.records import verification_fields
 from stirshaken.serve.signing import ATTEST, DnoRefused, SigningError, SigningService
 from stirshaken.core.tn import TNError, canonicalize_tn
@@ -278,11 +278,11 @@ class SipService:
         self._svc = (("service", role),)
         self._ack_labels = (("service", role), ("method", "ACK"))
         # the label tuples of the per-request counters, made once per worker (methods: bounded)
-        self._method_labels: dict[str, tuple[tuple[str, str], ...]] = {}
-        self._status_labels: dict[int, tuple[tuple[str, str], ...]] = {}
+        self._method_labels = LabelSets(lambda m: (("service", role), ("method", m if m in _KNOWN_METHODS or m in ALLOW else "other")), 64)
+        self._status_labels = LabelSets(lambda status: (("service", role), ("status", str(status))))
+        self._verified_labels = LabelSets(lambda k: (("interface", "sip"), ("verstat", k[0]), ("reason_code", str(k[1] or 0)), ("attest", k[2] or "-")), 256)
+        self._signed_labels = LabelSets(lambda k: (("interface", "sip"), ("tenant", k[0]), ("attest", k[1])))
         self._random_ids = OrigidPool()  # To tags of our answers (_to_tag)
-        self._verified_labels: dict[Any, tuple[tuple[str, str], ...]] = {}
-        self._signed_labels: dict[Any, tuple[tuple[str, str], ...]] = {}
 
     # --- entry ------------------------------------------------------------------------------------
 
@@ -327,12 +327,7 @@ class SipService:
 
     def _request(self, req: sip.SipRequest, peer: tuple[str, int] | None, transport: str) -> bytes | None | Awaitable[bytes | None]:
         method = req.method
-        labels = self._method_labels.get(method)
-        if labels is None:
-            labels = (("service", self.role), ("method", method if method in _KNOWN_METHODS or method in ALLOW else "other"))
-            if len(self._method_labels) < 64:
-                self._method_labels[method] = labels
-        self.metrics.inc("stirshaken_sip_requests_total", labels)
+        self.metrics.inc("stirshaken_sip_requests_total", self._method_labels(method))
         if method == "ACK":
             return None  # RFC 3261 §17.2.1: ACK for our non-2xx final response ends the transaction
         now = time.monotonic()
@@ -412,10 +407,7 @@ class SipService:
 
     def _reply(self, req: sip.SipRequest, status: int, reason: str, extra: list[tuple[str, str]] | None = None, *,
                from_value: str | None = None) -> bytes:
-        labels = self._status_labels.get(status)
-        if labels is None:
-            labels = self._status_labels[status] = (("service", self.role), ("status", str(status)))
-        self.metrics.inc("stirshaken_sip_responses_total", labels)
+        self.metrics.inc("stirshaken_sip_responses_total", self._status_labels(status))
         tag = self._to_tag() if status > 100 and req.to_addr.tag is None else None
         if from_value is not None:
             try:
@@ -609,12 +601,7 @@ class SipService:
             origid = tenant.signer.origids()  # here rather than in the signer: the record names it (its pool: one urandom per 256)
         dests = [dest]
         identity = svc.sign(tenant, orig=orig, dest=dests, attest=attest, iat=iat, origid=origid)
-        labels = self._signed_labels.get((tenant.name, attest))
-        if labels is None:
-            labels = (("interface", "sip"), ("tenant", tenant.name), ("attest", attest))
-            if len(self._signed_labels) < 1024:
-                self._signed_labels[(tenant.name, attest)] = labels
-        self.metrics.inc("stirshaken_signed_total", labels)
+        self.metrics.inc("stirshaken_signed_total", self._signed_labels((tenant.name, attest)))
         extra = contact + [("Identity", identity)]
         if added_date is not None:
             extra.append(("Date", added_date))
@@ -769,13 +756,7 @@ class SipService:
         """The answer to a verified INVITE (302 with verstat, a rejection, a DNO answer), counted and recorded."""
         code = result.sip_code
         if had_identity:
-            lkey = (result.verstat, code, result.attest)
-            labels = self._verified_labels.get(lkey)
-            if labels is None:
-                labels = (("interface", "sip"), ("verstat", result.verstat), ("reason_code", str(code or 0)), ("attest", result.attest or "-"))
-                if len(self._verified_labels) < 256:
-                    self._verified_labels[lkey] = labels
-            self.metrics.inc("stirshaken_verified_total", labels)
+            self.metrics.inc("stirshaken_verified_total", self._verified_labels((result.verstat, code, result.attest)))
         else:
             self.metrics.inc("stirshaken_unsigned_calls_total", (("interface", "sip"),))
         self.metrics.observe("sip_verify", time.perf_counter() - t0)

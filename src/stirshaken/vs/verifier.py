@@ -163,12 +163,6 @@ class Verifier(CredentialSource):
             self.stats["verifications"] += 1
             return self._internal_error(exc)
 
-    def verify_ready(self, call: CallInfo, *, now: float | None = None) -> VerificationResult | None:
-        """The result of :meth:`averify` when it is ready without waiting (no I/O, setup or
-        refresh due, no replay marks in Redis: the direct warm path), else ``None`` having changed
-        nothing but caches; then await :meth:`averify`.  Never raises."""
-        return self._try_fast(call, now)
-
     def begin(self, call: CallInfo, *, now: float | None = None) -> VerificationResult | Awaitable[VerificationResult]:
         """Start verifying ``call``: the :class:`VerificationResult` at once when no I/O is needed
         (the direct warm path, or the general flow finishing without a request: certificate in
