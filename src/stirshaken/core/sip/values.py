@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import functools
 import re
 from dataclasses import dataclass, field
 from urllib.parse import unquote as _percent_decode
@@ -294,10 +293,8 @@ def _set_param(params: list[str], name: str, value: str | None) -> list[str]:
     return out
 
 
-@functools.lru_cache(maxsize=256)
 def _check_param(name: str, value: str | None) -> None:
-    """Raise :class:`ValueError` unless ``name[=value]`` is a URI parameter (§25.1).  Memoised: the
-    callers add a few fixed parameters (``verstat`` and its values) to every verified call's URIs."""
+    """Raise :class:`ValueError` unless ``name[=value]`` is a URI parameter (§25.1)."""
     if _URI_PARAM_TEXT_RE.fullmatch(name) is None or "=" in name:
         raise ValueError(f"invalid URI parameter name {name!r}")
     if value is not None and _URI_PARAM_TEXT_RE.fullmatch(value) is None:
