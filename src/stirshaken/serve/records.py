@@ -267,23 +267,6 @@ def call_records(metadata: Any) -> Any:
     )
 
 
-def _pg_type(t: Any) -> str:
-    """The PostgreSQL type name of a column of :func:`call_records` (for binary COPY)."""
-    import sqlalchemy as sa
-
-    if isinstance(t, sa.DateTime):
-        return "timestamptz" if t.timezone else "timestamp"
-    if isinstance(t, sa.BigInteger):
-        return "int8"
-    if isinstance(t, sa.Integer):
-        return "int4"
-    if isinstance(t, sa.Float):
-        return "float8"
-    if isinstance(t, sa.String) and not isinstance(t, sa.Text):
-        return "varchar"
-    return "text"
-
-
 def _one_line(exc: BaseException) -> str:
     orig = getattr(exc, "orig", None) or exc  # SQLAlchemy wraps the driver's exception
     text = " ".join(str(orig).split())
@@ -347,7 +330,8 @@ class _DatabaseWriter:
             # binary COPY: the worker's CPU per record was 3.1 µs in text form, 1.15 µs in binary
             # (psycopg's C dumpers, 100,000 records of bench_records.py's shape, 2026-11-29)
             self._copy = f"COPY {self._table.name} ({columns}) FROM STDIN (FORMAT BINARY)"
-            self._types = [_pg_type(c.type) for c in cols]
+            self._columns = [c.name for c in cols]
+            self._types: list[int] = []  # PostgreSQL: the columns' type OIDs, read from the catalog (binary COPY)
             self._insert = f"INSERT INTO {self._table.name} ({columns}) VALUES ({', '.join('?' * (len(FIELDS) + 2))})"
         try:
             self._metadata.create_all(self._engine, checkfirst=True)
@@ -357,6 +341,12 @@ class _DatabaseWriter:
             # call_records already exists"); what matters is that it is there now.
             if not sa.inspect(self._engine).has_table(self._table.name):
                 raise
+        if self._postgres:  # binary COPY sends each value in its column's own type: ask the database which
+            with self._engine.connect() as conn:
+                oids = dict(conn.execute(sa.text("SELECT attname, atttypid::int FROM pg_attribute WHERE attrelid = CAST(:t AS regclass) "
+                                                 "AND attnum > 0 AND NOT attisdropped"), {"t": self._table.name}).all())
+            # (a column the table lacks: the COPY is refused and its records counted, as any refusal)
+            self._types = [oids.get(c, 25) for c in self._columns]
         return True
 
     def _row(self, rec: Mapping[str, Any]) -> tuple[Any, ...]:

@@ -239,7 +239,7 @@ class InventoryIndex:
     #: one bit per ``key % dno_nbits`` of every DNO number (16 bits per number, at least 64 KiB):
     #: most calling numbers are not on a list and are cleared by one byte test (≈ 95 %)
     dno_bits: bytearray = field(default_factory=bytearray)
-    dno_nbits: int = 0
+    dno_nbits: int = field(default=0, init=False)  # 8 * len(dno_bits), kept to spare a len() per lookup
     #: REST credential (the token as sent) -> customer id, so that a token is hashed once
     _cred_cache: dict[str, int] = field(default_factory=dict, repr=False)
 
