@@ -512,6 +512,50 @@ def test_wire_percent_encoded_caller_is_signed_and_verified(server: dict[str, An
     assert "verstat=TN-Validation-Passed" in v.headers["P-Asserted-Identity"], v.headers["P-Asserted-Identity"]
 
 
+def test_wire_rich_call_data_is_checked_apart_from_the_shaken_verdict(server: dict[str, Any]) -> None:
+    """RFC 9795 over SIP (docs/requirements.md RC-02): an INVITE with the SHAKEN PASSporT signed by
+    the SIP signing address and an ``rcd`` PASSporT signed by the REST API of the same ``serve``
+    (nam + inline jCard, ``rcdi`` computed by the signer) is TN-Validation-Passed with no Reason;
+    the same rcd PASSporT with a changed jCard under the original ``rcdi`` (re-signed with the
+    signer's key, so only the digest can tell) keeps TN-Validation-Passed and the SHAKEN attestation, and
+    the 302 names the failed rcd PASSporT in an RFC 9410 Reason (cause 438, its ``ppi``)."""
+    import urllib.request
+
+    from stirshaken.core.passport import encode_token, parse_jws
+    from stirshaken.core.keys import load_private_key
+
+    jcard = ["vcard", [["version", {}, "text", "4.0"], ["fn", {}, "text", "Example Bank"]]]
+    shaken = resp(udp_exchange(server["sign"], invite(branch="z9hG4bK-rcd0"))).headers["Identity"]
+    body = json.dumps({"signingRequest": {"ppt": "rcd", "orig": {"tn": ORIG}, "dest": {"tn": [DEST]}, "iat": int(time.time()),
+                                          "rcd": {"nam": "Example Bank", "jcd": jcard}}}).encode()
+    req = urllib.request.Request(f"http://127.0.0.1:{server['http']}/stir/v1/signing", data=body,
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        rcd = json.loads(r.read())["signingResponse"]["identity"]
+    assert rcd.endswith(";ppt=rcd") and claims(rcd)["rcd"]["nam"] == "Example Bank"
+
+    def verify(branch: str, *identities: str) -> sip.SipResponse:
+        extra = "".join(f"Identity: {i}\r\n" for i in identities)
+        return resp(udp_exchange(server["verify"], invite(branch=branch, extra=extra)))
+
+    v = verify("z9hG4bK-rcd1", shaken, rcd)
+    assert v.status == 302 and "verstat=TN-Validation-Passed" in v.headers["P-Asserted-Identity"]
+    assert v.headers.get("X-Attestation") == claims(shaken)["attest"] and "Reason" not in v.headers, v.headers
+
+    token, params = rcd.split(";", 1)
+    jws = parse_jws(token)
+    forged_claims = dict(jws.claims)
+    forged_claims["rcd"] = {**jws.claims["rcd"], "jcd": ["vcard", [*jcard[1], ["tel", {}, "uri", "tel:+19995550100"]]]}
+    key = load_private_key(Path(server["pki"].sp_key).read_bytes())
+    forged = encode_token(key, jws.header, forged_claims) + ";" + params
+    shaken2 = resp(udp_exchange(server["sign"], invite(branch="z9hG4bK-rcd2"))).headers["Identity"]
+    v = verify("z9hG4bK-rcd3", shaken2, forged)
+    assert v.status == 302 and "verstat=TN-Validation-Passed" in v.headers["P-Asserted-Identity"], v.headers
+    assert v.headers.get("X-Attestation") == claims(shaken2)["attest"]
+    reason = v.headers["Reason"]
+    assert "STIR ;cause=438" in reason and ";ppi=" in reason and "X-Verification-Reason" not in v.headers, reason
+
+
 def sipp(*args: str, cwd: Path, timeout: int = 40) -> subprocess.CompletedProcess[str]:
     exe = shutil.which("sipp")
     assert exe, "sipp (sip-tester) is not installed: run scripts/install-deps.sh"
