@@ -128,7 +128,7 @@ class JSONRecordFormatter(logging.Formatter):
         if second != self._second:  # the date and time change once a second: formatted once a second
             self._second = second
             self._head = '{"ts":"' + dt.datetime.fromtimestamp(second, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
-        if len(rec) != _N:  # a field left out: None
+        if len(rec) != _N:  # a field left out: None (inline: a call of its own cost ~700 instructions a line)
             rec = {k: rec.get(k) for k in FIELDS}
         return "".join((self._head, _MILLIS[int((created - second) * 1000)], self._tail, orjson.dumps(rec)[1:].decode()))
 
