@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import io
 import json
 import logging
@@ -456,7 +457,7 @@ def test_full_queue_drops_and_counts() -> None:
     r = Records(log=False, database="sqlite:///unused-never-started.db", queue_size=3)
     for i in range(5):
         r.add({"interface": "rest", "service": "signing", "call_id": str(i)})
-    assert [x["call_id"] for x in r.queue or ()] == ["0", "1", "2"] and r.dropped == 2
+    assert [orjson.loads(x)["call_id"] for x in r.queue or ()] == ["0", "1", "2"] and r.dropped == 2
     assert r.counters()["stirshaken_records_dropped_total"][(("reason", "queue_full"),)] == 2
     assert r.problem is None  # not tried yet: not known to be down
     assert not os.path.exists("unused-never-started.db")
@@ -498,3 +499,59 @@ def test_table_created_by_another_worker_meanwhile_is_no_outage(tmp_path: Path) 
     assert done, "the other worker's CREATE did not run"
     assert r.problem is None
     assert sorted(db_records(f"sqlite:///{db}")) == [str(i) for i in range(5)]
+
+
+#: records whose values must come back from the database as they went in: None, quotes,
+#: backslashes, newlines, tabs, non-ASCII and astral characters, several TNs, an empty list,
+#: floats of every size
+AWKWARD = [
+    {"interface": "sip", "service": "verification", "call_id": 'a"b\\c\nd\te', "origid": None, "orig": "12155550000",
+     "dest": ["12155551213", "12155551214", "4930123"], "tenant": None, "attest": None, "x5u": "https://cr.example.net/é.pem?a=1&b=%20",
+     "verstat": "No-TN-Validation", "status": 302, "code": 438, "reason": "'orig' claim \"12155551212\" ≠ 12155550000 \U0001F4DE\r\nnext",
+     "spc": None, "serial": None, "latency": 0.1 + 0.2},
+    {"interface": "rest", "service": "signing", "call_id": "ü-1", "origid": "123e4567-e89b-12d3-a456-426614174000", "orig": "1",
+     "dest": [], "tenant": "tenant with spaces, and, commas", "attest": "A", "x5u": "", "verstat": None, "status": 200, "code": None,
+     "reason": "", "spc": "1234", "serial": "0a1b2c3d4e5f", "latency": 1e-9},
+    {"interface": "rest", "service": "signing", "call_id": "x", "latency": 12345.678901234567},  # the fields left out: None
+    {"interface": "rest", "service": "verification", "call_id": "y", "dest": None, "status": 500, "latency": None},
+]
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+@pytest.mark.parametrize("log", ["json", "text", "off"])
+def test_values_round_trip_exactly(kind: str, log: str, tmp_path: Path) -> None:
+    """Each field comes back from the database as the record had it (``dest`` as comma-separated
+    TNs, "" for an empty list), with the worker's number and the time of the record's JSON log
+    line (UTC, milliseconds), whether the log writes JSON lines (the database takes the same
+    line), text lines or none."""
+    with contextlib.ExitStack() as stack:
+        url = f"sqlite:///{tmp_path / 'rt.db'}" if kind == "sqlite" else stack.enter_context(postgres_database())
+        out = io.StringIO()
+        r = Records(log=log != "off", fmt=log, database=url, worker=3, stream=out)
+        before = time.time()
+        for rec in AWKWARD:
+            r.add(dict(rec))
+        after = time.time()
+        r.start()
+        r.close(timeout=20.0)
+        assert r.writer is not None and r.writer.written == len(AWKWARD) and r.writer.rejected == 0 and r.problem is None
+        e = sa.create_engine(url)
+        try:
+            with e.connect() as c:
+                rows = {row.call_id: row._asdict() for row in c.execute(sa.select(call_records(sa.MetaData())))}
+        finally:
+            e.dispose()
+    lines = {doc["call_id"]: doc for doc in map(json.loads, out.getvalue().splitlines())} if log == "json" else {}
+    assert len(out.getvalue().splitlines()) == (0 if log == "off" else len(AWKWARD))  # (newlines in values escaped)
+    assert sorted(rows) == sorted(rec["call_id"] for rec in AWKWARD)
+    for rec in AWKWARD:
+        row = rows[rec["call_id"]]
+        want = {k: rec.get(k) for k in FIELDS}
+        if want["dest"] is not None:
+            want["dest"] = ",".join(want["dest"])
+        assert {k: row[k] for k in FIELDS} == want
+        assert row["worker"] == 3
+        when = row["time"] if kind == "postgresql" else row["time"].replace(tzinfo=datetime.timezone.utc)
+        assert when.tzinfo is not None and before - 0.002 < when.timestamp() <= after + 0.001  # UTC, milliseconds
+        if lines:
+            assert when.isoformat(timespec="milliseconds") == lines[rec["call_id"]]["ts"]

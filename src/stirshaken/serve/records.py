@@ -23,20 +23,25 @@ Where records go (``[records]``, :class:`~stirshaken.serve.config.RecordsConfig`
   stderr, a JSON object (``ts``, ``level``, ``logger``, ``msg``, ``worker``, then the fields) or,
   with ``[server] log_format = "text"``, ``key=value`` pairs in the order of :data:`FIELDS`.
   Records are written whatever ``log_level`` says; the logger does not propagate to the root.
-* a database (``database = ...``, SQLite or PostgreSQL), table ``call_records``.  The request path
-  only appends the record to a bounded queue (``queue_size``); a background thread of the worker
-  takes up to :data:`BATCH` records at a time and inserts them with one executemany.  When the
-  database is slow or down the queue fills and further records are dropped and counted
-  (``stirshaken_records_dropped_total``): a call is never delayed or failed by its record.  While
-  the database cannot be reached :attr:`Records.problem` names it (``/healthz`` says
-  ``degraded``), the change of state is logged once each way, and the thread retries the batch it
-  holds every second.
+* a database (``database = ...``, SQLite or PostgreSQL), table ``call_records`` (:func:`call_records`):
+  ``time`` is the record's ``ts`` (UTC, milliseconds), ``dest`` the TNs joined with ``,``.  The
+  request path only appends the record's JSON line (the JSON log's own line, or one formatted
+  for the queue when the log is off or text) to a bounded queue (``queue_size``); a background
+  thread of the worker takes up to :data:`BATCH` lines at a time and inserts them in one
+  statement: PostgreSQL parses them itself (``json_to_recordset``), SQLite gets an
+  executemany.  When the database is slow or down the queue fills and further records are
+  dropped and counted (``stirshaken_records_dropped_total``): a call is never delayed or failed
+  by its record.  While the database cannot be reached :attr:`Records.problem` names it
+  (``/healthz`` says ``degraded``), the change of state is logged once each way, and the thread
+  retries the batch it holds every second.
 
-Cost on the request path: a dict of values already at hand (nothing is parsed or formatted
-there), and for the log a :class:`logging.LogRecord` copied from a per-worker template
-(``LogRecord.__init__`` would cost more than the rest of the record together) whose line is
-written with the other lines of the same event-loop iteration, in one ``write``
-(:class:`BatchedStreamHandler`).  ``bench/bench_records.py`` measures the whole.
+Cost on the request path: a dict of values already at hand, formatted once into its JSON line
+(one ``orjson.dumps``) for the log and the database alike; that line is written with the other
+lines of up to :data:`FLUSH_DELAY` seconds in one ``write`` (:class:`BatchedStreamHandler`).
+Without the fast path (another handler or a filter on the logger) the record goes through the
+logger as a :class:`logging.LogRecord` copied from a per-worker template (``LogRecord.__init__``
+would cost more than the rest of the record together).  ``bench/bench_records.py`` measures the
+whole.
 """
 
 from __future__ import annotations
@@ -65,6 +70,8 @@ BATCH = 1000
 INTERVAL = 0.25
 RETRY = 1.0
 _DEST = FIELDS.index("dest")
+_N = len(FIELDS)
+_INFO = logging.INFO
 
 log = logging.getLogger("stirshaken.serve")
 
@@ -100,11 +107,6 @@ def verification_fields(result: Any) -> tuple[str | None, str | None, str | None
 # --- log lines -----------------------------------------------------------------------------------
 
 
-def _complete(rec: Mapping[str, Any]) -> Mapping[str, Any]:
-    """``rec`` with every field of :data:`FIELDS` (None for those a caller left out)."""
-    return rec if len(rec) == len(FIELDS) else {k: rec.get(k) for k in FIELDS}
-
-
 #: ``.mmm+00:00`` for every millisecond (the part of a timestamp that changes within a second)
 _MILLIS = tuple(f".{i:03d}+00:00" for i in range(1000))
 
@@ -126,7 +128,9 @@ class JSONRecordFormatter(logging.Formatter):
         if second != self._second:  # the date and time change once a second: formatted once a second
             self._second = second
             self._head = '{"ts":"' + dt.datetime.fromtimestamp(second, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
-        return self._head + _MILLIS[int((created - second) * 1000)] + self._tail + orjson.dumps(_complete(rec))[1:].decode()
+        if len(rec) != _N:  # a field left out: None (inline: a call of its own cost ~700 instructions a line)
+            rec = {k: rec.get(k) for k in FIELDS}
+        return "".join((self._head, _MILLIS[int((created - second) * 1000)], self._tail, orjson.dumps(rec)[1:].decode()))
 
     def format(self, record: logging.LogRecord) -> str:
         return self.line(record.call, record.created)  # type: ignore[attr-defined]
@@ -224,8 +228,9 @@ class BatchedStreamHandler(logging.Handler):
             if not lines:
                 return
             self.lines = []
+            lines.append("")  # the last newline, without copying the joined lines once more
             try:
-                self.stream.write("\n".join(lines) + "\n")
+                self.stream.write("\n".join(lines))
                 self.stream.flush()
             except (OSError, ValueError):  # stderr closed or gone: records are not worth a crash
                 pass
@@ -274,9 +279,10 @@ def _one_line(exc: BaseException) -> str:
 
 
 class _DatabaseWriter:
-    """The thread that moves records from the queue into the database (see the module docstring)."""
+    """The thread that moves records from the queue into the database (see the module docstring).
+    The queue holds each record as its JSON line (:meth:`JSONRecordFormatter.line`)."""
 
-    def __init__(self, url: str, queue: collections.deque[dict[str, Any]], worker: int | str, *, interval: float = INTERVAL,
+    def __init__(self, url: str, queue: collections.deque[str], worker: int | str, *, interval: float = INTERVAL,
                  retry: float = RETRY, batch: int = BATCH, connect_timeout: float = 5.0):
         self.url = url
         self.queue = queue
@@ -293,6 +299,7 @@ class _DatabaseWriter:
         self._thread = threading.Thread(target=self._run, name="stirshaken-records", daemon=True)
         self._engine: Any = None
         self._table: Any = None
+        self._insert = ""
 
     @property
     def where(self) -> str:
@@ -325,14 +332,7 @@ class _DatabaseWriter:
             self._table = call_records(md)
             self._metadata = md
             self._postgres = self._engine.dialect.name == "postgresql"
-            cols = [c for c in self._table.columns if c.name != "id"]
-            columns = ", ".join(c.name for c in cols)
-            # binary COPY: the worker's CPU per record was 3.1 µs in text form, 1.15 µs in binary
-            # (psycopg's C dumpers, 100,000 records of bench_records.py's shape, 2026-11-29)
-            self._copy = f"COPY {self._table.name} ({columns}) FROM STDIN (FORMAT BINARY)"
-            self._columns = [c.name for c in cols]
-            self._types: list[int] = []  # PostgreSQL: the columns' type OIDs, read from the catalog (binary COPY)
-            self._insert = f"INSERT INTO {self._table.name} ({columns}) VALUES ({', '.join('?' * (len(FIELDS) + 2))})"
+            self._columns = [c.name for c in self._table.columns if c.name != "id"]
         try:
             self._metadata.create_all(self._engine, checkfirst=True)
         except sa.exc.DBAPIError:
@@ -341,34 +341,52 @@ class _DatabaseWriter:
             # call_records already exists"); what matters is that it is there now.
             if not sa.inspect(self._engine).has_table(self._table.name):
                 raise
-        if self._postgres:  # binary COPY sends each value in its column's own type: ask the database which
+        columns = ", ".join(self._columns)
+        if self._postgres:
+            # the JSON lines are parsed by PostgreSQL (json_to_recordset), each member read as
+            # its column's own type: ask the database which (a column the table lacks: the INSERT
+            # is refused and its records counted, as any refusal).  json, not jsonb: the server's
+            # CPU per record was 8 µs, 17 µs with jsonb (binary COPY: 2.7 µs; 1,000 records of
+            # bench_records.py's shape per statement, 2026-11-30)
             with self._engine.connect() as conn:
-                oids = dict(conn.execute(sa.text("SELECT attname, atttypid::int FROM pg_attribute WHERE attrelid = CAST(:t AS regclass) "
-                                                 "AND attnum > 0 AND NOT attisdropped"), {"t": self._table.name}).all())
-            # (a column the table lacks: the COPY is refused and its records counted, as any refusal)
-            self._types = [oids.get(c, 25) for c in self._columns]
+                types = dict(conn.execute(sa.text("SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute "
+                                                  "WHERE attrelid = CAST(:t AS regclass) AND attnum > 0 AND NOT attisdropped"),
+                                          {"t": self._table.name}).all())
+            members = ", ".join(f"{c} {'text[]' if c == 'dest' else types.get(c, 'text')}" for c in FIELDS)
+            values = ", ".join("array_to_string(r.dest, ',')" if c == "dest" else f"r.{c}" for c in FIELDS)
+            self._insert = (f"INSERT INTO {self._table.name} ({columns}) SELECT r.ts, {int(self.worker)}, {values} "
+                            f"FROM json_to_recordset(('[' || %s || ']')::json) AS r(ts {types.get('time', 'timestamptz')}, {members})")
+        else:
+            self._insert = f"INSERT INTO {self._table.name} ({columns}) VALUES ({', '.join('?' * (len(FIELDS) + 2))})"
         return True
 
-    def _row(self, rec: Mapping[str, Any]) -> tuple[Any, ...]:
-        """The values of the table's columns (after ``id``) for ``rec``."""
-        values = list(map(rec.get, FIELDS))
-        dest = values[_DEST]
-        if dest.__class__ is list or dest.__class__ is tuple:
+    def _sqlite_row(self, line: str) -> tuple[Any, ...]:
+        """The values of the table's columns (after ``id``) for a record's JSON line, for SQLite:
+        the time as SQLAlchemy's SQLite ``DateTime`` text (so that Core reads it back as a
+        datetime), ``dest`` as comma-separated TNs."""
+        doc = orjson.loads(line)
+        ts = doc["ts"]  # 2026-05-01T12:00:00.123+00:00, always (JSONRecordFormatter.line)
+        dest = doc["dest"]
+        values = [doc[k] for k in FIELDS]
+        if dest is not None:
             values[_DEST] = ",".join(dest)
-        return (dt.datetime.fromtimestamp(rec["time"], dt.timezone.utc), self.worker, *values)
+        return (f"{ts[:10]} {ts[11:23]}000", self.worker, *values)
 
-    def _write(self, conn: Any, rows: list[tuple[Any, ...]]) -> None:
-        """Insert ``rows`` in one round trip with the driver's bulk path: PostgreSQL ``COPY ...
-        FROM STDIN`` in binary form (psycopg), SQLite ``executemany`` (the time as SQLAlchemy's SQLite
-        ``DateTime`` text, so that Core reads it back as a datetime).  SQLAlchemy's own executemany
-        costs several times more per row, all of it on a worker's CPU."""
+    def _write(self, conn: Any, lines: list[str]) -> None:
+        """Insert the records of ``lines`` (JSON lines) in one round trip: PostgreSQL with one
+        ``INSERT ... SELECT ... FROM json_to_recordset(...)`` whose one parameter is the lines
+        joined (the brackets of the JSON array are added by the database), so that the worker's
+        share is one string join per batch.  Measured (callgrind, ``bench/bench_records.py
+        --only-instructions``, 2026-11-30): records to PostgreSQL cost +37,900 instructions per
+        REST signing with the log off (+50,900 with the log) when the thread built a tuple and a
+        datetime per record for a binary COPY, +24,600 (+28,600) this way.  SQLite:
+        ``executemany`` of rows parsed from the lines (SQLAlchemy's own executemany costs several
+        times more per row)."""
         if self._postgres:
-            with conn.connection.driver_connection.cursor() as cur, cur.copy(self._copy) as copy:
-                copy.set_types(self._types)
-                for row in rows:
-                    copy.write_row(row)
+            with conn.connection.driver_connection.cursor() as cur:
+                cur.execute(self._insert, (",".join(lines),))  # (the brackets added there: two copies less here)
         else:
-            conn.exec_driver_sql(self._insert, [(r[0].strftime("%Y-%m-%d %H:%M:%S.%f"), *r[1:]) for r in rows])
+            conn.exec_driver_sql(self._insert, [self._sqlite_row(line) for line in lines])
 
     def _went_down(self, exc: BaseException) -> None:
         reason = _one_line(exc)
@@ -386,7 +404,7 @@ class _DatabaseWriter:
         import sqlalchemy as sa
 
         connected = False
-        pending: list[tuple[Any, ...]] = []
+        pending: list[str] = []
         queue = self.queue
         last_ok = time.monotonic()
         while True:
@@ -399,7 +417,7 @@ class _DatabaseWriter:
                     self._came_up()
                     last_ok = time.monotonic()
                 while queue and len(pending) < self.batch:
-                    pending.append(self._row(queue.popleft()))
+                    pending.append(queue.popleft())
                 if pending:
                     with self._engine.begin() as conn:
                         self._write(conn, pending)
@@ -445,6 +463,7 @@ class Records:
                  worker: int | str = 0, stream: TextIO | None = None):
         self.logger: logging.Logger | None = None
         self.handler: BatchedStreamHandler | None = None
+        self._formatter: logging.Formatter | None = None
         if log:
             lg = logging.getLogger(LOGGER)
             for h in list(lg.handlers):
@@ -460,7 +479,10 @@ class Records:
             # what LogRecord.__init__ would compute, the same for every record of this worker
             self._template = dict(vars(logging.LogRecord(LOGGER, logging.INFO, __file__, 0, "call", None, None, func="add")))
         self.queue_size = queue_size
-        self.queue: collections.deque[dict[str, Any]] | None = collections.deque() if database else None
+        #: the JSON line of each record waiting for the database
+        self.queue: collections.deque[str] | None = collections.deque() if database else None
+        # the database takes the JSON line: the log's own when the log writes JSON lines
+        self._json = self._formatter if isinstance(self._formatter, JSONRecordFormatter) else JSONRecordFormatter(worker)
         self.dropped = 0  # queue full (counted on the event loop's thread)
         self.writer = _DatabaseWriter(database, self.queue, worker) if database and self.queue is not None else None
 
@@ -492,18 +514,19 @@ class Records:
         (their cost is most of a record's); otherwise the record goes through the logger as any
         other (its ``call`` attribute holding ``rec``)."""
         now = time.time()
+        line = None
         lg = self.logger
-        if lg is not None and lg.isEnabledFor(logging.INFO):
+        if lg is not None and lg.isEnabledFor(_INFO):
             h = self.handler
             if lg.handlers == self._alone and not lg.filters and not h.filters and h.formatter is self._formatter:  # type: ignore[union-attr]
-                h.add(self._formatter.line(rec, now))  # type: ignore[union-attr]
+                line = self._formatter.line(rec, now)  # type: ignore[union-attr]
+                h.add(line)  # type: ignore[union-attr]
             else:
                 self._log(rec, now)
         q = self.queue
         if q is not None:
             if len(q) < self.queue_size:
-                rec["time"] = now
-                q.append(rec)
+                q.append(line if line is not None and self._json is self._formatter else self._json.line(rec, now))
             else:
                 self.dropped += 1
 
