@@ -310,8 +310,8 @@ class RestAPI:
             auth = headers.get("authorization")
             credential = self._bearer_token(auth) if auth else ""
             try:
-                attest = svc.decide(tenant, orig_tn, requested=attest, credential=credential or None,
-                                    customer=headers.get(self.customer_header) if self.customer_header else None)
+                attest = svc.decide(tenant, orig_tn, attest, None,  # by position: see SigningService.decide
+                                    headers.get(self.customer_header) if self.customer_header else None, credential or None)
             except DnoRefused:
                 raise RequestError("POL4003", orig_tn) from None
         # here rather than in the signer, which would draw it from the same pool: the record names it
