@@ -65,7 +65,7 @@ bench-audit: setup
 	$(BIN)/python bench/bench_audit.py
 
 bench-inventory: setup
-	$(BIN)/python bench/bench_inventory.py
+	$(BIN)/python bench/bench_inventory.py --serve
 
 ## REST throughput with per-call records off / to the log / to PostgreSQL (127.0.0.1:5432, db test), and instructions per request
 bench-records: setup

@@ -21,6 +21,13 @@ and without the inventory (one run), and bulk import time.
 * import   = ``stirshaken tn import``'s store path for ``--import-tns`` CSV rows into a fresh
              SQLite file (and PostgreSQL with ``--pg``), one transaction;
 * ``--db-load``: also import ``--tns`` rows into SQLite and time a worker's full load of them.
+* serve (``--serve``): the REST benchmark through a real ``stirshaken serve`` (1 worker, the
+             lean HTTP engine, ``wrk -t1 -c16`` rotating 400 signing bodies whose callers are
+             held, other customers', unknown and DNO numbers, the caller recognised by its bearer
+             token): one ``serve`` with ``[inventory]`` on a SQLite file holding ``--tns`` TNs,
+             ``--dno`` DNO numbers and 1,000 customers, one without; interleaved rounds,
+             requests per CPU second of each ``serve`` (as ``bench_records.py``), the median ratio
+             against 0.95; and the worker's resident memory with and without the inventory.
 """
 
 from __future__ import annotations
@@ -158,10 +165,15 @@ def main() -> int:
     ap.add_argument("--pg", default="", help="also time the import into this PostgreSQL URL (tables inv_* are written)")
     ap.add_argument("--db-load", action="store_true")
     ap.add_argument("--instructions", action="store_true", help="also count instructions per REST request with callgrind")
+    ap.add_argument("--serve", action="store_true", help="also run the REST benchmark through a real serve (SQLite inventory of --tns TNs)")
+    ap.add_argument("--serve-only", action="store_true", help="only the --serve benchmark")
     ap.add_argument("--loop", nargs=2, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.loop:
         _loop(a.loop[0], int(a.loop[1]), a.tns, a.dno)
+        return 0
+    if a.serve_only:
+        serve_ratio(a.tns, a.dno, a.seconds, a.rounds)
         return 0
 
     idx, build_s, grown = build_index(a.tns, a.dno)
@@ -196,6 +208,10 @@ def main() -> int:
           f"ratio {med:.3f} (target >= 0.95: {'OK' if med >= 0.95 else 'MISSED'})")
 
     rest_ratio(idx, a.seconds, a.rounds)
+    if a.serve:
+        del idx, live, with_inv, without
+        gc.collect()
+        serve_ratio(a.tns, a.dno, a.seconds, a.rounds)
     if a.instructions:
         instructions(min(a.tns, 1_000_000), min(a.dno, 100_000))
 
@@ -296,6 +312,101 @@ def instructions(tns: int, dno: int, calls_n: int = 1600) -> None:
     per = {mode: (count(mode, 1 + calls_n) - count(mode, 1)) / calls_n for mode in ("without", "with")}
     print(f"instructions per REST signing request (callgrind, {tns:,} TNs): {per['without']:,.0f} without, {per['with']:,.0f} with the "
           f"inventory (+{per['with'] - per['without']:,.0f}, ratio {per['without'] / per['with']:.3f})")
+
+
+def _fill_store(url: str, n_tns: int, n_dno: int, customers: int = 1000) -> float:
+    """A SQLite inventory of the :func:`build_index` shape (TNs, DNO numbers, customers c1..c1000,
+    customer c7 recognised by the bearer token ``tok``); seconds taken."""
+    from stirshaken.serve.inventory.store import InventoryStore
+
+    t0 = time.perf_counter()
+    st = InventoryStore(url)
+    for i in range(1, customers + 1):
+        st.put_customer(f"c{i}", credentials=["tok"] if i == 7 else ())
+    first = BASE
+    st.import_tns((f"{first + j * STEP},c{j % customers + 1}\n" for j in range(n_tns)), replace=True)
+    st.import_dno((f"{first + 3 + j * STEP * 10}\n" for j in range(n_dno)), source="bench", replace=True)
+    st.close()
+    return time.perf_counter() - t0
+
+
+def serve_ratio(n_tns: int, n_dno: int, seconds: float, rounds: int) -> None:
+    """The REST benchmark through a real ``serve`` with and without the inventory (see the module
+    docstring, ``serve``)."""
+    import shutil
+    import subprocess
+
+    import orjson
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from bench.bench_records import group_cpu
+    from tests.test_serve_support import FileServer, ServeProcess, make_pki, serve_port, serve_toml, wait_tcp
+
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed (peers/install.sh)")
+    work = Path(tempfile.mkdtemp(prefix="bench_inventory."))
+    pki = make_pki(work / "pki")
+    x5u = FileServer(work / "pki")
+    db = work / "inv.db"
+    secs = _fill_store(f"sqlite:///{db}", n_tns, n_dno)
+    print(f"serve: SQLite inventory of {n_tns:,} TNs and {n_dno:,} DNO numbers written in {secs:.0f} s")
+    script = work / "post.lua"
+
+    def write_script() -> None:  # bodies signed with iat now (the signer refuses a stale iat)
+        now = int(time.time())
+        bodies = [orjson.dumps({"signingRequest": {"attest": "A", "orig": {"tn": tn}, "dest": {"tn": ["12155551213"]}, "iat": now}}).decode()
+                  for tn, _ in calls(400)]
+        script.write_text('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\nwrk.headers["Authorization"] = "Bearer tok"\n'
+                          "local bodies = {" + ",".join("[[" + b + "]]" for b in bodies) + "}\nlocal i = 0\n"
+                          "request = function()\n  i = i % #bodies + 1\n  return wrk.format(nil, nil, nil, bodies[i])\nend\n")
+
+    procs: dict[str, Any] = {}
+    try:
+        for mode in ("without", "with"):
+            port = serve_port()
+            extra = f'\n[inventory]\ndatabase = "sqlite:///{db}"\ndno_signing = "sign-c"\n' if mode == "with" else ""
+            toml = serve_toml(pki, x5u, http=port, workers=1).replace('log_level = "INFO"', 'log_level = "WARNING"') + "\n[records]\nlog = false\n" + extra
+            t0 = time.perf_counter()
+            procs[mode] = (ServeProcess(work, toml, None, name=f"serve-{mode}"), port)
+            wait_tcp(port, timeout=600, proc=procs[mode][0].proc)  # the worker loads the inventory first
+            print(f"serve {mode} the inventory: ready in {time.perf_counter() - t0:.1f} s", flush=True)
+
+        def rss(p: Any) -> int:
+            kids = [int(x) for x in subprocess.run(["pgrep", "-g", str(p.proc.pid)], capture_output=True, text=True).stdout.split()]
+            return max(int(Path(f"/proc/{k}/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") for k in kids)
+
+        def run(mode: str) -> tuple[float, float]:
+            p, port = procs[mode]
+            write_script()
+            c0 = group_cpu(p.proc.pid)
+            out = subprocess.run(["wrk", "-t1", "-c16", f"-d{max(1, int(seconds))}s", "-s", str(script), f"http://127.0.0.1:{port}/stir/v1/signing"],
+                                 capture_output=True, text=True, timeout=seconds + 60).stdout
+            cpu = group_cpu(p.proc.pid) - c0
+            if "Non-2xx" in out or "Socket errors" in out:
+                raise SystemExit(f"wrk saw errors ({mode}):\n{out}")
+            rps = float(out.split("Requests/sec:")[1].split()[0])
+            return rps, rps * max(1, int(seconds)) / cpu
+
+        run("without"), run("with")  # warm-up
+        ratios, wo, w = [], [], []
+        for i in range(rounds * 2):
+            order = ("with", "without") if i % 2 else ("without", "with")
+            r = {m: run(m) for m in order}
+            wo.append(r["without"][1])
+            w.append(r["with"][1])
+            ratios.append(r["with"][1] / r["without"][1])
+            print(f"  round {i + 1}: {r['without'][0]:,.0f} / {r['with'][0]:,.0f} req/s, {r['without'][1]:,.0f} / {r['with'][1]:,.0f} per CPU s "
+                  f"without / with (ratio {ratios[-1]:.3f})", flush=True)
+        med = statistics.median(ratios)
+        grown = rss(procs["with"][0]) - rss(procs["without"][0])
+        print(f"REST signing through serve (1 worker, wrk -t1 -c16, per CPU second): {statistics.median(wo):,.0f}/s without, "
+              f"{statistics.median(w):,.0f}/s with the inventory; ratio {med:.3f}, range {min(ratios):.2f}-{max(ratios):.2f} "
+              f"(target >= 0.95: {'OK' if round(med, 3) >= 0.95 else 'MISSED'}); worker RSS +{grown / 1e6:.0f} MB = {grown / n_tns:.1f} B per TN")
+    finally:
+        for p, _ in procs.values():
+            p.stop()
+        x5u.close()
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def decide_holder(idx: InventoryIndex) -> float:
