@@ -555,3 +555,56 @@ def test_values_round_trip_exactly(kind: str, log: str, tmp_path: Path) -> None:
         assert when.tzinfo is not None and before - 0.002 < when.timestamp() <= after + 0.001  # UTC, milliseconds
         if lines:
             assert when.isoformat(timespec="milliseconds") == lines[rec["call_id"]]["ts"]
+
+
+# --- values a database refuses: nothing else is lost ----------------------------------------------
+
+
+def _nul_identity(pki: Any) -> str:
+    """An Identity whose PASSporT header and ``info`` name an x5u with a NUL in it (anyone can
+    write one; it fails with 436, and the record names the x5u it gave)."""
+    from stirshaken.core.keys import load_private_key
+    from stirshaken.core.passport import encode_token
+
+    claims = {"attest": "A", "dest": {"tn": [DEST]}, "iat": int(time.time()), "orig": {"tn": ORIG}, "origid": ORIGID}
+    header = {"alg": "ES256", "ppt": "shaken", "typ": "passport", "x5u": "https://cr.example.net/a\x00b.pem"}
+    return encode_token(load_private_key(Path(pki.sp_key).read_bytes()), header, claims) + ";info=<https://cr.example.net/a\x00b.pem>"
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_a_nul_from_a_peer_loses_no_record(kind: str, pki_x5u: tuple[Any, FileServer, Path], tmp_path: Path) -> None:
+    """A verification request whose Identity names an x5u with a NUL in it (JSON ``\\u0000``):
+    its record reaches the database with U+FFFD in place of the NUL, and the records written
+    with it in the same batch are all there (PostgreSQL refuses any text holding NUL: the whole
+    batch used to be dropped)."""
+    pki, x5u, d = pki_x5u
+    with contextlib.ExitStack() as stack:
+        url = f"sqlite:///{tmp_path / 'nul.db'}" if kind == "sqlite" else stack.enter_context(postgres_database())
+        with serving(d, pki, x5u, f"rec-nul-{kind}", records=f'database = "{url}"') as (p, ports):
+            now = int(time.time())
+            for i in range(3):
+                st, body = http(ports["http"], "/stir/v1/verification", {"verificationRequest": {
+                    "from": {"tn": ORIG}, "to": {"tn": [DEST]}, "time": now, "identity": _nul_identity(pki)}}, {"X-RequestID": f"nul-{i}"})
+                assert st == 200, body
+                http(ports["http"], "/stir/v1/signing", {"signingRequest": {"attest": "A", "dest": {"tn": [DEST]}, "iat": now,
+                                                                             "orig": {"tn": ORIG}}}, {"X-RequestID": f"good-{i}"})
+            wait_for(lambda: metric(ports["http"], "stirshaken_records_written_total") >= 6)
+            assert metric(ports["http"], "stirshaken_records_dropped_total") == 0
+        rows = db_records(url)
+    assert sorted(rows) == ["good-0", "good-1", "good-2", "nul-0", "nul-1", "nul-2"], sorted(rows)
+    assert rows["nul-0"]["x5u"] == "https://cr.example.net/a\ufffdb.pem" and rows["nul-0"]["code"] == 436, rows["nul-0"]
+
+
+def test_a_record_the_database_refuses_is_dropped_alone() -> None:
+    """A record PostgreSQL refuses on its own (here an ``attest`` longer than its column) is
+    dropped and counted; the 99 records batched with it are written (the batch is retried in
+    halves down to the record)."""
+    with postgres_database() as url:
+        r = Records(log=False, database=url, worker=0)
+        for i in range(100):
+            r.add({"interface": "rest", "service": "signing", "call_id": f"c{i}", "attest": "AB" if i == 37 else "A", "latency": 0.001})
+        r.start()
+        r.close(timeout=20.0)
+        assert r.writer is not None and r.writer.written == 99 and r.writer.rejected == 1
+        rows = db_records(url)
+    assert sorted(rows) == sorted(f"c{i}" for i in range(100) if i != 37)

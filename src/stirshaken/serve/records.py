@@ -33,7 +33,10 @@ Where records go (``[records]``, :class:`~stirshaken.serve.config.RecordsConfig`
   dropped and counted (``stirshaken_records_dropped_total``): a call is never delayed or failed
   by its record.  While the database cannot be reached :attr:`Records.problem` names it
   (``/healthz`` says ``degraded``), the change of state is logged once each way, and the thread
-  retries the batch it holds every second.
+  retries the batch it holds every second.  A batch the database refuses (a value it cannot
+  store, not a connection problem) is written again in halves, down to single records, so that
+  only a record refused on its own is dropped (counted, ``reason="refused"``); a NUL character,
+  which PostgreSQL text cannot hold and a peer can put in a value (an x5u), is stored as U+FFFD.
 
 Cost on the request path: a dict of values already at hand, formatted once into its JSON line
 (one ``orjson.dumps``) for the log and the database alike; that line is written with the other
@@ -272,6 +275,19 @@ def call_records(metadata: Any) -> Any:
     )
 
 
+def _without_nul(line: str) -> str:
+    """A record's JSON line with every NUL character in its values replaced by U+FFFD: a
+    database text value cannot hold NUL (PostgreSQL refuses the whole statement), and a NUL can
+    come from a peer (e.g. the ``x5u`` of a PASSporT header that failed, which the record names)."""
+    doc = orjson.loads(line)
+    for k, v in doc.items():
+        if isinstance(v, str):
+            doc[k] = v.replace("\x00", "\ufffd")
+        elif isinstance(v, list):
+            doc[k] = [x.replace("\x00", "\ufffd") if isinstance(x, str) else x for x in v]
+    return orjson.dumps(doc).decode()
+
+
 def _one_line(exc: BaseException) -> str:
     orig = getattr(exc, "orig", None) or exc  # SQLAlchemy wraps the driver's exception
     text = " ".join(str(orig).split())
@@ -364,7 +380,7 @@ class _DatabaseWriter:
         """The values of the table's columns (after ``id``) for a record's JSON line, for SQLite:
         the time as SQLAlchemy's SQLite ``DateTime`` text (so that Core reads it back as a
         datetime), ``dest`` as comma-separated TNs."""
-        doc = orjson.loads(line)
+        doc = orjson.loads(_without_nul(line) if "\\u0000" in line else line)
         ts = doc["ts"]  # 2026-05-01T12:00:00.123+00:00, always (JSONRecordFormatter.line)
         dest = doc["dest"]
         values = [doc[k] for k in FIELDS]
@@ -383,8 +399,11 @@ class _DatabaseWriter:
         ``executemany`` of rows parsed from the lines (SQLAlchemy's own executemany costs several
         times more per row)."""
         if self._postgres:
+            joined = ",".join(lines)
+            if "\\u0000" in joined:  # rare: a NUL (escaped by the JSON form) somewhere in the batch
+                joined = ",".join(_without_nul(line) if "\\u0000" in line else line for line in lines)
             with conn.connection.driver_connection.cursor() as cur:
-                cur.execute(self._insert, (",".join(lines),))  # (the brackets added there: two copies less here)
+                cur.execute(self._insert, (joined,))  # (the brackets added there: two copies less here)
         else:
             conn.exec_driver_sql(self._insert, [self._sqlite_row(line) for line in lines])
 
@@ -405,24 +424,28 @@ class _DatabaseWriter:
 
         connected = False
         pending: list[str] = []
+        #: the parts of a refused batch still to write (see below)
+        parts: list[list[str]] = []
         queue = self.queue
         last_ok = time.monotonic()
         while True:
             stopping = self._stop.is_set()
-            if not stopping and len(queue) < self.batch and not pending:
+            if not stopping and len(queue) < self.batch and not pending and not parts:
                 stopping = self._stop.wait(self.interval)
             try:
                 if not connected:
                     connected = self._connect()
                     self._came_up()
                     last_ok = time.monotonic()
-                while queue and len(pending) < self.batch:
+                if not pending and parts:
+                    pending = parts.pop()
+                while not parts and queue and len(pending) < self.batch:
                     pending.append(queue.popleft())
                 if pending:
                     with self._engine.begin() as conn:
                         self._write(conn, pending)
                     self.written += len(pending)
-                    pending = []
+                    pending = parts.pop() if parts else []
                     last_ok = time.monotonic()
                     self._came_up()
                 elif time.monotonic() - last_ok > 5 * self.retry:  # idle: is it still there?
@@ -436,12 +459,19 @@ class _DatabaseWriter:
                     break
                 self._stop.wait(self.retry)
                 continue
-            except Exception as exc:  # noqa: BLE001 - the database refused these rows: drop them, go on
+            except Exception as exc:  # noqa: BLE001 - the database refused the batch (not a connection problem)
+                # write it in halves, down to single records, so that only a record the database
+                # refuses on its own is dropped (and counted), not the calls batched with it
+                if len(pending) > 1:
+                    half = len(pending) // 2
+                    parts.append(pending[half:])
+                    pending = pending[:half]
+                    continue
                 self.rejected += len(pending)
-                log.warning("records database refused a batch; dropped", extra={
+                log.warning("records database refused a record; dropped", extra={
                     "database": self.where, "error": _one_line(exc), "records": len(pending)})
-                pending = []
-            if stopping and not queue and not pending:
+                pending = parts.pop() if parts else []
+            if stopping and not queue and not pending and not parts:
                 break
         if self._engine is not None:
             self._engine.dispose()
