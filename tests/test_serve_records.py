@@ -608,3 +608,150 @@ def test_a_record_the_database_refuses_is_dropped_alone() -> None:
         assert r.writer is not None and r.writer.written == 99 and r.writer.rejected == 1
         rows = db_records(url)
     assert sorted(rows) == sorted(f"c{i}" for i in range(100) if i != 37)
+
+
+def _records_db(url: str) -> Any:
+    import psycopg
+
+    return psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True)
+
+
+def test_a_table_dropped_or_a_read_only_database_is_down_not_refused() -> None:
+    """Not a value the database refuses but a database that cannot take records: the table
+    dropped (a database dropped and created anew), the database read-only (a standby after a
+    failover).  The records are kept, ``problem`` says down, and once the database takes records
+    again the table is created again and every kept record is written; nothing is counted as
+    refused.  (They used to be dropped as "refused", up to the whole queue, with /healthz ok.)"""
+    with postgres_database() as url:
+        r = Records(log=False, database=url, worker=0)
+        r.writer.retry = 0.2  # type: ignore[union-attr]
+        r.start()
+        try:
+            r.add({"interface": "rest", "service": "signing", "call_id": "first", "latency": 0.0})
+            wait_for(lambda: r.writer.written == 1)  # type: ignore[union-attr]
+            with _records_db(url) as db:
+                db.execute("DROP TABLE call_records")
+            for i in range(50):
+                r.add({"interface": "rest", "service": "signing", "call_id": f"after-drop-{i}", "latency": 0.0})
+            wait_for(lambda: r.writer.written == 51)  # type: ignore[union-attr]
+            name = url.rsplit("/", 1)[1]
+            with _records_db(url) as db:
+                db.execute(f'ALTER DATABASE "{name}" SET default_transaction_read_only = on')
+                db.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()", (name,))
+            for i in range(50):
+                r.add({"interface": "rest", "service": "signing", "call_id": f"read-only-{i}", "latency": 0.0})
+            wait_for(lambda: r.problem is not None and "read-only" in r.problem)
+            assert r.writer.rejected == 0  # type: ignore[union-attr]
+            with _records_db(url.rsplit("/", 1)[0] + "/postgres") as admin:  # (a session in the database is read-only now)
+                admin.execute(f'ALTER DATABASE "{name}" SET default_transaction_read_only = off')
+            wait_for(lambda: r.writer.written == 101)  # type: ignore[union-attr]
+            assert r.problem is None and r.writer.rejected == 0  # type: ignore[union-attr]
+        finally:
+            r.close(timeout=5.0)
+        rows = db_records(url)
+    assert len(rows) == 100 and "first" not in rows  # the table was dropped after "first"
+
+
+def test_a_database_that_refuses_the_table_is_down_once_and_does_not_spin() -> None:
+    """A role without the right to create the table: ``problem`` names the reason, one warning
+    line (not one per turn of a busy loop), no record counted written or refused."""
+    import psycopg
+
+    role = "stirrec_" + uuid.uuid4().hex[:8]
+    with postgres_database() as url:
+        name = url.rsplit("/", 1)[1]
+        with _records_db(url) as db:
+            db.execute(f'CREATE ROLE "{role}" LOGIN')
+            db.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+        try:
+            lg = logging.getLogger("stirshaken.serve")
+            seen: list[str] = []
+            h = logging.Handler()
+            h.emit = lambda rec: seen.append(rec.getMessage())  # type: ignore[method-assign]
+            lg.addHandler(h)
+            r = Records(log=False, database=url.replace("postgres@", f"{role}@"), worker=0)
+            r.writer.retry = 0.1  # type: ignore[union-attr]
+            try:
+                for i in range(1500):
+                    r.add({"interface": "rest", "service": "signing", "call_id": f"c{i}", "latency": 0.0})
+                r.start()
+                wait_for(lambda: r.problem is not None)
+                time.sleep(1.0)
+                assert "permission denied" in (r.problem or ""), r.problem
+                assert r.writer.written == 0 and r.writer.rejected == 0  # type: ignore[union-attr]
+                assert sum("records database" in m for m in seen) == 1, seen[:5]
+            finally:
+                r.close(timeout=1.0)
+                lg.removeHandler(h)
+        finally:
+            with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as admin:
+                admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (role,))
+            with _records_db(url) as db:
+                db.execute(f'DROP OWNED BY "{role}"')
+            with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as admin:
+                admin.execute(f'DROP ROLE IF EXISTS "{role}"')
+
+
+def test_a_locked_table_makes_the_database_slow(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A write that waits on a lock longer than ``SLOW`` seconds: ``problem`` says the database is
+    slow (``/healthz`` degraded) while it waits, and nothing is lost once the lock goes."""
+    from stirshaken.serve import records as records_mod
+
+    monkeypatch.setattr(records_mod, "SLOW", 0.5)
+    with postgres_database() as url:
+        r = Records(log=False, database=url, worker=0)
+        r.start()
+        try:
+            r.add({"interface": "rest", "service": "signing", "call_id": "c0", "latency": 0.0})
+            wait_for(lambda: r.writer.written == 1)  # type: ignore[union-attr]
+            with _records_db(url) as db:
+                db.execute("BEGIN")
+                db.execute("LOCK TABLE call_records IN ACCESS EXCLUSIVE MODE")
+                for i in range(1, 20):
+                    r.add({"interface": "rest", "service": "signing", "call_id": f"c{i}", "latency": 0.0})
+                wait_for(lambda: r.problem is not None)
+                assert (r.problem or "").startswith("records database slow: a write has taken"), r.problem
+                db.execute("COMMIT")
+            wait_for(lambda: r.writer.written == 20)  # type: ignore[union-attr]
+            assert r.problem is None
+        finally:
+            r.close(timeout=5.0)
+
+
+def test_sip_verification_records_hold_canonical_tns_only(pki_x5u: tuple[Any, FileServer, Path]) -> None:
+    """``orig``/``dest`` of a SIP verification record are canonical TNs (docs/configuration.md):
+    a From that is no telephone number (a name, 30 digits) is recorded as null, not as the
+    header's text."""
+    pki, x5u, d = pki_x5u
+    with serving(d, pki, x5u, "rec-tns") as (p, ports):
+        for call_id, orig in (("tn-name", "alice"), ("tn-long", "1" * 30), ("tn-ok", "+1 215 555 1212")):
+            r = udp(ports["verify"], invite(call_id, orig=orig.replace(" ", "")))
+            assert r.startswith("SIP/2.0 "), r
+        time.sleep(0.3)
+    docs = {doc["call_id"]: doc for doc in map(json.loads, record_lines(p.log))}
+    assert docs["tn-name"]["orig"] is None and docs["tn-long"]["orig"] is None, (docs["tn-name"], docs["tn-long"])
+    assert docs["tn-ok"]["orig"] == ORIG and docs["tn-ok"]["dest"] == [DEST]
+
+
+def test_the_database_queue_is_bounded_in_characters_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Records of huge requests (thousands of dest TNs) fill the queue by size before its count:
+    beyond ``QUEUE_CHARS`` they are dropped and counted, and room comes back as the database takes
+    them."""
+    from stirshaken.serve import records as records_mod
+
+    monkeypatch.setattr(records_mod, "QUEUE_CHARS", 100_000)
+    big = [str(12155550000 + i) for i in range(1000)]  # ~14,000 characters a line
+    with postgres_database() as url:
+        r = Records(log=False, database=url, worker=0, queue_size=1000)
+        for i in range(20):
+            r.add({"interface": "rest", "service": "signing", "call_id": f"big{i}", "dest": big, "latency": 0.0})
+        n = len(r.queue[0])  # type: ignore[index]
+        kept = -(-100_000 // n)  # lines are queued while fewer than 100,000 characters wait
+        assert 5 <= kept <= 10 and len(r.queue or ()) == kept and r.dropped == 20 - kept, (n, len(r.queue or ()))
+        r.start()
+        try:
+            wait_for(lambda: r.writer.written == kept)  # type: ignore[union-attr]
+            r.add({"interface": "rest", "service": "signing", "call_id": "after", "dest": big, "latency": 0.0})
+            wait_for(lambda: r.writer.written == kept + 1)  # type: ignore[union-attr]
+        finally:
+            r.close(timeout=5.0)

@@ -680,12 +680,22 @@ class InventoryConfig(_Model):
         return self.database if "://" in self.database else f"sqlite:///{self.database}"
 
 
+#: the SQLAlchemy drivers the records writer is written for (the stdlib's sqlite3, psycopg 3)
+_RECORD_SCHEMES = ("sqlite", "sqlite+pysqlite", "postgresql", "postgres", "postgresql+psycopg")
+
+
 def _records_database(value: str) -> str:
-    """``""``, a SQLite file path or a ``sqlite:`` / ``postgresql:`` SQLAlchemy URL."""
+    """``""``, a SQLite file path or a ``sqlite:`` / ``postgresql:`` SQLAlchemy URL (drivers:
+    :data:`_RECORD_SCHEMES`); an in-memory SQLite database is refused (no one could read its
+    records, and they would be gone at stop)."""
     if value and "://" in value:
-        scheme = value.partition("://")[0].lower()
-        if scheme.partition("+")[0] not in ("sqlite", "postgresql", "postgres"):
-            raise ValueError(f"{value.partition('://')[0]!r} is not a supported database (use a SQLite path, sqlite:///FILE or postgresql://...)")
+        scheme, _, rest = value.partition("://")
+        if scheme.lower() not in _RECORD_SCHEMES:
+            raise ValueError(f"{scheme!r} is not a supported database (use a SQLite path, sqlite:///FILE or postgresql://...)")
+        if scheme.lower().startswith("sqlite") and rest.split("?", 1)[0] in ("", "/", "/:memory:"):
+            raise ValueError("an in-memory SQLite database keeps no record (use a file: sqlite:///FILE or a path)")
+    elif value.strip() == ":memory:":
+        raise ValueError("an in-memory SQLite database keeps no record (use a file: sqlite:///FILE or a path)")
     return value
 
 

@@ -72,6 +72,10 @@ BATCH = 1000
 #: seconds the database thread waits for more records (and between retries while the database is down)
 INTERVAL = 0.25
 RETRY = 1.0
+#: seconds one write may take before ``/healthz`` calls the database slow
+SLOW = 5.0
+#: characters of JSON lines waiting for the database, at most, per worker (besides ``queue_size``)
+QUEUE_CHARS = 64 * 1024 * 1024
 _DEST = FIELDS.index("dest")
 _N = len(FIELDS)
 _INFO = logging.INFO
@@ -316,6 +320,8 @@ class _DatabaseWriter:
         self._engine: Any = None
         self._table: Any = None
         self._insert = ""
+        self._busy_since = 0.0  # time.monotonic() when the write in progress began
+        self.taken_chars = 0  # characters of the lines taken from the queue (this thread only)
 
     @property
     def where(self) -> str:
@@ -407,6 +413,22 @@ class _DatabaseWriter:
         else:
             conn.exec_driver_sql(self._insert, [self._sqlite_row(line) for line in lines])
 
+    @property
+    def slow(self) -> float:
+        """Seconds the write in progress has taken so far (0.0: none in progress)."""
+        since = self._busy_since
+        return time.monotonic() - since if since else 0.0
+
+    def _down(self, exc: BaseException) -> None:
+        """The database cannot take records now: say so (once per change), and drop the pooled
+        connections (one left read-only, or to a database dropped since, would fail again)."""
+        self._went_down(exc)
+        if self._engine is not None:
+            try:
+                self._engine.dispose()
+            except Exception:  # noqa: BLE001
+                pass
+
     def _went_down(self, exc: BaseException) -> None:
         reason = _one_line(exc)
         if self.down is None:
@@ -422,6 +444,15 @@ class _DatabaseWriter:
     def _run(self) -> None:
         import sqlalchemy as sa
 
+        # a value the database refuses (PostgreSQL is written through psycopg's own cursor, whose
+        # errors SQLAlchemy does not wrap); anything else means the database cannot take records
+        refused: tuple[type[BaseException], ...] = (sa.exc.DataError, sa.exc.IntegrityError, UnicodeError, ValueError)
+        try:
+            import psycopg
+
+            refused += (psycopg.DataError, psycopg.IntegrityError)
+        except ImportError:  # pragma: no cover - SQLite only
+            pass
         connected = False
         pending: list[str] = []
         #: the parts of a refused batch still to write (see below)
@@ -440,10 +471,16 @@ class _DatabaseWriter:
                 if not pending and parts:
                     pending = parts.pop()
                 while not parts and queue and len(pending) < self.batch:
-                    pending.append(queue.popleft())
+                    line = queue.popleft()
+                    self.taken_chars += len(line)
+                    pending.append(line)
                 if pending:
-                    with self._engine.begin() as conn:
-                        self._write(conn, pending)
+                    self._busy_since = time.monotonic()
+                    try:
+                        with self._engine.begin() as conn:
+                            self._write(conn, pending)
+                    finally:
+                        self._busy_since = 0.0
                     self.written += len(pending)
                     pending = parts.pop() if parts else []
                     last_ok = time.monotonic()
@@ -453,24 +490,36 @@ class _DatabaseWriter:
                         conn.execute(sa.text("SELECT 1"))
                     last_ok = time.monotonic()
                     self._came_up()
-            except (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.DisconnectionError, sa.exc.TimeoutError, OSError) as exc:
-                self._went_down(exc)  # the batch is kept and tried again
-                if stopping:
-                    break
-                self._stop.wait(self.retry)
-                continue
-            except Exception as exc:  # noqa: BLE001 - the database refused the batch (not a connection problem)
-                # write it in halves, down to single records, so that only a record the database
-                # refuses on its own is dropped (and counted), not the calls batched with it
+            except refused as exc:
+                # the database refused a value of the batch: write it in halves, down to single
+                # records, so that only a record refused on its own is dropped (and counted), not
+                # the calls batched with it
                 if len(pending) > 1:
                     half = len(pending) // 2
                     parts.append(pending[half:])
                     pending = pending[:half]
                     continue
+                if not pending:  # not about a record (the table, a setting): as "down", below
+                    self._down(exc)
+                    connected = False
+                    if stopping:
+                        break
+                    self._stop.wait(self.retry)
+                    continue
                 self.rejected += len(pending)
                 log.warning("records database refused a record; dropped", extra={
                     "database": self.where, "error": _one_line(exc), "records": len(pending)})
                 pending = parts.pop() if parts else []
+            except Exception as exc:  # noqa: BLE001 - unreachable, read-only, the table gone, no right...
+                # the records are kept and tried again every `retry` s on a new connection, after
+                # creating the table again if it went (a database dropped and created anew); the
+                # queue fills meanwhile, then drops and counts (a call is never delayed)
+                self._down(exc)
+                connected = False
+                if stopping:
+                    break
+                self._stop.wait(self.retry)
+                continue
             if stopping and not queue and not pending and not parts:
                 break
         if self._engine is not None:
@@ -509,6 +558,7 @@ class Records:
             # what LogRecord.__init__ would compute, the same for every record of this worker
             self._template = dict(vars(logging.LogRecord(LOGGER, logging.INFO, __file__, 0, "call", None, None, func="add")))
         self.queue_size = queue_size
+        self.queued_chars = 0  # characters of the lines ever queued (the event loop's thread only)
         #: the JSON line of each record waiting for the database
         self.queue: collections.deque[str] | None = collections.deque() if database else None
         # the database takes the JSON line: the log's own when the log writes JSON lines
@@ -555,8 +605,12 @@ class Records:
                 self._log(rec, now)
         q = self.queue
         if q is not None:
-            if len(q) < self.queue_size:
-                q.append(line if line is not None and self._json is self._formatter else self._json.line(rec, now))
+            line = line if line is not None and self._json is self._formatter else self._json.line(rec, now)
+            # bounded in records and in characters: records of huge requests (thousands of dest TNs)
+            # cannot grow a worker by hundreds of MB while the database is slow
+            if len(q) < self.queue_size and self.queued_chars - self.writer.taken_chars < QUEUE_CHARS:  # type: ignore[union-attr]
+                q.append(line)
+                self.queued_chars += len(line)
             else:
                 self.dropped += 1
 
@@ -577,9 +631,18 @@ class Records:
 
     @property
     def problem(self) -> str | None:
-        """``"records database down: <why>"`` while the database cannot be reached, else None."""
+        """``"records database down: <why>"`` while the database cannot take records (unreachable,
+        read-only, the table cannot be created...), ``"records database slow: ..."`` while one write
+        has taken more than :data:`SLOW` seconds (a lock, an overloaded server), else None."""
         w = self.writer
-        return f"records database down: {w.down}" if w is not None and w.down is not None else None
+        if w is None:
+            return None
+        if w.down is not None:
+            return f"records database down: {w.down}"
+        slow = w.slow
+        if slow > SLOW:
+            return f"records database slow: a write has taken {slow:.0f} s ({len(self.queue or ())} records queued)"
+        return None
 
     def counters(self) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
         """The counter families of the records (for :class:`~stirshaken.serve.metrics.Metrics`)."""

@@ -66,7 +66,7 @@ from stirshaken.core.passport import OrigidPool, check_claims, check_header, par
 from stirshaken.serve.metrics import LabelSets, Metrics
 from stirshaken.serve.records import verification_fields
 from stirshaken.serve.signing import ATTEST, DnoRefused, SigningError, SigningService
-from stirshaken.core.tn import TNError, canonicalize_tn
+from stirshaken.core.tn import MAX_TN_LENGTH, TNError, canonicalize_tn
 from stirshaken.core.verification import VerificationResult
 
 log = logging.getLogger("stirshaken.serve.sip")
@@ -735,8 +735,13 @@ class SipService:
                              code: int | None, reason: str | None) -> None:
         """The record of a verified INVITE answered with ``status``."""
         origid, x5u, spc, serial = verification_fields(result)
-        tn = self._call_tn
-        assert tn is not None and self.records is not None
+        call_tn = self._call_tn
+        assert call_tn is not None and self.records is not None
+
+        def tn(value: str | None) -> str | None:  # the record holds canonical TNs only (not a header's text)
+            t = call_tn(value)
+            return t if t is not None and len(t) <= MAX_TN_LENGTH and (t.isdigit() or not t.strip("0123456789*#")) and t else None
+
         to = tn(call.to) or tn(call.ruri)
         self.records.add({"interface": "sip", "service": "verification", "call_id": req.call_id, "origid": origid,
                           "orig": tn(call.pai or call.from_), "dest": [to] if to else None, "tenant": None, "attest": result.attest,
