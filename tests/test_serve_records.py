@@ -755,3 +755,18 @@ def test_the_database_queue_is_bounded_in_characters_too(monkeypatch: pytest.Mon
             wait_for(lambda: r.writer.written == kept + 1)  # type: ignore[union-attr]
         finally:
             r.close(timeout=5.0)
+
+
+def test_refusals_are_counted_each_and_logged_once_in_a_while(caplog: pytest.LogCaptureFixture) -> None:
+    """Every record refused (here all 40: an ``attest`` too long for its column) is counted; the
+    warning is one line (then at most one per 10 s), not one per record."""
+    with postgres_database() as url:
+        r = Records(log=False, database=url, worker=0)
+        for i in range(40):
+            r.add({"interface": "rest", "service": "signing", "call_id": f"c{i}", "attest": "AB", "latency": 0.0})
+        with caplog.at_level(logging.WARNING, logger="stirshaken.serve"):
+            r.start()
+            r.close(timeout=20.0)
+        assert r.writer is not None and r.writer.rejected == 40 and r.writer.written == 0
+    lines = [rec for rec in caplog.records if "refused a record" in rec.getMessage()]
+    assert len(lines) == 1 and lines[0].refused_total >= 1, [rec.getMessage() for rec in caplog.records]

@@ -74,6 +74,8 @@ INTERVAL = 0.25
 RETRY = 1.0
 #: seconds one write may take before ``/healthz`` calls the database slow
 SLOW = 5.0
+#: seconds between two "refused a record" warning lines, at least (each refusal is counted)
+REFUSAL_LOG_EVERY = 10.0
 #: characters of JSON lines waiting for the database, at most, per worker (besides ``queue_size``)
 QUEUE_CHARS = 64 * 1024 * 1024
 _DEST = FIELDS.index("dest")
@@ -322,6 +324,7 @@ class _DatabaseWriter:
         self._insert = ""
         self._busy_since = 0.0  # time.monotonic() when the write in progress began
         self.taken_chars = 0  # characters of the lines taken from the queue (this thread only)
+        self._refusal_logged = -REFUSAL_LOG_EVERY  # time.monotonic() of the last "refused" line
 
     @property
     def where(self) -> str:
@@ -507,8 +510,11 @@ class _DatabaseWriter:
                     self._stop.wait(self.retry)
                     continue
                 self.rejected += len(pending)
-                log.warning("records database refused a record; dropped", extra={
-                    "database": self.where, "error": _one_line(exc), "records": len(pending)})
+                now = time.monotonic()
+                if now - self._refusal_logged >= REFUSAL_LOG_EVERY:  # one line, then one per 10 s at most
+                    log.warning("records database refused a record; dropped", extra={
+                        "database": self.where, "error": _one_line(exc), "refused_total": self.rejected})
+                    self._refusal_logged = now
                 pending = parts.pop() if parts else []
             except Exception as exc:  # noqa: BLE001 - unreachable, read-only, the table gone, no right...
                 # the records are kept and tried again every `retry` s on a new connection, after
