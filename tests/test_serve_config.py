@@ -291,6 +291,9 @@ def test_every_table_refuses_unknown_keys(pki: Any, text: str, line: str) -> Non
     (BASE + '[records]\ndatabase = "postgresql+asyncpg://u@h/db"\n', "[records].database: 'postgresql+asyncpg' is not a supported database"),
     (BASE + '[records]\ndatabase = "sqlite://"\n', "[records].database: an in-memory SQLite database keeps no record (use a file"),
     (BASE + '[records]\ndatabase = "sqlite:///:memory:"\n', "[records].database: an in-memory SQLite database keeps no record (use a file"),
+    (BASE + '[records]\ndatabase = ":memory:"\n', "[records].database: an in-memory SQLite database keeps no record (use a file"),
+    (BASE + '[records]\ndatabase = "sqlite:///file:x?mode=memory&uri=true"\n', "[records].database: an in-memory SQLite database keeps no"),
+    (BASE + '[records]\ndatabase = "sqlite:///file::memory:?cache=shared"\n', "[records].database: an in-memory SQLite database keeps no"),
     (BASE + '[records]\ncolour = 1\n', "[records].colour: unknown option (known: database, log, queue_size)"),
 ])
 def test_one_line_errors_name_the_option(pki: Any, text: str, line: str) -> None:

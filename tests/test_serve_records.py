@@ -459,7 +459,7 @@ def test_full_queue_drops_and_counts() -> None:
         r.add({"interface": "rest", "service": "signing", "call_id": str(i)})
     assert [orjson.loads(x)["call_id"] for x in r.queue or ()] == ["0", "1", "2"] and r.dropped == 2
     assert r.counters()["stirshaken_records_dropped_total"][(("reason", "queue_full"),)] == 2
-    assert r.problem is None  # not tried yet: not known to be down
+    assert r.problem == "records dropped in the last 60 s: the database queue is full (2 dropped since start)"  # not "down": not tried yet
     assert not os.path.exists("unused-never-started.db")
 
 
@@ -748,6 +748,7 @@ def test_the_database_queue_is_bounded_in_characters_too(monkeypatch: pytest.Mon
         n = len(r.queue[0])  # type: ignore[index]
         kept = -(-100_000 // n)  # lines are queued while fewer than 100,000 characters wait
         assert 5 <= kept <= 10 and len(r.queue or ()) == kept and r.dropped == 20 - kept, (n, len(r.queue or ()))
+        assert (r.problem or "").startswith("records dropped in the last 60 s: the database queue is full"), r.problem
         r.start()
         try:
             wait_for(lambda: r.writer.written == kept)  # type: ignore[union-attr]
@@ -770,3 +771,19 @@ def test_refusals_are_counted_each_and_logged_once_in_a_while(caplog: pytest.Log
         assert r.writer is not None and r.writer.rejected == 40 and r.writer.written == 0
     lines = [rec for rec in caplog.records if "refused a record" in rec.getMessage()]
     assert len(lines) == 1 and lines[0].refused_total >= 1, [rec.getMessage() for rec in caplog.records]
+    assert (r.problem or "").startswith("records database refused records in the last 60 s (40 since start)"), r.problem  # /healthz degraded
+
+
+def test_records_not_written_at_stop_are_said(caplog: pytest.LogCaptureFixture) -> None:
+    """A stop while the database is unreachable: the records it could not write are lost with the
+    process, and one warning line says how many."""
+    r = Records(log=False, database="postgresql+psycopg://postgres@127.0.0.1:1/none", worker=0)
+    for i in range(7):
+        r.add({"interface": "rest", "service": "signing", "call_id": f"c{i}", "latency": 0.0})
+    with caplog.at_level(logging.WARNING, logger="stirshaken.serve"):
+        r.start()
+        wait_for(lambda: r.problem is not None)
+        r.close(timeout=0.5)
+    lost = [rec for rec in caplog.records if "records not written to the database at stop" in rec.getMessage()]
+    assert len(lost) == 1 and lost[0].records == 7, [rec.getMessage() for rec in caplog.records]
+    assert "LINE 1" not in (r.problem or "") and "\n" not in (r.problem or "")

@@ -666,7 +666,7 @@ class InventoryConfig(_Model):
             base = _base(info)
             data = dict(data, admin_token=_secret(data, "admin_token", base, required=False))
             db = data.get("database")
-            if isinstance(db, str) and db and "://" not in db and base is not None:
+            if isinstance(db, str) and db and "://" not in db and ":memory:" not in db and base is not None:
                 data["database"] = str(_resolve(base, db))
         return data
 
@@ -692,9 +692,10 @@ def _records_database(value: str) -> str:
         scheme, _, rest = value.partition("://")
         if scheme.lower() not in _RECORD_SCHEMES:
             raise ValueError(f"{scheme!r} is not a supported database (use a SQLite path, sqlite:///FILE or postgresql://...)")
-        if scheme.lower().startswith("sqlite") and rest.split("?", 1)[0] in ("", "/", "/:memory:"):
+        path, _, query = rest.partition("?")
+        if scheme.lower().startswith("sqlite") and (path in ("", "/") or ":memory:" in path or "mode=memory" in query.lower()):
             raise ValueError("an in-memory SQLite database keeps no record (use a file: sqlite:///FILE or a path)")
-    elif value.strip() == ":memory:":
+    elif ":memory:" in value:
         raise ValueError("an in-memory SQLite database keeps no record (use a file: sqlite:///FILE or a path)")
     return value
 
@@ -722,7 +723,7 @@ class RecordsConfig(_Model):
         if isinstance(data, dict):
             base = _base(info)
             db = data.get("database")
-            if isinstance(db, str) and db and "://" not in db and base is not None:
+            if isinstance(db, str) and db and "://" not in db and ":memory:" not in db and base is not None:
                 data = dict(data, database=str(_resolve(base, db)))
         return data
 

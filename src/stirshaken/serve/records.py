@@ -74,6 +74,8 @@ INTERVAL = 0.25
 RETRY = 1.0
 #: seconds one write may take before ``/healthz`` calls the database slow
 SLOW = 5.0
+#: seconds during which records dropped (queue full) or refused keep ``/healthz`` degraded
+RECENT = 60.0
 #: seconds between two "refused a record" warning lines, at least (each refusal is counted)
 REFUSAL_LOG_EVERY = 10.0
 #: characters of JSON lines waiting for the database, at most, per worker (besides ``queue_size``)
@@ -294,10 +296,14 @@ def _without_nul(line: str) -> str:
     return orjson.dumps(doc).decode()
 
 
-def _one_line(exc: BaseException) -> str:
+def _one_line(exc: BaseException, limit: int = 160) -> str:
+    """``Type: message`` of a database error: the driver's first line only (PostgreSQL's
+    ``LINE 1: ...`` / caret lines dropped), cut between words at about ``limit`` characters."""
     orig = getattr(exc, "orig", None) or exc  # SQLAlchemy wraps the driver's exception
-    text = " ".join(str(orig).split())
-    return f"{type(orig).__name__}: {text[:160]}" if text else type(orig).__name__
+    text = " ".join(str(orig).strip().split("\n", 1)[0].split())
+    if len(text) > limit:
+        text = text[:limit].rsplit(" ", 1)[0].rstrip(",;:") + " ..."
+    return f"{type(orig).__name__}: {text}" if text else type(orig).__name__
 
 
 class _DatabaseWriter:
@@ -325,6 +331,9 @@ class _DatabaseWriter:
         self._busy_since = 0.0  # time.monotonic() when the write in progress began
         self.taken_chars = 0  # characters of the lines taken from the queue (this thread only)
         self._refusal_logged = -REFUSAL_LOG_EVERY  # time.monotonic() of the last "refused" line
+        self.last_refusal = 0.0  # time.monotonic() of the last record refused (0: none)
+        self.held = 0  # records taken from the queue and not written yet (this thread)
+        self.up_since = 0.0  # time.monotonic() when the database last came back (0: never down)
 
     @property
     def where(self) -> str:
@@ -340,9 +349,14 @@ class _DatabaseWriter:
         self._thread.start()
 
     def stop(self, timeout: float) -> None:
-        """Write what is queued (for at most ``timeout`` seconds), then end the thread."""
+        """Write what is queued (for at most ``timeout`` seconds), then end the thread; what could
+        not be written is said in one warning line (the records are lost with the process)."""
         self._stop.set()
         self._thread.join(timeout)
+        left = len(self.queue) + self.held
+        if left:
+            log.warning("records not written to the database at stop; lost", extra={
+                "database": self.where, "records": left, "error": self.down or "the database did not answer in time"})
 
     # --- the thread ------------------------------------------------------------------------
 
@@ -441,6 +455,7 @@ class _DatabaseWriter:
 
     def _came_up(self) -> None:
         if self.down is not None:
+            self.up_since = time.monotonic()
             log.info("records database reachable again", extra={"database": self.where})
         self.down = None
 
@@ -469,14 +484,16 @@ class _DatabaseWriter:
             try:
                 if not connected:
                     connected = self._connect()
-                    self._came_up()
                     last_ok = time.monotonic()
+                    if not pending and not parts and not queue:  # else the write says whether it is back
+                        self._came_up()
                 if not pending and parts:
                     pending = parts.pop()
                 while not parts and queue and len(pending) < self.batch:
                     line = queue.popleft()
                     self.taken_chars += len(line)
                     pending.append(line)
+                self.held = len(pending) + sum(map(len, parts))
                 if pending:
                     self._busy_since = time.monotonic()
                     try:
@@ -485,6 +502,7 @@ class _DatabaseWriter:
                     finally:
                         self._busy_since = 0.0
                     self.written += len(pending)
+                    self.held -= len(pending)
                     pending = parts.pop() if parts else []
                     last_ok = time.monotonic()
                     self._came_up()
@@ -510,7 +528,7 @@ class _DatabaseWriter:
                     self._stop.wait(self.retry)
                     continue
                 self.rejected += len(pending)
-                now = time.monotonic()
+                now = self.last_refusal = time.monotonic()
                 if now - self._refusal_logged >= REFUSAL_LOG_EVERY:  # one line, then one per 10 s at most
                     log.warning("records database refused a record; dropped", extra={
                         "database": self.where, "error": _one_line(exc), "refused_total": self.rejected})
@@ -528,6 +546,7 @@ class _DatabaseWriter:
                 continue
             if stopping and not queue and not pending and not parts:
                 break
+        self.held = len(pending) + sum(map(len, parts))
         if self._engine is not None:
             self._engine.dispose()
 
@@ -570,6 +589,7 @@ class Records:
         # the database takes the JSON line: the log's own when the log writes JSON lines
         self._json = self._formatter if isinstance(self._formatter, JSONRecordFormatter) else JSONRecordFormatter(worker)
         self.dropped = 0  # queue full (counted on the event loop's thread)
+        self._last_drop = 0.0  # time.monotonic() of the last record dropped for a full queue
         self.writer = _DatabaseWriter(database, self.queue, worker) if database and self.queue is not None else None
 
     @classmethod
@@ -619,6 +639,7 @@ class Records:
                 self.queued_chars += len(line)
             else:
                 self.dropped += 1
+                self._last_drop = time.monotonic()
 
     def _log(self, rec: dict[str, Any], now: float) -> None:
         """The record through the logger's general path."""
@@ -638,13 +659,20 @@ class Records:
     @property
     def problem(self) -> str | None:
         """``"records database down: <why>"`` while the database cannot take records (unreachable,
-        read-only, the table cannot be created...), ``"records database slow: ..."`` while one write
-        has taken more than :data:`SLOW` seconds (a lock, an overloaded server), else None."""
+        read-only, the table cannot be created...); ``"records dropped ..."`` / ``"records database
+        refused records ..."`` for :data:`RECENT` seconds after a record was dropped for a full queue
+        (while the database was up: an overload, not an outage) or refused; ``"records database slow: ..."`` while one write has taken more than
+        :data:`SLOW` seconds (a lock, an overloaded server); else None."""
         w = self.writer
         if w is None:
             return None
         if w.down is not None:
             return f"records database down: {w.down}"
+        now = time.monotonic()
+        if self._last_drop > w.up_since and now - self._last_drop < RECENT:  # (drops of an outage end with it)
+            return f"records dropped in the last {RECENT:.0f} s: the database queue is full ({self.dropped} dropped since start)"
+        if w.last_refusal and now - w.last_refusal < RECENT:
+            return f"records database refused records in the last {RECENT:.0f} s ({w.rejected} since start)"
         slow = w.slow
         if slow > SLOW:
             return f"records database slow: a write has taken {slow:.0f} s ({len(self.queue or ())} records queued)"
