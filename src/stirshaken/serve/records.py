@@ -670,12 +670,12 @@ class Records:
             return f"records database down: {w.down}"
         now = time.monotonic()
         if self._last_drop > w.up_since and now - self._last_drop < RECENT:  # (drops of an outage end with it)
-            return f"records dropped in the last {RECENT:.0f} s: the database queue is full ({self.dropped} dropped since start)"
+            return f"records dropped in the last {RECENT:.0f} s: the database queue is full"  # (a fixed text: /healthz logs each change)
         if w.last_refusal and now - w.last_refusal < RECENT:
-            return f"records database refused records in the last {RECENT:.0f} s ({w.rejected} since start)"
+            return f"records database refused records in the last {RECENT:.0f} s"
         slow = w.slow
         if slow > SLOW:
-            return f"records database slow: a write has taken {slow:.0f} s ({len(self.queue or ())} records queued)"
+            return f"records database slow: a write has taken more than {SLOW:g} s"
         return None
 
     def counters(self) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
