@@ -666,7 +666,7 @@ class InventoryConfig(_Model):
             base = _base(info)
             data = dict(data, admin_token=_secret(data, "admin_token", base, required=False))
             db = data.get("database")
-            if isinstance(db, str) and db and "://" not in db and ":memory:" not in db and base is not None:
+            if isinstance(db, str) and db and "://" not in db and base is not None:
                 data["database"] = str(_resolve(base, db))
         return data
 
@@ -680,6 +680,7 @@ class InventoryConfig(_Model):
         return self.database if "://" in self.database else f"sqlite:///{self.database}"
 
 
+_IN_MEMORY = "an in-memory SQLite database keeps no record (use a file: sqlite:///FILE or a path)"
 #: the SQLAlchemy drivers the records writer is written for (the stdlib's sqlite3, psycopg 3)
 _RECORD_SCHEMES = ("sqlite", "sqlite+pysqlite", "postgresql", "postgres", "postgresql+psycopg")
 
@@ -694,9 +695,9 @@ def _records_database(value: str) -> str:
             raise ValueError(f"{scheme!r} is not a supported database (use a SQLite path, sqlite:///FILE or postgresql://...)")
         path, _, query = rest.partition("?")
         if scheme.lower().startswith("sqlite") and (path in ("", "/") or ":memory:" in path or "mode=memory" in query.lower()):
-            raise ValueError("an in-memory SQLite database keeps no record (use a file: sqlite:///FILE or a path)")
+            raise ValueError(_IN_MEMORY)
     elif ":memory:" in value:
-        raise ValueError("an in-memory SQLite database keeps no record (use a file: sqlite:///FILE or a path)")
+        raise ValueError(_IN_MEMORY)
     return value
 
 

@@ -284,9 +284,12 @@ def call_records(metadata: Any) -> Any:
 
 
 def _without_nul(line: str) -> str:
-    """A record's JSON line with every NUL character in its values replaced by U+FFFD: a
-    database text value cannot hold NUL (PostgreSQL refuses the whole statement), and a NUL can
-    come from a peer (e.g. the ``x5u`` of a PASSporT header that failed, which the record names)."""
+    """A record's JSON line with every NUL character in its values replaced by U+FFFD (``line``
+    itself when it has none): a database text value cannot hold NUL (PostgreSQL refuses the
+    whole statement), and a NUL can come from a peer (e.g. the ``x5u`` of a PASSporT header that
+    failed, which the record names)."""
+    if "\\u0000" not in line:  # (the JSON form escapes a NUL)
+        return line
     doc = orjson.loads(line)
     for k, v in doc.items():
         if isinstance(v, str):
@@ -403,7 +406,7 @@ class _DatabaseWriter:
         """The values of the table's columns (after ``id``) for a record's JSON line, for SQLite:
         the time as SQLAlchemy's SQLite ``DateTime`` text (so that Core reads it back as a
         datetime), ``dest`` as comma-separated TNs."""
-        doc = orjson.loads(_without_nul(line) if "\\u0000" in line else line)
+        doc = orjson.loads(_without_nul(line))
         ts = doc["ts"]  # 2026-05-01T12:00:00.123+00:00, always (JSONRecordFormatter.line)
         dest = doc["dest"]
         values = [doc[k] for k in FIELDS]
@@ -424,7 +427,7 @@ class _DatabaseWriter:
         if self._postgres:
             joined = ",".join(lines)
             if "\\u0000" in joined:  # rare: a NUL (escaped by the JSON form) somewhere in the batch
-                joined = ",".join(_without_nul(line) if "\\u0000" in line else line for line in lines)
+                joined = ",".join(map(_without_nul, lines))
             with conn.connection.driver_connection.cursor() as cur:
                 cur.execute(self._insert, (joined,))  # (the brackets added there: two copies less here)
         else:
@@ -439,14 +442,11 @@ class _DatabaseWriter:
     def _down(self, exc: BaseException) -> None:
         """The database cannot take records now: say so (once per change), and drop the pooled
         connections (one left read-only, or to a database dropped since, would fail again)."""
-        self._went_down(exc)
         if self._engine is not None:
             try:
                 self._engine.dispose()
             except Exception:  # noqa: BLE001
                 pass
-
-    def _went_down(self, exc: BaseException) -> None:
         reason = _one_line(exc)
         if self.down is None:
             log.warning("records database down; records are queued, then dropped and counted",

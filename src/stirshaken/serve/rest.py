@@ -521,11 +521,8 @@ class RestAPI:
             call = self.call_info(identities=[identity], from_=from_tn, to=to_tns, date=float(when), call_id=dialog[0],
                                   from_tag=dialog[1])
             started = self.verifier.begin(call)
-        except RequestError as exc:
-            return self._error(exc.message_id, rid, VERIFICATION_PATH, *exc.variables, t0=t0)
-        except Exception:  # noqa: BLE001
-            log.exception("verification failed internally", extra={"request_id": rid})
-            return self._error("POL5000", rid, VERIFICATION_PATH, t0=t0)
+        except Exception as exc:  # noqa: BLE001
+            return self._verification_failed(exc, rid, t0)
         if isinstance(started, VerificationResult):
             return self._result(started, rid, t0, from_tn, to_tns)
         return self._verify_async(started, from_tn, to_tns, rid, t0)
@@ -533,12 +530,16 @@ class RestAPI:
     async def _verify_async(self, started: Awaitable[Any], from_tn: str, to_tns: list[str], rid: str, t0: float) -> Reply:
         try:
             result = await started
-        except RequestError as exc:
-            return self._error(exc.message_id, rid, VERIFICATION_PATH, *exc.variables, t0=t0)
-        except Exception:  # noqa: BLE001
-            log.exception("verification failed internally", extra={"request_id": rid})
-            return self._error("POL5000", rid, VERIFICATION_PATH, t0=t0)
+        except Exception as exc:  # noqa: BLE001
+            return self._verification_failed(exc, rid, t0)
         return self._result(result, rid, t0, from_tn, to_tns)
+
+    def _verification_failed(self, exc: Exception, rid: str, t0: float) -> Reply:
+        """The answer to a verification that raised: its request error, or POL5000 (logged)."""
+        if isinstance(exc, RequestError):
+            return self._error(exc.message_id, rid, VERIFICATION_PATH, *exc.variables, t0=t0)
+        log.error("verification failed internally", exc_info=exc, extra={"request_id": rid})
+        return self._error("POL5000", rid, VERIFICATION_PATH, t0=t0)
 
     def _result(self, result: Any, rid: str, t0: float, from_tn: str, to_tns: list[str]) -> Reply:
         return self._verified(rid, t0, result.verstat, result.sip_code, result.description, result.attest, from_tn, to_tns, result,

@@ -66,7 +66,7 @@ from stirshaken.core.passport import OrigidPool, check_claims, check_header, par
 from stirshaken.serve.metrics import LabelSets, Metrics
 from stirshaken.serve.records import verification_fields
 from stirshaken.serve.signing import ATTEST, DnoRefused, SigningError, SigningService
-from stirshaken.core.tn import MAX_TN_LENGTH, TNError, canonicalize_tn
+from stirshaken.core.tn import TNError, canonicalize_tn
 from stirshaken.core.verification import VerificationResult
 
 log = logging.getLogger("stirshaken.serve.sip")
@@ -740,7 +740,10 @@ class SipService:
 
         def tn(value: str | None) -> str | None:  # the record holds canonical TNs only (not a header's text)
             t = call_tn(value)
-            return t if t is not None and len(t) <= MAX_TN_LENGTH and (t.isdigit() or not t.strip("0123456789*#")) and t else None
+            try:
+                return canonicalize_tn(t) if t else None  # (call_tn gives the text back when it is no TN)
+            except TNError:
+                return None
 
         to = tn(call.to) or tn(call.ruri)
         self.records.add({"interface": "sip", "service": "verification", "call_id": req.call_id, "origid": origid,

@@ -10,9 +10,8 @@ side, before a key and chain are used.
 
 from __future__ import annotations
 
-import functools
-
 import datetime as dt
+import functools
 from dataclasses import dataclass, field
 from typing import Sequence
 
