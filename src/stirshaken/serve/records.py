@@ -132,16 +132,22 @@ class JSONRecordFormatter(logging.Formatter):
         self._tail = '","level":"INFO","logger":"' + LOGGER + '","msg":"call","worker":' + orjson.dumps(worker).decode() + ","
         self._second = -1
         self._head = ""
+        self._ms = -1
+        self._prefix = ""
 
     def line(self, rec: Mapping[str, Any], created: float) -> str:
         """The line of the record ``rec`` made at ``created`` (Unix seconds)."""
-        second = int(created)
-        if second != self._second:  # the date and time change once a second: formatted once a second
-            self._second = second
-            self._head = '{"ts":"' + dt.datetime.fromtimestamp(second, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+        ms = int(created * 1000)
+        if ms != self._ms:  # the envelope up to the fields is the same for every record of one millisecond
+            second = ms // 1000
+            if second != self._second:  # the date and time: formatted once a second
+                self._second = second
+                self._head = '{"ts":"' + dt.datetime.fromtimestamp(second, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+            self._ms = ms
+            self._prefix = self._head + _MILLIS[ms - 1000 * second] + self._tail
         if len(rec) != _N:  # a field left out: None (inline: a call of its own cost ~700 instructions a line)
             rec = {k: rec.get(k) for k in FIELDS}
-        return "".join((self._head, _MILLIS[int((created - second) * 1000)], self._tail, orjson.dumps(rec)[1:].decode()))
+        return self._prefix + orjson.dumps(rec)[1:].decode()
 
     def format(self, record: logging.LogRecord) -> str:
         return self.line(record.call, record.created)  # type: ignore[attr-defined]
@@ -212,10 +218,17 @@ class BatchedStreamHandler(logging.Handler):
         self.add(line)
 
     def add(self, line: str) -> None:
-        """Queue a formatted line (the direct path of :meth:`Records.add`)."""
+        """Queue a formatted line."""
         lines = self.lines
         lines.append(line)
-        if len(lines) >= self.limit:
+        if len(lines) >= self.limit or not self.scheduled:
+            self.kick()
+
+    def kick(self) -> None:
+        """After a line was appended to :attr:`lines`: write them when there are :attr:`limit`,
+        else make sure a write is scheduled (the direct path of :meth:`Records.add` appends,
+        then calls this only when one of the two is due)."""
+        if len(self.lines) >= self.limit:
             self.flush()
         elif not self.scheduled:
             try:
@@ -329,6 +342,7 @@ class _DatabaseWriter:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="stirshaken-records", daemon=True)
         self._engine: Any = None
+        self._raw: Any = None  # PostgreSQL: the thread's own connection (_pg)
         self._table: Any = None
         self._insert = ""
         self._busy_since = 0.0  # time.monotonic() when the write in progress began
@@ -414,24 +428,48 @@ class _DatabaseWriter:
             values[_DEST] = ",".join(dest)
         return (f"{ts[:10]} {ts[11:23]}000", self.worker, *values)
 
-    def _write(self, conn: Any, lines: list[str]) -> None:
-        """Insert the records of ``lines`` (JSON lines) in one round trip: PostgreSQL with one
-        ``INSERT ... SELECT ... FROM json_to_recordset(...)`` whose one parameter is the lines
-        joined (the brackets of the JSON array are added by the database), so that the worker's
-        share is one string join per batch.  Measured (callgrind, ``bench/bench_records.py
-        --only-instructions``, 2026-11-30): records to PostgreSQL cost +37,900 instructions per
-        REST signing with the log off (+50,900 with the log) when the thread built a tuple and a
-        datetime per record for a binary COPY, +24,600 (+28,600) this way.  SQLite:
-        ``executemany`` of rows parsed from the lines (SQLAlchemy's own executemany costs several
-        times more per row)."""
+    def _write(self, lines: list[str]) -> None:
+        """Insert the records of ``lines`` (JSON lines) in one round trip.
+
+        PostgreSQL: one ``INSERT ... SELECT ... FROM json_to_recordset(...)`` whose one parameter
+        is the lines joined (the brackets of the JSON array are added by the database), on a
+        connection of its own in autocommit (:meth:`_pg`): one round trip per batch, where a
+        pooled connection cost four (the pool's ping, ``BEGIN``, the ``INSERT``, ``COMMIT``), each
+        a wait that hands the GIL back and forth with the event loop's thread.  Measured (one
+        worker under ``wrk``, REST signing, per-thread CPU from ``/proc``, 2026-11-30): the thread
+        took 1.9 µs a record with the pooled transaction and a substring search of the whole batch
+        for an escaped NUL, 1.1-1.2 µs this way.  SQLite: ``executemany`` of rows parsed from the lines
+        (SQLAlchemy's own executemany costs several times more per row), in a transaction."""
         if self._postgres:
             joined = ",".join(lines)
-            if "\\u0000" in joined:  # rare: a NUL (escaped by the JSON form) somewhere in the batch
+            # a NUL is escaped as \u0000 in the JSON form, and a backslash is rare in a record:
+            # one memchr over the batch, then the search for the NUL escape only if it found one
+            if "\\" in joined and "\\u0000" in joined:
                 joined = ",".join(map(_without_nul, lines))
-            with conn.connection.driver_connection.cursor() as cur:
-                cur.execute(self._insert, (joined,))  # (the brackets added there: two copies less here)
+            conn = self._pg()
+            with conn.cursor() as cur:
+                cur.execute(self._insert, (joined,))
         else:
-            conn.exec_driver_sql(self._insert, [self._sqlite_row(line) for line in lines])
+            with self._engine.begin() as conn:
+                conn.exec_driver_sql(self._insert, [self._sqlite_row(line) for line in lines])
+
+    def _pg(self) -> Any:
+        """The thread's own PostgreSQL connection (psycopg, autocommit: each batch is one
+        statement, hence its own transaction), opened through the engine's pool on first use and
+        after :meth:`_down` closed it."""
+        raw = self._raw
+        if raw is None:
+            raw = self._raw = self._engine.raw_connection()
+            raw.driver_connection.autocommit = True
+        return raw.driver_connection
+
+    def _close_raw(self) -> None:
+        raw, self._raw = self._raw, None
+        if raw is not None:
+            try:
+                raw.invalidate()  # (not back to the pool: it may be broken, or in autocommit)
+            except Exception:  # noqa: BLE001
+                pass
 
     @property
     def slow(self) -> float:
@@ -442,6 +480,7 @@ class _DatabaseWriter:
     def _down(self, exc: BaseException) -> None:
         """The database cannot take records now: say so (once per change), and drop the pooled
         connections (one left read-only, or to a database dropped since, would fail again)."""
+        self._close_raw()
         if self._engine is not None:
             try:
                 self._engine.dispose()
@@ -489,16 +528,16 @@ class _DatabaseWriter:
                         self._came_up()
                 if not pending and parts:
                     pending = parts.pop()
-                while not parts and queue and len(pending) < self.batch:
-                    line = queue.popleft()
-                    self.taken_chars += len(line)
-                    pending.append(line)
+                if not parts and queue and len(pending) < self.batch:
+                    take = queue.popleft
+                    more = [take() for _ in range(min(len(queue), self.batch - len(pending)))]
+                    self.taken_chars += sum(map(len, more))
+                    pending += more
                 self.held = len(pending) + sum(map(len, parts))
                 if pending:
                     self._busy_since = time.monotonic()
                     try:
-                        with self._engine.begin() as conn:
-                            self._write(conn, pending)
+                        self._write(pending)
                     finally:
                         self._busy_since = 0.0
                     self.written += len(pending)
@@ -507,8 +546,11 @@ class _DatabaseWriter:
                     last_ok = time.monotonic()
                     self._came_up()
                 elif time.monotonic() - last_ok > 5 * self.retry:  # idle: is it still there?
-                    with self._engine.connect() as conn:
-                        conn.execute(sa.text("SELECT 1"))
+                    if self._postgres:
+                        self._pg().execute("SELECT 1")
+                    else:
+                        with self._engine.connect() as conn:
+                            conn.execute(sa.text("SELECT 1"))
                     last_ok = time.monotonic()
                     self._came_up()
             except refused as exc:
@@ -547,6 +589,7 @@ class _DatabaseWriter:
             if stopping and not queue and not pending and not parts:
                 break
         self.held = len(pending) + sum(map(len, parts))
+        self._close_raw()
         if self._engine is not None:
             self._engine.dispose()
 
@@ -621,12 +664,15 @@ class Records:
         other (its ``call`` attribute holding ``rec``)."""
         now = time.time()
         line = None
+        h = self.handler
         lg = self.logger
-        if lg is not None and lg.isEnabledFor(_INFO):
-            h = self.handler
+        if h is not None and lg.isEnabledFor(_INFO):  # type: ignore[union-attr]
             if lg.handlers == self._alone and not lg.filters and not h.filters and h.formatter is self._formatter:  # type: ignore[union-attr]
                 line = self._formatter.line(rec, now)  # type: ignore[union-attr]
-                h.add(line)  # type: ignore[union-attr]
+                lines = h.lines
+                lines.append(line)
+                if len(lines) >= h.limit or not h.scheduled:  # (BatchedStreamHandler.add, inline)
+                    h.kick()
             else:
                 self._log(rec, now)
         q = self.queue
