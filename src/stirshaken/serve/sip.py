@@ -35,7 +35,9 @@ Over TCP a framing error (no or a bad Content-Length, a message too large) is an
 way when possible, then the connection is closed since the stream cannot be resynchronised.
 
 Responses are built with :func:`stirshaken.core.sip.build_response` (RFC 3261 §8.2.6: Via list, From,
-To with a tag, Call-ID, CSeq).  UDP responses go back to the source address, with ``received``
+To with a tag, Call-ID, CSeq).  An answer larger than its request's :func:`answer_cap` is replaced
+by ``513 Message Too Large`` (a UDP request above 1300 bytes, RFC 3261 §21.5.7) or ``500`` when it
+is built, before anything counts or records it, so an INVITE's record holds the status sent.  UDP responses go back to the source address, with ``received``
 and ``rport`` set on the top Via (RFC 3261 §18.2.1, RFC 3581).  Retransmitted requests are
 answered from a bounded, time-expiring server transaction cache (RFC 3261 §17.2.1/§17.2.2), keyed
 by branch, sent-by and method.  That cache is the worker's own: a retransmission that another
@@ -166,6 +168,15 @@ def echo_response(data: bytes, status: int, reason: str, problem: str, peer: tup
     return "\r\n".join(out).encode()
 
 
+class _TooLarge(Exception):
+    """An answer above its request's :func:`answer_cap`, raised by :meth:`SipService._reply` before
+    the answer is counted or recorded (rare; Python's exceptions cost nothing until raised)."""
+
+    def __init__(self, size: int):
+        super().__init__(size)
+        self.size = size
+
+
 class TransactionCache:
     """Server transactions: key → final response bytes, bounded in size and time (RFC 3261 §17.2).
 
@@ -283,6 +294,14 @@ class SipService:
         self._verified_labels = LabelSets(lambda k: (("interface", "sip"), ("verstat", k[0]), ("reason_code", str(k[1] or 0)), ("attest", k[2] or "-")), 256)
         self._signed_labels = LabelSets(lambda k: (("interface", "sip"), ("tenant", k[0]), ("attest", k[1])))
         self._random_ids = OrigidPool()  # To tags of our answers (_to_tag)
+        #: the largest message a TCP peer is expected to take (``sip_max_message``; set by :func:`start_sip`)
+        self.max_message = 65536
+        # the answer_cap and transport of the request being answered (set per request by handle_general;
+        # _reply compares each answer with the cap, _too_large says why it did not fit)
+        self._cap = UDP_MAX
+        self._transport = "UDP"
+        self._oversize_count = 0  # answers replaced since the last warning line
+        self._oversize_logged = -10.0  # time.monotonic() of that line
 
     # --- entry ------------------------------------------------------------------------------------
 
@@ -310,6 +329,10 @@ class SipService:
                 return self.unparsable(data, str(exc), peer, transport)
             if isinstance(msg, sip.SipResponse):
                 return None  # a stray response: no client transactions here
+            # (computed here instead of by the transports after the answer, so that the answer is
+            # checked before an INVITE's record is written: _reply)
+            self._cap = answer_cap(len(data), transport, self.max_message)
+            self._transport = transport
             return self._request(msg, peer, transport)
         except Exception:  # noqa: BLE001 - a peer must never crash the service
             log.exception("error handling SIP message", extra={"peer": str(peer)})
@@ -320,6 +343,8 @@ class SipService:
         fields to answer (:func:`bad_request`), else drop it."""
         self.metrics.inc("stirshaken_sip_parse_errors_total", self._svc)
         r = bad_request(data, problem, peer, transport) if isinstance(data, (bytes, bytearray)) else None
+        if r is not None and len(r) > answer_cap(len(data), transport, self.max_message):
+            r = None  # (only over TCP, a request within ~150 bytes of sip_max_message: its fields do not fit again)
         log.debug("unparsable SIP message", extra={"peer": str(peer), "error": problem[:200], "answered": r is not None})
         if r is not None:
             self.metrics.inc("stirshaken_sip_responses_total", (("service", self.role), ("status", "400")))
@@ -340,30 +365,37 @@ class SipService:
             return cached
         if peer is not None and transport == "UDP":
             req = self._fix_via(req, peer)
-        if method == "INVITE":
-            r = self._invite(req, peer)
-        elif method == "OPTIONS":
-            r = self._reply(req, 200, "OK", [("Allow", ALLOW), ("Accept", "application/sdp")])
-        elif method == "CANCEL":
-            inv = (key[0], key[1], "INVITE")
-            r = self._reply(req, 200, "OK") if self.cache.get(inv, now) is not None else self._reply(req, 481, "Call/Transaction Does Not Exist")
-        elif method == "BYE":
-            r = self._reply(req, 481, "Call/Transaction Does Not Exist")
-        elif method in _KNOWN_METHODS:
-            r = self._reply(req, 405, "Method Not Allowed", [("Allow", ALLOW)])
-        else:
-            r = self._reply(req, 501, "Not Implemented", [("Allow", ALLOW)])
+        try:
+            if method == "INVITE":
+                r = self._invite(req, peer)  # (handles _TooLarge itself: its record)
+            elif method == "OPTIONS":
+                r = self._reply(req, 200, "OK", [("Allow", ALLOW), ("Accept", "application/sdp")])
+            elif method == "CANCEL":
+                inv = (key[0], key[1], "INVITE")
+                r = self._reply(req, 200, "OK") if self.cache.get(inv, now) is not None else self._reply(req, 481, "Call/Transaction Does Not Exist")
+            elif method == "BYE":
+                r = self._reply(req, 481, "Call/Transaction Does Not Exist")
+            elif method in _KNOWN_METHODS:
+                r = self._reply(req, 405, "Method Not Allowed", [("Allow", ALLOW)])
+            else:
+                r = self._reply(req, 501, "Not Implemented", [("Allow", ALLOW)])
+        except _TooLarge as exc:  # (no cost unless raised)
+            r = self._too_large(req, exc.size)[0]
+        if r is None:
+            return None  # not even a short error answer fits: nothing to send, nothing to repeat
         if isinstance(r, bytes):
             self.cache.put(key, r, now)
             return r
         self.cache.put(key, _PENDING, now)
         return self._finish(key, r)
 
-    async def _finish(self, key: Any, aw: Awaitable[bytes]) -> bytes | None:
+    async def _finish(self, key: Any, aw: Awaitable[bytes | None]) -> bytes | None:
         try:
             r = await aw
         except Exception:  # noqa: BLE001
             log.exception("verification failed internally")
+            r = None
+        if r is None:
             self.cache._d.pop(key, None)
             return None
         self.cache.put(key, r, time.monotonic())
@@ -407,14 +439,60 @@ class SipService:
 
     def _reply(self, req: sip.SipRequest, status: int, reason: str, extra: list[tuple[str, str]] | None = None, *,
                from_value: str | None = None) -> bytes:
-        self.metrics.inc("stirshaken_sip_responses_total", self._status_labels(status))
+        """The answer ``status`` to ``req``, counted; raises :class:`_TooLarge` (uncounted) when it
+        exceeds the :func:`answer_cap` of the request being answered (``_cap``), so that the
+        INVITE's record is written with what is sent instead (:meth:`_too_large`)."""
         tag = self._to_tag() if status > 100 and req.to_addr.tag is None else None
         if from_value is not None:
             try:
-                return sip.build_response(req, status, reason, to_tag=tag, extra_headers=extra or (), from_value=from_value)
+                r = sip.build_response(req, status, reason, to_tag=tag, extra_headers=extra or (), from_value=from_value)
             except ValueError:  # a From that cannot be written as it is: the request's (as before verstat)
-                pass
-        return sip.build_response(req, status, reason, to_tag=tag, extra_headers=extra or ())
+                r = sip.build_response(req, status, reason, to_tag=tag, extra_headers=extra or ())
+        else:
+            r = sip.build_response(req, status, reason, to_tag=tag, extra_headers=extra or ())
+        if len(r) > self._cap:
+            raise _TooLarge(len(r))
+        self.metrics.inc("stirshaken_sip_responses_total", self._status_labels(status))
+        return r
+
+    def _too_large(self, req: sip.SipRequest, size: int) -> tuple[bytes | None, int | None, str]:
+        """``(answer, its status, why)`` in place of an answer of ``size`` bytes above the request's
+        :func:`answer_cap`: ``513 Message Too Large`` when the request came over UDP above
+        :data:`UDP_ANSWER_FLOOR` bytes (RFC 3261 §21.5.7; §18.1.1: such a request belongs on a
+        congestion-controlled transport, where the peer may retry), else ``500 Server Internal
+        Error`` naming the problem (§21.5.1); ``(None, None, why)`` when even that does not fit.
+        Counted in ``stirshaken_sip_oversize_answers_total`` and logged at most every 10 s.
+
+        Decided here, where the answer is built, and not after it left the service: an INVITE's
+        record is written with the answer, so it could only say the status that was replaced
+        (the check replaces the transports' own, which ran after the record)."""
+        cap, transport = self._cap, self._transport
+        self.metrics.inc("stirshaken_sip_oversize_answers_total", self._svc)
+        self._oversize_count += 1
+        now = time.monotonic()
+        if now - self._oversize_logged >= 10.0:
+            log.warning("SIP answers too large for their transport replaced", extra={
+                "service": self.role, "count": self._oversize_count, "answer_bytes": size, "cap": cap, "transport": transport})
+            self._oversize_count = 0
+            self._oversize_logged = now
+        problem = f"answer of {size} bytes exceeds {cap} bytes over {transport}"
+        # over UDP the cap is twice the request when that is above the floor: cap > 2 floors <=> request > floor
+        if transport == "UDP" and cap > 2 * UDP_ANSWER_FLOOR:
+            status, phrase, ref = 513, "Message Too Large", " (RFC 3261 §21.5.7)"
+        else:
+            status, phrase, ref = 500, "Server Internal Error", ""
+        try:
+            return self._reply(req, status, f"{phrase} ({problem[:1].upper()}{problem[1:]})"), status, f"{problem}: replaced by {status} {phrase}{ref}"
+        except _TooLarge:
+            return None, None, f"{problem}: not answered (even a {status} does not fit)"
+
+    def _too_large_invite(self, req: sip.SipRequest, size: int, t0: float) -> bytes | None:
+        """:meth:`_too_large` for an INVITE, and its record: the status sent (or none) and why."""
+        r, status, why = self._too_large(req, size)
+        if self.records is not None:
+            self.records.add({"interface": "sip", "service": self.role, "call_id": req.call_id, "status": status, "code": None,
+                              "reason": why, "latency": time.perf_counter() - t0})
+        return r
 
     def _to_tag(self) -> str:
         """A new To tag for an answer (RFC 3261 §8.2.6.2, §19.3: at least 32 random bits): 16 hex
@@ -454,24 +532,28 @@ class SipService:
         """Answer an INVITE with ``status`` without a signature or verdict, and record it
         (``code``/``text``: the SIP reason code and specific cause of the record; ``record``: the
         fields known so far)."""
+        r = self._reply(req, status, reason, extra)  # first: it may not fit (_TooLarge)
         if self.records is not None:
             self.records.add({"interface": "sip", "service": self.role, "call_id": req.call_id, "status": status, "code": code,
                               "reason": text or reason, "latency": time.perf_counter() - t0, **record})
-        return self._reply(req, status, reason, extra)
+        return r
 
     # --- INVITE -----------------------------------------------------------------------------------
 
-    def _invite(self, req: sip.SipRequest, peer: tuple[str, int] | None) -> bytes | Awaitable[bytes]:
+    def _invite(self, req: sip.SipRequest, peer: tuple[str, int] | None) -> bytes | None | Awaitable[bytes | None]:
         t0 = time.perf_counter()
-        bad = self._precheck(req)
-        if bad is not None:
-            return self._refuse(req, t0, *bad)
-        if self.role == "signing":
-            r = self._sign(req, peer, t0)
-            if self.records is not None and r is not self._signed_answer:
-                self._record_signing_answer(req, r, t0)
-            return r
-        return self._verify(req, t0)
+        try:
+            bad = self._precheck(req)
+            if bad is not None:
+                return self._refuse(req, t0, *bad)
+            if self.role == "signing":
+                r = self._sign(req, peer, t0)
+                if self.records is not None and r is not self._signed_answer:
+                    self._record_signing_answer(req, r, t0)
+                return r
+            return self._verify(req, t0)
+        except _TooLarge as exc:  # (no cost unless raised) nothing recorded yet: the record says what is sent instead
+            return self._too_large_invite(req, exc.size, t0)
 
     def _record_signing_answer(self, req: sip.SipRequest, answer: bytes, t0: float) -> None:
         """The record of a signing-address answer that carries no new SHAKEN signature (a refusal,
@@ -601,13 +683,13 @@ class SipService:
             origid = tenant.signer.origids()  # here rather than in the signer: the record names it (its pool: one urandom per 256)
         dests = [dest]
         identity = svc.sign(tenant, orig=orig, dest=dests, attest=attest, iat=iat, origid=origid)
-        self.metrics.inc("stirshaken_signed_total", self._signed_labels((tenant.name, attest)))
         extra = contact + [("Identity", identity)]
         if added_date is not None:
             extra.append(("Date", added_date))
         if svc.warn_length is not None and (len(orig) == svc.warn_length or len(dest) == svc.warn_length):
             extra += self._national(((orig, orig_uri), (dest, dest_uri)))
-        r = self._reply(req, 302, "Moved Temporarily", extra)
+        r = self._reply(req, 302, "Moved Temporarily", extra)  # (raises _TooLarge before anything is counted or recorded)
+        self.metrics.inc("stirshaken_signed_total", self._signed_labels((tenant.name, attest)))
         latency = time.perf_counter() - t0
         self.metrics.observe("sip_sign", latency)
         if self.records is not None:
@@ -725,11 +807,11 @@ class SipService:
         call = self.call_info(identities=identities, from_=h.get("From"), pai=pai, to=h.get("To"), ruri=req.request_uri, date=date,
                               call_id=req.call_id, from_tag=req.from_addr.tag)
         if wait:
-            return self._verified(req, call, pai, bool(identities), t0, self.verifier.averify(call))
+            return self._verified(req, call, pai, bool(identities), t0, self.verifier.averify(call), (self._cap, self._transport))
         started = self.verifier.begin(call)
         if isinstance(started, VerificationResult):
             return self._answer_verified(req, call, pai, bool(identities), t0, started)
-        return self._verified(req, call, pai, bool(identities), t0, started)
+        return self._verified(req, call, pai, bool(identities), t0, started, (self._cap, self._transport))
 
     def _record_verification(self, req: sip.SipRequest, call: Any, result: Any, verstat: str, status: int, t0: float,
                              code: int | None, reason: str | None) -> None:
@@ -752,13 +834,22 @@ class SipService:
                           "latency": time.perf_counter() - t0})
 
     async def _verified(self, req: sip.SipRequest, call: Any, pai: str | None, had_identity: bool, t0: float,
-                        pending: Awaitable[Any]) -> bytes:
+                        pending: Awaitable[Any], limit: tuple[int, str]) -> bytes | None:
+        """The answer once ``pending`` (the verification) is done.  ``limit``: the ``_cap`` and
+        ``_transport`` of this request, which other requests have changed meanwhile; set again
+        before the answer is built (synchronously, so no other request runs in between)."""
         try:
             result = await pending
         except Exception:  # noqa: BLE001
             log.exception("verifier error")
-            return self._refuse(req, t0, 500, "Server Internal Error", text="verifier error")
-        return self._answer_verified(req, call, pai, had_identity, t0, result)
+            result = None
+        self._cap, self._transport = limit
+        try:
+            if result is None:
+                return self._refuse(req, t0, 500, "Server Internal Error", text="verifier error")
+            return self._answer_verified(req, call, pai, had_identity, t0, result)
+        except _TooLarge as exc:
+            return self._too_large_invite(req, exc.size, t0)
 
     def _answer_verified(self, req: sip.SipRequest, call: Any, pai: str | None, had_identity: bool, t0: float, result: Any) -> bytes:
         """The answer to a verified INVITE (302 with verstat, a rejection, a DNO answer), counted and recorded."""
@@ -777,37 +868,40 @@ class SipService:
         dno = self.dno_check(call) if self.dno_check is not None else None
         if dno is not None:  # Do-Not-Originate caller ID: rejected (FCC: 603/607/608) or marked
             if dno[0]:
-                if self.records is not None:
+                r = self._reply(req, dno[0], _DNO_REASONS[dno[0]], [("Reason", f'SIP;cause={dno[0]};text="Do-Not-Originate number"')])
+                if self.records is not None:  # (after the answer: it may not fit, _TooLarge)
                     self._record_verification(req, call, result, result.verstat if had_identity else VERSTAT_NONE, dno[0], t0,
                                               dno[0], "Do-Not-Originate number")
-                return self._reply(req, dno[0], _DNO_REASONS[dno[0]], [("Reason", f'SIP;cause={dno[0]};text="Do-Not-Originate number"')])
+                return r
             reason_hdr.append(dno[1])
         reject = code is not None and (self.vcfg.rejects(code) or (code == 428 and self.vcfg.require_identity))
         verstat = result.verstat if had_identity else VERSTAT_NONE
-        if self.records is not None:
-            self._record_verification(req, call, result, verstat, code if reject else 302, t0,  # type: ignore[arg-type]
-                                      code, (result.description or result.reason) if code is not None else None)
         if reject:
             assert code is not None
-            return self._reply(req, code, SIP_REASONS.get(code, result.reason or "Forbidden"), reason_hdr)
-        extra: list[tuple[str, str]] = [("Contact", f"<{req.request_uri}>")]
-        from_value = req.headers.get("From")
-        asserted = pai or from_value or ""
-        marked: str | None = None  # the asserted identity with verstat (computed once when it is From)
-        try:
-            marked = sip.header_value_with_param(asserted, "verstat", verstat)
-            extra.append(("P-Asserted-Identity", _strip_tag(marked)))
-        except (sip.SipParseError, ValueError):
-            pass
-        new_from = None
-        if self.vcfg.verstat_in_from and from_value is not None:
+            r = self._reply(req, code, SIP_REASONS.get(code, result.reason or "Forbidden"), reason_hdr)
+        else:
+            extra: list[tuple[str, str]] = [("Contact", f"<{req.request_uri}>")]
+            from_value = req.headers.get("From")
+            asserted = pai or from_value or ""
+            marked: str | None = None  # the asserted identity with verstat (computed once when it is From)
             try:
-                new_from = marked if marked is not None and asserted is from_value else sip.header_value_with_param(from_value, "verstat", verstat)
+                marked = sip.header_value_with_param(asserted, "verstat", verstat)
+                extra.append(("P-Asserted-Identity", _strip_tag(marked)))
             except (sip.SipParseError, ValueError):
                 pass
-        if result.attest:
-            extra.append(("X-Attestation", result.attest))
-        return self._reply(req, 302, "Moved Temporarily", extra + reason_hdr, from_value=new_from)
+            new_from = None
+            if self.vcfg.verstat_in_from and from_value is not None:
+                try:
+                    new_from = marked if marked is not None and asserted is from_value else sip.header_value_with_param(from_value, "verstat", verstat)
+                except (sip.SipParseError, ValueError):
+                    pass
+            if result.attest:
+                extra.append(("X-Attestation", result.attest))
+            r = self._reply(req, 302, "Moved Temporarily", extra + reason_hdr, from_value=new_from)
+        if self.records is not None:  # (after the answer: it may not fit, _TooLarge)
+            self._record_verification(req, call, result, verstat, code if reject else 302, t0,  # type: ignore[arg-type]
+                                      code, (result.description or result.reason) if code is not None else None)
+        return r
 
 
 _DNO_REASONS = {603: "Decline", 607: "Unwanted", 608: "Rejected"}
@@ -870,44 +964,6 @@ def answer_cap(request_size: int, transport: str, max_message: int) -> int:
     return max_message
 
 
-class _Oversize:
-    """Answers too large for their transport: replaced by 513/500, counted, logged aggregated."""
-
-    __slots__ = ("service", "count", "last_log")
-
-    def __init__(self, service: SipService):
-        self.service = service
-        self.count = 0
-        self.last_log = 0.0
-
-    def fit(self, answer: bytes, request: bytes, peer: tuple[str, int] | None, transport: str, max_message: int) -> bytes | None:
-        """``answer``, or when it exceeds :func:`answer_cap` a short error answer built from the
-        request's Via/From/To/Call-ID/CSeq: ``513 Message Too Large`` when the request itself is
-        above the UDP floor (RFC 3261 §21.5.14; the peer may retry over TCP), else ``500`` naming
-        the problem; None (dropped) when even that does not fit."""
-        cap = answer_cap(len(request), transport, max_message)
-        if len(answer) <= cap:
-            return answer
-        svc = self.service
-        svc.metrics.inc("stirshaken_sip_oversize_answers_total", svc._svc)
-        self.count += 1
-        now = time.monotonic()
-        if now - self.last_log >= 10.0:
-            log.warning("SIP answers too large for their transport replaced", extra={
-                "service": svc.role, "count": self.count, "answer_bytes": len(answer), "request_bytes": len(request),
-                "cap": cap, "transport": transport})
-            self.count = 0
-            self.last_log = now
-        problem = f"answer of {len(answer)} bytes exceeds {cap} bytes over {transport}"
-        if transport == "UDP" and len(request) > UDP_ANSWER_FLOOR:
-            r = echo_response(request, 513, "Message Too Large", problem, peer, transport)
-        else:
-            r = echo_response(request, 500, "Server Internal Error", problem, peer, transport)
-        if r is None or len(r) > cap:
-            return None
-        return r
-
-
 class _UDP(asyncio.DatagramProtocol):
     """SIP over UDP on one (possibly shared) socket.
 
@@ -917,17 +973,15 @@ class _UDP(asyncio.DatagramProtocol):
     are sent, then the transport closes.
     """
 
-    __slots__ = ("service", "transport", "batch", "pending", "closing", "conns", "oversize", "max_message")
+    __slots__ = ("service", "transport", "batch", "pending", "closing", "conns")
 
-    def __init__(self, service: SipService, conns: set[Any] | None = None, max_message: int = 65536):
+    def __init__(self, service: SipService, conns: set[Any] | None = None):
         self.service = service
         self.transport: asyncio.DatagramTransport | None = None
         self.batch: LoopBatch[tuple[bytes, tuple[Any, ...]]] | None = None
         self.pending = 0
         self.closing = False
         self.conns = conns if conns is not None else set()
-        self.oversize = _Oversize(service)
-        self.max_message = max_message
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -947,19 +1001,19 @@ class _UDP(asyncio.DatagramProtocol):
         r = self.service.handle(data, peer, "UDP")
         if r is None:
             return
-        if isinstance(r, bytes):
-            self._queue(self.oversize.fit(r, data, peer, "UDP", self.max_message), addr)
+        if isinstance(r, bytes):  # (within answer_cap: SipService._reply)
+            self._queue(r, addr)
             return
         self.pending += 1
         fut = asyncio.ensure_future(r)
-        fut.add_done_callback(lambda f: self._send(f, addr, data))
+        fut.add_done_callback(lambda f: self._send(f, addr))
 
-    def _send(self, f: asyncio.Future[Any], addr: Any, request: bytes) -> None:
+    def _send(self, f: asyncio.Future[Any], addr: Any) -> None:
         self.pending -= 1
         if not f.cancelled() and f.exception() is None:
             r = f.result()
             if r:
-                self._queue(self.oversize.fit(r, request, (addr[0], addr[1]), "UDP", self.max_message), addr)
+                self._queue(r, addr)
         if self.closing and self.pending == 0:
             self._close_now()
 
@@ -1008,12 +1062,11 @@ class _TCP(asyncio.Protocol):
     """
 
     __slots__ = ("service", "framer", "transport", "peer", "conns", "guard", "source", "pending", "closing", "read_paused",
-                 "write_paused", "last", "msg_start", "send_start", "oversize", "max_message")
+                 "write_paused", "last", "msg_start", "send_start")
 
     def __init__(self, service: SipService, max_message: int, conns: set[Any], guard: ConnectionGuard | None = None):
         self.service = service
         self.framer = sip.StreamFramer(max_message)
-        self.max_message = max_message
         self.transport: asyncio.Transport | None = None
         self.peer: tuple[str, int] | None = None
         self.conns = conns
@@ -1026,7 +1079,6 @@ class _TCP(asyncio.Protocol):
         self.last = 0.0  # coarse time of the last byte received
         self.msg_start = -1.0  # coarse time the incomplete message began (-1: none)
         self.send_start = 0.0
-        self.oversize = _Oversize(service)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         guard = self.guard
@@ -1118,11 +1170,12 @@ class _TCP(asyncio.Protocol):
             r = self.service.handle(m, self.peer, "TCP")
             if r is None:
                 continue
-            if isinstance(r, bytes):
-                self._write(r, m)
+            if isinstance(r, bytes):  # (within answer_cap: SipService._reply)
+                if self.transport is not None:
+                    self.transport.write(r)
             else:
                 self.pending += 1
-                asyncio.ensure_future(r).add_done_callback(lambda f, m=m: self._send(f, m))
+                asyncio.ensure_future(r).add_done_callback(self._send)
         if framer.failed is not None:  # complete messages came first: they are answered above
             self._framing_error(framer.failed)
         elif self.pending >= self.guard.limits.sip_tcp_max_pending:
@@ -1136,17 +1189,12 @@ class _TCP(asyncio.Protocol):
             self.transport.write(r)
         self.shutdown()
 
-    def _write(self, r: bytes, request: bytes) -> None:
-        out = self.oversize.fit(r, request, self.peer, "TCP", self.max_message)
-        if out and self.transport is not None:
-            self.transport.write(out)
-
-    def _send(self, f: asyncio.Future[Any], request: bytes) -> None:
+    def _send(self, f: asyncio.Future[Any]) -> None:
         self.pending -= 1
         if not f.cancelled() and f.exception() is None:
             r = f.result()
-            if r:
-                self._write(r, request)
+            if r and self.transport is not None:
+                self.transport.write(r)
         if self.closing:
             if self.pending == 0 and self.transport is not None:
                 self.transport.close()
@@ -1173,8 +1221,9 @@ async def start_sip(
     loop = asyncio.get_running_loop()
     closers: list[Any] = []
     conns: set[Any] = set()
+    service.max_message = max_message  # answers above it are replaced (SipService._too_large)
     if udp_sock is not None:
-        await loop.create_datagram_endpoint(lambda: _UDP(service, conns, max_message), sock=udp_sock)
+        await loop.create_datagram_endpoint(lambda: _UDP(service, conns), sock=udp_sock)
     if tcp_sock is not None:
         guard = ConnectionGuard(limits or ConnectionLimits(), f"sip_{service.role}", service.metrics)
         server = await loop.create_server(lambda: _TCP(service, max_message, conns, guard), sock=tcp_sock, backlog=backlog)
