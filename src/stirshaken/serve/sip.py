@@ -30,15 +30,20 @@
 A request that does not parse but still has Via, From, To, Call-ID and CSeq fields is answered
 ``400 Bad Request (<what is wrong>)`` (RFC 3261 §8.2, §21.4.1: the reason phrase names the
 problem), built from those fields as they were received; anything else that does not parse (pure
-garbage, responses, ACKs) is dropped.  Both are counted in ``stirshaken_sip_parse_errors_total``.
+garbage, responses, ACKs) is dropped.  A request refused for its bytes (a NUL or another control
+character, bytes that are not UTF-8) is one warning line naming the peer and where the bytes are;
+it is answered 400 unless they are in one of the five fields an answer copies
+(:func:`_loose_request` says why none can be formed then).  Both are counted in
+``stirshaken_sip_parse_errors_total``.
 Over TCP a framing error (no or a bad Content-Length, a message too large) is answered the same
 way when possible, then the connection is closed since the stream cannot be resynchronised.
 
 Responses are built with :func:`stirshaken.core.sip.build_response` (RFC 3261 §8.2.6: Via list, From,
 To with a tag, Call-ID, CSeq).  An answer larger than its request's :func:`answer_cap` is replaced
 by ``513 Message Too Large`` (a UDP request above 1300 bytes, RFC 3261 §21.5.7) or ``500`` when it
-is built, before anything counts or records it, so an INVITE's record holds the status sent.  UDP responses go back to the source address, with ``received``
-and ``rport`` set on the top Via (RFC 3261 §18.2.1, RFC 3581).  Retransmitted requests are
+is built, before anything counts or records it, so an INVITE's record holds the status sent.
+UDP responses go back to the source address, with ``received`` and ``rport`` set on the top Via
+(RFC 3261 §18.2.1, RFC 3581).  Retransmitted requests are
 answered from a bounded, time-expiring server transaction cache (RFC 3261 §17.2.1/§17.2.2), keyed
 by branch, sent-by and method.  That cache is the worker's own: a retransmission that another
 worker (they share the UDP socket) or another node receives is verified again, and replay
@@ -100,8 +105,21 @@ def _stamp_via(first: str, peer: tuple[str, int], *, received: bool, rport: bool
 def bad_request(data: bytes, problem: str, peer: tuple[str, int] | None, transport: str) -> bytes | None:
     """``400 Bad Request (<problem>)`` for a request that failed to parse, built from its Via,
     From, To, Call-ID and CSeq as received; None when it lacks one of them, is not a request, is
-    an ACK (never answered, RFC 3261 §17.1.1.3), or a field cannot be echoed safely."""
-    return echo_response(data, 400, "Bad Request", problem, peer, transport)
+    an ACK (never answered, RFC 3261 §17.1.1.3), or one of them holds bytes no answer may carry
+    (:func:`_loose_request`).  A request refused for its bytes gets the fault as the problem
+    (e.g. ``a NUL byte in the Subject header field``)."""
+    return _bad_request(data, problem, peer, transport)[0]
+
+
+def _bad_request(data: bytes, problem: str, peer: tuple[str, int] | None, transport: str, *,
+                 framing: bool = False) -> tuple[bytes | None, str | None]:
+    """:func:`bad_request` and the fault in the request's bytes (None: none, or no request).  The
+    fault is the problem the 400 names (the parser refuses bytes before grammar), except after a
+    framing error (``framing``), which says why the connection closes."""
+    fields, fault = _loose_request(data)
+    if fields is None:
+        return None, fault
+    return _echo(fields, 400, "Bad Request", problem if framing else fault or problem, peer, transport), fault
 
 
 def echo_response(data: bytes, status: int, reason: str, problem: str, peer: tuple[str, int] | None,
@@ -109,44 +127,102 @@ def echo_response(data: bytes, status: int, reason: str, problem: str, peer: tup
     """``<status> <reason> (<problem>)`` built from the Via, From, To, Call-ID and CSeq of the
     request ``data`` as received (RFC 3261 §8.2.6), without parsing the rest; None as for
     :func:`bad_request`."""
+    fields = _loose_request(data)[0]
+    return None if fields is None else _echo(fields, status, reason, problem, peer, transport)
+
+
+#: a byte no header line may hold: a control character but HTAB (RFC 3261 §25.1 TEXT-UTF8char, LWS);
+#: (CR is only allowed before LF, and the lines are split there)
+_BAD_BYTE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def _byte_fault(raw: bytes) -> str | None:
+    """What is wrong with the bytes of one line of a header section, in words without the bytes
+    themselves (a log line or a reason phrase may carry it): a NUL, a bare CR, another control
+    character, or bytes that are not UTF-8 (§7.3.1: TEXT-UTF8); None when there is nothing."""
+    m = _BAD_BYTE.search(raw)
+    if m is not None:
+        b = raw[m.start()]
+        return "a NUL byte" if b == 0 else "a bare CR" if b == 13 else f"a control character (0x{b:02x})"
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return f"bytes that are not UTF-8 (0x{raw[exc.start]:02x} at column {exc.start + 1})"
+    return None
+
+
+def _loose_request(data: bytes) -> tuple[dict[str, list[str]] | None, str | None]:
+    """The fields an answer to the request ``data``, which did not parse, copies (RFC 3261
+    §8.2.6.2: every Via, From, To, Call-ID, CSeq), read line by line without the grammar, and
+    the first fault in its bytes (:func:`_byte_fault`) with where it is, e.g. ``a NUL byte in the
+    Call-ID header field``.
+
+    ``(None, None)``: no request (garbage, a response), an ACK (never answered, §17.1.1.3), or a
+    header section above 64 KiB.  ``(None, fault)``: a request whose fault is in a field the
+    answer must copy.  Such a field cannot be copied (a NUL or bytes that are not UTF-8 have no
+    place in a message we send, §7.3.1, §25.1; a Call-ID is ``word [ "@" word ]``, ASCII,
+    §25.1), and an answer with another value in its place would break §8.2.6.2 (its From,
+    Call-ID, CSeq and Via values MUST equal the request's, and Call-IDs compare byte by byte,
+    §8.1.1.4): no answer can be formed, so none is sent (the peer's INVITE transaction ends by
+    its timer, §17.1.1.2).  Else ``(fields, fault or None)``; a fault elsewhere (another header
+    field, the Request-URI) leaves the answer possible: §8.2 / §21.4.1, ``400 Bad Request``."""
     head = data.lstrip(b"\r\n")
     for sep in (b"\r\n\r\n", b"\n\n"):
         end = head.find(sep)
         if end >= 0:
             head = head[:end]
+    if head[-1:] == b"\r":  # (a CR before a bare-LF empty line ends the last line, as in parse_message)
+        head = head[:-1]
     if len(head) > 65536:
-        return None
+        return None, None
     lines = re.split(rb"\r?\n", head)
-    try:
-        start = lines[0].decode("utf-8")
-    except UnicodeDecodeError:
-        return None
+    fault = _byte_fault(lines[0])
+    start = lines[0].decode("utf-8" if fault is None else "latin-1")  # (latin-1: only to see whether it is a request)
     m = _LOOSE_REQUEST_LINE.fullmatch(start)
     if m is None or m.group(1).upper() == "ACK" or start[:4].upper() == "SIP/":
-        return None
+        return None, None
+    if fault is not None:
+        fault += " in the request line"
     fields: dict[str, list[str]] = {}
-    last: list[str] | None = None
-    for raw in lines[1:]:
-        try:
-            line = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            last = None
-            continue
-        if line[:1] in (" ", "\t") and last is not None:  # folded continuation (§7.3.1)
-            last[-1] += " " + line.strip(" \t")
-            continue
-        f = _LOOSE_FIELD.fullmatch(line)
-        name = _ECHOED.get(f.group(1).lower()) if f else None
-        if name is None:
-            last = None
-            continue
-        last = fields.setdefault(name, [])
-        last.append(f.group(2))  # type: ignore[union-attr]
-    needed = ("Via", "From", "To", "Call-ID", "CSeq")
-    if any(not fields.get(n) or not all(fields[n]) for n in needed):
-        return None
-    if any(_UNSAFE.search(v) for n in needed for v in fields[n]):
-        return None
+    name: str | None = None  # the field the line belongs to (None: no field line)
+    for number, raw in enumerate(lines[1:], 2):
+        bad = _byte_fault(raw)
+        line = raw.decode("utf-8" if bad is None else "latin-1")  # (latin-1: only for the field name, a token: ASCII)
+        folded = line[:1] in (" ", "\t")
+        if not folded:  # a new field; a folded line continues the one before (§7.3.1)
+            f = _LOOSE_FIELD.fullmatch(line)
+            name = _field_name(f.group(1)) if f else None
+        if bad is not None:
+            where = f"the {name} header field" if name else f"line {number} of the header section"
+            if name in _NEEDED:
+                return None, f"{bad} in {where}, which an answer must copy (RFC 3261 §8.2.6.2)"
+            fault = fault or f"{bad} in {where}"
+        elif name in _NEEDED:
+            if folded:
+                fields[name][-1] += " " + line.strip(" \t")
+            else:
+                fields.setdefault(name, []).append(f.group(2))  # type: ignore[union-attr]
+    if any(not fields.get(n) or not all(fields[n]) for n in _NEEDED):
+        return None, fault
+    return fields, fault
+
+
+#: the fields an answer copies from its request (RFC 3261 §8.2.6.2)
+_NEEDED = ("Via", "From", "To", "Call-ID", "CSeq")
+
+
+def _field_name(name: str) -> str:
+    """The name of a header field as the messages here write it: Via, From, To, Call-ID and CSeq
+    in their spelling (from any case or compact form, §7.3.3), another in its long form when
+    compact, else as received (a token: printable ASCII; cut to 60 characters)."""
+    key = name.lower()
+    return _ECHOED.get(key) or sip.COMPACT_FORMS.get(key) or name[:60]
+
+
+def _echo(fields: dict[str, list[str]], status: int, reason: str, problem: str, peer: tuple[str, int] | None,
+          transport: str) -> bytes:
+    """``<status> <reason> (<problem>)`` with the fields of :func:`_loose_request` (received/rport
+    on the top Via over UDP, a To tag added)."""
     vias = fields["Via"]
     if peer is not None and transport == "UDP":
         try:  # a Via that does not split (an unterminated quote) is echoed as received
@@ -166,6 +242,13 @@ def echo_response(data: bytes, status: int, reason: str, problem: str, peer: tup
     out += [f"From: {fields['From'][0]}", f"To: {to}", f"Call-ID: {fields['Call-ID'][0]}", f"CSeq: {fields['CSeq'][0]}",
             "Content-Length: 0", "", ""]
     return "\r\n".join(out).encode()
+
+
+def _peer_text(peer: tuple[str, int] | None) -> str:
+    """``address:port`` of a peer for a log line (``[v6]:port``), ``unknown`` without one."""
+    if peer is None:
+        return "unknown"
+    return f"[{peer[0]}]:{peer[1]}" if ":" in peer[0] else f"{peer[0]}:{peer[1]}"
 
 
 class _TooLarge(Exception):
@@ -338,14 +421,26 @@ class SipService:
             log.exception("error handling SIP message", extra={"peer": str(peer)})
             return None
 
-    def unparsable(self, data: bytes, problem: str, peer: tuple[str, int] | None, transport: str) -> bytes | None:
+    def unparsable(self, data: bytes, problem: str, peer: tuple[str, int] | None, transport: str, *,
+                   framing: bool = False) -> bytes | None:
         """Count a message that failed to parse; answer it with 400 when it is a request with the
-        fields to answer (:func:`bad_request`), else drop it."""
+        fields to answer (:func:`bad_request`), else drop it.
+
+        A request refused for its bytes (a NUL or another control character, bytes that are not
+        UTF-8: :func:`_loose_request`) is one WARNING line naming the peer and where the bytes are,
+        whether it is answered (``400 Bad Request (<the fault>)``) or cannot be (the fault is in a
+        field the answer must copy).  The bytes themselves are never written, and such a request
+        is not recorded (no INVITE was understood, and its Call-ID may be the bad field)."""
         self.metrics.inc("stirshaken_sip_parse_errors_total", self._svc)
-        r = bad_request(data, problem, peer, transport) if isinstance(data, (bytes, bytearray)) else None
+        r, fault = _bad_request(data, problem, peer, transport, framing=framing) if isinstance(data, (bytes, bytearray)) else (None, None)
         if r is not None and len(r) > answer_cap(len(data), transport, self.max_message):
             r = None  # (only over TCP, a request within ~150 bytes of sip_max_message: its fields do not fit again)
-        log.debug("unparsable SIP message", extra={"peer": str(peer), "error": problem[:200], "answered": r is not None})
+        if fault is not None:
+            log.warning("SIP request refused for its bytes", extra={
+                "service": self.role, "peer": _peer_text(peer), "transport": transport, "problem": fault,
+                "answer": "400 Bad Request" if r is not None else "none"})
+        else:
+            log.debug("unparsable SIP message", extra={"peer": str(peer), "error": problem[:200], "answered": r is not None})
         if r is not None:
             self.metrics.inc("stirshaken_sip_responses_total", (("service", self.role), ("status", "400")))
         return r
@@ -1184,7 +1279,7 @@ class _TCP(asyncio.Protocol):
     def _framing_error(self, problem: str) -> None:
         """The stream cannot be resynchronised: answer 400 if possible, then close once the
         answers in flight are sent."""
-        r = self.service.unparsable(self.framer.pending, problem, self.peer, "TCP")
+        r = self.service.unparsable(self.framer.pending, problem, self.peer, "TCP", framing=True)
         if r is not None and self.transport is not None:
             self.transport.write(r)
         self.shutdown()
