@@ -476,11 +476,11 @@ class SipService:
                 r = self._reply(req, 501, "Not Implemented", [("Allow", ALLOW)])
         except _TooLarge as exc:  # (no cost unless raised)
             r = self._too_large(req, exc.size)[0]
-        if r is None:
-            return None  # not even a short error answer fits: nothing to send, nothing to repeat
         if isinstance(r, bytes):
             self.cache.put(key, r, now)
             return r
+        if r is None:
+            return None  # not even a short error answer fits (_too_large): nothing to send, nothing to repeat
         self.cache.put(key, _PENDING, now)
         return self._finish(key, r)
 
