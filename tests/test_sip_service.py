@@ -90,8 +90,8 @@ def resp(data: bytes | None) -> sip.SipResponse:
     return r
 
 
-async def answer(svc: SipService, data: bytes, peer: tuple[str, int] = ("127.0.0.1", 5090)) -> bytes | None:
-    r = svc.handle(data, peer, "UDP")
+async def answer(svc: SipService, data: bytes, peer: tuple[str, int] = ("127.0.0.1", 5090), transport: str = "UDP") -> bytes | None:
+    r = svc.handle(data, peer, transport)
     if r is None or isinstance(r, bytes):
         return r
     return await r
@@ -245,6 +245,52 @@ async def test_unanswerable_garbage_is_dropped_and_counted(pki: Any, data: bytes
         assert signer.metrics.counters["stirshaken_sip_requests_total"][(("service", "signing"), ("method", "ACK"))] == 1
         assert signer.handle_general(data, ("127.0.0.1", 5090), "UDP") is None
     assert signer.metrics.counters["stirshaken_sip_parse_errors_total"][(("service", "signing"),)] == 1
+    await v.aclose()
+
+
+class _Records:
+    """What SipService writes to serve.records.Records, kept."""
+
+    def __init__(self) -> None:
+        self.added: list[dict[str, Any]] = []
+
+    def add(self, rec: dict[str, Any]) -> None:
+        self.added.append(rec)
+
+
+async def test_an_answer_above_its_cap_is_replaced_and_recorded_as_sent(pki: Any) -> None:
+    """Over TCP an answer may be as large as ``sip_max_message`` (here its least, 1024 bytes): a
+    302 above it is replaced by ``500`` naming the problem (no 513: the request came over TCP
+    already), or by nothing when even that does not fit; either way the INVITE's one record says
+    what was sent and why, the 302 is neither counted nor recorded, and a retransmission gets the
+    same answer from the transaction cache without a second record."""
+    signer, _, v = services(pki)
+    signer.max_message = 1024
+    signer.records = rec = _Records()
+    def padded(branch: str, size: int) -> bytes:  # an INVITE of about ``size`` bytes, with Via fields an answer copies
+        req, i = invite(branch=branch), 0
+        while len(req) < size:
+            req = req.replace(b"Max-Forwards", f"Via: SIP/2.0/TCP 192.0.2.{i}:5060;branch=z9hG4bK-hop{i}\r\n".encode() + b"Max-Forwards")
+            i += 1
+        return req
+
+    req = padded("z9hG4bK-cap1", 700)
+    r = await answer(signer, req, transport="TCP")
+    assert r is not None and len(r) <= 1024
+    assert re.match(rb"SIP/2\.0 500 Server Internal Error \(Answer of \d+ bytes exceeds 1024 bytes over TCP\)\r\n", r), r
+    assert resp(r).headers.get_all("Via") == sip.parse_message(req).headers.get_all("Via") and resp(r).call_id == "call-z9hG4bK-cap1"
+    assert await answer(signer, req, transport="TCP") == r  # a retransmission
+    assert len(rec.added) == 1 and rec.added[0]["call_id"] == "call-z9hG4bK-cap1" and rec.added[0]["status"] == 500, rec.added
+    assert re.fullmatch(r"answer of \d+ bytes exceeds 1024 bytes over TCP: replaced by 500 Server Internal Error", rec.added[0]["reason"])
+    # even the 500 is above the cap: no answer, and the record says so
+    req = padded("z9hG4bK-cap2", 970)
+    assert len(req) <= 1024 and await answer(signer, req, transport="TCP") is None
+    assert rec.added[1]["status"] is None and rec.added[1]["reason"].endswith(": not answered (even a 500 does not fit)"), rec.added
+    counters = signer.metrics.counters
+    assert counters["stirshaken_sip_oversize_answers_total"][(("service", "signing"),)] == 2
+    assert counters["stirshaken_sip_responses_total"].get((("service", "signing"), ("status", "500"))) == 1
+    assert (("service", "signing"), ("status", "302")) not in counters["stirshaken_sip_responses_total"]
+    assert not any(k[1][1] != "-" for k in counters.get("stirshaken_signed_total", {})), counters.get("stirshaken_signed_total")
     await v.aclose()
 
 
