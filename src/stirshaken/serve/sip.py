@@ -874,7 +874,7 @@ class SipService:
             extra.append(("Date", added_date))
         return self._reply(req, 302, "Moved Temporarily", extra)
 
-    def _verify(self, req: sip.SipRequest, t0: float, *, wait: bool = False) -> bytes | Awaitable[bytes]:
+    def _verify(self, req: sip.SipRequest, t0: float, *, wait: bool = False) -> bytes | Awaitable[bytes | None]:
         """STI-VS (RFC 8224 §6.2, ATIS-1000074 §5.3) in the redirect model.
 
         The answer is bytes at once when the verifier has the result without waiting
