@@ -787,3 +787,52 @@ def test_records_not_written_at_stop_are_said(caplog: pytest.LogCaptureFixture) 
     lost = [rec for rec in caplog.records if "records not written to the database at stop" in rec.getMessage()]
     assert len(lost) == 1 and lost[0].records == 7, [rec.getMessage() for rec in caplog.records]
     assert "LINE 1" not in (r.problem or "") and "\n" not in (r.problem or "")
+
+
+# --- an answer replaced because it is too large ------------------------------------------------------
+
+
+def _bulky_invite(call_id: str, *, name: int = 0, extra: str = "") -> bytes:
+    """An INVITE just under the largest UDP payload (65,507 bytes), made of Via fields that a
+    response must copy (RFC 3261 §8.2.6.2), and with a From display name of ``name`` characters
+    (a verification 302 writes From twice: From and P-Asserted-Identity)."""
+    base = invite(call_id, extra=extra)
+    if name:
+        base = base.replace(b"From: <", b'From: "' + b"n" * name + b'" <')
+    first_via_end = base.index(b"\r\n", base.index(b"Via: ")) + 2
+    hops = b""
+    i = 0
+    while len(base) + len(hops) < 65_400:
+        hops += f"Via: SIP/2.0/UDP 192.0.2.{i % 250 + 1}:5060;branch=z9hG4bK-hop{i}\r\n".encode()
+        i += 1
+    data = base[:first_via_end] + hops + base[first_via_end:]
+    assert 65_400 <= len(data) <= 65_507, len(data)
+    return data
+
+
+def test_an_answer_replaced_as_too_large_is_recorded_as_sent(pki_x5u: tuple[Any, FileServer, Path]) -> None:
+    """A signing 302 (with its Identity) and a verification 302 (with verstat) that would not fit
+    in one UDP datagram are replaced by ``513 Message Too Large`` (RFC 3261 §21.5.7): the call's
+    one record says 513 and why, not the 302 that was never sent; a call of normal size is
+    recorded as before."""
+    pki, x5u, d = pki_x5u
+    with serving(d, pki, x5u, "rec-513") as (p, ports):
+        r = udp(ports["sign"], _bulky_invite("sip-sign-big"))
+        assert r.startswith("SIP/2.0 513 Message Too Large ("), r[:200]
+        r = udp(ports["verify"], _bulky_invite("sip-verify-big", name=3000))
+        assert r.startswith("SIP/2.0 513 Message Too Large ("), r[:200]
+        assert udp(ports["sign"], invite("sip-sign-small")).startswith("SIP/2.0 302")
+        time.sleep(FLUSH_DELAY * 4)
+    docs = [json.loads(line) for line in record_lines(p.log)]
+    by_id: dict[str, list[dict[str, Any]]] = {}
+    for doc in docs:
+        by_id.setdefault(doc["call_id"], []).append(doc)
+    assert sorted(by_id) == ["sip-sign-big", "sip-sign-small", "sip-verify-big"], sorted(by_id)
+    assert all(len(v) == 1 for v in by_id.values()), by_id  # one record per call
+    for cid, service in (("sip-sign-big", "signing"), ("sip-verify-big", "verification")):
+        rec = by_id[cid][0]
+        assert (rec["interface"], rec["service"], rec["status"]) == ("sip", service, 513), rec
+        assert re.fullmatch(r"answer of \d+ bytes exceeds 65507 bytes over UDP: replaced by 513 Message Too Large \(RFC 3261 §21\.5\.7\)",
+                            rec["reason"]), rec["reason"]
+        assert rec["attest"] is None and rec["verstat"] is None and isinstance(rec["latency"], float), rec  # nothing of the 302 was sent
+    assert by_id["sip-sign-small"][0]["status"] == 302

@@ -90,8 +90,8 @@ def resp(data: bytes | None) -> sip.SipResponse:
     return r
 
 
-async def answer(svc: SipService, data: bytes, peer: tuple[str, int] = ("127.0.0.1", 5090)) -> bytes | None:
-    r = svc.handle(data, peer, "UDP")
+async def answer(svc: SipService, data: bytes, peer: tuple[str, int] = ("127.0.0.1", 5090), transport: str = "UDP") -> bytes | None:
+    r = svc.handle(data, peer, transport)
     if r is None or isinstance(r, bytes):
         return r
     return await r
@@ -248,6 +248,52 @@ async def test_unanswerable_garbage_is_dropped_and_counted(pki: Any, data: bytes
     await v.aclose()
 
 
+class _Records:
+    """What SipService writes to serve.records.Records, kept."""
+
+    def __init__(self) -> None:
+        self.added: list[dict[str, Any]] = []
+
+    def add(self, rec: dict[str, Any]) -> None:
+        self.added.append(rec)
+
+
+async def test_an_answer_above_its_cap_is_replaced_and_recorded_as_sent(pki: Any) -> None:
+    """Over TCP an answer may be as large as ``sip_max_message`` (here its least, 1024 bytes): a
+    302 above it is replaced by ``500`` naming the problem (no 513: the request came over TCP
+    already), or by nothing when even that does not fit; either way the INVITE's one record says
+    what was sent and why, the 302 is neither counted nor recorded, and a retransmission gets the
+    same answer from the transaction cache without a second record."""
+    signer, _, v = services(pki)
+    signer.max_message = 1024
+    signer.records = rec = _Records()
+    def padded(branch: str, size: int) -> bytes:  # an INVITE of about ``size`` bytes, with Via fields an answer copies
+        req, i = invite(branch=branch), 0
+        while len(req) < size:
+            req = req.replace(b"Max-Forwards", f"Via: SIP/2.0/TCP 192.0.2.{i}:5060;branch=z9hG4bK-hop{i}\r\n".encode() + b"Max-Forwards")
+            i += 1
+        return req
+
+    req = padded("z9hG4bK-cap1", 700)
+    r = await answer(signer, req, transport="TCP")
+    assert r is not None and len(r) <= 1024
+    assert re.match(rb"SIP/2\.0 500 Server Internal Error \(Answer of \d+ bytes exceeds 1024 bytes over TCP\)\r\n", r), r
+    assert resp(r).headers.get_all("Via") == sip.parse_message(req).headers.get_all("Via") and resp(r).call_id == "call-z9hG4bK-cap1"
+    assert await answer(signer, req, transport="TCP") == r  # a retransmission
+    assert len(rec.added) == 1 and rec.added[0]["call_id"] == "call-z9hG4bK-cap1" and rec.added[0]["status"] == 500, rec.added
+    assert re.fullmatch(r"answer of \d+ bytes exceeds 1024 bytes over TCP: replaced by 500 Server Internal Error", rec.added[0]["reason"])
+    # even the 500 is above the cap: no answer, and the record says so
+    req = padded("z9hG4bK-cap2", 970)
+    assert len(req) <= 1024 and await answer(signer, req, transport="TCP") is None
+    assert rec.added[1]["status"] is None and rec.added[1]["reason"].endswith(": not answered (even a 500 does not fit)"), rec.added
+    counters = signer.metrics.counters
+    assert counters["stirshaken_sip_oversize_answers_total"][(("service", "signing"),)] == 2
+    assert counters["stirshaken_sip_responses_total"].get((("service", "signing"), ("status", "500"))) == 1
+    assert (("service", "signing"), ("status", "302")) not in counters["stirshaken_sip_responses_total"]
+    assert not any(k[1][1] != "-" for k in counters.get("stirshaken_signed_total", {})), counters.get("stirshaken_signed_total")
+    await v.aclose()
+
+
 def test_transaction_cache_bounds() -> None:
     c = TransactionCache(ttl=1.0, size=3)
     for i in range(5):
@@ -320,6 +366,9 @@ def test_fuzz_never_raises(pki: Any, data: bytes) -> None:
         assert r is None or isinstance(r, bytes)
         if r is not None and r.startswith(b"SIP/2.0 400 "):  # an answered parse failure: one well-framed message
             assert r.endswith(b"\r\n\r\n") and r.count(b"\r\n\r\n") == 1 and b"\nCall-ID: " in r and b"\nCSeq: " in r
+        if r is not None:  # whatever a peer sent, no answer carries a control character or bytes that are not UTF-8
+            r.decode("utf-8")
+            assert re.search(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]|\r(?!\n)|(?<!\r)\n", r) is None, r
 
 
 _FUZZ: dict[str, Any] = {}
@@ -477,6 +526,101 @@ def test_wire_unparsable_requests_get_400(server: dict[str, Any]) -> None:
     while not all(w in (text := metrics_text(server["http"])) for w in want) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert all(w in text for w in want), text
+
+
+def _bad(old: bytes, new: bytes) -> Any:
+    return lambda m: m.replace(old, new, 1)
+
+
+#: requests refused for their bytes: (name, mutation of an INVITE, its 400 reason phrase or None: no answer, the fault logged)
+_BAD_BYTES = [
+    ("callid-nul", _bad(b"Call-ID: call-", b"Call-ID: call-\x00"), None,
+     "a NUL byte in the Call-ID header field, which an answer must copy (RFC 3261 §8.2.6.2)"),
+    ("callid-utf8", _bad(b"Call-ID: call-", b"Call-ID: call-\xff\xfe"), None,
+     "bytes that are not UTF-8 (0xff at column 15) in the Call-ID header field, which an answer must copy (RFC 3261 §8.2.6.2)"),
+    ("compact-callid-utf8", _bad(b"Call-ID: call-", b"i: \xc3("), None,
+     "bytes that are not UTF-8 (0xc3 at column 4) in the Call-ID header field, which an answer must copy (RFC 3261 §8.2.6.2)"),
+    ("to-nul", _bad(b"To: <sip:", b"To: \x00<sip:"), None,
+     "a NUL byte in the To header field, which an answer must copy (RFC 3261 §8.2.6.2)"),
+    ("from-folded-ctl", _bad(b"From: <sip:", b"From: A\r\n \x01 <sip:"), None,
+     "a control character (0x01) in the From header field, which an answer must copy (RFC 3261 §8.2.6.2)"),
+    ("cseq-utf8", _bad(b"CSeq: 1 ", b"CSeq: 1\x80 "), None,
+     "bytes that are not UTF-8 (0x80 at column 8) in the CSeq header field, which an answer must copy (RFC 3261 §8.2.6.2)"),
+    # the second Via was left out of the 400, which then could not reach the peer through its proxy
+    ("via2-utf8", _bad(b"From: ", b"Via: SIP/2.0/UDP proxy\xe9.example;branch=z9hG4bK-p\r\nFrom: "), None,
+     "bytes that are not UTF-8 (0xe9 at column 23) in the Via header field, which an answer must copy (RFC 3261 §8.2.6.2)"),
+    # not copied by an answer: 400 naming the fault
+    ("ruri-utf8", _bad(b" sip:", b" sip:\xff"), "Bytes that are not UTF-8 (0xff at column 12) in the request line",
+     "bytes that are not UTF-8 (0xff at column 12) in the request line"),
+    ("subject-nul", _bad(b"Max-Forwards: 70", b"Subject: a\x00b\r\nMax-Forwards: 70"), "A NUL byte in the Subject header field",
+     "a NUL byte in the Subject header field"),
+]
+
+
+def udp_from(port: int, data: bytes, timeout: float) -> tuple[bytes | None, int]:
+    """Send ``data`` to ``port`` over UDP: (the answer or None, our source port)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        s.settimeout(timeout)
+        s.sendto(data, ("127.0.0.1", port))
+        try:
+            return s.recvfrom(65536)[0], s.getsockname()[1]
+        except socket.timeout:
+            return None, s.getsockname()[1]
+
+
+def log_docs(server: dict[str, Any]) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (server["dir"] / "serve.log").read_text(errors="strict").splitlines() if line.startswith("{")]
+
+
+@pytest.mark.parametrize("name, mutate, phrase, fault", _BAD_BYTES, ids=[c[0] for c in _BAD_BYTES])
+def test_wire_request_refused_for_its_bytes(server: dict[str, Any], name: str, mutate: Any, phrase: str | None, fault: str) -> None:
+    """A NUL, another control character or bytes that are not UTF-8 (RFC 3261 §7.3.1, §25.1; a
+    Call-ID is ``word [ "@" word ]``, ASCII): in a field an answer must copy as received (Via,
+    From, To, Call-ID, CSeq, §8.2.6.2) no answer can be formed, so none is sent; elsewhere the
+    request is answered ``400 Bad Request (<the fault>)`` (§8.2, §21.4.1).  Either way one
+    WARNING line names the peer and the fault, without the bytes or a traceback, and nothing is
+    recorded.  Both used to be silent (no answer, no line), or the 400 left out a Via."""
+    for port in (server["sign"], server["verify"]):
+        bad = mutate(invite(branch=f"z9hG4bK-bytes-{name}-{port}"))
+        with pytest.raises(sip.SipParseError):
+            sip.parse_message(bad)
+        r, ours = udp_from(port, bad, timeout=1.0 if phrase is None else 5.0)
+        if phrase is None:
+            assert r is None, r
+        else:
+            assert r is not None and r.split(b"\r\n", 1)[0] == f"SIP/2.0 400 Bad Request ({phrase})".encode(), r
+            assert resp(r).call_id == f"call-z9hG4bK-bytes-{name}-{port}"
+        deadline = time.monotonic() + 5
+        while not (lines := [d for d in log_docs(server) if d.get("peer") == f"127.0.0.1:{ours}"]) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len(lines) == 1, lines
+        assert (lines[0]["level"], lines[0]["msg"], lines[0]["problem"], lines[0]["transport"]) == (
+            "WARNING", "SIP request refused for its bytes", fault, "UDP"), lines[0]
+        assert lines[0]["answer"] == ("none" if phrase is None else "400 Bad Request")
+    raw = (server["dir"] / "serve.log").read_bytes()
+    assert b"\x00" not in raw and b"\\u0000" not in raw and b"Traceback" not in raw
+    assert not [d for d in log_docs(server) if d.get("logger") == "stirshaken.records" and "bytes" in (d.get("call_id") or "")]
+
+
+def test_wire_tcp_request_with_a_nul_call_id_keeps_the_connection(server: dict[str, Any]) -> None:
+    """Over TCP the message is framed (its Content-Length is right): not answered, one warning,
+    and the connection goes on."""
+    port = server["sign"]
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as c:
+        ours = c.getsockname()[1]
+        tcp = lambda m: m.replace(b"SIP/2.0/UDP", b"SIP/2.0/TCP")  # noqa: E731
+        c.sendall(tcp(invite(branch="z9hG4bK-tcpnul").replace(b"Call-ID: call-", b"Call-ID: \x00call-")))
+        c.sendall(tcp(invite(method="OPTIONS", branch="z9hG4bK-tcpnul2")))
+        framer = sip.StreamFramer()
+        msgs: list[bytes] = []
+        while not msgs:
+            data = c.recv(65536)
+            assert data, "connection closed"
+            msgs += framer.feed(data)
+        assert resp(msgs[0]).status == 200 and resp(msgs[0]).cseq[1] == "OPTIONS"
+    lines = [d for d in log_docs(server) if d.get("peer") == f"127.0.0.1:{ours}"]
+    assert len(lines) == 1 and lines[0]["transport"] == "TCP" and lines[0]["problem"].startswith("a NUL byte in the Call-ID header field")
 
 
 def metrics_text(port: int) -> str:

@@ -30,13 +30,20 @@
 A request that does not parse but still has Via, From, To, Call-ID and CSeq fields is answered
 ``400 Bad Request (<what is wrong>)`` (RFC 3261 §8.2, §21.4.1: the reason phrase names the
 problem), built from those fields as they were received; anything else that does not parse (pure
-garbage, responses, ACKs) is dropped.  Both are counted in ``stirshaken_sip_parse_errors_total``.
+garbage, responses, ACKs) is dropped.  A request refused for its bytes (a NUL or another control
+character, bytes that are not UTF-8) is one warning line naming the peer and where the bytes are;
+it is answered 400 unless they are in one of the five fields an answer copies
+(:func:`_loose_request` says why none can be formed then).  Both are counted in
+``stirshaken_sip_parse_errors_total``.
 Over TCP a framing error (no or a bad Content-Length, a message too large) is answered the same
 way when possible, then the connection is closed since the stream cannot be resynchronised.
 
 Responses are built with :func:`stirshaken.core.sip.build_response` (RFC 3261 §8.2.6: Via list, From,
-To with a tag, Call-ID, CSeq).  UDP responses go back to the source address, with ``received``
-and ``rport`` set on the top Via (RFC 3261 §18.2.1, RFC 3581).  Retransmitted requests are
+To with a tag, Call-ID, CSeq).  An answer larger than its request's :func:`answer_cap` is replaced
+by ``513 Message Too Large`` (a UDP request above 1300 bytes, RFC 3261 §21.5.7) or ``500`` when it
+is built, before anything counts or records it, so an INVITE's record holds the status sent.
+UDP responses go back to the source address, with ``received`` and ``rport`` set on the top Via
+(RFC 3261 §18.2.1, RFC 3581).  Retransmitted requests are
 answered from a bounded, time-expiring server transaction cache (RFC 3261 §17.2.1/§17.2.2), keyed
 by branch, sent-by and method.  That cache is the worker's own: a retransmission that another
 worker (they share the UDP socket) or another node receives is verified again, and replay
@@ -98,8 +105,21 @@ def _stamp_via(first: str, peer: tuple[str, int], *, received: bool, rport: bool
 def bad_request(data: bytes, problem: str, peer: tuple[str, int] | None, transport: str) -> bytes | None:
     """``400 Bad Request (<problem>)`` for a request that failed to parse, built from its Via,
     From, To, Call-ID and CSeq as received; None when it lacks one of them, is not a request, is
-    an ACK (never answered, RFC 3261 §17.1.1.3), or a field cannot be echoed safely."""
-    return echo_response(data, 400, "Bad Request", problem, peer, transport)
+    an ACK (never answered, RFC 3261 §17.1.1.3), or one of them holds bytes no answer may carry
+    (:func:`_loose_request`).  A request refused for its bytes gets the fault as the problem
+    (e.g. ``a NUL byte in the Subject header field``)."""
+    return _bad_request(data, problem, peer, transport)[0]
+
+
+def _bad_request(data: bytes, problem: str, peer: tuple[str, int] | None, transport: str, *,
+                 framing: bool = False) -> tuple[bytes | None, str | None]:
+    """:func:`bad_request` and the fault in the request's bytes (None: none, or no request).  The
+    fault is the problem the 400 names (the parser refuses bytes before grammar), except after a
+    framing error (``framing``), which says why the connection closes."""
+    fields, fault = _loose_request(data)
+    if fields is None:
+        return None, fault
+    return _echo(fields, 400, "Bad Request", problem if framing else fault or problem, peer, transport), fault
 
 
 def echo_response(data: bytes, status: int, reason: str, problem: str, peer: tuple[str, int] | None,
@@ -107,44 +127,102 @@ def echo_response(data: bytes, status: int, reason: str, problem: str, peer: tup
     """``<status> <reason> (<problem>)`` built from the Via, From, To, Call-ID and CSeq of the
     request ``data`` as received (RFC 3261 §8.2.6), without parsing the rest; None as for
     :func:`bad_request`."""
+    fields = _loose_request(data)[0]
+    return None if fields is None else _echo(fields, status, reason, problem, peer, transport)
+
+
+#: a byte no header line may hold: a control character but HTAB (RFC 3261 §25.1 TEXT-UTF8char, LWS);
+#: (CR is only allowed before LF, and the lines are split there)
+_BAD_BYTE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def _byte_fault(raw: bytes) -> str | None:
+    """What is wrong with the bytes of one line of a header section, in words without the bytes
+    themselves (a log line or a reason phrase may carry it): a NUL, a bare CR, another control
+    character, or bytes that are not UTF-8 (§7.3.1: TEXT-UTF8); None when there is nothing."""
+    m = _BAD_BYTE.search(raw)
+    if m is not None:
+        b = raw[m.start()]
+        return "a NUL byte" if b == 0 else "a bare CR" if b == 13 else f"a control character (0x{b:02x})"
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return f"bytes that are not UTF-8 (0x{raw[exc.start]:02x} at column {exc.start + 1})"
+    return None
+
+
+def _loose_request(data: bytes) -> tuple[dict[str, list[str]] | None, str | None]:
+    """The fields an answer to the request ``data``, which did not parse, copies (RFC 3261
+    §8.2.6.2: every Via, From, To, Call-ID, CSeq), read line by line without the grammar, and
+    the first fault in its bytes (:func:`_byte_fault`) with where it is, e.g. ``a NUL byte in the
+    Call-ID header field``.
+
+    ``(None, None)``: no request (garbage, a response), an ACK (never answered, §17.1.1.3), or a
+    header section above 64 KiB.  ``(None, fault)``: a request whose fault is in a field the
+    answer must copy.  Such a field cannot be copied (a NUL or bytes that are not UTF-8 have no
+    place in a message we send, §7.3.1, §25.1; a Call-ID is ``word [ "@" word ]``, ASCII,
+    §25.1), and an answer with another value in its place would break §8.2.6.2 (its From,
+    Call-ID, CSeq and Via values MUST equal the request's, and Call-IDs compare byte by byte,
+    §8.1.1.4): no answer can be formed, so none is sent (the peer's INVITE transaction ends by
+    its timer, §17.1.1.2).  Else ``(fields, fault or None)``; a fault elsewhere (another header
+    field, the Request-URI) leaves the answer possible: §8.2 / §21.4.1, ``400 Bad Request``."""
     head = data.lstrip(b"\r\n")
     for sep in (b"\r\n\r\n", b"\n\n"):
         end = head.find(sep)
         if end >= 0:
             head = head[:end]
+    if head[-1:] == b"\r":  # (a CR before a bare-LF empty line ends the last line, as in parse_message)
+        head = head[:-1]
     if len(head) > 65536:
-        return None
+        return None, None
     lines = re.split(rb"\r?\n", head)
-    try:
-        start = lines[0].decode("utf-8")
-    except UnicodeDecodeError:
-        return None
+    fault = _byte_fault(lines[0])
+    start = lines[0].decode("utf-8" if fault is None else "latin-1")  # (latin-1: only to see whether it is a request)
     m = _LOOSE_REQUEST_LINE.fullmatch(start)
     if m is None or m.group(1).upper() == "ACK" or start[:4].upper() == "SIP/":
-        return None
+        return None, None
+    if fault is not None:
+        fault += " in the request line"
     fields: dict[str, list[str]] = {}
-    last: list[str] | None = None
-    for raw in lines[1:]:
-        try:
-            line = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            last = None
-            continue
-        if line[:1] in (" ", "\t") and last is not None:  # folded continuation (§7.3.1)
-            last[-1] += " " + line.strip(" \t")
-            continue
-        f = _LOOSE_FIELD.fullmatch(line)
-        name = _ECHOED.get(f.group(1).lower()) if f else None
-        if name is None:
-            last = None
-            continue
-        last = fields.setdefault(name, [])
-        last.append(f.group(2))  # type: ignore[union-attr]
-    needed = ("Via", "From", "To", "Call-ID", "CSeq")
-    if any(not fields.get(n) or not all(fields[n]) for n in needed):
-        return None
-    if any(_UNSAFE.search(v) for n in needed for v in fields[n]):
-        return None
+    name: str | None = None  # the field the line belongs to (None: no field line)
+    for number, raw in enumerate(lines[1:], 2):
+        bad = _byte_fault(raw)
+        line = raw.decode("utf-8" if bad is None else "latin-1")  # (latin-1: only for the field name, a token: ASCII)
+        folded = line[:1] in (" ", "\t")
+        if not folded:  # a new field; a folded line continues the one before (§7.3.1)
+            f = _LOOSE_FIELD.fullmatch(line)
+            name = _field_name(f.group(1)) if f else None
+        if bad is not None:
+            where = f"the {name} header field" if name else f"line {number} of the header section"
+            if name in _NEEDED:
+                return None, f"{bad} in {where}, which an answer must copy (RFC 3261 §8.2.6.2)"
+            fault = fault or f"{bad} in {where}"
+        elif name in _NEEDED:
+            if folded:
+                fields[name][-1] += " " + line.strip(" \t")
+            else:
+                fields.setdefault(name, []).append(f.group(2))  # type: ignore[union-attr]
+    if any(not fields.get(n) or not all(fields[n]) for n in _NEEDED):
+        return None, fault
+    return fields, fault
+
+
+#: the fields an answer copies from its request (RFC 3261 §8.2.6.2)
+_NEEDED = ("Via", "From", "To", "Call-ID", "CSeq")
+
+
+def _field_name(name: str) -> str:
+    """The name of a header field as the messages here write it: Via, From, To, Call-ID and CSeq
+    in their spelling (from any case or compact form, §7.3.3), another in its long form when
+    compact, else as received (a token: printable ASCII; cut to 60 characters)."""
+    key = name.lower()
+    return _ECHOED.get(key) or sip.COMPACT_FORMS.get(key) or name[:60]
+
+
+def _echo(fields: dict[str, list[str]], status: int, reason: str, problem: str, peer: tuple[str, int] | None,
+          transport: str) -> bytes:
+    """``<status> <reason> (<problem>)`` with the fields of :func:`_loose_request` (received/rport
+    on the top Via over UDP, a To tag added)."""
     vias = fields["Via"]
     if peer is not None and transport == "UDP":
         try:  # a Via that does not split (an unterminated quote) is echoed as received
@@ -164,6 +242,22 @@ def echo_response(data: bytes, status: int, reason: str, problem: str, peer: tup
     out += [f"From: {fields['From'][0]}", f"To: {to}", f"Call-ID: {fields['Call-ID'][0]}", f"CSeq: {fields['CSeq'][0]}",
             "Content-Length: 0", "", ""]
     return "\r\n".join(out).encode()
+
+
+def _peer_text(peer: tuple[str, int] | None) -> str:
+    """``address:port`` of a peer for a log line (``[v6]:port``), ``unknown`` without one."""
+    if peer is None:
+        return "unknown"
+    return f"[{peer[0]}]:{peer[1]}" if ":" in peer[0] else f"{peer[0]}:{peer[1]}"
+
+
+class _TooLarge(Exception):
+    """An answer above its request's :func:`answer_cap`, raised by :meth:`SipService._reply` before
+    the answer is counted or recorded (rare; Python's exceptions cost nothing until raised)."""
+
+    def __init__(self, size: int):
+        super().__init__(size)
+        self.size = size
 
 
 class TransactionCache:
@@ -283,6 +377,14 @@ class SipService:
         self._verified_labels = LabelSets(lambda k: (("interface", "sip"), ("verstat", k[0]), ("reason_code", str(k[1] or 0)), ("attest", k[2] or "-")), 256)
         self._signed_labels = LabelSets(lambda k: (("interface", "sip"), ("tenant", k[0]), ("attest", k[1])))
         self._random_ids = OrigidPool()  # To tags of our answers (_to_tag)
+        #: the largest message a TCP peer is expected to take (``sip_max_message``; set by :func:`start_sip`)
+        self.max_message = 65536
+        # the answer_cap and transport of the request being answered (set per request by handle_general;
+        # _reply compares each answer with the cap, _too_large says why it did not fit)
+        self._cap = UDP_MAX
+        self._transport = "UDP"
+        self._oversize_count = 0  # answers replaced since the last warning line
+        self._oversize_logged = -10.0  # time.monotonic() of that line
 
     # --- entry ------------------------------------------------------------------------------------
 
@@ -310,17 +412,35 @@ class SipService:
                 return self.unparsable(data, str(exc), peer, transport)
             if isinstance(msg, sip.SipResponse):
                 return None  # a stray response: no client transactions here
+            # (computed here instead of by the transports after the answer, so that the answer is
+            # checked before an INVITE's record is written: _reply)
+            self._cap = answer_cap(len(data), transport, self.max_message)
+            self._transport = transport
             return self._request(msg, peer, transport)
         except Exception:  # noqa: BLE001 - a peer must never crash the service
             log.exception("error handling SIP message", extra={"peer": str(peer)})
             return None
 
-    def unparsable(self, data: bytes, problem: str, peer: tuple[str, int] | None, transport: str) -> bytes | None:
+    def unparsable(self, data: bytes, problem: str, peer: tuple[str, int] | None, transport: str, *,
+                   framing: bool = False) -> bytes | None:
         """Count a message that failed to parse; answer it with 400 when it is a request with the
-        fields to answer (:func:`bad_request`), else drop it."""
+        fields to answer (:func:`bad_request`), else drop it.
+
+        A request refused for its bytes (a NUL or another control character, bytes that are not
+        UTF-8: :func:`_loose_request`) is one WARNING line naming the peer and where the bytes are,
+        whether it is answered (``400 Bad Request (<the fault>)``) or cannot be (the fault is in a
+        field the answer must copy).  The bytes themselves are never written, and such a request
+        is not recorded (no INVITE was understood, and its Call-ID may be the bad field)."""
         self.metrics.inc("stirshaken_sip_parse_errors_total", self._svc)
-        r = bad_request(data, problem, peer, transport) if isinstance(data, (bytes, bytearray)) else None
-        log.debug("unparsable SIP message", extra={"peer": str(peer), "error": problem[:200], "answered": r is not None})
+        r, fault = _bad_request(data, problem, peer, transport, framing=framing) if isinstance(data, (bytes, bytearray)) else (None, None)
+        if r is not None and len(r) > answer_cap(len(data), transport, self.max_message):
+            r = None  # (only over TCP, a request within ~150 bytes of sip_max_message: its fields do not fit again)
+        if fault is not None:
+            log.warning("SIP request refused for its bytes", extra={
+                "service": self.role, "peer": _peer_text(peer), "transport": transport, "problem": fault,
+                "answer": "400 Bad Request" if r is not None else "none"})
+        else:
+            log.debug("unparsable SIP message", extra={"peer": str(peer), "error": problem[:200], "answered": r is not None})
         if r is not None:
             self.metrics.inc("stirshaken_sip_responses_total", (("service", self.role), ("status", "400")))
         return r
@@ -340,30 +460,37 @@ class SipService:
             return cached
         if peer is not None and transport == "UDP":
             req = self._fix_via(req, peer)
-        if method == "INVITE":
-            r = self._invite(req, peer)
-        elif method == "OPTIONS":
-            r = self._reply(req, 200, "OK", [("Allow", ALLOW), ("Accept", "application/sdp")])
-        elif method == "CANCEL":
-            inv = (key[0], key[1], "INVITE")
-            r = self._reply(req, 200, "OK") if self.cache.get(inv, now) is not None else self._reply(req, 481, "Call/Transaction Does Not Exist")
-        elif method == "BYE":
-            r = self._reply(req, 481, "Call/Transaction Does Not Exist")
-        elif method in _KNOWN_METHODS:
-            r = self._reply(req, 405, "Method Not Allowed", [("Allow", ALLOW)])
-        else:
-            r = self._reply(req, 501, "Not Implemented", [("Allow", ALLOW)])
+        try:
+            if method == "INVITE":
+                r = self._invite(req, peer)  # (handles _TooLarge itself: its record)
+            elif method == "OPTIONS":
+                r = self._reply(req, 200, "OK", [("Allow", ALLOW), ("Accept", "application/sdp")])
+            elif method == "CANCEL":
+                inv = (key[0], key[1], "INVITE")
+                r = self._reply(req, 200, "OK") if self.cache.get(inv, now) is not None else self._reply(req, 481, "Call/Transaction Does Not Exist")
+            elif method == "BYE":
+                r = self._reply(req, 481, "Call/Transaction Does Not Exist")
+            elif method in _KNOWN_METHODS:
+                r = self._reply(req, 405, "Method Not Allowed", [("Allow", ALLOW)])
+            else:
+                r = self._reply(req, 501, "Not Implemented", [("Allow", ALLOW)])
+        except _TooLarge as exc:  # (no cost unless raised)
+            r = self._too_large(req, exc.size)[0]
         if isinstance(r, bytes):
             self.cache.put(key, r, now)
             return r
+        if r is None:
+            return None  # not even a short error answer fits (_too_large): nothing to send, nothing to repeat
         self.cache.put(key, _PENDING, now)
         return self._finish(key, r)
 
-    async def _finish(self, key: Any, aw: Awaitable[bytes]) -> bytes | None:
+    async def _finish(self, key: Any, aw: Awaitable[bytes | None]) -> bytes | None:
         try:
             r = await aw
         except Exception:  # noqa: BLE001
             log.exception("verification failed internally")
+            r = None
+        if r is None:
             self.cache._d.pop(key, None)
             return None
         self.cache.put(key, r, time.monotonic())
@@ -407,14 +534,60 @@ class SipService:
 
     def _reply(self, req: sip.SipRequest, status: int, reason: str, extra: list[tuple[str, str]] | None = None, *,
                from_value: str | None = None) -> bytes:
-        self.metrics.inc("stirshaken_sip_responses_total", self._status_labels(status))
+        """The answer ``status`` to ``req``, counted; raises :class:`_TooLarge` (uncounted) when it
+        exceeds the :func:`answer_cap` of the request being answered (``_cap``), so that the
+        INVITE's record is written with what is sent instead (:meth:`_too_large`)."""
         tag = self._to_tag() if status > 100 and req.to_addr.tag is None else None
         if from_value is not None:
             try:
-                return sip.build_response(req, status, reason, to_tag=tag, extra_headers=extra or (), from_value=from_value)
+                r = sip.build_response(req, status, reason, to_tag=tag, extra_headers=extra or (), from_value=from_value)
             except ValueError:  # a From that cannot be written as it is: the request's (as before verstat)
-                pass
-        return sip.build_response(req, status, reason, to_tag=tag, extra_headers=extra or ())
+                r = sip.build_response(req, status, reason, to_tag=tag, extra_headers=extra or ())
+        else:
+            r = sip.build_response(req, status, reason, to_tag=tag, extra_headers=extra or ())
+        if len(r) > self._cap:
+            raise _TooLarge(len(r))
+        self.metrics.inc("stirshaken_sip_responses_total", self._status_labels(status))
+        return r
+
+    def _too_large(self, req: sip.SipRequest, size: int) -> tuple[bytes | None, int | None, str]:
+        """``(answer, its status, why)`` in place of an answer of ``size`` bytes above the request's
+        :func:`answer_cap`: ``513 Message Too Large`` when the request came over UDP above
+        :data:`UDP_ANSWER_FLOOR` bytes (RFC 3261 §21.5.7; §18.1.1: such a request belongs on a
+        congestion-controlled transport, where the peer may retry), else ``500 Server Internal
+        Error`` naming the problem (§21.5.1); ``(None, None, why)`` when even that does not fit.
+        Counted in ``stirshaken_sip_oversize_answers_total`` and logged at most every 10 s.
+
+        Decided here, where the answer is built, and not after it left the service: an INVITE's
+        record is written with the answer, so it could only say the status that was replaced
+        (the check replaces the transports' own, which ran after the record)."""
+        cap, transport = self._cap, self._transport
+        self.metrics.inc("stirshaken_sip_oversize_answers_total", self._svc)
+        self._oversize_count += 1
+        now = time.monotonic()
+        if now - self._oversize_logged >= 10.0:
+            log.warning("SIP answers too large for their transport replaced", extra={
+                "service": self.role, "count": self._oversize_count, "answer_bytes": size, "cap": cap, "transport": transport})
+            self._oversize_count = 0
+            self._oversize_logged = now
+        problem = f"answer of {size} bytes exceeds {cap} bytes over {transport}"
+        # over UDP the cap is twice the request when that is above the floor: cap > 2 floors <=> request > floor
+        if transport == "UDP" and cap > 2 * UDP_ANSWER_FLOOR:
+            status, phrase, ref = 513, "Message Too Large", " (RFC 3261 §21.5.7)"
+        else:
+            status, phrase, ref = 500, "Server Internal Error", ""
+        try:
+            return self._reply(req, status, f"{phrase} ({problem[:1].upper()}{problem[1:]})"), status, f"{problem}: replaced by {status} {phrase}{ref}"
+        except _TooLarge:
+            return None, None, f"{problem}: not answered (even a {status} does not fit)"
+
+    def _too_large_invite(self, req: sip.SipRequest, size: int, t0: float) -> bytes | None:
+        """:meth:`_too_large` for an INVITE, and its record: the status sent (or none) and why."""
+        r, status, why = self._too_large(req, size)
+        if self.records is not None:
+            self.records.add({"interface": "sip", "service": self.role, "call_id": req.call_id, "status": status, "code": None,
+                              "reason": why, "latency": time.perf_counter() - t0})
+        return r
 
     def _to_tag(self) -> str:
         """A new To tag for an answer (RFC 3261 §8.2.6.2, §19.3: at least 32 random bits): 16 hex
@@ -454,24 +627,28 @@ class SipService:
         """Answer an INVITE with ``status`` without a signature or verdict, and record it
         (``code``/``text``: the SIP reason code and specific cause of the record; ``record``: the
         fields known so far)."""
+        r = self._reply(req, status, reason, extra)  # first: it may not fit (_TooLarge)
         if self.records is not None:
             self.records.add({"interface": "sip", "service": self.role, "call_id": req.call_id, "status": status, "code": code,
                               "reason": text or reason, "latency": time.perf_counter() - t0, **record})
-        return self._reply(req, status, reason, extra)
+        return r
 
     # --- INVITE -----------------------------------------------------------------------------------
 
-    def _invite(self, req: sip.SipRequest, peer: tuple[str, int] | None) -> bytes | Awaitable[bytes]:
+    def _invite(self, req: sip.SipRequest, peer: tuple[str, int] | None) -> bytes | None | Awaitable[bytes | None]:
         t0 = time.perf_counter()
-        bad = self._precheck(req)
-        if bad is not None:
-            return self._refuse(req, t0, *bad)
-        if self.role == "signing":
-            r = self._sign(req, peer, t0)
-            if self.records is not None and r is not self._signed_answer:
-                self._record_signing_answer(req, r, t0)
-            return r
-        return self._verify(req, t0)
+        try:
+            bad = self._precheck(req)
+            if bad is not None:
+                return self._refuse(req, t0, *bad)
+            if self.role == "signing":
+                r = self._sign(req, peer, t0)
+                if self.records is not None and r is not self._signed_answer:
+                    self._record_signing_answer(req, r, t0)
+                return r
+            return self._verify(req, t0)
+        except _TooLarge as exc:  # (no cost unless raised) nothing recorded yet: the record says what is sent instead
+            return self._too_large_invite(req, exc.size, t0)
 
     def _record_signing_answer(self, req: sip.SipRequest, answer: bytes, t0: float) -> None:
         """The record of a signing-address answer that carries no new SHAKEN signature (a refusal,
@@ -601,13 +778,13 @@ class SipService:
             origid = tenant.signer.origids()  # here rather than in the signer: the record names it (its pool: one urandom per 256)
         dests = [dest]
         identity = svc.sign(tenant, orig=orig, dest=dests, attest=attest, iat=iat, origid=origid)
-        self.metrics.inc("stirshaken_signed_total", self._signed_labels((tenant.name, attest)))
         extra = contact + [("Identity", identity)]
         if added_date is not None:
             extra.append(("Date", added_date))
         if svc.warn_length is not None and (len(orig) == svc.warn_length or len(dest) == svc.warn_length):
             extra += self._national(((orig, orig_uri), (dest, dest_uri)))
-        r = self._reply(req, 302, "Moved Temporarily", extra)
+        r = self._reply(req, 302, "Moved Temporarily", extra)  # (raises _TooLarge before anything is counted or recorded)
+        self.metrics.inc("stirshaken_signed_total", self._signed_labels((tenant.name, attest)))
         latency = time.perf_counter() - t0
         self.metrics.observe("sip_sign", latency)
         if self.records is not None:
@@ -697,7 +874,7 @@ class SipService:
             extra.append(("Date", added_date))
         return self._reply(req, 302, "Moved Temporarily", extra)
 
-    def _verify(self, req: sip.SipRequest, t0: float, *, wait: bool = False) -> bytes | Awaitable[bytes]:
+    def _verify(self, req: sip.SipRequest, t0: float, *, wait: bool = False) -> bytes | Awaitable[bytes | None]:
         """STI-VS (RFC 8224 §6.2, ATIS-1000074 §5.3) in the redirect model.
 
         The answer is bytes at once when the verifier has the result without waiting
@@ -725,11 +902,11 @@ class SipService:
         call = self.call_info(identities=identities, from_=h.get("From"), pai=pai, to=h.get("To"), ruri=req.request_uri, date=date,
                               call_id=req.call_id, from_tag=req.from_addr.tag)
         if wait:
-            return self._verified(req, call, pai, bool(identities), t0, self.verifier.averify(call))
+            return self._verified(req, call, pai, bool(identities), t0, self.verifier.averify(call), (self._cap, self._transport))
         started = self.verifier.begin(call)
         if isinstance(started, VerificationResult):
             return self._answer_verified(req, call, pai, bool(identities), t0, started)
-        return self._verified(req, call, pai, bool(identities), t0, started)
+        return self._verified(req, call, pai, bool(identities), t0, started, (self._cap, self._transport))
 
     def _record_verification(self, req: sip.SipRequest, call: Any, result: Any, verstat: str, status: int, t0: float,
                              code: int | None, reason: str | None) -> None:
@@ -752,13 +929,22 @@ class SipService:
                           "latency": time.perf_counter() - t0})
 
     async def _verified(self, req: sip.SipRequest, call: Any, pai: str | None, had_identity: bool, t0: float,
-                        pending: Awaitable[Any]) -> bytes:
+                        pending: Awaitable[Any], limit: tuple[int, str]) -> bytes | None:
+        """The answer once ``pending`` (the verification) is done.  ``limit``: the ``_cap`` and
+        ``_transport`` of this request, which other requests have changed meanwhile; set again
+        before the answer is built (synchronously, so no other request runs in between)."""
         try:
             result = await pending
         except Exception:  # noqa: BLE001
             log.exception("verifier error")
-            return self._refuse(req, t0, 500, "Server Internal Error", text="verifier error")
-        return self._answer_verified(req, call, pai, had_identity, t0, result)
+            result = None
+        self._cap, self._transport = limit
+        try:
+            if result is None:
+                return self._refuse(req, t0, 500, "Server Internal Error", text="verifier error")
+            return self._answer_verified(req, call, pai, had_identity, t0, result)
+        except _TooLarge as exc:
+            return self._too_large_invite(req, exc.size, t0)
 
     def _answer_verified(self, req: sip.SipRequest, call: Any, pai: str | None, had_identity: bool, t0: float, result: Any) -> bytes:
         """The answer to a verified INVITE (302 with verstat, a rejection, a DNO answer), counted and recorded."""
@@ -777,37 +963,40 @@ class SipService:
         dno = self.dno_check(call) if self.dno_check is not None else None
         if dno is not None:  # Do-Not-Originate caller ID: rejected (FCC: 603/607/608) or marked
             if dno[0]:
-                if self.records is not None:
+                r = self._reply(req, dno[0], _DNO_REASONS[dno[0]], [("Reason", f'SIP;cause={dno[0]};text="Do-Not-Originate number"')])
+                if self.records is not None:  # (after the answer: it may not fit, _TooLarge)
                     self._record_verification(req, call, result, result.verstat if had_identity else VERSTAT_NONE, dno[0], t0,
                                               dno[0], "Do-Not-Originate number")
-                return self._reply(req, dno[0], _DNO_REASONS[dno[0]], [("Reason", f'SIP;cause={dno[0]};text="Do-Not-Originate number"')])
+                return r
             reason_hdr.append(dno[1])
         reject = code is not None and (self.vcfg.rejects(code) or (code == 428 and self.vcfg.require_identity))
         verstat = result.verstat if had_identity else VERSTAT_NONE
-        if self.records is not None:
-            self._record_verification(req, call, result, verstat, code if reject else 302, t0,  # type: ignore[arg-type]
-                                      code, (result.description or result.reason) if code is not None else None)
         if reject:
             assert code is not None
-            return self._reply(req, code, SIP_REASONS.get(code, result.reason or "Forbidden"), reason_hdr)
-        extra: list[tuple[str, str]] = [("Contact", f"<{req.request_uri}>")]
-        from_value = req.headers.get("From")
-        asserted = pai or from_value or ""
-        marked: str | None = None  # the asserted identity with verstat (computed once when it is From)
-        try:
-            marked = sip.header_value_with_param(asserted, "verstat", verstat)
-            extra.append(("P-Asserted-Identity", _strip_tag(marked)))
-        except (sip.SipParseError, ValueError):
-            pass
-        new_from = None
-        if self.vcfg.verstat_in_from and from_value is not None:
+            r = self._reply(req, code, SIP_REASONS.get(code, result.reason or "Forbidden"), reason_hdr)
+        else:
+            extra: list[tuple[str, str]] = [("Contact", f"<{req.request_uri}>")]
+            from_value = req.headers.get("From")
+            asserted = pai or from_value or ""
+            marked: str | None = None  # the asserted identity with verstat (computed once when it is From)
             try:
-                new_from = marked if marked is not None and asserted is from_value else sip.header_value_with_param(from_value, "verstat", verstat)
+                marked = sip.header_value_with_param(asserted, "verstat", verstat)
+                extra.append(("P-Asserted-Identity", _strip_tag(marked)))
             except (sip.SipParseError, ValueError):
                 pass
-        if result.attest:
-            extra.append(("X-Attestation", result.attest))
-        return self._reply(req, 302, "Moved Temporarily", extra + reason_hdr, from_value=new_from)
+            new_from = None
+            if self.vcfg.verstat_in_from and from_value is not None:
+                try:
+                    new_from = marked if marked is not None and asserted is from_value else sip.header_value_with_param(from_value, "verstat", verstat)
+                except (sip.SipParseError, ValueError):
+                    pass
+            if result.attest:
+                extra.append(("X-Attestation", result.attest))
+            r = self._reply(req, 302, "Moved Temporarily", extra + reason_hdr, from_value=new_from)
+        if self.records is not None:  # (after the answer: it may not fit, _TooLarge)
+            self._record_verification(req, call, result, verstat, code if reject else 302, t0,  # type: ignore[arg-type]
+                                      code, (result.description or result.reason) if code is not None else None)
+        return r
 
 
 _DNO_REASONS = {603: "Decline", 607: "Unwanted", 608: "Rejected"}
@@ -870,44 +1059,6 @@ def answer_cap(request_size: int, transport: str, max_message: int) -> int:
     return max_message
 
 
-class _Oversize:
-    """Answers too large for their transport: replaced by 513/500, counted, logged aggregated."""
-
-    __slots__ = ("service", "count", "last_log")
-
-    def __init__(self, service: SipService):
-        self.service = service
-        self.count = 0
-        self.last_log = 0.0
-
-    def fit(self, answer: bytes, request: bytes, peer: tuple[str, int] | None, transport: str, max_message: int) -> bytes | None:
-        """``answer``, or when it exceeds :func:`answer_cap` a short error answer built from the
-        request's Via/From/To/Call-ID/CSeq: ``513 Message Too Large`` when the request itself is
-        above the UDP floor (RFC 3261 §21.5.14; the peer may retry over TCP), else ``500`` naming
-        the problem; None (dropped) when even that does not fit."""
-        cap = answer_cap(len(request), transport, max_message)
-        if len(answer) <= cap:
-            return answer
-        svc = self.service
-        svc.metrics.inc("stirshaken_sip_oversize_answers_total", svc._svc)
-        self.count += 1
-        now = time.monotonic()
-        if now - self.last_log >= 10.0:
-            log.warning("SIP answers too large for their transport replaced", extra={
-                "service": svc.role, "count": self.count, "answer_bytes": len(answer), "request_bytes": len(request),
-                "cap": cap, "transport": transport})
-            self.count = 0
-            self.last_log = now
-        problem = f"answer of {len(answer)} bytes exceeds {cap} bytes over {transport}"
-        if transport == "UDP" and len(request) > UDP_ANSWER_FLOOR:
-            r = echo_response(request, 513, "Message Too Large", problem, peer, transport)
-        else:
-            r = echo_response(request, 500, "Server Internal Error", problem, peer, transport)
-        if r is None or len(r) > cap:
-            return None
-        return r
-
-
 class _UDP(asyncio.DatagramProtocol):
     """SIP over UDP on one (possibly shared) socket.
 
@@ -917,17 +1068,15 @@ class _UDP(asyncio.DatagramProtocol):
     are sent, then the transport closes.
     """
 
-    __slots__ = ("service", "transport", "batch", "pending", "closing", "conns", "oversize", "max_message")
+    __slots__ = ("service", "transport", "batch", "pending", "closing", "conns")
 
-    def __init__(self, service: SipService, conns: set[Any] | None = None, max_message: int = 65536):
+    def __init__(self, service: SipService, conns: set[Any] | None = None):
         self.service = service
         self.transport: asyncio.DatagramTransport | None = None
         self.batch: LoopBatch[tuple[bytes, tuple[Any, ...]]] | None = None
         self.pending = 0
         self.closing = False
         self.conns = conns if conns is not None else set()
-        self.oversize = _Oversize(service)
-        self.max_message = max_message
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -947,19 +1096,19 @@ class _UDP(asyncio.DatagramProtocol):
         r = self.service.handle(data, peer, "UDP")
         if r is None:
             return
-        if isinstance(r, bytes):
-            self._queue(self.oversize.fit(r, data, peer, "UDP", self.max_message), addr)
+        if isinstance(r, bytes):  # (within answer_cap: SipService._reply)
+            self._queue(r, addr)
             return
         self.pending += 1
         fut = asyncio.ensure_future(r)
-        fut.add_done_callback(lambda f: self._send(f, addr, data))
+        fut.add_done_callback(lambda f: self._send(f, addr))
 
-    def _send(self, f: asyncio.Future[Any], addr: Any, request: bytes) -> None:
+    def _send(self, f: asyncio.Future[Any], addr: Any) -> None:
         self.pending -= 1
         if not f.cancelled() and f.exception() is None:
             r = f.result()
             if r:
-                self._queue(self.oversize.fit(r, request, (addr[0], addr[1]), "UDP", self.max_message), addr)
+                self._queue(r, addr)
         if self.closing and self.pending == 0:
             self._close_now()
 
@@ -1008,12 +1157,11 @@ class _TCP(asyncio.Protocol):
     """
 
     __slots__ = ("service", "framer", "transport", "peer", "conns", "guard", "source", "pending", "closing", "read_paused",
-                 "write_paused", "last", "msg_start", "send_start", "oversize", "max_message")
+                 "write_paused", "last", "msg_start", "send_start")
 
     def __init__(self, service: SipService, max_message: int, conns: set[Any], guard: ConnectionGuard | None = None):
         self.service = service
         self.framer = sip.StreamFramer(max_message)
-        self.max_message = max_message
         self.transport: asyncio.Transport | None = None
         self.peer: tuple[str, int] | None = None
         self.conns = conns
@@ -1026,7 +1174,6 @@ class _TCP(asyncio.Protocol):
         self.last = 0.0  # coarse time of the last byte received
         self.msg_start = -1.0  # coarse time the incomplete message began (-1: none)
         self.send_start = 0.0
-        self.oversize = _Oversize(service)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         guard = self.guard
@@ -1118,11 +1265,12 @@ class _TCP(asyncio.Protocol):
             r = self.service.handle(m, self.peer, "TCP")
             if r is None:
                 continue
-            if isinstance(r, bytes):
-                self._write(r, m)
+            if isinstance(r, bytes):  # (within answer_cap: SipService._reply)
+                if self.transport is not None:
+                    self.transport.write(r)
             else:
                 self.pending += 1
-                asyncio.ensure_future(r).add_done_callback(lambda f, m=m: self._send(f, m))
+                asyncio.ensure_future(r).add_done_callback(self._send)
         if framer.failed is not None:  # complete messages came first: they are answered above
             self._framing_error(framer.failed)
         elif self.pending >= self.guard.limits.sip_tcp_max_pending:
@@ -1131,22 +1279,17 @@ class _TCP(asyncio.Protocol):
     def _framing_error(self, problem: str) -> None:
         """The stream cannot be resynchronised: answer 400 if possible, then close once the
         answers in flight are sent."""
-        r = self.service.unparsable(self.framer.pending, problem, self.peer, "TCP")
+        r = self.service.unparsable(self.framer.pending, problem, self.peer, "TCP", framing=True)
         if r is not None and self.transport is not None:
             self.transport.write(r)
         self.shutdown()
 
-    def _write(self, r: bytes, request: bytes) -> None:
-        out = self.oversize.fit(r, request, self.peer, "TCP", self.max_message)
-        if out and self.transport is not None:
-            self.transport.write(out)
-
-    def _send(self, f: asyncio.Future[Any], request: bytes) -> None:
+    def _send(self, f: asyncio.Future[Any]) -> None:
         self.pending -= 1
         if not f.cancelled() and f.exception() is None:
             r = f.result()
-            if r:
-                self._write(r, request)
+            if r and self.transport is not None:
+                self.transport.write(r)
         if self.closing:
             if self.pending == 0 and self.transport is not None:
                 self.transport.close()
@@ -1173,8 +1316,9 @@ async def start_sip(
     loop = asyncio.get_running_loop()
     closers: list[Any] = []
     conns: set[Any] = set()
+    service.max_message = max_message  # answers above it are replaced (SipService._too_large)
     if udp_sock is not None:
-        await loop.create_datagram_endpoint(lambda: _UDP(service, conns, max_message), sock=udp_sock)
+        await loop.create_datagram_endpoint(lambda: _UDP(service, conns), sock=udp_sock)
     if tcp_sock is not None:
         guard = ConnectionGuard(limits or ConnectionLimits(), f"sip_{service.role}", service.metrics)
         server = await loop.create_server(lambda: _TCP(service, max_message, conns, guard), sock=tcp_sock, backlog=backlog)
