@@ -22,7 +22,8 @@ and without the inventory (one run), and bulk import time.
              SQLite file (and PostgreSQL with ``--pg``), one transaction;
 * ``--db-load``: also import ``--tns`` rows into SQLite and time a worker's full load of them.
 * serve (``--serve``): the REST benchmark through a real ``stirshaken serve`` (1 worker, the
-             lean HTTP engine, ``wrk -t1 -c16`` rotating 400 signing bodies whose callers are
+             lean HTTP engine, pinned to one CPU, ``wrk -t1 -c64`` on the others, rotating 400
+             signing bodies whose callers are
              held, other customers', unknown and DNO numbers, the caller recognised by its bearer
              token): one ``serve`` with ``[inventory]`` on a SQLite file holding ``--tns`` TNs,
              ``--dno`` DNO numbers and 1,000 customers, one without; interleaved rounds,
@@ -330,6 +331,10 @@ def _fill_store(url: str, n_tns: int, n_dno: int, customers: int = 1000) -> floa
     return time.perf_counter() - t0
 
 
+#: wrk's connections in the serve benchmark (why 64 and not 16: bench_records.py, --connections)
+CONNECTIONS = 64
+
+
 def serve_ratio(n_tns: int, n_dno: int, seconds: float, rounds: int) -> None:
     """The REST benchmark through a real ``serve`` with and without the inventory (see the module
     docstring, ``serve``)."""
@@ -339,7 +344,7 @@ def serve_ratio(n_tns: int, n_dno: int, seconds: float, rounds: int) -> None:
     import orjson
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from bench.bench_records import group_cpu
+    from bench.bench_records import cpu_split, group_cpu, pin_group
     from tests.test_serve_support import FileServer, ServeProcess, make_pki, serve_port, serve_toml, wait_tcp
 
     if shutil.which("wrk") is None:
@@ -361,6 +366,7 @@ def serve_ratio(n_tns: int, n_dno: int, seconds: float, rounds: int) -> None:
                           "request = function()\n  i = i % #bodies + 1\n  return wrk.format(nil, nil, nil, bodies[i])\nend\n")
 
     procs: dict[str, Any] = {}
+    split = cpu_split()  # serve on one CPU, wrk on the others (as bench_records.py)
     try:
         for mode in ("without", "with"):
             port = serve_port()
@@ -369,6 +375,8 @@ def serve_ratio(n_tns: int, n_dno: int, seconds: float, rounds: int) -> None:
             t0 = time.perf_counter()
             procs[mode] = (ServeProcess(work, toml, None, name=f"serve-{mode}"), port)
             wait_tcp(port, timeout=600, proc=procs[mode][0].proc)  # the worker loads the inventory first
+            if split:
+                pin_group(procs[mode][0].proc.pid, split[0])
             print(f"serve {mode} the inventory: ready in {time.perf_counter() - t0:.1f} s", flush=True)
 
         def rss(p: Any) -> int:
@@ -379,8 +387,9 @@ def serve_ratio(n_tns: int, n_dno: int, seconds: float, rounds: int) -> None:
             p, port = procs[mode]
             write_script()
             c0 = group_cpu(p.proc.pid)
-            out = subprocess.run(["wrk", "-t1", "-c16", f"-d{max(1, int(seconds))}s", "-s", str(script), f"http://127.0.0.1:{port}/stir/v1/signing"],
-                                 capture_output=True, text=True, timeout=seconds + 60).stdout
+            out = subprocess.run(["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{max(1, int(seconds))}s", "-s", str(script), f"http://127.0.0.1:{port}/stir/v1/signing"],
+                                 capture_output=True, text=True, timeout=seconds + 60,
+                                 preexec_fn=(lambda: os.sched_setaffinity(0, split[1])) if split else None).stdout
             cpu = group_cpu(p.proc.pid) - c0
             if "Non-2xx" in out or "Socket errors" in out:
                 raise SystemExit(f"wrk saw errors ({mode}):\n{out}")
@@ -399,7 +408,7 @@ def serve_ratio(n_tns: int, n_dno: int, seconds: float, rounds: int) -> None:
                   f"without / with (ratio {ratios[-1]:.3f})", flush=True)
         med = statistics.median(ratios)
         grown = rss(procs["with"][0]) - rss(procs["without"][0])
-        print(f"REST signing through serve (1 worker, wrk -t1 -c16, per CPU second): {statistics.median(wo):,.0f}/s without, "
+        print(f"REST signing through serve (1 worker, wrk -t1 -c{CONNECTIONS}, per CPU second): {statistics.median(wo):,.0f}/s without, "
               f"{statistics.median(w):,.0f}/s with the inventory; ratio {med:.3f}, range {min(ratios):.2f}-{max(ratios):.2f} "
               f"(target >= 0.95: {'OK' if round(med, 3) >= 0.95 else 'MISSED'}); worker RSS +{grown / 1e6:.0f} MB = {grown / n_tns:.1f} B per TN")
     finally:

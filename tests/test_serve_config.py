@@ -287,6 +287,7 @@ def test_every_table_refuses_unknown_keys(pki: Any, text: str, line: str) -> Non
     (BASE + '[[signing.customer]]\nsources = ["10.0.0.0/33"]\n', "[signing.customer.1].sources: '10.0.0.0/33' is not an IP address or network"),
     (BASE + '[records]\nlog = "yes"\n', "[records].log: must be true or false, got 'yes'"),
     (BASE + '[records]\nqueue_size = 0\n', "[records].queue_size: 0 is not between 1 and 1e+06"),
+    (BASE + '[records]\nnode = "edge 1"\n', "[records].node: must be at most 64 printable characters without spaces"),
     (BASE + '[records]\ndatabase = "mysql://u@h/db"\n', "[records].database: 'mysql' is not a supported database (use a SQLite path"),
     (BASE + '[records]\ndatabase = "postgresql+asyncpg://u@h/db"\n', "[records].database: 'postgresql+asyncpg' is not a supported database"),
     (BASE + '[records]\ndatabase = "sqlite://"\n', "[records].database: an in-memory SQLite database keeps no record (use a file"),
@@ -294,7 +295,7 @@ def test_every_table_refuses_unknown_keys(pki: Any, text: str, line: str) -> Non
     (BASE + '[records]\ndatabase = ":memory:"\n', "[records].database: an in-memory SQLite database keeps no record (use a file"),
     (BASE + '[records]\ndatabase = "sqlite:///file:x?mode=memory&uri=true"\n', "[records].database: an in-memory SQLite database keeps no"),
     (BASE + '[records]\ndatabase = "sqlite:///file::memory:?cache=shared"\n', "[records].database: an in-memory SQLite database keeps no"),
-    (BASE + '[records]\ncolour = 1\n', "[records].colour: unknown option (known: database, log, queue_size)"),
+    (BASE + '[records]\ncolour = 1\n', "[records].colour: unknown option (known: database, log, node, queue_size)"),
 ])
 def test_one_line_errors_name_the_option(pki: Any, text: str, line: str) -> None:
     with pytest.raises(ConfigError) as ei:

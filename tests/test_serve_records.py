@@ -32,7 +32,7 @@ from stirshaken.serve.records import FIELDS, FLUSH_DELAY, LOGGER, BatchedStreamH
 from tests.test_pki_support import postgres_database
 from tests.test_serve_support import DEST, ORIG, FileServer, ServeProcess, make_pki, serve_port, serve_toml
 
-ENVELOPE = ("ts", "level", "logger", "msg", "worker")
+ENVELOPE = ("ts", "level", "logger", "msg", "node", "worker")
 ORIGID = "123e4567-e89b-12d3-a456-426614174000"
 CALLS = 9  # the requests of calls(): one record each
 
@@ -203,7 +203,8 @@ def test_records_in_the_json_log(pki_x5u: tuple[Any, FileServer, Path]) -> None:
     lines = record_lines(p.log)
     docs = [json.loads(line) for line in lines]
     assert all(tuple(doc) == ENVELOPE + FIELDS for doc in docs), docs[0]  # every field, always in this order
-    assert all(doc["logger"] == LOGGER and doc["level"] == "INFO" and doc["msg"] == "call" and doc["worker"] == 0 for doc in docs)
+    assert all(doc["logger"] == LOGGER and doc["level"] == "INFO" and doc["msg"] == "call" and doc["worker"] == 0
+               and doc["node"] == socket.gethostname() for doc in docs)
     by_id = {doc["call_id"]: doc for doc in docs}
     assert len(by_id) == len(docs) == CALLS  # one record per call, not also through the root logger
     check(by_id, sp_serial(pki))
@@ -282,6 +283,7 @@ def test_records_in_sqlite(pki_x5u: tuple[Any, FileServer, Path]) -> None:
     assert len(rows) == CALLS
     check(rows, sp_serial(pki))
     assert all(r["worker"] in (0, 1) and r["time"] is not None for r in rows.values())
+    assert {r["node"] for r in rows.values()} == {socket.gethostname()}  # [records] node: the host's name by default
     assert len(record_lines(p.log)) == CALLS  # the log too (log = true is the default)
 
 
@@ -289,7 +291,7 @@ def test_records_in_postgresql(pki_x5u: tuple[Any, FileServer, Path]) -> None:
     pki, x5u, d = pki_x5u
     with postgres_database() as url:
         plain = url.replace("postgresql+psycopg://", "postgresql://")  # what a user writes; psycopg 3 is taken
-        with serving(d, pki, x5u, "rec-pg", records=f'database = "{plain}"\nlog = false') as (p, ports):
+        with serving(d, pki, x5u, "rec-pg", records=f'database = "{plain}"\nlog = false\nnode = "edge-1.example"') as (p, ports):
             calls(ports)
             wait_for(lambda: metric(ports["http"], "stirshaken_records_written_total") >= CALLS)
             st, body = http(ports["http"], "/healthz")
@@ -298,6 +300,7 @@ def test_records_in_postgresql(pki_x5u: tuple[Any, FileServer, Path]) -> None:
         assert len(rows) == CALLS
         check(rows, sp_serial(pki))
         assert rows["rest-sign-1"]["time"].tzinfo is not None
+        assert {r["node"] for r in rows.values()} == {"edge-1.example"}
         assert abs(rows["rest-sign-1"]["time"].timestamp() - time.time()) < 120  # binary COPY: the instant, in UTC
         assert all(isinstance(r["latency"], float) and 0 < r["latency"] < 10 for r in rows.values())
         assert record_lines(p.log) == []  # log = false: the database only
@@ -836,3 +839,27 @@ def test_an_answer_replaced_as_too_large_is_recorded_as_sent(pki_x5u: tuple[Any,
                             rec["reason"]), rec["reason"]
         assert rec["attest"] is None and rec["verstat"] is None and isinstance(rec["latency"], float), rec  # nothing of the 302 was sent
     assert by_id["sip-sign-small"][0]["status"] == 302
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_a_table_made_before_the_node_column_gets_it(kind: str, tmp_path: Path) -> None:
+    """Upgrade: a ``call_records`` table made by a release without ``node`` gets the column (its
+    old rows keep NULL), and two nodes writing to one database are told apart by it."""
+    import contextlib
+
+    old_columns = "id INTEGER PRIMARY KEY, time TIMESTAMP NOT NULL, worker INTEGER NOT NULL, " + ", ".join(
+        f"{f} {'INTEGER' if f in ('status', 'code') else 'FLOAT' if f == 'latency' else 'TEXT'}" for f in FIELDS)
+    with (postgres_database() if kind == "postgresql" else contextlib.nullcontext(f"sqlite:///{tmp_path / 'r.db'}")) as url:
+        e = sa.create_engine(url)
+        with e.begin() as c:
+            c.exec_driver_sql(f"CREATE TABLE call_records ({old_columns.replace('INTEGER PRIMARY KEY', 'BIGSERIAL PRIMARY KEY') if kind == 'postgresql' else old_columns})")
+            c.exec_driver_sql("INSERT INTO call_records (time, worker, interface, service, call_id) VALUES ('2026-01-01 00:00:00', 0, 'rest', 'signing', 'old')")
+        e.dispose()
+        for node in ("node-a", "node-b"):
+            r = Records(log=False, database=url, worker=0, node=node)
+            r.add({"interface": "rest", "service": "signing", "call_id": f"from-{node}", "attest": "A", "latency": 0.001})
+            r.start()
+            r.close(timeout=20.0)
+            assert r.writer is not None and r.writer.written == 1 and r.writer.down is None
+        rows = db_records(url)
+    assert {k: v["node"] for k, v in rows.items()} == {"old": None, "from-node-a": "node-a", "from-node-b": "node-b"}

@@ -16,6 +16,7 @@ import re
 import shutil
 import socket
 import subprocess
+import logging
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -1014,3 +1015,26 @@ def test_to_tags_are_random_and_distinct(pki: Any) -> None:
                                                                                b"To: <sip:12155551213@127.0.0.1:5060>;tag=theirs"),
                       ("127.0.0.1", 5090), "UDP")
     assert isinstance(r, bytes) and b";tag=theirs\r\n" in r and r.count(b";tag=") == 2  # From's and To's own
+
+
+def test_refused_bytes_warnings_are_bounded(pki: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """A flood of requests refused for their bytes cannot fill the log: one line per source per
+    10 s, at most 100 lines per 10 s in all; the next line says how many were left out."""
+    from stirshaken.serve.sip import LineLimiter
+
+    signer, _, _ = services(pki)
+    bad = invite(branch="z9hG4bK-flood").replace(b"Max-Forwards:", b"X-Bad: \x00\r\nMax-Forwards:")
+    assert b"X-Bad" in bad
+    with caplog.at_level(logging.WARNING, logger="stirshaken.serve"):
+        for _ in range(50):  # one source
+            signer.unparsable(bad, "x", ("192.0.2.1", 5060), "UDP")
+        for port in range(200):  # many sources (spoofed UDP)
+            signer.unparsable(bad, "x", ("192.0.2.2", 10000 + port), "UDP")
+    lines = [r for r in caplog.records if r.getMessage() == "SIP request refused for its bytes"]
+    assert len(lines) == 100
+    assert lines[0].not_logged_before == 0 and lines[1].not_logged_before == 49  # type: ignore[attr-defined]
+    lim = LineLimiter(every=0.2, most=2)
+    assert [lim.allow("a"), lim.allow("a"), lim.allow("b"), lim.allow("c")] == [True, False, True, False]
+    assert lim.take_quiet() == 2 and lim.take_quiet() == 0
+    time.sleep(0.25)
+    assert lim.allow("a") and lim.allow("c")

@@ -701,6 +701,13 @@ def _records_database(value: str) -> str:
     return value
 
 
+def _node_name(v: str) -> str:
+    """``[records] node``: printable, without spaces, at most 64 characters (a host name fits)."""
+    if len(v) > 64 or not v.isprintable() or any(c.isspace() for c in v):
+        raise ValueError("must be at most 64 printable characters without spaces (e.g. the host's name)")
+    return v
+
+
 class RecordsConfig(_Model):
     """``[records]``: one record per signing and verification (:mod:`stirshaken.serve.records`).
 
@@ -711,12 +718,15 @@ class RecordsConfig(_Model):
       Records reach it through a queue of ``queue_size`` records written by a background thread,
       so a slow or unreachable database never delays a call: what does not fit is dropped and
       counted (``stirshaken_records_dropped_total``), and ``/healthz`` says ``degraded`` while the
-      database is down.
+      database is down;
+    * ``node``: the name each record carries (JSON ``node``, the table's ``node`` column), so that
+      the records of several nodes in one database can be told apart; empty: the host's name.
     """
 
     log: bool = True
     database: Annotated[str, AfterValidator(_records_database)] = ""
     queue_size: Annotated[int, _between(1, 1_000_000)] = 10000
+    node: Annotated[str, AfterValidator(_node_name)] = ""
 
     @model_validator(mode="before")
     @classmethod

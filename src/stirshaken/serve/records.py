@@ -20,7 +20,7 @@ signing or verification resource (ATIS-1000082 §8.2) ends in one record (:data:
 Where records go (``[records]``, :class:`~stirshaken.serve.config.RecordsConfig`):
 
 * the ``stirshaken.records`` logger (``log = true``, the default): one line per record on
-  stderr, a JSON object (``ts``, ``level``, ``logger``, ``msg``, ``worker``, then the fields) or,
+  stderr, a JSON object (``ts``, ``level``, ``logger``, ``msg``, ``node``, ``worker``, then the fields) or,
   with ``[server] log_format = "text"``, ``key=value`` pairs in the order of :data:`FIELDS`.
   Records are written whatever ``log_level`` says; the logger does not propagate to the root.
 * a database (``database = ...``, SQLite or PostgreSQL), table ``call_records`` (:func:`call_records`):
@@ -53,6 +53,7 @@ import asyncio
 import collections
 import datetime as dt
 import logging
+import socket
 import sys
 import threading
 import time
@@ -124,12 +125,14 @@ _MILLIS = tuple(f".{i:03d}+00:00" for i in range(1000))
 
 class JSONRecordFormatter(logging.Formatter):
     """A record as one JSON object, in the envelope of the other ``serve`` log lines: ``ts``
-    (ISO 8601 UTC, milliseconds), ``level``, ``logger``, ``msg`` ``"call"``, ``worker``, then the
+    (ISO 8601 UTC, milliseconds), ``level``, ``logger``, ``msg`` ``"call"``, ``node`` (the host's
+    name unless configured: tells apart the nodes writing to one database), ``worker``, then the
     fields of :data:`FIELDS` (unknown values ``null``)."""
 
-    def __init__(self, worker: int | str = 0):
+    def __init__(self, worker: int | str = 0, node: str = ""):
         super().__init__()
-        self._tail = '","level":"INFO","logger":"' + LOGGER + '","msg":"call","worker":' + orjson.dumps(worker).decode() + ","
+        self._tail = ('","level":"INFO","logger":"' + LOGGER + '","msg":"call","node":' + orjson.dumps(node or default_node()).decode()
+                      + ',"worker":' + orjson.dumps(worker).decode() + ",")
         self._second = -1
         self._head = ""
         self._ms = -1
@@ -151,6 +154,11 @@ class JSONRecordFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         return self.line(record.call, record.created)  # type: ignore[attr-defined]
+
+
+def default_node() -> str:
+    """The node name records carry when ``[records] node`` is not set: the host's name."""
+    return socket.gethostname()
 
 
 def text_value(v: Any) -> str:
@@ -269,7 +277,8 @@ class BatchedStreamHandler(logging.Handler):
 
 def call_records(metadata: Any) -> Any:
     """The ``call_records`` table (SQLAlchemy Core) in ``metadata``: the fields of :data:`FIELDS`
-    plus ``id``, ``time`` (UTC) and ``worker``; ``dest`` as comma-separated TNs."""
+    plus ``id``, ``time`` (UTC), ``worker`` and ``node``; ``dest`` as comma-separated TNs.  (``node``
+    is newer than the table: :meth:`_DatabaseWriter._connect` adds it to a table made before.)"""
     import sqlalchemy as sa
 
     return sa.Table(
@@ -277,6 +286,7 @@ def call_records(metadata: Any) -> Any:
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
         sa.Column("time", sa.DateTime(timezone=True), nullable=False, index=True),
         sa.Column("worker", sa.Integer, nullable=False),
+        sa.Column("node", sa.Text, nullable=True),
         sa.Column("interface", sa.String(8), nullable=False),
         sa.Column("service", sa.String(16), nullable=False),
         sa.Column("call_id", sa.Text, nullable=True, index=True),
@@ -397,6 +407,7 @@ class _DatabaseWriter:
             # call_records already exists"); what matters is that it is there now.
             if not sa.inspect(self._engine).has_table(self._table.name):
                 raise
+        self._add_node_column()
         columns = ", ".join(self._columns)
         if self._postgres:
             # the JSON lines are parsed by PostgreSQL (json_to_recordset), each member read as
@@ -410,11 +421,28 @@ class _DatabaseWriter:
                                           {"t": self._table.name}).all())
             members = ", ".join(f"{c} {'text[]' if c == 'dest' else types.get(c, 'text')}" for c in FIELDS)
             values = ", ".join("array_to_string(r.dest, ',')" if c == "dest" else f"r.{c}" for c in FIELDS)
-            self._insert = (f"INSERT INTO {self._table.name} ({columns}) SELECT r.ts, {int(self.worker)}, {values} "
-                            f"FROM json_to_recordset(('[' || %s || ']')::json) AS r(ts {types.get('time', 'timestamptz')}, {members})")
+            self._insert = (f"INSERT INTO {self._table.name} ({columns}) SELECT r.ts, {int(self.worker)}, r.node, {values} "
+                            f"FROM json_to_recordset(('[' || %s || ']')::json) AS r(ts {types.get('time', 'timestamptz')}, "
+                            f"node {types.get('node', 'text')}, {members})")
         else:
-            self._insert = f"INSERT INTO {self._table.name} ({columns}) VALUES ({', '.join('?' * (len(FIELDS) + 2))})"
+            self._insert = f"INSERT INTO {self._table.name} ({columns}) VALUES ({', '.join('?' * (len(FIELDS) + 3))})"
         return True
+
+    def _add_node_column(self) -> None:
+        """Add ``node`` to a ``call_records`` table made before it existed (an upgrade; another
+        worker may add it meanwhile: what matters is that it is there after)."""
+        import sqlalchemy as sa
+
+        name = self._table.name
+        if any(c["name"] == "node" for c in sa.inspect(self._engine).get_columns(name)):
+            return
+        try:
+            with self._engine.begin() as conn:
+                conn.exec_driver_sql(f"ALTER TABLE {name} ADD COLUMN node TEXT")
+            log.info("records database: column node added to the table", extra={"database": self.where, "table": name})
+        except sa.exc.DBAPIError:
+            if not any(c["name"] == "node" for c in sa.inspect(self._engine).get_columns(name)):
+                raise
 
     def _sqlite_row(self, line: str) -> tuple[Any, ...]:
         """The values of the table's columns (after ``id``) for a record's JSON line, for SQLite:
@@ -426,7 +454,7 @@ class _DatabaseWriter:
         values = [doc[k] for k in FIELDS]
         if dest is not None:
             values[_DEST] = ",".join(dest)
-        return (f"{ts[:10]} {ts[11:23]}000", self.worker, *values)
+        return (f"{ts[:10]} {ts[11:23]}000", self.worker, doc.get("node"), *values)
 
     def _write(self, lines: list[str]) -> None:
         """Insert the records of ``lines`` (JSON lines) in one round trip.
@@ -607,7 +635,7 @@ class Records:
     thread, :meth:`close` writes what is queued (bounded) and stops it."""
 
     def __init__(self, *, log: bool = True, database: str = "", queue_size: int = 10000, fmt: str = "json",
-                 worker: int | str = 0, stream: TextIO | None = None):
+                 worker: int | str = 0, stream: TextIO | None = None, node: str = ""):
         self.logger: logging.Logger | None = None
         self.handler: BatchedStreamHandler | None = None
         self._formatter: logging.Formatter | None = None
@@ -616,7 +644,7 @@ class Records:
             for h in list(lg.handlers):
                 lg.removeHandler(h)
             h = self.handler = BatchedStreamHandler(stream, delay=FLUSH_DELAY)
-            f = self._formatter = JSONRecordFormatter(worker) if fmt == "json" else TextRecordFormatter(worker)
+            f = self._formatter = JSONRecordFormatter(worker, node) if fmt == "json" else TextRecordFormatter(worker)
             h.setFormatter(f)
             lg.addHandler(h)
             lg.setLevel(logging.INFO)
@@ -630,7 +658,7 @@ class Records:
         #: the JSON line of each record waiting for the database
         self.queue: collections.deque[str] | None = collections.deque() if database else None
         # the database takes the JSON line: the log's own when the log writes JSON lines
-        self._json = self._formatter if isinstance(self._formatter, JSONRecordFormatter) else JSONRecordFormatter(worker)
+        self._json = self._formatter if isinstance(self._formatter, JSONRecordFormatter) else JSONRecordFormatter(worker, node)
         self.dropped = 0  # queue full (counted on the event loop's thread)
         self._last_drop = 0.0  # time.monotonic() of the last record dropped for a full queue
         self.writer = _DatabaseWriter(database, self.queue, worker) if database and self.queue is not None else None
@@ -640,7 +668,7 @@ class Records:
         """The records of a :class:`~stirshaken.serve.config.RecordsConfig`, or None when it writes none."""
         if not cfg.enabled:
             return None
-        return cls(log=cfg.log, database=cfg.url, queue_size=cfg.queue_size, fmt=fmt, worker=worker)
+        return cls(log=cfg.log, database=cfg.url, queue_size=cfg.queue_size, fmt=fmt, worker=worker, node=cfg.node)
 
     def start(self) -> None:
         if self.writer is not None:

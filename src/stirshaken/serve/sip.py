@@ -78,7 +78,7 @@ from stirshaken.core.verification import VerificationResult
 
 log = logging.getLogger("stirshaken.serve.sip")
 
-__all__ = ["REASON_HEADER", "SipService", "header_text", "TransactionCache", "answer_cap", "bad_request", "echo_response", "start_sip"]
+__all__ = ["REASON_HEADER", "LineLimiter", "SipService", "header_text", "TransactionCache", "answer_cap", "bad_request", "echo_response", "start_sip"]
 
 ALLOW = "INVITE, ACK, CANCEL, OPTIONS"
 _KNOWN_METHODS = frozenset({"BYE", "REGISTER", "SUBSCRIBE", "NOTIFY", "INFO", "UPDATE", "PRACK", "MESSAGE", "REFER", "PUBLISH"})
@@ -251,6 +251,43 @@ def _peer_text(peer: tuple[str, int] | None) -> str:
     return f"[{peer[0]}]:{peer[1]}" if ":" in peer[0] else f"{peer[0]}:{peer[1]}"
 
 
+class LineLimiter:
+    """How many warning lines a peer can cause: at most one per source (address, port) per
+    ``every`` seconds, and ``most`` per ``every`` seconds in all (a flood from spoofed UDP
+    sources stays a few lines a second).  Every event is counted in metrics anyway; the lines
+    left out are counted here (:meth:`take_quiet`) and said in the next line."""
+
+    __slots__ = ("every", "most", "_seen", "_start", "_lines", "_quiet")
+
+    def __init__(self, every: float = 10.0, most: int = 100):
+        self.every = every
+        self.most = most
+        self._seen: dict[Any, float] = {}  # source -> time.monotonic() of its last line
+        self._start = -every  # the window of ``most`` lines
+        self._lines = 0
+        self._quiet = 0
+
+    def allow(self, source: Any) -> bool:
+        """Whether an event from ``source`` may be logged now (else it is counted as not logged)."""
+        now = time.monotonic()
+        if now - self._start >= self.every:
+            self._start, self._lines = now, 0
+        last = self._seen.get(source)
+        if (last is not None and now - last < self.every) or self._lines >= self.most:
+            self._quiet += 1
+            return False
+        if len(self._seen) >= 4096:  # bounded: forgetting a source only lets it log once more
+            self._seen.clear()
+        self._seen[source] = now
+        self._lines += 1
+        return True
+
+    def take_quiet(self) -> int:
+        """Events not logged since the last call."""
+        n, self._quiet = self._quiet, 0
+        return n
+
+
 class _TooLarge(Exception):
     """An answer above its request's :func:`answer_cap`, raised by :meth:`SipService._reply` before
     the answer is counted or recorded (rare; Python's exceptions cost nothing until raised)."""
@@ -385,6 +422,7 @@ class SipService:
         self._transport = "UDP"
         self._oversize_count = 0  # answers replaced since the last warning line
         self._oversize_logged = -10.0  # time.monotonic() of that line
+        self._refused_lines = LineLimiter()  # warning lines of requests refused for their bytes (unparsable)
 
     # --- entry ------------------------------------------------------------------------------------
 
@@ -427,7 +465,9 @@ class SipService:
         fields to answer (:func:`bad_request`), else drop it.
 
         A request refused for its bytes (a NUL or another control character, bytes that are not
-        UTF-8: :func:`_loose_request`) is one WARNING line naming the peer and where the bytes are,
+        UTF-8: :func:`_loose_request`) is one WARNING line naming the peer and where the bytes are
+        (:class:`LineLimiter`: one per source per 10 s, 100 per 10 s in all; ``not_logged_before``
+        counts those refused without a line since the previous one),
         whether it is answered (``400 Bad Request (<the fault>)``) or cannot be (the fault is in a
         field the answer must copy).  The bytes themselves are never written, and such a request
         is not recorded (no INVITE was understood, and its Call-ID may be the bad field)."""
@@ -436,9 +476,10 @@ class SipService:
         if r is not None and len(r) > answer_cap(len(data), transport, self.max_message):
             r = None  # (only over TCP, a request within ~150 bytes of sip_max_message: its fields do not fit again)
         if fault is not None:
-            log.warning("SIP request refused for its bytes", extra={
-                "service": self.role, "peer": _peer_text(peer), "transport": transport, "problem": fault,
-                "answer": "400 Bad Request" if r is not None else "none"})
+            if self._refused_lines.allow(peer):
+                log.warning("SIP request refused for its bytes", extra={
+                    "service": self.role, "peer": _peer_text(peer), "transport": transport, "problem": fault,
+                    "answer": "400 Bad Request" if r is not None else "none", "not_logged_before": self._refused_lines.take_quiet()})
         else:
             log.debug("unparsable SIP message", extra={"peer": str(peer), "error": problem[:200], "answered": r is not None})
         if r is not None:
