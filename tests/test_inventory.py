@@ -135,6 +135,54 @@ def test_caller_stated_level(pki: Any, store: InventoryStore) -> None:
     assert signing(pki, None).decide(t, ACME_TN) == "C"
 
 
+@pytest.mark.parametrize("auth, want", [
+    ("Bearer tok-acme", "A"), ("bearer  tok-acme ", "A"), ("BEARER tok-acme", "A"),  # RFC 6750 §2.1; the scheme is case-insensitive
+    ("Bearer wrong", "C"), ("Basic dG9rLWFjbWU6", "C"), ("Bearer", "C"), ("", "C"), (None, "C"),  # no known bearer credential: unknown
+])
+def test_rest_bearer_credential_is_remembered_with_the_same_answer(pki: Any, store: InventoryStore, auth: str | None, want: str) -> None:
+    """The REST caller's bearer credential recognises its customer; the header value is parsed
+    once (RestAPI's BearerTokens) and the recognition remembered per index: asked again, the
+    same level."""
+    from stirshaken.serve.rest import SIGNING_PATH, RestAPI
+
+    api = RestAPI(signing=signing(pki, LiveInventory(store.load_index())), verifier=None, metrics=Metrics())
+    headers = {"content-type": "application/json"} | ({"authorization": auth} if auth is not None else {})
+    for _ in range(3):
+        body = json.dumps({"signingRequest": {"attest": "A", "orig": {"tn": ACME_TN}, "dest": {"tn": ["12155551213"]},
+                                              "iat": int(time.time())}}).encode()
+        status, out, _ = api.handle("POST", SIGNING_PATH, headers, body, True)  # type: ignore[misc]
+        assert status == 200, out
+        p = json.loads(out)["signingResponse"]["identity"].split(";")[0].split(".")[1]
+        assert json.loads(base64.urlsafe_b64decode(p + "=" * (-len(p) % 4)))["attest"] == want
+
+
+def test_remembered_recognition_does_not_outlive_a_customer_change(pki: Any, store: InventoryStore) -> None:
+    """InventoryIndex.level remembers the customer of a recognition per index: a customer change
+    (a new index through the watcher's refresh, or a full load) is seen at once."""
+    live = LiveInventory(store.load_index())
+    svc = signing(pki, live)
+    t = svc.default
+    assert t is not None
+    assert svc.decide(t, BOB_TN, credential="tok-bob") == "C"
+    store.put_customer("bob", sources=["10.2.0.0/16"], credentials=["tok-bob"])
+    got = store.refresh(live.index)
+    assert got is not None
+    live.swap(got[0], full=got[1])
+    assert svc.decide(t, BOB_TN, credential="tok-bob") == "A"
+    assert svc.decide(t, ACME_TN, credential="tok-bob") == "B"
+    store.put_customer("bob", sources=["10.2.0.0/16"])  # the credential withdrawn
+    live.swap(store.load_index(), full=True)
+    assert svc.decide(t, BOB_TN, credential="tok-bob") == "C"
+
+
+def test_bearer_tokens_are_bounded() -> None:
+    from stirshaken.serve.rest import BearerTokens
+
+    tokens = BearerTokens()
+    assert [tokens[f"Bearer t{i}"] for i in range(5000)][-1] == "t4999" and len(tokens) <= 4096
+    assert tokens["Basic x"] is None and tokens[""] is None and tokens["bearer  x "] == "x"
+
+
 def test_dno_at_signing_never_a_or_b(pki: Any, store: InventoryStore) -> None:
     live = LiveInventory(store.load_index())
     svc = signing(pki, live)
