@@ -354,14 +354,16 @@ def test_search_fast_branch_agrees_with_bisection(keys: list[int], probes: list[
 def test_level_fast_path_agrees_with_the_general_rules(keys: list[int], data: st.DataObject) -> None:
     """InventoryIndex.level (the signing hot path, written out) gives what is_dno, customer_for
     and attest (the general methods) give, and holder() gives what a plain dict of the same TNs
-    and a scan of the ranges give, with and without an overlay of live changes."""
+    and a scan of the ranges give, with and without an overlay of live changes; each
+    recognition is asked many times (level remembers its customer per index)."""
     from array import array
 
     from stirshaken.serve.inventory.index import Customer
 
     custs = [Customer(1, "a"), Customer(2, "b", own="B", other="C"), Customer(3, "c", tenant="t1"), Customer(4, "gw", own="C", other="C")]
     holders = data.draw(st.lists(st.integers(1, 4), min_size=len(keys), max_size=len(keys)))
-    dno = sorted(set(data.draw(st.lists(st.sampled_from(keys), max_size=10)) if keys else []) | {tn_key("5551234")})
+    dno = sorted(set(data.draw(st.lists(st.sampled_from(keys), max_size=10)) if keys else []) | {tn_key("5551234")}
+                 | set(keys[:data.draw(st.integers(0, len(keys)))]))  # a run of the keys: dense DNO buckets too
     rstarts = data.draw(st.lists(st.text("0123456789", min_size=6, max_size=6), max_size=5, unique=True))
     ranges = [(tn_key(r), tn_key(r[:4] + "99"), i % 4 + 1) for i, r in enumerate(sorted({r[:4] + "00" for r in rstarts}))]
     recs = [(1, "credential", "c0ffee" * 10 + "aaaa"), (1, "header", "trunk-a"), (2, "source", "10.2.0.0/16"), (3, "tenant", "t1"),
