@@ -135,6 +135,54 @@ def test_caller_stated_level(pki: Any, store: InventoryStore) -> None:
     assert signing(pki, None).decide(t, ACME_TN) == "C"
 
 
+@pytest.mark.parametrize("auth, want", [
+    ("Bearer tok-acme", "A"), ("bearer  tok-acme ", "A"), ("BEARER tok-acme", "A"),  # RFC 6750 §2.1; the scheme is case-insensitive
+    ("Bearer wrong", "C"), ("Basic dG9rLWFjbWU6", "C"), ("Bearer", "C"), ("", "C"), (None, "C"),  # no known bearer credential: unknown
+])
+def test_rest_bearer_credential_is_remembered_with_the_same_answer(pki: Any, store: InventoryStore, auth: str | None, want: str) -> None:
+    """The REST caller's bearer credential recognises its customer; the header value is parsed
+    once (RestAPI's BearerTokens) and the recognition remembered per index: asked again, the
+    same level."""
+    from stirshaken.serve.rest import SIGNING_PATH, RestAPI
+
+    api = RestAPI(signing=signing(pki, LiveInventory(store.load_index())), verifier=None, metrics=Metrics())
+    headers = {"content-type": "application/json"} | ({"authorization": auth} if auth is not None else {})
+    for _ in range(3):
+        body = json.dumps({"signingRequest": {"attest": "A", "orig": {"tn": ACME_TN}, "dest": {"tn": ["12155551213"]},
+                                              "iat": int(time.time())}}).encode()
+        status, out, _ = api.handle("POST", SIGNING_PATH, headers, body, True)  # type: ignore[misc]
+        assert status == 200, out
+        p = json.loads(out)["signingResponse"]["identity"].split(";")[0].split(".")[1]
+        assert json.loads(base64.urlsafe_b64decode(p + "=" * (-len(p) % 4)))["attest"] == want
+
+
+def test_remembered_recognition_does_not_outlive_a_customer_change(pki: Any, store: InventoryStore) -> None:
+    """InventoryIndex.level remembers the customer of a recognition per index: a customer change
+    (a new index through the watcher's refresh, or a full load) is seen at once."""
+    live = LiveInventory(store.load_index())
+    svc = signing(pki, live)
+    t = svc.default
+    assert t is not None
+    assert svc.decide(t, BOB_TN, credential="tok-bob") == "C"
+    store.put_customer("bob", sources=["10.2.0.0/16"], credentials=["tok-bob"])
+    got = store.refresh(live.index)
+    assert got is not None
+    live.swap(got[0], full=got[1])
+    assert svc.decide(t, BOB_TN, credential="tok-bob") == "A"
+    assert svc.decide(t, ACME_TN, credential="tok-bob") == "B"
+    store.put_customer("bob", sources=["10.2.0.0/16"])  # the credential withdrawn
+    live.swap(store.load_index(), full=True)
+    assert svc.decide(t, BOB_TN, credential="tok-bob") == "C"
+
+
+def test_bearer_tokens_are_bounded() -> None:
+    from stirshaken.serve.rest import BearerTokens
+
+    tokens = BearerTokens()
+    assert [tokens[f"Bearer t{i}"] for i in range(5000)][-1] == "t4999" and len(tokens) <= 4096
+    assert tokens["Basic x"] is None and tokens[""] is None and tokens["bearer  x "] == "x"
+
+
 def test_dno_at_signing_never_a_or_b(pki: Any, store: InventoryStore) -> None:
     live = LiveInventory(store.load_index())
     svc = signing(pki, live)
@@ -306,14 +354,16 @@ def test_search_fast_branch_agrees_with_bisection(keys: list[int], probes: list[
 def test_level_fast_path_agrees_with_the_general_rules(keys: list[int], data: st.DataObject) -> None:
     """InventoryIndex.level (the signing hot path, written out) gives what is_dno, customer_for
     and attest (the general methods) give, and holder() gives what a plain dict of the same TNs
-    and a scan of the ranges give, with and without an overlay of live changes."""
+    and a scan of the ranges give, with and without an overlay of live changes; each
+    recognition is asked many times (level remembers its customer per index)."""
     from array import array
 
     from stirshaken.serve.inventory.index import Customer
 
     custs = [Customer(1, "a"), Customer(2, "b", own="B", other="C"), Customer(3, "c", tenant="t1"), Customer(4, "gw", own="C", other="C")]
     holders = data.draw(st.lists(st.integers(1, 4), min_size=len(keys), max_size=len(keys)))
-    dno = sorted(set(data.draw(st.lists(st.sampled_from(keys), max_size=10)) if keys else []) | {tn_key("5551234")})
+    dno = sorted(set(data.draw(st.lists(st.sampled_from(keys), max_size=10)) if keys else []) | {tn_key("5551234")}
+                 | set(keys[:data.draw(st.integers(0, len(keys)))]))  # a run of the keys: dense DNO buckets too
     rstarts = data.draw(st.lists(st.text("0123456789", min_size=6, max_size=6), max_size=5, unique=True))
     ranges = [(tn_key(r), tn_key(r[:4] + "99"), i % 4 + 1) for i, r in enumerate(sorted({r[:4] + "00" for r in rstarts}))]
     recs = [(1, "credential", "c0ffee" * 10 + "aaaa"), (1, "header", "trunk-a"), (2, "source", "10.2.0.0/16"), (3, "tenant", "t1"),

@@ -645,7 +645,7 @@ class InventoryStore:
                 range_ends=part.range_ends, range_holders=part.range_holders, dno=index.dno, tn_changes=index.tn_changes,
                 dno_changes=index.dno_changes, sources=part.sources, by_header=part.by_header, by_credential=part.by_credential,
                 by_tenant=part.by_tenant, by_name=part.by_name, tns_search=index.tns_search, dno_search=index.dno_search,
-                dno_bits=index.dno_bits,  # the arrays are the same: their search tables too (≈ 1 s to rebuild at 10M TNs)
+                dno_map=index.dno_map,  # the arrays are the same: their search tables too (≈ 1 s to rebuild at 10M TNs)
             )
         tn_changes = {k: v for _, kind, k, v in rows if kind == "tn"}
         dno_changes = {k: bool(v) for _, kind, k, v in rows if kind == "dno"}
