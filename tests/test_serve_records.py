@@ -863,3 +863,42 @@ def test_a_table_made_before_the_node_column_gets_it(kind: str, tmp_path: Path) 
             assert r.writer is not None and r.writer.written == 1 and r.writer.down is None
         rows = db_records(url)
     assert {k: v["node"] for k, v in rows.items()} == {"old": None, "from-node-a": "node-a", "from-node-b": "node-b"}
+
+
+def test_the_upgrade_waits_for_its_lock_only_briefly(pki_x5u: tuple[Any, FileServer, Path]) -> None:
+    """Upgrade on PostgreSQL while a report reads the old table (its transaction holds a share
+    lock): the ``ALTER TABLE`` adding ``node`` must not wait for it without end, since every
+    other writer of the table (another node's records) queues behind a waiting ``ALTER``.  The
+    serve's workers give up after ALTER_LOCK_TIMEOUT and try again (records kept, /healthz
+    degraded naming the lock); another writer's INSERT goes through meanwhile; when the report
+    ends, the column is added and every record is written."""
+    import psycopg
+
+    pki, x5u, d = pki_x5u
+    old_columns = "id BIGSERIAL PRIMARY KEY, time TIMESTAMPTZ NOT NULL, worker INTEGER NOT NULL, " + ", ".join(
+        f"{f} {'INTEGER' if f in ('status', 'code') else 'FLOAT' if f == 'latency' else 'TEXT'}" for f in FIELDS)
+    with postgres_database() as url:
+        conninfo = url.replace("postgresql+psycopg://", "postgresql://")
+        with psycopg.connect(conninfo, autocommit=True) as c:
+            c.execute(f"CREATE TABLE call_records ({old_columns})")
+        report = psycopg.connect(conninfo)  # a transaction reading the table, left open
+        other = psycopg.connect(conninfo, autocommit=True)
+        try:
+            report.execute("SELECT count(*) FROM call_records").fetchall()
+            with serving(d, pki, x5u, "rec-pg-lock", records=f'database = "{conninfo}"\nlog = false', workers=2) as (p, ports):
+                body = {"signingRequest": {"attest": "A", "orig": {"tn": ORIG}, "dest": {"tn": [DEST]}, "iat": int(time.time())}}
+                for _ in range(5):
+                    assert http(ports["http"], "/stir/v1/signing", body)[0] == 200
+                doc = wait_for(lambda: (lambda h: h if h["status"] == "degraded" else None)(health(ports["http"])))
+                assert any("lock" in r for r in doc["reasons"]), doc
+                other.execute("SET statement_timeout = '5s'")  # before: waited until the report ended
+                other.execute("INSERT INTO call_records (time, worker, interface, service, call_id) VALUES (now(), 9, 'rest', 'signing', 'other-node')")
+                report.rollback()
+                wait_for(lambda: metric(ports["http"], "stirshaken_records_written_total") >= 5)
+                wait_for(lambda: health(ports["http"])["status"] == "ok")
+            rows = db_records(url)
+        finally:
+            report.close()
+            other.close()
+    assert rows["other-node"]["node"] is None and len(rows) == 6
+    assert {r["node"] for k, r in rows.items() if k != "other-node"} == {socket.gethostname()}

@@ -77,6 +77,10 @@ RETRY = 1.0
 SLOW = 5.0
 #: seconds during which records dropped (queue full) or refused keep ``/healthz`` degraded
 RECENT = 60.0
+#: seconds the upgrade's ``ALTER TABLE`` may wait for its lock on PostgreSQL (other writers of
+#: the table wait behind it meanwhile): :meth:`_DatabaseWriter._add_node_column`
+ALTER_LOCK_TIMEOUT = 0.5
+
 #: seconds between two "refused a record" warning lines, at least (each refusal is counted)
 REFUSAL_LOG_EVERY = 10.0
 #: characters of JSON lines waiting for the database, at most, per worker (besides ``queue_size``)
@@ -430,7 +434,13 @@ class _DatabaseWriter:
 
     def _add_node_column(self) -> None:
         """Add ``node`` to a ``call_records`` table made before it existed (an upgrade; another
-        worker may add it meanwhile: what matters is that it is there after)."""
+        worker may add it meanwhile: what matters is that it is there after).
+
+        On PostgreSQL ``ALTER TABLE`` waits for an exclusive lock on the table, and while it waits
+        every other writer queues behind it (the other nodes' records included): a report reading
+        the table would stop them all, with ``/healthz`` ``ok``.  So the wait is bounded
+        (:data:`ALTER_LOCK_TIMEOUT`); past it the database counts as down (records kept, tried
+        again every ``retry`` s, ``/healthz`` degraded naming the lock)."""
         import sqlalchemy as sa
 
         name = self._table.name
@@ -438,6 +448,8 @@ class _DatabaseWriter:
             return
         try:
             with self._engine.begin() as conn:
+                if self._postgres:
+                    conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{int(ALTER_LOCK_TIMEOUT * 1000)}ms'")
                 conn.exec_driver_sql(f"ALTER TABLE {name} ADD COLUMN node TEXT")
             log.info("records database: column node added to the table", extra={"database": self.where, "table": name})
         except sa.exc.DBAPIError:
