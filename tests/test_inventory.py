@@ -579,3 +579,49 @@ def test_unreachable_database_stops_serve_with_one_line(pki: Any, tmp_path: Path
         errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
         assert r.returncode == 2 and len(errors) == 1 and errors[0].startswith("error: [inventory].database: cannot open"), r.stderr
         assert "Traceback" not in r.stderr
+
+
+def test_new_long_bearer_tokens_on_every_request_keep_the_worker_small(pki: Any, tmp_path: Path) -> None:
+    """A REST client sending a new 16 KiB bearer token on every request (the head may hold 16 KiB):
+    the caches of header values, credentials and recognitions are bounded in bytes too, so the
+    worker grows by little (before: about 130 MB over 6,000 such requests); the attestation is
+    unchanged (an unknown token is an unknown caller, C)."""
+    import socket
+
+    db = str(tmp_path / "inv.db")
+    st = InventoryStore(db)
+    fill(st)
+    st.close()
+    token = tmp_path / "admin.token"
+    token.write_text("s3cret-admin\n")
+    x5u = FileServer(pki.dir)
+    http, sipp = serve_port(), serve_port()
+    p = ServeProcess(tmp_path, inventory_toml(pki, x5u, http, sipp, db, token, workers=1) + "\n[records]\nlog = false\n", http)
+
+    def rss_kb() -> int:
+        return int(next(line for line in open(f"/proc/{p.proc.pid}/status") if line.startswith("VmRSS")).split()[1])
+
+    try:
+        assert rest_sign(http, ACME_TN, "tok-acme")[1]["attest"] == "A"
+        body = json.dumps({"signingRequest": {"attest": "A", "orig": {"tn": ACME_TN}, "dest": {"tn": ["12155551213"]},
+                                              "iat": int(time.time())}}).encode()
+        before = rss_kb()
+        with socket.create_connection(("127.0.0.1", http)) as s, s.makefile("rb") as f:
+            for i in range(6000):
+                s.sendall((f"POST /stir/v1/signing HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                           f"Authorization: Bearer {i:08d}{'t' * 16000}\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body)
+                status = f.readline().split()[1]
+                length = 0
+                while (line := f.readline()) != b"\r\n":
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":")[1])
+                doc = json.loads(f.read(length))
+                assert status == b"200", doc
+        jws = doc["signingResponse"]["identity"].split(";")[0].split(".")[1]
+        assert json.loads(base64.urlsafe_b64decode(jws + "=" * (-len(jws) % 4)))["attest"] == "C"
+        grown = rss_kb() - before
+        assert grown < 40_000, f"the worker grew by {grown} KiB"
+        assert rest_sign(http, ACME_TN, "tok-acme")[1]["attest"] == "A"
+    finally:
+        p.stop()
+        x5u.close()

@@ -153,6 +153,11 @@ class _Sources:
 #: costs ≈ 40 / 32 = 1.25 bytes per TN
 BLOCK = 32
 
+#: the longest header value or credential (characters) that :meth:`InventoryIndex.level` and
+#: :meth:`InventoryIndex.customer_for` remember: their caches (4,096 entries) stay bounded in
+#: bytes when a client sends a new 16 KiB value on every request
+REMEMBER_MAX = 1024
+
 
 def _search(big: array) -> tuple[list, array, int, int, int]:
     """The search structure of sorted ``big``: ``(top, dir, shift, start, buckets)``.
@@ -404,9 +409,10 @@ class InventoryIndex:
             cid = self._cred_cache.get(credential, -1)
             if cid < 0:
                 cid = self.by_credential.get(credential_hash(credential), 0)
-                if len(self._cred_cache) >= 4096:
-                    self._cred_cache.clear()
-                self._cred_cache[credential] = cid
+                if len(credential) <= REMEMBER_MAX:
+                    if len(self._cred_cache) >= 4096:
+                        self._cred_cache.clear()
+                    self._cred_cache[credential] = cid
         if not cid and source_ip and self.sources.tables:
             cid = self.sources.find(source_ip)
         if not cid and tenant and self.by_tenant:
@@ -499,6 +505,8 @@ class InventoryIndex:
     def _recognise(self, header: str | None, credential: str | None, source_ip: str | None, tenant: str | None) -> Customer | None:
         """:meth:`customer_for`, remembered for :meth:`level` (cleared at 4,096 recognitions)."""
         c = self.customer_for(source_ip=source_ip, header=header, credential=credential, tenant=tenant)
+        if len(header or "") + len(credential or "") > REMEMBER_MAX:  # bounded in bytes too: not remembered
+            return c
         if len(self._seen) >= 4096:
             self._seen.clear()
         self._seen[(header, credential, source_ip, tenant)] = c
