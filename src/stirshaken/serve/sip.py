@@ -253,7 +253,7 @@ def _peer_text(peer: tuple[str, int] | None) -> str:
 
 class LineLimiter:
     """How many warning lines a peer can cause: at most one per source (address, port) per
-    ``every`` seconds, and ``most`` per ``every`` seconds in all (a flood from spoofed UDP
+    ``every`` seconds, and ``most`` per ``every`` seconds in all, per worker (a flood from spoofed UDP
     sources stays a few lines a second).  Every event is counted in metrics anyway; the lines
     left out are counted here (:meth:`take_quiet`) and said in the next line."""
 
@@ -466,7 +466,7 @@ class SipService:
 
         A request refused for its bytes (a NUL or another control character, bytes that are not
         UTF-8: :func:`_loose_request`) is one WARNING line naming the peer and where the bytes are
-        (:class:`LineLimiter`: one per source per 10 s, 100 per 10 s in all; ``not_logged_before``
+        (:class:`LineLimiter`: one per source per 10 s, 100 per 10 s in all per worker; ``not_logged_before``
         counts those refused without a line since the previous one),
         whether it is answered (``400 Bad Request (<the fault>)``) or cannot be (the fault is in a
         field the answer must copy).  The bytes themselves are never written, and such a request
