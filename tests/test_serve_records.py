@@ -902,3 +902,32 @@ def test_the_upgrade_waits_for_its_lock_only_briefly(pki_x5u: tuple[Any, FileSer
             other.close()
     assert rows["other-node"]["node"] is None and len(rows) == 6
     assert {r["node"] for k, r in rows.items() if k != "other-node"} == {socket.gethostname()}
+
+
+def test_a_connect_held_by_a_lock_is_slow_in_healthz(pki_x5u: tuple[Any, FileServer, Path], tmp_path: Path) -> None:
+    """SQLite: another process holds the file's exclusive lock when the workers first connect
+    (a table of an older release, which gets the node column): the connect waits up to the
+    busy timeout (30 s), and /healthz says ``records database slow`` after SLOW seconds as it
+    does for a write held by a lock (before: ``ok`` while no record was written); when the lock
+    goes, every record is written and /healthz is ok."""
+    import sqlite3
+
+    pki, x5u, d = pki_x5u
+    db = tmp_path / "locked.db"
+    old_columns = "id INTEGER PRIMARY KEY, time TIMESTAMP NOT NULL, worker INTEGER NOT NULL, " + ", ".join(f"{f} TEXT" for f in FIELDS)
+    lock = sqlite3.connect(db, isolation_level=None)
+    try:
+        lock.execute(f"CREATE TABLE call_records ({old_columns})")
+        lock.execute("BEGIN EXCLUSIVE")
+        with serving(d, pki, x5u, "rec-sqlite-lock", records=f'database = "{db}"\nlog = false', workers=2) as (p, ports):
+            body = {"signingRequest": {"attest": "A", "orig": {"tn": ORIG}, "dest": {"tn": [DEST]}, "iat": int(time.time())}}
+            for _ in range(4):
+                assert http(ports["http"], "/stir/v1/signing", body)[0] == 200
+            doc = wait_for(lambda: (lambda h: h if h["status"] == "degraded" else None)(health(ports["http"])), timeout=15.0)
+            assert any(r.startswith("records database slow") for r in doc["reasons"]), doc
+            lock.execute("ROLLBACK")
+            wait_for(lambda: metric(ports["http"], "stirshaken_records_written_total") >= 4)
+            wait_for(lambda: health(ports["http"])["status"] == "ok")
+    finally:
+        lock.close()
+    assert len(db_records(f"sqlite:///{db}")) == 4

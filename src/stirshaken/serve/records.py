@@ -562,7 +562,11 @@ class _DatabaseWriter:
                 stopping = self._stop.wait(self.interval)
             try:
                 if not connected:
-                    connected = self._connect()
+                    self._busy_since = time.monotonic()  # a lock can hold the connect too (SQLite: 30 s busy timeout)
+                    try:
+                        connected = self._connect()
+                    finally:
+                        self._busy_since = 0.0
                     last_ok = time.monotonic()
                     if not pending and not parts and not queue:  # else the write says whether it is back
                         self._came_up()
