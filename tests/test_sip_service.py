@@ -1038,3 +1038,34 @@ def test_refused_bytes_warnings_are_bounded(pki: Any, caplog: pytest.LogCaptureF
     assert lim.take_quiet() == 2 and lim.take_quiet() == 0
     time.sleep(0.25)
     assert lim.allow("a") and lim.allow("c")
+
+
+def test_a_long_x5u_still_fits_the_udp_answer(pki: Any) -> None:
+    """The reflection limit of a UDP answer (twice the request, at least 1,300 bytes) does not
+    count the Identity header the 302 exists to carry: with an x5u of 300 characters (the
+    configuration allows 2,048) a usual INVITE over UDP still gets its signed 302, not a 500."""
+    long_x5u = "https://cr.example.net/" + "a" * 270 + "/sp.pem"
+    import tomllib
+
+    c = parse_config(tomllib.loads(f"""
+[server]
+sip_signing = "127.0.0.1:5060"
+[signing]
+key = "sp.key"
+x5u = "{long_x5u}"
+[[signing.customer]]
+name = "pbx"
+sources = ["127.0.0.0/8"]
+tns = ["1215"]
+"""), pki.dir)
+    svc = SipService("signing", metrics=Metrics(), signing=SigningService(c.signing))
+    data = invite(branch="z9hG4bK-longx5u")
+    assert len(data) < 1000
+    r = svc.handle(data, ("127.0.0.1", 5070), "UDP")
+    assert isinstance(r, bytes) and len(r) > 1300, r
+    m = resp(r)
+    assert m.status == 302 and long_x5u in m.headers.get("Identity", ""), r[:200]
+    # a small request still cannot be answered with much more than its Identity: the limit stands
+    from stirshaken.serve.sip import answer_cap
+
+    assert len(r) <= answer_cap(len(data), "UDP", 65536) + len(m.headers["Identity"])

@@ -824,7 +824,16 @@ class SipService:
             extra.append(("Date", added_date))
         if svc.warn_length is not None and (len(orig) == svc.warn_length or len(dest) == svc.warn_length):
             extra += self._national(((orig, orig_uri), (dest, dest_uri)))
-        r = self._reply(req, 302, "Moved Temporarily", extra)  # (raises _TooLarge before anything is counted or recorded)
+        # the Identity is what this answer exists to carry, its size bounded by the configuration
+        # (the x5u): over UDP it is allowed on top of the reflection limit (answer_cap), else an
+        # x5u of ~300 characters made the 302 to every usual INVITE exceed 1,300 bytes (a 500)
+        cap = self._cap
+        if self._transport == "UDP":
+            self._cap = min(UDP_MAX, cap + len(identity))
+        try:
+            r = self._reply(req, 302, "Moved Temporarily", extra)  # (raises _TooLarge before anything is counted or recorded)
+        finally:
+            self._cap = cap
         self.metrics.inc("stirshaken_signed_total", self._signed_labels((tenant.name, attest)))
         latency = time.perf_counter() - t0
         self.metrics.observe("sip_sign", latency)
@@ -1093,7 +1102,9 @@ def answer_cap(request_size: int, transport: str, max_message: int) -> int:
 
     Over UDP an answer is a reflection: it may be at most twice its request, or
     :data:`UDP_ANSWER_FLOOR`, whichever is larger (and never more than one UDP datagram); over TCP
-    it is bounded by the largest message (``sip_max_message``) a peer is expected to take.
+    it is bounded by the largest message (``sip_max_message``) a peer is expected to take.  The
+    signing address's 302 may carry its new Identity header on top of the UDP limit (its size is
+    bounded by the configuration, the x5u above all).
     """
     if transport == "UDP":
         return min(UDP_MAX, max(UDP_ANSWER_FLOOR, 2 * request_size))
