@@ -137,7 +137,7 @@ def test_caller_stated_level(pki: Any, store: InventoryStore) -> None:
 
 @pytest.mark.parametrize("auth, want", [
     ("Bearer tok-acme", "A"), ("bearer  tok-acme ", "A"), ("BEARER tok-acme", "A"),  # RFC 6750 §2.1; the scheme is case-insensitive
-    ("Bearer wrong", "C"), ("Basic dG9rLWFjbWU6", "C"), ("Bearer", "C"), ("", "C"), (None, "C"),  # no known bearer credential: unknown
+    ("Bearer wrong", "C"), ("Basic dG9rLWFjbWU6", "C"), ("Bearer", "C"), ("BearerXtok-acme", "C"), ("", "C"), (None, "C"),  # no known bearer credential: unknown
 ])
 def test_rest_bearer_credential_is_remembered_with_the_same_answer(pki: Any, store: InventoryStore, auth: str | None, want: str) -> None:
     """The REST caller's bearer credential recognises its customer; the header value is parsed

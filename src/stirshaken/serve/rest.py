@@ -140,7 +140,8 @@ class BearerTokens(dict[str, "str | None"]):
     REMEMBER_MAX = 1024
 
     def __missing__(self, auth: str) -> str | None:
-        token = auth[7:].strip() if auth[:6].lower() == "bearer" else ""
+        # "Bearer" 1*SP token (RFC 6750 §2.1; the scheme case-insensitive, RFC 9110 §11.1): not "BearerXtok"
+        token = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
         if len(auth) <= self.REMEMBER_MAX:
             if len(self) >= 4096:
                 self.clear()
