@@ -444,7 +444,11 @@ class _DatabaseWriter:
         import sqlalchemy as sa
 
         name = self._table.name
-        if any(c["name"] == "node" for c in sa.inspect(self._engine).get_columns(name)):
+
+        def has_node() -> bool:
+            return any(c["name"] == "node" for c in sa.inspect(self._engine).get_columns(name))
+
+        if has_node():
             return
         try:
             with self._engine.begin() as conn:
@@ -453,7 +457,7 @@ class _DatabaseWriter:
                 conn.exec_driver_sql(f"ALTER TABLE {name} ADD COLUMN node TEXT")
             log.info("records database: column node added to the table", extra={"database": self.where, "table": name})
         except sa.exc.DBAPIError:
-            if not any(c["name"] == "node" for c in sa.inspect(self._engine).get_columns(name)):
+            if not has_node():
                 raise
 
     def _sqlite_row(self, line: str) -> tuple[Any, ...]:
@@ -597,33 +601,29 @@ class _DatabaseWriter:
                             conn.execute(sa.text("SELECT 1"))
                     last_ok = time.monotonic()
                     self._came_up()
-            except refused as exc:
-                # the database refused a value of the batch: write it in halves, down to single
-                # records, so that only a record refused on its own is dropped (and counted), not
-                # the calls batched with it
-                if len(pending) > 1:
-                    half = len(pending) // 2
-                    parts.append(pending[half:])
-                    pending = pending[:half]
+            except Exception as exc:  # noqa: BLE001
+                if isinstance(exc, refused) and pending:
+                    # the database refused a value of the batch: write it in halves, down to single
+                    # records, so that only a record refused on its own is dropped (and counted),
+                    # not the calls batched with it
+                    if len(pending) > 1:
+                        half = len(pending) // 2
+                        parts.append(pending[half:])
+                        pending = pending[:half]
+                        continue
+                    self.rejected += 1
+                    now = self.last_refusal = time.monotonic()
+                    if now - self._refusal_logged >= REFUSAL_LOG_EVERY:  # one line, then one per 10 s at most
+                        log.warning("records database refused a record; dropped", extra={
+                            "database": self.where, "error": _one_line(exc), "refused_total": self.rejected})
+                        self._refusal_logged = now
+                    pending = parts.pop() if parts else []
                     continue
-                if not pending:  # not about a record (the table, a setting): as "down", below
-                    self._down(exc)
-                    connected = False
-                    if stopping:
-                        break
-                    self._stop.wait(self.retry)
-                    continue
-                self.rejected += len(pending)
-                now = self.last_refusal = time.monotonic()
-                if now - self._refusal_logged >= REFUSAL_LOG_EVERY:  # one line, then one per 10 s at most
-                    log.warning("records database refused a record; dropped", extra={
-                        "database": self.where, "error": _one_line(exc), "refused_total": self.rejected})
-                    self._refusal_logged = now
-                pending = parts.pop() if parts else []
-            except Exception as exc:  # noqa: BLE001 - unreachable, read-only, the table gone, no right...
-                # the records are kept and tried again every `retry` s on a new connection, after
-                # creating the table again if it went (a database dropped and created anew); the
-                # queue fills meanwhile, then drops and counts (a call is never delayed)
+                # unreachable, read-only, the table gone, no right, a refusal not about a record
+                # (the table, a setting): the records are kept and tried again every `retry` s on
+                # a new connection, after creating the table again if it went (a database dropped
+                # and created anew); the queue fills meanwhile, then drops and counts (a call is
+                # never delayed)
                 self._down(exc)
                 connected = False
                 if stopping:

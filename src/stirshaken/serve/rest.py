@@ -49,6 +49,7 @@ from typing import Any, Awaitable, Callable, Mapping
 import orjson
 
 from stirshaken.serve.config import SigningConfig
+from stirshaken.serve.inventory.index import REMEMBER_MAX
 from stirshaken.core.errors import SIP_REASONS, VERSTAT_NONE
 from stirshaken.serve.metrics import LabelSets, Metrics
 from stirshaken.serve.records import verification_fields
@@ -135,14 +136,10 @@ class BearerTokens(dict[str, "str | None"]):
     (callgrind) ≈ 580 instructions a request less than the method with its own cache it replaces,
     itself ≈ 2,000 less than parsing every time."""
 
-    #: the longest header value remembered: the cache is bounded in bytes too (a client sending a
-    #: new 16 KiB value on every request grew a worker by 130 MB, with the inventory's caches)
-    REMEMBER_MAX = 1024
-
     def __missing__(self, auth: str) -> str | None:
         # "Bearer" 1*SP token (RFC 6750 §2.1; the scheme case-insensitive, RFC 9110 §11.1): not "BearerXtok"
         token = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
-        if len(auth) <= self.REMEMBER_MAX:
+        if len(auth) <= REMEMBER_MAX:  # bounded in bytes too (new 16 KiB values grew a worker by 130 MB)
             if len(self) >= 4096:
                 self.clear()
             self[auth] = token or None

@@ -78,7 +78,7 @@ from stirshaken.core.verification import VerificationResult
 
 log = logging.getLogger("stirshaken.serve.sip")
 
-__all__ = ["REASON_HEADER", "LineLimiter", "SipService", "header_text", "TransactionCache", "answer_cap", "bad_request", "echo_response", "start_sip"]
+__all__ = ["REASON_HEADER", "LineLimiter", "SipService", "header_text", "TransactionCache", "answer_cap", "bad_request", "start_sip"]
 
 ALLOW = "INVITE, ACK, CANCEL, OPTIONS"
 _KNOWN_METHODS = frozenset({"BYE", "REGISTER", "SUBSCRIBE", "NOTIFY", "INFO", "UPDATE", "PRACK", "MESSAGE", "REFER", "PUBLISH"})
@@ -120,15 +120,6 @@ def _bad_request(data: bytes, problem: str, peer: tuple[str, int] | None, transp
     if fields is None:
         return None, fault
     return _echo(fields, 400, "Bad Request", problem if framing else fault or problem, peer, transport), fault
-
-
-def echo_response(data: bytes, status: int, reason: str, problem: str, peer: tuple[str, int] | None,
-                  transport: str) -> bytes | None:
-    """``<status> <reason> (<problem>)`` built from the Via, From, To, Call-ID and CSeq of the
-    request ``data`` as received (RFC 3261 §8.2.6), without parsing the rest; None as for
-    :func:`bad_request`."""
-    fields = _loose_request(data)[0]
-    return None if fields is None else _echo(fields, status, reason, problem, peer, transport)
 
 
 #: a byte no header line may hold: a control character but HTAB (RFC 3261 §25.1 TEXT-UTF8char, LWS);

@@ -153,9 +153,9 @@ class _Sources:
 #: costs ≈ 40 / 32 = 1.25 bytes per TN
 BLOCK = 32
 
-#: the longest header value or credential (characters) that :meth:`InventoryIndex.level` and
-#: :meth:`InventoryIndex.customer_for` remember: their caches (4,096 entries) stay bounded in
-#: bytes when a client sends a new 16 KiB value on every request
+#: the longest header value or credential (characters) remembered by :meth:`InventoryIndex.level`
+#: (and by the REST API's bearer tokens): their caches (4,096 entries) stay bounded in bytes when
+#: a client sends a new 16 KiB value on every request
 REMEMBER_MAX = 1024
 
 
@@ -250,8 +250,6 @@ class InventoryIndex:
     #: spares four integer operations a lookup (≈ 700 instructions, callgrind)
     dno_map: bytearray = field(default_factory=bytearray)
     dno_slots: int = field(default=0, init=False)  # len(dno_map), kept to spare a len() per lookup
-    #: REST credential (the token as sent) -> customer id, so that a token is hashed once
-    _cred_cache: dict[str, int] = field(default_factory=dict, repr=False)
     #: (header, credential, source, tenant) -> the customer :meth:`customer_for` recognises, for :meth:`level`
     _seen: dict[tuple[str | None, str | None, str | None, str | None], Customer | None] = field(default_factory=dict, init=False, repr=False)
     #: whether live changes lie on top of the arrays (``tn_changes`` or ``dno_changes``)
@@ -405,14 +403,8 @@ class InventoryIndex:
         cid = 0
         if header:
             cid = self.by_header.get(header.strip().lower(), 0)
-        if not cid and credential and self.by_credential:
-            cid = self._cred_cache.get(credential, -1)
-            if cid < 0:
-                cid = self.by_credential.get(credential_hash(credential), 0)
-                if len(credential) <= REMEMBER_MAX:
-                    if len(self._cred_cache) >= 4096:
-                        self._cred_cache.clear()
-                    self._cred_cache[credential] = cid
+        if not cid and credential and self.by_credential:  # (hashed once per recognition: level remembers it)
+            cid = self.by_credential.get(credential_hash(credential), 0)
         if not cid and source_ip and self.sources.tables:
             cid = self.sources.find(source_ip)
         if not cid and tenant and self.by_tenant:
