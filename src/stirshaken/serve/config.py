@@ -45,6 +45,7 @@ from stirshaken.core.passport import Signer
 from stirshaken.core.sip.abnf import TOKEN_RE
 from stirshaken.core.x5u import check_x5u_url, is_lab_x5u
 from stirshaken.serve.limits import ConnectionLimits
+from stirshaken.serve.logoutput import PENDING_MAX
 from stirshaken.vs.config import OptionError, VerifierConfig, check_files, error_parts, option_name, shown, tn_prefix, usable_file
 
 __all__ = [
@@ -272,6 +273,9 @@ class ServerConfig(_Model, ConnectionLimits):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "text"] = "json"
     access_log: bool = False
+    #: characters of log lines a worker keeps while its stderr is not read; past them lines are
+    #: dropped and counted (:mod:`stirshaken.serve.logoutput`)
+    log_buffer: Annotated[int, _between(65536, 1 << 30, " characters")] = PENDING_MAX
     max_body: Annotated[int, _between(256, 16 * 1024 * 1024)] = 65536
     shutdown_timeout: Annotated[float, _between(0, 3600, " seconds")] = 5.0
     sip_transaction_ttl: Annotated[float, _between(0.5, 3600, " seconds")] = 32.0

@@ -5,7 +5,8 @@ verification Redis (``[verification] redis``, when configured), reads the expiry
 signing certificates (:meth:`SigningService.certificate_expiry`: certificate files, ACME
 certificates, certificates served at a checked x5u) and asks the verifier about its trust sources
 (CRLs, CA list: ``trust_problems``, docs/requirements.md VS-10) and asks the per-call records
-whether their database is down (:attr:`stirshaken.serve.records.Records.problem`).  The result is kept, so
+whether their database is down (:attr:`stirshaken.serve.records.Records.problem`), and whether
+stderr is read (:attr:`stirshaken.serve.logoutput.LogOutput.problem`).  The result is kept, so
 ``/healthz`` answers from memory; each change of state is logged once (``WARNING`` on becoming
 degraded or on new reasons, ``INFO`` on recovery).  A certificate expiring within ``[signing]
 expiry_warning_days`` makes the service degraded, and (``log_expiry``: worker 0) is logged once a
@@ -41,14 +42,16 @@ class Health:
     :data:`EXPIRY_LOG_INTERVAL`; ``interval``: seconds between checks; ``timeout``: seconds a
     Redis ping may take before Redis counts as unreachable; ``trust_problems``: returns the
     verifier's trust problems, one line each (:meth:`CredentialSource.trust_problems`); ``records``: an
-    object whose ``problem`` is a reason or None (:class:`stirshaken.serve.records.Records`).
+    object whose ``problem`` is a reason or None (:class:`stirshaken.serve.records.Records`);
+    ``log_output``: the same for stderr (:class:`stirshaken.serve.logoutput.LogOutput`).
     """
 
     def __init__(self, *, redis_url: str | None = None, certificate_expiry: Callable[[], dict[str, float]] | None = None,
                  expiry_warning: float = EXPIRY_WARNING, log_expiry: bool = False, interval: float = 2.0, timeout: float = 1.0,
-                 trust_problems: Callable[[], list[str]] | None = None, records: Any = None):
+                 trust_problems: Callable[[], list[str]] | None = None, records: Any = None, log_output: Any = None):
         self.redis_url = redis_url
         self.records = records
+        self.log_output = log_output
         self.certificate_expiry = certificate_expiry
         self.trust_problems = trust_problems
         self.expiry_warning = expiry_warning
@@ -110,9 +113,10 @@ class Health:
         r = await self._redis_reason()
         if r:
             reasons.insert(0, r)
-        problem = self.records.problem if self.records is not None else None
-        if problem:
-            reasons.append(problem)
+        for source in (self.records, self.log_output):
+            problem = source.problem if source is not None else None
+            if problem:
+                reasons.append(problem)
         if reasons != self.reasons:
             if reasons:
                 log.warning("health degraded", extra={"reasons": reasons})

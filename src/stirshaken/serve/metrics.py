@@ -20,6 +20,8 @@ Families (all counters end in ``_total``):
   ``[records]`` database (``queue_full``: the queue was full, the database slow or down;
   ``refused``: the database refused the rows), ``stirshaken_records_written_total`` - those that
   did (families present when a records database is configured; :mod:`stirshaken.serve.records`).
+* ``stirshaken_log_lines_dropped_total`` - log lines (records included) a worker dropped because
+  its stderr was not read (:mod:`stirshaken.serve.logoutput`).
 * ``stirshaken_build_info{version}`` 1; ``stirshaken_signer_certificate_expiry_seconds{tenant}``
   seconds until each known signing certificate (ACME-managed tenants) expires.
 * per worker, from ``/proc/self``: ``stirshaken_process_cpu_seconds_total{worker}``,
@@ -55,6 +57,7 @@ _HELP: dict[str, tuple[str, str]] = {
     "stirshaken_trust_reloads_total": ("counter", "Reloads of the verifier's trust anchors, CRL signers, CRL files and CA list (SIGHUP) by result"),
     "stirshaken_records_dropped_total": ("counter", "Per-call records not written to the records database, by reason"),
     "stirshaken_records_written_total": ("counter", "Per-call records written to the records database"),
+    "stirshaken_log_lines_dropped_total": ("counter", "Log lines (records included) dropped because stderr was not read"),
     "stirshaken_latency_seconds": ("histogram", "Processing time by operation"),
 }
 

@@ -680,11 +680,12 @@ class Records:
         self.writer = _DatabaseWriter(database, self.queue, worker) if database and self.queue is not None else None
 
     @classmethod
-    def from_config(cls, cfg: Any, *, fmt: str = "json", worker: int | str = 0) -> Records | None:
-        """The records of a :class:`~stirshaken.serve.config.RecordsConfig`, or None when it writes none."""
+    def from_config(cls, cfg: Any, *, fmt: str = "json", worker: int | str = 0, stream: Any = None) -> Records | None:
+        """The records of a :class:`~stirshaken.serve.config.RecordsConfig`, or None when it writes
+        none; ``stream``: where the log lines go (None: stderr)."""
         if not cfg.enabled:
             return None
-        return cls(log=cfg.log, database=cfg.url, queue_size=cfg.queue_size, fmt=fmt, worker=worker, node=cfg.node)
+        return cls(log=cfg.log, database=cfg.url, queue_size=cfg.queue_size, fmt=fmt, worker=worker, node=cfg.node, stream=stream)
 
     def start(self) -> None:
         if self.writer is not None:

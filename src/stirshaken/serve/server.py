@@ -109,13 +109,27 @@ class TextFormatter(logging.Formatter):
         return f"{head} {extra}{nl}{rest}"
 
 
-def setup_logging(level: str = "INFO", fmt: str = "json", worker: int | str = 0) -> None:
+#: this process's :class:`~stirshaken.serve.logoutput.LogOutput` (workers and the ACME renewer;
+#: None in the supervisor, which forks and so stays single-threaded)
+_OUTPUT: Any = None
+
+
+def setup_logging(level: str = "INFO", fmt: str = "json", worker: int | str = 0, *, threaded: bool = False, buffer: int = 0) -> None:
     """Log records of ``level`` and above to stderr, as JSON lines (``fmt`` ``"json"``) or
-    :class:`TextFormatter` lines (``"text"``), naming ``worker``."""
+    :class:`TextFormatter` lines (``"text"``), naming ``worker``.  ``threaded``: through a
+    :class:`~stirshaken.serve.logoutput.LogOutput` (kept in ``_OUTPUT``), so that a stderr nobody
+    reads never stalls the process; ``buffer``: its limit in characters (0: its default)."""
+    global _OUTPUT
     root = logging.getLogger()
     for h in list(root.handlers):
         root.removeHandler(h)
-    h = logging.StreamHandler(sys.stderr)
+    stream: Any = sys.stderr
+    if threaded:
+        from stirshaken.serve.logoutput import LogOutput
+
+        sys.stderr.flush()
+        stream = _OUTPUT = LogOutput(sys.stderr.fileno(), buffer) if buffer else LogOutput(sys.stderr.fileno())
+    h = logging.StreamHandler(stream)
     h.setFormatter(JSONFormatter(worker) if fmt == "json" else TextFormatter(worker))
     root.addHandler(h)
     root.setLevel(level)
@@ -327,14 +341,16 @@ class Worker:
             verifier.maintain()
             return verifier.trust_problems()  # type: ignore[no-any-return]
 
-        records = self.records = Records.from_config(cfg.records, fmt=s.log_format, worker=self.index)
+        records = self.records = Records.from_config(cfg.records, fmt=s.log_format, worker=self.index, stream=_OUTPUT)
         if records is not None:
             records.start()
             self.metrics.counter_sources.append(records.counters)
+        if _OUTPUT is not None:
+            self.metrics.counter_sources.append(_OUTPUT.counters)
         self.health = Health(redis_url=cfg.verification.redis if cfg.verification.enabled else None,
                              certificate_expiry=expiry, expiry_warning=cfg.signing.expiry_warning_days * 86400.0,
                              log_expiry=self.index == 0, trust_problems=trust_problems if verifier is not None else None,
-                             records=records)
+                             records=records, log_output=_OUTPUT)
         await self.health.check()
         self._health_task = asyncio.ensure_future(self.health.run())
         reuse = s.workers > 1
@@ -458,7 +474,7 @@ def _loop_factory() -> Any:
 
 
 def _run_worker(cfg: Config, index: int, udp: dict[str, socket.socket], metrics_dir: str | None, renew: bool = False) -> int:
-    setup_logging(cfg.server.log_level, cfg.server.log_format, index)
+    setup_logging(cfg.server.log_level, cfg.server.log_format, index, threaded=True, buffer=cfg.server.log_buffer)
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
         return runner.run(_worker_main(cfg, index, udp, metrics_dir, renew))
 
@@ -555,7 +571,7 @@ def check_signers(cfg: Config) -> None:
 def _run_renewer(cfg: Config, parent: int) -> int:
     """The renewer process (several workers): renew every ACME certificate when due and tell
     the supervisor with SIGHUP; exits when the supervisor is gone."""
-    setup_logging(cfg.server.log_level, cfg.server.log_format, "acme")
+    setup_logging(cfg.server.log_level, cfg.server.log_format, "acme", threaded=True, buffer=cfg.server.log_buffer)
 
     def renewed(_st: Any) -> None:
         if os.getppid() == parent:
@@ -646,6 +662,8 @@ def _spawn(cfg: Config, index: int, udp: dict[str, socket.socket], metrics_dir: 
             logging.getLogger("stirshaken.serve").exception("worker crashed")
         finally:
             sys.stderr.flush()
+            if _OUTPUT is not None:  # what the worker logged last, within a bound (stderr may not be read)
+                _OUTPUT.close(2.0)
             os._exit(code)
     return pid
 

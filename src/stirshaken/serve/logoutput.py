@@ -1,0 +1,141 @@
+"""A worker's log lines on stderr without ever stalling it.
+
+A blocking ``write`` to stderr waits as long as the reader of stderr does not read: a container
+runtime whose log driver is in its default blocking mode and falls behind, journald restarting, a
+``| tee`` whose disk is full.  Measured before this module (``serve`` with its stderr a pipe nobody
+read, REST signing with records on): the pipe's 64 KiB filled after 160 requests and the worker
+answered nothing more.  A call must never wait for a log line (issue 13: "calls are never delayed").
+
+:class:`LogOutput` is a text stream (``write``/``flush``) for the log handlers of a worker (and of
+the ACME renewer): ``write`` only queues the text; a thread of its own writes it to the file
+descriptor, so that a blocked ``write(2)`` holds that thread alone.  What waits is bounded
+(:data:`PENDING_MAX` characters); past that, lines are dropped and counted
+(``stirshaken_log_lines_dropped_total``), and one line says how many once stderr is read again.
+While one write has waited more than :data:`STALLED` seconds, or for :data:`RECENT` seconds after
+a drop, :attr:`LogOutput.problem` gives ``/healthz`` its reason.
+
+The supervisor keeps a plain blocking handler: it forks workers, and a thread holding a lock at a
+``fork`` would leave the child that lock held forever.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+
+__all__ = ["PENDING_MAX", "RECENT", "STALLED", "LogOutput"]
+
+#: characters of log text waiting for stderr, at most, per process (about 32,000 records)
+PENDING_MAX = 16 * 1024 * 1024
+#: seconds one write to stderr may wait before ``/healthz`` says the log output is stalled
+STALLED = 5.0
+#: seconds during which dropped lines keep ``/healthz`` degraded
+RECENT = 60.0
+
+log = logging.getLogger("stirshaken.serve")
+
+
+class LogOutput:
+    """Text written to file descriptor ``fd`` (stderr by default) by a thread of its own.
+
+    ``limit``: characters waiting, at most (:data:`PENDING_MAX`).  Thread-safe: any thread may
+    :meth:`write`.  :meth:`close` writes what waits, within a timeout (seconds)."""
+
+    def __init__(self, fd: int = 2, limit: int = PENDING_MAX):
+        self.fd = fd
+        self.limit = limit
+        self._parts: list[str] = []
+        #: characters queued or being written (bounded by ``limit``)
+        self._pending = 0
+        self._cond = threading.Condition(threading.Lock())
+        self._closed = False
+        self._broken = False  # stderr gone (EPIPE, EBADF): text is discarded from then on
+        #: lines dropped since the start (the counter), and not yet reported by a line of their own
+        self.dropped_lines = 0
+        self._unreported = 0
+        self._last_drop = 0.0  # time.monotonic() of the last drop
+        self._busy_since = 0.0  # time.monotonic() when the write in progress began (0.0: none)
+        self._thread = threading.Thread(target=self._run, name="stirshaken-log-output", daemon=True)
+        self._thread.start()
+
+    # --- the stream (any thread) ----------------------------------------------------------------
+
+    def write(self, text: str) -> int:
+        """Queue ``text``; drops it (counting its lines) when it would take the characters waiting
+        past :attr:`limit`."""
+        n = len(text)
+        with self._cond:
+            if self._closed or self._broken:
+                return n
+            if self._pending and self._pending + n > self.limit:  # (one text larger than the limit still goes alone)
+                lines = text.count("\n") or 1
+                self.dropped_lines += lines
+                self._unreported += lines
+                self._last_drop = time.monotonic()
+                return n
+            self._parts.append(text)
+            self._pending += n
+            self._cond.notify()
+        return n
+
+    def flush(self) -> None:
+        """Nothing to do: the thread writes as soon as it can (see :meth:`close`)."""
+
+    # --- health and metrics ---------------------------------------------------------------------
+
+    @property
+    def problem(self) -> str | None:
+        """``/healthz``'s reason while a write to stderr has waited more than :data:`STALLED`
+        seconds, or for :data:`RECENT` seconds after lines were dropped; else None."""
+        busy = self._busy_since
+        now = time.monotonic()
+        if busy and now - busy > STALLED:
+            return f"log output stalled: a write to stderr has waited more than {STALLED:g} s"
+        if self._last_drop and now - self._last_drop < RECENT:
+            return f"log lines dropped in the last {RECENT:.0f} s: stderr was not read"
+        return None
+
+    def counters(self) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
+        """The counter family of the output (for :class:`~stirshaken.serve.metrics.Metrics`)."""
+        return {"stirshaken_log_lines_dropped_total": {(): self.dropped_lines}}
+
+    # --- the thread -----------------------------------------------------------------------------
+
+    def close(self, timeout: float = 2.0) -> None:
+        """Write what waits (at most ``timeout`` seconds), then stop the thread."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._parts and not self._closed:
+                    self._cond.wait()
+                if not self._parts:
+                    return
+                parts, self._parts = self._parts, []
+                size = sum(map(len, parts))
+            self._write("".join(parts))
+            with self._cond:
+                self._pending -= size
+                unreported, self._unreported = self._unreported, 0
+            if unreported and not self._broken:  # (goes through the handlers, hence in their format)
+                log.warning("log lines dropped: stderr was not read", extra={"dropped": unreported, "dropped_total": self.dropped_lines})
+
+    def _write(self, text: str) -> None:
+        data = memoryview(text.encode("utf-8", "backslashreplace"))
+        self._busy_since = time.monotonic()
+        try:
+            while data and not self._broken:
+                try:
+                    data = data[os.write(self.fd, data):]
+                except BlockingIOError:  # a non-blocking descriptor (set so by another process): wait
+                    time.sleep(0.01)
+                except OSError:  # stderr closed or gone: the log is not worth a crash
+                    self._broken = True
+        finally:
+            self._busy_since = 0.0

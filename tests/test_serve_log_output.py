@@ -1,0 +1,186 @@
+"""A stderr nobody reads never stalls ``serve`` (serve/logoutput.py): calls are answered, lines past
+``[server] log_buffer`` are dropped and counted, ``/healthz`` says why, and one line tells how many
+were dropped once stderr is read again.  Before, a worker stopped answering after 160 REST signing
+requests once the pipe of its stderr was full."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from stirshaken.serve import logoutput
+from stirshaken.serve.logoutput import LogOutput
+
+from tests.test_serve_records import health, http, metric, wait_for
+from tests.test_serve_support import DEST, ORIG, FileServer, make_pki, serve_command, serve_port, serve_toml, wait_tcp
+
+
+@pytest.fixture(scope="module")
+def pki_x5u(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    d = tmp_path_factory.mktemp("logout")
+    pki = make_pki(d / "pki")
+    x5u = FileServer(d / "pki")
+    yield pki, x5u, d
+    x5u.close()
+
+
+def drain(fd: int, into: bytearray, stop: threading.Event) -> None:
+    while not stop.is_set():
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:
+            return
+        if not chunk:
+            return
+        into += chunk
+
+
+# --- through serve ---------------------------------------------------------------------------------
+
+
+def test_a_stderr_nobody_reads_stalls_no_call(pki_x5u: Any) -> None:
+    pki, x5u, d = pki_x5u
+    port = serve_port()
+    config = d / "unread.toml"
+    config.write_text(serve_toml(pki, x5u, http=port).replace("[server]", "[server]\nlog_buffer = 65536", 1))
+    r, w = os.pipe()
+    proc = subprocess.Popen(serve_command() + ["--config", str(config)], stdout=w, stderr=w, start_new_session=True)
+    os.close(w)
+    got = bytearray()
+    stop = threading.Event()
+    reader = threading.Thread(target=drain, args=(r, got, stop), daemon=True)
+    try:
+        wait_tcp(port, proc=proc)
+        time.sleep(0.3)
+        body = {"signingRequest": {"attest": "A", "orig": {"tn": ORIG}, "dest": {"tn": [DEST]}, "iat": int(time.time())}}
+        for i in range(600):  # ~500 characters of record each: far more than the pipe (64 KiB) and the buffer hold
+            status, _ = http(port, "/stir/v1/signing", body, {"X-RequestID": f"call-{i}"})
+            assert status == 200, i
+        dropped = wait_for(lambda: metric(port, "stirshaken_log_lines_dropped_total"))
+        doc = wait_for(lambda: (lambda h: h if h["status"] == "degraded" else None)(health(port)), timeout=10.0)
+        assert "log lines dropped in the last 60 s: stderr was not read" in doc["reasons"], doc
+        reader.start()  # stderr is read again: what waited comes, then the line that counts the drops
+        wait_for(lambda: b"log lines dropped: stderr was not read" in got)
+        dropped = metric(port, "stirshaken_log_lines_dropped_total")  # (lines still batched at the first reading were dropped after it)
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(10)
+        stop.set()
+        os.close(r)
+    lines = bytes(got).decode().splitlines()
+    docs = [json.loads(line) for line in lines]  # every line whole: dropped lines are dropped whole
+    note = next(doc for doc in docs if doc["msg"] == "log lines dropped: stderr was not read")
+    assert note["level"] == "WARNING" and 1 <= note["dropped"] <= note["dropped_total"]
+    calls = [doc["call_id"] for doc in docs if doc.get("logger") == "stirshaken.records"]
+    assert calls and len(calls) + dropped >= 600 and calls == sorted(calls, key=lambda c: int(c.split("-")[1])), calls[:5]
+
+
+def test_a_write_held_long_makes_healthz_say_stalled(pki_x5u: Any) -> None:
+    """With the buffer large enough to drop nothing, a write to stderr waiting more than
+    ``STALLED`` seconds (5) is reported as it waits."""
+    pki, x5u, d = pki_x5u
+    port = serve_port()
+    config = d / "stalled.toml"
+    config.write_text(serve_toml(pki, x5u, http=port))
+    r, w = os.pipe()
+    proc = subprocess.Popen(serve_command() + ["--config", str(config)], stdout=w, stderr=w, start_new_session=True)
+    os.close(w)
+    try:
+        wait_tcp(port, proc=proc)
+        body = {"signingRequest": {"attest": "A", "orig": {"tn": ORIG}, "dest": {"tn": [DEST]}, "iat": int(time.time())}}
+        for _ in range(300):
+            assert http(port, "/stir/v1/signing", body)[0] == 200
+        doc = wait_for(lambda: (lambda h: h if h["status"] == "degraded" else None)(health(port)), timeout=15.0)
+        assert doc["reasons"] == [f"log output stalled: a write to stderr has waited more than {logoutput.STALLED:g} s"], doc
+        assert metric(port, "stirshaken_log_lines_dropped_total") == 0
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        os.close(r)
+
+
+# --- the stream itself -----------------------------------------------------------------------------
+
+
+def test_text_is_written_in_order() -> None:
+    r, w = os.pipe()
+    out = LogOutput(w)
+    for i in range(1000):
+        out.write(f"line {i}\n")
+    out.close(5.0)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        assert f.read().decode().splitlines() == [f"line {i}" for i in range(1000)]
+
+
+def test_a_full_buffer_drops_whole_texts_and_counts_their_lines() -> None:
+    r, w = os.pipe()
+    out = LogOutput(w, limit=100_000)
+    t0 = time.monotonic()
+    for i in range(5000):  # 5000 x 100 characters: the pipe (64 KiB) and the buffer (100,000) fill
+        out.write(f"{i:099d}\n")
+    assert time.monotonic() - t0 < 2.0  # nothing waited for the reader
+    assert out.dropped_lines > 0 and out.problem == "log lines dropped in the last 60 s: stderr was not read"
+    assert out.counters() == {"stirshaken_log_lines_dropped_total": {(): out.dropped_lines}}
+    got = bytearray()
+    reader = threading.Thread(target=drain, args=(r, got, threading.Event()), daemon=True)
+    reader.start()
+    out.close(5.0)
+    os.close(w)  # the reader reads to the end
+    reader.join(5.0)
+    os.close(r)
+    lines = bytes(got).decode().splitlines()
+    note = [line for line in lines if not line.isdigit()]
+    assert note == [], note  # (the line counting the drops goes to the logging handlers, not here)
+    assert len(lines) + out.dropped_lines == 5000 and all(len(line) == 99 for line in lines)
+    assert [int(x) for x in lines] == sorted(int(x) for x in lines)
+
+
+def test_a_write_waiting_past_stalled_is_a_problem(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(logoutput, "STALLED", 0.2)
+    r, w = os.pipe()
+    out = LogOutput(w)
+    out.write("x" * 200_000)  # more than the pipe holds: the thread's write waits
+    time.sleep(0.5)
+    assert out.problem == "log output stalled: a write to stderr has waited more than 0.2 s"
+    got = bytearray()
+    stop = threading.Event()
+    threading.Thread(target=drain, args=(r, got, stop), daemon=True).start()
+    wait_for(lambda: len(got) == 200_000)
+    wait_for(lambda: out.problem is None)
+    out.close(2.0)
+    stop.set()
+    assert out.problem is None and out.dropped_lines == 0
+    os.close(w)
+    os.close(r)
+
+
+def test_a_stderr_gone_is_no_crash() -> None:
+    r, w = os.pipe()
+    os.close(r)  # EPIPE on every write (Python ignores SIGPIPE)
+    out = LogOutput(w)
+    out.write("a line\n")
+    out.close(2.0)
+    out.write("another\n")  # after close: ignored
+    assert not out._thread.is_alive()
+    os.close(w)
+
+
+def test_close_is_bounded_when_nobody_reads() -> None:
+    r, w = os.pipe()
+    out = LogOutput(w)
+    out.write("y" * 200_000)
+    t0 = time.monotonic()
+    out.close(0.3)
+    assert time.monotonic() - t0 < 1.0
+    os.close(r)
+    os.close(w)
