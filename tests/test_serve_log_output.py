@@ -116,7 +116,7 @@ def test_text_is_written_in_order() -> None:
     out = LogOutput(w)
     for i in range(1000):
         out.write(f"line {i}\n")
-    out.close(5.0)
+    assert out.drain(5.0)
     os.close(w)
     with os.fdopen(r, "rb") as f:
         assert f.read().decode().splitlines() == [f"line {i}" for i in range(1000)]
@@ -134,7 +134,7 @@ def test_a_full_buffer_drops_whole_texts_and_counts_their_lines() -> None:
     got = bytearray()
     reader = threading.Thread(target=drain, args=(r, got, threading.Event()), daemon=True)
     reader.start()
-    out.close(5.0)
+    assert out.drain(5.0)
     os.close(w)  # the reader reads to the end
     reader.join(5.0)
     os.close(r)
@@ -157,7 +157,7 @@ def test_a_write_waiting_past_stalled_is_a_problem(monkeypatch: pytest.MonkeyPat
     threading.Thread(target=drain, args=(r, got, stop), daemon=True).start()
     wait_for(lambda: len(got) == 200_000)
     wait_for(lambda: out.problem is None)
-    out.close(2.0)
+    assert out.drain(2.0)
     stop.set()
     assert out.problem is None and out.dropped_lines == 0
     os.close(w)
@@ -169,18 +169,19 @@ def test_a_stderr_gone_is_no_crash() -> None:
     os.close(r)  # EPIPE on every write (Python ignores SIGPIPE)
     out = LogOutput(w)
     out.write("a line\n")
-    out.close(2.0)
-    out.write("another\n")  # after close: ignored
-    assert not out._thread.is_alive()
+    assert out.drain(2.0)
+    out.write("another\n")  # discarded at once
+    assert out.drain(0.1) and out._thread.is_alive()
     os.close(w)
 
 
-def test_close_is_bounded_when_nobody_reads() -> None:
+def test_drain_is_bounded_when_nobody_reads() -> None:
     r, w = os.pipe()
     out = LogOutput(w)
     out.write("y" * 200_000)
     t0 = time.monotonic()
-    out.close(0.3)
+    assert not out.drain(0.3)
     assert time.monotonic() - t0 < 1.0
-    os.close(r)
+    os.close(r)  # the blocked write ends (EPIPE)
+    assert out.drain(2.0)
     os.close(w)

@@ -41,7 +41,7 @@ class LogOutput:
     """Text written to file descriptor ``fd`` (stderr by default) by a thread of its own.
 
     ``limit``: characters waiting, at most (:data:`PENDING_MAX`).  Thread-safe: any thread may
-    :meth:`write`.  :meth:`close` writes what waits, within a timeout (seconds)."""
+    :meth:`write`.  :meth:`drain` waits for what was written, within a timeout (seconds)."""
 
     def __init__(self, fd: int = 2, limit: int = PENDING_MAX):
         self.fd = fd
@@ -50,7 +50,6 @@ class LogOutput:
         #: characters queued or being written (bounded by ``limit``)
         self._pending = 0
         self._cond = threading.Condition(threading.Lock())
-        self._closed = False
         self._broken = False  # stderr gone (EPIPE, EBADF): text is discarded from then on
         #: lines dropped since the start (the counter), and not yet reported by a line of their own
         self.dropped_lines = 0
@@ -67,7 +66,7 @@ class LogOutput:
         past :attr:`limit`."""
         n = len(text)
         with self._cond:
-            if self._closed or self._broken:
+            if self._broken:
                 return n
             if self._pending and self._pending + n > self.limit:  # (one text larger than the limit still goes alone)
                 lines = text.count("\n") or 1
@@ -81,7 +80,7 @@ class LogOutput:
         return n
 
     def flush(self) -> None:
-        """Nothing to do: the thread writes as soon as it can (see :meth:`close`)."""
+        """Nothing to do: the thread writes as soon as it can (see :meth:`drain`)."""
 
     # --- health and metrics ---------------------------------------------------------------------
 
@@ -103,26 +102,31 @@ class LogOutput:
 
     # --- the thread -----------------------------------------------------------------------------
 
-    def close(self, timeout: float = 2.0) -> None:
-        """Write what waits (at most ``timeout`` seconds), then stop the thread."""
+    def drain(self, timeout: float = 2.0) -> bool:
+        """Wait until what was written so far is on the file descriptor, at most ``timeout``
+        seconds (a process about to exit: stderr may not be read); True when it is.  The thread
+        stays, for the lines of the exit itself."""
+        deadline = time.monotonic() + timeout
         with self._cond:
-            self._closed = True
-            self._cond.notify()
-        self._thread.join(timeout)
+            while self._pending and not self._broken:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(left)
+        return True
 
     def _run(self) -> None:
         while True:
             with self._cond:
-                while not self._parts and not self._closed:
+                while not self._parts:
                     self._cond.wait()
-                if not self._parts:
-                    return
                 parts, self._parts = self._parts, []
                 size = sum(map(len, parts))
             self._write("".join(parts))
             with self._cond:
                 self._pending -= size
                 unreported, self._unreported = self._unreported, 0
+                self._cond.notify_all()  # (drain)
             if unreported and not self._broken:  # (goes through the handlers, hence in their format)
                 log.warning("log lines dropped: stderr was not read", extra={"dropped": unreported, "dropped_total": self.dropped_lines})
 

@@ -475,8 +475,12 @@ def _loop_factory() -> Any:
 
 def _run_worker(cfg: Config, index: int, udp: dict[str, socket.socket], metrics_dir: str | None, renew: bool = False) -> int:
     setup_logging(cfg.server.log_level, cfg.server.log_format, index, threaded=True, buffer=cfg.server.log_buffer)
-    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-        return runner.run(_worker_main(cfg, index, udp, metrics_dir, renew))
+    try:
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            return runner.run(_worker_main(cfg, index, udp, metrics_dir, renew))
+    finally:
+        if _OUTPUT is not None:  # the last lines, within a bound (stderr may not be read)
+            _OUTPUT.drain(2.0)
 
 
 # --- ACME certificates ------------------------------------------------------------------------
@@ -662,8 +666,8 @@ def _spawn(cfg: Config, index: int, udp: dict[str, socket.socket], metrics_dir: 
             logging.getLogger("stirshaken.serve").exception("worker crashed")
         finally:
             sys.stderr.flush()
-            if _OUTPUT is not None:  # what the worker logged last, within a bound (stderr may not be read)
-                _OUTPUT.close(2.0)
+            if _OUTPUT is not None:  # ("worker crashed", the renewer's last lines), within a bound
+                _OUTPUT.drain(2.0)
             os._exit(code)
     return pid
 
