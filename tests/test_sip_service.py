@@ -1069,3 +1069,26 @@ tns = ["1215"]
     from stirshaken.serve.sip import answer_cap
 
     assert len(r) <= answer_cap(len(data), "UDP", 65536) + len(m.headers["Identity"])
+
+
+async def test_a_long_x5u_still_fits_the_udp_answer_of_a_diverted_call(pki: Any) -> None:
+    """The same allowance for the div PASSporT a diverted call's 302 carries (RFC 8946 §3): with
+    an x5u of 900 characters the 302 (the INVITE's own Identity copied, the new one added) is
+    over the reflection limit of a usual INVITE by the new header alone; it was a 500."""
+    import tomllib
+
+    long_x5u = "https://cr.example.net/" + "d" * 870 + "/sp.pem"
+    c = parse_config(tomllib.loads(f'[server]\nsip_signing = "127.0.0.1:5060"\n[signing]\nkey = "sp.key"\nx5u = "{long_x5u}"\n'), pki.dir)
+    long_signer = SipService("signing", metrics=Metrics(), signing=SigningService(c.signing))
+    signer, _vs, v = services(pki)
+    shaken = resp(await answer(signer, invite(branch="z9hG4bK-ldv0"))).headers["Identity"]  # the usual x5u
+    data = invite(ruri=f"sip:{NEW}@127.0.0.1", branch="z9hG4bK-ldv1", extra=f"Identity: {shaken}\r\n{DIVERSION}")
+    from stirshaken.serve.sip import answer_cap
+
+    r = long_signer.handle(data, ("127.0.0.1", 5070), "UDP")
+    assert isinstance(r, bytes) and len(r) > answer_cap(len(data), "UDP", 65536), (len(r), len(data))
+    m = resp(r)
+    ids = m.headers.get_all("Identity")
+    assert m.status == 302 and len(ids) == 2 and ids[1] == shaken and ids[0].endswith(f";info=<{long_x5u}>;alg=ES256;ppt=div")
+    assert len(r) <= answer_cap(len(data), "UDP", 65536) + len(ids[0])  # the limit stands for the rest
+    await v.aclose()

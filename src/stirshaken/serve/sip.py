@@ -815,16 +815,7 @@ class SipService:
             extra.append(("Date", added_date))
         if svc.warn_length is not None and (len(orig) == svc.warn_length or len(dest) == svc.warn_length):
             extra += self._national(((orig, orig_uri), (dest, dest_uri)))
-        # the Identity is what this answer exists to carry, its size bounded by the configuration
-        # (the x5u): over UDP it is allowed on top of the reflection limit (answer_cap), else an
-        # x5u of ~300 characters made the 302 to every usual INVITE exceed 1,300 bytes (a 500)
-        cap = self._cap
-        if self._transport == "UDP":
-            self._cap = min(UDP_MAX, cap + len(identity))
-        try:
-            r = self._reply(req, 302, "Moved Temporarily", extra)  # (raises _TooLarge before anything is counted or recorded)
-        finally:
-            self._cap = cap
+        r = self._signed_302(req, identity, extra)  # (raises _TooLarge before anything is counted or recorded)
         self.metrics.inc("stirshaken_signed_total", self._signed_labels((tenant.name, attest)))
         latency = time.perf_counter() - t0
         self.metrics.observe("sip_sign", latency)
@@ -913,7 +904,21 @@ class SipService:
         extra = contact + [("Identity", identity)] + keep[1:]
         if added_date is not None:
             extra.append(("Date", added_date))
-        return self._reply(req, 302, "Moved Temporarily", extra)
+        return self._signed_302(req, identity, extra)
+
+    def _signed_302(self, req: sip.SipRequest, identity: str, extra: list[tuple[str, str]]) -> bytes:
+        """The 302 carrying the new ``identity`` (among the headers ``extra``).  The Identity is
+        what this answer exists to carry, its size bounded by the configuration (the x5u): over
+        UDP it is allowed on top of the reflection limit (:func:`answer_cap`), else an x5u of ~300
+        characters made the 302 to every usual INVITE exceed 1,300 bytes (a 500).  Raises
+        :class:`_TooLarge` as :meth:`_reply` does."""
+        cap = self._cap
+        if self._transport == "UDP":
+            self._cap = min(UDP_MAX, cap + len(identity))
+        try:
+            return self._reply(req, 302, "Moved Temporarily", extra)
+        finally:
+            self._cap = cap
 
     def _verify(self, req: sip.SipRequest, t0: float, *, wait: bool = False) -> bytes | Awaitable[bytes | None]:
         """STI-VS (RFC 8224 §6.2, ATIS-1000074 §5.3) in the redirect model.
