@@ -15,6 +15,8 @@ and without the inventory (one run), and bulk import time.
              with and without the inventory; the median ratio is compared with 0.95;
 * rest     = the same through :meth:`RestAPI.handle` (ATIS-1000082 signing request parsed,
              checked, signed, answered; the caller recognised by its bearer credential);
+* rest extra (``--rest-extra ROUNDS``, alone): the inventory's cost per REST request in µs, the
+             minima and medians of CPU time per request over alternating rounds;
 * instructions (``--instructions``, needs valgrind): callgrind's count per REST signing request
              with and without the inventory (real ES256 included) — timings on a shared VM drift,
              counts do not, so this is the stable form of the "within 5 %" comparison;
@@ -168,10 +170,15 @@ def main() -> int:
     ap.add_argument("--instructions", action="store_true", help="also count instructions per REST request with callgrind")
     ap.add_argument("--serve", action="store_true", help="also run the REST benchmark through a real serve (SQLite inventory of --tns TNs)")
     ap.add_argument("--serve-only", action="store_true", help="only the --serve benchmark")
+    ap.add_argument("--rest-extra", type=int, metavar="ROUNDS", default=0,
+                    help="only the inventory's cost per REST request in process (min and median of ROUNDS alternations)")
     ap.add_argument("--loop", nargs=2, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.loop:
         _loop(a.loop[0], int(a.loop[1]), a.tns, a.dno)
+        return 0
+    if a.rest_extra:
+        rest_extra(build_index(a.tns, a.dno)[0], a.rest_extra)
         return 0
     if a.serve_only:
         serve_ratio(a.tns, a.dno, a.seconds, a.rounds)
@@ -288,6 +295,25 @@ def rest_ratio(idx: InventoryIndex, seconds: float, rounds: int) -> None:
     med = statistics.median(ratios)
     print(f"REST signing (RestAPI.handle, per CPU second): {statistics.median(wo):,.0f}/s without, {statistics.median(w):,.0f}/s with "
           f"the inventory; ratio {med:.3f}, range {min(ratios):.2f}-{max(ratios):.2f} (target >= 0.95: {'OK' if med >= 0.95 else 'MISSED'})")
+
+
+def rest_extra(idx: InventoryIndex, rounds: int, n: int = 2000) -> None:
+    """The inventory's cost per REST request in µs: ``n`` requests through RestAPI.handle without
+    and with the inventory, alternating (which goes first alternates too) ``rounds`` times; the
+    difference of the minima and of the medians of CPU time per request."""
+    api, live, headers, bodies = rest_apis(idx)
+    res: dict[str, list[float]] = {"without": [], "with": []}
+    for i in range(rounds):
+        for mode in (("without", "with") if i % 2 == 0 else ("with", "without")):
+            api.signing.inventory = live if mode == "with" else None
+            t0 = time.process_time()
+            rest_run(api, headers, bodies, n)
+            res[mode].append((time.process_time() - t0) / n * 1e6)
+    lo = {m: min(v) for m, v in res.items()}
+    med = {m: statistics.median(v) for m, v in res.items()}
+    print(f"REST request (RestAPI.handle, CPU time, {rounds} alternations of {n}): min {lo['without']:.2f} µs without, "
+          f"{lo['with']:.2f} with the inventory (+{lo['with'] - lo['without']:.2f}, {lo['with'] / lo['without'] - 1:.1%}); median "
+          f"{med['without']:.2f} / {med['with']:.2f} (+{med['with'] - med['without']:.2f}, {med['with'] / med['without'] - 1:.1%})")
 
 
 def _loop(mode: str, n: int, tns: int, dno: int) -> None:

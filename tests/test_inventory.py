@@ -351,12 +351,15 @@ def test_search_fast_branch_agrees_with_bisection(keys: list[int], probes: list[
 
 @settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck), database=None, derandomize=True)
 @given(keys=_tn_sets, data=st.data())
-def test_level_fast_path_agrees_with_the_general_rules(keys: list[int], data: st.DataObject) -> None:
-    """InventoryIndex.level (the signing hot path, written out) gives what is_dno, customer_for
-    and attest (the general methods) give, and holder() gives what a plain dict of the same TNs
-    and a scan of the ranges give, with and without an overlay of live changes; each
-    recognition is asked many times (level remembers its customer per index)."""
+def test_decide_fast_path_agrees_with_the_general_rules(pki: Any, keys: list[int], data: st.DataObject) -> None:
+    """SigningService.decide (InventoryDecisions.decide: the signing hot path, written out)
+    gives what is_dno, customer_for and attest (the general methods) give with the service's
+    policy applied (_combine, _dno), and holder() gives what a plain dict of the same TNs and a
+    scan of the ranges give, with and without an overlay of live changes, for each policy and
+    caller's level; each recognition is asked many times (decide remembers its outcome per index
+    and service, and services sharing an index do not share it)."""
     from array import array
+    from types import SimpleNamespace
 
     from stirshaken.serve.inventory.index import Customer
 
@@ -376,6 +379,9 @@ def test_level_fast_path_agrees_with_the_general_rules(keys: list[int], data: st
     if data.draw(st.booleans()):  # live changes on top of the arrays
         tc = {k: data.draw(st.integers(0, 4)) for k in data.draw(st.lists(st.sampled_from(keys), max_size=5))} if keys else {}
         idx = idx.with_changes(2, tc, {tn_key("5551234"): False, tn_key("2125550000"): True})
+    live = LiveInventory(idx)
+    services = [signing(pki, live), signing(pki, live, caller_attest="caller", dno_signing="sign-c"),
+                signing(pki, live, caller_attest="inventory", unknown_attest=data.draw(st.sampled_from("ABC")))]
     table = {k: h for k, h in zip(keys, holders)}
     table.update(idx.tn_changes)
     tns = [key_str[1:] for key_str in map(str, keys[::3])] + data.draw(st.lists(_tn_text, max_size=8)) + ["5551234", "2125550000", "x", ""]
@@ -386,10 +392,20 @@ def test_level_fast_path_agrees_with_the_general_rules(keys: list[int], data: st
             assert idx.holder(tn) == want
         for source_ip, header, credential, tenant in ((None, None, "tok-b", "default"), ("10.2.3.4", None, None, None),
                                                       (None, "Trunk-A", None, "t1"), (None, None, None, "t1"), (None, "gw", None, "x"),
-                                                      (None, None, None, None)):
-            general = None if idx.is_dno(tn) else idx.attest(idx.customer_for(source_ip=source_ip, header=header, credential=credential,
-                                                                               tenant=tenant), tn, "C")
-            assert idx.level(tn, source_ip, header, credential, tenant, "C") == general, (tn, source_ip, header, credential, tenant)
+                                                      (None, None, None, None), (None, None, None, "default")):
+            customer = idx.customer_for(source_ip=source_ip, header=header, credential=credential, tenant=tenant)
+            for svc in services:
+                for requested in (None, "A", "B", "C"):
+                    got: Any
+                    try:
+                        got = svc.decide(SimpleNamespace(name=tenant), tn, requested, source_ip, header, credential)
+                    except DnoRefused:
+                        got = DnoRefused
+                    if idx.is_dno(tn):
+                        general: Any = DnoRefused if svc.inventory_cfg.dno_signing == "refuse" else "C"
+                    else:
+                        general = svc._combine(requested, idx.attest(customer, tn, svc.inventory_cfg.unknown_attest))
+                    assert got == general, (tn, source_ip, header, credential, tenant, requested, svc.inventory_cfg)
 
 
 # --- real processes ---------------------------------------------------------------------------------

@@ -52,7 +52,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from stirshaken.serve.config import AcmeSettings, ConfigError, CustomerConfig, InventoryConfig, SigningConfig, TenantConfig
-from stirshaken.serve.inventory.index import LiveInventory
+from stirshaken.serve.inventory.index import InventoryDecisions, LiveInventory
 from stirshaken.core.certificates import load_certificates, signing_certificate_fault
 from stirshaken.core.errors import StirShakenError
 from stirshaken.core.keys import load_private_key
@@ -283,8 +283,12 @@ def _acme_serial(acme: AcmeSettings) -> str | None:
         return None
 
 
-class SigningService:
-    """Chooses tenant and attestation, then signs; one instance per worker process."""
+class SigningService(InventoryDecisions):
+    """Chooses tenant and attestation, then signs; one instance per worker process.
+
+    :meth:`decide` (the attestation of a call) is :meth:`InventoryDecisions.decide`: with an
+    inventory the signing hot path, in one Python frame; the policy it applies is written here
+    (:meth:`_configured`, :meth:`_combine`, :meth:`_dno`)."""
 
     def __init__(self, cfg: SigningConfig, *, inventory: LiveInventory | None = None, inventory_cfg: InventoryConfig | None = None):
         self.inventory = inventory
@@ -293,6 +297,7 @@ class SigningService:
         self.inventory_cfg = inventory_cfg or InventoryConfig()
         self._unknown_attest = self.inventory_cfg.unknown_attest
         self._caller_attest = self.inventory_cfg.caller_attest
+        self._dno_refuse = self.inventory_cfg.dno_signing == "refuse"
         self._build(cfg)
 
     def _build(self, cfg: SigningConfig) -> None:
@@ -447,36 +452,17 @@ class SigningService:
             return "B"
         return tenant.config.default_attest
 
-    def decide(
-        self,
-        tenant: Tenant,
-        orig_tn: str,
-        requested: str | None = None,
-        source_ip: str | None = None,
-        customer: str | None = None,
-        credential: str | None = None,
-    ) -> str:
-        """The attestation to sign canonical ``orig_tn`` with (ATIS-1000074 §5.2.3).
+    # --- the rules of InventoryDecisions.decide --------------------------------------------------
 
-        Without an inventory: ``requested`` (the caller's level) when given, else
-        :meth:`attest_for`.  With one: a DNO number raises :class:`DnoRefused` or gets ``C``
-        (``dno_signing``); otherwise the customer recognised by ``customer`` (header value),
-        ``credential`` (REST bearer token), ``source_ip`` or the tenant gets its own level (A)
-        for its numbers, its other level (B) for the rest, and no customer ``unknown_attest``
-        (C); ``requested`` is then combined per ``caller_attest``.
+    def _configured(self, tenant: Tenant, orig_tn: str, requested: str | None, source_ip: str | None, customer: str | None) -> str:
+        """Without an inventory: ``requested`` (the caller's level) when given, else
+        :meth:`attest_for`."""
+        return requested if requested else self.attest_for(tenant, orig_tn, source_ip=source_ip, customer=customer)
 
-        The parameters may be given by position (in this order): the REST path does, as a call
-        with keyword arguments costs ≈ 400 instructions more (callgrind, ``bench/bench_inventory.py``)."""
-        inv = self.inventory
-        if inv is None:
-            return requested if requested else self.attest_for(tenant, orig_tn, source_ip=source_ip, customer=customer)
-        level = inv.index.level(orig_tn, source_ip, customer, credential, tenant.name, self._unknown_attest)
-        if level is None:  # Do-Not-Originate
-            if self.inventory_cfg.dno_signing == "refuse":
-                inv.dno_refused += 1
-                raise DnoRefused(orig_tn)
-            inv.dno_downgraded += 1
-            return "C"
+    def _combine(self, requested: str | None, level: str) -> str:
+        """The inventory's ``level`` with the caller's (``requested``, when given) per
+        ``caller_attest``: ``lower`` the weaker of the two, ``caller`` the caller's, ``inventory``
+        the inventory's."""
         if requested:
             mode = self._caller_attest
             if mode == "lower":
@@ -484,6 +470,15 @@ class SigningService:
             if mode == "caller":
                 return requested
         return level
+
+    def _dno(self, inv: LiveInventory, orig_tn: str) -> str:
+        """A calling number on a Do-Not-Originate list (never A or B): :class:`DnoRefused` with
+        ``dno_signing = "refuse"``, else ``C``; counted either way."""
+        if self._dno_refuse:
+            inv.dno_refused += 1
+            raise DnoRefused(orig_tn)
+        inv.dno_downgraded += 1
+        return "C"
 
     # --- signing --------------------------------------------------------------------------------
 
