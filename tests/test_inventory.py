@@ -157,7 +157,7 @@ def test_rest_bearer_credential_is_remembered_with_the_same_answer(pki: Any, sto
 
 
 def test_remembered_recognition_does_not_outlive_a_customer_change(pki: Any, store: InventoryStore) -> None:
-    """InventoryIndex.level remembers the customer of a recognition per index: a customer change
+    """SigningService.decide remembers the customer of a recognition per index: a customer change
     (a new index through the watcher's refresh, or a full load) is seen at once."""
     live = LiveInventory(store.load_index())
     svc = signing(pki, live)
@@ -172,6 +172,20 @@ def test_remembered_recognition_does_not_outlive_a_customer_change(pki: Any, sto
     assert svc.decide(t, ACME_TN, credential="tok-bob") == "B"
     store.put_customer("bob", sources=["10.2.0.0/16"])  # the credential withdrawn
     live.swap(store.load_index(), full=True)
+    assert svc.decide(t, BOB_TN, credential="tok-bob") == "C"
+
+
+def test_remembered_recognitions_are_bounded(pki: Any, store: InventoryStore) -> None:
+    """At most 4,096 recognitions per service and index (then the memo starts again), each new
+    caller counted rather than the memo summed; answers unchanged past the bound."""
+    live = LiveInventory(store.load_index())
+    svc = signing(pki, live)
+    t = svc.default
+    assert t is not None
+    for i in range(5000):  # 5,000 distinct sources, none a customer's
+        assert svc.decide(t, BOB_TN, source_ip=f"192.0.{i // 250}.{i % 250}") == "C"
+    memo = live.index._seen[svc]
+    assert sum(len(by_who) for by_level in memo.values() for by_who in by_level.values()) == live.index._seen_n[svc] <= 4096
     assert svc.decide(t, BOB_TN, credential="tok-bob") == "C"
 
 

@@ -254,6 +254,8 @@ class InventoryIndex:
     #: tenant name -> caller's level -> recognition -> ``(customer id, level for the customer's
     #: numbers, level for the others)`` (see :meth:`InventoryDecisions.decide`)
     _seen: dict[Any, dict[str, dict[str | None, dict[Any, tuple[int, str, str]]]]] = field(default_factory=dict, init=False, repr=False)
+    #: deciding service -> recognitions in its ``_seen`` memo (kept, not summed on each new one)
+    _seen_n: dict[Any, int] = field(default_factory=dict, init=False, repr=False)
     #: whether live changes lie on top of the arrays (``tn_changes`` or ``dno_changes``)
     _overlay: bool = field(default=False, init=False, repr=False)
 
@@ -626,8 +628,11 @@ class InventoryDecisions:
         if len(header or "") + len(credential or "") > REMEMBER_MAX:  # bounded in bytes too: not remembered
             return out
         memo = idx._seen.setdefault(self, {})
-        if sum(len(by_who) for by_level in memo.values() for by_who in by_level.values()) >= 4096:
+        n = idx._seen_n.get(self, 0)
+        if n >= 4096:  # (a count kept, not a sum over the memo on each new caller: many new sources stay cheap)
             memo.clear()
+            n = 0
+        idx._seen_n[self] = n + 1
         who = credential if header is None and source_ip is None else (header, credential, source_ip)
         memo.setdefault(tenant, {}).setdefault(requested, {})[who] = out
         return out
