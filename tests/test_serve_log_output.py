@@ -243,3 +243,30 @@ def test_reading_again_costs_no_copy_of_the_whole_buffer() -> None:
     time.sleep(0.1)  # (the reader sees the end)
     os.close(r)
     assert peak < 4 * 1024 * 1024, peak
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("closed", [(2,), (1, 2)])
+def test_serve_with_stderr_closed_serves_and_stops(pki_x5u: Any, workers: int, closed: tuple[int, ...]) -> None:
+    """``stirshaken serve ... 2>&-`` (and ``>&- 2>&-``): Python makes ``sys.stderr`` None; the
+    log output is then /dev/null.  Before, the worker crashed in ``setup_logging`` (serve exited
+    with 1, saying nothing); and a single worker, whose event loop descriptor became 2, aborted at
+    its stop (libuv's assertion, SIGABRT)."""
+    pki, x5u, d = pki_x5u
+    port = serve_port()
+    config = d / f"closed{workers}.toml"
+    config.write_text(serve_toml(pki, x5u, http=port, workers=workers))
+    proc = subprocess.Popen(serve_command() + ["--config", str(config)], stdout=subprocess.DEVNULL, start_new_session=True,
+                            preexec_fn=lambda: [os.close(fd) for fd in closed])
+    try:
+        wait_tcp(port, proc=proc)
+        body = {"signingRequest": {"attest": "A", "orig": {"tn": ORIG}, "dest": {"tn": [DEST]}, "iat": int(time.time())}}
+        for _ in range(5):
+            assert http(port, "/stir/v1/signing", body)[0] == 200
+        assert health(port)["status"] == "ok"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
