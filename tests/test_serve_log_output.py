@@ -6,6 +6,7 @@ requests once the pipe of its stderr was full."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -21,6 +22,7 @@ import pytest
 from stirshaken.serve import logoutput
 from stirshaken.serve.logoutput import LogOutput
 
+from tests.test_serve_config import _children
 from tests.test_serve_records import health, http, metric, wait_for
 from tests.test_serve_support import DEST, ORIG, FileServer, make_pki, serve_command, serve_port, serve_toml, wait_tcp
 
@@ -199,11 +201,11 @@ def test_two_writers_sharing_a_pipe_read_late_never_cut_a_line() -> None:
         for k, out in enumerate(outs):
             out.write("".join(f"{k}:{i}:{j}:" + "z" * 300 + "\n" for j in range(20)))
     got = bytearray()
-    stop = threading.Event()
-    threading.Thread(target=drain, args=(r, got, stop), daemon=True).start()
+    reader = threading.Thread(target=drain, args=(r, got, threading.Event()), daemon=True)
+    reader.start()
     assert all(out.drain(20.0) for out in outs)
-    stop.set()
-    os.close(w)
+    os.close(w)  # the reader reads to the end
+    reader.join(10.0)
     lines = bytes(got).decode().splitlines()
     assert len(lines) == 2 * 300 * 20
     bad = [line[:40] for line in lines if not (line.count(":") == 3 and line.endswith(":" + "z" * 300))]
@@ -270,3 +272,65 @@ def test_serve_with_stderr_closed_serves_and_stops(pki_x5u: Any, workers: int, c
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(10)
+
+
+def test_the_supervisor_never_waits_for_stderr(pki_x5u: Any) -> None:
+    """Two workers, stderr a pipe nobody reads, filled by their lines: a worker killed is started
+    again and SIGTERM ends serve within shutdown_timeout + the workers' drain (2 s).  Before, the
+    supervisor's own line ("worker exited; restarting") waited for the reader forever: no worker
+    was started again and SIGTERM never ended serve."""
+    pki, x5u, d = pki_x5u
+    port = serve_port()
+    config = d / "supervisor.toml"
+    config.write_text(serve_toml(pki, x5u, http=port, workers=2).replace("[server]", "[server]\nlog_buffer = 65536\nshutdown_timeout = 1.0", 1))
+    r, w = os.pipe()
+    proc = subprocess.Popen(serve_command() + ["--config", str(config)], stdout=w, stderr=w, start_new_session=True)
+    os.close(w)
+    try:
+        wait_tcp(port, proc=proc)
+        body = {"signingRequest": {"attest": "A", "orig": {"tn": ORIG}, "dest": {"tn": [DEST]}, "iat": int(time.time())}}
+        for _ in range(600):  # far more than the pipe holds
+            assert http(port, "/stir/v1/signing", body)[0] == 200
+        wait_for(lambda: metric(port, "stirshaken_log_lines_dropped_total"))
+        workers = wait_for(lambda: (lambda c: c if len(c) == 2 else None)(_children(proc.pid)))
+        os.kill(workers[0], signal.SIGKILL)
+        wait_for(lambda: (lambda c: len(c) == 2 and workers[0] not in c)(_children(proc.pid)), timeout=10.0)
+        wait_tcp(port, proc=proc)
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+        assert time.monotonic() - t0 < 1.0 + 2.0 + 2.0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+        os.close(r)
+
+
+def test_dropping_output_writes_at_once_or_drops() -> None:
+    """The supervisor's stream: a full pipe drops the line (counted), never waits; once the pipe
+    is read, the next line goes, followed by one line counting the drops (through the handlers)."""
+    r, w = os.pipe()
+    out = logoutput.DroppingOutput(w)
+    notes: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = notes.append  # type: ignore[method-assign]
+    logoutput.log.addHandler(handler)
+    try:
+        t0 = time.monotonic()
+        for i in range(2000):  # 200 KB: more than the pipe holds
+            out.write(f"{i:099d}\n")
+        assert time.monotonic() - t0 < 2.0 and out.dropped_lines > 0 and not notes
+        got = bytearray(os.read(r, 1 << 20))  # all the pipe holds
+        out.write("after\n")
+        assert [n.getMessage() for n in notes] == ["log lines dropped: stderr was not read"]
+        assert notes[0].dropped == out.dropped_lines  # type: ignore[attr-defined]
+    finally:
+        logoutput.log.removeHandler(handler)
+    out.close()  # (its own descriptor of the pipe)
+    os.close(w)
+    while chunk := os.read(r, 65536):
+        got += chunk
+    os.close(r)
+    lines = bytes(got).decode().splitlines()
+    assert lines[-1] == "after" and len(lines) - 1 + out.dropped_lines == 2000

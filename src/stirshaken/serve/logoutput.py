@@ -15,8 +15,11 @@ descriptor (whole lines, at most :data:`ATOMIC` bytes a ``write(2)``), so that a
 While one write has waited more than :data:`STALLED` seconds, or for :data:`RECENT` seconds after
 a drop, :attr:`LogOutput.problem` gives ``/healthz`` its reason.
 
-The supervisor keeps a plain blocking handler: it forks workers, and a thread holding a lock at a
-``fork`` would leave the child that lock held forever.
+The supervisor has no thread: it forks workers, and a thread holding a lock at a ``fork`` would
+leave the child that lock held forever.  Its few lines go through a :class:`DroppingOutput`
+instead, which writes each line at once or drops it: measured before it (two workers, stderr a pipe
+nobody read), the supervisor's own next line ("worker exited; restarting", "stopped") waited
+forever: a killed worker was never started again and SIGTERM never ended ``serve``.
 """
 
 from __future__ import annotations
@@ -24,12 +27,14 @@ from __future__ import annotations
 import logging
 import os
 import select
+import socket
+import stat
 import threading
 import time
 from collections import deque
 from collections.abc import Iterator
 
-__all__ = ["ATOMIC", "BATCH", "PENDING_MAX", "RECENT", "STALLED", "LogOutput"]
+__all__ = ["ATOMIC", "BATCH", "PENDING_MAX", "RECENT", "STALLED", "DroppingOutput", "LogOutput"]
 
 #: characters of log text waiting for stderr, at most, per process (about 32,000 records)
 PENDING_MAX = 16 * 1024 * 1024
@@ -48,6 +53,12 @@ BATCH = 65536
 ATOMIC = select.PIPE_BUF
 
 log = logging.getLogger("stirshaken.serve")
+
+
+def _report_drops(dropped: int, total: int) -> None:
+    """The one line that counts lines dropped, once stderr takes lines again (through the
+    handlers, hence in their format)."""
+    log.warning("log lines dropped: stderr was not read", extra={"dropped": dropped, "dropped_total": total})
 
 
 class LogOutput:
@@ -152,8 +163,8 @@ class LogOutput:
                 self._pending -= size
                 unreported, self._unreported = self._unreported, 0
                 self._cond.notify_all()  # (drain)
-            if unreported and not self._broken:  # (goes through the handlers, hence in their format)
-                log.warning("log lines dropped: stderr was not read", extra={"dropped": unreported, "dropped_total": self.dropped_lines})
+            if unreported and not self._broken:
+                _report_drops(unreported, self.dropped_lines)
 
     def _write(self, chunk: bytes) -> None:
         data = memoryview(chunk)
@@ -168,6 +179,58 @@ class LogOutput:
                     self._broken = True
         finally:
             self._busy_since = 0.0
+
+
+
+class DroppingOutput:
+    """Text written to file descriptor ``fd`` at once, or dropped (lines counted): never waited
+    for, and no thread (the supervisor, which forks).
+
+    A pipe (a container runtime's log) is written through a descriptor of its own opened
+    non-blocking (``/proc/self/fd/N``: the flag is not shared with the workers writing the same
+    pipe); a socket (journald) with ``MSG_DONTWAIT``; anything else (a file, a terminal) as it is.
+    A line of at most :data:`ATOMIC` bytes goes whole or not at all."""
+
+    def __init__(self, fd: int = 2):
+        self.fd = self._given = fd
+        self.dropped_lines = 0
+        self._unreported = 0
+        self._sock: socket.socket | None = None
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISFIFO(mode):
+            try:
+                self.fd = os.open(f"/proc/self/fd/{fd}", os.O_WRONLY | os.O_NONBLOCK)
+            except OSError:  # no /proc: as it is
+                pass
+        elif stat.S_ISSOCK(mode):
+            self._sock = socket.socket(fileno=os.dup(fd))
+
+    def write(self, text: str) -> int:
+        """Write ``text`` now, or drop it and count its lines."""
+        data = text.encode("utf-8", "backslashreplace")
+        try:
+            while data:
+                n = self._sock.send(data, socket.MSG_DONTWAIT) if self._sock is not None else os.write(self.fd, data)
+                data = data[n:]
+        except OSError:  # full (BlockingIOError) or gone
+            lines = text.count("\n") or 1
+            self.dropped_lines += lines
+            self._unreported += lines
+            return len(text)
+        if self._unreported:
+            unreported, self._unreported = self._unreported, 0
+            _report_drops(unreported, self.dropped_lines)
+        return len(text)
+
+    def flush(self) -> None:
+        """Nothing to do: :meth:`write` writes at once."""
+
+    def close(self) -> None:
+        """Close the descriptor or socket of its own, if any."""
+        if self._sock is not None:
+            self._sock.close()
+        elif self.fd != self._given:
+            os.close(self.fd)
 
 
 def _pieces(data: bytes) -> Iterator[bytes]:

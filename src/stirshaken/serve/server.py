@@ -114,11 +114,14 @@ class TextFormatter(logging.Formatter):
 _OUTPUT: Any = None
 
 
-def setup_logging(level: str = "INFO", fmt: str = "json", worker: int | str = 0, *, threaded: bool = False, buffer: int = 0) -> None:
+def setup_logging(level: str = "INFO", fmt: str = "json", worker: int | str = 0, *, threaded: bool = False, buffer: int = 0,
+                  dropping: bool = False) -> None:
     """Log records of ``level`` and above to stderr, as JSON lines (``fmt`` ``"json"``) or
     :class:`TextFormatter` lines (``"text"``), naming ``worker``.  ``threaded``: through a
     :class:`~stirshaken.serve.logoutput.LogOutput` (kept in ``_OUTPUT``), so that a stderr nobody
-    reads never stalls the process; ``buffer``: its limit in characters (0: its default)."""
+    reads never stalls the process; ``buffer``: its limit in characters (0: its default);
+    ``dropping`` (the supervisor): through a :class:`~stirshaken.serve.logoutput.DroppingOutput`,
+    a line written at once or dropped."""
     global _OUTPUT
     root = logging.getLogger()
     for h in list(root.handlers):
@@ -129,6 +132,11 @@ def setup_logging(level: str = "INFO", fmt: str = "json", worker: int | str = 0,
 
         sys.stderr.flush()
         stream = _OUTPUT = LogOutput(sys.stderr.fileno(), buffer) if buffer else LogOutput(sys.stderr.fileno())
+    elif dropping:
+        from stirshaken.serve.logoutput import DroppingOutput
+
+        sys.stderr.flush()
+        stream = DroppingOutput(sys.stderr.fileno())
     h = logging.StreamHandler(stream)
     h.setFormatter(JSONFormatter(worker) if fmt == "json" else TextFormatter(worker))
     root.addHandler(h)
@@ -631,7 +639,7 @@ def run(cfg: Config) -> int:
     """Serve ``cfg`` until SIGTERM/SIGINT; returns the exit status (2: could not start)."""
     _hold_std_descriptors()
     s = cfg.server
-    setup_logging(s.log_level, s.log_format, "main")
+    setup_logging(s.log_level, s.log_format, "main", dropping=True)
     try:  # a SIGHUP while starting (e.g. obtaining certificates) must not end the process
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
     except ValueError:  # pragma: no cover - not the main thread
