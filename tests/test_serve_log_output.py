@@ -334,3 +334,39 @@ def test_dropping_output_writes_at_once_or_drops() -> None:
     os.close(r)
     lines = bytes(got).decode().splitlines()
     assert lines[-1] == "after" and len(lines) - 1 + out.dropped_lines == 2000
+
+
+def test_a_failed_write_loses_its_lines_only_and_counts_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ENOSPC (the disk behind ``2>file`` full) loses the lines of that write, counted; once the
+    disk has room the next lines go, then the line counting the drops.  Before, the first ENOSPC
+    made every later line vanish, uncounted, with /healthz ok."""
+    r, w = os.pipe()
+    full = threading.Event()
+    full.set()
+    write = os.write
+
+    def disk(fd: int, data: Any) -> int:
+        if fd == w and full.is_set():
+            raise OSError(28, "No space left on device")
+        return write(fd, data)
+
+    monkeypatch.setattr(logoutput.os, "write", disk)
+    notes: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = notes.append  # type: ignore[method-assign]
+    logoutput.log.addHandler(handler)
+    try:
+        out = LogOutput(w)
+        out.write("lost 1\nlost 2\n")
+        assert out.drain(2.0)
+        assert out.dropped_lines == 2 and out.problem == "log lines dropped in the last 60 s: stderr was not read" and not notes
+        full.clear()
+        out.write("kept\n")
+        assert out.drain(2.0)
+        wait_for(lambda: notes, timeout=2.0)
+    finally:
+        logoutput.log.removeHandler(handler)
+    assert notes[0].dropped == 2  # type: ignore[attr-defined]
+    assert os.read(r, 100) == b"kept\n"
+    os.close(w)
+    os.close(r)

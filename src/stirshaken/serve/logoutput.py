@@ -24,6 +24,7 @@ forever: a killed worker was never started again and SIGTERM never ended ``serve
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import select
@@ -74,7 +75,7 @@ class LogOutput:
         #: characters queued or being written (bounded by ``limit``)
         self._pending = 0
         self._cond = threading.Condition(threading.Lock())
-        self._broken = False  # stderr gone (EPIPE, EBADF): text is discarded from then on
+        self._broken = False  # stderr gone (EPIPE, EBADF): text is dropped from then on
         #: lines dropped since the start (the counter), and not yet reported by a line of their own
         self.dropped_lines = 0
         self._unreported = 0
@@ -90,13 +91,8 @@ class LogOutput:
         past :attr:`limit`."""
         n = len(text)
         with self._cond:
-            if self._broken:
-                return n
-            if self._pending and self._pending + n > self.limit:  # (one text larger than the limit still goes alone)
-                lines = text.count("\n") or 1
-                self.dropped_lines += lines
-                self._unreported += lines
-                self._last_drop = time.monotonic()
+            if self._broken or self._pending and self._pending + n > self.limit:  # (one text larger than the limit still goes alone)
+                self._drop(text.count("\n") or 1)
                 return n
             self._parts.append(text)
             self._pending += n
@@ -105,6 +101,12 @@ class LogOutput:
 
     def flush(self) -> None:
         """Nothing to do: the thread writes as soon as it can (see :meth:`drain`)."""
+
+    def _drop(self, lines: int) -> None:
+        """Count ``lines`` dropped; with ``_cond`` held."""
+        self.dropped_lines += lines
+        self._unreported += lines
+        self._last_drop = time.monotonic()
 
     # --- health and metrics ---------------------------------------------------------------------
 
@@ -156,17 +158,24 @@ class LogOutput:
                 while not self._parts:
                     self._cond.wait()
                 parts, size = self._take()
+            written = True
             for chunk in _chunks(parts):
-                self._write(chunk)
+                written = self._write(chunk) and written
             del parts
             with self._cond:
                 self._pending -= size
-                unreported, self._unreported = self._unreported, 0
+                unreported = 0
+                if written:  # (else the line counting them would be lost too, and counted, and so on)
+                    unreported, self._unreported = self._unreported, 0
                 self._cond.notify_all()  # (drain)
-            if unreported and not self._broken:
+            if unreported:
                 _report_drops(unreported, self.dropped_lines)
 
-    def _write(self, chunk: bytes) -> None:
+    def _write(self, chunk: bytes) -> bool:
+        """Write ``chunk``; False when it could not be (its lines counted as dropped).  EPIPE or
+        EBADF: stderr is gone, text is dropped from then on; any other error (ENOSPC: the disk
+        behind a redirection is full) loses this chunk only (before, it too discarded every later
+        line, uncounted, after the disk was freed)."""
         data = memoryview(chunk)
         self._busy_since = time.monotonic()
         try:
@@ -175,10 +184,16 @@ class LogOutput:
                     data = data[os.write(self.fd, data):]
                 except BlockingIOError:  # a non-blocking descriptor (set so by another process): wait
                     time.sleep(0.01)
-                except OSError:  # stderr closed or gone: the log is not worth a crash
-                    self._broken = True
+                except OSError as exc:  # the log is not worth a crash
+                    self._broken = exc.errno in (errno.EPIPE, errno.EBADF)
+                    break
         finally:
             self._busy_since = 0.0
+        if not data:
+            return True
+        with self._cond:
+            self._drop(bytes(data).count(b"\n") or 1)
+        return False
 
 
 
