@@ -370,3 +370,15 @@ def test_a_failed_write_loses_its_lines_only_and_counts_them(monkeypatch: pytest
     assert os.read(r, 100) == b"kept\n"
     os.close(w)
     os.close(r)
+
+
+@pytest.mark.parametrize(("value", "error"), [
+    ("2000000000", "2000000000 is not between 65536 and 1073741824 characters"),  # (was "1.07374e+09")
+    ("100", "100 is not between 65536 and 1073741824 characters"),
+    ('"16M"', "must be an integer, got '16M'"),
+])
+def test_a_bad_log_buffer_is_one_clear_line(tmp_path: Path, value: str, error: str) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text(f'[server]\nhttp = "127.0.0.1:{serve_port()}"\nlog_buffer = {value}\n')
+    done = subprocess.run(serve_command() + ["--check", "--config", str(config)], capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout, done.stderr) == (2, "", f"error: [server].log_buffer: {error}\n")
