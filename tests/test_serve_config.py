@@ -286,7 +286,7 @@ def test_every_table_refuses_unknown_keys(pki: Any, text: str, line: str) -> Non
      'x5u = "https://a/c"\n', "[signing.tenant.2].key: key file '"),
     (BASE + '[[signing.customer]]\nsources = ["10.0.0.0/33"]\n', "[signing.customer.1].sources: '10.0.0.0/33' is not an IP address or network"),
     (BASE + '[records]\nlog = "yes"\n', "[records].log: must be true or false, got 'yes'"),
-    (BASE + '[records]\nqueue_size = 0\n', "[records].queue_size: 0 is not between 1 and 1e+06"),
+    (BASE + '[records]\nqueue_size = 0\n', "[records].queue_size: 0 is not between 1 and 1000000"),
     (BASE + '[records]\nnode = "edge 1"\n', "[records].node: must be at most 64 printable characters without spaces"),
     (BASE + '[records]\ndatabase = "mysql://u@h/db"\n', "[records].database: 'mysql' is not a supported database (use a SQLite path"),
     (BASE + '[records]\ndatabase = "postgresql+asyncpg://u@h/db"\n', "[records].database: 'postgresql+asyncpg' is not a supported database"),

@@ -145,12 +145,18 @@ def _none_if_empty(value: Any) -> Any:
     return None if value == "" else value
 
 
+def _bound(x: float) -> str:
+    """A bound as written in docs/configuration.md: an int whole (``log_buffer``'s 1073741824
+    was shown ``1.07374e+09``), a float short."""
+    return str(x) if isinstance(x, int) else f"{x:g}"
+
+
 def _between(lo: float, hi: float, unit: str = "", *, open_low: bool = False) -> AfterValidator:
     """``lo <= value <= hi`` (``lo < value`` with ``open_low``), else ``"{value} is not between lo and hi"``."""
 
     def check(value: Any) -> Any:
         if not (lo < value if open_low else lo <= value) or value > hi:
-            raise ValueError(f"{value} is not between {lo:g} and {hi:g}{unit}")
+            raise ValueError(f"{value} is not between {_bound(lo)} and {_bound(hi)}{unit}")
         return value
 
     return AfterValidator(check)

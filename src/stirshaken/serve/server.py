@@ -114,11 +114,14 @@ class TextFormatter(logging.Formatter):
 _OUTPUT: Any = None
 
 
-def setup_logging(level: str = "INFO", fmt: str = "json", worker: int | str = 0, *, threaded: bool = False, buffer: int = 0) -> None:
+def setup_logging(level: str = "INFO", fmt: str = "json", worker: int | str = 0, *, threaded: bool = False, buffer: int = 0,
+                  dropping: bool = False) -> None:
     """Log records of ``level`` and above to stderr, as JSON lines (``fmt`` ``"json"``) or
     :class:`TextFormatter` lines (``"text"``), naming ``worker``.  ``threaded``: through a
     :class:`~stirshaken.serve.logoutput.LogOutput` (kept in ``_OUTPUT``), so that a stderr nobody
-    reads never stalls the process; ``buffer``: its limit in characters (0: its default)."""
+    reads never stalls the process; ``buffer``: its limit in characters (0: its default);
+    ``dropping`` (the supervisor): through a :class:`~stirshaken.serve.logoutput.DroppingOutput`,
+    a line written at once or dropped."""
     global _OUTPUT
     root = logging.getLogger()
     for h in list(root.handlers):
@@ -129,6 +132,11 @@ def setup_logging(level: str = "INFO", fmt: str = "json", worker: int | str = 0,
 
         sys.stderr.flush()
         stream = _OUTPUT = LogOutput(sys.stderr.fileno(), buffer) if buffer else LogOutput(sys.stderr.fileno())
+    elif dropping:
+        from stirshaken.serve.logoutput import DroppingOutput
+
+        sys.stderr.flush()
+        stream = DroppingOutput(sys.stderr.fileno())
     h = logging.StreamHandler(stream)
     h.setFormatter(JSONFormatter(worker) if fmt == "json" else TextFormatter(worker))
     root.addHandler(h)
@@ -606,10 +614,32 @@ def _run_renewer(cfg: Config, parent: int) -> int:
 # --- parent / supervisor ----------------------------------------------------------------------
 
 
+def _hold_std_descriptors() -> None:
+    """Stdin, stdout or stderr closed at the start (``2>&-``; Python then makes ``sys.stderr``
+    None): /dev/null takes the descriptor, and ``sys.stderr`` is it.  Else the worker's log output
+    failed on None (serve exited with 1, saying nothing), and the next socket or event loop
+    descriptor became 2 (or 0, 1): log lines would have gone into it, and libuv, which asserts that
+    what it closes is above 2, aborted the process (SIGABRT) at every stop."""
+    held = set()
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            got = os.open(os.devnull, os.O_RDONLY if fd == 0 else os.O_WRONLY)
+            if got != fd:
+                os.dup2(got, fd)
+                os.close(got)
+            held.add(fd)
+    if sys.stderr is None:  # (2 taken since the start by a descriptor of this process: one of its own)
+        fd = 2 if 2 in held else os.open(os.devnull, os.O_WRONLY)
+        sys.stderr = open(fd, "w", buffering=1, encoding="utf-8", errors="backslashreplace", closefd=fd != 2)
+
+
 def run(cfg: Config) -> int:
     """Serve ``cfg`` until SIGTERM/SIGINT; returns the exit status (2: could not start)."""
+    _hold_std_descriptors()
     s = cfg.server
-    setup_logging(s.log_level, s.log_format, "main")
+    setup_logging(s.log_level, s.log_format, "main", dropping=True)
     try:  # a SIGHUP while starting (e.g. obtaining certificates) must not end the process
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
     except ValueError:  # pragma: no cover - not the main thread
