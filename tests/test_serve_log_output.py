@@ -382,3 +382,27 @@ def test_a_bad_log_buffer_is_one_clear_line(tmp_path: Path, value: str, error: s
     config.write_text(f'[server]\nhttp = "127.0.0.1:{serve_port()}"\nlog_buffer = {value}\n')
     done = subprocess.run(serve_command() + ["--check", "--config", str(config)], capture_output=True, text=True, timeout=60)
     assert (done.returncode, done.stdout, done.stderr) == (2, "", f"error: [server].log_buffer: {error}\n")
+
+
+def test_two_writers_of_one_regular_file_keep_their_lines_whole(tmp_path: Path) -> None:
+    """A regular file is written a batch at a time (not cut to PIPE_BUF): writes sharing its
+    offset are placed whole, so two outputs (two workers' threads) still never cut a line."""
+    fd = os.open(tmp_path / "log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    outs = [LogOutput(fd), LogOutput(fd)]
+    assert not outs[0]._cut
+
+    def worker(i: int) -> None:
+        for j in range(0, 3000, 100):
+            outs[i].write("".join(f"{i}-{j + k:04d}-{'x' * 490}\n" for k in range(100)))
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(o.drain(10.0) for o in outs)
+    os.close(fd)
+    lines = (tmp_path / "log").read_text().splitlines()
+    assert len(lines) == 6000 and all(len(line) == 497 for line in lines)
+    for i in (0, 1):
+        assert [line[:6] for line in lines if line.startswith(f"{i}-")] == [f"{i}-{j:04d}" for j in range(3000)]
