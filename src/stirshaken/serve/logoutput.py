@@ -166,9 +166,10 @@ class LogOutput:
                     self._cond.wait()
                 parts, size = self._take()
             written = True
-            for chunk in _chunks(parts) if self._cut else ("".join(parts).encode("utf-8", "backslashreplace"),):
+            data = "".join(parts).encode("utf-8", "backslashreplace")  # (about BATCH characters: _take)
+            for chunk in _pieces(data) if self._cut else (data,):
                 written = self._write(chunk) and written
-            del parts
+            del parts, data
             with self._cond:
                 self._pending -= size
                 unreported = 0
@@ -256,8 +257,8 @@ class DroppingOutput:
 
 
 def _pieces(data: bytes) -> Iterator[bytes]:
-    """``data`` cut after newlines into pieces of at most :data:`ATOMIC` bytes (a line longer than
-    that is a piece of its own): the records come as texts of up to 256 lines."""
+    """``data`` (whole lines) cut after newlines into the longest pieces of at most :data:`ATOMIC`
+    bytes (a line longer than that is a piece of its own)."""
     start, end = 0, len(data)
     while end - start > ATOMIC:
         cut = data.rfind(b"\n", start, start + ATOMIC) + 1
@@ -267,19 +268,3 @@ def _pieces(data: bytes) -> Iterator[bytes]:
         start = cut
     if start < end:
         yield data[start:] if start else data
-
-
-def _chunks(parts: list[str]) -> Iterator[bytes]:
-    """``parts`` encoded and joined into chunks of at most :data:`ATOMIC` bytes that end at the
-    end of a line (a line longer than that is a chunk of its own)."""
-    group: list[bytes] = []
-    size = 0
-    for text in parts:
-        for piece in _pieces(text.encode("utf-8", "backslashreplace")):
-            if group and size + len(piece) > ATOMIC:
-                yield b"".join(group)
-                group, size = [], 0
-            group.append(piece)
-            size += len(piece)
-    if group:
-        yield b"".join(group)

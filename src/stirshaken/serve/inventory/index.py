@@ -427,19 +427,6 @@ class InventoryIndex:
             return unknown
         return customer.own if self.holder(tn) == customer.id else customer.other
 
-    def decide(self, tn: str, customer: Customer | None, unknown: str = "C") -> str | None:
-        """:meth:`attest` with the DNO check first (one key computation): None when ``tn`` is on
-        a Do-Not-Originate list."""
-        try:
-            k = int("1" + tn)
-        except ValueError:
-            return unknown if customer is None else customer.other
-        if self.is_dno_key(k):
-            return None
-        if customer is None:
-            return unknown
-        return customer.own if self.holder_key(k) == customer.id else customer.other
-
     # --- sizes ----------------------------------------------------------------------------------
 
     def stats(self) -> dict[str, int]:
