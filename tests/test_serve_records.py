@@ -432,6 +432,25 @@ async def test_lines_of_one_loop_iteration_are_written_together() -> None:
     assert Counting.writes == 3 and len(out.getvalue().splitlines()) == 4 + 300
 
 
+async def test_a_record_formatted_later_keeps_the_time_of_its_call_and_one_line_for_both() -> None:
+    """Records are formatted at the flush (Records.flush), not in add: the line still carries the
+    time of the call, the database queue gets the very lines the log wrote, and a record that finds
+    the queue full is logged all the same (dropped for the database only, counted)."""
+    out = io.StringIO()
+    r = Records(log=True, stream=out, database="sqlite:///unused-never-started.db", queue_size=2, worker=1)
+    t = time.time()
+    for i in range(3):
+        r.add({k: None for k in FIELDS} | {"interface": "sip", "service": "verification", "call_id": f"t{i}"})
+    assert out.getvalue() == "" and not r.queue and r.dropped == 1  # counted at once, formatted later
+    await asyncio.sleep(FLUSH_DELAY + 0.1)
+    lines = out.getvalue().splitlines()
+    assert [json.loads(x)["call_id"] for x in lines] == ["t0", "t1", "t2"]
+    assert list(r.queue or ()) == lines[:2]
+    ts = datetime.datetime.fromisoformat(json.loads(lines[0])["ts"]).timestamp()
+    assert t - 0.002 <= ts < t + FLUSH_DELAY / 2, (t, ts)  # the call's time, not the flush's (FLUSH_DELAY later)
+    r.close()
+
+
 def test_other_handlers_get_log_records() -> None:
     """A handler added to the stirshaken.records logger receives the records as LogRecords (the
     record in ``call``); the installed handler still writes its line."""
