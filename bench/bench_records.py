@@ -24,7 +24,7 @@ to the log and to PostgreSQL; and, stable on a shared machine, instructions per 
   service counted as written.
   ``--control``: one more serve with records off (``ctl``): its ratio to ``off`` is the noise
   floor of the run.  On the 2-vCPU VMs used here the speed of one CPU drifts by 10-35 % from
-  second to second (runs of records off alone, 2026-12-01): run after run, a ratio moves more
+  second to second (runs of records off alone, 2026-11-30): run after run, a ratio moves more
   than the cost it measures.
   ``--together``: the modes of a round run at the same time, each serve with its own ``wrk``,
   the serves sharing their CPU: a drift hits every mode alike, and the control's ratios stay

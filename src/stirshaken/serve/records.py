@@ -759,7 +759,7 @@ class Records:
         """Format the records kept by :meth:`add`: their log lines written (one ``write``), their
         JSON lines queued for the database (bounded in characters: :data:`QUEUE_CHARS`; past it a
         line is dropped and counted).  Measured (``bench/bench_records.py --together``, REST
-        signing, two serves sharing one CPU, 2026-12-01): records to the log cost 0.886 of the
+        signing, two serves sharing one CPU, 2026-11-30): records to the log cost 0.886 of the
         requests per CPU second of records off when each record was formatted in ``add``, 0.912
         formatted 128 at a time (the formatter's code and data stay in the CPU's caches)."""
         self._scheduled = False
