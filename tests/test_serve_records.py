@@ -448,7 +448,6 @@ async def test_a_record_formatted_later_keeps_the_time_of_its_call_and_one_line_
     assert list(r.queue or ()) == lines[:2]
     ts = datetime.datetime.fromisoformat(json.loads(lines[0])["ts"]).timestamp()
     assert t - 0.002 <= ts < t + FLUSH_DELAY / 2, (t, ts)  # the call's time, not the flush's (FLUSH_DELAY later)
-    r.close()
 
 
 def test_other_handlers_get_log_records() -> None:
