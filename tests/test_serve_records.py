@@ -24,10 +24,12 @@ from typing import Any, Iterator
 import orjson
 import pytest
 import sqlalchemy as sa
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import urllib.request
 
 from stirshaken.core.certificates import load_certificates
-from stirshaken.serve.records import FIELDS, FLUSH_DELAY, LOGGER, BatchedStreamHandler, Records, call_records
+from stirshaken.serve.records import FIELDS, FLUSH_DELAY, LOGGER, BatchedStreamHandler, JSONRecordFormatter, Records, call_records
 
 from tests.test_pki_support import postgres_database
 from tests.test_serve_support import DEST, ORIG, FileServer, ServeProcess, make_pki, serve_port, serve_toml
@@ -448,6 +450,23 @@ async def test_a_record_formatted_later_keeps_the_time_of_its_call_and_one_line_
     assert list(r.queue or ()) == lines[:2]
     ts = datetime.datetime.fromisoformat(json.loads(lines[0])["ts"]).timestamp()
     assert t - 0.002 <= ts < t + FLUSH_DELAY / 2, (t, ts)  # the call's time, not the flush's (FLUSH_DELAY later)
+
+
+_text = st.one_of(st.none(), st.text(max_size=12))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.fixed_dictionaries({}, optional={k: _text for k in FIELDS if k not in ("dest", "status", "latency")}
+                                                | {"dest": st.lists(st.text(max_size=12), max_size=3), "status": st.integers(100, 699),
+                                                   "latency": st.floats(0, 10)}),
+                          st.floats(1.7e9, 1.7e9 + 5), st.sampled_from([1, 2, 3])), max_size=40),
+       st.sampled_from([1, 2]))
+def test_the_batch_formatter_writes_the_lines_of_the_general_one(kept: list[Any], flag: int) -> None:
+    """JSONRecordFormatter.lines (a flush's loop written out) against JSONRecordFormatter.line, one
+    record at a time: the same lines, in order, for records with any fields left out and times
+    crossing milliseconds and seconds, in any order."""
+    fast, general = JSONRecordFormatter(3, "n1"), JSONRecordFormatter(3, "n1")
+    assert fast.lines(kept, flag) == [general.line(r, t) for r, t, f in kept if f & flag]
 
 
 def test_other_handlers_get_log_records() -> None:
