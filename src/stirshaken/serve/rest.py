@@ -337,10 +337,14 @@ class RestAPI:
         identity = svc.sign(tenant, orig=orig_tn, dest=dest_tns, attest=attest, iat=iat, origid=origid)
         self.metrics.inc("stirshaken_signed_total", self._signed_labels((tenant.name, attest)))
         if self.records is not None:
-            self.records.add({"interface": "rest", "service": "signing", "call_id": rid, "origid": origid, "orig": orig_tn,
-                              "dest": dest_tns, "tenant": tenant.name, "attest": attest, "x5u": tenant.config.x5u, "verstat": None,
-                              "status": 200, "code": None, "reason": None, "spc": tenant.spc, "serial": tenant.serial,
-                              "latency": time.perf_counter() - t0})
+            rec = tenant.rest_record.copy()
+            rec["call_id"] = rid
+            rec["origid"] = origid
+            rec["orig"] = orig_tn
+            rec["dest"] = dest_tns
+            rec["attest"] = attest
+            rec["latency"] = time.perf_counter() - t0
+            self.records.add(rec)
         body = b'{"signingResponse":{"identity":' + orjson.dumps(identity) + b"}}"
         return 200, body, (_JSON_CT, ("X-RequestID", rid))
 
