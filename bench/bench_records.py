@@ -277,8 +277,9 @@ def pin_server(pids: list[int], cpus: set[int] | None) -> int:
 def throughput(a: argparse.Namespace) -> None:
     """One ``serve`` per mode, all started first and kept; then ``--rounds`` rounds, each running
     every (mode, operation) for ``--seconds`` in an order that alternates from round to round.
-    Each run's CPU is that ``serve``'s own (scheduler nanoseconds of all its threads, read after
-    a settle of :data:`SETTLE` seconds so that the records thread's share of the run is in it).
+    Each run's CPU is that ``serve``'s own (scheduler nanoseconds of all its threads) from the run's
+    start to the start of its next run (after the last, a settle of :data:`SETTLE` seconds), so
+    that what its records threads do after ``wrk`` ends is in it.
     Ratios are taken per round (a mode against records off in the same round, seconds apart),
     then their median: a slow spell of the shared machine hits both sides of a ratio."""
     import orjson
@@ -309,26 +310,24 @@ def throughput(a: argparse.Namespace) -> None:
             serves[mode] = (ServeProcess(work, toml(pki, x5u, port, a.workers, mode, with_app(a.pg)), port, name=f"serve-{mode}"), port)
             if split:
                 pin_group(serves[mode][0].proc.pid, split[0])
-        def bodies(port: int) -> None:
-            """Fresh request bodies (a PASSporT's ``iat`` is stale after 60 s: RFC 8224 §6.2.2), also
-            as ``<mode>-<op>.json`` for the serve on ``port``."""
+        def bodies(mode: str) -> None:
+            """Fresh request bodies for the serve of ``mode``, ``<mode>-signing.json`` and
+            ``<mode>-verification.json`` (a PASSporT's ``iat`` is stale after 60 s: RFC 8224 §6.2.2)."""
+            port = serves[mode][1]
             now = int(time.time())
             sign = orjson.dumps({"signingRequest": {"attest": "A", "dest": {"tn": [DEST]}, "iat": now, "orig": {"tn": ORIG},
                                                     "origid": "123e4567-e89b-12d3-a456-426614174000"}})
-            (work / "signing.json").write_bytes(sign)
             identity = orjson.loads(post(port, "/stir/v1/signing", sign))["signingResponse"]["identity"]
             verify = orjson.dumps({"verificationRequest": {"from": {"tn": ORIG}, "to": {"tn": [DEST]}, "time": now, "identity": identity}})
-            (work / "verification.json").write_bytes(verify)
             assert b"TN-Validation-Passed" in post(port, "/stir/v1/verification", verify)
-            mode = next(m for m, (_, p) in serves.items() if p == port)
             (work / f"{mode}-signing.json").write_bytes(sign)
             (work / f"{mode}-verification.json").write_bytes(verify)
 
         warm = 0.0
         for mode, (serve, port) in serves.items():  # warm-up: caches, the x5u fetched, the records connection open
-            bodies(port)
+            bodies(mode)
             for op in ops:
-                warm = max(warm, wrk(port, f"/stir/v1/{op}", work / f"{op}.json", 1, a.connections, work, load)[0])
+                warm = max(warm, wrk(port, f"/stir/v1/{op}", work / f"{mode}-{op}.json", 1, a.connections, work, load)[0])
         if split and "pg" in modes:
             print(f"  {pin_backends(a.pg, load)}", flush=True)
         ghost = start_db_load(a.pg, warm, load) if equalise else None
@@ -351,7 +350,7 @@ def throughput(a: argparse.Namespace) -> None:
                         # every mode at once, each serve with its own wrk: the machine's slow and
                         # fast spells hit all of them alike (they share serve's CPU)
                         for mode in modes:
-                            bodies(serves[mode][1])
+                            bodies(mode)
                         starts = {mode: group_run_ns(serves[mode][0].proc.pid) for mode in modes}
                         for mode in modes:
                             if mode in open_:
@@ -363,15 +362,15 @@ def throughput(a: argparse.Namespace) -> None:
                             open_[mode] = (starts[mode], n)
                             rps[(mode, op)].append(r)
                         print(f"  {op:12s} round {rnd + 1:2d} " + "  ".join(f"{m} {rps[(m, op)][-1]:7,.0f}" for m in modes) + " req/s", flush=True)
-                        time.sleep(0.3)  # the records threads write what the round queued (counted in the next interval otherwise)
+                        time.sleep(0.3)  # a pause between rounds (what the records threads write now is in the next interval)
                         continue
                     for mode in modes[rnd % len(modes):] + modes[:rnd % len(modes)]:  # each mode first, middle, last in turn
                         serve, port = serves[mode]
-                        bodies(port)
+                        bodies(mode)
                         c0 = group_run_ns(serve.proc.pid)
                         if mode in open_:
                             close(mode, c0)
-                        r, n = wrk(port, f"/stir/v1/{op}", work / f"{op}.json", a.seconds, a.connections, work, load)
+                        r, n = wrk(port, f"/stir/v1/{op}", work / f"{mode}-{op}.json", a.seconds, a.connections, work, load)
                         open_[mode] = (c0, n)
                         rps[(mode, op)].append(r)
                         print(f"  {op:12s} round {rnd + 1:2d} {mode:4s} {r:9,.0f} req/s", flush=True)

@@ -235,6 +235,20 @@ _LOG = 1  # a kept record's line goes to the log
 _DB = 2  # ... and to the database queue
 
 
+def _later(delay: float, callback: Any) -> bool:
+    """Schedule ``callback`` on the running event loop ``delay`` seconds from now (0: once the
+    loop has run the callbacks of this iteration); False when no event loop runs in this thread."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    if delay > 0:
+        loop.call_later(delay, callback)
+    else:
+        loop.call_soon(callback)
+    return True
+
+
 class BatchedStreamHandler(logging.Handler):
     """A stream handler that writes lines in batches.
 
@@ -271,21 +285,14 @@ class BatchedStreamHandler(logging.Handler):
 
     def kick(self) -> None:
         """After a line was appended to :attr:`lines`: write them when there are :attr:`limit`,
-        else make sure a write is scheduled (the direct path of :meth:`Records.add` appends,
-        then calls this only when one of the two is due)."""
+        else make sure a write is scheduled."""
         if len(self.lines) >= self.limit:
             self.flush()
         elif not self.scheduled:
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:
-                self.flush()
-                return
-            self.scheduled = True
-            if self.delay > 0:
-                loop.call_later(self.delay, self._flush_soon)
+            if _later(self.delay, self._flush_soon):
+                self.scheduled = True
             else:
-                loop.call_soon(self._flush_soon)
+                self.flush()
 
     def _flush_soon(self) -> None:
         self.scheduled = False
@@ -774,14 +781,10 @@ class Records:
         records or when no event loop runs, else make sure :meth:`flush` is scheduled."""
         if len(self._pending) >= FLUSH_RECORDS:
             self.flush()
-            return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
+        elif _later(FLUSH_DELAY, self.flush):
+            self._scheduled = True
+        else:
             self.flush()
-            return
-        self._scheduled = True
-        loop.call_later(FLUSH_DELAY, self.flush)
 
     def flush(self) -> None:
         """Format the records kept by :meth:`add`: their log lines written (one ``write``), their
