@@ -161,6 +161,22 @@ async def test_request_errors(base: str) -> None:
     assert exc_of(payload)["variables"] == ["application/json"]
 
 
+async def test_a_body_over_max_body_is_svc4006_with_its_record(base: str, env: dict[str, Any]) -> None:
+    """Both engines: a body announced larger than [server] max_body (65,536 bytes) is not read and
+    gets the ATIS-1000082 error (400 SVC4006), its X-RequestID and a per-call record (aiohttp's
+    own answer was a bare 413 with neither)."""
+    rid = str(uuid.uuid4())
+    got, payload, h = await post(base, "/stir/v1/signing", b'{"signingRequest":"' + b"x" * 70000 + b'"}', {"X-RequestID": rid})
+    assert (got, exc_of(payload)["messageId"], h["X-RequestID"]) == (400, "SVC4006", rid), payload
+    assert "larger than 65536 bytes" in exc_of(payload)["variables"][0]
+    log = next(p.log for p, port in env["servers"].values() if base.endswith(f":{port}"))
+    deadline = time.monotonic() + 5
+    while f'"call_id":"{rid}"' not in log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    line = next(x for x in log.read_text().splitlines() if f'"call_id":"{rid}"' in x)
+    assert '"logger":"stirshaken.records"' in line and '"status":400' in line and '"service":"signing"' in line, line
+
+
 async def test_pol4050_method_not_allowed(base: str) -> None:
     async with aiohttp.ClientSession() as s:
         for method in ("GET", "PUT", "DELETE"):

@@ -39,12 +39,17 @@ def make_app(api: RestAPI, limits: ConnectionLimits | None = None) -> Any:
 
     async def handler(request: web.Request) -> web.StreamResponse:
         has_length = "Content-Length" in request.headers
+        if has_length and (request.content_length or 0) > api.max_body:  # (not read: aiohttp's own answer is a bare 413)
+            status, payload, headers = api.body_too_large(request.headers, request.path)
+            return web.Response(status=status, body=payload, headers={**dict(headers), "Connection": "close"})
         if request.body_exists:
             try:
                 async with asyncio.timeout(body_timeout):
                     body = await request.read()
             except TimeoutError:
                 return web.Response(status=408, headers={"Connection": "close"})
+            except web.HTTPRequestEntityTooLarge:  # a chunked body past client_max_size: no length, SVC4007 as any chunked one
+                body = b""
         else:
             body = b""
         r = api.handle(request.method, request.path, request.headers, body, has_length, request.remote or "")
@@ -355,9 +360,7 @@ class FastHTTPProtocol(asyncio.Protocol):
                 n = int(clen)
                 if n > self.api.max_body:
                     self.buf = b""
-                    _, body, hdrs = self.api._error("SVC4006", headers.get("x-requestid") or self.api.new_request_id(), target,
-                                                   f"body larger than {self.api.max_body} bytes")
-                    self._respond((400, body, hdrs), close=True, keep=False)
+                    self._respond(self.api.body_too_large(headers, target), close=True, keep=False)
                     return
             total = end + 4 + n
             if len(buf) < total:

@@ -201,6 +201,12 @@ class RestAPI:
 
     # --- entry point ----------------------------------------------------------------------------
 
+    def body_too_large(self, headers: Mapping[str, str], path: str) -> Reply:
+        """The answer to a request whose body is announced larger than :attr:`max_body` bytes,
+        which the HTTP engine does not read: 400 SVC4006 (ATIS-1000082 §8.3), its record and
+        counters, as for any other request error.  ``headers`` with lower-case names."""
+        return self._error("SVC4006", headers.get("x-requestid") or self.new_request_id(), path, f"body larger than {self.max_body} bytes")
+
     def handle(self, method: str, path: str, headers: Mapping[str, str], body: bytes, has_length: bool,
                peer: str = "") -> Reply | Awaitable[Reply]:
         """Dispatch one request.  ``headers`` is looked up with lower-case names; ``peer`` is the
