@@ -22,19 +22,28 @@ from stirshaken.core import certificates as certs
 STIR = [sys.executable, "-m", "stirshaken.cli"] if not Path(sys.executable).with_name("stirshaken").exists() else [str(Path(sys.executable).with_name("stirshaken"))]
 
 
-def _free_port() -> int:
-    for _ in range(200):
+def _free_ports(n: int) -> list[int]:
+    """``n`` distinct free ports in 22000-22999: drawn one at a time they could
+    repeat, and a second service on a taken port leaves the first one answering
+    for both (CI once saw the CR's 404 for the CA's ACME directory)."""
+    ports: list[int] = []
+    for _ in range(400):
         port = random.randint(22000, 22999)
+        if port in ports:
+            continue
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))
-                return port
             except OSError:
                 continue
-    raise RuntimeError("no free port in 22000-22999")
+        ports.append(port)
+        if len(ports) == n:
+            return ports
+    raise RuntimeError(f"no {n} free ports in 22000-22999")
 
 
-def _wait(url: str, ca: Path, timeout: float = 15.0) -> None:
+def _wait(url: str, ca: Path, timeout: float = 15.0, any_status: bool = True) -> None:
+    """Wait until ``url`` answers over TLS; with ``any_status`` false, until it answers 2xx."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if ca.exists():
@@ -42,7 +51,8 @@ def _wait(url: str, ca: Path, timeout: float = 15.0) -> None:
                 urllib.request.urlopen(url, context=ssl.create_default_context(cafile=str(ca)), timeout=2)
                 return
             except urllib.error.HTTPError:
-                return
+                if any_status:
+                    return
             except (OSError, ssl.SSLError):
                 pass
         time.sleep(0.1)
@@ -64,7 +74,7 @@ def test_testbed_command(tmp_path: Path) -> None:
 
 
 def test_separate_services_and_acme_command(tmp_path: Path) -> None:
-    pa_port, ca_port, cr_port = _free_port(), _free_port(), _free_port()
+    pa_port, ca_port, cr_port = _free_ports(3)
     pa_dir, ca_dir, cr_dir, sp_dir = (tmp_path / n for n in ("pa", "ca", "cr", "sp"))
     procs: list[subprocess.Popen[bytes]] = []
     env = {**os.environ, "STIRSHAKEN_PA_PASSWORD": "sp-pw"}
@@ -88,7 +98,7 @@ def test_separate_services_and_acme_command(tmp_path: Path) -> None:
         spawn("ca", "serve", "--state-dir", str(ca_dir), "--port", str(ca_port), *tls,
               "--pa-url", f"https://127.0.0.1:{pa_port}", "--pa-root", str(pa_dir / "pa-root.pem"),
               "--pa-crl-cert", str(pa_dir / "pa-crl.pem"), "--ca-bundle", str(tls_root))
-        _wait(f"https://127.0.0.1:{ca_port}/acme/directory", tls_root)
+        _wait(f"https://127.0.0.1:{ca_port}/acme/directory", tls_root, any_status=False)
         _wait(f"https://127.0.0.1:{cr_port}/", tls_root)
         acme = STIR + ["acme", "--directory", f"https://127.0.0.1:{ca_port}/acme/directory", "--pa-url", f"https://127.0.0.1:{pa_port}",
                        "--ocn", "1234", "--user", "sp-1234", "--state-dir", str(sp_dir), "--ca-bundle", str(tls_root),
