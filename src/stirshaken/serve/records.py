@@ -161,20 +161,18 @@ class JSONRecordFormatter(logging.Formatter):
         self._ms = ms
         self._prefix = self._head + _MILLIS[ms - 1000 * second] + self._tail
 
-    def lines(self, kept: list[tuple[dict[str, Any], float, int]], flag: int) -> list[str]:
-        """:meth:`line` of every ``(record, created, flags)`` of ``kept`` whose flags have ``flag``,
-        in order.  The loop of :meth:`line` written out (no call, the envelope's parts held in
-        locals): it formats the records of a flush (:meth:`Records.flush`).  Property-tested
-        against :meth:`line` (tests/test_serve_records.py)."""
+    def lines(self, kept: list[tuple[dict[str, Any], float]]) -> list[str]:
+        """:meth:`line` of every ``(record, created)`` of ``kept``, in order.  The loop of
+        :meth:`line` written out (no call, the envelope's parts held in locals): it formats the
+        records of a flush (:meth:`Records.flush`).  Property-tested against :meth:`line`
+        (tests/test_serve_records.py)."""
         out: list[str] = []
         add = out.append
         dumps = orjson.dumps
         fields = FIELDS
         prefix = self._prefix
         last = self._ms
-        for rec, created, f in kept:
-            if not f & flag:
-                continue
+        for rec, created in kept:
             ms = int(created * 1000)
             if ms != last:
                 self._envelope(ms)
@@ -231,8 +229,6 @@ class TextRecordFormatter(logging.Formatter):
 FLUSH_DELAY = 0.05
 #: records formatted and written together, at most (:meth:`Records.flush`)
 FLUSH_RECORDS = 256
-_LOG = 1  # a kept record's line goes to the log
-_DB = 2  # ... and to the database queue
 
 
 def _later(delay: float, callback: Any) -> bool:
@@ -709,8 +705,8 @@ class Records:
             self._alone = [h]
             # what LogRecord.__init__ would compute, the same for every record of this worker
             self._template = dict(vars(logging.LogRecord(LOGGER, logging.INFO, __file__, 0, "call", None, None, func="add")))
-        #: records kept by add() for flush(): ``(record, time, _LOG | _DB)``
-        self._pending: list[tuple[dict[str, Any], float, int]] = []
+        #: records kept by add() for flush(): ``(record, time)``
+        self._pending: list[tuple[dict[str, Any], float]] = []
         self._scheduled = False
         self.queue_size = queue_size
         self.queued_chars = 0  # characters of the lines ever queued (the event loop's thread only)
@@ -745,36 +741,17 @@ class Records:
 
     def add(self, rec: dict[str, Any]) -> None:
         """Write one record (``rec``: the fields of :data:`FIELDS`, owned by the records from now
-        on); a record that finds the database queue full is dropped and counted.
+        on).
 
-        The record is kept with its time and formatted in :meth:`flush`, with the others of up to
-        :data:`FLUSH_DELAY` seconds (or :data:`FLUSH_RECORDS` records): one after the other in a
-        loop, formatting costs the request path less than between requests (measured: see
-        :meth:`flush`).  That is the fast path, while the ``stirshaken.records`` logger has only the
-        handler installed here and no filters; otherwise the record goes through the logger at once
-        as any other (its ``call`` attribute holding ``rec``), without a :class:`logging.LogRecord`
-        being built on the fast path."""
-        now = time.time()
-        flags = 0
-        lg = self.logger
-        if lg is not None and lg.isEnabledFor(_INFO):
-            h = self.handler
-            if lg.handlers == self._alone and not lg.filters and not h.filters and h.formatter is self._formatter:  # type: ignore[union-attr]
-                flags = _LOG
-            else:
-                self._log(rec, now)
-        q = self.queue
-        if q is not None:
-            if len(q) + len(self._pending) < self.queue_size:
-                flags |= _DB
-            else:
-                self.dropped += 1
-                self._last_drop = time.monotonic()
-        if flags:
-            pending = self._pending
-            pending.append((rec, now, flags))
-            if len(pending) >= FLUSH_RECORDS or not self._scheduled:
-                self._kick()
+        The record is only kept with its time: :meth:`flush` formats and writes it with the
+        others of up to :data:`FLUSH_DELAY` seconds (or :data:`FLUSH_RECORDS` records), and
+        decides there, once for them all, where they go (the logger's state, the room in the
+        database queue).  Measured (``bench/bench_records.py --instructions``, 2026-11-30): those
+        decisions taken per record cost the request path XXX instructions a record."""
+        pending = self._pending
+        pending.append((rec, time.time()))
+        if not self._scheduled or len(pending) >= FLUSH_RECORDS:
+            self._kick()
 
     def _kick(self) -> None:
         """After a record was kept: format and write what is kept when it is :data:`FLUSH_RECORDS`
@@ -787,51 +764,69 @@ class Records:
             self.flush()
 
     def flush(self) -> None:
-        """Format the records kept by :meth:`add`: their log lines written (one ``write``), their
-        JSON lines queued for the database (bounded in characters: :data:`QUEUE_CHARS`; past it a
-        line is dropped and counted).  Measured (``bench/bench_records.py --together``, REST
-        signing, two serves sharing one CPU, 2026-11-30): records to the log cost 0.886 of the
-        requests per CPU second of records off when each record was formatted in ``add``, 0.912
-        formatted 128 at a time (the formatter's code and data stay in the CPU's caches)."""
+        """Format and write the records kept by :meth:`add`, in order.
+
+        * the log: while the ``stirshaken.records`` logger has only the handler installed here
+          and no filters (the fast path), the JSON lines of them all in one loop
+          (:meth:`JSONRecordFormatter.lines`) and one ``write``; otherwise each record goes
+          through the logger as any other (its ``call`` attribute holding it, the time of its
+          call as the LogRecord's), without a :class:`logging.LogRecord` being built on the fast
+          path.  Nothing while the logger is disabled for INFO.
+        * the database: the JSON line of each record (the log's own when the log writes JSON),
+          as long as fewer than ``queue_size`` lines wait and the lines waiting hold fewer than
+          :data:`QUEUE_CHARS` characters; past either, a record is dropped and counted.
+
+        Measured (``bench/bench_records.py --together``, REST signing, two serves sharing one CPU,
+        2026-11-30): records to the log cost 0.886 of the requests per CPU second of records off
+        when each record was formatted in ``add``, 0.912 formatted 128 at a time (the
+        formatter's code and data stay in the CPU's caches)."""
         self._scheduled = False
         pending = self._pending
         if not pending:
             return
         self._pending = []
-        h = self.handler
         lines: list[str] | None = None
-        if h is not None:
+        lg = self.logger
+        if lg is not None and lg.isEnabledFor(_INFO):
+            h = self.handler
             fmt = self._formatter
-            if type(fmt) is JSONRecordFormatter:
-                lines = fmt.lines(pending, _LOG)
+            if lg.handlers == self._alone and not lg.filters and not h.filters and h.formatter is fmt:  # type: ignore[union-attr]
+                if type(fmt) is JSONRecordFormatter:
+                    lines = fmt.lines(pending)
+                else:
+                    line = fmt.line  # type: ignore[union-attr]
+                    lines = [line(r, t) for r, t in pending]
+                h.lines.extend(lines)  # type: ignore[union-attr]
+                h.flush()  # type: ignore[union-attr]
             else:
-                line = fmt.line  # type: ignore[union-attr]
-                lines = [line(r, t) for r, t, f in pending if f & _LOG]
-            if lines:
-                h.lines.extend(lines)
-                h.flush()
+                for r, t in pending:
+                    self._log(r, t)
         q = self.queue
-        if q is not None:
-            if lines is not None and self._json is self._formatter and len(lines) == len(pending):
-                todo = lines  # (every record logged and queued: the log's own lines)
-                if any(not f & _DB for _, _, f in pending):
-                    todo = [x for x, (_, _, f) in zip(lines, pending) if f & _DB]
-            else:
-                todo = self._json.lines(pending, _DB)
-            room = QUEUE_CHARS - (self.queued_chars - self.writer.taken_chars)  # type: ignore[union-attr]
-            n = sum(map(len, todo))
-            if n <= room:
-                q.extend(todo)
-                self.queued_chars += n
-            else:  # records of huge requests (thousands of dest TNs) cannot grow a worker by hundreds of MB
-                for x in todo:
-                    if room > 0:  # (as many as while fewer than QUEUE_CHARS wait)
-                        q.append(x)
-                        room -= len(x)
-                        self.queued_chars += len(x)
-                    else:
-                        self.dropped += 1
-                        self._last_drop = time.monotonic()
+        if q is None:
+            return
+        room = self.queue_size - len(q)
+        if room < len(pending):  # the queue is full: the later records are dropped
+            keep = max(room, 0)
+            self.dropped += len(pending) - keep
+            self._last_drop = time.monotonic()
+            pending = pending[:keep]
+            if lines is not None:
+                lines = lines[:keep]
+        todo = lines if lines is not None and self._json is self._formatter else self._json.lines(pending)
+        room = QUEUE_CHARS - (self.queued_chars - self.writer.taken_chars)  # type: ignore[union-attr]
+        n = sum(map(len, todo))
+        if n <= room:
+            q.extend(todo)
+            self.queued_chars += n
+        else:  # records of huge requests (thousands of dest TNs) cannot grow a worker by hundreds of MB
+            for x in todo:
+                if room > 0:  # (as many as while fewer than QUEUE_CHARS wait)
+                    q.append(x)
+                    room -= len(x)
+                    self.queued_chars += len(x)
+                else:
+                    self.dropped += 1
+                    self._last_drop = time.monotonic()
 
     def _log(self, rec: dict[str, Any], now: float) -> None:
         """The record through the logger's general path."""
