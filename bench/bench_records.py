@@ -4,7 +4,7 @@ throughput of a real ``stirshaken serve`` with records off, written to the log o
 to the log and to PostgreSQL; and, stable on a shared machine, instructions per request.
 
     .venv/bin/python bench/bench_records.py [--seconds 1] [--rounds 30] [--workers 1] [--connections 64] [--no-pin]
-                                            [--together] [--control] [--db-load]
+                                            [--together] [--control] [--db-only] [--db-load]
                                             [--pg postgresql://postgres@127.0.0.1:5432/test] [--no-pg]
                                             [--instructions] [--only-instructions]
 
@@ -22,6 +22,8 @@ to the log and to PostgreSQL; and, stable on a shared machine, instructions per 
   the records at nice 10) to the others: as with a database on a host of its own, its work takes
   no CPU of ``serve``'s.  After the run the PostgreSQL table must have grown by every record the
   service counted as written.
+  ``--db-only``: one more serve with records to PostgreSQL only (``db``: ``log = false``; ``pg``
+  is the log and PostgreSQL, as ``serve`` does when a database is added to the default).
   ``--control``: one more serve with records off (``ctl``): its ratio to ``off`` is the noise
   floor of the run.  On the 2-vCPU VMs used here the speed of one CPU drifts by 10-35 % from
   second to second (runs of records off alone, 2026-11-30): run after run, a ratio moves more
@@ -75,7 +77,8 @@ TABLE = "call_records"
 
 
 def toml(pki: Any, x5u: FileServer, port: int, workers: int, mode: str, pg: str) -> str:
-    records = {"off": "log = false", "ctl": "log = false", "log": "log = true", "pg": f'log = true\ndatabase = "{pg}"\nqueue_size = 100000'}[mode]
+    records = {"off": "log = false", "ctl": "log = false", "log": "log = true", "pg": f'log = true\ndatabase = "{pg}"\nqueue_size = 100000',
+               "db": f'log = false\ndatabase = "{pg}"\nqueue_size = 100000'}[mode]
     return f"""[server]
 http = "127.0.0.1:{port}"
 workers = {workers}
@@ -284,19 +287,20 @@ def throughput(a: argparse.Namespace) -> None:
     then their median: a slow spell of the shared machine hits both sides of a ratio."""
     import orjson
 
-    modes = [m for m in MODES if m != "pg" or not a.no_pg] + (["ctl"] if a.control else [])
-    rows_before = pg_count(a.pg) if "pg" in modes else 0
+    modes = [m for m in MODES if m != "pg" or not a.no_pg] + (["db"] if a.db_only and not a.no_pg else []) + (["ctl"] if a.control else [])
+    dbs = [m for m in modes if m in ("pg", "db")]  # the modes that write to PostgreSQL
+    rows_before = pg_count(a.pg) if dbs else 0
     split = cpu_split() if not a.no_pin else None
     equalise = "pg" in modes and split is not None and a.db_load
     if equalise:
         load_database(a.pg, create=True)
     load = split[1] if split else None
-    server = postgres_server(a.pg) if "pg" in modes and split else []
+    server = postgres_server(a.pg) if dbs and split else []
     if split:
         pinned = pin_server(server, load)
         print(f"serve on CPU {sorted(split[0])}; wrk on CPU {sorted(split[1])}"
               + (f"; PostgreSQL's server ({pinned} processes: postmaster, background processes, backends) on CPU {sorted(split[1])}"
-                 if "pg" in modes else ""), flush=True)
+                 if dbs else ""), flush=True)
     work = Path(tempfile.mkdtemp(prefix="bench_records."))
     pki = make_pki(work / "pki")
     x5u = FileServer(work / "pki")
@@ -328,7 +332,7 @@ def throughput(a: argparse.Namespace) -> None:
             bodies(mode)
             for op in ops:
                 warm = max(warm, wrk(port, f"/stir/v1/{op}", work / f"{mode}-{op}.json", 1, a.connections, work, load)[0])
-        if split and "pg" in modes:
+        if split and dbs:
             print(f"  {pin_backends(a.pg, load)}", flush=True)
         ghost = start_db_load(a.pg, warm, load) if equalise else None
         if ghost is not None:
@@ -381,10 +385,10 @@ def throughput(a: argparse.Namespace) -> None:
             if ghost is not None:
                 ghost.kill()
                 ghost.wait()
-        if "pg" in modes:
+        if dbs:
             time.sleep(1.5)  # the records thread empties its queue
-            written = int(metric(serves["pg"][1], "stirshaken_records_written_total"))
-            dropped = metric(serves["pg"][1], "stirshaken_records_dropped_total")
+            written = sum(int(metric(serves[m][1], "stirshaken_records_written_total")) for m in dbs)
+            dropped = sum(metric(serves[m][1], "stirshaken_records_dropped_total") for m in dbs)
             rows = pg_count(a.pg) - rows_before
             print(f"PostgreSQL {TABLE}: {rows:,} new rows, written counted {written:,}, dropped {dropped:,.0f} "
                   f"({'OK' if rows == written and not dropped else 'MISMATCH'})")
@@ -558,7 +562,9 @@ def main() -> int:
     ap.add_argument("--connections", type=int, default=64)
     ap.add_argument("--no-pin", action="store_true", help="leave serve, wrk and PostgreSQL to the scheduler (default: pinned apart)")
     ap.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/test")
-    ap.add_argument("--no-pg", action="store_true", help="leave out the PostgreSQL mode")
+    ap.add_argument("--no-pg", action="store_true", help="leave out the PostgreSQL modes")
+    ap.add_argument("--db-only", action="store_true",
+                    help="add the mode db: records to PostgreSQL only (log = false), besides pg (the log and PostgreSQL)")
     ap.add_argument("--together", action="store_true",
                     help="run the modes at the same time (each serve its own wrk) instead of one after the other")
     ap.add_argument("--control", action="store_true",
