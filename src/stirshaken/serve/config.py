@@ -282,6 +282,8 @@ class ServerConfig(_Model, ConnectionLimits):
     #: characters of log lines a worker keeps while its stderr is not read; past them lines are
     #: dropped and counted (:mod:`stirshaken.serve.logoutput`)
     log_buffer: Annotated[int, _between(65536, 1 << 30, " characters")] = PENDING_MAX
+    #: the C allocator's thresholds set for a worker's large buffers (:mod:`stirshaken.serve.allocator`)
+    malloc_tuning: bool = True
     max_body: Annotated[int, _between(256, 16 * 1024 * 1024)] = 65536
     shutdown_timeout: Annotated[float, _between(0, 3600, " seconds")] = 5.0
     sip_transaction_ttl: Annotated[float, _between(0.5, 3600, " seconds")] = 32.0

@@ -57,6 +57,7 @@ from typing import Any
 
 import orjson
 
+from stirshaken.serve import allocator
 from stirshaken.serve.config import AcmeSettings, Address, Config, ConfigError
 
 log = logging.getLogger("stirshaken.serve")
@@ -454,7 +455,7 @@ async def _worker_main(cfg: Config, index: int, udp: dict[str, socket.socket], m
         print(f"error: {exc}", file=sys.stderr)
         await w.stop()
         return 2
-    log.info("worker ready", extra={"index": index})
+    log.info("worker ready", extra={"index": index, "malloc": _MALLOC})
     renewals = [asyncio.ensure_future(_renew(a, lambda _st: w.reload("certificate renewed"))) for a in cfg.signing.acme] if renew else []
     while not stop.is_set():
         try:
@@ -481,8 +482,14 @@ def _loop_factory() -> Any:
         return None
 
 
+#: what :func:`stirshaken.serve.allocator.tune` did in this worker (its "worker ready" line says it)
+_MALLOC = ""
+
+
 def _run_worker(cfg: Config, index: int, udp: dict[str, socket.socket], metrics_dir: str | None, renew: bool = False) -> int:
+    global _MALLOC
     setup_logging(cfg.server.log_level, cfg.server.log_format, index, threaded=True, buffer=cfg.server.log_buffer)
+    _MALLOC = allocator.tune(cfg.server.malloc_tuning)
     try:
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
             return runner.run(_worker_main(cfg, index, udp, metrics_dir, renew))
