@@ -4,7 +4,7 @@ throughput of a real ``stirshaken serve`` with records off, written to the log o
 to the log and to PostgreSQL; and, stable on a shared machine, instructions per request.
 
     .venv/bin/python bench/bench_records.py [--seconds 1] [--rounds 30] [--workers 1] [--connections 64] [--no-pin]
-                                            [--together] [--control] [--db-only] [--db-load]
+                                            [--together] [--control] [--db-only] [--modes log,pg,db,ctl] [--db-load]
                                             [--pg postgresql://postgres@127.0.0.1:5432/test] [--no-pg]
                                             [--instructions] [--only-instructions]
 
@@ -24,6 +24,10 @@ to the log and to PostgreSQL; and, stable on a shared machine, instructions per 
   service counted as written.
   ``--db-only``: one more serve with records to PostgreSQL only (``db``: ``log = false``; ``pg``
   is the log and PostgreSQL, as ``serve`` does when a database is added to the default).
+  ``--modes``: the modes besides ``off`` (``log,pg,db,ctl``), instead of the three flags above and
+  below: ``--together --modes pg`` runs two serves only, which share the CPU's caches with one
+  another alone, as a worker does on a CPU of its own (with more serves together the records'
+  cost is measured higher; see the README).
   ``--control``: one more serve with records off (``ctl``): its ratio to ``off`` is the noise
   floor of the run.  On the 2-vCPU VMs used here the speed of one CPU drifts by 10-35 % from
   second to second (runs of records off alone, 2026-11-30): run after run, a ratio moves more
@@ -287,7 +291,10 @@ def throughput(a: argparse.Namespace) -> None:
     then their median: a slow spell of the shared machine hits both sides of a ratio."""
     import orjson
 
-    modes = [m for m in MODES if m != "pg" or not a.no_pg] + (["db"] if a.db_only and not a.no_pg else []) + (["ctl"] if a.control else [])
+    if a.modes:
+        modes = ["off"] + [m for m in a.modes.split(",") if m != "off"]
+    else:
+        modes = [m for m in MODES if m != "pg" or not a.no_pg] + (["db"] if a.db_only and not a.no_pg else []) + (["ctl"] if a.control else [])
     dbs = [m for m in modes if m in ("pg", "db")]  # the modes that write to PostgreSQL
     rows_before = pg_count(a.pg) if dbs else 0
     split = cpu_split() if not a.no_pin else None
@@ -567,6 +574,8 @@ def main() -> int:
                     help="add the mode db: records to PostgreSQL only (log = false), besides pg (the log and PostgreSQL)")
     ap.add_argument("--together", action="store_true",
                     help="run the modes at the same time (each serve its own wrk) instead of one after the other")
+    ap.add_argument("--modes", default="", help="the modes to run besides off, comma-separated, from log, pg, db and ctl "
+                    "(e.g. --together --modes pg: records off and the log and PostgreSQL, two serves sharing one CPU)")
     ap.add_argument("--control", action="store_true",
                     help="add a second serve with records off (ctl): its ratio to off is the noise floor of the run")
     ap.add_argument("--instructions", action="store_true", help="also count instructions per request with callgrind")
@@ -576,6 +585,9 @@ def main() -> int:
     ap.add_argument("--loop", nargs=2, metavar=("MODE", "N"), help=argparse.SUPPRESS)
     ap.add_argument("--db-load-process", nargs=2, metavar=("URL", "RATE"), help=argparse.SUPPRESS)
     a = ap.parse_args()
+    unknown = [m for m in a.modes.split(",") if m and m not in ("off", "log", "pg", "db", "ctl")] if a.modes else []
+    if unknown:
+        ap.error(f"--modes: {', '.join(unknown)} is not a mode (log, pg, db, ctl)")
     if a.db_load_process:
         _db_load(a.db_load_process[0], float(a.db_load_process[1]))
         return 0
