@@ -69,7 +69,7 @@ bench-inventory: setup
 
 ## REST throughput with per-call records off / to the log / to PostgreSQL (127.0.0.1:5432, db test), and instructions per request
 bench-records: setup
-	$(BIN)/python bench/bench_records.py --instructions
+	$(BIN)/python bench/bench_records.py --together --control --db-only --rounds 10 --seconds 2 --instructions
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis build dist src/*.egg-info
