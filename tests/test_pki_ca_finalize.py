@@ -42,7 +42,7 @@ from stirshaken.pki.cr import CertificateRepository, DBPublisher
 from stirshaken.pki.store import Database, ca_orders, sqlite_url
 
 from tests.test_acme_certbot import TKAuth01Response, TNClient
-from tests.test_pki_cli import STIR, _free_port, _wait
+from tests.test_pki_cli import STIR, _free_ports, _wait
 from tests.test_pki_support import ERR, PG_ADMIN, RawAcme, csr_der, postgres_database, running_testbed, session_for
 
 
@@ -205,7 +205,7 @@ def _spc_token(pa_url: str, tls_root: Path, account_key: ec.EllipticCurvePrivate
 
 
 def test_ca_killed_during_finalize_then_client_completes(tmp_path: Path) -> None:
-    pa_port, ca_port, cr_port = _free_port(), _free_port(), _free_port()
+    pa_port, ca_port, cr_port = _free_ports(3)
     pa_dir, ca_dir, cr_dir = (tmp_path / n for n in ("pa", "ca", "cr"))
     env = {**os.environ, "STIRSHAKEN_PA_PASSWORD": "sp-pw"}
     procs: list[subprocess.Popen[bytes]] = []
@@ -230,7 +230,7 @@ def test_ca_killed_during_finalize_then_client_completes(tmp_path: Path) -> None
             ca = _spawn(ca_args, env)
             procs.append(ca)
             directory_url = f"https://127.0.0.1:{ca_port}/acme/directory"
-            _wait(directory_url, tls_root)
+            _wait(directory_url, tls_root, any_status=False)
             _wait(cr_url + "/", tls_root)
 
             # certbot's acme client: account, order, tkauth-01 answered with an SPC token -> ready
@@ -271,7 +271,7 @@ def test_ca_killed_during_finalize_then_client_completes(tmp_path: Path) -> None
             # restart; the same client completes the same order (no new SPC token)
             ca = _spawn(ca_args, env)
             procs.append(ca)
-            _wait(directory_url, tls_root)
+            _wait(directory_url, tls_root, any_status=False)
             orderr = acme.poll_finalization(orderr, dt.datetime.now() + dt.timedelta(seconds=30))
             leaf = certs.load_certificates(orderr.fullchain_pem.encode())[0]
             assert leaf.public_key().public_numbers() == sp_key.public_key().public_numbers()

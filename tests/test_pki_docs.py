@@ -13,7 +13,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from tests.test_pki_cli import STIR, _free_port
+from tests.test_pki_cli import STIR, _free_ports
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "pki.md"
 
@@ -36,7 +36,7 @@ def _wait_port(port: int, timeout: float = 20.0) -> None:
 
 
 def test_docs_lab_commands_run_as_written(tmp_path: Path) -> None:
-    ports = {p: str(_free_port()) for p in ("8443", "7443", "9443")}
+    ports = dict(zip(("8443", "7443", "9443"), map(str, _free_ports(3))))
     procs: list[subprocess.Popen[bytes]] = []
     env = {k: v for k, v in os.environ.items() if not k.startswith("STIRSHAKEN_")}
     outputs: list[str] = []

@@ -24,7 +24,7 @@ from stirshaken.pki.pa_client import PAClient
 from stirshaken.pki.records import audit
 from stirshaken.serve.server import JSONFormatter
 
-from tests.test_pki_cli import STIR, _free_port, _wait
+from tests.test_pki_cli import STIR, _free_ports, _wait
 from tests.test_pki_support import running_testbed, session_for
 
 ACCESS_FIELDS = {"service", "method", "path", "status", "latency", "source"}
@@ -187,7 +187,7 @@ def _put(url: str, data: bytes, token: str, ca: Path) -> int:
 
 @pytest.mark.parametrize("fmt", ["json", "text"])
 def test_services_log_access_and_audit(tmp_path: Path, fmt: str) -> None:
-    pa_port, cr_port, ca_port = _free_port(), _free_port(), _free_port()
+    pa_port, cr_port, ca_port = _free_ports(3)
     pa_dir, cr_dir, ca_dir = tmp_path / "pa", tmp_path / "cr", tmp_path / "ca"
     env = {**os.environ, "STIRSHAKEN_PA_PASSWORD": "sp-secret-pw"}
     logs = {n: tmp_path / f"{n}.log" for n in ("pa", "cr", "ca")}
@@ -210,7 +210,7 @@ def test_services_log_access_and_audit(tmp_path: Path, fmt: str) -> None:
         spawn("ca", "--state-dir", str(ca_dir), "--port", str(ca_port), *tls, "--pa-url", f"https://127.0.0.1:{pa_port}",
               "--pa-root", str(pa_dir / "pa-root.pem"))
         _wait(f"https://127.0.0.1:{cr_port}/", tls_root)
-        _wait(f"https://127.0.0.1:{ca_port}/acme/directory", tls_root)
+        _wait(f"https://127.0.0.1:{ca_port}/acme/directory", tls_root, any_status=False)
         pa = f"https://127.0.0.1:{pa_port}"
         assert _post(pa + "/api/v1/auth/login?password=qs-secret", {"userId": "sp-1234", "password": "not-it-secret"}, tls_root) == 401
         assert _post(pa + "/api/v1/auth/login", {"userId": "sp-1234", "password": "sp-secret-pw"}, tls_root) == 200
