@@ -59,8 +59,14 @@ def test_tuning_is_left_off_or_to_the_environment() -> None:
     assert allocator.tune(True, {"MALLOC_TRIM_THRESHOLD_": "0"}) == "as the environment sets them (MALLOC_TRIM_THRESHOLD_)"
     assert (allocator.tune(True, {"GLIBC_TUNABLES": "glibc.malloc.mmap_threshold=1048576"})
             == "as the environment sets them (GLIBC_TUNABLES)")
-    # tunables of something else than malloc leave the thresholds to serve
-    assert allocator.tune(True, {"GLIBC_TUNABLES": "glibc.pthread.rseq=0"}).startswith(("mmap threshold", "C library defaults (not glibc)"))
+    assert (allocator.tune(True, {"GLIBC_TUNABLES": "glibc.pthread.rseq=0:glibc.malloc.trim_threshold=1"})
+            == "as the environment sets them (GLIBC_TUNABLES)")
+    # the environment's thresholds are in force whatever malloc_tuning says, and the line says so
+    assert allocator.tune(False, {"MALLOC_MMAP_THRESHOLD_": "2000000"}) == "as the environment sets them (MALLOC_MMAP_THRESHOLD_)"
+    # other tunables (of malloc too: arena_max) leave the thresholds to serve, as MALLOC_ARENA_MAX does
+    for env in ({"GLIBC_TUNABLES": "glibc.pthread.rseq=0"}, {"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"},
+                {"GLIBC_TUNABLES": "xglibc.malloc.trim_threshold=1"}, {"MALLOC_ARENA_MAX": "2"}):
+        assert allocator.tune(True, env).startswith(("mmap threshold", "C library defaults (not glibc)")), env
 
 
 @pytest.mark.parametrize("setting, expected", [("", "mmap threshold 4 MiB, trim threshold 8 MiB"),

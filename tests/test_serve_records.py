@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 import urllib.request
 
 from stirshaken.core.certificates import load_certificates
-from stirshaken.serve.records import FIELDS, FLUSH_DELAY, LOGGER, BatchedStreamHandler, JSONRecordFormatter, Records, call_records
+from stirshaken.serve.records import FIELDS, FLUSH_DELAY, LOGGER, BatchedStreamHandler, JSONRecordFormatter, Records, call_records, text_value
 
 from tests.test_pki_support import postgres_database
 from tests.test_serve_support import DEST, ORIG, FileServer, ServeProcess, make_pki, serve_port, serve_toml
@@ -165,9 +165,10 @@ def pki_x5u(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Fil
 
 @contextlib.contextmanager
 def serving(d: Path, pki: Any, x5u: FileServer, name: str, records: str = "", text: bool = False,
-            workers: int = 1) -> Iterator[tuple[ServeProcess, dict[str, int]]]:
+            workers: int = 1, engine: str | None = None) -> Iterator[tuple[ServeProcess, dict[str, int]]]:
     ports = {"http": serve_port(), "sign": serve_port(), "verify": serve_port()}
-    toml = serve_toml(pki, x5u, http=ports["http"], sip_signing=ports["sign"], sip_verification=ports["verify"], workers=workers)
+    toml = serve_toml(pki, x5u, http=ports["http"], sip_signing=ports["sign"], sip_verification=ports["verify"], workers=workers,
+                      engine=engine)
     if text:
         toml = toml.replace('log_level = "INFO"', 'log_level = "INFO"\nlog_format = "text"')
     if records:
@@ -967,3 +968,80 @@ def test_a_connect_held_by_a_lock_is_slow_in_healthz(pki_x5u: tuple[Any, FileSer
     finally:
         lock.close()
     assert len(db_records(f"sqlite:///{db}")) == 4
+
+
+# --- values that are not valid text, control characters, HTTP fields that are not UTF-8 ----------
+
+
+async def test_a_value_that_is_not_text_costs_no_record_nor_its_batch() -> None:
+    """A record holding lone surrogates (bytes an HTTP stack kept from a field that is not UTF-8),
+    a C1 control character or a value of a type JSON has not, formatted in one flush with a plain
+    record: every record gets its line (JSON and text), each line printable (U+009B, the start of
+    a terminal control sequence, escaped) and parseable; the surrogates as ``\\xNN``."""
+    odd = [{"interface": "rest", "service": "signing", "call_id": "evil-\udcff", "dest": ["1215555\udc9b"]},
+           {"interface": "rest", "service": "signing", "call_id": "c1-\x9b[31m", "reason": "line\u2028sep"},
+           {"interface": "rest", "service": "signing", "call_id": "lone-\ud800", "latency": b"x"},
+           {"interface": "rest", "service": "signing", "call_id": "plain"}]
+    for fmt in ("json", "text"):
+        out = io.StringIO()
+        r = Records(log=True, fmt=fmt, stream=out)
+        for rec in odd:
+            r.add(dict(rec))
+        await asyncio.sleep(FLUSH_DELAY + 0.1)
+        lines = out.getvalue().splitlines()
+        assert len(lines) == 4 and all(line.isprintable() for line in lines), lines
+        if fmt == "json":
+            docs = [json.loads(line) for line in lines]
+            assert [d["call_id"] for d in docs] == ["evil-\\xff", "c1-\x9b[31m", "lone-\\ud800", "plain"]
+            assert docs[0]["dest"] == ["1215555\\x9b"] and docs[1]["reason"] == "line\u2028sep" and docs[2]["latency"] == "b'x'"
+            assert "\\u009b" in lines[1] and "\\u2028" in lines[1]
+        else:
+            assert 'call_id="evil-\\\\xff"' in lines[0] and 'call_id="c1-\\u009b[31m"' in lines[1] and "call_id=plain" in lines[3]
+
+
+def test_a_request_id_of_a_dash_is_not_unknown_in_text() -> None:
+    assert text_value("-") == '"-"' and text_value(None) == "-"
+
+
+def _raw_sign(port: int, request_id: bytes) -> tuple[int, bytes]:
+    """A REST signing request whose X-RequestID field is ``request_id`` as raw bytes; the status
+    and the X-RequestID the answer echoes, as raw bytes."""
+    body = orjson.dumps({"signingRequest": {"attest": "A", "dest": {"tn": [DEST]}, "iat": int(time.time()), "orig": {"tn": ORIG}}})
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(b"POST /stir/v1/signing HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nAccept: application/json\r\n"
+                  b"X-RequestID: " + request_id + b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body)
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    head = data.split(b"\r\n\r\n", 1)[0].split(b"\r\n")
+    echo = next(line.split(b":", 1)[1].strip() for line in head if line.lower().startswith(b"x-requestid:"))
+    return int(head[0].split()[1]), echo
+
+
+@pytest.mark.parametrize("engine", ["fast", "aiohttp"])
+def test_request_ids_that_are_not_ascii_keep_their_records(pki_x5u: tuple[Any, FileServer, Path], engine: str) -> None:
+    """X-RequestID fields in UTF-8 and in bytes that are not UTF-8, among plain requests, through
+    either HTTP engine: each call is answered 200 and echoes its bytes as sent (aiohttp: a byte
+    that is not UTF-8 as U+FFFD), and every record
+    of the batch is written (log and database), its call_id the field as UTF-8 (a byte that is
+    not UTF-8 as \\xNN); no traceback."""
+    pki, x5u, d = pki_x5u
+    db = d / f"nonascii-{engine}.db"
+    sent = [b"plain-1", "caf\u00e9-\u2603-\U0001F600".encode(), b"evil-\xff", b"c1-\xc2\x9b[31m", b"plain-2"]
+    with serving(d, pki, x5u, f"rec-nonascii-{engine}", records=f'database = "sqlite:///{db}"', engine=engine) as (p, ports):
+        answers = [_raw_sign(ports["http"], rid) for rid in sent]
+        # (aiohttp writes a field value as UTF-8: a byte that is not UTF-8 is echoed as U+FFFD)
+        echo = [rid.decode("utf-8", "replace").encode() if engine == "aiohttp" else rid for rid in sent]
+        assert answers == [(200, rid) for rid in echo]
+        wait_for(lambda: metric(ports["http"], "stirshaken_records_written_total") >= len(sent))
+    want = ["plain-1", "caf\u00e9-\u2603-\U0001F600", "evil-\\xff", "c1-\x9b[31m", "plain-2"]
+    docs = [json.loads(line) for line in record_lines(p.log)]
+    assert [doc["call_id"] for doc in docs] == want
+    assert all(line.isprintable() for line in record_lines(p.log))
+    assert "Traceback" not in p.log.read_text()
+    e = sa.create_engine(f"sqlite:///{db}")
+    try:
+        with e.connect() as c:
+            assert sorted(row.call_id for row in c.execute(sa.select(call_records(sa.MetaData())))) == sorted(want)
+    finally:
+        e.dispose()

@@ -17,8 +17,9 @@ Measured (2026-11-30, this project's 2-vCPU VM, Python 3.11, glibc 2.36):
 
 What it costs: a worker keeps up to :data:`TRIM_THRESHOLD` bytes of freed heap instead of
 returning them at once.  ``[server] malloc_tuning = false`` leaves the C library's defaults; so
-does an environment that sets them itself (``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_``
-or ``glibc.malloc.*`` in ``GLIBC_TUNABLES``), and a C library other than glibc (musl has no
+does an environment that sets them itself (``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_``,
+or ``glibc.malloc.mmap_threshold`` / ``glibc.malloc.trim_threshold`` in ``GLIBC_TUNABLES``; other
+tunables leave the thresholds to this module), and a C library other than glibc (musl has no
 ``mallopt`` thresholds).
 """
 
@@ -37,17 +38,20 @@ TRIM_THRESHOLD = 8 * 1024 * 1024
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 _ENV = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
+_TUNABLES = {"glibc.malloc.mmap_threshold", "glibc.malloc.trim_threshold"}
 
 
 def tune(enabled: bool = True, environ: Mapping[str, str] = os.environ) -> str:
     """Set this process's allocator thresholds (:data:`MMAP_THRESHOLD`, :data:`TRIM_THRESHOLD`)
-    unless ``enabled`` is false, ``environ`` sets glibc's own, or the C library is not glibc.
-    Returns what was done, for the worker's start line; raises nothing."""
+    unless ``environ`` sets glibc's own (those are in force then, and the answer says so whatever
+    ``enabled`` is), ``enabled`` is false, or the C library is not glibc.  Returns what is in
+    force, for the worker's start line; raises nothing."""
+    tunables = {t.split("=", 1)[0].strip() for t in environ.get("GLIBC_TUNABLES", "").split(":")}
+    named = [k for k in _ENV if k in environ] + (["GLIBC_TUNABLES"] if tunables & _TUNABLES else [])
+    if named:  # (whatever malloc_tuning says: the environment's are the ones in force)
+        return f"as the environment sets them ({', '.join(named)})"
     if not enabled:
         return "C library defaults ([server] malloc_tuning = false)"
-    named = [k for k in _ENV if k in environ] + (["GLIBC_TUNABLES"] if "glibc.malloc." in environ.get("GLIBC_TUNABLES", "") else [])
-    if named:
-        return f"as the environment sets them ({', '.join(named)})"
     try:
         glibc = os.confstr("CS_GNU_LIBC_VERSION")
     except (ValueError, OSError):

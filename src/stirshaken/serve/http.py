@@ -26,6 +26,31 @@ log = logging.getLogger("stirshaken.serve.http")
 # --- aiohttp front --------------------------------------------------------------------------------
 
 
+def _octets(fields: Any) -> Any:
+    """aiohttp's request fields (values decoded as UTF-8, other bytes kept as lone surrogates)
+    as the default engine hands them to :class:`RestAPI`: each value as its octets, one character
+    per byte.  A value with bytes that are not UTF-8 thus reaches :class:`RestAPI` (an error
+    body, a record) as text that JSON can write, as with the default engine."""
+    from multidict import CIMultiDict
+
+    return CIMultiDict((k, v.encode("utf-8", "surrogateescape").decode("latin-1")) for k, v in fields.items())
+
+
+def _answer_fields(fields: Any) -> dict[str, str]:
+    """:class:`RestAPI`'s response fields (values as octets: the ``X-RequestID`` echo) as aiohttp
+    writes them: UTF-8 text, a byte that is not UTF-8 as U+FFFD (aiohttp writes a str as UTF-8 and
+    cannot send such a byte back; it would leave it out)."""
+    out: dict[str, str] = {}
+    for k, v in fields:
+        if not v.isascii():
+            try:
+                v = v.encode("latin-1").decode("utf-8", "replace")
+            except UnicodeEncodeError:
+                pass
+        out[k] = v
+    return out
+
+
 def make_app(api: RestAPI, limits: ConnectionLimits | None = None) -> Any:
     """An ``aiohttp.web.Application`` answering every path through :meth:`RestAPI.handle`.
 
@@ -38,10 +63,13 @@ def make_app(api: RestAPI, limits: ConnectionLimits | None = None) -> Any:
     body_timeout = (limits or ConnectionLimits()).body_timeout or None
 
     async def handler(request: web.Request) -> web.StreamResponse:
-        has_length = "Content-Length" in request.headers
+        fields: Any = request.headers
+        if not all(v.isascii() for v in fields.values()):
+            fields = _octets(fields)
+        has_length = "Content-Length" in fields
         if has_length and (request.content_length or 0) > api.max_body:  # (not read: aiohttp's own answer is a bare 413)
-            status, payload, headers = api.body_too_large(request.headers, request.path)
-            return web.Response(status=status, body=payload, headers={**dict(headers), "Connection": "close"})
+            status, payload, headers = api.body_too_large(fields, request.path)
+            return web.Response(status=status, body=payload, headers={**_answer_fields(headers), "Connection": "close"})
         if request.body_exists:
             try:
                 async with asyncio.timeout(body_timeout):
@@ -52,11 +80,11 @@ def make_app(api: RestAPI, limits: ConnectionLimits | None = None) -> Any:
                 body = b""
         else:
             body = b""
-        r = api.handle(request.method, request.path, request.headers, body, has_length, request.remote or "")
+        r = api.handle(request.method, request.path, fields, body, has_length, request.remote or "")
         if not isinstance(r, tuple):
             r = await r
         status, payload, headers = r
-        return web.Response(status=status, body=payload, headers=dict(headers))
+        return web.Response(status=status, body=payload, headers=_answer_fields(headers))
 
     app = web.Application(client_max_size=api.max_body + 1, handler_args={"max_field_size": 16384})
     app.router.add_route("*", "/{tail:.*}", handler)

@@ -95,8 +95,9 @@ log = logging.getLogger("stirshaken.serve")
 
 def verification_fields(result: Any) -> tuple[str | None, str | None, str | None, str | None]:
     """``(origid, x5u, spc, serial hex)`` of a :class:`~stirshaken.core.verification.VerificationResult`
-    (None: not known, or no result): of the PASSporT that passed, else of the first one.  A failed
-    PASSporT has no origid (its claims are not trusted, as the verifier reports none) nor
+    (None: not known, or no result): of the PASSporT that passed, else of the first one.  The origid
+    is the verifier's (:attr:`VerificationResult.origid`: only from a PASSporT whose signature
+    verified, even when one of its claims then failed the call).  A PASSporT that failed has no
     certificate; its x5u is the ``info`` its Identity header names (RFC 8224 §4), when it parses."""
     if result is None:
         return None, None, None, None
@@ -122,6 +123,56 @@ def verification_fields(result: Any) -> tuple[str | None, str | None, str | None
 
 
 # --- log lines -----------------------------------------------------------------------------------
+
+
+def _valid_text(v: str) -> str:
+    """``v`` as valid Unicode text: the bytes a decoder kept as lone surrogates (an HTTP header
+    that is not UTF-8, decoded with ``surrogateescape``) written ``\\xNN``, any other lone
+    surrogate ``\\uNNNN``: ``orjson`` refuses such a string, and the UTF-8 of a log line cannot
+    hold it."""
+    try:
+        return v.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:
+        return v.encode("utf-8", "backslashreplace").decode("ascii")
+
+
+def _valid_record(rec: Mapping[str, Any]) -> dict[str, Any]:
+    """``rec`` (every field of :data:`FIELDS`) with its strings, and those of its lists, made
+    :func:`_valid_text`."""
+    out: dict[str, Any] = {}
+    for k in FIELDS:
+        v = rec.get(k)
+        if type(v) is str:
+            v = _valid_text(v)
+        elif isinstance(v, (list, tuple)):
+            v = [_valid_text(x) if type(x) is str else x for x in v]
+        out[k] = v
+    return out
+
+
+def _json_fields(rec: Mapping[str, Any]) -> str:
+    """The members of a record's JSON object after its ``{`` (a record that ``orjson`` refused:
+    strings made :func:`_valid_text`, a value of a type JSON has not written as its ``str``)."""
+    return orjson.dumps(_valid_record(rec), default=str)[1:].decode()
+
+
+def _escape_char(c: str) -> str:
+    o = ord(c)
+    if o > 0xFFFF:  # a UTF-16 surrogate pair, as JSON writes a character beyond the BMP
+        o -= 0x10000
+        return f"\\u{0xD800 + (o >> 10):04x}\\u{0xDC00 + (o & 0x3FF):04x}"
+    return f"\\u{o:04x}"
+
+
+def printable(text: str) -> str:
+    """``text`` (a JSON line, or a text line whose unusual values are JSON strings) with every
+    character that is not printable written as its JSON ``\\u`` escape: C1 controls (U+0080-U+009F;
+    U+009B starts a terminal control sequence), line and paragraph separators, and the like,
+    which JSON allows raw.  ASCII controls are already escaped by JSON; DEL is left as it is.
+    Only called for a line that is not ASCII (``str.isascii`` is free)."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() or c == "\x7f" else _escape_char(c) for c in text)
 
 
 #: ``.mmm+00:00`` for every millisecond (the part of a timestamp that changes within a second)
@@ -152,14 +203,20 @@ class JSONRecordFormatter(logging.Formatter):
         self._head = '{"ts":"' + dt.datetime.fromtimestamp(second, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
 
     def line(self, rec: Mapping[str, Any], created: float) -> str:
-        """The line of the record ``rec`` made at ``created`` (Unix seconds)."""
+        """The line of the record ``rec`` made at ``created`` (Unix seconds).  A value that is not
+        valid text (:func:`_valid_text`) or not of a JSON type (its ``str``) does not cost the
+        record (nor the batch it is formatted with); the line is :func:`printable`."""
         ms = int(created * 1000)
         second = ms // 1000
         if second != self._second:
             self._new_second(second)
         if len(rec) != _N:  # a field left out: None (inline: a call of its own cost ~700 instructions a line)
             rec = {k: rec.get(k) for k in FIELDS}
-        return self._head + self._tails[ms - 1000 * second] + orjson.dumps(rec)[1:].decode()
+        try:
+            s = self._head + self._tails[ms - 1000 * second] + orjson.dumps(rec)[1:].decode()
+        except TypeError:  # orjson.JSONEncodeError: a string that is not valid text, a value of another type
+            s = self._head + self._tails[ms - 1000 * second] + _json_fields(rec)
+        return s if s.isascii() else printable(s)
 
     def lines(self, kept: list[tuple[dict[str, Any], float]]) -> list[str]:
         """:meth:`line` of every ``(record, created)`` of ``kept``, in order.  The loop of
@@ -183,7 +240,11 @@ class JSONRecordFormatter(logging.Formatter):
                 i = ms - start
             if len(rec) != _N:
                 rec = {k: rec.get(k) for k in fields}
-            add(head + tails[i] + dumps(rec)[1:].decode())
+            try:
+                s = head + tails[i] + dumps(rec)[1:].decode()
+            except TypeError:
+                s = head + tails[i] + _json_fields(rec)
+            add(s if s.isascii() else printable(s))
         return out
 
     def format(self, record: logging.LogRecord) -> str:
@@ -197,7 +258,9 @@ def default_node() -> str:
 
 def text_value(v: Any) -> str:
     """A value as the text log form writes it: ``-`` for None, a float with 6 decimals, a list
-    joined with ``,``, a string with spaces, quotes, ``=`` or unprintable characters as a JSON string."""
+    joined with ``,``, a string with spaces, quotes, ``=`` or unprintable characters, or ``-``
+    itself, as a JSON string (:func:`printable`; a string that is not valid text,
+    :func:`_valid_text`)."""
     if v is None:
         return "-"
     if type(v) is float:
@@ -205,8 +268,12 @@ def text_value(v: Any) -> str:
     if isinstance(v, (list, tuple)):
         v = ",".join(map(str, v))
     s = str(v)
-    if not s or any(c in s for c in ' "=\\') or not s.isprintable():
-        return orjson.dumps(s).decode()  # a JSON string: quoted, with its escapes
+    if not s or s == "-" or any(c in s for c in ' "=\\') or not s.isprintable():  # ("-" alone would read as unknown)
+        try:
+            j = orjson.dumps(s).decode()  # a JSON string: quoted, with its escapes
+        except TypeError:  # not valid text (lone surrogates)
+            j = orjson.dumps(_valid_text(s)).decode()
+        return j if j.isascii() else printable(j)
     return s
 
 

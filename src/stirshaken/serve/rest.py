@@ -60,7 +60,21 @@ from stirshaken.core.verification import VerificationResult
 
 log = logging.getLogger("stirshaken.serve.rest")
 
-__all__ = ["EXCEPTIONS", "RestAPI", "openapi_document"]
+
+def header_text(value: str) -> str:
+    """An HTTP field value (``X-RequestID``) as the text a per-call record shows.  Both HTTP
+    engines hand field values to :class:`RestAPI` as their octets, one character per byte
+    (ISO 8859-1, RFC 9110 §5.5: a field value is octets; the echo writes them back as they
+    came); the record shows them as UTF-8, a byte that is not UTF-8 as ``\\xNN``."""
+    if value.isascii():
+        return value
+    try:
+        return value.encode("latin-1").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # (not octets: kept as given)
+        return value
+
+
+__all__ = ["EXCEPTIONS", "RestAPI", "header_text", "openapi_document"]
 
 SIGNING_PATH = "/stir/v1/signing"
 VERIFICATION_PATH = "/stir/v1/verification"
@@ -279,7 +293,7 @@ class RestAPI:
             text = EXCEPTIONS[mid][1]
             for i, v in enumerate(variables, 1):
                 text = text.replace(f"%{i}", v)
-            self.records.add({"interface": "rest", "service": endpoint, "call_id": rid, "orig": variables[0] if mid == "POL4003" else None,
+            self.records.add({"interface": "rest", "service": endpoint, "call_id": header_text(rid), "orig": variables[0] if mid == "POL4003" else None,
                               "status": status, "code": 403 if mid == "POL4003" else None, "reason": f"{mid}: {text}",
                               "latency": time.perf_counter() - t0 if t0 is not None else None})
         headers: tuple[tuple[str, str], ...] = (_JSON_CT, ("X-RequestID", rid))
@@ -344,7 +358,7 @@ class RestAPI:
         self.metrics.inc("stirshaken_signed_total", self._signed_labels((tenant.name, attest)))
         if self.records is not None:
             rec = tenant.rest_record.copy()
-            rec["call_id"] = rid
+            rec["call_id"] = rid if rid.isascii() else header_text(rid)
             rec["origid"] = origid
             rec["orig"] = orig_tn
             rec["dest"] = dest_tns
@@ -358,7 +372,7 @@ class RestAPI:
         """The per-call record of a signed ``div`` or ``rcd`` PASSporT: no attestation (not a
         SHAKEN claim); ``reason`` says which PASSporT was signed."""
         if self.records is not None:
-            self.records.add({"interface": "rest", "service": "signing", "call_id": rid, "origid": None, "orig": orig,
+            self.records.add({"interface": "rest", "service": "signing", "call_id": header_text(rid), "origid": None, "orig": orig,
                               "dest": dest, "tenant": tenant.name, "attest": None, "x5u": tenant.config.x5u, "verstat": None,
                               "status": 200, "code": None, "reason": f"{ppt} PASSporT signed ({'RFC 8946' if ppt == 'div' else 'RFC 9795'})",
                               "spc": tenant.spc, "serial": tenant.serial, "latency": time.perf_counter() - t0})
@@ -577,7 +591,7 @@ class RestAPI:
             log.info("verification", extra=extra)
         if self.records is not None:
             origid, x5u, spc, serial = verification_fields(result)
-            self.records.add({"interface": "rest", "service": "verification", "call_id": rid, "origid": origid, "orig": from_tn,
+            self.records.add({"interface": "rest", "service": "verification", "call_id": header_text(rid), "origid": origid, "orig": from_tn,
                               "dest": to_tns, "tenant": None, "attest": attest, "x5u": x5u, "verstat": verstat, "status": 200,
                               "code": code, "reason": desc if code is not None else None, "spc": spc, "serial": serial,
                               "latency": time.perf_counter() - t0})
