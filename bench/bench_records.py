@@ -574,7 +574,7 @@ def main() -> int:
                     help="add the mode db: records to PostgreSQL only (log = false), besides pg (the log and PostgreSQL)")
     ap.add_argument("--together", action="store_true",
                     help="run the modes at the same time (each serve its own wrk) instead of one after the other")
-    ap.add_argument("--modes", default="", help="the modes to run besides off, comma-separated, from log, pg, db and ctl "
+    ap.add_argument("--modes", default=None, help="the modes to run besides off, comma-separated, from log, pg, db and ctl "
                     "(e.g. --together --modes pg: records off and the log and PostgreSQL, two serves sharing one CPU)")
     ap.add_argument("--control", action="store_true",
                     help="add a second serve with records off (ctl): its ratio to off is the noise floor of the run")
@@ -585,9 +585,23 @@ def main() -> int:
     ap.add_argument("--loop", nargs=2, metavar=("MODE", "N"), help=argparse.SUPPRESS)
     ap.add_argument("--db-load-process", nargs=2, metavar=("URL", "RATE"), help=argparse.SUPPRESS)
     a = ap.parse_args()
-    unknown = [m for m in a.modes.split(",") if m and m not in ("off", "log", "pg", "db", "ctl")] if a.modes else []
-    if unknown:
-        ap.error(f"--modes: {', '.join(unknown)} is not a mode (log, pg, db, ctl)")
+    if a.modes is not None:
+        given = [m.strip() for m in a.modes.split(",")]
+        unknown = [m for m in given if m not in ("log", "pg", "db", "ctl")]
+        if unknown:
+            ap.error(f"--modes: {', '.join(repr(m) for m in unknown)}: not a mode to compare with records off (log, pg, db, ctl)")
+        if len(set(given)) != len(given):
+            ap.error(f"--modes: a mode given twice ({a.modes})")
+        if a.no_pg and {"pg", "db"} & set(given):
+            ap.error("--modes names a PostgreSQL mode (pg, db) and --no-pg leaves them out: give one or the other")
+        if a.control or a.db_only:
+            ap.error("--modes replaces --control and --db-only: add ctl or db to --modes")
+        a.modes = ",".join(given)
+    for name, low in (("rounds", 1), ("workers", 1), ("connections", 1)):
+        if getattr(a, name) < low:
+            ap.error(f"--{name} must be at least {low}")
+    if not a.seconds > 0:
+        ap.error("--seconds must be more than 0")
     if a.db_load_process:
         _db_load(a.db_load_process[0], float(a.db_load_process[1]))
         return 0
