@@ -15,6 +15,7 @@ import os
 import re
 import socket
 import stat
+import subprocess
 import threading
 import time
 import uuid
@@ -1045,3 +1046,25 @@ def test_request_ids_that_are_not_ascii_keep_their_records(pki_x5u: tuple[Any, F
             assert sorted(row.call_id for row in c.execute(sa.select(call_records(sa.MetaData())))) == sorted(want)
     finally:
         e.dispose()
+
+
+def test_serve_check_opens_the_records_database(tmp_path: Path) -> None:
+    """``serve --check`` opens the records database as a worker would: a directory, a missing
+    directory or a server that does not answer is one line and exit 2 (the password hidden); a
+    usable one is OK (its table made)."""
+    from tests.test_serve_support import serve_command
+
+    def check(database: str) -> subprocess.CompletedProcess[str]:
+        cfg = tmp_path / "check.toml"
+        cfg.write_text(f'[server]\nhttp = "127.0.0.1:1"\n[records]\ndatabase = "{database}"\n')
+        return subprocess.run(serve_command() + ["--config", str(cfg), "--check"], capture_output=True, text=True, timeout=60)
+
+    for database, url in ((str(tmp_path), f"sqlite:///{tmp_path}"), (str(tmp_path / "no" / "r.db"), f"sqlite:///{tmp_path / 'no' / 'r.db'}")):
+        p = check(database)
+        assert p.returncode == 2 and p.stderr == f"error: [records].database: cannot use {url}: OperationalError: unable to open database file\n", p.stderr
+    p = check(f"postgresql://postgres:secret@127.0.0.1:{serve_port()}/x")
+    assert p.returncode == 2 and p.stderr.startswith("error: [records].database: cannot use postgresql+psycopg://postgres:***@127.0.0.1:")
+    assert "secret" not in p.stderr and "Connection refused" in p.stderr and p.stderr.count("\n") == 1, p.stderr
+    p = check(str(tmp_path / "ok.db"))
+    assert p.returncode == 0 and p.stdout.endswith(": OK\n"), p.stdout + p.stderr
+    assert (tmp_path / "ok.db").exists()

@@ -15,7 +15,7 @@ def register(app: typer.Typer) -> None:
     @app.command("serve")
     def serve(
         config: Path = typer.Option(Path("stirshaken.toml"), "--config", "-c", help="TOML configuration file (docs/configuration.md)."),
-        check: bool = typer.Option(False, "--check", help="Only validate the configuration, load every file it names (keys, certificates, trust anchors, CRLs, ...) and guard the signers as the start does (with verify_x5u the x5u is fetched), then exit."),
+        check: bool = typer.Option(False, "--check", help="Only validate the configuration, load every file it names (keys, certificates, trust anchors, CRLs, ...), guard the signers as the start does (with verify_x5u the x5u is fetched) and open the inventory and records databases, then exit."),
     ) -> None:
         """Run the STI-AS/STI-VS: REST API (ATIS-1000082), SIP signing and verification (302 redirect model).
 
@@ -32,6 +32,10 @@ def register(app: typer.Typer) -> None:
                 from stirshaken.serve.inventory.runtime import check_database
 
                 check_database(cfg.inventory)
+            if check and cfg.records.url:
+                from stirshaken.serve.records import check_database as check_records
+
+                check_records(cfg.records.url)
         except ConfigError as exc:
             fail(str(exc), 2)
         if check:

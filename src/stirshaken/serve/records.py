@@ -62,7 +62,7 @@ from typing import Any, Mapping, TextIO
 
 import orjson
 
-__all__ = ["BATCH", "FIELDS", "FLUSH_DELAY", "FLUSH_RECORDS", "LOGGER", "BatchedStreamHandler", "JSONRecordFormatter", "Records", "TextRecordFormatter", "call_records", "text_value", "verification_fields"]
+__all__ = ["BATCH", "FIELDS", "FLUSH_DELAY", "FLUSH_RECORDS", "LOGGER", "BatchedStreamHandler", "JSONRecordFormatter", "Records", "TextRecordFormatter", "call_records", "check_database", "text_value", "verification_fields"]
 
 #: the fields of a record, in this order (the text form and the database columns)
 FIELDS: tuple[str, ...] = ("interface", "service", "call_id", "origid", "orig", "dest", "tenant", "attest", "x5u", "verstat",
@@ -745,6 +745,23 @@ class _DatabaseWriter:
 
 
 # --- the per-worker object -------------------------------------------------------------------
+
+
+def check_database(url: str) -> None:
+    """``serve --check``: open the records database of ``url`` as a worker does (the table
+    created when missing, its columns read), within the connect timeout of the records thread
+    (5 s).  Raises :class:`~stirshaken.serve.config.ConfigError` with one line (the password
+    hidden).  At run time a database that cannot be used only makes ``/healthz`` degraded."""
+    from stirshaken.serve.config import ConfigError
+
+    w = _DatabaseWriter(url, collections.deque(), 0)
+    try:
+        w._connect()
+    except Exception as exc:  # noqa: BLE001 - any driver's error: one line
+        raise ConfigError(f"[records].database: cannot use {w.where}: {_one_line(exc)}") from None
+    finally:
+        if w._engine is not None:
+            w._engine.dispose()
 
 
 class Records:
