@@ -92,3 +92,36 @@ def test_each_worker_says_what_it_did_with_the_allocator(tmp_path: Path, setting
         p.stop()
         x5u.close()
     assert len(ready) == 2 and all(d["malloc"] == expected for d in ready), ready
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sighup_names_the_options_that_need_a_restart(tmp_path: Path, workers: int) -> None:
+    """SIGHUP reloads the signers and trust; options of [server], [verification], [inventory] and
+    [records] changed in the file take effect at a restart only: one WARNING line names them (the
+    supervisor's, with several workers), and none when nothing of the kind changed."""
+    import signal
+
+    pki = make_pki(tmp_path)
+    x5u = FileServer(pki.dir)
+    port = serve_port()
+    toml = serve_toml(pki, x5u, http=port, workers=workers)
+    p = ServeProcess(tmp_path, toml, port)
+    try:
+        def warnings() -> list[dict[str, object]]:
+            return [d for d in map(json.loads, (x for x in p.log.read_text().splitlines() if x.startswith("{")))
+                    if d.get("msg") == "configuration changes that take effect only at a restart"]
+
+        p.proc.send_signal(signal.SIGHUP)  # nothing changed
+        time.sleep(1.0)
+        assert warnings() == []
+        p.config.write_text(toml.replace("[server]\n", "[server]\nmalloc_tuning = false\n", 1) + '\n[records]\nlog = false\n')
+        p.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while not warnings() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(0.5)
+        got = warnings()
+    finally:
+        p.stop()
+        x5u.close()
+    assert len(got) == 1 and got[0]["options"] == "[server] malloc_tuning, [records] log" and got[0]["level"] == "WARNING", got

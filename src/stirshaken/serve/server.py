@@ -286,7 +286,10 @@ class Worker:
         return True
 
     def on_sighup(self) -> None:
-        """SIGHUP: the signing keys (:meth:`reload`) and, in the background, the verifier's trust."""
+        """SIGHUP: the signing keys (:meth:`reload`) and, in the background, the verifier's trust;
+        options that need a restart and changed are named (by the supervisor when there is one)."""
+        if self.cfg.server.workers == 1:
+            _warn_restart_changes(self.cfg)
         self.reload()
         if self.verifier is not None:
             asyncio.ensure_future(self.reload_trust())
@@ -712,6 +715,36 @@ def _spawn(cfg: Config, index: int, udp: dict[str, socket.socket], metrics_dir: 
 RENEWER = -1  # child index of the ACME renewer process
 
 
+#: the sections of the configuration file whose options SIGHUP does not apply (docs/configuration.md:
+#: it reloads the signers and the contents of the trust sources' files)
+_RESTART_SECTIONS = ("server", "verification", "inventory", "records")
+
+
+def restart_changes(cfg: Config) -> list[str]:
+    """``[section] option`` of each option of :data:`_RESTART_SECTIONS` that differs between
+    ``cfg`` (as started) and its file now: what a SIGHUP leaves as it was, for one warning line.
+    Empty when the file does not load (the reload's own line says why) or ``cfg`` has none."""
+    from stirshaken.serve.config import load_config
+
+    if not cfg.path:
+        return []
+    try:
+        new = load_config(cfg.path)
+    except ConfigError:
+        return []
+    out: list[str] = []
+    for section in _RESTART_SECTIONS:
+        old_s, new_s = getattr(cfg, section), getattr(new, section)
+        out += [f"[{section}] {name}" for name in type(old_s).model_fields if getattr(old_s, name) != getattr(new_s, name)]
+    return out
+
+
+def _warn_restart_changes(cfg: Config) -> None:
+    changes = restart_changes(cfg)
+    if changes:
+        log.warning("configuration changes that take effect only at a restart", extra={"options": ", ".join(changes)})
+
+
 def _reload_parent(cfg: Config) -> Config:
     """The supervisor's copy of the signers, for workers it starts later (SIGHUP): read and
     guarded as the workers do (:meth:`Worker.reload`)."""
@@ -761,6 +794,7 @@ def _supervise(cfg: Config, udp: dict[str, socket.socket], metrics_dir: str) -> 
         if hup:
             hup = False
             cfg = _reload_parent(cfg)
+            _warn_restart_changes(cfg)
             for pid, (index, _) in children.items():
                 if index != RENEWER:
                     try:
