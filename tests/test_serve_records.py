@@ -1068,3 +1068,53 @@ def test_serve_check_opens_the_records_database(tmp_path: Path) -> None:
     p = check(str(tmp_path / "ok.db"))
     assert p.returncode == 0 and p.stdout.endswith(": OK\n"), p.stdout + p.stderr
     assert (tmp_path / "ok.db").exists()
+
+
+def test_a_database_that_never_answers_is_slow_then_down_never_just_dropping(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A records database that accepts the connection and never answers, with the queue full and
+    records dropped: /healthz's reason is "slow" once the connect has taken SLOW seconds, then
+    "down" when it fails; never "dropped" in between (that reason is for an overload of a database
+    that answers)."""
+    from stirshaken.serve import records as records_mod
+
+    monkeypatch.setattr(records_mod, "SLOW", 0.3)
+    hole = socket.socket()
+    hole.bind(("127.0.0.1", 0))
+    hole.listen(8)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        hole.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(hole.accept()[0])  # accepted, never answered
+            except OSError:
+                pass
+
+    t = threading.Thread(target=accept, daemon=True)
+    t.start()
+    r = Records(log=False, database=f"postgresql://postgres@127.0.0.1:{hole.getsockname()[1]}/x?sslmode=disable", queue_size=2)
+    assert r.writer is not None
+    r.writer.connect_timeout = 2.0
+    try:
+        r.start()
+        for i in range(5):
+            r.add({"interface": "rest", "service": "signing", "call_id": f"h{i}", "latency": 0.0})
+        assert r.dropped == 3
+        seen: list[str | None] = []
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and not (seen and (seen[-1] or "").startswith("records database down")):
+            seen.append(r.problem)
+            time.sleep(0.01)
+        assert (seen[-1] or "").startswith("records database down"), seen[-5:]
+        first_slow = next(i for i, x in enumerate(seen) if (x or "").startswith("records database slow"))
+        after = seen[first_slow:]  # (before the connect has taken SLOW seconds the drops are all that is known)
+        assert all((x or "").startswith(("records database slow", "records database down")) for x in after), sorted(set(map(str, after)))
+    finally:
+        stop.set()
+        r.close(timeout=1.0)
+        t.join(2)
+        for c in held:
+            c.close()
+        hole.close()

@@ -673,10 +673,8 @@ class _DatabaseWriter:
             try:
                 if not connected:
                     self._busy_since = time.monotonic()  # a lock can hold the connect too (SQLite: 30 s busy timeout)
-                    try:
-                        connected = self._connect()
-                    finally:
-                        self._busy_since = 0.0
+                    connected = self._connect()  # (failing: cleared in the handler below, once `down` says why)
+                    self._busy_since = 0.0
                     last_ok = time.monotonic()
                     if not pending and not parts and not queue:  # else the write says whether it is back
                         self._came_up()
@@ -690,10 +688,8 @@ class _DatabaseWriter:
                 self.held = len(pending) + sum(map(len, parts))
                 if pending:
                     self._busy_since = time.monotonic()
-                    try:
-                        self._write(pending)
-                    finally:
-                        self._busy_since = 0.0
+                    self._write(pending)  # (failing: cleared in the handler below, once the failure is recorded)
+                    self._busy_since = 0.0
                     self.written += len(pending)
                     self.held -= len(pending)
                     pending = parts.pop() if parts else []
@@ -708,10 +704,11 @@ class _DatabaseWriter:
                     last_ok = time.monotonic()
                     self._came_up()
             except Exception as exc:  # noqa: BLE001
-                if isinstance(exc, refused) and pending:
+                if connected and isinstance(exc, refused) and pending:
                     # the database refused a value of the batch: write it in halves, down to single
                     # records, so that only a record refused on its own is dropped (and counted),
                     # not the calls batched with it
+                    self._busy_since = 0.0
                     if len(pending) > 1:
                         half = len(pending) // 2
                         parts.append(pending[half:])
@@ -731,6 +728,7 @@ class _DatabaseWriter:
                 # and created anew); the queue fills meanwhile, then drops and counts (a call is
                 # never delayed)
                 self._down(exc)
+                self._busy_since = 0.0  # (after `down`: /healthz goes from "slow" to "down", never to neither)
                 connected = False
                 if stopping:
                     break
@@ -934,23 +932,23 @@ class Records:
     @property
     def problem(self) -> str | None:
         """``"records database down: <why>"`` while the database cannot take records (unreachable,
-        read-only, the table cannot be created...); ``"records dropped ..."`` / ``"records database
-        refused records ..."`` for :data:`RECENT` seconds after a record was dropped for a full queue
-        (while the database was up: an overload, not an outage) or refused; ``"records database slow: ..."`` while one write has taken more than
-        :data:`SLOW` seconds (a lock, an overloaded server); else None."""
+        read-only, the table cannot be created...); ``"records database slow: ..."`` while one write
+        (or the connect) has taken more than :data:`SLOW` seconds (a lock, an overloaded server, a
+        server that does not answer); ``"records dropped ..."`` / ``"records database refused
+        records ..."`` for :data:`RECENT` seconds after a record was dropped for a full queue (not
+        during an outage: an overload) or refused; else None."""
         w = self.writer
         if w is None:
             return None
         if w.down is not None:
             return f"records database down: {w.down}"
+        if w.slow > SLOW:  # (the cause, before the drops it brings)
+            return f"records database slow: a write has taken more than {SLOW:g} s"
         now = time.monotonic()
         if self._last_drop > w.up_since and now - self._last_drop < RECENT:  # (drops of an outage end with it)
             return f"records dropped in the last {RECENT:.0f} s: the database queue is full"  # (a fixed text: /healthz logs each change)
         if w.last_refusal and now - w.last_refusal < RECENT:
             return f"records database refused records in the last {RECENT:.0f} s"
-        slow = w.slow
-        if slow > SLOW:
-            return f"records database slow: a write has taken more than {SLOW:g} s"
         return None
 
     def counters(self) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
