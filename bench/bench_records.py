@@ -597,6 +597,8 @@ def main() -> int:
         if a.control or a.db_only:
             ap.error("--modes replaces --control and --db-only: add ctl or db to --modes")
         a.modes = ",".join(given)
+    if a.db_only and a.no_pg:
+        ap.error("--db-only adds a PostgreSQL mode and --no-pg leaves them out: give one or the other")
     for name, low in (("rounds", 1), ("workers", 1), ("connections", 1)):
         if getattr(a, name) < low:
             ap.error(f"--{name} must be at least {low}")

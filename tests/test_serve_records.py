@@ -1065,6 +1065,10 @@ def test_serve_check_opens_the_records_database(tmp_path: Path) -> None:
     p = check(f"postgresql://postgres:secret@127.0.0.1:{serve_port()}/x")
     assert p.returncode == 2 and p.stderr.startswith("error: [records].database: cannot use postgresql+psycopg://postgres:***@127.0.0.1:")
     assert "secret" not in p.stderr and "Connection refused" in p.stderr and p.stderr.count("\n") == 1, p.stderr
+    # a password in the query string (libpq takes password and sslpassword there) is hidden too
+    p = check(f"postgresql://postgres@127.0.0.1:{serve_port()}/x?password=hunter2&sslpassword=abc123")
+    assert p.returncode == 2 and "hunter2" not in p.stderr and "abc123" not in p.stderr, p.stderr
+    assert "password=***" in p.stderr and "sslpassword=***" in p.stderr, p.stderr
     p = check(str(tmp_path / "ok.db"))
     assert p.returncode == 0 and p.stdout.endswith(": OK\n"), p.stdout + p.stderr
     assert (tmp_path / "ok.db").exists()
@@ -1118,3 +1122,43 @@ def test_a_database_that_never_answers_is_slow_then_down_never_just_dropping(mon
         for c in held:
             c.close()
         hole.close()
+
+
+@pytest.mark.parametrize("engine", ["fast", "aiohttp"])
+def test_a_tenant_named_in_utf8_and_request_error_lines(pki_x5u: tuple[Any, FileServer, Path], engine: str) -> None:
+    """``X-Tenant`` in UTF-8 finds the tenant of that name (not its Latin-1 reading); an unknown
+    one in bytes that are not UTF-8 or with a C1 control is a 400 SVC4005 whose body is JSON, whose
+    record is written, and whose "request error" log line is printable, its request_id the
+    record's call_id."""
+    pki, x5u, d = pki_x5u
+    tenant = f'[[signing.tenant]]\nname = "t\u00e9n"\nkey = "{pki.sp_key}"\nx5u = "{x5u.url("sp-chain.pem")}"\nspc = "1234"\n'
+    ports = {"http": serve_port()}
+    toml = serve_toml(pki, x5u, http=ports["http"], engine=engine, extra_signing=tenant)
+    p = ServeProcess(d, toml, ports["http"], name=f"rec-tenant-{engine}")
+    body = orjson.dumps({"signingRequest": {"attest": "A", "dest": {"tn": [DEST]}, "iat": int(time.time()), "orig": {"tn": ORIG}}})
+
+    def sign(tenant: bytes, rid: bytes) -> tuple[int, bytes]:
+        with socket.create_connection(("127.0.0.1", ports["http"]), timeout=10) as s:
+            s.sendall(b"POST /stir/v1/signing HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nAccept: application/json\r\n"
+                      b"X-Tenant: " + tenant + b"\r\nX-RequestID: " + rid + b"\r\nContent-Length: " + str(len(body)).encode()
+                      + b"\r\nConnection: close\r\n\r\n" + body)
+            data = b""
+            while chunk := s.recv(65536):
+                data += chunk
+        return int(data.split(b" ", 2)[1]), data.split(b"\r\n\r\n", 1)[1]
+
+    try:
+        assert sign("t\u00e9n".encode(), b"ten-utf8")[0] == 200
+        for tenant_bytes, rid in ((b"bad-\xff", b"ten-bad-\xff"), (b"c1\xc2\x9b", b"ten-c1\xc2\x9b")):
+            status, answer = sign(tenant_bytes, rid)
+            assert status == 400 and orjson.loads(answer)["requestError"]["serviceException"]["messageId"] == "SVC4005", answer
+        time.sleep(FLUSH_DELAY + 0.3)
+    finally:
+        p.stop()
+    text = p.log.read_text()
+    records = {doc["call_id"]: doc for doc in map(json.loads, record_lines(p.log))}
+    assert records["ten-utf8"]["tenant"] == "t\u00e9n" and records["ten-utf8"]["status"] == 200
+    assert records["ten-bad-\\xff"]["status"] == 400 and records["ten-c1\x9b"]["status"] == 400, sorted(records)
+    errors = [json.loads(line) for line in text.splitlines() if line.startswith("{") and '"request error"' in line]
+    assert sorted(e["request_id"] for e in errors) == sorted(["ten-bad-\\xff", "ten-c1\x9b"]) and all(line.isprintable() for line in text.splitlines())
+    assert "Traceback" not in text

@@ -219,9 +219,15 @@ class DatabaseError(Exception):
 
 
 def shown_url(url: str) -> str:
-    """``url`` with its password hidden, as it may appear in an error or a log line."""
+    """``url`` with its passwords hidden (``***``), as it may appear in an error or a log line:
+    the one before ``@`` and any query parameter naming one (``password``, ``sslpassword``: libpq
+    takes both there)."""
     try:
-        return sa.engine.make_url(url).render_as_string(hide_password=True)
+        u = sa.engine.make_url(url)
+        secret = {k: "***" for k in u.query if "password" in k.lower()}
+        if secret:
+            u = u.update_query_dict(secret)
+        return u.render_as_string(hide_password=True).replace("=%2A%2A%2A", "=***")
     except Exception:  # noqa: BLE001 - not a URL at all: shown as given, it holds no password part
         return url
 

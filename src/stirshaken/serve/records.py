@@ -62,7 +62,7 @@ from typing import Any, Mapping, TextIO
 
 import orjson
 
-__all__ = ["BATCH", "FIELDS", "FLUSH_DELAY", "FLUSH_RECORDS", "LOGGER", "BatchedStreamHandler", "JSONRecordFormatter", "Records", "TextRecordFormatter", "call_records", "check_database", "text_value", "verification_fields"]
+__all__ = ["BATCH", "FIELDS", "FLUSH_DELAY", "FLUSH_RECORDS", "LOGGER", "BatchedStreamHandler", "JSONRecordFormatter", "Records", "TextRecordFormatter", "call_records", "check_database", "printable", "text_value", "valid_value", "verification_fields"]
 
 #: the fields of a record, in this order (the text form and the database columns)
 FIELDS: tuple[str, ...] = ("interface", "service", "call_id", "origid", "orig", "dest", "tenant", "attest", "x5u", "verstat",
@@ -136,18 +136,20 @@ def _valid_text(v: str) -> str:
         return v.encode("utf-8", "backslashreplace").decode("ascii")
 
 
+def valid_value(v: Any) -> Any:
+    """``v`` with its strings, and those of its lists and dicts (nested), made :func:`_valid_text`."""
+    if isinstance(v, str):
+        return _valid_text(v)
+    if isinstance(v, (list, tuple)):
+        return [valid_value(x) for x in v]
+    if isinstance(v, dict):
+        return {k: valid_value(x) for k, x in v.items()}
+    return v
+
+
 def _valid_record(rec: Mapping[str, Any]) -> dict[str, Any]:
-    """``rec`` (every field of :data:`FIELDS`) with its strings, and those of its lists, made
-    :func:`_valid_text`."""
-    out: dict[str, Any] = {}
-    for k in FIELDS:
-        v = rec.get(k)
-        if type(v) is str:
-            v = _valid_text(v)
-        elif isinstance(v, (list, tuple)):
-            v = [_valid_text(x) if type(x) is str else x for x in v]
-        out[k] = v
-    return out
+    """``rec`` (every field of :data:`FIELDS`) with its strings made :func:`_valid_text`."""
+    return {k: valid_value(rec.get(k)) for k in FIELDS}
 
 
 def _json_fields(rec: Mapping[str, Any]) -> str:
@@ -474,13 +476,10 @@ class _DatabaseWriter:
 
     @property
     def where(self) -> str:
-        """The database URL without its password, for messages."""
-        try:
-            import sqlalchemy as sa
+        """The database URL without its passwords, for messages (:func:`stirshaken.pki.store.shown_url`)."""
+        from stirshaken.pki.store import shown_url
 
-            return sa.engine.make_url(self.url).render_as_string(hide_password=True)
-        except Exception:  # noqa: BLE001
-            return "(database)"
+        return shown_url(self.url)
 
     def start(self) -> None:
         self._thread.start()

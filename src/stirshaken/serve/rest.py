@@ -62,10 +62,11 @@ log = logging.getLogger("stirshaken.serve.rest")
 
 
 def header_text(value: str) -> str:
-    """An HTTP field value (``X-RequestID``) as the text a per-call record shows.  Both HTTP
-    engines hand field values to :class:`RestAPI` as their octets, one character per byte
-    (ISO 8859-1, RFC 9110 §5.5: a field value is octets; the echo writes them back as they
-    came); the record shows them as UTF-8, a byte that is not UTF-8 as ``\\xNN``."""
+    """An HTTP field value (``X-RequestID``, ``X-Tenant``) as text: what a record, a log line and
+    the tenant lookup see.  Both HTTP engines hand field values to :class:`RestAPI` as their
+    octets, one character per byte (ISO 8859-1; RFC 9110 §5.5: a field value is octets; the
+    echo writes them back as they came); as text they are UTF-8, a byte that is not UTF-8 as
+    ``\\xNN``."""
     if value.isascii():
         return value
     try:
@@ -271,7 +272,7 @@ class RestAPI:
         except RequestError as exc:
             return self._error(exc.message_id, rid, path, *exc.variables, t0=t0)
         except Exception:  # noqa: BLE001 - POL5000 is the answer to anything unexpected
-            log.exception("internal error", extra={"request_id": rid, "path": path})
+            log.exception("internal error", extra={"request_id": header_text(rid), "path": path})
             return self._error("POL5000", rid, path, t0=t0)
 
     # --- replies --------------------------------------------------------------------------------
@@ -288,7 +289,7 @@ class RestAPI:
         endpoint = "signing" if path == SIGNING_PATH else "verification" if path == VERIFICATION_PATH else "other"
         self.metrics.inc("stirshaken_request_errors_total", (("endpoint", endpoint), ("messageId", mid)))
         self.metrics.inc("stirshaken_http_requests_total", (("endpoint", endpoint), ("status", str(status))))
-        log.info("request error", extra={"request_id": rid, "path": path[:200], "messageId": mid, "variables": list(variables)})
+        log.info("request error", extra={"request_id": header_text(rid), "path": path[:200], "messageId": mid, "variables": list(variables)})
         if self.records is not None and endpoint != "other":
             text = EXCEPTIONS[mid][1]
             for i, v in enumerate(variables, 1):
@@ -487,7 +488,8 @@ class RestAPI:
 
     def _tenant(self, svc: SigningService, tn: str, headers: Mapping[str, str], param: str) -> Any:
         try:
-            return svc.tenant_for(tn, headers.get(self.tenant_header) if self.tenant_header else None)
+            hint = headers.get(self.tenant_header) if self.tenant_header else None
+            return svc.tenant_for(tn, header_text(hint) if hint else hint)  # (a tenant named in UTF-8 found by its name)
         except SigningError as exc:
             name = svc.cfg.tenant_header if exc.param == "tenant" else param
             raise RequestError("SVC4005", name, exc.value) from None
@@ -566,7 +568,7 @@ class RestAPI:
         """The answer to a verification that raised: its request error, or POL5000 (logged)."""
         if isinstance(exc, RequestError):
             return self._error(exc.message_id, rid, VERIFICATION_PATH, *exc.variables, t0=t0)
-        log.error("verification failed internally", exc_info=exc, extra={"request_id": rid})
+        log.error("verification failed internally", exc_info=exc, extra={"request_id": header_text(rid)})
         return self._error("POL5000", rid, VERIFICATION_PATH, t0=t0)
 
     def _result(self, result: Any, rid: str, t0: float, from_tn: str, to_tns: list[str]) -> Reply:
@@ -585,7 +587,7 @@ class RestAPI:
         m.inc("stirshaken_http_requests_total", _VERIFIED_200)
         m.observe("rest_verify", time.perf_counter() - t0)
         if self.access_log:
-            extra: dict[str, Any] = {"request_id": rid, "verstat": verstat, "reasoncode": code, "attest": attest}
+            extra: dict[str, Any] = {"request_id": header_text(rid), "verstat": verstat, "reasoncode": code, "attest": attest}
             if warnings:  # trust problems the result relied on (docs/requirements.md VS-10)
                 extra["warnings"] = list(warnings)
             log.info("verification", extra=extra)

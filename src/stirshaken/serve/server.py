@@ -68,7 +68,8 @@ _STD_ATTRS = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"messag
 
 
 class JSONFormatter(logging.Formatter):
-    """One JSON object per line: ts, level, logger, msg, worker, plus ``extra`` fields."""
+    """One JSON object per line: ts, level, logger, msg, worker, plus ``extra`` fields; characters
+    that are not printable written as JSON ``\\u`` escapes (:func:`~stirshaken.serve.records.printable`)."""
 
     def __init__(self, worker: int | str = 0):
         super().__init__()
@@ -88,7 +89,17 @@ class JSONFormatter(logging.Formatter):
                 out[k] = v
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
-        return orjson.dumps(out, default=str).decode()
+        try:
+            line = orjson.dumps(out, default=str).decode()
+        except TypeError:  # a string that is not valid text (a peer's bytes kept as lone surrogates)
+            from stirshaken.serve.records import valid_value
+
+            line = orjson.dumps(valid_value(out), default=str).decode()
+        if line.isascii():
+            return line
+        from stirshaken.serve.records import printable
+
+        return printable(line)  # (C1 controls and the like as \u escapes, as in the records)
 
 
 class TextFormatter(logging.Formatter):
