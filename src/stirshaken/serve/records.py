@@ -62,7 +62,7 @@ from typing import Any, Mapping, TextIO
 
 import orjson
 
-__all__ = ["BATCH", "FIELDS", "FLUSH_DELAY", "FLUSH_RECORDS", "LOGGER", "BatchedStreamHandler", "JSONRecordFormatter", "Records", "TextRecordFormatter", "call_records", "check_database", "printable", "text_value", "valid_value", "verification_fields"]
+__all__ = ["BATCH", "FIELDS", "FLUSH_DELAY", "FLUSH_RECORDS", "LOGGER", "BatchedStreamHandler", "JSONRecordFormatter", "Records", "TextRecordFormatter", "call_records", "check_database", "json_text", "printable", "text_value", "valid_value", "verification_fields"]
 
 #: the fields of a record, in this order (the text form and the database columns)
 FIELDS: tuple[str, ...] = ("interface", "service", "call_id", "origid", "orig", "dest", "tenant", "attest", "x5u", "verstat",
@@ -147,15 +147,21 @@ def valid_value(v: Any) -> Any:
     return v
 
 
-def _valid_record(rec: Mapping[str, Any]) -> dict[str, Any]:
-    """``rec`` (every field of :data:`FIELDS`) with its strings made :func:`_valid_text`."""
-    return {k: valid_value(rec.get(k)) for k in FIELDS}
+def json_text(v: Any) -> str:
+    """``v`` in JSON, as a log line may carry it: ``orjson`` (a value of another type as its
+    ``str``); strings that are not valid text made :func:`_valid_text` (``orjson`` refuses them);
+    the result :func:`printable`."""
+    try:
+        j = orjson.dumps(v, default=str).decode()
+    except TypeError:  # orjson.JSONEncodeError: a string that is not valid text
+        j = orjson.dumps(valid_value(v), default=str).decode()
+    return j if j.isascii() else printable(j)
 
 
 def _json_fields(rec: Mapping[str, Any]) -> str:
-    """The members of a record's JSON object after its ``{`` (a record that ``orjson`` refused:
-    strings made :func:`_valid_text`, a value of a type JSON has not written as its ``str``)."""
-    return orjson.dumps(_valid_record(rec), default=str)[1:].decode()
+    """The members of a record's JSON object after its ``{``, for a record that ``orjson``
+    refused (:func:`json_text` of its fields)."""
+    return json_text({k: rec.get(k) for k in FIELDS})[1:]
 
 
 def _escape_char(c: str) -> str:
@@ -217,7 +223,7 @@ class JSONRecordFormatter(logging.Formatter):
         try:
             s = self._head + self._tails[ms - 1000 * second] + orjson.dumps(rec)[1:].decode()
         except TypeError:  # orjson.JSONEncodeError: a string that is not valid text, a value of another type
-            s = self._head + self._tails[ms - 1000 * second] + _json_fields(rec)
+            return self._head + self._tails[ms - 1000 * second] + _json_fields(rec)
         return s if s.isascii() else printable(s)
 
     def lines(self, kept: list[tuple[dict[str, Any], float]]) -> list[str]:
@@ -245,7 +251,8 @@ class JSONRecordFormatter(logging.Formatter):
             try:
                 s = head + tails[i] + dumps(rec)[1:].decode()
             except TypeError:
-                s = head + tails[i] + _json_fields(rec)
+                add(head + tails[i] + _json_fields(rec))
+                continue
             add(s if s.isascii() else printable(s))
         return out
 
@@ -261,8 +268,7 @@ def default_node() -> str:
 def text_value(v: Any) -> str:
     """A value as the text log form writes it: ``-`` for None, a float with 6 decimals, a list
     joined with ``,``, a string with spaces, quotes, ``=`` or unprintable characters, or ``-``
-    itself, as a JSON string (:func:`printable`; a string that is not valid text,
-    :func:`_valid_text`)."""
+    itself, as a JSON string (:func:`json_text`)."""
     if v is None:
         return "-"
     if type(v) is float:
@@ -271,11 +277,7 @@ def text_value(v: Any) -> str:
         v = ",".join(map(str, v))
     s = str(v)
     if not s or s == "-" or any(c in s for c in ' "=\\') or not s.isprintable():  # ("-" alone would read as unknown)
-        try:
-            j = orjson.dumps(s).decode()  # a JSON string: quoted, with its escapes
-        except TypeError:  # not valid text (lone surrogates)
-            j = orjson.dumps(_valid_text(s)).decode()
-        return j if j.isascii() else printable(j)
+        return json_text(s)  # a JSON string: quoted, with its escapes
     return s
 
 

@@ -55,10 +55,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-import orjson
 
 from stirshaken.serve import allocator
 from stirshaken.serve.config import AcmeSettings, Address, Config, ConfigError
+from stirshaken.serve.records import json_text
 
 log = logging.getLogger("stirshaken.serve")
 
@@ -69,7 +69,7 @@ _STD_ATTRS = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"messag
 
 class JSONFormatter(logging.Formatter):
     """One JSON object per line: ts, level, logger, msg, worker, plus ``extra`` fields; characters
-    that are not printable written as JSON ``\\u`` escapes (:func:`~stirshaken.serve.records.printable`)."""
+    that are not printable written as JSON ``\\u`` escapes (:func:`~stirshaken.serve.records.json_text`)."""
 
     def __init__(self, worker: int | str = 0):
         super().__init__()
@@ -89,17 +89,7 @@ class JSONFormatter(logging.Formatter):
                 out[k] = v
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
-        try:
-            line = orjson.dumps(out, default=str).decode()
-        except TypeError:  # a string that is not valid text (a peer's bytes kept as lone surrogates)
-            from stirshaken.serve.records import valid_value
-
-            line = orjson.dumps(valid_value(out), default=str).decode()
-        if line.isascii():
-            return line
-        from stirshaken.serve.records import printable
-
-        return printable(line)  # (C1 controls and the like as \u escapes, as in the records)
+        return json_text(out)  # (C1 controls and the like as \u escapes, as in the records)
 
 
 class TextFormatter(logging.Formatter):
