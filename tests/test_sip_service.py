@@ -620,7 +620,9 @@ def test_wire_tcp_request_with_a_nul_call_id_keeps_the_connection(server: dict[s
             assert data, "connection closed"
             msgs += framer.feed(data)
         assert resp(msgs[0]).status == 200 and resp(msgs[0]).cseq[1] == "OPTIONS"
-    lines = [d for d in log_docs(server) if d.get("peer") == f"127.0.0.1:{ours}"]
+    deadline = time.monotonic() + 5  # (a worker's log thread writes the line: it may come after the answer)
+    while not (lines := [d for d in log_docs(server) if d.get("peer") == f"127.0.0.1:{ours}"]) and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert len(lines) == 1 and lines[0]["transport"] == "TCP" and lines[0]["problem"].startswith("a NUL byte in the Call-ID header field")
 
 
