@@ -444,7 +444,9 @@ def _loop(mode: str, n: int) -> None:
 
     key = ec.generate_private_key(ec.SECP256R1())
     svc = SigningService(SigningConfig(default=TenantConfig(name="default", key=key, x5u="https://cr.example.net/sp.pem", spc="1234")))
-    log_file = open(os.devnull, "w")
+    from stirshaken.serve.logoutput import LogOutput
+
+    log_file = LogOutput(os.open(os.devnull, os.O_WRONLY))  # as serve's workers write stderr (its thread counted)
     pg = os.environ.get("BENCH_RECORDS_PG", "")
     database = {"queue": "sqlite:///unused.db", "pg": pg, "log+pg": pg}.get(mode, "")
     records = None if mode == "off" else Records(log=mode in ("log", "log+pg"), database=database, queue_size=10**9, stream=log_file)
@@ -464,6 +466,9 @@ def _loop(mode: str, n: int) -> None:
                 await asyncio.sleep(0)  # one event-loop iteration per 32 requests, as under load
 
     asyncio.run(run())
+    if records is not None:
+        records.flush()
+    log_file.drain(60)
     if mode in ("pg", "log+pg") and records is not None:
         # the database thread writes the queued records in full batches, as under load (started
         # only now: under callgrind's slowness it would otherwise write a few records per batch)
@@ -546,7 +551,9 @@ def _db_load(url: str, rate: float) -> None:
     while True:
         due = int((time.monotonic() - t0) * rate)
         if due > n:
-            r.queue.extend([r._json.line(rec, time.time())] * (due - n))
+            now = time.time()
+            r._pending.extend([(rec, now)] * (due - n))  # (as add() keeps them; flush() queues them)
+            r.flush()
             n = due
         time.sleep(0.01)
 

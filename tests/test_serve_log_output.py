@@ -373,8 +373,8 @@ def test_a_failed_write_loses_its_lines_only_and_counts_them(monkeypatch: pytest
 
 
 @pytest.mark.parametrize(("value", "error"), [
-    ("2000000000", "2000000000 is not between 65536 and 1073741824 characters"),  # (was "1.07374e+09")
-    ("100", "100 is not between 65536 and 1073741824 characters"),
+    ("2000000000", "2000000000 is not between 65536 and 1073741824 bytes"),  # (was "1.07374e+09")
+    ("100", "100 is not between 65536 and 1073741824 bytes"),
     ('"16M"', "must be an integer, got '16M'"),
 ])
 def test_a_bad_log_buffer_is_one_clear_line(tmp_path: Path, value: str, error: str) -> None:

@@ -449,10 +449,15 @@ async def test_a_record_formatted_later_keeps_the_time_of_its_call_and_one_line_
     await asyncio.sleep(FLUSH_DELAY + 0.1)
     lines = out.getvalue().splitlines()
     assert [json.loads(x)["call_id"] for x in lines] == ["t0", "t1", "t2"]
-    assert list(r.queue or ()) == lines[:2] and r.dropped == 1
+    assert queued_lines(r) == lines[:2] and r.dropped == 1
     ts = datetime.datetime.fromisoformat(json.loads(lines[0])["ts"]).timestamp()
     assert t - 0.002 <= ts < t + FLUSH_DELAY / 2, (t, ts)  # the call's time, not the flush's (FLUSH_DELAY later)
 
+
+
+def queued_lines(r: Records) -> list[str]:
+    """The JSON lines waiting in the database queue of ``r``, in order."""
+    return [x for data, n in r.queue or () for x in data.decode().splitlines()]
 
 _text = st.one_of(st.none(), st.text(max_size=12))
 
@@ -467,7 +472,7 @@ def test_the_batch_formatter_writes_the_lines_of_the_general_one(kept: list[Any]
     record at a time: the same lines, in order, for records with any fields left out and times
     crossing milliseconds and seconds, in any order."""
     fast, general = JSONRecordFormatter(3, "n1"), JSONRecordFormatter(3, "n1")
-    assert fast.lines(kept) == [general.line(r, t) for r, t in kept]
+    assert [x.decode() for x in fast.lines(kept)] == [general.line(r, t) for r, t in kept]
 
 
 def test_other_handlers_get_log_records() -> None:
@@ -498,7 +503,7 @@ def test_full_queue_drops_and_counts() -> None:
     r = Records(log=False, database="sqlite:///unused-never-started.db", queue_size=3)
     for i in range(5):
         r.add({"interface": "rest", "service": "signing", "call_id": str(i)})
-    assert [orjson.loads(x)["call_id"] for x in r.queue or ()] == ["0", "1", "2"] and r.dropped == 2
+    assert [orjson.loads(x)["call_id"] for x in queued_lines(r)] == ["0", "1", "2"] and r.dropped == 2
     assert r.counters()["stirshaken_records_dropped_total"][(("reason", "queue_full"),)] == 2
     assert r.problem == "records dropped in the last 60 s: the database queue is full"  # not "down": not tried yet
     assert not os.path.exists("unused-never-started.db")
@@ -776,19 +781,19 @@ def test_sip_verification_records_hold_canonical_tns_only(pki_x5u: tuple[Any, Fi
 
 def test_the_database_queue_is_bounded_in_characters_too(monkeypatch: pytest.MonkeyPatch) -> None:
     """Records of huge requests (thousands of dest TNs) fill the queue by size before its count:
-    beyond ``QUEUE_CHARS`` they are dropped and counted, and room comes back as the database takes
+    beyond ``QUEUE_BYTES`` they are dropped and counted, and room comes back as the database takes
     them."""
     from stirshaken.serve import records as records_mod
 
-    monkeypatch.setattr(records_mod, "QUEUE_CHARS", 100_000)
+    monkeypatch.setattr(records_mod, "QUEUE_BYTES", 100_000)
     big = [str(12155550000 + i) for i in range(1000)]  # ~14,000 characters a line
     with postgres_database() as url:
         r = Records(log=False, database=url, worker=0, queue_size=1000)
         for i in range(20):
             r.add({"interface": "rest", "service": "signing", "call_id": f"big{i}", "dest": big, "latency": 0.0})
-        n = len(r.queue[0])  # type: ignore[index]
-        kept = -(-100_000 // n)  # lines are queued while fewer than 100,000 characters wait
-        assert 5 <= kept <= 10 and len(r.queue or ()) == kept and r.dropped == 20 - kept, (n, len(r.queue or ()))
+        n = len(r.queue[0][0])  # type: ignore[index]
+        kept = -(-100_000 // n)  # lines are queued while fewer than 100,000 bytes wait
+        assert 5 <= kept <= 10 and len(queued_lines(r)) == kept and r.dropped == 20 - kept, (n, len(queued_lines(r)))
         assert (r.problem or "").startswith("records dropped in the last 60 s: the database queue is full"), r.problem
         r.start()
         try:

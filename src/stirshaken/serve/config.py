@@ -281,7 +281,7 @@ class ServerConfig(_Model, ConnectionLimits):
     access_log: bool = False
     #: characters of log lines a worker keeps while its stderr is not read; past them lines are
     #: dropped and counted (:mod:`stirshaken.serve.logoutput`)
-    log_buffer: Annotated[int, _between(65536, 1 << 30, " characters")] = PENDING_MAX
+    log_buffer: Annotated[int, _between(65536, 1 << 30, " bytes")] = PENDING_MAX
     #: the C allocator's thresholds set for a worker's large buffers (:mod:`stirshaken.serve.allocator`)
     malloc_tuning: bool = True
     max_body: Annotated[int, _between(256, 16 * 1024 * 1024)] = 65536

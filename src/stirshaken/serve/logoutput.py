@@ -10,7 +10,7 @@ answered nothing more.  A call must never wait for a log line (issue 13: "calls 
 the ACME renewer): ``write`` only queues the text; a thread of its own writes it to the file
 descriptor (whole lines, at most :data:`ATOMIC` bytes a ``write(2)``), so that a blocked
 ``write(2)`` holds that thread alone.  What waits is bounded
-(:data:`PENDING_MAX` characters); past that, lines are dropped and counted
+(:data:`PENDING_MAX` bytes); past that, lines are dropped and counted
 (``stirshaken_log_lines_dropped_total``), and one line says how many once stderr is read again.
 While one write has waited more than :data:`STALLED` seconds, or for :data:`RECENT` seconds after
 a drop, :attr:`LogOutput.problem` gives ``/healthz`` its reason.
@@ -37,15 +37,15 @@ from collections.abc import Iterator
 
 __all__ = ["ATOMIC", "BATCH", "PENDING_MAX", "RECENT", "STALLED", "DroppingOutput", "LogOutput"]
 
-#: characters of log text waiting for stderr, at most, per process (about 32,000 records)
+#: bytes of log text waiting for stderr, at most, per process (about 32,000 records)
 PENDING_MAX = 16 * 1024 * 1024
 #: seconds one write to stderr may wait before ``/healthz`` says the log output is stalled
 STALLED = 5.0
 #: seconds during which dropped lines keep ``/healthz`` degraded
 RECENT = 60.0
-#: characters the thread takes from the queue at a time: what it holds beyond the queue (those
-#: texts, encoded a chunk at a time) stays this small; taking the whole queue at once made a worker's
-#: memory three times ``log_buffer`` when stderr was read again (256 MiB queued: 800 MiB)
+#: bytes the thread takes from the queue at a time (at least one text): what it holds beyond the
+#: queue stays this small; taking the whole queue at once made a worker's memory three times
+#: ``log_buffer`` when stderr was read again (256 MiB queued: 800 MiB)
 BATCH = 65536
 #: bytes of one ``write(2)``: a write to a pipe of at most this many bytes is atomic (POSIX
 #: ``write``; Linux pipe(7)), so workers sharing the pipe of their stderr never cut one another's
@@ -65,14 +65,15 @@ def _report_drops(dropped: int, total: int) -> None:
 class LogOutput:
     """Text written to file descriptor ``fd`` (stderr by default) by a thread of its own.
 
-    ``limit``: characters waiting, at most (:data:`PENDING_MAX`).  Thread-safe: any thread may
-    :meth:`write`.  :meth:`drain` waits for what was written, within a timeout (seconds)."""
+    ``limit``: bytes waiting, at most (:data:`PENDING_MAX`).  Thread-safe: any thread may
+    :meth:`write` (text) or :meth:`write_bytes` (text already in UTF-8: the per-call records).
+    :meth:`drain` waits for what was written, within a timeout (seconds)."""
 
     def __init__(self, fd: int = 2, limit: int = PENDING_MAX):
         self.fd = fd
         self.limit = limit
-        self._parts: deque[str] = deque()
-        #: characters queued or being written (bounded by ``limit``)
+        self._parts: deque[bytes] = deque()
+        #: bytes queued or being written (bounded by ``limit``)
         self._pending = 0
         self._cond = threading.Condition(threading.Lock())
         self._broken = False  # stderr gone (EPIPE, EBADF): text is dropped from then on
@@ -94,17 +95,22 @@ class LogOutput:
     # --- the stream (any thread) ----------------------------------------------------------------
 
     def write(self, text: str) -> int:
-        """Queue ``text``; drops it (counting its lines) when it would take the characters waiting
-        past :attr:`limit`."""
-        n = len(text)
+        """Queue ``text`` (:meth:`write_bytes` of its UTF-8, a character that has none as its
+        ``\\`` escape)."""
+        self.write_bytes(text.encode("utf-8", "backslashreplace"))
+        return len(text)
+
+    def write_bytes(self, data: bytes) -> None:
+        """Queue ``data`` (whole lines of UTF-8 text); drops it (counting its lines) when it would
+        take the bytes waiting past :attr:`limit`."""
+        n = len(data)
         with self._cond:
             if self._broken or self._pending and self._pending + n > self.limit:  # (one text larger than the limit still goes alone)
-                self._drop(text.count("\n") or 1)
-                return n
-            self._parts.append(text)
+                self._drop(data.count(b"\n") or 1)
+                return
+            self._parts.append(data)
             self._pending += n
             self._cond.notify()
-        return n
 
     def flush(self) -> None:
         """Nothing to do: the thread writes as soon as it can (see :meth:`drain`)."""
@@ -148,10 +154,10 @@ class LogOutput:
                 self._cond.wait(left)
         return True
 
-    def _take(self) -> tuple[list[str], int]:
-        """The oldest texts, about :data:`BATCH` characters (at least one), and their size; with
+    def _take(self) -> tuple[list[bytes], int]:
+        """The oldest texts, about :data:`BATCH` bytes (at least one), and their size; with
         ``_cond`` held."""
-        parts: list[str] = []
+        parts: list[bytes] = []
         size = 0
         while self._parts and (not parts or size + len(self._parts[0]) <= BATCH):
             text = self._parts.popleft()
@@ -166,7 +172,7 @@ class LogOutput:
                     self._cond.wait()
                 parts, size = self._take()
             written = True
-            data = "".join(parts).encode("utf-8", "backslashreplace")  # (about BATCH characters: _take)
+            data = b"".join(parts)  # (about BATCH bytes, or one text: _take)
             for chunk in _pieces(data) if self._cut else (data,):
                 written = self._write(chunk) and written
             del parts, data

@@ -84,8 +84,8 @@ ALTER_LOCK_TIMEOUT = 0.5
 
 #: seconds between two "refused a record" warning lines, at least (each refusal is counted)
 REFUSAL_LOG_EVERY = 10.0
-#: characters of JSON lines waiting for the database, at most, per worker (besides ``queue_size``)
-QUEUE_CHARS = 64 * 1024 * 1024
+#: bytes of JSON lines waiting for the database, at most, per worker (besides ``queue_size``)
+QUEUE_BYTES = 64 * 1024 * 1024
 _DEST = FIELDS.index("dest")
 _N = len(FIELDS)
 _INFO = logging.INFO
@@ -202,13 +202,16 @@ class JSONRecordFormatter(logging.Formatter):
         tail = ('","level":"INFO","logger":"' + LOGGER + '","msg":"call","node":' + orjson.dumps(node or default_node()).decode()
                 + ',"worker":' + orjson.dumps(worker).decode() + ",")
         self._tails = tuple(m + tail for m in _MILLIS)
+        self._btails = tuple(t.encode() for t in self._tails)  # (the node is ASCII: orjson escapes nothing else, printable() below)
         self._second = -1
         self._head = ""
+        self._bhead = b""
 
     def _new_second(self, second: int) -> None:
         """``second`` (Unix time) as the head of the lines that follow."""
         self._second = second
         self._head = '{"ts":"' + dt.datetime.fromtimestamp(second, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+        self._bhead = self._head.encode()
 
     def line(self, rec: Mapping[str, Any], created: float) -> str:
         """The line of the record ``rec`` made at ``created`` (Unix seconds).  A value that is not
@@ -226,34 +229,36 @@ class JSONRecordFormatter(logging.Formatter):
             return self._head + self._tails[ms - 1000 * second] + _json_fields(rec)
         return s if s.isascii() else printable(s)
 
-    def lines(self, kept: list[tuple[dict[str, Any], float]]) -> list[str]:
-        """:meth:`line` of every ``(record, created)`` of ``kept``, in order.  The loop of
-        :meth:`line` written out (no call; the head, its second and the tails held in locals): it
-        formats the records of a flush (:meth:`Records.flush`).  Property-tested against
-        :meth:`line` (tests/test_serve_records.py)."""
-        out: list[str] = []
+    def lines(self, kept: list[tuple[dict[str, Any], float]]) -> list[bytes]:
+        """:meth:`line` of every ``(record, created)`` of ``kept``, in order, in UTF-8.  The loop of
+        :meth:`line` written out (no call; the head, its second and the tails held in locals) and
+        kept in bytes, as ``orjson`` makes them and the log and the database take them (a str
+        would be decoded here and encoded again by each): it formats the records of a flush
+        (:meth:`Records.flush`).  Property-tested against :meth:`line`
+        (tests/test_serve_records.py)."""
+        out: list[bytes] = []
         add = out.append
         dumps = orjson.dumps
         fields = FIELDS
-        tails = self._tails
-        head = self._head
+        tails = self._btails
+        head = self._bhead
         start = 1000 * self._second  # the first millisecond of the head's second
         for rec, created in kept:
             i = int(created * 1000) - start
             if not 0 <= i < 1000:  # another second
                 ms = i + start
                 self._new_second(ms // 1000)
-                head = self._head
+                head = self._bhead
                 start = 1000 * self._second
                 i = ms - start
             if len(rec) != _N:
                 rec = {k: rec.get(k) for k in fields}
             try:
-                s = head + tails[i] + dumps(rec)[1:].decode()
+                s = head + tails[i] + dumps(rec)[1:]
             except TypeError:
-                add(head + tails[i] + _json_fields(rec))
+                add(head + tails[i] + _json_fields(rec).encode())
                 continue
-            add(s if s.isascii() else printable(s))
+            add(s if s.isascii() else printable(s.decode()).encode())
         return out
 
     def format(self, record: logging.LogRecord) -> str:
@@ -381,6 +386,22 @@ class BatchedStreamHandler(logging.Handler):
             except (OSError, ValueError):  # stderr closed or gone: records are not worth a crash
                 pass
 
+    def write_bytes(self, data: bytes) -> None:
+        """Write ``data`` (whole lines in UTF-8, each ending with a newline) after the lines queued
+        before it: in one ``write_bytes`` when the stream has one (:class:`~stirshaken.serve.logoutput.LogOutput`:
+        no decoding here and encoding again there), else decoded."""
+        self.flush()
+        with self.lock:  # type: ignore[union-attr]
+            try:
+                wb = getattr(self.stream, "write_bytes", None)
+                if wb is not None:
+                    wb(data)
+                else:
+                    self.stream.write(data.decode())
+                    self.stream.flush()
+            except (OSError, ValueError):  # stderr closed or gone: records are not worth a crash
+                pass
+
     def close(self) -> None:
         self.flush()
         super().close()
@@ -420,12 +441,12 @@ def call_records(metadata: Any) -> Any:
     )
 
 
-def _without_nul(line: str) -> str:
-    """A record's JSON line with every NUL character in its values replaced by U+FFFD (``line``
-    itself when it has none): a database text value cannot hold NUL (PostgreSQL refuses the
-    whole statement), and a NUL can come from a peer (e.g. the ``x5u`` of a PASSporT header that
-    failed, which the record names)."""
-    if "\\u0000" not in line:  # (the JSON form escapes a NUL)
+def _without_nul(line: bytes) -> bytes:
+    """A record's JSON line (UTF-8, no newline) with every NUL character in its values replaced by
+    U+FFFD (``line`` itself when it has none): a database text value cannot hold NUL (PostgreSQL
+    refuses the whole statement), and a NUL can come from a peer (e.g. the ``x5u`` of a PASSporT
+    header that failed, which the record names)."""
+    if b"\\u0000" not in line:  # (the JSON form escapes a NUL)
         return line
     doc = orjson.loads(line)
     for k, v in doc.items():
@@ -433,7 +454,12 @@ def _without_nul(line: str) -> str:
             doc[k] = v.replace("\x00", "\ufffd")
         elif isinstance(v, list):
             doc[k] = [x.replace("\x00", "\ufffd") if isinstance(x, str) else x for x in v]
-    return orjson.dumps(doc).decode()
+    return orjson.dumps(doc)
+
+
+def _one_per_line(blobs: list[bytes]) -> list[bytes]:
+    """``blobs`` (the lines of a flush, each ending with a newline) as one blob per line."""
+    return [x + b"\n" for x in b"".join(blobs).split(b"\n")[:-1]]
 
 
 def _one_line(exc: BaseException, limit: int = 160) -> str:
@@ -446,11 +472,29 @@ def _one_line(exc: BaseException, limit: int = 160) -> str:
     return f"{type(orig).__name__}: {text}" if text else type(orig).__name__
 
 
+def _bytes_as_text() -> type:
+    """A psycopg dumper that sends ``bytes`` (UTF-8 text: the records' JSON lines) as a ``text``
+    parameter as they are, where a ``str`` would be encoded by the driver (a copy of every batch)
+    and ``bytes`` would otherwise go as ``bytea``."""
+    from psycopg.adapt import Dumper
+    from psycopg.postgres import types
+
+    class BytesAsText(Dumper):
+        oid = types["text"].oid
+
+        def dump(self, obj: bytes) -> bytes:
+            return obj
+
+    return BytesAsText
+
+
 class _DatabaseWriter:
     """The thread that moves records from the queue into the database (see the module docstring).
-    The queue holds each record as its JSON line (:meth:`JSONRecordFormatter.line`)."""
+    The queue holds ``(lines, n)``: the JSON lines (:meth:`JSONRecordFormatter.lines`) of ``n``
+    records of one flush, in UTF-8, each ending with a newline (the log's own bytes when the log
+    writes JSON)."""
 
-    def __init__(self, url: str, queue: collections.deque[str], worker: int | str, *, interval: float = INTERVAL,
+    def __init__(self, url: str, queue: collections.deque[tuple[bytes, int]], worker: int | str, *, interval: float = INTERVAL,
                  retry: float = RETRY, batch: int = BATCH, connect_timeout: float = 5.0):
         self.url = url
         self.queue = queue
@@ -470,7 +514,10 @@ class _DatabaseWriter:
         self._table: Any = None
         self._insert = ""
         self._busy_since = 0.0  # time.monotonic() when the write in progress began
-        self.taken_chars = 0  # characters of the lines taken from the queue (this thread only)
+        self.taken_bytes = 0  # bytes of the lines taken from the queue (this thread only)
+        self.taken_records = 0  # records taken from the queue (this thread only)
+        self.queued_bytes = 0  # bytes of the lines ever queued (the event loop's thread only: Records.flush)
+        self.queued_records = 0  # records ever queued (the event loop's thread only: Records.flush)
         self._refusal_logged = -REFUSAL_LOG_EVERY  # time.monotonic() of the last "refused" line
         self.last_refusal = 0.0  # time.monotonic() of the last record refused (0: none)
         self.held = 0  # records taken from the queue and not written yet (this thread)
@@ -491,7 +538,7 @@ class _DatabaseWriter:
         not be written is said in one warning line (the records are lost with the process)."""
         self._stop.set()
         self._thread.join(timeout)
-        left = len(self.queue) + self.held
+        left = self.queued_records - self.taken_records + self.held
         if left:
             log.warning("records not written to the database at stop; lost", extra={
                 "database": self.where, "records": left, "error": self.down or "the database did not answer in time"})
@@ -532,9 +579,12 @@ class _DatabaseWriter:
                                           {"t": self._table.name}).all())
             members = ", ".join(f"{c} {'text[]' if c == 'dest' else types.get(c, 'text')}" for c in FIELDS)
             values = ", ".join("array_to_string(r.dest, ',')" if c == "dest" else f"r.{c}" for c in FIELDS)
+            # the parameter is the lines as the log wrote them (newline-terminated): a raw newline
+            # is only ever between two records (JSON escapes one in a string), so the database
+            # makes them a JSON array by turning each into a comma
             self._insert = (f"INSERT INTO {self._table.name} ({columns}) SELECT r.ts, {int(self.worker)}, r.node, {values} "
-                            f"FROM json_to_recordset(('[' || %s || ']')::json) AS r(ts {types.get('time', 'timestamptz')}, "
-                            f"node {types.get('node', 'text')}, {members})")
+                            f"FROM json_to_recordset(('[' || rtrim(replace(%s, E'\\n', ','), ',') || ']')::json) "
+                            f"AS r(ts {types.get('time', 'timestamptz')}, node {types.get('node', 'text')}, {members})")
         else:
             self._insert = f"INSERT INTO {self._table.name} ({columns}) VALUES ({', '.join('?' * (len(FIELDS) + 3))})"
         return True
@@ -567,7 +617,7 @@ class _DatabaseWriter:
             if not has_node():
                 raise
 
-    def _sqlite_row(self, line: str) -> tuple[Any, ...]:
+    def _sqlite_row(self, line: bytes) -> tuple[Any, ...]:
         """The values of the table's columns (after ``id``) for a record's JSON line, for SQLite:
         the time as SQLAlchemy's SQLite ``DateTime`` text (so that Core reads it back as a
         datetime), ``dest`` as comma-separated TNs."""
@@ -579,39 +629,43 @@ class _DatabaseWriter:
             values[_DEST] = ",".join(dest)
         return (f"{ts[:10]} {ts[11:23]}000", self.worker, doc.get("node"), *values)
 
-    def _write(self, lines: list[str]) -> None:
-        """Insert the records of ``lines`` (JSON lines) in one round trip.
+    def _write(self, blobs: list[bytes]) -> None:
+        """Insert the records of ``blobs`` (JSON lines, see the class) in one round trip.
 
         PostgreSQL: one ``INSERT ... SELECT ... FROM json_to_recordset(...)`` whose one parameter
-        is the lines joined (the brackets of the JSON array are added by the database), on a
-        connection of its own in autocommit (:meth:`_pg`): one round trip per batch, where a
-        pooled connection cost four (the pool's ping, ``BEGIN``, the ``INSERT``, ``COMMIT``), each
-        a wait that hands the GIL back and forth with the event loop's thread.  Measured (one
-        worker under ``wrk``, REST signing, per-thread CPU from ``/proc``, 2026-11-30): the thread
-        took 1.9 µs a record with the pooled transaction and a substring search of the whole batch
-        for an escaped NUL, 1.1-1.2 µs this way.  SQLite: ``executemany`` of rows parsed from the lines
-        (SQLAlchemy's own executemany costs several times more per row), in a transaction."""
+        is the lines (the database makes them a JSON array), sent as the bytes they are (no
+        decoding and encoding again: :func:`_bytes_as_text`), on a connection of its own in
+        autocommit (:meth:`_pg`): one round trip per batch, where a pooled connection cost four
+        (the pool's ping, ``BEGIN``, the ``INSERT``, ``COMMIT``), each a wait that hands the GIL
+        back and forth with the event loop's thread.  Measured (one worker under ``wrk``, REST
+        signing, per-thread CPU from ``/proc``, 2026-11-30): the thread took 1.9 µs a record with
+        the pooled transaction and a substring search of the whole batch for an escaped NUL,
+        1.1-1.2 µs with this statement on str lines (joined, then encoded by the driver), 
+        ... with the bytes.  SQLite: ``executemany`` of rows parsed from the lines (SQLAlchemy's
+        own executemany costs several times more per row), in a transaction."""
+        data = blobs[0] if len(blobs) == 1 else b"".join(blobs)
         if self._postgres:
-            joined = ",".join(lines)
             # a NUL is escaped as \u0000 in the JSON form, and a backslash is rare in a record:
             # one memchr over the batch, then the search for the NUL escape only if it found one
-            if "\\" in joined and "\\u0000" in joined:
-                joined = ",".join(map(_without_nul, lines))
+            if b"\\" in data and b"\\u0000" in data:
+                data = b"\n".join(map(_without_nul, data.split(b"\n")))
             conn = self._pg()
             with conn.cursor() as cur:
-                cur.execute(self._insert, (joined,))
+                cur.execute(self._insert, (data,))
         else:
             with self._engine.begin() as conn:
-                conn.exec_driver_sql(self._insert, [self._sqlite_row(line) for line in lines])
+                conn.exec_driver_sql(self._insert, [self._sqlite_row(line) for line in data.split(b"\n")[:-1]])
 
     def _pg(self) -> Any:
         """The thread's own PostgreSQL connection (psycopg, autocommit: each batch is one
         statement, hence its own transaction), opened through the engine's pool on first use and
-        after :meth:`_down` closed it."""
+        after :meth:`_down` closed it; ``bytes`` parameters go to it as text (:func:`_bytes_as_text`)."""
         raw = self._raw
         if raw is None:
             raw = self._raw = self._engine.raw_connection()
-            raw.driver_connection.autocommit = True
+            conn = raw.driver_connection
+            conn.autocommit = True
+            conn.adapters.register_dumper(bytes, _bytes_as_text())
         return raw.driver_connection
 
     def _close_raw(self) -> None:
@@ -662,14 +716,17 @@ class _DatabaseWriter:
         except ImportError:  # pragma: no cover - SQLite only
             pass
         connected = False
-        pending: list[str] = []
-        #: the parts of a refused batch still to write (see below)
-        parts: list[list[str]] = []
+        #: the lines taken from the queue and not written yet (a blob per flush), and their records
+        pending: list[bytes] = []
+        held = 0
+        #: the parts of a refused batch still to write, a blob per record (see below)
+        parts: list[list[bytes]] = []
         queue = self.queue
+        batch = self.batch
         last_ok = time.monotonic()
         while True:
             stopping = self._stop.is_set()
-            if not stopping and len(queue) < self.batch and not pending and not parts:
+            if not stopping and self.queued_records - self.taken_records < batch and not pending and not parts:
                 stopping = self._stop.wait(self.interval)
             try:
                 if not connected:
@@ -681,19 +738,23 @@ class _DatabaseWriter:
                         self._came_up()
                 if not pending and parts:
                     pending = parts.pop()
-                if not parts and queue and len(pending) < self.batch:
-                    take = queue.popleft
-                    more = [take() for _ in range(min(len(queue), self.batch - len(pending)))]
-                    self.taken_chars += sum(map(len, more))
-                    pending += more
-                self.held = len(pending) + sum(map(len, parts))
+                    held = len(pending)
+                if not parts:  # blobs of the queue, up to `batch` records (at least one blob)
+                    while queue and (not pending or held + queue[0][1] <= batch):
+                        blob, n = queue.popleft()
+                        pending.append(blob)
+                        held += n
+                        self.taken_records += n
+                        self.taken_bytes += len(blob)
+                self.held = held + sum(map(len, parts))
                 if pending:
                     self._busy_since = time.monotonic()
                     self._write(pending)  # (failing: cleared in the handler below, once the failure is recorded)
                     self._busy_since = 0.0
-                    self.written += len(pending)
-                    self.held -= len(pending)
+                    self.written += held
+                    self.held -= held
                     pending = parts.pop() if parts else []
+                    held = len(pending)
                     last_ok = time.monotonic()
                     self._came_up()
                 elif time.monotonic() - last_ok > 5 * self.retry:  # idle: is it still there?
@@ -710,10 +771,13 @@ class _DatabaseWriter:
                     # records, so that only a record refused on its own is dropped (and counted),
                     # not the calls batched with it
                     self._busy_since = 0.0
-                    if len(pending) > 1:
-                        half = len(pending) // 2
+                    if held > 1:
+                        if len(pending) < held:  # a blob per record, to be halved
+                            pending = _one_per_line(pending)
+                        half = held // 2
                         parts.append(pending[half:])
                         pending = pending[:half]
+                        held = half
                         continue
                     self.rejected += 1
                     now = self.last_refusal = time.monotonic()
@@ -722,6 +786,7 @@ class _DatabaseWriter:
                             "database": self.where, "error": _one_line(exc), "refused_total": self.rejected})
                         self._refusal_logged = now
                     pending = parts.pop() if parts else []
+                    held = len(pending)
                     continue
                 # unreachable, read-only, the table gone, no right, a refusal not about a record
                 # (the table, a setting): the records are kept and tried again every `retry` s on
@@ -737,7 +802,7 @@ class _DatabaseWriter:
                 continue
             if stopping and not queue and not pending and not parts:
                 break
-        self.held = len(pending) + sum(map(len, parts))
+        self.held = held + sum(map(len, parts))
         self._close_raw()
         if self._engine is not None:
             self._engine.dispose()
@@ -795,9 +860,8 @@ class Records:
         self._pending: list[tuple[dict[str, Any], float]] = []
         self._scheduled = False
         self.queue_size = queue_size
-        self.queued_chars = 0  # characters of the lines ever queued (the event loop's thread only)
-        #: the JSON line of each record waiting for the database
-        self.queue: collections.deque[str] | None = collections.deque() if database else None
+        #: the JSON lines of the records waiting for the database: ``(lines, n)`` per flush (:class:`_DatabaseWriter`)
+        self.queue: collections.deque[tuple[bytes, int]] | None = collections.deque() if database else None
         # the database takes the JSON line: the log's own when the log writes JSON lines
         self._json = self._formatter if isinstance(self._formatter, JSONRecordFormatter) else JSONRecordFormatter(worker, node)
         self.dropped = 0  # queue full (counted on the event loop's thread)
@@ -861,7 +925,7 @@ class Records:
           path.  Nothing while the logger is disabled for INFO.
         * the database: the JSON line of each record (the log's own when the log writes JSON),
           as long as fewer than ``queue_size`` lines wait and the lines waiting hold fewer than
-          :data:`QUEUE_CHARS` characters; past either, a record is dropped and counted.
+          :data:`QUEUE_BYTES` bytes; past either, a record is dropped and counted.
 
         Measured (``bench/bench_records.py --together``, REST signing, two serves sharing one CPU,
         2026-11-30): records to the log cost 0.886 of the requests per CPU second of records off
@@ -872,7 +936,8 @@ class Records:
         if not pending:
             return
         self._pending = []
-        lines: list[str] | None = None
+        lines: list[bytes] | None = None  # the JSON lines of `pending`, when the log made them
+        data = b""  # the log's lines, each ending with a newline
         lg = self.logger
         if lg is not None and lg.isEnabledFor(_INFO):
             h = self.handler
@@ -880,40 +945,56 @@ class Records:
             if lg.handlers == self._alone and not lg.filters and not h.filters and h.formatter is fmt:  # type: ignore[union-attr]
                 if type(fmt) is JSONRecordFormatter:
                     lines = fmt.lines(pending)
+                    lines.append(b"")  # the last newline, without copying the joined lines once more
+                    data = b"\n".join(lines)
+                    lines.pop()
                 else:
                     line = fmt.line  # type: ignore[union-attr]
-                    lines = [line(r, t) for r, t in pending]
-                h.lines.extend(lines)  # type: ignore[union-attr]
-                h.flush()  # type: ignore[union-attr]
+                    data = "".join([line(r, t) + "\n" for r, t in pending]).encode("utf-8", "backslashreplace")
+                h.write_bytes(data)  # type: ignore[union-attr]
             else:
                 for r, t in pending:
                     self._log(r, t)
-        q = self.queue
-        if q is None:
+        w = self.writer
+        if w is None:
             return
-        room = self.queue_size - len(q)
-        if room < len(pending):  # the queue is full: the later records are dropped
+        n = len(pending)
+        room = self.queue_size - (w.queued_records - w.taken_records)
+        if room < n:  # the queue is full: the later records are dropped
             keep = max(room, 0)
-            self.dropped += len(pending) - keep
+            self.dropped += n - keep
             self._last_drop = time.monotonic()
+            if not keep:
+                return
             pending = pending[:keep]
+            n = keep
             if lines is not None:
-                lines = lines[:keep]
-        todo = lines if lines is not None and self._json is self._formatter else self._json.lines(pending)
-        room = QUEUE_CHARS - (self.queued_chars - self.writer.taken_chars)  # type: ignore[union-attr]
-        n = sum(map(len, todo))
-        if n <= room:
-            q.extend(todo)
-            self.queued_chars += n
-        else:  # records of huge requests (thousands of dest TNs) cannot grow a worker by hundreds of MB
-            for x in todo:
-                if room > 0:  # (as many as while fewer than QUEUE_CHARS wait)
-                    q.append(x)
-                    room -= len(x)
-                    self.queued_chars += len(x)
-                else:
-                    self.dropped += 1
-                    self._last_drop = time.monotonic()
+                del lines[keep:]
+            data = b""
+        if lines is None or self._json is not self._formatter:
+            lines = self._json.lines(pending)
+            data = b""
+        if not data:
+            lines.append(b"")
+            data = b"\n".join(lines)
+            lines.pop()
+        room = QUEUE_BYTES - (w.queued_bytes - w.taken_bytes)
+        if len(data) > room:  # records of huge requests (thousands of dest TNs) cannot grow a worker by hundreds of MB
+            keep = size = 0
+            for x in lines:  # (as many as while fewer than QUEUE_BYTES wait)
+                if size >= room:
+                    break
+                size += len(x) + 1
+                keep += 1
+            self.dropped += n - keep
+            self._last_drop = time.monotonic()
+            if not keep:
+                return
+            data = data[:size]
+            n = keep
+        self.queue.append((data, n))  # type: ignore[union-attr]
+        w.queued_records += n
+        w.queued_bytes += len(data)
 
     def _log(self, rec: dict[str, Any], now: float) -> None:
         """The record through the logger's general path."""
