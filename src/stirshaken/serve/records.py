@@ -62,7 +62,7 @@ from typing import Any, Mapping, TextIO
 
 import orjson
 
-__all__ = ["BATCH", "FIELDS", "FLUSH_DELAY", "FLUSH_RECORDS", "LOGGER", "BatchedStreamHandler", "JSONRecordFormatter", "Records", "TextRecordFormatter", "call_records", "check_database", "json_text", "printable", "text_value", "valid_value", "verification_fields"]
+__all__ = ["BATCH", "FIELDS", "FLUSH_DELAY", "FLUSH_RECORDS", "LOGGER", "BatchedStreamHandler", "JSONRecordFormatter", "Records", "Shared", "TextRecordFormatter", "as_fields", "call_records", "check_database", "json_text", "printable", "text_value", "valid_value", "verification_fields"]
 
 #: the fields of a record, in this order (the text form and the database columns)
 FIELDS: tuple[str, ...] = ("interface", "service", "call_id", "origid", "orig", "dest", "tenant", "attest", "x5u", "verstat",
@@ -160,8 +160,38 @@ def json_text(v: Any) -> str:
 
 def _json_fields(rec: Mapping[str, Any]) -> str:
     """The members of a record's JSON object after its ``{``, for a record that ``orjson``
-    refused (:func:`json_text` of its fields)."""
-    return json_text({k: rec.get(k) for k in FIELDS})[1:]
+    refused (:func:`json_text` of its fields, ``rec`` holding all it is written with)."""
+    return json_text(rec)[1:]
+
+
+class Shared:
+    """Fields that a series of records share (a signer's REST signing records: interface,
+    service, tenant, x5u, spc, serial...), made ready once: a record ``(shared, rest)``
+    (:meth:`Records.add`) is ``shared.fields`` plus the fields of the dict ``rest`` (a field
+    missing from both: None).  Its JSON line gives the shared fields first, then those of
+    ``rest``, where ``shared.json`` (their members, made once) saves formatting them per record:
+    measured (callgrind, ``bench/bench_records.py --loop log``, 2026-11-30) 2,150 instructions a
+    REST signing record fewer (14,370 instead of 16,520 for the record) than a 16-entry dict
+    copied from a template and completed.
+
+    ``fields``: a dict of some of :data:`FIELDS` (values of JSON types)."""
+
+    __slots__ = ("fields", "json", "n")
+
+    def __init__(self, fields: Mapping[str, Any]):
+        self.fields = {k: fields[k] for k in FIELDS if k in fields}
+        self.n = len(self.fields)
+        # (the members, then the comma before those of the rest: none when no field is left for it)
+        self.json = json_text(self.fields)[1:-1].encode() + (b"," if self.n < _N else b"") if self.fields else b""
+
+
+def as_fields(rec: Any) -> dict[str, Any]:
+    """A record (a dict, or ``(shared, rest)``: :class:`Shared`) as a dict of every field of
+    :data:`FIELDS`, in that order (None: not given)."""
+    if type(rec) is tuple:
+        shared, rest = rec
+        return {k: rest.get(k, shared.fields.get(k)) for k in FIELDS}
+    return {k: rec.get(k) for k in FIELDS}
 
 
 def _escape_char(c: str) -> str:
@@ -222,12 +252,18 @@ class JSONRecordFormatter(logging.Formatter):
         second = ms // 1000
         if second != self._second:
             self._new_second(second)
-        if len(rec) != _N:  # a field left out: None (inline: a call of its own cost ~700 instructions a line)
+        pre = ""
+        if type(rec) is tuple:  # (shared, rest): Shared
+            shared, rec = rec
+            pre = shared.json.decode()
+            if len(rec) + shared.n != _N:
+                rec = {k: rec.get(k) for k in FIELDS if k not in shared.fields}
+        elif len(rec) != _N:  # a field left out: None (inline: a call of its own cost ~700 instructions a line)
             rec = {k: rec.get(k) for k in FIELDS}
         try:
-            s = self._head + self._tails[ms - 1000 * second] + orjson.dumps(rec)[1:].decode()
+            s = self._head + self._tails[ms - 1000 * second] + pre + orjson.dumps(rec)[1:].decode()
         except TypeError:  # orjson.JSONEncodeError: a string that is not valid text, a value of another type
-            return self._head + self._tails[ms - 1000 * second] + _json_fields(rec)
+            return self._head + self._tails[ms - 1000 * second] + pre + _json_fields(rec)
         return s if s.isascii() else printable(s)
 
     def blob(self, kept: list[tuple[dict[str, Any], float]]) -> bytes:
@@ -239,9 +275,10 @@ class JSONRecordFormatter(logging.Formatter):
         the tails in locals), kept in bytes (as ``orjson`` makes them and the log and the
         database take them), and each line's three parts joined once with all the others rather
         than concatenated line by line; whether a line is :func:`printable` is asked once of the
-        whole (``isascii``), then line by line only when a line is not ASCII.  Measured (one
-        process, 200 REST signing records a call, 2026-11-30): 1.15 µs a record with a str per
-        line, ... µs this way.  Property-tested against :meth:`line` (tests/test_serve_records.py)."""
+        whole (``isascii``), then line by line only when it is not ASCII.  Measured (callgrind,
+        ``bench/bench_records.py --loop log``, 2026-11-30): 1,220 instructions a record fewer than
+        a bytes line made by concatenation; in ``timeit``, 0.86 of its time.  Property-tested
+        against :meth:`line` (tests/test_serve_records.py)."""
         parts: list[bytes] = []
         add = parts.extend
         dumps = orjson.dumps
@@ -258,12 +295,18 @@ class JSONRecordFormatter(logging.Formatter):
                 head = self._bhead
                 start = 1000 * self._second
                 i = ms - start
-            if len(rec) != _N:
+            pre = b""
+            if type(rec) is tuple:  # (shared, rest): Shared
+                shared, rec = rec
+                pre = shared.json
+                if len(rec) + shared.n != _N:
+                    rec = {k: rec.get(k) for k in fields if k not in shared.fields}
+            elif len(rec) != _N:
                 rec = {k: rec.get(k) for k in fields}
             try:
-                add((head, tails[i], dumps(rec, option=nl)[1:]))
+                add((head, tails[i], pre, dumps(rec, option=nl)[1:]))
             except TypeError:
-                add((head, tails[i], _json_fields(rec).encode(), b"\n"))
+                add((head, tails[i], pre, _json_fields(rec).encode(), b"\n"))
         data = b"".join(parts)
         if data.isascii():
             return data
@@ -308,8 +351,8 @@ class TextRecordFormatter(logging.Formatter):
         return self.format(logging.makeLogRecord({"created": created, "msecs": (created - int(created)) * 1000, "call": rec}))
 
     def format(self, record: logging.LogRecord) -> str:
-        rec = record.call  # type: ignore[attr-defined]
-        return self.formatTime(record) + self._mid + " ".join(f"{k}={text_value(rec.get(k))}" for k in FIELDS)
+        rec = as_fields(record.call)  # type: ignore[attr-defined]
+        return self.formatTime(record) + self._mid + " ".join(f"{k}={text_value(v)}" for k, v in rec.items())
 
 
 #: seconds a record may wait in the worker before it is formatted and written (with others)
@@ -656,9 +699,11 @@ class _DatabaseWriter:
         back and forth with the event loop's thread.  Measured (one worker under ``wrk``, REST
         signing, per-thread CPU from ``/proc``, 2026-11-30): the thread took 1.9 µs a record with
         the pooled transaction and a substring search of the whole batch for an escaped NUL,
-        1.1-1.2 µs with this statement on str lines (joined, then encoded by the driver), 
-        ... with the bytes.  SQLite: ``executemany`` of rows parsed from the lines (SQLAlchemy's
-        own executemany costs several times more per row), in a transaction."""
+        1.1-1.2 µs with this statement on str lines (joined, then encoded by the driver); with
+        the bytes as the log has them, callgrind counts 2,070 instructions a record fewer for the
+        records to PostgreSQL only (``bench/bench_records.py --loop pg``, the thread included).
+        SQLite: ``executemany`` of rows parsed from the lines (SQLAlchemy's own executemany costs
+        several times more per row), in a transaction."""
         data = blobs[0] if len(blobs) == 1 else b"".join(blobs)
         if self._postgres:
             # a NUL is escaped as \u0000 in the JSON form, and a backslash is rare in a record:
@@ -905,9 +950,10 @@ class Records:
 
     # --- the request path ------------------------------------------------------------------------
 
-    def add(self, rec: dict[str, Any]) -> None:
-        """Write one record (``rec``: the fields of :data:`FIELDS`, owned by the records from now
-        on).
+    def add(self, rec: dict[str, Any] | tuple[Shared, dict[str, Any]]) -> None:
+        """Write one record, owned by the records from now on: ``rec`` the fields of
+        :data:`FIELDS` (one left out: None), or ``(shared, rest)``: the fields of a
+        :class:`Shared` plus those of ``rest``.
 
         The record is only kept with its time: :meth:`flush` formats and writes it with the
         others of up to :data:`FLUSH_DELAY` seconds (or :data:`FLUSH_RECORDS` records), and
@@ -995,15 +1041,15 @@ class Records:
         w.queued_records += keep
         w.queued_bytes += len(data)
 
-    def _log(self, rec: dict[str, Any], now: float) -> None:
-        """The record through the logger's general path."""
+    def _log(self, rec: Any, now: float) -> None:
+        """The record through the logger's general path (its ``call``: :func:`as_fields`)."""
         lg = self.logger
         if lg is not None:
             d = self._template.copy()
             d["created"] = now
             d["msecs"] = (now - int(now)) * 1000
             d["relativeCreated"] = (now - logging._startTime) * 1000  # type: ignore[attr-defined]
-            d["call"] = rec
+            d["call"] = as_fields(rec)
             r = object.__new__(logging.LogRecord)
             r.__dict__ = d
             lg.handle(r)

@@ -358,14 +358,8 @@ class RestAPI:
         identity = svc.sign(tenant, orig=orig_tn, dest=dest_tns, attest=attest, iat=iat, origid=origid)
         self.metrics.inc("stirshaken_signed_total", self._signed_labels((tenant.name, attest)))
         if self.records is not None:
-            rec = tenant.rest_record.copy()
-            rec["call_id"] = rid if rid.isascii() else header_text(rid)
-            rec["origid"] = origid
-            rec["orig"] = orig_tn
-            rec["dest"] = dest_tns
-            rec["attest"] = attest
-            rec["latency"] = time.perf_counter() - t0
-            self.records.add(rec)
+            self.records.add((tenant.rest_shared, {"call_id": rid if rid.isascii() else header_text(rid), "origid": origid, "orig": orig_tn,
+                                                   "dest": dest_tns, "attest": attest, "latency": time.perf_counter() - t0}))
         body = b'{"signingResponse":{"identity":' + orjson.dumps(identity) + b"}}"
         return 200, body, (_JSON_CT, ("X-RequestID", rid))
 
