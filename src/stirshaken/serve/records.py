@@ -20,16 +20,17 @@ signing or verification resource (ATIS-1000082 §8.2) ends in one record (:data:
 Where records go (``[records]``, :class:`~stirshaken.serve.config.RecordsConfig`):
 
 * the ``stirshaken.records`` logger (``log = true``, the default): one line per record on
-  stderr, a JSON object (``ts``, ``level``, ``logger``, ``msg``, ``node``, ``worker``, then the fields) or,
-  with ``[server] log_format = "text"``, ``key=value`` pairs in the order of :data:`FIELDS`.
+  stderr, a JSON object (``ts``, ``level``, ``logger``, ``msg``, ``node``, ``worker``, then each
+  field once: those of a :class:`Shared` first) or, with ``[server] log_format = "text"``,
+  ``key=value`` pairs in the order of :data:`FIELDS`.
   Records are written whatever ``log_level`` says; the logger does not propagate to the root.
 * a database (``database = ...``, SQLite or PostgreSQL), table ``call_records`` (:func:`call_records`):
-  ``time`` is the record's ``ts`` (UTC, milliseconds), ``dest`` the TNs joined with ``,``.  The
-  request path only appends the record's JSON line (the JSON log's own line, or one formatted
-  for the queue when the log is off or text) to a bounded queue (``queue_size``); a background
-  thread of the worker takes up to :data:`BATCH` lines at a time and inserts them in one
-  statement: PostgreSQL parses them itself (``json_to_recordset``), SQLite gets an
-  executemany.  When the database is slow or down the queue fills and further records are
+  ``time`` is the record's ``ts`` (UTC, milliseconds), ``dest`` the TNs joined with ``,``.  A
+  flush (below) appends the JSON lines of its records (the JSON log's own bytes, or lines
+  formatted for the queue when the log is off or text) to a queue bounded in records
+  (``queue_size``) and bytes (:data:`QUEUE_BYTES`); a background thread of the worker takes
+  about :data:`BATCH` records at a time and inserts them in one statement: PostgreSQL parses
+  them itself (``json_to_recordset``), SQLite gets an executemany.  When the database is slow or down the queue fills and further records are
   dropped and counted (``stirshaken_records_dropped_total``): a call is never delayed or failed
   by its record.  While the database cannot be reached :attr:`Records.problem` names it
   (``/healthz`` says ``degraded``), the change of state is logged once each way, and the thread
@@ -38,10 +39,13 @@ Where records go (``[records]``, :class:`~stirshaken.serve.config.RecordsConfig`
   only a record refused on its own is dropped (counted, ``reason="refused"``); a NUL character,
   which PostgreSQL text cannot hold and a peer can put in a value (an x5u), is stored as U+FFFD.
 
-Cost on the request path: a dict of values already at hand, kept with the time of the call; the
+Cost on the request path: a dict of values already at hand (for a REST signing record, only
+those of the call: the signer's are a :class:`Shared`), kept with the time of the call; the
 records of up to :data:`FLUSH_DELAY` seconds (at most :data:`FLUSH_RECORDS`) are then formatted
-together (:meth:`Records.flush`), each once into its JSON line (one ``orjson.dumps``) for the log
-and the database alike, and the lines written in one ``write`` (:class:`BatchedStreamHandler`).
+together (:meth:`Records.flush`), each once into its JSON line (one ``orjson.dumps``), the lines
+joined once in UTF-8 (:meth:`JSONRecordFormatter.blob`), and those bytes written to the log in
+one ``write`` (:class:`BatchedStreamHandler`, the worker's
+:class:`~stirshaken.serve.logoutput.LogOutput`) and queued for the database as they are.
 Without the fast path (another handler or a filter on the logger) the record goes through the
 logger as a :class:`logging.LogRecord` copied from a per-worker template (``LogRecord.__init__``
 would cost more than the rest of the record together).  ``bench/bench_records.py`` measures the
@@ -69,7 +73,7 @@ FIELDS: tuple[str, ...] = ("interface", "service", "call_id", "origid", "orig", 
                            "status", "code", "reason", "spc", "serial", "latency")
 #: the logger the records are written to
 LOGGER = "stirshaken.records"
-#: records inserted per database round trip, at most
+#: records inserted per database round trip, at most (a flush's lines go together: at least those)
 BATCH = 1000
 #: seconds the database thread waits for more records (and between retries while the database is down)
 INTERVAL = 0.25
