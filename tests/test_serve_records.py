@@ -1051,17 +1051,20 @@ def test_request_ids_that_are_not_ascii_keep_their_records(pki_x5u: tuple[Any, F
     either HTTP engine: each call is answered 200 and echoes its bytes as sent (aiohttp: a byte
     that is not UTF-8 as U+FFFD), and every record
     of the batch is written (log and database), its call_id the field as UTF-8 (a byte that is
-    not UTF-8 as \\xNN); no traceback."""
+    not UTF-8 as \\xNN); no traceback.  Only spaces and tabs around a value are taken off (RFC
+    9110 §5.5): the fast engine once stripped as str.strip does, which took 0x85 and 0xA0, the
+    last bytes of "à" and "Å" in UTF-8."""
     pki, x5u, d = pki_x5u
     db = d / f"nonascii-{engine}.db"
-    sent = [b"plain-1", "caf\u00e9-\u2603-\U0001F600".encode(), b"evil-\xff", b"c1-\xc2\x9b[31m", b"plain-2"]
+    sent = [b"plain-1", "caf\u00e9-\u2603-\U0001F600".encode(), b"evil-\xff", b"c1-\xc2\x9b[31m", b"plain-2",
+            "voil\u00e0".encode(), "x\u00c5".encode(), b"\xa0lead", b"c1-end\xc2\x85"]
     with serving(d, pki, x5u, f"rec-nonascii-{engine}", records=f'database = "sqlite:///{db}"', engine=engine) as (p, ports):
         answers = [_raw_sign(ports["http"], rid) for rid in sent]
         # (aiohttp writes a field value as UTF-8: a byte that is not UTF-8 is echoed as U+FFFD)
         echo = [rid.decode("utf-8", "replace").encode() if engine == "aiohttp" else rid for rid in sent]
         assert answers == [(200, rid) for rid in echo]
         wait_for(lambda: metric(ports["http"], "stirshaken_records_written_total") >= len(sent))
-    want = ["plain-1", "caf\u00e9-\u2603-\U0001F600", "evil-\\xff", "c1-\x9b[31m", "plain-2"]
+    want = ["plain-1", "caf\u00e9-\u2603-\U0001F600", "evil-\\xff", "c1-\x9b[31m", "plain-2", "voil\u00e0", "x\u00c5", "\\xa0lead", "c1-end\x85"]
     docs = [json.loads(line) for line in record_lines(p.log)]
     assert [doc["call_id"] for doc in docs] == want
     assert all(line.isprintable() for line in record_lines(p.log))
@@ -1188,3 +1191,59 @@ def test_a_tenant_named_in_utf8_and_request_error_lines(pki_x5u: tuple[Any, File
     errors = [json.loads(line) for line in text.splitlines() if line.startswith("{") and '"request error"' in line]
     assert sorted(e["request_id"] for e in errors) == sorted(["ten-bad-\\xff", "ten-c1\x9b"]) and all(line.isprintable() for line in text.splitlines())
     assert "Traceback" not in text
+
+
+@pytest.mark.parametrize("engine", ["fast", "aiohttp"])
+def test_an_accept_field_in_utf8_is_named_as_text(pki_x5u: tuple[Any, FileServer, Path], engine: str) -> None:
+    """An ``Accept`` the service cannot answer, in UTF-8: the 406 SVC4002 answer and its record
+    name it as UTF-8 text (once its Latin-1 reading, "tÃ«xt/plain")."""
+    pki, x5u, d = pki_x5u
+    with serving(d, pki, x5u, f"rec-accept-{engine}", engine=engine) as (p, ports):
+        body = orjson.dumps({"signingRequest": {"attest": "A", "dest": {"tn": [DEST]}, "iat": int(time.time()), "orig": {"tn": ORIG}}})
+        with socket.create_connection(("127.0.0.1", ports["http"]), timeout=10) as s:
+            s.sendall(b"POST /stir/v1/signing HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nAccept: " + "t\u00ebxt/plain".encode()
+                      + b"\r\nX-RequestID: accept-utf8\r\nContent-Length: " + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body)
+            data = b""
+            while chunk := s.recv(65536):
+                data += chunk
+        time.sleep(FLUSH_DELAY + 0.3)
+    answer = orjson.loads(data.split(b"\r\n\r\n", 1)[1])["requestError"]["serviceException"]
+    assert answer["messageId"] == "SVC4002" and "t\u00ebxt/plain" in answer["variables"], answer
+    rec = next(doc for doc in map(json.loads, record_lines(p.log)) if doc["call_id"] == "accept-utf8")
+    assert "t\u00ebxt/plain" in rec["reason"] and "\u00c3" not in rec["reason"], rec
+
+
+async def test_the_down_line_counts_records_not_flushes(caplog: pytest.LogCaptureFixture) -> None:
+    """"records database down" says how many records wait (``queued``), not how many flushes
+    queued them (each flush is one entry of the queue)."""
+    r = Records(log=False, database=f"postgresql://postgres@127.0.0.1:{serve_port()}/x?sslmode=disable", queue_size=1000)
+    for i in range(600):
+        r.add({"interface": "rest", "service": "signing", "call_id": f"q{i}", "latency": 0.0})
+    await asyncio.sleep(FLUSH_DELAY + 0.1)
+    assert r.queue is not None and 1 < len(r.queue) < 600  # (flushes of up to 256 records)
+    with caplog.at_level(logging.WARNING, logger="stirshaken.serve"):
+        r.start()
+        try:
+            deadline = time.monotonic() + 10
+            while r.writer.down is None and time.monotonic() < deadline:  # type: ignore[union-attr]
+                await asyncio.sleep(0.05)
+        finally:
+            r.close(timeout=0.5)
+    down = [x for x in caplog.records if x.getMessage().startswith("records database down")]
+    assert len(down) == 1 and down[0].queued == 600, [(x.getMessage(), getattr(x, "queued", None)) for x in caplog.records]  # type: ignore[attr-defined]
+
+
+def test_aiohttp_refusing_a_request_it_cannot_parse_is_one_line(pki_x5u: tuple[Any, FileServer, Path]) -> None:
+    """With ``http_engine = "aiohttp"`` a field value holding control characters is refused by
+    aiohttp's parser (400): its line is one WARNING naming the peer and the parser's reason,
+    not an ERROR with a traceback."""
+    pki, x5u, d = pki_x5u
+    with serving(d, pki, x5u, "rec-aiohttp-bad", engine="aiohttp") as (p, ports):
+        with socket.create_connection(("127.0.0.1", ports["http"]), timeout=10) as s:
+            s.sendall(b"POST /stir/v1/signing HTTP/1.1\r\nHost: x\r\nX-RequestID: a\x01b\x1b\x7f\r\nContent-Length: 2\r\n\r\n{}")
+            assert s.recv(1000).startswith(b"HTTP/1.0 400 ")
+        wait_for(lambda: "bad HTTP request refused" in p.log.read_text())
+    text = p.log.read_text()
+    lines = [json.loads(line) for line in text.splitlines() if '"aiohttp.server"' in line]
+    assert [(x["level"], x["msg"], x["peer"], x["error"]) for x in lines] == [("WARNING", "bad HTTP request refused", "127.0.0.1", "Invalid header value char")], lines
+    assert "Traceback" not in text and '"exc"' not in text

@@ -365,7 +365,7 @@ class FastHTTPProtocol(asyncio.Protocol):
                     if not sep or not name or name[-1] in " \t":
                         raise ValueError
                     k = name.lower()
-                    v = value.strip()
+                    v = value.strip(" \t")  # OWS only (RFC 9110 §5.5): str.strip() would also take 0x85, 0xA0, 0x1C-0x1F, bytes of UTF-8 characters
                     if k in headers:
                         if k == "content-length":
                             raise ValueError

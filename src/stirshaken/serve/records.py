@@ -759,7 +759,7 @@ class _DatabaseWriter:
         reason = _one_line(exc)
         if self.down is None:
             log.warning("records database down; records are queued, then dropped and counted",
-                        extra={"database": self.where, "error": reason, "queued": len(self.queue)})
+                        extra={"database": self.where, "error": reason, "queued": self.queued_records - self.taken_records + self.held})
         self.down = reason
 
     def _came_up(self) -> None:

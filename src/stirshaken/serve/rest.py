@@ -130,8 +130,8 @@ def _accept_ok(accept: str | None) -> bool:
     if not accept or accept == "application/json" or accept == "*/*":
         return True
     for part in accept.split(","):
-        media, _, params = part.strip().partition(";")
-        media = media.strip().lower()
+        media, _, params = part.strip(" \t").partition(";")
+        media = media.strip(" \t").lower()
         if media in ("application/json", "application/*", "*/*", "*") and "q=0" not in params.replace(" ", "").split(";")[-1:]:
             return True
     return False
@@ -140,7 +140,7 @@ def _accept_ok(accept: str | None) -> bool:
 def _ctype_ok(ctype: str | None) -> bool:
     if ctype == "application/json":
         return True
-    return bool(ctype) and ctype.partition(";")[0].strip().lower() == "application/json"  # type: ignore[union-attr]
+    return bool(ctype) and ctype.partition(";")[0].strip(" \t").lower() == "application/json"  # type: ignore[union-attr]
 
 
 class BearerTokens(dict[str, "str | None"]):
@@ -153,7 +153,7 @@ class BearerTokens(dict[str, "str | None"]):
 
     def __missing__(self, auth: str) -> str | None:
         # "Bearer" 1*SP token (RFC 6750 §2.1; the scheme case-insensitive, RFC 9110 §11.1): not "BearerXtok"
-        token = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
+        token = auth[7:].strip(" \t") if auth[:7].lower() == "bearer " else ""
         if len(auth) <= REMEMBER_MAX:  # bounded in bytes too (new 16 KiB values grew a worker by 130 MB)
             if len(self) >= 4096:
                 self.clear()
@@ -235,7 +235,7 @@ class RestAPI:
                 if not has_length:
                     return self._error("SVC4007", rid, path, t0=t0)
                 if not _accept_ok(headers.get("accept")):
-                    return self._error("SVC4002", rid, path, headers.get("accept", ""), t0=t0)
+                    return self._error("SVC4002", rid, path, header_text(headers.get("accept", "")), t0=t0)
                 if not _ctype_ok(headers.get("content-type")):
                     return self._error("SVC4004", rid, path, "application/json", t0=t0)
                 if not body:
@@ -347,9 +347,11 @@ class RestAPI:
                 raise RequestError("SVC4005", "origid", exc.message) from None
         tenant = self._tenant(svc, orig_tn, headers, "orig.tn")
         if svc.inventory is not None:  # attestation from the TN inventory; DNO never A/B
+            customer = headers.get(self.customer_header) if self.customer_header else None
+            if customer and not customer.isascii():  # (a customer named in UTF-8 found by its name, as a tenant)
+                customer = header_text(customer)
             try:
-                attest = svc.decide(tenant, orig_tn, attest, None,  # by position: see SigningService.decide
-                                    headers.get(self.customer_header) if self.customer_header else None,
+                attest = svc.decide(tenant, orig_tn, attest, None, customer,  # by position: see SigningService.decide
                                     self._bearer[headers.get("authorization", "")])
             except DnoRefused:
                 raise RequestError("POL4003", orig_tn) from None

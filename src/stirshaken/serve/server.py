@@ -121,7 +121,7 @@ def setup_logging(level: str = "INFO", fmt: str = "json", worker: int | str = 0,
     """Log records of ``level`` and above to stderr, as JSON lines (``fmt`` ``"json"``) or
     :class:`TextFormatter` lines (``"text"``), naming ``worker``.  ``threaded``: through a
     :class:`~stirshaken.serve.logoutput.LogOutput` (kept in ``_OUTPUT``), so that a stderr nobody
-    reads never stalls the process; ``buffer``: its limit in characters (0: its default);
+    reads never stalls the process; ``buffer``: its limit in bytes (0: its default);
     ``dropping`` (the supervisor): through a :class:`~stirshaken.serve.logoutput.DroppingOutput`,
     a line written at once or dropped."""
     global _OUTPUT
@@ -144,6 +144,32 @@ def setup_logging(level: str = "INFO", fmt: str = "json", worker: int | str = 0,
     root.addHandler(h)
     root.setLevel(level)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    server = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, _BadRequestLine) for f in server.filters):
+        server.addFilter(_BadRequestLine())
+
+
+class _BadRequestLine(logging.Filter):
+    """aiohttp's own line for a request it could not parse (``http_engine = "aiohttp"``: a control
+    character in a field value, a malformed request line...), which it logs as an ERROR with the
+    parser's traceback: a peer's fault, so one WARNING line ``bad HTTP request refused`` with
+    the peer and the parser's first line (``error``), as the default engine's answer is a plain
+    400 too.  Other errors of aiohttp's keep their traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is None:
+            return True
+        from aiohttp.http_exceptions import HttpProcessingError
+
+        if isinstance(exc, HttpProcessingError):
+            record.peer = str(record.args[0]) if isinstance(record.args, tuple) and record.args else None
+            first = " ".join(str(exc.message or type(exc).__name__).strip().split("\n", 1)[0].split()).rstrip(":")
+            record.error = first.encode("ascii", "backslashreplace").decode()  # (the parser may quote the peer's bytes)
+            record.msg, record.args = "bad HTTP request refused", ()
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.exc_info, record.exc_text = None, None
+        return True
 
 
 # --- sockets -----------------------------------------------------------------------------------
