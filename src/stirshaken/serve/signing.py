@@ -53,7 +53,7 @@ from cryptography.hazmat.primitives import serialization
 
 from stirshaken.serve.config import AcmeSettings, ConfigError, CustomerConfig, InventoryConfig, SigningConfig, TenantConfig
 from stirshaken.serve.inventory.index import InventoryDecisions, LiveInventory
-from stirshaken.serve.records import Shared
+from stirshaken.serve.record_fields import Shared
 from stirshaken.core.certificates import load_certificates, signing_certificate_fault
 from stirshaken.core.errors import StirShakenError
 from stirshaken.core.keys import load_private_key
