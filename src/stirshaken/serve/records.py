@@ -165,9 +165,10 @@ class JSONRecordFormatter(logging.Formatter):
         self._bhead = self._head.encode()
 
     def line(self, rec: Mapping[str, Any], created: float) -> str:
-        """The line of the record ``rec`` made at ``created`` (Unix seconds).  A value that is not
-        valid text (:func:`~stirshaken.serve.record_fields._valid_text`) or not of a JSON type (its ``str``) does not cost the
-        record (nor the batch it is formatted with); the line is :func:`printable`."""
+        """The line of the record ``rec`` (a dict, or ``(shared, rest)``: :class:`Shared`) made at
+        ``created`` (Unix seconds).  A value that is not valid text (written ``\\xNN``) or not of
+        a JSON type (its ``str``) does not cost the record (nor the batch it is formatted with);
+        the line is :func:`printable`."""
         ms = int(created * 1000)
         second = ms // 1000
         if second != self._second:
