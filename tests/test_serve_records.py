@@ -584,20 +584,33 @@ AWKWARD = [
 ]
 
 
+@pytest.mark.parametrize("batched", [False, True])
 @pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
 @pytest.mark.parametrize("log", ["json", "text", "off"])
-def test_values_round_trip_exactly(kind: str, log: str, tmp_path: Path) -> None:
+def test_values_round_trip_exactly(kind: str, log: str, batched: bool, tmp_path: Path) -> None:
     """Each field comes back from the database as the record had it (``dest`` as comma-separated
     TNs, "" for an empty list), with the worker's number and the time of the record's JSON log
     line (UTC, milliseconds), whether the log writes JSON lines (the database takes the same
-    line), text lines or none."""
+    line), text lines or none; each record a flush of its own (no event loop) or all of them one
+    flush, one entry of the database queue (PostgreSQL splits it at the newlines between the
+    lines: the newlines in the values are escaped)."""
     with contextlib.ExitStack() as stack:
         url = f"sqlite:///{tmp_path / 'rt.db'}" if kind == "sqlite" else stack.enter_context(postgres_database())
         out = io.StringIO()
         r = Records(log=log != "off", fmt=log, database=url, worker=3, stream=out)
         before = time.time()
-        for rec in AWKWARD:
-            r.add(dict(rec))
+
+        async def add_all() -> None:
+            for rec in AWKWARD:
+                r.add(dict(rec))
+            await asyncio.sleep(FLUSH_DELAY + 0.05)
+
+        if batched:
+            asyncio.run(add_all())
+            assert r.queue is not None and len(r.queue) == 1 and r.queue[0][1] == len(AWKWARD)
+        else:
+            for rec in AWKWARD:
+                r.add(dict(rec))
         after = time.time()
         r.start()
         r.close(timeout=20.0)
