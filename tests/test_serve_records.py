@@ -1260,3 +1260,42 @@ def test_aiohttp_refusing_a_request_it_cannot_parse_is_one_line(pki_x5u: tuple[A
     lines = [json.loads(line) for line in text.splitlines() if '"aiohttp.server"' in line]
     assert [(x["level"], x["msg"], x["peer"], x["error"]) for x in lines] == [("WARNING", "bad HTTP request refused", "127.0.0.1", "Invalid header value char")], lines
     assert "Traceback" not in text and '"exc"' not in text
+
+
+@pytest.mark.parametrize("engine", ["fast", "aiohttp"])
+def test_a_body_that_cannot_be_read_or_a_peer_that_leaves(pki_x5u: tuple[Any, FileServer, Path], engine: str) -> None:
+    """A body in a ``Content-Encoding`` that does not decode is 400 SVC4006 with its record on both
+    engines (aiohttp answered 500 and logged two tracebacks); a peer that closes before the end of
+    its body leaves at most one WARNING line, never a traceback."""
+    pki, x5u, d = pki_x5u
+    with serving(d, pki, x5u, f"rec-body-{engine}", engine=engine) as (p, ports):
+        with socket.create_connection(("127.0.0.1", ports["http"]), timeout=10) as s:
+            s.sendall(b"POST /stir/v1/signing HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Encoding: gzip\r\n"
+                      b"X-RequestID: gz-1\r\nContent-Length: 10\r\nConnection: close\r\n\r\nnotgzip!!!")
+            data = b""
+            while chunk := s.recv(65536):
+                data += chunk
+        assert data.startswith(b"HTTP/1.1 400 "), data[:200]
+        assert orjson.loads(data.split(b"\r\n\r\n", 1)[1])["requestError"]["serviceException"]["messageId"] == "SVC4006"
+        with socket.create_connection(("127.0.0.1", ports["http"]), timeout=10) as s:
+            s.sendall(b"POST /stir/v1/signing HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 500\r\n\r\n"
+                      + b"{" * 20)
+        time.sleep(0.5)
+        wait_for(lambda: any(doc["call_id"] == "gz-1" for doc in map(json.loads, record_lines(p.log))))
+    text = p.log.read_text()
+    assert "Traceback" not in text and '"exc"' not in text and '"level":"ERROR"' not in text, text[-2000:]
+    rec = next(doc for doc in map(json.loads, record_lines(p.log)) if doc["call_id"] == "gz-1")
+    assert rec["status"] == 400 and rec["code"] is None and "SVC4006" in rec["reason"], rec
+
+
+@pytest.mark.parametrize(("accept", "ok"), [
+    ("application/json", True), ("application/json;q=0.5", True), ("text/plain, application/json;q=0.001", True),
+    ("application/json;q=0", False), ("application/json; q=0", False), ("application/json;\tq=0", False),
+    ("application/json;q=0.0", False), ("application/json;q=0.000", False), ("application/json;Q=0", False), ("text/plain", False),
+    ("*/*;q=0, application/json", True)])
+def test_accept_weights(accept: str, ok: bool) -> None:
+    """``Accept`` admits JSON unless every range that matches it has the weight 0, however the
+    weight is written (RFC 9110 §12.4.2, §12.5.1)."""
+    from stirshaken.serve.rest import _accept_ok
+
+    assert _accept_ok(accept) is ok

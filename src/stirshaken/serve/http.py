@@ -26,6 +26,16 @@ log = logging.getLogger("stirshaken.serve.http")
 # --- aiohttp front --------------------------------------------------------------------------------
 
 
+def _first_line(exc: BaseException) -> str:
+    """The first line of an aiohttp error's text (its message's, for an HTTP error), ASCII (a
+    peer's bytes it quotes written ``\\xNN``), without a trailing colon."""
+    text = str(getattr(exc, "message", None) or exc or type(exc).__name__).strip()
+    if text[:3].isdigit() and text[3:14] == ", message:":  # an HTTP error's str(): "400, message:\n  <message>"
+        text = text[14:].strip()
+    first = " ".join(text.split("\n", 1)[0].split()).rstrip(":")
+    return first.encode("ascii", "backslashreplace").decode() or type(exc).__name__
+
+
 def _octets(fields: Any) -> Any:
     """aiohttp's request fields (values decoded as UTF-8, other bytes kept as lone surrogates)
     as the default engine hands them to :class:`RestAPI`: each value as its octets, one character
@@ -59,6 +69,7 @@ def make_app(api: RestAPI, limits: ConnectionLimits | None = None) -> Any:
     ``limits.body_timeout`` is answered 408 (the other limits are applied by :func:`serve_aiohttp`).
     """
     from aiohttp import web
+    from aiohttp.web_protocol import RequestPayloadError
 
     body_timeout = (limits or ConnectionLimits()).body_timeout or None
 
@@ -78,6 +89,9 @@ def make_app(api: RestAPI, limits: ConnectionLimits | None = None) -> Any:
                 return web.Response(status=408, headers={"Connection": "close"})
             except web.HTTPRequestEntityTooLarge:  # a chunked body past client_max_size: no length, SVC4007 as any chunked one
                 body = b""
+            except RequestPayloadError as exc:  # (a Content-Encoding it cannot decode: the default engine reads such a body as it came, not JSON)
+                status, payload, headers = api.bad_body(fields, request.path, f"the body could not be read: {_first_line(exc)}")
+                return web.Response(status=status, body=payload, headers={**_answer_fields(headers), "Connection": "close"})
         else:
             body = b""
         r = api.handle(request.method, request.path, fields, body, has_length, request.remote or "")

@@ -127,13 +127,25 @@ def error_body(message_id: str, variables: list[str] | tuple[str, ...] = ()) -> 
 
 
 def _accept_ok(accept: str | None) -> bool:
+    """Whether ``Accept`` admits ``application/json`` with a weight above 0 (RFC 9110 §12.5.1)."""
     if not accept or accept == "application/json" or accept == "*/*":
         return True
     for part in accept.split(","):
         media, _, params = part.strip(" \t").partition(";")
         media = media.strip(" \t").lower()
-        if media in ("application/json", "application/*", "*/*", "*") and "q=0" not in params.replace(" ", "").split(";")[-1:]:
+        if media in ("application/json", "application/*", "*/*", "*") and not _weight_zero(params):
             return True
+    return False
+
+
+def _weight_zero(params: str) -> bool:
+    """Whether the parameters of a media range give it the weight 0: ``q=0``, ``q=0.0``,
+    ``q=0.000``, with spaces or tabs around ``;`` (RFC 9110 §12.4.2: qvalue)."""
+    for param in params.split(";"):
+        name, _, value = param.strip(" \t").partition("=")
+        if name.strip(" \t").lower() == "q":
+            v = value.strip(" \t")
+            return v[:1] == "0" and v[1:2] in ("", ".") and not v[2:].strip("0")
     return False
 
 
@@ -220,7 +232,13 @@ class RestAPI:
         """The answer to a request whose body is announced larger than :attr:`max_body` bytes,
         which the HTTP engine does not read: 400 SVC4006 (ATIS-1000082 §8.3), its record and
         counters, as for any other request error.  ``headers`` with lower-case names."""
-        return self._error("SVC4006", headers.get("x-requestid") or self.new_request_id(), path, f"body larger than {self.max_body} bytes")
+        return self.bad_body(headers, path, f"body larger than {self.max_body} bytes")
+
+    def bad_body(self, headers: Mapping[str, str], path: str, reason: str) -> Reply:
+        """The answer to a request whose body the HTTP engine could not read as sent (``reason``:
+        too large, a ``Content-Encoding`` it cannot decode): 400 SVC4006 (ATIS-1000082 §8.3), its
+        record and counters, as for any other request error."""
+        return self._error("SVC4006", headers.get("x-requestid") or self.new_request_id(), path, reason)
 
     def handle(self, method: str, path: str, headers: Mapping[str, str], body: bytes, has_length: bool,
                peer: str = "") -> Reply | Awaitable[Reply]:

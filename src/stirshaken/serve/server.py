@@ -150,16 +150,30 @@ def setup_logging(level: str = "INFO", fmt: str = "json", worker: int | str = 0,
 
 
 class _BadRequestLine(logging.Filter):
-    """aiohttp's own line for a request it could not parse (``http_engine = "aiohttp"``: a control
-    character in a field value, a malformed request line...), which it logs as an ERROR with the
-    parser's traceback: a peer's fault, so one WARNING line ``bad HTTP request refused`` with
-    the peer and the parser's first line (``error``), as the default engine's answer is a plain
-    400 too.  Other errors of aiohttp's keep their traceback."""
+    """aiohttp's own lines for a request it could not parse (``http_engine = "aiohttp"``: a control
+    character in a field value, a malformed request line, a body it cannot decode...) or whose
+    peer left before its end, which it logs as an ERROR with a traceback: a peer's doing, so one
+    WARNING line (``bad HTTP request refused`` / ``connection lost before the request's end``)
+    with the peer and the first line of the reason (``error``), as the default engine answers or
+    closes without one.  Other errors of aiohttp's keep their traceback."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
         if exc is None:
             return True
+        from aiohttp.http_exceptions import HttpProcessingError
+        from aiohttp.web_protocol import RequestPayloadError
+
+        from stirshaken.serve.http import _first_line
+
+        if isinstance(exc, (HttpProcessingError, RequestPayloadError, ConnectionResetError)):
+            record.peer = str(record.args[0]) if isinstance(record.args, tuple) and record.args else None
+            record.error = _first_line(exc)
+            record.msg = "connection lost before the request's end" if isinstance(exc, ConnectionResetError) else "bad HTTP request refused"
+            record.args = ()
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.exc_info, record.exc_text = None, None
+        return True
         from aiohttp.http_exceptions import HttpProcessingError
 
         if isinstance(exc, HttpProcessingError):
