@@ -30,8 +30,9 @@ def _first_line(exc: BaseException) -> str:
     """The first line of an aiohttp error's text (its message's, for an HTTP error), ASCII (a
     peer's bytes it quotes written ``\\xNN``), without a trailing colon."""
     text = str(getattr(exc, "message", None) or exc or type(exc).__name__).strip()
-    if text[:3].isdigit() and text[3:14] == ", message:":  # an HTTP error's str(): "400, message:\n  <message>"
-        text = text[14:].strip()
+    head = ", message:"
+    if text[:3].isdigit() and text.startswith(head, 3):  # an HTTP error's str(): "400, message:\n  <message>"
+        text = text[3 + len(head):].strip()
     first = " ".join(text.split("\n", 1)[0].split()).rstrip(":")
     return first.encode("ascii", "backslashreplace").decode() or type(exc).__name__
 
