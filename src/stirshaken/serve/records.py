@@ -30,10 +30,11 @@ Where records go (``[records]``, :class:`~stirshaken.serve.config.RecordsConfig`
   formatted for the queue when the log is off or text) to a queue bounded in records
   (``queue_size``) and bytes (:data:`QUEUE_BYTES`); a background thread of the worker takes
   about :data:`BATCH` records at a time and inserts them in one statement: PostgreSQL parses
-  them itself (``json_to_recordset``), SQLite gets an executemany.  When the database is slow or down the queue fills and further records are
-  dropped and counted (``stirshaken_records_dropped_total``): a call is never delayed or failed
-  by its record.  While the database cannot be reached :attr:`Records.problem` names it
-  (``/healthz`` says ``degraded``), the change of state is logged once each way, and the thread
+  them itself (``json_to_recordset``), SQLite gets an executemany.  When the database is slow
+  or down the queue fills and further records are dropped and counted
+  (``stirshaken_records_dropped_total``): a call is never delayed or failed by its record.
+  While the database cannot be reached :attr:`Records.problem` names it (``/healthz`` says
+  ``degraded``), the change of state is logged once each way, and the thread
   retries the batch it holds every second.  A batch the database refuses (a value it cannot
   store, not a connection problem) is written again in halves, down to single records, so that
   only a record refused on its own is dropped (counted, ``reason="refused"``); a NUL character,
@@ -152,17 +153,15 @@ class JSONRecordFormatter(logging.Formatter):
         super().__init__()
         tail = ('","level":"INFO","logger":"' + LOGGER + '","msg":"call","node":' + orjson.dumps(node or default_node()).decode()
                 + ',"worker":' + orjson.dumps(worker).decode() + ",")
-        self._tails = tuple(m + tail for m in _MILLIS)
-        self._btails = tuple(t.encode() for t in self._tails)  # (the node is ASCII: orjson escapes nothing else, printable() below)
+        # (in UTF-8: a node that is not ASCII sends every line through printable(), correct but slower)
+        self._tails = tuple((m + tail).encode() for m in _MILLIS)
         self._second = -1
-        self._head = ""
-        self._bhead = b""
+        self._head = b""
 
     def _new_second(self, second: int) -> None:
         """``second`` (Unix time) as the head of the lines that follow."""
         self._second = second
-        self._head = '{"ts":"' + dt.datetime.fromtimestamp(second, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
-        self._bhead = self._head.encode()
+        self._head = b'{"ts":"' + dt.datetime.fromtimestamp(second, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S").encode()
 
     def line(self, rec: Mapping[str, Any], created: float) -> str:
         """The line of the record ``rec`` (a dict, or ``(shared, rest)``: :class:`Shared`) made at
@@ -173,18 +172,19 @@ class JSONRecordFormatter(logging.Formatter):
         second = ms // 1000
         if second != self._second:
             self._new_second(second)
-        pre = ""
+        pre = b""
         if type(rec) is tuple:  # (shared, rest): Shared
             shared, rec = rec
-            pre = shared.json.decode()
+            pre = shared.json
             if len(rec) + shared.n != _N:
                 rec = {k: rec.get(k) for k in FIELDS if k not in shared.fields}
         elif len(rec) != _N:  # a field left out: None (inline: a call of its own cost ~700 instructions a line)
             rec = {k: rec.get(k) for k in FIELDS}
+        start = self._head + self._tails[ms - 1000 * second] + pre
         try:
-            s = self._head + self._tails[ms - 1000 * second] + pre + orjson.dumps(rec)[1:].decode()
+            s = (start + orjson.dumps(rec)[1:]).decode()
         except TypeError:  # orjson.JSONEncodeError: a string that is not valid text, a value of another type
-            return self._head + self._tails[ms - 1000 * second] + pre + _json_fields(rec)
+            return start.decode() + _json_fields(rec)
         return s if s.isascii() else printable(s)
 
     def blob(self, kept: list[tuple[dict[str, Any], float]]) -> bytes:
@@ -194,7 +194,7 @@ class JSONRecordFormatter(logging.Formatter):
 
         The loop of :meth:`line` written out, with no call per record (the head, its second and
         the tails in locals), kept in bytes (as ``orjson`` makes them and the log and the
-        database take them), and each line's three parts joined once with all the others rather
+        database take them), and each line's parts joined once with all the others rather
         than concatenated line by line; whether a line is :func:`printable` is asked once of the
         whole (``isascii``), then line by line only when it is not ASCII.  Measured (callgrind,
         ``bench/bench_records.py --loop log``, 2026-11-30): 1,220 instructions a record fewer than
@@ -205,15 +205,15 @@ class JSONRecordFormatter(logging.Formatter):
         dumps = orjson.dumps
         nl = orjson.OPT_APPEND_NEWLINE
         fields = FIELDS
-        tails = self._btails
-        head = self._bhead
+        tails = self._tails
+        head = self._head
         start = 1000 * self._second  # the first millisecond of the head's second
         for rec, created in kept:
             i = int(created * 1000) - start
             if not 0 <= i < 1000:  # another second
                 ms = i + start
                 self._new_second(ms // 1000)
-                head = self._bhead
+                head = self._head
                 start = 1000 * self._second
                 i = ms - start
             pre = b""
@@ -939,7 +939,7 @@ class Records:
             return
         n = len(pending)
         keep = min(n, self.queue_size - (w.queued_records - w.taken_records))  # (the queue full: the later records dropped)
-        if data is None or self._json is not self._formatter:
+        if data is None:  # (the log wrote no JSON lines: text, off, or another handler)
             data = self._json.blob(pending if keep >= n else pending[:max(keep, 0)])
         elif keep < n:
             data = _first_lines(data, keep)

@@ -55,7 +55,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-
 from stirshaken.serve import allocator
 from stirshaken.serve.config import AcmeSettings, Address, Config, ConfigError
 from stirshaken.serve.records import json_text
@@ -171,16 +170,6 @@ class _BadRequestLine(logging.Filter):
             record.error = _first_line(exc)
             record.msg = "connection lost before the request's end" if isinstance(exc, ConnectionResetError) else "bad HTTP request refused"
             record.args = ()
-            record.levelno, record.levelname = logging.WARNING, "WARNING"
-            record.exc_info, record.exc_text = None, None
-        return True
-        from aiohttp.http_exceptions import HttpProcessingError
-
-        if isinstance(exc, HttpProcessingError):
-            record.peer = str(record.args[0]) if isinstance(record.args, tuple) and record.args else None
-            first = " ".join(str(exc.message or type(exc).__name__).strip().split("\n", 1)[0].split()).rstrip(":")
-            record.error = first.encode("ascii", "backslashreplace").decode()  # (the parser may quote the peer's bytes)
-            record.msg, record.args = "bad HTTP request refused", ()
             record.levelno, record.levelname = logging.WARNING, "WARNING"
             record.exc_info, record.exc_text = None, None
         return True

@@ -270,7 +270,7 @@ class Tenant:
     #: attribute read cost ≈ 450 instructions (callgrind, ``bench/bench_inventory.py``)
     name: str = field(init=False, repr=False, compare=False)
     #: the fields that every per-call record of a SHAKEN PASSporT this signer signed over REST
-    #: shares (:class:`stirshaken.serve.records.Shared`): a request gives the others
+    #: shares (:class:`stirshaken.serve.record_fields.Shared`): a request gives the others
     rest_shared: Shared = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
